@@ -1,0 +1,1 @@
+"""Code generator: protocols.yaml -> src/scaproust/_generated/ and diagrams/."""

@@ -1,0 +1,64 @@
+"""`python -m codegen [--check] [--no-svg]`: generate, or check that nothing on disk is stale.
+
+Exit status 1 with ``protocols.yaml:<line>: <problem>`` when the table is invalid, and with
+the list of stale files under --check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .generate import generate_all
+from .schema import SpecError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m codegen", description=__doc__)
+    parser.add_argument("--check", action="store_true", help="fail if a generated file differs from disk")
+    parser.add_argument("--no-svg", action="store_true", help="skip SVG rendering (no graphviz `dot`)")
+    args = parser.parse_args(argv)
+    try:
+        files = generate_all(ROOT, svg=not args.no_svg)
+    except SpecError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    stale = []
+    for rel, text in files.items():
+        path = ROOT / rel
+        current = path.read_text() if path.exists() else None
+        if current != text:
+            stale.append(rel)
+            if not args.check:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(text)
+    if args.check:
+        for rel in stale:
+            print(f"stale: {rel} (run `make regen`)", file=sys.stderr)
+        extra = _orphans(files)
+        for rel in extra:
+            print(f"orphan: {rel} (no machine generates it)", file=sys.stderr)
+        return 1 if stale or extra else 0
+    for rel in _orphans(files):
+        (ROOT / rel).unlink()
+        print(f"removed {rel}")
+    print(f"generated {len(files)} files ({len(stale)} changed)")
+    return 0
+
+
+def _orphans(files: dict[str, str]) -> list[str]:
+    found = []
+    for folder, patterns in (("src/scaproust/_generated", ("*.py",)), ("diagrams", ("*.dot", "*.svg"))):
+        for pattern in patterns:
+            for path in sorted((ROOT / folder).glob(pattern)):
+                rel = str(path.relative_to(ROOT))
+                if rel not in files:
+                    found.append(rel)
+    return found
+
+
+if __name__ == "__main__":
+    sys.exit(main())

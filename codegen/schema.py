@@ -1,0 +1,418 @@
+"""Read and validate protocols.yaml.
+
+Every machine of the library is declared in one file with one schema::
+
+    machines:
+      <name>:
+        doc: <one paragraph>
+        class: <module>:<Class>        # the hand-written class holding actions and guards
+        unlisted: error | ignore        # policy for (state, event) pairs without a row
+        initial: <state>
+        states:
+          <state>: {on_enter: [...], on_exit: [...], final: true, doc: ...}
+        rows:
+          #  source   event        guards          dest     actions
+          - [active,  evt_msgs,    [],             active,  [deliver]]
+          - [paired,  evt_removed, [is_peer],      unpaired, [forget_peer]]
+          - ['*',     cmd_close,   [],             closed,  [close_all]]
+
+Rules (each violation is reported as ``protocols.yaml:<line>: <what is wrong>``):
+
+- events are named by kind: commands in start with ``cmd_``, events in with ``evt_``;
+- a source may be a state, a list of states, or ``'*'``: every state without an explicit
+  row for that event (only non-final ones unless dest is ``'='``);
+- a dest of ``'='`` means "stay in the source state" (handy with ``'*'``);
+- guards are names of guard methods, ``!name`` negates one;
+- a row whose dest equals its source is an *internal* transition: ``on_exit`` and
+  ``on_enter`` do not run (``dest: None`` in ``transitions``' terms);
+- rows with the same (source, event) are guarded alternatives tried in order; a row that
+  can never fire (same guards as an earlier one, or after an unguarded one) is an error;
+- every state is reachable from the initial one; a state with no row leaving it must be
+  marked ``final``, and a final state has no row leaving it;
+- every action and guard is a method of the hand-written class (or a hand-written base),
+  every public method of that class is used by some row, and no method shadows an event.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+EVENT_RE = re.compile(r"^(cmd|evt)_[a-z][a-z0-9_]*$")
+NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+MACHINE_KEYS = {"doc", "class", "unlisted", "initial", "states", "rows"}
+STATE_KEYS = {"doc", "on_enter", "on_exit", "final"}
+POLICIES = ("error", "ignore")
+
+
+class SpecError(Exception):
+    """A problem in protocols.yaml, formatted as ``<file>:<line>: <message>``."""
+
+    def __init__(self, path: str, line: int, message: str):
+        super().__init__(f"{path}:{line}: {message}")
+        self.path, self.line, self.message = path, line, message
+
+
+@dataclass(frozen=True)
+class Guard:
+    name: str
+    negated: bool = False
+
+    def __str__(self) -> str:
+        return ("!" if self.negated else "") + self.name
+
+
+@dataclass
+class State:
+    name: str
+    line: int
+    doc: str = ""
+    on_enter: list[str] = field(default_factory=list)
+    on_exit: list[str] = field(default_factory=list)
+    final: bool = False
+
+
+@dataclass
+class Row:
+    source: str
+    event: str
+    guards: tuple[Guard, ...]
+    dest: str
+    actions: tuple[str, ...]
+    line: int
+
+    @property
+    def internal(self) -> bool:
+        return self.source == self.dest
+
+
+@dataclass
+class Machine:
+    name: str
+    line: int
+    doc: str
+    module: str
+    class_name: str
+    class_line: int
+    unlisted: str
+    initial: str
+    states: dict[str, State]
+    rows: list[Row]
+
+    @property
+    def events(self) -> list[str]:
+        """Event names in order of first appearance."""
+        seen: dict[str, None] = {}
+        for row in self.rows:
+            seen.setdefault(row.event, None)
+        return list(seen)
+
+    @property
+    def guards(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for row in self.rows:
+            for guard in row.guards:
+                seen.setdefault(guard.name, None)
+        return list(seen)
+
+    @property
+    def actions(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for state in self.states.values():
+            for name in state.on_exit + state.on_enter:
+                seen.setdefault(name, None)
+        for row in self.rows:
+            for name in row.actions:
+                seen.setdefault(name, None)
+        return list(seen)
+
+    def rows_for(self, state: str, event: str) -> list[Row]:
+        return [r for r in self.rows if r.source == state and r.event == event]
+
+
+@dataclass
+class Spec:
+    path: str
+    machines: dict[str, Machine]
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+class _Reader:
+    """Turns yaml nodes into values while keeping their line numbers for messages."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def fail(self, node_or_line, message: str):
+        line = node_or_line if isinstance(node_or_line, int) else node_or_line.start_mark.line + 1
+        raise SpecError(self.path, line, message)
+
+    def mapping(self, node, what: str) -> list[tuple[str, yaml.Node, yaml.Node]]:
+        if not isinstance(node, yaml.MappingNode):
+            self.fail(node, f"{what} must be a mapping")
+        out, seen = [], set()
+        for key, value in node.value:
+            name = self.scalar(key, f"a key of {what}")
+            if name in seen:
+                self.fail(key, f"duplicate key {name!r} in {what}")
+            seen.add(name)
+            out.append((name, key, value))
+        return out
+
+    def scalar(self, node, what: str) -> str:
+        if not isinstance(node, yaml.ScalarNode) or node.value == "":
+            self.fail(node, f"{what} must be a non-empty string")
+        return node.value
+
+    def names(self, node, what: str) -> list[str]:
+        """A name, a list of names, or null/[] for none."""
+        if isinstance(node, yaml.ScalarNode):
+            if node.tag.endswith(":null") or node.value in ("", "~", "null"):
+                return []
+            return [node.value]
+        if not isinstance(node, yaml.SequenceNode):
+            self.fail(node, f"{what} must be a name or a list of names")
+        return [self.scalar(item, f"an item of {what}") for item in node.value]
+
+    def flag(self, node, what: str) -> bool:
+        if not isinstance(node, yaml.ScalarNode) or node.value not in ("true", "false"):
+            self.fail(node, f"{what} must be true or false")
+        return node.value == "true"
+
+
+def load(path: str | Path, source: str | None = None, src_root: Path | None = None) -> Spec:
+    """Parse and validate protocols.yaml; raise SpecError on the first problem."""
+    path = Path(path)
+    text = source if source is not None else path.read_text()
+    shown = path.name
+    reader = _Reader(shown)
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise SpecError(shown, mark.line + 1 if mark else 1, f"not valid YAML: {exc}") from None
+    if root is None:
+        raise SpecError(shown, 1, "empty file")
+    top = dict((k, (kn, v)) for k, kn, v in reader.mapping(root, "the file"))
+    if "machines" not in top:
+        reader.fail(root, "missing the top-level key 'machines'")
+    machines = {}
+    for name, key, node in reader.mapping(top["machines"][1], "machines"):
+        if not NAME_RE.match(name):
+            reader.fail(key, f"machine name {name!r} must be lower_snake_case")
+        machines[name] = _machine(reader, name, key, node)
+    src_root = src_root or path.parent / "src"
+    for machine in machines.values():
+        _validate(reader, machine)
+        _check_handwritten(reader, machine, src_root)
+    return Spec(shown, machines)
+
+
+def _machine(reader: _Reader, name: str, key, node) -> Machine:
+    fields = {k: (kn, v) for k, kn, v in reader.mapping(node, f"machine {name!r}")}
+    for k, (kn, _) in fields.items():
+        if k not in MACHINE_KEYS:
+            reader.fail(kn, f"unknown key {k!r} in machine {name!r} (allowed: {', '.join(sorted(MACHINE_KEYS))})")
+    for required in ("class", "unlisted", "initial", "states", "rows"):
+        if required not in fields:
+            reader.fail(key, f"machine {name!r} has no {required!r}")
+    class_node = fields["class"][1]
+    target = reader.scalar(class_node, "class")
+    if ":" not in target:
+        reader.fail(class_node, f"class must be 'package.module:Class', not {target!r}")
+    module, class_name = target.split(":", 1)
+    unlisted = reader.scalar(fields["unlisted"][1], "unlisted")
+    if unlisted not in POLICIES:
+        reader.fail(fields["unlisted"][1], f"unlisted must be one of {POLICIES}, not {unlisted!r}")
+
+    states: dict[str, State] = {}
+    for sname, skey, snode in reader.mapping(fields["states"][1], f"the states of {name!r}"):
+        if not NAME_RE.match(sname):
+            reader.fail(skey, f"state name {sname!r} must be lower_snake_case")
+        state = State(sname, skey.start_mark.line + 1)
+        if isinstance(snode, yaml.ScalarNode) and snode.value in ("", "~", "null"):
+            states[sname] = state
+            continue
+        for k, kn, v in reader.mapping(snode, f"state {sname!r}"):
+            if k not in STATE_KEYS:
+                reader.fail(kn, f"unknown key {k!r} in state {sname!r} (allowed: {', '.join(sorted(STATE_KEYS))})")
+            if k == "final":
+                state.final = reader.flag(v, "final")
+            elif k == "doc":
+                state.doc = reader.scalar(v, "doc")
+            else:
+                setattr(state, k, reader.names(v, k))
+        states[sname] = state
+
+    initial_node = fields["initial"][1]
+    initial = reader.scalar(initial_node, "initial")
+    if initial not in states:
+        reader.fail(initial_node, f"initial state {initial!r} is not one of the states of {name!r}")
+
+    rows: list[Row] = []
+    rows_node = fields["rows"][1]
+    if not isinstance(rows_node, yaml.SequenceNode) or not rows_node.value:
+        reader.fail(rows_node, f"rows of {name!r} must be a non-empty list")
+    explicit = []
+    for item in rows_node.value:
+        line = item.start_mark.line + 1
+        if not isinstance(item, yaml.SequenceNode) or len(item.value) != 5:
+            reader.fail(item, "a row is [source, event, guards, dest, actions]")
+        src_node, evt_node, guard_node, dest_node, act_node = item.value
+        event = reader.scalar(evt_node, "event")
+        if not EVENT_RE.match(event):
+            reader.fail(evt_node, f"event {event!r} must be named cmd_<verb> (a command in) or evt_<what> (an event in)")
+        guards = []
+        for g in reader.names(guard_node, "guards"):
+            guard = Guard(g[1:], True) if g.startswith("!") else Guard(g)
+            if not NAME_RE.match(guard.name):
+                reader.fail(guard_node, f"guard {g!r} is not a method name")
+            guards.append(guard)
+        dest = reader.scalar(dest_node, "dest")
+        actions = reader.names(act_node, "actions")
+        for a in actions:
+            if not NAME_RE.match(a):
+                reader.fail(act_node, f"action {a!r} is not a method name")
+        sources = reader.names(src_node, "source")
+        if not sources:
+            reader.fail(src_node, "a row needs a source state")
+        for s in sources:
+            if s != "*" and s not in states:
+                reader.fail(src_node, f"unknown state {s!r} in machine {name!r}")
+        if dest != "=" and dest not in states:
+            reader.fail(dest_node, f"unknown state {dest!r} in machine {name!r}")
+        explicit.append((sources, event, tuple(guards), dest, tuple(actions), line))
+    # Wildcard rows expand to every non-final state without an explicit row for the event.
+    has_row = {(s, e) for sources, e, *_ in explicit for s in sources if s != "*"}
+    for sources, event, guards, dest, actions, line in explicit:
+        for source in sources:
+            if source != "*":
+                rows.append(Row(source, event, guards, source if dest == "=" else dest, actions, line))
+                continue
+            for sname, state in states.items():
+                if (sname, event) in has_row or (state.final and dest != "="):
+                    continue
+                rows.append(Row(sname, event, guards, sname if dest == "=" else dest, actions, line))
+    doc = reader.scalar(fields["doc"][1], "doc") if "doc" in fields else ""
+    return Machine(name, key.start_mark.line + 1, doc.strip(), module, class_name,
+                   class_node.start_mark.line + 1, unlisted, initial, states, rows)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _validate(reader: _Reader, m: Machine) -> None:
+    by_pair: dict[tuple[str, str], list[Row]] = {}
+    for row in m.rows:
+        by_pair.setdefault((row.source, row.event), []).append(row)
+    for (source, event), rows in by_pair.items():
+        for i, row in enumerate(rows):
+            for earlier in rows[:i]:
+                if not earlier.guards:
+                    reader.fail(row.line, f"row ({source}, {event}) can never fire: the unguarded row at line {earlier.line} always takes it first")
+                if set(earlier.guards) == set(row.guards):
+                    reader.fail(row.line, f"duplicate row ({source}, {event}) with the same guards as line {earlier.line}")
+    # Reachability from the initial state, ignoring guards.
+    reached, todo = {m.initial}, [m.initial]
+    while todo:
+        here = todo.pop()
+        for row in m.rows:
+            if row.source == here and row.dest not in reached:
+                reached.add(row.dest)
+                todo.append(row.dest)
+    for state in m.states.values():
+        if state.name not in reached:
+            reader.fail(state.line, f"state {state.name!r} of {m.name!r} is unreachable from {m.initial!r}")
+    for state in m.states.values():
+        leaving = [r for r in m.rows if r.source == state.name and r.dest != state.name]
+        if state.final and leaving:
+            reader.fail(leaving[0].line, f"final state {state.name!r} has a row leaving it")
+        if not state.final and not leaving:
+            reader.fail(state.line, f"state {state.name!r} of {m.name!r} is a dead end: no row leaves it and it is not marked final")
+
+
+def _check_handwritten(reader: _Reader, m: Machine, src_root: Path) -> None:
+    methods = handwritten_methods(src_root, m.module, m.class_name)
+    if methods is None:
+        reader.fail(m.class_line, f"class {m.class_name} not found in {m.module} (looked under {src_root})")
+    own, inherited = methods
+    available = {**inherited, **own}
+    events = set(m.events)
+    for row in m.rows:
+        for guard in row.guards:
+            if guard.name not in available:
+                reader.fail(row.line, f"guard {guard.name!r} is not defined by {m.class_name} ({m.module})")
+        for action in row.actions:
+            if action not in available:
+                reader.fail(row.line, f"action {action!r} is not defined by {m.class_name} ({m.module})")
+    for state in m.states.values():
+        for action in state.on_enter + state.on_exit:
+            if action not in available:
+                reader.fail(state.line, f"action {action!r} of state {state.name!r} is not defined by {m.class_name} ({m.module})")
+    used = set(m.actions) | set(m.guards)
+    for name, where in own.items():
+        if name in events:
+            reader.fail(m.class_line, f"{m.class_name}.{name} ({where}) shadows the event {name!r}")
+        if name not in used and not name.startswith("_"):
+            reader.fail(m.class_line, f"{m.class_name}.{name} ({where}) is public but no row or state uses it: use it, or make it private (_{name})")
+
+
+def handwritten_methods(src_root: Path, module: str, class_name: str):
+    """Return ({name: 'file:line'} defined by the class, {...} inherited from hand-written bases).
+
+    Found by reading the source with ``ast`` rather than importing it: the hand-written
+    module imports the generated one, which may not exist yet on a first generation.
+    Bases imported from other hand-written modules of the package are followed; generated
+    mixins and third-party bases are not.
+    """
+    found = _find_class(src_root, module, class_name)
+    if found is None:
+        return None
+    tree, cls, file = found
+    own = {}
+    for node in cls.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            is_property = any(isinstance(d, ast.Name) and d.id in ("property", "staticmethod") or
+                              isinstance(d, ast.Attribute) for d in node.decorator_list)
+            if not node.name.startswith("__") and not is_property:
+                own[node.name] = f"{file}:{node.lineno}"
+    inherited: dict[str, str] = {}
+    imports = _imports(tree)
+    for base in cls.bases:
+        if not isinstance(base, ast.Name):
+            continue
+        base_module = imports.get(base.id, module if _find_class(src_root, module, base.id) else None)
+        if base_module is None or "_generated" in base_module:
+            continue
+        sub = handwritten_methods(src_root, base_module, base.id)
+        if sub is not None:
+            inherited.update(sub[1])
+            inherited.update(sub[0])
+    return own, inherited
+
+
+def _find_class(src_root: Path, module: str, class_name: str):
+    file = src_root.joinpath(*module.split(".")).with_suffix(".py")
+    if not file.exists():
+        return None
+    tree = ast.parse(file.read_text(), str(file))
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == class_name:
+            rel = file.relative_to(src_root.parent) if src_root.parent in file.parents else file
+            return tree, node, rel
+    return None
+
+
+def _imports(tree: ast.Module) -> dict[str, str]:
+    out = {}
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for alias in node.names:
+                out[alias.asname or alias.name] = node.module
+    return out

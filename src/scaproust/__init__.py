@@ -1,0 +1,50 @@
+"""scaproust: the nanomsg scalability protocols in pure Python, wire-compatible with nng
+and nanomsg.
+
+    import scaproust as sp
+
+    with sp.Session() as session:
+        pull = session.socket(sp.Pull)
+        ep = pull.bind("tcp://127.0.0.1:0")
+        push = session.socket(sp.Push, send_timeout=1.0)
+        push.connect(ep.url)
+        push.send(b"hello")
+        assert pull.recv(timeout=1.0) == b"hello"
+"""
+
+from scaproust.core.errors import (
+    AddressInUse,
+    BadState,
+    Closed,
+    Error,
+    InvalidAddress,
+    NotSupported,
+    Timeout,
+    WouldBlock,
+)
+from scaproust.core.message import Message
+from scaproust.core.protocol_info import (
+    Bus,
+    Pair,
+    Pair1,
+    Pub,
+    Pull,
+    Push,
+    Rep,
+    Req,
+    Respondent,
+    Sub,
+    Surveyor,
+)
+from scaproust.facade.endpoint import Endpoint
+from scaproust.facade.session import Session, socket
+from scaproust.facade.socket import Socket
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AddressInUse", "BadState", "Closed", "Error", "InvalidAddress", "NotSupported",
+    "Timeout", "WouldBlock", "Message", "Endpoint", "Session", "Socket", "socket",
+    "Bus", "Pair", "Pair1", "Pub", "Pull", "Push", "Rep", "Req", "Respondent", "Sub",
+    "Surveyor",
+]

@@ -1,0 +1,133 @@
+"""The channel between user threads and the I/O thread: the only place with locks.
+
+The seed's facade talks to the backend through a Request/Reply channel and waits for a
+reply per call. Measured here, that round trip costs 7-47 µs a message (ARCHITECTURE.md
+section 4), so data does not take it:
+
+- ``put`` (send) takes one unit of *send credit* and appends to ``outbox``; it wakes the
+  I/O thread only when the outbox was empty, and the loop itself writes its wake-up byte
+  only when idle. It waits only when it has no credit: the backend grants credit as pipes
+  can take messages, so a PUSH with no ready peer still blocks until its send timeout.
+- ``get`` (recv) pops from ``inbox``, which the I/O thread fills; it waits only when the
+  inbox is empty.
+
+Backpressure on receive: when the inbox holds ``recv_high`` messages the backend stops
+reading its pipes (TCP then pushes back on the peers); the first ``get`` that brings it
+down to ``recv_high // 2`` asks the backend to resume.
+
+Control requests (bind, connect, close, ...) are real request/reply calls: see
+``Session.call``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+from scaproust.core.errors import Closed, Timeout, WouldBlock
+
+#: Credit that never runs out, for protocols whose send never blocks (pub, bus, rep).
+UNBOUNDED = 1 << 60
+
+
+class Channel:
+    """Queues and credit shared by a facade socket and its backend ``SocketCore``."""
+
+    def __init__(self, *, wake_backend: Callable[[], None], resume_reading: Callable[[], None],
+                 recv_high: int = 1024):
+        self._lock = threading.Lock()
+        self._can_send = threading.Condition(self._lock)
+        self._can_recv = threading.Condition(self._lock)
+        self._wake_backend = wake_backend
+        self._resume_reading = resume_reading
+        self.recv_high = recv_high
+        self.credit = 0
+        self.outbox: deque = deque()
+        self.inbox: deque = deque()
+        self.closed = False
+        self.recv_paused = False
+        self._drain_posted = False
+
+    # ------------------------------------------------------------------ user threads
+
+    def put(self, item, timeout: float | None) -> None:
+        """Queue ``item`` for the backend; wait up to ``timeout`` s for credit (None: forever,
+        0: never wait)."""
+        with self._lock:
+            if self.closed:
+                raise Closed("socket is closed")
+            if not self.credit:
+                self._wait(self._can_send, lambda: self.credit, timeout, "send")
+            self.credit -= 1
+            self.outbox.append(item)
+            if self._drain_posted:
+                return
+            self._drain_posted = True
+        self._wake_backend()
+
+    def get(self, timeout: float | None):
+        """Take the next received item; wait up to ``timeout`` s for one."""
+        with self._lock:
+            if not self.inbox:
+                if self.closed:
+                    raise Closed("socket is closed")
+                self._wait(self._can_recv, lambda: self.inbox, timeout, "recv")
+            item = self.inbox.popleft()
+            resume = self.recv_paused and len(self.inbox) <= self.recv_high // 2
+            if resume:
+                self.recv_paused = False
+        if resume:
+            self._resume_reading()
+        return item
+
+    def _wait(self, cond: threading.Condition, ready, timeout: float | None, what: str) -> None:
+        if timeout is not None and timeout <= 0:
+            raise WouldBlock(f"{what} would block")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not ready():
+            if self.closed:
+                raise Closed("socket was closed while waiting")
+            if deadline is None:
+                cond.wait()
+                continue
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise Timeout(f"{what} timed out after {timeout} s")
+            cond.wait(left)
+
+    # ------------------------------------------------------------------ I/O thread
+
+    def take_outbox(self) -> deque:
+        """Everything queued by ``put`` since the last call."""
+        with self._lock:
+            batch, self.outbox = self.outbox, deque()
+            self._drain_posted = False
+        return batch
+
+    def grant(self, n: int) -> None:
+        with self._lock:
+            self.credit += n
+            self._can_send.notify(n)
+
+    def revoke(self, n: int) -> int:
+        """Take back up to ``n`` unused credits; return how many were taken."""
+        with self._lock:
+            taken = min(n, self.credit)
+            self.credit -= taken
+        return taken
+
+    def push_many(self, items) -> None:
+        with self._lock:
+            self.inbox.extend(items)
+            if len(self.inbox) >= self.recv_high:
+                self.recv_paused = True
+            self._can_recv.notify(len(items))
+
+    def close(self) -> None:
+        """Wake every waiter with ``Closed``; what is already in the inbox stays readable."""
+        with self._lock:
+            self.closed = True
+            self._can_send.notify_all()
+            self._can_recv.notify_all()

@@ -1,0 +1,59 @@
+"""The one seam between a protocol machine and the world (the seed's ``Context``).
+
+A protocol never touches sockets, threads or clocks: it sends on pipes it was given
+(``pipe.cmd_send``), and for everything else calls this object. Unit tests pass a
+recording fake with the same methods (tests/protocols/fakes.py).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from scaproust.core.channel import Channel
+
+log = logging.getLogger("scaproust.protocol")
+
+
+class Context:
+    """What a protocol may ask of its socket."""
+
+    def __init__(self, *, loop, channel: Channel, stats, pipes_of_socket):
+        self._loop = loop
+        self._channel = channel
+        self.stats = stats
+        self._pipes = pipes_of_socket
+        # Credit granted to the user and not yet used up by a message drained from the
+        # outbox: what the user may still post (the channel's credit) plus what is in
+        # flight. The protocol states its capacity; the difference is granted or revoked.
+        self.outstanding = 0
+
+    def deliver(self, items) -> None:
+        """Hand received messages (bytes, or ``Message`` with a header) to the user."""
+        channel = self._channel
+        channel.push_many(items)
+        self.stats.count("msgs_received", len(items))
+        if channel.recv_paused:
+            for pipe in self._pipes():
+                pipe.cmd_pause()
+
+    def set_send_capacity(self, capacity: int) -> None:
+        """How many messages the protocol can take now; send() blocks when it is 0."""
+        delta = capacity - self.outstanding
+        if delta > 0:
+            self._channel.grant(delta)
+            self.outstanding += delta
+        elif delta < 0:
+            self.outstanding -= self._channel.revoke(-delta)
+
+    def reject_pipe(self, pipe) -> None:
+        """Close a pipe the protocol will not use (e.g. a second PAIR peer).
+
+        Deferred to the loop: the protocol is usually inside the pipe's own transition.
+        """
+        self._loop.call_soon(pipe.cmd_close)
+
+    def call_later(self, delay: float, fn, *args):
+        return self._loop.call_later(delay, fn, *args)
+
+    def time(self) -> float:
+        return self._loop.time()

@@ -1,0 +1,72 @@
+"""A connected endpoint, driven by the generated ``dialer`` machine.
+
+Theory of operation: ``connecting`` opens one dialed pipe; the pipe's connect, header
+exchange and life are its own machine's business, and it reports back ``evt_pipe_opened``
+(the pipe became active) and ``evt_pipe_closed`` (it died, before or after that). A pipe
+that dies before becoming active sends the dialer to ``waiting`` for the reconnect
+interval; one that dies after is redialed at once (the nanomsg behaviour, WIRE.md).
+
+Extra fields: ``pipe`` (the current pipe, ``connecting`` and ``connected``), ``_timer``
+(``waiting`` only).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from scaproust._generated.dialer import DialerFSM
+from scaproust.core.pipe import Pipe
+
+log = logging.getLogger("scaproust.dialer")
+
+
+class Dialer(DialerFSM):
+    """The I/O-thread side of an endpoint made by ``connect()``."""
+
+    def __init__(self, *, loop, socket, transport, address, url: str, endpoint_id: int):
+        self.loop = loop
+        self.socket = socket
+        self.transport = transport
+        self.address = address
+        self.url = url
+        self.endpoint_id = endpoint_id
+        self.pipe: Pipe | None = None
+        self._timer = None
+
+    def __repr__(self) -> str:
+        return f"<Dialer {self.url} {self.state}>"
+
+    @property
+    def pipes(self) -> set:
+        return {self.pipe} if self.pipe is not None else set()
+
+    def open_pipe(self, *args) -> None:
+        try:
+            stream, err = self.transport.connect(self.address)
+        except OSError as exc:  # e.g. name resolution failed: retry later like a refusal
+            stream, err = None, exc.errno or 1
+        self.pipe = Pipe(loop=self.loop, stream=stream, transport=self.transport,
+                         socket=self.socket, owner=self, dialed=True,
+                         connect_error=0 if stream is not None else err, peer_addr=self.url)
+        self.pipe.cmd_open()
+
+    def reset_backoff(self, pipe) -> None:
+        log.debug("connected to %s", self.url)
+
+    def log_disconnect(self, pipe) -> None:
+        log.debug("connection to %s lost; redialing at once", self.url)
+        self.pipe = None
+
+    def start_retry_timer(self, *args) -> None:
+        self.pipe = None
+        self.socket.stats.count("connect_failures")
+        self._timer = self.loop.call_later(self.socket.options.reconnect_interval, self.evt_timeout)
+
+    def cancel_retry_timer(self, *args) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def close_pipe(self, *args) -> None:
+        if self.pipe is not None and self.pipe.state != "dead":
+            self.pipe.cmd_close()

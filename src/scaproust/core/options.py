@@ -1,0 +1,90 @@
+"""Socket options: one table of names, defaults, ranges and meanings.
+
+Every option is a keyword argument of ``session.socket(...)`` and an attribute of the
+socket, validated at once with a ``TypeError``/``ValueError`` naming the option and the
+allowed range. The I/O thread reads the same ``Options`` object, so a change takes effect
+for the next operation that uses it (a plain attribute store is atomic under the GIL).
+"""
+
+from __future__ import annotations
+
+import math
+
+import attrs
+
+MiB = 1024 * 1024
+
+
+@attrs.frozen
+class OptionSpec:
+    name: str
+    default: object
+    kind: str  # "timeout" (None or seconds >= 0), "seconds" (> 0 or >= 0), "size" (int >= 0)
+    doc: str
+    minimum: float = 0.0
+    exclusive_minimum: bool = False
+
+
+SPECS = {
+    spec.name: spec
+    for spec in (
+        OptionSpec("send_timeout", None, "timeout",
+                   "seconds send() waits for the protocol to accept a message; None = forever"),
+        OptionSpec("recv_timeout", None, "timeout",
+                   "seconds recv() waits for a message; None = forever"),
+        OptionSpec("recv_max_size", MiB, "size",
+                   "largest message accepted from a peer, in bytes (header included); a larger "
+                   "one closes that pipe; 0 = unlimited (WIRE.md: 1 MiB like nanomsg)"),
+        OptionSpec("reconnect_interval", 0.1, "seconds",
+                   "seconds a dialer waits before redialing after a failed attempt",
+                   exclusive_minimum=True),
+        OptionSpec("handshake_timeout", 10.0, "seconds",
+                   "seconds a new connection may take to send its 8-byte SP header (nng: 10 s)",
+                   exclusive_minimum=True),
+        OptionSpec("linger", 1.0, "seconds",
+                   "seconds close() keeps flushing queued output to peers; 0 = drop at once"),
+    )
+}
+
+
+def validate(name: str, value):
+    """Return ``value`` normalised for option ``name``, or raise TypeError/ValueError."""
+    try:
+        spec = SPECS[name]
+    except KeyError:
+        raise TypeError(f"unknown socket option {name!r} (known: {', '.join(sorted(SPECS))})") from None
+    if spec.kind == "timeout" and value is None:
+        return None
+    if spec.kind == "size":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"option {name} must be an int >= 0 (bytes), not {value!r}")
+        if value < 0:
+            raise ValueError(f"option {name} must be >= 0 (0 = unlimited), not {value}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        allowed = "None or a number of seconds >= 0" if spec.kind == "timeout" else "a number of seconds"
+        raise TypeError(f"option {name} must be {allowed}, not {value!r}")
+    value = float(value)
+    if math.isnan(value) or math.isinf(value) and spec.kind != "timeout":
+        raise ValueError(f"option {name} must be a finite number of seconds, not {value}")
+    if math.isinf(value):
+        return None  # an infinite timeout is "forever"
+    if value < spec.minimum or (spec.exclusive_minimum and value <= spec.minimum):
+        bound = "> 0" if spec.exclusive_minimum else ">= 0"
+        raise ValueError(f"option {name} must be {bound} seconds, not {value}")
+    return value
+
+
+class Options:
+    """The option values of one socket (attributes named as in ``SPECS``)."""
+
+    __slots__ = tuple(SPECS)
+
+    def __init__(self, **values):
+        for name, spec in SPECS.items():
+            setattr(self, name, spec.default)
+        for name, value in values.items():
+            setattr(self, name, validate(name, value))
+
+    def set(self, name: str, value) -> None:
+        setattr(self, name, validate(name, value))

@@ -1,0 +1,337 @@
+"""A pipe: one connection to one peer, driven by the generated ``pipe`` machine.
+
+Theory of operation
+-------------------
+The table (protocols.yaml, machine ``pipe``) holds the lifecycle: ``idle`` → (``connecting``
+for dialed pipes) → ``handshaking`` → ``active`` → (``closing`` while queued output drains)
+→ ``dead``. Read and write interest follow the state: each state's ``on_enter`` registers
+the reader it needs, and ``release`` (entering ``dead``) drops everything.
+
+This module turns readiness into the table's events and nothing else: ``_read_handshake``
+and ``_read_frames`` read a large chunk, parse every complete frame in it and fire one
+``evt_msgs`` per chunk (not per message); ``_flush`` writes every queued frame it can in
+one ``sendmsg`` and fires ``evt_flushed``. The pipe never imports ``socket`` or
+``selectors``: it talks to the reactor through ``loop`` (add/remove reader and writer,
+call_soon, call_later) and to the connection through ``stream`` (recv, sendmsg, close), so
+its unit tests run with a fake loop and a fake stream.
+
+Extra fields and when they are valid:
+
+- ``_out`` / ``_out_bytes``: frames queued for writing, any state before ``dead``;
+- ``_handshake``: bytes of the peer's header received so far, ``handshaking`` only;
+- ``_decoder``: frames from the peer, from ``active`` on;
+- ``_timer``: the handshake timeout (``handshaking``) or the linger limit (``closing``).
+
+Outgoing frames are small bytes objects joined with their prefix (one buffer each), or for
+large bodies a prefix buffer followed by the body itself, so a large body is never copied.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections import deque
+
+from scaproust._generated.pipe import PipeFSM
+from scaproust.transports.framing import (
+    FrameDecoder,
+    OversizeFrame,
+    check_handshake,
+    encode_handshake,
+    frame_prefix,
+)
+
+log = logging.getLogger("scaproust.pipe")
+
+#: Bytes read per readiness event: large, so that one event parses many frames.
+READ_CHUNK = 256 * 1024
+#: Bodies up to this size are joined with their prefix into one buffer; larger ones are
+#: sent as a separate buffer (no copy). 16 KiB keeps joins cheap next to the syscall.
+JOIN_MAX = 16 * 1024
+#: At most this many buffers per sendmsg (Linux IOV_MAX is 1024).
+MAX_IOV = 512
+#: A pipe takes new messages while it holds fewer than WINDOW queued buffers and fewer
+#: than HIGH_WATER bytes: enough to coalesce hundreds of small frames per write, bounded
+#: for large ones.
+WINDOW = 512
+HIGH_WATER = 4 * 1024 * 1024
+
+_ids = itertools.count(1)
+
+
+class Pipe(PipeFSM):
+    """One connection; the socket's protocol sees it as a destination and a source."""
+
+    def __init__(self, *, loop, stream, transport, socket, owner, dialed: bool,
+                 connect_error: int = 0, peer_addr: str = ""):
+        self.id = next(_ids) & 0x7FFFFFFF  # 31 bits: raw REP puts it in a backtrace word
+        self.loop = loop
+        self.stream = stream
+        self.transport = transport
+        self.socket = socket
+        self.owner = owner
+        self.peer_addr = peer_addr
+        self._dialed = dialed
+        self._connect_error = connect_error
+        self._ipc = transport.IPC_FRAMING
+        self._options = socket.options
+        self._out: deque = deque()
+        self._out_bytes = 0
+        self._flush_scheduled = False
+        self._writer_registered = False
+        self._handshake = b""
+        self._decoder: FrameDecoder | None = None
+        self._timer = None
+        self._attached = False
+        self._watching = False
+
+    def __repr__(self) -> str:
+        return f"<Pipe {self.id} {self.state} {self.peer_addr}>"
+
+    # ---------------------------------------------------------------- what protocols use
+
+    @property
+    def free(self) -> int:
+        """How many more messages this pipe takes now (0 when its queue is full)."""
+        if self._out_bytes >= HIGH_WATER:
+            return 0
+        return WINDOW - len(self._out) if len(self._out) < WINDOW else 0
+
+    # ---------------------------------------------------------------- guards
+
+    def is_dialed(self, *args) -> bool:
+        return self._dialed
+
+    def has_output(self, *args) -> bool:
+        return bool(self._out)
+
+    # ---------------------------------------------------------------- connecting
+
+    def watch_connect(self, *args) -> None:
+        if self._connect_error:
+            # The connect failed at once (e.g. no such IPC path): report it from the loop,
+            # not from inside this transition.
+            self.loop.call_soon(self.evt_connect_failed, OSError(self._connect_error, _strerror(self._connect_error)))
+            return
+        self.loop.add_writer(self.stream, self._on_connect_ready)
+
+    def unwatch_connect(self, *args) -> None:
+        if self.stream is not None:
+            self.loop.remove_writer(self.stream)
+
+    def _on_connect_ready(self) -> None:
+        err = self.transport.finish_connect(self.stream)
+        if err:
+            self.evt_connect_failed(OSError(err, _strerror(err)))
+        else:
+            self.transport.configure_stream(self.stream)
+            self.evt_connected()
+
+    def log_connect_failure(self, err) -> None:
+        log.debug("pipe %d: connect to %s failed: %s", self.id, self.peer_addr, err)
+
+    # ---------------------------------------------------------------- header exchange
+
+    def send_handshake(self, *args) -> None:
+        # Both sides send their header at once, without waiting for the peer's (WIRE.md).
+        self._queue(encode_handshake(self.socket.info.id))
+
+    def watch_handshake(self, *args) -> None:
+        self.loop.add_reader(self.stream, self._read_handshake)
+        self._watching = True
+
+    def start_handshake_timer(self, *args) -> None:
+        self._timer = self.loop.call_later(self._options.handshake_timeout, self.evt_timeout)
+
+    def cancel_timer(self, *args) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _read_handshake(self) -> None:
+        data = self._recv()
+        if data is None:
+            return
+        self._handshake += data
+        if len(self._handshake) < 8:
+            return  # a header may arrive one byte at a time (WIRE.md)
+        header, rest = self._handshake[:8], self._handshake[8:]
+        self._handshake = b""
+        try:
+            check_handshake(header, self.socket.info.peer_id)
+        except Exception as err:
+            self.evt_handshake_bad(err)
+            return
+        self.evt_handshake_ok()
+        if rest and self.state == "active":
+            self._feed(rest)  # frames the peer sent right behind its header
+
+    def log_protocol_error(self, err) -> None:
+        if isinstance(err, OversizeFrame):
+            self.socket.stats.count("dropped_oversize")
+            log.warning("pipe %d from %s closed: a %d-byte message exceeds recv_max_size=%d "
+                        "(raise the recv_max_size option, 0 = unlimited)",
+                        self.id, self.peer_addr, err.size, err.limit)
+        else:
+            self.socket.stats.count("dropped_malformed")
+            log.warning("pipe %d from %s closed: %s", self.id, self.peer_addr, err)
+
+    def log_handshake_timeout(self, *args) -> None:
+        log.warning("pipe %d from %s closed: no SP header within handshake_timeout=%ss",
+                    self.id, self.peer_addr, self._options.handshake_timeout)
+
+    # ---------------------------------------------------------------- active
+
+    def watch_frames(self, *args) -> None:
+        self._decoder = FrameDecoder(self._ipc, self._options.recv_max_size)
+        self.loop.add_reader(self.stream, self._read_frames)  # replaces the handshake reader
+
+    def stop_reading(self, *args) -> None:
+        # The user's receive queue is full: let TCP push back on the peer.
+        if self._watching:
+            self._watching = False
+            self.loop.remove_reader(self.stream)
+
+    def start_reading(self, *args) -> None:
+        if not self._watching:
+            self._watching = True
+            self.loop.add_reader(self.stream, self._read_frames)
+
+    def attach_to_socket(self, *args) -> None:
+        self._attached = True
+        self.socket.evt_pipe_opened(self)
+        self.loop.call_soon(self.owner.evt_pipe_opened, self)
+
+    def detach_from_socket(self, *args) -> None:
+        self.socket.proto.evt_pipe_removed(self)
+
+    def _read_frames(self) -> None:
+        data = self._recv()
+        if data is not None:
+            self._feed(data)
+
+    def _feed(self, data) -> None:
+        try:
+            msgs = self._decoder.feed(data)
+        except Exception as err:
+            # Frames decoded before the bad one in the same chunk still count.
+            good = getattr(err, "frames", None)
+            if good:
+                self.evt_msgs(good)
+            if self.state in ("active", "closing"):
+                self.evt_bad_frame(err)
+            return
+        if msgs:
+            self.evt_msgs(msgs)
+
+    def deliver(self, msgs) -> None:
+        self.socket.proto.evt_pipe_recv(self, msgs)
+
+    def discard(self, msgs) -> None:
+        self.socket.stats.count("dropped_closing", len(msgs))
+
+    def enqueue(self, body, header=b"") -> None:
+        size = len(header) + len(body)
+        prefix = frame_prefix(size, self._ipc)
+        if size <= JOIN_MAX:
+            self._queue(prefix + header + body if header else prefix + body)
+        else:
+            self._queue(prefix + header)
+            self._queue(body)
+
+    def report_capacity(self, *args) -> None:
+        self.socket.proto.evt_pipe_ready(self)
+
+    # ---------------------------------------------------------------- writing
+
+    def _queue(self, buf) -> None:
+        self._out.append(buf)
+        self._out_bytes += len(buf)
+        if not self._flush_scheduled and not self._writer_registered:
+            # Flush once the loop has handled everything pending in this iteration, so all
+            # the frames queued meanwhile leave in one sendmsg (ARCHITECTURE.md section 4).
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self.state == "dead" or not self._out:
+            return
+        out = self._out
+        bufs = list(itertools.islice(out, MAX_IOV)) if len(out) > 1 else [out[0]]
+        try:
+            sent = self.stream.sendmsg(bufs)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as err:
+            self.evt_io_error(err)
+            return
+        self._out_bytes -= sent
+        while sent:
+            head = out[0]
+            if sent >= len(head):
+                sent -= len(head)
+                out.popleft()
+            else:
+                out[0] = memoryview(head)[sent:]
+                sent = 0
+        if out and not self._writer_registered:
+            self._writer_registered = True
+            self.loop.add_writer(self.stream, self._flush)
+        elif not out and self._writer_registered:
+            self._writer_registered = False
+            self.loop.remove_writer(self.stream)
+        self.evt_flushed()
+
+    # ---------------------------------------------------------------- closing and death
+
+    def start_linger_timer(self, *args) -> None:
+        self._timer = self.loop.call_later(self._options.linger, self.evt_timeout)
+
+    def log_linger_expired(self, *args) -> None:
+        self.socket.stats.count("dropped_linger", len(self._out))
+        log.warning("pipe %d to %s closed with %d unsent bytes: linger=%ss expired",
+                    self.id, self.peer_addr, self._out_bytes, self._options.linger)
+
+    def log_peer_closed(self, *args) -> None:
+        log.debug("pipe %d: %s closed the connection", self.id, self.peer_addr)
+
+    def log_io_error(self, err) -> None:
+        log.debug("pipe %d to %s failed: %s", self.id, self.peer_addr, err)
+
+    def release(self, *args) -> None:
+        self.cancel_timer()
+        stream, self.stream = self.stream, None
+        if stream is not None:
+            if self._watching:
+                self.loop.remove_reader(stream)
+            if self._writer_registered:
+                self.loop.remove_writer(stream)
+            stream.close()
+        self._out.clear()
+        self._out_bytes = 0
+        if self._attached:
+            self.loop.call_soon(self.socket.evt_pipe_closed, self)
+        self.loop.call_soon(self.owner.evt_pipe_closed, self)
+
+    # ---------------------------------------------------------------- reading
+
+    def _recv(self):
+        """A chunk from the peer, or None after firing the event for EOF or an error."""
+        try:
+            data = self.stream.recv(READ_CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError as err:
+            self.evt_io_error(err)
+            return None
+        if not data:
+            self.evt_peer_closed()
+            return None
+        return data
+
+
+def _strerror(err: int) -> str:
+    import os
+
+    return os.strerror(err)

@@ -1,0 +1,47 @@
+"""What the public protocol names (``sp.Pair``, ``sp.Push``, ...) stand for.
+
+Protocol ids are on-wire constants, frozen: ``protocol << 4 | role``, 16-bit big-endian in
+the connection header (WIRE.md, "Protocol ids"). Never change them.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import attrs
+
+
+@attrs.frozen(repr=False)
+class ProtocolInfo:
+    """A scalability protocol as the user names it: ``session.socket(sp.Pull)``."""
+
+    name: str
+    id: int
+    peer_id: int
+    peer_name: str
+    can_send: bool
+    can_recv: bool
+    #: "module:Class" of the hand-written protocol machine; None while not implemented.
+    machine: str | None = None
+
+    def __repr__(self) -> str:
+        return f"sp.{self.name.capitalize()}"
+
+    def machine_class(self) -> type:
+        module, cls = self.machine.split(":")
+        return getattr(importlib.import_module(module), cls)
+
+
+Pair = ProtocolInfo("pair", 0x10, 0x10, "pair", True, True, "scaproust.protocols.pair:Pair")
+Pair1 = ProtocolInfo("pair1", 0x11, 0x11, "pair1", True, True)
+Pub = ProtocolInfo("pub", 0x20, 0x21, "sub", True, False)
+Sub = ProtocolInfo("sub", 0x21, 0x20, "pub", False, True)
+Req = ProtocolInfo("req", 0x30, 0x31, "rep", True, True)
+Rep = ProtocolInfo("rep", 0x31, 0x30, "req", True, True)
+Push = ProtocolInfo("push", 0x50, 0x51, "pull", True, False, "scaproust.protocols.push:Push")
+Pull = ProtocolInfo("pull", 0x51, 0x50, "push", False, True, "scaproust.protocols.pull:Pull")
+Surveyor = ProtocolInfo("surveyor", 0x62, 0x63, "respondent", True, True)
+Respondent = ProtocolInfo("respondent", 0x63, 0x62, "surveyor", True, True)
+Bus = ProtocolInfo("bus", 0x70, 0x70, "bus", True, True)
+
+ALL = (Pair, Pair1, Pub, Sub, Req, Rep, Push, Pull, Surveyor, Respondent, Bus)

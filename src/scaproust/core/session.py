@@ -1,0 +1,63 @@
+"""The backend of a session: the reactor loop and the request/reply path of control calls."""
+
+from __future__ import annotations
+
+import threading
+
+from scaproust.core.errors import Closed
+from scaproust.reactor.loop import Loop
+
+
+class _Call:
+    """One control request waiting for its reply from the I/O thread."""
+
+    __slots__ = ("fn", "args", "done", "result", "error")
+
+    def __init__(self, fn, args):
+        self.fn, self.args = fn, args
+        self.done = threading.Event()
+        self.result = self.error = None
+
+    def run(self) -> None:
+        try:
+            self.result = self.fn(*self.args)
+        except BaseException as err:  # handed back to the caller's thread, not swallowed
+            self.error = err
+        finally:
+            self.done.set()
+
+
+class SessionCore:
+    """Owns the loop; runs control requests on it and waits for their replies."""
+
+    def __init__(self):
+        self.loop = Loop()
+        self.loop.start()
+
+    def call(self, fn, *args, timeout: float | None = 30.0):
+        """Run ``fn(*args)`` on the I/O thread and return its result (or raise its error)."""
+        loop = self.loop
+        if loop.in_loop_thread():
+            return fn(*args)
+        if loop.closed:
+            raise Closed("session is closed")
+        call = _Call(fn, args)
+        try:
+            loop.call_soon_threadsafe(call.run)
+        except RuntimeError as err:
+            raise Closed(f"session is closed ({err})") from None
+        if not call.done.wait(timeout):
+            raise Closed("the I/O thread did not answer; is the session closing?")
+        if call.error is not None:
+            raise call.error
+        return call.result
+
+    def post(self, fn, *args) -> None:
+        """Run ``fn(*args)`` on the I/O thread without waiting."""
+        try:
+            self.loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:
+            raise Closed("session is closed") from None
+
+    def stop(self) -> None:
+        self.loop.stop()

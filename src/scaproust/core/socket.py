@@ -1,0 +1,153 @@
+"""The I/O-thread side of a socket, driven by the generated ``socket`` machine.
+
+Theory of operation: a ``SocketCore`` owns its endpoints (listeners and dialers), the
+pipes that are or were active (``pipes``, until each is dead) and its protocol machine
+(``proto``). The facade reaches it through two paths (core/channel.py): data through the
+channel's queues, drained here by ``_drain_outbox``; control (bind, connect, close) as
+commands run on the loop thread by ``Session.call``, each taking a ``Reply`` to fill.
+
+Closing: ``cmd_close`` closes the endpoints (no new pipes) and asks each pipe to close,
+which flushes its queued output within ``linger``; the socket is ``closed`` when the last
+pipe is dead, and only then tells the protocol and wakes the facade.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+
+from scaproust._generated.socket import SocketFSM
+from scaproust.core.channel import Channel
+from scaproust.core.context import Context
+from scaproust.core.dialer import Dialer
+from scaproust.core.listener import Listener
+from scaproust.core.stats import Stats
+from scaproust.transports import get_transport
+from scaproust.transports.url import parse_url
+
+log = logging.getLogger("scaproust.socket")
+
+_endpoint_ids = itertools.count(1)
+
+
+class Reply:
+    """The answer to one control request (the seed's Reply), filled in the I/O thread."""
+
+    __slots__ = ("value",)
+
+    def __init__(self):
+        self.value = None
+
+
+class SocketCore(SocketFSM):
+    """Backend of one socket: endpoints, pipes, protocol, and the user's channel."""
+
+    def __init__(self, *, loop, info, options, raw: bool = False, on_closed=None):
+        self.loop = loop
+        self.info = info
+        self.options = options
+        self.raw = raw
+        self.stats = Stats()
+        self.pipes: set = set()
+        self.endpoints: dict[int, Listener | Dialer] = {}
+        self._on_closed = on_closed
+        self.channel = Channel(wake_backend=self._wake, resume_reading=self._wake_resume)
+        self.ctx = Context(loop=loop, channel=self.channel, stats=self.stats,
+                           pipes_of_socket=lambda: self.pipes)
+        self.proto = info.machine_class()(self.ctx)
+
+    def __repr__(self) -> str:
+        return f"<SocketCore {self.info!r} {self.state}>"
+
+    # ------------------------------------------------------------------ data path
+
+    def _wake(self) -> None:
+        self.loop.call_soon_threadsafe(self._drain_outbox)
+
+    def _drain_outbox(self) -> None:
+        batch = self.channel.take_outbox()
+        ctx, send = self.ctx, self.proto.cmd_send
+        for item in batch:
+            ctx.outstanding -= 1
+            send(item)
+        self.stats.count("msgs_sent", len(batch))
+
+    def _wake_resume(self) -> None:
+        self.loop.call_soon_threadsafe(self._resume_pipes)
+
+    def _resume_pipes(self) -> None:
+        for pipe in self.pipes:
+            pipe.cmd_resume()
+
+    # ------------------------------------------------------------------ endpoints
+
+    def add_listener(self, url: str, reply: Reply) -> None:
+        address = parse_url(url)
+        transport = get_transport(address.scheme)
+        handle, resolved = transport.listen(address)  # AddressInUse / InvalidAddress: at once
+        endpoint = Listener(loop=self.loop, socket=self, transport=transport, handle=handle,
+                            url=resolved, endpoint_id=next(_endpoint_ids))
+        self.endpoints[endpoint.endpoint_id] = endpoint
+        endpoint.cmd_start()
+        reply.value = (endpoint.endpoint_id, resolved)
+
+    def add_dialer(self, url: str, reply: Reply) -> None:
+        address = parse_url(url)
+        if address.is_wildcard:
+            from scaproust.core.errors import InvalidAddress
+
+            raise InvalidAddress(f"cannot connect to a wildcard address: {url!r}")
+        transport = get_transport(address.scheme)
+        endpoint = Dialer(loop=self.loop, socket=self, transport=transport, address=address,
+                          url=address.url, endpoint_id=next(_endpoint_ids))
+        self.endpoints[endpoint.endpoint_id] = endpoint
+        endpoint.cmd_start()
+        reply.value = (endpoint.endpoint_id, address.url)
+
+    def remove_endpoint(self, endpoint_id: int, reply: Reply) -> None:
+        endpoint = self.endpoints.pop(endpoint_id, None)
+        if endpoint is not None:
+            endpoint.cmd_close()
+        reply.value = endpoint is not None
+
+    def close_endpoints(self, *args) -> None:
+        endpoints, self.endpoints = list(self.endpoints.values()), {}
+        for endpoint in endpoints:
+            endpoint.cmd_close()
+
+    # ------------------------------------------------------------------ pipes
+
+    def track_pipe(self, pipe) -> None:
+        self.pipes.add(pipe)
+        self.stats.count("pipes_opened")
+        self.proto.evt_pipe_added(pipe)
+        if self.channel.recv_paused:
+            pipe.cmd_pause()
+
+    def untrack_pipe(self, pipe) -> None:
+        self.pipes.discard(pipe)
+        self.stats.count("pipes_closed")
+
+    def close_late_pipe(self, pipe) -> None:
+        self.pipes.add(pipe)
+        self.loop.call_soon(pipe.cmd_close)
+
+    def has_pipes(self, *args) -> bool:
+        return bool(self.pipes)
+
+    def has_other_pipes(self, pipe) -> bool:
+        return bool(self.pipes - {pipe})
+
+    def close_pipes(self, *args) -> None:
+        for pipe in list(self.pipes):
+            pipe.cmd_close()
+
+    # ------------------------------------------------------------------ closed
+
+    def close_protocol(self, *args) -> None:
+        self.proto.cmd_close()
+
+    def notify_closed(self, *args) -> None:
+        self.channel.close()
+        if self._on_closed is not None:
+            self._on_closed(self)

@@ -1,0 +1,87 @@
+"""The public session: one I/O thread and the sockets it runs."""
+
+from __future__ import annotations
+
+import atexit
+import threading
+
+from scaproust.core.errors import Closed
+from scaproust.core.protocol_info import ProtocolInfo
+from scaproust.core.session import SessionCore
+from scaproust.facade.socket import Socket
+
+
+class Session:
+    """Starts the I/O thread that runs every socket made from it.
+
+    Use it as a context manager; closing it closes every socket (each flushing its queued
+    output for up to its ``linger``) and stops the thread.
+    """
+
+    def __init__(self):
+        self._core = SessionCore()
+        self._sockets: dict[int, Socket] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<scaproust.Session {len(self._sockets)} sockets{' closed' if self._closed else ''}>"
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def socket(self, protocol: ProtocolInfo, *, raw: bool = False, **options) -> Socket:
+        """Create a socket of ``protocol`` (``sp.Pair``, ``sp.Push``, ``sp.Pull``, ...).
+
+        Options (``send_timeout=1.0``, ...) are validated at once; see docs/OPTIONS.md.
+        """
+        if not isinstance(protocol, ProtocolInfo):
+            raise TypeError(f"protocol must be one of sp.Pair, sp.Push, sp.Pull, ..., not {protocol!r}")
+        if self._closed:
+            raise Closed("session is closed")
+        sock = Socket(self, protocol, raw=raw, **options)
+        with self._lock:
+            self._sockets[id(sock)] = sock
+        return sock
+
+    def _forget(self, sock: Socket) -> None:
+        with self._lock:
+            self._sockets.pop(id(sock), None)
+
+    def close(self) -> None:
+        """Close every socket, then stop the I/O thread. Closing twice is harmless."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            sockets = list(self._sockets.values())
+        closing = [s for s in sockets if s._begin_close()]
+        for sock in closing:
+            sock._wait_closed()
+        self._core.stop()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+_default: Session | None = None
+_default_lock = threading.Lock()
+
+
+def default_session() -> Session:
+    """The session behind ``sp.socket()``: started on first use, closed at exit."""
+    global _default
+    with _default_lock:
+        if _default is None or _default.closed:
+            _default = Session()
+            atexit.register(_default.close)
+        return _default
+
+
+def socket(protocol: ProtocolInfo, *, raw: bool = False, **options) -> Socket:
+    """Create a socket on the default session (see ``Session.socket``)."""
+    return default_session().socket(protocol, raw=raw, **options)

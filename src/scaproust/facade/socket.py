@@ -1,0 +1,246 @@
+"""The public socket: what users call. It runs in the user's thread.
+
+Data goes through the channel without waiting for the I/O thread (core/channel.py);
+control requests (bind, connect, close) go to the I/O thread and wait for its reply.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from scaproust.core import options as _options
+from scaproust.core.errors import Closed, NotSupported
+from scaproust.core.machine_errors import translate_machine_errors
+from scaproust.core.message import Message
+from scaproust.core.socket import Reply, SocketCore
+from scaproust.facade.endpoint import Endpoint
+
+_DEFAULT = object()  # "use the socket's option", distinct from None ("forever")
+
+
+class Socket:
+    """A scalability-protocol socket. Create one with ``session.socket(sp.Push, ...)``.
+
+    Every option of ``docs/OPTIONS.md`` is a keyword argument of ``session.socket`` and an
+    attribute of the socket. Methods raise ``sp.Closed`` once the socket is closed.
+    """
+
+    def __init__(self, session, info, *, raw: bool = False, **options):
+        if info.machine is None:
+            raise NotSupported(f"{info!r} is not implemented yet in this version of scaproust")
+        self._session = session
+        self._info = info
+        self._raw = bool(raw)
+        self._options = _options.Options(**options)
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self._done = threading.Event()
+        self._endpoints: dict[int, Endpoint] = {}
+        self._core: SocketCore = session._core.call(self._make_core)
+        self._channel = self._core.channel
+
+    def _make_core(self) -> SocketCore:
+        return SocketCore(loop=self._session._core.loop, info=self._info, options=self._options,
+                          raw=self._raw, on_closed=lambda core: self._done.set())
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<scaproust.Socket {self._info!r} {state}>"
+
+    # ------------------------------------------------------------------ read-only facts
+
+    @property
+    def protocol(self):
+        """The protocol of this socket (e.g. ``sp.Push``)."""
+        return self._info
+
+    @property
+    def raw(self) -> bool:
+        """True for a raw-mode socket (hop-by-hop headers left to the user)."""
+        return self._raw
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def endpoints(self) -> list[Endpoint]:
+        """The endpoints made by bind() and connect() that are still open."""
+        return [ep for ep in self._endpoints.values() if not ep.closed]
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters: messages sent and received, pipes opened and closed, drops by reason."""
+        return self._core.stats.snapshot()
+
+    # ------------------------------------------------------------------ endpoints
+
+    def bind(self, url: str) -> Endpoint:
+        """Listen on ``url`` (``tcp://host:port``, ``tcp://*:0``, ``ipc:///path``).
+
+        Raises ``sp.AddressInUse`` or ``sp.InvalidAddress`` at once. The returned endpoint's
+        ``url`` names the real address (the port the system chose for port 0).
+        """
+        return self._add_endpoint(self._core.cmd_bind, url)
+
+    def connect(self, url: str) -> Endpoint:
+        """Dial ``url``; returns at once, connecting and reconnecting in the background.
+
+        Raises ``sp.InvalidAddress`` at once for a URL that cannot be used.
+        """
+        return self._add_endpoint(self._core.cmd_connect, url)
+
+    def _add_endpoint(self, command, url) -> Endpoint:
+        if not isinstance(url, str):
+            raise TypeError(f"url must be a str, not {type(url).__name__}")
+        self._check_open()
+        reply = Reply()
+        self._control(command, url, reply)
+        endpoint_id, resolved = reply.value
+        endpoint = Endpoint(self, endpoint_id, resolved)
+        self._endpoints[endpoint_id] = endpoint
+        return endpoint
+
+    def _close_endpoint(self, endpoint_id: int) -> None:
+        self._endpoints.pop(endpoint_id, None)
+        if not self._closed:
+            self._control(self._core.cmd_close_endpoint, endpoint_id, Reply())
+
+    # ------------------------------------------------------------------ data
+
+    def send(self, data, *, timeout=_DEFAULT, block: bool = True) -> None:
+        """Send one message (any bytes-like object, or an ``sp.Message``).
+
+        Returns once the socket has accepted it (it is then sent in the background).
+        Waits while the protocol cannot accept it: up to ``timeout`` seconds (default: the
+        ``send_timeout`` option; None = forever), raising ``sp.Timeout``; with
+        ``block=False`` raises ``sp.WouldBlock`` instead of waiting.
+        """
+        if self._closed:
+            raise Closed("socket is closed")
+        if not self._info.can_send:
+            raise NotSupported(f"{self._info!r} sockets cannot send")
+        if type(data) is not bytes and not isinstance(data, Message):
+            data = _as_bytes(data)
+        self._channel.put(data, self._timeout(timeout, block, self._options.send_timeout))
+
+    def recv(self, *, timeout=_DEFAULT, block: bool = True) -> bytes:
+        """Receive the next message's body.
+
+        Waits up to ``timeout`` seconds (default: the ``recv_timeout`` option; None =
+        forever), raising ``sp.Timeout``; with ``block=False`` raises ``sp.WouldBlock``.
+        """
+        item = self._get(timeout, block)
+        return item if type(item) is bytes else item.body
+
+    def send_msg(self, msg: Message, *, timeout=_DEFAULT, block: bool = True) -> None:
+        """Send an ``sp.Message`` (its header matters in raw mode)."""
+        if not isinstance(msg, Message):
+            raise TypeError(f"send_msg takes an sp.Message, not {type(msg).__name__}")
+        self.send(msg, timeout=timeout, block=block)
+
+    def recv_msg(self, *, timeout=_DEFAULT, block: bool = True) -> Message:
+        """Receive the next message with its protocol header as an ``sp.Message``."""
+        item = self._get(timeout, block)
+        return Message(item) if type(item) is bytes else item
+
+    def try_send(self, data) -> bool:
+        """Send without waiting; return False (instead of raising) if it would block."""
+        try:
+            self.send(data, block=False)
+        except BlockingIOError:
+            return False
+        return True
+
+    def try_recv(self) -> bytes | None:
+        """Receive without waiting; return None if no message is there."""
+        try:
+            return self.recv(block=False)
+        except BlockingIOError:
+            return None
+
+    def _get(self, timeout, block):
+        if self._closed:
+            raise Closed("socket is closed")
+        if not self._info.can_recv:
+            raise NotSupported(f"{self._info!r} sockets cannot receive")
+        return self._channel.get(self._timeout(timeout, block, self._options.recv_timeout))
+
+    @staticmethod
+    def _timeout(timeout, block, default):
+        if not block:
+            return 0
+        if timeout is _DEFAULT:
+            return default
+        if timeout is None:
+            return None
+        return _options.validate("recv_timeout", timeout)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        """Close the socket: endpoints stop, queued output is flushed for up to ``linger``
+        seconds, then every pipe closes. Threads blocked in send()/recv() on this socket
+        wake with ``sp.Closed``. Closing twice is harmless."""
+        if not self._begin_close():
+            return
+        self._wait_closed()
+
+    def _begin_close(self) -> bool:
+        with self._close_lock:
+            if self._closed:
+                return False
+            self._closed = True
+        try:
+            self._session._core.post(self._core.cmd_close)
+        except Closed:
+            self._done.set()
+        self._session._forget(self)
+        return True
+
+    def _wait_closed(self) -> None:
+        # Bounded: linger, plus a margin for the I/O thread to notice the last pipe.
+        if not self._done.wait(self._options.linger + 5.0):
+            self._channel.close()
+
+    def __enter__(self) -> Socket:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise Closed("socket is closed")
+
+    def _control(self, command, *args):
+        with translate_machine_errors(self):
+            return self._session._core.call(command, *args)
+
+
+def _add_option_properties(cls) -> None:
+    """One property per option: reading returns it, assigning validates it at once."""
+
+    def make(name: str, doc: str):
+        def get(self):
+            return getattr(self._options, name)
+
+        def set_(self, value):
+            self._options.set(name, value)
+
+        return property(get, set_, doc=doc)
+
+    for name, spec in _options.SPECS.items():
+        setattr(cls, name, make(name, spec.doc))
+
+
+_add_option_properties(Socket)
+
+
+def _as_bytes(data) -> bytes:
+    if isinstance(data, str):
+        raise TypeError("send() takes bytes, not str: encode it first (e.g. text.encode())")
+    try:
+        return bytes(memoryview(data))
+    except TypeError:
+        raise TypeError(f"send() takes a bytes-like object or sp.Message, not {type(data).__name__}") from None

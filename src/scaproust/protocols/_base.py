@@ -1,0 +1,41 @@
+"""What every protocol machine shares: the context, the backlog and the common actions.
+
+A protocol's ``ctx`` (core/context.py) is its only way out: ``deliver`` to the user,
+``set_send_capacity`` so that send() blocks or not, ``reject_pipe``, timers. Pipes are
+sent to with ``pipe.cmd_send(body, header)`` and report ``free`` slots.
+
+``backlog`` holds messages the user handed over (with credit) that found no pipe able to
+take them, because the pipe they were meant for went away in between: they go to the next
+pipe that can take them, before anything newer, so nothing accepted is lost or reordered.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+
+def body_of(item) -> bytes:
+    """The payload of what the user sent: bytes as they are, a Message's body."""
+    return item if type(item) is bytes else item.body
+
+
+class ProtocolBase:
+    """Shared state and actions of the protocol machines."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.backlog: deque = deque()
+
+    def deliver(self, pipe, msgs) -> None:
+        self.ctx.deliver(msgs)
+
+    def discard(self, pipe, msgs) -> None:
+        self.ctx.stats.count("dropped_unexpected", len(msgs))
+
+    def drop_backlog(self, *args) -> None:
+        if self.backlog:
+            self.ctx.stats.count("dropped_closed", len(self.backlog))
+            self.backlog.clear()
+
+    def hold(self, item) -> None:
+        self.backlog.append(item)

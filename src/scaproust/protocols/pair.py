@@ -1,0 +1,50 @@
+"""PAIR v0: one peer at a time (table: machine ``pair`` in protocols.yaml).
+
+Theory of operation: the states say whether there is a peer. ``unpaired`` → ``paired``
+on the first pipe; a second pipe while ``paired`` has completed its header exchange and is
+closed, the first stays (WIRE.md, PAIR v0 [seen]). Send credit is the peer pipe's free
+slots, so send() blocks with no peer.
+
+Extra fields: ``peer`` (the pipe, ``paired`` only), ``backlog`` (see _base.py).
+"""
+
+from __future__ import annotations
+
+from scaproust._generated.pair import PairFSM
+from scaproust.protocols._base import ProtocolBase, body_of
+
+
+class Pair(PairFSM, ProtocolBase):
+    """PAIR v0 protocol machine."""
+
+    def __init__(self, ctx):
+        ProtocolBase.__init__(self, ctx)
+        self.peer = None
+
+    def is_peer(self, pipe, *args) -> bool:
+        return pipe is self.peer
+
+    def take_peer(self, pipe) -> None:
+        self.peer = pipe
+
+    def reject_pipe(self, pipe) -> None:
+        self.ctx.stats.count("pipes_rejected")
+        self.ctx.reject_pipe(pipe)
+
+    def forget_peer(self, pipe) -> None:
+        self.peer = None
+
+    def send_backlog(self, pipe) -> None:
+        backlog, peer = self.backlog, self.peer
+        while backlog and peer.free:
+            peer.cmd_send(body_of(backlog.popleft()))
+
+    def grant_capacity(self, *args) -> None:
+        free = self.peer.free if self.peer is not None else 0
+        self.ctx.set_send_capacity(max(0, free - len(self.backlog)))
+
+    def send_to_peer(self, item) -> None:
+        if self.backlog or not self.peer.free:
+            self.backlog.append(item)
+        else:
+            self.peer.cmd_send(body_of(item))

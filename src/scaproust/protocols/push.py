@@ -1,0 +1,65 @@
+"""PUSH: load-balance messages over PULL peers (table: machine ``push``).
+
+Theory of operation: the protocol has no state beyond its pipes, so its table has one
+working state. Each message goes to one pipe, round-robin over the pipes that can take it
+[seen in nng: 0,1,0,1]; send credit is the sum of the pipes' free slots, so send() blocks
+while no pipe can take a message.
+
+Extra fields: ``pipes`` (active pipes in arrival order), ``_next`` (round-robin cursor),
+``backlog`` (see _base.py).
+"""
+
+from __future__ import annotations
+
+from scaproust._generated.push import PushFSM
+from scaproust.protocols._base import ProtocolBase, body_of
+
+
+class Push(PushFSM, ProtocolBase):
+    """PUSH protocol machine."""
+
+    def __init__(self, ctx):
+        ProtocolBase.__init__(self, ctx)
+        self.pipes: list = []
+        self._next = 0
+
+    def add_pipe(self, pipe) -> None:
+        self.pipes.append(pipe)
+
+    def remove_pipe(self, pipe) -> None:
+        index = self.pipes.index(pipe)
+        del self.pipes[index]
+        if index < self._next:
+            self._next -= 1
+
+    def send_backlog(self, *args) -> None:
+        backlog = self.backlog
+        while backlog:
+            pipe = self._pick()
+            if pipe is None:
+                return
+            pipe.cmd_send(body_of(backlog.popleft()))
+
+    def grant_capacity(self, *args) -> None:
+        free = sum(pipe.free for pipe in self.pipes)
+        self.ctx.set_send_capacity(max(0, free - len(self.backlog)))
+
+    def send_round_robin(self, item) -> None:
+        pipe = None if self.backlog else self._pick()
+        if pipe is None:
+            self.backlog.append(item)
+        else:
+            pipe.cmd_send(body_of(item))
+
+    def _pick(self):
+        """The next pipe in round-robin order that can take a message, or None."""
+        pipes = self.pipes
+        count = len(pipes)
+        start = self._next
+        for step in range(count):
+            index = (start + step) % count
+            pipe = pipes[index]
+            if pipe.free:
+                self._next = (index + 1) % count
+                return pipe
+        return None

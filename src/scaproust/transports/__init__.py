@@ -1,0 +1,55 @@
+"""Transports: the socket-level calls behind each URL scheme, and the wire framing.
+
+The reactor looks a transport up by scheme and drives it through a small module interface
+that every transport module provides (see :class:`Transport`); the frames themselves are
+decoded and encoded by :mod:`scaproust.transports.framing`, which does no I/O, with the
+transport's ``IPC_FRAMING`` flag choosing the frame prefix.
+"""
+
+from __future__ import annotations
+
+import socket
+from types import ModuleType
+from typing import Protocol
+
+from scaproust.core.errors import InvalidAddress
+from scaproust.transports import ipc, tcp
+from scaproust.transports.tcp import Listener
+from scaproust.transports.url import Address
+
+__all__ = ["Listener", "Transport", "get_transport", "schemes"]
+
+_TRANSPORTS: dict[str, ModuleType] = {tcp.SCHEME: tcp, ipc.SCHEME: ipc}
+
+
+class Transport(Protocol):
+    """What a transport module provides (documentation and type checking only)."""
+
+    SCHEME: str
+    #: True if frames carry the IPC type byte (``0x01 | size | payload``).
+    IPC_FRAMING: bool
+
+    def listen(self, address: Address | str, *, backlog: int = 128) -> tuple[Listener, str]: ...
+    def accept(self, listener: Listener) -> socket.socket | None: ...
+    def close_listener(self, listener: Listener) -> None: ...
+    def connect(self, address: Address | str) -> tuple[socket.socket | None, int]: ...
+    def finish_connect(self, sock: socket.socket) -> int: ...
+    def configure_stream(self, sock: socket.socket) -> None: ...
+
+
+def get_transport(scheme: str) -> Transport:
+    """Return the transport module for a URL scheme (``'tcp'`` or ``'ipc'``).
+
+    Raises :class:`InvalidAddress` for an unknown scheme.
+    """
+    try:
+        return _TRANSPORTS[scheme]  # type: ignore[return-value]  # modules match structurally
+    except KeyError:
+        raise InvalidAddress(
+            f"unknown transport scheme {scheme!r} (supported: {', '.join(schemes())})"
+        ) from None
+
+
+def schemes() -> tuple[str, ...]:
+    """The URL schemes with a registered transport, sorted."""
+    return tuple(sorted(_TRANSPORTS))

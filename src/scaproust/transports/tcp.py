@@ -1,0 +1,237 @@
+"""TCP transport: the socket calls the reactor makes for ``tcp://`` endpoints.
+
+Every function returns non-blocking sockets and never blocks, except for name resolution
+(``getaddrinfo``) in :func:`listen` and :func:`connect`.
+
+The interface, shared with :mod:`scaproust.transports.ipc` so the reactor can drive either
+through the module returned by ``get_transport(scheme)``:
+
+* ``listen(address, *, backlog=128) -> (Listener, resolved_url)``
+* ``accept(listener) -> socket | None``
+* ``close_listener(listener) -> None``
+* ``connect(address) -> (socket | None, err)``, then ``finish_connect(sock) -> err``
+* ``configure_stream(sock) -> None``
+* ``SCHEME`` and ``IPC_FRAMING`` (False here: TCP frames have no type byte)
+
+Name resolution policy: when a host name resolves to both IPv4 and IPv6 addresses (e.g.
+``localhost``), the IPv4 one is used, by both listeners and dialers. Taking whatever
+``getaddrinfo`` lists first would let a listener bind 127.0.0.1 while a dialer on the same
+machine tries ::1 (the order depends on gai.conf); nanomsg also defaults to IPv4 only.
+IPv6 is used when asked for by a literal (``tcp://[::1]:5555``) or when the name has no
+IPv4 address.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+
+import attrs
+
+from scaproust.core.errors import AddressInUse, InvalidAddress
+from scaproust.transports.url import WILDCARD_HOST, Address, format_tcp_url, parse_url
+
+__all__ = [
+    "IPC_FRAMING",
+    "SCHEME",
+    "Listener",
+    "accept",
+    "close_listener",
+    "configure_stream",
+    "connect",
+    "finish_connect",
+    "listen",
+]
+
+SCHEME = "tcp"
+#: TCP frames are ``size u64 BE | payload``, with no type byte (WIRE.md, "Framing").
+IPC_FRAMING = False
+
+# errnos meaning "no connection waiting" or "that one went away before we took it": accept()
+# returns None for these and the reactor simply waits for the next readiness event.
+_ACCEPT_AGAIN = frozenset(
+    {errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR, errno.ECONNABORTED, errno.EPROTO}
+)
+
+
+@attrs.define(eq=False)
+class Listener:
+    """A listening socket and what the transport needs to close it properly.
+
+    ``sock`` is non-blocking and may be registered with a selector directly (``fileno()`` is
+    forwarded). ``address`` is what was asked for and ``url`` the resolved URL (actual
+    port for port 0).
+
+    IPC only (None for TCP): ``path`` is the absolute path of the socket file this listener
+    created (absolute so that a later ``chdir`` does not change which file is removed), and
+    ``identity`` its ``(st_dev, st_ino)``, so that closing the listener unlinks that file and
+    never one that has replaced it since.
+    """
+
+    sock: socket.socket
+    address: Address
+    url: str
+    path: str | None = None
+    identity: tuple[int, int] | None = None
+
+    def fileno(self) -> int:
+        """The listening socket's file descriptor (for selectors)."""
+        return self.sock.fileno()
+
+
+def _as_address(address: Address | str) -> Address:
+    if isinstance(address, str):
+        address = parse_url(address)
+    if address.scheme != SCHEME:
+        raise InvalidAddress(f"{address.url!r} is not a {SCHEME}:// address")
+    return address
+
+
+def _resolve(address: Address, *, passive: bool) -> tuple[int, tuple]:
+    """Return ``(family, sockaddr)`` for a TCP address (may block on DNS)."""
+    assert address.host is not None and address.port is not None
+    if address.host == WILDCARD_HOST:
+        # '*' means every IPv4 interface, like nanomsg and nng.
+        return socket.AF_INET, ("0.0.0.0", address.port)
+    flags = socket.AI_NUMERICSERV | (socket.AI_PASSIVE if passive else 0)
+    try:
+        infos = socket.getaddrinfo(
+            address.host, address.port, socket.AF_UNSPEC, socket.SOCK_STREAM,
+            socket.IPPROTO_TCP, flags,
+        )
+    except (socket.gaierror, UnicodeError) as exc:
+        raise InvalidAddress(f"{address.url!r}: cannot resolve {address.host!r}: {exc}") from None
+    usable = [i for i in infos if i[0] in (socket.AF_INET, socket.AF_INET6)]
+    if not usable:
+        raise InvalidAddress(f"{address.url!r}: {address.host!r} has no IPv4 or IPv6 address")
+    # Prefer IPv4 when both are offered (see the module docstring).
+    for family, _type, _proto, _canon, sockaddr in usable:
+        if family == socket.AF_INET:
+            return family, sockaddr
+    family, _type, _proto, _canon, sockaddr = usable[0]
+    return family, sockaddr
+
+
+def configure_stream(sock: socket.socket) -> None:
+    """Make a connected (or connecting) TCP socket ready for a pipe.
+
+    Non-blocking, and TCP_NODELAY: the writer already coalesces frames into one ``sendmsg``,
+    so Nagle would only add latency to REQ/REP round trips. Used for accepted and dialed
+    sockets alike.
+    """
+    sock.setblocking(False)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def listen(address: Address | str, *, backlog: int = 128) -> tuple[Listener, str]:
+    """Bind and listen on a TCP address; return ``(listener, resolved_url)``.
+
+    ``address`` is an :class:`Address` or a ``tcp://`` URL. The host is resolved with
+    ``getaddrinfo`` (``AI_PASSIVE``); ``*`` binds 0.0.0.0. The socket has SO_REUSEADDR (so
+    a restarted listener can bind while old connections sit in TIME_WAIT; never
+    SO_REUSEPORT, which would let two listeners share a port silently), is listening and is
+    non-blocking. ``resolved_url`` is the canonical URL with the actual port, e.g.
+    ``tcp://127.0.0.1:0`` -> ``tcp://127.0.0.1:41234``, ``tcp://*:0`` -> ``tcp://*:41234``,
+    ``tcp://[::1]:0`` -> ``tcp://[::1]:41234``.
+
+    Raises :class:`AddressInUse` if the port is taken, :class:`InvalidAddress` if the host
+    cannot be resolved or is not an address of this machine (EADDRNOTAVAIL); any other
+    ``OSError`` (e.g. ``PermissionError`` for a privileged port) propagates unchanged.
+    """
+    address = _as_address(address)
+    family, sockaddr = _resolve(address, passive=True)
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        if os.name != "nt":
+            # On Windows SO_REUSEADDR allows stealing a bound port: never set it there.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(sockaddr)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise AddressInUse(f"{address.url!r}: address already in use") from None
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise InvalidAddress(
+                    f"{address.url!r}: {address.host!r} is not an address of this machine"
+                ) from None
+            raise
+        sock.listen(backlog)
+        sock.setblocking(False)
+        port = sock.getsockname()[1]
+    except BaseException:
+        sock.close()
+        raise
+    assert address.host is not None
+    url = format_tcp_url(address.host, port)
+    return Listener(sock=sock, address=address, url=url), url
+
+
+def accept(listener: Listener) -> socket.socket | None:
+    """Accept one pending connection without blocking.
+
+    Returns the new socket, non-blocking and configured (:func:`configure_stream`), or None
+    if no connection is waiting (EAGAIN) or the one waiting was aborted by its peer. Other
+    errors (notably EMFILE/ENFILE, out of file descriptors) propagate: the reactor should
+    back off rather than spin on a listener that stays readable.
+    """
+    try:
+        conn, _peer = listener.sock.accept()
+    except OSError as exc:
+        if exc.errno in _ACCEPT_AGAIN:
+            return None
+        raise
+    try:
+        configure_stream(conn)
+    except OSError:
+        # The peer may already have reset the connection: treat it as never accepted.
+        conn.close()
+        return None
+    return conn
+
+
+def close_listener(listener: Listener) -> None:
+    """Close a listener's socket (idempotent)."""
+    listener.sock.close()
+
+
+def connect(address: Address | str) -> tuple[socket.socket | None, int]:
+    """Start connecting to a TCP address without blocking; return ``(sock, err)``.
+
+    The contract (the same for IPC):
+
+    * ``err == 0``: connected; ``sock`` is ready for the header exchange.
+    * ``err == errno.EINPROGRESS``: pending (the normal case for TCP). Wait until ``sock`` is
+      writable, then call :func:`finish_connect`: 0 means connected, anything else is the
+      failure's errno and the caller must close ``sock``.
+    * any other ``err``: the attempt failed at once (e.g. ECONNREFUSED); ``sock`` is None
+      and the socket has already been closed. The dialer schedules a retry.
+
+    Raises :class:`InvalidAddress` for the wildcard host ``*`` (there is nothing to connect
+    to) or a host that cannot be resolved. Resolution may block.
+    """
+    address = _as_address(address)
+    if address.host == WILDCARD_HOST:
+        raise InvalidAddress(f"{address.url!r}: cannot connect to the wildcard host '*'")
+    family, sockaddr = _resolve(address, passive=False)
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        configure_stream(sock)
+        err = sock.connect_ex(sockaddr)
+    except BaseException:
+        sock.close()
+        raise
+    if os.name == "nt" and err == errno.EWOULDBLOCK:  # pragma: no cover - Windows only
+        err = errno.EINPROGRESS  # Winsock reports a pending connect as WSAEWOULDBLOCK
+    if err not in (0, errno.EINPROGRESS):
+        sock.close()
+        return None, err
+    return sock, err
+
+
+def finish_connect(sock: socket.socket) -> int:
+    """Return the outcome of a pending connect once ``sock`` is writable: 0 or an errno.
+
+    Does not close ``sock`` on failure: the caller unregisters it from its selector first.
+    """
+    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)

@@ -1,0 +1,246 @@
+"""Connection header and frame decoding, in memory (no sockets)."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from scaproust.core.errors import ProtocolError
+from scaproust.transports.framing import (
+    HANDSHAKE_SIZE,
+    IPC_PREFIX_SIZE,
+    TCP_PREFIX_SIZE,
+    FrameDecoder,
+    OversizeFrame,
+    check_handshake,
+    encode_handshake,
+    frame_prefix,
+)
+
+REQ, REP = 0x30, 0x31
+
+
+def encode(payloads: list[bytes], ipc: bool) -> bytes:
+    return b"".join(frame_prefix(len(p), ipc) + p for p in payloads)
+
+
+def feed_bytewise(decoder: FrameDecoder, data: bytes) -> list[bytes]:
+    out: list[bytes] = []
+    for i in range(len(data)):
+        out += decoder.feed(data[i : i + 1])
+    return out
+
+
+# --- connection header -------------------------------------------------------------------
+
+
+def test_encode_handshake_is_magic_id_and_zero_reserved_bytes():
+    assert encode_handshake(REQ) == bytes([0x00, 0x53, 0x50, 0x00, 0x00, 0x30, 0x00, 0x00])
+    assert encode_handshake(0x1234)[4:6] == b"\x12\x34"
+    assert len(encode_handshake(0)) == HANDSHAKE_SIZE
+
+
+@pytest.mark.parametrize("bad", [-1, 0x10000])
+def test_encode_handshake_rejects_ids_beyond_16_bits(bad):
+    with pytest.raises(ValueError):
+        encode_handshake(bad)
+
+
+def test_check_handshake_accepts_the_valid_peer():
+    check_handshake(encode_handshake(REP), REP)
+
+
+def test_check_handshake_rejects_bad_magic():
+    with pytest.raises(ProtocolError, match="magic"):
+        check_handshake(b"HTTP/1.1", REP)
+
+
+def test_check_handshake_names_both_ids_for_the_wrong_peer():
+    with pytest.raises(ProtocolError) as info:
+        check_handshake(encode_handshake(0x51), REP)
+    message = str(info.value)
+    assert "0x0051" in message and "0x0031" in message
+
+
+def test_check_handshake_rejects_non_zero_reserved_bytes():
+    with pytest.raises(ProtocolError, match="reserved"):
+        check_handshake(b"\x00SP\x00\x00\x31\x00\x01", REP)
+
+
+def test_check_handshake_wants_exactly_eight_bytes():
+    with pytest.raises(ValueError):
+        check_handshake(encode_handshake(REP)[:7], REP)
+
+
+# --- frame prefix -------------------------------------------------------------------------
+
+
+def test_frame_prefix_tcp_is_a_u64_size():
+    assert frame_prefix(5, ipc=False) == b"\x00\x00\x00\x00\x00\x00\x00\x05"
+    assert len(frame_prefix(0, ipc=False)) == TCP_PREFIX_SIZE
+
+
+def test_frame_prefix_ipc_is_type_one_then_u64_size():
+    assert frame_prefix(0x0102, ipc=True) == b"\x01\x00\x00\x00\x00\x00\x00\x01\x02"
+    assert len(frame_prefix(0, ipc=True)) == IPC_PREFIX_SIZE
+
+
+@pytest.mark.parametrize("bad", [-1, 1 << 64])
+def test_frame_prefix_rejects_sizes_outside_u64(bad):
+    with pytest.raises(ValueError):
+        frame_prefix(bad, ipc=False)
+
+
+# --- decoder ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ipc", [False, True], ids=["tcp", "ipc"])
+def test_decoder_returns_one_whole_frame(ipc):
+    assert FrameDecoder(ipc, 0).feed(encode([b"hello"], ipc)) == [b"hello"]
+
+
+@pytest.mark.parametrize("ipc", [False, True], ids=["tcp", "ipc"])
+def test_decoder_handles_frames_arriving_one_byte_at_a_time(ipc):
+    payloads = [b"a", b"", b"hello world", bytes(300)]
+    decoder = FrameDecoder(ipc, 1 << 20)
+    assert feed_bytewise(decoder, encode(payloads, ipc)) == payloads
+    assert decoder.pending_bytes == 0
+
+
+@pytest.mark.parametrize("ipc", [False, True], ids=["tcp", "ipc"])
+def test_decoder_returns_many_frames_from_one_chunk_in_order(ipc):
+    payloads = [i.to_bytes(4, "big") * (i % 7) for i in range(1000)]
+    assert FrameDecoder(ipc, 0).feed(encode(payloads, ipc)) == payloads
+
+
+@pytest.mark.parametrize("ipc", [False, True], ids=["tcp", "ipc"])
+def test_decoder_accepts_zero_length_frames(ipc):
+    decoder = FrameDecoder(ipc, 10)
+    assert decoder.feed(encode([b"", b"", b"x", b""], ipc)) == [b"", b"", b"x", b""]
+    assert decoder.feed(frame_prefix(0, ipc)) == [b""]
+    assert decoder.pending_bytes == 0
+
+
+@pytest.mark.parametrize("ipc", [False, True], ids=["tcp", "ipc"])
+def test_decoder_keeps_a_partial_frame_until_it_completes(ipc):
+    data = encode([b"first", b"second"], ipc)
+    cut = len(data) - 3
+    decoder = FrameDecoder(ipc, 0)
+    assert decoder.feed(data[:cut]) == [b"first"]
+    assert decoder.pending_bytes == len(b"second") - 3
+    assert decoder.feed(data[cut:]) == [b"second"]
+    assert decoder.pending_bytes == 0
+
+
+def test_decoder_counts_a_partial_prefix_as_pending():
+    decoder = FrameDecoder(False, 0)
+    assert decoder.feed(frame_prefix(4, False)[:5]) == []
+    assert decoder.pending_bytes == 5
+
+
+@pytest.mark.parametrize("ipc", [False, True], ids=["tcp", "ipc"])
+def test_decoder_reassembles_a_1_mib_frame_from_4_kib_chunks(ipc):
+    body = bytes(range(256)) * 4096  # 1 MiB
+    data = encode([body, b"tail"], ipc)
+    decoder = FrameDecoder(ipc, 1 << 20)
+    out: list[bytes] = []
+    for i in range(0, len(data), 4096):
+        out += decoder.feed(data[i : i + 4096])
+        if not out:
+            assert decoder.pending_bytes == i + min(4096, len(data) - i) - len(
+                frame_prefix(0, ipc)
+            )
+    assert out == [body, b"tail"]
+    assert decoder.pending_bytes == 0
+
+
+def test_decoder_accepts_bytearray_and_memoryview_chunks_and_copies_them():
+    data = bytearray(encode([b"abc", b"defg"], False))
+    decoder = FrameDecoder(False, 0)
+    first = decoder.feed(memoryview(data)[:13])  # prefix + "abc" + 2 bytes of the next prefix
+    data[:] = bytes(len(data))  # the caller reuses its buffer (recv_into)
+    assert first == [b"abc"]
+    rest = encode([b"abc", b"defg"], False)[13:]
+    assert decoder.feed(bytearray(rest)) == [b"defg"]
+    assert all(type(p) is bytes for p in first)
+
+
+@pytest.mark.parametrize("ipc", [False, True], ids=["tcp", "ipc"])
+def test_decoder_rejects_an_oversize_frame_from_its_size_field_alone(ipc):
+    decoder = FrameDecoder(ipc, 1024)
+    with pytest.raises(OversizeFrame) as info:
+        decoder.feed(frame_prefix(1025, ipc))  # no body byte sent
+    assert (info.value.size, info.value.limit) == (1025, 1024)
+    assert isinstance(info.value, ProtocolError)
+    assert "1025" in str(info.value) and "1024" in str(info.value)
+
+
+@pytest.mark.parametrize("ipc", [False, True], ids=["tcp", "ipc"])
+def test_decoder_rejects_an_oversize_frame_as_the_last_size_byte_arrives(ipc):
+    decoder = FrameDecoder(ipc, 1024)
+    prefix = frame_prefix(1 << 40, ipc)
+    assert feed_bytewise(decoder, prefix[:-1]) == []
+    with pytest.raises(OversizeFrame):
+        decoder.feed(prefix[-1:])
+
+
+def test_decoder_rejects_an_oversize_frame_after_good_ones_in_the_same_chunk():
+    decoder = FrameDecoder(False, 4)
+    with pytest.raises(OversizeFrame):
+        decoder.feed(encode([b"1234"], False) + frame_prefix(5, False))
+
+
+def test_decoder_accepts_a_frame_exactly_at_the_limit():
+    assert FrameDecoder(False, 4).feed(encode([b"1234"], False)) == [b"1234"]
+
+
+def test_decoder_with_limit_zero_is_unlimited():
+    decoder = FrameDecoder(False, 0)
+    assert decoder.feed(frame_prefix(1 << 40, False)) == []
+    assert decoder.pending_bytes == 0
+
+
+@pytest.mark.parametrize("chunk", [b"\x02", b"\x00" * 9, b"\xff" + bytes(8) + b"x"])
+def test_decoder_rejects_a_bad_ipc_type_byte_at_once(chunk):
+    with pytest.raises(ProtocolError, match="type byte"):
+        FrameDecoder(True, 0).feed(chunk)
+
+
+def test_decoder_rejects_a_bad_ipc_type_byte_after_a_good_frame():
+    decoder = FrameDecoder(True, 0)
+    assert decoder.feed(encode([b"ok"], True)) == [b"ok"]
+    with pytest.raises(ProtocolError):
+        decoder.feed(b"\x00" + struct.pack(">Q", 2) + b"no")
+
+
+def test_decoder_stays_failed_after_an_error():
+    decoder = FrameDecoder(True, 0)
+    with pytest.raises(ProtocolError):
+        decoder.feed(b"\x07")
+    with pytest.raises(ProtocolError, match="already failed"):
+        decoder.feed(encode([b"ok"], True))
+
+
+def test_decoder_rejects_a_negative_limit():
+    with pytest.raises(ValueError):
+        FrameDecoder(False, -1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    payloads=st.lists(st.binary(max_size=300), max_size=20),
+    ipc=st.booleans(),
+    cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=30),
+)
+def test_decoder_returns_the_same_payloads_however_the_stream_is_cut(payloads, ipc, cuts):
+    data = encode(payloads, ipc)
+    points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
+    decoder = FrameDecoder(ipc, 300)
+    out: list[bytes] = []
+    for start, stop in zip(points, points[1:], strict=False):
+        out += decoder.feed(data[start:stop])
+    assert out == payloads
+    assert decoder.pending_bytes == 0

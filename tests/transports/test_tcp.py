@@ -1,0 +1,232 @@
+"""TCP transport helpers on loopback (port 0 everywhere, waits poll with a deadline)."""
+
+from __future__ import annotations
+
+import errno
+import select
+import socket
+import time
+
+import pytest
+
+from scaproust.core.errors import AddressInUse, InvalidAddress
+from scaproust.transports import get_transport, schemes, tcp
+from scaproust.transports.framing import (
+    FrameDecoder,
+    check_handshake,
+    encode_handshake,
+    frame_prefix,
+)
+from scaproust.transports.url import parse_url
+
+DEADLINE = 5.0  # seconds; loopback answers in microseconds, this only bounds a failure
+
+
+def wait_readable(obj, timeout: float = DEADLINE) -> None:
+    readable, _, _ = select.select([obj], [], [], timeout)
+    assert readable, "timed out waiting for readability"
+
+
+def wait_writable(obj, timeout: float = DEADLINE) -> None:
+    _, writable, _ = select.select([], [obj], [], timeout)
+    assert writable, "timed out waiting for writability"
+
+
+def dial(url: str) -> socket.socket:
+    """Connect and wait for the connection to complete."""
+    sock, err = tcp.connect(url)
+    assert sock is not None, errno.errorcode.get(err, err)
+    if err == errno.EINPROGRESS:
+        wait_writable(sock)
+        assert tcp.finish_connect(sock) == 0
+    else:
+        assert err == 0
+    return sock
+
+
+def accept_one(listener: tcp.Listener) -> socket.socket:
+    wait_readable(listener)
+    conn = tcp.accept(listener)
+    assert conn is not None
+    return conn
+
+
+def recv_frames(sock: socket.socket, decoder: FrameDecoder, count: int) -> list[bytes]:
+    out: list[bytes] = []
+    deadline = time.monotonic() + DEADLINE
+    while len(out) < count:
+        wait_readable(sock, max(0.0, deadline - time.monotonic()))
+        chunk = sock.recv(65536)
+        assert chunk, "peer closed"
+        out += decoder.feed(chunk)
+    return out
+
+
+def recv_exact(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        wait_readable(sock)
+        chunk = sock.recv(size - len(data))
+        assert chunk, "peer closed"
+        data += chunk
+    return data
+
+
+@pytest.fixture
+def listeners():
+    opened: list[tcp.Listener] = []
+
+    def listen(url: str) -> tuple[tcp.Listener, str]:
+        listener, resolved = tcp.listen(url)
+        opened.append(listener)
+        return listener, resolved
+
+    yield listen
+    for listener in opened:
+        tcp.close_listener(listener)
+
+
+def has_ipv6_loopback() -> bool:
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+def test_registry_maps_schemes_to_modules():
+    assert get_transport("tcp") is tcp
+    assert get_transport("tcp").IPC_FRAMING is False
+    assert get_transport("ipc").IPC_FRAMING is True
+    assert schemes() == ("ipc", "tcp")
+    with pytest.raises(InvalidAddress, match="unknown transport"):
+        get_transport("udp")
+
+
+def test_listen_on_port_zero_reports_the_actual_port(listeners):
+    listener, url = listeners("tcp://127.0.0.1:0")
+    port = listener.sock.getsockname()[1]
+    assert port != 0
+    assert url == listener.url == f"tcp://127.0.0.1:{port}"
+    assert listener.sock.getblocking() is False
+    assert listener.sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR)
+
+
+def test_listen_accepts_a_parsed_address(listeners):
+    listener, url = listeners(parse_url("tcp://127.0.0.1:0"))
+    assert url.startswith("tcp://127.0.0.1:")
+    assert listener.address == parse_url("tcp://127.0.0.1:0")
+
+
+def test_accept_returns_none_when_nobody_is_connecting(listeners):
+    listener, _ = listeners("tcp://127.0.0.1:0")
+    assert tcp.accept(listener) is None
+
+
+def test_dialed_and_accepted_sockets_are_non_blocking_with_nodelay(listeners):
+    listener, url = listeners("tcp://127.0.0.1:0")
+    with dial(url) as client, accept_one(listener) as server:
+        for sock in (client, server):
+            assert sock.getblocking() is False
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+
+
+def test_header_exchange_and_frames_over_a_real_connection(listeners):
+    listener, url = listeners("tcp://127.0.0.1:0")
+    with dial(url) as client, accept_one(listener) as server:
+        # Both sides send their header at once (WIRE.md), then frames as separate buffers.
+        client.sendall(encode_handshake(0x50))
+        server.sendall(encode_handshake(0x51))
+        check_handshake(recv_exact(server, 8), 0x50)
+        check_handshake(recv_exact(client, 8), 0x51)
+        body = bytes(range(256)) * 1024
+        for payload in (b"hi", b"", body):
+            client.sendmsg([frame_prefix(len(payload), False), payload])
+        frames = recv_frames(server, FrameDecoder(False, 1 << 20), 3)
+        assert frames == [b"hi", b"", body]
+
+
+def test_listen_on_a_taken_port_is_address_in_use(listeners):
+    _, url = listeners("tcp://127.0.0.1:0")
+    with pytest.raises(AddressInUse) as info:
+        tcp.listen(url)
+    assert url in str(info.value)
+    assert isinstance(info.value, OSError)
+
+
+def test_wildcard_listens_on_every_ipv4_interface(listeners):
+    listener, url = listeners("tcp://*:0")
+    port = listener.sock.getsockname()[1]
+    assert listener.sock.getsockname()[0] == "0.0.0.0"
+    assert url == f"tcp://*:{port}"
+    with dial(f"tcp://127.0.0.1:{port}"), accept_one(listener):
+        pass
+
+
+def test_connecting_to_the_wildcard_is_invalid():
+    with pytest.raises(InvalidAddress, match="wildcard"):
+        tcp.connect("tcp://*:5555")
+
+
+def test_localhost_listener_and_dialer_agree_on_the_family(listeners):
+    listener, url = listeners("tcp://localhost:0")
+    assert url.startswith("tcp://localhost:")
+    with dial(url), accept_one(listener):
+        pass
+
+
+@pytest.mark.skipif(not has_ipv6_loopback(), reason="this host has no IPv6 loopback (::1)")
+def test_ipv6_loopback_listens_and_connects(listeners):
+    listener, url = listeners("tcp://[::1]:0")
+    port = listener.sock.getsockname()[1]
+    assert listener.sock.family == socket.AF_INET6
+    assert url == f"tcp://[::1]:{port}"
+    with dial(url), accept_one(listener):
+        pass
+
+
+def test_connect_to_a_closed_port_reports_the_error():
+    listener, url = tcp.listen("tcp://127.0.0.1:0")
+    tcp.close_listener(listener)
+    sock, err = tcp.connect(url)
+    if sock is None:
+        assert err == errno.ECONNREFUSED
+    else:
+        with sock:
+            assert err == errno.EINPROGRESS
+            wait_writable(sock)
+            assert tcp.finish_connect(sock) == errno.ECONNREFUSED
+
+
+def test_unresolvable_host_is_invalid_address(monkeypatch):
+    def fail(*args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", fail)
+    with pytest.raises(InvalidAddress, match="cannot resolve"):
+        tcp.listen("tcp://no.such.host.invalid:0")
+    with pytest.raises(InvalidAddress, match="cannot resolve"):
+        tcp.connect("tcp://no.such.host.invalid:5555")
+
+
+def test_listen_on_an_address_of_another_machine_is_invalid():
+    # 192.0.2.0/24 is TEST-NET-1 (RFC 5737): never assigned, so bind fails at once.
+    with pytest.raises(InvalidAddress, match="not an address of this machine"):
+        tcp.listen("tcp://192.0.2.1:0")
+
+
+def test_tcp_functions_refuse_an_ipc_address():
+    with pytest.raises(InvalidAddress):
+        tcp.listen("ipc:///tmp/x")
+    with pytest.raises(InvalidAddress):
+        tcp.connect("ipc:///tmp/x")
+
+
+def test_close_listener_closes_the_socket_and_is_idempotent():
+    listener, _ = tcp.listen("tcp://127.0.0.1:0")
+    tcp.close_listener(listener)
+    tcp.close_listener(listener)
+    assert listener.sock.fileno() == -1
