@@ -20,9 +20,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m codegen", description=__doc__)
     parser.add_argument("--check", action="store_true", help="fail if a generated file differs from disk")
     parser.add_argument("--no-svg", action="store_true", help="skip SVG rendering (no graphviz `dot`)")
+    parser.add_argument("--spec", help="validate and generate from this file instead of protocols.yaml "
+                        "(nothing is written: implies --check)")
     args = parser.parse_args(argv)
+    source = None
+    if args.spec:
+        args.check = True
+        source = Path(args.spec).read_text()
     try:
-        files = generate_all(ROOT, svg=not args.no_svg)
+        files = generate_all(ROOT, svg=not args.no_svg, source=source)
     except SpecError as exc:
         print(exc, file=sys.stderr)
         return 1

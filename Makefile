@@ -1,0 +1,66 @@
+# The two commands of the README: `make run` (set up, generate, render, demo) and
+# `make test` (the whole suite under both state-machine backends). Both create and use
+# .venv; neither needs anything installed by hand.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+# Debian packages: `dot` renders the diagrams; nanocat and nngcat are the interop peers.
+DEBS   := graphviz nanomsg-utils nng-utils
+
+.PHONY: all run test test-fast regen check-regen diagrams lint bench system-deps venv clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Install the Debian packages when one is missing and this machine allows it (root with
+# apt-get); otherwise say what is missing: the interop tests then skip locally (never in CI,
+# where CI=true turns a missing peer into a failure).
+system-deps:
+	@missing=""; \
+	command -v dot >/dev/null || missing="$$missing graphviz"; \
+	command -v nanocat >/dev/null || missing="$$missing nanomsg-utils"; \
+	command -v nngcat >/dev/null || missing="$$missing nng-utils"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "warning: missing Debian packages:$$missing (install them for diagrams and interop tests)"; \
+	  fi; \
+	fi
+
+regen: venv system-deps
+	$(BIN)/python -m codegen
+
+diagrams: regen
+
+check-regen: venv system-deps
+	$(BIN)/python -m codegen --check
+
+test: venv system-deps check-regen
+	SCAPROUST_FSM=compiled $(BIN)/python -m pytest
+	SCAPROUST_FSM=transitions $(BIN)/python -m pytest -p no:cacheprovider tests/protocols tests/core tests/integration tests/interop tests/test_conformance.py
+
+test-fast: venv
+	$(BIN)/python -m pytest -x -q --ignore=tests/interop
+
+run: venv system-deps regen
+	$(BIN)/python -m scaproust demo
+
+lint: venv
+	$(BIN)/ruff check src codegen tests bench
+
+bench: venv
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache src/*.egg-info

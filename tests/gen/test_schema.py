@@ -1,0 +1,163 @@
+"""protocols.yaml validation: every rule fails with `protocols.yaml:<line>: <what is wrong>`."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from codegen.schema import SpecError, load
+
+ROOT = Path(__file__).resolve().parents[2]
+SPEC = ROOT / "protocols.yaml"
+REAL = SPEC.read_text()
+
+
+def line_of(text: str, needle: str) -> int:
+    """1-based line of the first line containing needle."""
+    for number, line in enumerate(text.splitlines(), 1):
+        if needle in line:
+            return number
+    raise AssertionError(f"{needle!r} not in text")
+
+
+def edited(old: str, new: str) -> str:
+    assert REAL.count(old) == 1, f"{old!r} must occur once in protocols.yaml"
+    return REAL.replace(old, new)
+
+
+def error_of(text: str, src_root: Path = ROOT / "src") -> SpecError:
+    with pytest.raises(SpecError) as info:
+        load(SPEC, source=text, src_root=src_root)
+    return info.value
+
+
+PUSH_SEND = "      - [open,   cmd_send,         [], open,   [send_round_robin]]"
+
+
+def test_the_real_table_is_valid():
+    spec = load(SPEC, src_root=ROOT / "src")
+    assert {"pipe", "listener", "dialer", "socket", "pair", "push", "pull"} <= set(spec.machines)
+
+
+def test_a_row_naming_an_unknown_state_fails_on_its_line():
+    text = edited(PUSH_SEND, PUSH_SEND.replace("open,   [send", "opne,   [send"))
+    err = error_of(text)
+    assert str(err) == f"protocols.yaml:{line_of(text, 'opne')}: unknown state 'opne' in machine 'push'"
+
+
+def test_a_duplicate_row_fails_on_the_second_copy():
+    text = edited(PUSH_SEND, PUSH_SEND + "\n" + PUSH_SEND.replace("[send_round_robin]", "[discard]"))
+    err = error_of(text)
+    assert err.line == line_of(text, PUSH_SEND) + 1
+    assert "can never fire" in err.message
+
+
+def test_rows_with_the_same_guards_are_duplicates():
+    row = "      - [paired,   evt_pipe_ready,   [is_peer], paired,   [send_backlog, grant_capacity]]"
+    text = edited(row, row + "\n" + row.replace("[send_backlog, grant_capacity]", "[]"))
+    err = error_of(text)
+    assert err.line == line_of(text, row) + 1
+    assert err.message.startswith("duplicate row (paired, evt_pipe_ready) with the same guards")
+
+
+def test_guarded_alternatives_are_allowed():
+    # The real pair table has [is_peer] then an unguarded row for the same pair.
+    machine = load(SPEC, src_root=ROOT / "src").machines["pair"]
+    rows = machine.rows_for("paired", "evt_pipe_removed")
+    assert [str(g) for g in rows[0].guards] == ["is_peer"] and rows[1].guards == ()
+
+
+def test_an_unreachable_state_fails_on_its_declaration():
+    text = edited("      closed:\n        final: true\n    rows:\n      - [open,   evt_pipe_added,   [], open,   []]",
+                  "      closed:\n        final: true\n      orphan:\n        final: true\n    rows:\n"
+                  "      - [open,   evt_pipe_added,   [], open,   []]")
+    err = error_of(text)
+    assert str(err) == f"protocols.yaml:{line_of(text, 'orphan:')}: state 'orphan' of 'pull' is unreachable from 'open'"
+
+
+def test_a_dead_end_not_marked_final_fails():
+    text = edited("    initial: open\n    states:\n      open:\n      closed:\n        final: true\n    rows:\n"
+                  "      - [open,   evt_pipe_added,   [], open,   []]",
+                  "    initial: open\n    states:\n      open:\n      closed:\n    rows:\n"
+                  "      - [open,   evt_pipe_added,   [], open,   []]")
+    err = error_of(text)
+    assert err.message == "state 'closed' of 'pull' is a dead end: no row leaves it and it is not marked final"
+
+
+def test_a_missing_initial_state_fails():
+    text = edited("    class: scaproust.protocols.pull:Pull\n    unlisted: error\n    initial: open\n",
+                  "    class: scaproust.protocols.pull:Pull\n    unlisted: error\n    initial: opened\n")
+    err = error_of(text)
+    assert str(err) == f"protocols.yaml:{line_of(text, 'initial: opened')}: initial state 'opened' is not one of the states of 'pull'"
+
+
+def test_a_machine_without_initial_fails():
+    text = edited("    class: scaproust.protocols.pull:Pull\n    unlisted: error\n    initial: open\n",
+                  "    class: scaproust.protocols.pull:Pull\n    unlisted: error\n")
+    assert error_of(text).message == "machine 'pull' has no 'initial'"
+
+
+def test_an_undefined_action_fails_on_its_row():
+    text = edited(PUSH_SEND, PUSH_SEND.replace("send_round_robin", "send_randomly"))
+    err = error_of(text)
+    assert str(err) == (f"protocols.yaml:{line_of(text, 'send_randomly')}: action 'send_randomly' "
+                        "is not defined by Push (scaproust.protocols.push)")
+
+
+def test_an_undefined_guard_fails_on_its_row():
+    text = edited(PUSH_SEND, PUSH_SEND.replace("cmd_send,         []", "cmd_send,         [has_room]"))
+    err = error_of(text)
+    assert err.line == line_of(text, "has_room")
+    assert err.message == "guard 'has_room' is not defined by Push (scaproust.protocols.push)"
+
+
+def test_a_public_method_that_no_row_uses_fails(tmp_path):
+    package = tmp_path / "src" / "scaproust" / "protocols"
+    package.mkdir(parents=True)
+    original = (ROOT / "src/scaproust/protocols/push.py").read_text()
+    (package / "push.py").write_text(original + textwrap.indent(
+        "\ndef shuffle_pipes(self):\n    pass\n", "    "))
+    (package / "_base.py").write_text((ROOT / "src/scaproust/protocols/_base.py").read_text())
+    for other in ("core", ):
+        (tmp_path / "src" / "scaproust" / other).symlink_to(ROOT / "src" / "scaproust" / other)
+    for name in ("pair.py", "pull.py"):
+        (package / name).write_text((ROOT / "src/scaproust/protocols" / name).read_text())
+    err = error_of(REAL, tmp_path / "src")
+    assert err.line == line_of(REAL, "class: scaproust.protocols.push:Push")
+    assert re.fullmatch(r"Push\.shuffle_pipes \(src/scaproust/protocols/push\.py:\d+\) is public but no row "
+                        r"or state uses it: use it, or make it private \(_shuffle_pipes\)", err.message)
+
+
+def test_an_event_must_say_whether_it_is_a_command_or_an_event():
+    text = edited(PUSH_SEND, PUSH_SEND.replace("cmd_send", "send_msg"))
+    err = error_of(text)
+    assert err.line == line_of(text, "send_msg")
+    assert "must be named cmd_<verb>" in err.message
+
+
+def test_a_final_state_cannot_be_left():
+    text = edited("      - [closed, cmd_close,        [], closed, []]\n\n  pull:",
+                  "      - [closed, cmd_close,        [], open, []]\n\n  pull:")
+    err = error_of(text)
+    assert err.message == "final state 'closed' has a row leaving it"
+
+
+def test_an_unknown_policy_fails():
+    text = REAL.replace("    unlisted: error\n", "    unlisted: maybe\n", 1)
+    err = error_of(text)
+    assert err.line == line_of(text, "unlisted: maybe")
+
+
+def test_make_regen_cli_reports_a_broken_row_with_its_line(tmp_path):
+    broken = edited(PUSH_SEND, PUSH_SEND.replace("open,   [send", "nowhere, [send"))
+    spec = tmp_path / "protocols.yaml"
+    spec.write_text(broken)
+    proc = subprocess.run([sys.executable, "-m", "codegen", "--no-svg", "--spec", str(spec)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == f"protocols.yaml:{line_of(broken, 'nowhere')}: unknown state 'nowhere' in machine 'push'"
