@@ -4,10 +4,12 @@ Theory of operation: ``connecting`` opens one dialed pipe; the pipe's connect, h
 exchange and life are its own machine's business, and it reports back ``evt_pipe_opened``
 (the pipe became active) and ``evt_pipe_closed`` (it died, before or after that). A pipe
 that dies before becoming active sends the dialer to ``waiting`` for the reconnect
-interval; one that dies after is redialed at once (the nanomsg behaviour, WIRE.md).
+interval; one that dies after is redialed at once (the nanomsg behaviour, WIRE.md) if it
+lasted at least the reconnect interval, else it waits too: a peer that accepts and then
+drops us at once (a PAIR that has a partner already) must not cause a reconnect storm.
 
 Extra fields: ``pipe`` (the current pipe, ``connecting`` and ``connected``), ``_timer``
-(``waiting`` only).
+(``waiting`` only), ``_connected_at`` (loop time of the last ``evt_pipe_opened``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class Dialer(DialerFSM):
         self.endpoint_id = endpoint_id
         self.pipe: Pipe | None = None
         self._timer = None
+        self._connected_at = 0.0
 
     def __repr__(self) -> str:
         return f"<Dialer {self.url} {self.state}>"
@@ -51,7 +54,11 @@ class Dialer(DialerFSM):
         self.pipe.cmd_open()
 
     def reset_backoff(self, pipe) -> None:
+        self._connected_at = self.loop.time()
         log.debug("connected to %s", self.url)
+
+    def lasted(self, pipe) -> bool:
+        return self.loop.time() - self._connected_at >= self.socket.options.reconnect_interval
 
     def log_disconnect(self, pipe) -> None:
         log.debug("connection to %s lost; redialing at once", self.url)

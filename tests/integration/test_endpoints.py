@@ -1,0 +1,190 @@
+"""Addresses, endpoint and socket lifecycle, errors."""
+
+from __future__ import annotations
+
+import os
+import socket as pysocket
+import threading
+
+import pytest
+
+import scaproust as sp
+
+
+def test_bind_on_a_taken_port_raises_address_in_use_at_once(session):
+    a = session.socket(sp.Pull)
+    ep = a.bind("tcp://127.0.0.1:0")
+    b = session.socket(sp.Pull)
+    with pytest.raises(sp.AddressInUse) as info:
+        b.bind(ep.url)
+    assert isinstance(info.value, OSError)
+
+
+@pytest.mark.parametrize("bad", ["tcp://127.0.0.1", "foo://x", "tcp://127.0.0.1:99999", "nonsense", "ipc://"])
+def test_a_bad_url_raises_invalid_address_at_once(session, bad):
+    s = session.socket(sp.Pair)
+    with pytest.raises(sp.InvalidAddress) as info:
+        s.bind(bad)
+    assert isinstance(info.value, ValueError)
+    with pytest.raises(sp.InvalidAddress):
+        s.connect(bad)
+
+
+def test_connecting_to_a_wildcard_is_invalid(session):
+    with pytest.raises(sp.InvalidAddress):
+        session.socket(sp.Push).connect("tcp://*:5555")
+
+
+def test_wildcard_bind_and_localhost_connect(session):
+    pull = session.socket(sp.Pull, recv_timeout=5.0)
+    ep = pull.bind("tcp://*:0")
+    port = int(ep.url.rsplit(":", 1)[1])
+    assert ep.url == f"tcp://*:{port}" and port > 0
+    push = session.socket(sp.Push, send_timeout=5.0)
+    push.connect(f"tcp://localhost:{port}")
+    push.send(b"via localhost")
+    assert pull.recv() == b"via localhost"
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with pysocket.socket(pysocket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="this host has no IPv6 loopback")
+def test_ipv6_literal_addresses_work(session):
+    pull = session.socket(sp.Pull, recv_timeout=5.0)
+    ep = pull.bind("tcp://[::1]:0")
+    assert ep.url.startswith("tcp://[::1]:")
+    push = session.socket(sp.Push, send_timeout=5.0)
+    push.connect(ep.url)
+    push.send(b"six")
+    assert pull.recv() == b"six"
+
+
+def test_ipc_relative_path(session, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    pull = session.socket(sp.Pull, recv_timeout=5.0)
+    ep = pull.bind("ipc://relative.ipc")
+    assert (tmp_path / "relative.ipc").exists()
+    push = session.socket(sp.Push, send_timeout=5.0)
+    push.connect(ep.url)
+    push.send(b"rel")
+    assert pull.recv() == b"rel"
+    ep.close()
+    assert not (tmp_path / "relative.ipc").exists()
+
+
+def test_ipc_bind_replaces_a_stale_socket_file_but_never_a_regular_file(session, tmp_path):
+    stale = tmp_path / "stale.ipc"
+    leftover = pysocket.socket(pysocket.AF_UNIX)
+    leftover.bind(str(stale))
+    leftover.close()  # the file stays, nobody answers on it
+    session.socket(sp.Pull).bind(f"ipc://{stale}")
+    regular = tmp_path / "file.ipc"
+    regular.write_text("precious")
+    with pytest.raises(sp.AddressInUse):
+        session.socket(sp.Pull).bind(f"ipc://{regular}")
+    assert regular.read_text() == "precious"
+
+
+def test_closing_a_bound_endpoint_releases_the_port_at_once(session):
+    a = session.socket(sp.Pull)
+    ep = a.bind("tcp://127.0.0.1:0")
+    ep.close()
+    b = session.socket(sp.Pull)
+    assert b.bind(ep.url).url == ep.url
+    ep.close()  # twice is harmless
+
+
+def test_a_closed_socket_raises_closed_and_closing_twice_is_harmless(session):
+    s = session.socket(sp.Pair)
+    s.close()
+    s.close()
+    for call in (lambda: s.send(b"x"), s.recv, lambda: s.bind("tcp://127.0.0.1:0")):
+        with pytest.raises(sp.Closed):
+            call()
+
+
+def test_closing_a_socket_wakes_a_thread_blocked_in_recv(session):
+    s = session.socket(sp.Pull)
+    outcome = []
+    thread = threading.Thread(target=lambda: outcome.append(_catch(s.recv)))
+    thread.start()
+    s.close()
+    thread.join(5)
+    assert not thread.is_alive() and outcome == [sp.Closed]
+
+
+def test_closing_the_session_closes_its_sockets():
+    with sp.Session() as s:
+        sock = s.socket(sp.Push)
+    with pytest.raises(sp.Closed):
+        sock.send(b"x")
+    with pytest.raises(sp.Closed):
+        s.socket(sp.Pull)
+
+
+def test_a_push_that_sends_and_closes_at_once_still_delivers(session, url):
+    pull = session.socket(sp.Pull, recv_timeout=5.0)
+    ep = pull.bind(url)
+    push = session.socket(sp.Push, send_timeout=5.0)
+    push.connect(ep.url)
+    for i in range(100):
+        push.send(b"%d" % i)
+    push.close()
+    assert [pull.recv() for _ in range(100)] == [b"%d" % i for i in range(100)]
+
+
+def test_options_are_keyword_arguments_and_validated_attributes(session):
+    s = session.socket(sp.Pull, recv_timeout=0.5)
+    assert s.recv_timeout == 0.5
+    s.recv_timeout = None
+    assert s.recv_timeout is None
+    with pytest.raises(ValueError, match="recv_timeout"):
+        s.recv_timeout = -1
+    with pytest.raises(TypeError, match="recv_max_size"):
+        session.socket(sp.Pull, recv_max_size="big")
+    with pytest.raises(TypeError, match="unknown socket option 'colour'"):
+        session.socket(sp.Pull, colour="red")
+    assert s.protocol is sp.Pull and s.raw is False
+
+
+def test_protocols_of_later_versions_say_so(session):
+    with pytest.raises(sp.NotSupported, match="not implemented yet"):
+        session.socket(sp.Req)
+
+
+def test_the_default_session_serves_sp_socket():
+    pull = sp.socket(sp.Pull, recv_timeout=5.0)
+    push = sp.socket(sp.Push, send_timeout=5.0)
+    push.connect(pull.bind("tcp://127.0.0.1:0").url)
+    push.send(b"default")
+    assert pull.recv() == b"default"
+    push.close()
+    pull.close()
+
+
+def test_the_io_thread_survives_and_no_pipe_leaks_fds(session):
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):
+        pull = session.socket(sp.Pull, recv_timeout=5.0)
+        push = session.socket(sp.Push, send_timeout=5.0)
+        push.connect(pull.bind("tcp://127.0.0.1:0").url)
+        push.send(b"x")
+        assert pull.recv() == b"x"
+        push.close()
+        pull.close()
+    assert len(os.listdir("/proc/self/fd")) <= before + 2
+
+
+def _catch(fn):
+    try:
+        fn()
+    except Exception as err:
+        return type(err)
+    return None

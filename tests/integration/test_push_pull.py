@@ -1,0 +1,175 @@
+"""PUSH and PULL between our own sockets over TCP and IPC."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+import scaproust as sp
+from tests.integration.conftest import wait_until
+
+
+def test_push_delivers_to_pull_in_order(session, url):
+    pull = session.socket(sp.Pull, recv_timeout=5.0)
+    ep = pull.bind(url)
+    push = session.socket(sp.Push, send_timeout=5.0)
+    push.connect(ep.url)
+    sent = [f"message {i}".encode() for i in range(1000)]
+    for body in sent:
+        push.send(body)
+    assert [pull.recv() for _ in sent] == sent
+
+
+def test_the_endpoint_url_carries_the_port_the_system_chose(session):
+    pull = session.socket(sp.Pull)
+    ep = pull.bind("tcp://127.0.0.1:0")
+    host, port = ep.url.rsplit(":", 1)
+    assert host == "tcp://127.0.0.1" and int(port) > 0
+    assert pull.endpoints == [ep]
+
+
+def test_zero_length_and_one_mebibyte_messages_arrive_intact(session, url):
+    pull = session.socket(sp.Pull, recv_timeout=5.0)
+    push = session.socket(sp.Push, send_timeout=5.0)
+    push.connect(pull.bind(url).url)
+    big = bytes(range(256)) * 4096  # exactly 1 MiB: the default limit is inclusive
+    push.send(b"")
+    push.send(big)
+    push.send(bytearray(b"after"))
+    assert pull.recv() == b""
+    assert pull.recv() == big
+    assert pull.recv() == b"after"
+
+
+def test_push_round_robins_over_two_pulls(session):
+    pulls = [session.socket(sp.Pull, recv_timeout=5.0) for _ in range(2)]
+    push = session.socket(sp.Push, send_timeout=5.0)
+    for pull in pulls:
+        push.connect(pull.bind("tcp://127.0.0.1:0").url)
+    wait_until(lambda: push.stats.get("pipes_opened", 0) == 2, what="two pipes")
+    for i in range(10):
+        push.send(str(i).encode())
+    got = [sorted(int(p.recv()) for _ in range(5)) for p in pulls]
+    assert sorted(got) == [[0, 2, 4, 6, 8], [1, 3, 5, 7, 9]]
+
+
+def test_pull_fair_queues_from_two_pushes(session, url):
+    pull = session.socket(sp.Pull, recv_timeout=5.0)
+    ep = pull.bind(url)
+    pushes = [session.socket(sp.Push, send_timeout=5.0) for _ in range(2)]
+    for n, push in enumerate(pushes):
+        push.connect(ep.url)
+        for i in range(50):
+            push.send(f"{n}:{i}".encode())
+    got = [pull.recv().decode() for _ in range(100)]
+    for n in range(2):
+        mine = [int(m.split(":")[1]) for m in got if m.startswith(f"{n}:")]
+        assert mine == list(range(50))  # every message, each sender in order
+
+
+def test_push_with_no_peer_blocks_until_the_send_timeout(session):
+    push = session.socket(sp.Push, send_timeout=0.05)
+    with pytest.raises(sp.Timeout):
+        push.send(b"nobody")
+    with pytest.raises(sp.WouldBlock):
+        push.send(b"nobody", block=False)
+    assert push.try_send(b"nobody") is False
+
+
+def test_a_push_blocked_without_peer_proceeds_when_a_pull_arrives(session):
+    push = session.socket(sp.Push, send_timeout=5.0)
+    ep = push.bind("tcp://127.0.0.1:0")
+    errors = []
+
+    def sender():
+        try:
+            push.send(b"waited")
+        except Exception as err:  # reported below
+            errors.append(err)
+
+    thread = threading.Thread(target=sender)
+    thread.start()
+    pull = session.socket(sp.Pull, recv_timeout=5.0)
+    pull.connect(ep.url)
+    assert pull.recv() == b"waited"
+    thread.join(5)
+    assert errors == [] and not thread.is_alive()
+
+
+def test_a_slow_receiver_pushes_back_without_losing_anything(session, url):
+    pull = session.socket(sp.Pull, recv_timeout=5.0)
+    push = session.socket(sp.Push, send_timeout=5.0)
+    push.connect(pull.bind(url).url)
+    count = 20000
+    received = []
+
+    def receiver():
+        for _ in range(count):
+            received.append(pull.recv())
+
+    thread = threading.Thread(target=receiver)
+    thread.start()
+    for i in range(count):
+        push.send(i.to_bytes(4, "big") * 16)
+    thread.join(30)
+    assert [int.from_bytes(m[:4], "big") for m in received] == list(range(count))
+
+
+def test_recv_times_out_and_try_recv_returns_none(session):
+    pull = session.socket(sp.Pull, recv_timeout=0.05)
+    with pytest.raises(sp.Timeout) as info:
+        pull.recv()
+    assert isinstance(info.value, TimeoutError)
+    with pytest.raises(sp.WouldBlock):
+        pull.recv(block=False)
+    assert pull.try_recv() is None
+    with pytest.raises(sp.Timeout):
+        pull.recv(timeout=0.01)
+
+
+def test_push_cannot_receive_and_pull_cannot_send(session):
+    with pytest.raises(sp.NotSupported):
+        session.socket(sp.Push).recv()
+    with pytest.raises(sp.NotSupported):
+        session.socket(sp.Pull).send(b"x")
+
+
+def test_a_message_over_recv_max_size_closes_that_pipe_and_is_logged(session, url, caplog):
+    pull = session.socket(sp.Pull, recv_timeout=5.0, recv_max_size=100)
+    push = session.socket(sp.Push, send_timeout=5.0)
+    push.connect(pull.bind(url).url)
+    push.send(b"small")
+    assert pull.recv() == b"small"
+    with caplog.at_level("WARNING", logger="scaproust"):
+        push.send(b"x" * 101)
+        wait_until(lambda: pull.stats.get("dropped_oversize", 0) == 1, what="the oversize drop")
+    assert "a 101-byte message exceeds recv_max_size=100" in caplog.text
+    # The dialer reconnects: the next small message still arrives.
+    push.send(b"after")
+    assert pull.recv() == b"after"
+
+
+def test_recv_max_size_zero_means_unlimited(session):
+    pull = session.socket(sp.Pull, recv_timeout=5.0, recv_max_size=0)
+    push = session.socket(sp.Push, send_timeout=5.0)
+    push.connect(pull.bind("tcp://127.0.0.1:0").url)
+    big = b"z" * (3 * 1024 * 1024)
+    push.send(big)
+    assert pull.recv() == big
+
+
+def test_memoryview_and_message_bodies_are_sent(session):
+    pull = session.socket(sp.Pull, recv_timeout=5.0)
+    push = session.socket(sp.Push, send_timeout=5.0)
+    push.connect(pull.bind("tcp://127.0.0.1:0").url)
+    push.send(memoryview(b"view"))
+    push.send_msg(sp.Message(b"msg"))
+    assert pull.recv() == b"view"
+    assert pull.recv_msg() == sp.Message(b"msg")
+
+
+def test_send_rejects_str_with_a_clear_error(session):
+    push = session.socket(sp.Push)
+    with pytest.raises(TypeError, match="encode it first"):
+        push.send("text")
