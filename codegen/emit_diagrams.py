@@ -9,6 +9,7 @@ are drawn as self-loops.
 from __future__ import annotations
 
 from transitions.extensions import GraphMachine
+from transitions.extensions.diagrams_graphviz import Graph
 
 from .emit_python import transitions_lists
 from .schema import Machine
@@ -16,6 +17,25 @@ from .schema import Machine
 
 class _Model:
     """GraphMachine draws a model's graph; this one exists only to be drawn."""
+
+
+class _OneRowPerLineGraph(Graph):
+    """transitions joins the labels of parallel edges with " | " on one line; a state with
+    many self-loops then gets a label wider than the page. Put each row on its own
+    left-aligned line instead."""
+
+    def _add_edges(self, transitions, container):
+        labels: dict[tuple[str, str], list[str]] = {}
+        for trans in transitions:
+            key = (trans["source"], trans.get("dest", trans["source"]))
+            labels.setdefault(key, []).append(self._transition_label(trans))
+        for (src, dst), rows in labels.items():
+            container.edge(src, dst, label="".join(row + r"\l" for row in rows))
+
+
+class _Drawer(GraphMachine):
+    def _init_graphviz_engine(self, graph_engine):
+        return _OneRowPerLineGraph
 
 
 def edge_label(trans: dict) -> str:
@@ -38,7 +58,7 @@ def graph_source(m: Machine) -> str:
             trans["dest"] = trans["source"]
         drawn.append(trans)
     model = _Model()
-    GraphMachine(
+    machine = _Drawer(
         model=model,
         states=states,
         transitions=drawn,
@@ -49,6 +69,8 @@ def graph_source(m: Machine) -> str:
         graph_engine="graphviz",
         title=f"{m.name} ({m.unlisted} on unlisted events)",
     )
+    # Top to bottom reads like the lifecycle it is; left to right grows too wide.
+    machine.machine_attributes = dict(machine.machine_attributes, rankdir="TB")
     return model.get_graph().source
 
 

@@ -62,13 +62,9 @@ TRANSITIONS = [
     {'trigger': 'evt_bad_frame', 'source': 'closing', 'dest': 'dead', 'after': ['log_protocol_error']},
     {'trigger': 'evt_timeout', 'source': 'closing', 'dest': 'dead', 'after': ['log_linger_expired']},
     {'trigger': 'cmd_close', 'source': 'closing', 'dest': None},
-    {'trigger': 'evt_peer_closed', 'source': 'idle', 'dest': 'dead', 'after': ['log_peer_closed']},
-    {'trigger': 'evt_peer_closed', 'source': 'connecting', 'dest': 'dead', 'after': ['log_peer_closed']},
     {'trigger': 'evt_peer_closed', 'source': 'handshaking', 'dest': 'dead', 'after': ['log_peer_closed']},
     {'trigger': 'evt_peer_closed', 'source': 'active', 'dest': 'dead', 'after': ['log_peer_closed']},
     {'trigger': 'evt_peer_closed', 'source': 'closing', 'dest': 'dead', 'after': ['log_peer_closed']},
-    {'trigger': 'evt_io_error', 'source': 'idle', 'dest': 'dead', 'after': ['log_io_error']},
-    {'trigger': 'evt_io_error', 'source': 'connecting', 'dest': 'dead', 'after': ['log_io_error']},
     {'trigger': 'evt_io_error', 'source': 'handshaking', 'dest': 'dead', 'after': ['log_io_error']},
     {'trigger': 'evt_io_error', 'source': 'active', 'dest': 'dead', 'after': ['log_io_error']},
     {'trigger': 'evt_io_error', 'source': 'closing', 'dest': 'dead', 'after': ['log_io_error']},
@@ -283,17 +279,6 @@ class PipeCompiled:
 
     def evt_peer_closed(self, *args):
         state = self.state
-        if state == 'idle':
-            self.state = 'dead'
-            self.release(*args)
-            self.log_peer_closed(*args)
-            return True
-        if state == 'connecting':
-            self.unwatch_connect(*args)
-            self.state = 'dead'
-            self.release(*args)
-            self.log_peer_closed(*args)
-            return True
         if state == 'handshaking':
             self.cancel_timer(*args)
             self.state = 'dead'
@@ -316,17 +301,6 @@ class PipeCompiled:
 
     def evt_io_error(self, *args):
         state = self.state
-        if state == 'idle':
-            self.state = 'dead'
-            self.release(*args)
-            self.log_io_error(*args)
-            return True
-        if state == 'connecting':
-            self.unwatch_connect(*args)
-            self.state = 'dead'
-            self.release(*args)
-            self.log_io_error(*args)
-            return True
         if state == 'handshaking':
             self.cancel_timer(*args)
             self.state = 'dead'
