@@ -1,0 +1,32 @@
+"""The documentation stays true: the options table and the README's quickstart."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from scaproust.core.options import SPECS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_options_table_lists_every_option():
+    text = (ROOT / "docs" / "OPTIONS.md").read_text()
+    documented = re.findall(r"^\| `(\w+)` \|", text, flags=re.M)
+    assert documented == list(SPECS)
+    for spec in SPECS.values():
+        assert spec.doc in text
+
+
+def test_the_readme_quickstart_runs(tmp_path, monkeypatch):
+    readme = (ROOT / "README.md").read_text()
+    code = re.findall(r"```python\n(.*?)```", readme, flags=re.S)[0]
+    code = code.replace("ipc:///tmp/pair.ipc", f"ipc://{tmp_path}/pair.ipc")
+    exec(compile(code, "README.md", "exec"), {})
+
+
+def test_the_readme_starts_with_the_two_commands():
+    readme = (ROOT / "README.md").read_text()
+    first_block = re.findall(r"```sh\n(.*?)```", readme, flags=re.S)[0]
+    assert first_block.splitlines()[0].startswith("make run")
+    assert first_block.splitlines()[1].startswith("make test")
