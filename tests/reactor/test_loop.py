@@ -215,6 +215,32 @@ def test_call_soon_from_a_callback_waits_for_the_next_iteration(loop):
     assert seen == ["a", "b"]
 
 
+def test_call_after_batch_runs_after_the_batch_and_before_the_next_select(loop):
+    seen = []
+
+    def first():
+        seen.append("first")
+        loop.call_after_batch(seen.append, "end")
+        loop.call_soon(seen.append, "next iteration")
+
+    loop.call_soon(first)
+    loop.call_soon(seen.append, "second")
+    loop.run_once(0)
+    assert seen == ["first", "second", "end"]
+    loop.run_once(0)
+    assert seen == ["first", "second", "end", "next iteration"]
+
+
+def test_work_scheduled_after_the_batch_makes_the_next_select_timeout_zero(loop):
+    seen = []
+    loop.call_soon(lambda: loop.call_after_batch(lambda: loop.call_after_batch(seen.append, 2)))
+    loop.run_once(0)
+    started_at = time.monotonic()
+    loop.run_once(DEADLINE)
+    assert seen == [2]
+    assert time.monotonic() - started_at < DEADLINE / 2
+
+
 def test_a_post_before_run_once_makes_the_select_timeout_zero(loop):
     seen = []
     loop.call_soon_threadsafe(seen.append, 1)

@@ -150,6 +150,8 @@ class Loop:
         # that was closed before remove_reader (its fileno() is then -1).
         self._regs: dict[Any, _Registration] = {}
         self._ready: deque[tuple[Callable[..., Any], tuple]] = deque()  # loop thread only
+        # Run after the current batch, before the next select (loop thread only).
+        self._end_of_batch: list[tuple[Callable[..., Any], tuple]] = []
         self._posted: deque[tuple[Callable[..., Any], tuple]] = deque()  # any thread
         self._timers = TimerQueue()
         self._idle = False  # True while the loop may sleep in select(): posters must wake it
@@ -258,6 +260,16 @@ class Loop:
         """Run ``fn(*args)`` in the next iteration (loop thread only)."""
         self._ready.append((fn, args))
 
+    def call_after_batch(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` once the callbacks of this iteration are done, before the loop
+        selects again (loop thread only).
+
+        Pipes flush their output this way: every frame queued while handling one batch of
+        readiness and posts leaves in one write, and none waits for another select.
+        What these callbacks schedule in turn runs in the next iteration.
+        """
+        self._end_of_batch.append((fn, args))
+
     def call_later(self, delay: float, fn: Callable[..., Any], *args: Any) -> TimerHandle:
         """Run ``fn(*args)`` once ``delay`` seconds of the loop's clock have passed."""
         return self._timers.push(self._clock() + delay, fn, args)
@@ -343,7 +355,7 @@ class Loop:
             raise RuntimeError("scaproust I/O loop is closed")
         ready = self._ready
         timers = self._timers
-        if ready:
+        if ready or self._end_of_batch:
             timeout = 0
         else:
             # Publish _idle before looking at _posted: see call_soon_threadsafe.
@@ -376,21 +388,27 @@ class Loop:
         for _ in range(len(posted)):
             ready.append(posted.popleft())
 
-        # The one place that calls callbacks.
         for _ in range(len(ready)):
-            fn, args = ready.popleft()
-            try:
-                fn(*args)
-            except Exception:
-                logger.exception("exception in callback %s", _describe(fn, args))
-            except BaseException as exc:
-                logger.exception(
-                    "%s in callback %s: stopping the I/O loop",
-                    type(exc).__name__,
-                    _describe(fn, args),
-                )
-                self._closing = True
-                self._stopping = True
+            self._call(*ready.popleft())
+        if self._end_of_batch:
+            batch, self._end_of_batch = self._end_of_batch, []
+            for fn, args in batch:
+                self._call(fn, args)
+
+    def _call(self, fn: Callable[..., Any], args: tuple) -> None:
+        """The one place that calls callbacks."""
+        try:
+            fn(*args)
+        except Exception:
+            logger.exception("exception in callback %s", _describe(fn, args))
+        except BaseException as exc:
+            logger.exception(
+                "%s in callback %s: stopping the I/O loop",
+                type(exc).__name__,
+                _describe(fn, args),
+            )
+            self._closing = True
+            self._stopping = True
 
     # --- internals --------------------------------------------------------------------------
 
