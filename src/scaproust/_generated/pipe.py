@@ -16,9 +16,9 @@ NAME = 'pipe'
 INITIAL = 'idle'
 UNLISTED = 'error'
 FINAL_STATES = ('dead',)
-EVENTS = ('cmd_open', 'evt_connected', 'evt_connect_failed', 'evt_handshake_ok', 'evt_flushed', 'evt_handshake_bad', 'evt_timeout', 'cmd_send', 'evt_msgs', 'cmd_pause', 'cmd_resume', 'evt_bad_frame', 'cmd_close', 'evt_peer_closed', 'evt_io_error')
+EVENTS = ('cmd_open', 'evt_connected', 'evt_connect_failed', 'evt_handshake_ok', 'evt_flushed', 'evt_handshake_bad', 'evt_timeout', 'cmd_send', 'evt_msgs', 'cmd_pause', 'cmd_resume', 'evt_bad_frame', 'cmd_close', 'evt_peer_closed', 'evt_io_error', 'evt_crashed')
 GUARDS = ('is_dialed', 'has_output')
-ACTIONS = ('unwatch_connect', 'watch_connect', 'cancel_timer', 'send_handshake', 'watch_handshake', 'start_handshake_timer', 'detach_from_socket', 'watch_frames', 'attach_to_socket', 'start_linger_timer', 'release', 'log_connect_failure', 'log_protocol_error', 'log_handshake_timeout', 'enqueue', 'deliver', 'report_capacity', 'stop_reading', 'start_reading', 'discard', 'log_linger_expired', 'log_peer_closed', 'log_io_error')
+ACTIONS = ('unwatch_connect', 'watch_connect', 'cancel_timer', 'send_handshake', 'watch_handshake', 'start_handshake_timer', 'detach_from_socket', 'watch_frames', 'attach_to_socket', 'start_linger_timer', 'release', 'log_connect_failure', 'log_protocol_error', 'log_handshake_timeout', 'enqueue', 'deliver', 'report_capacity', 'stop_reading', 'start_reading', 'discard', 'log_linger_expired', 'log_peer_closed', 'log_io_error', 'log_crash')
 
 STATES = [
     {'name': 'idle', 'ignore_invalid_triggers': False},
@@ -68,6 +68,11 @@ TRANSITIONS = [
     {'trigger': 'evt_io_error', 'source': 'handshaking', 'dest': 'dead', 'after': ['log_io_error']},
     {'trigger': 'evt_io_error', 'source': 'active', 'dest': 'dead', 'after': ['log_io_error']},
     {'trigger': 'evt_io_error', 'source': 'closing', 'dest': 'dead', 'after': ['log_io_error']},
+    {'trigger': 'evt_crashed', 'source': 'idle', 'dest': 'dead', 'after': ['log_crash']},
+    {'trigger': 'evt_crashed', 'source': 'connecting', 'dest': 'dead', 'after': ['log_crash']},
+    {'trigger': 'evt_crashed', 'source': 'handshaking', 'dest': 'dead', 'after': ['log_crash']},
+    {'trigger': 'evt_crashed', 'source': 'active', 'dest': 'dead', 'after': ['log_crash']},
+    {'trigger': 'evt_crashed', 'source': 'closing', 'dest': 'dead', 'after': ['log_crash']},
     {'trigger': 'cmd_close', 'source': 'idle', 'dest': 'dead'},
     {'trigger': 'cmd_close', 'source': 'connecting', 'dest': 'dead'},
     {'trigger': 'cmd_close', 'source': 'handshaking', 'dest': 'dead'},
@@ -321,6 +326,39 @@ class PipeCompiled:
             return True
         raise MachineError('pipe: ' f"Can't trigger event evt_io_error from state {state}!")
 
+    def evt_crashed(self, *args):
+        state = self.state
+        if state == 'idle':
+            self.state = 'dead'
+            self.release(*args)
+            self.log_crash(*args)
+            return True
+        if state == 'connecting':
+            self.unwatch_connect(*args)
+            self.state = 'dead'
+            self.release(*args)
+            self.log_crash(*args)
+            return True
+        if state == 'handshaking':
+            self.cancel_timer(*args)
+            self.state = 'dead'
+            self.release(*args)
+            self.log_crash(*args)
+            return True
+        if state == 'active':
+            self.detach_from_socket(*args)
+            self.state = 'dead'
+            self.release(*args)
+            self.log_crash(*args)
+            return True
+        if state == 'closing':
+            self.cancel_timer(*args)
+            self.state = 'dead'
+            self.release(*args)
+            self.log_crash(*args)
+            return True
+        raise MachineError('pipe: ' f"Can't trigger event evt_crashed from state {state}!")
+
 
 class PipeTransitions:
     """pipe: every event runs through the class-level transitions.Machine."""
@@ -371,6 +409,9 @@ class PipeTransitions:
 
     def evt_io_error(self, *args):
         return _TRIGGERS['evt_io_error'](self, *args)
+
+    def evt_crashed(self, *args):
+        return _TRIGGERS['evt_crashed'](self, *args)
 
 
 PipeFSM = select_backend(PipeCompiled, PipeTransitions)

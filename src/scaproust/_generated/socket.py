@@ -15,9 +15,9 @@ NAME = 'socket'
 INITIAL = 'open'
 UNLISTED = 'error'
 FINAL_STATES = ('closed',)
-EVENTS = ('cmd_bind', 'cmd_connect', 'cmd_close_endpoint', 'evt_pipe_opened', 'evt_pipe_closed', 'cmd_close')
+EVENTS = ('cmd_bind', 'cmd_connect', 'cmd_close_endpoint', 'evt_pipe_opened', 'evt_pipe_closed', 'cmd_close', 'evt_crashed')
 GUARDS = ('has_pipes', 'has_other_pipes')
-ACTIONS = ('close_endpoints', 'close_pipes', 'close_protocol', 'notify_closed', 'add_listener', 'add_dialer', 'remove_endpoint', 'track_pipe', 'untrack_pipe', 'close_late_pipe')
+ACTIONS = ('close_endpoints', 'close_pipes', 'close_protocol', 'notify_closed', 'add_listener', 'add_dialer', 'remove_endpoint', 'track_pipe', 'untrack_pipe', 'close_late_pipe', 'log_crash')
 
 STATES = [
     {'name': 'open', 'ignore_invalid_triggers': False},
@@ -39,6 +39,8 @@ TRANSITIONS = [
     {'trigger': 'cmd_close', 'source': 'closing', 'dest': None},
     {'trigger': 'cmd_close', 'source': 'closed', 'dest': None},
     {'trigger': 'evt_pipe_closed', 'source': 'closed', 'dest': None},
+    {'trigger': 'evt_crashed', 'source': 'open', 'dest': 'closed', 'after': ['log_crash', 'close_endpoints']},
+    {'trigger': 'evt_crashed', 'source': 'closing', 'dest': 'closed', 'after': ['log_crash', 'close_endpoints']},
 ]
 
 MACHINE = Machine(
@@ -126,6 +128,24 @@ class SocketCompiled:
             return True
         raise MachineError('socket: ' f"Can't trigger event cmd_close from state {state}!")
 
+    def evt_crashed(self, *args):
+        state = self.state
+        if state == 'open':
+            self.state = 'closed'
+            self.close_protocol(*args)
+            self.notify_closed(*args)
+            self.log_crash(*args)
+            self.close_endpoints(*args)
+            return True
+        if state == 'closing':
+            self.state = 'closed'
+            self.close_protocol(*args)
+            self.notify_closed(*args)
+            self.log_crash(*args)
+            self.close_endpoints(*args)
+            return True
+        raise MachineError('socket: ' f"Can't trigger event evt_crashed from state {state}!")
+
 
 class SocketTransitions:
     """socket: every event runs through the class-level transitions.Machine."""
@@ -149,6 +169,9 @@ class SocketTransitions:
 
     def cmd_close(self, *args):
         return _TRIGGERS['cmd_close'](self, *args)
+
+    def evt_crashed(self, *args):
+        return _TRIGGERS['evt_crashed'](self, *args)
 
 
 SocketFSM = select_backend(SocketCompiled, SocketTransitions)

@@ -28,6 +28,7 @@ large bodies a prefix buffer followed by the body itself, so a large body is nev
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 from collections import deque
@@ -57,6 +58,21 @@ WINDOW = 512
 HIGH_WATER = 4 * 1024 * 1024
 
 _ids = itertools.count(1)
+
+
+def _entry_point(method):
+    """For the methods the reactor calls: a bug in an action fails this pipe, loudly,
+    instead of leaving it half-done (the loop would only log and carry on)."""
+
+    @functools.wraps(method)
+    def guarded(self, *args):
+        try:
+            return method(self, *args)
+        except Exception as err:
+            self._crash(err)
+        return None
+
+    return guarded
 
 
 class Pipe(PipeFSM):
@@ -111,7 +127,7 @@ class Pipe(PipeFSM):
         if self._connect_error:
             # The connect failed at once (e.g. no such IPC path): report it from the loop,
             # not from inside this transition.
-            self.loop.call_soon(self.evt_connect_failed, OSError(self._connect_error, _strerror(self._connect_error)))
+            self.loop.call_soon(self._on_connect_failed, OSError(self._connect_error, _strerror(self._connect_error)))
             return
         self.loop.add_writer(self.stream, self._on_connect_ready)
 
@@ -119,6 +135,11 @@ class Pipe(PipeFSM):
         if self.stream is not None:
             self.loop.remove_writer(self.stream)
 
+    @_entry_point
+    def _on_connect_failed(self, err) -> None:
+        self.evt_connect_failed(err)
+
+    @_entry_point
     def _on_connect_ready(self) -> None:
         err = self.transport.finish_connect(self.stream)
         if err:
@@ -141,13 +162,19 @@ class Pipe(PipeFSM):
         self._watching = True
 
     def start_handshake_timer(self, *args) -> None:
-        self._timer = self.loop.call_later(self._options.handshake_timeout, self.evt_timeout)
+        self._timer = self.loop.call_later(self._options.handshake_timeout, self._on_timeout)
 
     def cancel_timer(self, *args) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
+    @_entry_point
+    def _on_timeout(self) -> None:
+        self._timer = None
+        self.evt_timeout()
+
+    @_entry_point
     def _read_handshake(self) -> None:
         data = self._recv()
         if data is None:
@@ -205,6 +232,7 @@ class Pipe(PipeFSM):
     def detach_from_socket(self, *args) -> None:
         self.socket.proto.evt_pipe_removed(self)
 
+    @_entry_point
     def _read_frames(self) -> None:
         data = self._recv()
         if data is not None:
@@ -254,6 +282,7 @@ class Pipe(PipeFSM):
             self._flush_scheduled = True
             self.loop.call_after_batch(self._flush)
 
+    @_entry_point
     def _flush(self) -> None:
         self._flush_scheduled = False
         if self.state == "dead" or not self._out:
@@ -287,7 +316,7 @@ class Pipe(PipeFSM):
     # ---------------------------------------------------------------- closing and death
 
     def start_linger_timer(self, *args) -> None:
-        self._timer = self.loop.call_later(self._options.linger, self.evt_timeout)
+        self._timer = self.loop.call_later(self._options.linger, self._on_timeout)
 
     def log_linger_expired(self, *args) -> None:
         self.socket.stats.count("dropped_linger", len(self._out))
@@ -299,6 +328,24 @@ class Pipe(PipeFSM):
 
     def log_io_error(self, err) -> None:
         log.debug("pipe %d to %s failed: %s", self.id, self.peer_addr, err)
+
+    def log_crash(self, err) -> None:
+        self.socket.stats.count("pipe_errors")
+        log.error("pipe %d to %s closed by an internal error", self.id, self.peer_addr,
+                  exc_info=(type(err), err, err.__traceback__))
+
+    def _crash(self, err) -> None:
+        try:
+            self.evt_crashed(err)
+        except Exception:
+            # Even the way out failed: drop the connection by hand so nothing hangs on it.
+            log.exception("pipe %d: releasing it after an internal error failed", self.id)
+            self.state = "dead"
+            if self.stream is not None:
+                self.loop.remove_reader(self.stream)
+                self.loop.remove_writer(self.stream)
+                self.stream.close()
+                self.stream = None
 
     def release(self, *args) -> None:
         self.cancel_timer()

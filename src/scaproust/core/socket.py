@@ -67,10 +67,28 @@ class SocketCore(SocketFSM):
     def _drain_outbox(self) -> None:
         batch = self.channel.take_outbox()
         ctx, send = self.ctx, self.proto.cmd_send
-        for item in batch:
-            ctx.outstanding -= 1
-            send(item)
+        try:
+            for item in batch:
+                ctx.outstanding -= 1
+                send(item)
+        except Exception as err:
+            self._crash(err)
+            return
         self.stats.count("msgs_sent", len(batch))
+
+    def _crash(self, err) -> None:
+        """A bug in the protocol: fail this socket (callers get ``sp.Closed``), not the loop."""
+        try:
+            self.evt_crashed(err)
+        except Exception:
+            log.exception("socket %r: closing it after an internal error failed", self.info)
+            self.channel.close()
+            if self._on_closed is not None:
+                self._on_closed(self)
+
+    def log_crash(self, err) -> None:
+        log.error("socket %r closed by an internal error", self.info,
+                  exc_info=(type(err), err, err.__traceback__))
 
     def _wake_resume(self) -> None:
         self.loop.call_soon_threadsafe(self._resume_pipes)

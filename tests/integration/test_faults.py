@@ -1,0 +1,55 @@
+"""A bug in an action fails that one pipe or socket, loudly; the I/O thread carries on."""
+
+from __future__ import annotations
+
+import pytest
+
+import scaproust as sp
+from scaproust.protocols.pull import Pull
+from scaproust.protocols.push import Push
+from tests.integration.conftest import wait_until
+
+
+def test_an_action_that_raises_closes_only_that_pipe(session, monkeypatch, caplog):
+    pull = session.socket(sp.Pull, recv_timeout=5.0)
+    push = session.socket(sp.Push, send_timeout=5.0)
+    push.connect(pull.bind("tcp://127.0.0.1:0").url)
+    push.send(b"before")
+    assert pull.recv() == b"before"
+
+    def broken(self, pipe, msgs):
+        raise RuntimeError("bug in deliver")
+
+    with caplog.at_level("ERROR", logger="scaproust"):
+        monkeypatch.setattr(Pull, "deliver", broken)
+        push.send(b"lost to the bug")
+        wait_until(lambda: pull.stats.get("pipe_errors", 0) == 1, what="the pipe to fail")
+        monkeypatch.undo()
+    assert "closed by an internal error" in caplog.text and "bug in deliver" in caplog.text
+    # The loop lives on, and the dialer reconnects.
+    push.send(b"after")
+    assert pull.recv() == b"after"
+
+
+def test_a_protocol_that_raises_on_send_closes_its_socket_not_the_session(session, monkeypatch, caplog):
+    pull = session.socket(sp.Pull, recv_timeout=5.0)
+    push = session.socket(sp.Push, send_timeout=5.0)
+    push.connect(pull.bind("tcp://127.0.0.1:0").url)
+    push.send(b"ok")
+    assert pull.recv() == b"ok"
+
+    def broken(self, item):
+        raise RuntimeError("bug in send")
+
+    with caplog.at_level("ERROR", logger="scaproust"):
+        monkeypatch.setattr(Push, "send_round_robin", broken)
+        push.send(b"boom")
+        wait_until(lambda: push._channel.closed, what="the socket to fail")
+    monkeypatch.undo()
+    assert "socket sp.Push closed by an internal error" in caplog.text
+    with pytest.raises(sp.Closed):
+        push.send(b"again", timeout=1.0)
+    other = session.socket(sp.Push, send_timeout=5.0)
+    other.connect(pull.endpoints[0].url)
+    other.send(b"still working")
+    assert pull.recv() == b"still working"
