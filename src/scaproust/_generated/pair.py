@@ -33,6 +33,7 @@ TRANSITIONS = [
     {'trigger': 'evt_pipe_removed', 'source': 'unpaired', 'dest': None},
     {'trigger': 'evt_pipe_ready', 'source': 'paired', 'dest': None, 'conditions': ['is_peer'], 'after': ['send_backlog', 'grant_capacity']},
     {'trigger': 'evt_pipe_ready', 'source': 'paired', 'dest': None},
+    {'trigger': 'evt_pipe_ready', 'source': 'unpaired', 'dest': None},
     {'trigger': 'evt_pipe_recv', 'source': 'paired', 'dest': None, 'conditions': ['is_peer'], 'after': ['deliver']},
     {'trigger': 'evt_pipe_recv', 'source': 'paired', 'dest': None, 'after': ['discard']},
     {'trigger': 'evt_pipe_recv', 'source': 'unpaired', 'dest': None, 'after': ['discard']},
@@ -88,6 +89,8 @@ class PairCompiled:
 
     def evt_pipe_ready(self, *args):
         state = self.state
+        if state == 'unpaired':
+            return True
         if state == 'paired':
             if self.is_peer(*args):
                 self.send_backlog(*args)

@@ -17,7 +17,10 @@ its unit tests run with a fake loop and a fake stream.
 
 Extra fields and when they are valid:
 
-- ``_out`` / ``_out_bytes``: frames queued for writing, any state before ``dead``;
+- ``_out`` / ``_out_bytes`` / ``_out_msgs``: buffers queued for writing, their bytes, and
+  how many messages they hold (a buffer of type ``_Head`` starts a message, or is the
+  header, and does not end one), any state before ``dead``; ``_dropped`` keeps the last two
+  counts from ``release`` for the log line that follows it;
 - ``_handshake``: bytes of the peer's header received so far, ``handshaking`` only;
 - ``_decoder``: frames from the peer, from ``active`` on;
 - ``_timer``: the handshake timeout (``handshaking``) or the linger limit (``closing``).
@@ -60,6 +63,11 @@ HIGH_WATER = 4 * 1024 * 1024
 _ids = itertools.count(1)
 
 
+class _Head(bytes):
+    """A queued buffer that does not end a message: the SP header, or the prefix of a
+    message whose body follows as its own buffer."""
+
+
 def _entry_point(method):
     """For the methods the reactor calls: a bug in an action fails this pipe, loudly,
     instead of leaving it half-done (the loop would only log and carry on)."""
@@ -93,6 +101,8 @@ class Pipe(PipeFSM):
         self._options = socket.options
         self._out: deque = deque()
         self._out_bytes = 0
+        self._out_msgs = 0
+        self._dropped = (0, 0)
         self._flush_scheduled = False
         self._writer_registered = False
         self._handshake = b""
@@ -155,7 +165,7 @@ class Pipe(PipeFSM):
 
     def send_handshake(self, *args) -> None:
         # Both sides send their header at once, without waiting for the peer's (WIRE.md).
-        self._queue(encode_handshake(self.socket.info.id))
+        self._queue(_Head(encode_handshake(self.socket.info.id)))
 
     def watch_handshake(self, *args) -> None:
         self.loop.add_reader(self.stream, self._read_handshake)
@@ -261,10 +271,11 @@ class Pipe(PipeFSM):
     def enqueue(self, body, header=b"") -> None:
         size = len(header) + len(body)
         prefix = frame_prefix(size, self._ipc)
+        self._out_msgs += 1
         if size <= JOIN_MAX:
             self._queue(prefix + header + body if header else prefix + body)
         else:
-            self._queue(prefix + header)
+            self._queue(_Head(prefix + header))
             self._queue(body)
 
     def report_capacity(self, *args) -> None:
@@ -302,6 +313,8 @@ class Pipe(PipeFSM):
             if sent >= len(head):
                 sent -= len(head)
                 out.popleft()
+                if type(head) is not _Head:
+                    self._out_msgs -= 1
             else:
                 out[0] = memoryview(head)[sent:]
                 sent = 0
@@ -319,9 +332,10 @@ class Pipe(PipeFSM):
         self._timer = self.loop.call_later(self._options.linger, self._on_timeout)
 
     def log_linger_expired(self, *args) -> None:
-        self.socket.stats.count("dropped_linger", len(self._out))
-        log.warning("pipe %d to %s closed with %d unsent bytes: linger=%ss expired",
-                    self.id, self.peer_addr, self._out_bytes, self._options.linger)
+        msgs, size = self._dropped  # release() already emptied the queue
+        self.socket.stats.count("dropped_linger", msgs)
+        log.warning("pipe %d to %s closed with %d unsent messages (%d bytes): linger=%ss expired",
+                    self.id, self.peer_addr, msgs, size, self._options.linger)
 
     def log_peer_closed(self, *args) -> None:
         log.debug("pipe %d: %s closed the connection", self.id, self.peer_addr)
@@ -356,8 +370,9 @@ class Pipe(PipeFSM):
             if self._writer_registered:
                 self.loop.remove_writer(stream)
             stream.close()
+        self._dropped = (self._out_msgs, self._out_bytes)
         self._out.clear()
-        self._out_bytes = 0
+        self._out_bytes = self._out_msgs = 0
         if self._attached:
             self.loop.call_soon(self.socket.evt_pipe_closed, self)
         self.loop.call_soon(self.owner.evt_pipe_closed, self)

@@ -1,0 +1,268 @@
+"""The channel between user threads and the I/O thread (core/channel.py): send credit, the
+outbox and inbox, receive backpressure, and waking the backend only when needed.
+
+Cross-thread tests never sleep to wait: a waiter's condition variable is swapped for one that
+signals an Event as the waiter goes to sleep on it, and every wait has a deadline that is
+reached only when a test is about to fail.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from scaproust.core.channel import Channel
+from scaproust.core.errors import Closed, Timeout, WouldBlock
+
+DEADLINE = 5.0  # seconds; only reached when a test is about to fail
+
+
+class Recorder:
+    """Counts calls of the backend callbacks (wake_backend, resume_reading)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self) -> None:
+        self.calls += 1
+
+
+class SignallingCondition(threading.Condition):
+    """A Condition that sets ``sleeping`` each time a thread is about to wait on it."""
+
+    def __init__(self, lock) -> None:
+        super().__init__(lock)
+        self.sleeping = threading.Event()
+
+    def wait(self, timeout=None):
+        self.sleeping.set()  # the lock is still held: a notify cannot slip in before wait()
+        return super().wait(timeout)
+
+
+class Waiter:
+    """Runs ``fn`` in a thread and keeps its result or exception."""
+
+    def __init__(self, fn) -> None:
+        self.result = None
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(fn,), daemon=True)
+        self._thread.start()
+
+    def _run(self, fn) -> None:
+        try:
+            self.result = fn()
+        except BaseException as err:  # handed to the test thread
+            self.error = err
+
+    def join(self) -> Waiter:
+        self._thread.join(DEADLINE)
+        assert not self._thread.is_alive(), "the waiter is still blocked"
+        return self
+
+
+@pytest.fixture
+def wake() -> Recorder:
+    return Recorder()
+
+
+@pytest.fixture
+def resume() -> Recorder:
+    return Recorder()
+
+
+@pytest.fixture
+def channel(wake, resume) -> Channel:
+    return Channel(wake_backend=wake, resume_reading=resume, recv_high=8)
+
+
+def watch_putters(channel: Channel) -> SignallingCondition:
+    channel._can_send = SignallingCondition(channel._lock)
+    return channel._can_send
+
+
+def watch_getters(channel: Channel) -> SignallingCondition:
+    channel._can_recv = SignallingCondition(channel._lock)
+    return channel._can_recv
+
+
+# ---------------------------------------------------------------- send credit
+
+
+def test_put_without_credit_and_a_zero_timeout_would_block(channel, wake):
+    with pytest.raises(WouldBlock):
+        channel.put(b"x", timeout=0)
+
+    assert not channel.outbox
+    assert wake.calls == 0
+
+
+def test_put_without_credit_times_out_after_its_timeout(channel):
+    with pytest.raises(Timeout, match="send timed out after 0.05 s"):
+        channel.put(b"x", timeout=0.05)
+
+    assert not channel.outbox
+    assert channel.credit == 0
+
+
+def test_put_with_credit_takes_one_unit_and_queues_the_item(channel):
+    channel.grant(2)
+
+    channel.put(b"a", timeout=0)
+
+    assert channel.credit == 1
+    assert list(channel.outbox) == [b"a"]
+
+
+def test_a_grant_wakes_a_putter_waiting_for_credit(channel):
+    cond = watch_putters(channel)
+    putter = Waiter(lambda: channel.put(b"late", timeout=DEADLINE))
+    assert cond.sleeping.wait(DEADLINE), "the putter never waited"
+
+    channel.grant(1)
+
+    assert putter.join().error is None
+    assert list(channel.outbox) == [b"late"]
+    assert channel.credit == 0
+
+
+def test_revoke_takes_back_only_unused_credit(channel):
+    channel.grant(3)
+    channel.put(b"a", timeout=0)
+
+    assert channel.revoke(5) == 2
+    assert channel.credit == 0
+    with pytest.raises(WouldBlock):
+        channel.put(b"b", timeout=0)
+
+
+# ---------------------------------------------------------------- closing
+
+
+def test_close_wakes_a_waiting_putter_with_closed(channel):
+    cond = watch_putters(channel)
+    putter = Waiter(lambda: channel.put(b"x", timeout=None))
+    assert cond.sleeping.wait(DEADLINE), "the putter never waited"
+
+    channel.close()
+
+    assert isinstance(putter.join().error, Closed)
+    assert not channel.outbox
+
+
+def test_close_wakes_a_waiting_getter_with_closed(channel):
+    cond = watch_getters(channel)
+    getter = Waiter(lambda: channel.get(timeout=None))
+    assert cond.sleeping.wait(DEADLINE), "the getter never waited"
+
+    channel.close()
+
+    assert isinstance(getter.join().error, Closed)
+
+
+def test_put_after_close_raises_closed_even_with_credit(channel):
+    channel.grant(1)
+    channel.close()
+
+    with pytest.raises(Closed):
+        channel.put(b"x", timeout=0)
+
+
+def test_what_was_received_before_close_stays_readable(channel):
+    channel.push_many([b"a", b"b"])
+    channel.close()
+
+    assert channel.get(timeout=0) == b"a"
+    assert channel.get(timeout=0) == b"b"
+    with pytest.raises(Closed):
+        channel.get(timeout=0)
+
+
+# ---------------------------------------------------------------- receiving
+
+
+def test_get_returns_items_in_the_order_they_were_pushed(channel):
+    channel.push_many([b"1", b"2"])
+    channel.push_many([b"3"])
+
+    assert [channel.get(timeout=0) for _ in range(3)] == [b"1", b"2", b"3"]
+
+
+def test_get_on_an_empty_inbox_with_a_zero_timeout_would_block(channel):
+    with pytest.raises(WouldBlock):
+        channel.get(timeout=0)
+
+
+def test_get_on_an_empty_inbox_times_out_after_its_timeout(channel):
+    with pytest.raises(Timeout, match="recv timed out"):
+        channel.get(timeout=0.05)
+
+
+def test_a_push_wakes_a_waiting_getter(channel):
+    cond = watch_getters(channel)
+    getter = Waiter(lambda: channel.get(timeout=DEADLINE))
+    assert cond.sleeping.wait(DEADLINE), "the getter never waited"
+
+    channel.push_many([b"hello"])
+
+    assert getter.join().result == b"hello"
+
+
+def test_reading_pauses_at_recv_high_and_resumes_once_when_drained_to_half(channel, resume):
+    channel.push_many([b"m%d" % n for n in range(7)])
+    assert not channel.recv_paused
+
+    channel.push_many([b"m7"])  # 8 == recv_high
+    assert channel.recv_paused
+
+    for _ in range(3):  # 5 left: still above half
+        channel.get(timeout=0)
+    assert channel.recv_paused
+    assert resume.calls == 0
+
+    channel.get(timeout=0)  # 4 left == recv_high // 2
+    assert not channel.recv_paused
+    assert resume.calls == 1
+
+    for _ in range(4):
+        channel.get(timeout=0)
+    assert resume.calls == 1
+
+
+def test_reading_is_never_resumed_when_it_was_never_paused(channel, resume):
+    channel.push_many([b"a", b"b"])
+
+    channel.get(timeout=0)
+    channel.get(timeout=0)
+
+    assert resume.calls == 0
+
+
+# ---------------------------------------------------------------- waking the backend
+
+
+def test_the_backend_is_woken_only_when_the_outbox_goes_from_empty_to_non_empty(channel, wake):
+    channel.grant(10)
+
+    channel.put(b"a", timeout=0)
+    channel.put(b"b", timeout=0)
+    channel.put(b"c", timeout=0)
+    assert wake.calls == 1
+
+    batch = channel.take_outbox()
+    assert list(batch) == [b"a", b"b", b"c"]
+    assert not channel.outbox
+
+    channel.put(b"d", timeout=0)
+    assert wake.calls == 2
+    channel.put(b"e", timeout=0)
+    assert wake.calls == 2
+
+
+def test_taking_an_empty_outbox_rearms_the_wakeup(channel, wake):
+    channel.grant(2)
+    channel.take_outbox()
+
+    channel.put(b"a", timeout=0)
+
+    assert wake.calls == 1

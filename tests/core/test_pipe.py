@@ -1,0 +1,686 @@
+"""The pipe machine (protocols.yaml, machine ``pipe``; scaproust/core/pipe.py), driven with a
+fake loop, a scripted stream, and fake socket, owner and transport: no sockets, no threads,
+no sleeps. Readiness is fired by hand (``loop.fire_reader``/``fire_writer``), deferred work
+runs with ``loop.run_ready()``, time moves with ``loop.advance()``.
+
+Wire facts checked here are in WIRE.md: the 8-byte header ``00 53 50 00 | id u16 BE | 00 00``
+may arrive one byte at a time; TCP frames are ``size u64 BE | payload`` and IPC frames
+``01 | size u64 BE | payload``; an oversize frame closes that pipe, loudly.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import struct
+
+import pytest
+from protocols.fakes import (
+    FakeLoop,
+    FakeOwner,
+    FakeSocket,
+    FakeStream,
+    FakeTransport,
+)
+
+from scaproust.core import protocol_info
+from scaproust.core.options import Options
+from scaproust.core.pipe import Pipe
+
+PUSH_HEADER = bytes.fromhex("0053500000500000")
+PULL_HEADER = bytes.fromhex("0053500000510000")  # what a PUSH pipe expects from its peer
+
+
+def tcp_frame(payload: bytes) -> bytes:
+    return struct.pack(">Q", len(payload)) + payload
+
+
+def ipc_frame(payload: bytes) -> bytes:
+    return b"\x01" + struct.pack(">Q", len(payload)) + payload
+
+
+class Harness:
+    """A PUSH socket's pipe and every double around it."""
+
+    def __init__(self, *, ipc=False, dialed=False, connect_error=0, connect_errno=0,
+                 stream=True, info=protocol_info.Push, **options):
+        self.loop = FakeLoop()
+        self.stream = FakeStream() if stream else None
+        self.transport = FakeTransport(ipc=ipc, connect_errno=connect_errno)
+        self.socket = FakeSocket(info, Options(**options))
+        self.owner = FakeOwner()
+        self.pipe = Pipe(loop=self.loop, stream=self.stream, transport=self.transport,
+                         socket=self.socket, owner=self.owner, dialed=dialed,
+                         connect_error=connect_error, peer_addr="tcp://127.0.0.1:5555")
+
+    @property
+    def proto(self):
+        return self.socket.proto
+
+    @property
+    def stats(self):
+        return self.socket.stats
+
+    def frame(self, payload: bytes) -> bytes:
+        return ipc_frame(payload) if self.transport.IPC_FRAMING else tcp_frame(payload)
+
+    def receive(self, *chunks: bytes) -> None:
+        """The peer sent ``chunks``: each is read by one readable event."""
+        for chunk in chunks:
+            self.stream.feed(chunk)
+            self.loop.fire_reader(self.stream)
+
+    def open_active(self) -> Harness:
+        """Open, exchange headers, run what was deferred, then forget what was written."""
+        self.pipe.cmd_open()
+        self.loop.run_ready()
+        self.receive(PULL_HEADER)
+        self.loop.run_ready()
+        assert self.pipe.state == "active"
+        self.stream.written.clear()
+        self.stream.sendmsg_calls.clear()
+        self.proto.calls.clear()
+        return self
+
+    def drain_writes(self, limit: int = 1000) -> int:
+        """Fire the writer until it unregisters; return how many times it fired."""
+        fired = 0
+        while self.stream in self.loop.writers:
+            assert fired < limit, "the writer never unregistered"
+            self.loop.fire_writer(self.stream)
+            fired += 1
+        return fired
+
+
+def warnings_of(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name == "scaproust.pipe" and r.levelno == logging.WARNING]
+
+
+# ---------------------------------------------------------------- header exchange
+
+
+def test_an_accepted_push_pipe_sends_exactly_the_eight_header_bytes():
+    h = Harness()
+
+    h.pipe.cmd_open()
+    assert h.pipe.state == "handshaking"
+    assert h.stream.written == b""  # written once the loop has run this batch
+
+    h.loop.run_ready()
+
+    assert bytes(h.stream.written) == bytes.fromhex("00 53 50 00 00 50 00 00")
+    assert len(h.stream.sendmsg_calls) == 1
+    assert h.stream in h.loop.readers
+    assert h.stream not in h.loop.writers
+
+
+def test_a_peer_header_arriving_one_byte_at_a_time_completes_the_handshake():
+    h = Harness()
+    h.pipe.cmd_open()
+    h.loop.run_ready()
+
+    for i in range(7):
+        h.receive(PULL_HEADER[i:i + 1])
+        assert h.pipe.state == "handshaking"
+    h.receive(PULL_HEADER[7:])
+
+    assert h.pipe.state == "active"
+    assert h.socket.opened == [h.pipe]
+    assert h.proto.calls == [("evt_pipe_added", h.pipe)]
+    assert h.owner.opened == []  # the owner hears of it from the loop
+    h.loop.run_ready()
+    assert h.owner.opened == [h.pipe]
+
+
+def test_a_completed_handshake_cancels_its_timer():
+    h = Harness(handshake_timeout=2.0).open_active()
+
+    assert h.loop.pending_timers() == []
+    h.loop.advance(60)
+    assert h.pipe.state == "active"
+
+
+@pytest.mark.parametrize(
+    ("header", "reason"),
+    [
+        (bytes.fromhex("0053500000500000"), "0x0050"),  # PUSH to PUSH: wrong peer protocol
+        (bytes.fromhex("0053510000510000"), "magic"),  # bad magic
+        (bytes.fromhex("0053500000510001"), "reserved"),  # non-zero reserved bytes
+    ],
+    ids=["wrong-peer-protocol", "bad-magic", "non-zero-reserved"],
+)
+def test_a_bad_peer_header_kills_the_pipe_loudly_before_the_protocol_sees_it(
+    caplog, header, reason
+):
+    h = Harness()
+    h.pipe.cmd_open()
+    h.loop.run_ready()
+
+    with caplog.at_level(logging.WARNING, logger="scaproust.pipe"):
+        h.receive(header)
+
+    assert h.pipe.state == "dead"
+    assert h.stream.closed
+    assert h.stream not in h.loop.readers
+    assert h.loop.pending_timers() == []
+    assert h.proto.calls == []
+    assert h.socket.opened == []
+    assert h.stats["dropped_malformed"] == 1
+    (message,) = warnings_of(caplog)
+    assert reason in message
+    h.loop.run_ready()
+    assert h.owner.closed == [h.pipe]
+    assert h.socket.closed == []  # never attached, so nothing to detach
+
+
+def test_a_peer_that_sends_no_header_in_time_kills_the_pipe(caplog):
+    h = Harness(handshake_timeout=2.0)
+    h.pipe.cmd_open()
+    h.loop.run_ready()
+    h.receive(PULL_HEADER[:5])
+
+    h.loop.advance(1.999)
+    assert h.pipe.state == "handshaking"
+
+    with caplog.at_level(logging.WARNING, logger="scaproust.pipe"):
+        h.loop.advance(0.001)
+
+    assert h.pipe.state == "dead"
+    assert h.stream.closed
+    assert h.proto.calls == []
+    (message,) = warnings_of(caplog)
+    assert "handshake_timeout=2.0" in message
+    h.loop.run_ready()
+    assert h.owner.closed == [h.pipe]
+
+
+def test_the_peer_closing_during_the_handshake_kills_the_pipe():
+    h = Harness()
+    h.pipe.cmd_open()
+    h.loop.run_ready()
+
+    h.stream.feed_eof()
+    h.loop.fire_reader(h.stream)
+
+    assert h.pipe.state == "dead"
+    assert h.loop.pending_timers() == []
+    h.loop.run_ready()
+    assert h.owner.closed == [h.pipe]
+
+
+# ---------------------------------------------------------------- receiving
+
+
+def test_frames_right_behind_the_header_in_the_same_chunk_are_delivered():
+    h = Harness()
+    h.pipe.cmd_open()
+    h.loop.run_ready()
+
+    h.receive(PULL_HEADER + tcp_frame(b"hi") + tcp_frame(b"there"))
+
+    assert h.pipe.state == "active"
+    assert h.proto.calls == [
+        ("evt_pipe_added", h.pipe),
+        ("evt_pipe_recv", h.pipe, [b"hi", b"there"]),
+    ]
+
+
+def test_many_frames_in_one_chunk_make_one_recv_event_with_all_of_them_in_order():
+    h = Harness().open_active()
+    payloads = [b"m%d" % n for n in range(100)] + [b""]
+
+    h.receive(b"".join(tcp_frame(p) for p in payloads))
+
+    assert h.proto.calls == [("evt_pipe_recv", h.pipe, payloads)]
+
+
+def test_a_frame_split_across_reads_is_delivered_once_complete():
+    h = Harness().open_active()
+    data = tcp_frame(b"hello")
+
+    h.receive(data[:3], data[3:9])
+    assert h.proto.calls == []
+    h.receive(data[9:])
+
+    assert h.proto.calls == [("evt_pipe_recv", h.pipe, [b"hello"])]
+
+
+def test_an_ipc_pipe_reads_ipc_frames():
+    h = Harness(ipc=True).open_active()
+
+    h.receive(ipc_frame(b"abc") + ipc_frame(b""))
+
+    assert h.proto.received == [b"abc", b""]
+
+
+def test_a_frame_of_exactly_recv_max_size_is_accepted():
+    h = Harness(recv_max_size=10).open_active()
+
+    h.receive(tcp_frame(b"x" * 10))
+
+    assert h.pipe.state == "active"
+    assert h.proto.received == [b"x" * 10]
+
+
+def test_an_oversize_frame_kills_the_pipe_loudly_after_delivering_the_frames_before_it(caplog):
+    h = Harness(recv_max_size=10).open_active()
+
+    with caplog.at_level(logging.WARNING, logger="scaproust.pipe"):
+        # The length alone condemns the frame: its body need not have arrived.
+        h.receive(tcp_frame(b"abc") + tcp_frame(b"0123456789") + struct.pack(">Q", 11))
+
+    assert h.pipe.state == "dead"
+    assert h.stream.closed
+    assert h.proto.calls == [
+        ("evt_pipe_recv", h.pipe, [b"abc", b"0123456789"]),
+        ("evt_pipe_removed", h.pipe),
+    ]
+    assert h.stats["dropped_oversize"] == 1
+    assert h.stats["dropped_malformed"] == 0
+    (message,) = warnings_of(caplog)
+    assert "11-byte" in message
+    assert "recv_max_size=10" in message
+    h.loop.run_ready()
+    assert h.socket.closed == [h.pipe]
+    assert h.owner.closed == [h.pipe]
+
+
+def test_a_bad_ipc_type_byte_kills_the_pipe(caplog):
+    h = Harness(ipc=True).open_active()
+
+    with caplog.at_level(logging.WARNING, logger="scaproust.pipe"):
+        h.receive(ipc_frame(b"ok") + b"\x02" + struct.pack(">Q", 3) + b"abc")
+
+    assert h.pipe.state == "dead"
+    assert h.stream.closed
+    assert h.proto.calls == [("evt_pipe_recv", h.pipe, [b"ok"]), ("evt_pipe_removed", h.pipe)]
+    assert h.stats["dropped_malformed"] == 1
+    (message,) = warnings_of(caplog)
+    assert "0x02" in message
+
+
+def test_the_peer_closing_kills_the_pipe_and_the_owner_and_socket_hear_of_it_from_the_loop():
+    h = Harness().open_active()
+
+    h.stream.feed_eof()
+    h.loop.fire_reader(h.stream)
+
+    assert h.pipe.state == "dead"
+    assert h.stream.closed
+    assert h.stream not in h.loop.readers
+    assert h.proto.calls == [("evt_pipe_removed", h.pipe)]
+    assert h.owner.closed == [] and h.socket.closed == []
+
+    h.loop.run_ready()
+
+    assert h.socket.closed == [h.pipe]
+    assert h.owner.closed == [h.pipe]
+
+
+def test_a_read_error_kills_the_pipe():
+    h = Harness().open_active()
+
+    h.stream.fail_recv(ConnectionResetError(errno.ECONNRESET, "reset"))
+    h.loop.fire_reader(h.stream)
+
+    assert h.pipe.state == "dead"
+    assert h.proto.calls == [("evt_pipe_removed", h.pipe)]
+
+
+def test_a_spurious_readable_event_changes_nothing():
+    h = Harness().open_active()
+
+    h.loop.fire_reader(h.stream)  # recv raises BlockingIOError
+
+    assert h.pipe.state == "active"
+    assert h.proto.calls == []
+
+
+def test_pause_and_resume_remove_and_add_the_reader():
+    h = Harness().open_active()
+
+    h.pipe.cmd_pause()
+    assert h.stream not in h.loop.readers
+    h.pipe.cmd_pause()  # twice: nothing more to remove
+    assert h.loop.history.count(("remove_reader", h.stream)) == 1
+
+    h.pipe.cmd_resume()
+    assert h.stream in h.loop.readers
+    h.receive(tcp_frame(b"after"))
+    assert h.proto.received == [b"after"]
+
+
+def test_pause_during_the_handshake_is_ignored():
+    h = Harness()
+    h.pipe.cmd_open()
+
+    h.pipe.cmd_pause()
+    h.pipe.cmd_resume()
+
+    assert h.pipe.state == "handshaking"
+    assert h.stream in h.loop.readers
+
+
+# ---------------------------------------------------------------- writing
+
+
+@pytest.mark.parametrize(
+    ("ipc", "expected"),
+    [
+        (False, "0000000000000003 616263  0000000000000000"),
+        (True, "01 0000000000000003 616263  01 0000000000000000"),
+    ],
+    ids=["tcp", "ipc"],
+)
+def test_queued_messages_leave_framed_in_one_sendmsg(ipc, expected):
+    h = Harness(ipc=ipc).open_active()
+
+    h.pipe.cmd_send(b"abc")
+    h.pipe.cmd_send(b"")
+    assert h.stream.sendmsg_calls == []
+
+    h.loop.run_ready()
+
+    assert len(h.stream.sendmsg_calls) == 1
+    assert bytes(h.stream.written) == bytes.fromhex(expected)
+    assert h.stream not in h.loop.writers
+    assert h.proto.calls == [("evt_pipe_ready", h.pipe)]  # the flush reports capacity
+
+
+def test_a_header_is_written_between_the_size_and_the_body():
+    h = Harness().open_active()
+
+    h.pipe.cmd_send(b"body", b"\x80\x00\x00\x01")
+    h.loop.run_ready()
+
+    assert bytes(h.stream.written) == tcp_frame(b"\x80\x00\x00\x01body")
+
+
+def test_a_large_body_is_written_after_its_prefix_without_being_copied():
+    h = Harness().open_active()
+    body = bytes(range(256)) * 400  # 100 KiB
+
+    h.pipe.cmd_send(body)
+    h.loop.run_ready()
+
+    (buffers,) = h.stream.sendmsg_calls
+    assert len(buffers) == 2
+    assert bytes(buffers[0]) == struct.pack(">Q", len(body))
+    assert buffers[1] is body
+    assert bytes(h.stream.written) == tcp_frame(body)
+
+
+def test_partial_writes_eventually_write_everything_in_order_under_write_interest():
+    h = Harness().open_active()
+    h.stream.accept_per_call = 5
+    messages = [b"hello world", b"", b"x" * 37]
+    for m in messages:
+        h.pipe.cmd_send(m)
+
+    h.loop.run_ready()
+    assert len(h.stream.written) == 5
+    assert h.stream in h.loop.writers  # output pending: write interest registered
+    queued_while_blocked = h.pipe.free
+
+    fired = h.drain_writes()
+
+    expected = b"".join(tcp_frame(m) for m in messages)
+    assert bytes(h.stream.written) == expected
+    assert fired == (len(expected) + 4) // 5 - 1
+    assert h.loop.history.count(("add_writer", h.stream)) == 1
+    assert h.loop.history.count(("remove_writer", h.stream)) == 1
+    assert h.stream not in h.loop.writers
+    assert h.pipe.free > queued_while_blocked
+
+
+def test_messages_sent_while_a_write_is_pending_wait_for_the_writer():
+    h = Harness().open_active()
+    h.stream.block_writes = True
+    h.pipe.cmd_send(b"one")
+    h.loop.run_ready()
+    assert h.stream in h.loop.writers
+
+    h.pipe.cmd_send(b"two")
+    assert not h.loop.ready and not h.loop.after_batch  # no extra flush: the writer will do
+
+    h.stream.block_writes = False
+    h.loop.fire_writer(h.stream)
+
+    assert bytes(h.stream.written) == tcp_frame(b"one") + tcp_frame(b"two")
+    assert h.stream not in h.loop.writers
+
+
+def test_a_handshake_written_a_few_bytes_at_a_time_completes():
+    h = Harness()
+    h.stream.accept_per_call = 3
+    h.pipe.cmd_open()
+    h.loop.run_ready()
+
+    h.drain_writes()
+
+    assert bytes(h.stream.written) == PUSH_HEADER
+    h.receive(PULL_HEADER)
+    assert h.pipe.state == "active"
+
+
+def test_a_peer_header_arriving_before_ours_is_fully_written_still_completes_the_handshake():
+    h = Harness()
+    h.stream.accept_per_call = 3
+    h.pipe.cmd_open()
+    h.loop.run_ready()
+    assert h.stream in h.loop.writers
+
+    h.receive(PULL_HEADER)
+    assert h.pipe.state == "active"
+    h.drain_writes()
+
+    assert bytes(h.stream.written) == PUSH_HEADER
+    # The rest of our header leaves while active (3 + 2 bytes): each flush reports capacity.
+    assert h.proto.calls == [("evt_pipe_added", h.pipe)] + [("evt_pipe_ready", h.pipe)] * 2
+
+
+def test_a_write_error_kills_the_pipe():
+    h = Harness().open_active()
+    h.stream.send_error = BrokenPipeError(errno.EPIPE, "broken pipe")
+
+    h.pipe.cmd_send(b"x")
+    h.loop.run_ready()
+
+    assert h.pipe.state == "dead"
+    assert h.stream.closed
+    assert h.socket.closed == [h.pipe]
+
+
+def test_free_slots_shrink_as_messages_queue_and_come_back_after_the_flush():
+    h = Harness().open_active()
+    free = h.pipe.free
+
+    h.pipe.cmd_send(b"a")
+    h.pipe.cmd_send(b"b")
+    assert h.pipe.free == free - 2
+
+    h.loop.run_ready()
+    assert h.pipe.free == free
+
+
+# ---------------------------------------------------------------- closing
+
+
+def test_close_without_pending_output_kills_the_pipe_at_once():
+    h = Harness().open_active()
+
+    h.pipe.cmd_close()
+
+    assert h.pipe.state == "dead"
+    assert h.stream.closed
+    assert h.proto.calls == [("evt_pipe_removed", h.pipe)]
+    h.loop.run_ready()
+    assert h.socket.closed == [h.pipe]
+    assert h.owner.closed == [h.pipe]
+
+
+def test_close_with_pending_output_flushes_it_then_dies():
+    h = Harness().open_active()
+    h.stream.block_writes = True
+    h.pipe.cmd_send(b"bye")
+
+    h.pipe.cmd_close()
+    h.loop.run_ready()
+
+    assert h.pipe.state == "closing"
+    assert not h.stream.closed
+    assert h.proto.calls == [("evt_pipe_removed", h.pipe)]  # the protocol lets go at once
+    h.pipe.cmd_close()  # closing again changes nothing
+    assert h.pipe.state == "closing"
+
+    h.stream.block_writes = False
+    h.drain_writes()
+
+    assert bytes(h.stream.written) == tcp_frame(b"bye")
+    assert h.pipe.state == "dead"
+    assert h.stream.closed
+    assert h.loop.pending_timers() == []
+    h.loop.run_ready()
+    assert h.owner.closed == [h.pipe]
+
+
+def test_data_arriving_while_closing_is_discarded_and_counted():
+    h = Harness().open_active()
+    h.stream.block_writes = True
+    h.pipe.cmd_send(b"bye")
+    h.pipe.cmd_close()
+    h.proto.calls.clear()
+
+    h.receive(tcp_frame(b"late1") + tcp_frame(b"late2"))
+
+    assert h.proto.calls == []
+    assert h.stats["dropped_closing"] == 2
+    assert h.pipe.state == "closing"
+
+
+def test_a_linger_that_expires_kills_the_pipe_with_a_warning(caplog):
+    h = Harness(linger=0.5).open_active()
+    h.stream.block_writes = True
+    h.pipe.cmd_send(b"bye")
+    h.pipe.cmd_close()
+    h.loop.run_ready()
+
+    h.loop.advance(0.499)
+    assert h.pipe.state == "closing"
+    with caplog.at_level(logging.WARNING, logger="scaproust.pipe"):
+        h.loop.advance(0.001)
+
+    assert h.pipe.state == "dead"
+    assert h.stream.closed
+    assert h.stream not in h.loop.writers
+    (message,) = warnings_of(caplog)
+    assert "linger=0.5" in message
+    h.loop.run_ready()
+    assert h.owner.closed == [h.pipe]
+
+
+def test_a_linger_that_expires_counts_and_reports_what_it_drops(caplog):
+    h = Harness(linger=0.5).open_active()
+    h.stream.block_writes = True
+    h.pipe.cmd_send(b"bye")
+    h.pipe.cmd_close()
+    h.loop.run_ready()
+
+    with caplog.at_level(logging.WARNING, logger="scaproust.pipe"):
+        h.loop.advance(0.5)
+
+    assert h.stats["dropped_linger"] == 1
+    (message,) = warnings_of(caplog)
+    assert f"1 unsent messages ({len(tcp_frame(b'bye'))} bytes)" in message
+
+
+def test_a_linger_that_expires_counts_messages_not_buffers():
+    h = Harness(linger=0.5).open_active()
+    h.stream.block_writes = True
+    h.pipe.cmd_send(b"x" * 100_000)  # a prefix buffer and the body: one message
+    h.pipe.cmd_send(b"small")
+    h.pipe.cmd_close()
+    h.loop.run_ready()
+    h.loop.advance(0.5)
+    assert h.stats["dropped_linger"] == 2
+
+
+def test_close_during_the_handshake_kills_the_pipe_and_its_timer():
+    h = Harness()
+    h.pipe.cmd_open()
+
+    h.pipe.cmd_close()
+
+    assert h.pipe.state == "dead"
+    assert h.loop.pending_timers() == []
+    assert h.stream not in h.loop.readers
+    h.loop.run_ready()  # the deferred header write finds a dead pipe and does nothing
+    assert h.stream.sendmsg_calls == []
+    assert h.owner.closed == [h.pipe]
+
+
+def test_a_dead_pipe_ignores_further_closes():
+    h = Harness().open_active()
+    h.pipe.cmd_close()
+
+    h.pipe.cmd_close()
+
+    assert h.pipe.state == "dead"
+    assert h.stream.close_calls == 1
+
+
+# ---------------------------------------------------------------- dialed pipes
+
+
+def test_a_dialed_pipe_waits_for_its_connect_then_exchanges_headers():
+    h = Harness(dialed=True)
+
+    h.pipe.cmd_open()
+    assert h.pipe.state == "connecting"
+    assert h.stream in h.loop.writers
+    assert h.stream not in h.loop.readers
+    h.loop.run_ready()
+    assert h.stream.sendmsg_calls == []
+
+    h.loop.fire_writer(h.stream)  # connect completed: finish_connect() == 0
+
+    assert h.transport.finished == [h.stream]
+    assert h.transport.configured == [h.stream]
+    assert h.pipe.state == "handshaking"
+    assert h.stream not in h.loop.writers
+    assert h.stream in h.loop.readers
+    h.loop.run_ready()
+    assert bytes(h.stream.written) == PUSH_HEADER
+    h.receive(PULL_HEADER)
+    assert h.pipe.state == "active"
+
+
+def test_a_dialed_pipe_whose_connect_fails_dies_and_tells_its_owner():
+    h = Harness(dialed=True, connect_errno=errno.ECONNREFUSED)
+    h.pipe.cmd_open()
+
+    h.loop.fire_writer(h.stream)
+
+    assert h.pipe.state == "dead"
+    assert h.stream.closed
+    assert h.stream not in h.loop.writers
+    assert h.transport.configured == []
+    assert h.owner.closed == []
+    h.loop.run_ready()
+    assert h.owner.closed == [h.pipe]
+    assert h.socket.closed == []
+    assert h.proto.calls == []
+
+
+def test_a_connect_that_failed_at_once_is_reported_from_the_loop():
+    h = Harness(dialed=True, connect_error=errno.ENOENT, stream=False)
+
+    h.pipe.cmd_open()
+    assert h.pipe.state == "connecting"
+
+    h.loop.run_ready()
+
+    assert h.pipe.state == "dead"
+    assert h.owner.closed == [h.pipe]
+    assert h.loop.writers == {} and h.loop.readers == {}

@@ -1,0 +1,1 @@
+"""Sans-IO unit tests of the protocol machines (pair, push, pull)."""

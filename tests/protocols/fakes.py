@@ -1,0 +1,477 @@
+"""Test doubles for the sans-IO machines: a fake clock and reactor, a scripted stream, a
+recording protocol context, and fake pipes, sockets, owners and transports.
+
+Everything here runs in the test's own thread, synchronously: nothing sleeps, nothing
+selects. A test drives time with ``FakeLoop.advance`` and the loop's deferred work with
+``FakeLoop.run_ready``, fires readiness by hand with ``fire_reader``/``fire_writer``, and
+then asserts on what the doubles recorded.
+
+The doubles mirror the interfaces the library really uses:
+
+- ``FakeLoop``: ``scaproust.reactor.loop.Loop`` as seen from the I/O thread (call_soon,
+  call_after_batch, call_later, call_at, time, add/remove reader and writer,
+  call_soon_threadsafe);
+- ``FakeStream``: the non-blocking socket a pipe reads and writes (recv, sendmsg, close,
+  getpeername);
+- ``RecordingContext``: ``scaproust.core.context.Context``, the one seam of a protocol;
+- ``FakePipe``: what a protocol sees of a pipe (``id``, ``free``, ``cmd_send``,
+  ``cmd_close``);
+- ``FakeSocket``, ``FakeOwner``, ``FakeTransport``, ``RecordingProto``: the neighbours of a
+  real ``scaproust.core.pipe.Pipe``.
+
+Unlike the real loop, a callback that raises here propagates to the test: a sans-IO test
+wants to see the error, not a log line.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from scaproust.core.options import Options
+from scaproust.core.stats import Stats
+
+# ---------------------------------------------------------------------------- clock and loop
+
+
+class FakeClock:
+    """A monotonic clock that only moves when told to; callable like ``time.monotonic``."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError("a monotonic clock does not go back")
+        self.now += seconds
+
+
+class FakeTimer:
+    """The handle ``call_later``/``call_at`` return; ``cancel()`` is idempotent."""
+
+    __slots__ = ("when", "fn", "args", "cancelled", "fired")
+
+    def __init__(self, when: float, fn: Callable[..., Any], args: tuple) -> None:
+        self.when = when
+        self.fn = fn
+        self.args = args
+        self.cancelled = False
+        self.fired = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    def __repr__(self) -> str:
+        state = "cancelled" if self.cancelled else "fired" if self.fired else "pending"
+        return f"<FakeTimer when={self.when} {state} {self.fn!r}>"
+
+
+class FakeLoop:
+    """The reactor interface of ``scaproust.reactor.loop.Loop``, driven by hand.
+
+    Inspection: ``readers`` and ``writers`` map each registered file object to its callback;
+    ``history`` lists every registration change in order, e.g. ``("add_writer", stream)``;
+    ``ready`` holds the callbacks queued by ``call_soon``/``call_soon_threadsafe``, and
+    ``after_batch`` those queued by ``call_after_batch``; ``pending_timers()`` the timers
+    not yet fired nor cancelled.
+    """
+
+    #: ``run_ready`` gives up after this many callbacks: a callback that reschedules itself
+    #: forever is a bug in the code under test, and must fail the test rather than hang it.
+    RUN_LIMIT = 10_000
+
+    def __init__(self, clock: FakeClock | None = None) -> None:
+        self.clock = clock if clock is not None else FakeClock()
+        self.ready: deque[tuple[Callable[..., Any], tuple]] = deque()
+        self.after_batch: list[tuple[Callable[..., Any], tuple]] = []
+        self.readers: dict[Any, Callable[[], Any]] = {}
+        self.writers: dict[Any, Callable[[], Any]] = {}
+        self.history: list[tuple[str, Any]] = []
+        self.threadsafe_calls = 0
+        self._timers: list[tuple[float, int, FakeTimer]] = []
+        self._seq = itertools.count()
+
+    # ------------------------------------------------------------------ the reactor interface
+
+    def time(self) -> float:
+        return self.clock()
+
+    def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
+        self.ready.append((fn, args))
+
+    def call_after_batch(self, fn: Callable[..., Any], *args: Any) -> None:
+        self.after_batch.append((fn, args))
+
+    def call_soon_threadsafe(self, fn: Callable[..., Any], *args: Any) -> None:
+        self.threadsafe_calls += 1
+        self.ready.append((fn, args))
+
+    def call_later(self, delay: float, fn: Callable[..., Any], *args: Any) -> FakeTimer:
+        return self.call_at(self.clock() + delay, fn, *args)
+
+    def call_at(self, when: float, fn: Callable[..., Any], *args: Any) -> FakeTimer:
+        timer = FakeTimer(when, fn, args)
+        heapq.heappush(self._timers, (when, next(self._seq), timer))
+        return timer
+
+    def add_reader(self, fileobj: Any, callback: Callable[[], Any]) -> None:
+        self.readers[fileobj] = callback
+        self.history.append(("add_reader", fileobj))
+
+    def remove_reader(self, fileobj: Any) -> bool:
+        self.history.append(("remove_reader", fileobj))
+        return self.readers.pop(fileobj, None) is not None
+
+    def add_writer(self, fileobj: Any, callback: Callable[[], Any]) -> None:
+        self.writers[fileobj] = callback
+        self.history.append(("add_writer", fileobj))
+
+    def remove_writer(self, fileobj: Any) -> bool:
+        self.history.append(("remove_writer", fileobj))
+        return self.writers.pop(fileobj, None) is not None
+
+    # ------------------------------------------------------------------ test helpers
+
+    def run_ready(self) -> int:
+        """Run queued callbacks, and those they queue, until none is left; return how many
+        ran. Like the real loop, each round runs the ``call_soon`` callbacks queued when it
+        starts, then the ``call_after_batch`` ones; what they queue waits for the next
+        round. Raises ``AssertionError`` past ``RUN_LIMIT`` callbacks (something that never
+        stops rescheduling itself)."""
+        ran = 0
+        while self.ready or self.after_batch:
+            batch = [self.ready.popleft() for _ in range(len(self.ready))]
+            batch += self.after_batch
+            self.after_batch = []
+            for fn, args in batch:
+                if ran >= self.RUN_LIMIT:
+                    raise AssertionError(
+                        f"run_ready: more than {self.RUN_LIMIT} callbacks; something keeps "
+                        f"rescheduling itself (next: {fn!r})"
+                    )
+                fn(*args)
+                ran += 1
+        return ran
+
+    def advance(self, seconds: float) -> int:
+        """Move the clock ``seconds`` ahead, firing every timer due on the way in
+        ``(when, scheduling order)``, with the clock set to each timer's deadline while it
+        runs; return how many fired. Callbacks they queue with ``call_soon`` stay queued
+        for ``run_ready``."""
+        target = self.clock() + seconds
+        fired = 0
+        while self._timers and self._timers[0][0] <= target:
+            when, _, timer = heapq.heappop(self._timers)
+            if timer.cancelled:
+                continue
+            if when > self.clock.now:
+                self.clock.now = when
+            timer.fired = True
+            timer.fn(*timer.args)
+            fired += 1
+        self.clock.now = max(self.clock.now, target)
+        return fired
+
+    def pending_timers(self) -> list[FakeTimer]:
+        """Timers neither fired nor cancelled, earliest first."""
+        return [t for _, _, t in sorted(self._timers) if not t.cancelled and not t.fired]
+
+    def fire_reader(self, fileobj: Any) -> None:
+        """Call the reader registered for ``fileobj``, as a readable event would."""
+        try:
+            callback = self.readers[fileobj]
+        except KeyError:
+            raise AssertionError(f"no reader registered for {fileobj!r}") from None
+        callback()
+
+    def fire_writer(self, fileobj: Any) -> None:
+        """Call the writer registered for ``fileobj``, as a writable event would."""
+        try:
+            callback = self.writers[fileobj]
+        except KeyError:
+            raise AssertionError(f"no writer registered for {fileobj!r}") from None
+        callback()
+
+
+# ---------------------------------------------------------------------------- stream
+
+
+class FakeStream:
+    """A scripted non-blocking stream socket.
+
+    Reading: ``feed(*chunks)`` queues chunks that ``recv`` returns one per call (split if a
+    chunk is larger than ``recv``'s ``n``); with nothing queued ``recv`` raises
+    ``BlockingIOError``, or returns ``b""`` once ``feed_eof()`` was called, or raises the
+    exception given to ``fail_recv``.
+
+    Writing: ``sendmsg`` records the buffers it was given (``sendmsg_calls``, the very
+    objects, for identity checks) and the bytes it accepted (``written``). Set
+    ``accept_per_call`` to k to take at most k bytes a call (partial writes),
+    ``block_writes`` to raise ``BlockingIOError``, ``send_error`` to raise that exception.
+    """
+
+    def __init__(self, *chunks: bytes, peer: Any = ("127.0.0.1", 5555)) -> None:
+        self._chunks: deque[bytes] = deque(chunks)
+        self._eof = False
+        self._recv_error: BaseException | None = None
+        self.peer = peer
+        self.written = bytearray()
+        self.sendmsg_calls: list[list[Any]] = []
+        self.accept_per_call: int | None = None
+        self.block_writes = False
+        self.send_error: BaseException | None = None
+        self.closed = False
+        self.close_calls = 0
+
+    def __repr__(self) -> str:
+        return f"<FakeStream peer={self.peer!r}{' closed' if self.closed else ''}>"
+
+    # ------------------------------------------------------------------ scripting
+
+    def feed(self, *chunks: bytes) -> None:
+        self._chunks.extend(chunks)
+
+    def feed_eof(self) -> None:
+        self._eof = True
+
+    def fail_recv(self, error: BaseException) -> None:
+        self._recv_error = error
+
+    # ------------------------------------------------------------------ socket interface
+
+    def recv(self, n: int) -> bytes:
+        if self.closed:
+            raise OSError(9, "Bad file descriptor")
+        if self._chunks:
+            chunk = self._chunks.popleft()
+            if len(chunk) > n:
+                chunk, rest = chunk[:n], chunk[n:]
+                self._chunks.appendleft(rest)
+            return chunk
+        if self._recv_error is not None:
+            raise self._recv_error
+        if self._eof:
+            return b""
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    def sendmsg(self, buffers) -> int:
+        if self.closed:
+            raise OSError(9, "Bad file descriptor")
+        buffers = list(buffers)
+        self.sendmsg_calls.append(buffers)
+        if self.send_error is not None:
+            raise self.send_error
+        if self.block_writes:
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+        data = b"".join(bytes(b) for b in buffers)
+        if self.accept_per_call is not None:
+            data = data[: self.accept_per_call]
+        self.written += data
+        return len(data)
+
+    def close(self) -> None:
+        self.closed = True
+        self.close_calls += 1
+
+    def getpeername(self) -> Any:
+        return self.peer
+
+
+# ---------------------------------------------------------------------------- protocol side
+
+
+class RecordingStats(Stats):
+    """Real counters that also log each ``count`` call into the owner's call list."""
+
+    def __init__(self, calls: list[tuple]) -> None:
+        super().__init__()
+        self._calls = calls
+
+    def count(self, name: str, n: int = 1) -> None:
+        self._calls.append(("stats.count", name, n))
+        super().count(name, n)
+
+
+class RecordingContext:
+    """``scaproust.core.context.Context`` for protocol tests: records every call in order.
+
+    ``calls`` holds tuples such as ``("deliver", [b"a"])``, ``("set_send_capacity", 3)``,
+    ``("reject_pipe", pipe)``, ``("stats.count", "dropped_unexpected", 1)``. Shortcuts:
+    ``delivered`` (every item delivered, flattened), ``capacity`` (the last capacity set,
+    None before the first), ``rejected`` (pipes rejected). Timers go to ``loop``.
+    """
+
+    def __init__(self, loop: FakeLoop | None = None) -> None:
+        self.loop = loop if loop is not None else FakeLoop()
+        self.calls: list[tuple] = []
+        self.stats = RecordingStats(self.calls)
+
+    def deliver(self, items) -> None:
+        self.calls.append(("deliver", list(items)))
+
+    def set_send_capacity(self, capacity: int) -> None:
+        self.calls.append(("set_send_capacity", capacity))
+
+    def reject_pipe(self, pipe) -> None:
+        self.calls.append(("reject_pipe", pipe))
+
+    def call_later(self, delay: float, fn: Callable[..., Any], *args: Any) -> FakeTimer:
+        self.calls.append(("call_later", delay, fn, args))
+        return self.loop.call_later(delay, fn, *args)
+
+    def time(self) -> float:
+        self.calls.append(("time",))
+        return self.loop.time()
+
+    # ------------------------------------------------------------------ shortcuts
+
+    def names(self) -> list[str]:
+        return [call[0] for call in self.calls]
+
+    @property
+    def delivered(self) -> list:
+        return [item for call in self.calls if call[0] == "deliver" for item in call[1]]
+
+    @property
+    def capacities(self) -> list[int]:
+        return [call[1] for call in self.calls if call[0] == "set_send_capacity"]
+
+    @property
+    def capacity(self) -> int | None:
+        capacities = self.capacities
+        return capacities[-1] if capacities else None
+
+    @property
+    def rejected(self) -> list:
+        return [call[1] for call in self.calls if call[0] == "reject_pipe"]
+
+    def clear(self) -> None:
+        self.calls.clear()
+
+
+class FakePipe:
+    """What a protocol sees of a pipe: ``id``, ``free`` slots, ``cmd_send``, ``cmd_close``.
+
+    ``cmd_send`` records ``(body, header)`` in ``sent`` (and in the shared ``journal`` list,
+    if given, as ``(pipe, body)``, to see the order across pipes) and takes one free slot.
+    Sending to a pipe with no free slot is a protocol bug, so it fails the test at once.
+    """
+
+    _ids = itertools.count(1)
+
+    def __init__(self, free: int = 1, *, name: str | None = None, journal: list | None = None):
+        self.id = next(self._ids)
+        self.name = name or f"p{self.id}"
+        self.free = free
+        self.sent: list[tuple[bytes, bytes]] = []
+        self.closed = False
+        self.journal = journal
+
+    def __repr__(self) -> str:
+        return f"<FakePipe {self.name} free={self.free}>"
+
+    def cmd_send(self, body, header=b"") -> None:
+        if self.free <= 0:
+            raise AssertionError(f"{self!r}: the protocol sent to a pipe with no free slot")
+        self.free -= 1
+        self.sent.append((body, header))
+        if self.journal is not None:
+            self.journal.append((self, body))
+
+    def cmd_close(self) -> None:
+        self.closed = True
+
+    @property
+    def bodies(self) -> list[bytes]:
+        return [body for body, _ in self.sent]
+
+
+# ---------------------------------------------------------------------------- pipe side
+
+
+class RecordingProto:
+    """The protocol machine as a pipe sees it: records each event, in order, in ``calls``."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def evt_pipe_added(self, pipe) -> None:
+        self.calls.append(("evt_pipe_added", pipe))
+
+    def evt_pipe_removed(self, pipe) -> None:
+        self.calls.append(("evt_pipe_removed", pipe))
+
+    def evt_pipe_ready(self, pipe) -> None:
+        self.calls.append(("evt_pipe_ready", pipe))
+
+    def evt_pipe_recv(self, pipe, msgs) -> None:
+        self.calls.append(("evt_pipe_recv", pipe, list(msgs)))
+
+    def names(self) -> list[str]:
+        return [call[0] for call in self.calls]
+
+    @property
+    def received(self) -> list:
+        """Every message delivered, flattened, in order."""
+        return [m for call in self.calls if call[0] == "evt_pipe_recv" for m in call[2]]
+
+
+class FakeSocket:
+    """The ``SocketCore`` a pipe reports to: ``options``, ``info``, ``stats``, ``proto``.
+
+    ``evt_pipe_opened`` tells the protocol about the pipe, as ``SocketCore.track_pipe``
+    does; both socket events are recorded in ``opened`` / ``closed``.
+    """
+
+    def __init__(self, info, options: Options | None = None) -> None:
+        self.info = info
+        self.options = options if options is not None else Options()
+        self.stats = Stats()
+        self.proto = RecordingProto()
+        self.opened: list = []
+        self.closed: list = []
+
+    def evt_pipe_opened(self, pipe) -> None:
+        self.opened.append(pipe)
+        self.proto.evt_pipe_added(pipe)
+
+    def evt_pipe_closed(self, pipe) -> None:
+        self.closed.append(pipe)
+
+
+class FakeOwner:
+    """The listener or dialer that owns a pipe: records ``opened`` and ``closed`` pipes."""
+
+    def __init__(self) -> None:
+        self.opened: list = []
+        self.closed: list = []
+
+    def evt_pipe_opened(self, pipe) -> None:
+        self.opened.append(pipe)
+
+    def evt_pipe_closed(self, pipe) -> None:
+        self.closed.append(pipe)
+
+
+class FakeTransport:
+    """The transport module a pipe uses: ``IPC_FRAMING``, ``finish_connect``,
+    ``configure_stream``. ``connect_errno`` is what ``finish_connect`` returns."""
+
+    def __init__(self, *, ipc: bool = False, connect_errno: int = 0) -> None:
+        self.IPC_FRAMING = ipc
+        self.connect_errno = connect_errno
+        self.finished: list = []
+        self.configured: list = []
+
+    def finish_connect(self, sock) -> int:
+        self.finished.append(sock)
+        return self.connect_errno
+
+    def configure_stream(self, sock) -> None:
+        self.configured.append(sock)
