@@ -126,11 +126,23 @@ def test_a_grant_wakes_a_putter_waiting_for_credit(channel):
     assert channel.credit == 0
 
 
+def test_a_message_needs_byte_credit_and_the_last_one_may_overdraw(channel):
+    channel.revoke(0, channel.credit_bytes)  # a protocol that states a byte capacity
+    channel.grant(10, 100)
+    channel.put(b"x" * 150, timeout=0)  # overdraws: it was the byte credit's last message
+    assert (channel.credit, channel.credit_bytes) == (9, -50)
+    with pytest.raises(WouldBlock):
+        channel.put(b"y", timeout=0)
+    channel.grant(0, 51)
+    channel.put(b"y", timeout=0)
+    assert (channel.credit, channel.credit_bytes) == (8, 0)
+
+
 def test_revoke_takes_back_only_unused_credit(channel):
     channel.grant(3)
     channel.put(b"a", timeout=0)
 
-    assert channel.revoke(5) == 2
+    assert channel.revoke(5) == (2, 0)
     assert channel.credit == 0
     with pytest.raises(WouldBlock):
         channel.put(b"b", timeout=0)
@@ -227,6 +239,16 @@ def test_reading_pauses_at_recv_high_and_resumes_once_when_drained_to_half(chann
     for _ in range(4):
         channel.get(timeout=0)
     assert resume.calls == 1
+
+
+def test_reading_pauses_on_bytes_too_and_resumes_below_half_of_them(wake, resume):
+    channel = Channel(wake_backend=wake, resume_reading=resume, recv_high=100, recv_high_bytes=1000)
+    channel.push_many([b"x" * 600])
+    assert not channel.recv_paused
+    channel.push_many([b"y" * 400])  # 1000 bytes == recv_high_bytes
+    assert channel.recv_paused and channel.inbox_bytes == 1000
+    channel.get(timeout=0)  # 400 bytes left: below half
+    assert not channel.recv_paused and resume.calls == 1 and channel.inbox_bytes == 400
 
 
 def test_reading_is_never_resumed_when_it_was_never_paused(channel, resume):

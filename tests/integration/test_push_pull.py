@@ -116,6 +116,21 @@ def test_a_slow_receiver_pushes_back_without_losing_anything(session, url):
     assert [int.from_bytes(m[:4], "big") for m in received] == list(range(count))
 
 
+def test_a_burst_of_large_messages_blocks_instead_of_queueing_without_bound(session):
+    pull = session.socket(sp.Pull, recv_max_size=0)  # never reads until the end
+    push = session.socket(sp.Push, send_timeout=0.3)
+    push.connect(pull.bind("tcp://127.0.0.1:0").url)
+    body = b"m" * (1024 * 1024)
+    accepted = 0
+    with pytest.raises(sp.Timeout):
+        for _ in range(1000):
+            push.send(body)
+            accepted += 1
+    # Pipe queue (4 MiB), kernel buffers and the receiver's queue (8 MiB) are bounded.
+    assert 4 <= accepted <= 40, accepted
+    assert [len(pull.recv(timeout=5.0)) for _ in range(accepted)] == [len(body)] * accepted
+
+
 def test_recv_times_out_and_try_recv_returns_none(session):
     pull = session.socket(sp.Pull, recv_timeout=0.05)
     with pytest.raises(sp.Timeout) as info:

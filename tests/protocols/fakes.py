@@ -310,13 +310,17 @@ class RecordingContext:
     def __init__(self, loop: FakeLoop | None = None) -> None:
         self.loop = loop if loop is not None else FakeLoop()
         self.calls: list[tuple] = []
+        self.byte_capacities: list[int | None] = []
         self.stats = RecordingStats(self.calls)
 
     def deliver(self, items) -> None:
         self.calls.append(("deliver", list(items)))
 
-    def set_send_capacity(self, capacity: int) -> None:
+    def set_send_capacity(self, capacity: int, nbytes: int | None = None) -> None:
+        # Calls keep the message capacity; byte capacities are listed on their own so the
+        # tests about message counts read simply.
         self.calls.append(("set_send_capacity", capacity))
+        self.byte_capacities.append(nbytes)
 
     def reject_pipe(self, pipe) -> None:
         self.calls.append(("reject_pipe", pipe))
@@ -365,10 +369,12 @@ class FakePipe:
 
     _ids = itertools.count(1)
 
-    def __init__(self, free: int = 1, *, name: str | None = None, journal: list | None = None):
+    def __init__(self, free: int = 1, *, name: str | None = None, journal: list | None = None,
+                 free_bytes: int = 1 << 20):
         self.id = next(self._ids)
         self.name = name or f"p{self.id}"
         self.free = free
+        self.free_bytes = free_bytes
         self.sent: list[tuple[bytes, bytes]] = []
         self.closed = False
         self.journal = journal
@@ -380,6 +386,7 @@ class FakePipe:
         if self.free <= 0:
             raise AssertionError(f"{self!r}: the protocol sent to a pipe with no free slot")
         self.free -= 1
+        self.free_bytes = max(0, self.free_bytes - len(header) - len(body))
         self.sent.append((body, header))
         if self.journal is not None:
             self.journal.append((self, body))

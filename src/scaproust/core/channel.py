@@ -8,12 +8,15 @@ section 4), so data does not take it:
   I/O thread only when the outbox was empty, and the loop itself writes its wake-up byte
   only when idle. It waits only when it has no credit: the backend grants credit as pipes
   can take messages, so a PUSH with no ready peer still blocks until its send timeout.
+  Credit has two parts, messages and bytes: a message needs one message credit and a
+  positive byte credit, and uses its size in bytes (the last one may overdraw). So a burst
+  of 1 MiB sends blocks once the pipes hold a few MiB, instead of queueing hundreds.
 - ``get`` (recv) pops from ``inbox``, which the I/O thread fills; it waits only when the
   inbox is empty.
 
-Backpressure on receive: when the inbox holds ``recv_high`` messages the backend stops
-reading its pipes (TCP then pushes back on the peers); the first ``get`` that brings it
-down to ``recv_high // 2`` asks the backend to resume.
+Backpressure on receive: when the inbox holds ``recv_high`` messages or ``recv_high_bytes``
+bytes the backend stops reading its pipes (TCP then pushes back on the peers); the first
+``get`` that brings both down to half asks the backend to resume.
 
 Control requests (bind, connect, close, ...) are real request/reply calls: see
 ``Session.call``.
@@ -36,14 +39,18 @@ class Channel:
     """Queues and credit shared by a facade socket and its backend ``SocketCore``."""
 
     def __init__(self, *, wake_backend: Callable[[], None], resume_reading: Callable[[], None],
-                 recv_high: int = 1024):
+                 recv_high: int = 1024, recv_high_bytes: int = 8 * 1024 * 1024):
         self._lock = threading.Lock()
         self._can_send = threading.Condition(self._lock)
         self._can_recv = threading.Condition(self._lock)
         self._wake_backend = wake_backend
         self._resume_reading = resume_reading
         self.recv_high = recv_high
+        self.recv_high_bytes = recv_high_bytes
+        self.inbox_bytes = 0
         self.credit = 0
+        # Unbounded until a protocol states a byte capacity (Context.set_send_capacity).
+        self.credit_bytes = UNBOUNDED
         self.outbox: deque = deque()
         self.inbox: deque = deque()
         self.closed = False
@@ -58,9 +65,10 @@ class Channel:
         with self._lock:
             if self.closed:
                 raise Closed("socket is closed")
-            if not self.credit:
-                self._wait(self._can_send, lambda: self.credit, timeout, "send")
+            if not self.credit or self.credit_bytes <= 0:
+                self._wait(self._can_send, self._has_credit, timeout, "send")
             self.credit -= 1
+            self.credit_bytes -= len(item) if type(item) is bytes else item.wire_size
             self.outbox.append(item)
             if self._drain_posted:
                 return
@@ -75,12 +83,17 @@ class Channel:
                     raise Closed("socket is closed")
                 self._wait(self._can_recv, lambda: self.inbox, timeout, "recv")
             item = self.inbox.popleft()
-            resume = self.recv_paused and len(self.inbox) <= self.recv_high // 2
+            self.inbox_bytes -= len(item) if type(item) is bytes else item.wire_size
+            resume = (self.recv_paused and len(self.inbox) <= self.recv_high // 2
+                      and self.inbox_bytes <= self.recv_high_bytes // 2)
             if resume:
                 self.recv_paused = False
         if resume:
             self._resume_reading()
         return item
+
+    def _has_credit(self) -> bool:
+        return self.credit > 0 and self.credit_bytes > 0
 
     def _wait(self, cond: threading.Condition, ready, timeout: float | None, what: str) -> None:
         if timeout is not None and timeout <= 0:
@@ -106,22 +119,30 @@ class Channel:
             self._drain_posted = False
         return batch
 
-    def grant(self, n: int) -> None:
+    def grant(self, n: int, nbytes: int = 0) -> None:
+        """Give ``n`` more message credits and ``nbytes`` more byte credit."""
         with self._lock:
             self.credit += n
-            self._can_send.notify(n)
+            self.credit_bytes += nbytes
+            if self._has_credit():
+                self._can_send.notify(max(n, 1))
 
-    def revoke(self, n: int) -> int:
-        """Take back up to ``n`` unused credits; return how many were taken."""
+    def revoke(self, n: int, nbytes: int = 0) -> tuple[int, int]:
+        """Take back up to ``n`` unused message credits and ``nbytes`` of unused byte credit;
+        return how much of each was taken."""
         with self._lock:
             taken = min(n, self.credit)
             self.credit -= taken
-        return taken
+            taken_bytes = min(nbytes, max(self.credit_bytes, 0))
+            self.credit_bytes -= taken_bytes
+        return taken, taken_bytes
 
     def push_many(self, items) -> None:
+        size = sum(len(i) if type(i) is bytes else i.wire_size for i in items)
         with self._lock:
             self.inbox.extend(items)
-            if len(self.inbox) >= self.recv_high:
+            self.inbox_bytes += size
+            if len(self.inbox) >= self.recv_high or self.inbox_bytes >= self.recv_high_bytes:
                 self.recv_paused = True
             self._can_recv.notify(len(items))
 

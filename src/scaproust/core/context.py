@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from scaproust.core.channel import Channel
+from scaproust.core.channel import UNBOUNDED, Channel
 
 log = logging.getLogger("scaproust.protocol")
 
@@ -24,8 +24,10 @@ class Context:
         self._pipes = pipes_of_socket
         # Credit granted to the user and not yet used up by a message drained from the
         # outbox: what the user may still post (the channel's credit) plus what is in
-        # flight. The protocol states its capacity; the difference is granted or revoked.
+        # flight, in messages and in bytes. The protocol states its capacity; the
+        # difference is granted or revoked.
         self.outstanding = 0
+        self.outstanding_bytes = UNBOUNDED
 
     def deliver(self, items) -> None:
         """Hand received messages (bytes, or ``Message`` with a header) to the user."""
@@ -36,14 +38,20 @@ class Context:
             for pipe in self._pipes():
                 pipe.cmd_pause()
 
-    def set_send_capacity(self, capacity: int) -> None:
-        """How many messages the protocol can take now; send() blocks when it is 0."""
+    def set_send_capacity(self, capacity: int, nbytes: int = UNBOUNDED) -> None:
+        """How many messages, and how many bytes, the protocol can take now; send() blocks
+        when either is used up."""
         delta = capacity - self.outstanding
-        if delta > 0:
-            self._channel.grant(delta)
-            self.outstanding += delta
-        elif delta < 0:
-            self.outstanding -= self._channel.revoke(-delta)
+        delta_bytes = nbytes - self.outstanding_bytes
+        grant = (max(delta, 0), max(delta_bytes, 0))
+        if grant != (0, 0):
+            self._channel.grant(*grant)
+            self.outstanding += grant[0]
+            self.outstanding_bytes += grant[1]
+        if delta < 0 or delta_bytes < 0:
+            taken, taken_bytes = self._channel.revoke(max(-delta, 0), max(-delta_bytes, 0))
+            self.outstanding -= taken
+            self.outstanding_bytes -= taken_bytes
 
     def reject_pipe(self, pipe) -> None:
         """Close a pipe the protocol will not use (e.g. a second PAIR peer).

@@ -117,6 +117,11 @@ class Pipe(PipeFSM):
     # ---------------------------------------------------------------- what protocols use
 
     @property
+    def free_bytes(self) -> int:
+        """How many more bytes this pipe takes now (the last message may overshoot)."""
+        return HIGH_WATER - self._out_bytes if self._out_bytes < HIGH_WATER else 0
+
+    @property
     def free(self) -> int:
         """How many more messages this pipe takes now (0 when its queue is full)."""
         if self._out_bytes >= HIGH_WATER:

@@ -70,6 +70,7 @@ class SocketCore(SocketFSM):
         try:
             for item in batch:
                 ctx.outstanding -= 1
+                ctx.outstanding_bytes -= len(item) if type(item) is bytes else item.wire_size
                 send(item)
         except Exception as err:
             self._crash(err)

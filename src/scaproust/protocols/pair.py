@@ -40,8 +40,11 @@ class Pair(PairFSM, ProtocolBase):
             peer.cmd_send(body_of(backlog.popleft()))
 
     def grant_capacity(self, *args) -> None:
-        free = self.peer.free if self.peer is not None else 0
-        self.ctx.set_send_capacity(max(0, free - len(self.backlog)))
+        peer = self.peer
+        if peer is None or self.backlog or not peer.free:
+            self.ctx.set_send_capacity(0, 0)
+        else:
+            self.ctx.set_send_capacity(peer.free, peer.free_bytes)
 
     def send_to_peer(self, item) -> None:
         if self.backlog or not self.peer.free:

@@ -41,8 +41,12 @@ class Push(PushFSM, ProtocolBase):
             pipe.cmd_send(body_of(backlog.popleft()))
 
     def grant_capacity(self, *args) -> None:
-        free = sum(pipe.free for pipe in self.pipes)
-        self.ctx.set_send_capacity(max(0, free - len(self.backlog)))
+        # Messages wait in the backlog only while no pipe can take one: no credit then.
+        if self.backlog:
+            self.ctx.set_send_capacity(0, 0)
+            return
+        ready = [pipe for pipe in self.pipes if pipe.free]
+        self.ctx.set_send_capacity(sum(p.free for p in ready), sum(p.free_bytes for p in ready))
 
     def send_round_robin(self, item) -> None:
         pipe = None if self.backlog else self._pick()
