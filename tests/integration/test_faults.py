@@ -53,3 +53,26 @@ def test_a_protocol_that_raises_on_send_closes_its_socket_not_the_session(sessio
     other.connect(pull.endpoints[0].url)
     other.send(b"still working")
     assert pull.recv() == b"still working"
+
+
+def test_a_listener_whose_action_raises_closes_and_its_port_is_released(session, monkeypatch, caplog):
+    from scaproust.core.listener import Listener
+
+    pull = session.socket(sp.Pull, recv_timeout=5.0)
+    ep = pull.bind("tcp://127.0.0.1:0")
+
+    def broken(self, *args):
+        raise RuntimeError("bug in accept")
+
+    monkeypatch.setattr(Listener, "accept_connections", broken)
+    with caplog.at_level("ERROR", logger="scaproust"):
+        push = session.socket(sp.Push, send_timeout=5.0, reconnect_interval=0.01)
+        push.connect(ep.url)
+        wait_until(lambda: "listener " + ep.url + " closed by an internal error" in caplog.text,
+                   what="the listener to fail")
+    monkeypatch.undo()
+    # The port is free again: another socket of the same session binds it.
+    other = session.socket(sp.Pull, recv_timeout=5.0)
+    other.bind(ep.url)
+    push.send(b"to the new listener")  # the dialer reconnects to it
+    assert other.recv() == b"to the new listener"

@@ -17,9 +17,9 @@ NAME = 'dialer'
 INITIAL = 'idle'
 UNLISTED = 'error'
 FINAL_STATES = ('closed',)
-EVENTS = ('cmd_start', 'evt_pipe_opened', 'evt_pipe_closed', 'evt_timeout', 'cmd_close')
+EVENTS = ('cmd_start', 'evt_pipe_opened', 'evt_pipe_closed', 'evt_timeout', 'cmd_close', 'evt_crashed')
 GUARDS = ('lasted',)
-ACTIONS = ('open_pipe', 'cancel_retry_timer', 'start_retry_timer', 'close_pipe', 'reset_backoff', 'log_disconnect')
+ACTIONS = ('open_pipe', 'cancel_retry_timer', 'start_retry_timer', 'close_pipe', 'reset_backoff', 'log_disconnect', 'log_crash')
 
 STATES = [
     {'name': 'idle', 'ignore_invalid_triggers': False},
@@ -43,6 +43,10 @@ TRANSITIONS = [
     {'trigger': 'cmd_close', 'source': 'closed', 'dest': None},
     {'trigger': 'evt_pipe_opened', 'source': 'closed', 'dest': None},
     {'trigger': 'evt_pipe_closed', 'source': 'closed', 'dest': None},
+    {'trigger': 'evt_crashed', 'source': 'idle', 'dest': 'closed', 'after': ['log_crash']},
+    {'trigger': 'evt_crashed', 'source': 'connecting', 'dest': 'closed', 'after': ['log_crash']},
+    {'trigger': 'evt_crashed', 'source': 'connected', 'dest': 'closed', 'after': ['log_crash']},
+    {'trigger': 'evt_crashed', 'source': 'waiting', 'dest': 'closed', 'after': ['log_crash']},
 ]
 
 MACHINE = Machine(
@@ -132,6 +136,31 @@ class DialerCompiled:
             return True
         raise MachineError('dialer: ' f"Can't trigger event cmd_close from state {state}!")
 
+    def evt_crashed(self, *args):
+        state = self.state
+        if state == 'idle':
+            self.state = 'closed'
+            self.close_pipe(*args)
+            self.log_crash(*args)
+            return True
+        if state == 'connecting':
+            self.state = 'closed'
+            self.close_pipe(*args)
+            self.log_crash(*args)
+            return True
+        if state == 'connected':
+            self.state = 'closed'
+            self.close_pipe(*args)
+            self.log_crash(*args)
+            return True
+        if state == 'waiting':
+            self.cancel_retry_timer(*args)
+            self.state = 'closed'
+            self.close_pipe(*args)
+            self.log_crash(*args)
+            return True
+        raise MachineError('dialer: ' f"Can't trigger event evt_crashed from state {state}!")
+
 
 class DialerTransitions:
     """dialer: every event runs through the class-level transitions.Machine."""
@@ -152,6 +181,9 @@ class DialerTransitions:
 
     def cmd_close(self, *args):
         return _TRIGGERS['cmd_close'](self, *args)
+
+    def evt_crashed(self, *args):
+        return _TRIGGERS['evt_crashed'](self, *args)
 
 
 DialerFSM = select_backend(DialerCompiled, DialerTransitions)

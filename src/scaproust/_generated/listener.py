@@ -15,9 +15,9 @@ NAME = 'listener'
 INITIAL = 'idle'
 UNLISTED = 'error'
 FINAL_STATES = ('closed',)
-EVENTS = ('cmd_start', 'evt_acceptable', 'evt_pipe_opened', 'evt_pipe_closed', 'cmd_close')
+EVENTS = ('cmd_start', 'evt_acceptable', 'evt_pipe_opened', 'evt_pipe_closed', 'cmd_close', 'evt_crashed')
 GUARDS = ()
-ACTIONS = ('unwatch_accept', 'watch_accept', 'close_listening_socket', 'close_pipes', 'accept_connections', 'forget_pipe')
+ACTIONS = ('unwatch_accept', 'watch_accept', 'close_listening_socket', 'close_pipes', 'accept_connections', 'forget_pipe', 'log_crash')
 
 STATES = [
     {'name': 'idle', 'ignore_invalid_triggers': False},
@@ -35,6 +35,8 @@ TRANSITIONS = [
     {'trigger': 'cmd_close', 'source': 'closed', 'dest': None},
     {'trigger': 'evt_pipe_opened', 'source': 'closed', 'dest': None},
     {'trigger': 'evt_pipe_closed', 'source': 'closed', 'dest': None},
+    {'trigger': 'evt_crashed', 'source': 'idle', 'dest': 'closed', 'after': ['log_crash']},
+    {'trigger': 'evt_crashed', 'source': 'listening', 'dest': 'closed', 'after': ['log_crash']},
 ]
 
 MACHINE = Machine(
@@ -103,6 +105,23 @@ class ListenerCompiled:
             return True
         raise MachineError('listener: ' f"Can't trigger event cmd_close from state {state}!")
 
+    def evt_crashed(self, *args):
+        state = self.state
+        if state == 'idle':
+            self.state = 'closed'
+            self.close_listening_socket(*args)
+            self.close_pipes(*args)
+            self.log_crash(*args)
+            return True
+        if state == 'listening':
+            self.unwatch_accept(*args)
+            self.state = 'closed'
+            self.close_listening_socket(*args)
+            self.close_pipes(*args)
+            self.log_crash(*args)
+            return True
+        raise MachineError('listener: ' f"Can't trigger event evt_crashed from state {state}!")
+
 
 class ListenerTransitions:
     """listener: every event runs through the class-level transitions.Machine."""
@@ -123,6 +142,9 @@ class ListenerTransitions:
 
     def cmd_close(self, *args):
         return _TRIGGERS['cmd_close'](self, *args)
+
+    def evt_crashed(self, *args):
+        return _TRIGGERS['evt_crashed'](self, *args)
 
 
 ListenerFSM = select_backend(ListenerCompiled, ListenerTransitions)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 from scaproust.core.channel import UNBOUNDED, Channel
+from scaproust.core.guard import fire
 
 log = logging.getLogger("scaproust.protocol")
 
@@ -58,7 +59,7 @@ class Context:
 
         Deferred to the loop: the protocol is usually inside the pipe's own transition.
         """
-        self._loop.call_soon(pipe.cmd_close)
+        self._loop.call_soon(fire, pipe, "cmd_close")
 
     def call_later(self, delay: float, fn, *args):
         return self._loop.call_later(delay, fn, *args)

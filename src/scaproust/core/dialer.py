@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 
 from scaproust._generated.dialer import DialerFSM
+from scaproust.core.guard import entry_point, log_crash
 from scaproust.core.pipe import Pipe
 
 log = logging.getLogger("scaproust.dialer")
@@ -67,7 +68,19 @@ class Dialer(DialerFSM):
     def start_retry_timer(self, *args) -> None:
         self.pipe = None
         self.socket.stats.count("connect_failures")
-        self._timer = self.loop.call_later(self.socket.options.reconnect_interval, self.evt_timeout)
+        self._timer = self.loop.call_later(self.socket.options.reconnect_interval, self._on_timeout)
+
+    @entry_point
+    def _on_timeout(self) -> None:
+        self._timer = None
+        self.evt_timeout()
+
+    def log_crash(self, err) -> None:
+        log_crash(log, f"dialer {self.url}", err)
+
+    def _abandon(self) -> None:
+        self.state = "closed"
+        self.cancel_retry_timer()
 
     def cancel_retry_timer(self, *args) -> None:
         if self._timer is not None:

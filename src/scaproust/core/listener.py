@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 
 from scaproust._generated.listener import ListenerFSM
+from scaproust.core.guard import entry_point, log_crash
 from scaproust.core.pipe import Pipe
 
 log = logging.getLogger("scaproust.listener")
@@ -44,8 +45,17 @@ class Listener(ListenerFSM):
     def unwatch_accept(self, *args) -> None:
         self.loop.remove_reader(self.handle)
 
+    @entry_point
     def _on_acceptable(self) -> None:
         self.evt_acceptable()
+
+    def log_crash(self, err) -> None:
+        log_crash(log, f"listener {self.url}", err)
+
+    def _abandon(self) -> None:
+        self.state = "closed"
+        self.loop.remove_reader(self.handle)
+        self.transport.close_listener(self.handle)
 
     def accept_connections(self, *args) -> None:
         for _ in range(ACCEPT_BATCH):

@@ -31,12 +31,12 @@ large bodies a prefix buffer followed by the body itself, so a large body is nev
 
 from __future__ import annotations
 
-import functools
 import itertools
 import logging
 from collections import deque
 
 from scaproust._generated.pipe import PipeFSM
+from scaproust.core.guard import entry_point, fire, log_crash
 from scaproust.transports.framing import (
     FrameDecoder,
     OversizeFrame,
@@ -67,20 +67,6 @@ class _Head(bytes):
     """A queued buffer that does not end a message: the SP header, or the prefix of a
     message whose body follows as its own buffer."""
 
-
-def _entry_point(method):
-    """For the methods the reactor calls: a bug in an action fails this pipe, loudly,
-    instead of leaving it half-done (the loop would only log and carry on)."""
-
-    @functools.wraps(method)
-    def guarded(self, *args):
-        try:
-            return method(self, *args)
-        except Exception as err:
-            self._crash(err)
-        return None
-
-    return guarded
 
 
 class Pipe(PipeFSM):
@@ -150,11 +136,11 @@ class Pipe(PipeFSM):
         if self.stream is not None:
             self.loop.remove_writer(self.stream)
 
-    @_entry_point
+    @entry_point
     def _on_connect_failed(self, err) -> None:
         self.evt_connect_failed(err)
 
-    @_entry_point
+    @entry_point
     def _on_connect_ready(self) -> None:
         err = self.transport.finish_connect(self.stream)
         if err:
@@ -184,12 +170,12 @@ class Pipe(PipeFSM):
             self._timer.cancel()
             self._timer = None
 
-    @_entry_point
+    @entry_point
     def _on_timeout(self) -> None:
         self._timer = None
         self.evt_timeout()
 
-    @_entry_point
+    @entry_point
     def _read_handshake(self) -> None:
         data = self._recv()
         if data is None:
@@ -242,12 +228,12 @@ class Pipe(PipeFSM):
     def attach_to_socket(self, *args) -> None:
         self._attached = True
         self.socket.evt_pipe_opened(self)
-        self.loop.call_soon(self.owner.evt_pipe_opened, self)
+        self.loop.call_soon(fire, self.owner, "evt_pipe_opened", self)
 
     def detach_from_socket(self, *args) -> None:
         self.socket.proto.evt_pipe_removed(self)
 
-    @_entry_point
+    @entry_point
     def _read_frames(self) -> None:
         data = self._recv()
         if data is not None:
@@ -298,7 +284,7 @@ class Pipe(PipeFSM):
             self._flush_scheduled = True
             self.loop.call_after_batch(self._flush)
 
-    @_entry_point
+    @entry_point
     def _flush(self) -> None:
         self._flush_scheduled = False
         if self.state == "dead" or not self._out:
@@ -350,21 +336,16 @@ class Pipe(PipeFSM):
 
     def log_crash(self, err) -> None:
         self.socket.stats.count("pipe_errors")
-        log.error("pipe %d to %s closed by an internal error", self.id, self.peer_addr,
-                  exc_info=(type(err), err, err.__traceback__))
+        log_crash(log, f"pipe {self.id} to {self.peer_addr}", err)
 
-    def _crash(self, err) -> None:
-        try:
-            self.evt_crashed(err)
-        except Exception:
-            # Even the way out failed: drop the connection by hand so nothing hangs on it.
-            log.exception("pipe %d: releasing it after an internal error failed", self.id)
-            self.state = "dead"
-            if self.stream is not None:
-                self.loop.remove_reader(self.stream)
-                self.loop.remove_writer(self.stream)
-                self.stream.close()
-                self.stream = None
+    def _abandon(self) -> None:
+        # Even the way out failed: drop the connection by hand so nothing hangs on it.
+        self.state = "dead"
+        if self.stream is not None:
+            self.loop.remove_reader(self.stream)
+            self.loop.remove_writer(self.stream)
+            self.stream.close()
+            self.stream = None
 
     def release(self, *args) -> None:
         self.cancel_timer()
@@ -379,8 +360,8 @@ class Pipe(PipeFSM):
         self._out.clear()
         self._out_bytes = self._out_msgs = 0
         if self._attached:
-            self.loop.call_soon(self.socket.evt_pipe_closed, self)
-        self.loop.call_soon(self.owner.evt_pipe_closed, self)
+            self.loop.call_soon(fire, self.socket, "evt_pipe_closed", self)
+        self.loop.call_soon(fire, self.owner, "evt_pipe_closed", self)
 
     # ---------------------------------------------------------------- reading
 

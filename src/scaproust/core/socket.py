@@ -20,6 +20,7 @@ from scaproust._generated.socket import SocketFSM
 from scaproust.core.channel import Channel
 from scaproust.core.context import Context
 from scaproust.core.dialer import Dialer
+from scaproust.core.guard import entry_point, fire, log_crash
 from scaproust.core.listener import Listener
 from scaproust.core.stats import Stats
 from scaproust.transports import get_transport
@@ -64,36 +65,30 @@ class SocketCore(SocketFSM):
     def _wake(self) -> None:
         self.loop.call_soon_threadsafe(self._drain_outbox)
 
+    @entry_point
     def _drain_outbox(self) -> None:
         batch = self.channel.take_outbox()
         ctx, send = self.ctx, self.proto.cmd_send
-        try:
-            for item in batch:
-                ctx.outstanding -= 1
-                ctx.outstanding_bytes -= len(item) if type(item) is bytes else item.wire_size
-                send(item)
-        except Exception as err:
-            self._crash(err)
-            return
+        for item in batch:
+            ctx.outstanding -= 1
+            ctx.outstanding_bytes -= len(item) if type(item) is bytes else item.wire_size
+            send(item)
         self.stats.count("msgs_sent", len(batch))
 
-    def _crash(self, err) -> None:
+    def _abandon(self) -> None:
         """A bug in the protocol: fail this socket (callers get ``sp.Closed``), not the loop."""
-        try:
-            self.evt_crashed(err)
-        except Exception:
-            log.exception("socket %r: closing it after an internal error failed", self.info)
-            self.channel.close()
-            if self._on_closed is not None:
-                self._on_closed(self)
+        self.state = "closed"
+        self.channel.close()
+        if self._on_closed is not None:
+            self._on_closed(self)
 
     def log_crash(self, err) -> None:
-        log.error("socket %r closed by an internal error", self.info,
-                  exc_info=(type(err), err, err.__traceback__))
+        log_crash(log, f"socket {self.info!r}", err)
 
     def _wake_resume(self) -> None:
         self.loop.call_soon_threadsafe(self._resume_pipes)
 
+    @entry_point
     def _resume_pipes(self) -> None:
         for pipe in self.pipes:
             pipe.cmd_resume()
@@ -149,7 +144,7 @@ class SocketCore(SocketFSM):
 
     def close_late_pipe(self, pipe) -> None:
         self.pipes.add(pipe)
-        self.loop.call_soon(pipe.cmd_close)
+        self.loop.call_soon(fire, pipe, "cmd_close")
 
     def has_pipes(self, *args) -> bool:
         return bool(self.pipes)

@@ -10,6 +10,7 @@ import threading
 
 from scaproust.core import options as _options
 from scaproust.core.errors import Closed, NotSupported
+from scaproust.core.guard import fire
 from scaproust.core.machine_errors import translate_machine_errors
 from scaproust.core.message import Message
 from scaproust.core.socket import Reply, SocketCore
@@ -192,7 +193,7 @@ class Socket:
                 return False
             self._closed = True
         try:
-            self._session._core.post(self._core.cmd_close)
+            self._session._core.post(fire, self._core, "cmd_close")
         except Closed:
             self._done.set()
         self._session._forget(self)

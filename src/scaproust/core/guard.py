@@ -1,0 +1,52 @@
+"""Entry points from the reactor: a bug in an action fails that one machine, loudly.
+
+The loop only logs an exception and carries on; left there, a machine that raised half way
+through a transition could sit in a state nobody will ever move it out of, and a caller
+could wait on it forever. So every callback a machine hands to the reactor is wrapped: an
+exception fires the machine's ``evt_crashed`` (a row in protocols.yaml takes it to its
+final state, logging the traceback), and if even that fails, the machine's ``_abandon``
+drops its resources by hand.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+log = logging.getLogger("scaproust")
+
+
+def entry_point(method):
+    """Decorate a method the reactor calls (readiness, timer, deferred callback)."""
+
+    @functools.wraps(method)
+    def guarded(self, *args):
+        try:
+            return method(self, *args)
+        except Exception as err:
+            crash(self, err)
+        return None
+
+    return guarded
+
+
+def fire(machine, event: str, *args) -> None:
+    """Fire ``event`` on ``machine`` from a deferred callback (``loop.call_soon(fire, ...)``),
+    guarded like an entry point."""
+    try:
+        getattr(machine, event)(*args)
+    except Exception as err:
+        crash(machine, err)
+
+
+def crash(machine, err: Exception) -> None:
+    """Send ``machine`` to its final state after an internal error."""
+    try:
+        machine.evt_crashed(err)
+    except Exception:
+        log.exception("%r: leaving its state after an internal error failed too", machine)
+        machine._abandon()
+
+
+def log_crash(logger: logging.Logger, what: str, err: Exception) -> None:
+    logger.error("%s closed by an internal error", what, exc_info=(type(err), err, err.__traceback__))
