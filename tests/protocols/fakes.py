@@ -311,10 +311,12 @@ class RecordingContext:
         self.loop = loop if loop is not None else FakeLoop()
         self.calls: list[tuple] = []
         self.byte_capacities: list[int | None] = []
+        self.priorities: list[int] = []
         self.stats = RecordingStats(self.calls)
 
-    def deliver(self, items) -> None:
+    def deliver(self, items, priority: int = 8) -> None:
         self.calls.append(("deliver", list(items)))
+        self.priorities.append(priority)
 
     def set_send_capacity(self, capacity: int, nbytes: int | None = None) -> None:
         # Calls keep the message capacity; byte capacities are listed on their own so the
@@ -370,11 +372,13 @@ class FakePipe:
     _ids = itertools.count(1)
 
     def __init__(self, free: int = 1, *, name: str | None = None, journal: list | None = None,
-                 free_bytes: int = 1 << 20):
+                 free_bytes: int = 1 << 20, send_priority: int = 8, recv_priority: int = 8):
         self.id = next(self._ids)
         self.name = name or f"p{self.id}"
         self.free = free
         self.free_bytes = free_bytes
+        self.send_priority = send_priority
+        self.recv_priority = recv_priority
         self.sent: list[tuple[bytes, bytes]] = []
         self.closed = False
         self.journal = journal

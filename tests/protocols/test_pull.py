@@ -98,3 +98,12 @@ def test_pull_refuses_pipe_events_once_closed_with_the_machine_error(pull, ctx, 
 
     assert err.value.value == f"pull: Can't trigger event {event} from state closed!"
     assert ctx.delivered == []
+
+
+def test_pull_delivers_with_the_receiving_pipe_priority():
+    ctx = RecordingContext()
+    pull = Pull(ctx)
+    pipe = FakePipe(recv_priority=3)
+    pull.evt_pipe_added(pipe)
+    pull.evt_pipe_recv(pipe, [b"x"])
+    assert ctx.delivered == [b"x"] and ctx.priorities == [3]

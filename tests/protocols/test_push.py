@@ -354,3 +354,35 @@ def test_push_refuses_pipe_events_once_closed(push, event):
 
     with pytest.raises(MachineError, match=f"push: Can't trigger event {event} from state closed!"):
         getattr(push, event)(FakePipe())
+
+
+# ---------------------------------------------------------------- priorities
+
+
+def test_push_prefers_the_best_send_priority_and_round_robins_within_it(push):
+    journal: list = []
+    low = FakePipe(free=10, send_priority=9, journal=journal)
+    high_a = FakePipe(free=2, send_priority=3, journal=journal)
+    high_b = FakePipe(free=1, send_priority=3, journal=journal)
+    for pipe in (low, high_a, high_b):
+        push.evt_pipe_added(pipe)
+
+    for n in range(5):
+        push.cmd_send(b"m%d" % n)
+
+    # The two priority-3 pipes alternate until both are full; only then the worse one.
+    assert targets(journal) == [high_a, high_b, high_a, low, low]
+
+
+def test_push_returns_to_the_better_pipe_as_soon_as_it_is_ready_again(push):
+    journal: list = []
+    low = FakePipe(free=10, send_priority=16, journal=journal)
+    high = FakePipe(free=1, send_priority=1, journal=journal)
+    push.evt_pipe_added(low)
+    push.evt_pipe_added(high)
+    push.cmd_send(b"a")
+    push.cmd_send(b"b")
+    high.free = 1
+    push.evt_pipe_ready(high)
+    push.cmd_send(b"c")
+    assert targets(journal) == [high, low, high]

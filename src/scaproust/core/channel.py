@@ -30,6 +30,7 @@ from collections import deque
 from collections.abc import Callable
 
 from scaproust.core.errors import Closed, Timeout, WouldBlock
+from scaproust.core.inbox import DEFAULT_PRIORITY, Inbox
 
 #: Credit that never runs out, for protocols whose send never blocks (pub, bus, rep).
 UNBOUNDED = 1 << 60
@@ -52,7 +53,7 @@ class Channel:
         # Unbounded until a protocol states a byte capacity (Context.set_send_capacity).
         self.credit_bytes = UNBOUNDED
         self.outbox: deque = deque()
-        self.inbox: deque = deque()
+        self.inbox = Inbox()
         self.closed = False
         self.recv_paused = False
         self._drain_posted = False
@@ -137,14 +138,22 @@ class Channel:
             self.credit_bytes -= taken_bytes
         return taken, taken_bytes
 
-    def push_many(self, items) -> None:
+    def push_many(self, items, priority: int = DEFAULT_PRIORITY) -> None:
         size = sum(len(i) if type(i) is bytes else i.wire_size for i in items)
         with self._lock:
-            self.inbox.extend(items)
+            self.inbox.extend(items, priority)
             self.inbox_bytes += size
             if len(self.inbox) >= self.recv_high or self.inbox_bytes >= self.recv_high_bytes:
                 self.recv_paused = True
             self._can_recv.notify(len(items))
+
+    def purge_inbox(self) -> int:
+        """Drop every received message not yet taken (a REQ's new request makes older
+        replies stale); return how many."""
+        with self._lock:
+            dropped = self.inbox.drain()
+            self.inbox_bytes = 0
+        return len(dropped)
 
     def close(self) -> None:
         """Wake every waiter with ``Closed``; what is already in the inbox stays readable."""

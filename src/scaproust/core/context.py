@@ -18,8 +18,10 @@ log = logging.getLogger("scaproust.protocol")
 class Context:
     """What a protocol may ask of its socket."""
 
-    def __init__(self, *, loop, channel: Channel, stats, pipes_of_socket):
+    def __init__(self, *, loop, channel: Channel, stats, pipes_of_socket, options=None):
         self._loop = loop
+        #: The socket's options (protocols read theirs: resend_interval, ttl, ...).
+        self.options = options
         self._channel = channel
         self.stats = stats
         self._pipes = pipes_of_socket
@@ -30,10 +32,11 @@ class Context:
         self.outstanding = 0
         self.outstanding_bytes = UNBOUNDED
 
-    def deliver(self, items) -> None:
-        """Hand received messages (bytes, or ``Message`` with a header) to the user."""
+    def deliver(self, items, priority: int = 8) -> None:
+        """Hand received messages (bytes, or ``Message`` with a header) to the user, queued
+        by the receiving pipe's ``recv_priority``."""
         channel = self._channel
-        channel.push_many(items)
+        channel.push_many(items, priority)
         self.stats.count("msgs_received", len(items))
         if channel.recv_paused:
             for pipe in self._pipes():

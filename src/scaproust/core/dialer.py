@@ -26,7 +26,9 @@ log = logging.getLogger("scaproust.dialer")
 class Dialer(DialerFSM):
     """The I/O-thread side of an endpoint made by ``connect()``."""
 
-    def __init__(self, *, loop, socket, transport, address, url: str, endpoint_id: int):
+    def __init__(self, *, loop, socket, transport, address, url: str, endpoint_id: int,
+                 priorities: tuple[int, int] = (8, 8)):
+        self.priorities = priorities
         self.loop = loop
         self.socket = socket
         self.transport = transport
@@ -51,7 +53,8 @@ class Dialer(DialerFSM):
             stream, err = None, exc.errno or 1
         self.pipe = Pipe(loop=self.loop, stream=stream, transport=self.transport,
                          socket=self.socket, owner=self, dialed=True,
-                         connect_error=0 if stream is not None else err, peer_addr=self.url)
+                         connect_error=0 if stream is not None else err, peer_addr=self.url,
+                         priorities=self.priorities)
         self.pipe.cmd_open()
 
     def reset_backoff(self, pipe) -> None:

@@ -27,7 +27,9 @@ ACCEPT_BATCH = 64
 class Listener(ListenerFSM):
     """The I/O-thread side of an endpoint made by ``bind()``."""
 
-    def __init__(self, *, loop, socket, transport, handle, url: str, endpoint_id: int):
+    def __init__(self, *, loop, socket, transport, handle, url: str, endpoint_id: int,
+                 priorities: tuple[int, int] = (8, 8)):
+        self.priorities = priorities
         self.loop = loop
         self.socket = socket
         self.transport = transport
@@ -70,7 +72,8 @@ class Listener(ListenerFSM):
                 return
             peer = _peer_name(stream)
             pipe = Pipe(loop=self.loop, stream=stream, transport=self.transport,
-                        socket=self.socket, owner=self, dialed=False, peer_addr=peer)
+                        socket=self.socket, owner=self, dialed=False, peer_addr=peer,
+                        priorities=self.priorities)
             self.pipes.add(pipe)
             pipe.cmd_open()
 

@@ -19,10 +19,14 @@ MiB = 1024 * 1024
 class OptionSpec:
     name: str
     default: object
-    kind: str  # "timeout" (None or seconds >= 0), "seconds" (> 0 or >= 0), "size" (int >= 0)
+    kind: str  # "timeout" (None or seconds >= 0), "seconds" (> 0 or >= 0), "size" (int >= 0),
+    #            "int" (minimum..maximum)
     doc: str
     minimum: float = 0.0
     exclusive_minimum: bool = False
+    maximum: int | None = None
+    #: The protocols that have this option (by name); None: every socket.
+    protocols: tuple[str, ...] | None = None
 
 
 SPECS = {
@@ -43,8 +47,28 @@ SPECS = {
                    exclusive_minimum=True),
         OptionSpec("linger", 1.0, "seconds",
                    "seconds close() keeps flushing queued output to peers; 0 = drop at once"),
+        OptionSpec("send_priority", 8, "int",
+                   "priority of this socket's endpoints when sending, 1 (highest) to 16; fixed "
+                   "per endpoint at bind()/connect(), which may also pass it",
+                   minimum=1, maximum=16),
+        OptionSpec("recv_priority", 8, "int",
+                   "priority of this socket's endpoints when receiving, 1 (highest) to 16; fixed "
+                   "per endpoint at bind()/connect(), which may also pass it",
+                   minimum=1, maximum=16),
+        OptionSpec("resend_interval", 60.0, "seconds",
+                   "seconds a REQ waits for a reply before sending the request again",
+                   exclusive_minimum=True, protocols=("req",)),
+        OptionSpec("survey_deadline", 1.0, "seconds",
+                   "seconds a SURVEYOR collects responses to a survey",
+                   exclusive_minimum=True, protocols=("surveyor",)),
+        OptionSpec("ttl", 8, "int",
+                   "most hops (header words) a message may carry; deeper ones are dropped",
+                   minimum=1, maximum=255, protocols=("req", "rep", "surveyor", "respondent", "pair1")),
     )
 }
+
+#: Options fixed per endpoint: bind() and connect() take them as keyword arguments too.
+ENDPOINT_OPTIONS = ("send_priority", "recv_priority")
 
 
 def validate(name: str, value):
@@ -55,6 +79,12 @@ def validate(name: str, value):
         raise TypeError(f"unknown socket option {name!r} (known: {', '.join(sorted(SPECS))})") from None
     if spec.kind == "timeout" and value is None:
         return None
+    if spec.kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"option {name} must be an int from {int(spec.minimum)} to {spec.maximum}, not {value!r}")
+        if not spec.minimum <= value <= spec.maximum:
+            raise ValueError(f"option {name} must be from {int(spec.minimum)} to {spec.maximum}, not {value}")
+        return value
     if spec.kind == "size":
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"option {name} must be an int >= 0 (bytes), not {value!r}")
@@ -75,16 +105,43 @@ def validate(name: str, value):
     return value
 
 
+def applies(spec: OptionSpec, protocol: str | None) -> bool:
+    return spec.protocols is None or protocol is None or protocol in spec.protocols
+
+
 class Options:
     """The option values of one socket (attributes named as in ``SPECS``)."""
 
-    __slots__ = tuple(SPECS)
+    __slots__ = (*SPECS, "protocol")
 
-    def __init__(self, **values):
+    def __init__(self, protocol: str | None = None, **values):
+        self.protocol = protocol
         for name, spec in SPECS.items():
             setattr(self, name, spec.default)
         for name, value in values.items():
-            setattr(self, name, validate(name, value))
+            self.set(name, value)
 
     def set(self, name: str, value) -> None:
-        setattr(self, name, validate(name, value))
+        value = validate(name, value)
+        if not applies(SPECS[name], self.protocol):
+            raise TypeError(f"option {name} does not apply to a {self.protocol} socket "
+                            f"(it is for {', '.join(SPECS[name].protocols)})")
+        setattr(self, name, value)
+
+
+def markdown_table() -> str:
+    """The options table of docs/OPTIONS.md (a test checks the document against it)."""
+    rows = ["| option | default | allowed | sockets | meaning |", "|---|---|---|---|---|"]
+    for spec in SPECS.values():
+        if spec.kind == "timeout":
+            allowed = "None or seconds >= 0"
+        elif spec.kind == "size":
+            allowed = "int >= 0"
+        elif spec.kind == "int":
+            allowed = f"int {int(spec.minimum)}..{spec.maximum}"
+        else:
+            allowed = "seconds > 0" if spec.exclusive_minimum else "seconds >= 0"
+        default = {None: "None (forever)", MiB: "1 MiB (1048576)"}.get(spec.default, spec.default)
+        sockets = ", ".join(spec.protocols) if spec.protocols else "all"
+        rows.append(f"| `{spec.name}` | {default} | {allowed} | {sockets} | {spec.doc} |")
+    return "\n".join(rows) + "\n"

@@ -73,8 +73,10 @@ class Pipe(PipeFSM):
     """One connection; the socket's protocol sees it as a destination and a source."""
 
     def __init__(self, *, loop, stream, transport, socket, owner, dialed: bool,
-                 connect_error: int = 0, peer_addr: str = ""):
+                 connect_error: int = 0, peer_addr: str = "", priorities: tuple[int, int] = (8, 8)):
         self.id = next(_ids) & 0x7FFFFFFF  # 31 bits: raw REP puts it in a backtrace word
+        #: Fixed by the endpoint at bind()/connect(): 1 (highest) to 16.
+        self.send_priority, self.recv_priority = priorities
         self.loop = loop
         self.stream = stream
         self.transport = transport

@@ -23,23 +23,44 @@ class ProtocolInfo:
     can_recv: bool
     #: "module:Class" of the hand-written protocol machine; None while not implemented.
     machine: str | None = None
+    #: The same for raw mode; None while not implemented. Protocols without a header
+    #: (pair v0, push, pull) use one machine for both.
+    raw_machine: str | None = None
+    #: "module:Class" of the facade policy: the user-visible state a cooked socket checks in
+    #: the caller's thread (REQ: recv before send; REP: send without a request, ...).
+    policy: str | None = None
+    #: Protocol-specific option names this socket accepts (beyond the common ones).
+    options: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         return f"sp.{self.name.capitalize()}"
 
-    def machine_class(self) -> type:
-        module, cls = self.machine.split(":")
-        return getattr(importlib.import_module(module), cls)
+    def implemented(self, raw: bool) -> bool:
+        return (self.raw_machine if raw else self.machine) is not None
+
+    def machine_class(self, raw: bool = False) -> type:
+        return _load(self.raw_machine if raw else self.machine)
+
+    def policy_class(self) -> type | None:
+        return _load(self.policy) if self.policy else None
 
 
-Pair = ProtocolInfo("pair", 0x10, 0x10, "pair", True, True, "scaproust.protocols.pair:Pair")
+def _load(target: str) -> type:
+    module, cls = target.split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+Pair = ProtocolInfo("pair", 0x10, 0x10, "pair", True, True, "scaproust.protocols.pair:Pair",
+                    "scaproust.protocols.pair:Pair")
 Pair1 = ProtocolInfo("pair1", 0x11, 0x11, "pair1", True, True)
 Pub = ProtocolInfo("pub", 0x20, 0x21, "sub", True, False)
 Sub = ProtocolInfo("sub", 0x21, 0x20, "pub", False, True)
 Req = ProtocolInfo("req", 0x30, 0x31, "rep", True, True)
 Rep = ProtocolInfo("rep", 0x31, 0x30, "req", True, True)
-Push = ProtocolInfo("push", 0x50, 0x51, "pull", True, False, "scaproust.protocols.push:Push")
-Pull = ProtocolInfo("pull", 0x51, 0x50, "push", False, True, "scaproust.protocols.pull:Pull")
+Push = ProtocolInfo("push", 0x50, 0x51, "pull", True, False, "scaproust.protocols.push:Push",
+                    "scaproust.protocols.push:Push")
+Pull = ProtocolInfo("pull", 0x51, 0x50, "push", False, True, "scaproust.protocols.pull:Pull",
+                    "scaproust.protocols.pull:Pull")
 Surveyor = ProtocolInfo("surveyor", 0x62, 0x63, "respondent", True, True)
 Respondent = ProtocolInfo("respondent", 0x63, 0x62, "surveyor", True, True)
 Bus = ProtocolInfo("bus", 0x70, 0x70, "bus", True, True)

@@ -54,8 +54,8 @@ class SocketCore(SocketFSM):
         self._on_closed = on_closed
         self.channel = Channel(wake_backend=self._wake, resume_reading=self._wake_resume)
         self.ctx = Context(loop=loop, channel=self.channel, stats=self.stats,
-                           pipes_of_socket=lambda: self.pipes)
-        self.proto = info.machine_class()(self.ctx)
+                           pipes_of_socket=lambda: self.pipes, options=options)
+        self.proto = info.machine_class(raw)(self.ctx)
 
     def __repr__(self) -> str:
         return f"<SocketCore {self.info!r} {self.state}>"
@@ -95,17 +95,17 @@ class SocketCore(SocketFSM):
 
     # ------------------------------------------------------------------ endpoints
 
-    def add_listener(self, url: str, reply: Reply) -> None:
+    def add_listener(self, url: str, reply: Reply, priorities: tuple[int, int] = (8, 8)) -> None:
         address = parse_url(url)
         transport = get_transport(address.scheme)
         handle, resolved = transport.listen(address)  # AddressInUse / InvalidAddress: at once
         endpoint = Listener(loop=self.loop, socket=self, transport=transport, handle=handle,
-                            url=resolved, endpoint_id=next(_endpoint_ids))
+                            url=resolved, endpoint_id=next(_endpoint_ids), priorities=priorities)
         self.endpoints[endpoint.endpoint_id] = endpoint
         endpoint.cmd_start()
         reply.value = (endpoint.endpoint_id, resolved)
 
-    def add_dialer(self, url: str, reply: Reply) -> None:
+    def add_dialer(self, url: str, reply: Reply, priorities: tuple[int, int] = (8, 8)) -> None:
         address = parse_url(url)
         if address.is_wildcard:
             from scaproust.core.errors import InvalidAddress
@@ -113,7 +113,7 @@ class SocketCore(SocketFSM):
             raise InvalidAddress(f"cannot connect to a wildcard address: {url!r}")
         transport = get_transport(address.scheme)
         endpoint = Dialer(loop=self.loop, socket=self, transport=transport, address=address,
-                          url=address.url, endpoint_id=next(_endpoint_ids))
+                          url=address.url, endpoint_id=next(_endpoint_ids), priorities=priorities)
         self.endpoints[endpoint.endpoint_id] = endpoint
         endpoint.cmd_start()
         reply.value = (endpoint.endpoint_id, address.url)

@@ -27,12 +27,13 @@ class Socket:
     """
 
     def __init__(self, session, info, *, raw: bool = False, **options):
-        if info.machine is None:
-            raise NotSupported(f"{info!r} is not implemented yet in this version of scaproust")
+        if not info.implemented(raw):
+            mode = "raw " if raw else ""
+            raise NotSupported(f"{mode}{info!r} is not implemented yet in this version of scaproust")
         self._session = session
         self._info = info
         self._raw = bool(raw)
-        self._options = _options.Options(**options)
+        self._options = _options.Options(info.name, **options)
         self._closed = False
         self._close_lock = threading.Lock()
         self._done = threading.Event()
@@ -76,27 +77,37 @@ class Socket:
 
     # ------------------------------------------------------------------ endpoints
 
-    def bind(self, url: str) -> Endpoint:
+    def bind(self, url: str, *, send_priority: int | None = None,
+             recv_priority: int | None = None) -> Endpoint:
         """Listen on ``url`` (``tcp://host:port``, ``tcp://*:0``, ``ipc:///path``).
 
         Raises ``sp.AddressInUse`` or ``sp.InvalidAddress`` at once. The returned endpoint's
-        ``url`` names the real address (the port the system chose for port 0).
+        ``url`` names the real address (the port the system chose for port 0). The
+        priorities (1 highest .. 16) of this endpoint's pipes default to the socket's
+        ``send_priority`` / ``recv_priority`` options at this moment.
         """
-        return self._add_endpoint(self._core.cmd_bind, url)
+        return self._add_endpoint(self._core.cmd_bind, url, send_priority, recv_priority)
 
-    def connect(self, url: str) -> Endpoint:
+    def connect(self, url: str, *, send_priority: int | None = None,
+                recv_priority: int | None = None) -> Endpoint:
         """Dial ``url``; returns at once, connecting and reconnecting in the background.
 
-        Raises ``sp.InvalidAddress`` at once for a URL that cannot be used.
+        Raises ``sp.InvalidAddress`` at once for a URL that cannot be used. Priorities as
+        for ``bind``.
         """
-        return self._add_endpoint(self._core.cmd_connect, url)
+        return self._add_endpoint(self._core.cmd_connect, url, send_priority, recv_priority)
 
-    def _add_endpoint(self, command, url) -> Endpoint:
+    def _add_endpoint(self, command, url, send_priority, recv_priority) -> Endpoint:
         if not isinstance(url, str):
             raise TypeError(f"url must be a str, not {type(url).__name__}")
         self._check_open()
+        options = self._options
+        priorities = (
+            options.send_priority if send_priority is None else _options.validate("send_priority", send_priority),
+            options.recv_priority if recv_priority is None else _options.validate("recv_priority", recv_priority),
+        )
         reply = Reply()
-        self._control(command, url, reply)
+        self._control(command, url, reply, priorities)
         endpoint_id, resolved = reply.value
         endpoint = Endpoint(self, endpoint_id, resolved)
         self._endpoints[endpoint_id] = endpoint
@@ -224,6 +235,9 @@ def _add_option_properties(cls) -> None:
 
     def make(name: str, doc: str):
         def get(self):
+            # An option of another protocol (resend_interval on a PUSH) is no attribute here.
+            if not _options.applies(_options.SPECS[name], self._info.name):
+                raise AttributeError(f"a {self._info.name} socket has no option {name!r}")
             return getattr(self._options, name)
 
         def set_(self, value):
@@ -233,6 +247,7 @@ def _add_option_properties(cls) -> None:
 
     for name, spec in _options.SPECS.items():
         setattr(cls, name, make(name, spec.doc))
+
 
 
 _add_option_properties(Socket)

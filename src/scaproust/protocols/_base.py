@@ -27,7 +27,7 @@ class ProtocolBase:
         self.backlog: deque = deque()
 
     def deliver(self, pipe, msgs) -> None:
-        self.ctx.deliver(msgs)
+        self.ctx.deliver(msgs, pipe.recv_priority)
 
     def discard(self, pipe, msgs) -> None:
         self.ctx.stats.count("dropped_unexpected", len(msgs))

@@ -2,8 +2,9 @@
 
 Theory of operation: the protocol has no state beyond its pipes, so its table has one
 working state. Each message goes to one pipe, round-robin over the pipes that can take it
-[seen in nng: 0,1,0,1]; send credit is the sum of the pipes' free slots, so send() blocks
-while no pipe can take a message.
+[seen in nng: 0,1,0,1], preferring the best send priority (a lower-priority pipe gets a
+message only when no better one can take it); send credit is the sum of the pipes' free
+slots, so send() blocks while no pipe can take a message.
 
 Extra fields: ``pipes`` (active pipes in arrival order), ``_next`` (round-robin cursor),
 ``backlog`` (see _base.py).
@@ -22,15 +23,18 @@ class Push(PushFSM, ProtocolBase):
         ProtocolBase.__init__(self, ctx)
         self.pipes: list = []
         self._next = 0
+        self._top = 8  # the best send priority among the pipes: nothing can beat it
 
     def add_pipe(self, pipe) -> None:
         self.pipes.append(pipe)
+        self._top = min(p.send_priority for p in self.pipes)
 
     def remove_pipe(self, pipe) -> None:
         index = self.pipes.index(pipe)
         del self.pipes[index]
         if index < self._next:
             self._next -= 1
+        self._top = min((p.send_priority for p in self.pipes), default=8)
 
     def send_backlog(self, *args) -> None:
         backlog = self.backlog
@@ -56,14 +60,19 @@ class Push(PushFSM, ProtocolBase):
             pipe.cmd_send(body_of(item))
 
     def _pick(self):
-        """The next pipe in round-robin order that can take a message, or None."""
+        """The pipe to send to: of the pipes that can take a message, those of the best
+        send priority, and among them the next in round-robin order; None if none can."""
         pipes = self.pipes
         count = len(pipes)
-        start = self._next
+        start, top = self._next, self._top
+        best = None
         for step in range(count):
             index = (start + step) % count
             pipe = pipes[index]
-            if pipe.free:
-                self._next = (index + 1) % count
-                return pipe
-        return None
+            if pipe.free and (best is None or pipe.send_priority < best.send_priority):
+                best, best_index = pipe, index
+                if pipe.send_priority == top:
+                    break  # nothing can beat it
+        if best is not None:
+            self._next = (best_index + 1) % count
+        return best

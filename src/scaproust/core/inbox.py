@@ -1,0 +1,55 @@
+"""The user's receive queue, ordered by the receiving pipe's priority.
+
+Fair queueing with priorities (nanomsg's ``NN_RCVPRIO``): a message from a pipe of a lower
+priority (a higher number) is handed to the user only when none of a higher priority is
+waiting. Within one priority, arrival order. Almost every socket uses one priority, so the
+common path is one deque and an index that does not move.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+DEFAULT_PRIORITY = 8
+LOWEST_PRIORITY = 16
+
+
+class Inbox:
+    """Per-priority FIFO queues (1 = highest)."""
+
+    __slots__ = ("_queues", "_best", "_len")
+
+    def __init__(self):
+        self._queues = [deque() for _ in range(LOWEST_PRIORITY + 1)]
+        self._best = LOWEST_PRIORITY + 1  # lowest index holding a message; past the end: empty
+        self._len = 0
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __bool__(self) -> bool:
+        return self._len > 0
+
+    def extend(self, items, priority: int = DEFAULT_PRIORITY) -> None:
+        self._queues[priority].extend(items)
+        self._len += len(items)
+        if priority < self._best:
+            self._best = priority
+
+    def popleft(self):
+        queue = self._queues[self._best]
+        item = queue.popleft()
+        self._len -= 1
+        if not queue:
+            best, queues = self._best + 1, self._queues
+            while best <= LOWEST_PRIORITY and not queues[best]:
+                best += 1
+            self._best = best
+        return item
+
+    def drain(self) -> list:
+        """Remove and return everything, best priority first."""
+        out = []
+        while self._len:
+            out.append(self.popleft())
+        return out

@@ -1,0 +1,34 @@
+"""The receive queue hands out the best priority first, arrival order within one."""
+
+from __future__ import annotations
+
+from scaproust.core.inbox import Inbox
+
+
+def test_an_inbox_of_one_priority_is_a_fifo():
+    inbox = Inbox()
+    inbox.extend([b"a", b"b"])
+    inbox.extend([b"c"])
+    assert len(inbox) == 3
+    assert [inbox.popleft() for _ in range(3)] == [b"a", b"b", b"c"]
+    assert not inbox
+
+
+def test_a_better_priority_is_served_first_whatever_the_arrival_order():
+    inbox = Inbox()
+    inbox.extend([b"low1", b"low2"], 16)
+    inbox.extend([b"mid"], 8)
+    inbox.extend([b"high"], 1)
+    assert inbox.popleft() == b"high"
+    inbox.extend([b"high again"], 1)
+    assert [inbox.popleft() for _ in range(4)] == [b"high again", b"mid", b"low1", b"low2"]
+    assert len(inbox) == 0
+
+
+def test_drain_empties_the_inbox_best_priority_first():
+    inbox = Inbox()
+    inbox.extend([b"b"], 9)
+    inbox.extend([b"a"], 2)
+    assert inbox.drain() == [b"a", b"b"]
+    inbox.extend([b"c"])
+    assert inbox.popleft() == b"c"
