@@ -29,8 +29,6 @@ class ProtocolInfo:
     #: "module:Class" of the facade policy: the user-visible state a cooked socket checks in
     #: the caller's thread (REQ: recv before send; REP: send without a request, ...).
     policy: str | None = None
-    #: Protocol-specific option names this socket accepts (beyond the common ones).
-    options: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         return f"sp.{self.name.capitalize()}"

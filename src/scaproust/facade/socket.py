@@ -7,9 +7,10 @@ control requests (bind, connect, close) go to the I/O thread and wait for its re
 from __future__ import annotations
 
 import threading
+import time
 
 from scaproust.core import options as _options
-from scaproust.core.errors import Closed, NotSupported
+from scaproust.core.errors import Closed, NotSupported, Timeout
 from scaproust.core.guard import fire
 from scaproust.core.machine_errors import translate_machine_errors
 from scaproust.core.message import Message
@@ -40,6 +41,8 @@ class Socket:
         self._endpoints: dict[int, Endpoint] = {}
         self._core: SocketCore = session._core.call(self._make_core)
         self._channel = self._core.channel
+        policy = None if raw else info.policy_class()
+        self._policy = policy(self._channel, self._options) if policy else None
 
     def _make_core(self) -> SocketCore:
         return SocketCore(loop=self._session._core.loop, info=self._info, options=self._options,
@@ -134,6 +137,8 @@ class Socket:
             raise NotSupported(f"{self._info!r} sockets cannot send")
         if type(data) is not bytes and not isinstance(data, Message):
             data = _as_bytes(data)
+        if self._policy is not None:
+            data = self._policy.outgoing(data)
         self._channel.put(data, self._timeout(timeout, block, self._options.send_timeout))
 
     def recv(self, *, timeout=_DEFAULT, block: bool = True) -> bytes:
@@ -176,7 +181,20 @@ class Socket:
             raise Closed("socket is closed")
         if not self._info.can_recv:
             raise NotSupported(f"{self._info!r} sockets cannot receive")
-        return self._channel.get(self._timeout(timeout, block, self._options.recv_timeout))
+        timeout = self._timeout(timeout, block, self._options.recv_timeout)
+        policy = self._policy
+        if policy is None:
+            return self._channel.get(timeout)
+        # A cooked protocol may cap the wait (a survey's deadline), refuse the call (REQ
+        # before any request) or drop what it receives (a reply to an older request).
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wait = policy.recv_wait(deadline)
+            if wait is not None and wait <= 0 and timeout != 0:
+                raise Timeout("recv timed out")
+            item = policy.incoming(self._channel.get(wait))
+            if item is not None:
+                return item
 
     @staticmethod
     def _timeout(timeout, block, default):

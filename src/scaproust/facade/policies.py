@@ -1,0 +1,41 @@
+"""Facade policies: the user-visible state of a cooked protocol, checked in the caller's thread.
+
+Some rules must hold at the moment the user calls: a REQ cannot receive before it has sent,
+a REP cannot reply without a request, a SURVEYOR's recv times out at the survey deadline.
+Asking the I/O thread would cost a round trip per message, so this state lives here, next
+to the channel, like h11's client-side state (STYLE.md). The I/O thread keeps its own part
+of each protocol (ids in flight, resend timers, routing) in the protocol machines.
+
+A policy sees every outgoing item before it is queued (``outgoing``: return the item to
+queue, or raise) and every received item before the user does (``incoming``: return what
+the user gets, or None to drop it and keep waiting); ``recv_wait`` turns the caller's
+deadline into the time to wait, or raises.
+
+Raw sockets have no policy: headers are the user's business there.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+
+class Policy:
+    """No user-visible state: everything passes."""
+
+    def __init__(self, channel, options):
+        self.channel = channel
+        self.options = options
+        self.lock = threading.Lock()
+
+    def outgoing(self, item):
+        return item
+
+    def recv_wait(self, deadline: float | None) -> float | None:
+        """Seconds to wait for the next item (None: forever), given the caller's deadline."""
+        if deadline is None:
+            return None
+        return max(0.0, deadline - time.monotonic())
+
+    def incoming(self, item):
+        return item
