@@ -36,7 +36,9 @@ from scaproust.core.protocol_info import (
     Sub,
     Surveyor,
 )
+from scaproust.facade.device import Device, device
 from scaproust.facade.endpoint import Endpoint
+from scaproust.facade.poll import POLLIN, POLLOUT, Poller, poll
 from scaproust.facade.session import Session, socket
 from scaproust.facade.socket import Socket
 
@@ -46,5 +48,5 @@ __all__ = [
     "AddressInUse", "BadState", "Closed", "Error", "InvalidAddress", "NotSupported",
     "Timeout", "WouldBlock", "Message", "Endpoint", "Session", "Socket", "socket",
     "Bus", "Pair", "Pair1", "Pub", "Pull", "Push", "Rep", "Req", "Respondent", "Sub",
-    "Surveyor",
+    "Surveyor", "Device", "device", "POLLIN", "POLLOUT", "Poller", "poll",
 ]

@@ -57,6 +57,9 @@ class Channel:
         self.closed = False
         self.recv_paused = False
         self._drain_posted = False
+        # Pollers waiting on this channel (threading.Event): set when it may have become
+        # readable, writable or closed. Usually empty, so the cost is one truth test.
+        self.watchers: set = set()
 
     # ------------------------------------------------------------------ user threads
 
@@ -127,6 +130,8 @@ class Channel:
             self.credit_bytes += nbytes
             if self._has_credit():
                 self._can_send.notify(max(n, 1))
+                if self.watchers:
+                    self._wake_watchers()
 
     def revoke(self, n: int, nbytes: int = 0) -> tuple[int, int]:
         """Take back up to ``n`` unused message credits and ``nbytes`` of unused byte credit;
@@ -146,6 +151,8 @@ class Channel:
             if len(self.inbox) >= self.recv_high or self.inbox_bytes >= self.recv_high_bytes:
                 self.recv_paused = True
             self._can_recv.notify(len(items))
+            if self.watchers:
+                self._wake_watchers()
 
     def purge_inbox(self) -> int:
         """Drop every received message not yet taken (a REQ's new request makes older
@@ -155,9 +162,32 @@ class Channel:
             self.inbox_bytes = 0
         return len(dropped)
 
+    # ------------------------------------------------------------------ polling
+
+    def readiness(self) -> tuple[bool, bool]:
+        """(a recv would not wait, a send would not wait) right now; a closed channel
+        is both, so that a poller returns and the call raises ``Closed``."""
+        with self._lock:
+            if self.closed:
+                return True, True
+            return bool(self.inbox), self._has_credit()
+
+    def add_watcher(self, event) -> None:
+        with self._lock:
+            self.watchers.add(event)
+
+    def remove_watcher(self, event) -> None:
+        with self._lock:
+            self.watchers.discard(event)
+
+    def _wake_watchers(self) -> None:
+        for event in self.watchers:
+            event.set()
+
     def close(self) -> None:
         """Wake every waiter with ``Closed``; what is already in the inbox stays readable."""
         with self._lock:
             self.closed = True
             self._can_send.notify_all()
             self._can_recv.notify_all()
+            self._wake_watchers()

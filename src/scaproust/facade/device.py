@@ -1,0 +1,122 @@
+"""Devices: forward messages between two raw sockets of peer protocols, headers included.
+
+``sp.device(left, right)`` joins, for instance, a raw REP facing clients and a raw REQ
+facing servers: requests go left to right with the backtrace the raw REP built (its pipe
+id word pushed on top), replies come back right to left and the raw REP pops that word to
+find the client. Each device adds one word, so chains grow the backtrace one word per hop
+until the TTL drops the message. ``sp.device(sock)`` with one raw BUS or PAIR socket
+reflects what it receives back onto that socket (a raw BUS excludes the sender).
+
+A device runs until either socket or the session closes, or ``stop()``: in the calling
+thread by default, or in a background thread with ``background=True`` (then it returns
+the ``Device``, whose ``stop()`` ends it and ``join()`` waits for it).
+
+It is one thread: it polls both sockets for messages, and a message waits, without
+blocking the thread, until its destination can take it (a poll for writability), so
+``stop()`` is always prompt.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from scaproust.core.errors import Closed, WouldBlock
+from scaproust.facade.poll import POLLIN, POLLOUT, poll
+
+log = logging.getLogger("scaproust.device")
+
+REFLECTING = ("bus", "pair", "pair1")
+
+
+class Device:
+    """A running (or runnable) device; see ``sp.device``."""
+
+    def __init__(self, left, right=None):
+        _check(left, right)
+        self.left, self.right = left, right
+        self._routes = {left: left} if right is None else {left: right, right: left}
+        self._stopped = False
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.forwarded = 0
+
+    def __repr__(self) -> str:
+        return f"<scaproust.Device {self.left!r} <-> {self.right!r}>"
+
+    def run(self) -> None:
+        """Forward until a socket or the session closes, or ``stop()`` is called."""
+        try:
+            while not self._stopped:
+                ready = poll({sock: POLLIN for sock in self._routes}, wake=self._wake,
+                             stopped=self._is_stopped)
+                for source in ready:
+                    try:
+                        msg = source.recv_msg(block=False)
+                    except WouldBlock:  # another reader of the same socket took it
+                        continue
+                    self._forward(self._routes[source], msg)
+        except Closed:
+            log.debug("%r: a socket closed, the device stops", self)
+
+    def start(self) -> Device:
+        """Run in a daemon thread; returns self."""
+        if self._thread is not None:
+            raise RuntimeError("device already started")
+        self._thread = threading.Thread(target=self.run, name="scaproust-device", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop forwarding (promptly, also when a message waits for its destination)."""
+        self._stopped = True
+        self._wake.set()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the background thread; True if it has ended."""
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _is_stopped(self) -> bool:
+        return self._stopped
+
+    def _forward(self, destination, msg) -> None:
+        while not self._stopped:
+            try:
+                destination.send_msg(msg, block=False)
+            except WouldBlock:
+                poll({destination: POLLOUT}, wake=self._wake, stopped=self._is_stopped)
+                continue
+            self.forwarded += 1
+            return
+
+
+def device(left, right=None, *, background: bool = False) -> Device | None:
+    """Forward messages between two raw sockets of peer protocols (or reflect on one raw
+    BUS or PAIR socket) until either socket or the session closes.
+
+    Runs in the calling thread and returns None when it ends; with ``background=True`` it
+    runs in a daemon thread and returns the ``Device`` (``stop()``, ``join()``).
+    """
+    dev = Device(left, right)
+    if background:
+        return dev.start()
+    dev.run()
+    return None
+
+
+def _check(left, right) -> None:
+    for sock in (left, right):
+        if sock is not None and not sock.raw:
+            raise ValueError(f"a device needs raw sockets: {sock!r} is cooked (use raw=True)")
+    if right is None:
+        if left.protocol.name not in REFLECTING:
+            raise ValueError(f"a device with one socket reflects on raw BUS or PAIR, not {left.protocol!r}")
+    elif right.protocol.id != left.protocol.peer_id:
+        raise ValueError(f"a device joins peer protocols: {left.protocol!r} and {right.protocol!r} are not")

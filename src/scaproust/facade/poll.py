@@ -1,0 +1,86 @@
+"""Waiting on many sockets at once: ``sp.poll`` and ``sp.Poller``.
+
+A poll returns as soon as ANY requested condition holds (scaproust's Rust probe waited
+for all of them), or when the timeout expires, which is not an error: the result is then
+empty. "Readable" means a ``recv()`` would not wait, "writable" that a ``send()`` would not
+wait; a closed socket is reported ready both ways so that the caller's next call raises
+``sp.Closed`` instead of the poll hanging.
+
+How: every socket's channel keeps a set of watchers (``threading.Event``) that it sets
+when it may have become readable, writable or closed; a poll registers one event in each
+channel, checks, and sleeps on the event until the next change.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+POLLIN = 1
+POLLOUT = 2
+
+
+def poll(interest, timeout: float | None = None, *, wake: threading.Event | None = None,
+         stopped=None) -> dict:
+    """Wait until one of the sockets is ready as asked.
+
+    ``interest`` maps each socket to ``sp.POLLIN``, ``sp.POLLOUT`` or both (``|``). Returns
+    a dict of the sockets that are ready, each with the conditions that hold (an empty
+    dict on timeout). ``timeout`` in seconds, None = forever.
+
+    ``wake`` and ``stopped`` let another thread end the wait early (devices use them): it
+    sets its flag, then ``wake``; the poll then returns what is ready, possibly nothing.
+    """
+    interest = dict(interest)
+    for sock, flags in interest.items():
+        if not flags or flags & ~(POLLIN | POLLOUT):
+            raise ValueError(f"poll flags for {sock!r} must be POLLIN, POLLOUT or both, not {flags!r}")
+    event = wake if wake is not None else threading.Event()
+    channels = [sock._channel for sock in interest]
+    for channel in channels:
+        channel.add_watcher(event)
+    try:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            event.clear()
+            ready = _ready(interest)
+            if ready or (stopped is not None and stopped()):
+                return ready
+            if deadline is None:
+                event.wait()
+            else:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return {}
+                event.wait(left)
+    finally:
+        for channel in channels:
+            channel.remove_watcher(event)
+
+
+def _ready(interest: dict) -> dict:
+    ready = {}
+    for sock, flags in interest.items():
+        readable, writable = sock._channel.readiness()
+        got = (POLLIN if readable and flags & POLLIN else 0) | (POLLOUT if writable and flags & POLLOUT else 0)
+        if got:
+            ready[sock] = got
+    return ready
+
+
+class Poller:
+    """A reusable set of sockets to poll (like pyzmq's ``zmq.Poller``)."""
+
+    def __init__(self):
+        self._interest: dict = {}
+
+    def register(self, sock, flags: int = POLLIN | POLLOUT) -> None:
+        """Watch ``sock`` for ``flags``; registering again replaces its flags."""
+        self._interest[sock] = flags
+
+    def unregister(self, sock) -> None:
+        del self._interest[sock]
+
+    def poll(self, timeout: float | None = None) -> dict:
+        """As ``sp.poll`` over the registered sockets."""
+        return poll(self._interest, timeout)

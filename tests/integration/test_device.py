@@ -1,0 +1,76 @@
+"""Devices between raw sockets of our own (REQ/REP topologies: tests/integration/test_reqrep_device.py)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+import scaproust as sp
+
+
+def pair_chain(session):
+    """client PAIR -> [raw PAIR | device | raw PAIR] -> server PAIR."""
+    front = session.socket(sp.Pair, raw=True)
+    back = session.socket(sp.Pair, raw=True)
+    client = session.socket(sp.Pair, recv_timeout=5.0, send_timeout=5.0)
+    server = session.socket(sp.Pair, recv_timeout=5.0, send_timeout=5.0)
+    client.connect(front.bind("tcp://127.0.0.1:0").url)
+    back.connect(server.bind("tcp://127.0.0.1:0").url)
+    return front, back, client, server
+
+
+def test_a_background_device_forwards_both_ways_and_stops_promptly(session):
+    front, back, client, server = pair_chain(session)
+    dev = sp.device(front, back, background=True)
+    for i in range(50):
+        client.send(b"up %d" % i)
+    assert [server.recv() for _ in range(50)] == [b"up %d" % i for i in range(50)]
+    server.send(b"down")
+    assert client.recv() == b"down"
+    dev.stop()
+    assert dev.join(5.0)
+    assert dev.forwarded == 51
+
+
+def test_a_device_in_the_calling_thread_ends_when_a_socket_closes(session):
+    pull = session.socket(sp.Pull, raw=True)
+    push = session.socket(sp.Push, raw=True)
+    sink = session.socket(sp.Pull, recv_timeout=5.0)
+    source = session.socket(sp.Push, send_timeout=5.0)
+    source.connect(pull.bind("tcp://127.0.0.1:0").url)
+    push.connect(sink.bind("tcp://127.0.0.1:0").url)
+    runner = threading.Thread(target=sp.device, args=(pull, push))
+    runner.start()
+    source.send(b"through")
+    assert sink.recv() == b"through"
+    push.close()
+    runner.join(5.0)
+    assert not runner.is_alive()
+
+
+def test_a_device_ends_when_its_session_closes():
+    with sp.Session() as session:
+        front, back, _, _ = pair_chain(session)
+        dev = sp.device(front, back, background=True)
+    assert dev.join(5.0)
+
+
+def test_a_device_refuses_cooked_sockets_and_protocols_that_are_not_peers(session):
+    with pytest.raises(ValueError, match="raw sockets"):
+        sp.device(session.socket(sp.Pair), session.socket(sp.Pair, raw=True))
+    with pytest.raises(ValueError, match="joins peer protocols: sp.Push and sp.Push are not"):
+        sp.device(session.socket(sp.Push, raw=True), session.socket(sp.Push, raw=True))
+    with pytest.raises(ValueError, match="reflects on raw BUS or PAIR"):
+        sp.device(session.socket(sp.Push, raw=True))
+
+
+def test_a_reflecting_pair_device_sends_back_what_it_receives(session):
+    mirror = session.socket(sp.Pair, raw=True)
+    peer = session.socket(sp.Pair, recv_timeout=5.0, send_timeout=5.0)
+    peer.connect(mirror.bind("tcp://127.0.0.1:0").url)
+    dev = sp.device(mirror, background=True)
+    peer.send(b"echo me")
+    assert peer.recv() == b"echo me"
+    dev.stop()
+    assert dev.join(5.0)
