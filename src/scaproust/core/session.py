@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import threading
 
-from scaproust.core.errors import Closed
+from scaproust.core.errors import Closed, Error
 from scaproust.reactor.loop import Loop
+
+FORKED = ("this session was created before os.fork(): its I/O thread does not exist in this "
+          "process; create a new Session")
 
 
 class _Call:
@@ -34,8 +37,14 @@ class SessionCore:
         self.loop = Loop()
         self.loop.start()
 
+    def check_fork(self) -> None:
+        """Raise a clear ``sp.Error`` in a forked child that uses its parent's session."""
+        if self.loop.forked():
+            raise Error(FORKED)
+
     def call(self, fn, *args, timeout: float | None = 30.0):
         """Run ``fn(*args)`` on the I/O thread and return its result (or raise its error)."""
+        self.check_fork()
         loop = self.loop
         if loop.in_loop_thread():
             return fn(*args)
@@ -54,6 +63,7 @@ class SessionCore:
 
     def post(self, fn, *args) -> None:
         """Run ``fn(*args)`` on the I/O thread without waiting."""
+        self.check_fork()
         try:
             self.loop.call_soon_threadsafe(fn, *args)
         except RuntimeError:

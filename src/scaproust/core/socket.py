@@ -20,8 +20,10 @@ from scaproust._generated.socket import SocketFSM
 from scaproust.core.channel import Channel
 from scaproust.core.context import Context
 from scaproust.core.dialer import Dialer
+from scaproust.core.errors import Closed, Error, InvalidAddress
 from scaproust.core.guard import entry_point, fire, log_crash
 from scaproust.core.listener import Listener
+from scaproust.core.session import FORKED
 from scaproust.core.stats import Stats
 from scaproust.transports import get_transport
 from scaproust.transports.url import parse_url
@@ -63,7 +65,13 @@ class SocketCore(SocketFSM):
     # ------------------------------------------------------------------ data path
 
     def _wake(self) -> None:
-        self.loop.call_soon_threadsafe(self._drain_outbox)
+        # Called in the user's thread by Channel.put.
+        try:
+            self.loop.call_soon_threadsafe(self._drain_outbox)
+        except RuntimeError:
+            if self.loop.forked():
+                raise Error(FORKED) from None
+            raise Closed("session is closed") from None
 
     @entry_point
     def _drain_outbox(self) -> None:
@@ -108,8 +116,6 @@ class SocketCore(SocketFSM):
     def add_dialer(self, url: str, reply: Reply, priorities: tuple[int, int] = (8, 8)) -> None:
         address = parse_url(url)
         if address.is_wildcard:
-            from scaproust.core.errors import InvalidAddress
-
             raise InvalidAddress(f"cannot connect to a wildcard address: {url!r}")
         transport = get_transport(address.scheme)
         endpoint = Dialer(loop=self.loop, socket=self, transport=transport, address=address,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import threading
+import weakref
 
 from scaproust.core.errors import Closed
 from scaproust.core.protocol_info import ProtocolInfo
@@ -20,9 +21,11 @@ class Session:
 
     def __init__(self):
         self._core = SessionCore()
-        self._sockets: dict[int, Socket] = {}
+        # Weak: a socket the user dropped is garbage-collected (and closes itself).
+        self._sockets: weakref.WeakValueDictionary[int, Socket] = weakref.WeakValueDictionary()
         self._lock = threading.Lock()
         self._closed = False
+        _live_sessions.add(self)
 
     def __repr__(self) -> str:
         return f"<scaproust.Session {len(self._sockets)} sockets{' closed' if self._closed else ''}>"
@@ -56,10 +59,20 @@ class Session:
                 return
             self._closed = True
             sockets = list(self._sockets.values())
+        if self._core.loop.forked():
+            return  # a forked child: the I/O thread is the parent's, leave it alone
         closing = [s for s in sockets if s._begin_close()]
         for sock in closing:
             sock._wait_closed()
         self._core.stop()
+
+    def __del__(self):
+        try:
+            if not self._closed and not self._core.loop.forked():
+                self._closed = True
+                self._core.stop()
+        except Exception:
+            pass
 
     def __enter__(self) -> Session:
         return self
@@ -70,6 +83,18 @@ class Session:
 
 _default: Session | None = None
 _default_lock = threading.Lock()
+_live_sessions: weakref.WeakSet[Session] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_sessions_at_exit() -> None:
+    # Sessions still open at interpreter exit are closed here, while threads still run:
+    # queued output gets its linger, and no daemon I/O thread is frozen mid-call.
+    for session in list(_live_sessions):
+        try:
+            session.close()
+        except Exception:
+            pass
 
 
 def default_session() -> Session:
@@ -78,7 +103,6 @@ def default_session() -> Session:
     with _default_lock:
         if _default is None or _default.closed:
             _default = Session()
-            atexit.register(_default.close)
         return _default
 
 

@@ -45,8 +45,11 @@ class Socket:
         self._policy = policy(self._channel, self._options) if policy else None
 
     def _make_core(self) -> SocketCore:
+        # The callback holds the event, not the facade: the I/O thread must not keep an
+        # unreferenced facade socket alive, so that garbage collection can close it.
+        done = self._done
         return SocketCore(loop=self._session._core.loop, info=self._info, options=self._options,
-                          raw=self._raw, on_closed=lambda core: self._done.set())
+                          raw=self._raw, on_closed=lambda core: done.set())
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -221,6 +224,9 @@ class Socket:
             if self._closed:
                 return False
             self._closed = True
+        # Threads blocked in send()/recv() wake now with sp.Closed; what send() accepted
+        # before still goes out (the close request is queued behind it), within linger.
+        self._channel.close()
         try:
             self._session._core.post(fire, self._core, "cmd_close")
         except Closed:
@@ -232,6 +238,15 @@ class Socket:
         # Bounded: linger, plus a margin for the I/O thread to notice the last pipe.
         if not self._done.wait(self._options.linger + 5.0):
             self._channel.close()
+
+    def __del__(self):
+        # An unclosed socket that is garbage-collected is closed, quietly and without
+        # waiting (its queued output still gets its linger in the I/O thread).
+        try:
+            if not self._closed:
+                self._begin_close()
+        except Exception:
+            pass
 
     def __enter__(self) -> Socket:
         return self

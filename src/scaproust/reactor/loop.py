@@ -184,6 +184,10 @@ class Loop:
         """True in the thread executing ``run_forever`` (False when tests drive ``run_once``)."""
         return threading.get_ident() == self._thread_id
 
+    def forked(self) -> bool:
+        """True in a child process forked after the loop was made."""
+        return self._fork_generation != _fork_generation
+
     def check_fork(self) -> None:
         """Raise ``RuntimeError`` if called in a child process forked after the loop was made."""
         if self._fork_generation != _fork_generation:

@@ -1,0 +1,160 @@
+"""Lifecycle guarantees: close wakes blocked callers at once, garbage collection and
+interpreter exit close quietly, fork is detected, Ctrl-C interrupts a blocking call."""
+
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import weakref
+
+import pytest
+
+import scaproust as sp
+from tests.integration.conftest import wait_until
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def run_python(code: str, timeout: float = 30.0) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "src"))
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+def test_close_wakes_a_blocked_recv_at_once_even_with_a_long_linger(session):
+    pull = session.socket(sp.Pull, linger=30.0)
+    push = session.socket(sp.Push)
+    push.connect(pull.bind("tcp://127.0.0.1:0").url)
+    outcome = []
+    thread = threading.Thread(target=lambda: outcome.append(_raised(pull.recv)))
+    thread.start()
+    wait_until(lambda: pull._channel._can_recv._waiters, what="recv to block")
+    started = time.monotonic()
+    threading.Thread(target=pull.close).start()
+    thread.join(5.0)
+    assert outcome == [sp.Closed] and time.monotonic() - started < 2.0
+
+
+def test_many_threads_blocked_on_one_socket_all_wake_on_close(session):
+    push = session.socket(sp.Push)  # no peer: every send blocks
+    pull = session.socket(sp.Pull)
+    outcomes = []
+    threads = [threading.Thread(target=lambda s=s: outcomes.append(_raised(s)))
+               for s in [lambda: push.send(b"x")] * 8 + [pull.recv] * 8]
+    for thread in threads:
+        thread.start()
+    wait_until(lambda: len(push._channel._can_send._waiters) == 8
+               and len(pull._channel._can_recv._waiters) == 8, what="16 blocked threads")
+    closers = [threading.Thread(target=s.close) for s in (push, pull, push, pull)]
+    for closer in closers:
+        closer.start()
+    for thread in threads + closers:
+        thread.join(5.0)
+        assert not thread.is_alive()
+    assert outcomes == [sp.Closed] * 16
+
+
+def test_an_unreferenced_socket_is_garbage_collected_and_closed(session):
+    pull = session.socket(sp.Pull)
+    url = pull.bind("tcp://127.0.0.1:0").url  # an Endpoint would keep its socket alive
+    core = pull._core
+    ref = weakref.ref(pull)
+    del pull
+    gc.collect()
+    assert ref() is None
+    wait_until(lambda: core.state == "closed", what="the collected socket to close")
+    session.socket(sp.Pull).bind(url)  # its port was released
+
+
+def test_interpreter_exit_with_open_sockets_neither_hangs_nor_prints():
+    result = run_python("""
+        import scaproust as sp
+        s = sp.Session()
+        pull = s.socket(sp.Pull)
+        push = s.socket(sp.Push)
+        push.connect(pull.bind("tcp://127.0.0.1:0").url)
+        push.send(b"x")
+        dflt = sp.socket(sp.Pair)
+        dflt.bind("tcp://127.0.0.1:0")
+        print("done")
+    """)
+    assert result.returncode == 0
+    assert result.stdout == "done\n"
+    assert result.stderr == ""
+
+
+def test_garbage_collecting_an_unclosed_session_is_quiet():
+    result = run_python("""
+        import gc, scaproust as sp
+        s = sp.Session()
+        s.socket(sp.Pull).bind("tcp://127.0.0.1:0")
+        del s
+        gc.collect()
+        print("done")
+    """)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "done\n", "")
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no os.fork on this platform")
+def test_a_session_used_after_fork_raises_a_clear_error_and_a_new_one_works():
+    result = run_python("""
+        import os, sys, scaproust as sp
+        s = sp.Session()
+        pull = s.socket(sp.Pull)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                pull.bind("tcp://127.0.0.1:0")
+            except sp.Error as err:
+                print("child error:", type(err).__name__, err)
+            with sp.Session() as fresh:
+                a = fresh.socket(sp.Pull, recv_timeout=5)
+                b = fresh.socket(sp.Push, send_timeout=5)
+                b.connect(a.bind("tcp://127.0.0.1:0").url)
+                b.send(b"child ok")
+                print(a.recv().decode())
+            sys.stdout.flush()
+            sys.exit(0)  # a normal exit: atexit must leave the parent's session alone
+        _, status = os.waitpid(pid, 0)
+        print("child exit", os.waitstatus_to_exitcode(status))
+        s.close()
+    """)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    lines = result.stdout.splitlines()
+    assert lines[0] == ("child error: Error this session was created before os.fork(): "
+                        "its I/O thread does not exist in this process; create a new Session")
+    assert lines[1:] == ["child ok", "child exit 0"]
+
+
+def test_ctrl_c_interrupts_a_blocking_recv_in_the_main_thread_and_the_socket_stays_usable():
+    result = run_python("""
+        import os, signal, threading, scaproust as sp
+        with sp.Session() as s:
+            pull = s.socket(sp.Pull)
+            push = s.socket(sp.Push, send_timeout=5)
+            push.connect(pull.bind("tcp://127.0.0.1:0").url)
+            threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
+            try:
+                pull.recv()
+            except KeyboardInterrupt:
+                print("interrupted")
+            push.send(b"still usable")
+            print(pull.recv(timeout=5).decode())
+    """)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["interrupted", "still usable"]
+
+
+def _raised(fn):
+    try:
+        fn()
+    except Exception as err:
+        return type(err)
+    return None
