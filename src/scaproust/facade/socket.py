@@ -15,12 +15,13 @@ from scaproust.core.guard import fire
 from scaproust.core.machine_errors import translate_machine_errors
 from scaproust.core.message import Message
 from scaproust.core.socket import Reply, SocketCore
+from scaproust.facade.aio import AsyncSocketMixin
 from scaproust.facade.endpoint import Endpoint
 
 _DEFAULT = object()  # "use the socket's option", distinct from None ("forever")
 
 
-class Socket:
+class Socket(AsyncSocketMixin):
     """A scalability-protocol socket. Create one with ``session.socket(sp.Push, ...)``.
 
     Every option of ``docs/OPTIONS.md`` is a keyword argument of ``session.socket`` and an
@@ -134,6 +135,11 @@ class Socket:
         ``send_timeout`` option; None = forever), raising ``sp.Timeout``; with
         ``block=False`` raises ``sp.WouldBlock`` instead of waiting.
         """
+        self._channel.put(self._outgoing(data), self._timeout(timeout, block, self._options.send_timeout))
+
+    def _outgoing(self, data):
+        """Check and convert what the user sends, once per send (the policy may assign an
+        id or refuse the send)."""
         if self._closed:
             raise Closed("socket is closed")
         if not self._info.can_send:
@@ -142,7 +148,7 @@ class Socket:
             data = _as_bytes(data)
         if self._policy is not None:
             data = self._policy.outgoing(data)
-        self._channel.put(data, self._timeout(timeout, block, self._options.send_timeout))
+        return data
 
     def recv(self, *, timeout=_DEFAULT, block: bool = True) -> bytes:
         """Receive the next message's body.

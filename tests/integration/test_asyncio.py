@@ -1,0 +1,116 @@
+"""asyncio: arecv/asend, async with, async for, cancellation that loses nothing, timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+import scaproust as sp
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 10))
+
+
+def test_asend_and_arecv_carry_messages_on_a_running_loop(session):
+    async def main():
+        pull = session.socket(sp.Pull)
+        push = session.socket(sp.Push)
+        push.connect(pull.bind("tcp://127.0.0.1:0").url)
+        receiver = asyncio.create_task(pull.arecv())  # waiting before anything is sent
+        for i in range(100):
+            await push.asend(b"%d" % i)
+        first = await receiver
+        rest = [await pull.arecv() for _ in range(99)]
+        await push.asend_msg(sp.Message(b"msg"))
+        assert (await pull.arecv_msg()).body == b"msg"
+        return [first] + rest
+
+    assert run(main()) == [b"%d" % i for i in range(100)]
+
+
+def test_a_cancelled_arecv_loses_no_message(session):
+    async def main():
+        pull = session.socket(sp.Pull)
+        push = session.socket(sp.Push, send_timeout=5)
+        push.connect(pull.bind("tcp://127.0.0.1:0").url)
+        waiting = asyncio.create_task(pull.arecv())
+        await asyncio.sleep(0)  # let it start waiting
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        push.send(b"kept")
+        return await pull.arecv()
+
+    assert run(main()) == b"kept"
+
+
+def test_asyncio_timeouts_and_the_socket_recv_timeout_work(session):
+    async def main():
+        pull = session.socket(sp.Pull)
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.05):
+                await pull.arecv()
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(pull.arecv(), 0.05)
+        pull.recv_timeout = 0.05
+        with pytest.raises(sp.Timeout):
+            await pull.arecv()
+        push = session.socket(sp.Push, send_timeout=0.05)  # no peer
+        with pytest.raises(sp.Timeout):
+            await push.asend(b"x")
+
+    run(main())
+
+
+def test_async_with_closes_and_async_for_ends_when_the_socket_closes(session):
+    async def main():
+        async with session.socket(sp.Pull) as pull:
+            push = session.socket(sp.Push, send_timeout=5)
+            push.connect(pull.bind("tcp://127.0.0.1:0").url)
+            for body in (b"a", b"b", b"c"):
+                await push.asend(body)
+            got = []
+            async for body in pull:
+                got.append(body)
+                if len(got) == 3:
+                    threading.Thread(target=pull.close).start()
+            assert got == [b"a", b"b", b"c"]
+        assert pull.closed
+
+    run(main())
+
+
+def test_sync_and_async_calls_mix_on_one_socket(session):
+    pull = session.socket(sp.Pull)
+    push = session.socket(sp.Push, send_timeout=5)
+    push.connect(pull.bind("tcp://127.0.0.1:0").url)
+
+    async def main():
+        push.send(b"sync sent")
+        first = await pull.arecv()
+        await push.asend(b"async sent")
+        return first, pull.recv(timeout=5)
+
+    assert run(main()) == (b"sync sent", b"async sent")
+
+
+def test_an_arecv_cancelled_just_as_its_message_arrives_leaves_it_for_the_next(session):
+    from tests.integration.conftest import wait_until
+
+    async def main():
+        pull = session.socket(sp.Pull)
+        push = session.socket(sp.Push, send_timeout=5)
+        push.connect(pull.bind("tcp://127.0.0.1:0").url)
+        waiting = asyncio.create_task(pull.arecv())
+        await asyncio.sleep(0)
+        push.send(b"arrived during cancel")
+        wait_until(lambda: pull._channel.readiness()[0], what="the message in the queue")
+        waiting.cancel()  # the task is woken for the message but cancelled before it runs
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        return await pull.arecv()
+
+    assert run(main()) == b"arrived during cancel"
