@@ -17,17 +17,26 @@ SPEC = ROOT / "protocols.yaml"
 REAL = SPEC.read_text()
 
 
-def line_of(text: str, needle: str) -> int:
-    """1-based line of the first line containing needle."""
+def line_of(text: str, needle: str, machine: str | None = None) -> int:
+    """1-based line of the first line containing needle (inside ``machine``'s block if given)."""
+    first = text[:text.index(f"\n  {machine}:\n")].count("\n") + 1 if machine else 0
     for number, line in enumerate(text.splitlines(), 1):
-        if needle in line:
+        if number > first and needle in line:
             return number
     raise AssertionError(f"{needle!r} not in text")
 
 
-def edited(old: str, new: str) -> str:
-    assert REAL.count(old) == 1, f"{old!r} must occur once in protocols.yaml"
-    return REAL.replace(old, new)
+def edited(old: str, new: str, machine: str | None = None) -> str:
+    """protocols.yaml with ``old`` replaced by ``new``: its only occurrence, or the first
+    inside ``machine``'s block (other machines may share a row's text)."""
+    if machine is None:
+        machine = {PUSH_SEND: "push"}.get(old)
+    if machine is None:
+        assert REAL.count(old) == 1, f"{old!r} must occur once in protocols.yaml"
+        return REAL.replace(old, new)
+    start = REAL.index(f"\n  {machine}:\n")
+    at = REAL.index(old, start)
+    return REAL[:at] + new + REAL[at + len(old):]
 
 
 def error_of(text: str, src_root: Path = ROOT / "src") -> SpecError:
@@ -53,15 +62,15 @@ def test_a_row_naming_an_unknown_state_fails_on_its_line():
 def test_a_duplicate_row_fails_on_the_second_copy():
     text = edited(PUSH_SEND, PUSH_SEND + "\n" + PUSH_SEND.replace("[send_round_robin]", "[discard]"))
     err = error_of(text)
-    assert err.line == line_of(text, PUSH_SEND) + 1
+    assert err.line == line_of(text, PUSH_SEND, "push") + 1
     assert "can never fire" in err.message
 
 
 def test_rows_with_the_same_guards_are_duplicates():
     row = "      - [paired,   evt_pipe_ready,   [is_peer], paired,   [send_backlog, grant_capacity]]"
-    text = edited(row, row + "\n" + row.replace("[send_backlog, grant_capacity]", "[]"))
+    text = edited(row, row + "\n" + row.replace("[send_backlog, grant_capacity]", "[]"), "pair")
     err = error_of(text)
-    assert err.line == line_of(text, row) + 1
+    assert err.line == line_of(text, row, "pair") + 1
     assert err.message.startswith("duplicate row (paired, evt_pipe_ready) with the same guards")
 
 
@@ -75,7 +84,7 @@ def test_guarded_alternatives_are_allowed():
 def test_an_unreachable_state_fails_on_its_declaration():
     text = edited("      closed:\n        final: true\n    rows:\n      - [open,   evt_pipe_added,   [], open,   []]",
                   "      closed:\n        final: true\n      orphan:\n        final: true\n    rows:\n"
-                  "      - [open,   evt_pipe_added,   [], open,   []]")
+                  "      - [open,   evt_pipe_added,   [], open,   []]", "pull")
     err = error_of(text)
     assert str(err) == f"protocols.yaml:{line_of(text, 'orphan:')}: state 'orphan' of 'pull' is unreachable from 'open'"
 
@@ -84,7 +93,7 @@ def test_a_dead_end_not_marked_final_fails():
     text = edited("    initial: open\n    states:\n      open:\n      closed:\n        final: true\n    rows:\n"
                   "      - [open,   evt_pipe_added,   [], open,   []]",
                   "    initial: open\n    states:\n      open:\n      closed:\n    rows:\n"
-                  "      - [open,   evt_pipe_added,   [], open,   []]")
+                  "      - [open,   evt_pipe_added,   [], open,   []]", "pull")
     err = error_of(text)
     assert err.message == "state 'closed' of 'pull' is a dead end: no row leaves it and it is not marked final"
 

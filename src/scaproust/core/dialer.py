@@ -9,12 +9,18 @@ lasted at least the reconnect interval, else it waits too: a peer that accepts a
 drops us at once (a PAIR that has a partner already) must not cause a reconnect storm.
 
 Extra fields: ``pipe`` (the current pipe, ``connecting`` and ``connected``), ``_timer``
-(``waiting`` only), ``_connected_at`` (loop time of the last ``evt_pipe_opened``).
+(``waiting`` only), ``_connected_at`` (loop time of the last ``evt_pipe_opened``),
+``_backoff`` (the delay before the next retry; back to ``reconnect_interval`` on success).
+
+Every wait is jittered: a random 50-100 % of the delay, so that a hundred clients that
+lost the same server do not come back in lockstep. The delay doubles after each failure
+up to ``reconnect_interval_max`` (0: it never grows).
 """
 
 from __future__ import annotations
 
 import logging
+import random
 
 from scaproust._generated.dialer import DialerFSM
 from scaproust.core.guard import entry_point, log_crash
@@ -38,6 +44,8 @@ class Dialer(DialerFSM):
         self.pipe: Pipe | None = None
         self._timer = None
         self._connected_at = 0.0
+        self._backoff = None  # None: start from reconnect_interval
+        self._random = random.random
 
     def __repr__(self) -> str:
         return f"<Dialer {self.url} {self.state}>"
@@ -58,6 +66,7 @@ class Dialer(DialerFSM):
         self.pipe.cmd_open()
 
     def reset_backoff(self, pipe) -> None:
+        self._backoff = None
         self._connected_at = self.loop.time()
         log.debug("connected to %s", self.url)
 
@@ -71,7 +80,14 @@ class Dialer(DialerFSM):
     def start_retry_timer(self, *args) -> None:
         self.pipe = None
         self.socket.stats.count("connect_failures")
-        self._timer = self.loop.call_later(self.socket.options.reconnect_interval, self._on_timeout)
+        self._timer = self.loop.call_later(self._next_delay(), self._on_timeout)
+
+    def _next_delay(self) -> float:
+        options = self.socket.options
+        delay = options.reconnect_interval if self._backoff is None else self._backoff
+        ceiling = options.reconnect_interval_max
+        self._backoff = min(delay * 2, ceiling) if ceiling > delay else delay
+        return delay * (0.5 + 0.5 * self._random())
 
     @entry_point
     def _on_timeout(self) -> None:

@@ -42,6 +42,9 @@ SPECS = {
         OptionSpec("reconnect_interval", 0.1, "seconds",
                    "seconds a dialer waits before redialing after a failed attempt",
                    exclusive_minimum=True),
+        OptionSpec("reconnect_interval_max", 0.0, "seconds",
+                   "upper bound of the reconnect delay, which doubles after each failed attempt "
+                   "from reconnect_interval; 0 = no growth (nng and nanomsg's default)"),
         OptionSpec("handshake_timeout", 10.0, "seconds",
                    "seconds a new connection may take to send its 8-byte SP header (nng: 10 s)",
                    exclusive_minimum=True),
