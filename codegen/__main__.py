@@ -44,20 +44,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         for rel in stale:
             print(f"stale: {rel} (run `make regen`)", file=sys.stderr)
-        extra = _orphans(files)
+        extra = _orphans(files, svg=not args.no_svg)
         for rel in extra:
             print(f"orphan: {rel} (no machine generates it)", file=sys.stderr)
         return 1 if stale or extra else 0
-    for rel in _orphans(files):
+    for rel in _orphans(files, svg=not args.no_svg):
         (ROOT / rel).unlink()
         print(f"removed {rel}")
     print(f"generated {len(files)} files ({len(stale)} changed)")
     return 0
 
 
-def _orphans(files: dict[str, str]) -> list[str]:
+def _orphans(files: dict[str, str], svg: bool = True) -> list[str]:
     found = []
-    for folder, patterns in (("src/scaproust/_generated", ("*.py",)), ("diagrams", ("*.dot", "*.svg"))):
+    diagrams = ("*.dot", "*.svg") if svg else ("*.dot",)
+    for folder, patterns in (("src/scaproust/_generated", ("*.py",)), ("diagrams", diagrams)):
         for pattern in patterns:
             for path in sorted((ROOT / folder).glob(pattern)):
                 rel = str(path.relative_to(ROOT))

@@ -29,3 +29,14 @@ def test_the_readme_starts_with_the_two_commands():
     first_block = re.findall(r"```sh\n(.*?)```", readme, flags=re.S)[0]
     assert first_block.splitlines()[0].startswith("make run")
     assert first_block.splitlines()[1].startswith("make test")
+
+
+def _examples(name: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", (ROOT / "docs" / name).read_text(), flags=re.S)
+
+
+def test_every_protocol_example_runs():
+    examples = _examples("PROTOCOLS.md")
+    assert len(examples) >= 8
+    for number, code in enumerate(examples, 1):
+        exec(compile(code, f"docs/PROTOCOLS.md example {number}", "exec"), {})

@@ -288,3 +288,10 @@ def test_taking_an_empty_outbox_rearms_the_wakeup(channel, wake):
     channel.put(b"a", timeout=0)
 
     assert wake.calls == 1
+
+
+def test_purging_a_paused_inbox_resumes_reading(channel, resume):
+    channel.push_many([b"m%d" % n for n in range(8)])  # recv_high: reading pauses
+    assert channel.recv_paused
+    assert channel.purge_inbox() == 8
+    assert not channel.recv_paused and resume.calls == 1 and channel.inbox_bytes == 0

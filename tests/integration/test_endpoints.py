@@ -154,11 +154,6 @@ def test_options_are_keyword_arguments_and_validated_attributes(session):
     assert s.protocol is sp.Pull and s.raw is False
 
 
-def test_protocols_of_later_versions_say_so(session):
-    with pytest.raises(sp.NotSupported, match="not implemented yet"):
-        session.socket(sp.Req)
-
-
 def test_the_default_session_serves_sp_socket():
     pull = sp.socket(sp.Pull, recv_timeout=5.0)
     push = sp.socket(sp.Push, send_timeout=5.0)

@@ -76,3 +76,18 @@ def test_a_listener_whose_action_raises_closes_and_its_port_is_released(session,
     other.bind(ep.url)
     push.send(b"to the new listener")  # the dialer reconnects to it
     assert other.recv() == b"to the new listener"
+
+
+def test_a_protocol_timer_that_raises_closes_its_socket(session, caplog):
+    pull = session.socket(sp.Pull)
+    core = pull._core
+
+    def broken():
+        raise RuntimeError("bug in a timer")
+
+    with caplog.at_level("ERROR", logger="scaproust"):
+        session._core.call(core.ctx.call_later, 0.0, broken)
+        wait_until(lambda: pull._channel.closed, what="the socket to fail")
+    assert "socket sp.Pull closed by an internal error" in caplog.text
+    with pytest.raises(sp.Closed):
+        pull.recv()

@@ -484,5 +484,13 @@ class FakeTransport:
         self.finished.append(sock)
         return self.connect_errno
 
-    def configure_stream(self, sock) -> None:
+    def configure_stream(self, sock, *, nodelay: bool = True, keepalive: bool = False) -> None:
         self.configured.append(sock)
+        self.stream_options = (nodelay, keepalive)
+
+
+def sent_through(policy, item):
+    """What the facade does with a user's send: ``outgoing``, then ``sent`` once queued."""
+    out = policy.outgoing(item)
+    policy.sent(out)
+    return out

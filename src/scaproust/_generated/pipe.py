@@ -18,12 +18,12 @@ UNLISTED = 'error'
 FINAL_STATES = ('dead',)
 EVENTS = ('cmd_open', 'evt_connected', 'evt_connect_failed', 'evt_handshake_ok', 'evt_flushed', 'evt_handshake_bad', 'evt_timeout', 'cmd_send', 'evt_msgs', 'cmd_pause', 'cmd_resume', 'evt_bad_frame', 'cmd_close', 'evt_peer_closed', 'evt_io_error', 'evt_crashed')
 GUARDS = ('is_dialed', 'has_output')
-ACTIONS = ('unwatch_connect', 'watch_connect', 'cancel_timer', 'send_handshake', 'watch_handshake', 'start_handshake_timer', 'detach_from_socket', 'watch_frames', 'attach_to_socket', 'start_linger_timer', 'release', 'log_connect_failure', 'log_protocol_error', 'log_handshake_timeout', 'enqueue', 'deliver', 'report_capacity', 'stop_reading', 'start_reading', 'discard', 'log_linger_expired', 'log_peer_closed', 'log_io_error', 'log_crash')
+ACTIONS = ('unwatch_connect', 'watch_connect', 'cancel_timer', 'tune_stream', 'send_handshake', 'watch_handshake', 'start_handshake_timer', 'detach_from_socket', 'watch_frames', 'attach_to_socket', 'start_linger_timer', 'release', 'log_connect_failure', 'log_protocol_error', 'log_handshake_timeout', 'enqueue', 'deliver', 'report_capacity', 'stop_reading', 'start_reading', 'discard', 'log_linger_expired', 'log_peer_closed', 'log_io_error', 'log_crash')
 
 STATES = [
     {'name': 'idle', 'ignore_invalid_triggers': False},
     {'name': 'connecting', 'on_enter': ['watch_connect'], 'on_exit': ['unwatch_connect'], 'ignore_invalid_triggers': False},
-    {'name': 'handshaking', 'on_enter': ['send_handshake', 'watch_handshake', 'start_handshake_timer'], 'on_exit': ['cancel_timer'], 'ignore_invalid_triggers': False},
+    {'name': 'handshaking', 'on_enter': ['tune_stream', 'send_handshake', 'watch_handshake', 'start_handshake_timer'], 'on_exit': ['cancel_timer'], 'ignore_invalid_triggers': False},
     {'name': 'active', 'on_enter': ['watch_frames', 'attach_to_socket'], 'on_exit': ['detach_from_socket'], 'ignore_invalid_triggers': False},
     {'name': 'closing', 'on_enter': ['start_linger_timer'], 'on_exit': ['cancel_timer'], 'ignore_invalid_triggers': False},
     {'name': 'dead', 'on_enter': ['release'], 'final': True, 'ignore_invalid_triggers': False},
@@ -104,6 +104,7 @@ class PipeCompiled:
                 self.watch_connect(*args)
                 return True
             self.state = 'handshaking'
+            self.tune_stream(*args)
             self.send_handshake(*args)
             self.watch_handshake(*args)
             self.start_handshake_timer(*args)
@@ -115,6 +116,7 @@ class PipeCompiled:
         if state == 'connecting':
             self.unwatch_connect(*args)
             self.state = 'handshaking'
+            self.tune_stream(*args)
             self.send_handshake(*args)
             self.watch_handshake(*args)
             self.start_handshake_timer(*args)

@@ -143,7 +143,8 @@ class Channel:
             self.credit_bytes -= taken_bytes
         return taken, taken_bytes
 
-    def push_many(self, items, priority: int = DEFAULT_PRIORITY) -> None:
+    def push_many(self, items, priority: int = DEFAULT_PRIORITY) -> int:
+        """Queue received items for ``get``; return their size in bytes."""
         size = sum(len(i) if type(i) is bytes else i.wire_size for i in items)
         with self._lock:
             self.inbox.extend(items, priority)
@@ -153,13 +154,23 @@ class Channel:
             self._can_recv.notify(len(items))
             if self.watchers:
                 self._wake_watchers()
+        return size
 
-    def purge_inbox(self) -> int:
+    def purge_inbox(self, keep=None) -> int:
         """Drop every received message not yet taken (a REQ's new request makes older
-        replies stale); return how many."""
+        replies stale), except those ``keep(item)`` wants kept; return how many."""
         with self._lock:
             dropped = self.inbox.drain()
             self.inbox_bytes = 0
+            if keep is not None:
+                kept = [item for item in dropped if keep(item)]
+                if kept:
+                    self.inbox.extend(kept)
+                    self.inbox_bytes = sum(len(i) if type(i) is bytes else i.wire_size for i in kept)
+                    dropped = [item for item in dropped if not keep(item)]
+            resume, self.recv_paused = self.recv_paused, False
+        if resume:  # reading stopped on a full queue that is now empty: start again
+            self._resume_reading()
         return len(dropped)
 
     # ------------------------------------------------------------------ polling

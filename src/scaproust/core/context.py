@@ -14,12 +14,21 @@ from scaproust.core.guard import fire
 
 log = logging.getLogger("scaproust.protocol")
 
+#: What may be in flight between the user's threads and the I/O thread for a protocol
+#: whose send never blocks on its peers (PUB, BUS, REP, SURVEYOR): send() then waits only
+#: for the I/O thread to catch up, never on a peer, and a publisher faster than the I/O
+#: thread cannot grow the outbox without bound.
+IN_FLIGHT_MSGS = 1024
+IN_FLIGHT_BYTES = 16 * 1024 * 1024
+
 
 class Context:
     """What a protocol may ask of its socket."""
 
-    def __init__(self, *, loop, channel: Channel, stats, pipes_of_socket, options=None):
+    def __init__(self, *, loop, channel: Channel, stats, pipes_of_socket, options=None,
+                 on_crash=None):
         self._loop = loop
+        self._on_crash = on_crash
         #: The socket's options (protocols read theirs: resend_interval, ttl, ...).
         self.options = options
         self._channel = channel
@@ -31,20 +40,26 @@ class Context:
         # difference is granted or revoked.
         self.outstanding = 0
         self.outstanding_bytes = UNBOUNDED
+        self._unbounded = False  # the protocol said "never blocks": refill after each batch
 
     def deliver(self, items, priority: int = 8) -> None:
         """Hand received messages (bytes, or ``Message`` with a header) to the user, queued
         by the receiving pipe's ``recv_priority``."""
         channel = self._channel
-        channel.push_many(items, priority)
+        size = channel.push_many(items, priority)
         self.stats.count("msgs_received", len(items))
+        self.stats.count("bytes_received", size)
         if channel.recv_paused:
             for pipe in self._pipes():
                 pipe.cmd_pause()
 
     def set_send_capacity(self, capacity: int, nbytes: int = UNBOUNDED) -> None:
         """How many messages, and how many bytes, the protocol can take now; send() blocks
-        when either is used up."""
+        when either is used up. ``UNBOUNDED`` means the protocol never blocks on its peers:
+        the in-flight bound above applies, refilled after every drained batch."""
+        self._unbounded = capacity >= UNBOUNDED
+        capacity = min(capacity, IN_FLIGHT_MSGS)
+        nbytes = min(nbytes, IN_FLIGHT_BYTES)
         delta = capacity - self.outstanding
         delta_bytes = nbytes - self.outstanding_bytes
         grant = (max(delta, 0), max(delta_bytes, 0))
@@ -57,6 +72,12 @@ class Context:
             self.outstanding -= taken
             self.outstanding_bytes -= taken_bytes
 
+    def refill(self) -> None:
+        """After the I/O thread drained a batch: give a never-blocking protocol its credit
+        back (a bounded one restates its capacity itself as its pipes change)."""
+        if self._unbounded:
+            self.set_send_capacity(UNBOUNDED, UNBOUNDED)
+
     def reject_pipe(self, pipe) -> None:
         """Close a pipe the protocol will not use (e.g. a second PAIR peer).
 
@@ -65,7 +86,17 @@ class Context:
         self._loop.call_soon(fire, pipe, "cmd_close")
 
     def call_later(self, delay: float, fn, *args):
-        return self._loop.call_later(delay, fn, *args)
+        """A timer for the protocol (resend, deadline); a bug in its callback fails the
+        socket (``sp.Closed`` for its callers), not the loop."""
+        return self._loop.call_later(delay, self._guarded, fn, args)
+
+    def _guarded(self, fn, args) -> None:
+        try:
+            fn(*args)
+        except Exception as err:
+            if self._on_crash is None:
+                raise
+            self._on_crash(err)
 
     def time(self) -> float:
         return self._loop.time()

@@ -56,7 +56,7 @@ class Dialer(DialerFSM):
 
     def open_pipe(self, *args) -> None:
         try:
-            stream, err = self.transport.connect(self.address)
+            stream, err = self.transport.connect(self.address, ipv4_only=self.socket.options.ipv4_only)
         except OSError as exc:  # e.g. name resolution failed: retry later like a refusal
             stream, err = None, exc.errno or 1
         self.pipe = Pipe(loop=self.loop, stream=stream, transport=self.transport,

@@ -20,7 +20,7 @@ class OptionSpec:
     name: str
     default: object
     kind: str  # "timeout" (None or seconds >= 0), "seconds" (> 0 or >= 0), "size" (int >= 0),
-    #            "int" (minimum..maximum)
+    #            "int" (minimum..maximum), "bool", "str"
     doc: str
     minimum: float = 0.0
     exclusive_minimum: bool = False
@@ -50,6 +50,20 @@ SPECS = {
                    exclusive_minimum=True),
         OptionSpec("linger", 1.0, "seconds",
                    "seconds close() keeps flushing queued output to peers; 0 = drop at once"),
+        OptionSpec("send_buffer", 512, "int",
+                   "messages each pipe may hold queued for writing (also bounded by 4 MiB); "
+                   "send() blocks when every pipe that could take a message is full",
+                   minimum=1, maximum=1 << 20),
+        OptionSpec("recv_buffer", 1024, "int",
+                   "messages the socket queues for recv() (also bounded by 8 MiB) before it "
+                   "stops reading from its peers",
+                   minimum=1, maximum=1 << 20),
+        OptionSpec("tcp_nodelay", True, "bool",
+                   "TCP_NODELAY on TCP connections (frames are already coalesced per write)"),
+        OptionSpec("tcp_keepalive", False, "bool", "SO_KEEPALIVE on TCP connections"),
+        OptionSpec("ipv4_only", False, "bool",
+                   "resolve and use IPv4 addresses only (an IPv6 address is InvalidAddress)"),
+        OptionSpec("socket_name", "", "str", "a name for this socket in logs and repr()"),
         OptionSpec("send_priority", 8, "int",
                    "priority of this socket's endpoints when sending, 1 (highest) to 16; fixed "
                    "per endpoint at bind()/connect(), which may also pass it",
@@ -82,6 +96,14 @@ def validate(name: str, value):
         raise TypeError(f"unknown socket option {name!r} (known: {', '.join(sorted(SPECS))})") from None
     if spec.kind == "timeout" and value is None:
         return None
+    if spec.kind == "bool":
+        if not isinstance(value, bool):
+            raise TypeError(f"option {name} must be True or False, not {value!r}")
+        return value
+    if spec.kind == "str":
+        if not isinstance(value, str):
+            raise TypeError(f"option {name} must be a str, not {value!r}")
+        return value
     if spec.kind == "int":
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"option {name} must be an int from {int(spec.minimum)} to {spec.maximum}, not {value!r}")
@@ -142,9 +164,13 @@ def markdown_table() -> str:
             allowed = "int >= 0"
         elif spec.kind == "int":
             allowed = f"int {int(spec.minimum)}..{spec.maximum}"
+        elif spec.kind in ("bool", "str"):
+            allowed = spec.kind
         else:
             allowed = "seconds > 0" if spec.exclusive_minimum else "seconds >= 0"
-        default = {None: "None (forever)", MiB: "1 MiB (1048576)"}.get(spec.default, spec.default)
+        default = {None: "None (forever)", MiB: "1 MiB (1048576)", "": '""'}.get(spec.default, spec.default)
+        if isinstance(spec.default, bool):
+            default = str(spec.default)
         sockets = ", ".join(spec.protocols) if spec.protocols else "all"
         rows.append(f"| `{spec.name}` | {default} | {allowed} | {sockets} | {spec.doc} |")
     return "\n".join(rows) + "\n"

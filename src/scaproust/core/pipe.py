@@ -54,10 +54,9 @@ READ_CHUNK = 256 * 1024
 JOIN_MAX = 16 * 1024
 #: At most this many buffers per sendmsg (Linux IOV_MAX is 1024).
 MAX_IOV = 512
-#: A pipe takes new messages while it holds fewer than WINDOW queued buffers and fewer
-#: than HIGH_WATER bytes: enough to coalesce hundreds of small frames per write, bounded
-#: for large ones.
-WINDOW = 512
+#: A pipe takes new messages while it holds fewer than ``send_buffer`` (default 512) queued
+#: buffers and fewer than HIGH_WATER bytes: enough to coalesce hundreds of small frames per
+#: write, bounded for large ones.
 HIGH_WATER = 4 * 1024 * 1024
 
 _ids = itertools.count(1)
@@ -87,6 +86,7 @@ class Pipe(PipeFSM):
         self._connect_error = connect_error
         self._ipc = transport.IPC_FRAMING
         self._options = socket.options
+        self._window = socket.options.send_buffer
         self._out: deque = deque()
         self._out_bytes = 0
         self._out_msgs = 0
@@ -114,7 +114,8 @@ class Pipe(PipeFSM):
         """How many more messages this pipe takes now (0 when its queue is full)."""
         if self._out_bytes >= HIGH_WATER:
             return 0
-        return WINDOW - len(self._out) if len(self._out) < WINDOW else 0
+        window = self._window
+        return window - len(self._out) if len(self._out) < window else 0
 
     # ---------------------------------------------------------------- guards
 
@@ -148,13 +149,17 @@ class Pipe(PipeFSM):
         if err:
             self.evt_connect_failed(OSError(err, _strerror(err)))
         else:
-            self.transport.configure_stream(self.stream)
-            self.evt_connected()
+            self.evt_connected()  # handshaking's tune_stream sets the stream's options
 
     def log_connect_failure(self, err) -> None:
         log.debug("pipe %d: connect to %s failed: %s", self.id, self.peer_addr, err)
 
     # ---------------------------------------------------------------- header exchange
+
+    def tune_stream(self, *args) -> None:
+        options = self._options
+        self.transport.configure_stream(self.stream, nodelay=options.tcp_nodelay,
+                                        keepalive=options.tcp_keepalive)
 
     def send_handshake(self, *args) -> None:
         # Both sides send their header at once, without waiting for the peer's (WIRE.md).

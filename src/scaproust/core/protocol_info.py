@@ -33,6 +33,10 @@ class ProtocolInfo:
     def __repr__(self) -> str:
         return f"sp.{self.name.capitalize()}"
 
+    def peer(self) -> ProtocolInfo:
+        """The protocol on the other end of this one's pipes."""
+        return next(info for info in ALL if info.id == self.peer_id)
+
     def implemented(self, raw: bool) -> bool:
         return (self.raw_machine if raw else self.machine) is not None
 
@@ -50,17 +54,29 @@ def _load(target: str) -> type:
 
 Pair = ProtocolInfo("pair", 0x10, 0x10, "pair", True, True, "scaproust.protocols.pair:Pair",
                     "scaproust.protocols.pair:Pair")
-Pair1 = ProtocolInfo("pair1", 0x11, 0x11, "pair1", True, True)
-Pub = ProtocolInfo("pub", 0x20, 0x21, "sub", True, False)
-Sub = ProtocolInfo("sub", 0x21, 0x20, "pub", False, True)
-Req = ProtocolInfo("req", 0x30, 0x31, "rep", True, True)
-Rep = ProtocolInfo("rep", 0x31, 0x30, "req", True, True)
+Pair1 = ProtocolInfo("pair1", 0x11, 0x11, "pair1", True, True, "scaproust.protocols.pair1:Pair1",
+                     "scaproust.protocols.pair1:Pair1Raw")
+Pub = ProtocolInfo("pub", 0x20, 0x21, "sub", True, False, "scaproust.protocols.pub:Pub",
+                   "scaproust.protocols.pub:Pub")
+Sub = ProtocolInfo("sub", 0x21, 0x20, "pub", False, True, "scaproust.protocols.sub:Sub",
+                   "scaproust.protocols.sub:SubRaw", "scaproust.protocols.sub:SubPolicy")
+Req = ProtocolInfo("req", 0x30, 0x31, "rep", True, True, "scaproust.protocols.req:Req",
+                   "scaproust.protocols.req:ReqRaw", "scaproust.protocols.req:ReqPolicy")
+Rep = ProtocolInfo("rep", 0x31, 0x30, "req", True, True, "scaproust.protocols.rep:Rep",
+                   "scaproust.protocols.rep:RepRaw", "scaproust.protocols.rep:RepPolicy")
 Push = ProtocolInfo("push", 0x50, 0x51, "pull", True, False, "scaproust.protocols.push:Push",
                     "scaproust.protocols.push:Push")
 Pull = ProtocolInfo("pull", 0x51, 0x50, "push", False, True, "scaproust.protocols.pull:Pull",
                     "scaproust.protocols.pull:Pull")
-Surveyor = ProtocolInfo("surveyor", 0x62, 0x63, "respondent", True, True)
-Respondent = ProtocolInfo("respondent", 0x63, 0x62, "surveyor", True, True)
-Bus = ProtocolInfo("bus", 0x70, 0x70, "bus", True, True)
+Surveyor = ProtocolInfo("surveyor", 0x62, 0x63, "respondent", True, True,
+                        "scaproust.protocols.surveyor:Surveyor",
+                        "scaproust.protocols.surveyor:SurveyorRaw",
+                        "scaproust.protocols.surveyor:SurveyorPolicy")
+Respondent = ProtocolInfo("respondent", 0x63, 0x62, "surveyor", True, True,
+                          "scaproust.protocols.respondent:Respondent",
+                          "scaproust.protocols.respondent:RespondentRaw",
+                          "scaproust.protocols.respondent:RespondentPolicy")
+Bus = ProtocolInfo("bus", 0x70, 0x70, "bus", True, True, "scaproust.protocols.bus:Bus",
+                   "scaproust.protocols.bus:BusRaw")
 
 ALL = (Pair, Pair1, Pub, Sub, Req, Rep, Push, Pull, Surveyor, Respondent, Bus)

@@ -21,7 +21,7 @@ from scaproust.core.channel import Channel
 from scaproust.core.context import Context
 from scaproust.core.dialer import Dialer
 from scaproust.core.errors import Closed, Error, InvalidAddress
-from scaproust.core.guard import entry_point, fire, log_crash
+from scaproust.core.guard import crash, entry_point, fire, log_crash
 from scaproust.core.listener import Listener
 from scaproust.core.session import FORKED
 from scaproust.core.stats import Stats
@@ -54,9 +54,11 @@ class SocketCore(SocketFSM):
         self.pipes: set = set()
         self.endpoints: dict[int, Listener | Dialer] = {}
         self._on_closed = on_closed
-        self.channel = Channel(wake_backend=self._wake, resume_reading=self._wake_resume)
+        self.channel = Channel(wake_backend=self._wake, resume_reading=self._wake_resume,
+                               recv_high=options.recv_buffer)
         self.ctx = Context(loop=loop, channel=self.channel, stats=self.stats,
-                           pipes_of_socket=lambda: self.pipes, options=options)
+                           pipes_of_socket=lambda: self.pipes, options=options,
+                           on_crash=lambda err: crash(self, err))
         self.proto = info.machine_class(raw)(self.ctx)
 
     def __repr__(self) -> str:
@@ -77,11 +79,16 @@ class SocketCore(SocketFSM):
     def _drain_outbox(self) -> None:
         batch = self.channel.take_outbox()
         ctx, send = self.ctx, self.proto.cmd_send
+        total = 0
         for item in batch:
+            size = len(item) if type(item) is bytes else item.wire_size
             ctx.outstanding -= 1
-            ctx.outstanding_bytes -= len(item) if type(item) is bytes else item.wire_size
+            ctx.outstanding_bytes -= size
+            total += size
             send(item)
         self.stats.count("msgs_sent", len(batch))
+        self.stats.count("bytes_sent", total)
+        ctx.refill()
 
     def _abandon(self) -> None:
         """A bug in the protocol: fail this socket (callers get ``sp.Closed``), not the loop."""
@@ -106,7 +113,8 @@ class SocketCore(SocketFSM):
     def add_listener(self, url: str, reply: Reply, priorities: tuple[int, int] = (8, 8)) -> None:
         address = parse_url(url)
         transport = get_transport(address.scheme)
-        handle, resolved = transport.listen(address)  # AddressInUse / InvalidAddress: at once
+        # AddressInUse / InvalidAddress: at once, in the caller's thread.
+        handle, resolved = transport.listen(address, ipv4_only=self.options.ipv4_only)
         endpoint = Listener(loop=self.loop, socket=self, transport=transport, handle=handle,
                             url=resolved, endpoint_id=next(_endpoint_ids), priorities=priorities)
         self.endpoints[endpoint.endpoint_id] = endpoint

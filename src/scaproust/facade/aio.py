@@ -66,6 +66,8 @@ class AsyncSocketMixin:
         """Send a message (bytes-like or ``sp.Message``) without blocking the event loop."""
         item = self._outgoing(data)  # once: the policy may assign an id
         await self._wait_async(lambda: self._channel.put(item, 0), self._options.send_timeout, "send")
+        if self._policy is not None:
+            self._policy.sent(item)
 
     async def asend_msg(self, msg) -> None:
         """``asend`` for an ``sp.Message``."""

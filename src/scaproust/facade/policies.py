@@ -7,9 +7,10 @@ to the channel, like h11's client-side state (STYLE.md). The I/O thread keeps it
 of each protocol (ids in flight, resend timers, routing) in the protocol machines.
 
 A policy sees every outgoing item before it is queued (``outgoing``: return the item to
-queue, or raise) and every received item before the user does (``incoming``: return what
-the user gets, or None to drop it and keep waiting); ``recv_wait`` turns the caller's
-deadline into the time to wait, or raises.
+queue, or raise), learns that it was queued (``sent``: only then does its state change, so
+a send that times out changes nothing), and sees every received item before the user does
+(``incoming``: return what the user gets, or None to drop it and keep waiting);
+``recv_wait`` turns the caller's deadline into the time to wait, or raises.
 
 Raw sockets have no policy: headers are the user's business there.
 """
@@ -30,6 +31,9 @@ class Policy:
 
     def outgoing(self, item):
         return item
+
+    def sent(self, item) -> None:
+        """``item`` (what ``outgoing`` returned) was accepted by the socket."""
 
     def recv_wait(self, deadline: float | None) -> float | None:
         """Seconds to wait for the next item (None: forever), given the caller's deadline."""

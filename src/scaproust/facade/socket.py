@@ -54,7 +54,8 @@ class Socket(AsyncSocketMixin):
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
-        return f"<scaproust.Socket {self._info!r} {state}>"
+        name = f" {self._options.socket_name!r}" if self._options.socket_name else ""
+        return f"<scaproust.Socket {self._info!r}{name} {state}>"
 
     # ------------------------------------------------------------------ read-only facts
 
@@ -62,6 +63,11 @@ class Socket(AsyncSocketMixin):
     def protocol(self):
         """The protocol of this socket (e.g. ``sp.Push``)."""
         return self._info
+
+    @property
+    def peer(self):
+        """The protocol this socket talks to (e.g. ``sp.Pull`` for a PUSH socket)."""
+        return self._info.peer()
 
     @property
     def raw(self) -> bool:
@@ -135,7 +141,10 @@ class Socket(AsyncSocketMixin):
         ``send_timeout`` option; None = forever), raising ``sp.Timeout``; with
         ``block=False`` raises ``sp.WouldBlock`` instead of waiting.
         """
-        self._channel.put(self._outgoing(data), self._timeout(timeout, block, self._options.send_timeout))
+        item = self._outgoing(data)
+        self._channel.put(item, self._timeout(timeout, block, self._options.send_timeout))
+        if self._policy is not None:
+            self._policy.sent(item)
 
     def _outgoing(self, data):
         """Check and convert what the user sends, once per send (the policy may assign an
@@ -215,6 +224,38 @@ class Socket(AsyncSocketMixin):
             return None
         return _options.validate("recv_timeout", timeout)
 
+    # ------------------------------------------------------------------ subscriptions (SUB)
+
+    def subscribe(self, topic) -> None:
+        """SUB only: also receive the messages whose body starts with ``topic`` (bytes, or
+        str encoded as UTF-8). The empty topic matches every message; a SUB with no topic
+        receives nothing. Subscribing twice to a topic is harmless. Filtering happens in
+        the I/O thread, before messages are queued for recv(); the peers never see topics.
+
+        Raises ``sp.NotSupported`` on other sockets and on a raw SUB, which receives every
+        message unfiltered (as nng's raw sub0 does).
+        """
+        self._check_open()
+        policy = self._policy
+        if not hasattr(policy, "subscribe"):
+            kind = f"a raw {self._info!r} receives everything and" if self._raw else f"{self._info!r}"
+            raise NotSupported(f"{kind} has no subscriptions (only a cooked sp.Sub has)")
+        policy.subscribe(topic, lambda t: self._control(self._core.proto.cmd_subscribe, t))
+
+    def unsubscribe(self, topic) -> None:
+        """SUB only: stop receiving the messages that match ``topic`` and no other topic,
+        including those already waiting for recv() (as nng and nanomsg do).
+
+        Raises ``ValueError`` naming the topic if it was not subscribed; ``sp.NotSupported``
+        as ``subscribe`` does.
+        """
+        self._check_open()
+        policy = self._policy
+        if not hasattr(policy, "unsubscribe"):
+            kind = f"a raw {self._info!r} receives everything and" if self._raw else f"{self._info!r}"
+            raise NotSupported(f"{kind} has no subscriptions (only a cooked sp.Sub has)")
+        policy.unsubscribe(topic, lambda t: self._control(self._core.proto.cmd_unsubscribe, t))
+
     # ------------------------------------------------------------------ lifecycle
 
     def close(self) -> None:
@@ -281,6 +322,8 @@ def _add_option_properties(cls) -> None:
 
         def set_(self, value):
             self._options.set(name, value)
+            if name == "recv_buffer":
+                self._channel.recv_high = self._options.recv_buffer
 
         return property(get, set_, doc=doc)
 

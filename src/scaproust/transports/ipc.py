@@ -80,12 +80,13 @@ def _bad_path(address: Address, exc: OSError) -> InvalidAddress | None:
     return None
 
 
-def configure_stream(sock: socket.socket) -> None:
-    """Make a connected IPC socket ready for a pipe: non-blocking (no Nagle on Unix sockets)."""
+def configure_stream(sock: socket.socket, *, nodelay: bool = True, keepalive: bool = False) -> None:
+    """Make a connected IPC socket ready for a pipe: non-blocking. The TCP options
+    (``nodelay``, ``keepalive``) mean nothing on a Unix socket and are ignored."""
     sock.setblocking(False)
 
 
-def listen(address: Address | str, *, backlog: int = 128) -> tuple[Listener, str]:
+def listen(address: Address | str, *, backlog: int = 128, ipv4_only: bool = False) -> tuple[Listener, str]:
     """Bind and listen on an IPC path; return ``(listener, resolved_url)``.
 
     ``address`` is an :class:`Address` or an ``ipc://`` URL; ``resolved_url`` is the URL as
@@ -230,7 +231,7 @@ def close_listener(listener: Listener) -> None:
     listener.sock.close()
 
 
-def connect(address: Address | str) -> tuple[socket.socket | None, int]:
+def connect(address: Address | str, *, ipv4_only: bool = False) -> tuple[socket.socket | None, int]:
     """Connect to an IPC path without blocking; return ``(sock, err)``.
 
     Same contract as :func:`scaproust.transports.tcp.connect`: ``err == 0`` connected;

@@ -88,8 +88,9 @@ def _as_address(address: Address | str) -> Address:
     return address
 
 
-def _resolve(address: Address, *, passive: bool) -> tuple[int, tuple]:
-    """Return ``(family, sockaddr)`` for a TCP address (may block on DNS)."""
+def _resolve(address: Address, *, passive: bool, ipv4_only: bool = False) -> tuple[int, tuple]:
+    """Return ``(family, sockaddr)`` for a TCP address (may block on DNS); with ``ipv4_only``
+    an address that has no IPv4 form is InvalidAddress."""
     assert address.host is not None and address.port is not None
     if address.host == WILDCARD_HOST:
         # '*' means every IPv4 interface, like nanomsg and nng.
@@ -102,9 +103,11 @@ def _resolve(address: Address, *, passive: bool) -> tuple[int, tuple]:
         )
     except (socket.gaierror, UnicodeError) as exc:
         raise InvalidAddress(f"{address.url!r}: cannot resolve {address.host!r}: {exc}") from None
-    usable = [i for i in infos if i[0] in (socket.AF_INET, socket.AF_INET6)]
+    families = (socket.AF_INET,) if ipv4_only else (socket.AF_INET, socket.AF_INET6)
+    usable = [i for i in infos if i[0] in families]
     if not usable:
-        raise InvalidAddress(f"{address.url!r}: {address.host!r} has no IPv4 or IPv6 address")
+        kind = "IPv4 address (ipv4_only is set)" if ipv4_only else "IPv4 or IPv6 address"
+        raise InvalidAddress(f"{address.url!r}: {address.host!r} has no {kind}")
     # Prefer IPv4 when both are offered (see the module docstring).
     for family, _type, _proto, _canon, sockaddr in usable:
         if family == socket.AF_INET:
@@ -113,7 +116,7 @@ def _resolve(address: Address, *, passive: bool) -> tuple[int, tuple]:
     return family, sockaddr
 
 
-def configure_stream(sock: socket.socket) -> None:
+def configure_stream(sock: socket.socket, *, nodelay: bool = True, keepalive: bool = False) -> None:
     """Make a connected (or connecting) TCP socket ready for a pipe.
 
     Non-blocking, and TCP_NODELAY: the writer already coalesces frames into one ``sendmsg``,
@@ -121,10 +124,11 @@ def configure_stream(sock: socket.socket) -> None:
     sockets alike.
     """
     sock.setblocking(False)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, int(nodelay))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, int(keepalive))
 
 
-def listen(address: Address | str, *, backlog: int = 128) -> tuple[Listener, str]:
+def listen(address: Address | str, *, backlog: int = 128, ipv4_only: bool = False) -> tuple[Listener, str]:
     """Bind and listen on a TCP address; return ``(listener, resolved_url)``.
 
     ``address`` is an :class:`Address` or a ``tcp://`` URL. The host is resolved with
@@ -140,7 +144,7 @@ def listen(address: Address | str, *, backlog: int = 128) -> tuple[Listener, str
     ``OSError`` (e.g. ``PermissionError`` for a privileged port) propagates unchanged.
     """
     address = _as_address(address)
-    family, sockaddr = _resolve(address, passive=True)
+    family, sockaddr = _resolve(address, passive=True, ipv4_only=ipv4_only)
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         if os.name != "nt":
@@ -195,7 +199,7 @@ def close_listener(listener: Listener) -> None:
     listener.sock.close()
 
 
-def connect(address: Address | str) -> tuple[socket.socket | None, int]:
+def connect(address: Address | str, *, ipv4_only: bool = False) -> tuple[socket.socket | None, int]:
     """Start connecting to a TCP address without blocking; return ``(sock, err)``.
 
     The contract (the same for IPC):
@@ -213,7 +217,7 @@ def connect(address: Address | str) -> tuple[socket.socket | None, int]:
     address = _as_address(address)
     if address.host == WILDCARD_HOST:
         raise InvalidAddress(f"{address.url!r}: cannot connect to the wildcard host '*'")
-    family, sockaddr = _resolve(address, passive=False)
+    family, sockaddr = _resolve(address, passive=False, ipv4_only=ipv4_only)
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         configure_stream(sock)

@@ -1,0 +1,90 @@
+"""Routing by backtrace: what REP and RESPONDENT share, raw and cooked.
+
+Both receive a stack of 32-bit words (hops, then the request or survey id with the high
+bit: WIRE.md, "Request / reply header") and answer on the pipe the message came from:
+
+- receiving, the backtrace (the words up to and including the id, at most ``ttl`` of them)
+  is split off and the user gets ``Message(body, header=pipe_word(pipe.id) + backtrace)``;
+  messages are fair-queued because the I/O thread serves pipes in readiness order. Too many
+  hops: dropped and counted (``dropped_ttl``), the pipe stays. A malformed backtrace (a
+  partial word, or no word with the high bit) closes that pipe (``dropped_malformed``).
+- sending, the first header word names the pipe; the rest of the header and the body go
+  there. No such pipe (it went away) or no pipe word at all: the answer is dropped
+  (``dropped_no_route``) and send() still succeeded. A pipe whose queue is full drops it
+  too (``dropped_pipe_full``), as nng's raw REP does: memory stays bounded when a peer asks
+  faster than it reads, and its REQ resends.
+- sending never blocks: the credit is ``UNBOUNDED`` from the start.
+
+Extra fields: ``pipes`` (active pipes by id, less those closed for a malformed message).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from scaproust.core.channel import UNBOUNDED
+from scaproust.core.message import Message
+from scaproust.protocols._base import ProtocolBase, body_of
+from scaproust.protocols._headers import (
+    END_OF_STACK,
+    MalformedHeader,
+    TooManyHops,
+    pipe_word,
+    pop_word,
+    split_backtrace,
+)
+
+log = logging.getLogger("scaproust.protocol")
+
+
+class BacktraceRouter(ProtocolBase):
+    """Shared actions of the REP and RESPONDENT machines."""
+
+    def __init__(self, ctx):
+        ProtocolBase.__init__(self, ctx)
+        self.pipes: dict[int, object] = {}
+        ctx.set_send_capacity(UNBOUNDED, UNBOUNDED)  # answers never wait
+
+    def add_pipe(self, pipe) -> None:
+        self.pipes[pipe.id] = pipe
+
+    def remove_pipe(self, pipe) -> None:
+        if self.pipes.get(pipe.id) is pipe:
+            del self.pipes[pipe.id]
+
+    def deliver_with_backtrace(self, pipe, msgs) -> None:
+        if self.pipes.get(pipe.id) is not pipe:
+            self.ctx.stats.count("dropped_rejected", len(msgs))  # closing: malformed earlier
+            return
+        ttl = self.ctx.options.ttl
+        hop = pipe_word(pipe.id)
+        out = []
+        for payload in msgs:
+            try:
+                backtrace, body = split_backtrace(payload, ttl)
+            except TooManyHops:
+                self.ctx.stats.count("dropped_ttl")
+                continue
+            except MalformedHeader as err:
+                log.debug("pipe %d closed: malformed backtrace: %s", pipe.id, err)
+                self.ctx.stats.count("dropped_malformed")
+                del self.pipes[pipe.id]
+                self.ctx.reject_pipe(pipe)
+                break
+            out.append(Message(body, hop + backtrace))
+        if out:
+            self.ctx.deliver(out, pipe.recv_priority)
+
+    def route_by_backtrace(self, item) -> None:
+        header = b"" if type(item) is bytes else item.header
+        try:
+            pipe_id, rest = pop_word(header)
+        except MalformedHeader:
+            pipe_id, rest = END_OF_STACK, b""
+        pipe = None if pipe_id & END_OF_STACK else self.pipes.get(pipe_id)
+        if pipe is None:
+            self.ctx.stats.count("dropped_no_route")
+        elif not pipe.free:
+            self.ctx.stats.count("dropped_pipe_full")
+        else:
+            pipe.cmd_send(body_of(item), rest)

@@ -1,0 +1,77 @@
+"""PUB: broadcast every message to every SUB (table: machine ``pub``, raw and cooked).
+
+Theory of operation: PUB has no header and no user-visible state, so raw and cooked PUB
+are one machine with one working state, like nng's pub0 (whose raw variant shares the
+cooked code). Each message goes to every active pipe that can take it now; a pipe whose
+queue is full (``pipe.free`` is 0: 512 buffers or 4 MiB queued, core/pipe.py) misses that
+message, counted once per pipe in ``dropped_slow_subscriber``. So a slow subscriber costs
+at most its pipe's bounded queue, never the publisher's memory, and send() never blocks:
+the send credit is ``UNBOUNDED`` (2**60 messages and bytes), stated once at creation
+because it never changes (at 10 GB/s the bytes would last over three years). A message
+published while no SUB is connected goes nowhere (``dropped_no_subscriber``).
+
+A SUB never writes, not even its subscriptions: filtering is the subscriber's job, and
+nanomsg's PUB aborts its whole process on incoming data [seen] (WIRE.md, "PUB"). Data
+arriving here is a protocol violation: like nng, we close that pipe, with one warning per
+pipe and the messages counted in ``dropped_unexpected``.
+
+Extra fields: ``pipes`` (active pipes we publish to, in arrival order), ``_rejected``
+(pipes closed for sending data, out of ``pipes`` until their removal: each is logged once).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from scaproust._generated.pub import PubFSM
+from scaproust.core.channel import UNBOUNDED
+from scaproust.protocols._base import ProtocolBase, body_of
+
+log = logging.getLogger("scaproust.protocol")
+
+
+class Pub(PubFSM, ProtocolBase):
+    """PUB protocol machine (raw and cooked)."""
+
+    def __init__(self, ctx):
+        ProtocolBase.__init__(self, ctx)
+        self.pipes: list = []
+        self._rejected: set = set()
+        ctx.set_send_capacity(UNBOUNDED, UNBOUNDED)  # never blocks, whatever the pipes do
+
+    def add_pipe(self, pipe) -> None:
+        self.pipes.append(pipe)
+
+    def remove_pipe(self, pipe) -> None:
+        if pipe in self._rejected:
+            self._rejected.discard(pipe)  # left ``pipes`` when it was rejected
+        else:
+            self.pipes.remove(pipe)
+
+    def send_to_all(self, item) -> None:
+        pipes = self.pipes
+        if not pipes:
+            self.ctx.stats.count("dropped_no_subscriber")
+            return
+        body = body_of(item)  # PUB has no header: a Message's header is not sent (as PUSH)
+        missed = 0
+        for pipe in pipes:
+            if pipe.free:
+                pipe.cmd_send(body)
+            else:
+                missed += 1
+        if missed:
+            self.ctx.stats.count("dropped_slow_subscriber", missed)
+
+    def reject_sender(self, pipe, msgs) -> None:
+        self.ctx.stats.count("dropped_unexpected", len(msgs))
+        if pipe in self._rejected:
+            return  # already closing: more frames from the same read
+        self._rejected.add(pipe)
+        if pipe in self.pipes:
+            self.pipes.remove(pipe)  # publish nothing more to it while it closes
+        self.ctx.stats.count("pipes_rejected")
+        log.warning("pipe %d closed: a SUB peer sent %d message(s) to this PUB; subscribers "
+                    "must never write (nng closes such a pipe, nanomsg aborts)",
+                    pipe.id, len(msgs))
+        self.ctx.reject_pipe(pipe)

@@ -1,0 +1,68 @@
+"""REP, raw and cooked (tables: machines ``rep_raw`` and ``rep`` in protocols.yaml).
+
+Theory of operation
+-------------------
+``RepRaw`` keeps no state beyond its pipes (one working state in the table); receiving
+and routing replies by backtrace is shared with RESPONDENT (protocols/_backtrace.py).
+
+``Rep`` is the same machine; the facade's ``RepPolicy`` keeps the header of the request the
+user is answering and puts it back on the reply: a cooked REP's recv() returns the body,
+recv_msg() shows the backtrace too, and send() needs only the body.
+
+Extra fields: see _backtrace.py.
+"""
+
+from __future__ import annotations
+
+from scaproust._generated.rep import RepFSM
+from scaproust._generated.rep_raw import RepRawFSM
+from scaproust.core.errors import BadState
+from scaproust.core.message import Message
+from scaproust.facade.policies import Policy
+from scaproust.protocols._backtrace import BacktraceRouter
+from scaproust.protocols._base import body_of
+
+
+class RepRaw(RepRawFSM, BacktraceRouter):
+    """Raw REP protocol machine; the cooked one adds nothing to it."""
+
+
+class Rep(RepFSM, RepRaw):
+    """Cooked REP protocol machine: the raw one, with RepPolicy in the facade."""
+
+
+class RepPolicy(Policy):
+    """The user-visible state of a cooked REP: the request being answered.
+
+    ``pending`` is the header (pipe word + backtrace) of the last request handed to the
+    user and not yet answered; None when there is none. A new recv() abandons it, even if
+    that recv() then times out, as in nng.
+    """
+
+    def __init__(self, channel, options):
+        super().__init__(channel, options)
+        self.pending: bytes | None = None
+
+    def outgoing(self, item):
+        with self.lock:
+            header = self.pending
+        if header is None:
+            raise BadState("a REP socket sends a reply only to a request it has recv()ed")
+        return Message(body_of(item), header)
+
+    def sent(self, item) -> None:
+        with self.lock:
+            if self.pending == item.header:
+                self.pending = None  # answered
+
+    def recv_wait(self, deadline: float | None) -> float | None:
+        with self.lock:
+            self.pending = None  # a new recv abandons the request not answered yet (nng)
+        return super().recv_wait(deadline)
+
+    def incoming(self, item):
+        if type(item) is bytes:
+            return None  # no backtrace: nowhere to reply (not from a REP machine)
+        with self.lock:
+            self.pending = item.header
+        return item  # recv() hands over the body, recv_msg() the backtrace too

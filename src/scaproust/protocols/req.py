@@ -1,0 +1,307 @@
+"""REQ, raw and cooked (tables: machines ``req_raw`` and ``req`` in protocols.yaml).
+
+Theory of operation
+-------------------
+The work is split between the caller's thread and the I/O thread (facade/policies.py):
+
+- ``ReqPolicy`` (facade, cooked only) owns what the user can see: it picks the request
+  id (random start, +1 per request, WIRE.md), wraps the body as
+  ``Message(body, header=id_word)``, drops older replies still queued for the user, makes
+  ``recv()`` a ``BadState`` while no request is outstanding, and lets through only the
+  reply that carries the outstanding id.
+- ``Req`` (I/O thread) owns what the wire sees: it sends the one outstanding request to
+  one pipe, resends the very same bytes every ``resend_interval`` (possibly to another
+  pipe), resends at once when the pipe that carried it dies, and keeps the request while
+  no pipe can take it. A reply is the id word followed by the body; anything whose first
+  four bytes are not the outstanding id word is dropped and counted (``dropped_stale``).
+
+``ReqRaw`` keeps no state: the user's header goes out as given, round-robin, and a reply's
+header (the words up to and including the first with the high bit) comes back split off.
+
+Pipe choice (both): round-robin over the pipes that can take a message, preferring the best
+``send_priority``, as PUSH does (push.py) [seen in nng: 0,1,0,1].
+
+Extra fields:
+
+- ``pipes`` (active pipes in arrival order, less those rejected), ``_next`` (round-robin
+  cursor), ``_top`` (best send priority among them), ``backlog`` (raw only, see _base.py);
+- ``request`` (``(header, body)``): ``sent`` and ``waiting`` only, None in ``idle``;
+- ``carrier`` (the pipe the request last went to) and ``_timer`` (the resend timer):
+  ``sent`` only, cleared on leaving it.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+
+from scaproust._generated.req import ReqFSM
+from scaproust._generated.req_raw import ReqRawFSM
+from scaproust.core.errors import BadState
+from scaproust.core.message import Message
+from scaproust.facade.policies import Policy
+from scaproust.protocols._base import ProtocolBase, body_of
+from scaproust.protocols._headers import (
+    ID_MASK,
+    MalformedHeader,
+    TooManyHops,
+    id_word,
+    split_backtrace,
+)
+
+log = logging.getLogger("scaproust.protocol")
+
+#: A cooked reply starts with the 4-byte id word (WIRE.md, "REQ receive").
+ID_SIZE = 4
+#: Send priority of a socket with no pipe: nothing is better than 1, so any pipe beats it.
+_NO_PRIORITY = 17
+
+
+class ReqRaw(ReqRawFSM, ProtocolBase):
+    """Raw REQ protocol machine; also the pipe handling of the cooked one."""
+
+    def __init__(self, ctx):
+        ProtocolBase.__init__(self, ctx)
+        self.pipes: list = []
+        self._next = 0
+        self._top = _NO_PRIORITY
+
+    # ------------------------------------------------------------------ pipes
+
+    def add_pipe(self, pipe) -> None:
+        self.pipes.append(pipe)
+        self._top = min(self._top, pipe.send_priority)
+
+    def remove_pipe(self, pipe) -> None:
+        self._forget(pipe)
+
+    def _forget(self, pipe) -> None:
+        """Stop using ``pipe`` (gone, or rejected and about to go)."""
+        try:
+            index = self.pipes.index(pipe)
+        except ValueError:
+            return  # rejected earlier: already forgotten
+        del self.pipes[index]
+        if index < self._next:
+            self._next -= 1
+        if self._next >= len(self.pipes):
+            self._next = 0
+        self._top = min((p.send_priority for p in self.pipes), default=_NO_PRIORITY)
+
+    def _reject(self, pipe, err) -> None:
+        log.debug("pipe %d closed: %s", pipe.id, err)
+        self.ctx.stats.count("dropped_malformed")
+        self._forget(pipe)
+        self.ctx.reject_pipe(pipe)
+
+    def _pick(self):
+        """The pipe to send to: of the pipes that can take a message, those of the best send
+        priority, and among them the next in round-robin order; None if none can."""
+        pipes = self.pipes
+        count = len(pipes)
+        start, top = self._next, self._top
+        best = best_index = None
+        for step in range(count):
+            index = (start + step) % count
+            pipe = pipes[index]
+            if pipe.free and (best is None or pipe.send_priority < best.send_priority):
+                best, best_index = pipe, index
+                if pipe.send_priority == top:
+                    break  # nothing can beat it
+        if best is not None:
+            self._next = (best_index + 1) % count
+        return best
+
+    def grant_capacity(self, *args) -> None:
+        # As PUSH: credit is the free slots of the pipes, none while messages wait.
+        if self.backlog:
+            self.ctx.set_send_capacity(0, 0)
+            return
+        ready = [pipe for pipe in self.pipes if pipe.free]
+        self.ctx.set_send_capacity(sum(p.free for p in ready), sum(p.free_bytes for p in ready))
+
+    # ------------------------------------------------------------------ sending (raw)
+
+    def send_backlog(self, *args) -> None:
+        backlog = self.backlog
+        while backlog:
+            pipe = self._pick()
+            if pipe is None:
+                return
+            _send(pipe, backlog.popleft())
+
+    def send_round_robin(self, item) -> None:
+        pipe = None if self.backlog else self._pick()
+        if pipe is None:
+            self.backlog.append(item)
+        else:
+            _send(pipe, item)
+
+    # ------------------------------------------------------------------ receiving (raw)
+
+    def deliver_replies(self, pipe, msgs) -> None:
+        if pipe not in self.pipes:
+            self.ctx.stats.count("dropped_rejected", len(msgs))
+            return
+        ttl = self.ctx.options.ttl
+        out = []
+        for payload in msgs:
+            try:
+                header, body = split_backtrace(payload, ttl)
+            except TooManyHops:
+                self.ctx.stats.count("dropped_ttl")
+                continue
+            except MalformedHeader as err:
+                self._reject(pipe, f"malformed reply header: {err}")
+                break
+            out.append(Message(body, header))
+        if out:
+            self.ctx.deliver(out, pipe.recv_priority)
+
+
+def _send(pipe, item) -> None:
+    if type(item) is bytes:
+        pipe.cmd_send(item)
+    else:
+        pipe.cmd_send(item.body, item.header)
+
+
+class Req(ReqFSM, ReqRaw):
+    """Cooked REQ protocol machine: one outstanding request, resent until answered."""
+
+    def __init__(self, ctx):
+        ReqRaw.__init__(self, ctx)
+        self.request: tuple[bytes, bytes] | None = None
+        self.carrier = None
+        self._timer = None
+
+    # ------------------------------------------------------------------ guards
+
+    def pipe_has_room(self, pipe, *args) -> bool:
+        return bool(pipe.free)
+
+    def other_pipe_has_room(self, pipe) -> bool:
+        return any(p.free for p in self.pipes if p is not pipe)
+
+    def can_send(self, *args) -> bool:
+        return any(p.free for p in self.pipes)
+
+    def is_carrier(self, pipe) -> bool:
+        return pipe is self.carrier
+
+    def has_reply(self, pipe, msgs) -> bool:
+        if pipe not in self.pipes:
+            return False
+        word = self.request[0]
+        for payload in msgs:
+            if len(payload) < ID_SIZE:
+                return False  # the pipe gets closed: nothing after this counts
+            if payload[:ID_SIZE] == word:
+                return True
+        return False
+
+    # ------------------------------------------------------------------ the request
+
+    def take_request(self, item) -> None:
+        if type(item) is bytes:
+            self.request = (b"", item)  # no id: no reply can ever match (the policy adds one)
+        else:
+            self.request = (item.header, item.body)
+
+    def send_request(self, *args) -> None:
+        if self._timer is not None:
+            self._timer.cancel()  # a new request, or a resend: one timer at a time
+        pipe = self._pick()
+        header, body = self.request
+        pipe.cmd_send(body, header)
+        self.carrier = pipe
+        self._timer = self.ctx.call_later(self.ctx.options.resend_interval, self._on_resend_timer)
+
+    def resend_request(self, *args) -> None:
+        self.ctx.stats.count("requests_resent")
+        self.send_request()
+
+    def _on_resend_timer(self) -> None:
+        self._timer = None
+        self.evt_timeout()
+
+    def stop_resend_timer(self, *args) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.carrier = None
+
+    def drop_request(self, *args) -> None:
+        self.request = None
+
+    # ------------------------------------------------------------------ replies
+
+    def deliver_reply(self, pipe, msgs) -> None:
+        word = self.request[0]
+        self.request = None
+        reply = None
+        stale = 0
+        for payload in msgs:
+            if len(payload) < ID_SIZE:
+                self._reject(pipe, f"a {len(payload)}-byte reply has no request id")
+                break
+            if reply is None and payload[:ID_SIZE] == word:
+                reply = Message(payload[ID_SIZE:], word)
+            else:
+                stale += 1
+        if stale:
+            self.ctx.stats.count("dropped_stale", stale)
+        self.ctx.deliver([reply], pipe.recv_priority)
+
+    def drop_replies(self, pipe, msgs) -> None:
+        if pipe not in self.pipes:
+            self.ctx.stats.count("dropped_rejected", len(msgs))
+            return
+        stale = 0
+        for payload in msgs:
+            if len(payload) < ID_SIZE:
+                self._reject(pipe, f"a {len(payload)}-byte reply has no request id")
+                break
+            stale += 1
+        if stale:
+            self.ctx.stats.count("dropped_stale", stale)
+
+
+class ReqPolicy(Policy):
+    """The user-visible state of a cooked REQ: request ids and whether one is outstanding.
+
+    ``current`` is the id word of the outstanding request, None when there is none (before
+    the first send, and once its reply was handed over).
+    """
+
+    def __init__(self, channel, options):
+        super().__init__(channel, options)
+        self._next_id = random.getrandbits(31)  # random start, +1 per request (WIRE.md)
+        self.current: bytes | None = None
+
+    def outgoing(self, item):
+        with self.lock:
+            word = id_word(self._next_id)
+            self._next_id = (self._next_id + 1) & ID_MASK
+        return Message(body_of(item), word)
+
+    def sent(self, item) -> None:
+        # Only now is this the outstanding request: a send that timed out left the previous
+        # one in place, in the backend too. Replies queued for the user belong to older
+        # requests now (the new one's reply, if already there, stays).
+        with self.lock:
+            self.current = word = item.header
+            self.channel.purge_inbox(keep=lambda got: type(got) is not bytes and got.header == word)
+
+    def recv_wait(self, deadline):
+        with self.lock:
+            if self.current is None:
+                raise BadState("a REQ socket receives a reply only after send()ing a request")
+        return super().recv_wait(deadline)
+
+    def incoming(self, item):
+        with self.lock:
+            if type(item) is bytes or item.header != self.current:
+                return None  # a reply to an older request
+            self.current = None
+        return item

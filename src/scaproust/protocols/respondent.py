@@ -1,0 +1,36 @@
+"""RESPONDENT: answer a SURVEYOR's surveys (tables: machines ``respondent_raw`` and
+``respondent`` in protocols.yaml).
+
+Theory of operation
+-------------------
+Like REP (WIRE.md, RESPONDENT): a survey's backtrace is split off and kept under the id
+of the pipe it came on, and the response is routed back by it. The machines share REP's
+actions (protocols/_backtrace.py), which say what happens to every kind of input.
+
+The raw and the cooked machine have the same table and the same class: the cooked socket
+differs only in its facade policy, ``RespondentPolicy``, which keeps the header of the
+survey being answered and puts it on the response: a send with no survey pending raises
+``sp.BadState``, and a new recv abandons an unanswered survey. It is REP's policy.
+
+Extra fields: see _backtrace.py.
+"""
+
+from __future__ import annotations
+
+from scaproust._generated.respondent import RespondentFSM
+from scaproust._generated.respondent_raw import RespondentRawFSM
+from scaproust.protocols._backtrace import BacktraceRouter
+from scaproust.protocols.rep import RepPolicy
+
+
+class RespondentRaw(RespondentRawFSM, BacktraceRouter):
+    """Raw RESPONDENT protocol machine (the cooked one only swaps the table)."""
+
+
+class Respondent(RespondentFSM, RespondentRaw):
+    """Cooked RESPONDENT protocol machine: the raw one; see RespondentPolicy."""
+
+
+class RespondentPolicy(RepPolicy):
+    """A cooked RESPONDENT's user-visible state is a cooked REP's: the survey being
+    answered (its pipe word and backtrace); send() without one is sp.BadState."""

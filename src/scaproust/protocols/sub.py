@@ -1,0 +1,149 @@
+"""SUB: receive what PUBs broadcast, filtered by topic (tables: machines ``sub``, ``sub_raw``).
+
+Theory of operation
+-------------------
+A topic is a byte string; a message matches it when its body starts with it, so the
+empty topic matches every message, and with no topic nothing is received (WIRE.md, "SUB"
+[seen]). The cooked table's states say whether there is any topic: ``unsubscribed``
+discards everything, ``subscribed`` delivers what matches one of ``topics``. The user
+changes topics with ``socket.subscribe()`` / ``unsubscribe()``, control requests run on
+the I/O thread (``cmd_subscribe`` / ``cmd_unsubscribe``, like bind), so messages are
+filtered here, before they reach the receive queue: a topic nobody wants costs no memory.
+Messages dropped for matching no topic are counted in ``dropped_unmatched``.
+
+A SUB never writes a byte to its peers, not even its subscriptions (nanomsg's PUB aborts
+on incoming data, WIRE.md): no row of either table sends.
+
+Choices, where the peers leave one:
+
+- Unsubscribing from a topic not subscribed raises ``ValueError`` naming the topic (nng
+  answers NNG_ENOENT; ``list.remove`` raises ValueError too). Subscribing twice to the
+  same topic is harmless and one unsubscribe removes it.
+- Unsubscribing purges: once ``unsubscribe()`` returns, ``recv()`` never returns a message
+  that matches none of the remaining topics, even one already in the receive queue. nng
+  (sub0_ctx_unsubscribe) and nanomsg (which filters at recv time) both behave so. The
+  queue belongs to the user's side, so ``SubPolicy`` does it: after the first unsubscribe
+  it checks each received message against its copy of the topics, in the caller's thread.
+- Raw SUB (``sub_raw``) delivers every message unfiltered and has no subscriptions:
+  ``subscribe()`` on it raises ``NotSupported``. That is nng's raw sub0 (xsub0), which
+  refuses NNG_OPT_SUB_SUBSCRIBE with NNG_ENOTSUP; a device forwards everything.
+- A slow reader loses messages upstream: when the receive queue is full the SUB stops
+  reading (core/channel.py), TCP pushes back, and the PUB drops what that pipe cannot
+  take. nng's SUB keeps reading and drops its oldest queued message instead.
+
+Extra fields (cooked): ``topics`` (a set of bytes, non-empty exactly in ``subscribed``),
+``_prefixes`` (the same as a tuple, for ``bytes.startswith``), ``_everything`` (the empty
+topic is one of them: no need to look at bodies).
+"""
+
+from __future__ import annotations
+
+from scaproust._generated.sub import SubFSM
+from scaproust._generated.sub_raw import SubRawFSM
+from scaproust.facade.policies import Policy
+from scaproust.protocols._base import ProtocolBase
+
+
+def topic_bytes(topic) -> bytes:
+    """A topic as bytes: str is encoded as UTF-8, bytes-like objects are copied."""
+    if type(topic) is bytes:
+        return topic
+    if isinstance(topic, str):
+        return topic.encode("utf-8")
+    try:
+        return bytes(memoryview(topic))
+    except TypeError:
+        raise TypeError(f"a topic is bytes or str, not {type(topic).__name__}") from None
+
+
+class SubRaw(SubRawFSM, ProtocolBase):
+    """Raw SUB protocol machine: every message, unfiltered."""
+
+
+class Sub(SubFSM, ProtocolBase):
+    """Cooked SUB protocol machine."""
+
+    def __init__(self, ctx):
+        ProtocolBase.__init__(self, ctx)
+        self.topics: set[bytes] = set()
+        self._prefixes: tuple[bytes, ...] = ()
+        self._everything = False
+
+    # guards
+
+    def is_subscribed(self, topic) -> bool:
+        return topic in self.topics
+
+    def is_last_topic(self, topic) -> bool:
+        return len(self.topics) == 1 and topic in self.topics
+
+    # actions
+
+    def add_topic(self, topic) -> None:
+        self.topics.add(topic)
+        self._topics_changed()
+
+    def remove_topic(self, topic) -> None:
+        self.topics.remove(topic)
+        self._topics_changed()
+
+    def refuse_unknown_topic(self, topic) -> None:
+        raise ValueError(f"not subscribed to topic {topic!r}")
+
+    def deliver_matching(self, pipe, msgs) -> None:
+        if not self._everything:
+            prefixes = self._prefixes
+            matching = [msg for msg in msgs if msg.startswith(prefixes)]
+            if len(matching) != len(msgs):
+                self.ctx.stats.count("dropped_unmatched", len(msgs) - len(matching))
+            if not matching:
+                return
+            msgs = matching
+        self.ctx.deliver(msgs, pipe.recv_priority)
+
+    def discard_unmatched(self, pipe, msgs) -> None:
+        self.ctx.stats.count("dropped_unmatched", len(msgs))
+
+    def _topics_changed(self) -> None:
+        self._prefixes = tuple(sorted(self.topics))
+        self._everything = b"" in self.topics
+
+
+class SubPolicy(Policy):
+    """The cooked SUB's topics as the user's thread sees them: purges the receive queue.
+
+    The I/O thread filters with its own set (``Sub.topics``), the reference; this copy only
+    drops, at recv time, messages queued before an unsubscribe that match no topic left.
+    ``subscribe``/``unsubscribe`` run one at a time under ``lock``, so both sets always hold
+    the same topics between two calls: a topic is added here before the I/O thread can
+    deliver a message for it, and removed here only once the I/O thread has accepted the
+    unsubscribe (which raises ValueError for an unknown topic).
+    """
+
+    def __init__(self, channel, options):
+        super().__init__(channel, options)
+        self._topics: tuple[bytes, ...] = ()
+        # Until the first unsubscribe every queued message matches a topic we still have.
+        self._purging = False
+
+    def subscribe(self, topic, run) -> None:
+        """Add ``topic``; ``run(topic)`` asks the I/O thread to do the same."""
+        topic = topic_bytes(topic)
+        with self.lock:
+            if topic not in self._topics:
+                self._topics += (topic,)
+            run(topic)
+
+    def unsubscribe(self, topic, run) -> None:
+        """Remove ``topic``; ``run(topic)`` asks the I/O thread first, and raises for an
+        unknown topic."""
+        topic = topic_bytes(topic)
+        with self.lock:
+            run(topic)
+            self._topics = tuple(t for t in self._topics if t != topic)
+            self._purging = True
+
+    def incoming(self, item):
+        if self._purging and not item.startswith(self._topics):
+            return None  # queued before its topic was removed
+        return item

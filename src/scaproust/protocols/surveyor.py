@@ -1,0 +1,207 @@
+"""SURVEYOR: ask every respondent at once, collect the answers until a deadline (tables:
+machines ``surveyor_raw`` and ``surveyor`` in protocols.yaml).
+
+Theory of operation
+-------------------
+Raw (``SurveyorRaw``, one working state ``open``): no ids, no deadline, no state of its
+own. Each message the user sends (an ``sp.Message`` whose header the user wrote, normally
+one survey-id word) goes to every pipe that can take it now; a pipe that cannot misses it,
+counted as ``dropped_pipe_full`` (WIRE.md, SURVEYOR: nng and nanomsg do the same). So send
+never blocks: the send credit is ``UNBOUNDED`` from the start. A response's header is its
+words up to and including the first with the most significant bit set (the survey id); it
+is delivered as ``Message(body, header)``. A response with no such word is malformed and
+closes its pipe (nng's choice, WIRE.md); one with more than ``ttl`` words is dropped and
+counted (``dropped_ttl``).
+
+Cooked (``Surveyor``, states ``idle`` / ``surveying``): the facade's ``SurveyorPolicy``
+numbers the surveys (a random start, +1 each) and hands each over as
+``Message(body, header=id_word(id))``. The machine broadcasts it like the raw one, keeps
+that id word as ``survey`` and starts the deadline timer (the ``survey_deadline`` option,
+1 s by default as in nng and nanomsg); a new survey cancels the old one's timer and takes
+its place. While ``surveying``, responses carrying the current id word are delivered as
+``Message(body, header=id word)``; others answer an older survey and are dropped
+(``dropped_stale``). At the deadline (``evt_deadline``) the machine is back in ``idle``,
+where every response is late and dropped (``dropped_late``).
+
+The user-visible half is ``SurveyorPolicy`` (facade/policies.py explains policies), which
+runs in the caller's thread and keeps its own copy of the id and the deadline, so that a
+recv needs no round trip to the I/O thread: recv before any survey, or after the deadline,
+raises ``sp.BadState``; a recv still waiting when the deadline passes raises
+``sp.Timeout``; a new survey throws away every response not yet received.
+
+Extra fields and when they are valid: ``pipes`` (active pipes in arrival order, always);
+``survey`` (the current id word, ``surveying`` only, None otherwise); ``_timer`` (the
+deadline timer, ``surveying`` only).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+
+from scaproust._generated.surveyor import SurveyorFSM
+from scaproust._generated.surveyor_raw import SurveyorRawFSM
+from scaproust.core.channel import UNBOUNDED
+from scaproust.core.errors import BadState, Timeout
+from scaproust.core.message import Message
+from scaproust.facade.policies import Policy
+from scaproust.protocols._base import ProtocolBase, body_of
+from scaproust.protocols._headers import (
+    ID_MASK,
+    MalformedHeader,
+    TooManyHops,
+    id_word,
+    split_backtrace,
+)
+
+log = logging.getLogger("scaproust.protocol")
+
+
+class SurveyorRaw(SurveyorRawFSM, ProtocolBase):
+    """Raw SURVEYOR protocol machine (also the base of the cooked one)."""
+
+    def __init__(self, ctx):
+        ProtocolBase.__init__(self, ctx)
+        self.pipes: list = []
+        # A survey never waits for a pipe (one that cannot take it misses it): the credit
+        # is granted once and never runs out.
+        ctx.set_send_capacity(UNBOUNDED, UNBOUNDED)
+
+    def add_pipe(self, pipe) -> None:
+        self.pipes.append(pipe)
+
+    def remove_pipe(self, pipe) -> None:
+        if pipe in self.pipes:
+            self.pipes.remove(pipe)
+
+    def broadcast(self, item) -> None:
+        if type(item) is bytes:
+            body, header = item, b""
+        else:
+            body, header = item.body, item.header
+        missed = 0
+        for pipe in self.pipes:
+            if pipe.free:
+                pipe.cmd_send(body, header)
+            else:
+                missed += 1
+        if missed:
+            self.ctx.stats.count("dropped_pipe_full", missed)
+
+    def deliver_responses(self, pipe, payloads) -> None:
+        items = self._parse(pipe, payloads)
+        if items:
+            self.ctx.deliver(items, pipe.recv_priority)
+
+    def _parse(self, pipe, payloads) -> list[Message]:
+        """Split each response into (header, body); drop deep ones, reject the pipe on a
+        malformed one (and ignore the rest of what it sent in this read)."""
+        ttl = self.ctx.options.ttl
+        items = []
+        for payload in payloads:
+            try:
+                header, body = split_backtrace(payload, ttl)
+            except TooManyHops:
+                self.ctx.stats.count("dropped_ttl")
+                continue
+            except MalformedHeader as err:
+                log.debug("surveyor: closing pipe %s: malformed response: %s", pipe.id, err)
+                self.ctx.stats.count("dropped_malformed")
+                self.ctx.reject_pipe(pipe)
+                break
+            items.append(Message(body, header))
+        return items
+
+
+class Surveyor(SurveyorFSM, SurveyorRaw):
+    """Cooked SURVEYOR protocol machine: the current survey and its deadline."""
+
+    def __init__(self, ctx):
+        SurveyorRaw.__init__(self, ctx)
+        self.survey: bytes | None = None
+        self._timer = None
+
+    def take_survey(self, item) -> None:
+        self.survey = item.header
+
+    def start_deadline(self, *args) -> None:
+        self._timer = self.ctx.call_later(self.ctx.options.survey_deadline, self._on_deadline)
+
+    def cancel_deadline(self, *args) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _on_deadline(self) -> None:
+        self._timer = None
+        self.evt_deadline()
+
+    def forget_survey(self, *args) -> None:
+        self.survey = None
+
+    def deliver_current(self, pipe, payloads) -> None:
+        items = self._parse(pipe, payloads)
+        current = [item for item in items if item.header == self.survey]
+        if len(current) < len(items):
+            self.ctx.stats.count("dropped_stale", len(items) - len(current))
+        if current:
+            self.ctx.deliver(current, pipe.recv_priority)
+
+    def drop_late(self, pipe, payloads) -> None:
+        self.ctx.stats.count("dropped_late", len(payloads))
+
+
+class SurveyorPolicy(Policy):
+    """What a cooked SURVEYOR checks in the caller's thread: the survey id and deadline."""
+
+    #: The policy's clock (tests substitute a fake one); the facade's waits use the same.
+    clock = staticmethod(time.monotonic)
+
+    def __init__(self, channel, options):
+        super().__init__(channel, options)
+        # Ids start random and go +1 per survey, like a REQ's (WIRE.md).
+        self._next_id = random.getrandbits(31)
+        self._word: bytes | None = None  # the current survey's id word
+        self._deadline: float | None = None  # when its responses stop counting
+
+    def outgoing(self, item):
+        body = body_of(item)
+        with self.lock:
+            word = id_word(self._next_id)
+            self._next_id = (self._next_id + 1) & ID_MASK
+        return Message(body, word)
+
+    def sent(self, item) -> None:
+        # The survey was accepted: it is the current one now. The old one is cancelled and
+        # its responses are stale (a response to the new one, if already there, stays).
+        with self.lock:
+            self._word = word = item.header
+            self._deadline = self.clock() + self.options.survey_deadline
+            self.channel.purge_inbox(keep=lambda got: type(got) is not bytes and got.header == word)
+
+    def recv_wait(self, deadline: float | None) -> float | None:
+        with self.lock:
+            survey_deadline = self._deadline
+        if survey_deadline is None:
+            raise BadState("a surveyor receives responses to a survey: send one first")
+        now = self.clock()
+        left = survey_deadline - now
+        if left <= 0:
+            raise BadState("the survey's deadline has passed: send a new survey to receive again")
+        if deadline is None:
+            return left
+        # When the survey's deadline ends the wait, the channel raises Timeout.
+        return max(0.0, min(left, deadline - now))
+
+    def incoming(self, item):
+        header = b"" if type(item) is bytes else item.header
+        with self.lock:
+            word, survey_deadline = self._word, self._deadline
+        if header == word:
+            return item
+        # A response to an older survey, received before the new one purged it: drop it.
+        # If the deadline passed meanwhile, this recv was pending at the deadline.
+        if survey_deadline is None or self.clock() >= survey_deadline:
+            raise Timeout("recv timed out: the survey's deadline passed")
+        return None

@@ -1,0 +1,83 @@
+"""Every option: keyword argument, attribute, validation, and its effect."""
+
+from __future__ import annotations
+
+import socket as pysocket
+
+import pytest
+
+import scaproust as sp
+from scaproust.core.options import SPECS
+from tests.integration.conftest import wait_until
+
+
+def test_every_common_option_reads_back_its_default_and_a_new_value(session):
+    sock = session.socket(sp.Push)
+    for name, spec in SPECS.items():
+        if spec.protocols is not None:
+            continue
+        assert getattr(sock, name) == spec.default, name
+
+
+def test_an_option_of_another_protocol_is_refused(session):
+    with pytest.raises(TypeError, match="resend_interval does not apply to a push socket"):
+        session.socket(sp.Push, resend_interval=1.0)
+    with pytest.raises(AttributeError, match="a push socket has no option 'survey_deadline'"):
+        session.socket(sp.Push).survey_deadline  # noqa: B018
+
+
+@pytest.mark.parametrize(("name", "bad", "error"), [
+    ("tcp_nodelay", 1, TypeError), ("socket_name", 5, TypeError), ("send_buffer", 0, ValueError),
+    ("recv_buffer", 1.5, TypeError), ("linger", -1, ValueError), ("reconnect_interval", 0, ValueError),
+])
+def test_bad_values_name_the_option(session, name, bad, error):
+    with pytest.raises(error, match=name):
+        session.socket(sp.Pull, **{name: bad})
+
+
+def test_read_only_facts(session):
+    push = session.socket(sp.Push, socket_name="jobs")
+    assert push.protocol is sp.Push and push.peer is sp.Pull and push.raw is False
+    assert repr(push) == "<scaproust.Socket sp.Push 'jobs' open>"
+    with pytest.raises(AttributeError):
+        push.peer = sp.Pair
+
+
+def _pipe_stream(sock):
+    wait_until(lambda: sock._core.pipes, what="a pipe")
+    return next(iter(sock._core.pipes)).stream
+
+
+def test_tcp_nodelay_and_keepalive_are_applied_to_connections(session):
+    pull = session.socket(sp.Pull, tcp_nodelay=False, tcp_keepalive=True)
+    push = session.socket(sp.Push)
+    push.connect(pull.bind("tcp://127.0.0.1:0").url)
+    stream = _pipe_stream(pull)
+    assert stream.getsockopt(pysocket.IPPROTO_TCP, pysocket.TCP_NODELAY) == 0
+    assert stream.getsockopt(pysocket.SOL_SOCKET, pysocket.SO_KEEPALIVE) == 1
+    stream = _pipe_stream(push)
+    assert stream.getsockopt(pysocket.IPPROTO_TCP, pysocket.TCP_NODELAY) == 1
+    assert stream.getsockopt(pysocket.SOL_SOCKET, pysocket.SO_KEEPALIVE) == 0
+
+
+def test_ipv4_only_refuses_ipv6_addresses(session):
+    sock = session.socket(sp.Pull, ipv4_only=True)
+    with pytest.raises(sp.InvalidAddress, match="ipv4_only"):
+        sock.bind("tcp://[::1]:0")
+    assert sock.bind("tcp://localhost:0").url.startswith("tcp://localhost:")
+
+
+def test_send_buffer_sets_how_many_messages_a_pipe_takes(session):
+    pull = session.socket(sp.Pull)
+    push = session.socket(sp.Push, send_buffer=3)
+    push.connect(pull.bind("tcp://127.0.0.1:0").url)
+    wait_until(lambda: push._core.pipes, what="a pipe")
+    (pipe,) = push._core.pipes
+    assert pipe.free == 3
+
+
+def test_recv_buffer_sets_when_reading_pauses(session):
+    pull = session.socket(sp.Pull, recv_buffer=10)
+    assert pull._channel.recv_high == 10
+    pull.recv_buffer = 20
+    assert pull._channel.recv_high == 20

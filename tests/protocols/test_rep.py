@@ -1,0 +1,263 @@
+"""REP protocol machines (protocols.yaml, machines ``rep_raw`` and ``rep``) and the cooked
+REP's facade policy, driven with events and a recording context.
+
+What REP must do (WIRE.md, "Request / reply header" and "REP" [seen]): split each
+request's backtrace (words up to and including the first with the high bit; at most ``ttl``
+of them, 8 pass and 9 are dropped silently, the pipe stays; malformed closes the pipe),
+hand it over under the id of the pipe it came from, and send the reply back on that pipe
+with the backtrace unchanged; a reply for a pipe that is gone is discarded and send still
+succeeds; send never blocks.
+
+Test list (both machines): delivery with pipe word + backtrace; multi-hop backtrace;
+priority; ttl (default and option); malformed closes the pipe and forgets it; routing
+the reply; pipe gone, full, header missing; credit unbounded from the start; close.
+Policy: BadState without a request, body only to the user, backtrace on the reply, a new
+recv abandons the unanswered request.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from transitions import MachineError
+
+from scaproust.core.channel import UNBOUNDED, Channel
+from scaproust.core.errors import BadState
+from scaproust.core.message import Message
+from scaproust.core.options import Options
+from scaproust.protocols._headers import id_word, pipe_word
+from scaproust.protocols.rep import Rep, RepPolicy, RepRaw
+
+from .fakes import FakePipe, RecordingContext, sent_through
+
+ID = id_word(0x1234)
+
+
+@pytest.fixture
+def ctx() -> RecordingContext:
+    ctx = RecordingContext()
+    ctx.options = Options("rep")
+    return ctx
+
+
+@pytest.fixture(params=[RepRaw, Rep], ids=["raw", "cooked"])
+def rep(request, ctx):
+    return request.param(ctx)
+
+
+def add_pipe(rep, free: int = 5, **kw) -> FakePipe:
+    pipe = FakePipe(free=free, **kw)
+    rep.evt_pipe_added(pipe)
+    return pipe
+
+
+def hops(n: int) -> bytes:
+    """A backtrace of ``n`` words: ``n - 1`` hops, then the request id."""
+    return b"".join(pipe_word(100 + k) for k in range(n - 1)) + ID
+
+
+# ---------------------------------------------------------------- receiving
+
+
+def test_rep_delivers_the_request_under_its_pipe_id_and_backtrace(rep, ctx):
+    pipe = add_pipe(rep, recv_priority=5)
+
+    rep.evt_pipe_recv(pipe, [ID + b"question"])
+
+    assert ctx.delivered == [Message(b"question", pipe_word(pipe.id) + ID)]
+    assert ctx.priorities == [5]
+
+
+def test_rep_keeps_every_hop_of_the_backtrace(rep, ctx):
+    pipe = add_pipe(rep)
+
+    rep.evt_pipe_recv(pipe, [pipe_word(7) + pipe_word(9) + ID + b"via two devices"])
+
+    assert ctx.delivered == [Message(b"via two devices", pipe_word(pipe.id) + pipe_word(7) + pipe_word(9) + ID)]
+
+
+def test_rep_delivers_an_empty_request_body(rep, ctx):
+    pipe = add_pipe(rep)
+
+    rep.evt_pipe_recv(pipe, [ID])
+
+    assert ctx.delivered == [Message(b"", pipe_word(pipe.id) + ID)]
+
+
+def test_rep_passes_eight_words_and_drops_nine_silently_keeping_the_pipe(rep, ctx):
+    pipe = add_pipe(rep)
+
+    rep.evt_pipe_recv(pipe, [hops(9) + b"nine", hops(8) + b"eight"])
+
+    assert ctx.delivered == [Message(b"eight", pipe_word(pipe.id) + hops(8))]
+    assert ctx.stats["dropped_ttl"] == 1
+    assert ctx.rejected == []
+
+
+def test_rep_follows_the_ttl_option(rep, ctx):
+    pipe = add_pipe(rep)
+    ctx.options.set("ttl", 2)
+
+    rep.evt_pipe_recv(pipe, [hops(3) + b"three", hops(2) + b"two"])
+
+    assert [m.body for m in ctx.delivered] == [b"two"]
+    assert ctx.stats["dropped_ttl"] == 1
+
+
+@pytest.mark.parametrize("payload", [pipe_word(1) + pipe_word(2), b"\x80\x00\x00", b""],
+                         ids=["no-request-id", "partial-word", "empty"])
+def test_rep_closes_a_pipe_that_sends_a_malformed_request(rep, ctx, caplog, payload):
+    caplog.set_level(logging.DEBUG, logger="scaproust.protocol")
+    pipe = add_pipe(rep)
+
+    rep.evt_pipe_recv(pipe, [ID + b"good", payload, ID + b"after"])
+
+    assert ctx.delivered == [Message(b"good", pipe_word(pipe.id) + ID)]
+    assert ctx.rejected == [pipe]
+    assert ctx.stats["dropped_malformed"] == 1
+    assert "malformed backtrace" in caplog.text
+    # Nothing more from it, nothing more to it.
+    rep.evt_pipe_recv(pipe, [ID + b"later"])
+    rep.cmd_send(Message(b"reply", pipe_word(pipe.id) + ID))
+    assert len(ctx.delivered) == 1
+    assert pipe.sent == []
+    rep.evt_pipe_removed(pipe)
+    assert rep.pipes == {}
+
+
+# ---------------------------------------------------------------- replying
+
+
+def test_rep_sends_the_reply_on_the_pipe_named_by_the_first_word(rep):
+    p0, p1 = add_pipe(rep), add_pipe(rep)
+
+    rep.cmd_send(Message(b"answer", pipe_word(p1.id) + pipe_word(7) + ID))
+
+    assert p1.sent == [(b"answer", pipe_word(7) + ID)]
+    assert p0.sent == []
+
+
+def test_rep_echoes_the_backtrace_it_received_byte_for_byte(rep, ctx):
+    pipe = add_pipe(rep)
+    backtrace = pipe_word(3) + pipe_word(4) + ID
+    rep.evt_pipe_recv(pipe, [backtrace + b"question"])
+    (request,) = ctx.delivered
+
+    rep.cmd_send(Message(b"answer", request.header))
+
+    assert pipe.sent == [(b"answer", backtrace)]
+
+
+def test_rep_discards_a_reply_for_a_pipe_that_is_gone(rep, ctx):
+    pipe = add_pipe(rep)
+    rep.evt_pipe_removed(pipe)
+
+    rep.cmd_send(Message(b"answer", pipe_word(pipe.id) + ID))
+
+    assert pipe.sent == []
+    assert ctx.stats["dropped_no_route"] == 1
+
+
+def test_rep_drops_a_reply_for_a_full_pipe_and_counts_it(rep, ctx):
+    pipe = add_pipe(rep, free=0)
+
+    rep.cmd_send(Message(b"answer", pipe_word(pipe.id) + ID))
+
+    assert pipe.sent == []
+    assert ctx.stats["dropped_pipe_full"] == 1
+
+
+@pytest.mark.parametrize("item", [b"no header", Message(b"short header", b"\x00\x01")],
+                         ids=["bytes", "partial-word"])
+def test_rep_drops_a_reply_without_a_pipe_word(rep, ctx, item):
+    pipe = add_pipe(rep)
+
+    rep.cmd_send(item)
+
+    assert pipe.sent == []
+    assert ctx.stats["dropped_no_route"] == 1
+
+
+def test_rep_never_blocks_a_send(ctx):
+    RepRaw(ctx)
+
+    assert ctx.capacities == [UNBOUNDED]
+    assert ctx.byte_capacities == [UNBOUNDED]
+
+
+def test_rep_pipe_events_change_no_credit(rep, ctx):
+    ctx.clear()
+    pipe = add_pipe(rep)
+    rep.evt_pipe_ready(pipe)
+    rep.evt_pipe_removed(pipe)
+
+    assert ctx.calls == []
+
+
+def test_rep_close_twice_is_harmless_and_closed_refuses_sends(rep):
+    rep.cmd_close()
+    rep.cmd_close()
+
+    assert rep.state == "closed"
+    with pytest.raises(MachineError, match="Can't trigger event cmd_send from state closed!"):
+        rep.cmd_send(Message(b"late", pipe_word(1) + ID))
+
+
+# ---------------------------------------------------------------- the facade policy
+
+
+@pytest.fixture
+def policy() -> RepPolicy:
+    channel = Channel(wake_backend=lambda: None, resume_reading=lambda: None)
+    return RepPolicy(channel, Options("rep"))
+
+
+def test_rep_send_without_a_request_is_a_bad_state(policy):
+    with pytest.raises(BadState):
+        sent_through(policy, b"unasked")
+
+
+def test_the_policy_gives_the_user_the_body_and_puts_the_backtrace_on_the_reply(policy):
+    header = pipe_word(5) + ID
+
+    assert policy.incoming(Message(b"question", header)) == Message(b"question", header)
+    assert sent_through(policy, b"answer") == Message(b"answer", header)
+
+
+def test_a_second_reply_to_the_same_request_is_a_bad_state(policy):
+    policy.incoming(Message(b"question", pipe_word(5) + ID))
+    sent_through(policy, b"answer")
+
+    with pytest.raises(BadState):
+        sent_through(policy, b"again")
+
+
+def test_a_new_recv_abandons_the_unanswered_request(policy):
+    policy.incoming(Message(b"first", pipe_word(5) + id_word(1)))
+    policy.incoming(Message(b"second", pipe_word(6) + id_word(2)))
+
+    assert sent_through(policy, b"answer") == Message(b"answer", pipe_word(6) + id_word(2))
+
+
+def test_the_policy_ignores_a_header_the_user_puts_on_the_reply(policy):
+    policy.incoming(Message(b"question", pipe_word(5) + ID))
+
+    assert sent_through(policy, Message(b"answer", b"forged")) == Message(b"answer", pipe_word(5) + ID)
+
+
+def test_the_policy_drops_an_item_without_backtrace(policy):
+    assert policy.incoming(b"headerless") is None
+    with pytest.raises(BadState):
+        sent_through(policy, b"answer")
+
+
+def test_the_rep_machines_run_on_the_backend_the_environment_names():
+    import os
+
+    from scaproust._generated import rep as rep_gen
+    from scaproust._generated import rep_raw as rep_raw_gen
+
+    via_transitions = os.environ.get("SCAPROUST_FSM", "compiled").strip().lower() == "transitions"
+    assert issubclass(Rep, rep_gen.RepTransitions if via_transitions else rep_gen.RepCompiled)
+    assert issubclass(RepRaw, rep_raw_gen.RepRawTransitions if via_transitions else rep_raw_gen.RepRawCompiled)
