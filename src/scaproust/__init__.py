@@ -36,6 +36,7 @@ from scaproust.core.protocol_info import (
     Sub,
     Surveyor,
 )
+from scaproust.core.socket import PipeEvent
 from scaproust.facade.device import Device, device
 from scaproust.facade.endpoint import Endpoint
 from scaproust.facade.poll import POLLIN, POLLOUT, Poller, poll
@@ -48,5 +49,5 @@ __all__ = [
     "AddressInUse", "BadState", "Closed", "Error", "InvalidAddress", "NotSupported",
     "Timeout", "WouldBlock", "Message", "Endpoint", "Session", "Socket", "socket",
     "Bus", "Pair", "Pair1", "Pub", "Pull", "Push", "Rep", "Req", "Respondent", "Sub",
-    "Surveyor", "Device", "device", "POLLIN", "POLLOUT", "Poller", "poll",
+    "Surveyor", "PipeEvent", "Device", "device", "POLLIN", "POLLOUT", "Poller", "poll",
 ]

@@ -183,3 +183,37 @@ def _catch(fn):
     except Exception as err:
         return type(err)
     return None
+
+
+def test_pipe_listeners_hear_pipes_added_and_removed_with_the_peer_address(session):
+    import queue
+
+    events = queue.Queue()
+    pull = session.socket(sp.Pull)
+    pull.add_pipe_listener(events.put)
+    ep = pull.bind("tcp://127.0.0.1:0")
+    push = session.socket(sp.Push)
+    push.connect(ep.url)
+    added = events.get(timeout=5)
+    assert added.kind == "added" and added.endpoint == ep.url
+    assert added.peer.startswith("tcp://127.0.0.1:") and added.peer != ep.url
+    push.close()
+    removed = events.get(timeout=5)
+    assert (removed.kind, removed.pipe_id, removed.peer) == ("removed", added.pipe_id, added.peer)
+
+
+def test_a_failing_pipe_listener_is_logged_and_the_socket_carries_on(session, caplog):
+    def broken(event):
+        raise RuntimeError("listener bug")
+
+    pull = session.socket(sp.Pull, recv_timeout=5)
+    pull.add_pipe_listener(broken)
+    push = session.socket(sp.Push, send_timeout=5)
+    with caplog.at_level("ERROR", logger="scaproust"):
+        push.connect(pull.bind("tcp://127.0.0.1:0").url)
+        push.send(b"still delivered")
+        assert pull.recv() == b"still delivered"
+    assert "listener bug" in caplog.text
+    pull.remove_pipe_listener(broken)
+    with pytest.raises(ValueError):
+        pull.remove_pipe_listener(broken)

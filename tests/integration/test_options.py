@@ -81,3 +81,35 @@ def test_recv_buffer_sets_when_reading_pauses(session):
     assert pull._channel.recv_high == 10
     pull.recv_buffer = 20
     assert pull._channel.recv_high == 20
+
+
+def test_recv_max_size_can_be_fixed_per_endpoint(session):
+    pull = session.socket(sp.Pull, recv_timeout=5.0)
+    strict = pull.bind("tcp://127.0.0.1:0", recv_max_size=10)
+    lenient = pull.bind("tcp://127.0.0.1:0")
+    to_strict = session.socket(sp.Push, send_timeout=5.0)
+    to_lenient = session.socket(sp.Push, send_timeout=5.0)
+    to_strict.connect(strict.url)
+    to_lenient.connect(lenient.url)
+    to_strict.send(b"x" * 11)
+    wait_until(lambda: pull.stats.get("dropped_oversize", 0) == 1, what="the strict endpoint's drop")
+    to_lenient.send(b"x" * 11)
+    assert pull.recv() == b"x" * 11
+
+
+def test_the_socket_option_at_bind_time_is_what_the_endpoint_keeps(session):
+    pull = session.socket(sp.Pull, recv_timeout=5.0, recv_max_size=10)
+    ep = pull.bind("tcp://127.0.0.1:0")
+    pull.recv_max_size = 0  # later changes do not move existing endpoints
+    push = session.socket(sp.Push, send_timeout=5.0)
+    push.connect(ep.url)
+    push.send(b"x" * 11)
+    wait_until(lambda: pull.stats.get("dropped_oversize", 0) == 1, what="the drop")
+
+
+def test_endpoint_options_are_validated_and_unknown_ones_refused(session):
+    push = session.socket(sp.Push)
+    with pytest.raises(ValueError, match="reconnect_interval"):
+        push.connect("tcp://127.0.0.1:5", reconnect_interval=0)
+    with pytest.raises(TypeError, match="unknown endpoint option"):
+        push.connect("tcp://127.0.0.1:5", linger=1.0)

@@ -24,6 +24,7 @@ import random
 
 from scaproust._generated.dialer import DialerFSM
 from scaproust.core.guard import entry_point, log_crash
+from scaproust.core.options import EndpointOptions
 from scaproust.core.pipe import Pipe
 
 log = logging.getLogger("scaproust.dialer")
@@ -33,8 +34,9 @@ class Dialer(DialerFSM):
     """The I/O-thread side of an endpoint made by ``connect()``."""
 
     def __init__(self, *, loop, socket, transport, address, url: str, endpoint_id: int,
-                 priorities: tuple[int, int] = (8, 8)):
-        self.priorities = priorities
+                 endpoint=None):
+        # EndpointOptions: the pipe's priorities and size limit, and the reconnect schedule.
+        self.endpoint = endpoint if endpoint is not None else EndpointOptions.of(socket.options)
         self.loop = loop
         self.socket = socket
         self.transport = transport
@@ -62,7 +64,7 @@ class Dialer(DialerFSM):
         self.pipe = Pipe(loop=self.loop, stream=stream, transport=self.transport,
                          socket=self.socket, owner=self, dialed=True,
                          connect_error=0 if stream is not None else err, peer_addr=self.url,
-                         priorities=self.priorities)
+                         endpoint=self.endpoint)
         self.pipe.cmd_open()
 
     def reset_backoff(self, pipe) -> None:
@@ -71,7 +73,7 @@ class Dialer(DialerFSM):
         log.debug("connected to %s", self.url)
 
     def lasted(self, pipe) -> bool:
-        return self.loop.time() - self._connected_at >= self.socket.options.reconnect_interval
+        return self.loop.time() - self._connected_at >= self.endpoint.reconnect_interval
 
     def log_disconnect(self, pipe) -> None:
         log.debug("connection to %s lost; redialing at once", self.url)
@@ -83,9 +85,9 @@ class Dialer(DialerFSM):
         self._timer = self.loop.call_later(self._next_delay(), self._on_timeout)
 
     def _next_delay(self) -> float:
-        options = self.socket.options
-        delay = options.reconnect_interval if self._backoff is None else self._backoff
-        ceiling = options.reconnect_interval_max
+        endpoint = self.endpoint
+        delay = endpoint.reconnect_interval if self._backoff is None else self._backoff
+        ceiling = endpoint.reconnect_interval_max
         self._backoff = min(delay * 2, ceiling) if ceiling > delay else delay
         return delay * (0.5 + 0.5 * self._random())
 

@@ -28,8 +28,8 @@ class Listener(ListenerFSM):
     """The I/O-thread side of an endpoint made by ``bind()``."""
 
     def __init__(self, *, loop, socket, transport, handle, url: str, endpoint_id: int,
-                 priorities: tuple[int, int] = (8, 8)):
-        self.priorities = priorities
+                 endpoint=None):
+        self.endpoint = endpoint  # EndpointOptions for every pipe accepted here
         self.loop = loop
         self.socket = socket
         self.transport = transport
@@ -73,7 +73,7 @@ class Listener(ListenerFSM):
             peer = _peer_name(stream)
             pipe = Pipe(loop=self.loop, stream=stream, transport=self.transport,
                         socket=self.socket, owner=self, dialed=False, peer_addr=peer,
-                        priorities=self.priorities)
+                        endpoint=self.endpoint)
             self.pipes.add(pipe)
             pipe.cmd_open()
 

@@ -85,7 +85,32 @@ SPECS = {
 }
 
 #: Options fixed per endpoint: bind() and connect() take them as keyword arguments too.
-ENDPOINT_OPTIONS = ("send_priority", "recv_priority")
+ENDPOINT_OPTIONS = ("send_priority", "recv_priority", "recv_max_size", "reconnect_interval",
+                    "reconnect_interval_max")
+
+
+@attrs.frozen
+class EndpointOptions:
+    """The options an endpoint fixes for its pipes when it is made (``bind``/``connect``):
+    the socket's values at that moment, or the keyword arguments given there."""
+
+    send_priority: int = 8
+    recv_priority: int = 8
+    recv_max_size: int = MiB
+    reconnect_interval: float = 0.1
+    reconnect_interval_max: float = 0.0
+
+    @classmethod
+    def of(cls, options: Options, **overrides) -> EndpointOptions:
+        """Resolve from a socket's options; ``overrides`` are validated (None = unset)."""
+        values = {}
+        for name in ENDPOINT_OPTIONS:
+            value = overrides.pop(name, None)
+            values[name] = getattr(options, name) if value is None else validate(name, value)
+        if overrides:
+            raise TypeError(f"unknown endpoint option(s) {', '.join(sorted(overrides))} "
+                            f"(known: {', '.join(ENDPOINT_OPTIONS)})")
+        return cls(**values)
 
 
 def validate(name: str, value):

@@ -37,6 +37,7 @@ from collections import deque
 
 from scaproust._generated.pipe import PipeFSM
 from scaproust.core.guard import entry_point, fire, log_crash
+from scaproust.core.options import EndpointOptions
 from scaproust.transports.framing import (
     FrameDecoder,
     OversizeFrame,
@@ -72,10 +73,12 @@ class Pipe(PipeFSM):
     """One connection; the socket's protocol sees it as a destination and a source."""
 
     def __init__(self, *, loop, stream, transport, socket, owner, dialed: bool,
-                 connect_error: int = 0, peer_addr: str = "", priorities: tuple[int, int] = (8, 8)):
+                 connect_error: int = 0, peer_addr: str = "", endpoint: EndpointOptions | None = None):
         self.id = next(_ids) & 0x7FFFFFFF  # 31 bits: raw REP puts it in a backtrace word
-        #: Fixed by the endpoint at bind()/connect(): 1 (highest) to 16.
-        self.send_priority, self.recv_priority = priorities
+        #: Fixed by the endpoint at bind()/connect(): priorities 1 (highest) to 16, size limit.
+        self.endpoint = endpoint if endpoint is not None else EndpointOptions.of(socket.options)
+        self.send_priority = self.endpoint.send_priority
+        self.recv_priority = self.endpoint.recv_priority
         self.loop = loop
         self.stream = stream
         self.transport = transport
@@ -218,7 +221,7 @@ class Pipe(PipeFSM):
     # ---------------------------------------------------------------- active
 
     def watch_frames(self, *args) -> None:
-        self._decoder = FrameDecoder(self._ipc, self._options.recv_max_size)
+        self._decoder = FrameDecoder(self._ipc, self.endpoint.recv_max_size)
         self.loop.add_reader(self.stream, self._read_frames)  # replaces the handshake reader
 
     def stop_reading(self, *args) -> None:

@@ -16,6 +16,8 @@ from __future__ import annotations
 import itertools
 import logging
 
+import attrs
+
 from scaproust._generated.socket import SocketFSM
 from scaproust.core.channel import Channel
 from scaproust.core.context import Context
@@ -23,6 +25,7 @@ from scaproust.core.dialer import Dialer
 from scaproust.core.errors import Closed, Error, InvalidAddress
 from scaproust.core.guard import crash, entry_point, fire, log_crash
 from scaproust.core.listener import Listener
+from scaproust.core.options import EndpointOptions
 from scaproust.core.session import FORKED
 from scaproust.core.stats import Stats
 from scaproust.transports import get_transport
@@ -42,6 +45,16 @@ class Reply:
         self.value = None
 
 
+@attrs.frozen
+class PipeEvent:
+    """A pipe of a socket became active (``"added"``) or went away (``"removed"``)."""
+
+    kind: str
+    pipe_id: int
+    peer: str  # the peer's address: tcp://host:port or ipc://path
+    endpoint: str  # the url of the endpoint (bind or connect) the pipe belongs to
+
+
 class SocketCore(SocketFSM):
     """Backend of one socket: endpoints, pipes, protocol, and the user's channel."""
 
@@ -53,6 +66,7 @@ class SocketCore(SocketFSM):
         self.stats = Stats()
         self.pipes: set = set()
         self.endpoints: dict[int, Listener | Dialer] = {}
+        self.pipe_listeners: list = []  # callables taking a PipeEvent, run in this thread
         self._on_closed = on_closed
         self.channel = Channel(wake_backend=self._wake, resume_reading=self._wake_resume,
                                recv_high=options.recv_buffer)
@@ -110,24 +124,26 @@ class SocketCore(SocketFSM):
 
     # ------------------------------------------------------------------ endpoints
 
-    def add_listener(self, url: str, reply: Reply, priorities: tuple[int, int] = (8, 8)) -> None:
+    def add_listener(self, url: str, reply: Reply, endpoint: EndpointOptions | None = None) -> None:
         address = parse_url(url)
         transport = get_transport(address.scheme)
         # AddressInUse / InvalidAddress: at once, in the caller's thread.
         handle, resolved = transport.listen(address, ipv4_only=self.options.ipv4_only)
         endpoint = Listener(loop=self.loop, socket=self, transport=transport, handle=handle,
-                            url=resolved, endpoint_id=next(_endpoint_ids), priorities=priorities)
+                            url=resolved, endpoint_id=next(_endpoint_ids),
+                            endpoint=endpoint or EndpointOptions.of(self.options))
         self.endpoints[endpoint.endpoint_id] = endpoint
         endpoint.cmd_start()
         reply.value = (endpoint.endpoint_id, resolved)
 
-    def add_dialer(self, url: str, reply: Reply, priorities: tuple[int, int] = (8, 8)) -> None:
+    def add_dialer(self, url: str, reply: Reply, endpoint: EndpointOptions | None = None) -> None:
         address = parse_url(url)
         if address.is_wildcard:
             raise InvalidAddress(f"cannot connect to a wildcard address: {url!r}")
         transport = get_transport(address.scheme)
         endpoint = Dialer(loop=self.loop, socket=self, transport=transport, address=address,
-                          url=address.url, endpoint_id=next(_endpoint_ids), priorities=priorities)
+                          url=address.url, endpoint_id=next(_endpoint_ids),
+                          endpoint=endpoint or EndpointOptions.of(self.options))
         self.endpoints[endpoint.endpoint_id] = endpoint
         endpoint.cmd_start()
         reply.value = (endpoint.endpoint_id, address.url)
@@ -148,6 +164,7 @@ class SocketCore(SocketFSM):
     def track_pipe(self, pipe) -> None:
         self.pipes.add(pipe)
         self.stats.count("pipes_opened")
+        self._announce("added", pipe)
         self.proto.evt_pipe_added(pipe)
         if self.channel.recv_paused:
             pipe.cmd_pause()
@@ -155,6 +172,17 @@ class SocketCore(SocketFSM):
     def untrack_pipe(self, pipe) -> None:
         self.pipes.discard(pipe)
         self.stats.count("pipes_closed")
+        self._announce("removed", pipe)
+
+    def _announce(self, kind: str, pipe) -> None:
+        if not self.pipe_listeners:
+            return
+        event = PipeEvent(kind, pipe.id, pipe.peer_addr, getattr(pipe.owner, "url", ""))
+        for listener in list(self.pipe_listeners):
+            try:
+                listener(event)
+            except Exception:  # the user's callback: log it, never fail the socket
+                log.exception("pipe event listener %r failed on %r", listener, event)
 
     def close_late_pipe(self, pipe) -> None:
         self.pipes.add(pipe)

@@ -83,6 +83,23 @@ class Socket(AsyncSocketMixin):
         """The endpoints made by bind() and connect() that are still open."""
         return [ep for ep in self._endpoints.values() if not ep.closed]
 
+    def add_pipe_listener(self, callback) -> None:
+        """Call ``callback(event)`` whenever a pipe of this socket becomes active
+        (``event.kind == "added"``) or goes away (``"removed"``), with ``event.pipe_id``,
+        ``event.peer`` (the peer's address) and ``event.endpoint`` (its endpoint's url).
+
+        The callback runs in the session's I/O thread: it must be quick and must not call
+        blocking methods of any socket of the session (hand the event to a queue instead).
+        An exception in it is logged and ignored.
+        """
+        self._check_open()
+        self._control(self._core.pipe_listeners.append, callback)
+
+    def remove_pipe_listener(self, callback) -> None:
+        """Stop calling ``callback``; a ValueError if it was not added."""
+        self._check_open()
+        self._control(self._core.pipe_listeners.remove, callback)
+
     @property
     def stats(self) -> dict[str, int]:
         """Counters: messages sent and received, pipes opened and closed, drops by reason."""
@@ -90,37 +107,33 @@ class Socket(AsyncSocketMixin):
 
     # ------------------------------------------------------------------ endpoints
 
-    def bind(self, url: str, *, send_priority: int | None = None,
-             recv_priority: int | None = None) -> Endpoint:
+    def bind(self, url: str, **endpoint_options) -> Endpoint:
         """Listen on ``url`` (``tcp://host:port``, ``tcp://*:0``, ``ipc:///path``).
 
         Raises ``sp.AddressInUse`` or ``sp.InvalidAddress`` at once. The returned endpoint's
-        ``url`` names the real address (the port the system chose for port 0). The
-        priorities (1 highest .. 16) of this endpoint's pipes default to the socket's
-        ``send_priority`` / ``recv_priority`` options at this moment.
-        """
-        return self._add_endpoint(self._core.cmd_bind, url, send_priority, recv_priority)
+        ``url`` names the real address (the port the system chose for port 0).
 
-    def connect(self, url: str, *, send_priority: int | None = None,
-                recv_priority: int | None = None) -> Endpoint:
+        The options fixed per endpoint (``send_priority``, ``recv_priority``,
+        ``recv_max_size``, ``reconnect_interval``, ``reconnect_interval_max``) take the
+        socket's values at this moment unless given here as keyword arguments.
+        """
+        return self._add_endpoint(self._core.cmd_bind, url, endpoint_options)
+
+    def connect(self, url: str, **endpoint_options) -> Endpoint:
         """Dial ``url``; returns at once, connecting and reconnecting in the background.
 
-        Raises ``sp.InvalidAddress`` at once for a URL that cannot be used. Priorities as
-        for ``bind``.
+        Raises ``sp.InvalidAddress`` at once for a URL that cannot be used. Endpoint
+        options as for ``bind``.
         """
-        return self._add_endpoint(self._core.cmd_connect, url, send_priority, recv_priority)
+        return self._add_endpoint(self._core.cmd_connect, url, endpoint_options)
 
-    def _add_endpoint(self, command, url, send_priority, recv_priority) -> Endpoint:
+    def _add_endpoint(self, command, url, endpoint_options) -> Endpoint:
         if not isinstance(url, str):
             raise TypeError(f"url must be a str, not {type(url).__name__}")
         self._check_open()
-        options = self._options
-        priorities = (
-            options.send_priority if send_priority is None else _options.validate("send_priority", send_priority),
-            options.recv_priority if recv_priority is None else _options.validate("recv_priority", recv_priority),
-        )
+        endpoint = _options.EndpointOptions.of(self._options, **endpoint_options)
         reply = Reply()
-        self._control(command, url, reply, priorities)
+        self._control(command, url, reply, endpoint)
         endpoint_id, resolved = reply.value
         endpoint = Endpoint(self, endpoint_id, resolved)
         self._endpoints[endpoint_id] = endpoint
