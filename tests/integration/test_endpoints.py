@@ -217,3 +217,18 @@ def test_a_failing_pipe_listener_is_logged_and_the_socket_carries_on(session, ca
     pull.remove_pipe_listener(broken)
     with pytest.raises(ValueError):
         pull.remove_pipe_listener(broken)
+
+
+def test_state_changes_are_logged_at_debug_on_the_scaproust_logger(session, caplog):
+    with caplog.at_level("DEBUG", logger="scaproust"):
+        pull = session.socket(sp.Pull, recv_timeout=5)
+        push = session.socket(sp.Push, send_timeout=5)
+        ep = pull.bind("tcp://127.0.0.1:0")
+        push.connect(ep.url)
+        push.send(b"x")
+        pull.recv()
+        push.close()
+    text = caplog.text
+    for line in (f"listening on {ep.url}", f"dialing {ep.url}", f"to {ep.url} active (sp.Push)",
+                 f"to {ep.url} closed", "socket sp.Push closed"):
+        assert line in text, line

@@ -57,6 +57,7 @@ class Dialer(DialerFSM):
         return {self.pipe} if self.pipe is not None else set()
 
     def open_pipe(self, *args) -> None:
+        log.debug("dialing %s", self.url)
         try:
             stream, err = self.transport.connect(self.address, ipv4_only=self.socket.options.ipv4_only)
         except OSError as exc:  # e.g. name resolution failed: retry later like a refusal
@@ -82,7 +83,9 @@ class Dialer(DialerFSM):
     def start_retry_timer(self, *args) -> None:
         self.pipe = None
         self.socket.stats.count("connect_failures")
-        self._timer = self.loop.call_later(self._next_delay(), self._on_timeout)
+        delay = self._next_delay()
+        log.debug("redialing %s in %.3f s", self.url, delay)
+        self._timer = self.loop.call_later(delay, self._on_timeout)
 
     def _next_delay(self) -> float:
         endpoint = self.endpoint

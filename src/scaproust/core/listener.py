@@ -42,6 +42,7 @@ class Listener(ListenerFSM):
         return f"<Listener {self.url} {self.state}>"
 
     def watch_accept(self, *args) -> None:
+        log.debug("listening on %s", self.url)
         self.loop.add_reader(self.handle, self._on_acceptable)
 
     def unwatch_accept(self, *args) -> None:
@@ -81,6 +82,7 @@ class Listener(ListenerFSM):
         self.pipes.discard(pipe)
 
     def close_listening_socket(self, *args) -> None:
+        log.debug("listener %s closed", self.url)
         self.transport.close_listener(self.handle)
 
     def close_pipes(self, *args) -> None:

@@ -236,6 +236,7 @@ class Pipe(PipeFSM):
             self.loop.add_reader(self.stream, self._read_frames)
 
     def attach_to_socket(self, *args) -> None:
+        log.debug("pipe %d to %s active (%r)", self.id, self.peer_addr, self.socket.info)
         self._attached = True
         self.socket.evt_pipe_opened(self)
         self.loop.call_soon(fire, self.owner, "evt_pipe_opened", self)
@@ -358,6 +359,7 @@ class Pipe(PipeFSM):
             self.stream = None
 
     def release(self, *args) -> None:
+        log.debug("pipe %d to %s closed", self.id, self.peer_addr)
         self.cancel_timer()
         stream, self.stream = self.stream, None
         if stream is not None:

@@ -204,6 +204,7 @@ class SocketCore(SocketFSM):
         self.proto.cmd_close()
 
     def notify_closed(self, *args) -> None:
+        log.debug("socket %r closed", self.info)
         self.channel.close()
         if self._on_closed is not None:
             self._on_closed(self)
