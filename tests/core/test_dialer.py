@@ -16,8 +16,10 @@ class FakeSocket:
 
 
 class FakeLoop:
+    now = 0.0
+
     def time(self) -> float:
-        return 0.0
+        return self.now
 
 
 def dialer(**options) -> Dialer:
@@ -50,3 +52,12 @@ def test_a_hundred_dialers_do_not_retry_in_lockstep():
     delays = {round(dialer(reconnect_interval=0.1)._next_delay(), 6) for _ in range(100)}
     assert len(delays) > 50
     assert all(0.05 <= delay <= 0.1 for delay in delays)
+
+
+def test_a_connection_that_lasted_the_interval_is_redialed_at_once_a_quick_drop_waits():
+    d = dialer(reconnect_interval=0.1)
+    d.reset_backoff(object())  # connected at t=0
+    d.loop.now = 0.05
+    assert not d.lasted(object())  # dropped after 50 ms: a refusing peer, wait
+    d.loop.now = 0.1
+    assert d.lasted(object())  # an established connection that dropped: redial at once

@@ -157,3 +157,45 @@ def _raised(fn):
     except Exception as err:
         return type(err)
     return None
+
+
+def test_closing_a_connect_endpoint_stops_its_reconnects(session, tmp_path):
+    push = session.socket(sp.Push, reconnect_interval=0.01)
+    ep = push.connect(f"ipc://{tmp_path}/nobody.ipc")
+    wait_until(lambda: push.stats.get("connect_failures", 0) >= 2, what="a few failed attempts")
+    dialer = next(iter(push._core.endpoints.values()))
+    ep.close()
+    wait_until(lambda: dialer.state == "closed", what="the dialer to close")
+    failures = push.stats["connect_failures"]
+    # Bind the path now: a dialer still running would connect within a few attempts.
+    pull = session.socket(sp.Pull)
+    pull.bind(f"ipc://{tmp_path}/nobody.ipc")
+    assert sp.poll({push: sp.POLLOUT}, timeout=0.2) == {}  # never connected
+    assert push.stats["connect_failures"] == failures and push.endpoints == []
+
+
+def test_linger_zero_drops_queued_output_at_close(session):
+    pull = session.socket(sp.Pull, recv_buffer=1)  # reads almost nothing
+    push = session.socket(sp.Push, linger=0.0, send_timeout=0.5)
+    push.connect(pull.bind("tcp://127.0.0.1:0").url)
+    body = b"z" * (256 * 1024)
+    try:
+        while True:
+            push.send(body)  # until the pipe, the kernel and the receiver are all full
+    except sp.Timeout:
+        pass
+    push.close()
+    assert push.stats.get("dropped_linger", 0) >= 1
+
+
+def test_a_req_whose_reply_is_too_large_resends_and_never_blocks_without_a_timeout(session):
+    rep = session.socket(sp.Rep, recv_timeout=5)
+    req = session.socket(sp.Req, recv_max_size=100, recv_timeout=0.5)
+    req.connect(rep.bind("tcp://127.0.0.1:0").url)
+    req.send(b"q")
+    assert rep.recv() == b"q"
+    rep.send(b"x" * 1000)  # over the REQ's limit: its pipe is closed, it redials and resends
+    assert rep.recv() == b"q"  # the resent request
+    with pytest.raises(sp.Timeout):
+        req.recv()
+    assert req.stats["dropped_oversize"] >= 1
