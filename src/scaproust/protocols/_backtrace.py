@@ -37,6 +37,30 @@ from scaproust.protocols._headers import (
 log = logging.getLogger("scaproust.protocol")
 
 
+def split_stacks(ctx, pipe, payloads, on_top: bytes = b"") -> tuple[list[Message], Exception | None]:
+    """Split each payload's backtrace off: ``Message(body, header=on_top + backtrace)``.
+
+    Messages deeper than the ``ttl`` option are dropped and counted (``dropped_ttl``). At
+    the first malformed one the split stops, it is counted (``dropped_malformed``) and its
+    error returned with the messages before it: the caller closes that pipe, ignoring the
+    rest of what it sent in that read.
+    """
+    ttl = ctx.options.ttl
+    out = []
+    for payload in payloads:
+        try:
+            backtrace, body = split_backtrace(payload, ttl)
+        except TooManyHops:
+            ctx.stats.count("dropped_ttl")
+            continue
+        except MalformedHeader as err:
+            log.debug("pipe %d closed: malformed backtrace: %s", pipe.id, err)
+            ctx.stats.count("dropped_malformed")
+            return out, err
+        out.append(Message(body, on_top + backtrace))
+    return out, None
+
+
 class BacktraceRouter(ProtocolBase):
     """Shared actions of the REP and RESPONDENT machines."""
 
@@ -56,22 +80,10 @@ class BacktraceRouter(ProtocolBase):
         if self.pipes.get(pipe.id) is not pipe:
             self.ctx.stats.count("dropped_rejected", len(msgs))  # closing: malformed earlier
             return
-        ttl = self.ctx.options.ttl
-        hop = pipe_word(pipe.id)
-        out = []
-        for payload in msgs:
-            try:
-                backtrace, body = split_backtrace(payload, ttl)
-            except TooManyHops:
-                self.ctx.stats.count("dropped_ttl")
-                continue
-            except MalformedHeader as err:
-                log.debug("pipe %d closed: malformed backtrace: %s", pipe.id, err)
-                self.ctx.stats.count("dropped_malformed")
-                del self.pipes[pipe.id]
-                self.ctx.reject_pipe(pipe)
-                break
-            out.append(Message(body, hop + backtrace))
+        out, malformed = split_stacks(self.ctx, pipe, msgs, pipe_word(pipe.id))
+        if malformed is not None:
+            del self.pipes[pipe.id]
+            self.ctx.reject_pipe(pipe)
         if out:
             self.ctx.deliver(out, pipe.recv_priority)
 

@@ -18,13 +18,12 @@ The work is split between the caller's thread and the I/O thread (facade/policie
 ``ReqRaw`` keeps no state: the user's header goes out as given, round-robin, and a reply's
 header (the words up to and including the first with the high bit) comes back split off.
 
-Pipe choice (both): round-robin over the pipes that can take a message, preferring the best
-``send_priority``, as PUSH does (push.py) [seen in nng: 0,1,0,1].
+Pipe choice (both): load balancing as PUSH (protocols/_balance.py): round-robin over the
+pipes that can take a message, preferring the best ``send_priority`` [seen in nng: 0,1,0,1].
 
 Extra fields:
 
-- ``pipes`` (active pipes in arrival order, less those rejected), ``_next`` (round-robin
-  cursor), ``_top`` (best send priority among them), ``backlog`` (raw only, see _base.py);
+- those of the load balancer (_balance.py); its ``backlog`` is used by the raw REQ only;
 - ``request`` (``(header, body)``): ``sent`` and ``waiting`` only, None in ``idle``;
 - ``carrier`` (the pipe the request last went to) and ``_timer`` (the resend timer):
   ``sent`` only, cleared on leaving it.
@@ -40,53 +39,29 @@ from scaproust._generated.req_raw import ReqRawFSM
 from scaproust.core.errors import BadState
 from scaproust.core.message import Message
 from scaproust.facade.policies import Policy
-from scaproust.protocols._base import ProtocolBase, body_of
+from scaproust.protocols._backtrace import split_stacks
+from scaproust.protocols._balance import LoadBalancer
+from scaproust.protocols._base import body_of
 from scaproust.protocols._headers import (
     ID_MASK,
-    MalformedHeader,
-    TooManyHops,
     id_word,
-    split_backtrace,
 )
 
 log = logging.getLogger("scaproust.protocol")
 
 #: A cooked reply starts with the 4-byte id word (WIRE.md, "REQ receive").
 ID_SIZE = 4
-#: Send priority of a socket with no pipe: nothing is better than 1, so any pipe beats it.
-_NO_PRIORITY = 17
 
 
-class ReqRaw(ReqRawFSM, ProtocolBase):
+class ReqRaw(ReqRawFSM, LoadBalancer):
     """Raw REQ protocol machine; also the pipe handling of the cooked one."""
 
-    def __init__(self, ctx):
-        ProtocolBase.__init__(self, ctx)
-        self.pipes: list = []
-        self._next = 0
-        self._top = _NO_PRIORITY
-
-    # ------------------------------------------------------------------ pipes
-
-    def add_pipe(self, pipe) -> None:
-        self.pipes.append(pipe)
-        self._top = min(self._top, pipe.send_priority)
-
-    def remove_pipe(self, pipe) -> None:
-        self._forget(pipe)
-
-    def _forget(self, pipe) -> None:
-        """Stop using ``pipe`` (gone, or rejected and about to go)."""
-        try:
-            index = self.pipes.index(pipe)
-        except ValueError:
-            return  # rejected earlier: already forgotten
-        del self.pipes[index]
-        if index < self._next:
-            self._next -= 1
-        if self._next >= len(self.pipes):
-            self._next = 0
-        self._top = min((p.send_priority for p in self.pipes), default=_NO_PRIORITY)
+    def _transmit(self, pipe, item) -> None:
+        # The header (the user's, or the cooked REQ's id word) goes out with the body.
+        if type(item) is bytes:
+            pipe.cmd_send(item)
+        else:
+            pipe.cmd_send(item.body, item.header)
 
     def _reject(self, pipe, err) -> None:
         log.debug("pipe %d closed: %s", pipe.id, err)
@@ -94,76 +69,18 @@ class ReqRaw(ReqRawFSM, ProtocolBase):
         self._forget(pipe)
         self.ctx.reject_pipe(pipe)
 
-    def _pick(self):
-        """The pipe to send to: of the pipes that can take a message, those of the best send
-        priority, and among them the next in round-robin order; None if none can."""
-        pipes = self.pipes
-        count = len(pipes)
-        start, top = self._next, self._top
-        best = best_index = None
-        for step in range(count):
-            index = (start + step) % count
-            pipe = pipes[index]
-            if pipe.free and (best is None or pipe.send_priority < best.send_priority):
-                best, best_index = pipe, index
-                if pipe.send_priority == top:
-                    break  # nothing can beat it
-        if best is not None:
-            self._next = (best_index + 1) % count
-        return best
-
-    def grant_capacity(self, *args) -> None:
-        # As PUSH: credit is the free slots of the pipes, none while messages wait.
-        if self.backlog:
-            self.ctx.set_send_capacity(0, 0)
-            return
-        ready = [pipe for pipe in self.pipes if pipe.free]
-        self.ctx.set_send_capacity(sum(p.free for p in ready), sum(p.free_bytes for p in ready))
-
-    # ------------------------------------------------------------------ sending (raw)
-
-    def send_backlog(self, *args) -> None:
-        backlog = self.backlog
-        while backlog:
-            pipe = self._pick()
-            if pipe is None:
-                return
-            _send(pipe, backlog.popleft())
-
-    def send_round_robin(self, item) -> None:
-        pipe = None if self.backlog else self._pick()
-        if pipe is None:
-            self.backlog.append(item)
-        else:
-            _send(pipe, item)
-
     # ------------------------------------------------------------------ receiving (raw)
 
     def deliver_replies(self, pipe, msgs) -> None:
         if pipe not in self.pipes:
             self.ctx.stats.count("dropped_rejected", len(msgs))
             return
-        ttl = self.ctx.options.ttl
-        out = []
-        for payload in msgs:
-            try:
-                header, body = split_backtrace(payload, ttl)
-            except TooManyHops:
-                self.ctx.stats.count("dropped_ttl")
-                continue
-            except MalformedHeader as err:
-                self._reject(pipe, f"malformed reply header: {err}")
-                break
-            out.append(Message(body, header))
+        out, malformed = split_stacks(self.ctx, pipe, msgs)
+        if malformed is not None:
+            self._forget(pipe)
+            self.ctx.reject_pipe(pipe)
         if out:
             self.ctx.deliver(out, pipe.recv_priority)
-
-
-def _send(pipe, item) -> None:
-    if type(item) is bytes:
-        pipe.cmd_send(item)
-    else:
-        pipe.cmd_send(item.body, item.header)
 
 
 class Req(ReqFSM, ReqRaw):

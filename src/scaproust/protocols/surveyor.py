@@ -46,13 +46,11 @@ from scaproust.core.channel import UNBOUNDED
 from scaproust.core.errors import BadState, Timeout
 from scaproust.core.message import Message
 from scaproust.facade.policies import Policy
+from scaproust.protocols._backtrace import split_stacks
 from scaproust.protocols._base import ProtocolBase, body_of
 from scaproust.protocols._headers import (
     ID_MASK,
-    MalformedHeader,
-    TooManyHops,
     id_word,
-    split_backtrace,
 )
 
 log = logging.getLogger("scaproust.protocol")
@@ -95,22 +93,9 @@ class SurveyorRaw(SurveyorRawFSM, ProtocolBase):
             self.ctx.deliver(items, pipe.recv_priority)
 
     def _parse(self, pipe, payloads) -> list[Message]:
-        """Split each response into (header, body); drop deep ones, reject the pipe on a
-        malformed one (and ignore the rest of what it sent in this read)."""
-        ttl = self.ctx.options.ttl
-        items = []
-        for payload in payloads:
-            try:
-                header, body = split_backtrace(payload, ttl)
-            except TooManyHops:
-                self.ctx.stats.count("dropped_ttl")
-                continue
-            except MalformedHeader as err:
-                log.debug("surveyor: closing pipe %s: malformed response: %s", pipe.id, err)
-                self.ctx.stats.count("dropped_malformed")
-                self.ctx.reject_pipe(pipe)
-                break
-            items.append(Message(body, header))
+        items, malformed = split_stacks(self.ctx, pipe, payloads)
+        if malformed is not None:
+            self.ctx.reject_pipe(pipe)
         return items
 
 

@@ -1,0 +1,94 @@
+"""Load balancing: what PUSH and REQ (raw) share.
+
+Each message goes to one pipe: of the pipes that can take a message (``pipe.free``), those
+of the best ``send_priority`` (1 highest), and among them the next in round-robin order
+[seen in nng: 0,1,0,1]. Send credit is the sum of the free slots (and bytes) of the pipes
+that can take a message, so send() blocks while none can. A message that finds no pipe
+(its pipe went away between the credit and the send) waits in the backlog, in order, for
+the next pipe that can take it, before anything newer.
+
+Extra fields: ``pipes`` (active pipes in arrival order, less those rejected), ``_next``
+(round-robin cursor), ``_top`` (best send priority among the pipes: nothing can beat it),
+``backlog`` (see _base.py).
+"""
+
+from __future__ import annotations
+
+from scaproust.protocols._base import ProtocolBase, body_of
+
+#: Send priority of a socket with no pipe: any pipe beats it.
+_NO_PRIORITY = 17
+
+
+class LoadBalancer(ProtocolBase):
+    """Shared actions of the PUSH and raw REQ machines."""
+
+    def __init__(self, ctx):
+        ProtocolBase.__init__(self, ctx)
+        self.pipes: list = []
+        self._next = 0
+        self._top = _NO_PRIORITY
+
+    def add_pipe(self, pipe) -> None:
+        self.pipes.append(pipe)
+        self._top = min(self._top, pipe.send_priority)
+
+    def remove_pipe(self, pipe) -> None:
+        self._forget(pipe)
+
+    def grant_capacity(self, *args) -> None:
+        # Messages wait in the backlog only while no pipe can take one: no credit then.
+        if self.backlog:
+            self.ctx.set_send_capacity(0, 0)
+            return
+        ready = [pipe for pipe in self.pipes if pipe.free]
+        self.ctx.set_send_capacity(sum(p.free for p in ready), sum(p.free_bytes for p in ready))
+
+    def send_backlog(self, *args) -> None:
+        backlog = self.backlog
+        while backlog:
+            pipe = self._pick()
+            if pipe is None:
+                return
+            self._transmit(pipe, backlog.popleft())
+
+    def send_round_robin(self, item) -> None:
+        pipe = None if self.backlog else self._pick()
+        if pipe is None:
+            self.backlog.append(item)
+        else:
+            self._transmit(pipe, item)
+
+    def _transmit(self, pipe, item) -> None:
+        """Put ``item`` on ``pipe``'s wire (PUSH: the body only; a header is not sent)."""
+        pipe.cmd_send(body_of(item))
+
+    def _forget(self, pipe) -> None:
+        """Stop using ``pipe`` (gone, or rejected and about to go); harmless twice."""
+        try:
+            index = self.pipes.index(pipe)
+        except ValueError:
+            return
+        del self.pipes[index]
+        if index < self._next:
+            self._next -= 1
+        if self._next >= len(self.pipes):
+            self._next = 0
+        self._top = min((p.send_priority for p in self.pipes), default=_NO_PRIORITY)
+
+    def _pick(self):
+        """The pipe to send to, or None if none can take a message."""
+        pipes = self.pipes
+        count = len(pipes)
+        start, top = self._next, self._top
+        best = best_index = None
+        for step in range(count):
+            index = (start + step) % count
+            pipe = pipes[index]
+            if pipe.free and (best is None or pipe.send_priority < best.send_priority):
+                best, best_index = pipe, index
+                if pipe.send_priority == top:
+                    break  # nothing can beat it
+        if best is not None:
+            self._next = (best_index + 1) % count
+        return best
