@@ -71,7 +71,7 @@ class Listener(ListenerFSM):
                 return
             if stream is None:
                 return
-            peer = _peer_name(stream)
+            peer = self.url if self.transport.SCHEME == "inproc" else _peer_name(stream)
             pipe = Pipe(loop=self.loop, stream=stream, transport=self.transport,
                         socket=self.socket, owner=self, dialed=False, peer_addr=peer,
                         endpoint=self.endpoint)

@@ -13,13 +13,13 @@ from types import ModuleType
 from typing import Protocol
 
 from scaproust.core.errors import InvalidAddress
-from scaproust.transports import ipc, tcp
+from scaproust.transports import inproc, ipc, tcp
 from scaproust.transports.tcp import Listener
 from scaproust.transports.url import Address
 
 __all__ = ["Listener", "Transport", "get_transport", "schemes"]
 
-_TRANSPORTS: dict[str, ModuleType] = {tcp.SCHEME: tcp, ipc.SCHEME: ipc}
+_TRANSPORTS: dict[str, ModuleType] = {tcp.SCHEME: tcp, ipc.SCHEME: ipc, inproc.SCHEME: inproc}
 
 
 class Transport(Protocol):

@@ -24,7 +24,7 @@ from scaproust.core.errors import InvalidAddress
 __all__ = ["SCHEMES", "WILDCARD_HOST", "Address", "format_tcp_url", "parse_url"]
 
 #: The schemes :func:`parse_url` understands.
-SCHEMES = ("tcp", "ipc")
+SCHEMES = ("tcp", "ipc", "inproc")
 #: The host that means "every IPv4 interface" in a TCP listener's URL.
 WILDCARD_HOST = "*"
 
@@ -33,10 +33,11 @@ WILDCARD_HOST = "*"
 class Address:
     """A parsed endpoint URL.
 
-    ``scheme`` is ``'tcp'`` or ``'ipc'``. For TCP, ``host`` is a name, an IPv4 or IPv6
-    literal (without brackets) or ``'*'``, and ``port`` is 0..65535; ``path`` is None. For
-    IPC, ``path`` is the file system path exactly as given (relative paths are relative to
-    the working directory at bind/connect time); ``host`` and ``port`` are None.
+    ``scheme`` is ``'tcp'``, ``'ipc'`` or ``'inproc'`` (whose name is kept in ``path``).
+    For TCP, ``host`` is a name, an IPv4 or IPv6 literal (without brackets) or ``'*'``, and
+    ``port`` is 0..65535; ``path`` is None. For IPC, ``path`` is the file system path exactly
+    as given (relative paths are relative to the working directory at bind/connect time);
+    ``host`` and ``port`` are None.
     """
 
     scheme: str
@@ -84,6 +85,10 @@ def parse_url(url: str) -> Address:
     if scheme == "tcp":
         host, port = _parse_host_port(url, rest)
         return Address("tcp", host=host, port=port)
+    if scheme == "inproc":
+        if not rest:
+            raise InvalidAddress(f"{url!r}: empty inproc name")
+        return Address("inproc", path=rest)
     if scheme == "ipc":
         if not rest:
             raise InvalidAddress(f"{url!r}: empty IPC path")
