@@ -41,6 +41,7 @@ class Context:
         self.outstanding = 0
         self.outstanding_bytes = UNBOUNDED
         self._unbounded = False  # the protocol said "never blocks": refill after each batch
+        self._pause_scheduled = False
 
     def deliver(self, items, priority: int = 8) -> None:
         """Hand received messages (bytes, or ``Message`` with a header) to the user, queued
@@ -49,7 +50,16 @@ class Context:
         size = channel.push_many(items, priority)
         self.stats.count("msgs_received", len(items))
         self.stats.count("bytes_received", size)
-        if channel.recv_paused:
+        if channel.recv_paused and not self._pause_scheduled:
+            # Stop reading once this batch is done, not in its middle: the pipes whose
+            # reads this batch already holds still deliver, so the queue filling up never
+            # favours the pipe that happened to be read first (fair queueing).
+            self._pause_scheduled = True
+            self._loop.call_after_batch(self._pause_pipes)
+
+    def _pause_pipes(self) -> None:
+        self._pause_scheduled = False
+        if self._channel.recv_paused:
             for pipe in self._pipes():
                 pipe.cmd_pause()
 

@@ -67,6 +67,7 @@ class SocketCore(SocketFSM):
         self.pipes: set = set()
         self.endpoints: dict[int, Listener | Dialer] = {}
         self.pipe_listeners: list = []  # callables taking a PipeEvent, run in this thread
+        self._resume_turn = 0
         self._on_closed = on_closed
         self.channel = Channel(wake_backend=self._wake, resume_reading=self._wake_resume,
                                recv_high=options.recv_buffer)
@@ -119,8 +120,12 @@ class SocketCore(SocketFSM):
 
     @entry_point
     def _resume_pipes(self) -> None:
-        for pipe in self.pipes:
-            pipe.cmd_resume()
+        # Start with a different pipe each time, so that no pipe is always first in line.
+        pipes = list(self.pipes)
+        if pipes:
+            self._resume_turn = (self._resume_turn + 1) % len(pipes)
+            for pipe in pipes[self._resume_turn:] + pipes[:self._resume_turn]:
+                pipe.cmd_resume()
 
     # ------------------------------------------------------------------ endpoints
 
