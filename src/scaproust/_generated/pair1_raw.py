@@ -40,8 +40,8 @@ TRANSITIONS = [
     {'trigger': 'evt_pipe_recv', 'source': 'paired', 'dest': 'unpaired', 'conditions': ['is_peer'], 'after': ['deliver_with_hops', 'reject_malformed_peer', 'forget_peer', 'grant_capacity']},
     {'trigger': 'evt_pipe_recv', 'source': 'paired', 'dest': None, 'after': ['discard']},
     {'trigger': 'evt_pipe_recv', 'source': 'unpaired', 'dest': None, 'after': ['discard']},
-    {'trigger': 'cmd_send', 'source': 'unpaired', 'dest': None, 'unless': ['hop_header_ok'], 'after': ['refuse_header']},
-    {'trigger': 'cmd_send', 'source': 'paired', 'dest': None, 'unless': ['hop_header_ok'], 'after': ['refuse_header']},
+    {'trigger': 'cmd_send', 'source': 'unpaired', 'dest': None, 'unless': ['hop_header_ok'], 'after': ['refuse_header', 'grant_capacity']},
+    {'trigger': 'cmd_send', 'source': 'paired', 'dest': None, 'unless': ['hop_header_ok'], 'after': ['refuse_header', 'grant_capacity']},
     {'trigger': 'cmd_send', 'source': 'paired', 'dest': None, 'after': ['send_to_peer']},
     {'trigger': 'cmd_send', 'source': 'unpaired', 'dest': None, 'after': ['hold']},
     {'trigger': 'cmd_close', 'source': 'unpaired', 'dest': 'closed', 'after': ['drop_backlog']},
@@ -129,12 +129,14 @@ class Pair1RawCompiled:
         if state == 'unpaired':
             if not self.hop_header_ok(*args):
                 self.refuse_header(*args)
+                self.grant_capacity(*args)
                 return True
             self.hold(*args)
             return True
         if state == 'paired':
             if not self.hop_header_ok(*args):
                 self.refuse_header(*args)
+                self.grant_capacity(*args)
                 return True
             self.send_to_peer(*args)
             return True

@@ -18,7 +18,7 @@ INITIAL = 'idle'
 UNLISTED = 'error'
 FINAL_STATES = ('closed',)
 EVENTS = ('evt_pipe_added', 'evt_pipe_removed', 'evt_pipe_ready', 'evt_pipe_recv', 'cmd_send', 'evt_timeout', 'cmd_close')
-GUARDS = ('pipe_has_room', 'is_carrier', 'other_pipe_has_room', 'has_reply', 'can_send')
+GUARDS = ('pipe_has_room', 'is_carrier', 'other_pipe_has_room', 'our_pipe_has_room', 'has_reply', 'can_send')
 ACTIONS = ('stop_resend_timer', 'add_pipe', 'send_request', 'grant_capacity', 'remove_pipe', 'resend_request', 'deliver_reply', 'drop_replies', 'take_request', 'drop_request')
 
 STATES = [
@@ -38,7 +38,7 @@ TRANSITIONS = [
     {'trigger': 'evt_pipe_removed', 'source': 'idle', 'dest': None, 'after': ['remove_pipe', 'grant_capacity']},
     {'trigger': 'evt_pipe_removed', 'source': 'sent', 'dest': None, 'after': ['remove_pipe', 'grant_capacity']},
     {'trigger': 'evt_pipe_removed', 'source': 'waiting', 'dest': None, 'after': ['remove_pipe', 'grant_capacity']},
-    {'trigger': 'evt_pipe_ready', 'source': 'waiting', 'dest': 'sent', 'conditions': ['pipe_has_room'], 'after': ['send_request', 'grant_capacity']},
+    {'trigger': 'evt_pipe_ready', 'source': 'waiting', 'dest': 'sent', 'conditions': ['our_pipe_has_room'], 'after': ['send_request', 'grant_capacity']},
     {'trigger': 'evt_pipe_ready', 'source': 'idle', 'dest': None, 'after': ['grant_capacity']},
     {'trigger': 'evt_pipe_ready', 'source': 'sent', 'dest': None, 'after': ['grant_capacity']},
     {'trigger': 'evt_pipe_ready', 'source': 'waiting', 'dest': None, 'after': ['grant_capacity']},
@@ -136,7 +136,7 @@ class ReqCompiled:
             self.grant_capacity(*args)
             return True
         if state == 'waiting':
-            if self.pipe_has_room(*args):
+            if self.our_pipe_has_room(*args):
                 self.state = 'sent'
                 self.send_request(*args)
                 self.grant_capacity(*args)

@@ -97,6 +97,11 @@ class Req(ReqFSM, ReqRaw):
     def pipe_has_room(self, pipe, *args) -> bool:
         return bool(pipe.free)
 
+    def our_pipe_has_room(self, pipe) -> bool:
+        # A pipe closed for a malformed reply may still report room until the loop
+        # removes it: it is no longer ours to send on.
+        return bool(pipe.free) and pipe in self.pipes
+
     def other_pipe_has_room(self, pipe) -> bool:
         return any(p.free for p in self.pipes if p is not pipe)
 

@@ -93,8 +93,12 @@ class SurveyorRaw(SurveyorRawFSM, ProtocolBase):
             self.ctx.deliver(items, pipe.recv_priority)
 
     def _parse(self, pipe, payloads) -> list[Message]:
+        if pipe not in self.pipes:
+            self.ctx.stats.count("dropped_rejected", len(payloads))  # closing: malformed earlier
+            return []
         items, malformed = split_stacks(self.ctx, pipe, payloads)
         if malformed is not None:
+            self.remove_pipe(pipe)  # no more surveys to it while the loop closes it
             self.ctx.reject_pipe(pipe)
         return items
 
@@ -134,7 +138,8 @@ class Surveyor(SurveyorFSM, SurveyorRaw):
             self.ctx.deliver(current, pipe.recv_priority)
 
     def drop_late(self, pipe, payloads) -> None:
-        self.ctx.stats.count("dropped_late", len(payloads))
+        # Parsed all the same: a malformed response closes its pipe whenever it comes.
+        self.ctx.stats.count("dropped_late", len(self._parse(pipe, payloads)))
 
 
 class SurveyorPolicy(Policy):
