@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-stamp
 # Debian packages: `dot` renders the diagrams; nanocat and nngcat are the interop peers.
 DEBS   := graphviz nanomsg-utils nng-utils
 
-.PHONY: all run test test-fast regen check-regen diagrams lint bench system-deps venv clean
+.PHONY: all run test test-deep test-fast regen check-regen diagrams lint bench system-deps venv clean
 
 all: test
 
@@ -46,9 +46,18 @@ diagrams: regen
 check-regen: venv system-deps
 	$(BIN)/python -m codegen --check
 
+# Everything with the compiled backend, then everything that runs a machine with the
+# transitions backend (the codegen, reactor and transport tests run no machine).
+BACKEND_TESTS := tests/protocols tests/core tests/integration tests/interop tests/models \
+                 tests/models_sockets tests/test_conformance.py tests/test_docs.py
+
 test: venv system-deps check-regen
 	SCAPROUST_FSM=compiled $(BIN)/python -m pytest
-	SCAPROUST_FSM=transitions $(BIN)/python -m pytest -p no:cacheprovider tests/protocols tests/core tests/integration tests/interop tests/test_conformance.py
+	SCAPROUST_FSM=transitions $(BIN)/python -m pytest -p no:cacheprovider $(BACKEND_TESTS)
+
+# The property-based models with many more examples and steps (tens of minutes).
+test-deep: venv
+	HYPOTHESIS_PROFILE=deep $(BIN)/python -m pytest tests/models tests/models_sockets
 
 test-fast: venv
 	$(BIN)/python -m pytest -x -q --ignore=tests/interop
@@ -64,3 +73,10 @@ bench: venv
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache src/*.egg-info
+
+# Mutation testing (issue 5, "Test power"): mutants of protocols.yaml and of the hand-written
+# actions, each run against the fast tests in a temporary copy of the tree; the report goes
+# to build/mutation-report.md. Options: make mutate MUTATE_ARGS="--only yaml --machine req".
+.PHONY: mutate
+mutate: venv
+	$(BIN)/python tools/mutate.py $(MUTATE_ARGS)

@@ -77,8 +77,9 @@ class Dialer(DialerFSM):
         return self.loop.time() - self._connected_at >= self.endpoint.reconnect_interval
 
     def log_disconnect(self, pipe) -> None:
-        log.debug("connection to %s lost; redialing at once", self.url)
-        self.pipe = None
+        # Runs after the new state's on_enter: open_pipe (connecting) has already replaced
+        # self.pipe with the new connection, and start_retry_timer (waiting) cleared it.
+        log.debug("connection to %s lost", self.url)
 
     def start_retry_timer(self, *args) -> None:
         self.pipe = None
