@@ -132,9 +132,11 @@ class PynngRep(Peer):
         return list(self._received)
 
     def close(self) -> None:
+        # Let the thread leave pynng first (its receives time out): closing a pynng socket
+        # while another thread is inside recv_msg() can abort the whole process.
         self._stop.set()
-        self._socket.close()
         self._thread.join(DEADLINE)
+        self._socket.close()
         assert not self._thread.is_alive(), f"{self} thread outlived close()"
         assert not self._errors, f"{self} failed: {self._errors!r}"
 
@@ -177,8 +179,8 @@ class PynngReq(Peer):
         return list(self._received)
 
     def close(self) -> None:
+        self._thread.join(DEADLINE)  # its receive times out: never close under it (see above)
         self._socket.close()
-        self._thread.join(DEADLINE)
         assert not self._thread.is_alive(), f"{self} thread outlived close()"
 
 

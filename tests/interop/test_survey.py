@@ -119,9 +119,11 @@ class PynngThreadPeer(Peer):
         return list(self._received)
 
     def close(self) -> None:
+        # Let the thread leave pynng first (its receives time out): closing a pynng socket
+        # while another thread is inside recv_msg() can abort the whole process.
         self._stop.set()
-        self._socket.close()
         self._thread.join(DEADLINE)
+        self._socket.close()
         assert not self._thread.is_alive(), f"{self} thread outlived close()"
         assert not self._errors, f"{self} failed: {self._errors!r}"
 

@@ -63,9 +63,12 @@ class ResendingReq:
             self.errors.append(error)
 
     def close(self) -> None:
-        self._socket.close()
+        # Its receive times out: never close a pynng socket under a thread in recv_msg(),
+        # which can abort the whole process.
         if self._thread is not None:
             self._thread.join(DEADLINE)
+        self._socket.close()
+        if self._thread is not None:
             assert not self._thread.is_alive(), "pynng REQ thread outlived close()"
 
 
