@@ -487,6 +487,21 @@ def run_stages(root: Path, files: list[str], related: str, timeout: float) -> tu
     return status, detail, spent
 
 
+#: The pytest processes running now, killed (with their children) if the run is interrupted.
+_RUNNING: set = set()
+_STOP = threading.Event()
+
+
+def _interrupt(signum, frame) -> None:
+    _STOP.set()
+    for proc in list(_RUNNING):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    raise KeyboardInterrupt
+
+
 def run_tests(root: Path, tests: list[str], timeout: float) -> tuple[str, str, float]:
     env = dict(os.environ)
     env.update(PYTHONPATH=os.pathsep.join([str(root / "src"), str(root)]),
@@ -497,12 +512,17 @@ def run_tests(root: Path, tests: list[str], timeout: float) -> tuple[str, str, f
     timeout = max(timeout, 1.0)
     proc = subprocess.Popen([sys.executable, *PYTEST, *tests], cwd=root, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    _RUNNING.add(proc)
     try:
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
         return TIMEOUT, f"no result after {timeout:.0f}s", time.monotonic() - start
+    finally:
+        _RUNNING.discard(proc)
+    if _STOP.is_set():
+        raise KeyboardInterrupt
     elapsed = time.monotonic() - start
     text = out.decode(errors="replace")
     if proc.returncode == 0:
@@ -648,6 +668,16 @@ def main(argv: list[str] | None = None) -> int:
     command = "python tools/mutate.py " + " ".join(argv if argv is not None else sys.argv[1:])
     started = time.monotonic()
 
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
+    try:
+        return _run(args, command, started)
+    except KeyboardInterrupt:
+        print("mutate: interrupted", file=sys.stderr)
+        return 130
+
+
+def _run(args, command: str, started: float) -> int:
     with tempfile.TemporaryDirectory(prefix="scaproust-mutate-") as tmp:
         base = Path(tmp) / "base"
         snapshot(base)
@@ -713,6 +743,8 @@ def main(argv: list[str] | None = None) -> int:
         lock = threading.Lock()
 
         def run(m: Mutant) -> None:
+            if _STOP.is_set():
+                return
             if m.key in equivalents:
                 m.status, m.detail = EQUIVALENT, equivalents[m.key]
             elif m.family == "yaml":
@@ -741,8 +773,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"[{done[0]}/{len(mutants)}] {m.status:9} {m.label}"
                       f"{f' ({m.seconds:.1f}s)' if m.seconds else ''}", file=sys.stderr, flush=True)
 
-        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        pool = ThreadPoolExecutor(max_workers=max(1, args.jobs))
+        try:
             list(pool.map(run, mutants))
+        except KeyboardInterrupt:
+            print("mutate: interrupted; removing the temporary copies", file=sys.stderr)
+            pool.shutdown(wait=True, cancel_futures=True)
+            return 130
+        pool.shutdown()
 
         text = report(mutants, originals, args, time.monotonic() - started, sampling, baseline,
                       stale, command)
