@@ -57,7 +57,7 @@ test: venv system-deps check-regen
 
 # The property-based models with many more examples and steps (tens of minutes).
 test-deep: venv
-	HYPOTHESIS_PROFILE=deep $(BIN)/python -m pytest tests/models tests/models_sockets
+	HYPOTHESIS_PROFILE=deep $(BIN)/python -m pytest --timeout=0 tests/models tests/models_sockets
 
 test-fast: venv
 	$(BIN)/python -m pytest -x -q --ignore=tests/interop

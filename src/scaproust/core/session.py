@@ -69,5 +69,5 @@ class SessionCore:
         except RuntimeError:
             raise Closed("session is closed") from None
 
-    def stop(self) -> None:
-        self.loop.stop()
+    def stop(self, *, wait: bool = True) -> None:
+        self.loop.stop(wait=wait)

@@ -67,10 +67,12 @@ class Session:
         self._core.stop()
 
     def __del__(self):
+        # As Socket.__del__: the collector may run anywhere, so take no lock and do not
+        # wait; the I/O thread stops by itself once it reaches the request.
         try:
             if not self._closed and not self._core.loop.forked():
                 self._closed = True
-                self._core.stop()
+                self._core.stop(wait=False)
         except Exception:
             pass
 

@@ -301,10 +301,15 @@ class Socket(AsyncSocketMixin):
 
     def __del__(self):
         # An unclosed socket that is garbage-collected is closed, quietly and without
-        # waiting (its queued output still gets its linger in the I/O thread).
+        # waiting (its queued output still gets its linger in the I/O thread). The collector
+        # runs at any allocation, in any thread, possibly inside a critical section holding
+        # one of our locks (the session's, this channel's): so take no lock here and leave
+        # the whole close to the I/O thread. Nobody else can reach this socket any more, and
+        # the session's weak dictionary forgets it by itself.
         try:
             if not self._closed:
-                self._begin_close()
+                self._closed = True
+                self._session._core.post(_close_collected, self._channel, self._core)
         except Exception:
             pass
 
@@ -321,6 +326,12 @@ class Socket(AsyncSocketMixin):
     def _control(self, command, *args):
         with translate_machine_errors(self):
             return self._session._core.call(command, *args)
+
+
+def _close_collected(channel, core) -> None:
+    """Close a garbage-collected socket, in the I/O thread (see ``Socket.__del__``)."""
+    channel.close()
+    fire(core, "cmd_close")
 
 
 def _add_option_properties(cls) -> None:

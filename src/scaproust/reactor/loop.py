@@ -210,13 +210,14 @@ class Loop:
         self._thread = threading.Thread(target=self._thread_main, name=self._name, daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float | None = 5.0) -> None:
+    def stop(self, timeout: float | None = 5.0, *, wait: bool = True) -> None:
         """Finish the loop and close it; idempotent.
 
         From another thread: the stop request is queued behind every callback already posted,
         then this waits up to ``timeout`` seconds for the loop to close and its thread to end
         (a warning is logged if it does not). From the loop thread: the loop stops after the
-        current iteration. On a loop that is not running: closes it at once.
+        current iteration. On a loop that is not running: closes it at once. With
+        ``wait=False`` it only queues the stop request (a garbage collector must not block).
         """
         if self._closed:
             return
@@ -231,6 +232,8 @@ class Loop:
         self._posted.append((self._request_stop, ()))
         if self._idle:
             self._wakeup.wakeup()
+        if not wait:
+            return
         if not self._done.wait(timeout):
             logger.warning(
                 "scaproust I/O loop %r did not stop within %s s; a callback may be blocked",
