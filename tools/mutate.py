@@ -29,13 +29,16 @@ pytest processes under one ``--timeout``: first the test files about the mutated
 module (a small run that collects fast and makes most kills), then, if those all pass, the
 rest; that is one run of the whole set, split for speed. A run that fails is *killed*, one
 that passes *survived*, one that outlives ``--timeout`` *timeout* (a kill, reported
-apart). Mutants listed in
+apart: an infinite loop, or a close that never completes). Runs use the compiled backend
+(the default; both backends are generated from the same table). Mutants listed in
 tools/mutation_equivalents.yaml, with the reason no test can tell them apart, are reported
-as *equivalent* instead of survived.
+as *equivalent* instead of survived; their keys hold no line numbers.
 
 Scores: yaml (killed + validator + timeout) / (total - equivalent); actions
 (killed + timeout) / (total - equivalent). The report is printed and written to
-``--report`` (build/mutation-report.md by default).
+``--report`` (build/mutation-report.md by default). Every mutant runs by default (about
+20 minutes with 2 jobs); ``--every N`` samples deterministically, ``--from-report`` reruns
+only the survivors of an earlier report (the loop when writing tests that kill them).
 """
 
 from __future__ import annotations
@@ -82,6 +85,7 @@ PYTEST = ("-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "--hypothesis-se
 #: Hand-written helpers shared by several protocols: the tests that exercise them most.
 SHARED_MODULE_TESTS = {
     "_base": ("pair", "push", "pull"),
+    "_balance": ("push", "req"),
     "_backtrace": ("rep", "respondent"),
     "_headers": ("headers", "req", "rep", "surveyor", "respondent"),
 }
@@ -554,6 +558,17 @@ class Generator:
         return {k: v for k, v in files.items() if self.original.get(k) != v}
 
 
+def keys_in_report(path: Path) -> set[str]:
+    """The keys of the surviving and timed-out mutants of a report this tool wrote."""
+    keys, section = set(), ""
+    for line in path.read_text().splitlines():
+        if line.startswith("## "):
+            section = line
+        elif line.startswith("key: `") and section.startswith(("## Surviving", "## Timeouts")):
+            keys.add(line[len("key: `"):-1])
+    return keys
+
+
 def load_equivalents(path: Path) -> dict[str, str]:
     if not path.exists():
         return {}
@@ -661,6 +676,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="run every Nth mutant only (deterministic sample; default 1: all)")
     parser.add_argument("--all", action="store_true", help="run every mutant (overrides --every)")
     parser.add_argument("--key", action="append", help="run only the mutant with this key (repeatable)")
+    parser.add_argument("--from-report", metavar="REPORT",
+                        help="run only the mutants that survived (or timed out) in this earlier report")
     parser.add_argument("--list", action="store_true", help="list the mutants and exit")
     parser.add_argument("--report", default="build/mutation-report.md", help="where to write the report")
     parser.add_argument("--equivalents", default=str(EQUIVALENTS), help=argparse.SUPPRESS)
@@ -696,8 +713,9 @@ def _run(args, command: str, started: float) -> int:
                 names = (m.group, m.path, Path(m.path).stem, m.group.split("/")[-1])
                 return bool(args.module) and any(name in names for name in args.module)
             mutants = [m for m in mutants if chosen(m)]
-        if args.key:
-            mutants = [m for m in mutants if m.key in args.key]
+        if args.key or args.from_report:
+            wanted = set(args.key or ()) | (keys_in_report(Path(args.from_report)) if args.from_report else set())
+            mutants = [m for m in mutants if m.key in wanted]
         total = len(mutants)
         every = 1 if args.all else max(1, args.every)
         if every > 1:
@@ -718,7 +736,7 @@ def _run(args, command: str, started: float) -> int:
         equivalents = load_equivalents(Path(args.equivalents))
         keys = {m.key for m in mutants}
         stale = [k for k in equivalents if k not in keys] if len(mutants) == total and not (
-            args.only or args.machine or args.module or args.key) else []
+            args.only or args.machine or args.module or args.key or args.from_report) else []
 
         # The copy must be consistent and green before any mutant means anything.
         gen = Generator(base)

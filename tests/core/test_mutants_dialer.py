@@ -146,3 +146,44 @@ def test_a_crashed_dialer_is_closed_and_never_redials(h, waiting, caplog):
     h.loop.advance(10 * INTERVAL)
     assert h.dials == 1
     assert h.loop.pending_timers() == []
+
+
+def test_a_dialer_shows_its_one_pipe_while_it_has_one_and_none_while_it_waits(h):
+    pipe = h.connect()
+    assert h.dialer.pipes == {pipe}
+
+    h.dialer.evt_pipe_closed(pipe)  # dropped at once: wait before redialing
+
+    assert h.dialer.state == "waiting"
+    assert h.dialer.pipes == set()
+
+
+def test_a_connect_that_raises_without_an_errno_is_a_failed_attempt_retried_later():
+    loop = FakeLoop()
+
+    class Unresolvable(FakeDialTransport):
+        def connect(self, address, ipv4_only=False):
+            self.streams.append(None)
+            raise OSError("name resolution failed")  # no errno
+
+    socket = FakeSocket(protocol_info.Push, Options("push", reconnect_interval=INTERVAL))
+    dialer = Dialer(loop=loop, socket=socket, transport=Unresolvable(), address=None,
+                    url="tcp://nowhere.invalid:5555", endpoint_id=1)
+    dialer._random = lambda: 1.0
+    dialer.cmd_start()
+
+    loop.run_ready()  # the pipe reports its failed connect, then its death, from the loop
+    loop.run_ready()
+
+    assert dialer.state == "waiting"
+    assert socket.stats["connect_failures"] == 1
+    loop.advance(INTERVAL)
+    assert len(dialer.transport.streams) == 2
+
+
+def test_a_dialer_crash_is_logged_as_an_error_with_its_traceback(h, caplog):
+    with caplog.at_level(logging.ERROR, logger="scaproust.dialer"):
+        h.dialer.evt_crashed(RuntimeError("a bug in an action"))
+
+    (record,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert record.exc_info is not None

@@ -182,3 +182,15 @@ def test_a_crash_closes_the_socket_and_its_endpoints_and_wakes_the_user(h, pipes
     assert h.socket.state == "closed"
     assert h.endpoint_closes == [1, 1]
     assert h.notified == [h.socket]
+
+
+def test_a_pipe_that_goes_away_while_the_socket_is_open_is_forgotten_and_the_socket_stays_open(h):
+    first, second = h.open_pipes(2)
+
+    h.socket.evt_pipe_closed(first)
+
+    assert h.socket.state == "open"
+    assert h.socket.pipes == {second}
+    assert h.socket.stats["pipes_closed"] == 1
+    assert h.endpoint_closes == [0, 0]
+    assert not second.closed

@@ -69,6 +69,7 @@ def test_a_pair_forgets_a_removed_peer_grants_nothing_and_takes_the_next_pipe(pa
     assert pair.state == "unpaired"
     assert pair.peer is None
     assert ctx.capacity == 0
+    assert ctx.byte_capacities[-1] == 0
     second = FakePipe(free=2)
     pair.evt_pipe_added(second)
     assert pair.peer is second
@@ -166,3 +167,44 @@ def test_a_refused_raw_pair1_send_leaves_the_machine_where_it_was_and_gives_the_
         raw.evt_pipe_added(peer)
     raw.cmd_send(Message(b"good", hops(0)))
     assert peer.sent == [(b"good", hops(1))]
+
+
+@pytest.mark.parametrize("machine", [Pair1Raw, Pair1])
+def test_a_payload_shorter_than_a_hop_count_closes_the_pipe_even_if_its_bytes_are_zero(
+        ctx, machine):
+    pair = machine(ctx)
+    peer = FakePipe(free=3)
+    pair.evt_pipe_added(peer)
+
+    pair.evt_pipe_recv(peer, [hops(1) + b"ok", b"\x00\x00\x00"])
+
+    assert ctx.rejected == [peer]
+    assert ctx.stats["dropped_malformed"] == 1
+    assert pair.state == "unpaired"
+    assert len(ctx.delivered) == 1
+
+
+def test_a_new_peer_first_takes_the_backlog_then_the_credit_is_what_it_has_left(
+        pair, flavour, ctx):
+    pair.cmd_send(flavour.item(b"held"))  # no peer yet
+
+    peer = FakePipe(free=3)
+    pair.evt_pipe_added(peer)
+
+    assert flavour.bodies(peer) == [b"held"]
+    assert ctx.capacity == 2
+
+
+def test_a_removal_while_unpaired_changes_nothing(pair, ctx):
+    gone = FakePipe(free=3)
+    pair.evt_pipe_added(gone)
+    pair.evt_pipe_removed(gone)
+    ctx.clear()
+
+    pair.evt_pipe_removed(gone)
+
+    assert pair.state == "unpaired"
+    assert ctx.calls == []
+    new = FakePipe(free=3)
+    pair.evt_pipe_added(new)
+    assert pair.peer is new
