@@ -7,6 +7,7 @@ through). The pipes are real ones, left connecting: only their owner's view matt
 from __future__ import annotations
 
 import logging
+import re
 
 import pytest
 from protocols.fakes import FakeLoop, FakeSocket, FakeStream
@@ -158,7 +159,7 @@ def test_a_dialer_shows_its_one_pipe_while_it_has_one_and_none_while_it_waits(h)
     assert h.dialer.pipes == set()
 
 
-def test_a_connect_that_raises_without_an_errno_is_a_failed_attempt_retried_later():
+def test_a_connect_that_raises_without_an_errno_is_a_failed_attempt_retried_later(caplog):
     loop = FakeLoop()
 
     class Unresolvable(FakeDialTransport):
@@ -170,10 +171,15 @@ def test_a_connect_that_raises_without_an_errno_is_a_failed_attempt_retried_late
     dialer = Dialer(loop=loop, socket=socket, transport=Unresolvable(), address=None,
                     url="tcp://nowhere.invalid:5555", endpoint_id=1)
     dialer._random = lambda: 1.0
-    dialer.cmd_start()
+    with caplog.at_level(logging.DEBUG, logger="scaproust"):
+        dialer.cmd_start()
+        loop.run_ready()  # the pipe reports its failed connect, then its death, from the loop
+        loop.run_ready()
 
-    loop.run_ready()  # the pipe reports its failed connect, then its death, from the loop
-    loop.run_ready()
+    # The log gives the real reason, not an errno made up for an error that has none.
+    (failure,) = [r.getMessage() for r in caplog.records if "failed" in r.getMessage()]
+    assert re.fullmatch(r"pipe \d+: connect to tcp://nowhere\.invalid:5555 failed: "
+                        r"name resolution failed", failure)
 
     assert dialer.state == "waiting"
     assert socket.stats["connect_failures"] == 1
@@ -187,3 +193,16 @@ def test_a_dialer_crash_is_logged_as_an_error_with_its_traceback(h, caplog):
 
     (record,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert record.exc_info is not None
+
+
+@pytest.mark.parametrize("lasted", [INTERVAL, INTERVAL / 2], ids=["redial at once", "wait first"])
+def test_a_lost_connection_is_logged_at_debug_level_with_its_url(h, caplog, lasted):
+    pipe = h.connect()
+    h.loop.advance(lasted)
+
+    with caplog.at_level(logging.DEBUG, logger="scaproust.dialer"):
+        h.dialer.evt_pipe_closed(pipe)
+
+    assert [(r.name, r.levelno, r.getMessage()) for r in caplog.records
+            if "lost" in r.getMessage()] == [
+        ("scaproust.dialer", logging.DEBUG, "connection to tcp://127.0.0.1:5555 lost")]

@@ -61,7 +61,7 @@ class Dialer(DialerFSM):
         try:
             stream, err = self.transport.connect(self.address, ipv4_only=self.socket.options.ipv4_only)
         except OSError as exc:  # e.g. name resolution failed: retry later like a refusal
-            stream, err = None, exc.errno or 1
+            stream, err = None, exc  # the error itself: it may have no errno
         self.pipe = Pipe(loop=self.loop, stream=stream, transport=self.transport,
                          socket=self.socket, owner=self, dialed=True,
                          connect_error=0 if stream is not None else err, peer_addr=self.url,

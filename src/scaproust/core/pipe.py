@@ -73,7 +73,7 @@ class Pipe(PipeFSM):
     """One connection; the socket's protocol sees it as a destination and a source."""
 
     def __init__(self, *, loop, stream, transport, socket, owner, dialed: bool,
-                 connect_error: int = 0, peer_addr: str = "", endpoint: EndpointOptions | None = None):
+                 connect_error: int | OSError = 0, peer_addr: str = "", endpoint: EndpointOptions | None = None):
         self.id = next(_ids) & 0x7FFFFFFF  # 31 bits: raw REP puts it in a backtrace word
         #: Fixed by the endpoint at bind()/connect(): priorities 1 (highest) to 16, size limit.
         self.endpoint = endpoint if endpoint is not None else EndpointOptions.of(socket.options)
@@ -134,7 +134,10 @@ class Pipe(PipeFSM):
         if self._connect_error:
             # The connect failed at once (e.g. no such IPC path): report it from the loop,
             # not from inside this transition.
-            self.loop.call_soon(self._on_connect_failed, OSError(self._connect_error, _strerror(self._connect_error)))
+            err = self._connect_error
+            if not isinstance(err, OSError):
+                err = OSError(err, _strerror(err))
+            self.loop.call_soon(self._on_connect_failed, err)
             return
         self.loop.add_writer(self.stream, self._on_connect_ready)
 
