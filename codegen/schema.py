@@ -15,6 +15,12 @@ Every machine of the library is declared in one file with one schema::
           - [active,  evt_msgs,    [],             active,  [deliver]]
           - [paired,  evt_removed, [is_peer],      unpaired, [forget_peer]]
           - ['*',     cmd_close,   [],             closed,  [close_all]]
+      <other>:
+        doc: ...
+        class: <module>:<Class>
+        extends: <name>                 # <name>'s unlisted, initial, states and rows ...
+        rows:                           # ... except those replaced here (optional)
+          - [open,    evt_msgs,    [],             open,    [deliver_plainly]]
 
 Rules (each violation is reported as ``protocols.yaml:<line>: <what is wrong>``):
 
@@ -29,6 +35,11 @@ Rules (each violation is reported as ``protocols.yaml:<line>: <what is wrong>``)
   can never fire (same guards as an earlier one, or after an unguarded one) is an error;
 - every state is reachable from the initial one; a state with no row leaving it must be
   marked ``final``, and a final state has no row leaving it;
+- a machine that ``extends`` another (declared before it) restates neither its policy, its
+  initial state nor its states; each of its own rows replaces every row of the base with
+  the same (source, event), guarded alternatives included, in place (a ``'*'`` row: that
+  event in every state); rows for new pairs come after. How a cooked protocol says "the raw
+  table, except...", without copying rows that would then have to be kept equal;
 - every action and guard is a method of the hand-written class (or a hand-written base),
   every public method of that class is used by some row, and no method shadows an event.
 """
@@ -44,7 +55,9 @@ import yaml
 
 EVENT_RE = re.compile(r"^(cmd|evt)_[a-z][a-z0-9_]*$")
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
-MACHINE_KEYS = {"doc", "class", "unlisted", "initial", "states", "rows"}
+MACHINE_KEYS = {"doc", "class", "extends", "unlisted", "initial", "states", "rows"}
+#: What a machine with ``extends`` takes from its base and may not restate.
+INHERITED_KEYS = ("unlisted", "initial", "states")
 STATE_KEYS = {"doc", "on_enter", "on_exit", "final"}
 POLICIES = ("error", "ignore")
 
@@ -102,6 +115,7 @@ class Machine:
     initial: str
     states: dict[str, State]
     rows: list[Row]
+    extends: str | None = None
 
     @property
     def events(self) -> list[str]:
@@ -206,7 +220,7 @@ def load(path: str | Path, source: str | None = None, src_root: Path | None = No
     for name, key, node in reader.mapping(top["machines"][1], "machines"):
         if not NAME_RE.match(name):
             reader.fail(key, f"machine name {name!r} must be lower_snake_case")
-        machines[name] = _machine(reader, name, key, node)
+        machines[name] = _machine(reader, name, key, node, machines)
     src_root = src_root or path.parent / "src"
     for machine in machines.values():
         _validate(reader, machine)
@@ -214,25 +228,70 @@ def load(path: str | Path, source: str | None = None, src_root: Path | None = No
     return Spec(shown, machines)
 
 
-def _machine(reader: _Reader, name: str, key, node) -> Machine:
+def _machine(reader: _Reader, name: str, key, node, earlier: dict[str, Machine]) -> Machine:
     fields = {k: (kn, v) for k, kn, v in reader.mapping(node, f"machine {name!r}")}
     for k, (kn, _) in fields.items():
         if k not in MACHINE_KEYS:
             reader.fail(kn, f"unknown key {k!r} in machine {name!r} (allowed: {', '.join(sorted(MACHINE_KEYS))})")
-    for required in ("class", "unlisted", "initial", "states", "rows"):
-        if required not in fields:
-            reader.fail(key, f"machine {name!r} has no {required!r}")
+    base = None
+    if "extends" in fields:
+        base_node = fields["extends"][1]
+        base_name = reader.scalar(base_node, "extends")
+        base = earlier.get(base_name)
+        if base is None:
+            reader.fail(base_node, f"machine {name!r} extends {base_name!r}, which is not a machine declared before it")
+        for inherited in INHERITED_KEYS:
+            if inherited in fields:
+                reader.fail(fields[inherited][0], f"machine {name!r} extends {base_name!r}: its {inherited!r} is {base_name!r}'s, not restated")
+    required = ("class",) if base else ("class", "unlisted", "initial", "states", "rows")
+    for k in required:
+        if k not in fields:
+            reader.fail(key, f"machine {name!r} has no {k!r}")
     class_node = fields["class"][1]
     target = reader.scalar(class_node, "class")
     if ":" not in target:
         reader.fail(class_node, f"class must be 'package.module:Class', not {target!r}")
     module, class_name = target.split(":", 1)
+    doc = reader.scalar(fields["doc"][1], "doc") if "doc" in fields else ""
+    line, class_line = key.start_mark.line + 1, class_node.start_mark.line + 1
+
+    if base is not None:
+        rows = _rows(reader, name, fields["rows"][1], base.states) if "rows" in fields else []
+        return Machine(name, line, doc.strip(), module, class_name, class_line, base.unlisted,
+                       base.initial, base.states, _override(base.rows, rows), extends=base.name)
+
     unlisted = reader.scalar(fields["unlisted"][1], "unlisted")
     if unlisted not in POLICIES:
         reader.fail(fields["unlisted"][1], f"unlisted must be one of {POLICIES}, not {unlisted!r}")
+    states = _states(reader, fields["states"][1], name)
+    initial_node = fields["initial"][1]
+    initial = reader.scalar(initial_node, "initial")
+    if initial not in states:
+        reader.fail(initial_node, f"initial state {initial!r} is not one of the states of {name!r}")
+    rows = _rows(reader, name, fields["rows"][1], states)
+    return Machine(name, line, doc.strip(), module, class_name, class_line, unlisted, initial,
+                   states, rows)
 
+
+def _override(base_rows: list[Row], own: list[Row]) -> list[Row]:
+    """A machine that extends another: its own rows replace every base row of the same
+    (source, event) in place (guarded alternatives included); rows for new pairs follow."""
+    own_pairs = {(r.source, r.event) for r in own}
+    rows, placed = [], set()
+    for row in base_rows:
+        pair = (row.source, row.event)
+        if pair not in own_pairs:
+            rows.append(row)
+        elif pair not in placed:
+            placed.add(pair)
+            rows.extend(r for r in own if (r.source, r.event) == pair)
+    rows.extend(r for r in own if (r.source, r.event) not in placed)
+    return rows
+
+
+def _states(reader: _Reader, states_node, name: str) -> dict[str, State]:
     states: dict[str, State] = {}
-    for sname, skey, snode in reader.mapping(fields["states"][1], f"the states of {name!r}"):
+    for sname, skey, snode in reader.mapping(states_node, f"the states of {name!r}"):
         if not NAME_RE.match(sname):
             reader.fail(skey, f"state name {sname!r} must be lower_snake_case")
         state = State(sname, skey.start_mark.line + 1)
@@ -249,14 +308,11 @@ def _machine(reader: _Reader, name: str, key, node) -> Machine:
             else:
                 setattr(state, k, reader.names(v, k))
         states[sname] = state
+    return states
 
-    initial_node = fields["initial"][1]
-    initial = reader.scalar(initial_node, "initial")
-    if initial not in states:
-        reader.fail(initial_node, f"initial state {initial!r} is not one of the states of {name!r}")
 
+def _rows(reader: _Reader, name: str, rows_node, states: dict[str, State]) -> list[Row]:
     rows: list[Row] = []
-    rows_node = fields["rows"][1]
     if not isinstance(rows_node, yaml.SequenceNode) or not rows_node.value:
         reader.fail(rows_node, f"rows of {name!r} must be a non-empty list")
     explicit = []
@@ -299,9 +355,7 @@ def _machine(reader: _Reader, name: str, key, node) -> Machine:
                 if (sname, event) in has_row or (state.final and dest != "="):
                     continue
                 rows.append(Row(sname, event, guards, sname if dest == "=" else dest, actions, line))
-    doc = reader.scalar(fields["doc"][1], "doc") if "doc" in fields else ""
-    return Machine(name, key.start_mark.line + 1, doc.strip(), module, class_name,
-                   class_node.start_mark.line + 1, unlisted, initial, states, rows)
+    return rows
 
 
 # --------------------------------------------------------------------------- validation

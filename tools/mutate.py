@@ -142,10 +142,17 @@ def yaml_mutants(text: str) -> list[Mutant]:
     root = yaml.compose(text)
     top = {k.value: v for k, v in root.value}
     out: list[Mutant] = []
+    machines = {k.value: v for k, v in top["machines"].value}
     for mkey, mnode in top["machines"].value:
         machine = mkey.value
         fields = {k.value: v for k, v in mnode.value}
-        states = [k.value for k, _ in fields["states"].value]
+        # A machine that extends another has the base's states and only the rows it
+        # replaces: the base's rows are mutated once, in the base (the code of both
+        # follows from them).
+        table = fields
+        while "extends" in table:
+            table = {k.value: v for k, v in machines[table["extends"].value].value}
+        states = [k.value for k, _ in table["states"].value]
         cls = fields["class"].value.split(":")[0].rsplit(".", 1)[-1]
         transport = machine in TRANSPORT
 
@@ -154,7 +161,7 @@ def yaml_mutants(text: str) -> list[Mutant]:
                               new_text, transport, cls))
 
         # ---- states: on_enter / on_exit drops and swaps
-        for skey, snode in fields["states"].value:
+        for skey, snode in (fields["states"].value if "states" in fields else ()):
             if not isinstance(snode, yaml.MappingNode):
                 continue
             for akey, anode in snode.value:
@@ -175,7 +182,7 @@ def yaml_mutants(text: str) -> list[Mutant]:
                         _splice(text, a, b, _flow(swapped)))
 
         # ---- rows
-        for item in fields["rows"].value:
+        for item in (fields["rows"].value if "rows" in fields else ()):
             src_node, evt_node, guard_node, dest_node, act_node = item.value
             line = item.start_mark.line + 1
             row_text = " ".join(text[item.start_mark.index:item.end_mark.index].split())

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from codegen.schema import SpecError, load
+from codegen.schema import Guard, Row, SpecError, _override, load
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT / "protocols.yaml"
@@ -167,3 +167,43 @@ def test_make_regen_cli_reports_a_broken_row_with_its_line(tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     assert proc.stderr.strip() == f"protocols.yaml:{line_of(broken, 'nowhere')}: unknown state 'nowhere' in machine 'push'"
+
+
+# ------------------------------------------------------------------ extends
+
+
+BUS_EXTENDS = "    extends: bus_raw\n"
+
+
+def test_a_machine_that_extends_another_has_its_table_with_its_own_rows_in_their_place():
+    spec = load(SPEC, src_root=ROOT / "src")
+    bus, raw = spec.machines["bus"], spec.machines["bus_raw"]
+    assert (bus.extends, bus.initial, bus.unlisted, bus.states) == ("bus_raw", raw.initial, raw.unlisted, raw.states)
+    assert [(r.source, r.event, r.dest) for r in bus.rows] == [(r.source, r.event, r.dest) for r in raw.rows]
+    changed = [(r.event, r.actions) for r, b in zip(bus.rows, raw.rows, strict=True) if r.actions != b.actions]
+    assert changed == [("evt_pipe_recv", ("deliver",)), ("cmd_send", ("send_to_all",))]
+    assert [r.line for r in spec.machines["rep"].rows] == [r.line for r in spec.machines["rep_raw"].rows]
+
+
+def test_an_own_row_replaces_every_guarded_alternative_in_place_and_a_new_pair_comes_last():
+    def row(source, event, guards=(), actions=()):
+        return Row(source, event, tuple(Guard(g) for g in guards), source, tuple(actions), 1)
+
+    base = [row("a", "evt_x", ["ok"], ["one"]), row("a", "evt_x", [], ["two"]), row("a", "cmd_y")]
+    own = [row("b", "cmd_z", [], ["new"]), row("a", "evt_x", [], ["mine"])]
+
+    assert _override(base, own) == [own[1], base[2], own[0]]
+
+
+def test_extending_an_unknown_or_later_machine_fails_on_the_extends_line():
+    text = edited(BUS_EXTENDS, BUS_EXTENDS.replace("bus_raw", "pair1"), "bus")
+    err = error_of(text)
+    assert str(err) == (f"protocols.yaml:{line_of(text, 'extends: pair1', 'bus')}: machine 'bus' "
+                        "extends 'pair1', which is not a machine declared before it")
+
+
+def test_a_machine_that_extends_another_may_not_restate_its_states():
+    text = edited(BUS_EXTENDS, BUS_EXTENDS + "    initial: open\n", "bus")
+    err = error_of(text)
+    assert str(err) == (f"protocols.yaml:{line_of(text, 'initial: open', 'bus')}: machine 'bus' "
+                        "extends 'bus_raw': its 'initial' is 'bus_raw''s, not restated")

@@ -85,8 +85,11 @@ _TABLES = yaml.safe_load((ROOT / "protocols.yaml").read_text())["machines"]
 
 
 def table_states(machine: str) -> frozenset[str]:
-    """The states protocols.yaml lists for ``machine``."""
-    return frozenset(_TABLES[machine]["states"])
+    """The states protocols.yaml lists for ``machine`` (or for the machine it extends)."""
+    table = _TABLES[machine]
+    while "extends" in table:
+        table = _TABLES[table["extends"]]
+    return frozenset(table["states"])
 
 
 # ------------------------------------------------------------------------------ wire facts

@@ -47,10 +47,8 @@ def split_backtrace(payload: bytes, ttl: int) -> tuple[bytes, bytes]:
         offset += 4
         if word & END_OF_STACK:
             break
-        if offset // 4 >= ttl:
+        if offset // 4 >= ttl:  # the id would be word ttl + 1 at the earliest
             raise TooManyHops(f"more than ttl={ttl} hops")
-    if offset // 4 > ttl:
-        raise TooManyHops(f"{offset // 4} hops, more than ttl={ttl}")
     return payload[:offset], payload[offset:]
 
 
