@@ -18,8 +18,9 @@ the tree this file lives in):
   ``is``/``is not``), negated ``if`` and conditional-expression tests, integer constants
   (n -> n+1, n -> 0), ``True``/``False``, ``and``/``or``, and removal of a statement that is
   a call. Logging calls (``log.*``) and everything in them, and ``__repr__``, are left
-  alone: no test reads log text, so those mutants would only be noise. Only the mutated
-  expression (or statement) is rewritten, so the diff shows exactly the mutation.
+  alone: log wording is not behaviour the tables promise, so those mutants would only be
+  noise. Only the mutated expression (or statement) is rewritten, so the diff shows
+  exactly the mutation.
 
 Each mutant runs ``pytest -x -q -p no:cacheprovider --hypothesis-seed=0`` over tests/protocols,
 tests/core and tests/models (when present), plus, for the transport-level machines and
