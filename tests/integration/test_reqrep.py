@@ -120,6 +120,22 @@ def test_a_late_reply_to_an_older_request_never_reaches_the_user(session, url):
     wait_until(lambda: req.stats.get("dropped_stale", 0) == 1, what="the stale reply counted")
 
 
+def test_a_reply_left_unread_when_the_next_request_goes_is_dropped_and_counted(session, url):
+    req, rep = pair_up(session, url)
+    req.send(b"first")
+    assert rep.recv() == b"first"
+    rep.send(b"never read")
+    wait_until(lambda: req.stats.get("msgs_received", 0) == 1, what="the reply queued at the REQ")
+
+    req.send(b"second")
+    assert rep.recv() == b"second"
+    rep.send(b"read")
+
+    assert req.recv() == b"read"
+    # Two replies received: one delivered, one dropped at the new request, and counted.
+    assert (req.stats["msgs_received"], req.stats["dropped_stale"]) == (2, 1)
+
+
 def test_a_request_sent_before_any_rep_waits_for_one(session, url):
     req = session.socket(sp.Req, recv_timeout=T, send_timeout=T)
     if url.startswith("tcp"):

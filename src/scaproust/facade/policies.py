@@ -20,13 +20,17 @@ from __future__ import annotations
 import threading
 import time
 
+from scaproust.core.stats import Stats
+
 
 class Policy:
     """No user-visible state: everything passes."""
 
-    def __init__(self, channel, options):
+    def __init__(self, channel, options, stats: Stats | None = None):
         self.channel = channel
         self.options = options
+        #: The socket's counters: what a policy drops at recv time is counted here too.
+        self.stats = stats if stats is not None else Stats()
         self.lock = threading.Lock()
 
     def outgoing(self, item):

@@ -43,7 +43,7 @@ class Socket(AsyncSocketMixin):
         self._core: SocketCore = session._core.call(self._make_core)
         self._channel = self._core.channel
         policy = None if raw else info.policy_class()
-        self._policy = policy(self._channel, self._options) if policy else None
+        self._policy = policy(self._channel, self._options, self._core.stats) if policy else None
 
     def _make_core(self) -> SocketCore:
         # The callback holds the event, not the facade: the I/O thread must not keep an

@@ -39,8 +39,8 @@ class RepPolicy(Policy):
     that recv() then times out, as in nng.
     """
 
-    def __init__(self, channel, options):
-        super().__init__(channel, options)
+    def __init__(self, channel, options, stats=None):
+        super().__init__(channel, options, stats)
         self.pending: bytes | None = None
 
     def outgoing(self, item):

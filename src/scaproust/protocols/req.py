@@ -196,8 +196,8 @@ class ReqPolicy(Policy):
     the first send, and once its reply was handed over).
     """
 
-    def __init__(self, channel, options):
-        super().__init__(channel, options)
+    def __init__(self, channel, options, stats=None):
+        super().__init__(channel, options, stats)
         self._next_id = random.getrandbits(31)  # random start, +1 per request (WIRE.md)
         self.current: bytes | None = None
 
@@ -213,7 +213,8 @@ class ReqPolicy(Policy):
         # requests now (the new one's reply, if already there, stays).
         with self.lock:
             self.current = word = item.header
-            self.channel.purge_inbox(keep=lambda got: type(got) is not bytes and got.header == word)
+            stale = self.channel.purge_inbox(keep=lambda got: type(got) is not bytes and got.header == word)
+        self.stats.count_from_caller("dropped_stale", stale)
 
     def recv_wait(self, deadline):
         with self.lock:
@@ -223,7 +224,10 @@ class ReqPolicy(Policy):
 
     def incoming(self, item):
         with self.lock:
-            if type(item) is bytes or item.header != self.current:
-                return None  # a reply to an older request
-            self.current = None
+            stale = type(item) is bytes or item.header != self.current
+            if not stale:
+                self.current = None
+        if stale:  # a reply to an older request
+            self.stats.count_from_caller("dropped_stale")
+            return None
         return item

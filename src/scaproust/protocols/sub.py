@@ -120,8 +120,8 @@ class SubPolicy(Policy):
     unsubscribe (which raises ValueError for an unknown topic).
     """
 
-    def __init__(self, channel, options):
-        super().__init__(channel, options)
+    def __init__(self, channel, options, stats=None):
+        super().__init__(channel, options, stats)
         self._topics: tuple[bytes, ...] = ()
         # Until the first unsubscribe every queued message matches a topic we still have.
         self._purging = False
@@ -145,5 +145,6 @@ class SubPolicy(Policy):
 
     def incoming(self, item):
         if self._purging and not item.startswith(self._topics):
-            return None  # queued before its topic was removed
+            self.stats.count_from_caller("dropped_unmatched")  # queued before its topic went
+            return None
         return item

@@ -148,8 +148,8 @@ class SurveyorPolicy(Policy):
     #: The policy's clock (tests substitute a fake one); the facade's waits use the same.
     clock = staticmethod(time.monotonic)
 
-    def __init__(self, channel, options):
-        super().__init__(channel, options)
+    def __init__(self, channel, options, stats=None):
+        super().__init__(channel, options, stats)
         # Ids start random and go +1 per survey, like a REQ's (WIRE.md).
         self._next_id = random.getrandbits(31)
         self._word: bytes | None = None  # the current survey's id word
@@ -168,7 +168,8 @@ class SurveyorPolicy(Policy):
         with self.lock:
             self._word = word = item.header
             self._deadline = self.clock() + self.options.survey_deadline
-            self.channel.purge_inbox(keep=lambda got: type(got) is not bytes and got.header == word)
+            stale = self.channel.purge_inbox(keep=lambda got: type(got) is not bytes and got.header == word)
+        self.stats.count_from_caller("dropped_stale", stale)
 
     def recv_wait(self, deadline: float | None) -> float | None:
         with self.lock:
@@ -192,6 +193,7 @@ class SurveyorPolicy(Policy):
             return item
         # A response to an older survey, received before the new one purged it: drop it.
         # If the deadline passed meanwhile, this recv was pending at the deadline.
+        self.stats.count_from_caller("dropped_stale")
         if survey_deadline is None or self.clock() >= survey_deadline:
             raise Timeout("recv timed out: the survey's deadline passed")
         return None
