@@ -235,6 +235,27 @@ def test_many_frames_in_one_chunk_make_one_recv_event_with_all_of_them_in_order(
     assert h.proto.calls == [("evt_pipe_recv", h.pipe, payloads)]
 
 
+def test_reads_ask_for_64_kib_and_double_while_they_come_back_full_then_shrink_again():
+    # recv(n) allocates n bytes first: small requests while the peer sends little (no mmap
+    # per read), large ones while it streams (one readiness event parses many frames).
+    h = Harness().open_active()
+    body = b"x" * (700 * 1024)
+    data = tcp_frame(body) + tcp_frame(b"small")
+    h.stream.recv_sizes.clear()
+
+    h.stream.feed(data)
+    for _ in range(5):
+        h.loop.fire_reader(h.stream)
+    h.receive(tcp_frame(b"alone"))
+    h.receive(tcp_frame(b"next"))
+
+    kib = [n // 1024 for n in h.stream.recv_sizes]
+    assert kib == [64, 128, 256, 256, 256, 256, 64]
+    assert h.proto.calls == [("evt_pipe_recv", h.pipe, [body, b"small"]),
+                             ("evt_pipe_recv", h.pipe, [b"alone"]),
+                             ("evt_pipe_recv", h.pipe, [b"next"])]
+
+
 def test_a_frame_split_across_reads_is_delivered_once_complete():
     h = Harness().open_active()
     data = tcp_frame(b"hello")

@@ -228,6 +228,7 @@ class FakeStream:
         self.send_error: BaseException | None = None
         self.closed = False
         self.close_calls = 0
+        self.recv_sizes: list[int] = []  # what each recv() asked for
 
     def __repr__(self) -> str:
         return f"<FakeStream peer={self.peer!r}{' closed' if self.closed else ''}>"
@@ -246,6 +247,7 @@ class FakeStream:
     # ------------------------------------------------------------------ socket interface
 
     def recv(self, n: int) -> bytes:
+        self.recv_sizes.append(n)
         if self.closed:
             raise OSError(9, "Bad file descriptor")
         if self._chunks:
