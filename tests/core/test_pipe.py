@@ -256,6 +256,18 @@ def test_reads_ask_for_64_kib_and_double_while_they_come_back_full_then_shrink_a
                              ("evt_pipe_recv", h.pipe, [b"next"])]
 
 
+def test_a_read_of_exactly_64_kib_keeps_a_larger_request_and_a_shorter_one_shrinks_it():
+    h = Harness().open_active()
+    data = tcp_frame(b"y" * (128 * 1024 - 3))  # 128 KiB + 5 bytes on the wire
+    h.stream.recv_sizes.clear()
+
+    kib64 = 64 * 1024
+    h.receive(data[:kib64], data[kib64:2 * kib64], data[2 * kib64:], tcp_frame(b"next"))
+
+    assert [n // 1024 for n in h.stream.recv_sizes] == [64, 128, 128, 64]
+    assert h.proto.calls == [("evt_pipe_recv", h.pipe, [data[8:]]), ("evt_pipe_recv", h.pipe, [b"next"])]
+
+
 def test_a_frame_split_across_reads_is_delivered_once_complete():
     h = Harness().open_active()
     data = tcp_frame(b"hello")

@@ -403,7 +403,7 @@ class Pipe(PipeFSM):
         if len(data) == size:
             if size < READ_MAX:
                 self._read_size = size * 2
-        elif size > READ_MIN and len(data) < READ_MIN:
+        elif len(data) < READ_MIN:
             self._read_size = READ_MIN
         return data
 
