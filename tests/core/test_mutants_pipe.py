@@ -181,3 +181,22 @@ def test_if_even_the_crash_fails_the_pipe_drops_its_connection_by_hand(caplog):
     assert h.stream.closed
     assert h.stream not in h.loop.readers
     assert h.stream not in h.loop.writers
+
+
+def test_write_interest_comes_back_for_a_second_blocked_write_after_the_first_drained():
+    # The pipe must forget that its writer was registered once it removed it: otherwise the
+    # next partial write never registers again and the rest of the output waits forever.
+    h = Harness().open_active()
+    h.stream.accept_per_call = 5
+    expected = b""
+    for round_ in (b"first round", b"second round"):
+        h.pipe.cmd_send(round_)
+        expected += tcp_frame(round_)
+        h.loop.run_ready()
+        assert h.stream in h.loop.writers, f"no write interest for the {round_!r} leftovers"
+        h.drain_writes()
+        assert h.stream not in h.loop.writers
+
+    assert bytes(h.stream.written) == expected
+    assert h.loop.history.count(("add_writer", h.stream)) == 2
+    assert h.loop.history.count(("remove_writer", h.stream)) == 2
