@@ -132,7 +132,7 @@ def test_unsubscribe_purges_matching_messages_already_queued(session, url):
 
     assert receive(sub, 2) == [b"b1", b"b2"]
     nothing_more(sub)
-    assert sub.stats["dropped_unmatched"] == 2  # four received: two delivered, two dropped
+    assert sub.stats["purged_unmatched"] == 2  # four queued: two delivered, two purged
 
 
 def test_unsubscribing_an_unknown_topic_raises_value_error_naming_it(session):

@@ -609,7 +609,7 @@ def test_the_policy_hands_over_the_reply_to_the_outstanding_request_only(policy)
     assert policy.incoming(Message(b"late", old)) is None
     assert policy.incoming(b"no header") is None
     assert policy.incoming(Message(b"right", new)) == Message(b"right", new)
-    assert policy.stats.snapshot() == {"dropped_stale": 2}  # every message accounted for
+    assert policy.stats.snapshot() == {"purged_stale": 2}  # every message accounted for
 
 
 def test_recv_after_the_reply_is_a_bad_state_until_the_next_request(policy):
@@ -631,7 +631,7 @@ def test_a_new_request_purges_replies_not_yet_taken_and_counts_them(policy, chan
 
     assert len(channel.inbox) == 0
     assert channel.inbox_bytes == 0
-    assert policy.stats.snapshot() == {"dropped_stale": 1}
+    assert policy.stats.snapshot() == {"purged_stale": 1}
 
 
 # ================================================================ invariants under any sequence

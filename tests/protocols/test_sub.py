@@ -358,7 +358,7 @@ def test_sub_policy_purges_queued_messages_that_no_remaining_topic_matches():
 
     assert policy.incoming(b"a1") is None
     assert policy.incoming(b"b1") == b"b1"
-    assert policy.stats.snapshot() == {"dropped_unmatched": 1}
+    assert policy.stats.snapshot() == {"purged_unmatched": 1}
 
 
 def test_sub_policy_after_unsubscribing_everything_drops_everything():

@@ -451,7 +451,7 @@ def test_the_policy_drops_a_response_to_an_older_survey(policy):
     sent_through(policy, b"new")
 
     assert policy.incoming(sp.Message(b"stale", old)) is None
-    assert policy.stats.snapshot() == {"dropped_stale": 1}
+    assert policy.stats.snapshot() == {"purged_stale": 1}
 
 
 def test_a_new_survey_purges_responses_not_yet_taken_and_counts_them(policy, channel):
@@ -462,7 +462,7 @@ def test_a_new_survey_purges_responses_not_yet_taken_and_counts_them(policy, cha
     channel.push_many([sp.Message(b"r3", new)])
 
     assert channel.get(0) == sp.Message(b"r3", new)
-    assert policy.stats.snapshot() == {"dropped_stale": 2}
+    assert policy.stats.snapshot() == {"purged_stale": 2}
 
 
 def test_a_recv_that_drops_a_stale_response_after_the_deadline_times_out(policy, clock):
@@ -474,6 +474,6 @@ def test_a_recv_that_drops_a_stale_response_after_the_deadline_times_out(policy,
 
     with pytest.raises(sp.Timeout):
         policy.incoming(sp.Message(b"stale", old))
-    assert policy.stats.snapshot() == {"dropped_stale": 1}
+    assert policy.stats.snapshot() == {"purged_stale": 1}
     with pytest.raises(sp.BadState):
         policy.recv_wait(None)

@@ -214,7 +214,7 @@ class ReqPolicy(Policy):
         with self.lock:
             self.current = word = item.header
             stale = self.channel.purge_inbox(keep=lambda got: type(got) is not bytes and got.header == word)
-        self.stats.count_from_caller("dropped_stale", stale)
+        self.stats.count_from_caller("purged_stale", stale)
 
     def recv_wait(self, deadline):
         with self.lock:
@@ -228,6 +228,6 @@ class ReqPolicy(Policy):
             if not stale:
                 self.current = None
         if stale:  # a reply to an older request
-            self.stats.count_from_caller("dropped_stale")
+            self.stats.count_from_caller("purged_stale")
             return None
         return item

@@ -145,6 +145,6 @@ class SubPolicy(Policy):
 
     def incoming(self, item):
         if self._purging and not item.startswith(self._topics):
-            self.stats.count_from_caller("dropped_unmatched")  # queued before its topic went
+            self.stats.count_from_caller("purged_unmatched")  # queued before its topic went
             return None
         return item

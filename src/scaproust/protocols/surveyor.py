@@ -169,7 +169,7 @@ class SurveyorPolicy(Policy):
             self._word = word = item.header
             self._deadline = self.clock() + self.options.survey_deadline
             stale = self.channel.purge_inbox(keep=lambda got: type(got) is not bytes and got.header == word)
-        self.stats.count_from_caller("dropped_stale", stale)
+        self.stats.count_from_caller("purged_stale", stale)
 
     def recv_wait(self, deadline: float | None) -> float | None:
         with self.lock:
@@ -193,7 +193,7 @@ class SurveyorPolicy(Policy):
             return item
         # A response to an older survey, received before the new one purged it: drop it.
         # If the deadline passed meanwhile, this recv was pending at the deadline.
-        self.stats.count_from_caller("dropped_stale")
+        self.stats.count_from_caller("purged_stale")
         if survey_deadline is None or self.clock() >= survey_deadline:
             raise Timeout("recv timed out: the survey's deadline passed")
         return None
