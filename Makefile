@@ -55,9 +55,12 @@ test: venv system-deps check-regen
 	SCAPROUST_FSM=compiled $(BIN)/python -m pytest
 	SCAPROUST_FSM=transitions $(BIN)/python -m pytest -p no:cacheprovider $(BACKEND_TESTS)
 
-# The property-based models with many more examples and steps (tens of minutes).
+# The property-based models with many more examples and steps (tens of minutes), then the
+# real-socket tests with the garbage collector firing every hundred allocations.
 test-deep: venv
 	HYPOTHESIS_PROFILE=deep $(BIN)/python -m pytest --timeout=0 tests/models tests/models_sockets
+	SCAPROUST_GC_STRESS=1 $(BIN)/python -m pytest -q tests/integration tests/models_sockets
+	SCAPROUST_GC_STRESS=1 SCAPROUST_FSM=transitions $(BIN)/python -m pytest -q tests/integration tests/models_sockets
 
 test-fast: venv
 	$(BIN)/python -m pytest -x -q --ignore=tests/interop
