@@ -5,21 +5,10 @@ of ``make mutate`` that survived test_push.py).
 
 from __future__ import annotations
 
-import pytest
+from .fakes import FakePipe
 
-from scaproust.protocols.push import Push
-
-from .fakes import FakePipe, RecordingContext
-
-
-@pytest.fixture
-def ctx() -> RecordingContext:
-    return RecordingContext()
-
-
-@pytest.fixture
-def push(ctx) -> Push:
-    return Push(ctx)
+# The fixtures of test_push.py (pytest finds imported fixtures).
+from .test_push import ctx, push  # noqa: F401
 
 
 def test_while_messages_wait_in_the_backlog_push_grants_no_credit_in_messages_or_bytes(push, ctx):

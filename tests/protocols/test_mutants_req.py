@@ -11,25 +11,12 @@ import pytest
 from scaproust.core.channel import Channel
 from scaproust.core.message import Message
 from scaproust.core.options import Options
-from scaproust.protocols._headers import id_word
 from scaproust.protocols.req import Req, ReqPolicy, ReqRaw
 
-from .fakes import FakePipe, RecordingContext, sent_through
+from .fakes import FakePipe, sent_through
 
-ID = id_word(0x1234)
-REQUEST = Message(b"question", ID)
-
-
-@pytest.fixture
-def ctx() -> RecordingContext:
-    ctx = RecordingContext()
-    ctx.options = Options("req", resend_interval=1.0)
-    return ctx
-
-
-@pytest.fixture
-def req(ctx) -> Req:
-    return Req(ctx)
+# The fixtures and constants of test_req.py (pytest finds imported fixtures).
+from .test_req import ID, REQUEST, ctx, req  # noqa: F401
 
 
 def test_a_waiting_request_goes_to_a_new_pipe_and_the_credit_is_what_that_pipe_has_left(req, ctx):

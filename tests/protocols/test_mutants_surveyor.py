@@ -11,30 +11,12 @@ import pytest
 import scaproust as sp
 from scaproust.core.channel import Channel
 from scaproust.core.options import Options
-from scaproust.protocols._headers import id_word
 from scaproust.protocols.surveyor import Surveyor, SurveyorPolicy, SurveyorRaw
 
-from .fakes import FakeClock, FakeLoop, FakePipe, RecordingContext, sent_through
+from .fakes import FakeClock, FakePipe, sent_through
 
-DEADLINE = 0.5
-ID = id_word(0x1234)
-
-
-@pytest.fixture
-def loop() -> FakeLoop:
-    return FakeLoop()
-
-
-@pytest.fixture
-def ctx(loop) -> RecordingContext:
-    ctx = RecordingContext(loop)
-    ctx.options = Options("surveyor", survey_deadline=DEADLINE)
-    return ctx
-
-
-@pytest.fixture
-def cooked(ctx) -> Surveyor:
-    return Surveyor(ctx)
+# The fixtures and constants of test_surveyor.py (pytest finds imported fixtures).
+from .test_surveyor import DEADLINE, ID, cooked, ctx, loop  # noqa: F401
 
 
 @pytest.mark.parametrize("after_a_survey", [False, True], ids=["before", "after-deadline"])
