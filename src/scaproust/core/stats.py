@@ -1,5 +1,5 @@
-"""Per-socket counters, kept by the I/O thread (and by the callers' threads for what a
-cooked protocol drops at recv time), read by anyone."""
+"""Per-socket counters, kept by the I/O thread (and by the callers' threads for the
+``purged_*`` ones: what a cooked protocol drops from the receive queue), read by anyone."""
 
 from __future__ import annotations
 
