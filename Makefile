@@ -58,7 +58,7 @@ test: venv system-deps check-regen
 # The property-based models with many more examples and steps (tens of minutes), then the
 # real-socket tests with the garbage collector firing every hundred allocations.
 test-deep: venv
-	HYPOTHESIS_PROFILE=deep $(BIN)/python -m pytest --timeout=0 tests/models tests/models_sockets
+	HYPOTHESIS_PROFILE=deep SCAPROUST_TEST_TIMEOUT=0 $(BIN)/python -m pytest tests/models tests/models_sockets
 	SCAPROUST_GC_STRESS=1 $(BIN)/python -m pytest -q tests/integration tests/models_sockets
 	SCAPROUST_GC_STRESS=1 SCAPROUST_FSM=transitions $(BIN)/python -m pytest -q tests/integration tests/models_sockets
 

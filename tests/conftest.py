@@ -1,7 +1,10 @@
+import faulthandler
 import gc
 import os
 import sys
 from pathlib import Path
+
+import pytest
 
 # codegen/ lives at the top of the repository, beside src/.
 ROOT = Path(__file__).resolve().parents[1]
@@ -14,3 +17,41 @@ if str(ROOT) not in sys.path:
 # counted a purged reply twice showed up in the REQ/REP device model.
 if os.environ.get("SCAPROUST_GC_STRESS"):
     gc.set_threshold(100, 5, 5)
+
+# A hang must fail the run within minutes, with every thread's stack, and never eat CI's
+# time limit. faulthandler's watchdog is a C thread: it fires even when every Python thread
+# is stuck on a lock, and it covers a test's setup, call and teardown, also the teardown
+# after a failure (pytest-timeout, tried first, cancels its timer when a test fails, so a
+# deadlocked teardown hung forever). SCAPROUST_TEST_TIMEOUT: seconds per test, 0 = none.
+TEST_TIMEOUT = float(os.environ.get("SCAPROUST_TEST_TIMEOUT", "180"))
+_dump = sys.__stderr__  # replaced in pytest_configure by the terminal's own stderr
+
+
+def pytest_configure(config):
+    # fd 2 is captured while a test runs, and that capture is lost when the watchdog ends
+    # the process: dump to the stderr that pytest saved before capturing (no public API for
+    # it; without it the dump is lost but the run still ends).
+    global _dump
+    capture = getattr(config.pluginmanager.getplugin("capturemanager"), "_global_capturing", None)
+    saved = getattr(getattr(capture, "err", None), "targetfd_save", None)
+    if isinstance(saved, int):
+        _dump = os.fdopen(os.dup(saved), "w")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    if TEST_TIMEOUT > 0:
+        faulthandler.dump_traceback_later(TEST_TIMEOUT, exit=True, file=_dump)
+    try:
+        yield
+    finally:
+        if TEST_TIMEOUT > 0:
+            faulthandler.cancel_dump_traceback_later()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_exception_interact(node, call, report):
+    # pytest's own faulthandler plugin cancels every pending dump here (meant for --pdb):
+    # arm the watchdog again so that the teardown after a failure stays bounded.
+    if TEST_TIMEOUT > 0 and not node.config.getoption("usepdb"):
+        faulthandler.dump_traceback_later(TEST_TIMEOUT, exit=True, file=_dump)

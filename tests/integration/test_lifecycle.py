@@ -71,44 +71,39 @@ def test_an_unreferenced_socket_is_garbage_collected_and_closed(session):
     session.socket(sp.Pull).bind(url)  # its port was released
 
 
-def _collect_a_dropped_socket_while(session, hold) -> threading.Thread:
-    """Drop a socket caught in a reference cycle, then run the collector in a thread that
-    holds ``hold``: the collector may run at any allocation, inside any critical section."""
+def drop_in_a_cycle(session):
+    """Create a socket and drop it inside a reference cycle: only the cyclic collector can
+    free it, at a moment it chooses. Returns its channel and core (they outlive it)."""
     sock = session.socket(sp.Pull)
-    sock.cycle = sock  # only the cyclic collector can free it, at a moment it chooses
-    core = sock._core
-    del sock
+    sock.cycle = sock
+    return sock._channel, sock._core
 
-    def collect():
-        with hold:
-            gc.collect()
 
-    thread = threading.Thread(target=collect, daemon=True)
-    thread.start()
-    thread.join(5.0)
-    assert not thread.is_alive(), "the collector deadlocked closing the dropped socket"
-    wait_until(lambda: core.state == "closed", what="the collected socket to close")
-    return thread
+def collect_holding(lock) -> None:
+    # The collector may run at any allocation, inside any critical section.
+    with lock:
+        gc.collect()
 
 
 def test_collecting_a_socket_while_its_session_is_locked_does_not_deadlock(session):
     # Seen in CI: Session.close() held the session lock when the collector freed a dropped
     # socket whose __del__ took the same lock, and the run hung until CI's time limit.
-    _collect_a_dropped_socket_while(session, session._lock)
+    _, core = drop_in_a_cycle(session)
+
+    collector = threading.Thread(target=collect_holding, args=(session._lock,), daemon=True)
+    collector.start()
+    collector.join(5.0)
+
+    assert not collector.is_alive(), "the collector deadlocked closing the dropped socket"
+    wait_until(lambda: core.state == "closed", what="the collected socket to close")
 
 
 def test_collecting_a_socket_inside_the_io_thread_does_not_stall_it(session):
-    sock = session.socket(sp.Pull)
-    sock.cycle = sock
-    channel, core = sock._channel, sock._core
-    del sock
+    # The I/O thread holds a channel's lock when it delivers; the collector may run then.
+    channel, core = drop_in_a_cycle(session)
 
-    def collect_holding_the_channel_lock():
-        # The I/O thread holds a channel's lock when it delivers; the collector may run then.
-        with channel._lock:
-            gc.collect()
+    session._core.call(collect_holding, channel._lock, timeout=5.0)
 
-    session._core.call(collect_holding_the_channel_lock, timeout=5.0)
     wait_until(lambda: core.state == "closed", what="the collected socket to close")
     pull = session.socket(sp.Pull, recv_timeout=5.0)  # the I/O thread still serves others
     push = session.socket(sp.Push, send_timeout=5.0)

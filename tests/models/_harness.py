@@ -39,7 +39,6 @@ import struct
 from collections import deque
 from pathlib import Path
 
-import yaml
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -54,6 +53,7 @@ from hypothesis.stateful import (
 )
 from protocols.fakes import FakePipe, RecordingContext
 
+from codegen.schema import load as load_spec
 from scaproust.core.channel import UNBOUNDED, Channel
 from scaproust.core.context import Context
 from scaproust.core.errors import BadState, Timeout, WouldBlock
@@ -81,15 +81,12 @@ def model_test(machine: type[RuleBasedStateMachine]):
 
 # ------------------------------------------------------------------------------ the tables
 
-_TABLES = yaml.safe_load((ROOT / "protocols.yaml").read_text())["machines"]
+_SPEC = load_spec(ROOT / "protocols.yaml", src_root=ROOT / "src")
 
 
 def table_states(machine: str) -> frozenset[str]:
-    """The states protocols.yaml lists for ``machine`` (or for the machine it extends)."""
-    table = _TABLES[machine]
-    while "extends" in table:
-        table = _TABLES[table["extends"]]
-    return frozenset(table["states"])
+    """The states protocols.yaml gives ``machine`` (its own, or those of the one it extends)."""
+    return frozenset(_SPEC.machines[machine].states)
 
 
 # ------------------------------------------------------------------------------ wire facts

@@ -20,17 +20,19 @@ from .fakes import FakePipe, RecordingContext
 ID = id_word(0x2A)
 
 
-@pytest.fixture
-def ctx() -> RecordingContext:
-    ctx = RecordingContext()
-    ctx.options = Options("rep")
-    return ctx
-
-
-@pytest.fixture(params=[RepRaw, Rep, RespondentRaw, Respondent],
+@pytest.fixture(params=[(RepRaw, "rep"), (Rep, "rep"), (RespondentRaw, "respondent"),
+                        (Respondent, "respondent")],
                 ids=["rep_raw", "rep", "respondent_raw", "respondent"])
-def machine(request, ctx):
-    return request.param(ctx)
+def machine(request):
+    cls, protocol = request.param
+    ctx = RecordingContext()
+    ctx.options = Options(protocol)
+    return cls(ctx)
+
+
+@pytest.fixture
+def ctx(machine) -> RecordingContext:
+    return machine.ctx
 
 
 def test_it_answers_one_request_after_another_on_the_same_pipe(machine, ctx):

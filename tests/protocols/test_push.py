@@ -374,6 +374,20 @@ def test_push_prefers_the_best_send_priority_and_round_robins_within_it(push):
     assert targets(journal) == [high_a, high_b, high_a, low, low]
 
 
+def test_when_the_best_priority_pipe_is_full_push_round_robins_over_the_next_best(push):
+    journal: list = []
+    best = FakePipe(free=0, send_priority=1, journal=journal)
+    b = FakePipe(free=9, send_priority=8, journal=journal)
+    c = FakePipe(free=9, send_priority=8, journal=journal)
+    for pipe in (best, b, c):
+        push.evt_pipe_added(pipe)
+
+    for n in range(4):
+        push.cmd_send(b"m%d" % n)
+
+    assert targets(journal) == [b, c, b, c]
+
+
 def test_push_returns_to_the_better_pipe_as_soon_as_it_is_ready_again(push):
     journal: list = []
     low = FakePipe(free=10, send_priority=16, journal=journal)
