@@ -1,8 +1,11 @@
 """docs/WIRE_CONFORMANCE.md stays true: every test it cites exists, and every row cites one.
 
-The document maps each behaviour of WIRE.md to the tests that prove it, as pytest node ids
-(``tests/path.py::test_name``, optionally with one ``[parameter id]``). A test renamed or
-deleted, or a row left without a test, fails here, so the map cannot go stale.
+The document maps each labelled statement of docs/WIRE.md (P1, H3, R9, ...) to the tests that
+prove it, as pytest node ids (``tests/path.py::test_name``, optionally with one
+``[parameter id]``). A test renamed or deleted, a row left without a test, a statement of
+WIRE.md without a row (or a row for a statement WIRE.md no longer has), a row filed under
+another section than its statement, or a deliberate difference listed in one document and
+not the other, fails here, so the map cannot go stale.
 """
 
 from __future__ import annotations
@@ -14,8 +17,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "WIRE_CONFORMANCE.md"
+WIRE = ROOT / "docs" / "WIRE.md"
 
 NODE_ID = re.compile(r"(tests/[\w/]+\.py)::(test_\w+)(\[[^\]`]*\])?")
+#: A statement's label where WIRE.md states it: ``- **R9** ...`` or ``| **H3** | ...``.
+WIRE_LABEL = re.compile(r"^(?:- |\| )\*\*([A-Z]\d+)\*\*")
+#: A row's label in WIRE_CONFORMANCE.md: ``| R9 | ...``.
+ROW_LABEL = re.compile(r"^\| ([A-Z]\d+) \|")
 
 
 @cache
@@ -60,3 +68,50 @@ def test_every_behaviour_row_cites_at_least_one_test():
         if not NODE_ID.search(cells[-1]):
             bare.append(f"line {number}: {cells[0]}")
     assert not bare, "rows of docs/WIRE_CONFORMANCE.md without a test:\n" + "\n".join(bare)
+
+
+def labels_by_section(path: Path, label: re.Pattern[str]) -> dict[str, str]:
+    """Each label of ``path`` with the ``##`` section it sits in; a label twice fails."""
+    found: dict[str, str] = {}
+    section = ""
+    for line in path.read_text().splitlines():
+        if line.startswith("## "):
+            section = line[3:].strip()
+        elif match := label.match(line):
+            assert match[1] not in found, f"{path.name}: {match[1]} is stated twice"
+            found[match[1]] = section
+    return found
+
+
+def test_wire_md_states_many_labelled_statements():
+    assert len(labels_by_section(WIRE, WIRE_LABEL)) >= 70
+
+
+def test_every_statement_of_wire_md_has_a_row_under_the_same_section_and_no_row_is_extra():
+    stated = labels_by_section(WIRE, WIRE_LABEL)
+    mapped = labels_by_section(DOC, ROW_LABEL)
+    assert not stated.keys() - mapped.keys(), "statements of docs/WIRE.md with no row in " \
+        f"docs/WIRE_CONFORMANCE.md: {sorted(stated.keys() - mapped.keys())}"
+    assert not mapped.keys() - stated.keys(), "rows of docs/WIRE_CONFORMANCE.md for no " \
+        f"statement of docs/WIRE.md: {sorted(mapped.keys() - stated.keys())}"
+    moved = [f"{label}: WIRE.md '{stated[label]}', WIRE_CONFORMANCE.md '{mapped[label]}'"
+             for label in stated if stated[label] != mapped[label]]
+    assert not moved, "labels filed under different sections:\n" + "\n".join(moved)
+
+
+def test_the_deliberate_differences_are_the_same_in_both_documents():
+    marked, label = set(), None
+    for line in WIRE.read_text().splitlines():
+        if line.startswith("#"):
+            label = None
+        elif match := WIRE_LABEL.match(line):
+            label = match[1]
+        if label and "**differs**" in line:
+            marked.add(label)
+    text = DOC.read_text()
+    listed = set(re.findall(r"^- \*\*([A-Z]\d+)\*\*:", text.split("## Deliberate differences")[1],
+                            flags=re.M))
+    rows = {match[1] for line in text.splitlines() if "**differs**" in line
+            if (match := ROW_LABEL.match(line))}
+    assert marked, "docs/WIRE.md marks no deliberate difference"
+    assert marked == listed == rows, (marked, listed, rows)

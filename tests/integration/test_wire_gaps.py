@@ -1,6 +1,6 @@
 """WIRE.md behaviours proven byte by byte over real TCP and IPC connections.
 
-Each test here covers a statement of /work/shared/WIRE.md that no other test proved on a
+Each test here covers a statement of docs/WIRE.md that no other test proved on a
 real connection (docs/WIRE_CONFORMANCE.md maps every statement to its tests). The peer is
 usually a plain ``socket`` speaking SP bytes by hand, so the test sees exactly what goes
 on the wire and can send what no well-behaved library would.

@@ -26,7 +26,7 @@ delivered, pipes rejected) and the model consumes it with ``expect_*``; anything
 fails the step. Invariants then compare the send credit, the pending timers and the
 machine's state (which must be one of its table's states in protocols.yaml).
 
-The models are written from /work/shared/WIRE.md and the tables' docs in protocols.yaml,
+The models are written from docs/WIRE.md and the tables' docs in protocols.yaml,
 never from the protocol modules: nothing in a ``Reference`` imports ``scaproust.protocols``
 (the wire words, the backtrace split and round-robin fairness are re-derived here).
 """

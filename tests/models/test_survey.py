@@ -17,8 +17,8 @@ Cooked SURVEYOR model (``SurveyorReference``):
 Raw SURVEYOR model: every message to every pipe with room, header as given; every
 well-formed response delivered with its header; no ids, no deadline, no timer.
 
-RESPONDENT (cooked and raw): ``_harness.BacktraceReference``, as REP (WIRE.md: "like REP,
-echoing the survey's stack").
+RESPONDENT (cooked and raw): ``_harness.BacktraceReference``, as REP (WIRE.md,
+"RESPONDENT": a REP whose stack is the survey's).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ machine and the tests drive it in memory. The reader feeds whatever ``recv`` ret
 ``sendmsg``, so a large body is never copied into a bigger buffer.
 
 The constants below are on-wire facts shared with nanomsg, nng and mangos: they are frozen,
-and changing one breaks interoperability (see ``/work/shared/WIRE.md``).
+and changing one breaks interoperability (see ``docs/WIRE.md``).
 """
 
 from __future__ import annotations
