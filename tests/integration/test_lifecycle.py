@@ -33,7 +33,7 @@ def test_close_wakes_a_blocked_recv_at_once_even_with_a_long_linger(session):
     outcome = []
     thread = threading.Thread(target=lambda: outcome.append(_raised(pull.recv)))
     thread.start()
-    wait_until(lambda: pull._channel._can_recv._waiters, what="recv to block")
+    wait_until(lambda: pull._channel.recv_waiters, what="recv to block")
     started = time.monotonic()
     threading.Thread(target=pull.close).start()
     thread.join(5.0)
@@ -48,8 +48,8 @@ def test_many_threads_blocked_on_one_socket_all_wake_on_close(session):
                for s in [lambda: push.send(b"x")] * 8 + [pull.recv] * 8]
     for thread in threads:
         thread.start()
-    wait_until(lambda: len(push._channel._can_send._waiters) == 8
-               and len(pull._channel._can_recv._waiters) == 8, what="16 blocked threads")
+    wait_until(lambda: push._channel.send_waiters == 8 and pull._channel.recv_waiters == 8,
+               what="16 blocked threads")
     closers = [threading.Thread(target=s.close) for s in (push, pull, push, pull)]
     for closer in closers:
         closer.start()

@@ -60,6 +60,17 @@ class Channel:
         # Pollers waiting on this channel (threading.Event): set when it may have become
         # readable, writable or closed. Usually empty, so the cost is one truth test.
         self.watchers: set = set()
+        #: Set by the backend (``attach_reader``): a ``CallerReader`` that reads the
+        #: socket's pipes in the caller's thread while it waits.
+        self.reader = None
+        #: A caller's thread sleeps in poll() on the socket's pipes and ``reader_wakeup``
+        #: (a ``Wakeup``): whoever delivers or closes must wake it.
+        self.reader_waiting = False
+        self.reader_wakeup = None
+        #: Threads blocked in get() and in put() right now: nobody to notify without them
+        #: (a notify costs more than the rest of a delivery); tests read them too.
+        self.recv_waiters = 0
+        self.send_waiters = 0
 
     # ------------------------------------------------------------------ user threads
 
@@ -70,7 +81,11 @@ class Channel:
             if self.closed:
                 raise Closed("socket is closed")
             if not self.credit or self.credit_bytes <= 0:
-                self._wait(self._can_send, self._has_credit, timeout, "send")
+                self.send_waiters += 1
+                try:
+                    self._wait(self._can_send, self._has_credit, timeout, "send")
+                finally:
+                    self.send_waiters -= 1
             self.credit -= 1
             self.credit_bytes -= len(item) if type(item) is bytes else item.wire_size
             self.outbox.append(item)
@@ -80,29 +95,76 @@ class Channel:
         self._wake_backend()
 
     def get(self, timeout: float | None):
-        """Take the next received item; wait up to ``timeout`` s for one."""
+        """Take the next received item; wait up to ``timeout`` s for one.
+
+        While it waits, the caller's thread reads the socket's pipes itself when it can
+        (``reader``, set by the backend), so a message needs no handoff from the I/O
+        thread; otherwise, or when another thread already reads them, it waits for the I/O
+        thread to deliver.
+        """
         with self._lock:
-            if not self.inbox:
-                if self.closed:
-                    raise Closed("socket is closed")
-                self._wait(self._can_recv, lambda: self.inbox, timeout, "recv")
-            item = self.inbox.popleft()
-            self.inbox_bytes -= len(item) if type(item) is bytes else item.wire_size
-            resume = (self.recv_paused and len(self.inbox) <= self.recv_high // 2
-                      and self.inbox_bytes <= self.recv_high_bytes // 2)
-            if resume:
-                self.recv_paused = False
+            if self.inbox:
+                item, resume = self._pop()
+            elif self.closed:
+                raise Closed("socket is closed")
+            elif timeout is not None and timeout <= 0:
+                raise WouldBlock("recv would block")
+            else:
+                item = None
+                self.recv_waiters += 1
+        if item is None:
+            item, resume = self._wait_for_item(timeout)
         if resume:
             self._resume_reading()
         return item
 
+    def _wait_for_item(self, timeout: float | None):
+        """``get`` once the inbox was found empty, this thread counted in ``recv_waiters``
+        (uncounted on the way out, in the lock sections it takes anyway)."""
+        counted = True
+        try:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            reader = self.reader
+            while reader is not None and reader.wait(deadline):
+                with self._lock:
+                    if self.inbox:
+                        self.recv_waiters -= 1
+                        counted = False
+                        return self._pop()
+                    if self.closed:
+                        raise Closed("socket was closed while waiting")
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise Timeout(f"recv timed out after {timeout} s")
+            with self._lock:
+                if not self.inbox:
+                    self._wait(self._can_recv, lambda: self.inbox, timeout, "recv", deadline)
+                self.recv_waiters -= 1
+                counted = False
+                return self._pop()
+        finally:
+            if counted:
+                with self._lock:
+                    self.recv_waiters -= 1
+
+    def _pop(self):
+        """The next item and whether reading must resume (channel lock held)."""
+        item = self.inbox.popleft()
+        self.inbox_bytes -= len(item) if type(item) is bytes else item.wire_size
+        resume = (self.recv_paused and len(self.inbox) <= self.recv_high // 2
+                  and self.inbox_bytes <= self.recv_high_bytes // 2)
+        if resume:
+            self.recv_paused = False
+        return item, resume
+
     def _has_credit(self) -> bool:
         return self.credit > 0 and self.credit_bytes > 0
 
-    def _wait(self, cond: threading.Condition, ready, timeout: float | None, what: str) -> None:
+    def _wait(self, cond: threading.Condition, ready, timeout: float | None, what: str,
+              deadline: float | None = None) -> None:
         if timeout is not None and timeout <= 0:
             raise WouldBlock(f"{what} would block")
-        deadline = None if timeout is None else time.monotonic() + timeout
+        if deadline is None and timeout is not None:
+            deadline = time.monotonic() + timeout
         while not ready():
             if self.closed:
                 raise Closed("socket was closed while waiting")
@@ -129,7 +191,8 @@ class Channel:
             self.credit += n
             self.credit_bytes += nbytes
             if self._has_credit():
-                self._can_send.notify(max(n, 1))
+                if self.send_waiters:
+                    self._can_send.notify(max(n, 1))
                 if self.watchers:
                     self._wake_watchers()
 
@@ -151,9 +214,12 @@ class Channel:
             self.inbox_bytes += size
             if len(self.inbox) >= self.recv_high or self.inbox_bytes >= self.recv_high_bytes:
                 self.recv_paused = True
-            self._can_recv.notify(len(items))
+            if self.recv_waiters:
+                self._can_recv.notify(len(items))
             if self.watchers:
                 self._wake_watchers()
+            if self.reader_waiting:
+                self.reader_wakeup.wakeup()
         return size
 
     def purge_inbox(self, keep=None) -> int:
@@ -202,3 +268,29 @@ class Channel:
             self._can_send.notify_all()
             self._can_recv.notify_all()
             self._wake_watchers()
+            if self.reader_waiting:
+                self.reader_wakeup.wakeup()
+
+    def attach_reader(self, reader) -> None:
+        self.reader = reader
+
+    def begin_reading(self, wakeup) -> bool:
+        """A caller's thread is about to sleep on the socket's pipes: from now on, deliveries
+        and close wake it through ``wakeup``. False (and no sleep) if there is already
+        something to take, or the channel is closed."""
+        with self._lock:
+            if self.inbox or self.closed:
+                return False
+            self.reader_wakeup = wakeup
+            self.reader_waiting = True
+            return True
+
+    def end_reading(self) -> None:
+        with self._lock:
+            self.reader_waiting = False
+
+    def wake_reader(self) -> None:
+        """Wake a caller's thread sleeping on the socket's pipes (one of them went away)."""
+        with self._lock:
+            if self.reader_waiting:
+                self.reader_wakeup.wakeup()

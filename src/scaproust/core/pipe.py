@@ -107,7 +107,10 @@ class Pipe(PipeFSM):
         self._read_size = READ_MIN
         self._timer = None
         self._attached = False
-        self._watching = False
+        self._watching = False  # the pipe wants its input read (not paused, not dead)
+        self._lent = False  # a caller's thread reads it instead of the loop (see Lender)
+        #: How core/caller_reader.py borrows this pipe's reading from the loop.
+        self.lender = Lender(self)
 
     def __repr__(self) -> str:
         return f"<Pipe {self.id} {self.state} {self.peer_addr}>"
@@ -372,6 +375,8 @@ class Pipe(PipeFSM):
         log.debug("pipe %d to %s closed", self.id, self.peer_addr)
         self.cancel_timer()
         stream, self.stream = self.stream, None
+        if self._lent:  # a caller sleeps on this stream: it must not wait on a closed fd
+            self.socket.channel.wake_reader()
         if stream is not None:
             if self._watching:
                 self.loop.remove_reader(stream)
@@ -406,6 +411,47 @@ class Pipe(PipeFSM):
         elif len(data) < READ_MIN:
             self._read_size = READ_MIN
         return data
+
+
+class Lender:
+    """Lends a pipe's reading to a caller's thread (core/caller_reader.py), with the
+    session lock held: while lent, the loop does not watch the stream, and the caller polls
+    it and reads it with ``read``. Pausing (the pipe's ``_watching``) removes the reader
+    from the loop, lent or not; a pipe given back is watched only if it still has one.
+    """
+
+    __slots__ = ("_pipe",)
+
+    def __init__(self, pipe: Pipe):
+        self._pipe = pipe
+
+    def lend(self) -> bool:
+        """Take the pipe's reading from the loop; False if it is not reading frames now (not
+        active, paused, or lent already)."""
+        pipe = self._pipe
+        if pipe._lent or not pipe._watching or pipe.state != "active":
+            return False
+        pipe._lent = pipe.loop.lend_reader(pipe.stream)
+        return pipe._lent
+
+    @property
+    def stream(self):
+        """The lent stream, to poll (None once the pipe is dead)."""
+        return self._pipe.stream
+
+    def read(self) -> None:
+        """Read what the lent stream holds (it polled readable)."""
+        pipe = self._pipe
+        if pipe._lent and pipe.stream is not None:
+            pipe._read_frames()
+
+    def give_back(self) -> None:
+        """The loop watches the stream again, if the pipe still reads."""
+        pipe = self._pipe
+        if pipe._lent:
+            pipe._lent = False
+            if pipe.stream is not None:
+                pipe.loop.return_reader(pipe.stream)
 
 
 def _strerror(err: int) -> str:

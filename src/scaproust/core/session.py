@@ -46,8 +46,8 @@ class SessionCore:
         """Run ``fn(*args)`` on the I/O thread and return its result (or raise its error)."""
         self.check_fork()
         loop = self.loop
-        if loop.in_loop_thread():
-            return fn(*args)
+        if loop.in_loop_thread() or loop.owned():
+            return fn(*args)  # this thread owns the machines already: waiting would deadlock
         if loop.closed:
             raise Closed("session is closed")
         call = _Call(fn, args)

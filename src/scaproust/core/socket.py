@@ -19,6 +19,7 @@ import logging
 import attrs
 
 from scaproust._generated.socket import SocketFSM
+from scaproust.core.caller_reader import CallerReader
 from scaproust.core.channel import Channel
 from scaproust.core.context import Context
 from scaproust.core.dialer import Dialer
@@ -34,6 +35,18 @@ from scaproust.transports.url import parse_url
 log = logging.getLogger("scaproust.socket")
 
 _endpoint_ids = itertools.count(1)
+
+#: How long a send waits for another owner of the session (a caller reading its pipes, the
+#: I/O thread's batch) before it hands the message to the I/O thread instead: owners keep
+#: the lock for microseconds, and the bound keeps a long batch from stalling the caller.
+OWN_WAIT = 0.001
+
+#: A send runs in the caller's thread and writes to the kernel at once unless this socket
+#: already did so less than this long ago with no wait for a message since (see _wake).
+#: Sends closer together than this are a burst, and batching them in the I/O thread beats
+#: writing each: measured here, 64-byte PUSH messages went at 70 k msg/s written one by one
+#: from the caller's thread, 400-450 k msg/s handed to the I/O thread.
+DIRECT_SPACING = 50e-6
 
 
 class Reply:
@@ -75,6 +88,10 @@ class SocketCore(SocketFSM):
                            pipes_of_socket=lambda: self.pipes, options=options,
                            on_crash=lambda err: crash(self, err))
         self.proto = info.machine_class(raw)(self.ctx)
+        # A caller's thread whose recv() waits reads the pipes itself (caller_reader.py).
+        self.reader = CallerReader(loop, self.channel, lambda: self.pipes)
+        self.channel.attach_reader(self.reader)
+        self._last_direct = float("-inf")  # when a send last wrote from the caller's thread
 
     def __repr__(self) -> str:
         return f"<SocketCore {self.info!r} {self.state}>"
@@ -82,11 +99,33 @@ class SocketCore(SocketFSM):
     # ------------------------------------------------------------------ data path
 
     def _wake(self) -> None:
-        # Called in the user's thread by Channel.put.
+        # Called in the user's thread by Channel.put, the outbox no longer empty. Either
+        # this thread runs the send and writes it to the kernel at once, or the I/O thread
+        # is woken (if it sleeps) to take the outbox along with whatever else gets queued.
+        #
+        # Writing at once saves the hand-off (a wake-up, tens of µs): what a request, a
+        # reply or an occasional message needs. A burst of sends needs the opposite: the
+        # caller only queues (a fraction of a µs each) and the I/O thread, woken once,
+        # writes everything queued meanwhile in one sendmsg (10x the rate of a syscall per
+        # 64-byte message). So the caller writes at once after it waited for a message
+        # (request/reply), or when its last write at once is DIRECT_SPACING old; within a
+        # burst only the first message does. If another thread owns the session, wait for
+        # it a little (owners keep it for microseconds), then hand over after all.
+        loop = self.loop
+        reader = self.reader
+        now = loop.time()
+        if (reader.waited or now - self._last_direct >= DIRECT_SPACING) and loop.own(OWN_WAIT):
+            reader.waited = False
+            self._last_direct = now
+            try:
+                self._drain_outbox()
+            finally:
+                loop.release()
+            return
         try:
-            self.loop.call_soon_threadsafe(self._drain_outbox)
+            loop.call_soon_threadsafe(self._drain_outbox)
         except RuntimeError:
-            if self.loop.forked():
+            if loop.forked():
                 raise Error(FORKED) from None
             raise Closed("session is closed") from None
 
@@ -109,6 +148,7 @@ class SocketCore(SocketFSM):
         """A bug in the protocol: fail this socket (callers get ``sp.Closed``), not the loop."""
         self.state = "closed"
         self.channel.close()
+        self.reader.close()
         if self._on_closed is not None:
             self._on_closed(self)
 
@@ -211,5 +251,7 @@ class SocketCore(SocketFSM):
     def notify_closed(self, *args) -> None:
         log.debug("socket %r closed", self.info)
         self.channel.close()
+        self.reader.close()
         if self._on_closed is not None:
             self._on_closed(self)
+

@@ -53,6 +53,7 @@ from __future__ import annotations
 import logging
 import os
 import reprlib
+import select
 import selectors
 import threading
 import time
@@ -67,8 +68,16 @@ __all__ = ["Loop", "TimerHandle"]
 
 logger = logging.getLogger("scaproust.reactor")
 
+#: The longest the loop sleeps in one select(), even with nothing to wait for. An owner in a
+#: caller's thread that schedules a timer wakes the sleeping loop only if the timer is due
+#: before the loop wakes by itself; with this cap a REQ's 60 s resend timer, rescheduled on
+#: every request, never costs a wake-up (one wasted iteration a second costs nothing).
+MAX_SLEEP = 1.0
+
 _READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
+_EPOLLIN = getattr(select, "EPOLLIN", 0)
+_EPOLLOUT = getattr(select, "EPOLLOUT", 0)
 
 # Incremented in every child process right after os.fork(). A loop remembers the value it was
 # created with; a difference means "this is a child". Comparing two ints costs ~15 ns per post,
@@ -93,11 +102,12 @@ class _Registration:
     callbacks are set, and the registration exists only while at least one is.
     """
 
-    __slots__ = ("reader", "writer")
+    __slots__ = ("reader", "writer", "lent")
 
     def __init__(self) -> None:
         self.reader: Callable[[], Any] | None = None
         self.writer: Callable[[], Any] | None = None
+        self.lent = False  # the reader is lent to a caller's thread: the kernel is not asked
 
     def __repr__(self) -> str:
         return f"<_Registration reader={self.reader!r} writer={self.writer!r}>"
@@ -110,7 +120,7 @@ class _Registration:
 
 def _run_reader(reg: _Registration) -> None:
     callback = reg.reader
-    if callback is not None:
+    if callback is not None and not reg.lent:
         callback()
 
 
@@ -155,6 +165,16 @@ class Loop:
         self._posted: deque[tuple[Callable[..., Any], tuple]] = deque()  # any thread
         self._timers = TimerQueue()
         self._idle = False  # True while the loop may sleep in select(): posters must wake it
+        # When the sleeping select() ends at the latest (None: never by itself); an owner
+        # that schedules an earlier timer wakes the loop.
+        self._sleep_until = 0.0
+        self._timer_wake = False  # an owner scheduled a timer due before _sleep_until
+        #: The session lock: whoever holds it owns every machine, pipe, timer and queue of
+        #: the loop (see "Owners" above). The loop holds it except inside select().
+        self.lock = threading.Lock()
+        self._owner: int | None = None  # thread id of the holder, for owned() only
+        #: Iterations run so far: how often the I/O thread had to work (tests, diagnostics).
+        self.iterations = 0
         self._stopping = False  # run_forever returns after the current iteration
         self._closing = False  # set by stop(): posts are refused from here on
         self._closed = False
@@ -164,6 +184,11 @@ class Loop:
         self._thread_id: int | None = None
         self._pid = os.getpid()
         self._fork_generation = _fork_generation
+        # Lending a reader changes the kernel's interest without touching the selector's
+        # bookkeeping: one epoll_ctl, where unregister + register through selectors cost
+        # about 5 µs on the path of every message a caller reads itself.
+        self._epoll = self._selector._selector if isinstance(
+            self._selector, getattr(selectors, "EpollSelector", ())) else None
         self.add_reader(self._wakeup.read_sock, self._wakeup.drain)
 
     # --- any thread -------------------------------------------------------------------------
@@ -261,6 +286,72 @@ class Loop:
         if self._idle:
             self._wakeup.wakeup()
 
+    # --- owners ----------------------------------------------------------------------------
+
+    def owned(self) -> bool:
+        """True in the thread that holds the session lock right now."""
+        return self._owner == threading.get_ident()
+
+    def try_own(self) -> bool:
+        """Take the session lock if nobody holds it (any thread); False if somebody does, if
+        this thread already does, or if the loop is closed or was forked."""
+        if self._closed or self._fork_generation != _fork_generation:
+            return False
+        me = threading.get_ident()
+        if self._owner == me or not self.lock.acquire(False):
+            return False
+        return self._took(me)
+
+    def own(self, timeout: float | None) -> bool:
+        """Take the session lock, waiting up to ``timeout`` seconds (None: as long as the
+        current owner keeps it, which is never long: nobody sleeps holding it); False on
+        timeout, or as ``try_own``."""
+        if self._closed or self._fork_generation != _fork_generation:
+            return False
+        me = threading.get_ident()
+        if self._owner == me:
+            return False
+        if not self.lock.acquire(True, -1 if timeout is None else max(timeout, 0.0)):
+            return False
+        return self._took(me)
+
+    def _took(self, me: int) -> bool:
+        if self._closed:  # closed while we waited for the lock
+            self.lock.release()
+            return False
+        self._owner = me
+        return True
+
+    def release(self, *, flush: bool = True) -> None:
+        """End an owner section taken with ``try_own`` or ``own``.
+
+        With ``flush``, what the section left for the end of the batch runs here, in the
+        owner's thread: that is how a caller's send writes straight to the kernel. Without
+        it, the I/O thread runs it. Either way the I/O thread is woken if it sleeps and now
+        has something to do: callbacks, or a timer due before it meant to wake.
+        """
+        try:
+            if flush and self._end_of_batch:
+                batch, self._end_of_batch = self._end_of_batch, []
+                for fn, args in batch:
+                    self._call_as_owner(fn, args)
+            wake = self._idle and bool(self._ready or self._end_of_batch or self._timer_wake)
+            self._timer_wake = False
+        finally:
+            self._owner = None
+            self.lock.release()
+        if wake:
+            self._wakeup.wakeup()
+
+    def _call_as_owner(self, fn: Callable[..., Any], args: tuple) -> None:
+        """As ``_call``, in a caller's thread: an ``Exception`` is logged (it is a bug of
+        ours, not the caller's), a ``BaseException`` such as ``KeyboardInterrupt`` reaches
+        the caller, and never stops the loop."""
+        try:
+            fn(*args)
+        except Exception:
+            logger.exception("exception in callback %s", _describe(fn, args))
+
     # --- loop thread ------------------------------------------------------------------------
 
     def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
@@ -279,11 +370,13 @@ class Loop:
 
     def call_later(self, delay: float, fn: Callable[..., Any], *args: Any) -> TimerHandle:
         """Run ``fn(*args)`` once ``delay`` seconds of the loop's clock have passed."""
-        return self._timers.push(self._clock() + delay, fn, args)
+        return self.call_at(self._clock() + delay, fn, *args)
 
     def call_at(self, when: float, fn: Callable[..., Any], *args: Any) -> TimerHandle:
         """Run ``fn(*args)`` once the loop's clock reaches ``when``; same-time timers run in
         the order they were scheduled."""
+        if self._idle and when < self._sleep_until:
+            self._timer_wake = True  # an owner in another thread: release() wakes the loop
         return self._timers.push(when, fn, args)
 
     def add_reader(self, fileobj: Any, callback: Callable[[], Any]) -> None:
@@ -299,6 +392,10 @@ class Loop:
         elif reg.reader is None:
             # A writer is registered: widen the mask of the existing registration.
             self._selector.modify(fileobj, _READ | _WRITE, reg)
+        elif reg.lent:
+            # A new reader replaces a lent one: it is watched again.
+            reg.lent = False
+            self._selector.modify(fileobj, _READ | (_WRITE if reg.writer else 0), reg)
         reg.reader = callback
 
     def remove_reader(self, fileobj: Any) -> bool:
@@ -312,7 +409,35 @@ class Loop:
         else:
             self._selector.modify(fileobj, _WRITE, reg)
         reg.reader = None
+        reg.lent = False
         return True
+
+    def lend_reader(self, fileobj: Any) -> bool:
+        """Stop watching ``fileobj`` for reading while a caller's thread polls and reads it
+        itself (core/caller_reader.py); the registration stays, so ``return_reader`` is
+        cheap. False if it has no reader, is lent already, or the selector is not epoll
+        (the caller then waits for the loop instead)."""
+        reg = self._regs.get(fileobj)
+        if reg is None or reg.reader is None or reg.lent or self._epoll is None:
+            return False
+        reg.lent = True
+        self._ask_kernel(fileobj, reg)
+        return True
+
+    def return_reader(self, fileobj: Any) -> None:
+        """Watch a lent reader again (nothing if it was removed meanwhile)."""
+        reg = self._regs.get(fileobj)
+        if reg is not None and reg.lent:
+            reg.lent = False
+            self._ask_kernel(fileobj, reg)
+
+    def _ask_kernel(self, fileobj: Any, reg: _Registration) -> None:
+        # The interest the kernel must have, whatever the selector thinks: a lent reader
+        # is not asked for (an error or hang-up is still reported; _run_reader skips it,
+        # and the caller polling the stream sees it too and acts on it).
+        mask = (0 if reg.lent or reg.reader is None else _EPOLLIN) | (
+            _EPOLLOUT if reg.writer is not None else 0)
+        self._epoll.modify(fileobj.fileno(), mask)
 
     def add_writer(self, fileobj: Any, callback: Callable[[], Any]) -> None:
         """Call ``callback()`` whenever ``fileobj`` is writable; replaces a previous writer.
@@ -328,6 +453,8 @@ class Loop:
         elif reg.writer is None:
             self._selector.modify(fileobj, _READ | _WRITE, reg)
         reg.writer = callback
+        if reg.lent:
+            self._ask_kernel(fileobj, reg)
 
     def remove_writer(self, fileobj: Any) -> bool:
         """Stop watching ``fileobj`` for writing; False if no writer was registered."""
@@ -340,6 +467,8 @@ class Loop:
         else:
             self._selector.modify(fileobj, _READ, reg)
         reg.writer = None
+        if reg.lent:
+            self._ask_kernel(fileobj, reg)
         return True
 
     # --- the loop itself --------------------------------------------------------------------
@@ -357,37 +486,65 @@ class Loop:
 
     def run_once(self, timeout: float | None) -> None:
         """One iteration: select once (for at most ``timeout`` seconds, None meaning no limit,
-        and less if a timer or a callback is due), then run what is ready."""
+        and less if a timer or a callback is due), then run what is ready.
+
+        The session lock is held for everything but the ``select()`` itself, so a caller's
+        thread may own the machines while the loop sleeps (see "Owners" above).
+        """
         if self._closed:
             raise RuntimeError("scaproust I/O loop is closed")
-        ready = self._ready
-        timers = self._timers
-        if ready or self._end_of_batch:
-            timeout = 0
-        else:
-            # Publish _idle before looking at _posted: see call_soon_threadsafe.
-            self._idle = True
-            if self._posted:
-                timeout = 0
-            else:
-                when = timers.next_when()
-                if when is not None:
-                    delay = when - self._clock()
-                    if delay < 0:
-                        delay = 0
-                    if timeout is None or delay < timeout:
-                        timeout = delay
+        lock = self.lock
+        me = threading.get_ident()
+        lock.acquire()
+        try:
+            self._owner = me
+            timeout = self._select_timeout(timeout)
+        finally:
+            self._owner = None
+            lock.release()
         try:
             events = self._selector.select(timeout)
         finally:
+            lock.acquire()
+            self._owner = me
             self._idle = False
+        try:
+            self._run_batch(events)
+        finally:
+            self._owner = None
+            lock.release()
 
+    def _select_timeout(self, timeout: float | None) -> float | None:
+        """How long the next select() may sleep; sets ``_idle`` when it may sleep at all."""
+        if self._ready or self._end_of_batch:
+            return 0
+        # Publish _idle before looking at _posted: see call_soon_threadsafe.
+        self._idle = True
+        if self._posted:
+            timeout = 0
+        else:
+            when = self._timers.next_when()
+            if when is not None:
+                delay = when - self._clock()
+                if delay < 0:
+                    delay = 0
+                if timeout is None or delay < timeout:
+                    timeout = delay
+        if timeout is None or timeout > MAX_SLEEP:
+            timeout = MAX_SLEEP
+        self._sleep_until = self._clock() + timeout
+        return timeout
+
+    def _run_batch(self, events) -> None:
+        self.iterations += 1
+        ready = self._ready
         for key, mask in events:
             reg = key.data
             if mask & _READ:
                 ready.append((_run_reader, (reg,)))
             if mask & _WRITE:
                 ready.append((_run_writer, (reg,)))
+        timers = self._timers
         if timers:
             timers.pop_due(self._clock(), ready)
         # Take only what was posted up to now; later posts wait for the next iteration.
@@ -444,6 +601,19 @@ class Loop:
     def _close(self) -> None:
         if self._closed:
             return
+        # Under the session lock: an owner in a caller's thread may be using the selector.
+        mine = self.owned()
+        if not mine:
+            self.lock.acquire()
+        try:
+            self._close_locked()
+        finally:
+            if not mine:
+                self.lock.release()
+
+    def _close_locked(self) -> None:
+        if self._closed:
+            return
         self._closing = True
         self._closed = True
         self._idle = False
@@ -456,6 +626,7 @@ class Loop:
             )
         self._ready.clear()
         self._posted.clear()
+        self._end_of_batch.clear()
         self._timers.clear()
         self._regs.clear()
         self._selector.close()

@@ -1,0 +1,142 @@
+"""Reading a socket's pipes in the thread of the caller who waits for a message.
+
+Theory of operation
+-------------------
+Handing a message from the I/O thread to a caller blocked in ``recv()`` costs a cross-thread
+wake-up (about 35 µs across cores here, more than all of our own work on a message). So a
+caller whose ``recv()`` finds the receive queue empty reads the socket's pipes itself:
+
+1. it takes the session lock (``loop.own``) and *lends* the readers of the socket's active
+   pipes: the loop stops watching them (``Pipe.lender``);
+2. it sleeps in ``poll()`` on those streams and on the channel's own wake-up socket,
+   without the lock, so the I/O thread and other callers go on meanwhile;
+3. it takes the lock again and reads the streams that became readable; the frames go
+   through the pipe and protocol machines and land in the receive queue as if the I/O
+   thread had read them.
+
+Whoever delivers a message to the queue or closes the channel while a caller sleeps here
+writes to the wake-up (``Channel.begin_reading``), so a message from a pipe that is not
+lent, a close, or a lent pipe dying (``Pipe.release``) ends the sleep at once.
+
+The readers go back to the loop as soon as the wait ends, so that between two waits the
+loop reads as before: a peer that closes, a message for a poller, a full queue are all
+noticed at once. (Keeping them lent a little longer saved two selector changes per message,
+about 3 µs, but a peer's close went unnoticed meanwhile: a PAIR then kept a dead peer and
+refused the next one.)
+
+Only sockets with at most ``LEND_MAX`` pipes are read this way: ``poll()`` costs grow with
+the number of streams where the loop's epoll does not, and a socket with many peers is a
+server whose throughput comes from the loop's batching anyway.
+
+Fields (guarded by the session lock): ``busy`` (a caller is between lending and giving
+back; at most one at a time, the others wait on the channel for what it delivers),
+``wakeup`` (made on first use, closed with the socket) and ``waited`` (read and cleared by
+the socket's next send).
+"""
+
+from __future__ import annotations
+
+import select
+import time
+
+from scaproust.reactor.wakeup import Wakeup
+
+#: A socket with more pipes than this is read by the I/O thread only.
+LEND_MAX = 8
+
+
+class CallerReader:
+    """The caller-side reading of one socket (see the module's docstring)."""
+
+    def __init__(self, loop, channel, pipes_of_socket):
+        self.loop = loop
+        self.channel = channel
+        self._pipes = pipes_of_socket
+        self.busy = False
+        self.wakeup: Wakeup | None = None
+        self.closed = False
+        #: A caller slept here since the socket's last send: its next send answers or
+        #: follows a message, and writes at once (SocketCore._write_now).
+        self.waited = False
+
+    def wait(self, deadline: float | None) -> bool:
+        """Read the socket's pipes here until a message, ``deadline`` (monotonic), a close
+        or a wake-up: True. False, at once, if this thread cannot (another one reads, the
+        socket has no pipe to lend or too many, this thread owns the session already, the
+        session is closing): the caller then waits on the channel instead."""
+        loop = self.loop
+        if self.busy or loop.owned():
+            return False
+        if not loop.own(None if deadline is None else max(0.0, deadline - time.monotonic())):
+            return False
+        try:
+            if self.busy or self.closed:
+                return False
+            lent = self._lend()
+            if not lent:
+                return False
+            if self.wakeup is None:
+                self.wakeup = Wakeup()
+            if not self.channel.begin_reading(self.wakeup):
+                _give_back(lent)  # something was delivered meanwhile, or a close
+                return True
+            self.busy = True
+            self.waited = True
+        finally:
+            loop.release()
+        ready: set = set()
+        try:
+            ready = _poll_readable([lender.stream for lender in lent], self.wakeup, deadline)
+        finally:
+            self.channel.end_reading()
+            owned = loop.own(None)
+            try:
+                if owned:
+                    for lender in lent:
+                        if lender.stream in ready:
+                            lender.read()
+                    _give_back(lent)
+            finally:
+                self.busy = False
+                if owned:
+                    loop.release()
+        if self.wakeup in ready:
+            self.wakeup.drain()
+        return True
+
+    def _lend(self) -> list:
+        """Lend the reading of the socket's active pipes (session lock held)."""
+        pipes = self._pipes()
+        if len(pipes) > LEND_MAX:
+            return []
+        return [pipe.lender for pipe in pipes if pipe.lender.lend()]
+
+    def close(self) -> None:
+        """The socket is closed (session lock held): the wake-up is closed, unless a caller
+        still sleeps on it (the channel's close woke it; the collector closes it then)."""
+        self.closed = True
+        if self.wakeup is not None and not self.busy:
+            self.wakeup.close()
+            self.wakeup = None
+
+
+def _give_back(lent) -> None:
+    for lender in lent:
+        lender.give_back()
+
+
+def _poll_readable(streams, wakeup: Wakeup, deadline: float | None) -> set:
+    """Sleep until one of ``streams`` or ``wakeup`` is readable, or the deadline; return
+    the readable ones (``wakeup`` included if it fired)."""
+    poller = select.poll()
+    by_fd = {}
+    for obj in (*streams, wakeup):
+        fd = obj.fileno()
+        by_fd[fd] = obj
+        poller.register(fd, select.POLLIN)
+    if deadline is None:
+        events = poller.poll()
+    else:
+        # poll() takes milliseconds; round up so that a wait never ends before the deadline.
+        events = poller.poll(max(0, int((deadline - time.monotonic()) * 1000) + 1))
+    return {by_fd[fd] for fd, _ in events}

@@ -1,0 +1,183 @@
+"""One owner at a time: a caller's thread reads and writes its socket's pipes itself when
+that saves a hand-off to the I/O thread (docs/ARCHITECTURE.md, "One owner at a time").
+
+These tests check who did the work (the I/O thread's iteration count, the thread a write
+ran in) and that nothing the I/O thread used to notice is missed meanwhile. Nothing sleeps
+to wait for a condition.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+import scaproust as sp
+from scaproust.core import caller_reader
+from scaproust.core.pipe import Pipe
+from tests.integration.conftest import wait_until
+
+ROUND_TRIPS = 200
+
+
+@pytest.fixture
+def flush_threads(monkeypatch):
+    """The thread of every pipe flush (one ``sendmsg``), in order."""
+    threads: list[int] = []
+    original = Pipe._flush
+
+    def recorded(self):
+        threads.append(threading.get_ident())
+        return original(self)
+
+    monkeypatch.setattr(Pipe, "_flush", recorded)
+    return threads
+
+
+def _echo(sock, count):
+    thread = threading.Thread(target=lambda: [sock.send(sock.recv()) for _ in range(count)])
+    thread.start()
+    return thread
+
+
+def test_a_round_trip_costs_the_io_threads_nothing(url):
+    # Two sessions, as two processes would have: each caller owns its own session's lock.
+    with sp.Session() as left, sp.Session() as right:
+        a = left.socket(sp.Pair, recv_timeout=5.0, send_timeout=5.0)
+        b = right.socket(sp.Pair, recv_timeout=5.0, send_timeout=5.0)
+        b.connect(a.bind(url).url)
+        echo = _echo(b, ROUND_TRIPS + 1)
+        a.send(b"warm-up")
+        assert a.recv() == b"warm-up"
+        loops = (left._core.loop, right._core.loop)
+        before = sum(loop.iterations for loop in loops)
+        for i in range(ROUND_TRIPS):
+            a.send(b"%d" % i)
+            assert a.recv() == b"%d" % i
+        iterations = sum(loop.iterations for loop in loops) - before
+        echo.join(5.0)
+    # Both callers read and write their pipes themselves. A loop may still wake now and
+    # then (its once-a-second wake-up, a timer); handing messages over would cost at least
+    # two iterations per round trip.
+    assert iterations < ROUND_TRIPS // 10
+
+
+def test_a_send_after_a_wait_is_written_from_the_callers_thread(session, flush_threads):
+    rep = session.socket(sp.Rep, recv_timeout=5.0)
+    req = session.socket(sp.Req, recv_timeout=5.0)
+    req.connect(rep.bind("tcp://127.0.0.1:0").url)
+    req.send(b"question")
+    assert rep.recv() == b"question"
+    flush_threads.clear()
+    rep.send(b"answer")  # right after a wait: the reply leaves from this thread
+    assert flush_threads == [threading.get_ident()]
+    assert req.recv() == b"answer"
+
+
+def test_a_burst_of_sends_is_written_in_batches(session, flush_threads):
+    pull = session.socket(sp.Pull, recv_timeout=5.0)
+    push = session.socket(sp.Push, send_timeout=5.0)
+    push.connect(pull.bind("tcp://127.0.0.1:0").url)
+    push.send(b"first")
+    assert pull.recv() == b"first"
+    count = 2000
+    got = []
+    receiver = threading.Thread(target=lambda: got.extend(pull.recv() for _ in range(count)))
+    receiver.start()
+    flush_threads.clear()
+    for i in range(count):
+        push.send(b"%d" % i)
+    receiver.join(10.0)
+    assert got == [b"%d" % i for i in range(count)]
+    # Far fewer writes than messages: within a burst the caller only queues, and whoever
+    # writes next (the I/O thread, or the caller once DIRECT_SPACING has passed) takes
+    # everything queued meanwhile in one sendmsg. One write per message would be 2000.
+    assert len(flush_threads) < count // 4
+
+
+def test_a_peer_that_closes_while_a_caller_reads_is_noticed_and_the_next_peer_is_paired(session):
+    a = session.socket(sp.Pair, recv_timeout=5.0)
+    b = session.socket(sp.Pair, send_timeout=5.0)
+    ep = a.bind("tcp://127.0.0.1:0")
+    b.connect(ep.url)
+    b.send(b"one")
+    assert a.recv() == b"one"
+    got = []
+    reader = threading.Thread(target=lambda: got.append(a.recv()))
+    reader.start()
+    wait_until(lambda: a._core.reader.busy, what="a caller reading the pipe itself")
+    b.close()
+    wait_until(lambda: a.stats.get("pipes_closed") == 1, what="the close to be noticed")
+    assert reader.is_alive() and got == []
+    c = session.socket(sp.Pair, send_timeout=5.0)
+    c.connect(ep.url)
+    c.send(b"two")
+    reader.join(5.0)
+    assert got == [b"two"] and a.stats.get("pipes_rejected", 0) == 0
+
+
+def test_a_message_from_a_pipe_that_joins_while_a_caller_reads_wakes_it(session):
+    pull = session.socket(sp.Pull, recv_timeout=5.0)
+    url = pull.bind("tcp://127.0.0.1:0").url
+    first = session.socket(sp.Push, send_timeout=5.0)
+    first.connect(url)
+    first.send(b"one")
+    assert pull.recv() == b"one"
+    got = []
+    reader = threading.Thread(target=lambda: got.append(pull.recv()))
+    reader.start()
+    wait_until(lambda: pull._core.reader.busy, what="a caller reading the first pipe itself")
+    second = session.socket(sp.Push, send_timeout=5.0)
+    second.connect(url)
+    second.send(b"two")  # read by the I/O thread (not lent), delivered, and the reader woken
+    reader.join(5.0)
+    assert got == [b"two"]
+
+
+def test_two_threads_receiving_on_one_socket_get_every_message_exactly_once(session, url):
+    pull = session.socket(sp.Pull, recv_timeout=5.0)
+    push = session.socket(sp.Push, send_timeout=5.0)
+    push.connect(pull.bind(url).url)
+    count = 400
+    got: list[bytes] = []
+    lock = threading.Lock()
+
+    def receive(n):
+        for _ in range(n):
+            msg = pull.recv()
+            with lock:
+                got.append(msg)
+
+    threads = [threading.Thread(target=receive, args=(count // 2,)) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for i in range(count):
+        push.send(b"%d" % i)
+    for thread in threads:
+        thread.join(10.0)
+    assert sorted(got) == sorted(b"%d" % i for i in range(count))
+
+
+def test_a_recv_reading_its_pipes_itself_still_times_out(session):
+    a = session.socket(sp.Pair)
+    b = session.socket(sp.Pair)
+    b.connect(a.bind("tcp://127.0.0.1:0").url)
+    b.send(b"hello")
+    assert a.recv(timeout=5.0) == b"hello"
+    with pytest.raises(sp.Timeout):
+        a.recv(timeout=0.05)
+    b.send(b"after")
+    assert a.recv(timeout=5.0) == b"after"
+
+
+def test_a_socket_with_more_pipes_than_lend_max_is_read_by_the_io_thread(session):
+    pull = session.socket(sp.Pull, recv_timeout=5.0)
+    url = pull.bind("tcp://127.0.0.1:0").url
+    pushes = [session.socket(sp.Push, send_timeout=5.0) for _ in range(caller_reader.LEND_MAX + 1)]
+    for push in pushes:
+        push.connect(url)
+    wait_until(lambda: pull.stats.get("pipes_opened") == len(pushes), what="every pipe")
+    for i, push in enumerate(pushes):
+        push.send(b"%d" % i)
+    assert sorted(pull.recv() for _ in pushes) == sorted(b"%d" % i for i in range(len(pushes)))
+    assert not any(pipe._lent for pipe in pull._core.pipes)

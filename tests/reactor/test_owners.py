@@ -1,0 +1,180 @@
+"""The session lock: who owns the loop's machines, and what an owner in a caller's thread
+leaves for the I/O thread (docs/ARCHITECTURE.md, "One owner at a time").
+
+Loops here run in a real thread where a test needs one; nothing sleeps to wait for a
+condition (polls with a deadline, as test_loop.py).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import pytest
+
+from scaproust.reactor.loop import MAX_SLEEP, Loop
+from tests.reactor.test_loop import FakeClock, run_until, wait_until
+
+
+@pytest.fixture
+def loop():
+    lp = Loop()
+    yield lp
+    lp.stop()
+
+
+@pytest.fixture
+def running():
+    lp = Loop()
+    lp.start()
+    yield lp
+    lp.stop()
+
+
+@pytest.fixture
+def pair():
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    yield a, b
+    a.close()
+    b.close()
+
+
+def test_a_caller_owns_the_loop_while_it_sleeps_and_not_while_it_runs_a_callback(running):
+    assert running.try_own()
+    assert running.owned()
+    running.release()
+    assert not running.owned()
+    inside, leave = threading.Event(), threading.Event()
+    running.call_soon_threadsafe(lambda: (inside.set(), leave.wait(5.0)))
+    assert inside.wait(5.0)
+    try:
+        assert not running.try_own()  # the I/O thread holds the lock while it runs callbacks
+        assert not running.own(0.01)
+    finally:
+        leave.set()
+    wait_until(running.try_own)
+    running.release()
+
+
+def test_an_owner_cannot_own_again_and_a_closed_loop_cannot_be_owned(loop):
+    assert loop.try_own()
+    try:
+        assert not loop.try_own() and not loop.own(0)  # no re-entry: the caller falls back
+    finally:
+        loop.release()
+    loop.stop()
+    assert not loop.try_own() and not loop.own(None)
+
+
+def test_release_runs_what_the_section_left_for_the_end_of_the_batch_in_the_owners_thread(loop):
+    ran_in = []
+    assert loop.try_own()
+    loop.call_after_batch(lambda: ran_in.append(threading.get_ident()))
+    loop.release()
+    assert ran_in == [threading.get_ident()]
+
+
+def test_release_without_flush_leaves_the_batch_to_the_loop(loop):
+    ran = []
+    assert loop.try_own()
+    loop.call_after_batch(ran.append, "flushed")
+    loop.release(flush=False)
+    assert ran == []
+    loop.run_once(0)
+    assert ran == ["flushed"]
+
+
+def test_an_exception_in_an_owners_callback_is_logged_and_the_lock_released(loop, caplog):
+    assert loop.try_own()
+    loop.call_after_batch(lambda: 1 / 0)
+    loop.release()
+    assert "ZeroDivisionError" in caplog.text
+    assert loop.try_own()
+    loop.release()
+
+
+def test_a_keyboard_interrupt_in_an_owners_callback_reaches_the_caller_and_frees_the_lock(loop):
+    def interrupt():
+        raise KeyboardInterrupt
+
+    assert loop.try_own()
+    loop.call_after_batch(interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        loop.release()
+    assert not loop.owned() and loop.try_own()
+    loop.release()
+
+
+def test_the_loop_never_sleeps_longer_than_max_sleep():
+    clock = FakeClock()
+    lp = Loop(clock=clock)
+    try:
+        assert lp._select_timeout(None) == MAX_SLEEP
+        assert lp._sleep_until == clock.now + MAX_SLEEP
+        lp.call_later(0.25, lambda: None)
+        assert lp._select_timeout(None) == 0.25
+    finally:
+        lp.stop()
+
+
+def test_an_owner_wakes_a_sleeping_loop_for_a_callback_and_an_early_timer(running):
+    fired = threading.Event()
+    wait_until(lambda: running._idle)
+    assert running.try_own()
+    running.call_later(0.0, fired.set)  # due before the loop meant to wake (MAX_SLEEP)
+    running.release()
+    assert fired.wait(MAX_SLEEP / 2)  # not the 1 s wake-up of an idle loop: woken at once
+    called = threading.Event()
+    wait_until(lambda: running._idle)
+    assert running.try_own()
+    running.call_soon(called.set)
+    running.release()
+    assert called.wait(MAX_SLEEP / 2)
+
+
+def test_a_timer_due_after_the_loops_own_wake_up_costs_no_wake_up(running):
+    wait_until(lambda: running._idle)
+    assert running.try_own()
+    running.call_later(60.0, lambda: None)  # a REQ resend timer: the loop wakes by itself first
+    assert not running._timer_wake
+    running.release()
+
+
+def test_a_lent_reader_is_not_called_by_the_loop_and_is_called_again_once_returned(loop, pair):
+    a, b = pair
+    calls = []
+    loop.add_reader(a, lambda: calls.append(a.recv(100)))
+    assert loop.lend_reader(a)
+    assert not loop.lend_reader(a)  # lent already
+    b.send(b"x")
+    loop.run_once(0.05)
+    assert calls == []  # readable, but lent: the kernel is not even asked
+    loop.return_reader(a)
+    run_until(loop, lambda: calls)
+    assert calls == [b"x"]
+
+
+def test_a_writer_added_to_a_lent_registration_does_not_wake_its_reader(loop, pair):
+    a, b = pair
+    reads, writes = [], []
+    loop.add_reader(a, lambda: reads.append(1))
+    assert loop.lend_reader(a)
+    b.send(b"x")
+    loop.add_writer(a, lambda: (writes.append(1), loop.remove_writer(a)))
+    run_until(loop, lambda: writes)
+    loop.run_once(0.02)
+    assert reads == []  # the writer's mask change left the lent reader unasked
+    loop.return_reader(a)
+    run_until(loop, lambda: reads)
+
+
+def test_removing_a_lent_reader_drops_it_and_return_reader_is_then_harmless(loop, pair):
+    a, b = pair
+    loop.add_reader(a, lambda: None)
+    assert loop.lend_reader(a)
+    assert loop.remove_reader(a)
+    loop.return_reader(a)
+    assert a not in loop._regs
+    assert not loop.lend_reader(a)  # nothing to lend
