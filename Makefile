@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-stamp
 # Debian packages: `dot` renders the diagrams; nanocat and nngcat are the interop peers.
 DEBS   := graphviz nanomsg-utils nng-utils
 
-.PHONY: all run test test-deep test-fast regen check-regen diagrams lint bench system-deps venv clean
+.PHONY: all run test test-deep test-fast regen check-regen diagrams lint bench bench-quick system-deps venv clean
 
 all: test
 
@@ -71,8 +71,16 @@ run: venv system-deps regen
 lint: venv
 	$(BIN)/ruff check src codegen tests bench
 
+# Side by side with pynng, pyzmq and a bare-socket ceiling (issue 8; bench/run.py says how),
+# then docs/PERFORMANCE.md and docs/performance.png from the new bench/results/<date>.json.
+# The report is written even when a case failed; the exit status is then the bench's.
 bench: venv
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py; rc=$$?; $(BIN)/python bench/report.py && exit $$rc
+
+# About a minute: the 64 B TCP round trips, 64 B and 1 MiB TCP throughput, 1,000 idle pipes;
+# writes bench/results/<date>-quick.json and leaves docs/PERFORMANCE.md alone.
+bench-quick: venv
+	$(BIN)/python bench/run.py --quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache src/*.egg-info

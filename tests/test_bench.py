@@ -1,0 +1,89 @@
+"""The benchmark's plumbing works: a few tiny workers through run.py, and the report.
+
+No timing value is checked (the machine is shared): only that the runs happen, the JSON has
+what bench/report.py needs, and the report renders a markdown table.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+sys.path.insert(0, str(BENCH))
+
+import report  # noqa: E402  (bench/ is not a package)
+
+
+def test_a_smoke_run_writes_what_the_report_needs(tmp_path):
+    out = tmp_path / "smoke.json"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "run.py"), "--smoke", "--only", "rr64_tcp,pp64_tcp",
+         "--impls", "scaproust,bare", "--json", str(out)],
+        capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    doc = json.loads(out.read_text())
+    for key in ("command", "machine", "mode", "reps", "measures", "cases", "ratios",
+                "targets", "contenders"):
+        assert key in doc
+    assert doc["mode"] == "procs"
+    got = {(c["measure"], c["contender"]) for c in doc["cases"]}
+    assert got == {(m, i) for m in ("rr64_tcp", "pp64_tcp") for i in ("scaproust", "bare")}
+    for case in doc["cases"]:
+        assert case["errors"] == [] and len(case["runs"]) == 1, case
+        summary = case["summary"]
+        assert {"median", "min", "max", "cpu_us_per_msg"} <= summary.keys()
+        run = case["runs"][0]
+        assert run["peer"] == "process" and "worker_cmd" in case
+        if case["measure"] == "rr64_tcp":
+            assert {"rtt_median_us", "rtt_p99_us"} <= run.keys()
+        else:
+            assert run["count"] == 200 and {"msgs_per_s", "mb_per_s"} <= run.keys()
+    assert set(doc["ratios"]["rr64_tcp"]) == {"bare"}
+    assert len(doc["ratios"]["pp64_tcp"]["bare"]["per_round"]) == 1
+    assert any(t["key"] == "rr64_tcp" and t["peer"] == "pynng" for t in doc["targets"])
+    assert "| REQ/REP round trip 64 B, tcp |" in report.render_body(doc)
+
+
+def _synthetic() -> dict:
+    def case(measure, key, label, median, **extra):
+        return {"measure": measure, "contender": key, "label": label, "impl": key,
+                "backend": None, "errors": [], "runs": [{"round": 0}], "worker_cmd": "x",
+                "summary": {"runs": 1, "failed": 0, "median": median, "min": median,
+                            "max": median, **extra}}
+
+    return {
+        "date": "2000-01-01", "time": "2000-01-01T00:00:00", "command": "bench/run.py",
+        "mode": "procs", "reps": 1, "elapsed_s": 1.0, "quick": False, "target_s": 0.7,
+        "machine": {"cpu": "test", "nproc": 2, "versions": {}}, "notes": ["a note"],
+        "contenders": [{"key": "scaproust", "label": "scaproust"},
+                       {"key": "pynng", "label": "pynng"}],
+        "measures": [
+            {"id": "rr64_tcp", "title": "REQ/REP round trip 64 B, tcp", "kind": "rtt",
+             "transport": "tcp", "size": 64, "unit": "µs", "metric": "rtt_median_us"},
+            {"id": "pp64_tcp", "title": "PUSH->PULL 64 B, tcp", "kind": "thr",
+             "transport": "tcp", "size": 64, "unit": "msg/s", "metric": "msgs_per_s"},
+        ],
+        "cases": [case("rr64_tcp", "scaproust", "scaproust", 50.0, rtt_p99_us=90.0),
+                  case("rr64_tcp", "pynng", "pynng", 100.0, rtt_p99_us=150.0),
+                  case("pp64_tcp", "scaproust", "scaproust", 5e5),
+                  case("pp64_tcp", "pynng", "pynng", 2e4)],
+        "ratios": {"rr64_tcp": {"pynng": {"per_round": [0.5], "median": 0.5, "min": 0.5,
+                                          "max": 0.5}}},
+        "targets": [{"target": "REQ/REP 64 B round trip, median", "ratio": "scaproust / pynng",
+                     "requirement": "<= 0.7x", "value": 0.5, "per_round": [0.5],
+                     "holds": True}],
+    }
+
+
+def test_the_report_renders_markdown_tables():
+    md = report.render_markdown(_synthetic(), "`synthetic`", "performance.png")
+    assert md.startswith("# Performance")
+    assert "| case | unit | scaproust | pynng | scaproust / pynng |" in md
+    assert "| REQ/REP round trip 64 B, tcp | µs | 50.0 (50.0..50.0), p99 90.0 |" in md
+    assert "| PUSH->PULL 64 B, tcp | msg/s | 500.0 k" in md
+    assert "| REQ/REP 64 B round trip, median | scaproust / pynng | <= 0.7x | 0.50x | yes |" in md
+    assert "![round trips and throughput" in md and "- a note" in md
