@@ -239,21 +239,35 @@ def test_reads_ask_for_64_kib_and_double_while_they_come_back_full_then_shrink_a
     # recv(n) allocates n bytes first: small requests while the peer sends little (no mmap
     # per read), large ones while it streams (one readiness event parses many frames).
     h = Harness().open_active()
-    body = b"x" * (700 * 1024)
-    data = tcp_frame(body) + tcp_frame(b"small")
+    # 3,584 frames of 128 bytes: exactly 64 + 128 + 256 KiB, so three reads come back full.
+    frames = [tcp_frame(b"%05d" % i + b"x" * 115) for i in range(3584)]
+    h.stream.feed(b"".join(frames))
     h.stream.recv_sizes.clear()
-
-    h.stream.feed(data)
-    for _ in range(5):
+    for _ in range(4):  # three full reads, then one that finds nothing
         h.loop.fire_reader(h.stream)
-    h.receive(tcp_frame(b"alone"))
+    h.receive(tcp_frame(b"alone"))  # short: the next read is small again
     h.receive(tcp_frame(b"next"))
 
-    kib = [n // 1024 for n in h.stream.recv_sizes]
-    assert kib == [64, 128, 256, 256, 256, 256, 64]
-    assert h.proto.calls == [("evt_pipe_recv", h.pipe, [body, b"small"]),
-                             ("evt_pipe_recv", h.pipe, [b"alone"]),
-                             ("evt_pipe_recv", h.pipe, [b"next"])]
+    assert [n // 1024 for n in h.stream.recv_sizes] == [64, 128, 256, 256, 256, 64]
+    assert h.stream.recv_into_sizes == []  # split small bodies come with the next chunk
+    got = [m for call in h.proto.calls for m in call[2]]
+    assert got == [f[8:] for f in frames] + [b"alone", b"next"]
+
+
+def test_the_rest_of_a_large_body_is_received_straight_into_its_buffer():
+    h = Harness().open_active()
+    body = b"x" * (700 * 1024)
+    h.stream.feed(tcp_frame(body) + tcp_frame(b"small"))
+    h.stream.recv_sizes.clear()
+    for _ in range(3):
+        h.loop.fire_reader(h.stream)
+
+    # One 64 KiB read brings the prefix and the body's start; the rest goes straight into
+    # the body's buffer, exactly up to its end; the frame behind it comes with a chunk.
+    assert [n // 1024 for n in h.stream.recv_sizes] == [64, 128]
+    assert h.stream.recv_into_sizes == [len(body) - (64 * 1024 - 8)]
+    assert h.proto.calls == [("evt_pipe_recv", h.pipe, [body]),
+                             ("evt_pipe_recv", h.pipe, [b"small"])]
 
 
 def test_a_read_of_exactly_64_kib_keeps_a_larger_request_and_a_shorter_one_shrinks_it():
@@ -264,7 +278,10 @@ def test_a_read_of_exactly_64_kib_keeps_a_larger_request_and_a_shorter_one_shrin
     kib64 = 64 * 1024
     h.receive(data[:kib64], data[kib64:2 * kib64], data[2 * kib64:], tcp_frame(b"next"))
 
-    assert [n // 1024 for n in h.stream.recv_sizes] == [64, 128, 128, 64]
+    # 64 KiB came back full: the next chunk read asks 128 KiB; the body's rest in between
+    # went straight into its buffer; the 5-byte read was short, so back to 64 KiB.
+    assert [n // 1024 for n in h.stream.recv_sizes] == [64, 128, 64]
+    assert h.stream.recv_into_sizes == [len(data) - kib64]
     assert h.proto.calls == [("evt_pipe_recv", h.pipe, [data[8:]]), ("evt_pipe_recv", h.pipe, [b"next"])]
 
 

@@ -229,6 +229,7 @@ class FakeStream:
         self.closed = False
         self.close_calls = 0
         self.recv_sizes: list[int] = []  # what each recv() asked for
+        self.recv_into_sizes: list[int] = []  # the buffer size of each recv_into()
 
     def __repr__(self) -> str:
         return f"<FakeStream peer={self.peer!r}{' closed' if self.closed else ''}>"
@@ -260,6 +261,23 @@ class FakeStream:
             raise self._recv_error
         if self._eof:
             return b""
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    def recv_into(self, buffer) -> int:
+        self.recv_into_sizes.append(len(buffer))
+        if self.closed:
+            raise OSError(9, "Bad file descriptor")
+        if self._chunks:
+            chunk = self._chunks.popleft()
+            n = min(len(chunk), len(buffer))
+            buffer[:n] = chunk[:n]
+            if n < len(chunk):
+                self._chunks.appendleft(chunk[n:])
+            return n
+        if self._recv_error is not None:
+            raise self._recv_error
+        if self._eof:
+            return 0
         raise BlockingIOError(11, "Resource temporarily unavailable")
 
     def sendmsg(self, buffers) -> int:

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scaproust.core.errors import ProtocolError
+from scaproust.transports import framing
 from scaproust.transports.framing import (
     HANDSHAKE_SIZE,
     IPC_PREFIX_SIZE,
@@ -244,3 +245,39 @@ def test_decoder_returns_the_same_payloads_however_the_stream_is_cut(payloads, i
         out += decoder.feed(data[start:stop])
     assert out == payloads
     assert decoder.pending_bytes == 0
+
+
+# --- preallocated bodies: received straight into their buffer ----------------------------
+
+
+def test_an_incomplete_body_offers_its_missing_part_and_completes_with_body_filled():
+    body = bytes(range(256)) * 400  # 102,400 bytes
+    wire = struct.pack(">Q", len(body)) + body + struct.pack(">Q", 2) + b"ok"
+    d = FrameDecoder(ipc=False, max_size=0)
+    assert d.feed(wire[:1000]) == []
+    view = d.pending_body()
+    assert len(view) == len(body) - (1000 - 8) and d.pending_bytes == 1000 - 8
+    view[:] = wire[1000:8 + len(body)]  # what recv_into would do
+    assert d.body_filled(len(view)) == [body]
+    assert d.pending_body() is None and d.pending_bytes == 0
+    assert d.feed(wire[8 + len(body):]) == [b"ok"]
+
+
+def test_a_preallocated_body_can_also_be_fed_in_chunks_with_the_frames_behind_it():
+    body = b"z" * 5000
+    wire = struct.pack(">Q", len(body)) + body + struct.pack(">Q", 1) + b"!"
+    d = FrameDecoder(ipc=False, max_size=0)
+    got = []
+    for i in range(0, len(wire), 777):
+        got += d.feed(wire[i:i + 777])
+    assert got == [body, b"!"]
+
+
+def test_a_body_over_prealloc_max_is_kept_as_the_chunks_that_arrived(monkeypatch):
+    monkeypatch.setattr(framing, "PREALLOC_MAX", 1000)
+    body = b"q" * 3000
+    wire = struct.pack(">Q", len(body)) + body
+    d = FrameDecoder(ipc=False, max_size=0)
+    assert d.feed(wire[:100]) == []
+    assert d.pending_body() is None and d.pending_bytes == 92  # only what was sent is held
+    assert d.feed(wire[100:]) == [body]

@@ -12,7 +12,8 @@ caller whose ``recv()`` finds the receive queue empty reads the socket's pipes i
    without the lock, so the I/O thread and other callers go on meanwhile;
 3. it takes the lock again and reads the streams that became readable; the frames go
    through the pipe and protocol machines and land in the receive queue as if the I/O
-   thread had read them.
+   thread had read them. Until a message lands (a large one takes many reads) it polls
+   and reads again, the pipes still lent.
 
 Whoever delivers a message to the queue or closes the channel while a caller sleeps here
 writes to the wake-up (``Channel.begin_reading``), so a message from a pipe that is not
@@ -85,16 +86,15 @@ class CallerReader:
         finally:
             loop.release()
         ready: set = set()
+        owned = False
         try:
-            ready = _poll_readable([lender.stream for lender in lent], self.wakeup, deadline)
+            ready, owned = self._read_until_delivered(lent, deadline)
         finally:
             self.channel.end_reading()
-            owned = loop.own(None)
+            if not owned:
+                owned = loop.own(None)
             try:
                 if owned:
-                    for lender in lent:
-                        if lender.stream in ready:
-                            lender.read()
                     _give_back(lent)
             finally:
                 self.busy = False
@@ -103,6 +103,25 @@ class CallerReader:
         if self.wakeup in ready:
             self.wakeup.drain()
         return True
+
+    def _read_until_delivered(self, lent: list, deadline: float | None) -> tuple[set, bool]:
+        """Poll and read the lent pipes until a message is delivered (a large one may take
+        many reads: the pipes stay lent meanwhile, so the loop does not wake for each
+        chunk), the deadline, a close or a wake-up. Returns what the last poll found, and
+        whether the session is owned (it is, unless the session closed meanwhile)."""
+        loop, channel = self.loop, self.channel
+        while True:
+            streams = [lender.stream for lender in lent if lender.stream is not None]
+            ready = _poll_readable(streams, self.wakeup, deadline)
+            if not loop.own(None):
+                return ready, False
+            for lender in lent:
+                if lender.stream in ready:
+                    lender.read()
+            if (not ready or self.wakeup in ready or channel.inbox or channel.closed
+                    or not any(lender.stream is not None for lender in lent)):
+                return ready, True
+            loop.release()
 
     def _lend(self) -> list:
         """Lend the reading of the socket's active pipes (session lock held)."""

@@ -67,6 +67,11 @@ class Channel:
         #: (a ``Wakeup``): whoever delivers or closes must wake it.
         self.reader_waiting = False
         self.reader_wakeup = None
+        #: When the last put() began (or a send run in the caller's thread ended), and how
+        #: long the channel had been quiet before the latest put(): the backend tells a
+        #: lone send (write it at once) from one in a burst (let the I/O thread batch).
+        self.last_put = float("-inf")
+        self.quiet = float("inf")
         #: Threads blocked in get() and in put() right now: nobody to notify without them
         #: (a notify costs more than the rest of a delivery); tests read them too.
         self.recv_waiters = 0
@@ -77,6 +82,7 @@ class Channel:
     def put(self, item, timeout: float | None) -> None:
         """Queue ``item`` for the backend; wait up to ``timeout`` s for credit (None: forever,
         0: never wait)."""
+        now = time.monotonic()
         with self._lock:
             if self.closed:
                 raise Closed("socket is closed")
@@ -89,6 +95,8 @@ class Channel:
             self.credit -= 1
             self.credit_bytes -= len(item) if type(item) is bytes else item.wire_size
             self.outbox.append(item)
+            self.quiet = now - self.last_put
+            self.last_put = now
             if self._drain_posted:
                 return
             self._drain_posted = True

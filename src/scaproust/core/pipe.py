@@ -259,6 +259,16 @@ class Pipe(PipeFSM):
 
     @entry_point
     def _read_frames(self) -> None:
+        body = self._decoder.pending_body()
+        if body is not None and len(body) >= READ_MIN:
+            # The rest of a large body: straight into its buffer, never past its end (a
+            # small rest comes with the next chunk, which carries the frames behind it).
+            n = self._recv_into(body)
+            if n:
+                msgs = self._decoder.body_filled(n)
+                if msgs:
+                    self.evt_msgs(msgs)
+            return
         data = self._recv()
         if data is not None:
             self._feed(data)
@@ -391,6 +401,20 @@ class Pipe(PipeFSM):
         self.loop.call_soon(fire, self.owner, "evt_pipe_closed", self)
 
     # ---------------------------------------------------------------- reading
+
+    def _recv_into(self, view) -> int:
+        """Receive into ``view``; 0 after firing the event for EOF or an error (or if the
+        peer has nothing yet)."""
+        try:
+            n = self.stream.recv_into(view)
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError as err:
+            self.evt_io_error(err)
+            return 0
+        if not n:
+            self.evt_peer_closed()
+        return n
 
     def _recv(self):
         """A chunk from the peer, or None after firing the event for EOF or an error."""

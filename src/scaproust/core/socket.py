@@ -1,10 +1,13 @@
-"""The I/O-thread side of a socket, driven by the generated ``socket`` machine.
+"""The machines' side of a socket, driven by the generated ``socket`` machine.
 
 Theory of operation: a ``SocketCore`` owns its endpoints (listeners and dialers), the
 pipes that are or were active (``pipes``, until each is dead) and its protocol machine
-(``proto``). The facade reaches it through two paths (core/channel.py): data through the
-channel's queues, drained here by ``_drain_outbox``; control (bind, connect, close) as
-commands run on the loop thread by ``Session.call``, each taking a ``Reply`` to fill.
+(``proto``), all guarded by the session lock (docs/ARCHITECTURE.md, "One owner at a
+time"). The facade reaches it through two paths (core/channel.py): data through the
+channel's queues, drained here by ``_drain_outbox`` (in the caller's thread when it owns
+the session, else in the I/O thread) and read into them by the ``CallerReader`` or the
+I/O thread; control (bind, connect, close) as commands run on the loop thread by
+``Session.call``, each taking a ``Reply`` to fill.
 
 Closing: ``cmd_close`` closes the endpoints (no new pipes) and asks each pipe to close,
 which flushes its queued output within ``linger``; the socket is ``closed`` when the last
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import time
 
 import attrs
 
@@ -41,8 +45,8 @@ _endpoint_ids = itertools.count(1)
 #: the lock for microseconds, and the bound keeps a long batch from stalling the caller.
 OWN_WAIT = 0.001
 
-#: A send runs in the caller's thread and writes to the kernel at once unless this socket
-#: already did so less than this long ago with no wait for a message since (see _wake).
+#: A send runs in the caller's thread and writes to the kernel at once if the socket's
+#: sends had been quiet this long, or its caller waited for a message since (see _wake).
 #: Sends closer together than this are a burst, and batching them in the I/O thread beats
 #: writing each: measured here, 64-byte PUSH messages went at 70 k msg/s written one by one
 #: from the caller's thread, 400-450 k msg/s handed to the I/O thread.
@@ -91,7 +95,6 @@ class SocketCore(SocketFSM):
         # A caller's thread whose recv() waits reads the pipes itself (caller_reader.py).
         self.reader = CallerReader(loop, self.channel, lambda: self.pipes)
         self.channel.attach_reader(self.reader)
-        self._last_direct = float("-inf")  # when a send last wrote from the caller's thread
 
     def __repr__(self) -> str:
         return f"<SocketCore {self.info!r} {self.state}>"
@@ -106,21 +109,22 @@ class SocketCore(SocketFSM):
         # Writing at once saves the hand-off (a wake-up, tens of µs): what a request, a
         # reply or an occasional message needs. A burst of sends needs the opposite: the
         # caller only queues (a fraction of a µs each) and the I/O thread, woken once,
-        # writes everything queued meanwhile in one sendmsg (10x the rate of a syscall per
+        # writes everything queued meanwhile in one sendmsg (6x the rate of a syscall per
         # 64-byte message). So the caller writes at once after it waited for a message
-        # (request/reply), or when its last write at once is DIRECT_SPACING old; within a
-        # burst only the first message does. If another thread owns the session, wait for
-        # it a little (owners keep it for microseconds), then hand over after all.
+        # (request/reply), or when the socket's sends had been quiet for DIRECT_SPACING
+        # (since the previous put, or the end of the previous send run here: a PUB's write
+        # to 50 pipes takes longer than that). If another thread owns the session, wait
+        # for it a little (owners keep it for microseconds), then hand over after all.
         loop = self.loop
         reader = self.reader
-        now = loop.time()
-        if (reader.waited or now - self._last_direct >= DIRECT_SPACING) and loop.own(OWN_WAIT):
+        channel = self.channel
+        if (reader.waited or channel.quiet >= DIRECT_SPACING) and loop.own(OWN_WAIT):
             reader.waited = False
-            self._last_direct = now
             try:
                 self._drain_outbox()
             finally:
                 loop.release()
+                channel.last_put = time.monotonic()
             return
         try:
             loop.call_soon_threadsafe(self._drain_outbox)

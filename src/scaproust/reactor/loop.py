@@ -1,11 +1,19 @@
-"""The reactor: one I/O thread per session that owns every socket, pipe, machine and timer.
+"""The reactor: one I/O thread per session, and the session lock that says who owns the
+machines (docs/ARCHITECTURE.md, "One owner at a time").
 
 Theory of operation
 -------------------
 
-User threads never touch the loop's state. They hand it work with ``call_soon_threadsafe``,
-which appends ``(fn, args)`` to the ``_posted`` deque. Everything else (``call_soon``, timers,
-``add_reader``/``add_writer``) belongs to the loop thread and takes no lock.
+Owners. ``lock`` (the session lock) guards every socket, pipe, machine and timer of the
+loop, and every structure below but ``_posted``. The I/O thread holds it for each iteration
+except inside ``select()``. A caller's thread may take it (``try_own``, ``own``) to run
+machines itself when that saves a hand-off, and ends its section with ``release()``, which
+runs what the section left for the end of the batch (a pipe's write) in that thread, and
+wakes the loop if it sleeps and now has work. Whoever holds the lock may use ``call_soon``,
+``call_after_batch``, the timers and ``add_reader``/``add_writer``. Nobody sleeps holding it.
+
+Other threads hand the loop work with ``call_soon_threadsafe``, which appends ``(fn, args)``
+to the ``_posted`` deque and takes no lock.
 
 One iteration (``run_once``):
 
@@ -143,9 +151,10 @@ def _describe(fn: Callable[..., Any], args: tuple) -> str:
 class Loop:
     """A selector loop run by one daemon thread.
 
-    ``start``, ``stop``, ``in_loop_thread``, ``time``, ``check_fork``,
-    ``call_soon_threadsafe`` and the ``closed``/``running`` properties may be used from any
-    thread. Everything else belongs to the loop thread (for speed, this is not checked).
+    ``start``, ``stop``, ``in_loop_thread``, ``time``, ``check_fork``, ``owned``,
+    ``try_own``, ``own``, ``call_soon_threadsafe`` and the ``closed``/``running`` properties
+    may be used from any thread. Everything else belongs to the owner of the session lock
+    (for speed, this is not checked).
     """
 
     def __init__(
@@ -159,8 +168,8 @@ class Loop:
         # the selector, which calls fileno() on every lookup, and still works for a socket
         # that was closed before remove_reader (its fileno() is then -1).
         self._regs: dict[Any, _Registration] = {}
-        self._ready: deque[tuple[Callable[..., Any], tuple]] = deque()  # loop thread only
-        # Run after the current batch, before the next select (loop thread only).
+        self._ready: deque[tuple[Callable[..., Any], tuple]] = deque()  # the owner only
+        # Run after the current batch, before the next select (the owner only).
         self._end_of_batch: list[tuple[Callable[..., Any], tuple]] = []
         self._posted: deque[tuple[Callable[..., Any], tuple]] = deque()  # any thread
         self._timers = TimerQueue()
@@ -355,12 +364,12 @@ class Loop:
     # --- loop thread ------------------------------------------------------------------------
 
     def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Run ``fn(*args)`` in the next iteration (loop thread only)."""
+        """Run ``fn(*args)`` in the next iteration (the owner of the session lock only)."""
         self._ready.append((fn, args))
 
     def call_after_batch(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)`` once the callbacks of this iteration are done, before the loop
-        selects again (loop thread only).
+        selects again (the owner only; an owner in a caller's thread runs them in ``release``).
 
         Pipes flush their output this way: every frame queued while handling one batch of
         readiness and posts leaves in one write, and none waits for another select.

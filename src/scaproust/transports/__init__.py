@@ -14,7 +14,7 @@ from typing import Protocol
 
 from scaproust.core.errors import InvalidAddress
 from scaproust.transports import inproc, ipc, tcp
-from scaproust.transports.tcp import Listener
+from scaproust.transports.tcp import LISTEN_BACKLOG, Listener
 from scaproust.transports.url import Address
 
 __all__ = ["Listener", "Transport", "get_transport", "schemes"]
@@ -29,7 +29,7 @@ class Transport(Protocol):
     #: True if frames carry the IPC type byte (``0x01 | size | payload``).
     IPC_FRAMING: bool
 
-    def listen(self, address: Address | str, *, backlog: int = 128,
+    def listen(self, address: Address | str, *, backlog: int = LISTEN_BACKLOG,
                ipv4_only: bool = False) -> tuple[Listener, str]: ...
     def accept(self, listener: Listener) -> socket.socket | None: ...
     def close_listener(self, listener: Listener) -> None: ...

@@ -20,7 +20,7 @@ import threading
 from collections import deque
 
 from scaproust.core.errors import AddressInUse
-from scaproust.transports.tcp import finish_connect
+from scaproust.transports.tcp import LISTEN_BACKLOG, finish_connect
 from scaproust.transports.url import Address, parse_url
 
 __all__ = ["IPC_FRAMING", "SCHEME", "accept", "close_listener", "configure_stream", "connect",
@@ -72,7 +72,7 @@ def configure_stream(sock: socket.socket, *, nodelay: bool = True, keepalive: bo
     sock.setblocking(False)
 
 
-def listen(address: Address | str, *, backlog: int = 128, ipv4_only: bool = False) -> tuple[InprocListener, str]:
+def listen(address: Address | str, *, backlog: int = LISTEN_BACKLOG, ipv4_only: bool = False) -> tuple[InprocListener, str]:
     """Bind a name in this process; ``AddressInUse`` if it is bound already."""
     address = _as_address(address)
     with _lock:

@@ -29,7 +29,7 @@ import socket
 import stat
 
 from scaproust.core.errors import AddressInUse, InvalidAddress
-from scaproust.transports.tcp import Listener, finish_connect
+from scaproust.transports.tcp import LISTEN_BACKLOG, Listener, finish_connect
 from scaproust.transports.url import Address, parse_url
 
 __all__ = [
@@ -86,7 +86,7 @@ def configure_stream(sock: socket.socket, *, nodelay: bool = True, keepalive: bo
     sock.setblocking(False)
 
 
-def listen(address: Address | str, *, backlog: int = 128, ipv4_only: bool = False) -> tuple[Listener, str]:
+def listen(address: Address | str, *, backlog: int = LISTEN_BACKLOG, ipv4_only: bool = False) -> tuple[Listener, str]:
     """Bind and listen on an IPC path; return ``(listener, resolved_url)``.
 
     ``address`` is an :class:`Address` or an ``ipc://`` URL; ``resolved_url`` is the URL as
