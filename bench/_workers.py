@@ -157,6 +157,9 @@ class Peer:
                 self.proc.wait()
 
 
+CPUS_ENV = "SCAPROUST_BENCH_CPUS"  # set by run.py: the cores the run may use
+
+
 def separate_process(p: dict) -> bool:
     return p["mode"] == "procs" and p["transport"] != "inproc"
 
@@ -169,7 +172,11 @@ def pin(p: dict, which: int) -> int | None:
     """
     if not separate_process(p) or not hasattr(os, "sched_setaffinity"):
         return None
-    cpus = sorted(os.sched_getaffinity(0))
+    # The run's cores, not this process's mask: a peer child inherits the worker's mask,
+    # already pinned to one core, and both sides would then share it (a same-core round
+    # trip skips the cross-core wake-up: bare sockets measured 19 us instead of 54).
+    listed = os.environ.get(CPUS_ENV)
+    cpus = [int(c) for c in listed.split(",")] if listed else sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
         return None
     os.sched_setaffinity(0, {cpus[which]})

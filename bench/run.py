@@ -387,6 +387,10 @@ def parent_main(args) -> int:
     # IPC paths of every worker go under one directory, removed even if a worker was killed.
     tmp = tempfile.mkdtemp(prefix="scaproust-bench-")
     os.environ[_impls.TMP_ENV] = tmp
+    # The cores the whole run may use, for each side to pin itself to one (_workers.pin):
+    # a child inherits its worker's mask, already narrowed to one core.
+    if hasattr(os, "sched_getaffinity"):
+        os.environ[_workers.CPUS_ENV] = ",".join(map(str, sorted(os.sched_getaffinity(0))))
     try:
         stopped_early = run_rounds(cases, reps, deadline, args)
     finally:
