@@ -216,7 +216,11 @@ class Channel:
 
     def push_many(self, items, priority: int = DEFAULT_PRIORITY) -> int:
         """Queue received items for ``get``; return their size in bytes."""
-        size = sum(len(i) if type(i) is bytes else i.wire_size for i in items)
+        if len(items) == 1:  # a round trip's reply: skip the generator
+            item = items[0]
+            size = len(item) if type(item) is bytes else item.wire_size
+        else:
+            size = sum(len(i) if type(i) is bytes else i.wire_size for i in items)
         with self._lock:
             self.inbox.extend(items, priority)
             self.inbox_bytes += size

@@ -332,6 +332,11 @@ class Pipe(PipeFSM):
         except OSError as err:
             self.evt_io_error(err)
             return
+        if sent == self._out_bytes and len(bufs) == len(out):
+            # Everything queued went out (the usual case): no per-buffer bookkeeping.
+            out.clear()
+            self._out_bytes = self._out_msgs = 0
+            sent = 0
         self._out_bytes -= sent
         while sent:
             head = out[0]
