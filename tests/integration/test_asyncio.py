@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import pytest
 
@@ -98,8 +99,6 @@ def test_sync_and_async_calls_mix_on_one_socket(session):
 
 
 def test_an_arecv_cancelled_just_as_its_message_arrives_leaves_it_for_the_next(session):
-    from tests.integration.conftest import wait_until
-
     async def main():
         pull = session.socket(sp.Pull)
         push = session.socket(sp.Push, send_timeout=5)
@@ -107,7 +106,12 @@ def test_an_arecv_cancelled_just_as_its_message_arrives_leaves_it_for_the_next(s
         waiting = asyncio.create_task(pull.arecv())
         await asyncio.sleep(0)
         push.send(b"arrived during cancel")
-        wait_until(lambda: pull._channel.readiness()[0], what="the message in the queue")
+        # The waiting task lent the pipe to this event loop, which reads it: yield until
+        # the message is in the queue (the task's wake-up is then scheduled, not yet run).
+        deadline = time.monotonic() + 5
+        while not pull._channel.readiness()[0]:
+            assert time.monotonic() < deadline, "the message never reached the queue"
+            await asyncio.sleep(0)
         waiting.cancel()  # the task is woken for the message but cancelled before it runs
         with pytest.raises(asyncio.CancelledError):
             await waiting

@@ -25,6 +25,10 @@ noticed at once. (Keeping them lent a little longer saved two selector changes p
 about 3 µs, but a peer's close went unnoticed meanwhile: a PAIR then kept a dead peer and
 refused the next one.)
 
+An asyncio task awaiting ``arecv()`` borrows the pipes the same way, for its event loop:
+the event loop watches the lent streams (``add_reader``) and reads them in its own thread
+(``lend_to_event_loop``, ``end_loan``).
+
 Only sockets with at most ``LEND_MAX`` pipes are read this way: ``poll()`` costs grow with
 the number of streams where the loop's epoll does not, and a socket with many peers is a
 server whose throughput comes from the loop's batching anyway.
@@ -44,6 +48,9 @@ from scaproust.reactor.wakeup import Wakeup
 
 #: A socket with more pipes than this is read by the I/O thread only.
 LEND_MAX = 8
+#: How long an asyncio event loop waits for the session lock to borrow the pipes before
+#: it lets the I/O thread read them as usual (an event loop must not block).
+EVENT_LOOP_OWN_WAIT = 0.0005
 
 
 class CallerReader:
@@ -113,15 +120,68 @@ class CallerReader:
         while True:
             streams = [lender.stream for lender in lent if lender.stream is not None]
             ready = _poll_readable(streams, self.wakeup, deadline)
+            # Awake now: what this thread delivers must not write to its own wake-up.
+            channel.end_reading()
             if not loop.own(None):
                 return ready, False
             for lender in lent:
                 if lender.stream in ready:
                     lender.read()
-            if (not ready or self.wakeup in ready or channel.inbox or channel.closed
-                    or not any(lender.stream is not None for lender in lent)):
+            if (not ready or self.wakeup in ready
+                    or not any(lender.stream is not None for lender in lent)
+                    or not channel.begin_reading(self.wakeup)):  # a message, or a close
                 return ready, True
             loop.release()
+
+    # ------------------------------------------------------------------ asyncio
+
+    def lend_to_event_loop(self, aloop) -> list | None:
+        """While a task awaits a message, lend the socket's pipes to its asyncio event loop
+        (same rules as ``wait``): the event loop watches them and reads them in its own
+        thread, so the message needs no hand-off from the I/O thread either. Returns the
+        loan for ``end_loan``, or None if this cannot be done now."""
+        loop = self.loop
+        if self.busy or loop.owned() or not loop.own(EVENT_LOOP_OWN_WAIT):
+            return None
+        try:
+            if self.busy or self.closed:
+                return None
+            lent = self._lend()
+            if not lent:
+                return None
+            self.busy = True
+            self.waited = True
+        finally:
+            loop.release()
+        # By fd: a stream closed meanwhile has no fileno() any more.
+        loan = [(lender, lender.stream.fileno()) for lender in lent]
+        for lender, fd in loan:
+            aloop.add_reader(fd, self._read_for_event_loop, aloop, lender, fd)
+        return loan
+
+    def _read_for_event_loop(self, aloop, lender, fd: int) -> None:
+        loop = self.loop
+        if loop.own(None):
+            try:
+                lender.read()  # what it delivers wakes the awaiting task (a channel watcher)
+            finally:
+                loop.release()
+        if lender.stream is None:
+            aloop.remove_reader(fd)  # the pipe died: nothing more to watch
+
+    def end_loan(self, aloop, loan: list) -> None:
+        """The task stopped awaiting: the I/O thread reads the pipes again."""
+        for _, fd in loan:
+            aloop.remove_reader(fd)
+        loop = self.loop
+        owned = loop.own(None)
+        try:
+            if owned:
+                _give_back([lender for lender, _ in loan])
+        finally:
+            self.busy = False
+            if owned:
+                loop.release()
 
     def _lend(self) -> list:
         """Lend the reading of the socket's active pipes (session lock held)."""

@@ -5,7 +5,10 @@ How it waits: the socket's channel keeps a set of watchers it sets when it may h
 become readable, writable or closed (the same hook ``sp.poll`` uses). An async call
 registers a watcher whose ``set()`` hops to the event loop with
 ``call_soon_threadsafe``, tries the operation without blocking, and awaits the watcher
-when it would block.
+when it would block. An ``arecv()`` that waits also borrows the socket's pipes for its
+event loop (core/caller_reader.py), which then reads them itself: the message needs no
+hand-off from the I/O thread. ``asend()`` writes from the event loop's thread like a
+blocking ``send()`` does.
 
 Cancellation never loses a message: a message leaves the socket's queue only inside the
 non-blocking attempt, which runs to completion between two awaits; a cancelled
@@ -19,6 +22,7 @@ Sync and async calls may be mixed on one socket, from any threads and loops.
 from __future__ import annotations
 
 import asyncio
+import threading
 
 from scaproust.core.errors import Closed, Timeout, WouldBlock
 
@@ -26,13 +30,17 @@ from scaproust.core.errors import Closed, Timeout, WouldBlock
 class _LoopWaker:
     """A channel watcher that wakes a coroutine on its event loop."""
 
-    __slots__ = ("_loop", "_event")
+    __slots__ = ("_loop", "_event", "_thread")
 
     def __init__(self, loop: asyncio.AbstractEventLoop):
         self._loop = loop
         self._event = asyncio.Event()
+        self._thread = threading.get_ident()
 
-    def set(self) -> None:  # called by the I/O thread, under the channel's lock
+    def set(self) -> None:  # called under the channel's lock, by whoever delivers
+        if threading.get_ident() == self._thread:
+            self._event.set()  # delivered by the event loop itself (lent pipes): no hop
+            return
         try:
             self._loop.call_soon_threadsafe(self._event.set)
         except RuntimeError:  # the event loop is closed: nobody waits any more
@@ -60,7 +68,7 @@ class AsyncSocketMixin:
             limit = self._policy.recv_wait(None)  # e.g. what is left of a survey
             if limit is not None and (cap is None or limit < cap):
                 cap = limit
-        return await self._wait_async(lambda: self.recv_msg(block=False), cap, "recv")
+        return await self._wait_async(lambda: self.recv_msg(block=False), cap, "recv", lend=True)
 
     async def asend(self, data) -> None:
         """Send a message (bytes-like or ``sp.Message``) without blocking the event loop."""
@@ -73,10 +81,12 @@ class AsyncSocketMixin:
         """``asend`` for an ``sp.Message``."""
         await self.asend(msg)
 
-    async def _wait_async(self, attempt, timeout, what):
-        waker = _LoopWaker(asyncio.get_running_loop())
+    async def _wait_async(self, attempt, timeout, what, lend: bool = False):
+        aloop = asyncio.get_running_loop()
+        waker = _LoopWaker(aloop)
         channel = self._channel
         channel.add_watcher(waker)
+        loan = None
         try:
             async with asyncio.timeout(timeout):
                 while True:
@@ -85,12 +95,18 @@ class AsyncSocketMixin:
                         return attempt()
                     except WouldBlock:
                         pass
+                    if lend and loan is None and channel.reader is not None:
+                        # Let this event loop read the socket's pipes while it waits
+                        # (core/caller_reader.py); else the I/O thread does, as for sp.poll.
+                        loan = channel.reader.lend_to_event_loop(aloop)
                     await waker.wait()
         except TimeoutError as err:
             if isinstance(err, Timeout):
                 raise
             raise Timeout(f"{what} timed out after {timeout} s") from None
         finally:
+            if loan is not None:
+                channel.reader.end_loan(aloop, loan)
             channel.remove_watcher(waker)
 
     async def aclose(self) -> None:
