@@ -213,6 +213,8 @@ class ReqPolicy(Policy):
         # requests now (the new one's reply, if already there, stays).
         with self.lock:
             self.current = word = item.header
+            if not self.channel.inbox:
+                return  # nothing queued (the usual case): nothing can be stale
             stale = self.channel.purge_inbox(keep=lambda got: type(got) is not bytes and got.header == word)
         self.stats.count_from_caller("purged_stale", stale)
 
