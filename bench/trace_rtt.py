@@ -80,6 +80,7 @@ def echo(args) -> None:
         for i in range(args.warmup + args.count):
             if i == args.warmup:
                 MARKS.clear()
+            MARKS.append(("recv_call", _now()))
             msg = sock.recv()
             MARKS.append(("recv_ret", _now()))
             sock.send(msg)
@@ -116,10 +117,10 @@ def client(args) -> None:
     def add(name, start, end):
         steps.setdefault(name, []).append((end - start) / 1000)
 
-    for c, e in zip(_by_round_trip(MARKS, "send_call"), _by_round_trip(far, "poll_in"),
+    for c, e in zip(_by_round_trip(MARKS, "send_call"), _by_round_trip(far, "recv_call"),
                     strict=False):
-        if len(c) < 6 or len(e) < 5:
-            continue
+        if len(c) < 6 or len(e) < 6:
+            continue  # a side found its message without waiting: no poll() to time
         add("client: send() called -> sendmsg starts", c["send_call"], c["flush_in"])
         add("client: sendmsg (and the rest of the flush)", c["flush_in"], c["flush_out"])
         add("wire: client sendmsg starts -> echo poll() returns", c["flush_in"], e["poll_out"])
