@@ -80,6 +80,56 @@ A ratio is scaproust / peer of the row's metric: for a round trip **lower** is b
 target table says whether each goal of the project holds in this run.
 
 {body}
+
+## Where the time goes
+
+What stands between each missed target and its goal, from profiles taken on this machine
+(2026-12-04; the numbers move from run to run, the proportions much less).
+
+**Round trip.** `bench/trace_rtt.py` takes timestamps inside both processes of a 64-byte
+round trip (each side on its own core). Medians for PAIR, in µs:
+
+| step | client | echo |
+|---|---|---|
+| `send()` called -> `sendmsg` starts (facade, channel, protocol and pipe machines) | 8.5 | 8.4 |
+| `sendmsg` and the rest of the flush (the kernel hands the bytes to the peer) | 13.6 | 13.9 |
+| wire: `sendmsg` starts -> the peer's `poll()` returns (kernel, cross-core wake-up) | 31 | 31 |
+| `poll()` returns -> `recv()` returns (read, parse, machines, queue, give back) | 20 | 21 |
+
+No hand-off between threads is left on the path (docs/ARCHITECTURE.md, "One owner at a
+time"): the I/O thread of either process runs no iteration during a round trip. What is
+left is Python: about 28 µs per side on the critical path (the trace's own wrappers add
+about 2), against about 12 for the bare ceiling's whole send-and-receive. A REQ/REP round
+trip adds about 10 µs on the client's send path (request id, the `Message`, the resend
+timer rescheduled per request) and about 4 on each receive (backtrace, id check). Reaching
+pyzmq's round trip would take about 10 µs less per side: fewer layers between `send()` and
+the pipe (today a message crosses the facade, the channel, the protocol machine and the
+pipe machine, each a few Python calls), and a REQ resend timer that is moved rather than
+cancelled and pushed again for every request.
+
+**PUSH->PULL, small messages.** The sending process has its caller thread and its I/O
+thread on one core. A burst costs the caller about 0.5 µs a message (it only queues) and
+the I/O thread about 1.7 µs (drain the outbox, the PUSH machine and its load balancer, the
+pipe machine, framing; one `sendmsg` per batch): pyzmq spends about 1 µs a message. Half of
+pyzmq's rate needs about 1.6 µs in all: the per-message machine events would have to
+become per-batch (frame a whole outbox for one pipe in one call), which the state tables
+cannot express today.
+
+**PUB->50 SUB.** Each message costs the I/O thread about 1.7 µs per subscriber pipe (the
+pipe machine's send event, framing, queueing) and one `sendmsg` per pipe per batch. Ten
+times pynng needs about 0.7 µs per pipe: frame each message once and queue the same buffer
+on every pipe, a new pipe event.
+
+**1 MiB.** A large body is received straight into a buffer kept between messages and
+copied once into the `bytes` that `recv()` returns; the first chunk of each message is
+read into a fresh buffer and copied into the body. The bare ceiling returns its receive
+buffer itself (a `bytearray`, no copy). 80 % of it needs the first chunk received in place
+too and, for the last copy, a `recv()` that may return a buffer rather than `bytes`.
+
+**inproc.** An inproc pipe is a Unix socket pair inside one process: both sides share one
+interpreter lock, so a round trip pays two lock hand-offs between threads on top of
+everything above, and throughput is the same code as IPC's. The targets (half the TCP
+round trip, 1.5x its throughput) need messages handed over in memory, which is not built.
 """
 
 
