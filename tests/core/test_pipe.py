@@ -734,3 +734,132 @@ def test_a_connect_that_failed_at_once_is_reported_from_the_loop():
     assert h.pipe.state == "dead"
     assert h.owner.closed == [h.pipe]
     assert h.loop.writers == {} and h.loop.readers == {}
+
+
+# --- lending the reading to a caller's thread (core/caller_reader.py) ---------------------
+
+
+def test_an_active_reading_pipe_lends_its_reader_once_and_the_loop_stops_firing_it():
+    h = Harness().open_active()
+    assert h.pipe.lender.lend()
+    assert h.stream in h.loop.lent and h.pipe.lender.stream is h.stream
+    assert not h.pipe.lender.lend()  # lent already
+    h.stream.feed(tcp_frame(b"one"))
+    h.pipe.lender.read()  # the caller reads it, the loop does not
+    assert h.proto.calls == [("evt_pipe_recv", h.pipe, [b"one"])]
+    h.pipe.lender.give_back()
+    assert h.stream not in h.loop.lent and ("return_reader", h.stream) in h.loop.history
+    h.receive(tcp_frame(b"two"))  # the loop fires it again
+    assert h.proto.calls[-1] == ("evt_pipe_recv", h.pipe, [b"two"])
+    assert h.pipe.lender.lend()  # and the next wait may borrow it again
+
+
+def test_a_pipe_lends_nothing_before_it_is_active_or_while_paused():
+    h = Harness()
+    h.pipe.cmd_open()
+    h.loop.run_ready()
+    assert h.pipe.state == "handshaking" and not h.pipe.lender.lend()
+    h.receive(PULL_HEADER)
+    h.loop.run_ready()
+    h.pipe.cmd_pause()
+    assert not h.pipe.lender.lend() and ("lend_reader", h.stream) not in h.loop.history
+    h.pipe.cmd_resume()
+    assert h.pipe.lender.lend()
+
+
+def test_giving_back_a_lent_pipe_twice_or_after_its_death_touches_nothing():
+    h = Harness().open_active()
+    h.pipe.lender.give_back()  # never lent
+    assert ("return_reader", h.stream) not in h.loop.history
+    assert h.pipe.lender.lend()
+    h.stream.feed_eof()
+    h.pipe.lender.read()  # the caller finds the peer gone
+    h.loop.run_ready()
+    assert h.pipe.state == "dead" and h.pipe.lender.stream is None
+    h.pipe.lender.read()  # nothing to read from a dead pipe
+    h.pipe.lender.give_back()
+    assert h.loop.history.count(("return_reader", h.stream)) == 0
+    assert h.proto.calls == [("evt_pipe_removed", h.pipe)]
+
+
+def test_a_lent_pipe_that_dies_wakes_the_caller_sleeping_on_it():
+    h = Harness().open_active()
+    assert h.pipe.lender.lend()
+    h.pipe.cmd_close()  # closed by the loop (the socket closes, say) while a caller polls it
+    assert h.pipe.state == "dead" and h.socket.channel.reader_wakes == 1
+    other = Harness().open_active()
+    other.pipe.cmd_close()  # not lent: nobody to wake
+    assert other.socket.channel.reader_wakes == 0
+
+
+def test_a_read_that_is_not_lent_reads_nothing():
+    h = Harness().open_active()
+    h.stream.feed(tcp_frame(b"kept"))
+    h.stream.recv_sizes.clear()
+    h.pipe.lender.read()  # not lent: the loop's job
+    assert h.proto.calls == [] and h.stream.recv_sizes == []
+
+
+def test_the_rest_of_a_body_of_exactly_64_kib_is_received_in_place():
+    h = Harness().open_active()
+    body = b"b" * (64 * 1024 - 8 + 64 * 1024)  # after the first read, exactly 64 KiB missing
+    h.stream.feed(tcp_frame(body))
+    h.stream.recv_sizes.clear()
+    h.loop.fire_reader(h.stream)
+    h.loop.fire_reader(h.stream)
+    assert h.stream.recv_into_sizes == [64 * 1024]
+    assert h.proto.calls == [("evt_pipe_recv", h.pipe, [body])]
+
+
+def test_a_large_body_waits_for_more_when_nothing_came_and_survives_it_intact():
+    h = Harness().open_active()
+    body = bytes(range(256)) * 1024  # 256 KiB
+    wire = tcp_frame(body)
+    h.receive(wire[:64 * 1024])
+    h.loop.fire_reader(h.stream)  # readiness with nothing to read: no byte may be counted
+    h.receive(wire[64 * 1024:])
+    assert h.proto.calls == [("evt_pipe_recv", h.pipe, [body])]
+
+
+def test_a_peer_that_closes_in_the_middle_of_a_large_body_closes_the_pipe():
+    h = Harness().open_active()
+    wire = tcp_frame(b"c" * (300 * 1024))
+    h.receive(wire[:64 * 1024])
+    h.stream.feed_eof()
+    h.loop.fire_reader(h.stream)
+    h.loop.run_ready()
+    assert h.pipe.state == "dead" and h.proto.calls == [("evt_pipe_removed", h.pipe)]
+
+
+def test_an_error_in_the_middle_of_a_large_body_closes_the_pipe():
+    h = Harness().open_active()
+    wire = tcp_frame(b"e" * (300 * 1024))
+    h.receive(wire[:64 * 1024])
+    h.stream.fail_recv(ConnectionResetError(104, "Connection reset by peer"))
+    h.loop.fire_reader(h.stream)
+    h.loop.run_ready()
+    assert h.pipe.state == "dead" and h.proto.calls == [("evt_pipe_removed", h.pipe)]
+
+
+def test_a_read_of_exactly_64_kib_keeps_a_larger_read_size():
+    h = Harness().open_active()
+    half = b"".join(tcp_frame(b"%05d" % i + b"y" * 115) for i in range(512))  # 64 KiB
+    assert len(half) == 64 * 1024
+    h.stream.recv_sizes.clear()
+    h.receive(half, half, tcp_frame(b"short"))
+    assert [n // 1024 for n in h.stream.recv_sizes] == [64, 128, 128]
+
+
+def test_a_pipe_whose_header_never_went_out_counts_every_message_lost_to_linger():
+    h = Harness(linger=0.5)
+    h.stream.block_writes = True  # not even our SP header leaves
+    h.pipe.cmd_open()
+    h.loop.run_ready()
+    h.receive(PULL_HEADER)
+    h.loop.run_ready()
+    for i in range(3):
+        h.pipe.cmd_send(b"%d" % i)
+    h.pipe.cmd_close()
+    h.loop.advance(0.5)
+    h.loop.run_ready()
+    assert h.pipe.state == "dead" and h.stats.snapshot().get("dropped_linger") == 3

@@ -91,6 +91,7 @@ class FakeLoop:
         self.ready: deque[tuple[Callable[..., Any], tuple]] = deque()
         self.after_batch: list[tuple[Callable[..., Any], tuple]] = []
         self.readers: dict[Any, Callable[[], Any]] = {}
+        self.lent: set = set()  # readers lent to a caller: registered, but not fired
         self.writers: dict[Any, Callable[[], Any]] = {}
         self.history: list[tuple[str, Any]] = []
         self.threadsafe_calls = 0
@@ -126,7 +127,19 @@ class FakeLoop:
 
     def remove_reader(self, fileobj: Any) -> bool:
         self.history.append(("remove_reader", fileobj))
+        self.lent.discard(fileobj)
         return self.readers.pop(fileobj, None) is not None
+
+    def lend_reader(self, fileobj: Any) -> bool:
+        self.history.append(("lend_reader", fileobj))
+        if fileobj not in self.readers or fileobj in self.lent:
+            return False
+        self.lent.add(fileobj)
+        return True
+
+    def return_reader(self, fileobj: Any) -> None:
+        self.history.append(("return_reader", fileobj))
+        self.lent.discard(fileobj)
 
     def add_writer(self, fileobj: Any, callback: Callable[[], Any]) -> None:
         self.writers[fileobj] = callback
@@ -188,6 +201,8 @@ class FakeLoop:
             callback = self.readers[fileobj]
         except KeyError:
             raise AssertionError(f"no reader registered for {fileobj!r}") from None
+        if fileobj in self.lent:
+            raise AssertionError(f"the reader of {fileobj!r} is lent: the loop does not fire it")
         callback()
 
     def fire_writer(self, fileobj: Any) -> None:
@@ -467,6 +482,7 @@ class FakeSocket:
         self.proto = RecordingProto()
         self.opened: list = []
         self.closed: list = []
+        self.channel = FakeChannel()
 
     def evt_pipe_opened(self, pipe) -> None:
         self.opened.append(pipe)
@@ -474,6 +490,16 @@ class FakeSocket:
 
     def evt_pipe_closed(self, pipe) -> None:
         self.closed.append(pipe)
+
+
+class FakeChannel:
+    """The channel a pipe reaches through its socket: counts ``wake_reader`` calls."""
+
+    def __init__(self) -> None:
+        self.reader_wakes = 0
+
+    def wake_reader(self) -> None:
+        self.reader_wakes += 1
 
 
 class FakeOwner:

@@ -263,11 +263,19 @@ class Pipe(PipeFSM):
         if body is not None and len(body) >= READ_MIN:
             # The rest of a large body: straight into its buffer, never past its end (a
             # small rest comes with the next chunk, which carries the frames behind it).
-            n = self._recv_into(body)
-            if n:
-                msgs = self._decoder.body_filled(n)
-                if msgs:
-                    self.evt_msgs(msgs)
+            try:
+                n = self.stream.recv_into(body)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as err:
+                self.evt_io_error(err)
+                return
+            if not n:
+                self.evt_peer_closed()
+                return
+            msgs = self._decoder.body_filled(n)
+            if msgs:
+                self.evt_msgs(msgs)
             return
         data = self._recv()
         if data is not None:
@@ -332,8 +340,9 @@ class Pipe(PipeFSM):
         except OSError as err:
             self.evt_io_error(err)
             return
-        if sent == self._out_bytes and len(bufs) == len(out):
-            # Everything queued went out (the usual case): no per-buffer bookkeeping.
+        if sent == self._out_bytes:
+            # Everything queued went out (the usual case; no queued buffer is ever empty,
+            # so these were all of them): no per-buffer bookkeeping.
             out.clear()
             self._out_bytes = self._out_msgs = 0
             sent = 0
@@ -406,20 +415,6 @@ class Pipe(PipeFSM):
         self.loop.call_soon(fire, self.owner, "evt_pipe_closed", self)
 
     # ---------------------------------------------------------------- reading
-
-    def _recv_into(self, view) -> int:
-        """Receive into ``view``; 0 after firing the event for EOF or an error (or if the
-        peer has nothing yet)."""
-        try:
-            n = self.stream.recv_into(view)
-        except (BlockingIOError, InterruptedError):
-            return 0
-        except OSError as err:
-            self.evt_io_error(err)
-            return 0
-        if not n:
-            self.evt_peer_closed()
-        return n
 
     def _recv(self):
         """A chunk from the peer, or None after firing the event for EOF or an error."""
