@@ -40,3 +40,24 @@ def test_every_protocol_example_runs():
     assert len(examples) >= 8
     for number, code in enumerate(examples, 1):
         exec(compile(code, f"docs/PROTOCOLS.md example {number}", "exec"), {})
+
+
+def test_every_test_any_document_cites_exists():
+    # A claim names the test that proves it, as ``tests/path.py::test_name`` or, right after
+    # one, as ``::test_name`` in the same file; each must still exist.
+    from tests.test_wire_conformance_doc import NODE_ID, functions_in
+
+    short = re.compile(r"(?<![\w/])::(test_\w+)")
+    missing = []
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        path = None
+        for number, line in enumerate(doc.read_text().splitlines(), 1):
+            cites = [(m.start(), m[1], m[2]) for m in NODE_ID.finditer(line)]
+            cites += [(m.start(), None, m[1]) for m in short.finditer(line)]
+            for _, file, name in sorted(cites):
+                path = file or path
+                if path is None or not (ROOT / path).is_file():
+                    missing.append(f"{doc.name}:{number}: {path}::{name} (no such file)")
+                elif name not in functions_in(path):
+                    missing.append(f"{doc.name}:{number}: {path} defines no {name}")
+    assert not missing, "documents cite tests that do not exist:\n" + "\n".join(missing)
