@@ -62,7 +62,7 @@ the template in `bench/report.py`). Reproduce with:
 - Fan-out: one PUB, 50 SUB sockets in another process (each library's own poller);
   PUB may drop when a queue is full, so the rate is what was **delivered**, summed over
   the subscribers, with the delivered fraction (the bare ceiling blocks instead of dropping).
-- CPU µs per message: process CPU time (`os.times()`) of both sides over the timed part,
+- CPU µs per message: process CPU time (`time.process_time()`) of both sides over the timed part,
   per message (per round trip; per delivered message for the fan-out).
 - Idle pipes: a dialer process opens raw TCP connections to one scaproust PULL and sends
   the SP header on each; the listener reports the time until `stats["pipes_opened"]`

@@ -1,4 +1,5 @@
-"""The documentation stays true: the options table and the README's quickstart."""
+"""The documentation stays true: the options table, the README's quickstart, the examples, and
+every test a document cites."""
 
 from __future__ import annotations
 
