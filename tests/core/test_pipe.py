@@ -863,3 +863,16 @@ def test_a_pipe_whose_header_never_went_out_counts_every_message_lost_to_linger(
     h.loop.advance(0.5)
     h.loop.run_ready()
     assert h.pipe.state == "dead" and h.stats.snapshot().get("dropped_linger") == 3
+
+
+def test_a_lent_pipe_that_dies_calls_its_on_release_before_its_stream_closes():
+    h = Harness().open_active()
+    seen = []
+    h.pipe.lender.on_release = lambda: seen.append(h.stream.closed)
+    h.pipe.cmd_close()  # not lent: nobody is told
+    assert seen == []
+    h = Harness().open_active()
+    h.pipe.lender.on_release = lambda: seen.append(h.stream.closed)
+    assert h.pipe.lender.lend()
+    h.pipe.cmd_close()
+    assert seen == [False] and h.stream.closed

@@ -209,3 +209,33 @@ def test_an_arecv_lends_the_pipes_to_its_event_loop_which_reads_them(url):
         assert not pull._core.reader.busy  # the loan ended with the call
         push.send(b"after")
         assert pull.recv() == b"after"
+
+
+def test_a_pipe_that_dies_while_lent_to_an_event_loop_leaves_it_and_the_next_peer_is_heard(session):
+    pull = session.socket(sp.Pull, recv_timeout=5.0)
+    url = pull.bind("tcp://127.0.0.1:0").url
+    first = session.socket(sp.Push, send_timeout=5.0)
+    first.connect(url)
+    first.send(b"one")
+    assert pull.recv() == b"one"
+    fd = next(iter(pull._core.pipes)).stream.fileno()
+
+    async def main():
+        aloop = asyncio.get_running_loop()
+        task = asyncio.create_task(pull.arecv())
+        deadline = time.monotonic() + 5
+        while not pull._core.reader.busy:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0)
+        first.close()  # the event loop reads the close, the pipe dies while lent
+        while pull.stats.get("pipes_closed") != 1:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(0)  # the removal posted by the dying pipe runs
+        stale = aloop.remove_reader(fd)  # False: the event loop watches that fd no more
+        second = session.socket(sp.Push, send_timeout=5.0)
+        second.connect(url)
+        second.send(b"two")
+        return stale, await asyncio.wait_for(task, 5)
+
+    assert asyncio.run(main()) == (False, b"two")

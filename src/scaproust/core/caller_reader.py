@@ -41,6 +41,7 @@ the socket's next send).
 
 from __future__ import annotations
 
+import functools
 import select
 import time
 
@@ -64,7 +65,7 @@ class CallerReader:
         self.wakeup: Wakeup | None = None
         self.closed = False
         #: A caller slept here since the socket's last send: its next send answers or
-        #: follows a message, and writes at once (SocketCore._write_now).
+        #: follows a message, and writes at once (SocketCore._wake).
         self.waited = False
 
     def wait(self, deadline: float | None) -> bool:
@@ -151,32 +152,38 @@ class CallerReader:
                 return None
             self.busy = True
             self.waited = True
+            # By fd: a stream closed later has no fileno() any more. A pipe that dies while
+            # lent (read here, or closed by the I/O thread) leaves the event loop at once,
+            # before its fd number can be reused by another registration.
+            loan = [(lender, lender.stream.fileno()) for lender in lent]
+            for lender, fd in loan:
+                lender.on_release = functools.partial(
+                    aloop.call_soon_threadsafe, aloop.remove_reader, fd)
         finally:
             loop.release()
-        # By fd: a stream closed meanwhile has no fileno() any more.
-        loan = [(lender, lender.stream.fileno()) for lender in lent]
         for lender, fd in loan:
-            aloop.add_reader(fd, self._read_for_event_loop, aloop, lender, fd)
+            aloop.add_reader(fd, self._read_for_event_loop, lender)
         return loan
 
-    def _read_for_event_loop(self, aloop, lender, fd: int) -> None:
+    def _read_for_event_loop(self, lender) -> None:
         loop = self.loop
         if loop.own(None):
             try:
                 lender.read()  # what it delivers wakes the awaiting task (a channel watcher)
             finally:
                 loop.release()
-        if lender.stream is None:
-            aloop.remove_reader(fd)  # the pipe died: nothing more to watch
 
     def end_loan(self, aloop, loan: list) -> None:
         """The task stopped awaiting: the I/O thread reads the pipes again."""
-        for _, fd in loan:
-            aloop.remove_reader(fd)
+        for lender, fd in loan:
+            if lender.stream is not None:
+                aloop.remove_reader(fd)
         loop = self.loop
         owned = loop.own(None)
         try:
             if owned:
+                for lender, _ in loan:
+                    lender.on_release = None
                 _give_back([lender for lender, _ in loan])
         finally:
             self.busy = False

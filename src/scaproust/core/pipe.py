@@ -401,6 +401,8 @@ class Pipe(PipeFSM):
         stream, self.stream = self.stream, None
         if self._lent:  # a caller sleeps on this stream: it must not wait on a closed fd
             self.socket.channel.wake_reader()
+            if self.lender.on_release is not None:  # lent to an asyncio event loop
+                self.lender.on_release()
         if stream is not None:
             if self._watching:
                 self.loop.remove_reader(stream)
@@ -444,10 +446,13 @@ class Lender:
     from the loop, lent or not; a pipe given back is watched only if it still has one.
     """
 
-    __slots__ = ("_pipe",)
+    __slots__ = ("_pipe", "on_release")
 
     def __init__(self, pipe: Pipe):
         self._pipe = pipe
+        #: Called when the pipe dies while lent, before its stream closes (an asyncio
+        #: event loop must stop watching the fd: caller_reader.lend_to_event_loop).
+        self.on_release = None
 
     def lend(self) -> bool:
         """Take the pipe's reading from the loop; False if it is not reading frames now (not
