@@ -466,6 +466,7 @@ def worker_fanout(p: dict, impl, script: str) -> dict:
 PROTO_PUSH = 0x50  # the dialer's protocol id, peer of our PULL listener (SP v0)
 FD_MARGIN = 64  # descriptors kept for the process itself (pipes, the listener, ...)
 IDLE_S = 2.0
+IDLE_SETTLE_S = 1.0
 
 
 def raise_nofile() -> tuple[int, int]:
@@ -553,6 +554,7 @@ def worker_idle(p: dict, impl, script: str) -> dict:
             t = time.perf_counter()
             gc.collect()
             pauses.append(time.perf_counter() - t)
+        time.sleep(IDLE_SETTLE_S)  # let the aftermath of the collections above pass
         cpu0, w0 = _cpu(), time.monotonic()
         time.sleep(IDLE_S)
         idle_pct = (_cpu() - cpu0) / (time.monotonic() - w0) * 100

@@ -68,7 +68,7 @@ the template in `bench/report.py`). Reproduce with:
   the SP header on each; the listener reports the time until `stats["pipes_opened"]`
   reaches the count, the Python heap per pipe (tracemalloc, started before the socket;
   pynng: RSS per pipe), the longest of three `gc.collect()` with the pipes alive, and the
-  CPU used over 2 s of idleness (percent of one core).
+  CPU used over 2 s of idleness, 1 s after those collections (percent of one core).
 - Counts adapt so that a run measures about {target_s} s. Loopback only (127.0.0.1, IPC
   paths in a temporary directory). The machine is shared and noisy: absolute numbers
   move between runs, the side-by-side ratios much less.
