@@ -178,3 +178,14 @@ def test_removing_a_lent_reader_drops_it_and_return_reader_is_then_harmless(loop
     loop.return_reader(a)
     assert a not in loop._regs
     assert not loop.lend_reader(a)  # nothing to lend
+
+
+def test_a_new_reader_that_replaces_a_lent_one_is_watched(loop, pair):
+    a, b = pair
+    old, new = [], []
+    loop.add_reader(a, lambda: old.append(1))
+    assert loop.lend_reader(a)
+    loop.add_reader(a, lambda: new.append(a.recv(100)))
+    b.send(b"y")
+    run_until(loop, lambda: new)
+    assert new == [b"y"] and old == []

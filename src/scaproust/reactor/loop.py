@@ -174,8 +174,8 @@ class Loop:
         self._posted: deque[tuple[Callable[..., Any], tuple]] = deque()  # any thread
         self._timers = TimerQueue()
         self._idle = False  # True while the loop may sleep in select(): posters must wake it
-        # When the sleeping select() ends at the latest (None: never by itself); an owner
-        # that schedules an earlier timer wakes the loop.
+        # When the sleeping select() ends at the latest (MAX_SLEEP at most); an owner that
+        # schedules an earlier timer wakes the loop.
         self._sleep_until = 0.0
         self._timer_wake = False  # an owner scheduled a timer due before _sleep_until
         #: The session lock: whoever holds it owns every machine, pipe, timer and queue of
@@ -401,11 +401,12 @@ class Loop:
         elif reg.reader is None:
             # A writer is registered: widen the mask of the existing registration.
             self._selector.modify(fileobj, _READ | _WRITE, reg)
-        elif reg.lent:
-            # A new reader replaces a lent one: it is watched again.
-            reg.lent = False
-            self._selector.modify(fileobj, _READ | (_WRITE if reg.writer else 0), reg)
         reg.reader = callback
+        if reg.lent:
+            # A new reader replaces a lent one: the kernel is asked about it again (the
+            # selector, which never knew of the loan, has nothing to change).
+            reg.lent = False
+            self._ask_kernel(fileobj, reg)
 
     def remove_reader(self, fileobj: Any) -> bool:
         """Stop watching ``fileobj`` for reading; False if no reader was registered."""
