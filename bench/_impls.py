@@ -84,6 +84,17 @@ class _Base:
     def info(self) -> dict:
         return {}
 
+    # asyncio, for libraries whose sockets have asend/arecv themselves (scaproust, pynng);
+    # pyzmq and the bare ceiling override these.
+    def alisten(self, role: str, transport: str):
+        return self.listen(role, transport)
+
+    async def aready(self, sock):
+        return sock
+
+    def adial(self, role: str, url: str):
+        return self.dial(role, url)
+
 
 # ---------------------------------------------------------------------------- scaproust
 
@@ -116,16 +127,6 @@ class Scaproust(_Base):
             sock.subscribe(b"")
         sock.connect(url)
         return sock
-
-    # asyncio: the sockets themselves have asend/arecv
-    def alisten(self, role: str, transport: str):
-        return self.listen(role, transport)
-
-    async def aready(self, sock):
-        return sock
-
-    def adial(self, role: str, url: str):
-        return self.dial(role, url)
 
     def pipes(self, sock) -> int:
         return sock.stats.get("pipes_opened", 0)
@@ -194,15 +195,6 @@ class Pynng(_Base):
             sock.subscribe(b"")
         sock.dial(url, block=True)
         return sock
-
-    def alisten(self, role: str, transport: str):
-        return self.listen(role, transport)
-
-    async def aready(self, sock):
-        return sock
-
-    def adial(self, role: str, url: str):
-        return self.dial(role, url)
 
     def pipes(self, sock) -> int:
         return len(sock.pipes)

@@ -351,6 +351,19 @@ def peer_pull(p: dict, impl, link: Link) -> None:
     link.say("result", {"t_end": t_end, "bytes": total, "cpu_s": _cpu() - cpu0})
 
 
+def _timed_sends(send, flush, msg: bytes, count: int, peer) -> tuple:
+    """Send ``count`` messages as fast as possible, then wait for the peer's result:
+    (start, end of sending, the peer's result, CPU seconds of both sides)."""
+    cpu0 = _cpu()
+    t0 = time.monotonic()
+    for _ in range(count):
+        send(msg)
+    flush()
+    t_sent = time.monotonic()
+    res = peer.link.expect("result")
+    return t0, t_sent, res, _cpu() - cpu0 + peer.peer_cpu(res)
+
+
 def worker_thr(p: dict, impl, script: str) -> dict:
     peer = Peer(p, "pull", impl, script)
     try:
@@ -363,14 +376,7 @@ def worker_thr(p: dict, impl, script: str) -> dict:
             send(msg)
         flush()
         peer.link.expect("ready")
-        cpu0 = _cpu()
-        t0 = time.monotonic()
-        for _ in range(count):
-            send(msg)
-        flush()
-        t_sent = time.monotonic()
-        res = peer.link.expect("result")
-        cpu = _cpu() - cpu0 + peer.peer_cpu(res)
+        t0, t_sent, res, cpu = _timed_sends(send, flush, msg, count, peer)
         if res["bytes"] != size * count:
             raise AssertionError(f"received {res['bytes']} bytes, expected {count} x {size}")
         seconds = res["t_end"] - t0
@@ -440,15 +446,7 @@ def worker_fanout(p: dict, impl, script: str) -> dict:
             time.sleep(0.005)
         peer.link.expect("ready")
         time.sleep(0.2)  # the warm-up messages still in flight land before the count
-        msg = b"m" * size
-        cpu0 = _cpu()
-        t0 = time.monotonic()
-        for _ in range(count):
-            send(msg)
-        flush()
-        t_sent = time.monotonic()
-        res = peer.link.expect("result")
-        cpu = _cpu() - cpu0 + peer.peer_cpu(res)
+        t0, t_sent, res, cpu = _timed_sends(send, flush, b"m" * size, count, peer)
         delivered = res["delivered"]
         if not delivered:
             raise AssertionError("no message reached any subscriber")

@@ -9,6 +9,7 @@ to wait for a condition.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 
@@ -37,15 +38,21 @@ def flush_threads(monkeypatch):
     return threads
 
 
-def test_a_message_for_a_waiting_caller_costs_the_io_threads_nothing(url):
-    # Two sessions, as two processes would have: each side owns its own session's lock.
+@contextlib.contextmanager
+def two_sessions(listener, dialer, url):
+    """A socket in each of two sessions, as two processes would have them (each side owns
+    its own session's lock), connected and past a first message."""
     with sp.Session() as left, sp.Session() as right:
-        a = left.socket(sp.Pair, recv_timeout=5.0)
-        b = right.socket(sp.Pair, send_timeout=5.0)
+        a = left.socket(listener, recv_timeout=5.0, send_timeout=5.0)
+        b = right.socket(dialer, recv_timeout=5.0, send_timeout=5.0)
         b.connect(a.bind(url).url)
         b.send(b"warm-up")
         assert a.recv() == b"warm-up"
-        loops = (left._core.loop, right._core.loop)
+        yield a, b, left._core.loop, right._core.loop
+
+
+def test_a_message_for_a_waiting_caller_costs_the_io_threads_nothing(url):
+    with two_sessions(sp.Pair, sp.Pair, url) as (a, b, *loops):
         before = sum(loop.iterations for loop in loops)
         started = time.monotonic()
         for i in range(MESSAGES):
@@ -185,12 +192,7 @@ def test_a_socket_with_more_pipes_than_lend_max_is_read_by_the_io_thread(session
 
 
 def test_an_arecv_lends_the_pipes_to_its_event_loop_which_reads_them(url):
-    with sp.Session() as left, sp.Session() as right:
-        pull = left.socket(sp.Pull, recv_timeout=5.0)
-        push = right.socket(sp.Push, send_timeout=5.0)
-        push.connect(pull.bind(url).url)
-        push.send(b"warm-up")
-        assert pull.recv() == b"warm-up"
+    with two_sessions(sp.Pull, sp.Push, url) as (pull, push, pull_loop, _):
 
         async def main():
             task = asyncio.create_task(pull.arecv())
@@ -198,10 +200,10 @@ def test_an_arecv_lends_the_pipes_to_its_event_loop_which_reads_them(url):
             while not pull._core.reader.busy:  # the task lent the pipe to this event loop
                 assert time.monotonic() < deadline
                 await asyncio.sleep(0)
-            before = left._core.loop.iterations
+            before = pull_loop.iterations
             push.send(b"hello")
             got = await asyncio.wait_for(task, 5)
-            return got, left._core.loop.iterations - before
+            return got, pull_loop.iterations - before
 
         got, iterations = asyncio.run(main())
         assert got == b"hello"

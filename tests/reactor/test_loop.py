@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import selectors
-import socket
 import threading
 import time
 
@@ -48,43 +47,6 @@ def run_until(loop: Loop, predicate, timeout: float = DEADLINE) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached before the deadline")
         loop.run_once(0.01)
-
-
-@pytest.fixture
-def loop():
-    lp = Loop()
-    yield lp
-    lp.stop()
-
-
-@pytest.fixture
-def clock():
-    return FakeClock()
-
-
-@pytest.fixture
-def fake_loop(clock):
-    lp = Loop(clock=clock)
-    yield lp
-    lp.stop()
-
-
-@pytest.fixture
-def started():
-    lp = Loop()
-    lp.start()
-    yield lp
-    lp.stop()
-
-
-@pytest.fixture
-def pair():
-    a, b = socket.socketpair()
-    a.setblocking(False)
-    b.setblocking(False)
-    yield a, b
-    a.close()
-    b.close()
 
 
 def count_wakeups(loop: Loop) -> list[int]:

@@ -7,7 +7,6 @@ condition (polls with a deadline, as test_loop.py).
 
 from __future__ import annotations
 
-import socket
 import threading
 
 import pytest
@@ -16,46 +15,21 @@ from scaproust.reactor.loop import MAX_SLEEP, Loop
 from tests.reactor.test_loop import FakeClock, run_until, wait_until
 
 
-@pytest.fixture
-def loop():
-    lp = Loop()
-    yield lp
-    lp.stop()
-
-
-@pytest.fixture
-def running():
-    lp = Loop()
-    lp.start()
-    yield lp
-    lp.stop()
-
-
-@pytest.fixture
-def pair():
-    a, b = socket.socketpair()
-    a.setblocking(False)
-    b.setblocking(False)
-    yield a, b
-    a.close()
-    b.close()
-
-
-def test_a_caller_owns_the_loop_while_it_sleeps_and_not_while_it_runs_a_callback(running):
-    assert running.try_own()
-    assert running.owned()
-    running.release()
-    assert not running.owned()
+def test_a_caller_owns_the_loop_while_it_sleeps_and_not_while_it_runs_a_callback(started):
+    assert started.try_own()
+    assert started.owned()
+    started.release()
+    assert not started.owned()
     inside, leave = threading.Event(), threading.Event()
-    running.call_soon_threadsafe(lambda: (inside.set(), leave.wait(5.0)))
+    started.call_soon_threadsafe(lambda: (inside.set(), leave.wait(5.0)))
     assert inside.wait(5.0)
     try:
-        assert not running.try_own()  # the I/O thread holds the lock while it runs callbacks
-        assert not running.own(0.01)
+        assert not started.try_own()  # the I/O thread holds the lock while it runs callbacks
+        assert not started.own(0.01)
     finally:
         leave.set()
-    wait_until(running.try_own)
-    running.release()
+    wait_until(started.try_own)
+    started.release()
 
 
 def test_an_owner_cannot_own_again_and_a_closed_loop_cannot_be_owned(loop):
@@ -119,27 +93,27 @@ def test_the_loop_never_sleeps_longer_than_max_sleep():
         lp.stop()
 
 
-def test_an_owner_wakes_a_sleeping_loop_for_a_callback_and_an_early_timer(running):
+def test_an_owner_wakes_a_sleeping_loop_for_a_callback_and_an_early_timer(started):
     fired = threading.Event()
-    wait_until(lambda: running._idle)
-    assert running.try_own()
-    running.call_later(0.0, fired.set)  # due before the loop meant to wake (MAX_SLEEP)
-    running.release()
+    wait_until(lambda: started._idle)
+    assert started.try_own()
+    started.call_later(0.0, fired.set)  # due before the loop meant to wake (MAX_SLEEP)
+    started.release()
     assert fired.wait(MAX_SLEEP / 2)  # not the 1 s wake-up of an idle loop: woken at once
     called = threading.Event()
-    wait_until(lambda: running._idle)
-    assert running.try_own()
-    running.call_soon(called.set)
-    running.release()
+    wait_until(lambda: started._idle)
+    assert started.try_own()
+    started.call_soon(called.set)
+    started.release()
     assert called.wait(MAX_SLEEP / 2)
 
 
-def test_a_timer_due_after_the_loops_own_wake_up_costs_no_wake_up(running):
-    wait_until(lambda: running._idle)
-    assert running.try_own()
-    running.call_later(60.0, lambda: None)  # a REQ resend timer: the loop wakes by itself first
-    assert not running._timer_wake
-    running.release()
+def test_a_timer_due_after_the_loops_own_wake_up_costs_no_wake_up(started):
+    wait_until(lambda: started._idle)
+    assert started.try_own()
+    started.call_later(60.0, lambda: None)  # a REQ resend timer: the loop wakes by itself first
+    assert not started._timer_wake
+    started.release()
 
 
 def test_a_lent_reader_is_not_called_by_the_loop_and_is_called_again_once_returned(loop, pair):
