@@ -51,6 +51,17 @@ def two_sessions(listener, dialer, url):
         yield a, b, left._core.loop, right._core.loop
 
 
+def pull_with_a_push(session):
+    """A PULL on TCP, its URL, and a PUSH connected to it, past a first message."""
+    pull = session.socket(sp.Pull, recv_timeout=5.0)
+    url = pull.bind("tcp://127.0.0.1:0").url
+    first = session.socket(sp.Push, send_timeout=5.0)
+    first.connect(url)
+    first.send(b"one")
+    assert pull.recv() == b"one"
+    return pull, url, first
+
+
 def test_a_message_for_a_waiting_caller_costs_the_io_threads_nothing(url):
     with two_sessions(sp.Pair, sp.Pair, url) as (a, b, *loops):
         before = sum(loop.iterations for loop in loops)
@@ -125,12 +136,7 @@ def test_a_peer_that_closes_while_a_caller_reads_is_noticed_and_the_next_peer_is
 
 
 def test_a_message_from_a_pipe_that_joins_while_a_caller_reads_wakes_it(session):
-    pull = session.socket(sp.Pull, recv_timeout=5.0)
-    url = pull.bind("tcp://127.0.0.1:0").url
-    first = session.socket(sp.Push, send_timeout=5.0)
-    first.connect(url)
-    first.send(b"one")
-    assert pull.recv() == b"one"
+    pull, url, first = pull_with_a_push(session)
     got = []
     reader = threading.Thread(target=lambda: got.append(pull.recv()))
     reader.start()
@@ -214,12 +220,7 @@ def test_an_arecv_lends_the_pipes_to_its_event_loop_which_reads_them(url):
 
 
 def test_a_pipe_that_dies_while_lent_to_an_event_loop_leaves_it_and_the_next_peer_is_heard(session):
-    pull = session.socket(sp.Pull, recv_timeout=5.0)
-    url = pull.bind("tcp://127.0.0.1:0").url
-    first = session.socket(sp.Push, send_timeout=5.0)
-    first.connect(url)
-    first.send(b"one")
-    assert pull.recv() == b"one"
+    pull, url, first = pull_with_a_push(session)
     fd = next(iter(pull._core.pipes)).stream.fileno()
 
     async def main():
