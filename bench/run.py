@@ -274,6 +274,12 @@ def worker_env(case: Case) -> dict:
     return env
 
 
+def repo_relative(text: str) -> str:
+    """Paths in ``text`` relative to the repository (results are committed: they must not
+    name this machine's directories)."""
+    return text.replace(REPO + os.sep, "").replace(REPO, ".")
+
+
 def worker_cmd(case: Case, threads: bool) -> list[str]:
     return [sys.executable, os.path.abspath(__file__), "--worker", "--params",
             json.dumps(worker_params(case, threads))]
@@ -415,8 +421,7 @@ def parent_main(args) -> int:
     if path:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         with open(path, "w") as f:
-            json.dump(doc, f, indent=1, ensure_ascii=False)
-            f.write("\n")
+            f.write(repo_relative(json.dumps(doc, indent=1, ensure_ascii=False)) + "\n")
         print(f"JSON written to {os.path.relpath(path)}")
     failed = [c for c in cases if c.errors or not c.runs]
     for c in failed:
