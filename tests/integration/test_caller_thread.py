@@ -62,15 +62,22 @@ def pull_with_a_push(session):
     return pull, url, first
 
 
+def recv_in_a_thread(sock):
+    """A thread blocked in ``sock.recv()``, returned once it reads the socket's pipes
+    itself, with the list its message will land in."""
+    got: list[bytes] = []
+    thread = threading.Thread(target=lambda: got.append(sock.recv()))
+    thread.start()
+    wait_until(lambda: sock._core.reader.busy, what="a caller reading its pipes itself")
+    return thread, got
+
+
 def test_a_message_for_a_waiting_caller_costs_the_io_threads_nothing(url):
     with two_sessions(sp.Pair, sp.Pair, url) as (a, b, *loops):
         before = sum(loop.iterations for loop in loops)
         started = time.monotonic()
         for i in range(MESSAGES):
-            got: list[bytes] = []
-            reader = threading.Thread(target=lambda got=got: got.append(a.recv()))
-            reader.start()
-            wait_until(lambda: a._core.reader.busy, what="the caller reading its pipe itself")
+            reader, got = recv_in_a_thread(a)
             b.send(b"%d" % i)  # written by this thread, read by the waiting one
             reader.join(5.0)
             assert got == [b"%d" % i]
@@ -91,6 +98,17 @@ def test_a_send_after_a_wait_is_written_from_the_callers_thread(session, flush_t
     rep.send(b"answer")  # right after a wait: the reply leaves from this thread
     assert flush_threads == [threading.get_ident()]
     assert req.recv() == b"answer"
+
+
+def test_a_lone_send_is_written_from_the_callers_thread(session, flush_threads):
+    pull = session.socket(sp.Pull, recv_timeout=5.0)
+    push = session.socket(sp.Push, send_timeout=5.0)
+    push.connect(pull.bind("tcp://127.0.0.1:0").url)
+    wait_until(lambda: push.stats.get("pipes_opened") == 1, what="the pipe")
+    flush_threads.clear()
+    push.send(b"alone")  # the socket's first send: no wait before it, but nothing recent
+    assert flush_threads == [threading.get_ident()]
+    assert pull.recv() == b"alone"
 
 
 def test_a_burst_of_sends_is_written_in_batches(session, flush_threads):
@@ -121,10 +139,7 @@ def test_a_peer_that_closes_while_a_caller_reads_is_noticed_and_the_next_peer_is
     b.connect(ep.url)
     b.send(b"one")
     assert a.recv() == b"one"
-    got = []
-    reader = threading.Thread(target=lambda: got.append(a.recv()))
-    reader.start()
-    wait_until(lambda: a._core.reader.busy, what="a caller reading the pipe itself")
+    reader, got = recv_in_a_thread(a)
     b.close()
     wait_until(lambda: a.stats.get("pipes_closed") == 1, what="the close to be noticed")
     assert reader.is_alive() and got == []
@@ -137,10 +152,7 @@ def test_a_peer_that_closes_while_a_caller_reads_is_noticed_and_the_next_peer_is
 
 def test_a_message_from_a_pipe_that_joins_while_a_caller_reads_wakes_it(session):
     pull, url, first = pull_with_a_push(session)
-    got = []
-    reader = threading.Thread(target=lambda: got.append(pull.recv()))
-    reader.start()
-    wait_until(lambda: pull._core.reader.busy, what="a caller reading the first pipe itself")
+    reader, got = recv_in_a_thread(pull)
     second = session.socket(sp.Push, send_timeout=5.0)
     second.connect(url)
     second.send(b"two")  # read by the I/O thread (not lent), delivered, and the reader woken

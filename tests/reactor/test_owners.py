@@ -16,7 +16,7 @@ from tests.reactor.test_loop import FakeClock, run_until, wait_until
 
 
 def test_a_caller_owns_the_loop_while_it_sleeps_and_not_while_it_runs_a_callback(started):
-    assert started.try_own()
+    assert started.own(0)
     assert started.owned()
     started.release()
     assert not started.owned()
@@ -24,27 +24,27 @@ def test_a_caller_owns_the_loop_while_it_sleeps_and_not_while_it_runs_a_callback
     started.call_soon_threadsafe(lambda: (inside.set(), leave.wait(5.0)))
     assert inside.wait(5.0)
     try:
-        assert not started.try_own()  # the I/O thread holds the lock while it runs callbacks
+        assert not started.own(0)  # the I/O thread holds the lock while it runs callbacks
         assert not started.own(0.01)
     finally:
         leave.set()
-    wait_until(started.try_own)
+    wait_until(lambda: started.own(0))
     started.release()
 
 
 def test_an_owner_cannot_own_again_and_a_closed_loop_cannot_be_owned(loop):
-    assert loop.try_own()
+    assert loop.own(0)
     try:
-        assert not loop.try_own() and not loop.own(0)  # no re-entry: the caller falls back
+        assert not loop.own(0) and not loop.own(None)  # no re-entry: the caller falls back
     finally:
         loop.release()
     loop.stop()
-    assert not loop.try_own() and not loop.own(None)
+    assert not loop.own(0) and not loop.own(None)
 
 
 def test_release_runs_what_the_section_left_for_the_end_of_the_batch_in_the_owners_thread(loop):
     ran_in = []
-    assert loop.try_own()
+    assert loop.own(0)
     loop.call_after_batch(lambda: ran_in.append(threading.get_ident()))
     loop.release()
     assert ran_in == [threading.get_ident()]
@@ -52,7 +52,7 @@ def test_release_runs_what_the_section_left_for_the_end_of_the_batch_in_the_owne
 
 def test_release_without_flush_leaves_the_batch_to_the_loop(loop):
     ran = []
-    assert loop.try_own()
+    assert loop.own(0)
     loop.call_after_batch(ran.append, "flushed")
     loop.release(flush=False)
     assert ran == []
@@ -61,11 +61,11 @@ def test_release_without_flush_leaves_the_batch_to_the_loop(loop):
 
 
 def test_an_exception_in_an_owners_callback_is_logged_and_the_lock_released(loop, caplog):
-    assert loop.try_own()
+    assert loop.own(0)
     loop.call_after_batch(lambda: 1 / 0)
     loop.release()
     assert "ZeroDivisionError" in caplog.text
-    assert loop.try_own()
+    assert loop.own(0)
     loop.release()
 
 
@@ -73,11 +73,11 @@ def test_a_keyboard_interrupt_in_an_owners_callback_reaches_the_caller_and_frees
     def interrupt():
         raise KeyboardInterrupt
 
-    assert loop.try_own()
+    assert loop.own(0)
     loop.call_after_batch(interrupt)
     with pytest.raises(KeyboardInterrupt):
         loop.release()
-    assert not loop.owned() and loop.try_own()
+    assert not loop.owned() and loop.own(0)
     loop.release()
 
 
@@ -96,13 +96,13 @@ def test_the_loop_never_sleeps_longer_than_max_sleep():
 def test_an_owner_wakes_a_sleeping_loop_for_a_callback_and_an_early_timer(started):
     fired = threading.Event()
     wait_until(lambda: started._idle)
-    assert started.try_own()
+    assert started.own(0)
     started.call_later(0.0, fired.set)  # due before the loop meant to wake (MAX_SLEEP)
     started.release()
     assert fired.wait(MAX_SLEEP / 2)  # not the 1 s wake-up of an idle loop: woken at once
     called = threading.Event()
     wait_until(lambda: started._idle)
-    assert started.try_own()
+    assert started.own(0)
     started.call_soon(called.set)
     started.release()
     assert called.wait(MAX_SLEEP / 2)
@@ -110,7 +110,7 @@ def test_an_owner_wakes_a_sleeping_loop_for_a_callback_and_an_early_timer(starte
 
 def test_a_timer_due_after_the_loops_own_wake_up_costs_no_wake_up(started):
     wait_until(lambda: started._idle)
-    assert started.try_own()
+    assert started.own(0)
     started.call_later(60.0, lambda: None)  # a REQ resend timer: the loop wakes by itself first
     assert not started._timer_wake
     started.release()

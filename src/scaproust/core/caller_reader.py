@@ -73,41 +73,26 @@ class CallerReader:
         or a wake-up: True. False, at once, if this thread cannot (another one reads, the
         socket has no pipe to lend or too many, this thread owns the session already, the
         session is closing): the caller then waits on the channel instead."""
-        loop = self.loop
-        if self.busy or loop.owned():
-            return False
-        if not loop.own(None if deadline is None else max(0.0, deadline - time.monotonic())):
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        lent = self._borrow(timeout)
+        if lent is None:
             return False
         try:
-            if self.busy or self.closed:
-                return False
-            lent = self._lend()
-            if not lent:
-                return False
             if self.wakeup is None:
                 self.wakeup = Wakeup()
-            if not self.channel.begin_reading(self.wakeup):
-                _give_back(lent)  # something was delivered meanwhile, or a close
-                return True
-            self.busy = True
-            self.waited = True
+            sleep = self.channel.begin_reading(self.wakeup)
         finally:
-            loop.release()
+            self.loop.release()
+        if not sleep:  # something was delivered meanwhile, or a close
+            self._end(lent, owned=False)
+            return True
         ready: set = set()
         owned = False
         try:
             ready, owned = self._read_until_delivered(lent, deadline)
         finally:
             self.channel.end_reading()
-            if not owned:
-                owned = loop.own(None)
-            try:
-                if owned:
-                    _give_back(lent)
-            finally:
-                self.busy = False
-                if owned:
-                    loop.release()
+            self._end(lent, owned)
         if self.wakeup in ready:
             self.wakeup.drain()
         return True
@@ -141,17 +126,10 @@ class CallerReader:
         (same rules as ``wait``): the event loop watches them and reads them in its own
         thread, so the message needs no hand-off from the I/O thread either. Returns the
         loan for ``end_loan``, or None if this cannot be done now."""
-        loop = self.loop
-        if self.busy or loop.owned() or not loop.own(EVENT_LOOP_OWN_WAIT):
+        lent = self._borrow(EVENT_LOOP_OWN_WAIT)
+        if lent is None:
             return None
         try:
-            if self.busy or self.closed:
-                return None
-            lent = self._lend()
-            if not lent:
-                return None
-            self.busy = True
-            self.waited = True
             # By fd: a stream closed later has no fileno() any more. A pipe that dies while
             # lent (read here, or closed by the I/O thread) leaves the event loop at once,
             # before its fd number can be reused by another registration.
@@ -160,7 +138,7 @@ class CallerReader:
                 lender.on_release = functools.partial(
                     aloop.call_soon_threadsafe, aloop.remove_reader, fd)
         finally:
-            loop.release()
+            self.loop.release()
         for lender, fd in loan:
             aloop.add_reader(fd, self._read_for_event_loop, lender)
         return loan
@@ -175,20 +153,48 @@ class CallerReader:
 
     def end_loan(self, aloop, loan: list) -> None:
         """The task stopped awaiting: the I/O thread reads the pipes again."""
+        alive = self._end([lender for lender, _ in loan], owned=False)
         for lender, fd in loan:
-            if lender.stream is not None:
+            # A pipe that died while lent left the event loop by itself (on_release); the
+            # others leave it now, in the event loop's thread, before anything can reuse fd.
+            if lender in alive:
                 aloop.remove_reader(fd)
+
+    # ------------------------------------------------------------------ lending
+
+    def _borrow(self, timeout: float | None) -> list | None:
+        """Own the session (waiting up to ``timeout``) and lend the socket's active pipes
+        to this thread: their lenders, the session still owned (the caller releases it),
+        or None, not owned, if this cannot be done now."""
         loop = self.loop
-        owned = loop.own(None)
+        if self.busy or not loop.own(timeout):
+            return None
+        lent = None if self.busy or self.closed else self._lend()
+        if not lent:
+            loop.release()
+            return None
+        self.busy = True
+        self.waited = True
+        return lent
+
+    def _end(self, lent: list, owned: bool) -> list:
+        """Give the lent pipes back to the I/O thread: this thread reads no more. Returns
+        the lenders whose pipe is still alive, decided under the session lock (a pipe
+        dying meanwhile has called its ``on_release`` by then, or never will)."""
+        loop = self.loop
+        if not owned:
+            owned = loop.own(None)
         try:
+            for lender in lent:
+                lender.on_release = None
+            alive = [lender for lender in lent if lender.stream is not None]
             if owned:
-                for lender, _ in loan:
-                    lender.on_release = None
-                _give_back([lender for lender, _ in loan])
+                _give_back(lent)
         finally:
             self.busy = False
             if owned:
                 loop.release()
+        return alive
 
     def _lend(self) -> list:
         """Lend the reading of the socket's active pipes (session lock held)."""

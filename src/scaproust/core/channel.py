@@ -60,7 +60,7 @@ class Channel:
         # Pollers waiting on this channel (threading.Event): set when it may have become
         # readable, writable or closed. Usually empty, so the cost is one truth test.
         self.watchers: set = set()
-        #: Set by the backend (``attach_reader``): a ``CallerReader`` that reads the
+        #: Set by the backend: a ``CallerReader`` that reads the
         #: socket's pipes in the caller's thread while it waits.
         self.reader = None
         #: A caller's thread sleeps in poll() on the socket's pipes and ``reader_wakeup``
@@ -282,9 +282,6 @@ class Channel:
             self._wake_watchers()
             if self.reader_waiting:
                 self.reader_wakeup.wakeup()
-
-    def attach_reader(self, reader) -> None:
-        self.reader = reader
 
     def begin_reading(self, wakeup) -> bool:
         """A caller's thread is about to sleep on the socket's pipes: from now on, deliveries

@@ -46,7 +46,7 @@ class SessionCore:
         """Run ``fn(*args)`` on the I/O thread and return its result (or raise its error)."""
         self.check_fork()
         loop = self.loop
-        if loop.in_loop_thread() or loop.owned():
+        if loop.owned():
             return fn(*args)  # this thread owns the machines already: waiting would deadlock
         if loop.closed:
             raise Closed("session is closed")

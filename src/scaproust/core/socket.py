@@ -94,7 +94,7 @@ class SocketCore(SocketFSM):
         self.proto = info.machine_class(raw)(self.ctx)
         # A caller's thread whose recv() waits reads the pipes itself (caller_reader.py).
         self.reader = CallerReader(loop, self.channel, lambda: self.pipes)
-        self.channel.attach_reader(self.reader)
+        self.channel.reader = self.reader
 
     def __repr__(self) -> str:
         return f"<SocketCore {self.info!r} {self.state}>"

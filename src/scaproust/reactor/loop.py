@@ -6,7 +6,7 @@ Theory of operation
 
 Owners. ``lock`` (the session lock) guards every socket, pipe, machine and timer of the
 loop, and every structure below but ``_posted``. The I/O thread holds it for each iteration
-except inside ``select()``. A caller's thread may take it (``try_own``, ``own``) to run
+except inside ``select()``. A caller's thread may take it (``own``) to run
 machines itself when that saves a hand-off, and ends its section with ``release()``, which
 runs what the section left for the end of the batch (a pipe's write) in that thread, and
 wakes the loop if it sleeps and now has work. Whoever holds the lock may use ``call_soon``,
@@ -152,7 +152,7 @@ class Loop:
     """A selector loop run by one daemon thread.
 
     ``start``, ``stop``, ``in_loop_thread``, ``time``, ``check_fork``, ``owned``,
-    ``try_own``, ``own``, ``call_soon_threadsafe`` and the ``closed``/``running`` properties
+    ``own``, ``call_soon_threadsafe`` and the ``closed``/``running`` properties
     may be used from any thread. Everything else belongs to the owner of the session lock
     (for speed, this is not checked).
     """
@@ -301,20 +301,11 @@ class Loop:
         """True in the thread that holds the session lock right now."""
         return self._owner == threading.get_ident()
 
-    def try_own(self) -> bool:
-        """Take the session lock if nobody holds it (any thread); False if somebody does, if
-        this thread already does, or if the loop is closed or was forked."""
-        if self._closed or self._fork_generation != _fork_generation:
-            return False
-        me = threading.get_ident()
-        if self._owner == me or not self.lock.acquire(False):
-            return False
-        return self._took(me)
-
     def own(self, timeout: float | None) -> bool:
-        """Take the session lock, waiting up to ``timeout`` seconds (None: as long as the
-        current owner keeps it, which is never long: nobody sleeps holding it); False on
-        timeout, or as ``try_own``."""
+        """Take the session lock, waiting up to ``timeout`` seconds (0: not at all; None: as
+        long as the current owner keeps it, which is never long: nobody sleeps holding it).
+        False on timeout, if this thread owns it already, or if the loop is closed or was
+        forked."""
         if self._closed or self._fork_generation != _fork_generation:
             return False
         me = threading.get_ident()
@@ -332,7 +323,7 @@ class Loop:
         return True
 
     def release(self, *, flush: bool = True) -> None:
-        """End an owner section taken with ``try_own`` or ``own``.
+        """End an owner section taken with ``own``.
 
         With ``flush``, what the section left for the end of the batch runs here, in the
         owner's thread: that is how a caller's send writes straight to the kernel. Without
