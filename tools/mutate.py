@@ -13,7 +13,7 @@ the tree this file lives in):
   *killed by the validator*; one whose generated Python is byte for byte the original's is
   *equivalent* (same code, same behaviour) without running anything.
 - **actions**: the hand-written modules (src/scaproust/protocols/*.py, core/pipe.py,
-  core/dialer.py), mutated with ``ast`` one site at a time, inside function bodies only:
+  core/dialer.py, core/listener.py), mutated with ``ast`` one site at a time, inside function bodies only:
   comparison swaps (``==``/``!=``, ``<``/``<=``, ``>``/``>=``, ``in``/``not in``,
   ``is``/``is not``), negated ``if`` and conditional-expression tests, integer constants
   (n -> n+1, n -> 0), ``True``/``False``, ``and``/``or``, and removal of a statement that is
@@ -73,7 +73,8 @@ SPEC = "protocols.yaml"
 
 #: Hand-written modules whose functions are mutated (relative to the repository root).
 ACTION_GLOBS = ("src/scaproust/protocols/*.py",)
-ACTION_FILES = ("src/scaproust/core/pipe.py", "src/scaproust/core/dialer.py")
+ACTION_FILES = ("src/scaproust/core/pipe.py", "src/scaproust/core/dialer.py",
+                "src/scaproust/core/listener.py")
 #: Machines and modules that live at the transport level: their mutants also run these.
 TRANSPORT = {"pipe", "listener", "dialer", "socket"}
 INTEGRATION_TESTS = (

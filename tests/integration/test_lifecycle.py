@@ -3,8 +3,11 @@ interpreter exit close quietly, fork is detected, Ctrl-C interrupts a blocking c
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import os
+import select
+import signal
 import subprocess
 import sys
 import textwrap
@@ -15,6 +18,7 @@ import weakref
 import pytest
 
 import scaproust as sp
+from scaproust.core.session import FORKED
 from tests.integration.conftest import wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -171,6 +175,122 @@ def test_a_session_used_after_fork_raises_a_clear_error_and_a_new_one_works():
     assert lines[0] == ("child error: Error this session was created before os.fork(): "
                         "its I/O thread does not exist in this process; create a new Session")
     assert lines[1:] == ["child ok", "child exit 0"]
+
+
+def _calls_on_inherited_sockets(session) -> dict:
+    """Every call on sockets of ``session`` that a forked child must see fail at once; made
+    in the parent, before the fork. The PULL has a message queued, the other PULL none (its
+    recv() and poll() used to wait for ever in the child)."""
+    pull = session.socket(sp.Pull)
+    empty = session.socket(sp.Pull)
+    push = session.socket(sp.Push, send_timeout=5)
+    sub = session.socket(sp.Sub)
+    endpoint = pull.bind("tcp://127.0.0.1:0")
+    push.connect(endpoint.url)
+    push.send(b"queued before the fork")
+    wait_until(lambda: sp.poll({pull: sp.POLLIN}, 0), what="the message to be queued")
+    poller = sp.Poller()
+    poller.register(empty, sp.POLLIN)
+
+    def set_option():
+        empty.recv_timeout = 1.0
+
+    return {
+        "send": lambda: push.send(b"x"),
+        "send_msg": lambda: push.send_msg(sp.Message(b"x")),
+        "try_send": lambda: push.try_send(b"x"),
+        "recv with a queued message": pull.recv,
+        "recv": empty.recv,
+        "recv with a timeout": lambda: empty.recv(timeout=0.5),
+        "recv_msg": empty.recv_msg,
+        "try_recv": empty.try_recv,
+        "poll": lambda: sp.poll({empty: sp.POLLIN}),
+        "Poller.poll": poller.poll,
+        "arecv": lambda: asyncio.run(empty.arecv()),
+        "asend": lambda: asyncio.run(push.asend(b"x")),
+        "bind": lambda: empty.bind("tcp://127.0.0.1:0"),
+        "connect": lambda: empty.connect(endpoint.url),
+        "reading an option": lambda: empty.recv_timeout,
+        "setting an option": set_option,
+        "stats": lambda: empty.stats,
+        "subscribe": lambda: sub.subscribe(b""),
+        "endpoint close": endpoint.close,
+        "close": push.close,
+        "a new socket": lambda: session.socket(sp.Pair),
+    }
+
+
+def _run_in_child(calls: dict, report: int) -> None:
+    """Write each call's outcome in the child to ``report`` as soon as it is known, one
+    line each (the child's whole run is bounded by an alarm, so a hang kills it, and the
+    lines written so far say where)."""
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    signal.alarm(10)
+    for name, call in calls.items():
+        started = time.monotonic()
+        try:
+            call()
+            outcome = "returned"
+        except sp.Error as err:
+            forked = type(err) is sp.Error and str(err) == FORKED
+            outcome = "fork error" if forked else f"{type(err).__name__}: {err}"
+        except BaseException as err:
+            outcome = f"{type(err).__name__}: {err}"
+        slow = " (slow)" if time.monotonic() - started > 0.2 else ""
+        os.write(report, f"{name}: {outcome}{slow}\n".encode())
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no os.fork on this platform")
+def test_every_call_on_a_socket_inherited_across_fork_raises_the_fork_error_at_once(session):
+    calls = _calls_on_inherited_sockets(session)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report through the pipe, and never return into pytest
+        try:
+            os.close(read_end)
+            _run_in_child(calls, write_end)
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    report = b""
+    try:
+        deadline = time.monotonic() + 30.0
+        with os.fdopen(read_end, "rb") as pipe:
+            while chunk := _read_before(pipe, deadline):
+                report += chunk
+        status = _wait_for_child(pid, deadline)
+    finally:
+        _kill_if_alive(pid)
+    lines = report.decode().splitlines()
+    assert os.waitstatus_to_exitcode(status) == 0, f"the child hung after {lines}"
+    assert lines == [f"{name}: fork error" for name in calls]
+    # The parent's sockets are untouched by the child's attempts.
+    assert calls["recv with a queued message"]() == b"queued before the fork"
+
+
+def _read_before(pipe, deadline: float) -> bytes:
+    left = deadline - time.monotonic()
+    if left <= 0 or not select.select([pipe], [], [], left)[0]:
+        raise AssertionError("the forked child did not report in time")
+    return os.read(pipe.fileno(), 65536)
+
+
+def _wait_for_child(pid: int, deadline: float) -> int:
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        time.sleep(0.01)
+    raise AssertionError("the forked child did not exit in time")
+
+
+def _kill_if_alive(pid: int) -> None:
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == 0:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass  # already reaped
 
 
 def test_ctrl_c_interrupts_a_blocking_recv_in_the_main_thread_and_the_socket_stays_usable():

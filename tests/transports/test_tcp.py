@@ -205,11 +205,51 @@ def test_unresolvable_host_is_invalid_address(monkeypatch):
     def fail(*args, **kwargs):
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
 
-    monkeypatch.setattr(socket, "getaddrinfo", fail)
+    monkeypatch.setattr(tcp, "getaddrinfo", fail)
     with pytest.raises(InvalidAddress, match="cannot resolve"):
         tcp.listen("tcp://no.such.host.invalid:0")
     with pytest.raises(InvalidAddress, match="cannot resolve"):
         tcp.connect("tcp://no.such.host.invalid:5555")
+    with pytest.raises(InvalidAddress, match="cannot resolve"):
+        tcp.resolve("tcp://no.such.host.invalid:5555")
+
+
+@pytest.mark.parametrize(("url", "needs"), [
+    ("tcp://localhost:1", True), ("tcp://db.example:1", True), ("tcp://127.0.0.1:1", False),
+    ("tcp://[::1]:1", False), ("tcp://*:1", False),
+])
+def test_only_host_names_need_a_lookup(url, needs):
+    assert tcp.needs_resolution(parse_url(url)) is needs
+
+
+def no_lookup(*args, **kwargs):
+    raise AssertionError("a lookup that should not happen")
+
+
+def test_address_literals_never_reach_the_name_lookup(monkeypatch):
+    monkeypatch.setattr(tcp, "getaddrinfo", no_lookup)
+    listener, url = tcp.listen("tcp://127.0.0.1:0")
+    try:
+        with dial(url), accept_one(listener):
+            pass
+        assert tcp.resolve(url) == (socket.AF_INET, ("127.0.0.1", listener.sock.getsockname()[1]))
+    finally:
+        tcp.close_listener(listener)
+
+
+def test_listen_and_connect_use_the_address_resolve_found_without_a_lookup(monkeypatch):
+    found = tcp.resolve("tcp://localhost:0", passive=True)
+    monkeypatch.setattr(tcp, "getaddrinfo", no_lookup)
+    listener, url = tcp.listen("tcp://localhost:0", resolved=found)
+    try:
+        port = listener.sock.getsockname()[1]
+        assert url == f"tcp://localhost:{port}"
+        sock, err = tcp.connect(url, resolved=(found[0], (found[1][0], port, *found[1][2:])))
+        assert sock is not None and err in (0, errno.EINPROGRESS)
+        with sock, accept_one(listener):
+            pass
+    finally:
+        tcp.close_listener(listener)
 
 
 def test_listen_on_an_address_of_another_machine_is_invalid():

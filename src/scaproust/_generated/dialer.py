@@ -4,7 +4,9 @@
 failure waits the reconnect interval before dialing again. A drop of a connection that
 lasted at least that interval is retried at once (nanomsg does the same: WIRE.md,
 defaults); one that drops sooner (e.g. a PAIR peer that refuses a second partner) waits,
-so a refusing peer never causes a reconnect storm.
+so a refusing peer never causes a reconnect storm. A host name is looked up before each
+dial in a worker thread (resolving), never on the I/O thread; a lookup that fails or
+outlasts its timeout waits like a refused connection. Address literals dial at once.
 
 Hand-written actions and guards: scaproust.core.dialer.Dialer.
 """
@@ -17,12 +19,13 @@ NAME = 'dialer'
 INITIAL = 'idle'
 UNLISTED = 'error'
 FINAL_STATES = ('closed',)
-EVENTS = ('cmd_start', 'evt_pipe_opened', 'evt_pipe_closed', 'evt_timeout', 'cmd_close', 'evt_crashed')
-GUARDS = ('lasted',)
-ACTIONS = ('open_pipe', 'cancel_retry_timer', 'start_retry_timer', 'close_pipe', 'reset_backoff', 'log_disconnect', 'log_crash')
+EVENTS = ('cmd_start', 'evt_resolved', 'evt_resolve_failed', 'evt_timeout', 'evt_pipe_opened', 'evt_pipe_closed', 'cmd_close', 'evt_crashed')
+GUARDS = ('has_name', 'lasted')
+ACTIONS = ('stop_resolving', 'start_resolving', 'open_pipe', 'cancel_retry_timer', 'start_retry_timer', 'close_pipe', 'note_resolve_failure', 'note_resolve_timeout', 'reset_backoff', 'log_disconnect', 'log_crash')
 
 STATES = [
     {'name': 'idle', 'ignore_invalid_triggers': False},
+    {'name': 'resolving', 'on_enter': ['start_resolving'], 'on_exit': ['stop_resolving'], 'ignore_invalid_triggers': False},
     {'name': 'connecting', 'on_enter': ['open_pipe'], 'ignore_invalid_triggers': False},
     {'name': 'connected', 'ignore_invalid_triggers': False},
     {'name': 'waiting', 'on_enter': ['start_retry_timer'], 'on_exit': ['cancel_retry_timer'], 'ignore_invalid_triggers': False},
@@ -30,13 +33,20 @@ STATES = [
 ]
 
 TRANSITIONS = [
+    {'trigger': 'cmd_start', 'source': 'idle', 'dest': 'resolving', 'conditions': ['has_name']},
     {'trigger': 'cmd_start', 'source': 'idle', 'dest': 'connecting'},
+    {'trigger': 'evt_resolved', 'source': 'resolving', 'dest': 'connecting'},
+    {'trigger': 'evt_resolve_failed', 'source': 'resolving', 'dest': 'waiting', 'after': ['note_resolve_failure']},
+    {'trigger': 'evt_timeout', 'source': 'resolving', 'dest': 'waiting', 'after': ['note_resolve_timeout']},
     {'trigger': 'evt_pipe_opened', 'source': 'connecting', 'dest': 'connected', 'after': ['reset_backoff']},
     {'trigger': 'evt_pipe_closed', 'source': 'connecting', 'dest': 'waiting'},
+    {'trigger': 'evt_pipe_closed', 'source': 'connected', 'dest': 'resolving', 'conditions': ['lasted', 'has_name'], 'after': ['log_disconnect']},
     {'trigger': 'evt_pipe_closed', 'source': 'connected', 'dest': 'connecting', 'conditions': ['lasted'], 'after': ['log_disconnect']},
     {'trigger': 'evt_pipe_closed', 'source': 'connected', 'dest': 'waiting', 'after': ['log_disconnect']},
+    {'trigger': 'evt_timeout', 'source': 'waiting', 'dest': 'resolving', 'conditions': ['has_name']},
     {'trigger': 'evt_timeout', 'source': 'waiting', 'dest': 'connecting'},
     {'trigger': 'cmd_close', 'source': 'idle', 'dest': 'closed'},
+    {'trigger': 'cmd_close', 'source': 'resolving', 'dest': 'closed'},
     {'trigger': 'cmd_close', 'source': 'connecting', 'dest': 'closed'},
     {'trigger': 'cmd_close', 'source': 'connected', 'dest': 'closed'},
     {'trigger': 'cmd_close', 'source': 'waiting', 'dest': 'closed'},
@@ -44,6 +54,7 @@ TRANSITIONS = [
     {'trigger': 'evt_pipe_opened', 'source': 'closed', 'dest': None},
     {'trigger': 'evt_pipe_closed', 'source': 'closed', 'dest': None},
     {'trigger': 'evt_crashed', 'source': 'idle', 'dest': 'closed', 'after': ['log_crash']},
+    {'trigger': 'evt_crashed', 'source': 'resolving', 'dest': 'closed', 'after': ['log_crash']},
     {'trigger': 'evt_crashed', 'source': 'connecting', 'dest': 'closed', 'after': ['log_crash']},
     {'trigger': 'evt_crashed', 'source': 'connected', 'dest': 'closed', 'after': ['log_crash']},
     {'trigger': 'evt_crashed', 'source': 'waiting', 'dest': 'closed', 'after': ['log_crash']},
@@ -69,10 +80,53 @@ class DialerCompiled:
     def cmd_start(self, *args):
         state = self.state
         if state == 'idle':
+            if self.has_name(*args):
+                self.state = 'resolving'
+                self.start_resolving(*args)
+                return True
             self.state = 'connecting'
             self.open_pipe(*args)
             return True
         raise MachineError('dialer: ' f"Can't trigger event cmd_start from state {state}!")
+
+    def evt_resolved(self, *args):
+        state = self.state
+        if state == 'resolving':
+            self.stop_resolving(*args)
+            self.state = 'connecting'
+            self.open_pipe(*args)
+            return True
+        raise MachineError('dialer: ' f"Can't trigger event evt_resolved from state {state}!")
+
+    def evt_resolve_failed(self, *args):
+        state = self.state
+        if state == 'resolving':
+            self.stop_resolving(*args)
+            self.state = 'waiting'
+            self.start_retry_timer(*args)
+            self.note_resolve_failure(*args)
+            return True
+        raise MachineError('dialer: ' f"Can't trigger event evt_resolve_failed from state {state}!")
+
+    def evt_timeout(self, *args):
+        state = self.state
+        if state == 'resolving':
+            self.stop_resolving(*args)
+            self.state = 'waiting'
+            self.start_retry_timer(*args)
+            self.note_resolve_timeout(*args)
+            return True
+        if state == 'waiting':
+            if self.has_name(*args):
+                self.cancel_retry_timer(*args)
+                self.state = 'resolving'
+                self.start_resolving(*args)
+                return True
+            self.cancel_retry_timer(*args)
+            self.state = 'connecting'
+            self.open_pipe(*args)
+            return True
+        raise MachineError('dialer: ' f"Can't trigger event evt_timeout from state {state}!")
 
     def evt_pipe_opened(self, *args):
         state = self.state
@@ -91,6 +145,11 @@ class DialerCompiled:
             self.start_retry_timer(*args)
             return True
         if state == 'connected':
+            if self.lasted(*args) and self.has_name(*args):
+                self.state = 'resolving'
+                self.start_resolving(*args)
+                self.log_disconnect(*args)
+                return True
             if self.lasted(*args):
                 self.state = 'connecting'
                 self.open_pipe(*args)
@@ -104,18 +163,14 @@ class DialerCompiled:
             return True
         raise MachineError('dialer: ' f"Can't trigger event evt_pipe_closed from state {state}!")
 
-    def evt_timeout(self, *args):
-        state = self.state
-        if state == 'waiting':
-            self.cancel_retry_timer(*args)
-            self.state = 'connecting'
-            self.open_pipe(*args)
-            return True
-        raise MachineError('dialer: ' f"Can't trigger event evt_timeout from state {state}!")
-
     def cmd_close(self, *args):
         state = self.state
         if state == 'idle':
+            self.state = 'closed'
+            self.close_pipe(*args)
+            return True
+        if state == 'resolving':
+            self.stop_resolving(*args)
             self.state = 'closed'
             self.close_pipe(*args)
             return True
@@ -139,6 +194,12 @@ class DialerCompiled:
     def evt_crashed(self, *args):
         state = self.state
         if state == 'idle':
+            self.state = 'closed'
+            self.close_pipe(*args)
+            self.log_crash(*args)
+            return True
+        if state == 'resolving':
+            self.stop_resolving(*args)
             self.state = 'closed'
             self.close_pipe(*args)
             self.log_crash(*args)
@@ -170,14 +231,20 @@ class DialerTransitions:
     def cmd_start(self, *args):
         return _TRIGGERS['cmd_start'](self, *args)
 
+    def evt_resolved(self, *args):
+        return _TRIGGERS['evt_resolved'](self, *args)
+
+    def evt_resolve_failed(self, *args):
+        return _TRIGGERS['evt_resolve_failed'](self, *args)
+
+    def evt_timeout(self, *args):
+        return _TRIGGERS['evt_timeout'](self, *args)
+
     def evt_pipe_opened(self, *args):
         return _TRIGGERS['evt_pipe_opened'](self, *args)
 
     def evt_pipe_closed(self, *args):
         return _TRIGGERS['evt_pipe_closed'](self, *args)
-
-    def evt_timeout(self, *args):
-        return _TRIGGERS['evt_timeout'](self, *args)
 
     def cmd_close(self, *args):
         return _TRIGGERS['cmd_close'](self, *args)

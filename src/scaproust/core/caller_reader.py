@@ -79,13 +79,14 @@ class CallerReader:
             return False
         try:
             if self.wakeup is None:
-                self.wakeup = Wakeup()
-            sleep = self.channel.begin_reading(self.wakeup)
+                self.wakeup = _new_wakeup()
+            made = self.wakeup is not None
+            sleep = made and self.channel.begin_reading(self.wakeup)
         finally:
             self.loop.release()
-        if not sleep:  # something was delivered meanwhile, or a close
+        if not sleep:  # something was delivered meanwhile, a close, or no wake-up to sleep on
             self._end(lent, owned=False)
-            return True
+            return made
         ready: set = set()
         owned = False
         try:
@@ -210,6 +211,15 @@ class CallerReader:
         if self.wakeup is not None and not self.busy:
             self.wakeup.close()
             self.wakeup = None
+
+
+def _new_wakeup() -> Wakeup | None:
+    """A wake-up socket pair, or None when the process is out of descriptors (EMFILE): the
+    caller then waits on the channel for the I/O thread's delivery (the pipes given back)."""
+    try:
+        return Wakeup()
+    except OSError:
+        return None
 
 
 def _give_back(lent) -> None:

@@ -8,9 +8,22 @@ interval; one that dies after is redialed at once (the nanomsg behaviour, WIRE.m
 lasted at least the reconnect interval, else it waits too: a peer that accepts and then
 drops us at once (a PAIR that has a partner already) must not cause a reconnect storm.
 
+A host name (``tcp://localhost:5555``) is looked up before every dial, in a worker thread
+(``resolving``; transports/resolver.py): a slow DNS answer must not stall the I/O thread,
+which serves every socket of the session. The outcome comes back to the loop as
+``evt_resolved`` (then ``connecting`` dials the address found) or ``evt_resolve_failed``;
+no answer within ``RESOLVE_TIMEOUT`` is ``evt_timeout``. Either failure waits the reconnect
+schedule like a refused connection. Address literals and IPC paths skip ``resolving``.
+
+Failures that are not the peer's doing (a name that does not resolve; out of descriptors
+or memory when making the socket) are logged as a WARNING once per episode and an INFO
+line, with the count, once it works again: not a line per attempt.
+
 Extra fields: ``pipe`` (the current pipe, ``connecting`` and ``connected``), ``_timer``
-(``waiting`` only), ``_connected_at`` (loop time of the last ``evt_pipe_opened``),
-``_backoff`` (the delay before the next retry; back to ``reconnect_interval`` on success).
+(``resolving`` and ``waiting``), ``_connected_at`` (loop time of the last ``evt_pipe_opened``),
+``_backoff`` (the delay before the next retry; back to ``reconnect_interval`` on success),
+``_lookup`` (the pending lookup's Future, ``resolving`` only), ``_resolved`` (its result,
+until ``open_pipe`` uses it), ``_lookups`` and ``_starved`` (the two failure episodes).
 
 Every wait is jittered: a random 50-100 % of the delay, so that a hundred clients that
 lost the same server do not come back in lockstep. The delay doubles after each failure
@@ -19,15 +32,53 @@ up to ``reconnect_interval_max`` (0: it never grows).
 
 from __future__ import annotations
 
+import errno
+import functools
 import logging
+import os
 import random
 
 from scaproust._generated.dialer import DialerFSM
 from scaproust.core.guard import entry_point, log_crash
 from scaproust.core.options import EndpointOptions
 from scaproust.core.pipe import Pipe
+from scaproust.transports import resolver
 
 log = logging.getLogger("scaproust.dialer")
+
+#: How long a dial waits for a host name's lookup before it counts as a failed attempt
+#: (retried on the reconnect schedule). The C library's own retries against a DNS server
+#: that does not answer take about that long (5 s a try by default); a longer wait would
+#: only delay the retry, a much shorter one would give up on a slow but working server.
+RESOLVE_TIMEOUT = 10.0
+
+#: A dial that fails with one of these is short of descriptors or memory, in this process
+#: or the system: worth a WARNING, once per episode (a refused connection is not).
+OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+class _Episode:
+    """A failure that recurs on every retry: a WARNING when it starts, DEBUG lines while it
+    lasts, an INFO line with the count once it works again."""
+
+    __slots__ = ("what", "failures")
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.failures = 0
+
+    def failed(self, err: BaseException) -> None:
+        if self.failures:
+            log.debug("%s failed again: %s", self.what, err)
+        else:
+            log.warning("%s failed: %s; retrying on the reconnect schedule, logged once "
+                        "until it works", self.what, err)
+        self.failures += 1
+
+    def ended(self) -> None:
+        if self.failures:
+            log.info("%s works again after %d failed attempts", self.what, self.failures)
+            self.failures = 0
 
 
 class Dialer(DialerFSM):
@@ -48,6 +99,14 @@ class Dialer(DialerFSM):
         self._connected_at = 0.0
         self._backoff = None  # None: start from reconnect_interval
         self._random = random.random
+        needs_resolution = getattr(transport, "needs_resolution", None)  # TCP only
+        self._has_name = bool(needs_resolution and needs_resolution(address))
+        self._submit = resolver.submit  # tests substitute their own worker
+        self._lookup = None
+        self._resolved: tuple | None = None
+        host = getattr(address, "host", None)
+        self._lookups = _Episode(f"resolving {host!r} for {url}")
+        self._starved = _Episode(f"dialing {url}")
 
     def __repr__(self) -> str:
         return f"<Dialer {self.url} {self.state}>"
@@ -56,17 +115,80 @@ class Dialer(DialerFSM):
     def pipes(self) -> set:
         return {self.pipe} if self.pipe is not None else set()
 
+    # ------------------------------------------------------------------ resolving
+
+    def has_name(self, *args) -> bool:
+        return self._has_name
+
+    def start_resolving(self, *args) -> None:
+        log.debug("resolving %s", self.url)
+        self.pipe = None
+        lookup = self._submit(functools.partial(
+            self.transport.resolve, self.address, ipv4_only=self.socket.options.ipv4_only))
+        self._lookup = lookup
+        self._timer = self.loop.call_later(RESOLVE_TIMEOUT, self._on_timeout)
+        lookup.add_done_callback(self._post_lookup)
+
+    def _post_lookup(self, lookup) -> None:
+        """The lookup's done-callback, in the worker's thread: hand the outcome to the loop."""
+        try:
+            self.loop.call_soon_threadsafe(self._on_lookup_done, lookup)
+        except RuntimeError:
+            pass  # the session is closed (or this is a forked child): nobody waits for it
+
+    @entry_point
+    def _on_lookup_done(self, lookup) -> None:
+        if lookup is not self._lookup:
+            return  # it timed out, or the dialer closed: a later dial looks the name up again
+        err = lookup.exception()
+        if err is not None:
+            self.evt_resolve_failed(err)
+            return
+        self._lookups.ended()
+        self._resolved = lookup.result()
+        self.evt_resolved()
+
+    def stop_resolving(self, *args) -> None:
+        lookup, self._lookup = self._lookup, None
+        if lookup is not None:
+            lookup.cancel()  # still queued: it never runs
+        self.cancel_retry_timer()
+
+    def note_resolve_failure(self, err) -> None:
+        self._lookups.failed(err)
+
+    def note_resolve_timeout(self, *args) -> None:
+        self._lookups.failed(TimeoutError(f"no answer within {RESOLVE_TIMEOUT:g} s"))
+
+    # ------------------------------------------------------------------ connecting
+
     def open_pipe(self, *args) -> None:
         log.debug("dialing %s", self.url)
+        resolved, self._resolved = self._resolved, None
         try:
-            stream, err = self.transport.connect(self.address, ipv4_only=self.socket.options.ipv4_only)
-        except OSError as exc:  # e.g. name resolution failed: retry later like a refusal
+            stream, err = self._connect(resolved)
+        except OSError as exc:  # e.g. out of descriptors: retry later like a refusal
             stream, err = None, exc  # the error itself: it may have no errno
-        self.pipe = Pipe(loop=self.loop, stream=stream, transport=self.transport,
-                         socket=self.socket, owner=self, dialed=True,
-                         connect_error=0 if stream is not None else err, peer_addr=self.url,
-                         endpoint=self.endpoint)
+        self._note_resources(err)
+        self.pipe = Pipe(
+            loop=self.loop, stream=stream, transport=self.transport, socket=self.socket,
+            owner=self, dialed=True, connect_error=0 if stream is not None else err,
+            peer_addr=self.url, endpoint=self.endpoint)
         self.pipe.cmd_open()
+
+    def _connect(self, resolved: tuple | None) -> tuple:
+        options = {"ipv4_only": self.socket.options.ipv4_only}
+        if resolved is not None:  # a host name, looked up while resolving
+            options["resolved"] = resolved
+        return self.transport.connect(self.address, **options)
+
+    def _note_resources(self, err) -> None:
+        """Log a dial short of descriptors or memory once per episode (see ``_Episode``)."""
+        code = err.errno if isinstance(err, OSError) else err
+        if code in OUT_OF_RESOURCES:
+            self._starved.failed(err if isinstance(err, OSError) else OSError(code, os.strerror(code)))
+        else:
+            self._starved.ended()
 
     def reset_backoff(self, pipe) -> None:
         self._backoff = None
@@ -105,7 +227,7 @@ class Dialer(DialerFSM):
 
     def _abandon(self) -> None:
         self.state = "closed"
-        self.cancel_retry_timer()
+        self.stop_resolving()
 
     def cancel_retry_timer(self, *args) -> None:
         if self._timer is not None:

@@ -6,8 +6,19 @@ thread. While ``listening`` the loop watches it for readability; each readiness 
 every pending connection and opens one pipe per connection. ``closed`` closes the
 listening socket (freeing the port or removing the IPC path at once) and every pipe.
 
+An accept that fails (EMFILE/ENFILE: out of file descriptors; ENOBUFS/ENOMEM; anything but
+"nothing pending") leaves the connection in the kernel's queue, so the listening socket
+stays readable: retrying at once would spin a core and log a line per attempt. Instead
+the listener goes ``backing_off``: it stops watching the socket for ``ACCEPT_BACKOFF_MIN``,
+doubling up to ``ACCEPT_BACKOFF_MAX`` while the failures last, then watches it again and
+the next readiness retries (nng does the same). Its pipes carry on meanwhile. An episode
+is logged twice: a WARNING at its first failure and an INFO line, with the count, once an
+accept works again; every failure is counted in ``accept_errors``.
+
 Extra fields: ``pipes`` (live pipes accepted here, any state), ``handle`` (the transport's
-listener, until ``closed``).
+listener, until ``closed``), ``_timer`` (``backing_off`` only), ``_backoff`` (the next
+pause), ``_failures`` (failed accepts in the current episode; 0 when there is none),
+``_failure`` (an accept error waiting to be reported as ``evt_accept_failed``).
 """
 
 from __future__ import annotations
@@ -23,6 +34,13 @@ log = logging.getLogger("scaproust.listener")
 #: Connections accepted per readiness event, so one busy listener cannot monopolise the loop.
 ACCEPT_BATCH = 64
 
+#: The first pause after a failed accept, and the longest: short enough that a listener
+#: resumes within a second once descriptors free up, long enough that an exhausted process
+#: spends nothing on retries (nng backs off from 10 ms to 1 s the same way; retrying at once
+#: cost a full core and about 90,000 log lines a second).
+ACCEPT_BACKOFF_MIN = 0.01
+ACCEPT_BACKOFF_MAX = 1.0
+
 
 class Listener(ListenerFSM):
     """The I/O-thread side of an endpoint made by ``bind()``."""
@@ -37,6 +55,10 @@ class Listener(ListenerFSM):
         self.url = url
         self.endpoint_id = endpoint_id
         self.pipes: set[Pipe] = set()
+        self._timer = None
+        self._backoff = ACCEPT_BACKOFF_MIN
+        self._failures = 0
+        self._failure: OSError | None = None
 
     def __repr__(self) -> str:
         return f"<Listener {self.url} {self.state}>"
@@ -51,6 +73,10 @@ class Listener(ListenerFSM):
     @entry_point
     def _on_acceptable(self) -> None:
         self.evt_acceptable()
+        # A failure is reported once the accepting transition is over, not from inside it.
+        err, self._failure = self._failure, None
+        if err is not None:
+            self.evt_accept_failed(err)
 
     def log_crash(self, err) -> None:
         log_crash(log, f"listener {self.url}", err)
@@ -58,6 +84,7 @@ class Listener(ListenerFSM):
     def _abandon(self) -> None:
         self.state = "closed"
         self.loop.remove_reader(self.handle)
+        self.cancel_backoff_timer()
         self.transport.close_listener(self.handle)
 
     def accept_connections(self, *args) -> None:
@@ -65,18 +92,49 @@ class Listener(ListenerFSM):
             try:
                 stream = self.transport.accept(self.handle)
             except OSError as err:
-                # EMFILE and friends: keep listening, the next readiness retries.
-                log.warning("accept on %s failed: %s", self.url, err)
-                self.socket.stats.count("accept_errors")
+                # EMFILE and friends: the connection stays queued and the socket readable;
+                # _on_acceptable reports it once this transition is over (backing_off).
+                self._failure = err
                 return
+            self._recovered()
             if stream is None:
                 return
             peer = self.url if self.transport.SCHEME == "inproc" else _peer_name(stream)
-            pipe = Pipe(loop=self.loop, stream=stream, transport=self.transport,
-                        socket=self.socket, owner=self, dialed=False, peer_addr=peer,
-                        endpoint=self.endpoint)
+            pipe = Pipe(
+                loop=self.loop, stream=stream, transport=self.transport, socket=self.socket,
+                owner=self, dialed=False, peer_addr=peer, endpoint=self.endpoint)
             self.pipes.add(pipe)
             pipe.cmd_open()
+
+    def _recovered(self) -> None:
+        """An accept worked (or found nothing pending): end the failure episode, if any."""
+        if self._failures:
+            log.info("accepting on %s again after %d failed accepts", self.url, self._failures)
+            self._failures = 0
+            self._backoff = ACCEPT_BACKOFF_MIN
+
+    def note_accept_failure(self, err: OSError) -> None:
+        self.socket.stats.count("accept_errors")
+        if not self._failures:
+            log.warning("accept on %s failed: %s; pausing accepts (%g s, doubling up to %g s) "
+                        "until one works, logged once per episode", self.url, err,
+                        ACCEPT_BACKOFF_MIN, ACCEPT_BACKOFF_MAX)
+        self._failures += 1
+
+    def start_backoff_timer(self, *args) -> None:
+        delay = self._backoff
+        self._backoff = min(delay * 2, ACCEPT_BACKOFF_MAX)
+        self._timer = self.loop.call_later(delay, self._on_timeout)
+
+    def cancel_backoff_timer(self, *args) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    @entry_point
+    def _on_timeout(self) -> None:
+        self._timer = None
+        self.evt_timeout()  # listening again: the next readiness retries the accept
 
     def forget_pipe(self, pipe) -> None:
         self.pipes.discard(pipe)

@@ -173,11 +173,17 @@ class SocketCore(SocketFSM):
 
     # ------------------------------------------------------------------ endpoints
 
-    def add_listener(self, url: str, reply: Reply, endpoint: EndpointOptions | None = None) -> None:
+    def add_listener(self, url: str, reply: Reply, endpoint: EndpointOptions | None = None,
+                     found: tuple | None = None) -> None:
+        """Bind ``url``. ``found`` is the host name's address, looked up in the caller's
+        thread (``Socket.bind``): this may run on the I/O thread, which must not block on DNS."""
         address = parse_url(url)
         transport = get_transport(address.scheme)
+        options = {"ipv4_only": self.options.ipv4_only}
+        if found is not None:
+            options["resolved"] = found
         # AddressInUse / InvalidAddress: at once, in the caller's thread.
-        handle, resolved = transport.listen(address, ipv4_only=self.options.ipv4_only)
+        handle, resolved = transport.listen(address, **options)
         endpoint = Listener(loop=self.loop, socket=self, transport=transport, handle=handle,
                             url=resolved, endpoint_id=next(_endpoint_ids),
                             endpoint=endpoint or EndpointOptions.of(self.options))

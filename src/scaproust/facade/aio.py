@@ -63,6 +63,7 @@ class AsyncSocketMixin:
 
     async def arecv_msg(self):
         """Receive the next message (``sp.Message``) without blocking the event loop."""
+        self._check_fork()  # before any lock: a forked child may find one held for ever
         cap = self._options.recv_timeout
         if self._policy is not None:
             limit = self._policy.recv_wait(None)  # e.g. what is left of a survey

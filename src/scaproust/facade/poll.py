@@ -35,6 +35,7 @@ def poll(interest, timeout: float | None = None, *, wake: threading.Event | None
     for sock, flags in interest.items():
         if not flags or flags & ~(POLLIN | POLLOUT):
             raise ValueError(f"poll flags for {sock!r} must be POLLIN, POLLOUT or both, not {flags!r}")
+        sock._check_fork()  # a socket inherited across os.fork() would never become ready
     event = wake if wake is not None else threading.Event()
     channels = [sock._channel for sock in interest]
     for channel in channels:

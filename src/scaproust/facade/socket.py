@@ -2,6 +2,11 @@
 
 Data goes through the channel without waiting for the I/O thread (core/channel.py);
 control requests (bind, connect, close) go to the I/O thread and wait for its reply.
+
+A socket inherited across ``os.fork()`` has no I/O thread in the child, and a lock some
+thread of the parent held at the fork stays held there; so every method checks for a fork
+first, before any lock or queue, and raises ``sp.Error`` (``FORKED``). The check compares
+two integers (``Loop.forked``), cheap enough for every message.
 """
 
 from __future__ import annotations
@@ -10,13 +15,16 @@ import threading
 import time
 
 from scaproust.core import options as _options
-from scaproust.core.errors import Closed, NotSupported, Timeout
+from scaproust.core.errors import Closed, Error, NotSupported, Timeout
 from scaproust.core.guard import fire
 from scaproust.core.machine_errors import translate_machine_errors
 from scaproust.core.message import Message
+from scaproust.core.session import FORKED
 from scaproust.core.socket import Reply, SocketCore
 from scaproust.facade.aio import AsyncSocketMixin
 from scaproust.facade.endpoint import Endpoint
+from scaproust.transports import get_transport
+from scaproust.transports.url import parse_url
 
 _DEFAULT = object()  # "use the socket's option", distinct from None ("forever")
 
@@ -33,6 +41,7 @@ class Socket(AsyncSocketMixin):
             mode = "raw " if raw else ""
             raise NotSupported(f"{mode}{info!r} is not implemented yet in this version of scaproust")
         self._session = session
+        self._io_loop = session._core.loop  # for the fork check of every call
         self._info = info
         self._raw = bool(raw)
         self._options = _options.Options(info.name, **options)
@@ -103,6 +112,7 @@ class Socket(AsyncSocketMixin):
     @property
     def stats(self) -> dict[str, int]:
         """Counters: messages sent and received, pipes opened and closed, drops by reason."""
+        self._check_fork()
         return self._core.stats.snapshot()
 
     # ------------------------------------------------------------------ endpoints
@@ -116,24 +126,29 @@ class Socket(AsyncSocketMixin):
         The options fixed per endpoint (``send_priority``, ``recv_priority``,
         ``recv_max_size``, ``reconnect_interval``, ``reconnect_interval_max``) take the
         socket's values at this moment unless given here as keyword arguments.
+
+        A host name (``tcp://localhost:5555``) is looked up in this thread, before the bind
+        is handed to the session: its I/O thread serves every socket and must not wait on DNS.
         """
-        return self._add_endpoint(self._core.cmd_bind, url, endpoint_options)
+        return self._add_endpoint(self._core.cmd_bind, url, endpoint_options, look_up=True)
 
     def connect(self, url: str, **endpoint_options) -> Endpoint:
         """Dial ``url``; returns at once, connecting and reconnecting in the background.
 
         Raises ``sp.InvalidAddress`` at once for a URL that cannot be used. Endpoint
-        options as for ``bind``.
+        options as for ``bind``. A host name is looked up before every dial, in the
+        background; one that does not resolve is retried like a refused connection.
         """
         return self._add_endpoint(self._core.cmd_connect, url, endpoint_options)
 
-    def _add_endpoint(self, command, url, endpoint_options) -> Endpoint:
+    def _add_endpoint(self, command, url, endpoint_options, look_up: bool = False) -> Endpoint:
         if not isinstance(url, str):
             raise TypeError(f"url must be a str, not {type(url).__name__}")
         self._check_open()
         endpoint = _options.EndpointOptions.of(self._options, **endpoint_options)
+        found = (_look_up_bind_address(url, self._options.ipv4_only),) if look_up else ()
         reply = Reply()
-        self._control(command, url, reply, endpoint)
+        self._control(command, url, reply, endpoint, *found)
         endpoint_id, resolved = reply.value
         endpoint = Endpoint(self, endpoint_id, resolved)
         self._endpoints[endpoint_id] = endpoint
@@ -162,8 +177,8 @@ class Socket(AsyncSocketMixin):
     def _outgoing(self, data):
         """Check and convert what the user sends, once per send (the policy may assign an
         id or refuse the send)."""
-        if self._closed:
-            raise Closed("socket is closed")
+        if self._closed or self._io_loop.forked():
+            self._refuse()
         if not self._info.can_send:
             raise NotSupported(f"{self._info!r} sockets cannot send")
         if type(data) is not bytes and not isinstance(data, Message):
@@ -208,8 +223,8 @@ class Socket(AsyncSocketMixin):
             return None
 
     def _get(self, timeout, block):
-        if self._closed:
-            raise Closed("socket is closed")
+        if self._closed or self._io_loop.forked():
+            self._refuse()
         if not self._info.can_recv:
             raise NotSupported(f"{self._info!r} sockets cannot receive")
         timeout = self._timeout(timeout, block, self._options.recv_timeout)
@@ -280,6 +295,7 @@ class Socket(AsyncSocketMixin):
         self._wait_closed()
 
     def _begin_close(self) -> bool:
+        self._check_fork()  # in a child, the parent's threads may have held these locks
         with self._close_lock:
             if self._closed:
                 return False
@@ -320,12 +336,33 @@ class Socket(AsyncSocketMixin):
         self.close()
 
     def _check_open(self) -> None:
-        if self._closed:
-            raise Closed("socket is closed")
+        if self._closed or self._io_loop.forked():
+            self._refuse()
+
+    def _check_fork(self) -> None:
+        """Raise the fork error in a child process that inherited this socket."""
+        if self._io_loop.forked():
+            raise Error(FORKED)
+
+    def _refuse(self) -> None:
+        """Why a call cannot proceed: the fork error first, else ``sp.Closed``."""
+        self._check_fork()
+        raise Closed("socket is closed")
 
     def _control(self, command, *args):
         with translate_machine_errors(self):
             return self._session._core.call(command, *args)
+
+
+def _look_up_bind_address(url: str, ipv4_only: bool) -> tuple | None:
+    """The address of a bind URL's host name, looked up in the caller's thread (it may
+    block on DNS); None when there is no name to look up (a literal, ``*``, an IPC path)."""
+    address = parse_url(url)
+    transport = get_transport(address.scheme)
+    needs_resolution = getattr(transport, "needs_resolution", None)  # TCP only
+    if needs_resolution is None or not needs_resolution(address):
+        return None
+    return transport.resolve(address, passive=True, ipv4_only=ipv4_only)
 
 
 def _close_collected(channel, core) -> None:
@@ -339,12 +376,14 @@ def _add_option_properties(cls) -> None:
 
     def make(name: str, doc: str):
         def get(self):
+            self._check_fork()
             # An option of another protocol (resend_interval on a PUSH) is no attribute here.
             if not _options.applies(_options.SPECS[name], self._info.name):
                 raise AttributeError(f"a {self._info.name} socket has no option {name!r}")
             return getattr(self._options, name)
 
         def set_(self, value):
+            self._check_fork()
             self._options.set(name, value)
             if name == "recv_buffer":
                 self._channel.recv_high = self._options.recv_buffer

@@ -23,7 +23,13 @@ _TRANSPORTS: dict[str, ModuleType] = {tcp.SCHEME: tcp, ipc.SCHEME: ipc, inproc.S
 
 
 class Transport(Protocol):
-    """What a transport module provides (documentation and type checking only)."""
+    """What a transport module provides (documentation and type checking only).
+
+    TCP alone has host names, so it alone also provides ``needs_resolution(address)`` and
+    ``resolve(address, *, passive, ipv4_only)``, whose result its ``listen`` and ``connect``
+    take as ``resolved=``; callers look these up with ``getattr`` (a session resolves
+    names off its I/O thread: see transports/tcp.py).
+    """
 
     SCHEME: str
     #: True if frames carry the IPC type byte (``0x01 | size | payload``).

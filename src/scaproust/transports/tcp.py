@@ -1,7 +1,12 @@
 """TCP transport: the socket calls the reactor makes for ``tcp://`` endpoints.
 
-Every function returns non-blocking sockets and never blocks, except for name resolution
-(``getaddrinfo``) in :func:`listen` and :func:`connect`.
+Every function returns non-blocking sockets and never blocks, except for name resolution:
+:func:`resolve` looks a host name up with ``getaddrinfo`` and may block for seconds on DNS.
+Address literals (``127.0.0.1``, ``[::1]``) and ``*`` never need it (:func:`needs_resolution`
+is False for them). A session never resolves on its I/O thread: ``bind()`` resolves in the
+caller's thread and hands the result to :func:`listen` (``resolved=``); a dialer resolves in
+a worker thread (:mod:`scaproust.transports.resolver`) and hands the result to
+:func:`connect`. Called without ``resolved``, both resolve a name themselves (blocking).
 
 The interface, shared with :mod:`scaproust.transports.ipc` so the reactor can drive either
 through the module returned by ``get_transport(scheme)``:
@@ -12,6 +17,10 @@ through the module returned by ``get_transport(scheme)``:
 * ``connect(address) -> (socket | None, err)``, then ``finish_connect(sock) -> err``
 * ``configure_stream(sock) -> None``
 * ``SCHEME`` and ``IPC_FRAMING`` (False here: TCP frames have no type byte)
+
+and, TCP only (the other transports have no names to resolve): ``needs_resolution(address)``
+and ``resolve(address, *, passive, ipv4_only) -> (family, sockaddr)``, whose result
+``listen`` and ``connect`` take as ``resolved=``.
 
 Name resolution policy: when a host name resolves to both IPv4 and IPv6 addresses (e.g.
 ``localhost``), the IPv4 one is used, by both listeners and dialers. Taking whatever
@@ -24,6 +33,7 @@ IPv4 address.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import os
 import socket
 
@@ -47,7 +57,14 @@ __all__ = [
     "connect",
     "finish_connect",
     "listen",
+    "needs_resolution",
+    "resolve",
 ]
+
+#: The blocking name lookup, with ``socket.getaddrinfo``'s signature. Called for host names
+#: only (literals are parsed with ``AI_NUMERICHOST``, which never blocks), so a test may
+#: replace it with a slow or failing fake.
+getaddrinfo = socket.getaddrinfo
 
 SCHEME = "tcp"
 #: TCP frames are ``size u64 BE | payload``, with no type byte (WIRE.md, "Framing").
@@ -93,6 +110,38 @@ def _as_address(address: Address | str) -> Address:
     return address
 
 
+def _literal(host: str, port: int, flags: int) -> list | None:
+    """``getaddrinfo`` of an address literal (never blocks: ``AI_NUMERICHOST``); None for a
+    host name."""
+    try:
+        return socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_STREAM,
+                                  socket.IPPROTO_TCP, flags | socket.AI_NUMERICHOST)
+    except (socket.gaierror, UnicodeError):
+        return None
+
+
+def needs_resolution(address: Address) -> bool:
+    """True if ``address`` names its host (``localhost``, ``example.com``): only
+    :func:`resolve` can turn it into an IP address, possibly blocking on DNS. False for
+    ``*`` and for IPv4 and IPv6 literals."""
+    assert address.host is not None
+    if address.host == WILDCARD_HOST:
+        return False
+    try:  # pure Python: no syscall, no lazy import (which could fail out of descriptors)
+        ipaddress.ip_address(address.host)
+    except ValueError:
+        return True
+    return False
+
+
+def resolve(address: Address | str, *, passive: bool = False, ipv4_only: bool = False) -> tuple[int, tuple]:
+    """Return ``(family, sockaddr)`` for a TCP address: blocks on DNS for a host name, so a
+    session calls it in the caller's thread (bind) or a worker thread (dial), never on its
+    I/O thread. With ``ipv4_only`` an address that has no IPv4 form is InvalidAddress, as is
+    a name that does not resolve."""
+    return _resolve(_as_address(address), passive=passive, ipv4_only=ipv4_only)
+
+
 def _resolve(address: Address, *, passive: bool, ipv4_only: bool = False) -> tuple[int, tuple]:
     """Return ``(family, sockaddr)`` for a TCP address (may block on DNS); with ``ipv4_only``
     an address that has no IPv4 form is InvalidAddress."""
@@ -101,13 +150,13 @@ def _resolve(address: Address, *, passive: bool, ipv4_only: bool = False) -> tup
         # '*' means every IPv4 interface, like nanomsg and nng.
         return socket.AF_INET, ("0.0.0.0", address.port)
     flags = socket.AI_NUMERICSERV | (socket.AI_PASSIVE if passive else 0)
-    try:
-        infos = socket.getaddrinfo(
-            address.host, address.port, socket.AF_UNSPEC, socket.SOCK_STREAM,
-            socket.IPPROTO_TCP, flags,
-        )
-    except (socket.gaierror, UnicodeError) as exc:
-        raise InvalidAddress(f"{address.url!r}: cannot resolve {address.host!r}: {exc}") from None
+    infos = _literal(address.host, address.port, flags)
+    if infos is None:
+        try:
+            infos = getaddrinfo(address.host, address.port, socket.AF_UNSPEC, socket.SOCK_STREAM,
+                                socket.IPPROTO_TCP, flags)
+        except (socket.gaierror, UnicodeError) as exc:
+            raise InvalidAddress(f"{address.url!r}: cannot resolve {address.host!r}: {exc}") from None
     families = (socket.AF_INET,) if ipv4_only else (socket.AF_INET, socket.AF_INET6)
     usable = [i for i in infos if i[0] in families]
     if not usable:
@@ -133,11 +182,13 @@ def configure_stream(sock: socket.socket, *, nodelay: bool = True, keepalive: bo
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, int(keepalive))
 
 
-def listen(address: Address | str, *, backlog: int = LISTEN_BACKLOG, ipv4_only: bool = False) -> tuple[Listener, str]:
+def listen(address: Address | str, *, backlog: int = LISTEN_BACKLOG, ipv4_only: bool = False,
+           resolved: tuple[int, tuple] | None = None) -> tuple[Listener, str]:
     """Bind and listen on a TCP address; return ``(listener, resolved_url)``.
 
     ``address`` is an :class:`Address` or a ``tcp://`` URL. The host is resolved with
-    ``getaddrinfo`` (``AI_PASSIVE``); ``*`` binds 0.0.0.0. The socket has SO_REUSEADDR (so
+    ``getaddrinfo`` (``AI_PASSIVE``) unless ``resolved`` gives what :func:`resolve`
+    returned for it (``passive=True``); ``*`` binds 0.0.0.0. The socket has SO_REUSEADDR (so
     a restarted listener can bind while old connections sit in TIME_WAIT; never
     SO_REUSEPORT, which would let two listeners share a port silently), is listening and is
     non-blocking. ``resolved_url`` is the canonical URL with the actual port, e.g.
@@ -149,7 +200,9 @@ def listen(address: Address | str, *, backlog: int = LISTEN_BACKLOG, ipv4_only: 
     ``OSError`` (e.g. ``PermissionError`` for a privileged port) propagates unchanged.
     """
     address = _as_address(address)
-    family, sockaddr = _resolve(address, passive=True, ipv4_only=ipv4_only)
+    if resolved is None:
+        resolved = _resolve(address, passive=True, ipv4_only=ipv4_only)
+    family, sockaddr = resolved
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         if os.name != "nt":
@@ -204,7 +257,8 @@ def close_listener(listener: Listener) -> None:
     listener.sock.close()
 
 
-def connect(address: Address | str, *, ipv4_only: bool = False) -> tuple[socket.socket | None, int]:
+def connect(address: Address | str, *, ipv4_only: bool = False,
+            resolved: tuple[int, tuple] | None = None) -> tuple[socket.socket | None, int]:
     """Start connecting to a TCP address without blocking; return ``(sock, err)``.
 
     The contract (the same for IPC):
@@ -216,13 +270,19 @@ def connect(address: Address | str, *, ipv4_only: bool = False) -> tuple[socket.
     * any other ``err``: the attempt failed at once (e.g. ECONNREFUSED); ``sock`` is None
       and the socket has already been closed. The dialer schedules a retry.
 
+    ``resolved`` is what :func:`resolve` returned for ``address``; without it a host name
+    is resolved here, which may block (a dialer never lets it: it resolves names in a
+    worker thread first).
+
     Raises :class:`InvalidAddress` for the wildcard host ``*`` (there is nothing to connect
-    to) or a host that cannot be resolved. Resolution may block.
+    to) or a host that cannot be resolved.
     """
     address = _as_address(address)
     if address.host == WILDCARD_HOST:
         raise InvalidAddress(f"{address.url!r}: cannot connect to the wildcard host '*'")
-    family, sockaddr = _resolve(address, passive=False, ipv4_only=ipv4_only)
+    if resolved is None:
+        resolved = _resolve(address, passive=False, ipv4_only=ipv4_only)
+    family, sockaddr = resolved
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         configure_stream(sock)
