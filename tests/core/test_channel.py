@@ -295,3 +295,32 @@ def test_purging_a_paused_inbox_resumes_reading(channel, resume):
     assert channel.recv_paused
     assert channel.purge_inbox() == 8
     assert not channel.recv_paused and resume.calls == 1 and channel.inbox_bytes == 0
+
+
+class UnlendingReader:
+    """A CallerReader whose socket has no pipe to lend (e.g. in-process pipes only)."""
+
+    def __init__(self) -> None:
+        self.waited = False
+
+    def wait(self, deadline) -> bool:
+        return False
+
+
+def test_a_getter_that_waits_on_the_channel_marks_the_reader_as_having_waited(channel):
+    # Its next send then runs in its own thread (SocketCore._wake): it likely answers.
+    channel.reader = reader = UnlendingReader()
+    cond = watch_getters(channel)
+    getter = Waiter(lambda: channel.get(timeout=DEADLINE))
+    assert cond.sleeping.wait(DEADLINE), "the getter never waited"
+    assert reader.waited
+
+    channel.push_many([b"hello"])
+    assert getter.join().result == b"hello"
+
+
+def test_a_getter_that_finds_an_item_does_not_mark_the_reader(channel):
+    channel.reader = reader = UnlendingReader()
+    channel.push_many([b"hello"])
+    assert channel.get(timeout=DEADLINE) == b"hello"
+    assert not reader.waited

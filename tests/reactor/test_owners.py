@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from scaproust.reactor.loop import MAX_SLEEP, Loop
+from scaproust.reactor.loop import MAX_SLEEP, RELEASE_ROUNDS, Loop
 from tests.reactor.test_loop import FakeClock, run_until, wait_until
 
 
@@ -48,6 +48,24 @@ def test_release_runs_what_the_section_left_for_the_end_of_the_batch_in_the_owne
     loop.call_after_batch(lambda: ran_in.append(threading.get_ident()))
     loop.release()
     assert ran_in == [threading.get_ident()]
+
+
+def test_release_runs_what_its_callbacks_leave_for_the_batch_end_a_bounded_number_of_rounds(loop):
+    # An in-process send's flush leaves the receiving pipe's read for the end of the batch:
+    # release runs that too, in the owner's thread; a chain that never ends is left to
+    # the I/O thread after RELEASE_ROUNDS rounds.
+    ran = []
+
+    def chain(depth):
+        ran.append(depth)
+        loop.call_after_batch(chain, depth + 1)
+
+    assert loop.own(0)
+    loop.call_after_batch(chain, 1)
+    loop.release()
+    assert ran == list(range(1, RELEASE_ROUNDS + 1))
+    loop.run_once(0)
+    assert ran == list(range(1, RELEASE_ROUNDS + 2))
 
 
 def test_release_without_flush_leaves_the_batch_to_the_loop(loop):

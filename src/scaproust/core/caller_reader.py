@@ -36,7 +36,9 @@ server whose throughput comes from the loop's batching anyway.
 Fields (guarded by the session lock): ``busy`` (a caller is between lending and giving
 back; at most one at a time, the others wait on the channel for what it delivers),
 ``wakeup`` (made on first use, closed with the socket) and ``waited`` (read and cleared by
-the socket's next send).
+the socket's next send; a caller that waits on the channel instead, its pipes not lendable,
+sets it too, without the lock: it is a hint, and a lost or extra set only changes which
+thread writes that send).
 """
 
 from __future__ import annotations

@@ -145,6 +145,10 @@ class Channel:
                     raise Timeout(f"recv timed out after {timeout} s")
             with self._lock:
                 if not self.inbox:
+                    if reader is not None:
+                        # Waited for a message: the next send likely answers it (see
+                        # CallerReader.waited), even if the pipes could not be lent.
+                        reader.waited = True
                     self._wait(self._can_recv, lambda: self.inbox, timeout, "recv", deadline)
                 self.recv_waiters -= 1
                 counted = False

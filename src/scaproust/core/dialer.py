@@ -40,6 +40,7 @@ import random
 
 from scaproust._generated.dialer import DialerFSM
 from scaproust.core.guard import entry_point, log_crash
+from scaproust.core.memory_pipe import pipe_class
 from scaproust.core.options import EndpointOptions
 from scaproust.core.pipe import Pipe
 from scaproust.transports import resolver
@@ -170,7 +171,7 @@ class Dialer(DialerFSM):
         except OSError as exc:  # e.g. out of descriptors: retry later like a refusal
             stream, err = None, exc  # the error itself: it may have no errno
         self._note_resources(err)
-        self.pipe = Pipe(
+        self.pipe = pipe_class(self.transport)(
             loop=self.loop, stream=stream, transport=self.transport, socket=self.socket,
             owner=self, dialed=True, connect_error=0 if stream is not None else err,
             peer_addr=self.url, endpoint=self.endpoint)

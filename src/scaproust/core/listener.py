@@ -27,6 +27,7 @@ import logging
 
 from scaproust._generated.listener import ListenerFSM
 from scaproust.core.guard import entry_point, log_crash
+from scaproust.core.memory_pipe import pipe_class
 from scaproust.core.pipe import Pipe
 
 log = logging.getLogger("scaproust.listener")
@@ -100,7 +101,7 @@ class Listener(ListenerFSM):
             if stream is None:
                 return
             peer = self.url if self.transport.SCHEME == "inproc" else _peer_name(stream)
-            pipe = Pipe(
+            pipe = pipe_class(self.transport)(
                 loop=self.loop, stream=stream, transport=self.transport, socket=self.socket,
                 owner=self, dialed=False, peer_addr=peer, endpoint=self.endpoint)
             self.pipes.add(pipe)

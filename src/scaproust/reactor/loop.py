@@ -82,6 +82,10 @@ logger = logging.getLogger("scaproust.reactor")
 #: every request, never costs a wake-up (one wasted iteration a second costs nothing).
 MAX_SLEEP = 1.0
 
+#: How many rounds of end-of-batch callbacks ``release`` runs in the owner's thread before
+#: it leaves the rest to the I/O thread (a send, then an in-process delivery, take two).
+RELEASE_ROUNDS = 4
+
 _READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
 _EPOLLIN = getattr(select, "EPOLLIN", 0)
@@ -331,7 +335,12 @@ class Loop:
         has something to do: callbacks, or a timer due before it meant to wake.
         """
         try:
-            if flush and self._end_of_batch:
+            # What those callbacks leave for the end of the batch runs here too, a few
+            # rounds deep: an in-process send's flush leaves the receiving pipe's read,
+            # and the whole delivery then happens in this thread.
+            rounds = RELEASE_ROUNDS if flush else 0
+            while rounds and self._end_of_batch:
+                rounds -= 1
                 batch, self._end_of_batch = self._end_of_batch, []
                 for fn, args in batch:
                     self._call_as_owner(fn, args)

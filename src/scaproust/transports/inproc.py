@@ -1,15 +1,23 @@
 """In-process transport: ``inproc://name`` between sockets of one Python process.
 
 nng and nanomsg have it too; it never leaves the process, so no peer of another library
-can be on the other end. Here it reuses the stream machinery: a ``connect`` makes a
-connected Unix socket pair, keeps one end and hands the other to the listener bound on
-that name, whose selector-visible "bell" (another socket pair) rings once per pending
-connection. From there the pipe is like any other: header exchange, frames (IPC framing),
-one ``sendmsg`` per batch.
+can be on the other end. A connection is a :class:`MemoryLink`: two :class:`MemoryEnd`
+objects, each with an inbox of whole messages (``bytes``) that the other end appends to.
+No kernel socket, no framing, no copy: a message travels as the bytes object the sender
+made (``core/memory_pipe.py`` drives an end through the same pipe machine as a stream).
+
+Connecting is still asynchronous, like every transport: a ``connect`` makes the link,
+keeps one end and queues the other on the listener bound on that name, whose
+selector-visible "bell" (a socket pair) rings once per pending connection, so accepting
+stays the listener machine's usual readiness event.
 
 Names live in one registry per process, shared by every session: binding a name twice is
 ``AddressInUse``; connecting to a name nobody bound is refused (the dialer retries), as a
 connect to a missing IPC path is.
+
+This module knows nothing of pipes or sessions: an end talks to its owner through the two
+things it is given by ``attach``: the owner's loop, and a callback to run there when the
+end has news (messages arrived, room freed at the peer, the peer closed).
 """
 
 from __future__ import annotations
@@ -18,20 +26,108 @@ import errno
 import socket
 import threading
 from collections import deque
+from collections.abc import Callable
+from typing import Any
 
 from scaproust.core.errors import AddressInUse
-from scaproust.transports.tcp import LISTEN_BACKLOG, finish_connect
+from scaproust.transports.tcp import LISTEN_BACKLOG
 from scaproust.transports.url import Address, parse_url
 
-__all__ = ["IPC_FRAMING", "SCHEME", "accept", "close_listener", "configure_stream", "connect",
-           "finish_connect", "listen"]
+__all__ = ["IN_MEMORY", "IPC_FRAMING", "SCHEME", "MemoryEnd", "MemoryLink", "accept",
+           "close_listener", "configure_stream", "connect", "finish_connect", "listen"]
 
 SCHEME = "inproc"
-#: Both ends are scaproust: any framing would do; the IPC one carries a type byte check.
+#: Messages cross as objects, not frames (core/memory_pipe.py): the flag is never read.
 IPC_FRAMING = True
+#: Pipes of this transport are memory pipes (core/memory_pipe.py), not stream pipes.
+IN_MEMORY = True
 
 _registry: dict[str, InprocListener] = {}
 _lock = threading.Lock()
+
+
+class MemoryEnd:
+    """One end of an in-process connection.
+
+    ``inbox`` holds what the peer sent and this end's owner has not read yet; the peer's
+    owner appends, this end's owner pops (a ``deque`` does both atomically, so the two may
+    be different sessions, in different threads). Each counter has one writer: ``arrived``
+    (bytes ever appended, by the peer's owner) and ``taken`` (bytes ever popped, by this
+    end's owner), so the bytes in flight are ``arrived - taken`` without a lock.
+
+    ``signal`` tells this end's owner to look at the end; ``signalled`` keeps a burst of
+    news down to one callback (cleared by the owner before it looks, so news that comes
+    while it looks signals again). ``blocked``: this end's owner found no room at the peer
+    and waits for the peer's owner to signal once it has read some.
+    """
+
+    __slots__ = ("inbox", "peer", "closed", "loop", "_callback", "signalled", "blocked",
+                 "arrived", "taken", "__weakref__")
+
+    def __init__(self) -> None:
+        self.inbox: deque[bytes] = deque()
+        self.peer: MemoryEnd = self
+        self.closed = False
+        self.loop: Any = None
+        self._callback: Callable[[], Any] | None = None
+        self.signalled = False
+        self.blocked = False
+        self.arrived = 0
+        self.taken = 0
+
+    def __repr__(self) -> str:
+        return f"<MemoryEnd {len(self.inbox)} queued{' closed' if self.closed else ''}>"
+
+    def in_flight(self) -> tuple[int, int]:
+        """Messages and bytes in this end's inbox."""
+        return len(self.inbox), self.arrived - self.taken
+
+    def attach(self, loop: Any, callback: Callable[[], Any]) -> None:
+        """From now on ``signal`` runs ``callback`` on ``loop`` (its owner calls this); the
+        callback runs once at once, for whatever arrived before."""
+        self._callback = callback
+        self.loop = loop
+        self.signalled = True
+        loop.call_soon(callback)
+
+    def signal(self, from_loop: Any) -> None:
+        """Have this end's owner run its callback (called by whoever owns ``from_loop``,
+        None if nobody). Same loop: after the current batch, in the same thread (no
+        wake-up). Another session: posted to its loop, which wakes if it sleeps."""
+        if self.signalled:
+            return
+        loop = self.loop
+        if loop is None:
+            return  # not accepted yet: attach() looks at the inbox
+        self.signalled = True
+        if loop is from_loop:
+            loop.call_after_batch(self._callback)
+            return
+        try:
+            loop.call_soon_threadsafe(self._callback)
+        except RuntimeError:
+            pass  # that session is closing: its pipes go away with it
+
+    def close(self) -> None:
+        """No more sending or reading here; the peer reads what is left, then sees the
+        close. Idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        self.inbox.clear()
+        self.peer.signal(self.loop)
+
+
+class MemoryLink:
+    """A connection: two ends, each the other's peer."""
+
+    __slots__ = ("dialer_end", "listener_end")
+
+    def __init__(self) -> None:
+        self.dialer_end = MemoryEnd()
+        self.listener_end = MemoryEnd()
+        self.dialer_end.peer = self.listener_end
+        self.listener_end.peer = self.dialer_end
 
 
 class InprocListener:
@@ -40,7 +136,7 @@ class InprocListener:
     def __init__(self, address: Address):
         self.address = address
         self.url = address.url
-        self.pending: deque[socket.socket] = deque()
+        self.pending: deque[MemoryEnd] = deque()
         self._bell, self._ringer = socket.socketpair()
         self._bell.setblocking(False)
         self._ringer.setblocking(False)
@@ -67,9 +163,13 @@ def _as_address(address: Address | str) -> Address:
     return parse_url(address) if isinstance(address, str) else address
 
 
-def configure_stream(sock: socket.socket, *, nodelay: bool = True, keepalive: bool = False) -> None:
-    """Non-blocking; the TCP options mean nothing in process and are ignored."""
-    sock.setblocking(False)
+def configure_stream(end: MemoryEnd, *, nodelay: bool = True, keepalive: bool = False) -> None:
+    """Nothing to configure: the TCP options mean nothing in process."""
+
+
+def finish_connect(end: MemoryEnd) -> int:
+    """A link is connected from the start: always 0 (no error)."""
+    return 0
 
 
 def listen(address: Address | str, *, backlog: int = LISTEN_BACKLOG, ipv4_only: bool = False) -> tuple[InprocListener, str]:
@@ -82,15 +182,13 @@ def listen(address: Address | str, *, backlog: int = LISTEN_BACKLOG, ipv4_only: 
     return listener, address.url
 
 
-def accept(listener: InprocListener) -> socket.socket | None:
+def accept(listener: InprocListener) -> MemoryEnd | None:
     """The next pending connection's listener end, or None."""
     listener.silence()
     with _lock:
         if not listener.pending:
             return None
-        sock = listener.pending.popleft()
-    configure_stream(sock)
-    return sock
+        return listener.pending.popleft()
 
 
 def close_listener(listener: InprocListener) -> None:
@@ -100,21 +198,20 @@ def close_listener(listener: InprocListener) -> None:
             del _registry[listener.address.path]
         listener.closed = True
         pending, listener.pending = listener.pending, deque()
-    for sock in pending:
-        sock.close()
+    for end in pending:
+        end.close()
     listener._bell.close()
     listener._ringer.close()
 
 
-def connect(address: Address | str, *, ipv4_only: bool = False) -> tuple[socket.socket | None, int]:
-    """Connect to a bound name: ``(sock, 0)``, or ``(None, ECONNREFUSED)`` if none."""
+def connect(address: Address | str, *, ipv4_only: bool = False) -> tuple[MemoryEnd | None, int]:
+    """Connect to a bound name: ``(end, 0)``, or ``(None, ECONNREFUSED)`` if none."""
     address = _as_address(address)
     with _lock:
         listener = _registry.get(address.path)
         if listener is None or listener.closed:
             return None, errno.ECONNREFUSED
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener.pending.append(theirs)
-    configure_stream(ours)
+        link = MemoryLink()
+        listener.pending.append(link.listener_end)
     listener.ring()
-    return ours, 0
+    return link.dialer_end, 0
