@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/report.py                      # newest full bench/results/*.json
     .venv/bin/python bench/report.py bench/results/2025-01-01.json
-    .venv/bin/python bench/report.py RESULTS --out /tmp/PERF.md --png /tmp/perf.png
+    .venv/bin/python bench/report.py RESULTS --out /tmp/perf.md --png /tmp/perf.png
 
 run.py prints ``render_text`` at the end of every run; ``make bench`` then runs this script,
 which rewrites docs/PERFORMANCE.md (the hand-written prose lives in ``TEMPLATE`` below) and

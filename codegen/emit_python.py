@@ -37,7 +37,7 @@ def transitions_lists(m: Machine) -> tuple[list[dict], list[dict]]:
         if s.final:
             entry["final"] = True
         # The machine's policy for unlisted pairs, set per state (never a global
-        # ignore_invalid_triggers on the Machine: ARCHITECTURE.md section 2).
+        # ignore_invalid_triggers on the Machine: docs/ARCHITECTURE.md, "Machines").
         entry["ignore_invalid_triggers"] = m.unlisted == "ignore"
         states.append(entry)
     transitions = []

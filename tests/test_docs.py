@@ -62,3 +62,58 @@ def test_every_test_any_document_cites_exists():
                 elif name not in functions_in(path):
                     missing.append(f"{doc.name}:{number}: {path} defines no {name}")
     assert not missing, "documents cite tests that do not exist:\n" + "\n".join(missing)
+
+
+#: A document named in the repository's text: ``WIRE.md``, ``docs/LIFECYCLE.md``, optionally
+#: followed by the sections it points at: ``WIRE.md, "Framing"``, ``WIRE.md, "REQ" and "REP"``.
+DOC_REF = re.compile(r"\b((?:docs/)?[A-Z][A-Z_]*\.md)\b((?:(?:,| and| or) \"[^\"\n]+\")*)")
+SECTION = re.compile(r"\"([^\"\n]+)\"")
+#: What must never be cited: a section by number (the documents have none), or a path on a
+#: build machine or outside the repository.
+FORBIDDEN = [
+    (re.compile(r"\b[A-Z][A-Z_]*\.md,? section \d"), "a section by number (cite its title)"),
+    (re.compile(r"\b[A-Z][A-Z_]*\.md, [A-Za-z]"), 'a section without quotes (WIRE.md, "Framing")'),
+    (re.compile(r"\.\./shared|/work/|/root/|/home/\w"), "a path outside the repository"),
+]
+
+
+def _tracked_text_files() -> list[Path]:
+    import subprocess
+
+    names = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
+                           check=True).stdout.split()
+    keep = (".py", ".md", ".yaml", ".toml", "Makefile", ".ci/run")
+    return [ROOT / name for name in names
+            if name.endswith(keep) and not name.startswith("bench/results/")
+            and (ROOT / name).is_file()]
+
+
+def _headings(doc: Path) -> set[str]:
+    return {line.lstrip("#").strip().lower() for line in doc.read_text().splitlines()
+            if line.startswith("#")}
+
+
+def test_every_document_and_section_the_repository_cites_exists():
+    # Code and documents point at the facts they rely on ("WIRE.md, "Framing""); a renamed
+    # section or a document that is not in the repository must fail here, not mislead.
+    this_file = Path(__file__).resolve()
+    problems = []
+    for path in _tracked_text_files():
+        if path == this_file:
+            continue  # the patterns above name what they look for
+        rel = path.relative_to(ROOT)
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            for pattern, what in FORBIDDEN:
+                if pattern.search(line):
+                    problems.append(f"{rel}:{number}: cites {what}: {line.strip()}")
+            for match in DOC_REF.finditer(line):
+                name = match[1].removeprefix("docs/")
+                doc = ROOT / "docs" / name if (ROOT / "docs" / name).is_file() else ROOT / name
+                if not doc.is_file():
+                    problems.append(f"{rel}:{number}: no document {match[1]}")
+                    continue
+                for section in SECTION.findall(match[2]):
+                    if section.lower() not in _headings(doc):
+                        problems.append(f"{rel}:{number}: {doc.name} has no section "
+                                        f"{section!r}")
+    assert not problems, "stale references:\n" + "\n".join(problems)

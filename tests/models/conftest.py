@@ -1,4 +1,4 @@
-"""Hypothesis profiles of the stateful model tests (docs/TESTING.md, "Stateful models").
+"""Hypothesis profiles of the stateful model tests (docs/TESTING.md, "Profiles").
 
 - ``models-default``: what ``make test`` runs; the whole of tests/models in well under 20 s.
 - ``deep``: ``HYPOTHESIS_PROFILE=deep`` picks it: longer runs, many more of them.

@@ -1,5 +1,5 @@
 """Shows which state-machine backend the run uses: the suite must pass under both
-(``SCAPROUST_FSM=transitions`` selects the transitions one; ARCHITECTURE.md section 2)."""
+(``SCAPROUST_FSM=transitions`` selects the transitions one; docs/ARCHITECTURE.md, "Machines")."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 ``respondent``) and the cooked socket's facade policy, driven with events and a recording
 context.
 
-What RESPONDENT must do (WIRE.md, RESPONDENT, REP and "Request / reply header"):
+What RESPONDENT must do (WIRE.md, "RESPONDENT", "REP" and "Request / reply header"):
 - a survey's words up to and including the survey id (the backtrace) are kept as its
   header, under the id of the pipe it came on: ``Message(body, pipe_word + backtrace)``;
 - more than ``ttl`` words (8 by default, counting the id): dropped silently, counted, the

@@ -1,7 +1,7 @@
 """SURVEYOR protocol machines (protocols.yaml, machines ``surveyor_raw`` and ``surveyor``) and
 the cooked socket's facade policy, driven with events, a recording context and a fake clock.
 
-What SURVEYOR must do (WIRE.md, SURVEYOR and "Request / reply header"):
+What SURVEYOR must do (WIRE.md, "SURVEYOR" and "Request / reply header"):
 - a survey goes to every connected respondent that can take it; a pipe that cannot misses
   it (counted); send never blocks;
 - raw: no ids, no deadline; the user's header goes out as it is; a response is split after

@@ -1,8 +1,8 @@
 """The channel between user threads and the I/O thread: the only place with locks.
 
 The seed's facade talks to the backend through a Request/Reply channel and waits for a
-reply per call. Measured here, that round trip costs 7-47 µs a message (ARCHITECTURE.md
-section 4), so data does not take it:
+reply per call. Measured here, that round trip costs 7-47 µs a message (docs/ARCHITECTURE.md,
+"One owner at a time"), so data does not take it:
 
 - ``put`` (send) takes one unit of *send credit* and appends to ``outbox``; it wakes the
   I/O thread only when the outbox was empty, and the loop itself writes its wake-up byte

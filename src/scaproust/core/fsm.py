@@ -3,7 +3,7 @@
 Every machine of protocols.yaml is generated twice with the same method names (see
 codegen/emit_python.py): a compiled mixin (one specialised method per event, about 0.1 µs
 an event) and a mixin that runs each event through a real ``transitions.Machine`` (about
-5 µs; ARCHITECTURE.md section 2). The compiled one is the default; setting
+5 µs; docs/ARCHITECTURE.md, "Machines"). The compiled one is the default; setting
 ``SCAPROUST_FSM=transitions`` in the environment, before scaproust is imported, runs the
 whole library on ``transitions`` instead. A conformance test proves both behave the same.
 """

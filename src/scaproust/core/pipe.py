@@ -321,7 +321,7 @@ class Pipe(PipeFSM):
         self._out_bytes += len(buf)
         if not self._flush_scheduled and not self._writer_registered:
             # Flush once the loop has handled everything pending in this iteration, so all
-            # the frames queued meanwhile leave in one sendmsg (ARCHITECTURE.md section 4),
+            # the frames queued meanwhile leave in one sendmsg (docs/ARCHITECTURE.md, "The pipe"),
             # and before it sleeps again, so none waits for another select.
             self._flush_scheduled = True
             self.loop.call_after_batch(self._flush)

@@ -3,7 +3,7 @@
 Some rules must hold at the moment the user calls: a REQ cannot receive before it has sent,
 a REP cannot reply without a request, a SURVEYOR's recv times out at the survey deadline.
 Asking the I/O thread would cost a round trip per message, so this state lives here, next
-to the channel, like h11's client-side state (STYLE.md). The I/O thread keeps its own part
+to the channel, as h11 keeps a connection's state on the caller's side. The I/O thread keeps its own part
 of each protocol (ids in flight, resend timers, routing) in the protocol machines.
 
 A policy sees every outgoing item before it is queued (``outgoing``: return the item to

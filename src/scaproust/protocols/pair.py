@@ -2,7 +2,7 @@
 
 Theory of operation: the states say whether there is a peer. ``unpaired`` → ``paired``
 on the first pipe; a second pipe while ``paired`` has completed its header exchange and is
-closed, the first stays (WIRE.md, PAIR v0 [seen]). Send credit is the peer pipe's free
+closed, the first stays (WIRE.md, "PAIR v0" [seen]). Send credit is the peer pipe's free
 slots, so send() blocks with no peer.
 
 Extra fields: ``peer`` (the pipe, ``paired`` only), ``backlog`` (see _base.py).

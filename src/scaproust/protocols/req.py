@@ -49,7 +49,7 @@ from scaproust.protocols._headers import (
 
 log = logging.getLogger("scaproust.protocol")
 
-#: A cooked reply starts with the 4-byte id word (WIRE.md, "REQ receive").
+#: A cooked reply starts with the 4-byte id word (WIRE.md, "REQ").
 ID_SIZE = 4
 
 

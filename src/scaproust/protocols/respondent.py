@@ -3,7 +3,7 @@
 
 Theory of operation
 -------------------
-Like REP (WIRE.md, RESPONDENT): a survey's backtrace is split off and kept under the id
+Like REP (WIRE.md, "RESPONDENT"): a survey's backtrace is split off and kept under the id
 of the pipe it came on, and the response is routed back by it. The machines share REP's
 actions (protocols/_backtrace.py), which say what happens to every kind of input.
 

@@ -6,7 +6,7 @@ Theory of operation
 Raw (``SurveyorRaw``, one working state ``open``): no ids, no deadline, no state of its
 own. Each message the user sends (an ``sp.Message`` whose header the user wrote, normally
 one survey-id word) goes to every pipe that can take it now; a pipe that cannot misses it,
-counted as ``dropped_pipe_full`` (WIRE.md, SURVEYOR: nng and nanomsg do the same). So send
+counted as ``dropped_pipe_full`` (WIRE.md, "SURVEYOR": nng and nanomsg do the same). So send
 never blocks: the send credit is ``UNBOUNDED`` from the start. A response's header is its
 words up to and including the first with the most significant bit set (the survey id); it
 is delivered as ``Message(body, header)``. A response with no such word is malformed and
