@@ -117,3 +117,30 @@ def test_every_document_and_section_the_repository_cites_exists():
                         problems.append(f"{rel}:{number}: {doc.name} has no section "
                                         f"{section!r}")
     assert not problems, "stale references:\n" + "\n".join(problems)
+
+
+def test_the_observability_table_names_exactly_the_counters_of_the_registry():
+    from scaproust.core.stats import COUNTERS
+
+    text = (ROOT / "docs" / "OBSERVABILITY.md").read_text()
+    table = text[text.index("| counter | counts |"):].split("\n\n", 1)[0]
+    documented = {name for row in table.splitlines()[2:]
+                  for name in re.findall(r"`(\w+)`", row.split("|")[1])}
+    assert documented == COUNTERS, (
+        f"documented but not counted: {sorted(documented - COUNTERS)}; "
+        f"counted but not documented: {sorted(COUNTERS - documented)}")
+
+
+def test_the_code_counts_through_the_registrys_names_only():
+    # stats.count("dropped_x") with a typo would make a counter nobody reads.
+    import ast
+
+    literal = []
+    for path in sorted((ROOT / "src" / "scaproust").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in ("count", "count_from_caller") and node.args
+                    and isinstance(node.args[0], ast.Constant)
+                    and isinstance(node.args[0].value, str)):
+                literal.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not literal, "counted by a literal name, not a core/stats.py constant: " + ", ".join(literal)

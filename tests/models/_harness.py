@@ -598,7 +598,7 @@ class ProtocolHarness(RuleBasedStateMachine):
         real = self.ctx.real
         for item in batch:
             real.outstanding -= 1
-            real.outstanding_bytes -= len(item) if type(item) is bytes else item.wire_size
+            real.outstanding_bytes -= len(item)
             self.proto.cmd_send(item)
             self.finish_step(f"cmd_send({item!r})", self.model.drained, item)
         real.refill()

@@ -93,7 +93,7 @@ class Channel:
                 finally:
                     self.send_waiters -= 1
             self.credit -= 1
-            self.credit_bytes -= len(item) if type(item) is bytes else item.wire_size
+            self.credit_bytes -= len(item)
             self.outbox.append(item)
             self.quiet = now - self.last_put
             self.last_put = now
@@ -161,7 +161,7 @@ class Channel:
     def _pop(self):
         """The next item and whether reading must resume (channel lock held)."""
         item = self.inbox.popleft()
-        self.inbox_bytes -= len(item) if type(item) is bytes else item.wire_size
+        self.inbox_bytes -= len(item)
         resume = (self.recv_paused and len(self.inbox) <= self.recv_high // 2
                   and self.inbox_bytes <= self.recv_high_bytes // 2)
         if resume:
@@ -220,11 +220,7 @@ class Channel:
 
     def push_many(self, items, priority: int = DEFAULT_PRIORITY) -> int:
         """Queue received items for ``get``; return their size in bytes."""
-        if len(items) == 1:  # a round trip's reply: skip the generator
-            item = items[0]
-            size = len(item) if type(item) is bytes else item.wire_size
-        else:
-            size = sum(len(i) if type(i) is bytes else i.wire_size for i in items)
+        size = len(items[0]) if len(items) == 1 else sum(map(len, items))
         with self._lock:
             self.inbox.extend(items, priority)
             self.inbox_bytes += size
@@ -248,7 +244,7 @@ class Channel:
                 kept = [item for item in dropped if keep(item)]
                 if kept:
                     self.inbox.extend(kept)
-                    self.inbox_bytes = sum(len(i) if type(i) is bytes else i.wire_size for i in kept)
+                    self.inbox_bytes = sum(map(len, kept))
                     dropped = [item for item in dropped if not keep(item)]
             resume, self.recv_paused = self.recv_paused, False
         if resume:  # reading stopped on a full queue that is now empty: start again

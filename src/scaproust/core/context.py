@@ -11,6 +11,7 @@ import logging
 
 from scaproust.core.channel import UNBOUNDED, Channel
 from scaproust.core.guard import fire
+from scaproust.core.stats import BYTES_RECEIVED, MSGS_RECEIVED
 
 log = logging.getLogger("scaproust.protocol")
 
@@ -48,8 +49,8 @@ class Context:
         by the receiving pipe's ``recv_priority``."""
         channel = self._channel
         size = channel.push_many(items, priority)
-        self.stats.count("msgs_received", len(items))
-        self.stats.count("bytes_received", size)
+        self.stats.count(MSGS_RECEIVED, len(items))
+        self.stats.count(BYTES_RECEIVED, size)
         if channel.recv_paused and not self._pause_scheduled:
             # Stop reading once this batch is done, not in its middle: the pipes whose
             # reads this batch already holds still deliver, so the queue filling up never

@@ -43,6 +43,7 @@ from scaproust.core.guard import entry_point, log_crash
 from scaproust.core.memory_pipe import pipe_class
 from scaproust.core.options import EndpointOptions
 from scaproust.core.pipe import Pipe
+from scaproust.core.stats import CONNECT_FAILURES
 from scaproust.transports import resolver
 
 log = logging.getLogger("scaproust.dialer")
@@ -206,7 +207,7 @@ class Dialer(DialerFSM):
 
     def start_retry_timer(self, *args) -> None:
         self.pipe = None
-        self.socket.stats.count("connect_failures")
+        self.socket.stats.count(CONNECT_FAILURES)
         delay = self._next_delay()
         log.debug("redialing %s in %.3f s", self.url, delay)
         self._timer = self.loop.call_later(delay, self._on_timeout)

@@ -29,6 +29,7 @@ from scaproust._generated.listener import ListenerFSM
 from scaproust.core.guard import entry_point, log_crash
 from scaproust.core.memory_pipe import pipe_class
 from scaproust.core.pipe import Pipe
+from scaproust.core.stats import ACCEPT_ERRORS
 
 log = logging.getLogger("scaproust.listener")
 
@@ -115,7 +116,7 @@ class Listener(ListenerFSM):
             self._backoff = ACCEPT_BACKOFF_MIN
 
     def note_accept_failure(self, err: OSError) -> None:
-        self.socket.stats.count("accept_errors")
+        self.socket.stats.count(ACCEPT_ERRORS)
         if not self._failures:
             log.warning("accept on %s failed: %s; pausing accepts (%g s, doubling up to %g s) "
                         "until one works, logged once per episode", self.url, err,

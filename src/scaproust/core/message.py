@@ -1,6 +1,16 @@
-"""The message type: a protocol header (backtrace, hop count) and a body."""
+"""What the queues carry: a bare body, or a ``Message`` with its protocol header.
+
+Most messages have no header the user sees (PAIR v0, PUSH/PULL, PUB/SUB), and wrapping each
+in an object would cost a fraction of a microsecond per message on the hot path, so the
+channel and the protocols carry an ``Item``: the body as ``bytes`` when there is no header,
+a ``Message`` when there is one. Everything that needs to tell them apart asks here:
+``len(item)`` is the size on the wire of either, ``body_of``/``header_of`` split it,
+``as_message`` gives the user a ``Message`` in every case.
+"""
 
 from __future__ import annotations
+
+from typing import TypeAlias
 
 import attrs
 
@@ -10,13 +20,31 @@ class Message:
     """One SP message.
 
     ``header`` holds the protocol's header words (empty for pair v0 and push/pull);
-    ``body`` is what the application sent. Both are ``bytes``.
+    ``body`` is what the application sent. Both are ``bytes``. ``len(msg)`` is its size on
+    the wire, header and body.
     """
 
     body: bytes = b""
     header: bytes = b""
 
-    @property
-    def wire_size(self) -> int:
-        """Size of the payload on the wire: header plus body."""
+    def __len__(self) -> int:
         return len(self.header) + len(self.body)
+
+
+#: What the channel's queues and the protocol machines carry (see the module docstring).
+Item: TypeAlias = "bytes | Message"
+
+
+def body_of(item: Item) -> bytes:
+    """The body: a bare item is all body."""
+    return item if type(item) is bytes else item.body
+
+
+def header_of(item: Item) -> bytes:
+    """The protocol header: a bare item has none."""
+    return b"" if type(item) is bytes else item.header
+
+
+def as_message(item: Item) -> Message:
+    """The item as a ``Message`` (a bare body gets an empty header)."""
+    return Message(item) if type(item) is bytes else item

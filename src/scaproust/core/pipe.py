@@ -38,6 +38,13 @@ from collections import deque
 from scaproust._generated.pipe import PipeFSM
 from scaproust.core.guard import entry_point, fire, log_crash
 from scaproust.core.options import EndpointOptions
+from scaproust.core.stats import (
+    DROPPED_CLOSING,
+    DROPPED_LINGER,
+    DROPPED_MALFORMED,
+    DROPPED_OVERSIZE,
+    PIPE_ERRORS,
+)
 from scaproust.transports.framing import (
     FrameDecoder,
     OversizeFrame,
@@ -219,12 +226,12 @@ class Pipe(PipeFSM):
 
     def log_protocol_error(self, err) -> None:
         if isinstance(err, OversizeFrame):
-            self.socket.stats.count("dropped_oversize")
+            self.socket.stats.count(DROPPED_OVERSIZE)
             log.warning("pipe %d from %s closed: a %d-byte message exceeds recv_max_size=%d "
                         "(raise the recv_max_size option, 0 = unlimited)",
                         self.id, self.peer_addr, err.size, err.limit)
         else:
-            self.socket.stats.count("dropped_malformed")
+            self.socket.stats.count(DROPPED_MALFORMED)
             log.warning("pipe %d from %s closed: %s", self.id, self.peer_addr, err)
 
     def log_handshake_timeout(self, *args) -> None:
@@ -299,7 +306,7 @@ class Pipe(PipeFSM):
         self.socket.proto.evt_pipe_recv(self, msgs)
 
     def discard(self, msgs) -> None:
-        self.socket.stats.count("dropped_closing", len(msgs))
+        self.socket.stats.count(DROPPED_CLOSING, len(msgs))
 
     def enqueue(self, body, header=b"") -> None:
         size = len(header) + len(body)
@@ -372,7 +379,7 @@ class Pipe(PipeFSM):
 
     def log_linger_expired(self, *args) -> None:
         msgs, size = self._dropped  # release() already emptied the queue
-        self.socket.stats.count("dropped_linger", msgs)
+        self.socket.stats.count(DROPPED_LINGER, msgs)
         log.warning("pipe %d to %s closed with %d unsent messages (%d bytes): linger=%ss expired",
                     self.id, self.peer_addr, msgs, size, self._options.linger)
 
@@ -383,7 +390,7 @@ class Pipe(PipeFSM):
         log.debug("pipe %d to %s failed: %s", self.id, self.peer_addr, err)
 
     def log_crash(self, err) -> None:
-        self.socket.stats.count("pipe_errors")
+        self.socket.stats.count(PIPE_ERRORS)
         log_crash(log, f"pipe {self.id} to {self.peer_addr}", err)
 
     def _abandon(self) -> None:

@@ -32,7 +32,7 @@ from scaproust.core.guard import crash, entry_point, fire, log_crash
 from scaproust.core.listener import Listener
 from scaproust.core.options import EndpointOptions
 from scaproust.core.session import FORKED
-from scaproust.core.stats import Stats
+from scaproust.core.stats import BYTES_SENT, MSGS_SENT, PIPES_CLOSED, PIPES_OPENED, Stats
 from scaproust.transports import get_transport
 from scaproust.transports.url import parse_url
 
@@ -139,13 +139,13 @@ class SocketCore(SocketFSM):
         ctx, send = self.ctx, self.proto.cmd_send
         total = 0
         for item in batch:
-            size = len(item) if type(item) is bytes else item.wire_size
+            size = len(item)  # bytes or Message: its size on the wire
             ctx.outstanding -= 1
             ctx.outstanding_bytes -= size
             total += size
             send(item)
-        self.stats.count("msgs_sent", len(batch))
-        self.stats.count("bytes_sent", total)
+        self.stats.count(MSGS_SENT, len(batch))
+        self.stats.count(BYTES_SENT, total)
         ctx.refill()
 
     def _abandon(self) -> None:
@@ -218,7 +218,7 @@ class SocketCore(SocketFSM):
 
     def track_pipe(self, pipe) -> None:
         self.pipes.add(pipe)
-        self.stats.count("pipes_opened")
+        self.stats.count(PIPES_OPENED)
         self._announce("added", pipe)
         self.proto.evt_pipe_added(pipe)
         if self.channel.recv_paused:
@@ -226,7 +226,7 @@ class SocketCore(SocketFSM):
 
     def untrack_pipe(self, pipe) -> None:
         self.pipes.discard(pipe)
-        self.stats.count("pipes_closed")
+        self.stats.count(PIPES_CLOSED)
         self._announce("removed", pipe)
 
     def _announce(self, kind: str, pipe) -> None:

@@ -6,6 +6,43 @@ from __future__ import annotations
 import threading
 from collections import Counter
 
+# Every counter, by the name ``sock.stats`` shows (docs/OBSERVABILITY.md says what each
+# counts; a test checks that table against COUNTERS). Code counts through these names only,
+# never a string of its own, so a typo is an import error and not a counter nobody reads.
+MSGS_SENT = "msgs_sent"
+BYTES_SENT = "bytes_sent"
+MSGS_RECEIVED = "msgs_received"
+BYTES_RECEIVED = "bytes_received"
+PIPES_OPENED = "pipes_opened"
+PIPES_CLOSED = "pipes_closed"
+PIPES_REJECTED = "pipes_rejected"
+CONNECT_FAILURES = "connect_failures"
+ACCEPT_ERRORS = "accept_errors"
+PIPE_ERRORS = "pipe_errors"
+REQUESTS_RESENT = "requests_resent"
+DROPPED_OVERSIZE = "dropped_oversize"
+DROPPED_MALFORMED = "dropped_malformed"
+DROPPED_TTL = "dropped_ttl"
+DROPPED_SLOW_SUBSCRIBER = "dropped_slow_subscriber"
+DROPPED_PIPE_FULL = "dropped_pipe_full"
+DROPPED_NO_ROUTE = "dropped_no_route"
+DROPPED_NO_SUBSCRIBER = "dropped_no_subscriber"
+DROPPED_STALE = "dropped_stale"
+DROPPED_LATE = "dropped_late"
+DROPPED_UNMATCHED = "dropped_unmatched"
+DROPPED_UNEXPECTED = "dropped_unexpected"
+DROPPED_BAD_HEADER = "dropped_bad_header"
+DROPPED_REJECTED = "dropped_rejected"
+DROPPED_CLOSING = "dropped_closing"
+DROPPED_CLOSED = "dropped_closed"
+DROPPED_LINGER = "dropped_linger"
+PURGED_STALE = "purged_stale"
+PURGED_UNMATCHED = "purged_unmatched"
+
+#: Every counter name above.
+COUNTERS = frozenset(value for name, value in dict(globals()).items()
+                     if name.isupper() and isinstance(value, str))
+
 
 class Stats:
     """Counts what happened on a socket: messages, pipes, and every drop by reason."""

@@ -18,7 +18,7 @@ from scaproust.core import options as _options
 from scaproust.core.errors import Closed, Error, NotSupported, Timeout
 from scaproust.core.guard import fire
 from scaproust.core.machine_errors import translate_machine_errors
-from scaproust.core.message import Message
+from scaproust.core.message import Message, as_message, body_of
 from scaproust.core.session import FORKED
 from scaproust.core.socket import Reply, SocketCore
 from scaproust.facade.aio import AsyncSocketMixin
@@ -194,7 +194,7 @@ class Socket(AsyncSocketMixin):
         forever), raising ``sp.Timeout``; with ``block=False`` raises ``sp.WouldBlock``.
         """
         item = self._get(timeout, block)
-        return item if type(item) is bytes else item.body
+        return body_of(item)
 
     def send_msg(self, msg: Message, *, timeout=_DEFAULT, block: bool = True) -> None:
         """Send an ``sp.Message`` (its header matters in raw mode)."""
@@ -205,7 +205,7 @@ class Socket(AsyncSocketMixin):
     def recv_msg(self, *, timeout=_DEFAULT, block: bool = True) -> Message:
         """Receive the next message with its protocol header as an ``sp.Message``."""
         item = self._get(timeout, block)
-        return Message(item) if type(item) is bytes else item
+        return as_message(item)
 
     def try_send(self, data) -> bool:
         """Send without waiting; return False (instead of raising) if it would block."""

@@ -23,8 +23,15 @@ from __future__ import annotations
 import logging
 
 from scaproust.core.channel import UNBOUNDED
-from scaproust.core.message import Message
-from scaproust.protocols._base import ProtocolBase, body_of
+from scaproust.core.message import Message, body_of, header_of
+from scaproust.core.stats import (
+    DROPPED_MALFORMED,
+    DROPPED_NO_ROUTE,
+    DROPPED_PIPE_FULL,
+    DROPPED_REJECTED,
+    DROPPED_TTL,
+)
+from scaproust.protocols._base import ProtocolBase
 from scaproust.protocols._headers import (
     END_OF_STACK,
     MalformedHeader,
@@ -51,11 +58,11 @@ def split_stacks(ctx, pipe, payloads, on_top: bytes = b"") -> tuple[list[Message
         try:
             backtrace, body = split_backtrace(payload, ttl)
         except TooManyHops:
-            ctx.stats.count("dropped_ttl")
+            ctx.stats.count(DROPPED_TTL)
             continue
         except MalformedHeader as err:
             log.debug("pipe %d closed: malformed backtrace: %s", pipe.id, err)
-            ctx.stats.count("dropped_malformed")
+            ctx.stats.count(DROPPED_MALFORMED)
             return out, err
         out.append(Message(body, on_top + backtrace))
     return out, None
@@ -78,7 +85,7 @@ class BacktraceRouter(ProtocolBase):
 
     def deliver_with_backtrace(self, pipe, msgs) -> None:
         if self.pipes.get(pipe.id) is not pipe:
-            self.ctx.stats.count("dropped_rejected", len(msgs))  # closing: malformed earlier
+            self.ctx.stats.count(DROPPED_REJECTED, len(msgs))  # closing: malformed earlier
             return
         out, malformed = split_stacks(self.ctx, pipe, msgs, pipe_word(pipe.id))
         if malformed is not None:
@@ -88,15 +95,15 @@ class BacktraceRouter(ProtocolBase):
             self.ctx.deliver(out, pipe.recv_priority)
 
     def route_by_backtrace(self, item) -> None:
-        header = b"" if type(item) is bytes else item.header
+        header = header_of(item)
         try:
             pipe_id, rest = pop_word(header)
         except MalformedHeader:
             pipe_id, rest = END_OF_STACK, b""
         pipe = None if pipe_id & END_OF_STACK else self.pipes.get(pipe_id)
         if pipe is None:
-            self.ctx.stats.count("dropped_no_route")
+            self.ctx.stats.count(DROPPED_NO_ROUTE)
         elif not pipe.free:
-            self.ctx.stats.count("dropped_pipe_full")
+            self.ctx.stats.count(DROPPED_PIPE_FULL)
         else:
             pipe.cmd_send(body_of(item), rest)

@@ -14,7 +14,8 @@ Extra fields: ``pipes`` (active pipes in arrival order, less those rejected), ``
 
 from __future__ import annotations
 
-from scaproust.protocols._base import ProtocolBase, body_of
+from scaproust.core.message import body_of
+from scaproust.protocols._base import ProtocolBase
 
 #: Send priority of a socket with no pipe: any pipe beats it.
 _NO_PRIORITY = 17

@@ -13,10 +13,7 @@ from __future__ import annotations
 
 from collections import deque
 
-
-def body_of(item) -> bytes:
-    """The payload of what the user sent: bytes as they are, a Message's body."""
-    return item if type(item) is bytes else item.body
+from scaproust.core.stats import DROPPED_CLOSED, DROPPED_UNEXPECTED
 
 
 class ProtocolBase:
@@ -30,11 +27,11 @@ class ProtocolBase:
         self.ctx.deliver(msgs, pipe.recv_priority)
 
     def discard(self, pipe, msgs) -> None:
-        self.ctx.stats.count("dropped_unexpected", len(msgs))
+        self.ctx.stats.count(DROPPED_UNEXPECTED, len(msgs))
 
     def drop_backlog(self, *args) -> None:
         if self.backlog:
-            self.ctx.stats.count("dropped_closed", len(self.backlog))
+            self.ctx.stats.count(DROPPED_CLOSED, len(self.backlog))
             self.backlog.clear()
 
     def hold(self, item) -> None:

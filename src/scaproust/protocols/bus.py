@@ -27,8 +27,9 @@ from __future__ import annotations
 from scaproust._generated.bus import BusFSM
 from scaproust._generated.bus_raw import BusRawFSM
 from scaproust.core.channel import UNBOUNDED
-from scaproust.core.message import Message
-from scaproust.protocols._base import ProtocolBase, body_of
+from scaproust.core.message import Message, body_of, header_of
+from scaproust.core.stats import DROPPED_PIPE_FULL
+from scaproust.protocols._base import ProtocolBase
 from scaproust.protocols._headers import WORD, pipe_word
 
 
@@ -51,12 +52,9 @@ class BusRaw(BusRawFSM, ProtocolBase):
         self.ctx.deliver([Message(body, word) for body in msgs], pipe.recv_priority)
 
     def send_to_all_but_sender(self, item) -> None:
-        if type(item) is bytes:
-            self._broadcast(item, None)
-            return
-        header = item.header
+        header = header_of(item)
         sender = WORD.unpack_from(header)[0] if len(header) >= 4 else None
-        self._broadcast(item.body, sender)
+        self._broadcast(body_of(item), sender)
 
     def _broadcast(self, body: bytes, skip_id: int | None) -> None:
         """Send ``body`` to every pipe that can take it, except the pipe ``skip_id``."""
@@ -69,7 +67,7 @@ class BusRaw(BusRawFSM, ProtocolBase):
             else:
                 missed += 1
         if missed:
-            self.ctx.stats.count("dropped_pipe_full", missed)
+            self.ctx.stats.count(DROPPED_PIPE_FULL, missed)
 
 
 class Bus(BusFSM, BusRaw):

@@ -11,7 +11,9 @@ Extra fields: ``peer`` (the pipe, ``paired`` only), ``backlog`` (see _base.py).
 from __future__ import annotations
 
 from scaproust._generated.pair import PairFSM
-from scaproust.protocols._base import ProtocolBase, body_of
+from scaproust.core.message import body_of
+from scaproust.core.stats import PIPES_REJECTED
+from scaproust.protocols._base import ProtocolBase
 
 
 class Pair(PairFSM, ProtocolBase):
@@ -28,7 +30,7 @@ class Pair(PairFSM, ProtocolBase):
         self.peer = pipe
 
     def reject_pipe(self, pipe) -> None:
-        self.ctx.stats.count("pipes_rejected")
+        self.ctx.stats.count(PIPES_REJECTED)
         self.ctx.reject_pipe(pipe)
 
     def forget_peer(self, pipe) -> None:

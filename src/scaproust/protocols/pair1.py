@@ -34,8 +34,8 @@ import logging
 
 from scaproust._generated.pair1 import Pair1FSM
 from scaproust._generated.pair1_raw import Pair1RawFSM
-from scaproust.core.message import Message
-from scaproust.protocols._base import body_of
+from scaproust.core.message import Message, body_of, header_of
+from scaproust.core.stats import DROPPED_BAD_HEADER, DROPPED_MALFORMED, DROPPED_TTL
 from scaproust.protocols._headers import WORD
 from scaproust.protocols.pair import Pair
 
@@ -64,7 +64,7 @@ class Pair1Raw(Pair1RawFSM, Pair):
 
     def reject_malformed_peer(self, pipe, msgs) -> None:
         log.debug("pipe %d closed: a PAIR v1 message without a hop count of at most %d", pipe.id, MAX_HOPS)
-        self.ctx.stats.count("dropped_malformed")
+        self.ctx.stats.count(DROPPED_MALFORMED)
         self.ctx.reject_pipe(pipe)
 
     def forget_peer(self, pipe, *args) -> None:
@@ -79,7 +79,7 @@ class Pair1Raw(Pair1RawFSM, Pair):
             if len(payload) < 4 or payload[:3] != _HOP_LIMIT:
                 break  # the table's second evt_pipe_recv row closes the pipe
             if payload[3] > ttl:
-                self.ctx.stats.count("dropped_ttl")
+                self.ctx.stats.count(DROPPED_TTL)
                 continue
             out.append(Message(payload[4:], payload[:4]) if raw else payload[4:])
         if out:
@@ -88,14 +88,12 @@ class Pair1Raw(Pair1RawFSM, Pair):
     # ---------------------------------------------------------------- sending
 
     def hop_header_ok(self, item) -> bool:
-        if type(item) is bytes:
-            return False
-        header = item.header
+        header = header_of(item)
         return len(header) == 4 and header[:3] == _HOP_LIMIT and header[3] < MAX_HOPS
 
     def refuse_header(self, item) -> None:
-        header = b"" if type(item) is bytes else item.header
-        self.ctx.stats.count("dropped_bad_header")
+        header = header_of(item)
+        self.ctx.stats.count(DROPPED_BAD_HEADER)
         log.warning("raw PAIR v1 send dropped: its header must be one hop count word under %d, "
                     "not %r", MAX_HOPS, bytes(header[:8]))
 

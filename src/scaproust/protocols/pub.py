@@ -25,7 +25,14 @@ import logging
 
 from scaproust._generated.pub import PubFSM
 from scaproust.core.channel import UNBOUNDED
-from scaproust.protocols._base import ProtocolBase, body_of
+from scaproust.core.message import body_of
+from scaproust.core.stats import (
+    DROPPED_NO_SUBSCRIBER,
+    DROPPED_SLOW_SUBSCRIBER,
+    DROPPED_UNEXPECTED,
+    PIPES_REJECTED,
+)
+from scaproust.protocols._base import ProtocolBase
 
 log = logging.getLogger("scaproust.protocol")
 
@@ -51,7 +58,7 @@ class Pub(PubFSM, ProtocolBase):
     def send_to_all(self, item) -> None:
         pipes = self.pipes
         if not pipes:
-            self.ctx.stats.count("dropped_no_subscriber")
+            self.ctx.stats.count(DROPPED_NO_SUBSCRIBER)
             return
         body = body_of(item)  # PUB has no header: a Message's header is not sent (as PUSH)
         missed = 0
@@ -61,16 +68,16 @@ class Pub(PubFSM, ProtocolBase):
             else:
                 missed += 1
         if missed:
-            self.ctx.stats.count("dropped_slow_subscriber", missed)
+            self.ctx.stats.count(DROPPED_SLOW_SUBSCRIBER, missed)
 
     def reject_sender(self, pipe, msgs) -> None:
-        self.ctx.stats.count("dropped_unexpected", len(msgs))
+        self.ctx.stats.count(DROPPED_UNEXPECTED, len(msgs))
         if pipe in self._rejected:
             return  # already closing: more frames from the same read
         self._rejected.add(pipe)
         if pipe in self.pipes:
             self.pipes.remove(pipe)  # publish nothing more to it while it closes
-        self.ctx.stats.count("pipes_rejected")
+        self.ctx.stats.count(PIPES_REJECTED)
         log.warning("pipe %d closed: a SUB peer sent %d message(s) to this PUB; subscribers "
                     "must never write (nng closes such a pipe, nanomsg aborts)",
                     pipe.id, len(msgs))

@@ -17,10 +17,9 @@ from __future__ import annotations
 from scaproust._generated.rep import RepFSM
 from scaproust._generated.rep_raw import RepRawFSM
 from scaproust.core.errors import BadState
-from scaproust.core.message import Message
+from scaproust.core.message import Message, body_of, header_of
 from scaproust.facade.policies import Policy
 from scaproust.protocols._backtrace import BacktraceRouter
-from scaproust.protocols._base import body_of
 
 
 class RepRaw(RepRawFSM, BacktraceRouter):
@@ -61,8 +60,9 @@ class RepPolicy(Policy):
         return super().recv_wait(deadline)
 
     def incoming(self, item):
-        if type(item) is bytes:
+        header = header_of(item)
+        if not header:
             return None  # no backtrace: nowhere to reply (not from a REP machine)
         with self.lock:
-            self.pending = item.header
+            self.pending = header
         return item  # recv() hands over the body, recv_msg() the backtrace too

@@ -37,11 +37,17 @@ import random
 from scaproust._generated.req import ReqFSM
 from scaproust._generated.req_raw import ReqRawFSM
 from scaproust.core.errors import BadState
-from scaproust.core.message import Message
+from scaproust.core.message import Message, body_of, header_of
+from scaproust.core.stats import (
+    DROPPED_MALFORMED,
+    DROPPED_REJECTED,
+    DROPPED_STALE,
+    PURGED_STALE,
+    REQUESTS_RESENT,
+)
 from scaproust.facade.policies import Policy
 from scaproust.protocols._backtrace import split_stacks
 from scaproust.protocols._balance import LoadBalancer
-from scaproust.protocols._base import body_of
 from scaproust.protocols._headers import (
     ID_MASK,
     id_word,
@@ -58,14 +64,11 @@ class ReqRaw(ReqRawFSM, LoadBalancer):
 
     def _transmit(self, pipe, item) -> None:
         # The header (the user's, or the cooked REQ's id word) goes out with the body.
-        if type(item) is bytes:
-            pipe.cmd_send(item)
-        else:
-            pipe.cmd_send(item.body, item.header)
+        pipe.cmd_send(body_of(item), header_of(item))
 
     def _reject(self, pipe, err) -> None:
         log.debug("pipe %d closed: %s", pipe.id, err)
-        self.ctx.stats.count("dropped_malformed")
+        self.ctx.stats.count(DROPPED_MALFORMED)
         self._forget(pipe)
         self.ctx.reject_pipe(pipe)
 
@@ -73,7 +76,7 @@ class ReqRaw(ReqRawFSM, LoadBalancer):
 
     def deliver_replies(self, pipe, msgs) -> None:
         if pipe not in self.pipes:
-            self.ctx.stats.count("dropped_rejected", len(msgs))
+            self.ctx.stats.count(DROPPED_REJECTED, len(msgs))
             return
         out, malformed = split_stacks(self.ctx, pipe, msgs)
         if malformed is not None:
@@ -125,10 +128,8 @@ class Req(ReqFSM, ReqRaw):
     # ------------------------------------------------------------------ the request
 
     def take_request(self, item) -> None:
-        if type(item) is bytes:
-            self.request = (b"", item)  # no id: no reply can ever match (the policy adds one)
-        else:
-            self.request = (item.header, item.body)
+        # A bare body has no id, so no reply can ever match it (the policy adds one).
+        self.request = (header_of(item), body_of(item))
 
     def send_request(self, *args) -> None:
         if self._timer is not None:
@@ -140,7 +141,7 @@ class Req(ReqFSM, ReqRaw):
         self._timer = self.ctx.call_later(self.ctx.options.resend_interval, self._on_resend_timer)
 
     def resend_request(self, *args) -> None:
-        self.ctx.stats.count("requests_resent")
+        self.ctx.stats.count(REQUESTS_RESENT)
         self.send_request()
 
     def _on_resend_timer(self) -> None:
@@ -172,12 +173,12 @@ class Req(ReqFSM, ReqRaw):
             else:
                 stale += 1
         if stale:
-            self.ctx.stats.count("dropped_stale", stale)
+            self.ctx.stats.count(DROPPED_STALE, stale)
         self.ctx.deliver([reply], pipe.recv_priority)
 
     def drop_replies(self, pipe, msgs) -> None:
         if pipe not in self.pipes:
-            self.ctx.stats.count("dropped_rejected", len(msgs))
+            self.ctx.stats.count(DROPPED_REJECTED, len(msgs))
             return
         stale = 0
         for payload in msgs:
@@ -186,7 +187,7 @@ class Req(ReqFSM, ReqRaw):
                 break
             stale += 1
         if stale:
-            self.ctx.stats.count("dropped_stale", stale)
+            self.ctx.stats.count(DROPPED_STALE, stale)
 
 
 class ReqPolicy(Policy):
@@ -216,7 +217,7 @@ class ReqPolicy(Policy):
             if not self.channel.inbox:
                 return  # nothing queued (the usual case): nothing can be stale
             stale = self.channel.purge_inbox(keep=lambda got: type(got) is not bytes and got.header == word)
-        self.stats.count_from_caller("purged_stale", stale)
+        self.stats.count_from_caller(PURGED_STALE, stale)
 
     def recv_wait(self, deadline):
         with self.lock:
@@ -226,10 +227,10 @@ class ReqPolicy(Policy):
 
     def incoming(self, item):
         with self.lock:
-            stale = type(item) is bytes or item.header != self.current
+            stale = header_of(item) != self.current
             if not stale:
                 self.current = None
         if stale:  # a reply to an older request
-            self.stats.count_from_caller("purged_stale")
+            self.stats.count_from_caller(PURGED_STALE)
             return None
         return item

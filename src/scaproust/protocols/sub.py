@@ -40,6 +40,7 @@ from __future__ import annotations
 
 from scaproust._generated.sub import SubFSM
 from scaproust._generated.sub_raw import SubRawFSM
+from scaproust.core.stats import DROPPED_UNMATCHED, PURGED_UNMATCHED
 from scaproust.facade.policies import Policy
 from scaproust.protocols._base import ProtocolBase
 
@@ -95,14 +96,14 @@ class Sub(SubFSM, ProtocolBase):
             prefixes = self._prefixes
             matching = [msg for msg in msgs if msg.startswith(prefixes)]
             if len(matching) != len(msgs):
-                self.ctx.stats.count("dropped_unmatched", len(msgs) - len(matching))
+                self.ctx.stats.count(DROPPED_UNMATCHED, len(msgs) - len(matching))
             if not matching:
                 return
             msgs = matching
         self.ctx.deliver(msgs, pipe.recv_priority)
 
     def discard_unmatched(self, pipe, msgs) -> None:
-        self.ctx.stats.count("dropped_unmatched", len(msgs))
+        self.ctx.stats.count(DROPPED_UNMATCHED, len(msgs))
 
     def _topics_changed(self) -> None:
         self._prefixes = tuple(sorted(self.topics))
@@ -145,6 +146,6 @@ class SubPolicy(Policy):
 
     def incoming(self, item):
         if self._purging and not item.startswith(self._topics):
-            self.stats.count_from_caller("purged_unmatched")  # queued before its topic went
+            self.stats.count_from_caller(PURGED_UNMATCHED)  # queued before its topic went
             return None
         return item

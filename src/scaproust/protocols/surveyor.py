@@ -44,10 +44,17 @@ from scaproust._generated.surveyor import SurveyorFSM
 from scaproust._generated.surveyor_raw import SurveyorRawFSM
 from scaproust.core.channel import UNBOUNDED
 from scaproust.core.errors import BadState, Timeout
-from scaproust.core.message import Message
+from scaproust.core.message import Message, body_of, header_of
+from scaproust.core.stats import (
+    DROPPED_LATE,
+    DROPPED_PIPE_FULL,
+    DROPPED_REJECTED,
+    DROPPED_STALE,
+    PURGED_STALE,
+)
 from scaproust.facade.policies import Policy
 from scaproust.protocols._backtrace import split_stacks
-from scaproust.protocols._base import ProtocolBase, body_of
+from scaproust.protocols._base import ProtocolBase
 from scaproust.protocols._headers import (
     ID_MASK,
     id_word,
@@ -74,10 +81,7 @@ class SurveyorRaw(SurveyorRawFSM, ProtocolBase):
             self.pipes.remove(pipe)
 
     def broadcast(self, item) -> None:
-        if type(item) is bytes:
-            body, header = item, b""
-        else:
-            body, header = item.body, item.header
+        body, header = body_of(item), header_of(item)
         missed = 0
         for pipe in self.pipes:
             if pipe.free:
@@ -85,7 +89,7 @@ class SurveyorRaw(SurveyorRawFSM, ProtocolBase):
             else:
                 missed += 1
         if missed:
-            self.ctx.stats.count("dropped_pipe_full", missed)
+            self.ctx.stats.count(DROPPED_PIPE_FULL, missed)
 
     def deliver_responses(self, pipe, payloads) -> None:
         items = self._parse(pipe, payloads)
@@ -94,7 +98,7 @@ class SurveyorRaw(SurveyorRawFSM, ProtocolBase):
 
     def _parse(self, pipe, payloads) -> list[Message]:
         if pipe not in self.pipes:
-            self.ctx.stats.count("dropped_rejected", len(payloads))  # closing: malformed earlier
+            self.ctx.stats.count(DROPPED_REJECTED, len(payloads))  # closing: malformed earlier
             return []
         items, malformed = split_stacks(self.ctx, pipe, payloads)
         if malformed is not None:
@@ -133,13 +137,13 @@ class Surveyor(SurveyorFSM, SurveyorRaw):
         items = self._parse(pipe, payloads)
         current = [item for item in items if item.header == self.survey]
         if len(current) < len(items):
-            self.ctx.stats.count("dropped_stale", len(items) - len(current))
+            self.ctx.stats.count(DROPPED_STALE, len(items) - len(current))
         if current:
             self.ctx.deliver(current, pipe.recv_priority)
 
     def drop_late(self, pipe, payloads) -> None:
         # Parsed all the same: a malformed response closes its pipe whenever it comes.
-        self.ctx.stats.count("dropped_late", len(self._parse(pipe, payloads)))
+        self.ctx.stats.count(DROPPED_LATE, len(self._parse(pipe, payloads)))
 
 
 class SurveyorPolicy(Policy):
@@ -169,7 +173,7 @@ class SurveyorPolicy(Policy):
             self._word = word = item.header
             self._deadline = self.clock() + self.options.survey_deadline
             stale = self.channel.purge_inbox(keep=lambda got: type(got) is not bytes and got.header == word)
-        self.stats.count_from_caller("purged_stale", stale)
+        self.stats.count_from_caller(PURGED_STALE, stale)
 
     def recv_wait(self, deadline: float | None) -> float | None:
         with self.lock:
@@ -186,14 +190,14 @@ class SurveyorPolicy(Policy):
         return max(0.0, min(left, deadline - now))
 
     def incoming(self, item):
-        header = b"" if type(item) is bytes else item.header
+        header = header_of(item)
         with self.lock:
             word, survey_deadline = self._word, self._deadline
         if header == word:
             return item
         # A response to an older survey, received before the new one purged it: drop it.
         # If the deadline passed meanwhile, this recv was pending at the deadline.
-        self.stats.count_from_caller("purged_stale")
+        self.stats.count_from_caller(PURGED_STALE)
         if survey_deadline is None or self.clock() >= survey_deadline:
             raise Timeout("recv timed out: the survey's deadline passed")
         return None
