@@ -41,7 +41,8 @@ Rules (each violation is reported as ``protocols.yaml:<line>: <what is wrong>``)
   event in every state); rows for new pairs come after. How a cooked protocol says "the raw
   table, except...", without copying rows that would then have to be kept equal;
 - every action and guard is a method of the hand-written class (or a hand-written base),
-  every public method of that class is used by some row, and no method shadows an event.
+  every public method of that class is used by some row (unless marked ``@facade_call``:
+  the facade calls it, not a row), and no method shadows an event.
 """
 
 from __future__ import annotations
@@ -417,6 +418,10 @@ def _check_handwritten(reader: _Reader, m: Machine, src_root: Path) -> None:
             reader.fail(m.class_line, f"{m.class_name}.{name} ({where}) is public but no row or state uses it: use it, or make it private (_{name})")
 
 
+#: Decorators of a machine's methods that are not actions or guards of its table.
+NOT_ACTIONS = ("property", "staticmethod", "facade_call")
+
+
 def handwritten_methods(src_root: Path, module: str, class_name: str):
     """Return ({name: 'file:line'} defined by the class, {...} inherited from hand-written bases).
 
@@ -432,7 +437,8 @@ def handwritten_methods(src_root: Path, module: str, class_name: str):
     own = {}
     for node in cls.body:
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-            is_property = any(isinstance(d, ast.Name) and d.id in ("property", "staticmethod") or
+            # Properties, and methods the facade calls rather than a row (``@facade_call``).
+            is_property = any(isinstance(d, ast.Name) and d.id in NOT_ACTIONS or
                               isinstance(d, ast.Attribute) for d in node.decorator_list)
             if not node.name.startswith("__") and not is_property:
                 own[node.name] = f"{file}:{node.lineno}"

@@ -12,16 +12,6 @@ and nanomsg.
         assert pull.recv(timeout=1.0) == b"hello"
 """
 
-from scaproust.core.errors import (
-    AddressInUse,
-    BadState,
-    Closed,
-    Error,
-    InvalidAddress,
-    NotSupported,
-    Timeout,
-    WouldBlock,
-)
 from scaproust.core.message import Message
 from scaproust.core.protocol_info import (
     Bus,
@@ -37,6 +27,16 @@ from scaproust.core.protocol_info import (
     Surveyor,
 )
 from scaproust.core.socket import PipeEvent
+from scaproust.errors import (
+    AddressInUse,
+    BadState,
+    Closed,
+    Error,
+    InvalidAddress,
+    NotSupported,
+    Timeout,
+    WouldBlock,
+)
 from scaproust.facade.device import Device, device
 from scaproust.facade.endpoint import Endpoint
 from scaproust.facade.poll import POLLIN, POLLOUT, Poller, poll

@@ -13,7 +13,7 @@ import threading
 import pytest
 
 from scaproust.core.channel import Channel
-from scaproust.core.errors import Closed, Timeout, WouldBlock
+from scaproust.errors import Closed, Timeout, WouldBlock
 
 DEADLINE = 5.0  # seconds; only reached when a test is about to fail
 

@@ -16,7 +16,7 @@ from protocols.fakes import FakeLoop, FakePipe
 
 from scaproust.core import protocol_info
 from scaproust.core.options import Options
-from scaproust.core.socket import Reply, SocketCore
+from scaproust.core.socket import SocketCore
 
 
 class FakeEndpoint:
@@ -158,11 +158,8 @@ def test_a_closed_socket_ignores_another_close_and_late_pipe_reports(h):
 
 def test_closing_one_endpoint_leaves_the_socket_its_pipes_and_its_other_endpoints_open(h):
     (pipe,) = h.open_pipes(1)
-    reply = Reply()
+    h.socket.close_endpoint(1)
 
-    h.socket.cmd_close_endpoint(1, reply)
-
-    assert reply.value is True
     assert h.socket.state == "open"
     assert h.endpoint_closes == [1, 0]
     assert list(h.socket.endpoints) == [2]

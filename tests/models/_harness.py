@@ -56,9 +56,9 @@ from protocols.fakes import FakePipe, RecordingContext
 from codegen.schema import load as load_spec
 from scaproust.core.channel import UNBOUNDED, Channel
 from scaproust.core.context import Context
-from scaproust.core.errors import BadState, Timeout, WouldBlock
 from scaproust.core.message import Message
 from scaproust.core.options import Options
+from scaproust.errors import BadState, Timeout, WouldBlock
 
 from . import conftest as _profiles  # noqa: F401  (registers the profiles, also outside pytest)
 

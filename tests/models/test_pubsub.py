@@ -19,8 +19,8 @@ from __future__ import annotations
 from hypothesis import strategies as st
 from hypothesis.stateful import rule
 
-from scaproust.core.errors import WouldBlock
 from scaproust.core.message import Message
+from scaproust.errors import WouldBlock
 from scaproust.protocols.pub import Pub
 from scaproust.protocols.sub import Sub, SubPolicy, SubRaw
 

@@ -29,8 +29,8 @@ from collections import deque
 from hypothesis import strategies as st
 from hypothesis.stateful import rule
 
-from scaproust.core.errors import BadState, WouldBlock
 from scaproust.core.message import Message
+from scaproust.errors import BadState, WouldBlock
 from scaproust.protocols.rep import Rep, RepPolicy, RepRaw
 from scaproust.protocols.req import Req, ReqPolicy, ReqRaw
 

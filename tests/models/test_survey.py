@@ -27,8 +27,8 @@ import pytest
 from hypothesis import strategies as st
 from hypothesis.stateful import rule
 
-from scaproust.core.errors import BadState, WouldBlock
 from scaproust.core.message import Message
+from scaproust.errors import BadState, WouldBlock
 from scaproust.protocols.respondent import Respondent, RespondentPolicy, RespondentRaw
 from scaproust.protocols.surveyor import Surveyor, SurveyorPolicy, SurveyorRaw
 

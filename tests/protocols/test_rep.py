@@ -23,9 +23,9 @@ import pytest
 from transitions import MachineError
 
 from scaproust.core.channel import UNBOUNDED, Channel
-from scaproust.core.errors import BadState
 from scaproust.core.message import Message
 from scaproust.core.options import Options
+from scaproust.errors import BadState
 from scaproust.protocols._headers import id_word, pipe_word
 from scaproust.protocols.rep import Rep, RepPolicy, RepRaw
 

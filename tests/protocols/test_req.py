@@ -29,9 +29,9 @@ from hypothesis import strategies as st
 from transitions import MachineError
 
 from scaproust.core.channel import Channel
-from scaproust.core.errors import BadState
 from scaproust.core.message import Message
 from scaproust.core.options import Options
+from scaproust.errors import BadState
 from scaproust.protocols import req as req_module
 from scaproust.protocols._headers import id_word, pipe_word
 from scaproust.protocols.req import Req, ReqPolicy, ReqRaw

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scaproust.core.errors import ProtocolError
+from scaproust.errors import ProtocolError
 from scaproust.transports import framing
 from scaproust.transports.framing import (
     HANDSHAKE_SIZE,

@@ -10,7 +10,7 @@ import stat
 
 import pytest
 
-from scaproust.core.errors import AddressInUse, InvalidAddress
+from scaproust.errors import AddressInUse, InvalidAddress
 from scaproust.transports import get_transport, ipc
 from scaproust.transports.framing import FrameDecoder, frame_prefix
 

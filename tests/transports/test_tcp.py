@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from scaproust.core.errors import AddressInUse, InvalidAddress
+from scaproust.errors import AddressInUse, InvalidAddress
 from scaproust.transports import get_transport, schemes, tcp
 from scaproust.transports.framing import (
     FrameDecoder,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from scaproust.core.errors import InvalidAddress
+from scaproust.errors import InvalidAddress
 from scaproust.transports.url import Address, format_tcp_url, parse_url
 
 GOOD = [

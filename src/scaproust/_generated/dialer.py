@@ -3,10 +3,11 @@
 """State machine 'dialer': A connected endpoint: dials, keeps at most one pipe, and after a
 failure waits the reconnect interval before dialing again. A drop of a connection that
 lasted at least that interval is retried at once (nanomsg does the same: WIRE.md,
-defaults); one that drops sooner (e.g. a PAIR peer that refuses a second partner) waits,
-so a refusing peer never causes a reconnect storm. A host name is looked up before each
-dial in a worker thread (resolving), never on the I/O thread; a lookup that fails or
-outlasts its timeout waits like a refused connection. Address literals dial at once.
+"Defaults"); one that drops sooner (e.g. a PAIR peer that refuses a second partner)
+waits, so a refusing peer never causes a reconnect storm. A host name is looked up
+before each dial in a worker thread (resolving), never on the I/O thread; a lookup that
+fails or outlasts its timeout waits like a refused connection. Address literals dial at
+once.
 
 Hand-written actions and guards: scaproust.core.dialer.Dialer.
 """

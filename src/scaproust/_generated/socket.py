@@ -17,7 +17,7 @@ UNLISTED = 'error'
 FINAL_STATES = ('closed',)
 EVENTS = ('cmd_bind', 'cmd_connect', 'cmd_close_endpoint', 'evt_pipe_opened', 'evt_pipe_closed', 'cmd_close', 'evt_crashed')
 GUARDS = ('has_pipes', 'has_other_pipes')
-ACTIONS = ('close_endpoints', 'close_pipes', 'close_protocol', 'notify_closed', 'add_listener', 'add_dialer', 'remove_endpoint', 'track_pipe', 'untrack_pipe', 'close_late_pipe', 'log_crash')
+ACTIONS = ('close_endpoints', 'close_pipes', 'close_protocol', 'notify_closed', 'start_endpoint', 'remove_endpoint', 'track_pipe', 'untrack_pipe', 'close_late_pipe', 'log_crash')
 
 STATES = [
     {'name': 'open', 'ignore_invalid_triggers': False},
@@ -26,8 +26,8 @@ STATES = [
 ]
 
 TRANSITIONS = [
-    {'trigger': 'cmd_bind', 'source': 'open', 'dest': None, 'after': ['add_listener']},
-    {'trigger': 'cmd_connect', 'source': 'open', 'dest': None, 'after': ['add_dialer']},
+    {'trigger': 'cmd_bind', 'source': 'open', 'dest': None, 'after': ['start_endpoint']},
+    {'trigger': 'cmd_connect', 'source': 'open', 'dest': None, 'after': ['start_endpoint']},
     {'trigger': 'cmd_close_endpoint', 'source': 'open', 'dest': None, 'after': ['remove_endpoint']},
     {'trigger': 'evt_pipe_opened', 'source': 'open', 'dest': None, 'after': ['track_pipe']},
     {'trigger': 'evt_pipe_closed', 'source': 'open', 'dest': None, 'after': ['untrack_pipe']},
@@ -63,14 +63,14 @@ class SocketCompiled:
     def cmd_bind(self, *args):
         state = self.state
         if state == 'open':
-            self.add_listener(*args)
+            self.start_endpoint(*args)
             return True
         raise MachineError('socket: ' f"Can't trigger event cmd_bind from state {state}!")
 
     def cmd_connect(self, *args):
         state = self.state
         if state == 'open':
-            self.add_dialer(*args)
+            self.start_endpoint(*args)
             return True
         raise MachineError('socket: ' f"Can't trigger event cmd_connect from state {state}!")
 

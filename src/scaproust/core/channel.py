@@ -29,8 +29,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from scaproust.core.errors import Closed, Timeout, WouldBlock
 from scaproust.core.inbox import DEFAULT_PRIORITY, Inbox
+from scaproust.errors import Closed, Timeout, WouldBlock
 
 #: Credit that never runs out, for protocols whose send never blocks (pub, bus, rep).
 UNBOUNDED = 1 << 60

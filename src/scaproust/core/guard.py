@@ -30,6 +30,12 @@ def entry_point(method):
     return guarded
 
 
+def facade_call(method):
+    """Mark a method of a machine's class that the facade calls (through ``Session.call``)
+    rather than a row of its table: codegen then does not require a row to use it."""
+    return method
+
+
 def fire(machine, event: str, *args) -> None:
     """Fire ``event`` on ``machine`` from a deferred callback (``loop.call_soon(fire, ...)``),
     guarded like an entry point."""

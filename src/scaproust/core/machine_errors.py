@@ -6,7 +6,7 @@ import contextlib
 
 from transitions import MachineError
 
-from scaproust.core.errors import Closed
+from scaproust.errors import Closed
 
 
 @contextlib.contextmanager

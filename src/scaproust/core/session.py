@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from scaproust.core.errors import Closed, Error
+from scaproust.errors import Closed, Error
 from scaproust.reactor.loop import Loop
 
 FORKED = ("this session was created before os.fork(): its I/O thread does not exist in this "

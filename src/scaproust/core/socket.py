@@ -6,8 +6,9 @@ pipes that are or were active (``pipes``, until each is dead) and its protocol m
 time"). The facade reaches it through two paths (core/channel.py): data through the
 channel's queues, drained here by ``_drain_outbox`` (in the caller's thread when it owns
 the session, else in the I/O thread) and read into them by the ``CallerReader`` or the
-I/O thread; control (bind, connect, close) as commands run on the loop thread by
-``Session.call``, each taking a ``Reply`` to fill.
+I/O thread; control (bind, connect, close, subscriptions, pipe listeners) through the
+methods marked ``@facade_call``, run on the loop thread by ``Session.call``, each
+returning its answer.
 
 Closing: ``cmd_close`` closes the endpoints (no new pipes) and asks each pipe to close,
 which flushes its queued output within ``linger``; the socket is ``closed`` when the last
@@ -27,12 +28,12 @@ from scaproust.core.caller_reader import CallerReader
 from scaproust.core.channel import Channel
 from scaproust.core.context import Context
 from scaproust.core.dialer import Dialer
-from scaproust.core.errors import Closed, Error, InvalidAddress
-from scaproust.core.guard import crash, entry_point, fire, log_crash
+from scaproust.core.guard import crash, entry_point, facade_call, fire, log_crash
 from scaproust.core.listener import Listener
 from scaproust.core.options import EndpointOptions
 from scaproust.core.session import FORKED
 from scaproust.core.stats import BYTES_SENT, MSGS_SENT, PIPES_CLOSED, PIPES_OPENED, Stats
+from scaproust.errors import Closed, Error, InvalidAddress
 from scaproust.transports import get_transport
 from scaproust.transports.url import parse_url
 
@@ -51,15 +52,6 @@ OWN_WAIT = 0.001
 #: writing each: measured here, 64-byte PUSH messages went at 70 k msg/s written one by one
 #: from the caller's thread, 400-450 k msg/s handed to the I/O thread.
 DIRECT_SPACING = 50e-6
-
-
-class Reply:
-    """The answer to one control request (the seed's Reply), filled in the I/O thread."""
-
-    __slots__ = ("value",)
-
-    def __init__(self):
-        self.value = None
 
 
 @attrs.frozen
@@ -171,43 +163,92 @@ class SocketCore(SocketFSM):
             for pipe in pipes[self._resume_turn:] + pipes[:self._resume_turn]:
                 pipe.cmd_resume()
 
-    # ------------------------------------------------------------------ endpoints
+    # ------------------------------------------------------------------ the facade's calls
+    # What the facade asks of the machines, always through ``Session.call`` (on the I/O
+    # thread, or inline in a caller's thread that owns the session). Each returns its answer.
 
-    def add_listener(self, url: str, reply: Reply, endpoint: EndpointOptions | None = None,
-                     found: tuple | None = None) -> None:
-        """Bind ``url``. ``found`` is the host name's address, looked up in the caller's
-        thread (``Socket.bind``): this may run on the I/O thread, which must not block on DNS."""
+    @facade_call
+    def bind(self, url: str, endpoint: EndpointOptions | None = None,
+             found: tuple | None = None) -> tuple[int, str]:
+        """Listen on ``url``: (endpoint id, the url as bound: the port chosen for port 0).
+
+        ``found`` is the host name's address, looked up in the caller's thread
+        (``Socket.bind``), since this may run on the I/O thread, which must not wait on DNS.
+        ``AddressInUse`` and ``InvalidAddress`` are raised at once, to the caller."""
+        self._refuse_unless_open()
         address = parse_url(url)
         transport = get_transport(address.scheme)
         options = {"ipv4_only": self.options.ipv4_only}
         if found is not None:
             options["resolved"] = found
-        # AddressInUse / InvalidAddress: at once, in the caller's thread.
         handle, resolved = transport.listen(address, **options)
-        endpoint = Listener(loop=self.loop, socket=self, transport=transport, handle=handle,
+        listener = Listener(loop=self.loop, socket=self, transport=transport, handle=handle,
                             url=resolved, endpoint_id=next(_endpoint_ids),
                             endpoint=endpoint or EndpointOptions.of(self.options))
-        self.endpoints[endpoint.endpoint_id] = endpoint
-        endpoint.cmd_start()
-        reply.value = (endpoint.endpoint_id, resolved)
+        self.cmd_bind(listener)
+        return listener.endpoint_id, resolved
 
-    def add_dialer(self, url: str, reply: Reply, endpoint: EndpointOptions | None = None) -> None:
+    @facade_call
+    def connect(self, url: str, endpoint: EndpointOptions | None = None) -> tuple[int, str]:
+        """Dial ``url`` in the background: (endpoint id, the url). ``InvalidAddress`` at once."""
+        self._refuse_unless_open()
         address = parse_url(url)
         if address.is_wildcard:
             raise InvalidAddress(f"cannot connect to a wildcard address: {url!r}")
         transport = get_transport(address.scheme)
-        endpoint = Dialer(loop=self.loop, socket=self, transport=transport, address=address,
-                          url=address.url, endpoint_id=next(_endpoint_ids),
-                          endpoint=endpoint or EndpointOptions.of(self.options))
+        dialer = Dialer(loop=self.loop, socket=self, transport=transport, address=address,
+                        url=address.url, endpoint_id=next(_endpoint_ids),
+                        endpoint=endpoint or EndpointOptions.of(self.options))
+        self.cmd_connect(dialer)
+        return dialer.endpoint_id, address.url
+
+    @facade_call
+    def close_endpoint(self, endpoint_id: int) -> None:
+        """Close one endpoint made by ``bind`` or ``connect`` (nothing if it is gone)."""
+        if self.state == "open":
+            self.cmd_close_endpoint(endpoint_id)
+
+    @facade_call
+    def subscribe(self, topic: bytes) -> None:
+        """SUB: deliver the messages that start with ``topic`` too."""
+        self.proto.cmd_subscribe(topic)
+
+    @facade_call
+    def unsubscribe(self, topic: bytes) -> None:
+        """SUB: stop delivering what only ``topic`` matched."""
+        self.proto.cmd_unsubscribe(topic)
+
+    @facade_call
+    def add_pipe_listener(self, callback) -> None:
+        """Call ``callback(PipeEvent)`` in this thread as pipes come and go."""
+        self.pipe_listeners.append(callback)
+
+    @facade_call
+    def remove_pipe_listener(self, callback) -> None:
+        """Stop calling ``callback``; ``ValueError`` if it was not added."""
+        self.pipe_listeners.remove(callback)
+
+    @facade_call
+    def close(self) -> None:
+        """Close the socket (posted by the facade, so run in the I/O thread): guarded like
+        an entry point, so a bug fails this socket only."""
+        fire(self, "cmd_close")
+
+    def _refuse_unless_open(self) -> None:
+        # A command the table refuses while closing would leave a bound port behind.
+        if self.state != "open":
+            raise Closed("socket is closed")
+
+    # ------------------------------------------------------------------ endpoints
+
+    def start_endpoint(self, endpoint: Listener | Dialer) -> None:
         self.endpoints[endpoint.endpoint_id] = endpoint
         endpoint.cmd_start()
-        reply.value = (endpoint.endpoint_id, address.url)
 
-    def remove_endpoint(self, endpoint_id: int, reply: Reply) -> None:
+    def remove_endpoint(self, endpoint_id: int) -> None:
         endpoint = self.endpoints.pop(endpoint_id, None)
         if endpoint is not None:
             endpoint.cmd_close()
-        reply.value = endpoint is not None
 
     def close_endpoints(self, *args) -> None:
         endpoints, self.endpoints = list(self.endpoints.values()), {}

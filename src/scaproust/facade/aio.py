@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from scaproust.core.errors import Closed, Timeout, WouldBlock
+from scaproust.errors import Closed, Timeout, WouldBlock
 
 
 class _LoopWaker:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from scaproust.core.errors import Closed, WouldBlock
+from scaproust.errors import Closed, WouldBlock
 from scaproust.facade.poll import POLLIN, POLLOUT, poll
 
 log = logging.getLogger("scaproust.device")

@@ -6,9 +6,9 @@ import atexit
 import threading
 import weakref
 
-from scaproust.core.errors import Closed
 from scaproust.core.protocol_info import ProtocolInfo
 from scaproust.core.session import SessionCore
+from scaproust.errors import Closed
 from scaproust.facade.socket import Socket
 
 

@@ -15,12 +15,11 @@ import threading
 import time
 
 from scaproust.core import options as _options
-from scaproust.core.errors import Closed, Error, NotSupported, Timeout
-from scaproust.core.guard import fire
 from scaproust.core.machine_errors import translate_machine_errors
 from scaproust.core.message import Message, as_message, body_of
 from scaproust.core.session import FORKED
-from scaproust.core.socket import Reply, SocketCore
+from scaproust.core.socket import SocketCore
+from scaproust.errors import Closed, Error, NotSupported, Timeout
 from scaproust.facade.aio import AsyncSocketMixin
 from scaproust.facade.endpoint import Endpoint
 from scaproust.transports import get_transport
@@ -102,12 +101,12 @@ class Socket(AsyncSocketMixin):
         An exception in it is logged and ignored.
         """
         self._check_open()
-        self._control(self._core.pipe_listeners.append, callback)
+        self._control(self._core.add_pipe_listener, callback)
 
     def remove_pipe_listener(self, callback) -> None:
         """Stop calling ``callback``; a ValueError if it was not added."""
         self._check_open()
-        self._control(self._core.pipe_listeners.remove, callback)
+        self._control(self._core.remove_pipe_listener, callback)
 
     @property
     def stats(self) -> dict[str, int]:
@@ -130,7 +129,7 @@ class Socket(AsyncSocketMixin):
         A host name (``tcp://localhost:5555``) is looked up in this thread, before the bind
         is handed to the session: its I/O thread serves every socket and must not wait on DNS.
         """
-        return self._add_endpoint(self._core.cmd_bind, url, endpoint_options, look_up=True)
+        return self._add_endpoint(self._core.bind, url, endpoint_options, look_up=True)
 
     def connect(self, url: str, **endpoint_options) -> Endpoint:
         """Dial ``url``; returns at once, connecting and reconnecting in the background.
@@ -139,7 +138,7 @@ class Socket(AsyncSocketMixin):
         options as for ``bind``. A host name is looked up before every dial, in the
         background; one that does not resolve is retried like a refused connection.
         """
-        return self._add_endpoint(self._core.cmd_connect, url, endpoint_options)
+        return self._add_endpoint(self._core.connect, url, endpoint_options)
 
     def _add_endpoint(self, command, url, endpoint_options, look_up: bool = False) -> Endpoint:
         if not isinstance(url, str):
@@ -147,9 +146,7 @@ class Socket(AsyncSocketMixin):
         self._check_open()
         endpoint = _options.EndpointOptions.of(self._options, **endpoint_options)
         found = (_look_up_bind_address(url, self._options.ipv4_only),) if look_up else ()
-        reply = Reply()
-        self._control(command, url, reply, endpoint, *found)
-        endpoint_id, resolved = reply.value
+        endpoint_id, resolved = self._control(command, url, endpoint, *found)
         endpoint = Endpoint(self, endpoint_id, resolved)
         self._endpoints[endpoint_id] = endpoint
         return endpoint
@@ -157,7 +154,7 @@ class Socket(AsyncSocketMixin):
     def _close_endpoint(self, endpoint_id: int) -> None:
         self._endpoints.pop(endpoint_id, None)
         if not self._closed:
-            self._control(self._core.cmd_close_endpoint, endpoint_id, Reply())
+            self._control(self._core.close_endpoint, endpoint_id)
 
     # ------------------------------------------------------------------ data
 
@@ -268,7 +265,7 @@ class Socket(AsyncSocketMixin):
         if not hasattr(policy, "subscribe"):
             kind = f"a raw {self._info!r} receives everything and" if self._raw else f"{self._info!r}"
             raise NotSupported(f"{kind} has no subscriptions (only a cooked sp.Sub has)")
-        policy.subscribe(topic, lambda t: self._control(self._core.proto.cmd_subscribe, t))
+        policy.subscribe(topic, lambda t: self._control(self._core.subscribe, t))
 
     def unsubscribe(self, topic) -> None:
         """SUB only: stop receiving the messages that match ``topic`` and no other topic,
@@ -282,7 +279,7 @@ class Socket(AsyncSocketMixin):
         if not hasattr(policy, "unsubscribe"):
             kind = f"a raw {self._info!r} receives everything and" if self._raw else f"{self._info!r}"
             raise NotSupported(f"{kind} has no subscriptions (only a cooked sp.Sub has)")
-        policy.unsubscribe(topic, lambda t: self._control(self._core.proto.cmd_unsubscribe, t))
+        policy.unsubscribe(topic, lambda t: self._control(self._core.unsubscribe, t))
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -304,7 +301,7 @@ class Socket(AsyncSocketMixin):
         # before still goes out (the close request is queued behind it), within linger.
         self._channel.close()
         try:
-            self._session._core.post(fire, self._core, "cmd_close")
+            self._session._core.post(self._core.close)
         except Closed:
             self._done.set()
         self._session._forget(self)
@@ -368,7 +365,7 @@ def _look_up_bind_address(url: str, ipv4_only: bool) -> tuple | None:
 def _close_collected(channel, core) -> None:
     """Close a garbage-collected socket, in the I/O thread (see ``Socket.__del__``)."""
     channel.close()
-    fire(core, "cmd_close")
+    core.close()
 
 
 def _add_option_properties(cls) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import struct
 
-from scaproust.core.errors import ProtocolError
+from scaproust.errors import ProtocolError
 
 WORD = struct.Struct(">I")
 END_OF_STACK = 0x80000000  # the bit that marks the request id, the bottom of the stack

@@ -5,7 +5,7 @@ Theory of operation
 ``RepRaw`` keeps no state beyond its pipes (one working state in the table); receiving
 and routing replies by backtrace is shared with RESPONDENT (protocols/_backtrace.py).
 
-``Rep`` is the same machine; the facade's ``RepPolicy`` keeps the header of the request the
+``Rep`` is the same machine; its policy, ``RepPolicy`` (run in the caller's thread), keeps the header of the request the
 user is answering and puts it back on the reply: a cooked REP's recv() returns the body,
 recv_msg() shows the backtrace too, and send() needs only the body.
 
@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from scaproust._generated.rep import RepFSM
 from scaproust._generated.rep_raw import RepRawFSM
-from scaproust.core.errors import BadState
 from scaproust.core.message import Message, body_of, header_of
-from scaproust.facade.policies import Policy
+from scaproust.core.policy import Policy
+from scaproust.errors import BadState
 from scaproust.protocols._backtrace import BacktraceRouter
 
 
@@ -27,7 +27,7 @@ class RepRaw(RepRawFSM, BacktraceRouter):
 
 
 class Rep(RepFSM, RepRaw):
-    """Cooked REP protocol machine: the raw one, with RepPolicy in the facade."""
+    """Cooked REP protocol machine: the raw one, with RepPolicy in the caller's thread."""
 
 
 class RepPolicy(Policy):

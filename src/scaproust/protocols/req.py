@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-The work is split between the caller's thread and the I/O thread (facade/policies.py):
+The work is split between the caller's thread and the I/O thread (core/policy.py):
 
 - ``ReqPolicy`` (facade, cooked only) owns what the user can see: it picks the request
   id (random start, +1 per request, WIRE.md), wraps the body as
@@ -36,8 +36,8 @@ import random
 
 from scaproust._generated.req import ReqFSM
 from scaproust._generated.req_raw import ReqRawFSM
-from scaproust.core.errors import BadState
 from scaproust.core.message import Message, body_of, header_of
+from scaproust.core.policy import Policy
 from scaproust.core.stats import (
     DROPPED_MALFORMED,
     DROPPED_REJECTED,
@@ -45,7 +45,7 @@ from scaproust.core.stats import (
     PURGED_STALE,
     REQUESTS_RESENT,
 )
-from scaproust.facade.policies import Policy
+from scaproust.errors import BadState
 from scaproust.protocols._backtrace import split_stacks
 from scaproust.protocols._balance import LoadBalancer
 from scaproust.protocols._headers import (

@@ -8,7 +8,7 @@ of the pipe it came on, and the response is routed back by it. The machines shar
 actions (protocols/_backtrace.py), which say what happens to every kind of input.
 
 The raw and the cooked machine have the same table and the same class: the cooked socket
-differs only in its facade policy, ``RespondentPolicy``, which keeps the header of the
+differs only in its policy, ``RespondentPolicy``, which keeps the header of the
 survey being answered and puts it on the response: a send with no survey pending raises
 ``sp.BadState``, and a new recv abandons an unanswered survey. It is REP's policy.
 

@@ -40,8 +40,8 @@ from __future__ import annotations
 
 from scaproust._generated.sub import SubFSM
 from scaproust._generated.sub_raw import SubRawFSM
+from scaproust.core.policy import Policy
 from scaproust.core.stats import DROPPED_UNMATCHED, PURGED_UNMATCHED
-from scaproust.facade.policies import Policy
 from scaproust.protocols._base import ProtocolBase
 
 

@@ -13,7 +13,7 @@ is delivered as ``Message(body, header)``. A response with no such word is malfo
 closes its pipe (nng's choice, WIRE.md); one with more than ``ttl`` words is dropped and
 counted (``dropped_ttl``).
 
-Cooked (``Surveyor``, states ``idle`` / ``surveying``): the facade's ``SurveyorPolicy``
+Cooked (``Surveyor``, states ``idle`` / ``surveying``): its policy, ``SurveyorPolicy``
 numbers the surveys (a random start, +1 each) and hands each over as
 ``Message(body, header=id_word(id))``. The machine broadcasts it like the raw one, keeps
 that id word as ``survey`` and starts the deadline timer (the ``survey_deadline`` option,
@@ -23,7 +23,7 @@ its place. While ``surveying``, responses carrying the current id word are deliv
 (``dropped_stale``). At the deadline (``evt_deadline``) the machine is back in ``idle``,
 where every response is late and dropped (``dropped_late``).
 
-The user-visible half is ``SurveyorPolicy`` (facade/policies.py explains policies), which
+The user-visible half is ``SurveyorPolicy`` (core/policy.py explains policies), which
 runs in the caller's thread and keeps its own copy of the id and the deadline, so that a
 recv needs no round trip to the I/O thread: recv before any survey, or after the deadline,
 raises ``sp.BadState``; a recv still waiting when the deadline passes raises
@@ -43,8 +43,8 @@ import time
 from scaproust._generated.surveyor import SurveyorFSM
 from scaproust._generated.surveyor_raw import SurveyorRawFSM
 from scaproust.core.channel import UNBOUNDED
-from scaproust.core.errors import BadState, Timeout
 from scaproust.core.message import Message, body_of, header_of
+from scaproust.core.policy import Policy
 from scaproust.core.stats import (
     DROPPED_LATE,
     DROPPED_PIPE_FULL,
@@ -52,7 +52,7 @@ from scaproust.core.stats import (
     DROPPED_STALE,
     PURGED_STALE,
 )
-from scaproust.facade.policies import Policy
+from scaproust.errors import BadState, Timeout
 from scaproust.protocols._backtrace import split_stacks
 from scaproust.protocols._base import ProtocolBase
 from scaproust.protocols._headers import (

@@ -12,7 +12,7 @@ import socket
 from types import ModuleType
 from typing import Protocol
 
-from scaproust.core.errors import InvalidAddress
+from scaproust.errors import InvalidAddress
 from scaproust.transports import inproc, ipc, tcp
 from scaproust.transports.tcp import LISTEN_BACKLOG, Listener
 from scaproust.transports.url import Address

@@ -25,7 +25,7 @@ from __future__ import annotations
 import struct
 from typing import Final
 
-from scaproust.core.errors import ProtocolError
+from scaproust.errors import ProtocolError
 
 __all__ = [
     "HANDSHAKE_SIZE",

@@ -29,7 +29,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from scaproust.core.errors import AddressInUse
+from scaproust.errors import AddressInUse
 from scaproust.transports.tcp import LISTEN_BACKLOG
 from scaproust.transports.url import Address, parse_url
 

@@ -28,7 +28,7 @@ import os
 import socket
 import stat
 
-from scaproust.core.errors import AddressInUse, InvalidAddress
+from scaproust.errors import AddressInUse, InvalidAddress
 from scaproust.transports.tcp import LISTEN_BACKLOG, Listener, finish_connect
 from scaproust.transports.url import Address, parse_url
 

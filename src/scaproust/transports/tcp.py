@@ -39,7 +39,7 @@ import socket
 
 import attrs
 
-from scaproust.core.errors import AddressInUse, InvalidAddress
+from scaproust.errors import AddressInUse, InvalidAddress
 from scaproust.transports.url import WILDCARD_HOST, Address, format_tcp_url, parse_url
 
 #: The kernel's queue of connections not yet accepted (it caps this at net.core.somaxconn).

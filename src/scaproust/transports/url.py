@@ -19,7 +19,7 @@ import ipaddress
 
 import attrs
 
-from scaproust.core.errors import InvalidAddress
+from scaproust.errors import InvalidAddress
 
 __all__ = ["SCHEMES", "WILDCARD_HOST", "Address", "format_tcp_url", "parse_url"]
 

@@ -1,4 +1,4 @@
-"""Facade policies: the user-visible state of a cooked protocol, checked in the caller's thread.
+"""Protocol policies: the user-visible state of a cooked protocol, checked in the caller's thread.
 
 Some rules must hold at the moment the user calls: a REQ cannot receive before it has sent,
 a REP cannot reply without a request, a SURVEYOR's recv times out at the survey deadline.
