@@ -13,19 +13,6 @@ and nanomsg.
 """
 
 from scaproust.core.message import Message
-from scaproust.core.protocol_info import (
-    Bus,
-    Pair,
-    Pair1,
-    Pub,
-    Pull,
-    Push,
-    Rep,
-    Req,
-    Respondent,
-    Sub,
-    Surveyor,
-)
 from scaproust.core.socket import PipeEvent
 from scaproust.errors import (
     AddressInUse,
@@ -42,6 +29,19 @@ from scaproust.facade.endpoint import Endpoint
 from scaproust.facade.poll import POLLIN, POLLOUT, Poller, poll
 from scaproust.facade.session import Session, socket
 from scaproust.facade.socket import Socket
+from scaproust.protocols import (
+    Bus,
+    Pair,
+    Pair1,
+    Pub,
+    Pull,
+    Push,
+    Rep,
+    Req,
+    Respondent,
+    Sub,
+    Surveyor,
+)
 
 __version__ = "0.1.0"
 

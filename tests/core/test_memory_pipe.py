@@ -11,7 +11,7 @@ import logging
 import pytest
 from protocols.fakes import FakeLoop, FakeOwner, FakeSocket
 
-from scaproust.core import protocol_info
+from scaproust import protocols
 from scaproust.core.memory_pipe import LINK_BYTES, LINK_MSGS, MemoryPipe, pipe_class
 from scaproust.core.options import Options
 from scaproust.core.pipe import Pipe
@@ -22,7 +22,7 @@ from scaproust.transports.inproc import MemoryEnd, MemoryLink
 class Link:
     """A PUSH pipe (dialed) and a PULL pipe (accepted) over one memory link."""
 
-    def __init__(self, *, same_session=True, push=protocol_info.Push, pull=protocol_info.Pull,
+    def __init__(self, *, same_session=True, push=protocols.Push, pull=protocols.Pull,
                  push_options=None, pull_options=None):
         self.link = MemoryLink()
         self.push_loop = FakeLoop()
@@ -95,7 +95,7 @@ def test_a_dialed_pipe_closed_while_connecting_stays_dead():
 
 
 def test_peers_of_incompatible_protocols_close_the_link(caplog):
-    t = Link(pull=protocol_info.Push)
+    t = Link(pull=protocols.Push)
     with caplog.at_level(logging.WARNING, logger="scaproust.pipe"):
         t.push.cmd_open()
         t.pull.cmd_open()
@@ -278,7 +278,7 @@ def test_a_pending_connection_refused_by_a_closing_listener_closes_the_dialer(re
     assert err == 0
     loop = FakeLoop()
     pipe = MemoryPipe(loop=loop, stream=end, transport=inproc,
-                      socket=FakeSocket(protocol_info.Push), owner=FakeOwner(), dialed=True,
+                      socket=FakeSocket(protocols.Push), owner=FakeOwner(), dialed=True,
                       peer_addr="inproc://x")
     pipe.cmd_open()
     loop.run_ready()
@@ -308,8 +308,8 @@ def test_signal_to_a_closed_session_is_dropped():
 
 @pytest.mark.parametrize("same_session", [True, False])
 def test_many_messages_in_both_directions_arrive_in_order(same_session):
-    t = Link(same_session=same_session, push=protocol_info.Pair,
-             pull=protocol_info.Pair).open()
+    t = Link(same_session=same_session, push=protocols.Pair,
+             pull=protocols.Pair).open()
     there = [b"t%d" % i for i in range(3000)]
     back = [b"b%d" % i for i in range(3000)]
     for i in range(0, 3000, 500):

@@ -14,7 +14,7 @@ from concurrent.futures import Future
 import pytest
 from protocols.fakes import FakeLoop, FakeSocket, FakeStream
 
-from scaproust.core import protocol_info
+from scaproust import protocols
 from scaproust.core.dialer import RESOLVE_TIMEOUT, Dialer
 from scaproust.core.options import Options
 from scaproust.transports.url import parse_url
@@ -40,7 +40,7 @@ class Harness:
     def __init__(self) -> None:
         self.loop = FakeLoop()
         self.transport = FakeDialTransport()
-        socket = FakeSocket(protocol_info.Push, Options("push", reconnect_interval=INTERVAL))
+        socket = FakeSocket(protocols.Push, Options("push", reconnect_interval=INTERVAL))
         self.dialer = Dialer(loop=self.loop, socket=socket, transport=self.transport,
                              address=None, url="tcp://127.0.0.1:5555", endpoint_id=1)
         self.dialer._random = lambda: 1.0  # waits are exactly the interval
@@ -170,7 +170,7 @@ def test_a_connect_that_raises_without_an_errno_is_a_failed_attempt_retried_late
             self.streams.append(None)
             raise OSError("name resolution failed")  # no errno
 
-    socket = FakeSocket(protocol_info.Push, Options("push", reconnect_interval=INTERVAL))
+    socket = FakeSocket(protocols.Push, Options("push", reconnect_interval=INTERVAL))
     dialer = Dialer(loop=loop, socket=socket, transport=Unresolvable(), address=None,
                     url="tcp://nowhere.invalid:5555", endpoint_id=1)
     dialer._random = lambda: 1.0
@@ -247,7 +247,7 @@ class NameHarness:
         self.loop = loop or FakeLoop()
         self.transport = FakeNameTransport(has_name)
         self.lookups: list[tuple[Future, object]] = []
-        socket = FakeSocket(protocol_info.Push, Options("push", reconnect_interval=INTERVAL))
+        socket = FakeSocket(protocols.Push, Options("push", reconnect_interval=INTERVAL))
         self.dialer = Dialer(loop=self.loop, socket=socket, transport=self.transport,
                              address=parse_url(NAME_URL), url=NAME_URL, endpoint_id=1)
         self.dialer._random = lambda: 1.0
@@ -439,7 +439,7 @@ class StarvedTransport(FakeDialTransport):
 
 def starved_dialer(transport) -> tuple[Dialer, FakeLoop]:
     loop = FakeLoop()
-    socket = FakeSocket(protocol_info.Push, Options("push", reconnect_interval=INTERVAL))
+    socket = FakeSocket(protocols.Push, Options("push", reconnect_interval=INTERVAL))
     dialer = Dialer(loop=loop, socket=socket, transport=transport, address=None,
                     url="tcp://127.0.0.1:5555", endpoint_id=1)
     dialer._random = lambda: 1.0

@@ -11,7 +11,7 @@ import logging
 import pytest
 from protocols.fakes import FakeLoop, FakePipe, FakeSocket, FakeStream
 
-from scaproust.core import protocol_info
+from scaproust import protocols
 from scaproust.core.listener import ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN, Listener, _peer_name
 
 EMFILE = OSError(errno.EMFILE, "Too many open files")
@@ -51,7 +51,7 @@ class Harness:
         self.loop = FakeLoop()
         self.transport = FakeListenTransport()
         self.handle = object()
-        self.listener = Listener(loop=self.loop, socket=FakeSocket(protocol_info.Push),
+        self.listener = Listener(loop=self.loop, socket=FakeSocket(protocols.Push),
                                  transport=self.transport, handle=self.handle,
                                  url="tcp://127.0.0.1:5555", endpoint_id=1)
         self.listener.cmd_start()

@@ -14,7 +14,7 @@ import logging
 import pytest
 from protocols.fakes import FakeLoop, FakePipe
 
-from scaproust.core import protocol_info
+from scaproust import protocols
 from scaproust.core.options import Options
 from scaproust.core.socket import SocketCore
 
@@ -34,7 +34,7 @@ class Harness:
         self.loop = FakeLoop()
         self.notified: list = []
         self.states_when_notified: list = []
-        self.socket = SocketCore(loop=self.loop, info=protocol_info.Push, options=Options("push"),
+        self.socket = SocketCore(loop=self.loop, info=protocols.Push, options=Options("push"),
                                  on_closed=self._on_closed)
         self.endpoints = [FakeEndpoint(), FakeEndpoint()]
         for n, endpoint in enumerate(self.endpoints, start=1):

@@ -23,7 +23,7 @@ from protocols.fakes import (
     FakeTransport,
 )
 
-from scaproust.core import protocol_info
+from scaproust import protocols
 from scaproust.core.options import Options
 from scaproust.core.pipe import Pipe
 
@@ -43,7 +43,7 @@ class Harness:
     """A PUSH socket's pipe and every double around it."""
 
     def __init__(self, *, ipc=False, dialed=False, connect_error=0, connect_errno=0,
-                 stream=True, info=protocol_info.Push, **options):
+                 stream=True, info=protocols.Push, **options):
         self.loop = FakeLoop()
         self.stream = FakeStream() if stream else None
         self.transport = FakeTransport(ipc=ipc, connect_errno=connect_errno)

@@ -11,14 +11,14 @@ import pytest
 from protocols.fakes import FakeLoop, FakePipe
 
 import scaproust as sp
-from scaproust.core import protocol_info
+from scaproust import protocols
 from scaproust.core.options import Options
 from scaproust.core.socket import SocketCore
 
 
 @pytest.fixture
 def core():
-    sock = SocketCore(loop=FakeLoop(), info=protocol_info.Pull, options=Options("pull"))
+    sock = SocketCore(loop=FakeLoop(), info=protocols.Pull, options=Options("pull"))
     yield sock
     sock.cmd_close()
 

@@ -6,7 +6,6 @@ import re
 import shutil
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -131,8 +130,9 @@ def test_a_public_method_that_no_row_uses_fails(tmp_path):
     shutil.copytree(ROOT / "src/scaproust/protocols", package)
     (tmp_path / "src" / "scaproust" / "core").symlink_to(ROOT / "src" / "scaproust" / "core")
     original = (package / "push.py").read_text()
-    (package / "push.py").write_text(original + textwrap.indent(
-        "\ndef shuffle_pipes(self):\n    pass\n", "    "))
+    header = "class Push(PushFSM, LoadBalancer):\n"
+    (package / "push.py").write_text(original.replace(
+        header, header + "    def shuffle_pipes(self):\n        pass\n\n"))
     err = error_of(REAL, tmp_path / "src")
     assert err.line == line_of(REAL, "class: scaproust.protocols.push:Push")
     assert re.fullmatch(r"Push\.shuffle_pipes \(src/scaproust/protocols/push\.py:\d+\) is public but no row "

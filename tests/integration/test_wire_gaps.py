@@ -41,13 +41,13 @@ import time
 import pytest
 
 import scaproust as sp
-from scaproust.core import protocol_info
+from scaproust import protocols
 from scaproust.protocols._headers import id_word, pipe_word
 from tests.integration.conftest import wait_until
 
 T = 5.0  # every blocking call gives up after this long
 MiB = 1 << 20
-ALL = protocol_info.ALL
+ALL = protocols.ALL
 
 
 def header(proto_id: int, magic: bytes = b"\x00SP\x00", reserved: bytes = b"\x00\x00") -> bytes:

@@ -12,6 +12,8 @@ import math
 
 import attrs
 
+from scaproust.core.protocol_info import ProtocolInfo, by_name, registered
+
 MiB = 1024 * 1024
 
 
@@ -25,8 +27,9 @@ class OptionSpec:
     minimum: float = 0.0
     exclusive_minimum: bool = False
     maximum: int | None = None
-    #: The protocols that have this option (by name); None: every socket.
-    protocols: tuple[str, ...] | None = None
+    #: Only the protocols that list it in their declaration accept it (its ``options``:
+    #: core/protocol_info.py); otherwise every socket has it.
+    specific: bool = False
 
 
 SPECS = {
@@ -74,13 +77,13 @@ SPECS = {
                    minimum=1, maximum=16),
         OptionSpec("resend_interval", 60.0, "seconds",
                    "seconds a REQ waits for a reply before sending the request again",
-                   exclusive_minimum=True, protocols=("req",)),
+                   exclusive_minimum=True, specific=True),
         OptionSpec("survey_deadline", 1.0, "seconds",
                    "seconds a SURVEYOR collects responses to a survey",
-                   exclusive_minimum=True, protocols=("surveyor",)),
+                   exclusive_minimum=True, specific=True),
         OptionSpec("ttl", 8, "int",
                    "most hops (header words) a message may carry; deeper ones are dropped",
-                   minimum=1, maximum=255, protocols=("req", "rep", "surveyor", "respondent", "pair1")),
+                   minimum=1, maximum=255, specific=True),
     )
 }
 
@@ -155,8 +158,14 @@ def validate(name: str, value):
     return value
 
 
-def applies(spec: OptionSpec, protocol: str | None) -> bool:
-    return spec.protocols is None or protocol is None or protocol in spec.protocols
+def applies(spec: OptionSpec, protocol: ProtocolInfo | None) -> bool:
+    """True if a socket of ``protocol`` (None: any) has the option."""
+    return not spec.specific or protocol is None or spec.name in protocol.options
+
+
+def protocols_with(spec: OptionSpec) -> list[str]:
+    """The names of the protocols that accept ``spec`` (every one if it is not specific)."""
+    return [info.name for info in registered() if applies(spec, info)]
 
 
 class Options:
@@ -164,8 +173,9 @@ class Options:
 
     __slots__ = (*SPECS, "protocol")
 
-    def __init__(self, protocol: str | None = None, **values):
-        self.protocol = protocol
+    def __init__(self, protocol: ProtocolInfo | str | None = None, **values):
+        #: The socket's protocol (a name is looked up), or None: every option applies.
+        self.protocol = by_name(protocol) if isinstance(protocol, str) else protocol
         for name, spec in SPECS.items():
             setattr(self, name, spec.default)
         for name, value in values.items():
@@ -173,9 +183,10 @@ class Options:
 
     def set(self, name: str, value) -> None:
         value = validate(name, value)
-        if not applies(SPECS[name], self.protocol):
-            raise TypeError(f"option {name} does not apply to a {self.protocol} socket "
-                            f"(it is for {', '.join(SPECS[name].protocols)})")
+        spec = SPECS[name]
+        if not applies(spec, self.protocol):
+            raise TypeError(f"option {name} does not apply to a {self.protocol.name} socket "
+                            f"(it is for {', '.join(protocols_with(spec))})")
         setattr(self, name, value)
 
 
@@ -196,6 +207,6 @@ def markdown_table() -> str:
         default = {None: "None (forever)", MiB: "1 MiB (1048576)", "": '""'}.get(spec.default, spec.default)
         if isinstance(spec.default, bool):
             default = str(spec.default)
-        sockets = ", ".join(spec.protocols) if spec.protocols else "all"
+        sockets = ", ".join(protocols_with(spec)) if spec.specific else "all"
         rows.append(f"| `{spec.name}` | {default} | {allowed} | {sockets} | {spec.doc} |")
     return "\n".join(rows) + "\n"

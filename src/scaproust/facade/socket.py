@@ -36,21 +36,18 @@ class Socket(AsyncSocketMixin):
     """
 
     def __init__(self, session, info, *, raw: bool = False, **options):
-        if not info.implemented(raw):
-            mode = "raw " if raw else ""
-            raise NotSupported(f"{mode}{info!r} is not implemented yet in this version of scaproust")
         self._session = session
         self._io_loop = session._core.loop  # for the fork check of every call
         self._info = info
         self._raw = bool(raw)
-        self._options = _options.Options(info.name, **options)
+        self._options = _options.Options(info, **options)
         self._closed = False
         self._close_lock = threading.Lock()
         self._done = threading.Event()
         self._endpoints: dict[int, Endpoint] = {}
         self._core: SocketCore = session._core.call(self._make_core)
         self._channel = self._core.channel
-        policy = None if raw else info.policy_class()
+        policy = None if raw else info.policy
         self._policy = policy(self._channel, self._options, self._core.stats) if policy else None
 
     def _make_core(self) -> SocketCore:
@@ -375,7 +372,7 @@ def _add_option_properties(cls) -> None:
         def get(self):
             self._check_fork()
             # An option of another protocol (resend_interval on a PUSH) is no attribute here.
-            if not _options.applies(_options.SPECS[name], self._info.name):
+            if not _options.applies(_options.SPECS[name], self._info):
                 raise AttributeError(f"a {self._info.name} socket has no option {name!r}")
             return getattr(self._options, name)
 

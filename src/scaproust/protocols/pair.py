@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from scaproust._generated.pair import PairFSM
 from scaproust.core.message import body_of
+from scaproust.core.protocol_info import ProtocolInfo
 from scaproust.core.stats import PIPES_REJECTED
 from scaproust.protocols._base import ProtocolBase
 
@@ -53,3 +54,8 @@ class Pair(PairFSM, ProtocolBase):
             self.backlog.append(item)
         else:
             self.peer.cmd_send(body_of(item))
+
+
+#: The protocol as users name it (sp.Pair): see core/protocol_info.py.
+PAIR = ProtocolInfo("pair", id=0x10, peer_id=0x10, peer_name="pair", can_send=True,
+                    can_recv=True, machine=Pair, raw_machine=Pair)

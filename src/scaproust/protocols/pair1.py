@@ -35,6 +35,7 @@ import logging
 from scaproust._generated.pair1 import Pair1FSM
 from scaproust._generated.pair1_raw import Pair1RawFSM
 from scaproust.core.message import Message, body_of, header_of
+from scaproust.core.protocol_info import ProtocolInfo
 from scaproust.core.stats import DROPPED_BAD_HEADER, DROPPED_MALFORMED, DROPPED_TTL
 from scaproust.protocols._headers import WORD
 from scaproust.protocols.pair import Pair
@@ -121,3 +122,8 @@ class Pair1(Pair1FSM, Pair1Raw):
 
     def _frame(self, item) -> tuple[bytes, bytes]:
         return body_of(item), FIRST_HOP
+
+
+#: The protocol as users name it (sp.Pair1): see core/protocol_info.py.
+PAIR1 = ProtocolInfo("pair1", id=0x11, peer_id=0x11, peer_name="pair1", can_send=True,
+                     can_recv=True, machine=Pair1, raw_machine=Pair1Raw, options={"ttl"})
