@@ -34,7 +34,7 @@ def dial(url: str) -> socket.socket:
     return sock
 
 
-def accept_one(listener: ipc.Listener) -> socket.socket:
+def accept_one(listener: ipc.ListeningSocket) -> socket.socket:
     wait_readable(listener)
     conn = ipc.accept(listener)
     assert conn is not None
@@ -50,9 +50,9 @@ def make_stale_socket_file(path) -> None:
 
 @pytest.fixture
 def listeners():
-    opened: list[ipc.Listener] = []
+    opened: list[ipc.ListeningSocket] = []
 
-    def listen(url: str) -> tuple[ipc.Listener, str]:
+    def listen(url: str) -> tuple[ipc.ListeningSocket, str]:
         listener, resolved = ipc.listen(url)
         opened.append(listener)
         return listener, resolved

@@ -44,7 +44,7 @@ def dial(url: str) -> socket.socket:
     return sock
 
 
-def accept_one(listener: tcp.Listener) -> socket.socket:
+def accept_one(listener: tcp.ListeningSocket) -> socket.socket:
     wait_readable(listener)
     conn = tcp.accept(listener)
     assert conn is not None
@@ -74,9 +74,9 @@ def recv_exact(sock: socket.socket, size: int) -> bytes:
 
 @pytest.fixture
 def listeners():
-    opened: list[tcp.Listener] = []
+    opened: list[tcp.ListeningSocket] = []
 
-    def listen(url: str) -> tuple[tcp.Listener, str]:
+    def listen(url: str) -> tuple[tcp.ListeningSocket, str]:
         listener, resolved = tcp.listen(url)
         opened.append(listener)
         return listener, resolved

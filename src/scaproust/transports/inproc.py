@@ -42,7 +42,7 @@ IPC_FRAMING = True
 #: Pipes of this transport are memory pipes (core/memory_pipe.py), not stream pipes.
 IN_MEMORY = True
 
-_registry: dict[str, InprocListener] = {}
+_registry: dict[str, BoundName] = {}
 _lock = threading.Lock()
 
 
@@ -130,7 +130,7 @@ class MemoryLink:
         self.listener_end.peer = self.dialer_end
 
 
-class InprocListener:
+class BoundName:
     """A bound name: connections wait in ``pending`` and ring the bell."""
 
     def __init__(self, address: Address):
@@ -172,17 +172,17 @@ def finish_connect(end: MemoryEnd) -> int:
     return 0
 
 
-def listen(address: Address | str, *, backlog: int = LISTEN_BACKLOG, ipv4_only: bool = False) -> tuple[InprocListener, str]:
+def listen(address: Address | str, *, backlog: int = LISTEN_BACKLOG, ipv4_only: bool = False) -> tuple[BoundName, str]:
     """Bind a name in this process; ``AddressInUse`` if it is bound already."""
     address = _as_address(address)
     with _lock:
         if address.path in _registry:
             raise AddressInUse(f"{address.url!r}: name already bound in this process")
-        listener = _registry[address.path] = InprocListener(address)
+        listener = _registry[address.path] = BoundName(address)
     return listener, address.url
 
 
-def accept(listener: InprocListener) -> MemoryEnd | None:
+def accept(listener: BoundName) -> MemoryEnd | None:
     """The next pending connection's listener end, or None."""
     listener.silence()
     with _lock:
@@ -191,7 +191,7 @@ def accept(listener: InprocListener) -> MemoryEnd | None:
         return listener.pending.popleft()
 
 
-def close_listener(listener: InprocListener) -> None:
+def close_listener(listener: BoundName) -> None:
     """Unbind the name (if it is still ours) and refuse what was still pending. Idempotent."""
     with _lock:
         if _registry.get(listener.address.path) is listener:

@@ -29,14 +29,14 @@ import socket
 import stat
 
 from scaproust.errors import AddressInUse, InvalidAddress
-from scaproust.transports.tcp import LISTEN_BACKLOG, Listener, finish_connect
+from scaproust.transports.tcp import LISTEN_BACKLOG, ListeningSocket, finish_connect
 from scaproust.transports.url import Address, parse_url
 
 __all__ = [
     "IPC_FRAMING",
     "PROBE_TIMEOUT",
     "SCHEME",
-    "Listener",
+    "ListeningSocket",
     "accept",
     "close_listener",
     "configure_stream",
@@ -86,7 +86,7 @@ def configure_stream(sock: socket.socket, *, nodelay: bool = True, keepalive: bo
     sock.setblocking(False)
 
 
-def listen(address: Address | str, *, backlog: int = LISTEN_BACKLOG, ipv4_only: bool = False) -> tuple[Listener, str]:
+def listen(address: Address | str, *, backlog: int = LISTEN_BACKLOG, ipv4_only: bool = False) -> tuple[ListeningSocket, str]:
     """Bind and listen on an IPC path; return ``(listener, resolved_url)``.
 
     ``address`` is an :class:`Address` or an ``ipc://`` URL; ``resolved_url`` is the URL as
@@ -125,7 +125,7 @@ def listen(address: Address | str, *, backlog: int = LISTEN_BACKLOG, ipv4_only: 
         sock.close()
         raise
     url = address.url
-    listener = Listener(
+    listener = ListeningSocket(
         sock=sock, address=address, url=url, path=abs_path, identity=(st.st_dev, st.st_ino)
     )
     return listener, url
@@ -193,7 +193,7 @@ def _listed_in_proc_net_unix(abs_path: str) -> bool:
     return False
 
 
-def accept(listener: Listener) -> socket.socket | None:
+def accept(listener: ListeningSocket) -> socket.socket | None:
     """Accept one pending connection without blocking.
 
     Returns the new socket, non-blocking (:func:`configure_stream`), or None if no connection
@@ -209,7 +209,7 @@ def accept(listener: Listener) -> socket.socket | None:
     return conn
 
 
-def close_listener(listener: Listener) -> None:
+def close_listener(listener: ListeningSocket) -> None:
     """Unlink the listener's socket file if it is still ours, then close the socket.
 
     The file is removed only if the path still names the file this listener created (same

@@ -11,7 +11,7 @@ a worker thread (:mod:`scaproust.transports.resolver`) and hands the result to
 The interface, shared with :mod:`scaproust.transports.ipc` so the reactor can drive either
 through the module returned by ``get_transport(scheme)``:
 
-* ``listen(address, *, backlog=LISTEN_BACKLOG) -> (Listener, resolved_url)``
+* ``listen(address, *, backlog=LISTEN_BACKLOG) -> (ListeningSocket, resolved_url)``
 * ``accept(listener) -> socket | None``
 * ``close_listener(listener) -> None``
 * ``connect(address) -> (socket | None, err)``, then ``finish_connect(sock) -> err``
@@ -50,7 +50,7 @@ LISTEN_BACKLOG = socket.SOMAXCONN
 __all__ = [
     "IPC_FRAMING",
     "SCHEME",
-    "Listener",
+    "ListeningSocket",
     "accept",
     "close_listener",
     "configure_stream",
@@ -78,7 +78,7 @@ _ACCEPT_AGAIN = frozenset(
 
 
 @attrs.define(eq=False)
-class Listener:
+class ListeningSocket:
     """A listening socket and what the transport needs to close it properly.
 
     ``sock`` is non-blocking and may be registered with a selector directly (``fileno()`` is
@@ -183,7 +183,7 @@ def configure_stream(sock: socket.socket, *, nodelay: bool = True, keepalive: bo
 
 
 def listen(address: Address | str, *, backlog: int = LISTEN_BACKLOG, ipv4_only: bool = False,
-           resolved: tuple[int, tuple] | None = None) -> tuple[Listener, str]:
+           resolved: tuple[int, tuple] | None = None) -> tuple[ListeningSocket, str]:
     """Bind and listen on a TCP address; return ``(listener, resolved_url)``.
 
     ``address`` is an :class:`Address` or a ``tcp://`` URL. The host is resolved with
@@ -226,10 +226,10 @@ def listen(address: Address | str, *, backlog: int = LISTEN_BACKLOG, ipv4_only: 
         raise
     assert address.host is not None
     url = format_tcp_url(address.host, port)
-    return Listener(sock=sock, address=address, url=url), url
+    return ListeningSocket(sock=sock, address=address, url=url), url
 
 
-def accept(listener: Listener) -> socket.socket | None:
+def accept(listener: ListeningSocket) -> socket.socket | None:
     """Accept one pending connection without blocking.
 
     Returns the new socket, non-blocking and configured (:func:`configure_stream`), or None
@@ -252,7 +252,7 @@ def accept(listener: Listener) -> socket.socket | None:
     return conn
 
 
-def close_listener(listener: Listener) -> None:
+def close_listener(listener: ListeningSocket) -> None:
     """Close a listener's socket (idempotent)."""
     listener.sock.close()
 
