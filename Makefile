@@ -48,7 +48,7 @@ check-regen: venv system-deps
 
 # Everything with the compiled backend, then everything that runs a machine with the
 # transitions backend (the codegen, reactor and transport tests run no machine).
-BACKEND_TESTS := tests/protocols tests/core tests/integration tests/interop tests/models \
+BACKEND_TESTS := tests/protocols tests/core tests/integration tests/interop tests/models tests/fuzz \
                  tests/models_sockets tests/test_conformance.py tests/test_docs.py
 
 test: venv system-deps check-regen

@@ -196,6 +196,7 @@ def test_cooked_pair1_closes_the_pipe_on_a_malformed_message_after_delivering_th
     assert ctx.delivered == [b"before"]
     assert ctx.rejected == [p1]
     assert ctx.stats["dropped_malformed"] == 1
+    assert ctx.stats["dropped_rejected"] == 1  # the one behind it, in the same read
     assert pair.state == "unpaired" and pair.peer is None
     assert ctx.capacity == 0
 

@@ -116,6 +116,7 @@ def test_rep_closes_a_pipe_that_sends_a_malformed_request(rep, ctx, caplog, payl
     assert ctx.delivered == [Message(b"good", pipe_word(pipe.id) + ID)]
     assert ctx.rejected == [pipe]
     assert ctx.stats["dropped_malformed"] == 1
+    assert ctx.stats["dropped_rejected"] == 1  # the one behind it, in the same read
     assert "malformed backtrace" in caplog.text
     # Nothing more from it, nothing more to it.
     rep.evt_pipe_recv(pipe, [ID + b"later"])

@@ -422,10 +422,11 @@ def test_req_closes_a_pipe_whose_reply_is_shorter_than_an_id(req, ctx, caplog, s
     if state == "sent":
         req.cmd_send(REQUEST)
 
-    req.evt_pipe_recv(p0, [b"\x80\x00"])
+    req.evt_pipe_recv(p0, [b"\x80\x00", ID + b"behind", ID + b"too"])
 
     assert ctx.rejected == [p0]
     assert ctx.stats["dropped_malformed"] == 1
+    assert ctx.stats["dropped_rejected"] == 2  # those behind it, in the same read
     assert f"pipe {p0.id} closed" in caplog.text
     assert req.pipes == [p1]  # nothing more goes to a pipe on its way out
     req.evt_pipe_recv(p0, [ID + b"from a rejected pipe"])
@@ -436,10 +437,12 @@ def test_req_delivers_a_good_reply_read_before_a_short_one(req, ctx):
     (p0,) = add_pipes(req, 5)
     req.cmd_send(REQUEST)
 
-    req.evt_pipe_recv(p0, [ID + b"good", b"\x01"])
+    req.evt_pipe_recv(p0, [ID + b"good", b"\x01", ID + b"behind"])
 
     assert ctx.delivered == [Message(b"good", ID)]
     assert ctx.rejected == [p0]
+    assert ctx.stats["dropped_malformed"] == 1
+    assert ctx.stats["dropped_rejected"] == 1
 
 
 # ================================================================ cooked REQ: close
@@ -549,6 +552,7 @@ def test_raw_req_closes_a_pipe_whose_reply_is_malformed(raw, ctx, caplog, payloa
     assert ctx.delivered == [Message(b"good", ID)]
     assert ctx.rejected == [p0]
     assert ctx.stats["dropped_malformed"] == 1
+    assert ctx.stats["dropped_rejected"] == 1  # the one behind it, in the same read
     assert "malformed backtrace" in caplog.text
     raw.cmd_send(Message(b"next", ID))
     assert p0.sent == []  # not to a pipe on its way out

@@ -49,12 +49,12 @@ def split_stacks(ctx, pipe, payloads, on_top: bytes = b"") -> tuple[list[Message
 
     Messages deeper than the ``ttl`` option are dropped and counted (``dropped_ttl``). At
     the first malformed one the split stops, it is counted (``dropped_malformed``) and its
-    error returned with the messages before it: the caller closes that pipe, ignoring the
-    rest of what it sent in that read.
+    error returned with the messages before it: the caller closes that pipe, and the rest
+    of what it sent in that read is counted as ``dropped_rejected``.
     """
     ttl = ctx.options.ttl
     out = []
-    for payload in payloads:
+    for index, payload in enumerate(payloads):
         try:
             backtrace, body = split_backtrace(payload, ttl)
         except TooManyHops:
@@ -63,6 +63,9 @@ def split_stacks(ctx, pipe, payloads, on_top: bytes = b"") -> tuple[list[Message
         except MalformedHeader as err:
             log.debug("pipe %d closed: malformed backtrace: %s", pipe.id, err)
             ctx.stats.count(DROPPED_MALFORMED)
+            # What came behind it in the same read dies with the pipe: counted too.
+            if index + 1 < len(payloads):
+                ctx.stats.count(DROPPED_REJECTED, len(payloads) - index - 1)
             return out, err
         out.append(Message(body, on_top + backtrace))
     return out, None

@@ -36,7 +36,12 @@ from scaproust._generated.pair1 import Pair1FSM
 from scaproust._generated.pair1_raw import Pair1RawFSM
 from scaproust.core.message import Message, body_of, header_of
 from scaproust.core.protocol_info import ProtocolInfo
-from scaproust.core.stats import DROPPED_BAD_HEADER, DROPPED_MALFORMED, DROPPED_TTL
+from scaproust.core.stats import (
+    DROPPED_BAD_HEADER,
+    DROPPED_MALFORMED,
+    DROPPED_REJECTED,
+    DROPPED_TTL,
+)
 from scaproust.protocols._headers import WORD
 from scaproust.protocols.pair import Pair
 
@@ -56,7 +61,7 @@ class Pair1Raw(Pair1RawFSM, Pair):
 
     def hops_well_formed(self, pipe, msgs) -> bool:
         for payload in msgs:
-            if len(payload) < 4 or payload[:3] != _HOP_LIMIT:
+            if not _hops_ok(payload):
                 return False
         return True
 
@@ -66,6 +71,10 @@ class Pair1Raw(Pair1RawFSM, Pair):
     def reject_malformed_peer(self, pipe, msgs) -> None:
         log.debug("pipe %d closed: a PAIR v1 message without a hop count of at most %d", pipe.id, MAX_HOPS)
         self.ctx.stats.count(DROPPED_MALFORMED)
+        # What came behind it in the same read dies with the pipe: counted too.
+        bad = next(i for i, payload in enumerate(msgs) if not _hops_ok(payload))
+        if bad + 1 < len(msgs):
+            self.ctx.stats.count(DROPPED_REJECTED, len(msgs) - bad - 1)
         self.ctx.reject_pipe(pipe)
 
     def forget_peer(self, pipe, *args) -> None:
@@ -77,7 +86,7 @@ class Pair1Raw(Pair1RawFSM, Pair):
         ttl = self.ctx.options.ttl
         out = []
         for payload in msgs:
-            if len(payload) < 4 or payload[:3] != _HOP_LIMIT:
+            if not _hops_ok(payload):
                 break  # the table's second evt_pipe_recv row closes the pipe
             if payload[3] > ttl:
                 self.ctx.stats.count(DROPPED_TTL)
@@ -127,3 +136,8 @@ class Pair1(Pair1FSM, Pair1Raw):
 #: The protocol as users name it (sp.Pair1): see core/protocol_info.py.
 PAIR1 = ProtocolInfo("pair1", id=0x11, peer_id=0x11, peer_name="pair1", can_send=True,
                      can_recv=True, machine=Pair1, raw_machine=Pair1Raw, options={"ttl"})
+
+
+def _hops_ok(payload: bytes) -> bool:
+    """A hop count word leads the message and is at most MAX_HOPS."""
+    return len(payload) >= 4 and payload[:3] == _HOP_LIMIT

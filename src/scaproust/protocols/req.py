@@ -67,9 +67,13 @@ class ReqRaw(ReqRawFSM, LoadBalancer):
         # The header (the user's, or the cooked REQ's id word) goes out with the body.
         pipe.cmd_send(body_of(item), header_of(item))
 
-    def _reject(self, pipe, err) -> None:
+    def _reject(self, pipe, err, behind: int = 0) -> None:
+        """Close ``pipe`` for a malformed reply; the ``behind`` messages that came after
+        it in the same read die with the pipe, counted as rejected."""
         log.debug("pipe %d closed: %s", pipe.id, err)
         self.ctx.stats.count(DROPPED_MALFORMED)
+        if behind:
+            self.ctx.stats.count(DROPPED_REJECTED, behind)
         self._forget(pipe)
         self.ctx.reject_pipe(pipe)
 
@@ -165,9 +169,10 @@ class Req(ReqFSM, ReqRaw):
         self.request = None
         reply = None
         stale = 0
-        for payload in msgs:
+        for index, payload in enumerate(msgs):
             if len(payload) < ID_SIZE:
-                self._reject(pipe, f"a {len(payload)}-byte reply has no request id")
+                self._reject(pipe, f"a {len(payload)}-byte reply has no request id",
+                             len(msgs) - index - 1)
                 break
             if reply is None and payload[:ID_SIZE] == word:
                 reply = Message(payload[ID_SIZE:], word)
@@ -182,9 +187,10 @@ class Req(ReqFSM, ReqRaw):
             self.ctx.stats.count(DROPPED_REJECTED, len(msgs))
             return
         stale = 0
-        for payload in msgs:
+        for index, payload in enumerate(msgs):
             if len(payload) < ID_SIZE:
-                self._reject(pipe, f"a {len(payload)}-byte reply has no request id")
+                self._reject(pipe, f"a {len(payload)}-byte reply has no request id",
+                             len(msgs) - index - 1)
                 break
             stale += 1
         if stale:
