@@ -29,7 +29,7 @@ from scaproust._generated.listener import ListenerFSM
 from scaproust.core.guard import entry_point, log_crash
 from scaproust.core.memory_pipe import pipe_class
 from scaproust.core.pipe import Pipe
-from scaproust.core.stats import ACCEPT_ERRORS
+from scaproust.core.stats import ACCEPT_ERRORS, PIPES_REFUSED
 
 log = logging.getLogger("scaproust.listener")
 
@@ -61,6 +61,7 @@ class Listener(ListenerFSM):
         self._backoff = ACCEPT_BACKOFF_MIN
         self._failures = 0
         self._failure: OSError | None = None
+        self._refused = False  # a connection beyond max_pipes was refused (logged once)
 
     def __repr__(self) -> str:
         return f"<Listener {self.url} {self.state}>"
@@ -101,12 +102,26 @@ class Listener(ListenerFSM):
             self._recovered()
             if stream is None:
                 return
+            limit = self.endpoint.max_pipes if self.endpoint is not None else 0
+            if limit and len(self.pipes) >= limit:
+                self._refuse(stream, limit)
+                continue
             peer = self.url if self.transport.SCHEME == "inproc" else _peer_name(stream)
             pipe = pipe_class(self.transport)(
                 loop=self.loop, stream=stream, transport=self.transport, socket=self.socket,
                 owner=self, dialed=False, peer_addr=peer, endpoint=self.endpoint)
             self.pipes.add(pipe)
             pipe.cmd_open()
+
+    def _refuse(self, stream, limit: int) -> None:
+        """Close a connection beyond ``max_pipes`` at once (before any byte is exchanged),
+        counted, and logged once per endpoint at WARNING (a flood must not flood the log)."""
+        stream.close()
+        self.socket.stats.count(PIPES_REFUSED)
+        if not self._refused:
+            self._refused = True
+            log.warning("listener %s refuses connections beyond max_pipes=%d (counted as "
+                        "pipes_refused; logged once)", self.url, limit)
 
     def _recovered(self) -> None:
         """An accept worked (or found nothing pending): end the failure episode, if any."""

@@ -22,7 +22,7 @@ class OptionSpec:
     name: str
     default: object
     kind: str  # "timeout" (None or seconds >= 0), "seconds" (> 0 or >= 0), "size" (int >= 0),
-    #            "int" (minimum..maximum), "bool", "str"
+    #            "int" (minimum..maximum), "bool", "str", "mode" (None or 0o000..0o777)
     doc: str
     minimum: float = 0.0
     exclusive_minimum: bool = False
@@ -64,6 +64,13 @@ SPECS = {
         OptionSpec("tcp_nodelay", True, "bool",
                    "TCP_NODELAY on TCP connections (frames are already coalesced per write)"),
         OptionSpec("tcp_keepalive", False, "bool", "SO_KEEPALIVE on TCP connections"),
+        OptionSpec("ipc_permissions", None, "mode",
+                   "file mode of an IPC socket file bind() creates (e.g. 0o600: its owner "
+                   "only), set before it accepts; None = what the umask gives"),
+        OptionSpec("max_pipes", 0, "size",
+                   "most pipes one bind() endpoint keeps at once; a connection beyond it is "
+                   "closed as soon as it is accepted and counted (pipes_refused); 0 = no "
+                   "limit; fixed per endpoint at bind(), which may also pass it"),
         OptionSpec("ipv4_only", False, "bool",
                    "resolve and use IPv4 addresses only (an IPv6 address is InvalidAddress)"),
         OptionSpec("socket_name", "", "str", "a name for this socket in logs and repr()"),
@@ -89,7 +96,7 @@ SPECS = {
 
 #: Options fixed per endpoint: bind() and connect() take them as keyword arguments too.
 ENDPOINT_OPTIONS = ("send_priority", "recv_priority", "recv_max_size", "reconnect_interval",
-                    "reconnect_interval_max")
+                    "reconnect_interval_max", "max_pipes")
 
 
 @attrs.frozen
@@ -102,6 +109,7 @@ class EndpointOptions:
     recv_max_size: int = MiB
     reconnect_interval: float = 0.1
     reconnect_interval_max: float = 0.0
+    max_pipes: int = 0
 
     @classmethod
     def of(cls, options: Options, **overrides) -> EndpointOptions:
@@ -122,8 +130,14 @@ def validate(name: str, value):
         spec = SPECS[name]
     except KeyError:
         raise TypeError(f"unknown socket option {name!r} (known: {', '.join(sorted(SPECS))})") from None
-    if spec.kind == "timeout" and value is None:
+    if spec.kind in ("timeout", "mode") and value is None:
         return None
+    if spec.kind == "mode":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"option {name} must be None or a file mode such as 0o600, not {value!r}")
+        if not 0 <= value <= 0o777:
+            raise ValueError(f"option {name} must be from 0o000 to 0o777, not {oct(value)}")
+        return value
     if spec.kind == "bool":
         if not isinstance(value, bool):
             raise TypeError(f"option {name} must be True or False, not {value!r}")
@@ -202,9 +216,13 @@ def markdown_table() -> str:
             allowed = f"int {int(spec.minimum)}..{spec.maximum}"
         elif spec.kind in ("bool", "str"):
             allowed = spec.kind
+        elif spec.kind == "mode":
+            allowed = "None or 0o000..0o777"
         else:
             allowed = "seconds > 0" if spec.exclusive_minimum else "seconds >= 0"
         default = {None: "None (forever)", MiB: "1 MiB (1048576)", "": '""'}.get(spec.default, spec.default)
+        if spec.kind == "mode" and spec.default is None:
+            default = "None"
         if isinstance(spec.default, bool):
             default = str(spec.default)
         sockets = ", ".join(protocols_with(spec)) if spec.specific else "all"

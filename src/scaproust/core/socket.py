@@ -178,9 +178,11 @@ class SocketCore(SocketFSM):
         self._refuse_unless_open()
         address = parse_url(url)
         transport = get_transport(address.scheme)
-        options = {"ipv4_only": self.options.ipv4_only}
+        options: dict = {"ipv4_only": self.options.ipv4_only}
         if found is not None:
             options["resolved"] = found
+        if address.scheme == "ipc" and self.options.ipc_permissions is not None:
+            options["permissions"] = self.options.ipc_permissions
         handle, resolved = transport.listen(address, **options)
         listener = Listener(loop=self.loop, socket=self, transport=transport, handle=handle,
                             url=resolved, endpoint_id=next(_endpoint_ids),

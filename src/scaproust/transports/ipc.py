@@ -86,7 +86,8 @@ def configure_stream(sock: socket.socket, *, nodelay: bool = True, keepalive: bo
     sock.setblocking(False)
 
 
-def listen(address: Address | str, *, backlog: int = LISTEN_BACKLOG, ipv4_only: bool = False) -> tuple[ListeningSocket, str]:
+def listen(address: Address | str, *, backlog: int = LISTEN_BACKLOG, ipv4_only: bool = False,
+           permissions: int | None = None) -> tuple[ListeningSocket, str]:
     """Bind and listen on an IPC path; return ``(listener, resolved_url)``.
 
     ``address`` is an :class:`Address` or an ``ipc://`` URL; ``resolved_url`` is the URL as
@@ -98,6 +99,9 @@ def listen(address: Address | str, *, backlog: int = LISTEN_BACKLOG, ipv4_only: 
     Raises :class:`InvalidAddress` when the path cannot be bound as such (missing directory,
     too long); other ``OSError`` (e.g. ``PermissionError``) propagates. May block for up to
     :data:`PROBE_TIMEOUT` seconds while probing an existing socket file.
+
+    ``permissions`` (e.g. ``0o600``) is the socket file's mode, set after bind and before
+    listen: no peer can connect before the file has it.
     """
     address = _as_address(address)
     path = address.path
@@ -119,7 +123,15 @@ def listen(address: Address | str, *, backlog: int = LISTEN_BACKLOG, ipv4_only: 
         # Record which file is ours, before anyone can replace it.
         st = os.stat(path)
         abs_path = os.path.abspath(path)
-        sock.listen(backlog)
+        try:
+            if permissions is not None:
+                # Before listen(): a connect to this path is refused until then, so no
+                # peer gets in under the umask's looser mode.
+                os.chmod(path, permissions)
+            sock.listen(backlog)
+        except BaseException:
+            os.unlink(path)  # ours (just bound): leave no file behind
+            raise
         sock.setblocking(False)
     except BaseException:
         sock.close()
