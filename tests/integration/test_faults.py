@@ -93,3 +93,50 @@ def test_a_protocol_timer_that_raises_closes_its_socket(session, caplog):
     assert "socket sp.Pull closed by an internal error" in caplog.text
     with pytest.raises(sp.Closed):
         pull.recv()
+
+
+def test_a_dialer_whose_action_raises_closes_that_endpoint_only(session, monkeypatch, caplog):
+    from scaproust.core.dialer import Dialer
+
+    pull = session.socket(sp.Pull, recv_timeout=5.0)
+    url = pull.bind("tcp://127.0.0.1:0").url
+    push = session.socket(sp.Push, send_timeout=5.0, reconnect_interval=0.01)
+    push.connect(url)
+    nowhere = push.connect("tcp://127.0.0.1:1")  # refused: it redials from its timer
+    wait_until(lambda: push.stats.get("connect_failures", 0) >= 1, what="a refused dial")
+
+    def broken(self, *args):
+        raise RuntimeError("bug in open_pipe")
+
+    with caplog.at_level("ERROR", logger="scaproust"):
+        monkeypatch.setattr(Dialer, "open_pipe", broken)
+        wait_until(lambda: f"dialer {nowhere.url} closed by an internal error" in caplog.text,
+                   what="the redialing dialer to fail")
+        monkeypatch.undo()
+    # Its socket and the socket's other endpoint carry on.
+    push.send(b"through the healthy dialer")
+    assert pull.recv() == b"through the healthy dialer"
+
+
+def test_a_socket_action_that_raises_as_a_pipe_opens_fails_that_pipe_only(session, monkeypatch, caplog):
+    from scaproust.core.socket import SocketCore
+
+    pull = session.socket(sp.Pull, recv_timeout=5.0)
+    url = pull.bind("tcp://127.0.0.1:0").url
+    real = SocketCore.track_pipe
+    broken_once = []
+
+    def track_pipe(self, pipe):
+        if not broken_once:
+            broken_once.append(pipe)
+            raise RuntimeError("bug in track_pipe")
+        real(self, pipe)
+
+    with caplog.at_level("ERROR", logger="scaproust"):
+        monkeypatch.setattr(SocketCore, "track_pipe", track_pipe)
+        push = session.socket(sp.Push, send_timeout=5.0, reconnect_interval=0.01)
+        push.connect(url)
+        # The first pipe fails (on one side or the other), the dialer redials, the next works.
+        push.send(b"after the failed pipe")
+        assert pull.recv() == b"after the failed pipe"
+    assert "closed by an internal error" in caplog.text and "bug in track_pipe" in caplog.text

@@ -128,3 +128,61 @@ def test_a_recv_with_no_descriptor_left_for_its_wakeup_waits_for_the_io_threads_
         push.send(b"message %d" % i)
         reader.join(5.0)
         assert got == [b"message %d" % i]
+
+
+ALLOCATION_FAILS = textwrap.dedent("""
+    import json, resource, socket, struct, time
+    import scaproust as sp
+
+    HEADER = bytes.fromhex("0053500000500000")  # a PUSH peer
+    MiB = 1 << 20
+
+    def vm_bytes():
+        with open("/proc/self/status") as status:
+            line = next(l for l in status if l.startswith("VmSize:"))
+        return int(line.split()[1]) * 1024
+
+    def wait(condition):
+        deadline = time.monotonic() + 10
+        while not condition():
+            assert time.monotonic() < deadline, "timed out"
+            time.sleep(0.005)
+
+    with sp.Session() as session:
+        pull = session.socket(sp.Pull, recv_max_size=0, recv_timeout=5)
+        host, port = pull.bind("tcp://127.0.0.1:0").url[6:].rsplit(":", 1)
+        bad = socket.create_connection((host, int(port)))
+        good = socket.create_connection((host, int(port)))
+        _, hard = resource.getrlimit(resource.RLIMIT_AS)
+        # Room for small allocations, none for a 16 MiB body.
+        resource.setrlimit(resource.RLIMIT_AS, (vm_bytes() + 12 * MiB, hard))
+        try:
+            bad.sendall(HEADER + struct.pack(">Q", 16 * MiB) + b"x" * 1000)
+            wait(lambda: pull.stats.get("pipe_errors", 0) == 1)
+            good.sendall(HEADER + struct.pack(">Q", 5) + b"hello")
+            received = pull.recv()
+        finally:
+            resource.setrlimit(resource.RLIMIT_AS, (hard, hard))
+        print(json.dumps({"received": received.decode(), "stats": pull.stats}))
+""")
+
+
+def test_an_allocation_that_fails_fails_that_pipe_and_the_session_keeps_serving(tmp_path):
+    # RLIMIT_AS lowered in a child so that a 16 MiB body cannot be allocated: MemoryError
+    # in the I/O thread closes that one pipe (counted in pipe_errors); the next pipe's
+    # message still arrives.
+    script = tmp_path / "allocation_fails.py"
+    script.write_text(ALLOCATION_FAILS)
+    # A fixed mmap threshold makes glibc map every large block afresh (by default it may
+    # serve one from address space a thread's arena already reserved, which the limit
+    # does not see).
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_ARENA_MAX": "1"}
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=60, cwd=ROOT, env=env)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["received"] == "hello"
+    assert result["stats"]["pipe_errors"] == 1
+    assert result["stats"]["pipes_opened"] == 2
+    assert "dropped_malformed" not in result["stats"]  # not the peer's fault
+    assert "MemoryError" in done.stderr  # logged with its traceback

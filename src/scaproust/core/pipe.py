@@ -45,6 +45,7 @@ from scaproust.core.stats import (
     DROPPED_OVERSIZE,
     PIPE_ERRORS,
 )
+from scaproust.errors import ProtocolError
 from scaproust.transports.framing import (
     FrameDecoder,
     OversizeFrame,
@@ -291,7 +292,10 @@ class Pipe(PipeFSM):
     def _feed(self, data) -> None:
         try:
             msgs = self._decoder.feed(data)
-        except Exception as err:
+        except ProtocolError as err:
+            # Bad input from the peer. Anything else (a MemoryError for a body we cannot
+            # allocate) is ours: it fails the pipe through the entry point, counted in
+            # pipe_errors with its traceback, and the session goes on.
             # Frames decoded before the bad one in the same chunk still count.
             good = getattr(err, "frames", None)
             if good:
