@@ -6,8 +6,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-# Debian packages: `dot` renders the diagrams; nanocat and nngcat are the interop peers.
-DEBS   := graphviz nanomsg-utils nng-utils
+# Debian packages: `dot` renders the diagrams; nanocat and nngcat are the interop peers;
+# `ip` (iproute2) makes the network namespaces of the partition tests.
+DEBS   := graphviz nanomsg-utils nng-utils iproute2
 
 .PHONY: all run test test-deep test-fast regen check-regen diagrams lint bench bench-quick system-deps venv clean
 
@@ -29,6 +30,7 @@ system-deps:
 	command -v dot >/dev/null || missing="$$missing graphviz"; \
 	command -v nanocat >/dev/null || missing="$$missing nanomsg-utils"; \
 	command -v nngcat >/dev/null || missing="$$missing nng-utils"; \
+	command -v ip >/dev/null || missing="$$missing iproute2"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing Debian packages:$$missing"; \

@@ -530,9 +530,11 @@ class FakeTransport:
         self.finished.append(sock)
         return self.connect_errno
 
-    def configure_stream(self, sock, *, nodelay: bool = True, keepalive: bool = False) -> None:
+    def configure_stream(self, sock, *, nodelay: bool = True, keepalive: bool = False,
+                         keepalive_timing=None) -> None:
         self.configured.append(sock)
         self.stream_options = (nodelay, keepalive)
+        self.keepalive_timing = keepalive_timing
 
 
 def sent_through(policy, item):

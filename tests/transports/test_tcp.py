@@ -270,3 +270,23 @@ def test_close_listener_closes_the_socket_and_is_idempotent():
     tcp.close_listener(listener)
     tcp.close_listener(listener)
     assert listener.sock.fileno() == -1
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_KEEPIDLE"), reason="no TCP_KEEPIDLE here")
+def test_keepalive_timing_is_set_on_the_stream_only_with_keepalive():
+    sock = socket.socket()
+    try:
+        tcp.configure_stream(sock, keepalive=True, keepalive_timing=(2, 1, 4))
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        assert [sock.getsockopt(socket.IPPROTO_TCP, opt) for opt in (
+            socket.TCP_KEEPIDLE, socket.TCP_KEEPINTVL, socket.TCP_KEEPCNT)] == [2, 1, 4]
+    finally:
+        sock.close()
+    plain = socket.socket()
+    try:
+        default_idle = plain.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE)
+        tcp.configure_stream(plain, keepalive=False, keepalive_timing=(2, 1, 4))
+        assert plain.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 0
+        assert plain.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == default_idle
+    finally:
+        plain.close()

@@ -63,7 +63,19 @@ SPECS = {
                    minimum=1, maximum=1 << 20),
         OptionSpec("tcp_nodelay", True, "bool",
                    "TCP_NODELAY on TCP connections (frames are already coalesced per write)"),
-        OptionSpec("tcp_keepalive", False, "bool", "SO_KEEPALIVE on TCP connections"),
+        OptionSpec("tcp_keepalive", False, "bool",
+                   "SO_KEEPALIVE on TCP connections: a peer that vanished (host down, network "
+                   "cut) is noticed within tcp_keepalive_idle + tcp_keepalive_interval * "
+                   "tcp_keepalive_count seconds of silence, and its pipe closed"),
+        OptionSpec("tcp_keepalive_idle", 30, "int",
+                   "whole seconds of silence before the first keepalive probe",
+                   minimum=1, maximum=32767),
+        OptionSpec("tcp_keepalive_interval", 5, "int",
+                   "whole seconds between unanswered keepalive probes",
+                   minimum=1, maximum=32767),
+        OptionSpec("tcp_keepalive_count", 3, "int",
+                   "unanswered keepalive probes after which the connection is dead",
+                   minimum=1, maximum=127),
         OptionSpec("ipc_permissions", None, "mode",
                    "file mode of an IPC socket file bind() creates (e.g. 0o600: its owner "
                    "only), set before it accepts; None = what the umask gives"),

@@ -182,8 +182,10 @@ class Pipe(PipeFSM):
 
     def tune_stream(self, *args) -> None:
         options = self._options
+        timing = (options.tcp_keepalive_idle, options.tcp_keepalive_interval,
+                  options.tcp_keepalive_count)
         self.transport.configure_stream(self.stream, nodelay=options.tcp_nodelay,
-                                        keepalive=options.tcp_keepalive)
+                                        keepalive=options.tcp_keepalive, keepalive_timing=timing)
 
     def send_handshake(self, *args) -> None:
         # Both sides send their header at once, without waiting for the peer's (WIRE.md).

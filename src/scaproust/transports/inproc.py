@@ -163,7 +163,8 @@ def _as_address(address: Address | str) -> Address:
     return parse_url(address) if isinstance(address, str) else address
 
 
-def configure_stream(end: MemoryEnd, *, nodelay: bool = True, keepalive: bool = False) -> None:
+def configure_stream(end: MemoryEnd, *, nodelay: bool = True, keepalive: bool = False,
+                     keepalive_timing: tuple[int, int, int] | None = None) -> None:
     """Nothing to configure: the TCP options mean nothing in process."""
 
 

@@ -80,7 +80,8 @@ def _bad_path(address: Address, exc: OSError) -> InvalidAddress | None:
     return None
 
 
-def configure_stream(sock: socket.socket, *, nodelay: bool = True, keepalive: bool = False) -> None:
+def configure_stream(sock: socket.socket, *, nodelay: bool = True, keepalive: bool = False,
+                     keepalive_timing: tuple[int, int, int] | None = None) -> None:
     """Make a connected IPC socket ready for a pipe: non-blocking. The TCP options
     (``nodelay``, ``keepalive``) mean nothing on a Unix socket and are ignored."""
     sock.setblocking(False)

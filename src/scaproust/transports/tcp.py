@@ -170,16 +170,25 @@ def _resolve(address: Address, *, passive: bool, ipv4_only: bool = False) -> tup
     return family, sockaddr
 
 
-def configure_stream(sock: socket.socket, *, nodelay: bool = True, keepalive: bool = False) -> None:
+def configure_stream(sock: socket.socket, *, nodelay: bool = True, keepalive: bool = False,
+                     keepalive_timing: tuple[int, int, int] | None = None) -> None:
     """Make a connected (or connecting) TCP socket ready for a pipe.
 
     Non-blocking, and TCP_NODELAY: the writer already coalesces frames into one ``sendmsg``,
     so Nagle would only add latency to REQ/REP round trips. Used for accepted and dialed
-    sockets alike.
+    sockets alike. With ``keepalive``, ``keepalive_timing`` is (idle, interval, count): the
+    kernel declares the connection dead after idle + interval * count seconds of silence
+    from the peer (where the platform has those options; Linux does).
     """
     sock.setblocking(False)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, int(nodelay))
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, int(keepalive))
+    if keepalive and keepalive_timing is not None:
+        for name, value in zip(("TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT"),
+                               keepalive_timing, strict=True):
+            option = getattr(socket, name, None)
+            if option is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, option, value)
 
 
 def listen(address: Address | str, *, backlog: int = LISTEN_BACKLOG, ipv4_only: bool = False,
