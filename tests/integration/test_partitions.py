@@ -5,7 +5,8 @@ addresses silently dropped, as a failed switch would) and healed by removing the
 - a REQ whose request is lost in the partition gets its reply once the link heals, through
   its resend timer; its recv() during the partition times out on time;
 - with ``tcp_keepalive``, a peer that vanished behind a partition is noticed within
-  idle + interval * count seconds, and its pipe closed.
+  idle + interval * count seconds, and its pipe closed; once the link heals the dialer
+  connects again and requests flow.
 
 Needs root and ``ip`` (iproute2). Without them the tests skip, except in CI (the CI
 variable set), where they fail: CI must run them.
@@ -167,7 +168,7 @@ def test_a_request_lost_in_a_partition_is_answered_once_the_link_heals(partition
                 peer.stop()
 
 
-def test_keepalive_notices_a_peer_lost_behind_a_partition_within_its_bound(partition):
+def test_keepalive_notices_a_peer_lost_behind_a_partition_and_the_dialer_comes_back(partition):
     idle, interval, count = 1, 1, 2
     echo = partition.run(partition.b, ECHO)
     client = None
@@ -192,6 +193,9 @@ def test_keepalive_notices_a_peer_lost_behind_a_partition_within_its_bound(parti
                     assert time.monotonic() < deadline, "the dead peer was never noticed"
                     time.sleep(0.05)
                 say(noticed_after=time.monotonic() - start)
+                sys.stdin.readline()  # healed
+                req.send(b"again")  # waits for the dialer to reconnect, then for the reply
+                say(reply=req.recv().decode(), reconnected=req.stats.get("pipes_opened", 0))
         """)
         assert client.read() == {"reply": "hello"}
         partition.cut()
@@ -199,6 +203,9 @@ def test_keepalive_notices_a_peer_lost_behind_a_partition_within_its_bound(parti
         noticed = client.read()["noticed_after"]
         bound = idle + interval * count
         assert bound - 1 <= noticed <= bound + 2.0, noticed
+        partition.heal()
+        client.tell("healed")
+        assert client.read() == {"reply": "again", "reconnected": 2}  # the dialer came back
     finally:
         for peer in (client, echo):
             if peer is not None:
