@@ -470,7 +470,7 @@ def test_files(root: Path, transport: bool) -> list[str]:
 
 def _stem(path: str) -> str:
     name = Path(path).stem
-    for prefix in ("test_mutants_", "test_"):
+    for prefix in ("test_",):
         if name.startswith(prefix):
             return name[len(prefix):]
     return name
