@@ -25,7 +25,7 @@ The modules:
 
 Mutants listed in tools/mutation_equivalents.yaml, with the reason no test can tell them
 apart, are reported as *equivalent* instead of survived; their keys hold no line numbers.
-Every mutant runs by default (about 13 minutes with 2 jobs); ``--every N`` samples
+Every mutant runs by default (about 20 minutes with 2 jobs); ``--every N`` samples
 deterministically, ``--from-report`` reruns only the survivors of an earlier report (the
 loop when writing tests that kill them).
 """
