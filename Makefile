@@ -71,7 +71,7 @@ run: venv system-deps regen
 	$(BIN)/python -m scaproust demo
 
 lint: venv
-	$(BIN)/ruff check src codegen tests bench
+	$(BIN)/ruff check src codegen tests bench tools
 
 # Side by side with pynng, pyzmq and a bare-socket ceiling (issue 8; bench/run.py says how),
 # then docs/PERFORMANCE.md and docs/performance.png from the new bench/results/<date>.json.
@@ -89,7 +89,8 @@ clean:
 
 # Mutation testing (issue 5, "Test power"): mutants of protocols.yaml and of the hand-written
 # actions, each run against the fast tests in a temporary copy of the tree; the report goes
-# to build/mutation-report.md. Options: make mutate MUTATE_ARGS="--only yaml --machine req".
+# to build/mutation-report.md (tools/mutate/, `python -m tools.mutate --help`). Options:
+# make mutate MUTATE_ARGS="--only yaml --machine req".
 .PHONY: mutate
 mutate: venv
-	$(BIN)/python tools/mutate.py $(MUTATE_ARGS)
+	$(BIN)/python -m tools.mutate $(MUTATE_ARGS)

@@ -32,6 +32,14 @@ def test_eight_words_pass_and_nine_are_too_many():
         split_backtrace(pipe_word(99) + eight + b"x", ttl=8)
 
 
+@pytest.mark.parametrize("ttl", [1, 2, 8])
+def test_ttl_hops_with_no_id_after_them_are_too_many_not_malformed(ttl):
+    # The id would be word ttl + 1: too deep, whatever follows (the pipe stays open).
+    hops = b"".join(pipe_word(n) for n in range(ttl))
+    with pytest.raises(TooManyHops):
+        split_backtrace(hops, ttl=ttl)
+
+
 def test_a_backtrace_without_a_request_id_or_with_a_partial_word_is_malformed():
     with pytest.raises(MalformedHeader):
         split_backtrace(pipe_word(1) + pipe_word(2), ttl=8)
@@ -45,3 +53,7 @@ def test_pop_word_splits_the_first_word():
     assert pop_word(pipe_word(3) + id_word(4)) == (3, id_word(4))
     with pytest.raises(MalformedHeader):
         pop_word(b"\x00")
+
+
+def test_pop_word_takes_a_header_of_exactly_one_word():
+    assert pop_word(pipe_word(3)) == (3, b"")

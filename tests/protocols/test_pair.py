@@ -98,6 +98,51 @@ def test_pair_ignores_a_removal_while_unpaired(pair, ctx):
     assert ctx.calls == []
 
 
+def test_a_pair_forgets_a_removed_peer_grants_nothing_and_takes_the_next_pipe(pair, ctx):
+    first = FakePipe(free=3)
+    pair.evt_pipe_added(first)
+
+    pair.evt_pipe_removed(first)
+
+    assert pair.state == "unpaired"
+    assert pair.peer is None
+    assert ctx.capacity == 0
+    assert ctx.byte_capacities[-1] == 0
+    second = FakePipe(free=2)
+    pair.evt_pipe_added(second)
+    assert pair.peer is second
+    assert ctx.rejected == []
+    assert ctx.capacity == 2
+
+
+def test_a_pair_keeps_its_peer_when_a_rejected_pipe_goes_away(pair, ctx):
+    peer, other = FakePipe(free=3), FakePipe(free=3)
+    pair.evt_pipe_added(peer)
+    pair.evt_pipe_added(other)
+    ctx.clear()
+
+    pair.evt_pipe_removed(other)
+
+    assert pair.state == "paired"
+    assert pair.peer is peer
+    assert ctx.calls == []
+
+
+def test_a_removal_while_unpaired_changes_nothing(pair, ctx):
+    gone = FakePipe(free=3)
+    pair.evt_pipe_added(gone)
+    pair.evt_pipe_removed(gone)
+    ctx.clear()
+
+    pair.evt_pipe_removed(gone)
+
+    assert pair.state == "unpaired"
+    assert ctx.calls == []
+    new = FakePipe(free=3)
+    pair.evt_pipe_added(new)
+    assert pair.peer is new
+
+
 # ---------------------------------------------------------------- send capacity
 
 
@@ -134,6 +179,20 @@ def test_pair_ignores_a_ready_signal_from_a_pipe_that_is_not_its_peer(pair, ctx)
 
 
 # ---------------------------------------------------------------- sending
+
+
+def test_a_pair_ignores_readiness_while_unpaired_and_pairs_with_the_next_pipe(pair, ctx):
+    gone = FakePipe(free=3)
+    pair.evt_pipe_added(gone)
+    pair.evt_pipe_removed(gone)
+
+    pair.evt_pipe_ready(gone)
+
+    assert pair.state == "unpaired"
+    new = FakePipe(free=3)
+    pair.evt_pipe_added(new)
+    assert pair.peer is new
+    assert ctx.rejected == []
 
 
 def test_pair_sends_to_its_peer_in_order(pair, ctx):
@@ -227,6 +286,30 @@ def test_pair_gives_a_backlog_left_by_a_departed_peer_to_the_next_peer_in_order(
     assert p1.bodies == [b"m1"]
 
 
+def test_a_pair_flushes_its_backlog_when_its_peer_is_ready_then_grants_the_room_left(pair, ctx):
+    peer = FakePipe(free=1)
+    pair.evt_pipe_added(peer)
+    pair.cmd_send(b"a")
+    pair.cmd_send(b"b")  # the peer is full: b waits
+    assert peer.bodies == [b"a"]
+
+    peer.free = 3
+    pair.evt_pipe_ready(peer)
+
+    assert peer.bodies == [b"a", b"b"]
+    assert ctx.capacity == 2
+
+
+def test_a_new_peer_first_takes_the_backlog_then_the_credit_is_what_it_has_left(pair, ctx):
+    pair.cmd_send(b"held")  # no peer yet
+
+    peer = FakePipe(free=3)
+    pair.evt_pipe_added(peer)
+
+    assert peer.bodies == [b"held"]
+    assert ctx.capacity == 2
+
+
 # ---------------------------------------------------------------- receiving
 
 
@@ -258,6 +341,35 @@ def test_pair_discards_data_arriving_while_unpaired(pair, ctx):
 
     assert ctx.delivered == []
     assert ctx.stats["dropped_unexpected"] == 1
+
+
+def test_a_pair_discards_and_counts_data_from_a_pipe_that_is_not_its_peer(pair, ctx):
+    peer, other = FakePipe(free=3), FakePipe(free=3)
+    pair.evt_pipe_added(peer)
+    pair.evt_pipe_added(other)
+
+    pair.evt_pipe_recv(other, [b"x", b"y"])
+
+    assert ctx.delivered == []
+    assert ctx.stats["dropped_unexpected"] == 2
+    assert pair.state == "paired"
+    assert pair.peer is peer
+
+
+def test_a_pair_discards_and_counts_data_arriving_while_unpaired_and_stays_unpaired(pair, ctx):
+    gone = FakePipe(free=3)
+    pair.evt_pipe_added(gone)
+    pair.evt_pipe_removed(gone)
+
+    pair.evt_pipe_recv(gone, [b"late"])
+
+    assert ctx.delivered == []
+    assert ctx.stats["dropped_unexpected"] == 1
+    assert pair.state == "unpaired"
+    new = FakePipe(free=3)
+    pair.evt_pipe_added(new)
+    assert pair.peer is new
+    assert ctx.rejected == []
 
 
 # ---------------------------------------------------------------- closing

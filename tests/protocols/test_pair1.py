@@ -50,6 +50,11 @@ def paired(machine, free: int = 5, **kwargs) -> FakePipe:
     return pipe
 
 
+def sent_item(machine, body: bytes):
+    """What the user sends: a raw PAIR v1 message needs a hop count as its header."""
+    return Message(body, hops(0)) if machine is Pair1Raw else body
+
+
 # ---------------------------------------------------------------- one peer, as PAIR v0
 
 
@@ -125,6 +130,136 @@ def test_pair1_discards_data_from_a_rejected_pipe_and_ignores_its_ready_and_remo
     assert ctx.stats["dropped_unexpected"] == 1
     assert pair.peer is p1 and pair.state == "paired"
     assert ctx.capacities == []
+
+
+@pytest.mark.parametrize("machine", [Pair1Raw, Pair1])
+def test_a_pair_forgets_a_removed_peer_grants_nothing_and_takes_the_next_pipe(ctx, machine):
+    pair = machine(ctx)
+    first = FakePipe(free=3)
+    pair.evt_pipe_added(first)
+
+    pair.evt_pipe_removed(first)
+
+    assert pair.state == "unpaired"
+    assert pair.peer is None
+    assert ctx.capacity == 0
+    assert ctx.byte_capacities[-1] == 0
+    second = FakePipe(free=2)
+    pair.evt_pipe_added(second)
+    assert pair.peer is second
+    assert ctx.rejected == []
+    assert ctx.capacity == 2
+
+
+@pytest.mark.parametrize("machine", [Pair1Raw, Pair1])
+def test_a_pair_keeps_its_peer_when_a_rejected_pipe_goes_away(ctx, machine):
+    pair = machine(ctx)
+    peer, other = FakePipe(free=3), FakePipe(free=3)
+    pair.evt_pipe_added(peer)
+    pair.evt_pipe_added(other)
+    ctx.clear()
+
+    pair.evt_pipe_removed(other)
+
+    assert pair.state == "paired"
+    assert pair.peer is peer
+    assert ctx.calls == []
+
+
+@pytest.mark.parametrize("machine", [Pair1Raw, Pair1])
+def test_a_pair_flushes_its_backlog_when_its_peer_is_ready_then_grants_the_room_left(
+        ctx, machine):
+    pair = machine(ctx)
+    peer = FakePipe(free=1)
+    pair.evt_pipe_added(peer)
+    pair.cmd_send(sent_item(machine, b"a"))
+    pair.cmd_send(sent_item(machine, b"b"))  # the peer is full: b waits
+    assert peer.bodies == [b"a"]
+
+    peer.free = 3
+    pair.evt_pipe_ready(peer)
+
+    assert peer.bodies == [b"a", b"b"]
+    assert ctx.capacity == 2
+
+
+@pytest.mark.parametrize("machine", [Pair1Raw, Pair1])
+def test_a_pair_ignores_readiness_while_unpaired_and_pairs_with_the_next_pipe(ctx, machine):
+    pair = machine(ctx)
+    gone = FakePipe(free=3)
+    pair.evt_pipe_added(gone)
+    pair.evt_pipe_removed(gone)
+
+    pair.evt_pipe_ready(gone)
+
+    assert pair.state == "unpaired"
+    new = FakePipe(free=3)
+    pair.evt_pipe_added(new)
+    assert pair.peer is new
+    assert ctx.rejected == []
+
+
+@pytest.mark.parametrize("machine", [Pair1Raw, Pair1])
+def test_a_pair_discards_and_counts_data_from_a_pipe_that_is_not_its_peer(ctx, machine):
+    pair = machine(ctx)
+    peer, other = FakePipe(free=3), FakePipe(free=3)
+    pair.evt_pipe_added(peer)
+    pair.evt_pipe_added(other)
+
+    pair.evt_pipe_recv(other, [hops(1) + b"x", hops(1) + b"y"])
+
+    assert ctx.delivered == []
+    assert ctx.stats["dropped_unexpected"] == 2
+    assert pair.state == "paired"
+    assert pair.peer is peer
+
+
+@pytest.mark.parametrize("machine", [Pair1Raw, Pair1])
+def test_a_pair_discards_and_counts_data_arriving_while_unpaired_and_stays_unpaired(
+        ctx, machine):
+    pair = machine(ctx)
+    gone = FakePipe(free=3)
+    pair.evt_pipe_added(gone)
+    pair.evt_pipe_removed(gone)
+
+    pair.evt_pipe_recv(gone, [hops(1) + b"late"])
+
+    assert ctx.delivered == []
+    assert ctx.stats["dropped_unexpected"] == 1
+    assert pair.state == "unpaired"
+    new = FakePipe(free=3)
+    pair.evt_pipe_added(new)
+    assert pair.peer is new
+    assert ctx.rejected == []
+
+
+@pytest.mark.parametrize("machine", [Pair1Raw, Pair1])
+def test_a_new_peer_first_takes_the_backlog_then_the_credit_is_what_it_has_left(ctx, machine):
+    pair = machine(ctx)
+    pair.cmd_send(sent_item(machine, b"held"))  # no peer yet
+
+    peer = FakePipe(free=3)
+    pair.evt_pipe_added(peer)
+
+    assert peer.bodies == [b"held"]
+    assert ctx.capacity == 2
+
+
+@pytest.mark.parametrize("machine", [Pair1Raw, Pair1])
+def test_a_removal_while_unpaired_changes_nothing(ctx, machine):
+    pair = machine(ctx)
+    gone = FakePipe(free=3)
+    pair.evt_pipe_added(gone)
+    pair.evt_pipe_removed(gone)
+    ctx.clear()
+
+    pair.evt_pipe_removed(gone)
+
+    assert pair.state == "unpaired"
+    assert ctx.calls == []
+    new = FakePipe(free=3)
+    pair.evt_pipe_added(new)
+    assert pair.peer is new
 
 
 # ---------------------------------------------------------------- cooked hop counts
@@ -222,6 +357,21 @@ def test_pair1_forgets_a_malformed_peer_at_once_so_a_new_pipe_pairs_and_the_old_
     assert ctx.capacity == 3
 
 
+@pytest.mark.parametrize("machine", [Pair1Raw, Pair1])
+def test_a_payload_shorter_than_a_hop_count_closes_the_pipe_even_if_its_bytes_are_zero(
+        ctx, machine):
+    pair = machine(ctx)
+    peer = FakePipe(free=3)
+    pair.evt_pipe_added(peer)
+
+    pair.evt_pipe_recv(peer, [hops(1) + b"ok", b"\x00\x00\x00"])
+
+    assert ctx.rejected == [peer]
+    assert ctx.stats["dropped_malformed"] == 1
+    assert pair.state == "unpaired"
+    assert len(ctx.delivered) == 1
+
+
 # ---------------------------------------------------------------- raw hop counts
 
 
@@ -282,6 +432,25 @@ def test_raw_pair1_refuses_a_send_whose_header_is_not_one_word_under_255(raw, ct
     assert not raw.backlog
     if p1 is not None:
         assert p1.sent == []
+
+
+@pytest.mark.parametrize("with_peer", [False, True], ids=["unpaired", "paired"])
+def test_a_refused_raw_pair1_send_leaves_the_machine_where_it_was_and_gives_the_credit_back(
+        raw, ctx, with_peer):
+    peer = FakePipe(free=3)
+    if with_peer:
+        raw.evt_pipe_added(peer)
+    ctx.clear()
+
+    raw.cmd_send(Message(b"bad", b"\x00\x00\x01\x00"))  # a hop count of 256
+
+    assert ctx.stats["dropped_bad_header"] == 1
+    assert raw.state == ("paired" if with_peer else "unpaired")
+    assert ctx.capacities == [3 if with_peer else 0]
+    if not with_peer:
+        raw.evt_pipe_added(peer)
+    raw.cmd_send(Message(b"good", hops(0)))
+    assert peer.sent == [(b"good", hops(1))]
 
 
 def test_raw_pair1_holds_good_messages_until_a_peer_comes(raw):

@@ -19,7 +19,9 @@ Test list:
 
 from __future__ import annotations
 
+import gc
 import logging
+import weakref
 
 import pytest
 from hypothesis import given, settings
@@ -231,6 +233,22 @@ def test_pub_rejects_data_from_a_pipe_it_was_never_told_about(pub, ctx):
     pub.evt_pipe_recv(stranger, [b"x"])
 
     assert ctx.rejected == [stranger]
+
+
+def test_a_pub_keeps_nothing_of_a_pipe_it_rejected_once_that_pipe_is_removed():
+    ctx = RecordingContext()
+    pub = Pub(ctx)
+    pipe = FakePipe(free=5)
+    pub.evt_pipe_added(pipe)
+    pub.evt_pipe_recv(pipe, [b"a SUB never writes"])  # rejected
+    pub.evt_pipe_removed(pipe)
+    ctx.clear()  # the recorded reject_pipe call holds the pipe too
+    gone = weakref.ref(pipe)
+
+    del pipe
+    gc.collect()
+
+    assert gone() is None  # no per-pipe memory left behind
 
 
 # ---------------------------------------------------------------- close

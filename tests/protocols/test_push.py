@@ -190,6 +190,22 @@ def test_push_send_capacity_drops_to_zero_when_the_last_pipe_goes(push, ctx):
     assert push.pipes == []
 
 
+def test_while_messages_wait_in_the_backlog_push_grants_no_credit_in_messages_or_bytes(push, ctx):
+    pipe = FakePipe(free=1)
+    push.evt_pipe_added(pipe)
+    push.evt_pipe_removed(pipe)  # the credit was granted: the next send finds no pipe
+    push.cmd_send(b"waits")
+    ctx.clear()
+    ctx.byte_capacities.clear()
+
+    full = FakePipe(free=0)
+    push.evt_pipe_added(full)
+
+    assert list(push.backlog) == [b"waits"]
+    assert ctx.capacities == [0]
+    assert ctx.byte_capacities == [0]
+
+
 # ---------------------------------------------------------------- removal and round robin
 
 
@@ -243,6 +259,22 @@ def test_push_removing_every_pipe_backlogs_further_messages(push):
 
     (c,) = add_pipes(push, 9)
     assert c.bodies == [b"2"]
+
+
+def test_after_the_pipe_at_the_cursor_goes_round_robin_starts_again_from_the_first_pipe(push):
+    journal: list = []
+    a, b = FakePipe(free=9, journal=journal), FakePipe(free=9, journal=journal)
+    push.evt_pipe_added(a)
+    push.evt_pipe_added(b)
+    push.cmd_send(b"1")  # a; next is b, the last of the list
+
+    push.evt_pipe_removed(b)
+    c = FakePipe(free=9, journal=journal)
+    push.evt_pipe_added(c)
+    push.cmd_send(b"2")
+    push.cmd_send(b"3")
+
+    assert targets(journal) == [a, a, c]
 
 
 OPS = st.one_of(

@@ -127,6 +127,18 @@ def test_rep_closes_a_pipe_that_sends_a_malformed_request(rep, ctx, caplog, payl
     assert rep.pipes == {}
 
 
+def test_messages_from_a_pipe_closed_for_a_malformed_backtrace_are_dropped_and_counted(rep, ctx):
+    bad = FakePipe(free=5)
+    rep.evt_pipe_added(bad)
+    rep.evt_pipe_recv(bad, [pipe_word(1)])  # no id word: malformed, the pipe is closed
+    assert ctx.rejected == [bad]
+
+    rep.evt_pipe_recv(bad, [ID + b"late", ID + b"later"])
+
+    assert ctx.delivered == []
+    assert ctx.stats["dropped_rejected"] == 2
+
+
 # ---------------------------------------------------------------- replying
 
 
@@ -148,6 +160,29 @@ def test_rep_echoes_the_backtrace_it_received_byte_for_byte(rep, ctx):
     rep.cmd_send(Message(b"answer", request.header))
 
     assert pipe.sent == [(b"answer", backtrace)]
+
+
+def test_it_answers_one_request_after_another_on_the_same_pipe(rep, ctx):
+    pipe = FakePipe(free=5)
+    rep.evt_pipe_added(pipe)
+
+    for n in range(3):
+        rep.evt_pipe_recv(pipe, [ID + b"q%d" % n])
+        (request,) = ctx.delivered[-1:]
+        rep.cmd_send(Message(b"a%d" % n, request.header))
+
+    assert rep.state == "open"
+    assert pipe.sent == [(b"a0", ID), (b"a1", ID), (b"a2", ID)]
+
+
+def test_an_answer_whose_header_is_only_the_pipe_word_goes_to_that_pipe_bare(rep, ctx):
+    pipe = FakePipe(free=5)
+    rep.evt_pipe_added(pipe)
+
+    rep.cmd_send(Message(b"bare", pipe_word(pipe.id)))
+
+    assert pipe.sent == [(b"bare", b"")]
+    assert ctx.stats["dropped_no_route"] == 0
 
 
 def test_rep_discards_a_reply_for_a_pipe_that_is_gone(rep, ctx):

@@ -124,6 +124,19 @@ def test_a_malformed_survey_closes_its_pipe(machine, ctx, payload):
     assert ctx.stats["dropped_malformed"] == 1
 
 
+def test_messages_from_a_pipe_closed_for_a_malformed_backtrace_are_dropped_and_counted(
+        machine, ctx):
+    bad = FakePipe(free=5)
+    machine.evt_pipe_added(bad)
+    machine.evt_pipe_recv(bad, [pipe_word(1)])  # no id word: malformed, the pipe is closed
+    assert ctx.rejected == [bad]
+
+    machine.evt_pipe_recv(bad, [ID + b"late", ID + b"later"])
+
+    assert ctx.delivered == []
+    assert ctx.stats["dropped_rejected"] == 2
+
+
 # ---------------------------------------------------------------------------- sending
 
 
@@ -136,6 +149,29 @@ def test_a_response_goes_back_on_the_pipe_its_survey_came_from_with_the_backtrac
 
     assert p0.sent == []
     assert p1.sent == [(b"answer", pipe_word(7) + ID)]  # the stack as it came, byte for byte
+
+
+def test_it_answers_one_request_after_another_on_the_same_pipe(machine, ctx):
+    pipe = FakePipe(free=5)
+    machine.evt_pipe_added(pipe)
+
+    for n in range(3):
+        machine.evt_pipe_recv(pipe, [ID + b"q%d" % n])
+        (request,) = ctx.delivered[-1:]
+        machine.cmd_send(sp.Message(b"a%d" % n, request.header))
+
+    assert machine.state == "open"
+    assert pipe.sent == [(b"a0", ID), (b"a1", ID), (b"a2", ID)]
+
+
+def test_an_answer_whose_header_is_only_the_pipe_word_goes_to_that_pipe_bare(machine, ctx):
+    pipe = FakePipe(free=5)
+    machine.evt_pipe_added(pipe)
+
+    machine.cmd_send(sp.Message(b"bare", pipe_word(pipe.id)))
+
+    assert pipe.sent == [(b"bare", b"")]
+    assert ctx.stats["dropped_no_route"] == 0
 
 
 def test_a_response_for_a_pipe_that_is_gone_is_discarded_and_counted(machine, ctx):

@@ -202,6 +202,22 @@ def test_a_closed_surveyor_can_be_closed_again_but_takes_no_survey(kind, ctx):
         machine.cmd_send(survey())
 
 
+@pytest.mark.parametrize("machine", [SurveyorRaw, Surveyor])
+def test_responses_from_a_pipe_closed_for_a_malformed_response_are_dropped_and_counted(
+        ctx, machine):
+    surveyor = machine(ctx)
+    bad = FakePipe()
+    surveyor.evt_pipe_added(bad)
+    surveyor.cmd_send(sp.Message(b"q", ID))
+    surveyor.evt_pipe_recv(bad, [b"\x80\x00"])  # a partial word: the pipe is closed
+    assert ctx.rejected == [bad]
+
+    surveyor.evt_pipe_recv(bad, [ID + b"late", ID + b"later"])
+
+    assert ctx.delivered == []
+    assert ctx.stats["dropped_rejected"] == 2
+
+
 # ---------------------------------------------------------------------------- raw
 
 
@@ -345,6 +361,36 @@ def test_closing_during_a_survey_cancels_its_deadline(cooked, loop):
     loop.advance(10 * DEADLINE)  # nothing fires into the closed machine
 
 
+@pytest.mark.parametrize("after_a_survey", [False, True], ids=["before", "after-deadline"])
+def test_pipes_coming_going_and_getting_ready_leave_an_idle_surveyor_idle(
+        cooked, ctx, loop, after_a_survey):
+    first, second = FakePipe(), FakePipe()
+    cooked.evt_pipe_added(first)
+    if after_a_survey:
+        cooked.cmd_send(sp.Message(b"q", ID))
+        loop.advance(DEADLINE)
+
+    cooked.evt_pipe_added(second)
+    cooked.evt_pipe_ready(second)
+    cooked.evt_pipe_removed(first)
+
+    assert cooked.state == "idle"
+    cooked.evt_pipe_recv(second, [ID + b"late"])
+    assert ctx.delivered == []
+    assert ctx.stats["dropped_late"] == 1
+
+
+def test_responses_all_to_the_current_survey_count_no_drop(cooked, ctx):
+    pipe = FakePipe()
+    cooked.evt_pipe_added(pipe)
+    cooked.cmd_send(sp.Message(b"q", ID))
+
+    cooked.evt_pipe_recv(pipe, [ID + b"yes", ID + b"no"])
+
+    assert ctx.delivered == [sp.Message(b"yes", ID), sp.Message(b"no", ID)]
+    assert "dropped_stale" not in ctx.stats.snapshot()
+
+
 # ---------------------------------------------------------------------------- the facade policy
 
 
@@ -463,6 +509,16 @@ def test_a_new_survey_purges_responses_not_yet_taken_and_counts_them(policy, cha
 
     assert channel.get(0) == sp.Message(b"r3", new)
     assert policy.stats.snapshot() == {"purged_stale": 2}
+
+
+def test_a_response_to_the_new_survey_already_queued_when_it_is_sent_is_kept(policy, channel):
+    old = sent_through(policy, b"one").header
+    new = policy.outgoing(b"two")
+    channel.push_many([sp.Message(b"stale", old), sp.Message(b"fresh", new.header)])
+
+    policy.sent(new)
+
+    assert list(channel.inbox.drain()) == [sp.Message(b"fresh", new.header)]
 
 
 def test_a_recv_that_drops_a_stale_response_after_the_deadline_times_out(policy, clock):

@@ -1,6 +1,6 @@
 """The listener machine (protocols.yaml, machine ``listener``; core/listener.py) driven sans-IO:
-a fake loop, a fake transport and fake pipes (written to kill the mutants of
-``make mutate`` that the integration tests let through).
+a fake loop, a fake transport and fake pipes: its rows, the accept back-off and its log
+lines, and the names of accepted pipes.
 """
 
 from __future__ import annotations

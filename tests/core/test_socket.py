@@ -1,10 +1,10 @@
 """The socket machine (protocols.yaml, machine ``socket``; core/socket.py) driven sans-IO:
 a real ``SocketCore`` with a PUSH protocol, a fake loop, fake pipes and fake endpoints.
 
-These pin down the closing sequence row by row (written to kill the mutants of
-``make mutate`` that the integration tests let through): endpoints stop at once, the
-socket is closed only when its last pipe is gone, late pipes are closed too, repeated
-closes and late reports change nothing, and a crash closes everything.
+These pin down the closing sequence row by row, which the integration tests cannot see:
+endpoints stop at once, the socket is closed only when its last pipe is gone, late pipes
+are closed too, repeated closes and late reports change nothing, and a crash closes
+everything.
 """
 
 from __future__ import annotations
