@@ -2,11 +2,12 @@
 
 Every machine of the library is declared in one file with one schema::
 
+    unlisted: error | ignore            # default policy for (state, event) pairs without a row
     machines:
       <name>:
         doc: <one paragraph>
         class: <module>:<Class>        # the hand-written class holding actions and guards
-        unlisted: error | ignore        # policy for (state, event) pairs without a row
+        unlisted: error | ignore        # this machine's policy, if not the file's (optional)
         initial: <state>
         states:
           <state>: {on_enter: [...], on_exit: [...], final: true, doc: ...}
@@ -15,6 +16,12 @@ Every machine of the library is declared in one file with one schema::
           - [active,  evt_msgs,    [],             active,  [deliver]]
           - [paired,  evt_removed, [is_peer],      unpaired, [forget_peer]]
           - ['*',     cmd_close,   [],             closed,  [close_all]]
+          - row: [paired, evt_bad, [is_peer], unpaired]   # more than three actions: the
+            actions:                                       # row as a mapping, its actions
+              - deliver                                    # in block style
+              - reject_pipe
+              - forget_peer
+              - grant_capacity
       <other>:
         doc: ...
         class: <module>:<Class>
@@ -24,6 +31,11 @@ Every machine of the library is declared in one file with one schema::
 
 Rules (each violation is reported as ``protocols.yaml:<line>: <what is wrong>``):
 
+- ``unlisted`` at the top of the file is the policy of every machine that does not set its
+  own (a machine that ``extends`` another has its base's);
+- a row is the list ``[source, event, guards, dest, actions]``, or, when it has more than
+  three actions, the mapping ``row: [source, event, guards, dest]`` with ``actions:`` in
+  block style (one a line); both mean the same;
 - events are named by kind: commands in start with ``cmd_``, events in with ``evt_``;
 - a source may be a state, a list of states, or ``'*'``: every state without an explicit
   row for that event (only non-final ones unless dest is ``'='``);
@@ -39,6 +51,7 @@ Rules (each violation is reported as ``protocols.yaml:<line>: <what is wrong>``)
   initial state nor its states; each of its own rows replaces every row of the base with
   the same (source, event), guarded alternatives included, in place (a ``'*'`` row: that
   event in every state); rows for new pairs come after. How a cooked protocol says "the raw
+  table, except...", and a protocol that behaves as another on most events says "that
   table, except...", without copying rows that would then have to be kept equal;
 - every action and guard is a method of the hand-written class (or a hand-written base),
   every public method of that class is used by some row, and no method shadows an event.
@@ -56,6 +69,9 @@ import yaml
 EVENT_RE = re.compile(r"^(cmd|evt)_[a-z][a-z0-9_]*$")
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 MACHINE_KEYS = {"doc", "class", "extends", "unlisted", "initial", "states", "rows"}
+TOP_KEYS = {"unlisted", "machines"}
+#: The keys of a row written as a mapping (block style).
+ROW_KEYS = ("row", "actions")
 #: What a machine with ``extends`` takes from its base and may not restate.
 INHERITED_KEYS = ("unlisted", "initial", "states")
 STATE_KEYS = {"doc", "on_enter", "on_exit", "final"}
@@ -214,13 +230,17 @@ def load(path: str | Path, source: str | None = None, src_root: Path | None = No
     if root is None:
         raise SpecError(shown, 1, "empty file")
     top = dict((k, (kn, v)) for k, kn, v in reader.mapping(root, "the file"))
+    for k, (kn, _) in top.items():
+        if k not in TOP_KEYS:
+            reader.fail(kn, f"unknown top-level key {k!r} (allowed: {', '.join(sorted(TOP_KEYS))})")
     if "machines" not in top:
         reader.fail(root, "missing the top-level key 'machines'")
+    default_unlisted = _policy(reader, top["unlisted"][1]) if "unlisted" in top else None
     machines = {}
     for name, key, node in reader.mapping(top["machines"][1], "machines"):
         if not NAME_RE.match(name):
             reader.fail(key, f"machine name {name!r} must be lower_snake_case")
-        machines[name] = _machine(reader, name, key, node, machines)
+        machines[name] = _machine(reader, name, key, node, machines, default_unlisted)
     src_root = src_root or path.parent / "src"
     for machine in machines.values():
         _validate(reader, machine)
@@ -228,7 +248,15 @@ def load(path: str | Path, source: str | None = None, src_root: Path | None = No
     return Spec(shown, machines)
 
 
-def _machine(reader: _Reader, name: str, key, node, earlier: dict[str, Machine]) -> Machine:
+def _policy(reader: _Reader, node) -> str:
+    policy = reader.scalar(node, "unlisted")
+    if policy not in POLICIES:
+        reader.fail(node, f"unlisted must be one of {POLICIES}, not {policy!r}")
+    return policy
+
+
+def _machine(reader: _Reader, name: str, key, node, earlier: dict[str, Machine],
+             default_unlisted: str | None = None) -> Machine:
     fields = {k: (kn, v) for k, kn, v in reader.mapping(node, f"machine {name!r}")}
     for k, (kn, _) in fields.items():
         if k not in MACHINE_KEYS:
@@ -243,7 +271,7 @@ def _machine(reader: _Reader, name: str, key, node, earlier: dict[str, Machine])
         for inherited in INHERITED_KEYS:
             if inherited in fields:
                 reader.fail(fields[inherited][0], f"machine {name!r} extends {base_name!r}: its {inherited!r} is {base_name!r}'s, not restated")
-    required = ("class",) if base else ("class", "unlisted", "initial", "states", "rows")
+    required = ("class",) if base else ("class", "initial", "states", "rows")
     for k in required:
         if k not in fields:
             reader.fail(key, f"machine {name!r} has no {k!r}")
@@ -260,9 +288,12 @@ def _machine(reader: _Reader, name: str, key, node, earlier: dict[str, Machine])
         return Machine(name, line, doc.strip(), module, class_name, class_line, base.unlisted,
                        base.initial, base.states, _override(base.rows, rows), extends=base.name)
 
-    unlisted = reader.scalar(fields["unlisted"][1], "unlisted")
-    if unlisted not in POLICIES:
-        reader.fail(fields["unlisted"][1], f"unlisted must be one of {POLICIES}, not {unlisted!r}")
+    if "unlisted" in fields:
+        unlisted = _policy(reader, fields["unlisted"][1])
+    elif default_unlisted is not None:
+        unlisted = default_unlisted
+    else:
+        reader.fail(key, f"machine {name!r} has no 'unlisted' and the file sets no default")
     states = _states(reader, fields["states"][1], name)
     initial_node = fields["initial"][1]
     initial = reader.scalar(initial_node, "initial")
@@ -318,9 +349,7 @@ def _rows(reader: _Reader, name: str, rows_node, states: dict[str, State]) -> li
     explicit = []
     for item in rows_node.value:
         line = item.start_mark.line + 1
-        if not isinstance(item, yaml.SequenceNode) or len(item.value) != 5:
-            reader.fail(item, "a row is [source, event, guards, dest, actions]")
-        src_node, evt_node, guard_node, dest_node, act_node = item.value
+        src_node, evt_node, guard_node, dest_node, act_node = _row_nodes(reader, item)
         event = reader.scalar(evt_node, "event")
         if not EVENT_RE.match(event):
             reader.fail(evt_node, f"event {event!r} must be named cmd_<verb> (a command in) or evt_<what> (an event in)")
@@ -356,6 +385,22 @@ def _rows(reader: _Reader, name: str, rows_node, states: dict[str, State]) -> li
                     continue
                 rows.append(Row(sname, event, guards, sname if dest == "=" else dest, actions, line))
     return rows
+
+
+def _row_nodes(reader: _Reader, item) -> tuple:
+    """The five nodes of a row, written ``[source, event, guards, dest, actions]`` or as the
+    mapping ``{row: [source, event, guards, dest], actions: [...]}`` (block style)."""
+    if isinstance(item, yaml.SequenceNode) and len(item.value) == 5:
+        return tuple(item.value)
+    if not isinstance(item, yaml.MappingNode):
+        reader.fail(item, "a row is [source, event, guards, dest, actions], or row: [source, event, guards, dest] with actions:")
+    fields = {k: v for k, _, v in reader.mapping(item, "a row")}
+    if set(fields) != set(ROW_KEYS):
+        reader.fail(item, f"a row written as a mapping has exactly the keys {' and '.join(ROW_KEYS)}, not {', '.join(fields)}")
+    head = fields["row"]
+    if not isinstance(head, yaml.SequenceNode) or len(head.value) != 4:
+        reader.fail(head, "row: is [source, event, guards, dest] (the actions follow under actions:)")
+    return (*head.value, fields["actions"])
 
 
 # --------------------------------------------------------------------------- validation
