@@ -1,15 +1,25 @@
-"""Write src/scaproust/_generated/<machine>.py from a validated machine.
+"""Write src/scaproust/_generated/<machine>.py and <machine>_reference.py from a machine.
 
-Each generated module holds, from the one table:
+``<machine>.py``, what the library imports, holds the compiled backend:
 
-1. ``STATES`` and ``TRANSITIONS`` in ``transitions``' own list format, and ``MACHINE``, one
-   class-level ``transitions.Machine`` built from them (``model=None``: models are never
-   added, so a machine costs nothing per connection);
+1. the table's facts (``NAME``, ``INITIAL``, ``UNLISTED``, ``EVENTS``, ...);
 2. ``<Name>Compiled``: one specialised method per event (guards, on_exit, state change,
-   on_enter, actions: ``transitions``' callback order), the default backend;
-3. ``<Name>Transitions``: the same method names, each running the event through the real
-   ``MACHINE`` (``Event.trigger(model, *args)``);
-4. ``<Name>FSM``: the one of the two that ``SCAPROUST_FSM`` selects.
+   on_enter, actions: ``transitions``' callback order), the default backend; an event
+   with no row in the current state raises ``RefusedEvent`` (machine ``unlisted: error``)
+   or returns False (``ignore``);
+3. ``<Name>FSM``: the backend ``SCAPROUST_FSM`` selects, ``<Name>Compiled`` unless it is
+   ``transitions``: only then is the reference module imported.
+
+``<machine>_reference.py`` holds the reference backend, imported only for
+``SCAPROUST_FSM=transitions`` and by the conformance test:
+
+1. ``STATES`` and ``TRANSITIONS`` in ``transitions``' own list format (also what the
+   diagrams are drawn from, codegen/emit_diagrams.py), and ``MACHINE``, one class-level
+   ``transitions.Machine`` built from them (``model=None``: models are never added, so a
+   machine costs nothing per connection);
+2. ``<Name>Transitions``: the same method names as the compiled class, each running the
+   event through ``MACHINE`` (``Event.trigger(model, *args)``), its refusal turned into
+   the same ``RefusedEvent`` (core/fsm_reference.py).
 """
 
 from __future__ import annotations
@@ -97,7 +107,7 @@ def _compiled_method(m: Machine, event: str) -> list[str]:
     if m.unlisted == "ignore":
         out.append("        return False")
     else:
-        out.append(f"        raise MachineError({m.name + ': '!r} f\"Can't trigger event {event} from state {{state}}!\")")
+        out.append(f"        raise RefusedEvent(NAME, state, {event!r})")
     return out
 
 
@@ -116,20 +126,20 @@ def _literal(value, indent: int) -> str:
     return repr(value)
 
 
+def _docstring(m: Machine, what: str) -> list[str]:
+    doc = textwrap.fill(f"State machine {m.name!r}{what}: " + (m.doc or "(no doc)"), 88)
+    return [f'"""{doc}', "", f"Hand-written actions and guards: {m.module}.{m.class_name}.", '"""']
+
+
 def render(m: Machine) -> str:
+    """``_generated/<machine>.py``: the compiled backend and the backend choice."""
     prefix = class_prefix(m.name)
-    states, transitions = transitions_lists(m)
-    doc = textwrap.fill(f"State machine {m.name!r}: " + (m.doc or "(no doc)"), 88)
     lines = [
         HEADER,
-        f'"""{doc}',
+        *_docstring(m, ""),
         "",
-        f"Hand-written actions and guards: {m.module}.{m.class_name}.",
-        '"""',
-        "",
-        "from transitions import Machine, MachineError",
-        "",
-        "from scaproust.core.fsm import select_backend",
+        "from scaproust.core.fsm import BACKEND",
+        "from scaproust.core.machine_errors import RefusedEvent",
         "",
         f"NAME = {m.name!r}",
         f"INITIAL = {m.initial!r}",
@@ -138,21 +148,6 @@ def render(m: Machine) -> str:
         f"EVENTS = {tuple(m.events)!r}",
         f"GUARDS = {tuple(m.guards)!r}",
         f"ACTIONS = {tuple(m.actions)!r}",
-        "",
-        f"STATES = {_literal(states, 0)}",
-        "",
-        f"TRANSITIONS = {_literal(transitions, 0)}",
-        "",
-        "MACHINE = Machine(",
-        "    model=None,",
-        "    states=STATES,",
-        "    transitions=TRANSITIONS,",
-        "    initial=INITIAL,",
-        "    auto_transitions=False,",
-        "    send_event=False,",
-        "    name=NAME,",
-        ")",
-        "_TRIGGERS = {name: MACHINE.events[name].trigger for name in EVENTS}",
         "",
         "",
         f"class {prefix}Compiled:",
@@ -166,6 +161,40 @@ def render(m: Machine) -> str:
     lines += [
         "",
         "",
+        'if BACKEND == "transitions":  # the reference backend: only now is transitions loaded',
+        f"    from scaproust._generated.{m.name}_reference import {prefix}Transitions",
+        "",
+        f"    {prefix}FSM = {prefix}Transitions",
+        "else:",
+        f"    {prefix}FSM = {prefix}Compiled",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def render_reference(m: Machine) -> str:
+    """``_generated/<machine>_reference.py``: the table in ``transitions``' format, run by it."""
+    prefix = class_prefix(m.name)
+    states, transitions = transitions_lists(m)
+    lines = [
+        HEADER,
+        *_docstring(m, ", reference backend (transitions)"),
+        "",
+        "from scaproust.core.fsm_reference import reference_machine, triggers",
+        "",
+        f"NAME = {m.name!r}",
+        f"INITIAL = {m.initial!r}",
+        f"UNLISTED = {m.unlisted!r}",
+        f"EVENTS = {tuple(m.events)!r}",
+        "",
+        f"STATES = {_literal(states, 0)}",
+        "",
+        f"TRANSITIONS = {_literal(transitions, 0)}",
+        "",
+        "MACHINE = reference_machine(NAME, STATES, TRANSITIONS, INITIAL)",
+        "_TRIGGERS = triggers(MACHINE, NAME, EVENTS)",
+        "",
+        "",
         f"class {prefix}Transitions:",
         f'    """{m.name}: every event runs through the class-level transitions.Machine."""',
         "",
@@ -177,12 +206,7 @@ def render(m: Machine) -> str:
             f"    def {event}(self, *args):",
             f"        return _TRIGGERS[{event!r}](self, *args)",
         ]
-    lines += [
-        "",
-        "",
-        f"{prefix}FSM = select_backend({prefix}Compiled, {prefix}Transitions)",
-        "",
-    ]
+    lines.append("")
     return "\n".join(lines)
 
 

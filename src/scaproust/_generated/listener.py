@@ -9,9 +9,8 @@ path at once and closes its pipes.
 Hand-written actions and guards: scaproust.core.listener.Listener.
 """
 
-from transitions import Machine, MachineError
-
-from scaproust.core.fsm import select_backend
+from scaproust.core.fsm import BACKEND
+from scaproust.core.machine_errors import RefusedEvent
 
 NAME = 'listener'
 INITIAL = 'idle'
@@ -20,44 +19,6 @@ FINAL_STATES = ('closed',)
 EVENTS = ('cmd_start', 'evt_acceptable', 'evt_accept_failed', 'evt_timeout', 'evt_pipe_opened', 'evt_pipe_closed', 'cmd_close', 'evt_crashed')
 GUARDS = ()
 ACTIONS = ('unwatch_accept', 'watch_accept', 'cancel_backoff_timer', 'start_backoff_timer', 'close_listening_socket', 'close_pipes', 'accept_connections', 'note_accept_failure', 'forget_pipe', 'log_crash')
-
-STATES = [
-    {'name': 'idle', 'ignore_invalid_triggers': False},
-    {'name': 'listening', 'on_enter': ['watch_accept'], 'on_exit': ['unwatch_accept'], 'ignore_invalid_triggers': False},
-    {'name': 'backing_off', 'on_enter': ['start_backoff_timer'], 'on_exit': ['cancel_backoff_timer'], 'ignore_invalid_triggers': False},
-    {'name': 'closed', 'on_enter': ['close_listening_socket', 'close_pipes'], 'final': True, 'ignore_invalid_triggers': False},
-]
-
-TRANSITIONS = [
-    {'trigger': 'cmd_start', 'source': 'idle', 'dest': 'listening'},
-    {'trigger': 'evt_acceptable', 'source': 'listening', 'dest': None, 'after': ['accept_connections']},
-    {'trigger': 'evt_accept_failed', 'source': 'listening', 'dest': 'backing_off', 'after': ['note_accept_failure']},
-    {'trigger': 'evt_timeout', 'source': 'backing_off', 'dest': 'listening'},
-    {'trigger': 'evt_pipe_opened', 'source': 'listening', 'dest': None},
-    {'trigger': 'evt_pipe_opened', 'source': 'backing_off', 'dest': None},
-    {'trigger': 'evt_pipe_closed', 'source': 'listening', 'dest': None, 'after': ['forget_pipe']},
-    {'trigger': 'evt_pipe_closed', 'source': 'backing_off', 'dest': None, 'after': ['forget_pipe']},
-    {'trigger': 'cmd_close', 'source': 'idle', 'dest': 'closed'},
-    {'trigger': 'cmd_close', 'source': 'listening', 'dest': 'closed'},
-    {'trigger': 'cmd_close', 'source': 'backing_off', 'dest': 'closed'},
-    {'trigger': 'cmd_close', 'source': 'closed', 'dest': None},
-    {'trigger': 'evt_pipe_opened', 'source': 'closed', 'dest': None},
-    {'trigger': 'evt_pipe_closed', 'source': 'closed', 'dest': None},
-    {'trigger': 'evt_crashed', 'source': 'idle', 'dest': 'closed', 'after': ['log_crash']},
-    {'trigger': 'evt_crashed', 'source': 'listening', 'dest': 'closed', 'after': ['log_crash']},
-    {'trigger': 'evt_crashed', 'source': 'backing_off', 'dest': 'closed', 'after': ['log_crash']},
-]
-
-MACHINE = Machine(
-    model=None,
-    states=STATES,
-    transitions=TRANSITIONS,
-    initial=INITIAL,
-    auto_transitions=False,
-    send_event=False,
-    name=NAME,
-)
-_TRIGGERS = {name: MACHINE.events[name].trigger for name in EVENTS}
 
 
 class ListenerCompiled:
@@ -71,14 +32,14 @@ class ListenerCompiled:
             self.state = 'listening'
             self.watch_accept(*args)
             return True
-        raise MachineError('listener: ' f"Can't trigger event cmd_start from state {state}!")
+        raise RefusedEvent(NAME, state, 'cmd_start')
 
     def evt_acceptable(self, *args):
         state = self.state
         if state == 'listening':
             self.accept_connections(*args)
             return True
-        raise MachineError('listener: ' f"Can't trigger event evt_acceptable from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_acceptable')
 
     def evt_accept_failed(self, *args):
         state = self.state
@@ -88,7 +49,7 @@ class ListenerCompiled:
             self.start_backoff_timer(*args)
             self.note_accept_failure(*args)
             return True
-        raise MachineError('listener: ' f"Can't trigger event evt_accept_failed from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_accept_failed')
 
     def evt_timeout(self, *args):
         state = self.state
@@ -97,7 +58,7 @@ class ListenerCompiled:
             self.state = 'listening'
             self.watch_accept(*args)
             return True
-        raise MachineError('listener: ' f"Can't trigger event evt_timeout from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_timeout')
 
     def evt_pipe_opened(self, *args):
         state = self.state
@@ -107,7 +68,7 @@ class ListenerCompiled:
             return True
         if state == 'closed':
             return True
-        raise MachineError('listener: ' f"Can't trigger event evt_pipe_opened from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_pipe_opened')
 
     def evt_pipe_closed(self, *args):
         state = self.state
@@ -119,7 +80,7 @@ class ListenerCompiled:
             return True
         if state == 'closed':
             return True
-        raise MachineError('listener: ' f"Can't trigger event evt_pipe_closed from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_pipe_closed')
 
     def cmd_close(self, *args):
         state = self.state
@@ -142,7 +103,7 @@ class ListenerCompiled:
             return True
         if state == 'closed':
             return True
-        raise MachineError('listener: ' f"Can't trigger event cmd_close from state {state}!")
+        raise RefusedEvent(NAME, state, 'cmd_close')
 
     def evt_crashed(self, *args):
         state = self.state
@@ -166,37 +127,12 @@ class ListenerCompiled:
             self.close_pipes(*args)
             self.log_crash(*args)
             return True
-        raise MachineError('listener: ' f"Can't trigger event evt_crashed from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_crashed')
 
 
-class ListenerTransitions:
-    """listener: every event runs through the class-level transitions.Machine."""
+if BACKEND == "transitions":  # the reference backend: only now is transitions loaded
+    from scaproust._generated.listener_reference import ListenerTransitions
 
-    state = 'idle'
-
-    def cmd_start(self, *args):
-        return _TRIGGERS['cmd_start'](self, *args)
-
-    def evt_acceptable(self, *args):
-        return _TRIGGERS['evt_acceptable'](self, *args)
-
-    def evt_accept_failed(self, *args):
-        return _TRIGGERS['evt_accept_failed'](self, *args)
-
-    def evt_timeout(self, *args):
-        return _TRIGGERS['evt_timeout'](self, *args)
-
-    def evt_pipe_opened(self, *args):
-        return _TRIGGERS['evt_pipe_opened'](self, *args)
-
-    def evt_pipe_closed(self, *args):
-        return _TRIGGERS['evt_pipe_closed'](self, *args)
-
-    def cmd_close(self, *args):
-        return _TRIGGERS['cmd_close'](self, *args)
-
-    def evt_crashed(self, *args):
-        return _TRIGGERS['evt_crashed'](self, *args)
-
-
-ListenerFSM = select_backend(ListenerCompiled, ListenerTransitions)
+    ListenerFSM = ListenerTransitions
+else:
+    ListenerFSM = ListenerCompiled

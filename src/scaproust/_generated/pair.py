@@ -7,9 +7,8 @@ accepted while the peer went away goes to the next peer.
 Hand-written actions and guards: scaproust.protocols.pair.Pair.
 """
 
-from transitions import Machine, MachineError
-
-from scaproust.core.fsm import select_backend
+from scaproust.core.fsm import BACKEND
+from scaproust.core.machine_errors import RefusedEvent
 
 NAME = 'pair'
 INITIAL = 'unpaired'
@@ -18,42 +17,6 @@ FINAL_STATES = ('closed',)
 EVENTS = ('evt_pipe_added', 'evt_pipe_removed', 'evt_pipe_ready', 'evt_pipe_recv', 'cmd_send', 'cmd_close')
 GUARDS = ('is_peer',)
 ACTIONS = ('take_peer', 'send_backlog', 'grant_capacity', 'reject_pipe', 'forget_peer', 'deliver', 'discard', 'send_to_peer', 'hold', 'drop_backlog')
-
-STATES = [
-    {'name': 'unpaired', 'ignore_invalid_triggers': False},
-    {'name': 'paired', 'ignore_invalid_triggers': False},
-    {'name': 'closed', 'final': True, 'ignore_invalid_triggers': False},
-]
-
-TRANSITIONS = [
-    {'trigger': 'evt_pipe_added', 'source': 'unpaired', 'dest': 'paired', 'after': ['take_peer', 'send_backlog', 'grant_capacity']},
-    {'trigger': 'evt_pipe_added', 'source': 'paired', 'dest': None, 'after': ['reject_pipe']},
-    {'trigger': 'evt_pipe_removed', 'source': 'paired', 'dest': 'unpaired', 'conditions': ['is_peer'], 'after': ['forget_peer', 'grant_capacity']},
-    {'trigger': 'evt_pipe_removed', 'source': 'paired', 'dest': None},
-    {'trigger': 'evt_pipe_removed', 'source': 'unpaired', 'dest': None},
-    {'trigger': 'evt_pipe_ready', 'source': 'paired', 'dest': None, 'conditions': ['is_peer'], 'after': ['send_backlog', 'grant_capacity']},
-    {'trigger': 'evt_pipe_ready', 'source': 'paired', 'dest': None},
-    {'trigger': 'evt_pipe_ready', 'source': 'unpaired', 'dest': None},
-    {'trigger': 'evt_pipe_recv', 'source': 'paired', 'dest': None, 'conditions': ['is_peer'], 'after': ['deliver']},
-    {'trigger': 'evt_pipe_recv', 'source': 'paired', 'dest': None, 'after': ['discard']},
-    {'trigger': 'evt_pipe_recv', 'source': 'unpaired', 'dest': None, 'after': ['discard']},
-    {'trigger': 'cmd_send', 'source': 'paired', 'dest': None, 'after': ['send_to_peer']},
-    {'trigger': 'cmd_send', 'source': 'unpaired', 'dest': None, 'after': ['hold']},
-    {'trigger': 'cmd_close', 'source': 'unpaired', 'dest': 'closed', 'after': ['drop_backlog']},
-    {'trigger': 'cmd_close', 'source': 'paired', 'dest': 'closed', 'after': ['drop_backlog']},
-    {'trigger': 'cmd_close', 'source': 'closed', 'dest': None},
-]
-
-MACHINE = Machine(
-    model=None,
-    states=STATES,
-    transitions=TRANSITIONS,
-    initial=INITIAL,
-    auto_transitions=False,
-    send_event=False,
-    name=NAME,
-)
-_TRIGGERS = {name: MACHINE.events[name].trigger for name in EVENTS}
 
 
 class PairCompiled:
@@ -72,7 +35,7 @@ class PairCompiled:
         if state == 'paired':
             self.reject_pipe(*args)
             return True
-        raise MachineError('pair: ' f"Can't trigger event evt_pipe_added from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_pipe_added')
 
     def evt_pipe_removed(self, *args):
         state = self.state
@@ -85,7 +48,7 @@ class PairCompiled:
                 self.grant_capacity(*args)
                 return True
             return True
-        raise MachineError('pair: ' f"Can't trigger event evt_pipe_removed from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_pipe_removed')
 
     def evt_pipe_ready(self, *args):
         state = self.state
@@ -97,7 +60,7 @@ class PairCompiled:
                 self.grant_capacity(*args)
                 return True
             return True
-        raise MachineError('pair: ' f"Can't trigger event evt_pipe_ready from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_pipe_ready')
 
     def evt_pipe_recv(self, *args):
         state = self.state
@@ -110,7 +73,7 @@ class PairCompiled:
                 return True
             self.discard(*args)
             return True
-        raise MachineError('pair: ' f"Can't trigger event evt_pipe_recv from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_pipe_recv')
 
     def cmd_send(self, *args):
         state = self.state
@@ -120,7 +83,7 @@ class PairCompiled:
         if state == 'paired':
             self.send_to_peer(*args)
             return True
-        raise MachineError('pair: ' f"Can't trigger event cmd_send from state {state}!")
+        raise RefusedEvent(NAME, state, 'cmd_send')
 
     def cmd_close(self, *args):
         state = self.state
@@ -134,31 +97,12 @@ class PairCompiled:
             return True
         if state == 'closed':
             return True
-        raise MachineError('pair: ' f"Can't trigger event cmd_close from state {state}!")
+        raise RefusedEvent(NAME, state, 'cmd_close')
 
 
-class PairTransitions:
-    """pair: every event runs through the class-level transitions.Machine."""
+if BACKEND == "transitions":  # the reference backend: only now is transitions loaded
+    from scaproust._generated.pair_reference import PairTransitions
 
-    state = 'unpaired'
-
-    def evt_pipe_added(self, *args):
-        return _TRIGGERS['evt_pipe_added'](self, *args)
-
-    def evt_pipe_removed(self, *args):
-        return _TRIGGERS['evt_pipe_removed'](self, *args)
-
-    def evt_pipe_ready(self, *args):
-        return _TRIGGERS['evt_pipe_ready'](self, *args)
-
-    def evt_pipe_recv(self, *args):
-        return _TRIGGERS['evt_pipe_recv'](self, *args)
-
-    def cmd_send(self, *args):
-        return _TRIGGERS['cmd_send'](self, *args)
-
-    def cmd_close(self, *args):
-        return _TRIGGERS['cmd_close'](self, *args)
-
-
-PairFSM = select_backend(PairCompiled, PairTransitions)
+    PairFSM = PairTransitions
+else:
+    PairFSM = PairCompiled

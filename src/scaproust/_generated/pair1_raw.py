@@ -10,9 +10,8 @@ one word under 0xff, and goes out incremented (as nng does); any other header is
 Hand-written actions and guards: scaproust.protocols.pair1.Pair1Raw.
 """
 
-from transitions import Machine, MachineError
-
-from scaproust.core.fsm import select_backend
+from scaproust.core.fsm import BACKEND
+from scaproust.core.machine_errors import RefusedEvent
 
 NAME = 'pair1_raw'
 INITIAL = 'unpaired'
@@ -21,45 +20,6 @@ FINAL_STATES = ('closed',)
 EVENTS = ('evt_pipe_added', 'evt_pipe_removed', 'evt_pipe_ready', 'evt_pipe_recv', 'cmd_send', 'cmd_close')
 GUARDS = ('is_peer', 'hops_well_formed', 'hop_header_ok')
 ACTIONS = ('take_peer', 'send_backlog', 'grant_capacity', 'reject_pipe', 'forget_peer', 'deliver_with_hops', 'reject_malformed_peer', 'discard', 'refuse_header', 'send_to_peer', 'hold', 'drop_backlog')
-
-STATES = [
-    {'name': 'unpaired', 'ignore_invalid_triggers': False},
-    {'name': 'paired', 'ignore_invalid_triggers': False},
-    {'name': 'closed', 'final': True, 'ignore_invalid_triggers': False},
-]
-
-TRANSITIONS = [
-    {'trigger': 'evt_pipe_added', 'source': 'unpaired', 'dest': 'paired', 'after': ['take_peer', 'send_backlog', 'grant_capacity']},
-    {'trigger': 'evt_pipe_added', 'source': 'paired', 'dest': None, 'after': ['reject_pipe']},
-    {'trigger': 'evt_pipe_removed', 'source': 'paired', 'dest': 'unpaired', 'conditions': ['is_peer'], 'after': ['forget_peer', 'grant_capacity']},
-    {'trigger': 'evt_pipe_removed', 'source': 'paired', 'dest': None},
-    {'trigger': 'evt_pipe_removed', 'source': 'unpaired', 'dest': None},
-    {'trigger': 'evt_pipe_ready', 'source': 'paired', 'dest': None, 'conditions': ['is_peer'], 'after': ['send_backlog', 'grant_capacity']},
-    {'trigger': 'evt_pipe_ready', 'source': 'paired', 'dest': None},
-    {'trigger': 'evt_pipe_ready', 'source': 'unpaired', 'dest': None},
-    {'trigger': 'evt_pipe_recv', 'source': 'paired', 'dest': None, 'conditions': ['is_peer', 'hops_well_formed'], 'after': ['deliver_with_hops']},
-    {'trigger': 'evt_pipe_recv', 'source': 'paired', 'dest': 'unpaired', 'conditions': ['is_peer'], 'after': ['deliver_with_hops', 'reject_malformed_peer', 'forget_peer', 'grant_capacity']},
-    {'trigger': 'evt_pipe_recv', 'source': 'paired', 'dest': None, 'after': ['discard']},
-    {'trigger': 'evt_pipe_recv', 'source': 'unpaired', 'dest': None, 'after': ['discard']},
-    {'trigger': 'cmd_send', 'source': 'paired', 'dest': None, 'unless': ['hop_header_ok'], 'after': ['refuse_header', 'grant_capacity']},
-    {'trigger': 'cmd_send', 'source': 'paired', 'dest': None, 'after': ['send_to_peer']},
-    {'trigger': 'cmd_send', 'source': 'unpaired', 'dest': None, 'unless': ['hop_header_ok'], 'after': ['refuse_header', 'grant_capacity']},
-    {'trigger': 'cmd_send', 'source': 'unpaired', 'dest': None, 'after': ['hold']},
-    {'trigger': 'cmd_close', 'source': 'unpaired', 'dest': 'closed', 'after': ['drop_backlog']},
-    {'trigger': 'cmd_close', 'source': 'paired', 'dest': 'closed', 'after': ['drop_backlog']},
-    {'trigger': 'cmd_close', 'source': 'closed', 'dest': None},
-]
-
-MACHINE = Machine(
-    model=None,
-    states=STATES,
-    transitions=TRANSITIONS,
-    initial=INITIAL,
-    auto_transitions=False,
-    send_event=False,
-    name=NAME,
-)
-_TRIGGERS = {name: MACHINE.events[name].trigger for name in EVENTS}
 
 
 class Pair1RawCompiled:
@@ -78,7 +38,7 @@ class Pair1RawCompiled:
         if state == 'paired':
             self.reject_pipe(*args)
             return True
-        raise MachineError('pair1_raw: ' f"Can't trigger event evt_pipe_added from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_pipe_added')
 
     def evt_pipe_removed(self, *args):
         state = self.state
@@ -91,7 +51,7 @@ class Pair1RawCompiled:
                 self.grant_capacity(*args)
                 return True
             return True
-        raise MachineError('pair1_raw: ' f"Can't trigger event evt_pipe_removed from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_pipe_removed')
 
     def evt_pipe_ready(self, *args):
         state = self.state
@@ -103,7 +63,7 @@ class Pair1RawCompiled:
                 self.grant_capacity(*args)
                 return True
             return True
-        raise MachineError('pair1_raw: ' f"Can't trigger event evt_pipe_ready from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_pipe_ready')
 
     def evt_pipe_recv(self, *args):
         state = self.state
@@ -123,7 +83,7 @@ class Pair1RawCompiled:
                 return True
             self.discard(*args)
             return True
-        raise MachineError('pair1_raw: ' f"Can't trigger event evt_pipe_recv from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_pipe_recv')
 
     def cmd_send(self, *args):
         state = self.state
@@ -141,7 +101,7 @@ class Pair1RawCompiled:
                 return True
             self.send_to_peer(*args)
             return True
-        raise MachineError('pair1_raw: ' f"Can't trigger event cmd_send from state {state}!")
+        raise RefusedEvent(NAME, state, 'cmd_send')
 
     def cmd_close(self, *args):
         state = self.state
@@ -155,31 +115,12 @@ class Pair1RawCompiled:
             return True
         if state == 'closed':
             return True
-        raise MachineError('pair1_raw: ' f"Can't trigger event cmd_close from state {state}!")
+        raise RefusedEvent(NAME, state, 'cmd_close')
 
 
-class Pair1RawTransitions:
-    """pair1_raw: every event runs through the class-level transitions.Machine."""
+if BACKEND == "transitions":  # the reference backend: only now is transitions loaded
+    from scaproust._generated.pair1_raw_reference import Pair1RawTransitions
 
-    state = 'unpaired'
-
-    def evt_pipe_added(self, *args):
-        return _TRIGGERS['evt_pipe_added'](self, *args)
-
-    def evt_pipe_removed(self, *args):
-        return _TRIGGERS['evt_pipe_removed'](self, *args)
-
-    def evt_pipe_ready(self, *args):
-        return _TRIGGERS['evt_pipe_ready'](self, *args)
-
-    def evt_pipe_recv(self, *args):
-        return _TRIGGERS['evt_pipe_recv'](self, *args)
-
-    def cmd_send(self, *args):
-        return _TRIGGERS['cmd_send'](self, *args)
-
-    def cmd_close(self, *args):
-        return _TRIGGERS['cmd_close'](self, *args)
-
-
-Pair1RawFSM = select_backend(Pair1RawCompiled, Pair1RawTransitions)
+    Pair1RawFSM = Pair1RawTransitions
+else:
+    Pair1RawFSM = Pair1RawCompiled

@@ -8,9 +8,8 @@ follow the state.
 Hand-written actions and guards: scaproust.core.pipe.Pipe.
 """
 
-from transitions import Machine, MachineError
-
-from scaproust.core.fsm import select_backend
+from scaproust.core.fsm import BACKEND
+from scaproust.core.machine_errors import RefusedEvent
 
 NAME = 'pipe'
 INITIAL = 'idle'
@@ -19,76 +18,6 @@ FINAL_STATES = ('dead',)
 EVENTS = ('cmd_open', 'evt_connected', 'evt_connect_failed', 'evt_handshake_ok', 'evt_flushed', 'evt_handshake_bad', 'evt_timeout', 'cmd_send', 'evt_msgs', 'cmd_pause', 'cmd_resume', 'evt_bad_frame', 'cmd_close', 'evt_peer_closed', 'evt_io_error', 'evt_crashed')
 GUARDS = ('is_dialed', 'has_output')
 ACTIONS = ('unwatch_connect', 'watch_connect', 'cancel_timer', 'tune_stream', 'send_handshake', 'watch_handshake', 'start_handshake_timer', 'detach_from_socket', 'watch_frames', 'attach_to_socket', 'start_linger_timer', 'release', 'log_connect_failure', 'log_protocol_error', 'log_handshake_timeout', 'enqueue', 'deliver', 'report_capacity', 'stop_reading', 'start_reading', 'discard', 'log_linger_expired', 'log_peer_closed', 'log_io_error', 'log_crash')
-
-STATES = [
-    {'name': 'idle', 'ignore_invalid_triggers': False},
-    {'name': 'connecting', 'on_enter': ['watch_connect'], 'on_exit': ['unwatch_connect'], 'ignore_invalid_triggers': False},
-    {'name': 'handshaking', 'on_enter': ['tune_stream', 'send_handshake', 'watch_handshake', 'start_handshake_timer'], 'on_exit': ['cancel_timer'], 'ignore_invalid_triggers': False},
-    {'name': 'active', 'on_enter': ['watch_frames', 'attach_to_socket'], 'on_exit': ['detach_from_socket'], 'ignore_invalid_triggers': False},
-    {'name': 'closing', 'on_enter': ['start_linger_timer'], 'on_exit': ['cancel_timer'], 'ignore_invalid_triggers': False},
-    {'name': 'dead', 'on_enter': ['release'], 'final': True, 'ignore_invalid_triggers': False},
-]
-
-TRANSITIONS = [
-    {'trigger': 'cmd_open', 'source': 'idle', 'dest': 'connecting', 'conditions': ['is_dialed']},
-    {'trigger': 'cmd_open', 'source': 'idle', 'dest': 'handshaking'},
-    {'trigger': 'evt_connected', 'source': 'connecting', 'dest': 'handshaking'},
-    {'trigger': 'evt_connect_failed', 'source': 'connecting', 'dest': 'dead', 'after': ['log_connect_failure']},
-    {'trigger': 'evt_handshake_ok', 'source': 'handshaking', 'dest': 'active'},
-    {'trigger': 'evt_flushed', 'source': 'handshaking', 'dest': None},
-    {'trigger': 'evt_handshake_bad', 'source': 'handshaking', 'dest': 'dead', 'after': ['log_protocol_error']},
-    {'trigger': 'evt_timeout', 'source': 'handshaking', 'dest': 'dead', 'after': ['log_handshake_timeout']},
-    {'trigger': 'cmd_send', 'source': 'active', 'dest': None, 'after': ['enqueue']},
-    {'trigger': 'evt_msgs', 'source': 'active', 'dest': None, 'after': ['deliver']},
-    {'trigger': 'evt_flushed', 'source': 'active', 'dest': None, 'after': ['report_capacity']},
-    {'trigger': 'cmd_pause', 'source': 'active', 'dest': None, 'after': ['stop_reading']},
-    {'trigger': 'cmd_resume', 'source': 'active', 'dest': None, 'after': ['start_reading']},
-    {'trigger': 'cmd_pause', 'source': 'idle', 'dest': None},
-    {'trigger': 'cmd_pause', 'source': 'connecting', 'dest': None},
-    {'trigger': 'cmd_pause', 'source': 'handshaking', 'dest': None},
-    {'trigger': 'cmd_pause', 'source': 'closing', 'dest': None},
-    {'trigger': 'cmd_pause', 'source': 'dead', 'dest': None},
-    {'trigger': 'cmd_resume', 'source': 'idle', 'dest': None},
-    {'trigger': 'cmd_resume', 'source': 'connecting', 'dest': None},
-    {'trigger': 'cmd_resume', 'source': 'handshaking', 'dest': None},
-    {'trigger': 'cmd_resume', 'source': 'closing', 'dest': None},
-    {'trigger': 'cmd_resume', 'source': 'dead', 'dest': None},
-    {'trigger': 'evt_bad_frame', 'source': 'active', 'dest': 'dead', 'after': ['log_protocol_error']},
-    {'trigger': 'cmd_close', 'source': 'active', 'dest': 'closing', 'conditions': ['has_output']},
-    {'trigger': 'cmd_close', 'source': 'active', 'dest': 'dead'},
-    {'trigger': 'evt_flushed', 'source': 'closing', 'dest': None, 'conditions': ['has_output']},
-    {'trigger': 'evt_flushed', 'source': 'closing', 'dest': 'dead'},
-    {'trigger': 'evt_msgs', 'source': 'closing', 'dest': None, 'after': ['discard']},
-    {'trigger': 'evt_bad_frame', 'source': 'closing', 'dest': 'dead', 'after': ['log_protocol_error']},
-    {'trigger': 'evt_timeout', 'source': 'closing', 'dest': 'dead', 'after': ['log_linger_expired']},
-    {'trigger': 'cmd_close', 'source': 'closing', 'dest': None},
-    {'trigger': 'evt_peer_closed', 'source': 'handshaking', 'dest': 'dead', 'after': ['log_peer_closed']},
-    {'trigger': 'evt_peer_closed', 'source': 'active', 'dest': 'dead', 'after': ['log_peer_closed']},
-    {'trigger': 'evt_peer_closed', 'source': 'closing', 'dest': 'dead', 'after': ['log_peer_closed']},
-    {'trigger': 'evt_io_error', 'source': 'handshaking', 'dest': 'dead', 'after': ['log_io_error']},
-    {'trigger': 'evt_io_error', 'source': 'active', 'dest': 'dead', 'after': ['log_io_error']},
-    {'trigger': 'evt_io_error', 'source': 'closing', 'dest': 'dead', 'after': ['log_io_error']},
-    {'trigger': 'evt_crashed', 'source': 'idle', 'dest': 'dead', 'after': ['log_crash']},
-    {'trigger': 'evt_crashed', 'source': 'connecting', 'dest': 'dead', 'after': ['log_crash']},
-    {'trigger': 'evt_crashed', 'source': 'handshaking', 'dest': 'dead', 'after': ['log_crash']},
-    {'trigger': 'evt_crashed', 'source': 'active', 'dest': 'dead', 'after': ['log_crash']},
-    {'trigger': 'evt_crashed', 'source': 'closing', 'dest': 'dead', 'after': ['log_crash']},
-    {'trigger': 'cmd_close', 'source': 'idle', 'dest': 'dead'},
-    {'trigger': 'cmd_close', 'source': 'connecting', 'dest': 'dead'},
-    {'trigger': 'cmd_close', 'source': 'handshaking', 'dest': 'dead'},
-    {'trigger': 'cmd_close', 'source': 'dead', 'dest': None},
-]
-
-MACHINE = Machine(
-    model=None,
-    states=STATES,
-    transitions=TRANSITIONS,
-    initial=INITIAL,
-    auto_transitions=False,
-    send_event=False,
-    name=NAME,
-)
-_TRIGGERS = {name: MACHINE.events[name].trigger for name in EVENTS}
 
 
 class PipeCompiled:
@@ -109,7 +38,7 @@ class PipeCompiled:
             self.watch_handshake(*args)
             self.start_handshake_timer(*args)
             return True
-        raise MachineError('pipe: ' f"Can't trigger event cmd_open from state {state}!")
+        raise RefusedEvent(NAME, state, 'cmd_open')
 
     def evt_connected(self, *args):
         state = self.state
@@ -121,7 +50,7 @@ class PipeCompiled:
             self.watch_handshake(*args)
             self.start_handshake_timer(*args)
             return True
-        raise MachineError('pipe: ' f"Can't trigger event evt_connected from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_connected')
 
     def evt_connect_failed(self, *args):
         state = self.state
@@ -131,7 +60,7 @@ class PipeCompiled:
             self.release(*args)
             self.log_connect_failure(*args)
             return True
-        raise MachineError('pipe: ' f"Can't trigger event evt_connect_failed from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_connect_failed')
 
     def evt_handshake_ok(self, *args):
         state = self.state
@@ -141,7 +70,7 @@ class PipeCompiled:
             self.watch_frames(*args)
             self.attach_to_socket(*args)
             return True
-        raise MachineError('pipe: ' f"Can't trigger event evt_handshake_ok from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_handshake_ok')
 
     def evt_flushed(self, *args):
         state = self.state
@@ -157,7 +86,7 @@ class PipeCompiled:
             self.state = 'dead'
             self.release(*args)
             return True
-        raise MachineError('pipe: ' f"Can't trigger event evt_flushed from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_flushed')
 
     def evt_handshake_bad(self, *args):
         state = self.state
@@ -167,7 +96,7 @@ class PipeCompiled:
             self.release(*args)
             self.log_protocol_error(*args)
             return True
-        raise MachineError('pipe: ' f"Can't trigger event evt_handshake_bad from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_handshake_bad')
 
     def evt_timeout(self, *args):
         state = self.state
@@ -183,14 +112,14 @@ class PipeCompiled:
             self.release(*args)
             self.log_linger_expired(*args)
             return True
-        raise MachineError('pipe: ' f"Can't trigger event evt_timeout from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_timeout')
 
     def cmd_send(self, *args):
         state = self.state
         if state == 'active':
             self.enqueue(*args)
             return True
-        raise MachineError('pipe: ' f"Can't trigger event cmd_send from state {state}!")
+        raise RefusedEvent(NAME, state, 'cmd_send')
 
     def evt_msgs(self, *args):
         state = self.state
@@ -200,7 +129,7 @@ class PipeCompiled:
         if state == 'closing':
             self.discard(*args)
             return True
-        raise MachineError('pipe: ' f"Can't trigger event evt_msgs from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_msgs')
 
     def cmd_pause(self, *args):
         state = self.state
@@ -217,7 +146,7 @@ class PipeCompiled:
             return True
         if state == 'dead':
             return True
-        raise MachineError('pipe: ' f"Can't trigger event cmd_pause from state {state}!")
+        raise RefusedEvent(NAME, state, 'cmd_pause')
 
     def cmd_resume(self, *args):
         state = self.state
@@ -234,7 +163,7 @@ class PipeCompiled:
             return True
         if state == 'dead':
             return True
-        raise MachineError('pipe: ' f"Can't trigger event cmd_resume from state {state}!")
+        raise RefusedEvent(NAME, state, 'cmd_resume')
 
     def evt_bad_frame(self, *args):
         state = self.state
@@ -250,7 +179,7 @@ class PipeCompiled:
             self.release(*args)
             self.log_protocol_error(*args)
             return True
-        raise MachineError('pipe: ' f"Can't trigger event evt_bad_frame from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_bad_frame')
 
     def cmd_close(self, *args):
         state = self.state
@@ -282,7 +211,7 @@ class PipeCompiled:
             return True
         if state == 'dead':
             return True
-        raise MachineError('pipe: ' f"Can't trigger event cmd_close from state {state}!")
+        raise RefusedEvent(NAME, state, 'cmd_close')
 
     def evt_peer_closed(self, *args):
         state = self.state
@@ -304,7 +233,7 @@ class PipeCompiled:
             self.release(*args)
             self.log_peer_closed(*args)
             return True
-        raise MachineError('pipe: ' f"Can't trigger event evt_peer_closed from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_peer_closed')
 
     def evt_io_error(self, *args):
         state = self.state
@@ -326,7 +255,7 @@ class PipeCompiled:
             self.release(*args)
             self.log_io_error(*args)
             return True
-        raise MachineError('pipe: ' f"Can't trigger event evt_io_error from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_io_error')
 
     def evt_crashed(self, *args):
         state = self.state
@@ -359,61 +288,12 @@ class PipeCompiled:
             self.release(*args)
             self.log_crash(*args)
             return True
-        raise MachineError('pipe: ' f"Can't trigger event evt_crashed from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_crashed')
 
 
-class PipeTransitions:
-    """pipe: every event runs through the class-level transitions.Machine."""
+if BACKEND == "transitions":  # the reference backend: only now is transitions loaded
+    from scaproust._generated.pipe_reference import PipeTransitions
 
-    state = 'idle'
-
-    def cmd_open(self, *args):
-        return _TRIGGERS['cmd_open'](self, *args)
-
-    def evt_connected(self, *args):
-        return _TRIGGERS['evt_connected'](self, *args)
-
-    def evt_connect_failed(self, *args):
-        return _TRIGGERS['evt_connect_failed'](self, *args)
-
-    def evt_handshake_ok(self, *args):
-        return _TRIGGERS['evt_handshake_ok'](self, *args)
-
-    def evt_flushed(self, *args):
-        return _TRIGGERS['evt_flushed'](self, *args)
-
-    def evt_handshake_bad(self, *args):
-        return _TRIGGERS['evt_handshake_bad'](self, *args)
-
-    def evt_timeout(self, *args):
-        return _TRIGGERS['evt_timeout'](self, *args)
-
-    def cmd_send(self, *args):
-        return _TRIGGERS['cmd_send'](self, *args)
-
-    def evt_msgs(self, *args):
-        return _TRIGGERS['evt_msgs'](self, *args)
-
-    def cmd_pause(self, *args):
-        return _TRIGGERS['cmd_pause'](self, *args)
-
-    def cmd_resume(self, *args):
-        return _TRIGGERS['cmd_resume'](self, *args)
-
-    def evt_bad_frame(self, *args):
-        return _TRIGGERS['evt_bad_frame'](self, *args)
-
-    def cmd_close(self, *args):
-        return _TRIGGERS['cmd_close'](self, *args)
-
-    def evt_peer_closed(self, *args):
-        return _TRIGGERS['evt_peer_closed'](self, *args)
-
-    def evt_io_error(self, *args):
-        return _TRIGGERS['evt_io_error'](self, *args)
-
-    def evt_crashed(self, *args):
-        return _TRIGGERS['evt_crashed'](self, *args)
-
-
-PipeFSM = select_backend(PipeCompiled, PipeTransitions)
+    PipeFSM = PipeTransitions
+else:
+    PipeFSM = PipeCompiled

@@ -7,9 +7,8 @@ the linger time, and the socket is closed when the last pipe is gone.
 Hand-written actions and guards: scaproust.core.socket.SocketCore.
 """
 
-from transitions import Machine, MachineError
-
-from scaproust.core.fsm import select_backend
+from scaproust.core.fsm import BACKEND
+from scaproust.core.machine_errors import RefusedEvent
 
 NAME = 'socket'
 INITIAL = 'open'
@@ -18,41 +17,6 @@ FINAL_STATES = ('closed',)
 EVENTS = ('cmd_bind', 'cmd_connect', 'cmd_close_endpoint', 'evt_pipe_opened', 'evt_pipe_closed', 'cmd_close', 'evt_crashed')
 GUARDS = ('has_pipes', 'has_other_pipes')
 ACTIONS = ('close_endpoints', 'close_pipes', 'close_protocol', 'notify_closed', 'add_listener', 'add_dialer', 'remove_endpoint', 'track_pipe', 'untrack_pipe', 'close_late_pipe', 'log_crash')
-
-STATES = [
-    {'name': 'open', 'ignore_invalid_triggers': False},
-    {'name': 'closing', 'on_enter': ['close_endpoints', 'close_pipes'], 'ignore_invalid_triggers': False},
-    {'name': 'closed', 'on_enter': ['close_protocol', 'notify_closed'], 'final': True, 'ignore_invalid_triggers': False},
-]
-
-TRANSITIONS = [
-    {'trigger': 'cmd_bind', 'source': 'open', 'dest': None, 'after': ['add_listener']},
-    {'trigger': 'cmd_connect', 'source': 'open', 'dest': None, 'after': ['add_dialer']},
-    {'trigger': 'cmd_close_endpoint', 'source': 'open', 'dest': None, 'after': ['remove_endpoint']},
-    {'trigger': 'evt_pipe_opened', 'source': 'open', 'dest': None, 'after': ['track_pipe']},
-    {'trigger': 'evt_pipe_closed', 'source': 'open', 'dest': None, 'after': ['untrack_pipe']},
-    {'trigger': 'cmd_close', 'source': 'open', 'dest': 'closing', 'conditions': ['has_pipes']},
-    {'trigger': 'cmd_close', 'source': 'open', 'dest': 'closed', 'after': ['close_endpoints']},
-    {'trigger': 'evt_pipe_opened', 'source': 'closing', 'dest': None, 'after': ['close_late_pipe']},
-    {'trigger': 'evt_pipe_closed', 'source': 'closing', 'dest': None, 'conditions': ['has_other_pipes'], 'after': ['untrack_pipe']},
-    {'trigger': 'evt_pipe_closed', 'source': 'closing', 'dest': 'closed', 'after': ['untrack_pipe']},
-    {'trigger': 'cmd_close', 'source': 'closing', 'dest': None},
-    {'trigger': 'cmd_close', 'source': 'closed', 'dest': None},
-    {'trigger': 'evt_pipe_closed', 'source': 'closed', 'dest': None},
-    {'trigger': 'evt_crashed', 'source': 'open', 'dest': 'closed', 'after': ['log_crash', 'close_endpoints']},
-    {'trigger': 'evt_crashed', 'source': 'closing', 'dest': 'closed', 'after': ['log_crash', 'close_endpoints']},
-]
-
-MACHINE = Machine(
-    model=None,
-    states=STATES,
-    transitions=TRANSITIONS,
-    initial=INITIAL,
-    auto_transitions=False,
-    send_event=False,
-    name=NAME,
-)
-_TRIGGERS = {name: MACHINE.events[name].trigger for name in EVENTS}
 
 
 class SocketCompiled:
@@ -65,21 +29,21 @@ class SocketCompiled:
         if state == 'open':
             self.add_listener(*args)
             return True
-        raise MachineError('socket: ' f"Can't trigger event cmd_bind from state {state}!")
+        raise RefusedEvent(NAME, state, 'cmd_bind')
 
     def cmd_connect(self, *args):
         state = self.state
         if state == 'open':
             self.add_dialer(*args)
             return True
-        raise MachineError('socket: ' f"Can't trigger event cmd_connect from state {state}!")
+        raise RefusedEvent(NAME, state, 'cmd_connect')
 
     def cmd_close_endpoint(self, *args):
         state = self.state
         if state == 'open':
             self.remove_endpoint(*args)
             return True
-        raise MachineError('socket: ' f"Can't trigger event cmd_close_endpoint from state {state}!")
+        raise RefusedEvent(NAME, state, 'cmd_close_endpoint')
 
     def evt_pipe_opened(self, *args):
         state = self.state
@@ -89,7 +53,7 @@ class SocketCompiled:
         if state == 'closing':
             self.close_late_pipe(*args)
             return True
-        raise MachineError('socket: ' f"Can't trigger event evt_pipe_opened from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_pipe_opened')
 
     def evt_pipe_closed(self, *args):
         state = self.state
@@ -107,7 +71,7 @@ class SocketCompiled:
             return True
         if state == 'closed':
             return True
-        raise MachineError('socket: ' f"Can't trigger event evt_pipe_closed from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_pipe_closed')
 
     def cmd_close(self, *args):
         state = self.state
@@ -126,7 +90,7 @@ class SocketCompiled:
             return True
         if state == 'closed':
             return True
-        raise MachineError('socket: ' f"Can't trigger event cmd_close from state {state}!")
+        raise RefusedEvent(NAME, state, 'cmd_close')
 
     def evt_crashed(self, *args):
         state = self.state
@@ -144,34 +108,12 @@ class SocketCompiled:
             self.log_crash(*args)
             self.close_endpoints(*args)
             return True
-        raise MachineError('socket: ' f"Can't trigger event evt_crashed from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_crashed')
 
 
-class SocketTransitions:
-    """socket: every event runs through the class-level transitions.Machine."""
+if BACKEND == "transitions":  # the reference backend: only now is transitions loaded
+    from scaproust._generated.socket_reference import SocketTransitions
 
-    state = 'open'
-
-    def cmd_bind(self, *args):
-        return _TRIGGERS['cmd_bind'](self, *args)
-
-    def cmd_connect(self, *args):
-        return _TRIGGERS['cmd_connect'](self, *args)
-
-    def cmd_close_endpoint(self, *args):
-        return _TRIGGERS['cmd_close_endpoint'](self, *args)
-
-    def evt_pipe_opened(self, *args):
-        return _TRIGGERS['evt_pipe_opened'](self, *args)
-
-    def evt_pipe_closed(self, *args):
-        return _TRIGGERS['evt_pipe_closed'](self, *args)
-
-    def cmd_close(self, *args):
-        return _TRIGGERS['cmd_close'](self, *args)
-
-    def evt_crashed(self, *args):
-        return _TRIGGERS['evt_crashed'](self, *args)
-
-
-SocketFSM = select_backend(SocketCompiled, SocketTransitions)
+    SocketFSM = SocketTransitions
+else:
+    SocketFSM = SocketCompiled

@@ -8,9 +8,8 @@ Never sends, not even subscriptions (WIRE.md).
 Hand-written actions and guards: scaproust.protocols.sub.Sub.
 """
 
-from transitions import Machine, MachineError
-
-from scaproust.core.fsm import select_backend
+from scaproust.core.fsm import BACKEND
+from scaproust.core.machine_errors import RefusedEvent
 
 NAME = 'sub'
 INITIAL = 'unsubscribed'
@@ -19,43 +18,6 @@ FINAL_STATES = ('closed',)
 EVENTS = ('evt_pipe_added', 'evt_pipe_removed', 'evt_pipe_ready', 'evt_pipe_recv', 'cmd_subscribe', 'cmd_unsubscribe', 'cmd_close')
 GUARDS = ('is_last_topic', 'is_subscribed')
 ACTIONS = ('discard_unmatched', 'deliver_matching', 'add_topic', 'remove_topic', 'refuse_unknown_topic')
-
-STATES = [
-    {'name': 'unsubscribed', 'ignore_invalid_triggers': False},
-    {'name': 'subscribed', 'ignore_invalid_triggers': False},
-    {'name': 'closed', 'final': True, 'ignore_invalid_triggers': False},
-]
-
-TRANSITIONS = [
-    {'trigger': 'evt_pipe_added', 'source': 'unsubscribed', 'dest': None},
-    {'trigger': 'evt_pipe_added', 'source': 'subscribed', 'dest': None},
-    {'trigger': 'evt_pipe_removed', 'source': 'unsubscribed', 'dest': None},
-    {'trigger': 'evt_pipe_removed', 'source': 'subscribed', 'dest': None},
-    {'trigger': 'evt_pipe_ready', 'source': 'unsubscribed', 'dest': None},
-    {'trigger': 'evt_pipe_ready', 'source': 'subscribed', 'dest': None},
-    {'trigger': 'evt_pipe_recv', 'source': 'unsubscribed', 'dest': None, 'after': ['discard_unmatched']},
-    {'trigger': 'evt_pipe_recv', 'source': 'subscribed', 'dest': None, 'after': ['deliver_matching']},
-    {'trigger': 'cmd_subscribe', 'source': 'unsubscribed', 'dest': 'subscribed', 'after': ['add_topic']},
-    {'trigger': 'cmd_subscribe', 'source': 'subscribed', 'dest': None, 'after': ['add_topic']},
-    {'trigger': 'cmd_unsubscribe', 'source': 'subscribed', 'dest': 'unsubscribed', 'conditions': ['is_last_topic'], 'after': ['remove_topic']},
-    {'trigger': 'cmd_unsubscribe', 'source': 'subscribed', 'dest': None, 'conditions': ['is_subscribed'], 'after': ['remove_topic']},
-    {'trigger': 'cmd_unsubscribe', 'source': 'unsubscribed', 'dest': None, 'after': ['refuse_unknown_topic']},
-    {'trigger': 'cmd_unsubscribe', 'source': 'subscribed', 'dest': None, 'after': ['refuse_unknown_topic']},
-    {'trigger': 'cmd_close', 'source': 'unsubscribed', 'dest': 'closed'},
-    {'trigger': 'cmd_close', 'source': 'subscribed', 'dest': 'closed'},
-    {'trigger': 'cmd_close', 'source': 'closed', 'dest': None},
-]
-
-MACHINE = Machine(
-    model=None,
-    states=STATES,
-    transitions=TRANSITIONS,
-    initial=INITIAL,
-    auto_transitions=False,
-    send_event=False,
-    name=NAME,
-)
-_TRIGGERS = {name: MACHINE.events[name].trigger for name in EVENTS}
 
 
 class SubCompiled:
@@ -69,7 +31,7 @@ class SubCompiled:
             return True
         if state == 'subscribed':
             return True
-        raise MachineError('sub: ' f"Can't trigger event evt_pipe_added from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_pipe_added')
 
     def evt_pipe_removed(self, *args):
         state = self.state
@@ -77,7 +39,7 @@ class SubCompiled:
             return True
         if state == 'subscribed':
             return True
-        raise MachineError('sub: ' f"Can't trigger event evt_pipe_removed from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_pipe_removed')
 
     def evt_pipe_ready(self, *args):
         state = self.state
@@ -85,7 +47,7 @@ class SubCompiled:
             return True
         if state == 'subscribed':
             return True
-        raise MachineError('sub: ' f"Can't trigger event evt_pipe_ready from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_pipe_ready')
 
     def evt_pipe_recv(self, *args):
         state = self.state
@@ -95,7 +57,7 @@ class SubCompiled:
         if state == 'subscribed':
             self.deliver_matching(*args)
             return True
-        raise MachineError('sub: ' f"Can't trigger event evt_pipe_recv from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_pipe_recv')
 
     def cmd_subscribe(self, *args):
         state = self.state
@@ -106,7 +68,7 @@ class SubCompiled:
         if state == 'subscribed':
             self.add_topic(*args)
             return True
-        raise MachineError('sub: ' f"Can't trigger event cmd_subscribe from state {state}!")
+        raise RefusedEvent(NAME, state, 'cmd_subscribe')
 
     def cmd_unsubscribe(self, *args):
         state = self.state
@@ -123,7 +85,7 @@ class SubCompiled:
                 return True
             self.refuse_unknown_topic(*args)
             return True
-        raise MachineError('sub: ' f"Can't trigger event cmd_unsubscribe from state {state}!")
+        raise RefusedEvent(NAME, state, 'cmd_unsubscribe')
 
     def cmd_close(self, *args):
         state = self.state
@@ -135,34 +97,12 @@ class SubCompiled:
             return True
         if state == 'closed':
             return True
-        raise MachineError('sub: ' f"Can't trigger event cmd_close from state {state}!")
+        raise RefusedEvent(NAME, state, 'cmd_close')
 
 
-class SubTransitions:
-    """sub: every event runs through the class-level transitions.Machine."""
+if BACKEND == "transitions":  # the reference backend: only now is transitions loaded
+    from scaproust._generated.sub_reference import SubTransitions
 
-    state = 'unsubscribed'
-
-    def evt_pipe_added(self, *args):
-        return _TRIGGERS['evt_pipe_added'](self, *args)
-
-    def evt_pipe_removed(self, *args):
-        return _TRIGGERS['evt_pipe_removed'](self, *args)
-
-    def evt_pipe_ready(self, *args):
-        return _TRIGGERS['evt_pipe_ready'](self, *args)
-
-    def evt_pipe_recv(self, *args):
-        return _TRIGGERS['evt_pipe_recv'](self, *args)
-
-    def cmd_subscribe(self, *args):
-        return _TRIGGERS['cmd_subscribe'](self, *args)
-
-    def cmd_unsubscribe(self, *args):
-        return _TRIGGERS['cmd_unsubscribe'](self, *args)
-
-    def cmd_close(self, *args):
-        return _TRIGGERS['cmd_close'](self, *args)
-
-
-SubFSM = select_backend(SubCompiled, SubTransitions)
+    SubFSM = SubTransitions
+else:
+    SubFSM = SubCompiled

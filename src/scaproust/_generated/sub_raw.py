@@ -6,9 +6,8 @@ unfiltered, and no subscriptions at all (as nng's raw sub0); never sends.
 Hand-written actions and guards: scaproust.protocols.sub.SubRaw.
 """
 
-from transitions import Machine, MachineError
-
-from scaproust.core.fsm import select_backend
+from scaproust.core.fsm import BACKEND
+from scaproust.core.machine_errors import RefusedEvent
 
 NAME = 'sub_raw'
 INITIAL = 'open'
@@ -17,31 +16,6 @@ FINAL_STATES = ('closed',)
 EVENTS = ('evt_pipe_added', 'evt_pipe_removed', 'evt_pipe_ready', 'evt_pipe_recv', 'cmd_close')
 GUARDS = ()
 ACTIONS = ('deliver',)
-
-STATES = [
-    {'name': 'open', 'ignore_invalid_triggers': False},
-    {'name': 'closed', 'final': True, 'ignore_invalid_triggers': False},
-]
-
-TRANSITIONS = [
-    {'trigger': 'evt_pipe_added', 'source': 'open', 'dest': None},
-    {'trigger': 'evt_pipe_removed', 'source': 'open', 'dest': None},
-    {'trigger': 'evt_pipe_ready', 'source': 'open', 'dest': None},
-    {'trigger': 'evt_pipe_recv', 'source': 'open', 'dest': None, 'after': ['deliver']},
-    {'trigger': 'cmd_close', 'source': 'open', 'dest': 'closed'},
-    {'trigger': 'cmd_close', 'source': 'closed', 'dest': None},
-]
-
-MACHINE = Machine(
-    model=None,
-    states=STATES,
-    transitions=TRANSITIONS,
-    initial=INITIAL,
-    auto_transitions=False,
-    send_event=False,
-    name=NAME,
-)
-_TRIGGERS = {name: MACHINE.events[name].trigger for name in EVENTS}
 
 
 class SubRawCompiled:
@@ -53,26 +27,26 @@ class SubRawCompiled:
         state = self.state
         if state == 'open':
             return True
-        raise MachineError('sub_raw: ' f"Can't trigger event evt_pipe_added from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_pipe_added')
 
     def evt_pipe_removed(self, *args):
         state = self.state
         if state == 'open':
             return True
-        raise MachineError('sub_raw: ' f"Can't trigger event evt_pipe_removed from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_pipe_removed')
 
     def evt_pipe_ready(self, *args):
         state = self.state
         if state == 'open':
             return True
-        raise MachineError('sub_raw: ' f"Can't trigger event evt_pipe_ready from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_pipe_ready')
 
     def evt_pipe_recv(self, *args):
         state = self.state
         if state == 'open':
             self.deliver(*args)
             return True
-        raise MachineError('sub_raw: ' f"Can't trigger event evt_pipe_recv from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_pipe_recv')
 
     def cmd_close(self, *args):
         state = self.state
@@ -81,28 +55,12 @@ class SubRawCompiled:
             return True
         if state == 'closed':
             return True
-        raise MachineError('sub_raw: ' f"Can't trigger event cmd_close from state {state}!")
+        raise RefusedEvent(NAME, state, 'cmd_close')
 
 
-class SubRawTransitions:
-    """sub_raw: every event runs through the class-level transitions.Machine."""
+if BACKEND == "transitions":  # the reference backend: only now is transitions loaded
+    from scaproust._generated.sub_raw_reference import SubRawTransitions
 
-    state = 'open'
-
-    def evt_pipe_added(self, *args):
-        return _TRIGGERS['evt_pipe_added'](self, *args)
-
-    def evt_pipe_removed(self, *args):
-        return _TRIGGERS['evt_pipe_removed'](self, *args)
-
-    def evt_pipe_ready(self, *args):
-        return _TRIGGERS['evt_pipe_ready'](self, *args)
-
-    def evt_pipe_recv(self, *args):
-        return _TRIGGERS['evt_pipe_recv'](self, *args)
-
-    def cmd_close(self, *args):
-        return _TRIGGERS['cmd_close'](self, *args)
-
-
-SubRawFSM = select_backend(SubRawCompiled, SubRawTransitions)
+    SubRawFSM = SubRawTransitions
+else:
+    SubRawFSM = SubRawCompiled

@@ -9,9 +9,8 @@ old one and its deadline.
 Hand-written actions and guards: scaproust.protocols.surveyor.Surveyor.
 """
 
-from transitions import Machine, MachineError
-
-from scaproust.core.fsm import select_backend
+from scaproust.core.fsm import BACKEND
+from scaproust.core.machine_errors import RefusedEvent
 
 NAME = 'surveyor'
 INITIAL = 'idle'
@@ -20,40 +19,6 @@ FINAL_STATES = ('closed',)
 EVENTS = ('evt_pipe_added', 'evt_pipe_removed', 'evt_pipe_ready', 'cmd_send', 'evt_pipe_recv', 'evt_deadline', 'cmd_close')
 GUARDS = ()
 ACTIONS = ('cancel_deadline', 'forget_survey', 'add_pipe', 'remove_pipe', 'take_survey', 'broadcast', 'start_deadline', 'deliver_current', 'drop_late')
-
-STATES = [
-    {'name': 'idle', 'ignore_invalid_triggers': False},
-    {'name': 'surveying', 'on_exit': ['cancel_deadline', 'forget_survey'], 'ignore_invalid_triggers': False},
-    {'name': 'closed', 'final': True, 'ignore_invalid_triggers': False},
-]
-
-TRANSITIONS = [
-    {'trigger': 'evt_pipe_added', 'source': 'idle', 'dest': None, 'after': ['add_pipe']},
-    {'trigger': 'evt_pipe_added', 'source': 'surveying', 'dest': None, 'after': ['add_pipe']},
-    {'trigger': 'evt_pipe_removed', 'source': 'idle', 'dest': None, 'after': ['remove_pipe']},
-    {'trigger': 'evt_pipe_removed', 'source': 'surveying', 'dest': None, 'after': ['remove_pipe']},
-    {'trigger': 'evt_pipe_ready', 'source': 'idle', 'dest': None},
-    {'trigger': 'evt_pipe_ready', 'source': 'surveying', 'dest': None},
-    {'trigger': 'cmd_send', 'source': 'idle', 'dest': 'surveying', 'after': ['take_survey', 'broadcast', 'start_deadline']},
-    {'trigger': 'cmd_send', 'source': 'surveying', 'dest': None, 'after': ['cancel_deadline', 'take_survey', 'broadcast', 'start_deadline']},
-    {'trigger': 'evt_pipe_recv', 'source': 'surveying', 'dest': None, 'after': ['deliver_current']},
-    {'trigger': 'evt_pipe_recv', 'source': 'idle', 'dest': None, 'after': ['drop_late']},
-    {'trigger': 'evt_deadline', 'source': 'surveying', 'dest': 'idle'},
-    {'trigger': 'cmd_close', 'source': 'idle', 'dest': 'closed'},
-    {'trigger': 'cmd_close', 'source': 'surveying', 'dest': 'closed'},
-    {'trigger': 'cmd_close', 'source': 'closed', 'dest': None},
-]
-
-MACHINE = Machine(
-    model=None,
-    states=STATES,
-    transitions=TRANSITIONS,
-    initial=INITIAL,
-    auto_transitions=False,
-    send_event=False,
-    name=NAME,
-)
-_TRIGGERS = {name: MACHINE.events[name].trigger for name in EVENTS}
 
 
 class SurveyorCompiled:
@@ -69,7 +34,7 @@ class SurveyorCompiled:
         if state == 'surveying':
             self.add_pipe(*args)
             return True
-        raise MachineError('surveyor: ' f"Can't trigger event evt_pipe_added from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_pipe_added')
 
     def evt_pipe_removed(self, *args):
         state = self.state
@@ -79,7 +44,7 @@ class SurveyorCompiled:
         if state == 'surveying':
             self.remove_pipe(*args)
             return True
-        raise MachineError('surveyor: ' f"Can't trigger event evt_pipe_removed from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_pipe_removed')
 
     def evt_pipe_ready(self, *args):
         state = self.state
@@ -87,7 +52,7 @@ class SurveyorCompiled:
             return True
         if state == 'surveying':
             return True
-        raise MachineError('surveyor: ' f"Can't trigger event evt_pipe_ready from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_pipe_ready')
 
     def cmd_send(self, *args):
         state = self.state
@@ -103,7 +68,7 @@ class SurveyorCompiled:
             self.broadcast(*args)
             self.start_deadline(*args)
             return True
-        raise MachineError('surveyor: ' f"Can't trigger event cmd_send from state {state}!")
+        raise RefusedEvent(NAME, state, 'cmd_send')
 
     def evt_pipe_recv(self, *args):
         state = self.state
@@ -113,7 +78,7 @@ class SurveyorCompiled:
         if state == 'surveying':
             self.deliver_current(*args)
             return True
-        raise MachineError('surveyor: ' f"Can't trigger event evt_pipe_recv from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_pipe_recv')
 
     def evt_deadline(self, *args):
         state = self.state
@@ -122,7 +87,7 @@ class SurveyorCompiled:
             self.forget_survey(*args)
             self.state = 'idle'
             return True
-        raise MachineError('surveyor: ' f"Can't trigger event evt_deadline from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_deadline')
 
     def cmd_close(self, *args):
         state = self.state
@@ -136,34 +101,12 @@ class SurveyorCompiled:
             return True
         if state == 'closed':
             return True
-        raise MachineError('surveyor: ' f"Can't trigger event cmd_close from state {state}!")
+        raise RefusedEvent(NAME, state, 'cmd_close')
 
 
-class SurveyorTransitions:
-    """surveyor: every event runs through the class-level transitions.Machine."""
+if BACKEND == "transitions":  # the reference backend: only now is transitions loaded
+    from scaproust._generated.surveyor_reference import SurveyorTransitions
 
-    state = 'idle'
-
-    def evt_pipe_added(self, *args):
-        return _TRIGGERS['evt_pipe_added'](self, *args)
-
-    def evt_pipe_removed(self, *args):
-        return _TRIGGERS['evt_pipe_removed'](self, *args)
-
-    def evt_pipe_ready(self, *args):
-        return _TRIGGERS['evt_pipe_ready'](self, *args)
-
-    def cmd_send(self, *args):
-        return _TRIGGERS['cmd_send'](self, *args)
-
-    def evt_pipe_recv(self, *args):
-        return _TRIGGERS['evt_pipe_recv'](self, *args)
-
-    def evt_deadline(self, *args):
-        return _TRIGGERS['evt_deadline'](self, *args)
-
-    def cmd_close(self, *args):
-        return _TRIGGERS['cmd_close'](self, *args)
-
-
-SurveyorFSM = select_backend(SurveyorCompiled, SurveyorTransitions)
+    SurveyorFSM = SurveyorTransitions
+else:
+    SurveyorFSM = SurveyorCompiled
