@@ -6,7 +6,9 @@
 2. ``<Name>Compiled``: one specialised method per event (guards, on_exit, state change,
    on_enter, actions: ``transitions``' callback order), the default backend; an event
    with no row in the current state raises ``RefusedEvent`` (machine ``unlisted: error``)
-   or returns False (``ignore``);
+   or returns False (``ignore``). Each takes the parameters the event declares (defaults
+   included) and passes them all, by position, to its guards and actions; ``on_enter``
+   and ``on_exit`` actions get none (``PARAMETERS`` lists them per event);
 3. ``<Name>FSM``: the backend ``SCAPROUST_FSM`` selects, ``<Name>Compiled`` unless it is
    ``transitions``: only then is the reference module imported.
 
@@ -18,8 +20,9 @@
    ``transitions.Machine`` built from them (``model=None``: models are never added, so a
    machine costs nothing per connection);
 2. ``<Name>Transitions``: the same method names as the compiled class, each running the
-   event through ``MACHINE`` (``Event.trigger(model, *args)``), its refusal turned into
-   the same ``RefusedEvent`` (core/fsm_reference.py).
+   event through ``MACHINE`` (``Event.trigger(model, ...)``) with the same parameters,
+   its refusal turned into the same ``RefusedEvent`` and its ``on_enter``/``on_exit``
+   actions called without the event's arguments (core/fsm_reference.py).
 """
 
 from __future__ import annotations
@@ -65,30 +68,42 @@ def transitions_lists(m: Machine) -> tuple[list[dict], list[dict]]:
     return states, transitions
 
 
-def _guard_expr(row: Row) -> str:
+def signature(m: Machine, event: str) -> str:
+    """The event method's parameters, ``self`` first, as declared (defaults included)."""
+    return ", ".join(["self", *(str(p) for p in m.params[event])])
+
+
+def arguments(m: Machine, event: str) -> str:
+    """What the event method passes on to guards and actions: every parameter, by position."""
+    return ", ".join(p.name for p in m.params[event])
+
+
+def _guard_expr(row: Row, args: str) -> str:
     # transitions evaluates `conditions` then `unless`, each in order, stopping at the first
     # that fails; the compiled test keeps that order so guard calls match one for one.
-    parts = [f"self.{g.name}(*args)" for g in row.guards if not g.negated]
-    parts += [f"not self.{g.name}(*args)" for g in row.guards if g.negated]
+    parts = [f"self.{g.name}({args})" for g in row.guards if not g.negated]
+    parts += [f"not self.{g.name}({args})" for g in row.guards if g.negated]
     return " and ".join(parts)
 
 
-def _row_body(m: Machine, row: Row, indent: str) -> list[str]:
+def _row_body(m: Machine, row: Row, indent: str, args: str) -> list[str]:
     lines = []
     if not row.internal:
+        # on_exit and on_enter run for whichever event leaves or enters: no event arguments.
         for action in m.states[row.source].on_exit:
-            lines.append(f"{indent}self.{action}(*args)")
+            lines.append(f"{indent}self.{action}()")
         lines.append(f"{indent}self.state = {row.dest!r}")
         for action in m.states[row.dest].on_enter:
-            lines.append(f"{indent}self.{action}(*args)")
+            lines.append(f"{indent}self.{action}()")
     for action in row.actions:
-        lines.append(f"{indent}self.{action}(*args)")
+        lines.append(f"{indent}self.{action}({args})")
     lines.append(f"{indent}return True")
     return lines
 
 
 def _compiled_method(m: Machine, event: str) -> list[str]:
-    out = [f"    def {event}(self, *args):"]
+    args = arguments(m, event)
+    out = [f"    def {event}({signature(m, event)}):"]
     out.append("        state = self.state")
     for state in m.states:
         rows = m.rows_for(state, event)
@@ -97,10 +112,10 @@ def _compiled_method(m: Machine, event: str) -> list[str]:
         out.append(f"        if state == {state!r}:")
         for row in rows:
             if row.guards:
-                out.append(f"            if {_guard_expr(row)}:")
-                out.extend(_row_body(m, row, " " * 16))
+                out.append(f"            if {_guard_expr(row, args)}:")
+                out.extend(_row_body(m, row, " " * 16, args))
             else:
-                out.extend(_row_body(m, row, " " * 12))
+                out.extend(_row_body(m, row, " " * 12, args))
                 break
         else:
             out.append("            return False")
@@ -146,6 +161,7 @@ def render(m: Machine) -> str:
         f"UNLISTED = {m.unlisted!r}",
         f"FINAL_STATES = {tuple(s.name for s in m.states.values() if s.final)!r}",
         f"EVENTS = {tuple(m.events)!r}",
+        f"PARAMETERS = {_parameters(m)}",
         f"GUARDS = {tuple(m.guards)!r}",
         f"ACTIONS = {tuple(m.actions)!r}",
         "",
@@ -201,13 +217,20 @@ def render_reference(m: Machine) -> str:
         f"    state = {m.initial!r}",
     ]
     for event in m.events:
+        args = arguments(m, event)
         lines += [
             "",
-            f"    def {event}(self, *args):",
-            f"        return _TRIGGERS[{event!r}](self, *args)",
+            f"    def {event}({signature(m, event)}):",
+            f"        return _TRIGGERS[{event!r}](self{', ' if args else ''}{args})",
         ]
     lines.append("")
     return "\n".join(lines)
+
+
+def _parameters(m: Machine) -> str:
+    """``{event: (parameter, ...)}``, one event a line, in the order of ``EVENTS``."""
+    items = "".join(f"    {e!r}: {tuple(p.name for p in m.params[e])!r},\n" for e in m.events)
+    return "{\n" + items + "}"
 
 
 def render_init(machines: list[Machine]) -> str:

@@ -3,7 +3,9 @@
 For every machine, every state, every event and every combination of guard outcomes, the
 compiled backend (``_generated/<machine>.py``) and the ``transitions`` backend
 (``_generated/<machine>_reference.py``, imported here whatever ``SCAPROUST_FSM`` says) must
-end in the same state, call the same callbacks in the same order with the same arguments,
+end in the same state, call the same callbacks in the same order with the same arguments
+(guards and actions: every parameter the event declares, in order; ``on_enter`` and
+``on_exit``: none),
 and return or raise the same thing (a refused event: the same ``RefusedEvent``, with the
 same machine, state and event). Both are also checked against an expectation computed
 straight from the machine's ``STATES``/``TRANSITIONS`` lists (first row whose guards pass;
@@ -24,7 +26,20 @@ import pytest
 from scaproust._generated import MACHINES
 from scaproust.core.machine_errors import MachineError, RefusedEvent
 
-ARG = object()  # the event's argument: callbacks must receive exactly it
+
+class Arg:
+    """One argument of an event, named after its parameter: callbacks must receive exactly it."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __repr__(self):
+        return f"<{self.name}>"
+
+
+def event_args(mod, event):
+    """The event's arguments, one per parameter protocols.yaml declares (``PARAMETERS``)."""
+    return tuple(Arg(name) for name in mod.PARAMETERS[event])
 
 
 def machine_module(name):
@@ -66,17 +81,17 @@ class Recorder:
         return callback
 
 
-def run(backend_cls, state, event, outcomes, fail=None):
+def run(backend_cls, state, event, args, outcomes, fail=None):
     model = type("Model", (backend_cls, Recorder), {})(state, outcomes, fail)
     try:
-        result = ("returned", getattr(model, event)(ARG))
+        result = ("returned", getattr(model, event)(*args))
     except (MachineError, ValueError) as err:
         fields = (err.machine, err.state, err.event) if isinstance(err, RefusedEvent) else None
         result = ("raised", type(err).__name__, str(err), fields)
     return model.state, model.calls, result
 
 
-def expected(mod, state, event, outcomes):
+def expected(mod, state, event, args, outcomes):
     """What the table says, computed from STATES/TRANSITIONS (the reference module) only."""
     states = {s["name"]: s for s in mod.STATES}
     calls = []
@@ -85,13 +100,13 @@ def expected(mod, state, event, outcomes):
             continue
         passed = True
         for guard in row.get("conditions", []):
-            calls.append((guard, (ARG,)))
+            calls.append((guard, args))
             if not outcomes[guard]:
                 passed = False
                 break
         if passed:
             for guard in row.get("unless", []):
-                calls.append((guard, (ARG,)))
+                calls.append((guard, args))
                 if outcomes[guard]:
                     passed = False
                     break
@@ -99,10 +114,10 @@ def expected(mod, state, event, outcomes):
             continue
         dest = state
         if row["dest"] is not None:
-            calls += [(a, (ARG,)) for a in states[state].get("on_exit", [])]
+            calls += [(a, ()) for a in states[state].get("on_exit", [])]
             dest = row["dest"]
-            calls += [(a, (ARG,)) for a in states[dest].get("on_enter", [])]
-        calls += [(a, (ARG,)) for a in row.get("after", [])]
+            calls += [(a, ()) for a in states[dest].get("on_enter", [])]
+        calls += [(a, args) for a in row.get("after", [])]
         return dest, calls, ("returned", True)
     if not any(r["trigger"] == event and r["source"] == state for r in mod.TRANSITIONS):
         if mod.UNLISTED == "error":
@@ -128,11 +143,12 @@ def cases():
 
 @pytest.mark.parametrize(("name", "state", "event", "outcomes"), list(cases()))
 def test_both_backends_follow_the_table(name, state, event, outcomes):
-    ref = reference_module(name)
-    compiled = run(getattr(machine_module(name), f"{prefix(name)}Compiled"), state, event, outcomes)
-    via_transitions = run(getattr(ref, f"{prefix(name)}Transitions"), state, event, outcomes)
+    mod, ref = machine_module(name), reference_module(name)
+    args = event_args(mod, event)
+    compiled = run(getattr(mod, f"{prefix(name)}Compiled"), state, event, args, outcomes)
+    via_transitions = run(getattr(ref, f"{prefix(name)}Transitions"), state, event, args, outcomes)
     assert compiled == via_transitions
-    assert compiled == expected(ref, state, event, outcomes)
+    assert compiled == expected(ref, state, event, args, outcomes)
 
 
 def failing_action_cases():
@@ -156,7 +172,8 @@ def test_an_action_that_raises_surfaces_the_same_error_from_both_backends(name, 
                 outcomes.setdefault(g, False)
             for g in other.get("unless", []):
                 outcomes.setdefault(g, True)
-    args = (row["source"], row["trigger"], outcomes, row["after"][0])
+    args = (row["source"], row["trigger"], event_args(machine_module(name), row["trigger"]), outcomes,
+            row["after"][0])
     compiled = run(getattr(machine_module(name), f"{prefix(name)}Compiled"), *args)
     via_transitions = run(getattr(mod, f"{prefix(name)}Transitions"), *args)
     assert compiled == via_transitions

@@ -100,15 +100,13 @@ def test_a_dead_end_not_marked_final_fails():
 
 
 def test_a_missing_initial_state_fails():
-    text = edited("    class: scaproust.protocols.pull:Pull\n    initial: open\n",
-                  "    class: scaproust.protocols.pull:Pull\n    initial: opened\n")
+    text = edited("    initial: open\n", "    initial: opened\n", "pull")
     err = error_of(text)
     assert str(err) == f"protocols.yaml:{line_of(text, 'initial: opened')}: initial state 'opened' is not one of the states of 'pull'"
 
 
 def test_a_machine_without_initial_fails():
-    text = edited("    class: scaproust.protocols.pull:Pull\n    initial: open\n",
-                  "    class: scaproust.protocols.pull:Pull\n")
+    text = edited("    initial: open\n", "", "pull")
     assert error_of(text).message == "machine 'pull' has no 'initial'"
 
 

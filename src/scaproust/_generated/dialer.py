@@ -19,6 +19,16 @@ INITIAL = 'idle'
 UNLISTED = 'error'
 FINAL_STATES = ('closed',)
 EVENTS = ('cmd_start', 'evt_resolved', 'evt_resolve_failed', 'evt_timeout', 'evt_pipe_opened', 'evt_pipe_closed', 'cmd_close', 'evt_crashed')
+PARAMETERS = {
+    'cmd_start': (),
+    'evt_resolved': (),
+    'evt_resolve_failed': ('err',),
+    'evt_timeout': (),
+    'evt_pipe_opened': ('pipe',),
+    'evt_pipe_closed': ('pipe',),
+    'cmd_close': (),
+    'evt_crashed': ('err',),
+}
 GUARDS = ('has_name', 'lasted')
 ACTIONS = ('stop_resolving', 'start_resolving', 'open_pipe', 'cancel_retry_timer', 'start_retry_timer', 'close_pipe', 'note_resolve_failure', 'note_resolve_timeout', 'reset_backoff', 'log_disconnect', 'log_crash')
 
@@ -28,148 +38,148 @@ class DialerCompiled:
 
     state = 'idle'
 
-    def cmd_start(self, *args):
+    def cmd_start(self):
         state = self.state
         if state == 'idle':
-            if self.has_name(*args):
+            if self.has_name():
                 self.state = 'resolving'
-                self.start_resolving(*args)
+                self.start_resolving()
                 return True
             self.state = 'connecting'
-            self.open_pipe(*args)
+            self.open_pipe()
             return True
         raise RefusedEvent(NAME, state, 'cmd_start')
 
-    def evt_resolved(self, *args):
+    def evt_resolved(self):
         state = self.state
         if state == 'resolving':
-            self.stop_resolving(*args)
+            self.stop_resolving()
             self.state = 'connecting'
-            self.open_pipe(*args)
+            self.open_pipe()
             return True
         raise RefusedEvent(NAME, state, 'evt_resolved')
 
-    def evt_resolve_failed(self, *args):
+    def evt_resolve_failed(self, err):
         state = self.state
         if state == 'resolving':
-            self.stop_resolving(*args)
+            self.stop_resolving()
             self.state = 'waiting'
-            self.start_retry_timer(*args)
-            self.note_resolve_failure(*args)
+            self.start_retry_timer()
+            self.note_resolve_failure(err)
             return True
         raise RefusedEvent(NAME, state, 'evt_resolve_failed')
 
-    def evt_timeout(self, *args):
+    def evt_timeout(self):
         state = self.state
         if state == 'resolving':
-            self.stop_resolving(*args)
+            self.stop_resolving()
             self.state = 'waiting'
-            self.start_retry_timer(*args)
-            self.note_resolve_timeout(*args)
+            self.start_retry_timer()
+            self.note_resolve_timeout()
             return True
         if state == 'waiting':
-            if self.has_name(*args):
-                self.cancel_retry_timer(*args)
+            if self.has_name():
+                self.cancel_retry_timer()
                 self.state = 'resolving'
-                self.start_resolving(*args)
+                self.start_resolving()
                 return True
-            self.cancel_retry_timer(*args)
+            self.cancel_retry_timer()
             self.state = 'connecting'
-            self.open_pipe(*args)
+            self.open_pipe()
             return True
         raise RefusedEvent(NAME, state, 'evt_timeout')
 
-    def evt_pipe_opened(self, *args):
+    def evt_pipe_opened(self, pipe):
         state = self.state
         if state == 'connecting':
             self.state = 'connected'
-            self.reset_backoff(*args)
+            self.reset_backoff(pipe)
             return True
         if state == 'closed':
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_opened')
 
-    def evt_pipe_closed(self, *args):
+    def evt_pipe_closed(self, pipe):
         state = self.state
         if state == 'connecting':
             self.state = 'waiting'
-            self.start_retry_timer(*args)
+            self.start_retry_timer()
             return True
         if state == 'connected':
-            if self.lasted(*args) and self.has_name(*args):
+            if self.lasted(pipe) and self.has_name(pipe):
                 self.state = 'resolving'
-                self.start_resolving(*args)
-                self.log_disconnect(*args)
+                self.start_resolving()
+                self.log_disconnect(pipe)
                 return True
-            if self.lasted(*args):
+            if self.lasted(pipe):
                 self.state = 'connecting'
-                self.open_pipe(*args)
-                self.log_disconnect(*args)
+                self.open_pipe()
+                self.log_disconnect(pipe)
                 return True
             self.state = 'waiting'
-            self.start_retry_timer(*args)
-            self.log_disconnect(*args)
+            self.start_retry_timer()
+            self.log_disconnect(pipe)
             return True
         if state == 'closed':
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_closed')
 
-    def cmd_close(self, *args):
+    def cmd_close(self):
         state = self.state
         if state == 'idle':
             self.state = 'closed'
-            self.close_pipe(*args)
+            self.close_pipe()
             return True
         if state == 'resolving':
-            self.stop_resolving(*args)
+            self.stop_resolving()
             self.state = 'closed'
-            self.close_pipe(*args)
+            self.close_pipe()
             return True
         if state == 'connecting':
             self.state = 'closed'
-            self.close_pipe(*args)
+            self.close_pipe()
             return True
         if state == 'connected':
             self.state = 'closed'
-            self.close_pipe(*args)
+            self.close_pipe()
             return True
         if state == 'waiting':
-            self.cancel_retry_timer(*args)
+            self.cancel_retry_timer()
             self.state = 'closed'
-            self.close_pipe(*args)
+            self.close_pipe()
             return True
         if state == 'closed':
             return True
         raise RefusedEvent(NAME, state, 'cmd_close')
 
-    def evt_crashed(self, *args):
+    def evt_crashed(self, err):
         state = self.state
         if state == 'idle':
             self.state = 'closed'
-            self.close_pipe(*args)
-            self.log_crash(*args)
+            self.close_pipe()
+            self.log_crash(err)
             return True
         if state == 'resolving':
-            self.stop_resolving(*args)
+            self.stop_resolving()
             self.state = 'closed'
-            self.close_pipe(*args)
-            self.log_crash(*args)
+            self.close_pipe()
+            self.log_crash(err)
             return True
         if state == 'connecting':
             self.state = 'closed'
-            self.close_pipe(*args)
-            self.log_crash(*args)
+            self.close_pipe()
+            self.log_crash(err)
             return True
         if state == 'connected':
             self.state = 'closed'
-            self.close_pipe(*args)
-            self.log_crash(*args)
+            self.close_pipe()
+            self.log_crash(err)
             return True
         if state == 'waiting':
-            self.cancel_retry_timer(*args)
+            self.cancel_retry_timer()
             self.state = 'closed'
-            self.close_pipe(*args)
-            self.log_crash(*args)
+            self.close_pipe()
+            self.log_crash(err)
             return True
         raise RefusedEvent(NAME, state, 'evt_crashed')
 

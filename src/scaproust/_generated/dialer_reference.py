@@ -65,26 +65,26 @@ class DialerTransitions:
 
     state = 'idle'
 
-    def cmd_start(self, *args):
-        return _TRIGGERS['cmd_start'](self, *args)
+    def cmd_start(self):
+        return _TRIGGERS['cmd_start'](self)
 
-    def evt_resolved(self, *args):
-        return _TRIGGERS['evt_resolved'](self, *args)
+    def evt_resolved(self):
+        return _TRIGGERS['evt_resolved'](self)
 
-    def evt_resolve_failed(self, *args):
-        return _TRIGGERS['evt_resolve_failed'](self, *args)
+    def evt_resolve_failed(self, err):
+        return _TRIGGERS['evt_resolve_failed'](self, err)
 
-    def evt_timeout(self, *args):
-        return _TRIGGERS['evt_timeout'](self, *args)
+    def evt_timeout(self):
+        return _TRIGGERS['evt_timeout'](self)
 
-    def evt_pipe_opened(self, *args):
-        return _TRIGGERS['evt_pipe_opened'](self, *args)
+    def evt_pipe_opened(self, pipe):
+        return _TRIGGERS['evt_pipe_opened'](self, pipe)
 
-    def evt_pipe_closed(self, *args):
-        return _TRIGGERS['evt_pipe_closed'](self, *args)
+    def evt_pipe_closed(self, pipe):
+        return _TRIGGERS['evt_pipe_closed'](self, pipe)
 
-    def cmd_close(self, *args):
-        return _TRIGGERS['cmd_close'](self, *args)
+    def cmd_close(self):
+        return _TRIGGERS['cmd_close'](self)
 
-    def evt_crashed(self, *args):
-        return _TRIGGERS['evt_crashed'](self, *args)
+    def evt_crashed(self, err):
+        return _TRIGGERS['evt_crashed'](self, err)

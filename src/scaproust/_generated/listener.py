@@ -17,6 +17,16 @@ INITIAL = 'idle'
 UNLISTED = 'error'
 FINAL_STATES = ('closed',)
 EVENTS = ('cmd_start', 'evt_acceptable', 'evt_accept_failed', 'evt_timeout', 'evt_pipe_opened', 'evt_pipe_closed', 'cmd_close', 'evt_crashed')
+PARAMETERS = {
+    'cmd_start': (),
+    'evt_acceptable': (),
+    'evt_accept_failed': ('err',),
+    'evt_timeout': (),
+    'evt_pipe_opened': ('pipe',),
+    'evt_pipe_closed': ('pipe',),
+    'cmd_close': (),
+    'evt_crashed': ('err',),
+}
 GUARDS = ()
 ACTIONS = ('unwatch_accept', 'watch_accept', 'cancel_backoff_timer', 'start_backoff_timer', 'close_listening_socket', 'close_pipes', 'accept_connections', 'note_accept_failure', 'forget_pipe', 'log_crash')
 
@@ -26,41 +36,41 @@ class ListenerCompiled:
 
     state = 'idle'
 
-    def cmd_start(self, *args):
+    def cmd_start(self):
         state = self.state
         if state == 'idle':
             self.state = 'listening'
-            self.watch_accept(*args)
+            self.watch_accept()
             return True
         raise RefusedEvent(NAME, state, 'cmd_start')
 
-    def evt_acceptable(self, *args):
+    def evt_acceptable(self):
         state = self.state
         if state == 'listening':
-            self.accept_connections(*args)
+            self.accept_connections()
             return True
         raise RefusedEvent(NAME, state, 'evt_acceptable')
 
-    def evt_accept_failed(self, *args):
+    def evt_accept_failed(self, err):
         state = self.state
         if state == 'listening':
-            self.unwatch_accept(*args)
+            self.unwatch_accept()
             self.state = 'backing_off'
-            self.start_backoff_timer(*args)
-            self.note_accept_failure(*args)
+            self.start_backoff_timer()
+            self.note_accept_failure(err)
             return True
         raise RefusedEvent(NAME, state, 'evt_accept_failed')
 
-    def evt_timeout(self, *args):
+    def evt_timeout(self):
         state = self.state
         if state == 'backing_off':
-            self.cancel_backoff_timer(*args)
+            self.cancel_backoff_timer()
             self.state = 'listening'
-            self.watch_accept(*args)
+            self.watch_accept()
             return True
         raise RefusedEvent(NAME, state, 'evt_timeout')
 
-    def evt_pipe_opened(self, *args):
+    def evt_pipe_opened(self, pipe):
         state = self.state
         if state == 'listening':
             return True
@@ -70,62 +80,62 @@ class ListenerCompiled:
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_opened')
 
-    def evt_pipe_closed(self, *args):
+    def evt_pipe_closed(self, pipe):
         state = self.state
         if state == 'listening':
-            self.forget_pipe(*args)
+            self.forget_pipe(pipe)
             return True
         if state == 'backing_off':
-            self.forget_pipe(*args)
+            self.forget_pipe(pipe)
             return True
         if state == 'closed':
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_closed')
 
-    def cmd_close(self, *args):
+    def cmd_close(self):
         state = self.state
         if state == 'idle':
             self.state = 'closed'
-            self.close_listening_socket(*args)
-            self.close_pipes(*args)
+            self.close_listening_socket()
+            self.close_pipes()
             return True
         if state == 'listening':
-            self.unwatch_accept(*args)
+            self.unwatch_accept()
             self.state = 'closed'
-            self.close_listening_socket(*args)
-            self.close_pipes(*args)
+            self.close_listening_socket()
+            self.close_pipes()
             return True
         if state == 'backing_off':
-            self.cancel_backoff_timer(*args)
+            self.cancel_backoff_timer()
             self.state = 'closed'
-            self.close_listening_socket(*args)
-            self.close_pipes(*args)
+            self.close_listening_socket()
+            self.close_pipes()
             return True
         if state == 'closed':
             return True
         raise RefusedEvent(NAME, state, 'cmd_close')
 
-    def evt_crashed(self, *args):
+    def evt_crashed(self, err):
         state = self.state
         if state == 'idle':
             self.state = 'closed'
-            self.close_listening_socket(*args)
-            self.close_pipes(*args)
-            self.log_crash(*args)
+            self.close_listening_socket()
+            self.close_pipes()
+            self.log_crash(err)
             return True
         if state == 'listening':
-            self.unwatch_accept(*args)
+            self.unwatch_accept()
             self.state = 'closed'
-            self.close_listening_socket(*args)
-            self.close_pipes(*args)
-            self.log_crash(*args)
+            self.close_listening_socket()
+            self.close_pipes()
+            self.log_crash(err)
             return True
         if state == 'backing_off':
-            self.cancel_backoff_timer(*args)
+            self.cancel_backoff_timer()
             self.state = 'closed'
-            self.close_listening_socket(*args)
-            self.close_pipes(*args)
-            self.log_crash(*args)
+            self.close_listening_socket()
+            self.close_pipes()
+            self.log_crash(err)
             return True
         raise RefusedEvent(NAME, state, 'evt_crashed')
 

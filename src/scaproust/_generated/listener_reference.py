@@ -52,26 +52,26 @@ class ListenerTransitions:
 
     state = 'idle'
 
-    def cmd_start(self, *args):
-        return _TRIGGERS['cmd_start'](self, *args)
+    def cmd_start(self):
+        return _TRIGGERS['cmd_start'](self)
 
-    def evt_acceptable(self, *args):
-        return _TRIGGERS['evt_acceptable'](self, *args)
+    def evt_acceptable(self):
+        return _TRIGGERS['evt_acceptable'](self)
 
-    def evt_accept_failed(self, *args):
-        return _TRIGGERS['evt_accept_failed'](self, *args)
+    def evt_accept_failed(self, err):
+        return _TRIGGERS['evt_accept_failed'](self, err)
 
-    def evt_timeout(self, *args):
-        return _TRIGGERS['evt_timeout'](self, *args)
+    def evt_timeout(self):
+        return _TRIGGERS['evt_timeout'](self)
 
-    def evt_pipe_opened(self, *args):
-        return _TRIGGERS['evt_pipe_opened'](self, *args)
+    def evt_pipe_opened(self, pipe):
+        return _TRIGGERS['evt_pipe_opened'](self, pipe)
 
-    def evt_pipe_closed(self, *args):
-        return _TRIGGERS['evt_pipe_closed'](self, *args)
+    def evt_pipe_closed(self, pipe):
+        return _TRIGGERS['evt_pipe_closed'](self, pipe)
 
-    def cmd_close(self, *args):
-        return _TRIGGERS['cmd_close'](self, *args)
+    def cmd_close(self):
+        return _TRIGGERS['cmd_close'](self)
 
-    def evt_crashed(self, *args):
-        return _TRIGGERS['evt_crashed'](self, *args)
+    def evt_crashed(self, err):
+        return _TRIGGERS['evt_crashed'](self, err)

@@ -17,6 +17,14 @@ INITIAL = 'unpaired'
 UNLISTED = 'error'
 FINAL_STATES = ('closed',)
 EVENTS = ('evt_pipe_added', 'evt_pipe_removed', 'evt_pipe_ready', 'evt_pipe_recv', 'cmd_send', 'cmd_close')
+PARAMETERS = {
+    'evt_pipe_added': ('pipe',),
+    'evt_pipe_removed': ('pipe',),
+    'evt_pipe_ready': ('pipe',),
+    'evt_pipe_recv': ('pipe', 'msgs'),
+    'cmd_send': ('item',),
+    'cmd_close': (),
+}
 GUARDS = ('is_peer', 'hops_well_formed')
 ACTIONS = ('take_peer', 'send_backlog', 'grant_capacity', 'reject_pipe', 'forget_peer', 'deliver_bodies', 'reject_malformed_peer', 'discard', 'send_to_peer', 'hold', 'drop_backlog')
 
@@ -26,83 +34,83 @@ class Pair1Compiled:
 
     state = 'unpaired'
 
-    def evt_pipe_added(self, *args):
+    def evt_pipe_added(self, pipe):
         state = self.state
         if state == 'unpaired':
             self.state = 'paired'
-            self.take_peer(*args)
-            self.send_backlog(*args)
-            self.grant_capacity(*args)
+            self.take_peer(pipe)
+            self.send_backlog(pipe)
+            self.grant_capacity(pipe)
             return True
         if state == 'paired':
-            self.reject_pipe(*args)
+            self.reject_pipe(pipe)
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_added')
 
-    def evt_pipe_removed(self, *args):
+    def evt_pipe_removed(self, pipe):
         state = self.state
         if state == 'unpaired':
             return True
         if state == 'paired':
-            if self.is_peer(*args):
+            if self.is_peer(pipe):
                 self.state = 'unpaired'
-                self.forget_peer(*args)
-                self.grant_capacity(*args)
+                self.forget_peer(pipe)
+                self.grant_capacity(pipe)
                 return True
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_removed')
 
-    def evt_pipe_ready(self, *args):
+    def evt_pipe_ready(self, pipe):
         state = self.state
         if state == 'unpaired':
             return True
         if state == 'paired':
-            if self.is_peer(*args):
-                self.send_backlog(*args)
-                self.grant_capacity(*args)
+            if self.is_peer(pipe):
+                self.send_backlog(pipe)
+                self.grant_capacity(pipe)
                 return True
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_ready')
 
-    def evt_pipe_recv(self, *args):
+    def evt_pipe_recv(self, pipe, msgs):
         state = self.state
         if state == 'unpaired':
-            self.discard(*args)
+            self.discard(pipe, msgs)
             return True
         if state == 'paired':
-            if self.is_peer(*args) and self.hops_well_formed(*args):
-                self.deliver_bodies(*args)
+            if self.is_peer(pipe, msgs) and self.hops_well_formed(pipe, msgs):
+                self.deliver_bodies(pipe, msgs)
                 return True
-            if self.is_peer(*args):
+            if self.is_peer(pipe, msgs):
                 self.state = 'unpaired'
-                self.deliver_bodies(*args)
-                self.reject_malformed_peer(*args)
-                self.forget_peer(*args)
-                self.grant_capacity(*args)
+                self.deliver_bodies(pipe, msgs)
+                self.reject_malformed_peer(pipe, msgs)
+                self.forget_peer(pipe, msgs)
+                self.grant_capacity(pipe, msgs)
                 return True
-            self.discard(*args)
+            self.discard(pipe, msgs)
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_recv')
 
-    def cmd_send(self, *args):
+    def cmd_send(self, item):
         state = self.state
         if state == 'unpaired':
-            self.hold(*args)
+            self.hold(item)
             return True
         if state == 'paired':
-            self.send_to_peer(*args)
+            self.send_to_peer(item)
             return True
         raise RefusedEvent(NAME, state, 'cmd_send')
 
-    def cmd_close(self, *args):
+    def cmd_close(self):
         state = self.state
         if state == 'unpaired':
             self.state = 'closed'
-            self.drop_backlog(*args)
+            self.drop_backlog()
             return True
         if state == 'paired':
             self.state = 'closed'
-            self.drop_backlog(*args)
+            self.drop_backlog()
             return True
         if state == 'closed':
             return True

@@ -16,6 +16,24 @@ INITIAL = 'idle'
 UNLISTED = 'error'
 FINAL_STATES = ('dead',)
 EVENTS = ('cmd_open', 'evt_connected', 'evt_connect_failed', 'evt_handshake_ok', 'evt_flushed', 'evt_handshake_bad', 'evt_timeout', 'cmd_send', 'evt_msgs', 'cmd_pause', 'cmd_resume', 'evt_bad_frame', 'cmd_close', 'evt_peer_closed', 'evt_io_error', 'evt_crashed')
+PARAMETERS = {
+    'cmd_open': (),
+    'evt_connected': (),
+    'evt_connect_failed': ('err',),
+    'evt_handshake_ok': (),
+    'evt_flushed': (),
+    'evt_handshake_bad': ('err',),
+    'evt_timeout': (),
+    'cmd_send': ('body', 'header'),
+    'evt_msgs': ('msgs',),
+    'cmd_pause': (),
+    'cmd_resume': (),
+    'evt_bad_frame': ('err',),
+    'cmd_close': (),
+    'evt_peer_closed': (),
+    'evt_io_error': ('err',),
+    'evt_crashed': ('err',),
+}
 GUARDS = ('is_dialed', 'has_output')
 ACTIONS = ('unwatch_connect', 'watch_connect', 'cancel_timer', 'tune_stream', 'send_handshake', 'watch_handshake', 'start_handshake_timer', 'detach_from_socket', 'watch_frames', 'attach_to_socket', 'start_linger_timer', 'release', 'log_connect_failure', 'log_protocol_error', 'log_handshake_timeout', 'enqueue', 'deliver', 'report_capacity', 'stop_reading', 'start_reading', 'discard', 'log_linger_expired', 'log_peer_closed', 'log_io_error', 'log_crash')
 
@@ -25,113 +43,113 @@ class PipeCompiled:
 
     state = 'idle'
 
-    def cmd_open(self, *args):
+    def cmd_open(self):
         state = self.state
         if state == 'idle':
-            if self.is_dialed(*args):
+            if self.is_dialed():
                 self.state = 'connecting'
-                self.watch_connect(*args)
+                self.watch_connect()
                 return True
             self.state = 'handshaking'
-            self.tune_stream(*args)
-            self.send_handshake(*args)
-            self.watch_handshake(*args)
-            self.start_handshake_timer(*args)
+            self.tune_stream()
+            self.send_handshake()
+            self.watch_handshake()
+            self.start_handshake_timer()
             return True
         raise RefusedEvent(NAME, state, 'cmd_open')
 
-    def evt_connected(self, *args):
+    def evt_connected(self):
         state = self.state
         if state == 'connecting':
-            self.unwatch_connect(*args)
+            self.unwatch_connect()
             self.state = 'handshaking'
-            self.tune_stream(*args)
-            self.send_handshake(*args)
-            self.watch_handshake(*args)
-            self.start_handshake_timer(*args)
+            self.tune_stream()
+            self.send_handshake()
+            self.watch_handshake()
+            self.start_handshake_timer()
             return True
         raise RefusedEvent(NAME, state, 'evt_connected')
 
-    def evt_connect_failed(self, *args):
+    def evt_connect_failed(self, err):
         state = self.state
         if state == 'connecting':
-            self.unwatch_connect(*args)
+            self.unwatch_connect()
             self.state = 'dead'
-            self.release(*args)
-            self.log_connect_failure(*args)
+            self.release()
+            self.log_connect_failure(err)
             return True
         raise RefusedEvent(NAME, state, 'evt_connect_failed')
 
-    def evt_handshake_ok(self, *args):
+    def evt_handshake_ok(self):
         state = self.state
         if state == 'handshaking':
-            self.cancel_timer(*args)
+            self.cancel_timer()
             self.state = 'active'
-            self.watch_frames(*args)
-            self.attach_to_socket(*args)
+            self.watch_frames()
+            self.attach_to_socket()
             return True
         raise RefusedEvent(NAME, state, 'evt_handshake_ok')
 
-    def evt_flushed(self, *args):
+    def evt_flushed(self):
         state = self.state
         if state == 'handshaking':
             return True
         if state == 'active':
-            self.report_capacity(*args)
+            self.report_capacity()
             return True
         if state == 'closing':
-            if self.has_output(*args):
+            if self.has_output():
                 return True
-            self.cancel_timer(*args)
+            self.cancel_timer()
             self.state = 'dead'
-            self.release(*args)
+            self.release()
             return True
         raise RefusedEvent(NAME, state, 'evt_flushed')
 
-    def evt_handshake_bad(self, *args):
+    def evt_handshake_bad(self, err):
         state = self.state
         if state == 'handshaking':
-            self.cancel_timer(*args)
+            self.cancel_timer()
             self.state = 'dead'
-            self.release(*args)
-            self.log_protocol_error(*args)
+            self.release()
+            self.log_protocol_error(err)
             return True
         raise RefusedEvent(NAME, state, 'evt_handshake_bad')
 
-    def evt_timeout(self, *args):
+    def evt_timeout(self):
         state = self.state
         if state == 'handshaking':
-            self.cancel_timer(*args)
+            self.cancel_timer()
             self.state = 'dead'
-            self.release(*args)
-            self.log_handshake_timeout(*args)
+            self.release()
+            self.log_handshake_timeout()
             return True
         if state == 'closing':
-            self.cancel_timer(*args)
+            self.cancel_timer()
             self.state = 'dead'
-            self.release(*args)
-            self.log_linger_expired(*args)
+            self.release()
+            self.log_linger_expired()
             return True
         raise RefusedEvent(NAME, state, 'evt_timeout')
 
-    def cmd_send(self, *args):
+    def cmd_send(self, body, header=b''):
         state = self.state
         if state == 'active':
-            self.enqueue(*args)
+            self.enqueue(body, header)
             return True
         raise RefusedEvent(NAME, state, 'cmd_send')
 
-    def evt_msgs(self, *args):
+    def evt_msgs(self, msgs):
         state = self.state
         if state == 'active':
-            self.deliver(*args)
+            self.deliver(msgs)
             return True
         if state == 'closing':
-            self.discard(*args)
+            self.discard(msgs)
             return True
         raise RefusedEvent(NAME, state, 'evt_msgs')
 
-    def cmd_pause(self, *args):
+    def cmd_pause(self):
         state = self.state
         if state == 'idle':
             return True
@@ -140,7 +158,7 @@ class PipeCompiled:
         if state == 'handshaking':
             return True
         if state == 'active':
-            self.stop_reading(*args)
+            self.stop_reading()
             return True
         if state == 'closing':
             return True
@@ -148,7 +166,7 @@ class PipeCompiled:
             return True
         raise RefusedEvent(NAME, state, 'cmd_pause')
 
-    def cmd_resume(self, *args):
+    def cmd_resume(self):
         state = self.state
         if state == 'idle':
             return True
@@ -157,7 +175,7 @@ class PipeCompiled:
         if state == 'handshaking':
             return True
         if state == 'active':
-            self.start_reading(*args)
+            self.start_reading()
             return True
         if state == 'closing':
             return True
@@ -165,47 +183,47 @@ class PipeCompiled:
             return True
         raise RefusedEvent(NAME, state, 'cmd_resume')
 
-    def evt_bad_frame(self, *args):
+    def evt_bad_frame(self, err):
         state = self.state
         if state == 'active':
-            self.detach_from_socket(*args)
+            self.detach_from_socket()
             self.state = 'dead'
-            self.release(*args)
-            self.log_protocol_error(*args)
+            self.release()
+            self.log_protocol_error(err)
             return True
         if state == 'closing':
-            self.cancel_timer(*args)
+            self.cancel_timer()
             self.state = 'dead'
-            self.release(*args)
-            self.log_protocol_error(*args)
+            self.release()
+            self.log_protocol_error(err)
             return True
         raise RefusedEvent(NAME, state, 'evt_bad_frame')
 
-    def cmd_close(self, *args):
+    def cmd_close(self):
         state = self.state
         if state == 'idle':
             self.state = 'dead'
-            self.release(*args)
+            self.release()
             return True
         if state == 'connecting':
-            self.unwatch_connect(*args)
+            self.unwatch_connect()
             self.state = 'dead'
-            self.release(*args)
+            self.release()
             return True
         if state == 'handshaking':
-            self.cancel_timer(*args)
+            self.cancel_timer()
             self.state = 'dead'
-            self.release(*args)
+            self.release()
             return True
         if state == 'active':
-            if self.has_output(*args):
-                self.detach_from_socket(*args)
+            if self.has_output():
+                self.detach_from_socket()
                 self.state = 'closing'
-                self.start_linger_timer(*args)
+                self.start_linger_timer()
                 return True
-            self.detach_from_socket(*args)
+            self.detach_from_socket()
             self.state = 'dead'
-            self.release(*args)
+            self.release()
             return True
         if state == 'closing':
             return True
@@ -213,80 +231,80 @@ class PipeCompiled:
             return True
         raise RefusedEvent(NAME, state, 'cmd_close')
 
-    def evt_peer_closed(self, *args):
+    def evt_peer_closed(self):
         state = self.state
         if state == 'handshaking':
-            self.cancel_timer(*args)
+            self.cancel_timer()
             self.state = 'dead'
-            self.release(*args)
-            self.log_peer_closed(*args)
+            self.release()
+            self.log_peer_closed()
             return True
         if state == 'active':
-            self.detach_from_socket(*args)
+            self.detach_from_socket()
             self.state = 'dead'
-            self.release(*args)
-            self.log_peer_closed(*args)
+            self.release()
+            self.log_peer_closed()
             return True
         if state == 'closing':
-            self.cancel_timer(*args)
+            self.cancel_timer()
             self.state = 'dead'
-            self.release(*args)
-            self.log_peer_closed(*args)
+            self.release()
+            self.log_peer_closed()
             return True
         raise RefusedEvent(NAME, state, 'evt_peer_closed')
 
-    def evt_io_error(self, *args):
+    def evt_io_error(self, err):
         state = self.state
         if state == 'handshaking':
-            self.cancel_timer(*args)
+            self.cancel_timer()
             self.state = 'dead'
-            self.release(*args)
-            self.log_io_error(*args)
+            self.release()
+            self.log_io_error(err)
             return True
         if state == 'active':
-            self.detach_from_socket(*args)
+            self.detach_from_socket()
             self.state = 'dead'
-            self.release(*args)
-            self.log_io_error(*args)
+            self.release()
+            self.log_io_error(err)
             return True
         if state == 'closing':
-            self.cancel_timer(*args)
+            self.cancel_timer()
             self.state = 'dead'
-            self.release(*args)
-            self.log_io_error(*args)
+            self.release()
+            self.log_io_error(err)
             return True
         raise RefusedEvent(NAME, state, 'evt_io_error')
 
-    def evt_crashed(self, *args):
+    def evt_crashed(self, err):
         state = self.state
         if state == 'idle':
             self.state = 'dead'
-            self.release(*args)
-            self.log_crash(*args)
+            self.release()
+            self.log_crash(err)
             return True
         if state == 'connecting':
-            self.unwatch_connect(*args)
+            self.unwatch_connect()
             self.state = 'dead'
-            self.release(*args)
-            self.log_crash(*args)
+            self.release()
+            self.log_crash(err)
             return True
         if state == 'handshaking':
-            self.cancel_timer(*args)
+            self.cancel_timer()
             self.state = 'dead'
-            self.release(*args)
-            self.log_crash(*args)
+            self.release()
+            self.log_crash(err)
             return True
         if state == 'active':
-            self.detach_from_socket(*args)
+            self.detach_from_socket()
             self.state = 'dead'
-            self.release(*args)
-            self.log_crash(*args)
+            self.release()
+            self.log_crash(err)
             return True
         if state == 'closing':
-            self.cancel_timer(*args)
+            self.cancel_timer()
             self.state = 'dead'
-            self.release(*args)
-            self.log_crash(*args)
+            self.release()
+            self.log_crash(err)
             return True
         raise RefusedEvent(NAME, state, 'evt_crashed')
 

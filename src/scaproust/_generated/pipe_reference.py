@@ -83,50 +83,50 @@ class PipeTransitions:
 
     state = 'idle'
 
-    def cmd_open(self, *args):
-        return _TRIGGERS['cmd_open'](self, *args)
+    def cmd_open(self):
+        return _TRIGGERS['cmd_open'](self)
 
-    def evt_connected(self, *args):
-        return _TRIGGERS['evt_connected'](self, *args)
+    def evt_connected(self):
+        return _TRIGGERS['evt_connected'](self)
 
-    def evt_connect_failed(self, *args):
-        return _TRIGGERS['evt_connect_failed'](self, *args)
+    def evt_connect_failed(self, err):
+        return _TRIGGERS['evt_connect_failed'](self, err)
 
-    def evt_handshake_ok(self, *args):
-        return _TRIGGERS['evt_handshake_ok'](self, *args)
+    def evt_handshake_ok(self):
+        return _TRIGGERS['evt_handshake_ok'](self)
 
-    def evt_flushed(self, *args):
-        return _TRIGGERS['evt_flushed'](self, *args)
+    def evt_flushed(self):
+        return _TRIGGERS['evt_flushed'](self)
 
-    def evt_handshake_bad(self, *args):
-        return _TRIGGERS['evt_handshake_bad'](self, *args)
+    def evt_handshake_bad(self, err):
+        return _TRIGGERS['evt_handshake_bad'](self, err)
 
-    def evt_timeout(self, *args):
-        return _TRIGGERS['evt_timeout'](self, *args)
+    def evt_timeout(self):
+        return _TRIGGERS['evt_timeout'](self)
 
-    def cmd_send(self, *args):
-        return _TRIGGERS['cmd_send'](self, *args)
+    def cmd_send(self, body, header=b''):
+        return _TRIGGERS['cmd_send'](self, body, header)
 
-    def evt_msgs(self, *args):
-        return _TRIGGERS['evt_msgs'](self, *args)
+    def evt_msgs(self, msgs):
+        return _TRIGGERS['evt_msgs'](self, msgs)
 
-    def cmd_pause(self, *args):
-        return _TRIGGERS['cmd_pause'](self, *args)
+    def cmd_pause(self):
+        return _TRIGGERS['cmd_pause'](self)
 
-    def cmd_resume(self, *args):
-        return _TRIGGERS['cmd_resume'](self, *args)
+    def cmd_resume(self):
+        return _TRIGGERS['cmd_resume'](self)
 
-    def evt_bad_frame(self, *args):
-        return _TRIGGERS['evt_bad_frame'](self, *args)
+    def evt_bad_frame(self, err):
+        return _TRIGGERS['evt_bad_frame'](self, err)
 
-    def cmd_close(self, *args):
-        return _TRIGGERS['cmd_close'](self, *args)
+    def cmd_close(self):
+        return _TRIGGERS['cmd_close'](self)
 
-    def evt_peer_closed(self, *args):
-        return _TRIGGERS['evt_peer_closed'](self, *args)
+    def evt_peer_closed(self):
+        return _TRIGGERS['evt_peer_closed'](self)
 
-    def evt_io_error(self, *args):
-        return _TRIGGERS['evt_io_error'](self, *args)
+    def evt_io_error(self, err):
+        return _TRIGGERS['evt_io_error'](self, err)
 
-    def evt_crashed(self, *args):
-        return _TRIGGERS['evt_crashed'](self, *args)
+    def evt_crashed(self, err):
+        return _TRIGGERS['evt_crashed'](self, err)

@@ -13,6 +13,13 @@ INITIAL = 'open'
 UNLISTED = 'error'
 FINAL_STATES = ('closed',)
 EVENTS = ('evt_pipe_added', 'evt_pipe_removed', 'evt_pipe_ready', 'evt_pipe_recv', 'cmd_close')
+PARAMETERS = {
+    'evt_pipe_added': ('pipe',),
+    'evt_pipe_removed': ('pipe',),
+    'evt_pipe_ready': ('pipe',),
+    'evt_pipe_recv': ('pipe', 'msgs'),
+    'cmd_close': (),
+}
 GUARDS = ()
 ACTIONS = ('deliver',)
 
@@ -22,32 +29,32 @@ class PullCompiled:
 
     state = 'open'
 
-    def evt_pipe_added(self, *args):
+    def evt_pipe_added(self, pipe):
         state = self.state
         if state == 'open':
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_added')
 
-    def evt_pipe_removed(self, *args):
+    def evt_pipe_removed(self, pipe):
         state = self.state
         if state == 'open':
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_removed')
 
-    def evt_pipe_ready(self, *args):
+    def evt_pipe_ready(self, pipe):
         state = self.state
         if state == 'open':
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_ready')
 
-    def evt_pipe_recv(self, *args):
+    def evt_pipe_recv(self, pipe, msgs):
         state = self.state
         if state == 'open':
-            self.deliver(*args)
+            self.deliver(pipe, msgs)
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_recv')
 
-    def cmd_close(self, *args):
+    def cmd_close(self):
         state = self.state
         if state == 'open':
             self.state = 'closed'

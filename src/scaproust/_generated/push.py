@@ -14,6 +14,14 @@ INITIAL = 'open'
 UNLISTED = 'error'
 FINAL_STATES = ('closed',)
 EVENTS = ('evt_pipe_added', 'evt_pipe_removed', 'evt_pipe_ready', 'evt_pipe_recv', 'cmd_send', 'cmd_close')
+PARAMETERS = {
+    'evt_pipe_added': ('pipe',),
+    'evt_pipe_removed': ('pipe',),
+    'evt_pipe_ready': ('pipe',),
+    'evt_pipe_recv': ('pipe', 'msgs'),
+    'cmd_send': ('item',),
+    'cmd_close': (),
+}
 GUARDS = ()
 ACTIONS = ('add_pipe', 'send_backlog', 'grant_capacity', 'remove_pipe', 'discard', 'send_round_robin', 'drop_backlog')
 
@@ -23,50 +31,50 @@ class PushCompiled:
 
     state = 'open'
 
-    def evt_pipe_added(self, *args):
+    def evt_pipe_added(self, pipe):
         state = self.state
         if state == 'open':
-            self.add_pipe(*args)
-            self.send_backlog(*args)
-            self.grant_capacity(*args)
+            self.add_pipe(pipe)
+            self.send_backlog(pipe)
+            self.grant_capacity(pipe)
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_added')
 
-    def evt_pipe_removed(self, *args):
+    def evt_pipe_removed(self, pipe):
         state = self.state
         if state == 'open':
-            self.remove_pipe(*args)
-            self.grant_capacity(*args)
+            self.remove_pipe(pipe)
+            self.grant_capacity(pipe)
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_removed')
 
-    def evt_pipe_ready(self, *args):
+    def evt_pipe_ready(self, pipe):
         state = self.state
         if state == 'open':
-            self.send_backlog(*args)
-            self.grant_capacity(*args)
+            self.send_backlog(pipe)
+            self.grant_capacity(pipe)
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_ready')
 
-    def evt_pipe_recv(self, *args):
+    def evt_pipe_recv(self, pipe, msgs):
         state = self.state
         if state == 'open':
-            self.discard(*args)
+            self.discard(pipe, msgs)
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_recv')
 
-    def cmd_send(self, *args):
+    def cmd_send(self, item):
         state = self.state
         if state == 'open':
-            self.send_round_robin(*args)
+            self.send_round_robin(item)
             return True
         raise RefusedEvent(NAME, state, 'cmd_send')
 
-    def cmd_close(self, *args):
+    def cmd_close(self):
         state = self.state
         if state == 'open':
             self.state = 'closed'
-            self.drop_backlog(*args)
+            self.drop_backlog()
             return True
         if state == 'closed':
             return True

@@ -15,6 +15,14 @@ INITIAL = 'open'
 UNLISTED = 'error'
 FINAL_STATES = ('closed',)
 EVENTS = ('evt_pipe_added', 'evt_pipe_removed', 'evt_pipe_ready', 'evt_pipe_recv', 'cmd_send', 'cmd_close')
+PARAMETERS = {
+    'evt_pipe_added': ('pipe',),
+    'evt_pipe_removed': ('pipe',),
+    'evt_pipe_ready': ('pipe',),
+    'evt_pipe_recv': ('pipe', 'msgs'),
+    'cmd_send': ('item',),
+    'cmd_close': (),
+}
 GUARDS = ()
 ACTIONS = ('add_pipe', 'remove_pipe', 'deliver_with_backtrace', 'route_by_backtrace')
 
@@ -24,41 +32,41 @@ class RepCompiled:
 
     state = 'open'
 
-    def evt_pipe_added(self, *args):
+    def evt_pipe_added(self, pipe):
         state = self.state
         if state == 'open':
-            self.add_pipe(*args)
+            self.add_pipe(pipe)
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_added')
 
-    def evt_pipe_removed(self, *args):
+    def evt_pipe_removed(self, pipe):
         state = self.state
         if state == 'open':
-            self.remove_pipe(*args)
+            self.remove_pipe(pipe)
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_removed')
 
-    def evt_pipe_ready(self, *args):
+    def evt_pipe_ready(self, pipe):
         state = self.state
         if state == 'open':
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_ready')
 
-    def evt_pipe_recv(self, *args):
+    def evt_pipe_recv(self, pipe, msgs):
         state = self.state
         if state == 'open':
-            self.deliver_with_backtrace(*args)
+            self.deliver_with_backtrace(pipe, msgs)
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_recv')
 
-    def cmd_send(self, *args):
+    def cmd_send(self, item):
         state = self.state
         if state == 'open':
-            self.route_by_backtrace(*args)
+            self.route_by_backtrace(item)
             return True
         raise RefusedEvent(NAME, state, 'cmd_send')
 
-    def cmd_close(self, *args):
+    def cmd_close(self):
         state = self.state
         if state == 'open':
             self.state = 'closed'

@@ -17,6 +17,15 @@ INITIAL = 'idle'
 UNLISTED = 'error'
 FINAL_STATES = ('closed',)
 EVENTS = ('evt_pipe_added', 'evt_pipe_removed', 'evt_pipe_ready', 'evt_pipe_recv', 'cmd_send', 'evt_timeout', 'cmd_close')
+PARAMETERS = {
+    'evt_pipe_added': ('pipe',),
+    'evt_pipe_removed': ('pipe',),
+    'evt_pipe_ready': ('pipe',),
+    'evt_pipe_recv': ('pipe', 'msgs'),
+    'cmd_send': ('item',),
+    'evt_timeout': (),
+    'cmd_close': (),
+}
 GUARDS = ('pipe_has_room', 'is_carrier', 'other_pipe_has_room', 'our_pipe_has_room', 'has_reply', 'can_send')
 ACTIONS = ('stop_resend_timer', 'add_pipe', 'send_request', 'grant_capacity', 'remove_pipe', 'resend_request', 'deliver_reply', 'drop_replies', 'take_request', 'drop_request')
 
@@ -26,157 +35,157 @@ class ReqCompiled:
 
     state = 'idle'
 
-    def evt_pipe_added(self, *args):
+    def evt_pipe_added(self, pipe):
         state = self.state
         if state == 'idle':
-            self.add_pipe(*args)
-            self.grant_capacity(*args)
+            self.add_pipe(pipe)
+            self.grant_capacity(pipe)
             return True
         if state == 'sent':
-            self.add_pipe(*args)
-            self.grant_capacity(*args)
+            self.add_pipe(pipe)
+            self.grant_capacity(pipe)
             return True
         if state == 'waiting':
-            if self.pipe_has_room(*args):
+            if self.pipe_has_room(pipe):
                 self.state = 'sent'
-                self.add_pipe(*args)
-                self.send_request(*args)
-                self.grant_capacity(*args)
+                self.add_pipe(pipe)
+                self.send_request(pipe)
+                self.grant_capacity(pipe)
                 return True
-            self.add_pipe(*args)
-            self.grant_capacity(*args)
+            self.add_pipe(pipe)
+            self.grant_capacity(pipe)
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_added')
 
-    def evt_pipe_removed(self, *args):
+    def evt_pipe_removed(self, pipe):
         state = self.state
         if state == 'idle':
-            self.remove_pipe(*args)
-            self.grant_capacity(*args)
+            self.remove_pipe(pipe)
+            self.grant_capacity(pipe)
             return True
         if state == 'sent':
-            if self.is_carrier(*args) and self.other_pipe_has_room(*args):
-                self.remove_pipe(*args)
-                self.resend_request(*args)
-                self.grant_capacity(*args)
+            if self.is_carrier(pipe) and self.other_pipe_has_room(pipe):
+                self.remove_pipe(pipe)
+                self.resend_request(pipe)
+                self.grant_capacity(pipe)
                 return True
-            if self.is_carrier(*args):
-                self.stop_resend_timer(*args)
+            if self.is_carrier(pipe):
+                self.stop_resend_timer()
                 self.state = 'waiting'
-                self.remove_pipe(*args)
-                self.grant_capacity(*args)
+                self.remove_pipe(pipe)
+                self.grant_capacity(pipe)
                 return True
-            self.remove_pipe(*args)
-            self.grant_capacity(*args)
+            self.remove_pipe(pipe)
+            self.grant_capacity(pipe)
             return True
         if state == 'waiting':
-            self.remove_pipe(*args)
-            self.grant_capacity(*args)
+            self.remove_pipe(pipe)
+            self.grant_capacity(pipe)
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_removed')
 
-    def evt_pipe_ready(self, *args):
+    def evt_pipe_ready(self, pipe):
         state = self.state
         if state == 'idle':
-            self.grant_capacity(*args)
+            self.grant_capacity(pipe)
             return True
         if state == 'sent':
-            self.grant_capacity(*args)
+            self.grant_capacity(pipe)
             return True
         if state == 'waiting':
-            if self.our_pipe_has_room(*args):
+            if self.our_pipe_has_room(pipe):
                 self.state = 'sent'
-                self.send_request(*args)
-                self.grant_capacity(*args)
+                self.send_request(pipe)
+                self.grant_capacity(pipe)
                 return True
-            self.grant_capacity(*args)
+            self.grant_capacity(pipe)
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_ready')
 
-    def evt_pipe_recv(self, *args):
+    def evt_pipe_recv(self, pipe, msgs):
         state = self.state
         if state == 'idle':
-            self.drop_replies(*args)
+            self.drop_replies(pipe, msgs)
             return True
         if state == 'sent':
-            if self.has_reply(*args):
-                self.stop_resend_timer(*args)
+            if self.has_reply(pipe, msgs):
+                self.stop_resend_timer()
                 self.state = 'idle'
-                self.deliver_reply(*args)
+                self.deliver_reply(pipe, msgs)
                 return True
-            self.drop_replies(*args)
+            self.drop_replies(pipe, msgs)
             return True
         if state == 'waiting':
-            if self.has_reply(*args):
+            if self.has_reply(pipe, msgs):
                 self.state = 'idle'
-                self.deliver_reply(*args)
+                self.deliver_reply(pipe, msgs)
                 return True
-            self.drop_replies(*args)
+            self.drop_replies(pipe, msgs)
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_recv')
 
-    def cmd_send(self, *args):
+    def cmd_send(self, item):
         state = self.state
         if state == 'idle':
-            if self.can_send(*args):
+            if self.can_send(item):
                 self.state = 'sent'
-                self.take_request(*args)
-                self.send_request(*args)
-                self.grant_capacity(*args)
+                self.take_request(item)
+                self.send_request(item)
+                self.grant_capacity(item)
                 return True
             self.state = 'waiting'
-            self.take_request(*args)
-            self.grant_capacity(*args)
+            self.take_request(item)
+            self.grant_capacity(item)
             return True
         if state == 'sent':
-            if self.can_send(*args):
-                self.take_request(*args)
-                self.send_request(*args)
-                self.grant_capacity(*args)
+            if self.can_send(item):
+                self.take_request(item)
+                self.send_request(item)
+                self.grant_capacity(item)
                 return True
-            self.stop_resend_timer(*args)
+            self.stop_resend_timer()
             self.state = 'waiting'
-            self.take_request(*args)
-            self.grant_capacity(*args)
+            self.take_request(item)
+            self.grant_capacity(item)
             return True
         if state == 'waiting':
-            if self.can_send(*args):
+            if self.can_send(item):
                 self.state = 'sent'
-                self.take_request(*args)
-                self.send_request(*args)
-                self.grant_capacity(*args)
+                self.take_request(item)
+                self.send_request(item)
+                self.grant_capacity(item)
                 return True
-            self.take_request(*args)
-            self.grant_capacity(*args)
+            self.take_request(item)
+            self.grant_capacity(item)
             return True
         raise RefusedEvent(NAME, state, 'cmd_send')
 
-    def evt_timeout(self, *args):
+    def evt_timeout(self):
         state = self.state
         if state == 'sent':
-            if self.can_send(*args):
-                self.resend_request(*args)
-                self.grant_capacity(*args)
+            if self.can_send():
+                self.resend_request()
+                self.grant_capacity()
                 return True
-            self.stop_resend_timer(*args)
+            self.stop_resend_timer()
             self.state = 'waiting'
             return True
         raise RefusedEvent(NAME, state, 'evt_timeout')
 
-    def cmd_close(self, *args):
+    def cmd_close(self):
         state = self.state
         if state == 'idle':
             self.state = 'closed'
-            self.drop_request(*args)
+            self.drop_request()
             return True
         if state == 'sent':
-            self.stop_resend_timer(*args)
+            self.stop_resend_timer()
             self.state = 'closed'
-            self.drop_request(*args)
+            self.drop_request()
             return True
         if state == 'waiting':
             self.state = 'closed'
-            self.drop_request(*args)
+            self.drop_request()
             return True
         if state == 'closed':
             return True

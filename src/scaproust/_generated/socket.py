@@ -15,6 +15,15 @@ INITIAL = 'open'
 UNLISTED = 'error'
 FINAL_STATES = ('closed',)
 EVENTS = ('cmd_bind', 'cmd_connect', 'cmd_close_endpoint', 'evt_pipe_opened', 'evt_pipe_closed', 'cmd_close', 'evt_crashed')
+PARAMETERS = {
+    'cmd_bind': ('url', 'reply', 'endpoint', 'found'),
+    'cmd_connect': ('url', 'reply', 'endpoint'),
+    'cmd_close_endpoint': ('endpoint_id', 'reply'),
+    'evt_pipe_opened': ('pipe',),
+    'evt_pipe_closed': ('pipe',),
+    'cmd_close': (),
+    'evt_crashed': ('err',),
+}
 GUARDS = ('has_pipes', 'has_other_pipes')
 ACTIONS = ('close_endpoints', 'close_pipes', 'close_protocol', 'notify_closed', 'add_listener', 'add_dialer', 'remove_endpoint', 'track_pipe', 'untrack_pipe', 'close_late_pipe', 'log_crash')
 
@@ -24,67 +33,67 @@ class SocketCompiled:
 
     state = 'open'
 
-    def cmd_bind(self, *args):
+    def cmd_bind(self, url, reply, endpoint, found):
         state = self.state
         if state == 'open':
-            self.add_listener(*args)
+            self.add_listener(url, reply, endpoint, found)
             return True
         raise RefusedEvent(NAME, state, 'cmd_bind')
 
-    def cmd_connect(self, *args):
+    def cmd_connect(self, url, reply, endpoint):
         state = self.state
         if state == 'open':
-            self.add_dialer(*args)
+            self.add_dialer(url, reply, endpoint)
             return True
         raise RefusedEvent(NAME, state, 'cmd_connect')
 
-    def cmd_close_endpoint(self, *args):
+    def cmd_close_endpoint(self, endpoint_id, reply):
         state = self.state
         if state == 'open':
-            self.remove_endpoint(*args)
+            self.remove_endpoint(endpoint_id, reply)
             return True
         raise RefusedEvent(NAME, state, 'cmd_close_endpoint')
 
-    def evt_pipe_opened(self, *args):
+    def evt_pipe_opened(self, pipe):
         state = self.state
         if state == 'open':
-            self.track_pipe(*args)
+            self.track_pipe(pipe)
             return True
         if state == 'closing':
-            self.close_late_pipe(*args)
+            self.close_late_pipe(pipe)
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_opened')
 
-    def evt_pipe_closed(self, *args):
+    def evt_pipe_closed(self, pipe):
         state = self.state
         if state == 'open':
-            self.untrack_pipe(*args)
+            self.untrack_pipe(pipe)
             return True
         if state == 'closing':
-            if self.has_other_pipes(*args):
-                self.untrack_pipe(*args)
+            if self.has_other_pipes(pipe):
+                self.untrack_pipe(pipe)
                 return True
             self.state = 'closed'
-            self.close_protocol(*args)
-            self.notify_closed(*args)
-            self.untrack_pipe(*args)
+            self.close_protocol()
+            self.notify_closed()
+            self.untrack_pipe(pipe)
             return True
         if state == 'closed':
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_closed')
 
-    def cmd_close(self, *args):
+    def cmd_close(self):
         state = self.state
         if state == 'open':
-            if self.has_pipes(*args):
+            if self.has_pipes():
                 self.state = 'closing'
-                self.close_endpoints(*args)
-                self.close_pipes(*args)
+                self.close_endpoints()
+                self.close_pipes()
                 return True
             self.state = 'closed'
-            self.close_protocol(*args)
-            self.notify_closed(*args)
-            self.close_endpoints(*args)
+            self.close_protocol()
+            self.notify_closed()
+            self.close_endpoints()
             return True
         if state == 'closing':
             return True
@@ -92,21 +101,21 @@ class SocketCompiled:
             return True
         raise RefusedEvent(NAME, state, 'cmd_close')
 
-    def evt_crashed(self, *args):
+    def evt_crashed(self, err):
         state = self.state
         if state == 'open':
             self.state = 'closed'
-            self.close_protocol(*args)
-            self.notify_closed(*args)
-            self.log_crash(*args)
-            self.close_endpoints(*args)
+            self.close_protocol()
+            self.notify_closed()
+            self.log_crash(err)
+            self.close_endpoints(err)
             return True
         if state == 'closing':
             self.state = 'closed'
-            self.close_protocol(*args)
-            self.notify_closed(*args)
-            self.log_crash(*args)
-            self.close_endpoints(*args)
+            self.close_protocol()
+            self.notify_closed()
+            self.log_crash(err)
+            self.close_endpoints(err)
             return True
         raise RefusedEvent(NAME, state, 'evt_crashed')
 

@@ -48,23 +48,23 @@ class SocketTransitions:
 
     state = 'open'
 
-    def cmd_bind(self, *args):
-        return _TRIGGERS['cmd_bind'](self, *args)
+    def cmd_bind(self, url, reply, endpoint, found):
+        return _TRIGGERS['cmd_bind'](self, url, reply, endpoint, found)
 
-    def cmd_connect(self, *args):
-        return _TRIGGERS['cmd_connect'](self, *args)
+    def cmd_connect(self, url, reply, endpoint):
+        return _TRIGGERS['cmd_connect'](self, url, reply, endpoint)
 
-    def cmd_close_endpoint(self, *args):
-        return _TRIGGERS['cmd_close_endpoint'](self, *args)
+    def cmd_close_endpoint(self, endpoint_id, reply):
+        return _TRIGGERS['cmd_close_endpoint'](self, endpoint_id, reply)
 
-    def evt_pipe_opened(self, *args):
-        return _TRIGGERS['evt_pipe_opened'](self, *args)
+    def evt_pipe_opened(self, pipe):
+        return _TRIGGERS['evt_pipe_opened'](self, pipe)
 
-    def evt_pipe_closed(self, *args):
-        return _TRIGGERS['evt_pipe_closed'](self, *args)
+    def evt_pipe_closed(self, pipe):
+        return _TRIGGERS['evt_pipe_closed'](self, pipe)
 
-    def cmd_close(self, *args):
-        return _TRIGGERS['cmd_close'](self, *args)
+    def cmd_close(self):
+        return _TRIGGERS['cmd_close'](self)
 
-    def evt_crashed(self, *args):
-        return _TRIGGERS['evt_crashed'](self, *args)
+    def evt_crashed(self, err):
+        return _TRIGGERS['evt_crashed'](self, err)

@@ -16,6 +16,15 @@ INITIAL = 'unsubscribed'
 UNLISTED = 'error'
 FINAL_STATES = ('closed',)
 EVENTS = ('evt_pipe_added', 'evt_pipe_removed', 'evt_pipe_ready', 'evt_pipe_recv', 'cmd_subscribe', 'cmd_unsubscribe', 'cmd_close')
+PARAMETERS = {
+    'evt_pipe_added': ('pipe',),
+    'evt_pipe_removed': ('pipe',),
+    'evt_pipe_ready': ('pipe',),
+    'evt_pipe_recv': ('pipe', 'msgs'),
+    'cmd_subscribe': ('topic',),
+    'cmd_unsubscribe': ('topic',),
+    'cmd_close': (),
+}
 GUARDS = ('is_last_topic', 'is_subscribed')
 ACTIONS = ('discard_unmatched', 'deliver_matching', 'add_topic', 'remove_topic', 'refuse_unknown_topic')
 
@@ -25,7 +34,7 @@ class SubCompiled:
 
     state = 'unsubscribed'
 
-    def evt_pipe_added(self, *args):
+    def evt_pipe_added(self, pipe):
         state = self.state
         if state == 'unsubscribed':
             return True
@@ -33,7 +42,7 @@ class SubCompiled:
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_added')
 
-    def evt_pipe_removed(self, *args):
+    def evt_pipe_removed(self, pipe):
         state = self.state
         if state == 'unsubscribed':
             return True
@@ -41,7 +50,7 @@ class SubCompiled:
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_removed')
 
-    def evt_pipe_ready(self, *args):
+    def evt_pipe_ready(self, pipe):
         state = self.state
         if state == 'unsubscribed':
             return True
@@ -49,45 +58,45 @@ class SubCompiled:
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_ready')
 
-    def evt_pipe_recv(self, *args):
+    def evt_pipe_recv(self, pipe, msgs):
         state = self.state
         if state == 'unsubscribed':
-            self.discard_unmatched(*args)
+            self.discard_unmatched(pipe, msgs)
             return True
         if state == 'subscribed':
-            self.deliver_matching(*args)
+            self.deliver_matching(pipe, msgs)
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_recv')
 
-    def cmd_subscribe(self, *args):
+    def cmd_subscribe(self, topic):
         state = self.state
         if state == 'unsubscribed':
             self.state = 'subscribed'
-            self.add_topic(*args)
+            self.add_topic(topic)
             return True
         if state == 'subscribed':
-            self.add_topic(*args)
+            self.add_topic(topic)
             return True
         raise RefusedEvent(NAME, state, 'cmd_subscribe')
 
-    def cmd_unsubscribe(self, *args):
+    def cmd_unsubscribe(self, topic):
         state = self.state
         if state == 'unsubscribed':
-            self.refuse_unknown_topic(*args)
+            self.refuse_unknown_topic(topic)
             return True
         if state == 'subscribed':
-            if self.is_last_topic(*args):
+            if self.is_last_topic(topic):
                 self.state = 'unsubscribed'
-                self.remove_topic(*args)
+                self.remove_topic(topic)
                 return True
-            if self.is_subscribed(*args):
-                self.remove_topic(*args)
+            if self.is_subscribed(topic):
+                self.remove_topic(topic)
                 return True
-            self.refuse_unknown_topic(*args)
+            self.refuse_unknown_topic(topic)
             return True
         raise RefusedEvent(NAME, state, 'cmd_unsubscribe')
 
-    def cmd_close(self, *args):
+    def cmd_close(self):
         state = self.state
         if state == 'unsubscribed':
             self.state = 'closed'

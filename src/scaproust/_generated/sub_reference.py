@@ -50,23 +50,23 @@ class SubTransitions:
 
     state = 'unsubscribed'
 
-    def evt_pipe_added(self, *args):
-        return _TRIGGERS['evt_pipe_added'](self, *args)
+    def evt_pipe_added(self, pipe):
+        return _TRIGGERS['evt_pipe_added'](self, pipe)
 
-    def evt_pipe_removed(self, *args):
-        return _TRIGGERS['evt_pipe_removed'](self, *args)
+    def evt_pipe_removed(self, pipe):
+        return _TRIGGERS['evt_pipe_removed'](self, pipe)
 
-    def evt_pipe_ready(self, *args):
-        return _TRIGGERS['evt_pipe_ready'](self, *args)
+    def evt_pipe_ready(self, pipe):
+        return _TRIGGERS['evt_pipe_ready'](self, pipe)
 
-    def evt_pipe_recv(self, *args):
-        return _TRIGGERS['evt_pipe_recv'](self, *args)
+    def evt_pipe_recv(self, pipe, msgs):
+        return _TRIGGERS['evt_pipe_recv'](self, pipe, msgs)
 
-    def cmd_subscribe(self, *args):
-        return _TRIGGERS['cmd_subscribe'](self, *args)
+    def cmd_subscribe(self, topic):
+        return _TRIGGERS['cmd_subscribe'](self, topic)
 
-    def cmd_unsubscribe(self, *args):
-        return _TRIGGERS['cmd_unsubscribe'](self, *args)
+    def cmd_unsubscribe(self, topic):
+        return _TRIGGERS['cmd_unsubscribe'](self, topic)
 
-    def cmd_close(self, *args):
-        return _TRIGGERS['cmd_close'](self, *args)
+    def cmd_close(self):
+        return _TRIGGERS['cmd_close'](self)

@@ -17,6 +17,15 @@ INITIAL = 'idle'
 UNLISTED = 'error'
 FINAL_STATES = ('closed',)
 EVENTS = ('evt_pipe_added', 'evt_pipe_removed', 'evt_pipe_ready', 'cmd_send', 'evt_pipe_recv', 'evt_deadline', 'cmd_close')
+PARAMETERS = {
+    'evt_pipe_added': ('pipe',),
+    'evt_pipe_removed': ('pipe',),
+    'evt_pipe_ready': ('pipe',),
+    'cmd_send': ('item',),
+    'evt_pipe_recv': ('pipe', 'msgs'),
+    'evt_deadline': (),
+    'cmd_close': (),
+}
 GUARDS = ()
 ACTIONS = ('cancel_deadline', 'forget_survey', 'add_pipe', 'remove_pipe', 'take_survey', 'broadcast', 'start_deadline', 'deliver_current', 'drop_late')
 
@@ -26,27 +35,27 @@ class SurveyorCompiled:
 
     state = 'idle'
 
-    def evt_pipe_added(self, *args):
+    def evt_pipe_added(self, pipe):
         state = self.state
         if state == 'idle':
-            self.add_pipe(*args)
+            self.add_pipe(pipe)
             return True
         if state == 'surveying':
-            self.add_pipe(*args)
+            self.add_pipe(pipe)
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_added')
 
-    def evt_pipe_removed(self, *args):
+    def evt_pipe_removed(self, pipe):
         state = self.state
         if state == 'idle':
-            self.remove_pipe(*args)
+            self.remove_pipe(pipe)
             return True
         if state == 'surveying':
-            self.remove_pipe(*args)
+            self.remove_pipe(pipe)
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_removed')
 
-    def evt_pipe_ready(self, *args):
+    def evt_pipe_ready(self, pipe):
         state = self.state
         if state == 'idle':
             return True
@@ -54,49 +63,49 @@ class SurveyorCompiled:
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_ready')
 
-    def cmd_send(self, *args):
+    def cmd_send(self, item):
         state = self.state
         if state == 'idle':
             self.state = 'surveying'
-            self.take_survey(*args)
-            self.broadcast(*args)
-            self.start_deadline(*args)
+            self.take_survey(item)
+            self.broadcast(item)
+            self.start_deadline(item)
             return True
         if state == 'surveying':
-            self.cancel_deadline(*args)
-            self.take_survey(*args)
-            self.broadcast(*args)
-            self.start_deadline(*args)
+            self.cancel_deadline(item)
+            self.take_survey(item)
+            self.broadcast(item)
+            self.start_deadline(item)
             return True
         raise RefusedEvent(NAME, state, 'cmd_send')
 
-    def evt_pipe_recv(self, *args):
+    def evt_pipe_recv(self, pipe, msgs):
         state = self.state
         if state == 'idle':
-            self.drop_late(*args)
+            self.drop_late(pipe, msgs)
             return True
         if state == 'surveying':
-            self.deliver_current(*args)
+            self.deliver_current(pipe, msgs)
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_recv')
 
-    def evt_deadline(self, *args):
+    def evt_deadline(self):
         state = self.state
         if state == 'surveying':
-            self.cancel_deadline(*args)
-            self.forget_survey(*args)
+            self.cancel_deadline()
+            self.forget_survey()
             self.state = 'idle'
             return True
         raise RefusedEvent(NAME, state, 'evt_deadline')
 
-    def cmd_close(self, *args):
+    def cmd_close(self):
         state = self.state
         if state == 'idle':
             self.state = 'closed'
             return True
         if state == 'surveying':
-            self.cancel_deadline(*args)
-            self.forget_survey(*args)
+            self.cancel_deadline()
+            self.forget_survey()
             self.state = 'closed'
             return True
         if state == 'closed':

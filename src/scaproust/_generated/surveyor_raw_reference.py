@@ -40,20 +40,20 @@ class SurveyorRawTransitions:
 
     state = 'open'
 
-    def evt_pipe_added(self, *args):
-        return _TRIGGERS['evt_pipe_added'](self, *args)
+    def evt_pipe_added(self, pipe):
+        return _TRIGGERS['evt_pipe_added'](self, pipe)
 
-    def evt_pipe_removed(self, *args):
-        return _TRIGGERS['evt_pipe_removed'](self, *args)
+    def evt_pipe_removed(self, pipe):
+        return _TRIGGERS['evt_pipe_removed'](self, pipe)
 
-    def evt_pipe_ready(self, *args):
-        return _TRIGGERS['evt_pipe_ready'](self, *args)
+    def evt_pipe_ready(self, pipe):
+        return _TRIGGERS['evt_pipe_ready'](self, pipe)
 
-    def evt_pipe_recv(self, *args):
-        return _TRIGGERS['evt_pipe_recv'](self, *args)
+    def evt_pipe_recv(self, pipe, msgs):
+        return _TRIGGERS['evt_pipe_recv'](self, pipe, msgs)
 
-    def cmd_send(self, *args):
-        return _TRIGGERS['cmd_send'](self, *args)
+    def cmd_send(self, item):
+        return _TRIGGERS['cmd_send'](self, item)
 
-    def cmd_close(self, *args):
-        return _TRIGGERS['cmd_close'](self, *args)
+    def cmd_close(self):
+        return _TRIGGERS['cmd_close'](self)

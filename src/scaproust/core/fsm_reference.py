@@ -9,10 +9,11 @@ is for is being a second, independent implementation of every table.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable
 
-from transitions import Machine
+from transitions import Machine, State
 from transitions import MachineError as TransitionsRefusal
 
 from scaproust.core.machine_errors import RefusedEvent
@@ -22,11 +23,34 @@ from scaproust.core.machine_errors import RefusedEvent
 logging.getLogger("transitions").setLevel(logging.WARNING)
 
 
+class _State(State):
+    """A state whose ``on_enter`` and ``on_exit`` actions take no event arguments: they run
+    for whichever event enters or leaves the state, so they cannot rely on what one event
+    carries (protocols.yaml; the compiled backend calls them the same way). transitions
+    itself passes every callback the event's arguments."""
+
+    def enter(self, event_data) -> None:
+        super().enter(_without_arguments(event_data))
+
+    def exit(self, event_data) -> None:
+        super().exit(_without_arguments(event_data))
+
+
+def _without_arguments(event_data):
+    bare = copy.copy(event_data)
+    bare.args, bare.kwargs = (), {}
+    return bare
+
+
+class _Machine(Machine):
+    state_cls = _State
+
+
 def reference_machine(name: str, states: list[dict], transitions: list[dict], initial: str) -> Machine:
     """One class-level machine for every instance: ``model=None``, models are never added
     (each event passes its model to ``Event.trigger``), so it costs nothing per connection."""
-    return Machine(model=None, states=states, transitions=transitions, initial=initial,
-                   auto_transitions=False, send_event=False, name=name)
+    return _Machine(model=None, states=states, transitions=transitions, initial=initial,
+                    auto_transitions=False, send_event=False, name=name)
 
 
 def triggers(machine: Machine, name: str, events: tuple[str, ...]) -> dict[str, Callable[..., bool]]:

@@ -32,7 +32,7 @@ class ProtocolBase:
     def discard(self, pipe, msgs) -> None:
         self.ctx.stats.count("dropped_unexpected", len(msgs))
 
-    def drop_backlog(self, *args) -> None:
+    def drop_backlog(self) -> None:
         if self.backlog:
             self.ctx.stats.count("dropped_closed", len(self.backlog))
             self.backlog.clear()

@@ -94,7 +94,7 @@ class Req(ReqFSM, ReqRaw):
 
     # ------------------------------------------------------------------ guards
 
-    def pipe_has_room(self, pipe, *args) -> bool:
+    def pipe_has_room(self, pipe) -> bool:
         return bool(pipe.free)
 
     def our_pipe_has_room(self, pipe) -> bool:
@@ -106,6 +106,7 @@ class Req(ReqFSM, ReqRaw):
         return any(p.free for p in self.pipes if p is not pipe)
 
     def can_send(self, *args) -> bool:
+        # *args: a guard of cmd_send (item) and of evt_timeout (nothing); it needs neither.
         return any(p.free for p in self.pipes)
 
     def is_carrier(self, pipe) -> bool:
@@ -131,6 +132,8 @@ class Req(ReqFSM, ReqRaw):
             self.request = (item.header, item.body)
 
     def send_request(self, *args) -> None:
+        # *args: an action of evt_pipe_added and evt_pipe_ready (pipe) and of cmd_send
+        # (item), and called by resend_request with nothing; the request is self.request.
         if self._timer is not None:
             self._timer.cancel()  # a new request, or a resend: one timer at a time
         pipe = self._pick()
@@ -140,6 +143,7 @@ class Req(ReqFSM, ReqRaw):
         self._timer = self.ctx.call_later(self.ctx.options.resend_interval, self._on_resend_timer)
 
     def resend_request(self, *args) -> None:
+        # *args: an action of evt_pipe_removed (pipe) and of evt_timeout (nothing).
         self.ctx.stats.count("requests_resent")
         self.send_request()
 
@@ -147,13 +151,13 @@ class Req(ReqFSM, ReqRaw):
         self._timer = None
         self.evt_timeout()
 
-    def stop_resend_timer(self, *args) -> None:
+    def stop_resend_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         self.carrier = None
 
-    def drop_request(self, *args) -> None:
+    def drop_request(self) -> None:
         self.request = None
 
     # ------------------------------------------------------------------ replies
