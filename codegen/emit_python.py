@@ -1,15 +1,28 @@
-"""Write src/scaproust/_generated/<machine>.py from a validated machine.
+"""Write src/scaproust/_generated/<machine>.py and <machine>_reference.py from a machine.
 
-Each generated module holds, from the one table:
+``<machine>.py``, what the library imports, holds the compiled backend:
 
-1. ``STATES`` and ``TRANSITIONS`` in ``transitions``' own list format, and ``MACHINE``, one
-   class-level ``transitions.Machine`` built from them (``model=None``: models are never
-   added, so a machine costs nothing per connection);
+1. the table's facts (``NAME``, ``INITIAL``, ``UNLISTED``, ``EVENTS``, ...);
 2. ``<Name>Compiled``: one specialised method per event (guards, on_exit, state change,
-   on_enter, actions: ``transitions``' callback order), the default backend;
-3. ``<Name>Transitions``: the same method names, each running the event through the real
-   ``MACHINE`` (``Event.trigger(model, *args)``);
-4. ``<Name>FSM``: the one of the two that ``SCAPROUST_FSM`` selects.
+   on_enter, actions: ``transitions``' callback order), the default backend; an event
+   with no row in the current state raises ``RefusedEvent`` (machine ``unlisted: error``)
+   or returns False (``ignore``). Each takes the parameters the event declares (defaults
+   included) and passes them all, by position, to its guards and actions; ``on_enter``
+   and ``on_exit`` actions get none (``PARAMETERS`` lists them per event);
+3. ``<Name>FSM``: the backend ``SCAPROUST_FSM`` selects, ``<Name>Compiled`` unless it is
+   ``transitions``: only then is the reference module imported.
+
+``<machine>_reference.py`` holds the reference backend, imported only for
+``SCAPROUST_FSM=transitions`` and by the conformance test:
+
+1. ``STATES`` and ``TRANSITIONS`` in ``transitions``' own list format (also what the
+   diagrams are drawn from, codegen/emit_diagrams.py), and ``MACHINE``, one class-level
+   ``transitions.Machine`` built from them (``model=None``: models are never added, so a
+   machine costs nothing per connection);
+2. ``<Name>Transitions``: the same method names as the compiled class, each running the
+   event through ``MACHINE`` (``Event.trigger(model, ...)``) with the same parameters,
+   its refusal turned into the same ``RefusedEvent`` and its ``on_enter``/``on_exit``
+   actions called without the event's arguments (core/fsm_reference.py).
 """
 
 from __future__ import annotations
@@ -55,30 +68,42 @@ def transitions_lists(m: Machine) -> tuple[list[dict], list[dict]]:
     return states, transitions
 
 
-def _guard_expr(row: Row) -> str:
+def signature(m: Machine, event: str) -> str:
+    """The event method's parameters, ``self`` first, as declared (defaults included)."""
+    return ", ".join(["self", *(str(p) for p in m.params[event])])
+
+
+def arguments(m: Machine, event: str) -> str:
+    """What the event method passes on to guards and actions: every parameter, by position."""
+    return ", ".join(p.name for p in m.params[event])
+
+
+def _guard_expr(row: Row, args: str) -> str:
     # transitions evaluates `conditions` then `unless`, each in order, stopping at the first
     # that fails; the compiled test keeps that order so guard calls match one for one.
-    parts = [f"self.{g.name}(*args)" for g in row.guards if not g.negated]
-    parts += [f"not self.{g.name}(*args)" for g in row.guards if g.negated]
+    parts = [f"self.{g.name}({args})" for g in row.guards if not g.negated]
+    parts += [f"not self.{g.name}({args})" for g in row.guards if g.negated]
     return " and ".join(parts)
 
 
-def _row_body(m: Machine, row: Row, indent: str) -> list[str]:
+def _row_body(m: Machine, row: Row, indent: str, args: str) -> list[str]:
     lines = []
     if not row.internal:
+        # on_exit and on_enter run for whichever event leaves or enters: no event arguments.
         for action in m.states[row.source].on_exit:
-            lines.append(f"{indent}self.{action}(*args)")
+            lines.append(f"{indent}self.{action}()")
         lines.append(f"{indent}self.state = {row.dest!r}")
         for action in m.states[row.dest].on_enter:
-            lines.append(f"{indent}self.{action}(*args)")
+            lines.append(f"{indent}self.{action}()")
     for action in row.actions:
-        lines.append(f"{indent}self.{action}(*args)")
+        lines.append(f"{indent}self.{action}({args})")
     lines.append(f"{indent}return True")
     return lines
 
 
 def _compiled_method(m: Machine, event: str) -> list[str]:
-    out = [f"    def {event}(self, *args):"]
+    args = arguments(m, event)
+    out = [f"    def {event}({signature(m, event)}):"]
     out.append("        state = self.state")
     for state in m.states:
         rows = m.rows_for(state, event)
@@ -87,17 +112,17 @@ def _compiled_method(m: Machine, event: str) -> list[str]:
         out.append(f"        if state == {state!r}:")
         for row in rows:
             if row.guards:
-                out.append(f"            if {_guard_expr(row)}:")
-                out.extend(_row_body(m, row, " " * 16))
+                out.append(f"            if {_guard_expr(row, args)}:")
+                out.extend(_row_body(m, row, " " * 16, args))
             else:
-                out.extend(_row_body(m, row, " " * 12))
+                out.extend(_row_body(m, row, " " * 12, args))
                 break
         else:
             out.append("            return False")
     if m.unlisted == "ignore":
         out.append("        return False")
     else:
-        out.append(f"        raise MachineError({m.name + ': '!r} f\"Can't trigger event {event} from state {{state}}!\")")
+        out.append(f"        raise RefusedEvent(NAME, state, {event!r})")
     return out
 
 
@@ -116,43 +141,29 @@ def _literal(value, indent: int) -> str:
     return repr(value)
 
 
+def _docstring(m: Machine, what: str) -> list[str]:
+    doc = textwrap.fill(f"State machine {m.name!r}{what}: " + (m.doc or "(no doc)"), 88)
+    return [f'"""{doc}', "", f"Hand-written actions and guards: {m.module}.{m.class_name}.", '"""']
+
+
 def render(m: Machine) -> str:
+    """``_generated/<machine>.py``: the compiled backend and the backend choice."""
     prefix = class_prefix(m.name)
-    states, transitions = transitions_lists(m)
-    doc = textwrap.fill(f"State machine {m.name!r}: " + (m.doc or "(no doc)"), 88)
     lines = [
         HEADER,
-        f'"""{doc}',
+        *_docstring(m, ""),
         "",
-        f"Hand-written actions and guards: {m.module}.{m.class_name}.",
-        '"""',
-        "",
-        "from transitions import Machine, MachineError",
-        "",
-        "from scaproust.core.fsm import select_backend",
+        "from scaproust.core.fsm import BACKEND",
+        "from scaproust.core.machine_errors import RefusedEvent",
         "",
         f"NAME = {m.name!r}",
         f"INITIAL = {m.initial!r}",
         f"UNLISTED = {m.unlisted!r}",
         f"FINAL_STATES = {tuple(s.name for s in m.states.values() if s.final)!r}",
         f"EVENTS = {tuple(m.events)!r}",
+        f"PARAMETERS = {_parameters(m)}",
         f"GUARDS = {tuple(m.guards)!r}",
         f"ACTIONS = {tuple(m.actions)!r}",
-        "",
-        f"STATES = {_literal(states, 0)}",
-        "",
-        f"TRANSITIONS = {_literal(transitions, 0)}",
-        "",
-        "MACHINE = Machine(",
-        "    model=None,",
-        "    states=STATES,",
-        "    transitions=TRANSITIONS,",
-        "    initial=INITIAL,",
-        "    auto_transitions=False,",
-        "    send_event=False,",
-        "    name=NAME,",
-        ")",
-        "_TRIGGERS = {name: MACHINE.events[name].trigger for name in EVENTS}",
         "",
         "",
         f"class {prefix}Compiled:",
@@ -166,24 +177,60 @@ def render(m: Machine) -> str:
     lines += [
         "",
         "",
+        'if BACKEND == "transitions":  # the reference backend: only now is transitions loaded',
+        f"    from scaproust._generated.{m.name}_reference import {prefix}Transitions",
+        "",
+        f"    {prefix}FSM = {prefix}Transitions",
+        "else:",
+        f"    {prefix}FSM = {prefix}Compiled",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def render_reference(m: Machine) -> str:
+    """``_generated/<machine>_reference.py``: the table in ``transitions``' format, run by it."""
+    prefix = class_prefix(m.name)
+    states, transitions = transitions_lists(m)
+    lines = [
+        HEADER,
+        *_docstring(m, ", reference backend (transitions)"),
+        "",
+        "from scaproust.core.fsm_reference import reference_machine, triggers",
+        "",
+        f"NAME = {m.name!r}",
+        f"INITIAL = {m.initial!r}",
+        f"UNLISTED = {m.unlisted!r}",
+        f"EVENTS = {tuple(m.events)!r}",
+        "",
+        f"STATES = {_literal(states, 0)}",
+        "",
+        f"TRANSITIONS = {_literal(transitions, 0)}",
+        "",
+        "MACHINE = reference_machine(NAME, STATES, TRANSITIONS, INITIAL)",
+        "_TRIGGERS = triggers(MACHINE, NAME, EVENTS)",
+        "",
+        "",
         f"class {prefix}Transitions:",
         f'    """{m.name}: every event runs through the class-level transitions.Machine."""',
         "",
         f"    state = {m.initial!r}",
     ]
     for event in m.events:
+        args = arguments(m, event)
         lines += [
             "",
-            f"    def {event}(self, *args):",
-            f"        return _TRIGGERS[{event!r}](self, *args)",
+            f"    def {event}({signature(m, event)}):",
+            f"        return _TRIGGERS[{event!r}](self{', ' if args else ''}{args})",
         ]
-    lines += [
-        "",
-        "",
-        f"{prefix}FSM = select_backend({prefix}Compiled, {prefix}Transitions)",
-        "",
-    ]
+    lines.append("")
     return "\n".join(lines)
+
+
+def _parameters(m: Machine) -> str:
+    """``{event: (parameter, ...)}``, one event a line, in the order of ``EVENTS``."""
+    items = "".join(f"    {e!r}: {tuple(p.name for p in m.params[e])!r},\n" for e in m.events)
+    return "{\n" + items + "}"
 
 
 def render_init(machines: list[Machine]) -> str:

@@ -16,6 +16,7 @@ def generate_all(root: Path, *, svg: bool = True, source: str | None = None) -> 
     files["src/scaproust/_generated/__init__.py"] = emit_python.render_init(machines)
     for m in machines:
         files[f"src/scaproust/_generated/{m.name}.py"] = emit_python.render(m)
+        files[f"src/scaproust/_generated/{m.name}_reference.py"] = emit_python.render_reference(m)
         dot = emit_diagrams.graph_source(m)
         files[f"diagrams/{m.name}.dot"] = dot
         if svg:

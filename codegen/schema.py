@@ -2,11 +2,18 @@
 
 Every machine of the library is declared in one file with one schema::
 
+    unlisted: error | ignore            # default policy for (state, event) pairs without a row
     machines:
       <name>:
         doc: <one paragraph>
         class: <module>:<Class>        # the hand-written class holding actions and guards
-        unlisted: error | ignore        # policy for (state, event) pairs without a row
+        unlisted: error | ignore        # this machine's policy, if not the file's (optional)
+        events:                         # what each event carries: its parameters, in order
+          evt_msgs: [msgs]
+          evt_removed: [pipe]
+          evt_bad: [pipe, msgs]
+          cmd_send: [body, header=b'']  # a default (a Python literal) makes one optional
+          cmd_close: []
         initial: <state>
         states:
           <state>: {on_enter: [...], on_exit: [...], final: true, doc: ...}
@@ -15,16 +22,33 @@ Every machine of the library is declared in one file with one schema::
           - [active,  evt_msgs,    [],             active,  [deliver]]
           - [paired,  evt_removed, [is_peer],      unpaired, [forget_peer]]
           - ['*',     cmd_close,   [],             closed,  [close_all]]
+          - row: [paired, evt_bad, [is_peer], unpaired]   # more than three actions: the
+            actions:                                       # row as a mapping, its actions
+              - deliver                                    # in block style
+              - reject_pipe
+              - forget_peer
+              - grant_capacity
       <other>:
         doc: ...
         class: <module>:<Class>
-        extends: <name>                 # <name>'s unlisted, initial, states and rows ...
-        rows:                           # ... except those replaced here (optional)
+        extends: <name>                 # <name>'s unlisted, events, initial, states, rows ...
+        events: {evt_more: [pipe]}      # ... plus events of its own (optional) ...
+        rows:                           # ... except the rows replaced here (optional)
           - [open,    evt_msgs,    [],             open,    [deliver_plainly]]
 
 Rules (each violation is reported as ``protocols.yaml:<line>: <what is wrong>``):
 
+- ``unlisted`` at the top of the file is the policy of every machine that does not set its
+  own (a machine that ``extends`` another has its base's);
+- a row is the list ``[source, event, guards, dest, actions]``, or, when it has more than
+  three actions, the mapping ``row: [source, event, guards, dest]`` with ``actions:`` in
+  block style (one a line); both mean the same;
 - events are named by kind: commands in start with ``cmd_``, events in with ``evt_``;
+- every event a row names is declared under ``events:`` with the parameters it carries
+  (names, in the order the event is fired with; ``name=<Python literal>`` gives a trailing
+  one a default), and every declared event has a row. The generated event methods take
+  exactly these parameters, and pass them all, by position, to every guard and action of
+  the event's rows: the default is filled in there, so an action never needs one;
 - a source may be a state, a list of states, or ``'*'``: every state without an explicit
   row for that event (only non-final ones unless dest is ``'='``);
 - a dest of ``'='`` means "stay in the source state" (handy with ``'*'``);
@@ -39,10 +63,19 @@ Rules (each violation is reported as ``protocols.yaml:<line>: <what is wrong>``)
   initial state nor its states; each of its own rows replaces every row of the base with
   the same (source, event), guarded alternatives included, in place (a ``'*'`` row: that
   event in every state); rows for new pairs come after. How a cooked protocol says "the raw
+  table, except...", and a protocol that behaves as another on most events says "that
   table, except...", without copying rows that would then have to be kept equal;
 - every action and guard is a method of the hand-written class (or a hand-written base),
   every public method of that class is used by some row (unless marked ``@facade_call``:
-  the facade calls it, not a row), and no method shadows an event.
+  the facade calls it, not a row), and no method shadows an event;
+- every guard and action accepts exactly what its event carries: its parameters after
+  ``self`` are the event's, same names, same order; ``on_enter`` and ``on_exit`` actions
+  run for whichever event enters or leaves the state and take no event arguments. A method
+  serving events that carry different parameters (several events, or several machines
+  sharing the method) names the parameters they all start with, then takes ``*args`` for
+  the rest; ``*args`` anywhere else is an error, as are keyword-only parameters and
+  ``**kwargs`` (events pass their parameters by position). Checked with ``ast`` on the
+  definition the class really uses (its own, else the first base's, in order).
 """
 
 from __future__ import annotations
@@ -56,10 +89,14 @@ import yaml
 
 EVENT_RE = re.compile(r"^(cmd|evt)_[a-z][a-z0-9_]*$")
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
-MACHINE_KEYS = {"doc", "class", "extends", "unlisted", "initial", "states", "rows"}
+MACHINE_KEYS = {"doc", "class", "extends", "unlisted", "events", "initial", "states", "rows"}
+TOP_KEYS = {"unlisted", "machines"}
+#: The keys of a row written as a mapping (block style).
+ROW_KEYS = ("row", "actions")
 #: What a machine with ``extends`` takes from its base and may not restate.
 INHERITED_KEYS = ("unlisted", "initial", "states")
 STATE_KEYS = {"doc", "on_enter", "on_exit", "final"}
+PARAM_RE = re.compile(r"^([a-z_][a-z0-9_]*)(?:=(.+))?$")
 POLICIES = ("error", "ignore")
 
 
@@ -78,6 +115,17 @@ class Guard:
 
     def __str__(self) -> str:
         return ("!" if self.negated else "") + self.name
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of an event: its name and, if optional, its default (Python source)."""
+
+    name: str
+    default: str | None = None
+
+    def __str__(self) -> str:
+        return self.name if self.default is None else f"{self.name}={self.default}"
 
 
 @dataclass
@@ -117,6 +165,10 @@ class Machine:
     states: dict[str, State]
     rows: list[Row]
     extends: str | None = None
+    #: What each event carries, in declaration order (an extends machine: its base's first).
+    params: dict[str, tuple[Param, ...]] = field(default_factory=dict)
+    #: Where each event is declared (its line), for messages.
+    param_lines: dict[str, int] = field(default_factory=dict)
 
     @property
     def events(self) -> list[str]:
@@ -215,21 +267,34 @@ def load(path: str | Path, source: str | None = None, src_root: Path | None = No
     if root is None:
         raise SpecError(shown, 1, "empty file")
     top = dict((k, (kn, v)) for k, kn, v in reader.mapping(root, "the file"))
+    for k, (kn, _) in top.items():
+        if k not in TOP_KEYS:
+            reader.fail(kn, f"unknown top-level key {k!r} (allowed: {', '.join(sorted(TOP_KEYS))})")
     if "machines" not in top:
         reader.fail(root, "missing the top-level key 'machines'")
+    default_unlisted = _policy(reader, top["unlisted"][1]) if "unlisted" in top else None
     machines = {}
     for name, key, node in reader.mapping(top["machines"][1], "machines"):
         if not NAME_RE.match(name):
             reader.fail(key, f"machine name {name!r} must be lower_snake_case")
-        machines[name] = _machine(reader, name, key, node, machines)
+        machines[name] = _machine(reader, name, key, node, machines, default_unlisted)
     src_root = src_root or path.parent / "src"
     for machine in machines.values():
         _validate(reader, machine)
         _check_handwritten(reader, machine, src_root)
+    _check_signatures(reader, list(machines.values()), src_root)
     return Spec(shown, machines)
 
 
-def _machine(reader: _Reader, name: str, key, node, earlier: dict[str, Machine]) -> Machine:
+def _policy(reader: _Reader, node) -> str:
+    policy = reader.scalar(node, "unlisted")
+    if policy not in POLICIES:
+        reader.fail(node, f"unlisted must be one of {POLICIES}, not {policy!r}")
+    return policy
+
+
+def _machine(reader: _Reader, name: str, key, node, earlier: dict[str, Machine],
+             default_unlisted: str | None = None) -> Machine:
     fields = {k: (kn, v) for k, kn, v in reader.mapping(node, f"machine {name!r}")}
     for k, (kn, _) in fields.items():
         if k not in MACHINE_KEYS:
@@ -244,7 +309,7 @@ def _machine(reader: _Reader, name: str, key, node, earlier: dict[str, Machine])
         for inherited in INHERITED_KEYS:
             if inherited in fields:
                 reader.fail(fields[inherited][0], f"machine {name!r} extends {base_name!r}: its {inherited!r} is {base_name!r}'s, not restated")
-    required = ("class",) if base else ("class", "unlisted", "initial", "states", "rows")
+    required = ("class",) if base else ("class", "events", "initial", "states", "rows")
     for k in required:
         if k not in fields:
             reader.fail(key, f"machine {name!r} has no {k!r}")
@@ -258,20 +323,77 @@ def _machine(reader: _Reader, name: str, key, node, earlier: dict[str, Machine])
 
     if base is not None:
         rows = _rows(reader, name, fields["rows"][1], base.states) if "rows" in fields else []
-        return Machine(name, line, doc.strip(), module, class_name, class_line, base.unlisted,
-                       base.initial, base.states, _override(base.rows, rows), extends=base.name)
+        params, param_lines = dict(base.params), dict(base.param_lines)
+        if "events" in fields:
+            own, own_lines = _events(reader, fields["events"][1], name)
+            for event, event_line in own_lines.items():
+                if event in params:
+                    reader.fail(event_line, f"machine {name!r} extends {base.name!r}: its event {event!r} is {base.name!r}'s, not restated")
+            params.update(own)
+            param_lines.update(own_lines)
+        machine = Machine(name, line, doc.strip(), module, class_name, class_line, base.unlisted,
+                          base.initial, base.states, _override(base.rows, rows), extends=base.name,
+                          params=params, param_lines=param_lines)
+        _check_events(reader, machine)
+        return machine
 
-    unlisted = reader.scalar(fields["unlisted"][1], "unlisted")
-    if unlisted not in POLICIES:
-        reader.fail(fields["unlisted"][1], f"unlisted must be one of {POLICIES}, not {unlisted!r}")
+    if "unlisted" in fields:
+        unlisted = _policy(reader, fields["unlisted"][1])
+    elif default_unlisted is not None:
+        unlisted = default_unlisted
+    else:
+        reader.fail(key, f"machine {name!r} has no 'unlisted' and the file sets no default")
     states = _states(reader, fields["states"][1], name)
     initial_node = fields["initial"][1]
     initial = reader.scalar(initial_node, "initial")
     if initial not in states:
         reader.fail(initial_node, f"initial state {initial!r} is not one of the states of {name!r}")
     rows = _rows(reader, name, fields["rows"][1], states)
-    return Machine(name, line, doc.strip(), module, class_name, class_line, unlisted, initial,
-                   states, rows)
+    params, param_lines = _events(reader, fields["events"][1], name)
+    machine = Machine(name, line, doc.strip(), module, class_name, class_line, unlisted, initial,
+                      states, rows, params=params, param_lines=param_lines)
+    _check_events(reader, machine)
+    return machine
+
+
+def _events(reader: _Reader, node, name: str) -> tuple[dict[str, tuple[Param, ...]], dict[str, int]]:
+    """``events:``: each event's parameters, ``[a, b, c=<literal>]``."""
+    params: dict[str, tuple[Param, ...]] = {}
+    lines: dict[str, int] = {}
+    for event, key, value in reader.mapping(node, f"the events of {name!r}"):
+        if not EVENT_RE.match(event):
+            reader.fail(key, f"event {event!r} must be named cmd_<verb> (a command in) or evt_<what> (an event in)")
+        out: list[Param] = []
+        for text in reader.names(value, f"the parameters of {event}"):
+            match = PARAM_RE.match(text)
+            if match is None:
+                reader.fail(value, f"parameter {text!r} of {event} is not a name (or name=<Python literal>)")
+            pname, default = match.group(1), match.group(2)
+            if pname == "self" or pname in {p.name for p in out}:
+                reader.fail(value, f"parameter {pname!r} of {event} is repeated or reserved")
+            if default is not None:
+                try:
+                    default = repr(ast.literal_eval(default))
+                except (ValueError, SyntaxError):
+                    reader.fail(value, f"the default of {pname!r} of {event} is not a Python literal: {default!r}")
+            elif out and out[-1].default is not None:
+                reader.fail(value, f"parameter {pname!r} of {event} has no default but follows one that has")
+            out.append(Param(pname, default))
+        params[event] = tuple(out)
+        lines[event] = key.start_mark.line + 1
+    return params, lines
+
+
+def _check_events(reader: _Reader, m: Machine) -> None:
+    """Every event of a row is declared; every declared event has a row."""
+    for row in m.rows:
+        if row.event not in m.params:
+            reader.fail(row.line, f"event {row.event!r} of {m.name!r} is not declared: add it under "
+                        f"events: with the parameters it carries ({row.event}: [] for none)")
+    used = {row.event for row in m.rows}
+    for event, line in m.param_lines.items():
+        if event not in used:
+            reader.fail(line, f"event {event!r} is declared by {m.name!r} but no row of it uses it")
 
 
 def _override(base_rows: list[Row], own: list[Row]) -> list[Row]:
@@ -319,9 +441,7 @@ def _rows(reader: _Reader, name: str, rows_node, states: dict[str, State]) -> li
     explicit = []
     for item in rows_node.value:
         line = item.start_mark.line + 1
-        if not isinstance(item, yaml.SequenceNode) or len(item.value) != 5:
-            reader.fail(item, "a row is [source, event, guards, dest, actions]")
-        src_node, evt_node, guard_node, dest_node, act_node = item.value
+        src_node, evt_node, guard_node, dest_node, act_node = _row_nodes(reader, item)
         event = reader.scalar(evt_node, "event")
         if not EVENT_RE.match(event):
             reader.fail(evt_node, f"event {event!r} must be named cmd_<verb> (a command in) or evt_<what> (an event in)")
@@ -357,6 +477,22 @@ def _rows(reader: _Reader, name: str, rows_node, states: dict[str, State]) -> li
                     continue
                 rows.append(Row(sname, event, guards, sname if dest == "=" else dest, actions, line))
     return rows
+
+
+def _row_nodes(reader: _Reader, item) -> tuple:
+    """The five nodes of a row, written ``[source, event, guards, dest, actions]`` or as the
+    mapping ``{row: [source, event, guards, dest], actions: [...]}`` (block style)."""
+    if isinstance(item, yaml.SequenceNode) and len(item.value) == 5:
+        return tuple(item.value)
+    if not isinstance(item, yaml.MappingNode):
+        reader.fail(item, "a row is [source, event, guards, dest, actions], or row: [source, event, guards, dest] with actions:")
+    fields = {k: v for k, _, v in reader.mapping(item, "a row")}
+    if set(fields) != set(ROW_KEYS):
+        reader.fail(item, f"a row written as a mapping has exactly the keys {' and '.join(ROW_KEYS)}, not {', '.join(fields)}")
+    head = fields["row"]
+    if not isinstance(head, yaml.SequenceNode) or len(head.value) != 4:
+        reader.fail(head, "row: is [source, event, guards, dest] (the actions follow under actions:)")
+    return (*head.value, fields["actions"])
 
 
 # --------------------------------------------------------------------------- validation
@@ -475,4 +611,109 @@ def _imports(tree: ast.Module) -> dict[str, str]:
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             for alias in node.names:
                 out[alias.asname or alias.name] = node.module
+    return out
+
+
+# --------------------------------------------------------------------------- signatures
+
+
+@dataclass(frozen=True)
+class _Use:
+    """One place protocols.yaml calls a guard or action: with what, where."""
+
+    kind: str  # "guard" or "action"
+    params: tuple[str, ...]
+    line: int
+    event: str | None  # None: an on_enter / on_exit action of ``state``
+    state: str = ""
+    machine: str = ""
+
+    def carries(self) -> str:
+        if self.event is None:
+            return "on_enter/on_exit actions take no event arguments"
+        return f"event {self.event!r} of {self.machine!r} carries ({', '.join(self.params)})"
+
+
+def _check_signatures(reader: _Reader, machines: list[Machine], src_root: Path) -> None:
+    """Every guard and action accepts exactly what its events carry (the module docstring's
+    last rule). A method shared by several machines is checked against all its uses."""
+    uses: dict[tuple[str, int], tuple[str, ast.FunctionDef, list[_Use]]] = {}
+    for m in machines:
+        functions = handwritten_functions(src_root, m.module, m.class_name)
+
+        def use(name: str, u: _Use, functions=functions) -> None:
+            where, node = functions[name]
+            uses.setdefault((where, node.lineno), (where, node, []))[2].append(u)
+
+        for state in m.states.values():
+            for name in state.on_enter + state.on_exit:
+                use(name, _Use("action", (), state.line, None, state.name, m.name))
+        for row in m.rows:
+            params = tuple(p.name for p in m.params[row.event])
+            for guard in row.guards:
+                use(guard.name, _Use("guard", params, row.line, row.event, machine=m.name))
+            for action in row.actions:
+                use(action, _Use("action", params, row.line, row.event, machine=m.name))
+    for (where, lineno), (_, node, used) in sorted(uses.items(), key=lambda item: min(u.line for u in item[1][2])):
+        _check_signature(reader, f"{where}:{lineno}", node, sorted(used, key=lambda u: u.line))
+
+
+def _check_signature(reader: _Reader, where: str, node: ast.FunctionDef, uses: list[_Use]) -> None:
+    args = node.args
+    names = tuple(a.arg for a in args.posonlyargs + args.args)[1:]  # after self
+    first = uses[0]
+    what = f"{first.kind} {node.name!r} ({where})"
+    if args.kwonlyargs or args.kwarg:
+        reader.fail(first.line, f"{what} takes keyword-only parameters or **kwargs: events pass their parameters by position")
+    takes = ", ".join(names)
+    if args.vararg is None:
+        for u in uses:
+            if u.params != names:
+                subject = f"{u.kind} {node.name!r} ({where})"
+                if u.event is None:
+                    subject += f" of state {u.state!r}"
+                reader.fail(u.line, f"{subject} takes ({takes}) but {u.carries()}")
+        return
+    star = f"*{args.vararg.arg}"
+    carried = list(dict.fromkeys(u.params for u in uses))
+    if len(carried) == 1:
+        reader.fail(first.line, f"{what} takes {star} but every event it serves carries "
+                    f"({', '.join(carried[0])}): take exactly those")
+    common = carried[0]
+    for params in carried[1:]:
+        common = common[:_prefix(common, params)]
+    if names != common:
+        listed = "; ".join(f"({', '.join(p)})" for p in carried)
+        reader.fail(first.line, f"{what} takes ({', '.join(names + (star,))}) but the events it serves carry "
+                    f"{listed}: name what they all start with, ({', '.join(common + (star,))})")
+
+
+def _prefix(a: tuple[str, ...], b: tuple[str, ...]) -> int:
+    n = 0
+    while n < len(a) and n < len(b) and a[n] == b[n]:
+        n += 1
+    return n
+
+
+def handwritten_functions(src_root: Path, module: str, class_name: str) -> dict[str, tuple[str, ast.FunctionDef]]:
+    """{name: (file, definition)} of the methods a hand-written class really uses: its own,
+    else the first hand-written base's that has one, bases in order, depth first (as
+    Python's method order for these single-line hierarchies); generated mixins are skipped."""
+    found = _find_class(src_root, module, class_name)
+    if found is None:
+        return {}
+    tree, cls, file = found
+    out: dict[str, tuple[str, ast.FunctionDef]] = {}
+    for node in cls.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and not node.name.startswith("__"):
+            out[node.name] = (str(file), node)
+    imports = _imports(tree)
+    for base in cls.bases:
+        if not isinstance(base, ast.Name):
+            continue
+        base_module = imports.get(base.id, module if _find_class(src_root, module, base.id) else None)
+        if base_module is None or "_generated" in base_module:
+            continue
+        for name, value in handwritten_functions(src_root, base_module, base.id).items():
+            out.setdefault(name, value)
     return out

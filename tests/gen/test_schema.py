@@ -99,15 +99,13 @@ def test_a_dead_end_not_marked_final_fails():
 
 
 def test_a_missing_initial_state_fails():
-    text = edited("    class: scaproust.protocols.pull:Pull\n    unlisted: error\n    initial: open\n",
-                  "    class: scaproust.protocols.pull:Pull\n    unlisted: error\n    initial: opened\n")
+    text = edited("    initial: open\n", "    initial: opened\n", "pull")
     err = error_of(text)
     assert str(err) == f"protocols.yaml:{line_of(text, 'initial: opened')}: initial state 'opened' is not one of the states of 'pull'"
 
 
 def test_a_machine_without_initial_fails():
-    text = edited("    class: scaproust.protocols.pull:Pull\n    unlisted: error\n    initial: open\n",
-                  "    class: scaproust.protocols.pull:Pull\n    unlisted: error\n")
+    text = edited("    initial: open\n", "", "pull")
     assert error_of(text).message == "machine 'pull' has no 'initial'"
 
 
@@ -154,9 +152,36 @@ def test_a_final_state_cannot_be_left():
 
 
 def test_an_unknown_policy_fails():
-    text = REAL.replace("    unlisted: error\n", "    unlisted: maybe\n", 1)
+    text = edited("\nunlisted: error\n", "\nunlisted: maybe\n")
+    err = error_of(text)
+    assert str(err) == f"protocols.yaml:{line_of(text, 'unlisted: maybe')}: unlisted must be one of ('error', 'ignore'), not 'maybe'"
+
+
+def test_an_unknown_policy_of_one_machine_fails():
+    text = edited("    class: scaproust.protocols.pull:Pull\n", "    class: scaproust.protocols.pull:Pull\n    unlisted: maybe\n")
     err = error_of(text)
     assert err.line == line_of(text, "unlisted: maybe")
+
+
+def test_every_machine_takes_the_file_level_policy_unless_it_sets_its_own():
+    spec = load(SPEC, src_root=ROOT / "src")
+    assert {m.unlisted for m in spec.machines.values()} == {"error"}
+    text = edited("    class: scaproust.protocols.pull:Pull\n", "    class: scaproust.protocols.pull:Pull\n    unlisted: ignore\n")
+    spec = load(SPEC, source=text, src_root=ROOT / "src")
+    assert spec.machines["pull"].unlisted == "ignore"
+    assert spec.machines["sub_raw"].unlisted == "ignore"  # it extends pull
+    assert spec.machines["push"].unlisted == "error"
+
+
+def test_without_a_file_level_policy_a_machine_must_set_its_own():
+    text = edited("\nunlisted: error\n", "\n")
+    assert error_of(text).message == "machine 'pipe' has no 'unlisted' and the file sets no default"
+
+
+def test_an_unknown_top_level_key_fails():
+    text = edited("\nunlisted: error\n", "\nunlisted: error\nunlistd: ignore\n")
+    err = error_of(text)
+    assert str(err) == f"protocols.yaml:{line_of(text, 'unlistd')}: unknown top-level key 'unlistd' (allowed: machines, unlisted)"
 
 
 def test_make_regen_cli_reports_a_broken_row_with_its_line(tmp_path):
@@ -207,3 +232,40 @@ def test_a_machine_that_extends_another_may_not_restate_its_states():
     err = error_of(text)
     assert str(err) == (f"protocols.yaml:{line_of(text, 'initial: open', 'bus')}: machine 'bus' "
                         "extends 'bus_raw': its 'initial' is 'bus_raw''s, not restated")
+
+
+# ------------------------------------------------------------------ rows in block style
+
+
+def test_a_row_written_as_a_mapping_is_the_same_row():
+    flow = "      - [surveying,         evt_pipe_recv,    [], surveying, [deliver_current]]\n"
+    block = "      - row: [surveying, evt_pipe_recv, [], surveying]\n        actions:\n          - deliver_current\n"
+    before = load(SPEC, src_root=ROOT / "src").machines["surveyor"]
+    after = load(SPEC, source=edited(flow, block, "surveyor"), src_root=ROOT / "src").machines["surveyor"]
+    strip = [(r.source, r.event, r.guards, r.dest, r.actions) for r in before.rows]
+    assert [(r.source, r.event, r.guards, r.dest, r.actions) for r in after.rows] == strip
+
+
+def test_the_block_rows_of_the_real_table_read_as_their_flow_form():
+    rows = load(SPEC, src_root=ROOT / "src").machines["pair1_raw"].rows_for("paired", "evt_pipe_recv")
+    assert [r.actions for r in rows] == [
+        ("deliver_with_hops",),
+        ("deliver_with_hops", "reject_malformed_peer", "forget_peer", "grant_capacity"),
+        ("discard",),
+    ]
+    assert rows[1].line == line_of(REAL, "- row: [paired, evt_pipe_recv, [is_peer], unpaired]", "pair1_raw")
+
+
+@pytest.mark.parametrize(("block", "message"), [
+    ("      - row: [surveying, evt_pipe_recv, [], surveying]\n",
+     "a row written as a mapping has exactly the keys row and actions, not row"),
+    ("      - row: [surveying, evt_pipe_recv, []]\n        actions: [deliver_current]\n",
+     "row: is [source, event, guards, dest] (the actions follow under actions:)"),
+    ("      - surveying\n",
+     "a row is [source, event, guards, dest, actions], or row: [source, event, guards, dest] with actions:"),
+])
+def test_a_malformed_block_row_fails_on_its_line(block, message):
+    flow = "      - [surveying,         evt_pipe_recv,    [], surveying, [deliver_current]]\n"
+    text = edited(flow, block, "surveyor")
+    err = error_of(text)
+    assert (err.line, err.message) == (line_of(text, block.splitlines()[0].strip(), "surveyor"), message)

@@ -12,9 +12,9 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from transitions import MachineError
 
 from scaproust.core.channel import UNBOUNDED
+from scaproust.core.machine_errors import MachineError
 from scaproust.core.message import Message
 from scaproust.protocols._headers import pipe_word
 from scaproust.protocols.bus import Bus, BusRaw

@@ -9,8 +9,8 @@ slots); what was accepted while no peer could take it goes to the next peer, in 
 from __future__ import annotations
 
 import pytest
-from transitions import MachineError
 
+from scaproust.core.machine_errors import MachineError
 from scaproust.core.message import Message
 from scaproust.protocols.pair import Pair
 
@@ -412,7 +412,7 @@ def test_pair_refuses_every_event_but_close_once_closed_with_the_machine_error(p
     with pytest.raises(MachineError) as err:
         getattr(pair, event)(*args)
 
-    assert err.value.value == f"pair: Can't trigger event {event} from state closed!"
+    assert str(err.value) == f"pair: Can't trigger event {event} from state closed!"
     assert pair.state == "closed"
 
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from transitions import MachineError
 
+from scaproust.core.machine_errors import MachineError
 from scaproust.core.message import Message
 from scaproust.core.options import Options
 from scaproust.protocols.pair1 import Pair1, Pair1Raw

@@ -26,10 +26,10 @@ import weakref
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from transitions import MachineError
 
 import scaproust as sp
 from scaproust.core.channel import UNBOUNDED
+from scaproust.core.machine_errors import MachineError
 from scaproust.protocols.pub import Pub
 
 from .fakes import FakePipe, RecordingContext
@@ -281,7 +281,7 @@ def test_pub_refuses_events_once_closed_with_the_machine_error(pub, event, args)
     with pytest.raises(MachineError) as err:
         getattr(pub, event)(*args)
 
-    assert err.value.value == f"pub: Can't trigger event {event} from state closed!"
+    assert str(err.value) == f"pub: Can't trigger event {event} from state closed!"
 
 
 def test_pub_has_no_subscription_events(pub):

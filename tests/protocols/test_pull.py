@@ -9,8 +9,8 @@ send capacity. (Strict alternation between pipes is not asserted: nng does not p
 from __future__ import annotations
 
 import pytest
-from transitions import MachineError
 
+from scaproust.core.machine_errors import MachineError
 from scaproust.protocols.pull import Pull
 
 from .fakes import FakePipe, RecordingContext
@@ -96,7 +96,7 @@ def test_pull_refuses_pipe_events_once_closed_with_the_machine_error(pull, ctx, 
     with pytest.raises(MachineError) as err:
         getattr(pull, event)(*args)
 
-    assert err.value.value == f"pull: Can't trigger event {event} from state closed!"
+    assert str(err.value) == f"pull: Can't trigger event {event} from state closed!"
     assert ctx.delivered == []
 
 

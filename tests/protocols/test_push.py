@@ -12,8 +12,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from transitions import MachineError
 
+from scaproust.core.machine_errors import MachineError
 from scaproust.protocols.push import Push
 
 from .fakes import FakePipe, RecordingContext
@@ -374,8 +374,8 @@ def test_push_send_after_close_raises_the_machine_error_with_its_exact_message(p
     with pytest.raises(MachineError) as err:
         push.cmd_send(b"late")
 
-    assert err.value.value == "push: Can't trigger event cmd_send from state closed!"
-    assert str(err.value) == repr("push: Can't trigger event cmd_send from state closed!")
+    assert str(err.value) == "push: Can't trigger event cmd_send from state closed!"
+    assert (err.value.machine, err.value.state, err.value.event) == ("push", "closed", "cmd_send")
     assert push.state == "closed"
     assert not push.backlog
 

@@ -20,9 +20,9 @@ from __future__ import annotations
 import logging
 
 import pytest
-from transitions import MachineError
 
 from scaproust.core.channel import UNBOUNDED, Channel
+from scaproust.core.machine_errors import MachineError
 from scaproust.core.message import Message
 from scaproust.core.options import Options
 from scaproust.errors import BadState

@@ -26,9 +26,9 @@ import os
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from transitions import MachineError
 
 from scaproust.core.channel import Channel
+from scaproust.core.machine_errors import MachineError
 from scaproust.core.message import Message
 from scaproust.core.options import Options
 from scaproust.errors import BadState

@@ -23,9 +23,9 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from transitions import MachineError
 
 from scaproust.core.channel import Channel
+from scaproust.core.machine_errors import MachineError
 from scaproust.core.options import Options
 from scaproust.protocols.sub import Sub, SubPolicy, SubRaw, topic_bytes
 
@@ -302,7 +302,7 @@ def test_sub_refuses_events_once_closed_with_the_machine_error(sub, ctx, event, 
     with pytest.raises(MachineError) as err:
         getattr(sub, event)(*args)
 
-    assert err.value.value == f"sub: Can't trigger event {event} from state closed!"
+    assert str(err.value) == f"sub: Can't trigger event {event} from state closed!"
     assert ctx.delivered == []
 
 

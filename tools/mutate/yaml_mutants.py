@@ -21,7 +21,8 @@ def _flow(items: list[str]) -> str:
 
 
 def _names(node) -> list[str] | None:
-    if isinstance(node, yaml.SequenceNode) and node.flow_style:
+    # Flow ([a, b]) or block style (one "- a" a line): a mutated list is written back flow.
+    if isinstance(node, yaml.SequenceNode):
         if all(isinstance(n, yaml.ScalarNode) for n in node.value):
             return [n.value for n in node.value]
         return None
@@ -32,6 +33,24 @@ def _names(node) -> list[str] | None:
 
 def _splice(text: str, start: int, end: int, new: str) -> str:
     return text[:start] + new + text[end:]
+
+
+def _end(node) -> int:
+    """Where a node's text ends: a block collection's end mark lies at the next token
+    (past the newline and the next line's indentation), so take its last item's end."""
+    while isinstance(node, yaml.SequenceNode | yaml.MappingNode) and not node.flow_style and node.value:
+        last = node.value[-1]
+        node = last[1] if isinstance(last, tuple) else last
+    return node.end_mark.index
+
+
+def _row_nodes(item) -> tuple:
+    """A row's five nodes: ``[source, event, guards, dest, actions]``, or a row written as a
+    mapping (``row: [source, event, guards, dest]`` and its ``actions:`` in block style)."""
+    if isinstance(item, yaml.MappingNode):
+        fields = {k.value: v for k, v in item.value}
+        return (*fields["row"].value, fields["actions"])
+    return tuple(item.value)
 
 
 def yaml_mutants(text: str) -> list[Mutant]:
@@ -80,14 +99,17 @@ def yaml_mutants(text: str) -> list[Mutant]:
 
         # ---- rows
         for item in (fields["rows"].value if "rows" in fields else ()):
-            src_node, evt_node, guard_node, dest_node, act_node = item.value
+            nodes = _row_nodes(item)
+            src_node, evt_node, guard_node, dest_node, act_node = nodes
             line = item.start_mark.line + 1
-            row_text = " ".join(text[item.start_mark.index:item.end_mark.index].split())
+            # The key names the row in its flow form, whichever way it is written.
+            row_text = "[" + ", ".join(" ".join(text[n.start_mark.index:_end(n)].split()) if n is not act_node
+                                       else _flow(_names(n) or []) for n in nodes) + "]"
             sources = _names(src_node) or []
             event = evt_node.value
             # remove the row: its whole line(s)
             start = text.rfind("\n", 0, item.start_mark.index) + 1
-            end = text.find("\n", item.end_mark.index) + 1
+            end = text.find("\n", _end(item)) + 1
             add(line, row_text, f"remove row ({', '.join(sources)}, {event})", text[:start] + text[end:])
             # change the destination
             dest = dest_node.value
@@ -104,7 +126,7 @@ def yaml_mutants(text: str) -> list[Mutant]:
                     _splice(text, dest_node.start_mark.index, dest_node.end_mark.index, new_dest))
             # actions: drop each, swap adjacent
             actions = _names(act_node) or []
-            a, b = act_node.start_mark.index, act_node.end_mark.index
+            a, b = act_node.start_mark.index, _end(act_node)
             for i, name in enumerate(actions):
                 add(line, row_text, f"drop action {name}",
                     _splice(text, a, b, _flow(actions[:i] + actions[i + 1:])))

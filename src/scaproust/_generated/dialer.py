@@ -12,65 +12,26 @@ once.
 Hand-written actions and guards: scaproust.core.dialer.Dialer.
 """
 
-from transitions import Machine, MachineError
-
-from scaproust.core.fsm import select_backend
+from scaproust.core.fsm import BACKEND
+from scaproust.core.machine_errors import RefusedEvent
 
 NAME = 'dialer'
 INITIAL = 'idle'
 UNLISTED = 'error'
 FINAL_STATES = ('closed',)
 EVENTS = ('cmd_start', 'evt_resolved', 'evt_resolve_failed', 'evt_timeout', 'evt_pipe_opened', 'evt_pipe_closed', 'cmd_close', 'evt_crashed')
+PARAMETERS = {
+    'cmd_start': (),
+    'evt_resolved': (),
+    'evt_resolve_failed': ('err',),
+    'evt_timeout': (),
+    'evt_pipe_opened': ('pipe',),
+    'evt_pipe_closed': ('pipe',),
+    'cmd_close': (),
+    'evt_crashed': ('err',),
+}
 GUARDS = ('has_name', 'lasted')
 ACTIONS = ('stop_resolving', 'start_resolving', 'open_pipe', 'cancel_retry_timer', 'start_retry_timer', 'close_pipe', 'note_resolve_failure', 'note_resolve_timeout', 'reset_backoff', 'log_disconnect', 'log_crash')
-
-STATES = [
-    {'name': 'idle', 'ignore_invalid_triggers': False},
-    {'name': 'resolving', 'on_enter': ['start_resolving'], 'on_exit': ['stop_resolving'], 'ignore_invalid_triggers': False},
-    {'name': 'connecting', 'on_enter': ['open_pipe'], 'ignore_invalid_triggers': False},
-    {'name': 'connected', 'ignore_invalid_triggers': False},
-    {'name': 'waiting', 'on_enter': ['start_retry_timer'], 'on_exit': ['cancel_retry_timer'], 'ignore_invalid_triggers': False},
-    {'name': 'closed', 'on_enter': ['close_pipe'], 'final': True, 'ignore_invalid_triggers': False},
-]
-
-TRANSITIONS = [
-    {'trigger': 'cmd_start', 'source': 'idle', 'dest': 'resolving', 'conditions': ['has_name']},
-    {'trigger': 'cmd_start', 'source': 'idle', 'dest': 'connecting'},
-    {'trigger': 'evt_resolved', 'source': 'resolving', 'dest': 'connecting'},
-    {'trigger': 'evt_resolve_failed', 'source': 'resolving', 'dest': 'waiting', 'after': ['note_resolve_failure']},
-    {'trigger': 'evt_timeout', 'source': 'resolving', 'dest': 'waiting', 'after': ['note_resolve_timeout']},
-    {'trigger': 'evt_pipe_opened', 'source': 'connecting', 'dest': 'connected', 'after': ['reset_backoff']},
-    {'trigger': 'evt_pipe_closed', 'source': 'connecting', 'dest': 'waiting'},
-    {'trigger': 'evt_pipe_closed', 'source': 'connected', 'dest': 'resolving', 'conditions': ['lasted', 'has_name'], 'after': ['log_disconnect']},
-    {'trigger': 'evt_pipe_closed', 'source': 'connected', 'dest': 'connecting', 'conditions': ['lasted'], 'after': ['log_disconnect']},
-    {'trigger': 'evt_pipe_closed', 'source': 'connected', 'dest': 'waiting', 'after': ['log_disconnect']},
-    {'trigger': 'evt_timeout', 'source': 'waiting', 'dest': 'resolving', 'conditions': ['has_name']},
-    {'trigger': 'evt_timeout', 'source': 'waiting', 'dest': 'connecting'},
-    {'trigger': 'cmd_close', 'source': 'idle', 'dest': 'closed'},
-    {'trigger': 'cmd_close', 'source': 'resolving', 'dest': 'closed'},
-    {'trigger': 'cmd_close', 'source': 'connecting', 'dest': 'closed'},
-    {'trigger': 'cmd_close', 'source': 'connected', 'dest': 'closed'},
-    {'trigger': 'cmd_close', 'source': 'waiting', 'dest': 'closed'},
-    {'trigger': 'cmd_close', 'source': 'closed', 'dest': None},
-    {'trigger': 'evt_pipe_opened', 'source': 'closed', 'dest': None},
-    {'trigger': 'evt_pipe_closed', 'source': 'closed', 'dest': None},
-    {'trigger': 'evt_crashed', 'source': 'idle', 'dest': 'closed', 'after': ['log_crash']},
-    {'trigger': 'evt_crashed', 'source': 'resolving', 'dest': 'closed', 'after': ['log_crash']},
-    {'trigger': 'evt_crashed', 'source': 'connecting', 'dest': 'closed', 'after': ['log_crash']},
-    {'trigger': 'evt_crashed', 'source': 'connected', 'dest': 'closed', 'after': ['log_crash']},
-    {'trigger': 'evt_crashed', 'source': 'waiting', 'dest': 'closed', 'after': ['log_crash']},
-]
-
-MACHINE = Machine(
-    model=None,
-    states=STATES,
-    transitions=TRANSITIONS,
-    initial=INITIAL,
-    auto_transitions=False,
-    send_event=False,
-    name=NAME,
-)
-_TRIGGERS = {name: MACHINE.events[name].trigger for name in EVENTS}
 
 
 class DialerCompiled:
@@ -78,180 +39,155 @@ class DialerCompiled:
 
     state = 'idle'
 
-    def cmd_start(self, *args):
+    def cmd_start(self):
         state = self.state
         if state == 'idle':
-            if self.has_name(*args):
+            if self.has_name():
                 self.state = 'resolving'
-                self.start_resolving(*args)
+                self.start_resolving()
                 return True
             self.state = 'connecting'
-            self.open_pipe(*args)
+            self.open_pipe()
             return True
-        raise MachineError('dialer: ' f"Can't trigger event cmd_start from state {state}!")
+        raise RefusedEvent(NAME, state, 'cmd_start')
 
-    def evt_resolved(self, *args):
+    def evt_resolved(self):
         state = self.state
         if state == 'resolving':
-            self.stop_resolving(*args)
+            self.stop_resolving()
             self.state = 'connecting'
-            self.open_pipe(*args)
+            self.open_pipe()
             return True
-        raise MachineError('dialer: ' f"Can't trigger event evt_resolved from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_resolved')
 
-    def evt_resolve_failed(self, *args):
+    def evt_resolve_failed(self, err):
         state = self.state
         if state == 'resolving':
-            self.stop_resolving(*args)
+            self.stop_resolving()
             self.state = 'waiting'
-            self.start_retry_timer(*args)
-            self.note_resolve_failure(*args)
+            self.start_retry_timer()
+            self.note_resolve_failure(err)
             return True
-        raise MachineError('dialer: ' f"Can't trigger event evt_resolve_failed from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_resolve_failed')
 
-    def evt_timeout(self, *args):
+    def evt_timeout(self):
         state = self.state
         if state == 'resolving':
-            self.stop_resolving(*args)
+            self.stop_resolving()
             self.state = 'waiting'
-            self.start_retry_timer(*args)
-            self.note_resolve_timeout(*args)
+            self.start_retry_timer()
+            self.note_resolve_timeout()
             return True
         if state == 'waiting':
-            if self.has_name(*args):
-                self.cancel_retry_timer(*args)
+            if self.has_name():
+                self.cancel_retry_timer()
                 self.state = 'resolving'
-                self.start_resolving(*args)
+                self.start_resolving()
                 return True
-            self.cancel_retry_timer(*args)
+            self.cancel_retry_timer()
             self.state = 'connecting'
-            self.open_pipe(*args)
+            self.open_pipe()
             return True
-        raise MachineError('dialer: ' f"Can't trigger event evt_timeout from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_timeout')
 
-    def evt_pipe_opened(self, *args):
+    def evt_pipe_opened(self, pipe):
         state = self.state
         if state == 'connecting':
             self.state = 'connected'
-            self.reset_backoff(*args)
+            self.reset_backoff(pipe)
             return True
         if state == 'closed':
             return True
-        raise MachineError('dialer: ' f"Can't trigger event evt_pipe_opened from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_pipe_opened')
 
-    def evt_pipe_closed(self, *args):
+    def evt_pipe_closed(self, pipe):
         state = self.state
         if state == 'connecting':
             self.state = 'waiting'
-            self.start_retry_timer(*args)
+            self.start_retry_timer()
             return True
         if state == 'connected':
-            if self.lasted(*args) and self.has_name(*args):
+            if self.lasted(pipe) and self.has_name(pipe):
                 self.state = 'resolving'
-                self.start_resolving(*args)
-                self.log_disconnect(*args)
+                self.start_resolving()
+                self.log_disconnect(pipe)
                 return True
-            if self.lasted(*args):
+            if self.lasted(pipe):
                 self.state = 'connecting'
-                self.open_pipe(*args)
-                self.log_disconnect(*args)
+                self.open_pipe()
+                self.log_disconnect(pipe)
                 return True
             self.state = 'waiting'
-            self.start_retry_timer(*args)
-            self.log_disconnect(*args)
+            self.start_retry_timer()
+            self.log_disconnect(pipe)
             return True
         if state == 'closed':
             return True
-        raise MachineError('dialer: ' f"Can't trigger event evt_pipe_closed from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_pipe_closed')
 
-    def cmd_close(self, *args):
+    def cmd_close(self):
         state = self.state
         if state == 'idle':
             self.state = 'closed'
-            self.close_pipe(*args)
+            self.close_pipe()
             return True
         if state == 'resolving':
-            self.stop_resolving(*args)
+            self.stop_resolving()
             self.state = 'closed'
-            self.close_pipe(*args)
+            self.close_pipe()
             return True
         if state == 'connecting':
             self.state = 'closed'
-            self.close_pipe(*args)
+            self.close_pipe()
             return True
         if state == 'connected':
             self.state = 'closed'
-            self.close_pipe(*args)
+            self.close_pipe()
             return True
         if state == 'waiting':
-            self.cancel_retry_timer(*args)
+            self.cancel_retry_timer()
             self.state = 'closed'
-            self.close_pipe(*args)
+            self.close_pipe()
             return True
         if state == 'closed':
             return True
-        raise MachineError('dialer: ' f"Can't trigger event cmd_close from state {state}!")
+        raise RefusedEvent(NAME, state, 'cmd_close')
 
-    def evt_crashed(self, *args):
+    def evt_crashed(self, err):
         state = self.state
         if state == 'idle':
             self.state = 'closed'
-            self.close_pipe(*args)
-            self.log_crash(*args)
+            self.close_pipe()
+            self.log_crash(err)
             return True
         if state == 'resolving':
-            self.stop_resolving(*args)
+            self.stop_resolving()
             self.state = 'closed'
-            self.close_pipe(*args)
-            self.log_crash(*args)
+            self.close_pipe()
+            self.log_crash(err)
             return True
         if state == 'connecting':
             self.state = 'closed'
-            self.close_pipe(*args)
-            self.log_crash(*args)
+            self.close_pipe()
+            self.log_crash(err)
             return True
         if state == 'connected':
             self.state = 'closed'
-            self.close_pipe(*args)
-            self.log_crash(*args)
+            self.close_pipe()
+            self.log_crash(err)
             return True
         if state == 'waiting':
-            self.cancel_retry_timer(*args)
+            self.cancel_retry_timer()
             self.state = 'closed'
-            self.close_pipe(*args)
-            self.log_crash(*args)
+            self.close_pipe()
+            self.log_crash(err)
             return True
-        raise MachineError('dialer: ' f"Can't trigger event evt_crashed from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_crashed')
 
 
-class DialerTransitions:
-    """dialer: every event runs through the class-level transitions.Machine."""
+if BACKEND == "transitions":  # the reference backend: only now is transitions loaded
+    from scaproust._generated.dialer_reference import DialerTransitions
 
-    state = 'idle'
-
-    def cmd_start(self, *args):
-        return _TRIGGERS['cmd_start'](self, *args)
-
-    def evt_resolved(self, *args):
-        return _TRIGGERS['evt_resolved'](self, *args)
-
-    def evt_resolve_failed(self, *args):
-        return _TRIGGERS['evt_resolve_failed'](self, *args)
-
-    def evt_timeout(self, *args):
-        return _TRIGGERS['evt_timeout'](self, *args)
-
-    def evt_pipe_opened(self, *args):
-        return _TRIGGERS['evt_pipe_opened'](self, *args)
-
-    def evt_pipe_closed(self, *args):
-        return _TRIGGERS['evt_pipe_closed'](self, *args)
-
-    def cmd_close(self, *args):
-        return _TRIGGERS['cmd_close'](self, *args)
-
-    def evt_crashed(self, *args):
-        return _TRIGGERS['evt_crashed'](self, *args)
-
-
-DialerFSM = select_backend(DialerCompiled, DialerTransitions)
+    DialerFSM = DialerTransitions
+else:
+    DialerFSM = DialerCompiled

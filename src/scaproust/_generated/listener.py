@@ -9,55 +9,26 @@ path at once and closes its pipes.
 Hand-written actions and guards: scaproust.core.listener.Listener.
 """
 
-from transitions import Machine, MachineError
-
-from scaproust.core.fsm import select_backend
+from scaproust.core.fsm import BACKEND
+from scaproust.core.machine_errors import RefusedEvent
 
 NAME = 'listener'
 INITIAL = 'idle'
 UNLISTED = 'error'
 FINAL_STATES = ('closed',)
 EVENTS = ('cmd_start', 'evt_acceptable', 'evt_accept_failed', 'evt_timeout', 'evt_pipe_opened', 'evt_pipe_closed', 'cmd_close', 'evt_crashed')
+PARAMETERS = {
+    'cmd_start': (),
+    'evt_acceptable': (),
+    'evt_accept_failed': ('err',),
+    'evt_timeout': (),
+    'evt_pipe_opened': ('pipe',),
+    'evt_pipe_closed': ('pipe',),
+    'cmd_close': (),
+    'evt_crashed': ('err',),
+}
 GUARDS = ()
 ACTIONS = ('unwatch_accept', 'watch_accept', 'cancel_backoff_timer', 'start_backoff_timer', 'close_listening_socket', 'close_pipes', 'accept_connections', 'note_accept_failure', 'forget_pipe', 'log_crash')
-
-STATES = [
-    {'name': 'idle', 'ignore_invalid_triggers': False},
-    {'name': 'listening', 'on_enter': ['watch_accept'], 'on_exit': ['unwatch_accept'], 'ignore_invalid_triggers': False},
-    {'name': 'backing_off', 'on_enter': ['start_backoff_timer'], 'on_exit': ['cancel_backoff_timer'], 'ignore_invalid_triggers': False},
-    {'name': 'closed', 'on_enter': ['close_listening_socket', 'close_pipes'], 'final': True, 'ignore_invalid_triggers': False},
-]
-
-TRANSITIONS = [
-    {'trigger': 'cmd_start', 'source': 'idle', 'dest': 'listening'},
-    {'trigger': 'evt_acceptable', 'source': 'listening', 'dest': None, 'after': ['accept_connections']},
-    {'trigger': 'evt_accept_failed', 'source': 'listening', 'dest': 'backing_off', 'after': ['note_accept_failure']},
-    {'trigger': 'evt_timeout', 'source': 'backing_off', 'dest': 'listening'},
-    {'trigger': 'evt_pipe_opened', 'source': 'listening', 'dest': None},
-    {'trigger': 'evt_pipe_opened', 'source': 'backing_off', 'dest': None},
-    {'trigger': 'evt_pipe_closed', 'source': 'listening', 'dest': None, 'after': ['forget_pipe']},
-    {'trigger': 'evt_pipe_closed', 'source': 'backing_off', 'dest': None, 'after': ['forget_pipe']},
-    {'trigger': 'cmd_close', 'source': 'idle', 'dest': 'closed'},
-    {'trigger': 'cmd_close', 'source': 'listening', 'dest': 'closed'},
-    {'trigger': 'cmd_close', 'source': 'backing_off', 'dest': 'closed'},
-    {'trigger': 'cmd_close', 'source': 'closed', 'dest': None},
-    {'trigger': 'evt_pipe_opened', 'source': 'closed', 'dest': None},
-    {'trigger': 'evt_pipe_closed', 'source': 'closed', 'dest': None},
-    {'trigger': 'evt_crashed', 'source': 'idle', 'dest': 'closed', 'after': ['log_crash']},
-    {'trigger': 'evt_crashed', 'source': 'listening', 'dest': 'closed', 'after': ['log_crash']},
-    {'trigger': 'evt_crashed', 'source': 'backing_off', 'dest': 'closed', 'after': ['log_crash']},
-]
-
-MACHINE = Machine(
-    model=None,
-    states=STATES,
-    transitions=TRANSITIONS,
-    initial=INITIAL,
-    auto_transitions=False,
-    send_event=False,
-    name=NAME,
-)
-_TRIGGERS = {name: MACHINE.events[name].trigger for name in EVENTS}
 
 
 class ListenerCompiled:
@@ -65,41 +36,41 @@ class ListenerCompiled:
 
     state = 'idle'
 
-    def cmd_start(self, *args):
+    def cmd_start(self):
         state = self.state
         if state == 'idle':
             self.state = 'listening'
-            self.watch_accept(*args)
+            self.watch_accept()
             return True
-        raise MachineError('listener: ' f"Can't trigger event cmd_start from state {state}!")
+        raise RefusedEvent(NAME, state, 'cmd_start')
 
-    def evt_acceptable(self, *args):
+    def evt_acceptable(self):
         state = self.state
         if state == 'listening':
-            self.accept_connections(*args)
+            self.accept_connections()
             return True
-        raise MachineError('listener: ' f"Can't trigger event evt_acceptable from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_acceptable')
 
-    def evt_accept_failed(self, *args):
+    def evt_accept_failed(self, err):
         state = self.state
         if state == 'listening':
-            self.unwatch_accept(*args)
+            self.unwatch_accept()
             self.state = 'backing_off'
-            self.start_backoff_timer(*args)
-            self.note_accept_failure(*args)
+            self.start_backoff_timer()
+            self.note_accept_failure(err)
             return True
-        raise MachineError('listener: ' f"Can't trigger event evt_accept_failed from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_accept_failed')
 
-    def evt_timeout(self, *args):
+    def evt_timeout(self):
         state = self.state
         if state == 'backing_off':
-            self.cancel_backoff_timer(*args)
+            self.cancel_backoff_timer()
             self.state = 'listening'
-            self.watch_accept(*args)
+            self.watch_accept()
             return True
-        raise MachineError('listener: ' f"Can't trigger event evt_timeout from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_timeout')
 
-    def evt_pipe_opened(self, *args):
+    def evt_pipe_opened(self, pipe):
         state = self.state
         if state == 'listening':
             return True
@@ -107,96 +78,71 @@ class ListenerCompiled:
             return True
         if state == 'closed':
             return True
-        raise MachineError('listener: ' f"Can't trigger event evt_pipe_opened from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_pipe_opened')
 
-    def evt_pipe_closed(self, *args):
+    def evt_pipe_closed(self, pipe):
         state = self.state
         if state == 'listening':
-            self.forget_pipe(*args)
+            self.forget_pipe(pipe)
             return True
         if state == 'backing_off':
-            self.forget_pipe(*args)
+            self.forget_pipe(pipe)
             return True
         if state == 'closed':
             return True
-        raise MachineError('listener: ' f"Can't trigger event evt_pipe_closed from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_pipe_closed')
 
-    def cmd_close(self, *args):
+    def cmd_close(self):
         state = self.state
         if state == 'idle':
             self.state = 'closed'
-            self.close_listening_socket(*args)
-            self.close_pipes(*args)
+            self.close_listening_socket()
+            self.close_pipes()
             return True
         if state == 'listening':
-            self.unwatch_accept(*args)
+            self.unwatch_accept()
             self.state = 'closed'
-            self.close_listening_socket(*args)
-            self.close_pipes(*args)
+            self.close_listening_socket()
+            self.close_pipes()
             return True
         if state == 'backing_off':
-            self.cancel_backoff_timer(*args)
+            self.cancel_backoff_timer()
             self.state = 'closed'
-            self.close_listening_socket(*args)
-            self.close_pipes(*args)
+            self.close_listening_socket()
+            self.close_pipes()
             return True
         if state == 'closed':
             return True
-        raise MachineError('listener: ' f"Can't trigger event cmd_close from state {state}!")
+        raise RefusedEvent(NAME, state, 'cmd_close')
 
-    def evt_crashed(self, *args):
+    def evt_crashed(self, err):
         state = self.state
         if state == 'idle':
             self.state = 'closed'
-            self.close_listening_socket(*args)
-            self.close_pipes(*args)
-            self.log_crash(*args)
+            self.close_listening_socket()
+            self.close_pipes()
+            self.log_crash(err)
             return True
         if state == 'listening':
-            self.unwatch_accept(*args)
+            self.unwatch_accept()
             self.state = 'closed'
-            self.close_listening_socket(*args)
-            self.close_pipes(*args)
-            self.log_crash(*args)
+            self.close_listening_socket()
+            self.close_pipes()
+            self.log_crash(err)
             return True
         if state == 'backing_off':
-            self.cancel_backoff_timer(*args)
+            self.cancel_backoff_timer()
             self.state = 'closed'
-            self.close_listening_socket(*args)
-            self.close_pipes(*args)
-            self.log_crash(*args)
+            self.close_listening_socket()
+            self.close_pipes()
+            self.log_crash(err)
             return True
-        raise MachineError('listener: ' f"Can't trigger event evt_crashed from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_crashed')
 
 
-class ListenerTransitions:
-    """listener: every event runs through the class-level transitions.Machine."""
+if BACKEND == "transitions":  # the reference backend: only now is transitions loaded
+    from scaproust._generated.listener_reference import ListenerTransitions
 
-    state = 'idle'
-
-    def cmd_start(self, *args):
-        return _TRIGGERS['cmd_start'](self, *args)
-
-    def evt_acceptable(self, *args):
-        return _TRIGGERS['evt_acceptable'](self, *args)
-
-    def evt_accept_failed(self, *args):
-        return _TRIGGERS['evt_accept_failed'](self, *args)
-
-    def evt_timeout(self, *args):
-        return _TRIGGERS['evt_timeout'](self, *args)
-
-    def evt_pipe_opened(self, *args):
-        return _TRIGGERS['evt_pipe_opened'](self, *args)
-
-    def evt_pipe_closed(self, *args):
-        return _TRIGGERS['evt_pipe_closed'](self, *args)
-
-    def cmd_close(self, *args):
-        return _TRIGGERS['cmd_close'](self, *args)
-
-    def evt_crashed(self, *args):
-        return _TRIGGERS['evt_crashed'](self, *args)
-
-
-ListenerFSM = select_backend(ListenerCompiled, ListenerTransitions)
+    ListenerFSM = ListenerTransitions
+else:
+    ListenerFSM = ListenerCompiled

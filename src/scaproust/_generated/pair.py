@@ -7,53 +7,24 @@ accepted while the peer went away goes to the next peer.
 Hand-written actions and guards: scaproust.protocols.pair.Pair.
 """
 
-from transitions import Machine, MachineError
-
-from scaproust.core.fsm import select_backend
+from scaproust.core.fsm import BACKEND
+from scaproust.core.machine_errors import RefusedEvent
 
 NAME = 'pair'
 INITIAL = 'unpaired'
 UNLISTED = 'error'
 FINAL_STATES = ('closed',)
 EVENTS = ('evt_pipe_added', 'evt_pipe_removed', 'evt_pipe_ready', 'evt_pipe_recv', 'cmd_send', 'cmd_close')
+PARAMETERS = {
+    'evt_pipe_added': ('pipe',),
+    'evt_pipe_removed': ('pipe',),
+    'evt_pipe_ready': ('pipe',),
+    'evt_pipe_recv': ('pipe', 'msgs'),
+    'cmd_send': ('item',),
+    'cmd_close': (),
+}
 GUARDS = ('is_peer',)
 ACTIONS = ('take_peer', 'send_backlog', 'grant_capacity', 'reject_pipe', 'forget_peer', 'deliver', 'discard', 'send_to_peer', 'hold', 'drop_backlog')
-
-STATES = [
-    {'name': 'unpaired', 'ignore_invalid_triggers': False},
-    {'name': 'paired', 'ignore_invalid_triggers': False},
-    {'name': 'closed', 'final': True, 'ignore_invalid_triggers': False},
-]
-
-TRANSITIONS = [
-    {'trigger': 'evt_pipe_added', 'source': 'unpaired', 'dest': 'paired', 'after': ['take_peer', 'send_backlog', 'grant_capacity']},
-    {'trigger': 'evt_pipe_added', 'source': 'paired', 'dest': None, 'after': ['reject_pipe']},
-    {'trigger': 'evt_pipe_removed', 'source': 'paired', 'dest': 'unpaired', 'conditions': ['is_peer'], 'after': ['forget_peer', 'grant_capacity']},
-    {'trigger': 'evt_pipe_removed', 'source': 'paired', 'dest': None},
-    {'trigger': 'evt_pipe_removed', 'source': 'unpaired', 'dest': None},
-    {'trigger': 'evt_pipe_ready', 'source': 'paired', 'dest': None, 'conditions': ['is_peer'], 'after': ['send_backlog', 'grant_capacity']},
-    {'trigger': 'evt_pipe_ready', 'source': 'paired', 'dest': None},
-    {'trigger': 'evt_pipe_ready', 'source': 'unpaired', 'dest': None},
-    {'trigger': 'evt_pipe_recv', 'source': 'paired', 'dest': None, 'conditions': ['is_peer'], 'after': ['deliver']},
-    {'trigger': 'evt_pipe_recv', 'source': 'paired', 'dest': None, 'after': ['discard']},
-    {'trigger': 'evt_pipe_recv', 'source': 'unpaired', 'dest': None, 'after': ['discard']},
-    {'trigger': 'cmd_send', 'source': 'paired', 'dest': None, 'after': ['send_to_peer']},
-    {'trigger': 'cmd_send', 'source': 'unpaired', 'dest': None, 'after': ['hold']},
-    {'trigger': 'cmd_close', 'source': 'unpaired', 'dest': 'closed', 'after': ['drop_backlog']},
-    {'trigger': 'cmd_close', 'source': 'paired', 'dest': 'closed', 'after': ['drop_backlog']},
-    {'trigger': 'cmd_close', 'source': 'closed', 'dest': None},
-]
-
-MACHINE = Machine(
-    model=None,
-    states=STATES,
-    transitions=TRANSITIONS,
-    initial=INITIAL,
-    auto_transitions=False,
-    send_event=False,
-    name=NAME,
-)
-_TRIGGERS = {name: MACHINE.events[name].trigger for name in EVENTS}
 
 
 class PairCompiled:
@@ -61,104 +32,85 @@ class PairCompiled:
 
     state = 'unpaired'
 
-    def evt_pipe_added(self, *args):
+    def evt_pipe_added(self, pipe):
         state = self.state
         if state == 'unpaired':
             self.state = 'paired'
-            self.take_peer(*args)
-            self.send_backlog(*args)
-            self.grant_capacity(*args)
+            self.take_peer(pipe)
+            self.send_backlog(pipe)
+            self.grant_capacity(pipe)
             return True
         if state == 'paired':
-            self.reject_pipe(*args)
+            self.reject_pipe(pipe)
             return True
-        raise MachineError('pair: ' f"Can't trigger event evt_pipe_added from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_pipe_added')
 
-    def evt_pipe_removed(self, *args):
+    def evt_pipe_removed(self, pipe):
         state = self.state
         if state == 'unpaired':
             return True
         if state == 'paired':
-            if self.is_peer(*args):
+            if self.is_peer(pipe):
                 self.state = 'unpaired'
-                self.forget_peer(*args)
-                self.grant_capacity(*args)
+                self.forget_peer(pipe)
+                self.grant_capacity(pipe)
                 return True
             return True
-        raise MachineError('pair: ' f"Can't trigger event evt_pipe_removed from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_pipe_removed')
 
-    def evt_pipe_ready(self, *args):
+    def evt_pipe_ready(self, pipe):
         state = self.state
         if state == 'unpaired':
             return True
         if state == 'paired':
-            if self.is_peer(*args):
-                self.send_backlog(*args)
-                self.grant_capacity(*args)
+            if self.is_peer(pipe):
+                self.send_backlog(pipe)
+                self.grant_capacity(pipe)
                 return True
             return True
-        raise MachineError('pair: ' f"Can't trigger event evt_pipe_ready from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_pipe_ready')
 
-    def evt_pipe_recv(self, *args):
+    def evt_pipe_recv(self, pipe, msgs):
         state = self.state
         if state == 'unpaired':
-            self.discard(*args)
+            self.discard(pipe, msgs)
             return True
         if state == 'paired':
-            if self.is_peer(*args):
-                self.deliver(*args)
+            if self.is_peer(pipe, msgs):
+                self.deliver(pipe, msgs)
                 return True
-            self.discard(*args)
+            self.discard(pipe, msgs)
             return True
-        raise MachineError('pair: ' f"Can't trigger event evt_pipe_recv from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_pipe_recv')
 
-    def cmd_send(self, *args):
+    def cmd_send(self, item):
         state = self.state
         if state == 'unpaired':
-            self.hold(*args)
+            self.hold(item)
             return True
         if state == 'paired':
-            self.send_to_peer(*args)
+            self.send_to_peer(item)
             return True
-        raise MachineError('pair: ' f"Can't trigger event cmd_send from state {state}!")
+        raise RefusedEvent(NAME, state, 'cmd_send')
 
-    def cmd_close(self, *args):
+    def cmd_close(self):
         state = self.state
         if state == 'unpaired':
             self.state = 'closed'
-            self.drop_backlog(*args)
+            self.drop_backlog()
             return True
         if state == 'paired':
             self.state = 'closed'
-            self.drop_backlog(*args)
+            self.drop_backlog()
             return True
         if state == 'closed':
             return True
-        raise MachineError('pair: ' f"Can't trigger event cmd_close from state {state}!")
+        raise RefusedEvent(NAME, state, 'cmd_close')
 
 
-class PairTransitions:
-    """pair: every event runs through the class-level transitions.Machine."""
+if BACKEND == "transitions":  # the reference backend: only now is transitions loaded
+    from scaproust._generated.pair_reference import PairTransitions
 
-    state = 'unpaired'
-
-    def evt_pipe_added(self, *args):
-        return _TRIGGERS['evt_pipe_added'](self, *args)
-
-    def evt_pipe_removed(self, *args):
-        return _TRIGGERS['evt_pipe_removed'](self, *args)
-
-    def evt_pipe_ready(self, *args):
-        return _TRIGGERS['evt_pipe_ready'](self, *args)
-
-    def evt_pipe_recv(self, *args):
-        return _TRIGGERS['evt_pipe_recv'](self, *args)
-
-    def cmd_send(self, *args):
-        return _TRIGGERS['cmd_send'](self, *args)
-
-    def cmd_close(self, *args):
-        return _TRIGGERS['cmd_close'](self, *args)
-
-
-PairFSM = select_backend(PairCompiled, PairTransitions)
+    PairFSM = PairTransitions
+else:
+    PairFSM = PairCompiled

@@ -8,87 +8,34 @@ follow the state.
 Hand-written actions and guards: scaproust.core.pipe.Pipe.
 """
 
-from transitions import Machine, MachineError
-
-from scaproust.core.fsm import select_backend
+from scaproust.core.fsm import BACKEND
+from scaproust.core.machine_errors import RefusedEvent
 
 NAME = 'pipe'
 INITIAL = 'idle'
 UNLISTED = 'error'
 FINAL_STATES = ('dead',)
 EVENTS = ('cmd_open', 'evt_connected', 'evt_connect_failed', 'evt_handshake_ok', 'evt_flushed', 'evt_handshake_bad', 'evt_timeout', 'cmd_send', 'evt_msgs', 'cmd_pause', 'cmd_resume', 'evt_bad_frame', 'cmd_close', 'evt_peer_closed', 'evt_io_error', 'evt_crashed')
+PARAMETERS = {
+    'cmd_open': (),
+    'evt_connected': (),
+    'evt_connect_failed': ('err',),
+    'evt_handshake_ok': (),
+    'evt_flushed': (),
+    'evt_handshake_bad': ('err',),
+    'evt_timeout': (),
+    'cmd_send': ('body', 'header'),
+    'evt_msgs': ('msgs',),
+    'cmd_pause': (),
+    'cmd_resume': (),
+    'evt_bad_frame': ('err',),
+    'cmd_close': (),
+    'evt_peer_closed': (),
+    'evt_io_error': ('err',),
+    'evt_crashed': ('err',),
+}
 GUARDS = ('is_dialed', 'has_output')
 ACTIONS = ('unwatch_connect', 'watch_connect', 'cancel_timer', 'tune_stream', 'send_handshake', 'watch_handshake', 'start_handshake_timer', 'detach_from_socket', 'watch_frames', 'attach_to_socket', 'start_linger_timer', 'release', 'log_connect_failure', 'log_protocol_error', 'log_handshake_timeout', 'enqueue', 'deliver', 'report_capacity', 'stop_reading', 'start_reading', 'discard', 'log_linger_expired', 'log_peer_closed', 'log_io_error', 'log_crash')
-
-STATES = [
-    {'name': 'idle', 'ignore_invalid_triggers': False},
-    {'name': 'connecting', 'on_enter': ['watch_connect'], 'on_exit': ['unwatch_connect'], 'ignore_invalid_triggers': False},
-    {'name': 'handshaking', 'on_enter': ['tune_stream', 'send_handshake', 'watch_handshake', 'start_handshake_timer'], 'on_exit': ['cancel_timer'], 'ignore_invalid_triggers': False},
-    {'name': 'active', 'on_enter': ['watch_frames', 'attach_to_socket'], 'on_exit': ['detach_from_socket'], 'ignore_invalid_triggers': False},
-    {'name': 'closing', 'on_enter': ['start_linger_timer'], 'on_exit': ['cancel_timer'], 'ignore_invalid_triggers': False},
-    {'name': 'dead', 'on_enter': ['release'], 'final': True, 'ignore_invalid_triggers': False},
-]
-
-TRANSITIONS = [
-    {'trigger': 'cmd_open', 'source': 'idle', 'dest': 'connecting', 'conditions': ['is_dialed']},
-    {'trigger': 'cmd_open', 'source': 'idle', 'dest': 'handshaking'},
-    {'trigger': 'evt_connected', 'source': 'connecting', 'dest': 'handshaking'},
-    {'trigger': 'evt_connect_failed', 'source': 'connecting', 'dest': 'dead', 'after': ['log_connect_failure']},
-    {'trigger': 'evt_handshake_ok', 'source': 'handshaking', 'dest': 'active'},
-    {'trigger': 'evt_flushed', 'source': 'handshaking', 'dest': None},
-    {'trigger': 'evt_handshake_bad', 'source': 'handshaking', 'dest': 'dead', 'after': ['log_protocol_error']},
-    {'trigger': 'evt_timeout', 'source': 'handshaking', 'dest': 'dead', 'after': ['log_handshake_timeout']},
-    {'trigger': 'cmd_send', 'source': 'active', 'dest': None, 'after': ['enqueue']},
-    {'trigger': 'evt_msgs', 'source': 'active', 'dest': None, 'after': ['deliver']},
-    {'trigger': 'evt_flushed', 'source': 'active', 'dest': None, 'after': ['report_capacity']},
-    {'trigger': 'cmd_pause', 'source': 'active', 'dest': None, 'after': ['stop_reading']},
-    {'trigger': 'cmd_resume', 'source': 'active', 'dest': None, 'after': ['start_reading']},
-    {'trigger': 'cmd_pause', 'source': 'idle', 'dest': None},
-    {'trigger': 'cmd_pause', 'source': 'connecting', 'dest': None},
-    {'trigger': 'cmd_pause', 'source': 'handshaking', 'dest': None},
-    {'trigger': 'cmd_pause', 'source': 'closing', 'dest': None},
-    {'trigger': 'cmd_pause', 'source': 'dead', 'dest': None},
-    {'trigger': 'cmd_resume', 'source': 'idle', 'dest': None},
-    {'trigger': 'cmd_resume', 'source': 'connecting', 'dest': None},
-    {'trigger': 'cmd_resume', 'source': 'handshaking', 'dest': None},
-    {'trigger': 'cmd_resume', 'source': 'closing', 'dest': None},
-    {'trigger': 'cmd_resume', 'source': 'dead', 'dest': None},
-    {'trigger': 'evt_bad_frame', 'source': 'active', 'dest': 'dead', 'after': ['log_protocol_error']},
-    {'trigger': 'cmd_close', 'source': 'active', 'dest': 'closing', 'conditions': ['has_output']},
-    {'trigger': 'cmd_close', 'source': 'active', 'dest': 'dead'},
-    {'trigger': 'evt_flushed', 'source': 'closing', 'dest': None, 'conditions': ['has_output']},
-    {'trigger': 'evt_flushed', 'source': 'closing', 'dest': 'dead'},
-    {'trigger': 'evt_msgs', 'source': 'closing', 'dest': None, 'after': ['discard']},
-    {'trigger': 'evt_bad_frame', 'source': 'closing', 'dest': 'dead', 'after': ['log_protocol_error']},
-    {'trigger': 'evt_timeout', 'source': 'closing', 'dest': 'dead', 'after': ['log_linger_expired']},
-    {'trigger': 'cmd_close', 'source': 'closing', 'dest': None},
-    {'trigger': 'evt_peer_closed', 'source': 'handshaking', 'dest': 'dead', 'after': ['log_peer_closed']},
-    {'trigger': 'evt_peer_closed', 'source': 'active', 'dest': 'dead', 'after': ['log_peer_closed']},
-    {'trigger': 'evt_peer_closed', 'source': 'closing', 'dest': 'dead', 'after': ['log_peer_closed']},
-    {'trigger': 'evt_io_error', 'source': 'handshaking', 'dest': 'dead', 'after': ['log_io_error']},
-    {'trigger': 'evt_io_error', 'source': 'active', 'dest': 'dead', 'after': ['log_io_error']},
-    {'trigger': 'evt_io_error', 'source': 'closing', 'dest': 'dead', 'after': ['log_io_error']},
-    {'trigger': 'evt_crashed', 'source': 'idle', 'dest': 'dead', 'after': ['log_crash']},
-    {'trigger': 'evt_crashed', 'source': 'connecting', 'dest': 'dead', 'after': ['log_crash']},
-    {'trigger': 'evt_crashed', 'source': 'handshaking', 'dest': 'dead', 'after': ['log_crash']},
-    {'trigger': 'evt_crashed', 'source': 'active', 'dest': 'dead', 'after': ['log_crash']},
-    {'trigger': 'evt_crashed', 'source': 'closing', 'dest': 'dead', 'after': ['log_crash']},
-    {'trigger': 'cmd_close', 'source': 'idle', 'dest': 'dead'},
-    {'trigger': 'cmd_close', 'source': 'connecting', 'dest': 'dead'},
-    {'trigger': 'cmd_close', 'source': 'handshaking', 'dest': 'dead'},
-    {'trigger': 'cmd_close', 'source': 'dead', 'dest': None},
-]
-
-MACHINE = Machine(
-    model=None,
-    states=STATES,
-    transitions=TRANSITIONS,
-    initial=INITIAL,
-    auto_transitions=False,
-    send_event=False,
-    name=NAME,
-)
-_TRIGGERS = {name: MACHINE.events[name].trigger for name in EVENTS}
 
 
 class PipeCompiled:
@@ -96,113 +43,113 @@ class PipeCompiled:
 
     state = 'idle'
 
-    def cmd_open(self, *args):
+    def cmd_open(self):
         state = self.state
         if state == 'idle':
-            if self.is_dialed(*args):
+            if self.is_dialed():
                 self.state = 'connecting'
-                self.watch_connect(*args)
+                self.watch_connect()
                 return True
             self.state = 'handshaking'
-            self.tune_stream(*args)
-            self.send_handshake(*args)
-            self.watch_handshake(*args)
-            self.start_handshake_timer(*args)
+            self.tune_stream()
+            self.send_handshake()
+            self.watch_handshake()
+            self.start_handshake_timer()
             return True
-        raise MachineError('pipe: ' f"Can't trigger event cmd_open from state {state}!")
+        raise RefusedEvent(NAME, state, 'cmd_open')
 
-    def evt_connected(self, *args):
+    def evt_connected(self):
         state = self.state
         if state == 'connecting':
-            self.unwatch_connect(*args)
+            self.unwatch_connect()
             self.state = 'handshaking'
-            self.tune_stream(*args)
-            self.send_handshake(*args)
-            self.watch_handshake(*args)
-            self.start_handshake_timer(*args)
+            self.tune_stream()
+            self.send_handshake()
+            self.watch_handshake()
+            self.start_handshake_timer()
             return True
-        raise MachineError('pipe: ' f"Can't trigger event evt_connected from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_connected')
 
-    def evt_connect_failed(self, *args):
+    def evt_connect_failed(self, err):
         state = self.state
         if state == 'connecting':
-            self.unwatch_connect(*args)
+            self.unwatch_connect()
             self.state = 'dead'
-            self.release(*args)
-            self.log_connect_failure(*args)
+            self.release()
+            self.log_connect_failure(err)
             return True
-        raise MachineError('pipe: ' f"Can't trigger event evt_connect_failed from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_connect_failed')
 
-    def evt_handshake_ok(self, *args):
+    def evt_handshake_ok(self):
         state = self.state
         if state == 'handshaking':
-            self.cancel_timer(*args)
+            self.cancel_timer()
             self.state = 'active'
-            self.watch_frames(*args)
-            self.attach_to_socket(*args)
+            self.watch_frames()
+            self.attach_to_socket()
             return True
-        raise MachineError('pipe: ' f"Can't trigger event evt_handshake_ok from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_handshake_ok')
 
-    def evt_flushed(self, *args):
+    def evt_flushed(self):
         state = self.state
         if state == 'handshaking':
             return True
         if state == 'active':
-            self.report_capacity(*args)
+            self.report_capacity()
             return True
         if state == 'closing':
-            if self.has_output(*args):
+            if self.has_output():
                 return True
-            self.cancel_timer(*args)
+            self.cancel_timer()
             self.state = 'dead'
-            self.release(*args)
+            self.release()
             return True
-        raise MachineError('pipe: ' f"Can't trigger event evt_flushed from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_flushed')
 
-    def evt_handshake_bad(self, *args):
+    def evt_handshake_bad(self, err):
         state = self.state
         if state == 'handshaking':
-            self.cancel_timer(*args)
+            self.cancel_timer()
             self.state = 'dead'
-            self.release(*args)
-            self.log_protocol_error(*args)
+            self.release()
+            self.log_protocol_error(err)
             return True
-        raise MachineError('pipe: ' f"Can't trigger event evt_handshake_bad from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_handshake_bad')
 
-    def evt_timeout(self, *args):
+    def evt_timeout(self):
         state = self.state
         if state == 'handshaking':
-            self.cancel_timer(*args)
+            self.cancel_timer()
             self.state = 'dead'
-            self.release(*args)
-            self.log_handshake_timeout(*args)
+            self.release()
+            self.log_handshake_timeout()
             return True
         if state == 'closing':
-            self.cancel_timer(*args)
+            self.cancel_timer()
             self.state = 'dead'
-            self.release(*args)
-            self.log_linger_expired(*args)
+            self.release()
+            self.log_linger_expired()
             return True
-        raise MachineError('pipe: ' f"Can't trigger event evt_timeout from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_timeout')
 
-    def cmd_send(self, *args):
+    def cmd_send(self, body, header=b''):
         state = self.state
         if state == 'active':
-            self.enqueue(*args)
+            self.enqueue(body, header)
             return True
-        raise MachineError('pipe: ' f"Can't trigger event cmd_send from state {state}!")
+        raise RefusedEvent(NAME, state, 'cmd_send')
 
-    def evt_msgs(self, *args):
+    def evt_msgs(self, msgs):
         state = self.state
         if state == 'active':
-            self.deliver(*args)
+            self.deliver(msgs)
             return True
         if state == 'closing':
-            self.discard(*args)
+            self.discard(msgs)
             return True
-        raise MachineError('pipe: ' f"Can't trigger event evt_msgs from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_msgs')
 
-    def cmd_pause(self, *args):
+    def cmd_pause(self):
         state = self.state
         if state == 'idle':
             return True
@@ -211,15 +158,15 @@ class PipeCompiled:
         if state == 'handshaking':
             return True
         if state == 'active':
-            self.stop_reading(*args)
+            self.stop_reading()
             return True
         if state == 'closing':
             return True
         if state == 'dead':
             return True
-        raise MachineError('pipe: ' f"Can't trigger event cmd_pause from state {state}!")
+        raise RefusedEvent(NAME, state, 'cmd_pause')
 
-    def cmd_resume(self, *args):
+    def cmd_resume(self):
         state = self.state
         if state == 'idle':
             return True
@@ -228,192 +175,143 @@ class PipeCompiled:
         if state == 'handshaking':
             return True
         if state == 'active':
-            self.start_reading(*args)
+            self.start_reading()
             return True
         if state == 'closing':
             return True
         if state == 'dead':
             return True
-        raise MachineError('pipe: ' f"Can't trigger event cmd_resume from state {state}!")
+        raise RefusedEvent(NAME, state, 'cmd_resume')
 
-    def evt_bad_frame(self, *args):
+    def evt_bad_frame(self, err):
         state = self.state
         if state == 'active':
-            self.detach_from_socket(*args)
+            self.detach_from_socket()
             self.state = 'dead'
-            self.release(*args)
-            self.log_protocol_error(*args)
+            self.release()
+            self.log_protocol_error(err)
             return True
         if state == 'closing':
-            self.cancel_timer(*args)
+            self.cancel_timer()
             self.state = 'dead'
-            self.release(*args)
-            self.log_protocol_error(*args)
+            self.release()
+            self.log_protocol_error(err)
             return True
-        raise MachineError('pipe: ' f"Can't trigger event evt_bad_frame from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_bad_frame')
 
-    def cmd_close(self, *args):
+    def cmd_close(self):
         state = self.state
         if state == 'idle':
             self.state = 'dead'
-            self.release(*args)
+            self.release()
             return True
         if state == 'connecting':
-            self.unwatch_connect(*args)
+            self.unwatch_connect()
             self.state = 'dead'
-            self.release(*args)
+            self.release()
             return True
         if state == 'handshaking':
-            self.cancel_timer(*args)
+            self.cancel_timer()
             self.state = 'dead'
-            self.release(*args)
+            self.release()
             return True
         if state == 'active':
-            if self.has_output(*args):
-                self.detach_from_socket(*args)
+            if self.has_output():
+                self.detach_from_socket()
                 self.state = 'closing'
-                self.start_linger_timer(*args)
+                self.start_linger_timer()
                 return True
-            self.detach_from_socket(*args)
+            self.detach_from_socket()
             self.state = 'dead'
-            self.release(*args)
+            self.release()
             return True
         if state == 'closing':
             return True
         if state == 'dead':
             return True
-        raise MachineError('pipe: ' f"Can't trigger event cmd_close from state {state}!")
+        raise RefusedEvent(NAME, state, 'cmd_close')
 
-    def evt_peer_closed(self, *args):
+    def evt_peer_closed(self):
         state = self.state
         if state == 'handshaking':
-            self.cancel_timer(*args)
+            self.cancel_timer()
             self.state = 'dead'
-            self.release(*args)
-            self.log_peer_closed(*args)
+            self.release()
+            self.log_peer_closed()
             return True
         if state == 'active':
-            self.detach_from_socket(*args)
+            self.detach_from_socket()
             self.state = 'dead'
-            self.release(*args)
-            self.log_peer_closed(*args)
+            self.release()
+            self.log_peer_closed()
             return True
         if state == 'closing':
-            self.cancel_timer(*args)
+            self.cancel_timer()
             self.state = 'dead'
-            self.release(*args)
-            self.log_peer_closed(*args)
+            self.release()
+            self.log_peer_closed()
             return True
-        raise MachineError('pipe: ' f"Can't trigger event evt_peer_closed from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_peer_closed')
 
-    def evt_io_error(self, *args):
+    def evt_io_error(self, err):
         state = self.state
         if state == 'handshaking':
-            self.cancel_timer(*args)
+            self.cancel_timer()
             self.state = 'dead'
-            self.release(*args)
-            self.log_io_error(*args)
+            self.release()
+            self.log_io_error(err)
             return True
         if state == 'active':
-            self.detach_from_socket(*args)
+            self.detach_from_socket()
             self.state = 'dead'
-            self.release(*args)
-            self.log_io_error(*args)
+            self.release()
+            self.log_io_error(err)
             return True
         if state == 'closing':
-            self.cancel_timer(*args)
+            self.cancel_timer()
             self.state = 'dead'
-            self.release(*args)
-            self.log_io_error(*args)
+            self.release()
+            self.log_io_error(err)
             return True
-        raise MachineError('pipe: ' f"Can't trigger event evt_io_error from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_io_error')
 
-    def evt_crashed(self, *args):
+    def evt_crashed(self, err):
         state = self.state
         if state == 'idle':
             self.state = 'dead'
-            self.release(*args)
-            self.log_crash(*args)
+            self.release()
+            self.log_crash(err)
             return True
         if state == 'connecting':
-            self.unwatch_connect(*args)
+            self.unwatch_connect()
             self.state = 'dead'
-            self.release(*args)
-            self.log_crash(*args)
+            self.release()
+            self.log_crash(err)
             return True
         if state == 'handshaking':
-            self.cancel_timer(*args)
+            self.cancel_timer()
             self.state = 'dead'
-            self.release(*args)
-            self.log_crash(*args)
+            self.release()
+            self.log_crash(err)
             return True
         if state == 'active':
-            self.detach_from_socket(*args)
+            self.detach_from_socket()
             self.state = 'dead'
-            self.release(*args)
-            self.log_crash(*args)
+            self.release()
+            self.log_crash(err)
             return True
         if state == 'closing':
-            self.cancel_timer(*args)
+            self.cancel_timer()
             self.state = 'dead'
-            self.release(*args)
-            self.log_crash(*args)
+            self.release()
+            self.log_crash(err)
             return True
-        raise MachineError('pipe: ' f"Can't trigger event evt_crashed from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_crashed')
 
 
-class PipeTransitions:
-    """pipe: every event runs through the class-level transitions.Machine."""
+if BACKEND == "transitions":  # the reference backend: only now is transitions loaded
+    from scaproust._generated.pipe_reference import PipeTransitions
 
-    state = 'idle'
-
-    def cmd_open(self, *args):
-        return _TRIGGERS['cmd_open'](self, *args)
-
-    def evt_connected(self, *args):
-        return _TRIGGERS['evt_connected'](self, *args)
-
-    def evt_connect_failed(self, *args):
-        return _TRIGGERS['evt_connect_failed'](self, *args)
-
-    def evt_handshake_ok(self, *args):
-        return _TRIGGERS['evt_handshake_ok'](self, *args)
-
-    def evt_flushed(self, *args):
-        return _TRIGGERS['evt_flushed'](self, *args)
-
-    def evt_handshake_bad(self, *args):
-        return _TRIGGERS['evt_handshake_bad'](self, *args)
-
-    def evt_timeout(self, *args):
-        return _TRIGGERS['evt_timeout'](self, *args)
-
-    def cmd_send(self, *args):
-        return _TRIGGERS['cmd_send'](self, *args)
-
-    def evt_msgs(self, *args):
-        return _TRIGGERS['evt_msgs'](self, *args)
-
-    def cmd_pause(self, *args):
-        return _TRIGGERS['cmd_pause'](self, *args)
-
-    def cmd_resume(self, *args):
-        return _TRIGGERS['cmd_resume'](self, *args)
-
-    def evt_bad_frame(self, *args):
-        return _TRIGGERS['evt_bad_frame'](self, *args)
-
-    def cmd_close(self, *args):
-        return _TRIGGERS['cmd_close'](self, *args)
-
-    def evt_peer_closed(self, *args):
-        return _TRIGGERS['evt_peer_closed'](self, *args)
-
-    def evt_io_error(self, *args):
-        return _TRIGGERS['evt_io_error'](self, *args)
-
-    def evt_crashed(self, *args):
-        return _TRIGGERS['evt_crashed'](self, *args)
-
-
-PipeFSM = select_backend(PipeCompiled, PipeTransitions)
+    PipeFSM = PipeTransitions
+else:
+    PipeFSM = PipeCompiled

@@ -8,43 +8,24 @@ the header; a reply for a pipe that is gone or full is dropped. Never blocks a s
 Hand-written actions and guards: scaproust.protocols.rep.RepRaw.
 """
 
-from transitions import Machine, MachineError
-
-from scaproust.core.fsm import select_backend
+from scaproust.core.fsm import BACKEND
+from scaproust.core.machine_errors import RefusedEvent
 
 NAME = 'rep_raw'
 INITIAL = 'open'
 UNLISTED = 'error'
 FINAL_STATES = ('closed',)
 EVENTS = ('evt_pipe_added', 'evt_pipe_removed', 'evt_pipe_ready', 'evt_pipe_recv', 'cmd_send', 'cmd_close')
+PARAMETERS = {
+    'evt_pipe_added': ('pipe',),
+    'evt_pipe_removed': ('pipe',),
+    'evt_pipe_ready': ('pipe',),
+    'evt_pipe_recv': ('pipe', 'msgs'),
+    'cmd_send': ('item',),
+    'cmd_close': (),
+}
 GUARDS = ()
 ACTIONS = ('add_pipe', 'remove_pipe', 'deliver_with_backtrace', 'route_by_backtrace')
-
-STATES = [
-    {'name': 'open', 'ignore_invalid_triggers': False},
-    {'name': 'closed', 'final': True, 'ignore_invalid_triggers': False},
-]
-
-TRANSITIONS = [
-    {'trigger': 'evt_pipe_added', 'source': 'open', 'dest': None, 'after': ['add_pipe']},
-    {'trigger': 'evt_pipe_removed', 'source': 'open', 'dest': None, 'after': ['remove_pipe']},
-    {'trigger': 'evt_pipe_ready', 'source': 'open', 'dest': None},
-    {'trigger': 'evt_pipe_recv', 'source': 'open', 'dest': None, 'after': ['deliver_with_backtrace']},
-    {'trigger': 'cmd_send', 'source': 'open', 'dest': None, 'after': ['route_by_backtrace']},
-    {'trigger': 'cmd_close', 'source': 'open', 'dest': 'closed'},
-    {'trigger': 'cmd_close', 'source': 'closed', 'dest': None},
-]
-
-MACHINE = Machine(
-    model=None,
-    states=STATES,
-    transitions=TRANSITIONS,
-    initial=INITIAL,
-    auto_transitions=False,
-    send_event=False,
-    name=NAME,
-)
-_TRIGGERS = {name: MACHINE.events[name].trigger for name in EVENTS}
 
 
 class RepRawCompiled:
@@ -52,72 +33,53 @@ class RepRawCompiled:
 
     state = 'open'
 
-    def evt_pipe_added(self, *args):
+    def evt_pipe_added(self, pipe):
         state = self.state
         if state == 'open':
-            self.add_pipe(*args)
+            self.add_pipe(pipe)
             return True
-        raise MachineError('rep_raw: ' f"Can't trigger event evt_pipe_added from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_pipe_added')
 
-    def evt_pipe_removed(self, *args):
+    def evt_pipe_removed(self, pipe):
         state = self.state
         if state == 'open':
-            self.remove_pipe(*args)
+            self.remove_pipe(pipe)
             return True
-        raise MachineError('rep_raw: ' f"Can't trigger event evt_pipe_removed from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_pipe_removed')
 
-    def evt_pipe_ready(self, *args):
+    def evt_pipe_ready(self, pipe):
         state = self.state
         if state == 'open':
             return True
-        raise MachineError('rep_raw: ' f"Can't trigger event evt_pipe_ready from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_pipe_ready')
 
-    def evt_pipe_recv(self, *args):
+    def evt_pipe_recv(self, pipe, msgs):
         state = self.state
         if state == 'open':
-            self.deliver_with_backtrace(*args)
+            self.deliver_with_backtrace(pipe, msgs)
             return True
-        raise MachineError('rep_raw: ' f"Can't trigger event evt_pipe_recv from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_pipe_recv')
 
-    def cmd_send(self, *args):
+    def cmd_send(self, item):
         state = self.state
         if state == 'open':
-            self.route_by_backtrace(*args)
+            self.route_by_backtrace(item)
             return True
-        raise MachineError('rep_raw: ' f"Can't trigger event cmd_send from state {state}!")
+        raise RefusedEvent(NAME, state, 'cmd_send')
 
-    def cmd_close(self, *args):
+    def cmd_close(self):
         state = self.state
         if state == 'open':
             self.state = 'closed'
             return True
         if state == 'closed':
             return True
-        raise MachineError('rep_raw: ' f"Can't trigger event cmd_close from state {state}!")
+        raise RefusedEvent(NAME, state, 'cmd_close')
 
 
-class RepRawTransitions:
-    """rep_raw: every event runs through the class-level transitions.Machine."""
+if BACKEND == "transitions":  # the reference backend: only now is transitions loaded
+    from scaproust._generated.rep_raw_reference import RepRawTransitions
 
-    state = 'open'
-
-    def evt_pipe_added(self, *args):
-        return _TRIGGERS['evt_pipe_added'](self, *args)
-
-    def evt_pipe_removed(self, *args):
-        return _TRIGGERS['evt_pipe_removed'](self, *args)
-
-    def evt_pipe_ready(self, *args):
-        return _TRIGGERS['evt_pipe_ready'](self, *args)
-
-    def evt_pipe_recv(self, *args):
-        return _TRIGGERS['evt_pipe_recv'](self, *args)
-
-    def cmd_send(self, *args):
-        return _TRIGGERS['cmd_send'](self, *args)
-
-    def cmd_close(self, *args):
-        return _TRIGGERS['cmd_close'](self, *args)
-
-
-RepRawFSM = select_backend(RepRawCompiled, RepRawTransitions)
+    RepRawFSM = RepRawTransitions
+else:
+    RepRawFSM = RepRawCompiled

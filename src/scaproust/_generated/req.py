@@ -9,68 +9,25 @@ replaces the old; a reply whose first word is not the outstanding id is dropped.
 Hand-written actions and guards: scaproust.protocols.req.Req.
 """
 
-from transitions import Machine, MachineError
-
-from scaproust.core.fsm import select_backend
+from scaproust.core.fsm import BACKEND
+from scaproust.core.machine_errors import RefusedEvent
 
 NAME = 'req'
 INITIAL = 'idle'
 UNLISTED = 'error'
 FINAL_STATES = ('closed',)
 EVENTS = ('evt_pipe_added', 'evt_pipe_removed', 'evt_pipe_ready', 'evt_pipe_recv', 'cmd_send', 'evt_timeout', 'cmd_close')
+PARAMETERS = {
+    'evt_pipe_added': ('pipe',),
+    'evt_pipe_removed': ('pipe',),
+    'evt_pipe_ready': ('pipe',),
+    'evt_pipe_recv': ('pipe', 'msgs'),
+    'cmd_send': ('item',),
+    'evt_timeout': (),
+    'cmd_close': (),
+}
 GUARDS = ('pipe_has_room', 'is_carrier', 'other_pipe_has_room', 'our_pipe_has_room', 'has_reply', 'can_send')
 ACTIONS = ('stop_resend_timer', 'add_pipe', 'send_request', 'grant_capacity', 'remove_pipe', 'resend_request', 'deliver_reply', 'drop_replies', 'take_request', 'drop_request')
-
-STATES = [
-    {'name': 'idle', 'ignore_invalid_triggers': False},
-    {'name': 'sent', 'on_exit': ['stop_resend_timer'], 'ignore_invalid_triggers': False},
-    {'name': 'waiting', 'ignore_invalid_triggers': False},
-    {'name': 'closed', 'final': True, 'ignore_invalid_triggers': False},
-]
-
-TRANSITIONS = [
-    {'trigger': 'evt_pipe_added', 'source': 'waiting', 'dest': 'sent', 'conditions': ['pipe_has_room'], 'after': ['add_pipe', 'send_request', 'grant_capacity']},
-    {'trigger': 'evt_pipe_added', 'source': 'idle', 'dest': None, 'after': ['add_pipe', 'grant_capacity']},
-    {'trigger': 'evt_pipe_added', 'source': 'sent', 'dest': None, 'after': ['add_pipe', 'grant_capacity']},
-    {'trigger': 'evt_pipe_added', 'source': 'waiting', 'dest': None, 'after': ['add_pipe', 'grant_capacity']},
-    {'trigger': 'evt_pipe_removed', 'source': 'sent', 'dest': None, 'conditions': ['is_carrier', 'other_pipe_has_room'], 'after': ['remove_pipe', 'resend_request', 'grant_capacity']},
-    {'trigger': 'evt_pipe_removed', 'source': 'sent', 'dest': 'waiting', 'conditions': ['is_carrier'], 'after': ['remove_pipe', 'grant_capacity']},
-    {'trigger': 'evt_pipe_removed', 'source': 'idle', 'dest': None, 'after': ['remove_pipe', 'grant_capacity']},
-    {'trigger': 'evt_pipe_removed', 'source': 'sent', 'dest': None, 'after': ['remove_pipe', 'grant_capacity']},
-    {'trigger': 'evt_pipe_removed', 'source': 'waiting', 'dest': None, 'after': ['remove_pipe', 'grant_capacity']},
-    {'trigger': 'evt_pipe_ready', 'source': 'waiting', 'dest': 'sent', 'conditions': ['our_pipe_has_room'], 'after': ['send_request', 'grant_capacity']},
-    {'trigger': 'evt_pipe_ready', 'source': 'idle', 'dest': None, 'after': ['grant_capacity']},
-    {'trigger': 'evt_pipe_ready', 'source': 'sent', 'dest': None, 'after': ['grant_capacity']},
-    {'trigger': 'evt_pipe_ready', 'source': 'waiting', 'dest': None, 'after': ['grant_capacity']},
-    {'trigger': 'evt_pipe_recv', 'source': 'sent', 'dest': 'idle', 'conditions': ['has_reply'], 'after': ['deliver_reply']},
-    {'trigger': 'evt_pipe_recv', 'source': 'waiting', 'dest': 'idle', 'conditions': ['has_reply'], 'after': ['deliver_reply']},
-    {'trigger': 'evt_pipe_recv', 'source': 'idle', 'dest': None, 'after': ['drop_replies']},
-    {'trigger': 'evt_pipe_recv', 'source': 'sent', 'dest': None, 'after': ['drop_replies']},
-    {'trigger': 'evt_pipe_recv', 'source': 'waiting', 'dest': None, 'after': ['drop_replies']},
-    {'trigger': 'cmd_send', 'source': 'idle', 'dest': 'sent', 'conditions': ['can_send'], 'after': ['take_request', 'send_request', 'grant_capacity']},
-    {'trigger': 'cmd_send', 'source': 'sent', 'dest': None, 'conditions': ['can_send'], 'after': ['take_request', 'send_request', 'grant_capacity']},
-    {'trigger': 'cmd_send', 'source': 'waiting', 'dest': 'sent', 'conditions': ['can_send'], 'after': ['take_request', 'send_request', 'grant_capacity']},
-    {'trigger': 'cmd_send', 'source': 'idle', 'dest': 'waiting', 'after': ['take_request', 'grant_capacity']},
-    {'trigger': 'cmd_send', 'source': 'sent', 'dest': 'waiting', 'after': ['take_request', 'grant_capacity']},
-    {'trigger': 'cmd_send', 'source': 'waiting', 'dest': None, 'after': ['take_request', 'grant_capacity']},
-    {'trigger': 'evt_timeout', 'source': 'sent', 'dest': None, 'conditions': ['can_send'], 'after': ['resend_request', 'grant_capacity']},
-    {'trigger': 'evt_timeout', 'source': 'sent', 'dest': 'waiting'},
-    {'trigger': 'cmd_close', 'source': 'idle', 'dest': 'closed', 'after': ['drop_request']},
-    {'trigger': 'cmd_close', 'source': 'sent', 'dest': 'closed', 'after': ['drop_request']},
-    {'trigger': 'cmd_close', 'source': 'waiting', 'dest': 'closed', 'after': ['drop_request']},
-    {'trigger': 'cmd_close', 'source': 'closed', 'dest': None},
-]
-
-MACHINE = Machine(
-    model=None,
-    states=STATES,
-    transitions=TRANSITIONS,
-    initial=INITIAL,
-    auto_transitions=False,
-    send_event=False,
-    name=NAME,
-)
-_TRIGGERS = {name: MACHINE.events[name].trigger for name in EVENTS}
 
 
 class ReqCompiled:
@@ -78,188 +35,166 @@ class ReqCompiled:
 
     state = 'idle'
 
-    def evt_pipe_added(self, *args):
+    def evt_pipe_added(self, pipe):
         state = self.state
         if state == 'idle':
-            self.add_pipe(*args)
-            self.grant_capacity(*args)
+            self.add_pipe(pipe)
+            self.grant_capacity(pipe)
             return True
         if state == 'sent':
-            self.add_pipe(*args)
-            self.grant_capacity(*args)
+            self.add_pipe(pipe)
+            self.grant_capacity(pipe)
             return True
         if state == 'waiting':
-            if self.pipe_has_room(*args):
+            if self.pipe_has_room(pipe):
                 self.state = 'sent'
-                self.add_pipe(*args)
-                self.send_request(*args)
-                self.grant_capacity(*args)
+                self.add_pipe(pipe)
+                self.send_request(pipe)
+                self.grant_capacity(pipe)
                 return True
-            self.add_pipe(*args)
-            self.grant_capacity(*args)
+            self.add_pipe(pipe)
+            self.grant_capacity(pipe)
             return True
-        raise MachineError('req: ' f"Can't trigger event evt_pipe_added from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_pipe_added')
 
-    def evt_pipe_removed(self, *args):
+    def evt_pipe_removed(self, pipe):
         state = self.state
         if state == 'idle':
-            self.remove_pipe(*args)
-            self.grant_capacity(*args)
+            self.remove_pipe(pipe)
+            self.grant_capacity(pipe)
             return True
         if state == 'sent':
-            if self.is_carrier(*args) and self.other_pipe_has_room(*args):
-                self.remove_pipe(*args)
-                self.resend_request(*args)
-                self.grant_capacity(*args)
+            if self.is_carrier(pipe) and self.other_pipe_has_room(pipe):
+                self.remove_pipe(pipe)
+                self.resend_request(pipe)
+                self.grant_capacity(pipe)
                 return True
-            if self.is_carrier(*args):
-                self.stop_resend_timer(*args)
+            if self.is_carrier(pipe):
+                self.stop_resend_timer()
                 self.state = 'waiting'
-                self.remove_pipe(*args)
-                self.grant_capacity(*args)
+                self.remove_pipe(pipe)
+                self.grant_capacity(pipe)
                 return True
-            self.remove_pipe(*args)
-            self.grant_capacity(*args)
+            self.remove_pipe(pipe)
+            self.grant_capacity(pipe)
             return True
         if state == 'waiting':
-            self.remove_pipe(*args)
-            self.grant_capacity(*args)
+            self.remove_pipe(pipe)
+            self.grant_capacity(pipe)
             return True
-        raise MachineError('req: ' f"Can't trigger event evt_pipe_removed from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_pipe_removed')
 
-    def evt_pipe_ready(self, *args):
+    def evt_pipe_ready(self, pipe):
         state = self.state
         if state == 'idle':
-            self.grant_capacity(*args)
+            self.grant_capacity(pipe)
             return True
         if state == 'sent':
-            self.grant_capacity(*args)
+            self.grant_capacity(pipe)
             return True
         if state == 'waiting':
-            if self.our_pipe_has_room(*args):
+            if self.our_pipe_has_room(pipe):
                 self.state = 'sent'
-                self.send_request(*args)
-                self.grant_capacity(*args)
+                self.send_request(pipe)
+                self.grant_capacity(pipe)
                 return True
-            self.grant_capacity(*args)
+            self.grant_capacity(pipe)
             return True
-        raise MachineError('req: ' f"Can't trigger event evt_pipe_ready from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_pipe_ready')
 
-    def evt_pipe_recv(self, *args):
+    def evt_pipe_recv(self, pipe, msgs):
         state = self.state
         if state == 'idle':
-            self.drop_replies(*args)
+            self.drop_replies(pipe, msgs)
             return True
         if state == 'sent':
-            if self.has_reply(*args):
-                self.stop_resend_timer(*args)
+            if self.has_reply(pipe, msgs):
+                self.stop_resend_timer()
                 self.state = 'idle'
-                self.deliver_reply(*args)
+                self.deliver_reply(pipe, msgs)
                 return True
-            self.drop_replies(*args)
+            self.drop_replies(pipe, msgs)
             return True
         if state == 'waiting':
-            if self.has_reply(*args):
+            if self.has_reply(pipe, msgs):
                 self.state = 'idle'
-                self.deliver_reply(*args)
+                self.deliver_reply(pipe, msgs)
                 return True
-            self.drop_replies(*args)
+            self.drop_replies(pipe, msgs)
             return True
-        raise MachineError('req: ' f"Can't trigger event evt_pipe_recv from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_pipe_recv')
 
-    def cmd_send(self, *args):
+    def cmd_send(self, item):
         state = self.state
         if state == 'idle':
-            if self.can_send(*args):
+            if self.can_send(item):
                 self.state = 'sent'
-                self.take_request(*args)
-                self.send_request(*args)
-                self.grant_capacity(*args)
+                self.take_request(item)
+                self.send_request(item)
+                self.grant_capacity(item)
                 return True
             self.state = 'waiting'
-            self.take_request(*args)
-            self.grant_capacity(*args)
+            self.take_request(item)
+            self.grant_capacity(item)
             return True
         if state == 'sent':
-            if self.can_send(*args):
-                self.take_request(*args)
-                self.send_request(*args)
-                self.grant_capacity(*args)
+            if self.can_send(item):
+                self.take_request(item)
+                self.send_request(item)
+                self.grant_capacity(item)
                 return True
-            self.stop_resend_timer(*args)
+            self.stop_resend_timer()
             self.state = 'waiting'
-            self.take_request(*args)
-            self.grant_capacity(*args)
+            self.take_request(item)
+            self.grant_capacity(item)
             return True
         if state == 'waiting':
-            if self.can_send(*args):
+            if self.can_send(item):
                 self.state = 'sent'
-                self.take_request(*args)
-                self.send_request(*args)
-                self.grant_capacity(*args)
+                self.take_request(item)
+                self.send_request(item)
+                self.grant_capacity(item)
                 return True
-            self.take_request(*args)
-            self.grant_capacity(*args)
+            self.take_request(item)
+            self.grant_capacity(item)
             return True
-        raise MachineError('req: ' f"Can't trigger event cmd_send from state {state}!")
+        raise RefusedEvent(NAME, state, 'cmd_send')
 
-    def evt_timeout(self, *args):
+    def evt_timeout(self):
         state = self.state
         if state == 'sent':
-            if self.can_send(*args):
-                self.resend_request(*args)
-                self.grant_capacity(*args)
+            if self.can_send():
+                self.resend_request()
+                self.grant_capacity()
                 return True
-            self.stop_resend_timer(*args)
+            self.stop_resend_timer()
             self.state = 'waiting'
             return True
-        raise MachineError('req: ' f"Can't trigger event evt_timeout from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_timeout')
 
-    def cmd_close(self, *args):
+    def cmd_close(self):
         state = self.state
         if state == 'idle':
             self.state = 'closed'
-            self.drop_request(*args)
+            self.drop_request()
             return True
         if state == 'sent':
-            self.stop_resend_timer(*args)
+            self.stop_resend_timer()
             self.state = 'closed'
-            self.drop_request(*args)
+            self.drop_request()
             return True
         if state == 'waiting':
             self.state = 'closed'
-            self.drop_request(*args)
+            self.drop_request()
             return True
         if state == 'closed':
             return True
-        raise MachineError('req: ' f"Can't trigger event cmd_close from state {state}!")
+        raise RefusedEvent(NAME, state, 'cmd_close')
 
 
-class ReqTransitions:
-    """req: every event runs through the class-level transitions.Machine."""
+if BACKEND == "transitions":  # the reference backend: only now is transitions loaded
+    from scaproust._generated.req_reference import ReqTransitions
 
-    state = 'idle'
-
-    def evt_pipe_added(self, *args):
-        return _TRIGGERS['evt_pipe_added'](self, *args)
-
-    def evt_pipe_removed(self, *args):
-        return _TRIGGERS['evt_pipe_removed'](self, *args)
-
-    def evt_pipe_ready(self, *args):
-        return _TRIGGERS['evt_pipe_ready'](self, *args)
-
-    def evt_pipe_recv(self, *args):
-        return _TRIGGERS['evt_pipe_recv'](self, *args)
-
-    def cmd_send(self, *args):
-        return _TRIGGERS['cmd_send'](self, *args)
-
-    def evt_timeout(self, *args):
-        return _TRIGGERS['evt_timeout'](self, *args)
-
-    def cmd_close(self, *args):
-        return _TRIGGERS['cmd_close'](self, *args)
-
-
-ReqFSM = select_backend(ReqCompiled, ReqTransitions)
+    ReqFSM = ReqTransitions
+else:
+    ReqFSM = ReqCompiled

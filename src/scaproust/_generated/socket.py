@@ -7,52 +7,25 @@ the linger time, and the socket is closed when the last pipe is gone.
 Hand-written actions and guards: scaproust.core.socket.SocketCore.
 """
 
-from transitions import Machine, MachineError
-
-from scaproust.core.fsm import select_backend
+from scaproust.core.fsm import BACKEND
+from scaproust.core.machine_errors import RefusedEvent
 
 NAME = 'socket'
 INITIAL = 'open'
 UNLISTED = 'error'
 FINAL_STATES = ('closed',)
 EVENTS = ('cmd_bind', 'cmd_connect', 'cmd_close_endpoint', 'evt_pipe_opened', 'evt_pipe_closed', 'cmd_close', 'evt_crashed')
+PARAMETERS = {
+    'cmd_bind': ('endpoint',),
+    'cmd_connect': ('endpoint',),
+    'cmd_close_endpoint': ('endpoint_id',),
+    'evt_pipe_opened': ('pipe',),
+    'evt_pipe_closed': ('pipe',),
+    'cmd_close': (),
+    'evt_crashed': ('err',),
+}
 GUARDS = ('has_pipes', 'has_other_pipes')
 ACTIONS = ('close_endpoints', 'close_pipes', 'close_protocol', 'notify_closed', 'start_endpoint', 'remove_endpoint', 'track_pipe', 'untrack_pipe', 'close_late_pipe', 'log_crash')
-
-STATES = [
-    {'name': 'open', 'ignore_invalid_triggers': False},
-    {'name': 'closing', 'on_enter': ['close_endpoints', 'close_pipes'], 'ignore_invalid_triggers': False},
-    {'name': 'closed', 'on_enter': ['close_protocol', 'notify_closed'], 'final': True, 'ignore_invalid_triggers': False},
-]
-
-TRANSITIONS = [
-    {'trigger': 'cmd_bind', 'source': 'open', 'dest': None, 'after': ['start_endpoint']},
-    {'trigger': 'cmd_connect', 'source': 'open', 'dest': None, 'after': ['start_endpoint']},
-    {'trigger': 'cmd_close_endpoint', 'source': 'open', 'dest': None, 'after': ['remove_endpoint']},
-    {'trigger': 'evt_pipe_opened', 'source': 'open', 'dest': None, 'after': ['track_pipe']},
-    {'trigger': 'evt_pipe_closed', 'source': 'open', 'dest': None, 'after': ['untrack_pipe']},
-    {'trigger': 'cmd_close', 'source': 'open', 'dest': 'closing', 'conditions': ['has_pipes']},
-    {'trigger': 'cmd_close', 'source': 'open', 'dest': 'closed', 'after': ['close_endpoints']},
-    {'trigger': 'evt_pipe_opened', 'source': 'closing', 'dest': None, 'after': ['close_late_pipe']},
-    {'trigger': 'evt_pipe_closed', 'source': 'closing', 'dest': None, 'conditions': ['has_other_pipes'], 'after': ['untrack_pipe']},
-    {'trigger': 'evt_pipe_closed', 'source': 'closing', 'dest': 'closed', 'after': ['untrack_pipe']},
-    {'trigger': 'cmd_close', 'source': 'closing', 'dest': None},
-    {'trigger': 'cmd_close', 'source': 'closed', 'dest': None},
-    {'trigger': 'evt_pipe_closed', 'source': 'closed', 'dest': None},
-    {'trigger': 'evt_crashed', 'source': 'open', 'dest': 'closed', 'after': ['log_crash', 'close_endpoints']},
-    {'trigger': 'evt_crashed', 'source': 'closing', 'dest': 'closed', 'after': ['log_crash', 'close_endpoints']},
-]
-
-MACHINE = Machine(
-    model=None,
-    states=STATES,
-    transitions=TRANSITIONS,
-    initial=INITIAL,
-    auto_transitions=False,
-    send_event=False,
-    name=NAME,
-)
-_TRIGGERS = {name: MACHINE.events[name].trigger for name in EVENTS}
 
 
 class SocketCompiled:
@@ -60,118 +33,96 @@ class SocketCompiled:
 
     state = 'open'
 
-    def cmd_bind(self, *args):
+    def cmd_bind(self, endpoint):
         state = self.state
         if state == 'open':
-            self.start_endpoint(*args)
+            self.start_endpoint(endpoint)
             return True
-        raise MachineError('socket: ' f"Can't trigger event cmd_bind from state {state}!")
+        raise RefusedEvent(NAME, state, 'cmd_bind')
 
-    def cmd_connect(self, *args):
+    def cmd_connect(self, endpoint):
         state = self.state
         if state == 'open':
-            self.start_endpoint(*args)
+            self.start_endpoint(endpoint)
             return True
-        raise MachineError('socket: ' f"Can't trigger event cmd_connect from state {state}!")
+        raise RefusedEvent(NAME, state, 'cmd_connect')
 
-    def cmd_close_endpoint(self, *args):
+    def cmd_close_endpoint(self, endpoint_id):
         state = self.state
         if state == 'open':
-            self.remove_endpoint(*args)
+            self.remove_endpoint(endpoint_id)
             return True
-        raise MachineError('socket: ' f"Can't trigger event cmd_close_endpoint from state {state}!")
+        raise RefusedEvent(NAME, state, 'cmd_close_endpoint')
 
-    def evt_pipe_opened(self, *args):
+    def evt_pipe_opened(self, pipe):
         state = self.state
         if state == 'open':
-            self.track_pipe(*args)
+            self.track_pipe(pipe)
             return True
         if state == 'closing':
-            self.close_late_pipe(*args)
+            self.close_late_pipe(pipe)
             return True
-        raise MachineError('socket: ' f"Can't trigger event evt_pipe_opened from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_pipe_opened')
 
-    def evt_pipe_closed(self, *args):
+    def evt_pipe_closed(self, pipe):
         state = self.state
         if state == 'open':
-            self.untrack_pipe(*args)
+            self.untrack_pipe(pipe)
             return True
         if state == 'closing':
-            if self.has_other_pipes(*args):
-                self.untrack_pipe(*args)
+            if self.has_other_pipes(pipe):
+                self.untrack_pipe(pipe)
                 return True
             self.state = 'closed'
-            self.close_protocol(*args)
-            self.notify_closed(*args)
-            self.untrack_pipe(*args)
+            self.close_protocol()
+            self.notify_closed()
+            self.untrack_pipe(pipe)
             return True
         if state == 'closed':
             return True
-        raise MachineError('socket: ' f"Can't trigger event evt_pipe_closed from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_pipe_closed')
 
-    def cmd_close(self, *args):
+    def cmd_close(self):
         state = self.state
         if state == 'open':
-            if self.has_pipes(*args):
+            if self.has_pipes():
                 self.state = 'closing'
-                self.close_endpoints(*args)
-                self.close_pipes(*args)
+                self.close_endpoints()
+                self.close_pipes()
                 return True
             self.state = 'closed'
-            self.close_protocol(*args)
-            self.notify_closed(*args)
-            self.close_endpoints(*args)
+            self.close_protocol()
+            self.notify_closed()
+            self.close_endpoints()
             return True
         if state == 'closing':
             return True
         if state == 'closed':
             return True
-        raise MachineError('socket: ' f"Can't trigger event cmd_close from state {state}!")
+        raise RefusedEvent(NAME, state, 'cmd_close')
 
-    def evt_crashed(self, *args):
+    def evt_crashed(self, err):
         state = self.state
         if state == 'open':
             self.state = 'closed'
-            self.close_protocol(*args)
-            self.notify_closed(*args)
-            self.log_crash(*args)
-            self.close_endpoints(*args)
+            self.close_protocol()
+            self.notify_closed()
+            self.log_crash(err)
+            self.close_endpoints(err)
             return True
         if state == 'closing':
             self.state = 'closed'
-            self.close_protocol(*args)
-            self.notify_closed(*args)
-            self.log_crash(*args)
-            self.close_endpoints(*args)
+            self.close_protocol()
+            self.notify_closed()
+            self.log_crash(err)
+            self.close_endpoints(err)
             return True
-        raise MachineError('socket: ' f"Can't trigger event evt_crashed from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_crashed')
 
 
-class SocketTransitions:
-    """socket: every event runs through the class-level transitions.Machine."""
+if BACKEND == "transitions":  # the reference backend: only now is transitions loaded
+    from scaproust._generated.socket_reference import SocketTransitions
 
-    state = 'open'
-
-    def cmd_bind(self, *args):
-        return _TRIGGERS['cmd_bind'](self, *args)
-
-    def cmd_connect(self, *args):
-        return _TRIGGERS['cmd_connect'](self, *args)
-
-    def cmd_close_endpoint(self, *args):
-        return _TRIGGERS['cmd_close_endpoint'](self, *args)
-
-    def evt_pipe_opened(self, *args):
-        return _TRIGGERS['evt_pipe_opened'](self, *args)
-
-    def evt_pipe_closed(self, *args):
-        return _TRIGGERS['evt_pipe_closed'](self, *args)
-
-    def cmd_close(self, *args):
-        return _TRIGGERS['cmd_close'](self, *args)
-
-    def evt_crashed(self, *args):
-        return _TRIGGERS['evt_crashed'](self, *args)
-
-
-SocketFSM = select_backend(SocketCompiled, SocketTransitions)
+    SocketFSM = SocketTransitions
+else:
+    SocketFSM = SocketCompiled

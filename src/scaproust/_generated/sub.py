@@ -8,54 +8,25 @@ Never sends, not even subscriptions (WIRE.md).
 Hand-written actions and guards: scaproust.protocols.sub.Sub.
 """
 
-from transitions import Machine, MachineError
-
-from scaproust.core.fsm import select_backend
+from scaproust.core.fsm import BACKEND
+from scaproust.core.machine_errors import RefusedEvent
 
 NAME = 'sub'
 INITIAL = 'unsubscribed'
 UNLISTED = 'error'
 FINAL_STATES = ('closed',)
 EVENTS = ('evt_pipe_added', 'evt_pipe_removed', 'evt_pipe_ready', 'evt_pipe_recv', 'cmd_subscribe', 'cmd_unsubscribe', 'cmd_close')
+PARAMETERS = {
+    'evt_pipe_added': ('pipe',),
+    'evt_pipe_removed': ('pipe',),
+    'evt_pipe_ready': ('pipe',),
+    'evt_pipe_recv': ('pipe', 'msgs'),
+    'cmd_subscribe': ('topic',),
+    'cmd_unsubscribe': ('topic',),
+    'cmd_close': (),
+}
 GUARDS = ('is_last_topic', 'is_subscribed')
 ACTIONS = ('discard_unmatched', 'deliver_matching', 'add_topic', 'remove_topic', 'refuse_unknown_topic')
-
-STATES = [
-    {'name': 'unsubscribed', 'ignore_invalid_triggers': False},
-    {'name': 'subscribed', 'ignore_invalid_triggers': False},
-    {'name': 'closed', 'final': True, 'ignore_invalid_triggers': False},
-]
-
-TRANSITIONS = [
-    {'trigger': 'evt_pipe_added', 'source': 'unsubscribed', 'dest': None},
-    {'trigger': 'evt_pipe_added', 'source': 'subscribed', 'dest': None},
-    {'trigger': 'evt_pipe_removed', 'source': 'unsubscribed', 'dest': None},
-    {'trigger': 'evt_pipe_removed', 'source': 'subscribed', 'dest': None},
-    {'trigger': 'evt_pipe_ready', 'source': 'unsubscribed', 'dest': None},
-    {'trigger': 'evt_pipe_ready', 'source': 'subscribed', 'dest': None},
-    {'trigger': 'evt_pipe_recv', 'source': 'unsubscribed', 'dest': None, 'after': ['discard_unmatched']},
-    {'trigger': 'evt_pipe_recv', 'source': 'subscribed', 'dest': None, 'after': ['deliver_matching']},
-    {'trigger': 'cmd_subscribe', 'source': 'unsubscribed', 'dest': 'subscribed', 'after': ['add_topic']},
-    {'trigger': 'cmd_subscribe', 'source': 'subscribed', 'dest': None, 'after': ['add_topic']},
-    {'trigger': 'cmd_unsubscribe', 'source': 'subscribed', 'dest': 'unsubscribed', 'conditions': ['is_last_topic'], 'after': ['remove_topic']},
-    {'trigger': 'cmd_unsubscribe', 'source': 'subscribed', 'dest': None, 'conditions': ['is_subscribed'], 'after': ['remove_topic']},
-    {'trigger': 'cmd_unsubscribe', 'source': 'unsubscribed', 'dest': None, 'after': ['refuse_unknown_topic']},
-    {'trigger': 'cmd_unsubscribe', 'source': 'subscribed', 'dest': None, 'after': ['refuse_unknown_topic']},
-    {'trigger': 'cmd_close', 'source': 'unsubscribed', 'dest': 'closed'},
-    {'trigger': 'cmd_close', 'source': 'subscribed', 'dest': 'closed'},
-    {'trigger': 'cmd_close', 'source': 'closed', 'dest': None},
-]
-
-MACHINE = Machine(
-    model=None,
-    states=STATES,
-    transitions=TRANSITIONS,
-    initial=INITIAL,
-    auto_transitions=False,
-    send_event=False,
-    name=NAME,
-)
-_TRIGGERS = {name: MACHINE.events[name].trigger for name in EVENTS}
 
 
 class SubCompiled:
@@ -63,69 +34,69 @@ class SubCompiled:
 
     state = 'unsubscribed'
 
-    def evt_pipe_added(self, *args):
+    def evt_pipe_added(self, pipe):
         state = self.state
         if state == 'unsubscribed':
             return True
         if state == 'subscribed':
             return True
-        raise MachineError('sub: ' f"Can't trigger event evt_pipe_added from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_pipe_added')
 
-    def evt_pipe_removed(self, *args):
+    def evt_pipe_removed(self, pipe):
         state = self.state
         if state == 'unsubscribed':
             return True
         if state == 'subscribed':
             return True
-        raise MachineError('sub: ' f"Can't trigger event evt_pipe_removed from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_pipe_removed')
 
-    def evt_pipe_ready(self, *args):
+    def evt_pipe_ready(self, pipe):
         state = self.state
         if state == 'unsubscribed':
             return True
         if state == 'subscribed':
             return True
-        raise MachineError('sub: ' f"Can't trigger event evt_pipe_ready from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_pipe_ready')
 
-    def evt_pipe_recv(self, *args):
+    def evt_pipe_recv(self, pipe, msgs):
         state = self.state
         if state == 'unsubscribed':
-            self.discard_unmatched(*args)
+            self.discard_unmatched(pipe, msgs)
             return True
         if state == 'subscribed':
-            self.deliver_matching(*args)
+            self.deliver_matching(pipe, msgs)
             return True
-        raise MachineError('sub: ' f"Can't trigger event evt_pipe_recv from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_pipe_recv')
 
-    def cmd_subscribe(self, *args):
+    def cmd_subscribe(self, topic):
         state = self.state
         if state == 'unsubscribed':
             self.state = 'subscribed'
-            self.add_topic(*args)
+            self.add_topic(topic)
             return True
         if state == 'subscribed':
-            self.add_topic(*args)
+            self.add_topic(topic)
             return True
-        raise MachineError('sub: ' f"Can't trigger event cmd_subscribe from state {state}!")
+        raise RefusedEvent(NAME, state, 'cmd_subscribe')
 
-    def cmd_unsubscribe(self, *args):
+    def cmd_unsubscribe(self, topic):
         state = self.state
         if state == 'unsubscribed':
-            self.refuse_unknown_topic(*args)
+            self.refuse_unknown_topic(topic)
             return True
         if state == 'subscribed':
-            if self.is_last_topic(*args):
+            if self.is_last_topic(topic):
                 self.state = 'unsubscribed'
-                self.remove_topic(*args)
+                self.remove_topic(topic)
                 return True
-            if self.is_subscribed(*args):
-                self.remove_topic(*args)
+            if self.is_subscribed(topic):
+                self.remove_topic(topic)
                 return True
-            self.refuse_unknown_topic(*args)
+            self.refuse_unknown_topic(topic)
             return True
-        raise MachineError('sub: ' f"Can't trigger event cmd_unsubscribe from state {state}!")
+        raise RefusedEvent(NAME, state, 'cmd_unsubscribe')
 
-    def cmd_close(self, *args):
+    def cmd_close(self):
         state = self.state
         if state == 'unsubscribed':
             self.state = 'closed'
@@ -135,34 +106,12 @@ class SubCompiled:
             return True
         if state == 'closed':
             return True
-        raise MachineError('sub: ' f"Can't trigger event cmd_close from state {state}!")
+        raise RefusedEvent(NAME, state, 'cmd_close')
 
 
-class SubTransitions:
-    """sub: every event runs through the class-level transitions.Machine."""
+if BACKEND == "transitions":  # the reference backend: only now is transitions loaded
+    from scaproust._generated.sub_reference import SubTransitions
 
-    state = 'unsubscribed'
-
-    def evt_pipe_added(self, *args):
-        return _TRIGGERS['evt_pipe_added'](self, *args)
-
-    def evt_pipe_removed(self, *args):
-        return _TRIGGERS['evt_pipe_removed'](self, *args)
-
-    def evt_pipe_ready(self, *args):
-        return _TRIGGERS['evt_pipe_ready'](self, *args)
-
-    def evt_pipe_recv(self, *args):
-        return _TRIGGERS['evt_pipe_recv'](self, *args)
-
-    def cmd_subscribe(self, *args):
-        return _TRIGGERS['cmd_subscribe'](self, *args)
-
-    def cmd_unsubscribe(self, *args):
-        return _TRIGGERS['cmd_unsubscribe'](self, *args)
-
-    def cmd_close(self, *args):
-        return _TRIGGERS['cmd_close'](self, *args)
-
-
-SubFSM = select_backend(SubCompiled, SubTransitions)
+    SubFSM = SubTransitions
+else:
+    SubFSM = SubCompiled

@@ -9,51 +9,25 @@ old one and its deadline.
 Hand-written actions and guards: scaproust.protocols.surveyor.Surveyor.
 """
 
-from transitions import Machine, MachineError
-
-from scaproust.core.fsm import select_backend
+from scaproust.core.fsm import BACKEND
+from scaproust.core.machine_errors import RefusedEvent
 
 NAME = 'surveyor'
 INITIAL = 'idle'
 UNLISTED = 'error'
 FINAL_STATES = ('closed',)
 EVENTS = ('evt_pipe_added', 'evt_pipe_removed', 'evt_pipe_ready', 'cmd_send', 'evt_pipe_recv', 'evt_deadline', 'cmd_close')
+PARAMETERS = {
+    'evt_pipe_added': ('pipe',),
+    'evt_pipe_removed': ('pipe',),
+    'evt_pipe_ready': ('pipe',),
+    'cmd_send': ('item',),
+    'evt_pipe_recv': ('pipe', 'msgs'),
+    'evt_deadline': (),
+    'cmd_close': (),
+}
 GUARDS = ()
 ACTIONS = ('cancel_deadline', 'forget_survey', 'add_pipe', 'remove_pipe', 'take_survey', 'broadcast', 'start_deadline', 'deliver_current', 'drop_late')
-
-STATES = [
-    {'name': 'idle', 'ignore_invalid_triggers': False},
-    {'name': 'surveying', 'on_exit': ['cancel_deadline', 'forget_survey'], 'ignore_invalid_triggers': False},
-    {'name': 'closed', 'final': True, 'ignore_invalid_triggers': False},
-]
-
-TRANSITIONS = [
-    {'trigger': 'evt_pipe_added', 'source': 'idle', 'dest': None, 'after': ['add_pipe']},
-    {'trigger': 'evt_pipe_added', 'source': 'surveying', 'dest': None, 'after': ['add_pipe']},
-    {'trigger': 'evt_pipe_removed', 'source': 'idle', 'dest': None, 'after': ['remove_pipe']},
-    {'trigger': 'evt_pipe_removed', 'source': 'surveying', 'dest': None, 'after': ['remove_pipe']},
-    {'trigger': 'evt_pipe_ready', 'source': 'idle', 'dest': None},
-    {'trigger': 'evt_pipe_ready', 'source': 'surveying', 'dest': None},
-    {'trigger': 'cmd_send', 'source': 'idle', 'dest': 'surveying', 'after': ['take_survey', 'broadcast', 'start_deadline']},
-    {'trigger': 'cmd_send', 'source': 'surveying', 'dest': None, 'after': ['cancel_deadline', 'take_survey', 'broadcast', 'start_deadline']},
-    {'trigger': 'evt_pipe_recv', 'source': 'surveying', 'dest': None, 'after': ['deliver_current']},
-    {'trigger': 'evt_pipe_recv', 'source': 'idle', 'dest': None, 'after': ['drop_late']},
-    {'trigger': 'evt_deadline', 'source': 'surveying', 'dest': 'idle'},
-    {'trigger': 'cmd_close', 'source': 'idle', 'dest': 'closed'},
-    {'trigger': 'cmd_close', 'source': 'surveying', 'dest': 'closed'},
-    {'trigger': 'cmd_close', 'source': 'closed', 'dest': None},
-]
-
-MACHINE = Machine(
-    model=None,
-    states=STATES,
-    transitions=TRANSITIONS,
-    initial=INITIAL,
-    auto_transitions=False,
-    send_event=False,
-    name=NAME,
-)
-_TRIGGERS = {name: MACHINE.events[name].trigger for name in EVENTS}
 
 
 class SurveyorCompiled:
@@ -61,109 +35,87 @@ class SurveyorCompiled:
 
     state = 'idle'
 
-    def evt_pipe_added(self, *args):
+    def evt_pipe_added(self, pipe):
         state = self.state
         if state == 'idle':
-            self.add_pipe(*args)
+            self.add_pipe(pipe)
             return True
         if state == 'surveying':
-            self.add_pipe(*args)
+            self.add_pipe(pipe)
             return True
-        raise MachineError('surveyor: ' f"Can't trigger event evt_pipe_added from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_pipe_added')
 
-    def evt_pipe_removed(self, *args):
+    def evt_pipe_removed(self, pipe):
         state = self.state
         if state == 'idle':
-            self.remove_pipe(*args)
+            self.remove_pipe(pipe)
             return True
         if state == 'surveying':
-            self.remove_pipe(*args)
+            self.remove_pipe(pipe)
             return True
-        raise MachineError('surveyor: ' f"Can't trigger event evt_pipe_removed from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_pipe_removed')
 
-    def evt_pipe_ready(self, *args):
+    def evt_pipe_ready(self, pipe):
         state = self.state
         if state == 'idle':
             return True
         if state == 'surveying':
             return True
-        raise MachineError('surveyor: ' f"Can't trigger event evt_pipe_ready from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_pipe_ready')
 
-    def cmd_send(self, *args):
+    def cmd_send(self, item):
         state = self.state
         if state == 'idle':
             self.state = 'surveying'
-            self.take_survey(*args)
-            self.broadcast(*args)
-            self.start_deadline(*args)
+            self.take_survey(item)
+            self.broadcast(item)
+            self.start_deadline(item)
             return True
         if state == 'surveying':
-            self.cancel_deadline(*args)
-            self.take_survey(*args)
-            self.broadcast(*args)
-            self.start_deadline(*args)
+            self.cancel_deadline(item)
+            self.take_survey(item)
+            self.broadcast(item)
+            self.start_deadline(item)
             return True
-        raise MachineError('surveyor: ' f"Can't trigger event cmd_send from state {state}!")
+        raise RefusedEvent(NAME, state, 'cmd_send')
 
-    def evt_pipe_recv(self, *args):
+    def evt_pipe_recv(self, pipe, msgs):
         state = self.state
         if state == 'idle':
-            self.drop_late(*args)
+            self.drop_late(pipe, msgs)
             return True
         if state == 'surveying':
-            self.deliver_current(*args)
+            self.deliver_current(pipe, msgs)
             return True
-        raise MachineError('surveyor: ' f"Can't trigger event evt_pipe_recv from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_pipe_recv')
 
-    def evt_deadline(self, *args):
+    def evt_deadline(self):
         state = self.state
         if state == 'surveying':
-            self.cancel_deadline(*args)
-            self.forget_survey(*args)
+            self.cancel_deadline()
+            self.forget_survey()
             self.state = 'idle'
             return True
-        raise MachineError('surveyor: ' f"Can't trigger event evt_deadline from state {state}!")
+        raise RefusedEvent(NAME, state, 'evt_deadline')
 
-    def cmd_close(self, *args):
+    def cmd_close(self):
         state = self.state
         if state == 'idle':
             self.state = 'closed'
             return True
         if state == 'surveying':
-            self.cancel_deadline(*args)
-            self.forget_survey(*args)
+            self.cancel_deadline()
+            self.forget_survey()
             self.state = 'closed'
             return True
         if state == 'closed':
             return True
-        raise MachineError('surveyor: ' f"Can't trigger event cmd_close from state {state}!")
+        raise RefusedEvent(NAME, state, 'cmd_close')
 
 
-class SurveyorTransitions:
-    """surveyor: every event runs through the class-level transitions.Machine."""
+if BACKEND == "transitions":  # the reference backend: only now is transitions loaded
+    from scaproust._generated.surveyor_reference import SurveyorTransitions
 
-    state = 'idle'
-
-    def evt_pipe_added(self, *args):
-        return _TRIGGERS['evt_pipe_added'](self, *args)
-
-    def evt_pipe_removed(self, *args):
-        return _TRIGGERS['evt_pipe_removed'](self, *args)
-
-    def evt_pipe_ready(self, *args):
-        return _TRIGGERS['evt_pipe_ready'](self, *args)
-
-    def cmd_send(self, *args):
-        return _TRIGGERS['cmd_send'](self, *args)
-
-    def evt_pipe_recv(self, *args):
-        return _TRIGGERS['evt_pipe_recv'](self, *args)
-
-    def evt_deadline(self, *args):
-        return _TRIGGERS['evt_deadline'](self, *args)
-
-    def cmd_close(self, *args):
-        return _TRIGGERS['cmd_close'](self, *args)
-
-
-SurveyorFSM = select_backend(SurveyorCompiled, SurveyorTransitions)
+    SurveyorFSM = SurveyorTransitions
+else:
+    SurveyorFSM = SurveyorCompiled

@@ -120,9 +120,10 @@ class Dialer(DialerFSM):
     # ------------------------------------------------------------------ resolving
 
     def has_name(self, *args) -> bool:
+        # *args: a guard of cmd_start and evt_timeout (nothing) and evt_pipe_closed (pipe).
         return self._has_name
 
-    def start_resolving(self, *args) -> None:
+    def start_resolving(self) -> None:
         log.debug("resolving %s", self.url)
         self.pipe = None
         lookup = self._submit(functools.partial(
@@ -150,7 +151,7 @@ class Dialer(DialerFSM):
         self._resolved = lookup.result()
         self.evt_resolved()
 
-    def stop_resolving(self, *args) -> None:
+    def stop_resolving(self) -> None:
         lookup, self._lookup = self._lookup, None
         if lookup is not None:
             lookup.cancel()  # still queued: it never runs
@@ -159,12 +160,12 @@ class Dialer(DialerFSM):
     def note_resolve_failure(self, err) -> None:
         self._lookups.failed(err)
 
-    def note_resolve_timeout(self, *args) -> None:
+    def note_resolve_timeout(self) -> None:
         self._lookups.failed(TimeoutError(f"no answer within {RESOLVE_TIMEOUT:g} s"))
 
     # ------------------------------------------------------------------ connecting
 
-    def open_pipe(self, *args) -> None:
+    def open_pipe(self) -> None:
         log.debug("dialing %s", self.url)
         resolved, self._resolved = self._resolved, None
         try:
@@ -205,7 +206,7 @@ class Dialer(DialerFSM):
         # self.pipe with the new connection, and start_retry_timer (waiting) cleared it.
         log.debug("connection to %s lost", self.url)
 
-    def start_retry_timer(self, *args) -> None:
+    def start_retry_timer(self) -> None:
         self.pipe = None
         self.socket.stats.count(CONNECT_FAILURES)
         delay = self._next_delay()
@@ -231,11 +232,11 @@ class Dialer(DialerFSM):
         self.state = "closed"
         self.stop_resolving()
 
-    def cancel_retry_timer(self, *args) -> None:
+    def cancel_retry_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
-    def close_pipe(self, *args) -> None:
+    def close_pipe(self) -> None:
         if self.pipe is not None and self.pipe.state != "dead":
             self.pipe.cmd_close()

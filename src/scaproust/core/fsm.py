@@ -1,16 +1,18 @@
 """Which backend runs the generated state machines.
 
 Every machine of protocols.yaml is generated twice with the same method names (see
-codegen/emit_python.py): a compiled mixin (one specialised method per event, about 0.1 µs
-an event) and a mixin that runs each event through a real ``transitions.Machine`` (about
-5 µs; docs/ARCHITECTURE.md, "Machines"). The compiled one is the default; setting
+codegen/emit_python.py): a compiled mixin in ``_generated/<machine>.py`` (one specialised
+method per event, about 0.1 µs an event) and, in ``_generated/<machine>_reference.py``, a
+mixin that runs each event through a real ``transitions.Machine`` (about 5 µs;
+docs/ARCHITECTURE.md, "Machines"). The compiled one is the default; setting
 ``SCAPROUST_FSM=transitions`` in the environment, before scaproust is imported, runs the
-whole library on ``transitions`` instead. A conformance test proves both behave the same.
+whole library on ``transitions`` instead. Each generated module reads ``BACKEND`` once, at
+import, and imports its reference module only for ``transitions``: the default backend never
+loads ``transitions`` at all. A conformance test proves both behave the same.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 
 BACKENDS = ("compiled", "transitions")
@@ -26,12 +28,3 @@ def backend_name() -> str:
 
 
 BACKEND = backend_name()
-
-# transitions logs every callback at INFO and ignored triggers at WARNING; keep it quiet
-# unless the user asks for more (ARCHITECTURE.md: keep its logger at WARNING).
-logging.getLogger("transitions").setLevel(logging.WARNING)
-
-
-def select_backend(compiled: type, via_transitions: type) -> type:
-    """Return the mixin of the backend in force for a generated machine."""
-    return via_transitions if BACKEND == "transitions" else compiled

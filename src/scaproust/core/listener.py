@@ -66,11 +66,11 @@ class Listener(ListenerFSM):
     def __repr__(self) -> str:
         return f"<Listener {self.url} {self.state}>"
 
-    def watch_accept(self, *args) -> None:
+    def watch_accept(self) -> None:
         log.debug("listening on %s", self.url)
         self.loop.add_reader(self.handle, self._on_acceptable)
 
-    def unwatch_accept(self, *args) -> None:
+    def unwatch_accept(self) -> None:
         self.loop.remove_reader(self.handle)
 
     @entry_point
@@ -90,7 +90,7 @@ class Listener(ListenerFSM):
         self.cancel_backoff_timer()
         self.transport.close_listener(self.handle)
 
-    def accept_connections(self, *args) -> None:
+    def accept_connections(self) -> None:
         for _ in range(ACCEPT_BATCH):
             try:
                 stream = self.transport.accept(self.handle)
@@ -138,12 +138,12 @@ class Listener(ListenerFSM):
                         ACCEPT_BACKOFF_MIN, ACCEPT_BACKOFF_MAX)
         self._failures += 1
 
-    def start_backoff_timer(self, *args) -> None:
+    def start_backoff_timer(self) -> None:
         delay = self._backoff
         self._backoff = min(delay * 2, ACCEPT_BACKOFF_MAX)
         self._timer = self.loop.call_later(delay, self._on_timeout)
 
-    def cancel_backoff_timer(self, *args) -> None:
+    def cancel_backoff_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -156,11 +156,11 @@ class Listener(ListenerFSM):
     def forget_pipe(self, pipe) -> None:
         self.pipes.discard(pipe)
 
-    def close_listening_socket(self, *args) -> None:
+    def close_listening_socket(self) -> None:
         log.debug("listener %s closed", self.url)
         self.transport.close_listener(self.handle)
 
-    def close_pipes(self, *args) -> None:
+    def close_pipes(self) -> None:
         for pipe in list(self.pipes):
             pipe.cmd_close()
 

@@ -51,13 +51,13 @@ class MemoryPipe(Pipe):
 
     # ---------------------------------------------------------------- connecting
 
-    def watch_connect(self, *args) -> None:
+    def watch_connect(self) -> None:
         if self._connect_error:
             super().watch_connect()  # reported from the loop, as for a stream
             return
         self.loop.call_soon(self._on_connect_ready)  # a link is connected from the start
 
-    def unwatch_connect(self, *args) -> None:
+    def unwatch_connect(self) -> None:
         pass
 
     @entry_point
@@ -67,17 +67,17 @@ class MemoryPipe(Pipe):
 
     # ---------------------------------------------------------------- reading
 
-    def watch_handshake(self, *args) -> None:
+    def watch_handshake(self) -> None:
         self._watching = True
         self.stream.attach(self.loop, self._on_signal)
 
-    def watch_frames(self, *args) -> None:
+    def watch_frames(self) -> None:
         pass  # the same signal now reads messages (_on_signal goes by the state)
 
-    def stop_reading(self, *args) -> None:
+    def stop_reading(self) -> None:
         self._watching = False  # the messages wait in the inbox, the link fills up
 
-    def start_reading(self, *args) -> None:
+    def start_reading(self) -> None:
         if not self._watching:
             self._watching = True
             self._signal_self()

@@ -140,15 +140,15 @@ class Pipe(PipeFSM):
 
     # ---------------------------------------------------------------- guards
 
-    def is_dialed(self, *args) -> bool:
+    def is_dialed(self) -> bool:
         return self._dialed
 
-    def has_output(self, *args) -> bool:
+    def has_output(self) -> bool:
         return bool(self._out)
 
     # ---------------------------------------------------------------- connecting
 
-    def watch_connect(self, *args) -> None:
+    def watch_connect(self) -> None:
         if self._connect_error:
             # The connect failed at once (e.g. no such IPC path): report it from the loop,
             # not from inside this transition.
@@ -159,7 +159,7 @@ class Pipe(PipeFSM):
             return
         self.loop.add_writer(self.stream, self._on_connect_ready)
 
-    def unwatch_connect(self, *args) -> None:
+    def unwatch_connect(self) -> None:
         if self.stream is not None:
             self.loop.remove_writer(self.stream)
 
@@ -180,25 +180,25 @@ class Pipe(PipeFSM):
 
     # ---------------------------------------------------------------- header exchange
 
-    def tune_stream(self, *args) -> None:
+    def tune_stream(self) -> None:
         options = self._options
         timing = (options.tcp_keepalive_idle, options.tcp_keepalive_interval,
                   options.tcp_keepalive_count)
         self.transport.configure_stream(self.stream, nodelay=options.tcp_nodelay,
                                         keepalive=options.tcp_keepalive, keepalive_timing=timing)
 
-    def send_handshake(self, *args) -> None:
+    def send_handshake(self) -> None:
         # Both sides send their header at once, without waiting for the peer's (WIRE.md).
         self._queue(_Head(encode_handshake(self.socket.info.id)))
 
-    def watch_handshake(self, *args) -> None:
+    def watch_handshake(self) -> None:
         self.loop.add_reader(self.stream, self._read_handshake)
         self._watching = True
 
-    def start_handshake_timer(self, *args) -> None:
+    def start_handshake_timer(self) -> None:
         self._timer = self.loop.call_later(self._options.handshake_timeout, self._on_timeout)
 
-    def cancel_timer(self, *args) -> None:
+    def cancel_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -237,34 +237,34 @@ class Pipe(PipeFSM):
             self.socket.stats.count(DROPPED_MALFORMED)
             log.warning("pipe %d from %s closed: %s", self.id, self.peer_addr, err)
 
-    def log_handshake_timeout(self, *args) -> None:
+    def log_handshake_timeout(self) -> None:
         log.warning("pipe %d from %s closed: no SP header within handshake_timeout=%ss",
                     self.id, self.peer_addr, self._options.handshake_timeout)
 
     # ---------------------------------------------------------------- active
 
-    def watch_frames(self, *args) -> None:
+    def watch_frames(self) -> None:
         self._decoder = FrameDecoder(self._ipc, self.endpoint.recv_max_size)
         self.loop.add_reader(self.stream, self._read_frames)  # replaces the handshake reader
 
-    def stop_reading(self, *args) -> None:
+    def stop_reading(self) -> None:
         # The user's receive queue is full: let TCP push back on the peer.
         if self._watching:
             self._watching = False
             self.loop.remove_reader(self.stream)
 
-    def start_reading(self, *args) -> None:
+    def start_reading(self) -> None:
         if not self._watching:
             self._watching = True
             self.loop.add_reader(self.stream, self._read_frames)
 
-    def attach_to_socket(self, *args) -> None:
+    def attach_to_socket(self) -> None:
         log.debug("pipe %d to %s active (%r)", self.id, self.peer_addr, self.socket.info)
         self._attached = True
         self.socket.evt_pipe_opened(self)
         self.loop.call_soon(fire, self.owner, "evt_pipe_opened", self)
 
-    def detach_from_socket(self, *args) -> None:
+    def detach_from_socket(self) -> None:
         self.socket.proto.evt_pipe_removed(self)
 
     @entry_point
@@ -324,7 +324,7 @@ class Pipe(PipeFSM):
             self._queue(_Head(prefix + header))
             self._queue(body)
 
-    def report_capacity(self, *args) -> None:
+    def report_capacity(self) -> None:
         self.socket.proto.evt_pipe_ready(self)
 
     # ---------------------------------------------------------------- writing
@@ -380,16 +380,16 @@ class Pipe(PipeFSM):
 
     # ---------------------------------------------------------------- closing and death
 
-    def start_linger_timer(self, *args) -> None:
+    def start_linger_timer(self) -> None:
         self._timer = self.loop.call_later(self._options.linger, self._on_timeout)
 
-    def log_linger_expired(self, *args) -> None:
+    def log_linger_expired(self) -> None:
         msgs, size = self._dropped  # release() already emptied the queue
         self.socket.stats.count(DROPPED_LINGER, msgs)
         log.warning("pipe %d to %s closed with %d unsent messages (%d bytes): linger=%ss expired",
                     self.id, self.peer_addr, msgs, size, self._options.linger)
 
-    def log_peer_closed(self, *args) -> None:
+    def log_peer_closed(self) -> None:
         log.debug("pipe %d: %s closed the connection", self.id, self.peer_addr)
 
     def log_io_error(self, err) -> None:
@@ -408,7 +408,7 @@ class Pipe(PipeFSM):
             self.stream.close()
             self.stream = None
 
-    def release(self, *args) -> None:
+    def release(self) -> None:
         log.debug("pipe %d to %s closed", self.id, self.peer_addr)
         self.cancel_timer()
         stream, self.stream = self.stream, None

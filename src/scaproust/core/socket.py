@@ -253,6 +253,8 @@ class SocketCore(SocketFSM):
             endpoint.cmd_close()
 
     def close_endpoints(self, *args) -> None:
+        # *args: on_enter of closing and an action of cmd_close (nothing), and of
+        # evt_crashed (err).
         endpoints, self.endpoints = list(self.endpoints.values()), {}
         for endpoint in endpoints:
             endpoint.cmd_close()
@@ -286,22 +288,22 @@ class SocketCore(SocketFSM):
         self.pipes.add(pipe)
         self.loop.call_soon(fire, pipe, "cmd_close")
 
-    def has_pipes(self, *args) -> bool:
+    def has_pipes(self) -> bool:
         return bool(self.pipes)
 
     def has_other_pipes(self, pipe) -> bool:
         return bool(self.pipes - {pipe})
 
-    def close_pipes(self, *args) -> None:
+    def close_pipes(self) -> None:
         for pipe in list(self.pipes):
             pipe.cmd_close()
 
     # ------------------------------------------------------------------ closed
 
-    def close_protocol(self, *args) -> None:
+    def close_protocol(self) -> None:
         self.proto.cmd_close()
 
-    def notify_closed(self, *args) -> None:
+    def notify_closed(self) -> None:
         log.debug("socket %r closed", self.info)
         self.channel.close()
         self.reader.close()

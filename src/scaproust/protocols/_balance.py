@@ -38,6 +38,8 @@ class LoadBalancer(ProtocolBase):
         self._forget(pipe)
 
     def grant_capacity(self, *args) -> None:
+        # *args: an action of pipe events (pipe), and in REQ of cmd_send (item) and
+        # evt_timeout (nothing); the credit depends on the pipes and the backlog only.
         # Messages wait in the backlog only while no pipe can take one: no credit then.
         if self.backlog:
             self.ctx.set_send_capacity(0, 0)
@@ -45,7 +47,7 @@ class LoadBalancer(ProtocolBase):
         ready = [pipe for pipe in self.pipes if pipe.free]
         self.ctx.set_send_capacity(sum(p.free for p in ready), sum(p.free_bytes for p in ready))
 
-    def send_backlog(self, *args) -> None:
+    def send_backlog(self, pipe) -> None:
         backlog = self.backlog
         while backlog:
             pipe = self._pick()

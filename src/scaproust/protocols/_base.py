@@ -29,7 +29,7 @@ class ProtocolBase:
     def discard(self, pipe, msgs) -> None:
         self.ctx.stats.count(DROPPED_UNEXPECTED, len(msgs))
 
-    def drop_backlog(self, *args) -> None:
+    def drop_backlog(self) -> None:
         if self.backlog:
             self.ctx.stats.count(DROPPED_CLOSED, len(self.backlog))
             self.backlog.clear()

@@ -25,6 +25,7 @@ class Pair(PairFSM, ProtocolBase):
         self.peer = None
 
     def is_peer(self, pipe, *args) -> bool:
+        # A guard of evt_pipe_removed/evt_pipe_ready (pipe) and evt_pipe_recv (pipe, msgs).
         return pipe is self.peer
 
     def take_peer(self, pipe) -> None:
@@ -43,6 +44,8 @@ class Pair(PairFSM, ProtocolBase):
             peer.cmd_send(body_of(backlog.popleft()))
 
     def grant_capacity(self, *args) -> None:
+        # *args: an action of pipe events (pipe; PAIR v1: pipe, msgs) and of a refused raw
+        # PAIR v1 cmd_send (item); the credit depends on the peer and the backlog only.
         peer = self.peer
         if peer is None or self.backlog or not peer.free:
             self.ctx.set_send_capacity(0, 0)

@@ -78,7 +78,8 @@ class Pair1Raw(Pair1RawFSM, Pair):
         self.ctx.reject_pipe(pipe)
 
     def forget_peer(self, pipe, *args) -> None:
-        # PAIR v0's, also after a malformed message (pipe, msgs).
+        # PAIR v0's, also after a malformed message: evt_pipe_removed carries (pipe),
+        # evt_pipe_recv (pipe, msgs), hence *args for the messages it does not need.
         self.peer = None
 
     def _deliver(self, pipe, msgs, raw: bool) -> None:

@@ -102,7 +102,7 @@ class Req(ReqFSM, ReqRaw):
 
     # ------------------------------------------------------------------ guards
 
-    def pipe_has_room(self, pipe, *args) -> bool:
+    def pipe_has_room(self, pipe) -> bool:
         return bool(pipe.free)
 
     def our_pipe_has_room(self, pipe) -> bool:
@@ -114,6 +114,7 @@ class Req(ReqFSM, ReqRaw):
         return any(p.free for p in self.pipes if p is not pipe)
 
     def can_send(self, *args) -> bool:
+        # *args: a guard of cmd_send (item) and of evt_timeout (nothing); it needs neither.
         return any(p.free for p in self.pipes)
 
     def is_carrier(self, pipe) -> bool:
@@ -137,6 +138,8 @@ class Req(ReqFSM, ReqRaw):
         self.request = (header_of(item), body_of(item))
 
     def send_request(self, *args) -> None:
+        # *args: an action of evt_pipe_added and evt_pipe_ready (pipe) and of cmd_send
+        # (item), and called by resend_request with nothing; the request is self.request.
         if self._timer is not None:
             self._timer.cancel()  # a new request, or a resend: one timer at a time
         pipe = self._pick()
@@ -146,6 +149,7 @@ class Req(ReqFSM, ReqRaw):
         self._timer = self.ctx.call_later(self.ctx.options.resend_interval, self._on_resend_timer)
 
     def resend_request(self, *args) -> None:
+        # *args: an action of evt_pipe_removed (pipe) and of evt_timeout (nothing).
         self.ctx.stats.count(REQUESTS_RESENT)
         self.send_request()
 
@@ -153,13 +157,13 @@ class Req(ReqFSM, ReqRaw):
         self._timer = None
         self.evt_timeout()
 
-    def stop_resend_timer(self, *args) -> None:
+    def stop_resend_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         self.carrier = None
 
-    def drop_request(self, *args) -> None:
+    def drop_request(self) -> None:
         self.request = None
 
     # ------------------------------------------------------------------ replies

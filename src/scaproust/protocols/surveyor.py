@@ -92,16 +92,16 @@ class SurveyorRaw(SurveyorRawFSM, ProtocolBase):
         if missed:
             self.ctx.stats.count(DROPPED_PIPE_FULL, missed)
 
-    def deliver_responses(self, pipe, payloads) -> None:
-        items = self._parse(pipe, payloads)
+    def deliver_responses(self, pipe, msgs) -> None:
+        items = self._parse(pipe, msgs)
         if items:
             self.ctx.deliver(items, pipe.recv_priority)
 
-    def _parse(self, pipe, payloads) -> list[Message]:
+    def _parse(self, pipe, msgs) -> list[Message]:
         if pipe not in self.pipes:
-            self.ctx.stats.count(DROPPED_REJECTED, len(payloads))  # closing: malformed earlier
+            self.ctx.stats.count(DROPPED_REJECTED, len(msgs))  # closing: malformed earlier
             return []
-        items, malformed = split_stacks(self.ctx, pipe, payloads)
+        items, malformed = split_stacks(self.ctx, pipe, msgs)
         if malformed is not None:
             self.remove_pipe(pipe)  # no more surveys to it while the loop closes it
             self.ctx.reject_pipe(pipe)
@@ -119,10 +119,11 @@ class Surveyor(SurveyorFSM, SurveyorRaw):
     def take_survey(self, item) -> None:
         self.survey = item.header
 
-    def start_deadline(self, *args) -> None:
+    def start_deadline(self, item) -> None:
         self._timer = self.ctx.call_later(self.ctx.options.survey_deadline, self._on_deadline)
 
     def cancel_deadline(self, *args) -> None:
+        # *args: on_exit of surveying (nothing) and an action of cmd_send (item).
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -131,20 +132,20 @@ class Surveyor(SurveyorFSM, SurveyorRaw):
         self._timer = None
         self.evt_deadline()
 
-    def forget_survey(self, *args) -> None:
+    def forget_survey(self) -> None:
         self.survey = None
 
-    def deliver_current(self, pipe, payloads) -> None:
-        items = self._parse(pipe, payloads)
+    def deliver_current(self, pipe, msgs) -> None:
+        items = self._parse(pipe, msgs)
         current = [item for item in items if item.header == self.survey]
         if len(current) < len(items):
             self.ctx.stats.count(DROPPED_STALE, len(items) - len(current))
         if current:
             self.ctx.deliver(current, pipe.recv_priority)
 
-    def drop_late(self, pipe, payloads) -> None:
+    def drop_late(self, pipe, msgs) -> None:
         # Parsed all the same: a malformed response closes its pipe whenever it comes.
-        self.ctx.stats.count(DROPPED_LATE, len(self._parse(pipe, payloads)))
+        self.ctx.stats.count(DROPPED_LATE, len(self._parse(pipe, msgs)))
 
 
 class SurveyorPolicy(Policy):
