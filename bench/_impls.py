@@ -154,7 +154,7 @@ class Scaproust(_Base):
         self.session.close()
 
     def info(self) -> dict:
-        from scaproust.core import fsm
+        from scaproust import fsm
 
         return {"backend": fsm.BACKEND, "version": self.sp.__version__,
                 "module": os.path.dirname(self.sp.__file__)}

@@ -22,7 +22,7 @@
 2. ``<Name>Transitions``: the same method names as the compiled class, each running the
    event through ``MACHINE`` (``Event.trigger(model, ...)``) with the same parameters,
    its refusal turned into the same ``RefusedEvent`` and its ``on_enter``/``on_exit``
-   actions called without the event's arguments (core/fsm_reference.py).
+   actions called without the event's arguments (fsm/reference.py).
 """
 
 from __future__ import annotations
@@ -153,8 +153,8 @@ def render(m: Machine) -> str:
         HEADER,
         *_docstring(m, ""),
         "",
-        "from scaproust.core.fsm import BACKEND",
-        "from scaproust.core.machine_errors import RefusedEvent",
+        "from scaproust.fsm import BACKEND",
+        "from scaproust.fsm.errors import RefusedEvent",
         "",
         f"NAME = {m.name!r}",
         f"INITIAL = {m.initial!r}",
@@ -196,7 +196,7 @@ def render_reference(m: Machine) -> str:
         HEADER,
         *_docstring(m, ", reference backend (transitions)"),
         "",
-        "from scaproust.core.fsm_reference import reference_machine, triggers",
+        "from scaproust.fsm.reference import reference_machine, triggers",
         "",
         f"NAME = {m.name!r}",
         f"INITIAL = {m.initial!r}",

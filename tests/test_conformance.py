@@ -24,7 +24,7 @@ import itertools
 import pytest
 
 from scaproust._generated import MACHINES
-from scaproust.core.machine_errors import MachineError, RefusedEvent
+from scaproust.fsm.errors import MachineError, RefusedEvent
 
 
 class Arg:

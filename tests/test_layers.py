@@ -1,7 +1,9 @@
 """The packages import downwards only (docs/ARCHITECTURE.md, "Layers").
 
 facade -> core -> reactor / transports, protocols -> core, the generated machines below the
-hand-written classes that complete them, and ``scaproust.errors`` under everything. An
+hand-written classes that complete them, the machines' runtime (``scaproust.fsm``: the
+backend choice, the reference backend, their errors) below those, and ``scaproust.errors``
+under everything. An
 import that points up (a transport reaching into core, a protocol into the facade) makes
 the layers lie about who depends on whom, and fails here with the file and line.
 """
@@ -16,9 +18,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "scaproust"
 #: What each layer may import, besides itself. The package's own top level (``__init__``,
 #: ``__main__``, ``demo``) is the public face and may import anything.
 MAY_IMPORT = {
-    "facade": {"core", "protocols", "reactor", "transports", "_generated", "errors"},
-    "protocols": {"core", "_generated", "errors"},
-    "core": {"reactor", "transports", "_generated", "errors"},
+    "facade": {"core", "protocols", "reactor", "transports", "_generated", "fsm", "errors"},
+    "protocols": {"core", "_generated", "fsm", "errors"},
+    "core": {"reactor", "transports", "_generated", "fsm", "errors"},
     "_generated": {"fsm", "errors"},
     "reactor": {"errors"},
     "transports": {"errors"},

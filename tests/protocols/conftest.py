@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from scaproust.core import fsm
+from scaproust import fsm
 
 
 def pytest_report_header(config):

@@ -14,8 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from scaproust.core.channel import UNBOUNDED
-from scaproust.core.machine_errors import MachineError
 from scaproust.core.message import Message
+from scaproust.fsm.errors import MachineError
 from scaproust.protocols._headers import pipe_word
 from scaproust.protocols.bus import Bus, BusRaw
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from scaproust.core.machine_errors import MachineError
 from scaproust.core.message import Message
+from scaproust.fsm.errors import MachineError
 from scaproust.protocols.pair import Pair
 
 from .fakes import FakePipe, RecordingContext

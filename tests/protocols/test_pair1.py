@@ -15,9 +15,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from scaproust.core.machine_errors import MachineError
 from scaproust.core.message import Message
 from scaproust.core.options import Options
+from scaproust.fsm.errors import MachineError
 from scaproust.protocols.pair1 import Pair1, Pair1Raw
 
 from .fakes import FakePipe, RecordingContext

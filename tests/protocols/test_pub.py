@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 
 import scaproust as sp
 from scaproust.core.channel import UNBOUNDED
-from scaproust.core.machine_errors import MachineError
+from scaproust.fsm.errors import MachineError
 from scaproust.protocols.pub import Pub
 
 from .fakes import FakePipe, RecordingContext

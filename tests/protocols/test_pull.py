@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from scaproust.core.machine_errors import MachineError
+from scaproust.fsm.errors import MachineError
 from scaproust.protocols.pull import Pull
 
 from .fakes import FakePipe, RecordingContext

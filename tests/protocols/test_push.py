@@ -13,7 +13,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from scaproust.core.machine_errors import MachineError
+from scaproust.fsm.errors import MachineError
 from scaproust.protocols.push import Push
 
 from .fakes import FakePipe, RecordingContext

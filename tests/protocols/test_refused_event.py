@@ -1,6 +1,6 @@
 """An event with no row in the current state is refused with a typed error, the same under
 both backends (``make test`` runs this file under each): ``RefusedEvent``, carrying the
-machine, the state and the event (core/machine_errors.py)."""
+machine, the state and the event (fsm/errors.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pickle
 
 import pytest
 
-from scaproust.core.machine_errors import MachineError, RefusedEvent
+from scaproust.fsm.errors import MachineError, RefusedEvent
 from scaproust.protocols.pull import Pull
 from scaproust.protocols.req import Req
 

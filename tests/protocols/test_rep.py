@@ -22,10 +22,10 @@ import logging
 import pytest
 
 from scaproust.core.channel import UNBOUNDED, Channel
-from scaproust.core.machine_errors import MachineError
 from scaproust.core.message import Message
 from scaproust.core.options import Options
 from scaproust.errors import BadState
+from scaproust.fsm.errors import MachineError
 from scaproust.protocols._headers import id_word, pipe_word
 from scaproust.protocols.rep import Rep, RepPolicy, RepRaw
 

@@ -28,10 +28,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scaproust.core.channel import Channel
-from scaproust.core.machine_errors import MachineError
 from scaproust.core.message import Message
 from scaproust.core.options import Options
 from scaproust.errors import BadState
+from scaproust.fsm.errors import MachineError
 from scaproust.protocols import req as req_module
 from scaproust.protocols._headers import id_word, pipe_word
 from scaproust.protocols.req import Req, ReqPolicy, ReqRaw

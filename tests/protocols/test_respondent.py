@@ -24,8 +24,8 @@ import scaproust as sp
 from scaproust._generated import respondent as respondent_gen
 from scaproust._generated import respondent_raw as respondent_raw_gen
 from scaproust.core.channel import UNBOUNDED, Channel
-from scaproust.core.machine_errors import MachineError
 from scaproust.core.options import Options
+from scaproust.fsm.errors import MachineError
 from scaproust.protocols._headers import id_word, pipe_word
 from scaproust.protocols.respondent import Respondent, RespondentPolicy, RespondentRaw
 

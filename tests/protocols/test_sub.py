@@ -25,8 +25,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scaproust.core.channel import Channel
-from scaproust.core.machine_errors import MachineError
 from scaproust.core.options import Options
+from scaproust.fsm.errors import MachineError
 from scaproust.protocols.sub import Sub, SubPolicy, SubRaw, topic_bytes
 
 from .fakes import FakePipe, RecordingContext

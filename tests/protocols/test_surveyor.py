@@ -26,8 +26,8 @@ import scaproust as sp
 from scaproust._generated import surveyor as surveyor_gen
 from scaproust._generated import surveyor_raw as surveyor_raw_gen
 from scaproust.core.channel import UNBOUNDED, Channel
-from scaproust.core.machine_errors import MachineError
 from scaproust.core.options import Options
+from scaproust.fsm.errors import MachineError
 from scaproust.protocols import surveyor as surveyor_module
 from scaproust.protocols._headers import id_word, pipe_word
 from scaproust.protocols.surveyor import Surveyor, SurveyorPolicy, SurveyorRaw

@@ -7,8 +7,8 @@ delivered to the user only, never sent on (no forwarding, no echo: WIRE.md).
 Hand-written actions and guards: scaproust.protocols.bus.Bus.
 """
 
-from scaproust.core.fsm import BACKEND
-from scaproust.core.machine_errors import RefusedEvent
+from scaproust.fsm import BACKEND
+from scaproust.fsm.errors import RefusedEvent
 
 NAME = 'bus'
 INITIAL = 'open'

@@ -9,8 +9,8 @@ local-only header word, and never sent on (no forwarding).
 Hand-written actions and guards: scaproust.protocols.bus.BusRaw.
 """
 
-from scaproust.core.fsm import BACKEND
-from scaproust.core.machine_errors import RefusedEvent
+from scaproust.fsm import BACKEND
+from scaproust.fsm.errors import RefusedEvent
 
 NAME = 'bus_raw'
 INITIAL = 'open'

@@ -10,7 +10,7 @@ forwarding).
 Hand-written actions and guards: scaproust.protocols.bus.BusRaw.
 """
 
-from scaproust.core.fsm_reference import reference_machine, triggers
+from scaproust.fsm.reference import reference_machine, triggers
 
 NAME = 'bus_raw'
 INITIAL = 'open'

@@ -8,7 +8,7 @@ no echo: WIRE.md).
 Hand-written actions and guards: scaproust.protocols.bus.Bus.
 """
 
-from scaproust.core.fsm_reference import reference_machine, triggers
+from scaproust.fsm.reference import reference_machine, triggers
 
 NAME = 'bus'
 INITIAL = 'open'

@@ -12,8 +12,8 @@ once.
 Hand-written actions and guards: scaproust.core.dialer.Dialer.
 """
 
-from scaproust.core.fsm import BACKEND
-from scaproust.core.machine_errors import RefusedEvent
+from scaproust.fsm import BACKEND
+from scaproust.fsm.errors import RefusedEvent
 
 NAME = 'dialer'
 INITIAL = 'idle'

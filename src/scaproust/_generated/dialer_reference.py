@@ -12,7 +12,7 @@ Address literals dial at once.
 Hand-written actions and guards: scaproust.core.dialer.Dialer.
 """
 
-from scaproust.core.fsm_reference import reference_machine, triggers
+from scaproust.fsm.reference import reference_machine, triggers
 
 NAME = 'dialer'
 INITIAL = 'idle'

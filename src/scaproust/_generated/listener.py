@@ -9,8 +9,8 @@ path at once and closes its pipes.
 Hand-written actions and guards: scaproust.core.listener.Listener.
 """
 
-from scaproust.core.fsm import BACKEND
-from scaproust.core.machine_errors import RefusedEvent
+from scaproust.fsm import BACKEND
+from scaproust.fsm.errors import RefusedEvent
 
 NAME = 'listener'
 INITIAL = 'idle'

@@ -9,7 +9,7 @@ accepting, releases the port or IPC path at once and closes its pipes.
 Hand-written actions and guards: scaproust.core.listener.Listener.
 """
 
-from scaproust.core.fsm_reference import reference_machine, triggers
+from scaproust.fsm.reference import reference_machine, triggers
 
 NAME = 'listener'
 INITIAL = 'idle'

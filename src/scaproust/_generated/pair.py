@@ -7,8 +7,8 @@ accepted while the peer went away goes to the next peer.
 Hand-written actions and guards: scaproust.protocols.pair.Pair.
 """
 
-from scaproust.core.fsm import BACKEND
-from scaproust.core.machine_errors import RefusedEvent
+from scaproust.fsm import BACKEND
+from scaproust.fsm.errors import RefusedEvent
 
 NAME = 'pair'
 INITIAL = 'unpaired'

@@ -9,8 +9,8 @@ stays.
 Hand-written actions and guards: scaproust.protocols.pair1.Pair1.
 """
 
-from scaproust.core.fsm import BACKEND
-from scaproust.core.machine_errors import RefusedEvent
+from scaproust.fsm import BACKEND
+from scaproust.fsm.errors import RefusedEvent
 
 NAME = 'pair1'
 INITIAL = 'unpaired'

@@ -10,8 +10,8 @@ one word under 0xff, and goes out incremented (as nng does); any other header is
 Hand-written actions and guards: scaproust.protocols.pair1.Pair1Raw.
 """
 
-from scaproust.core.fsm import BACKEND
-from scaproust.core.machine_errors import RefusedEvent
+from scaproust.fsm import BACKEND
+from scaproust.fsm.errors import RefusedEvent
 
 NAME = 'pair1_raw'
 INITIAL = 'unpaired'

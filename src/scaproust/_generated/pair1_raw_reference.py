@@ -10,7 +10,7 @@ does); any other header is refused (dropped_bad_header).
 Hand-written actions and guards: scaproust.protocols.pair1.Pair1Raw.
 """
 
-from scaproust.core.fsm_reference import reference_machine, triggers
+from scaproust.fsm.reference import reference_machine, triggers
 
 NAME = 'pair1_raw'
 INITIAL = 'unpaired'

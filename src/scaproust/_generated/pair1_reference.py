@@ -9,7 +9,7 @@ the message (dropped_ttl), the pipe stays.
 Hand-written actions and guards: scaproust.protocols.pair1.Pair1.
 """
 
-from scaproust.core.fsm_reference import reference_machine, triggers
+from scaproust.fsm.reference import reference_machine, triggers
 
 NAME = 'pair1'
 INITIAL = 'unpaired'

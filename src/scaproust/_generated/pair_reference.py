@@ -7,7 +7,7 @@ Send waits for a peer; what was accepted while the peer went away goes to the ne
 Hand-written actions and guards: scaproust.protocols.pair.Pair.
 """
 
-from scaproust.core.fsm_reference import reference_machine, triggers
+from scaproust.fsm.reference import reference_machine, triggers
 
 NAME = 'pair'
 INITIAL = 'unpaired'

@@ -8,8 +8,8 @@ follow the state.
 Hand-written actions and guards: scaproust.core.pipe.Pipe.
 """
 
-from scaproust.core.fsm import BACKEND
-from scaproust.core.machine_errors import RefusedEvent
+from scaproust.fsm import BACKEND
+from scaproust.fsm.errors import RefusedEvent
 
 NAME = 'pipe'
 INITIAL = 'idle'

@@ -8,7 +8,7 @@ death. Read and write interest follow the state.
 Hand-written actions and guards: scaproust.core.pipe.Pipe.
 """
 
-from scaproust.core.fsm_reference import reference_machine, triggers
+from scaproust.fsm.reference import reference_machine, triggers
 
 NAME = 'pipe'
 INITIAL = 'idle'

@@ -8,8 +8,8 @@ pipe.
 Hand-written actions and guards: scaproust.protocols.pub.Pub.
 """
 
-from scaproust.core.fsm import BACKEND
-from scaproust.core.machine_errors import RefusedEvent
+from scaproust.fsm import BACKEND
+from scaproust.fsm.errors import RefusedEvent
 
 NAME = 'pub'
 INITIAL = 'open'

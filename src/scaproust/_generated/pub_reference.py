@@ -8,7 +8,7 @@ data arriving at a PUB closes that pipe.
 Hand-written actions and guards: scaproust.protocols.pub.Pub.
 """
 
-from scaproust.core.fsm_reference import reference_machine, triggers
+from scaproust.fsm.reference import reference_machine, triggers
 
 NAME = 'pub'
 INITIAL = 'open'

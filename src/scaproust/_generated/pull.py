@@ -5,8 +5,8 @@
 Hand-written actions and guards: scaproust.protocols.pull.Pull.
 """
 
-from scaproust.core.fsm import BACKEND
-from scaproust.core.machine_errors import RefusedEvent
+from scaproust.fsm import BACKEND
+from scaproust.fsm.errors import RefusedEvent
 
 NAME = 'pull'
 INITIAL = 'open'

@@ -6,7 +6,7 @@ every PUSH; never sends.
 Hand-written actions and guards: scaproust.protocols.pull.Pull.
 """
 
-from scaproust.core.fsm_reference import reference_machine, triggers
+from scaproust.fsm.reference import reference_machine, triggers
 
 NAME = 'pull'
 INITIAL = 'open'

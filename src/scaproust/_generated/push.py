@@ -6,8 +6,8 @@ can take it; send waits while no pipe can. Anything a peer sends to a PUSH is di
 Hand-written actions and guards: scaproust.protocols.push.Push.
 """
 
-from scaproust.core.fsm import BACKEND
-from scaproust.core.machine_errors import RefusedEvent
+from scaproust.fsm import BACKEND
+from scaproust.fsm.errors import RefusedEvent
 
 NAME = 'push'
 INITIAL = 'open'

@@ -7,7 +7,7 @@ peer sends to a PUSH is discarded.
 Hand-written actions and guards: scaproust.protocols.push.Push.
 """
 
-from scaproust.core.fsm_reference import reference_machine, triggers
+from scaproust.fsm.reference import reference_machine, triggers
 
 NAME = 'push'
 INITIAL = 'open'

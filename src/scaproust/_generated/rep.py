@@ -7,8 +7,8 @@ bodies only.
 Hand-written actions and guards: scaproust.protocols.rep.Rep.
 """
 
-from scaproust.core.fsm import BACKEND
-from scaproust.core.machine_errors import RefusedEvent
+from scaproust.fsm import BACKEND
+from scaproust.fsm.errors import RefusedEvent
 
 NAME = 'rep'
 INITIAL = 'open'

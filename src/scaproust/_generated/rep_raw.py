@@ -8,8 +8,8 @@ the header; a reply for a pipe that is gone or full is dropped. Never blocks a s
 Hand-written actions and guards: scaproust.protocols.rep.RepRaw.
 """
 
-from scaproust.core.fsm import BACKEND
-from scaproust.core.machine_errors import RefusedEvent
+from scaproust.fsm import BACKEND
+from scaproust.fsm.errors import RefusedEvent
 
 NAME = 'rep_raw'
 INITIAL = 'open'

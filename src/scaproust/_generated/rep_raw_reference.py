@@ -9,7 +9,7 @@ dropped. Never blocks a send.
 Hand-written actions and guards: scaproust.protocols.rep.RepRaw.
 """
 
-from scaproust.core.fsm_reference import reference_machine, triggers
+from scaproust.fsm.reference import reference_machine, triggers
 
 NAME = 'rep_raw'
 INITIAL = 'open'

@@ -7,7 +7,7 @@ the reply, so the user sees bodies only.
 Hand-written actions and guards: scaproust.protocols.rep.Rep.
 """
 
-from scaproust.core.fsm_reference import reference_machine, triggers
+from scaproust.fsm.reference import reference_machine, triggers
 
 NAME = 'rep'
 INITIAL = 'open'

@@ -9,8 +9,8 @@ replaces the old; a reply whose first word is not the outstanding id is dropped.
 Hand-written actions and guards: scaproust.protocols.req.Req.
 """
 
-from scaproust.core.fsm import BACKEND
-from scaproust.core.machine_errors import RefusedEvent
+from scaproust.fsm import BACKEND
+from scaproust.fsm.errors import RefusedEvent
 
 NAME = 'req'
 INITIAL = 'idle'

@@ -9,8 +9,8 @@ over with the body; a malformed one closes its pipe.
 Hand-written actions and guards: scaproust.protocols.req.ReqRaw.
 """
 
-from scaproust.core.fsm import BACKEND
-from scaproust.core.machine_errors import RefusedEvent
+from scaproust.fsm import BACKEND
+from scaproust.fsm.errors import RefusedEvent
 
 NAME = 'req_raw'
 INITIAL = 'open'

@@ -10,7 +10,7 @@ its pipe.
 Hand-written actions and guards: scaproust.protocols.req.ReqRaw.
 """
 
-from scaproust.core.fsm_reference import reference_machine, triggers
+from scaproust.fsm.reference import reference_machine, triggers
 
 NAME = 'req_raw'
 INITIAL = 'open'

@@ -10,7 +10,7 @@ outstanding id is dropped.
 Hand-written actions and guards: scaproust.protocols.req.Req.
 """
 
-from scaproust.core.fsm_reference import reference_machine, triggers
+from scaproust.fsm.reference import reference_machine, triggers
 
 NAME = 'req'
 INITIAL = 'idle'

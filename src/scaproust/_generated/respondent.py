@@ -7,8 +7,8 @@ state error) and puts it on the response.
 Hand-written actions and guards: scaproust.protocols.respondent.Respondent.
 """
 
-from scaproust.core.fsm import BACKEND
-from scaproust.core.machine_errors import RefusedEvent
+from scaproust.fsm import BACKEND
+from scaproust.fsm.errors import RefusedEvent
 
 NAME = 'respondent'
 INITIAL = 'open'

@@ -9,8 +9,8 @@ malformed survey closes its pipe; one with more than ttl words is dropped.
 Hand-written actions and guards: scaproust.protocols.respondent.RespondentRaw.
 """
 
-from scaproust.core.fsm import BACKEND
-from scaproust.core.machine_errors import RefusedEvent
+from scaproust.fsm import BACKEND
+from scaproust.fsm.errors import RefusedEvent
 
 NAME = 'respondent_raw'
 INITIAL = 'open'

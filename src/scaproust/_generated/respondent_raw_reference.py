@@ -10,7 +10,7 @@ ttl words is dropped.
 Hand-written actions and guards: scaproust.protocols.respondent.RespondentRaw.
 """
 
-from scaproust.core.fsm_reference import reference_machine, triggers
+from scaproust.fsm.reference import reference_machine, triggers
 
 NAME = 'respondent_raw'
 INITIAL = 'open'

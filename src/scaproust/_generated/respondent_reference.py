@@ -7,7 +7,7 @@ answered (a send without one is a state error) and puts it on the response.
 Hand-written actions and guards: scaproust.protocols.respondent.Respondent.
 """
 
-from scaproust.core.fsm_reference import reference_machine, triggers
+from scaproust.fsm.reference import reference_machine, triggers
 
 NAME = 'respondent'
 INITIAL = 'open'

@@ -7,8 +7,8 @@ the linger time, and the socket is closed when the last pipe is gone.
 Hand-written actions and guards: scaproust.core.socket.SocketCore.
 """
 
-from scaproust.core.fsm import BACKEND
-from scaproust.core.machine_errors import RefusedEvent
+from scaproust.fsm import BACKEND
+from scaproust.fsm.errors import RefusedEvent
 
 NAME = 'socket'
 INITIAL = 'open'

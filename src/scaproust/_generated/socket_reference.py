@@ -8,7 +8,7 @@ last pipe is gone.
 Hand-written actions and guards: scaproust.core.socket.SocketCore.
 """
 
-from scaproust.core.fsm_reference import reference_machine, triggers
+from scaproust.fsm.reference import reference_machine, triggers
 
 NAME = 'socket'
 INITIAL = 'open'

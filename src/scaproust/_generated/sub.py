@@ -8,8 +8,8 @@ Never sends, not even subscriptions (WIRE.md).
 Hand-written actions and guards: scaproust.protocols.sub.Sub.
 """
 
-from scaproust.core.fsm import BACKEND
-from scaproust.core.machine_errors import RefusedEvent
+from scaproust.fsm import BACKEND
+from scaproust.fsm.errors import RefusedEvent
 
 NAME = 'sub'
 INITIAL = 'unsubscribed'

@@ -6,8 +6,8 @@ unfiltered, and no subscriptions at all (as nng's raw sub0); never sends.
 Hand-written actions and guards: scaproust.protocols.sub.SubRaw.
 """
 
-from scaproust.core.fsm import BACKEND
-from scaproust.core.machine_errors import RefusedEvent
+from scaproust.fsm import BACKEND
+from scaproust.fsm.errors import RefusedEvent
 
 NAME = 'sub_raw'
 INITIAL = 'open'

@@ -7,7 +7,7 @@ never sends.
 Hand-written actions and guards: scaproust.protocols.sub.SubRaw.
 """
 
-from scaproust.core.fsm_reference import reference_machine, triggers
+from scaproust.fsm.reference import reference_machine, triggers
 
 NAME = 'sub_raw'
 INITIAL = 'open'

@@ -8,7 +8,7 @@ here, before the receive queue. Never sends, not even subscriptions (WIRE.md).
 Hand-written actions and guards: scaproust.protocols.sub.Sub.
 """
 
-from scaproust.core.fsm_reference import reference_machine, triggers
+from scaproust.fsm.reference import reference_machine, triggers
 
 NAME = 'sub'
 INITIAL = 'unsubscribed'

@@ -9,8 +9,8 @@ old one and its deadline.
 Hand-written actions and guards: scaproust.protocols.surveyor.Surveyor.
 """
 
-from scaproust.core.fsm import BACKEND
-from scaproust.core.machine_errors import RefusedEvent
+from scaproust.fsm import BACKEND
+from scaproust.fsm.errors import RefusedEvent
 
 NAME = 'surveyor'
 INITIAL = 'idle'

@@ -9,8 +9,8 @@ pipe.
 Hand-written actions and guards: scaproust.protocols.surveyor.SurveyorRaw.
 """
 
-from scaproust.core.fsm import BACKEND
-from scaproust.core.machine_errors import RefusedEvent
+from scaproust.fsm import BACKEND
+from scaproust.fsm.errors import RefusedEvent
 
 NAME = 'surveyor_raw'
 INITIAL = 'open'

@@ -9,7 +9,7 @@ header; a malformed one closes its pipe.
 Hand-written actions and guards: scaproust.protocols.surveyor.SurveyorRaw.
 """
 
-from scaproust.core.fsm_reference import reference_machine, triggers
+from scaproust.fsm.reference import reference_machine, triggers
 
 NAME = 'surveyor_raw'
 INITIAL = 'open'

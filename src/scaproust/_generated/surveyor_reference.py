@@ -9,7 +9,7 @@ survey replaces the old one and its deadline.
 Hand-written actions and guards: scaproust.protocols.surveyor.Surveyor.
 """
 
-from scaproust.core.fsm_reference import reference_machine, triggers
+from scaproust.fsm.reference import reference_machine, triggers
 
 NAME = 'surveyor'
 INITIAL = 'idle'

@@ -11,17 +11,18 @@ two integers (``Loop.forked``), cheap enough for every message.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
 from scaproust.core import options as _options
-from scaproust.core.machine_errors import translate_machine_errors
 from scaproust.core.message import Message, as_message, body_of
 from scaproust.core.session import FORKED
 from scaproust.core.socket import SocketCore
 from scaproust.errors import Closed, Error, NotSupported, Timeout
 from scaproust.facade.aio import AsyncSocketMixin
 from scaproust.facade.endpoint import Endpoint
+from scaproust.fsm.errors import MachineError
 from scaproust.transports import get_transport
 from scaproust.transports.url import parse_url
 
@@ -344,7 +345,7 @@ class Socket(AsyncSocketMixin):
         raise Closed("socket is closed")
 
     def _control(self, command, *args):
-        with translate_machine_errors(self):
+        with _translate_machine_errors(self):
             return self._session._core.call(command, *args)
 
 
@@ -399,3 +400,14 @@ def _as_bytes(data) -> bytes:
         return bytes(memoryview(data))
     except TypeError:
         raise TypeError(f"send() takes a bytes-like object or sp.Message, not {type(data).__name__}") from None
+
+
+@contextlib.contextmanager
+def _translate_machine_errors(socket):
+    """A command the socket's machine refuses because it is closing is ``sp.Closed``."""
+    try:
+        yield
+    except MachineError as err:
+        if socket.closed or socket._core.state != "open":
+            raise Closed("socket is closed") from None
+        raise RuntimeError(f"scaproust internal error: {err}") from err

@@ -1,7 +1,7 @@
 """The reference backend: a machine's table run by a real ``transitions.Machine``.
 
 Only the generated ``_generated/<machine>_reference.py`` modules import this, and they are
-imported only when ``SCAPROUST_FSM=transitions`` (core/fsm.py) and by the conformance test
+imported only when ``SCAPROUST_FSM=transitions`` (fsm/__init__.py) and by the conformance test
 (tests/test_conformance.py): under the compiled backend, the default, ``transitions`` is
 never loaded. About 5 µs an event instead of 0.1 µs (docs/ARCHITECTURE.md, "Machines"); what it
 is for is being a second, independent implementation of every table.
@@ -16,7 +16,7 @@ from collections.abc import Callable
 from transitions import Machine, State
 from transitions import MachineError as TransitionsRefusal
 
-from scaproust.core.machine_errors import RefusedEvent
+from scaproust.fsm.errors import RefusedEvent
 
 # transitions logs every callback at INFO and ignored triggers at WARNING; keep it quiet
 # unless the user asks for more (ARCHITECTURE.md: keep its logger at WARNING).

@@ -1,14 +1,10 @@
-"""The errors of the state machines, and what a control call makes of them.
+"""The errors of the state machines.
 
 Nothing here imports ``transitions``: the compiled backend raises these errors too, and
-must not load the reference backend (core/fsm_reference.py translates its refusals).
+must not load the reference backend (fsm/reference.py translates its refusals).
 """
 
 from __future__ import annotations
-
-import contextlib
-
-from scaproust.errors import Closed
 
 
 class MachineError(Exception):
@@ -32,14 +28,3 @@ class RefusedEvent(MachineError):
     def __reduce__(self):
         # Exceptions pickle their args (here the message); rebuild from the three fields.
         return type(self), (self.machine, self.state, self.event)
-
-
-@contextlib.contextmanager
-def translate_machine_errors(socket):
-    """A command the socket's machine refuses because it is closing is ``sp.Closed``."""
-    try:
-        yield
-    except MachineError as err:
-        if socket.closed or socket._core.state != "open":
-            raise Closed("socket is closed") from None
-        raise RuntimeError(f"scaproust internal error: {err}") from err
