@@ -12,6 +12,7 @@ and nanomsg.
         assert pull.recv(timeout=1.0) == b"hello"
 """
 
+from scaproust import protocols as _protocols
 from scaproust.core.message import Message
 from scaproust.core.socket import PipeEvent
 from scaproust.errors import (
@@ -29,25 +30,13 @@ from scaproust.facade.endpoint import Endpoint
 from scaproust.facade.poll import POLLIN, POLLOUT, Poller, poll
 from scaproust.facade.session import Session, socket
 from scaproust.facade.socket import Socket
-from scaproust.protocols import (
-    Bus,
-    Pair,
-    Pair1,
-    Pub,
-    Pull,
-    Push,
-    Rep,
-    Req,
-    Respondent,
-    Sub,
-    Surveyor,
-)
+from scaproust.protocols import *  # noqa: F403  (every declared protocol: sp.Req, ...)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AddressInUse", "BadState", "Closed", "Error", "InvalidAddress", "NotSupported",
     "Timeout", "WouldBlock", "Message", "Endpoint", "Session", "Socket", "socket",
-    "Bus", "Pair", "Pair1", "Pub", "Pull", "Push", "Rep", "Req", "Respondent", "Sub",
-    "Surveyor", "PipeEvent", "Device", "device", "POLLIN", "POLLOUT", "Poller", "poll",
+    "PipeEvent", "Device", "device", "POLLIN", "POLLOUT", "Poller", "poll",
 ]
+__all__ += _protocols.__all__

@@ -18,5 +18,5 @@ from scaproust.protocols.surveyor import SURVEYOR as Surveyor
 
 ALL = (Pair, Pair1, Pub, Sub, Req, Rep, Push, Pull, Surveyor, Respondent, Bus)
 
-__all__ = ["ALL", "Bus", "Pair", "Pair1", "Pub", "Pull", "Push", "Rep", "Req", "Respondent",
+__all__ = ["Bus", "Pair", "Pair1", "Pub", "Pull", "Push", "Rep", "Req", "Respondent",
            "Sub", "Surveyor"]
