@@ -9,6 +9,7 @@ for the next operation that uses it (a plain attribute store is atomic under the
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import attrs
 
@@ -104,9 +105,9 @@ class EndpointOptions:
     reconnect_interval_max: float = 0.0
 
     @classmethod
-    def of(cls, options: Options, **overrides) -> EndpointOptions:
+    def of(cls, options: Options, **overrides: object) -> EndpointOptions:
         """Resolve from a socket's options; ``overrides`` are validated (None = unset)."""
-        values = {}
+        values: dict[str, Any] = {}  # each of its option's type: validate() checked it
         for name in ENDPOINT_OPTIONS:
             value = overrides.pop(name, None)
             values[name] = getattr(options, name) if value is None else validate(name, value)
@@ -116,7 +117,7 @@ class EndpointOptions:
         return cls(**values)
 
 
-def validate(name: str, value):
+def validate(name: str, value: object) -> object:
     """Return ``value`` normalised for option ``name``, or raise TypeError/ValueError."""
     try:
         spec = SPECS[name]
@@ -135,6 +136,7 @@ def validate(name: str, value):
     if spec.kind == "int":
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"option {name} must be an int from {int(spec.minimum)} to {spec.maximum}, not {value!r}")
+        assert spec.maximum is not None  # every "int" option has a maximum
         if not spec.minimum <= value <= spec.maximum:
             raise ValueError(f"option {name} must be from {int(spec.minimum)} to {spec.maximum}, not {value}")
         return value
@@ -147,15 +149,15 @@ def validate(name: str, value):
     if isinstance(value, bool) or not isinstance(value, int | float):
         allowed = "None or a number of seconds >= 0" if spec.kind == "timeout" else "a number of seconds"
         raise TypeError(f"option {name} must be {allowed}, not {value!r}")
-    value = float(value)
-    if math.isnan(value) or math.isinf(value) and spec.kind != "timeout":
-        raise ValueError(f"option {name} must be a finite number of seconds, not {value}")
-    if math.isinf(value):
+    seconds = float(value)
+    if math.isnan(seconds) or math.isinf(seconds) and spec.kind != "timeout":
+        raise ValueError(f"option {name} must be a finite number of seconds, not {seconds}")
+    if math.isinf(seconds):
         return None  # an infinite timeout is "forever"
-    if value < spec.minimum or (spec.exclusive_minimum and value <= spec.minimum):
+    if seconds < spec.minimum or (spec.exclusive_minimum and seconds <= spec.minimum):
         bound = "> 0" if spec.exclusive_minimum else ">= 0"
-        raise ValueError(f"option {name} must be {bound} seconds, not {value}")
-    return value
+        raise ValueError(f"option {name} must be {bound} seconds, not {seconds}")
+    return seconds
 
 
 def applies(spec: OptionSpec, protocol: ProtocolInfo | None) -> bool:
@@ -173,18 +175,41 @@ class Options:
 
     __slots__ = (*SPECS, "protocol")
 
-    def __init__(self, protocol: ProtocolInfo | str | None = None, **values):
+    # One attribute per option of SPECS, typed for the checkers (tests/core/test_options.py
+    # checks that these are exactly the options of SPECS, with the type of each one's kind).
+    send_timeout: float | None
+    recv_timeout: float | None
+    recv_max_size: int
+    reconnect_interval: float
+    reconnect_interval_max: float
+    handshake_timeout: float
+    linger: float
+    send_buffer: int
+    recv_buffer: int
+    tcp_nodelay: bool
+    tcp_keepalive: bool
+    ipv4_only: bool
+    socket_name: str
+    send_priority: int
+    recv_priority: int
+    resend_interval: float
+    survey_deadline: float
+    ttl: int
+
+    def __init__(self, protocol: ProtocolInfo | str | None = None, **values: object) -> None:
         #: The socket's protocol (a name is looked up), or None: every option applies.
-        self.protocol = by_name(protocol) if isinstance(protocol, str) else protocol
+        self.protocol: ProtocolInfo | None = (
+            by_name(protocol) if isinstance(protocol, str) else protocol)
         for name, spec in SPECS.items():
             setattr(self, name, spec.default)
         for name, value in values.items():
             self.set(name, value)
 
-    def set(self, name: str, value) -> None:
+    def set(self, name: str, value: object) -> None:
         value = validate(name, value)
         spec = SPECS[name]
         if not applies(spec, self.protocol):
+            assert self.protocol is not None  # every option applies to no protocol
             raise TypeError(f"option {name} does not apply to a {self.protocol.name} socket "
                             f"(it is for {', '.join(protocols_with(spec))})")
         setattr(self, name, value)
@@ -204,7 +229,8 @@ def markdown_table() -> str:
             allowed = spec.kind
         else:
             allowed = "seconds > 0" if spec.exclusive_minimum else "seconds >= 0"
-        default = {None: "None (forever)", MiB: "1 MiB (1048576)", "": '""'}.get(spec.default, spec.default)
+        labels: dict[object, object] = {None: "None (forever)", MiB: "1 MiB (1048576)", "": '""'}
+        default = labels.get(spec.default, spec.default)
         if isinstance(spec.default, bool):
             default = str(spec.default)
         sockets = ", ".join(protocols_with(spec)) if spec.specific else "all"
