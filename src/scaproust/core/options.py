@@ -9,13 +9,15 @@ for the next operation that uses it (a plain attribute store is atomic under the
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 
 from scaproust.core.protocol_info import ProtocolInfo, by_name, registered
 
 MiB = 1024 * 1024
+
+T = TypeVar("T")
 
 
 @attrs.frozen
@@ -88,9 +90,12 @@ SPECS = {
     )
 }
 
-#: Options fixed per endpoint: bind() and connect() take them as keyword arguments too.
-ENDPOINT_OPTIONS = ("send_priority", "recv_priority", "recv_max_size", "reconnect_interval",
-                    "reconnect_interval_max")
+def _default(name: str, kind: type[T]) -> T:
+    """The default of option ``name``, from ``SPECS`` (the one table of defaults)."""
+    value = SPECS[name].default
+    if not isinstance(value, kind):
+        raise TypeError(f"option {name}: default {value!r} is not a {kind.__name__}")
+    return value
 
 
 @attrs.frozen
@@ -98,11 +103,11 @@ class EndpointOptions:
     """The options an endpoint fixes for its pipes when it is made (``bind``/``connect``):
     the socket's values at that moment, or the keyword arguments given there."""
 
-    send_priority: int = 8
-    recv_priority: int = 8
-    recv_max_size: int = MiB
-    reconnect_interval: float = 0.1
-    reconnect_interval_max: float = 0.0
+    send_priority: int = _default("send_priority", int)
+    recv_priority: int = _default("recv_priority", int)
+    recv_max_size: int = _default("recv_max_size", int)
+    reconnect_interval: float = _default("reconnect_interval", float)
+    reconnect_interval_max: float = _default("reconnect_interval_max", float)
 
     @classmethod
     def of(cls, options: Options, **overrides: object) -> EndpointOptions:
@@ -115,6 +120,10 @@ class EndpointOptions:
             raise TypeError(f"unknown endpoint option(s) {', '.join(sorted(overrides))} "
                             f"(known: {', '.join(ENDPOINT_OPTIONS)})")
         return cls(**values)
+
+
+#: Options fixed per endpoint: bind() and connect() take them as keyword arguments too.
+ENDPOINT_OPTIONS = tuple(field.name for field in attrs.fields(EndpointOptions))
 
 
 def validate(name: str, value: object) -> object:

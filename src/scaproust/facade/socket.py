@@ -15,7 +15,17 @@ import enum
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final, Literal, TypeAlias, TypeVar, TypeVarTuple, cast
+from typing import (
+    TYPE_CHECKING,
+    Final,
+    Generic,
+    Literal,
+    TypeAlias,
+    TypeVar,
+    TypeVarTuple,
+    cast,
+    overload,
+)
 
 from scaproust.core import options as _options
 from scaproust.core.machine_errors import translate_machine_errors
@@ -53,6 +63,41 @@ _DEFAULT: Final = _Default.TOKEN  # "use the socket's option", distinct from Non
 TimeoutArg: TypeAlias = "float | None | Literal[_Default.TOKEN]"
 
 
+class _Option(Generic[T]):
+    """One option of core/options.py's ``SPECS`` as an attribute of the socket, of type
+    ``T``: reading returns its value, assigning validates it at once.
+
+    ``Socket`` declares one per option (``send_timeout = _Option[float | None]()``), so
+    IDEs and type checkers see them; tests/core/test_options.py checks the declarations
+    against ``SPECS``, names and types. An option of another protocol
+    (``resend_interval`` on a PUSH) is no attribute of the socket: ``AttributeError``.
+    """
+
+    def __set_name__(self, owner: type[Socket], name: str) -> None:
+        self.name = name
+        self.spec = _options.SPECS[name]  # not an option: fails at import
+        self.__doc__ = self.spec.doc
+
+    @overload
+    def __get__(self, sock: None, owner: type[Socket]) -> _Option[T]: ...
+    @overload
+    def __get__(self, sock: Socket, owner: type[Socket] | None = None) -> T: ...
+
+    def __get__(self, sock: Socket | None, owner: type[Socket] | None = None) -> T | _Option[T]:
+        if sock is None:
+            return self
+        sock._check_fork()
+        if not _options.applies(self.spec, sock._info):
+            raise AttributeError(f"a {sock._info.name} socket has no option {self.name!r}")
+        return cast(T, getattr(sock._options, self.name))
+
+    def __set__(self, sock: Socket, value: T) -> None:
+        sock._check_fork()
+        sock._options.set(self.name, value)
+        if self.name == "recv_buffer":
+            sock._channel.recv_high = sock._options.recv_buffer
+
+
 class Socket(AsyncSocketMixin):
     """A scalability-protocol socket. Create one with ``session.socket(sp.Push, ...)``.
 
@@ -76,6 +121,29 @@ class Socket(AsyncSocketMixin):
         policy = None if raw else info.policy
         self._policy: Policy | None = (
             policy(self._channel, self._options, self._core.stats) if policy else None)
+
+    # ------------------------------------------------------------------ options
+    # One attribute per option of SPECS (docs/OPTIONS.md), in its order, with its type.
+
+    send_timeout = _Option[float | None]()
+    recv_timeout = _Option[float | None]()
+    recv_max_size = _Option[int]()
+    reconnect_interval = _Option[float]()
+    reconnect_interval_max = _Option[float]()
+    handshake_timeout = _Option[float]()
+    linger = _Option[float]()
+    send_buffer = _Option[int]()
+    recv_buffer = _Option[int]()
+    tcp_nodelay = _Option[bool]()
+    tcp_keepalive = _Option[bool]()
+    ipv4_only = _Option[bool]()
+    socket_name = _Option[str]()
+    send_priority = _Option[int]()
+    recv_priority = _Option[int]()
+    # Only on the sockets whose protocol declares them (REQ; SURVEYOR; those with a ttl).
+    resend_interval = _Option[float]()
+    survey_deadline = _Option[float]()
+    ttl = _Option[int]()
 
     def _make_core(self) -> SocketCore:
         # The callback holds the event, not the facade: the I/O thread must not keep an
@@ -403,33 +471,6 @@ def _close_collected(channel: Channel, core: SocketCore) -> None:
     """Close a garbage-collected socket, in the I/O thread (see ``Socket.__del__``)."""
     channel.close()
     core.close()
-
-
-def _add_option_properties(cls: type[Socket]) -> None:
-    """One property per option: reading returns it, assigning validates it at once."""
-
-    def make(name: str, doc: str) -> property:
-        def get(self: Socket) -> object:
-            self._check_fork()
-            # An option of another protocol (resend_interval on a PUSH) is no attribute here.
-            if not _options.applies(_options.SPECS[name], self._info):
-                raise AttributeError(f"a {self._info.name} socket has no option {name!r}")
-            return getattr(self._options, name)
-
-        def set_(self: Socket, value: object) -> None:
-            self._check_fork()
-            self._options.set(name, value)
-            if name == "recv_buffer":
-                self._channel.recv_high = self._options.recv_buffer
-
-        return property(get, set_, doc=doc)
-
-    for name, spec in _options.SPECS.items():
-        setattr(cls, name, make(name, spec.doc))
-
-
-
-_add_option_properties(Socket)
 
 
 def _as_bytes(data: ReadableBuffer) -> bytes:
