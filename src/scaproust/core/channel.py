@@ -28,22 +28,23 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from scaproust.core.inbox import DEFAULT_PRIORITY, Inbox
 from scaproust.errors import Closed, Timeout, WouldBlock
 
 if TYPE_CHECKING:
+    from typing import Protocol
+
     from scaproust.core.caller_reader import CallerReader
     from scaproust.core.message import Item
     from scaproust.reactor.wakeup import Wakeup
 
+    class Watcher(Protocol):
+        """What a poller registers in a channel: a ``threading.Event``, or an asyncio
+        task's waker (facade/aio.py). ``set()`` runs under the channel's lock."""
 
-class Watcher(Protocol):
-    """What a poller registers in a channel: a ``threading.Event``, or an asyncio task's
-    waker (facade/aio.py). ``set()`` runs under the channel's lock."""
-
-    def set(self) -> None: ...
+        def set(self) -> None: ...
 
 #: Credit that never runs out, for protocols whose send never blocks (pub, bus, rep).
 UNBOUNDED = 1 << 60

@@ -8,25 +8,29 @@ recording fake with the same methods (tests/protocols/fakes.py).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Protocol, TypeVarTuple
+from typing import TYPE_CHECKING, TypeVarTuple
 
 from scaproust.core.channel import UNBOUNDED, Channel
-from scaproust.core.guard import Crashable, fire
-from scaproust.core.stats import BYTES_RECEIVED, MSGS_RECEIVED, Stats
+from scaproust.core.guard import fire
+from scaproust.core.stats import BYTES_RECEIVED, MSGS_RECEIVED
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Sequence
+    from typing import Protocol
+
+    from scaproust.core.guard import Crashable
     from scaproust.core.interfaces import PipeLoop, Timer
     from scaproust.core.message import Item
     from scaproust.core.options import Options
+    from scaproust.core.stats import Stats
+
+    class PausablePipe(Protocol):
+        """A pipe as the context sees it: one it can stop reading (the receive queue is
+        full)."""
+
+        def cmd_pause(self) -> None: ...
 
 Ts = TypeVarTuple("Ts")
-
-
-class PausablePipe(Protocol):
-    """A pipe as the context sees it: one it can stop reading (the receive queue is full)."""
-
-    def cmd_pause(self) -> None: ...
 
 log = logging.getLogger("scaproust.protocol")
 

@@ -13,20 +13,20 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
-from typing import Protocol, TypeVar, TypeVarTuple
+from typing import TYPE_CHECKING, Protocol, TypeVar, TypeVarTuple
 
 log = logging.getLogger("scaproust")
 
+if TYPE_CHECKING:  # for type checkers only: nothing to build at import
+    class Crashable(Protocol):
+        """A machine that can be sent to its final state after an internal error: every
+        machine of protocols.yaml has an ``evt_crashed`` row and an ``_abandon`` method."""
 
-class Crashable(Protocol):
-    """A machine that can be sent to its final state after an internal error: every
-    machine of protocols.yaml has an ``evt_crashed`` row and an ``_abandon`` method."""
-
-    def evt_crashed(self, err: Exception, /) -> None: ...
-    def _abandon(self) -> None: ...
+        def evt_crashed(self, err: Exception, /) -> None: ...
+        def _abandon(self) -> None: ...
 
 
-M = TypeVar("M", bound=Crashable)
+M = TypeVar("M", bound="Crashable")
 Ts = TypeVarTuple("Ts")
 R = TypeVar("R")
 F = TypeVar("F", bound=Callable[..., object])

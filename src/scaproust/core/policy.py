@@ -19,15 +19,24 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from scaproust.core.stats import Stats
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Protocol
+
     from scaproust.core.channel import Channel
     from scaproust.core.message import Item
     from scaproust.core.options import Options
+
+    class Subscriptions(Protocol):
+        """The policy of a cooked SUB (protocols/sub.py): topics, changed in the caller's
+        thread around ``run(topic)``, which asks the I/O thread to do the same."""
+
+        def subscribe(self, topic: bytes | str, run: Callable[[bytes], object]) -> None: ...
+        def unsubscribe(self, topic: bytes | str, run: Callable[[bytes], object]) -> None: ...
 
 
 class Policy:
@@ -54,11 +63,3 @@ class Policy:
 
     def incoming(self, item: Item) -> Item | None:
         return item
-
-
-class Subscriptions(Protocol):
-    """The policy of a cooked SUB (protocols/sub.py): topics, changed in the caller's
-    thread around ``run(topic)``, which asks the I/O thread to do the same."""
-
-    def subscribe(self, topic: bytes | str, run: Callable[[bytes], object]) -> None: ...
-    def unsubscribe(self, topic: bytes | str, run: Callable[[bytes], object]) -> None: ...

@@ -67,7 +67,7 @@ class _Option(Generic[T]):
     """One option of core/options.py's ``SPECS`` as an attribute of the socket, of type
     ``T``: reading returns its value, assigning validates it at once.
 
-    ``Socket`` declares one per option (``send_timeout = _Option[float | None]()``), so
+    ``Socket`` declares one per option (``send_timeout: _Option[float | None]``), so
     IDEs and type checkers see them; tests/core/test_options.py checks the declarations
     against ``SPECS``, names and types. An option of another protocol
     (``resend_interval`` on a PUSH) is no attribute of the socket: ``AttributeError``.
@@ -125,25 +125,25 @@ class Socket(AsyncSocketMixin):
     # ------------------------------------------------------------------ options
     # One attribute per option of SPECS (docs/OPTIONS.md), in its order, with its type.
 
-    send_timeout = _Option[float | None]()
-    recv_timeout = _Option[float | None]()
-    recv_max_size = _Option[int]()
-    reconnect_interval = _Option[float]()
-    reconnect_interval_max = _Option[float]()
-    handshake_timeout = _Option[float]()
-    linger = _Option[float]()
-    send_buffer = _Option[int]()
-    recv_buffer = _Option[int]()
-    tcp_nodelay = _Option[bool]()
-    tcp_keepalive = _Option[bool]()
-    ipv4_only = _Option[bool]()
-    socket_name = _Option[str]()
-    send_priority = _Option[int]()
-    recv_priority = _Option[int]()
+    send_timeout: _Option[float | None] = _Option()
+    recv_timeout: _Option[float | None] = _Option()
+    recv_max_size: _Option[int] = _Option()
+    reconnect_interval: _Option[float] = _Option()
+    reconnect_interval_max: _Option[float] = _Option()
+    handshake_timeout: _Option[float] = _Option()
+    linger: _Option[float] = _Option()
+    send_buffer: _Option[int] = _Option()
+    recv_buffer: _Option[int] = _Option()
+    tcp_nodelay: _Option[bool] = _Option()
+    tcp_keepalive: _Option[bool] = _Option()
+    ipv4_only: _Option[bool] = _Option()
+    socket_name: _Option[str] = _Option()
+    send_priority: _Option[int] = _Option()
+    recv_priority: _Option[int] = _Option()
     # Only on the sockets whose protocol declares them (REQ; SURVEYOR; those with a ttl).
-    resend_interval = _Option[float]()
-    survey_deadline = _Option[float]()
-    ttl = _Option[int]()
+    resend_interval: _Option[float] = _Option()
+    survey_deadline: _Option[float] = _Option()
+    ttl: _Option[int] = _Option()
 
     def _make_core(self) -> SocketCore:
         # The callback holds the event, not the facade: the I/O thread must not keep an
