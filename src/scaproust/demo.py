@@ -19,14 +19,14 @@ JOBS = 5
 PINGS = 3
 
 
-def _child(role: str, url: str) -> subprocess.Popen:
+def _child(role: str, url: str) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
     src = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
     return subprocess.Popen([sys.executable, "-m", "scaproust", "demo-peer", role, url], env=env)
 
 
-def _wait(proc: subprocess.Popen) -> None:
+def _wait(proc: subprocess.Popen[bytes]) -> None:
     try:
         if proc.wait(timeout=20) != 0:
             raise SystemExit(f"demo peer exited with status {proc.returncode}")

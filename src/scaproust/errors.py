@@ -43,3 +43,7 @@ class ProtocolError(Error):
     Raised inside the I/O thread only: it closes the offending pipe and is logged; it never
     reaches the user's thread.
     """
+
+    #: The frames decoded before the bad one in the same chunk (set by the frame decoder:
+    #: the pipe delivers them before it closes), or None.
+    frames: list[bytes] | None = None

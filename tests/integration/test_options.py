@@ -35,6 +35,18 @@ def test_bad_values_name_the_option(session, name, bad, error):
         session.socket(sp.Pull, **{name: bad})
 
 
+def test_a_bad_timeout_argument_names_the_option_it_overrides(session):
+    # send() used to validate its timeout= as recv_timeout, and said so (found typing it).
+    push = session.socket(sp.Push)
+    with pytest.raises(ValueError, match="option send_timeout must be >= 0"):
+        push.send(b"x", timeout=-1)
+    with pytest.raises(TypeError, match="option send_timeout must be None or"):
+        push.send(b"x", timeout="soon")
+    pull = session.socket(sp.Pull)
+    with pytest.raises(ValueError, match="option recv_timeout must be >= 0"):
+        pull.recv(timeout=-1)
+
+
 def test_read_only_facts(session):
     push = session.socket(sp.Push, socket_name="jobs")
     assert push.protocol is sp.Push and push.peer is sp.Pull and push.raw is False

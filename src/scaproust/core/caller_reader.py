@@ -46,8 +46,20 @@ from __future__ import annotations
 import functools
 import select
 import time
+from collections.abc import Callable, Collection, Iterable
+from typing import TYPE_CHECKING, TypeAlias
 
 from scaproust.reactor.wakeup import Wakeup
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from scaproust.core.channel import Channel
+    from scaproust.core.interfaces import Lender, LendingPipe
+    from scaproust.reactor.loop import HasFileno, Loop
+
+#: A loan to an asyncio event loop: each lent pipe's lender and the fd it watches.
+Loan: TypeAlias = "list[tuple[Lender, int]]"
 
 #: A socket with more pipes than this is read by the I/O thread only.
 LEND_MAX = 8
@@ -59,7 +71,8 @@ EVENT_LOOP_OWN_WAIT = 0.0005
 class CallerReader:
     """The caller-side reading of one socket (see the module's docstring)."""
 
-    def __init__(self, loop, channel, pipes_of_socket):
+    def __init__(self, loop: Loop, channel: Channel,
+                 pipes_of_socket: Callable[[], Collection[LendingPipe]]) -> None:
         self.loop = loop
         self.channel = channel
         self._pipes = pipes_of_socket
@@ -82,25 +95,27 @@ class CallerReader:
         try:
             if self.wakeup is None:
                 self.wakeup = _new_wakeup()
-            made = self.wakeup is not None
-            sleep = made and self.channel.begin_reading(self.wakeup)
+            wakeup = self.wakeup
+            sleep = wakeup is not None and self.channel.begin_reading(wakeup)
         finally:
             self.loop.release()
-        if not sleep:  # something was delivered meanwhile, a close, or no wake-up to sleep on
+        if not sleep or wakeup is None:
+            # Something was delivered meanwhile, a close, or no wake-up to sleep on.
             self._end(lent, owned=False)
-            return made
-        ready: set = set()
+            return wakeup is not None
+        ready: set[HasFileno] = set()
         owned = False
         try:
-            ready, owned = self._read_until_delivered(lent, deadline)
+            ready, owned = self._read_until_delivered(lent, wakeup, deadline)
         finally:
             self.channel.end_reading()
             self._end(lent, owned)
-        if self.wakeup in ready:
-            self.wakeup.drain()
+        if wakeup in ready:
+            wakeup.drain()
         return True
 
-    def _read_until_delivered(self, lent: list, deadline: float | None) -> tuple[set, bool]:
+    def _read_until_delivered(self, lent: list[Lender], wakeup: Wakeup,
+                              deadline: float | None) -> tuple[set[HasFileno], bool]:
         """Poll and read the lent pipes until a message is delivered (a large one may take
         many reads: the pipes stay lent meanwhile, so the loop does not wake for each
         chunk), the deadline, a close or a wake-up. Returns what the last poll found, and
@@ -108,7 +123,7 @@ class CallerReader:
         loop, channel = self.loop, self.channel
         while True:
             streams = [lender.stream for lender in lent if lender.stream is not None]
-            ready = _poll_readable(streams, self.wakeup, deadline)
+            ready = _poll_readable(streams, wakeup, deadline)
             # Awake now: what this thread delivers must not write to its own wake-up.
             channel.end_reading()
             if not loop.own(None):
@@ -116,15 +131,15 @@ class CallerReader:
             for lender in lent:
                 if lender.stream in ready:
                     lender.read()
-            if (not ready or self.wakeup in ready
+            if (not ready or wakeup in ready
                     or not any(lender.stream is not None for lender in lent)
-                    or not channel.begin_reading(self.wakeup)):  # a message, or a close
+                    or not channel.begin_reading(wakeup)):  # a message, or a close
                 return ready, True
             loop.release()
 
     # ------------------------------------------------------------------ asyncio
 
-    def lend_to_event_loop(self, aloop) -> list | None:
+    def lend_to_event_loop(self, aloop: asyncio.AbstractEventLoop) -> Loan | None:
         """While a task awaits a message, lend the socket's pipes to its asyncio event loop
         (same rules as ``wait``): the event loop watches them and reads them in its own
         thread, so the message needs no hand-off from the I/O thread either. Returns the
@@ -136,7 +151,11 @@ class CallerReader:
             # By fd: a stream closed later has no fileno() any more. A pipe that dies while
             # lent (read here, or closed by the I/O thread) leaves the event loop at once,
             # before its fd number can be reused by another registration.
-            loan = [(lender, lender.stream.fileno()) for lender in lent]
+            loan: Loan = []
+            for lender in lent:
+                stream = lender.stream
+                assert stream is not None  # lent just now, under the session lock: alive
+                loan.append((lender, stream.fileno()))
             for lender, fd in loan:
                 lender.on_release = functools.partial(
                     aloop.call_soon_threadsafe, aloop.remove_reader, fd)
@@ -146,7 +165,7 @@ class CallerReader:
             aloop.add_reader(fd, self._read_for_event_loop, lender)
         return loan
 
-    def _read_for_event_loop(self, lender) -> None:
+    def _read_for_event_loop(self, lender: Lender) -> None:
         loop = self.loop
         if loop.own(None):
             try:
@@ -154,7 +173,7 @@ class CallerReader:
             finally:
                 loop.release()
 
-    def end_loan(self, aloop, loan: list) -> None:
+    def end_loan(self, aloop: asyncio.AbstractEventLoop, loan: Loan) -> None:
         """The task stopped awaiting: the I/O thread reads the pipes again."""
         alive = self._end([lender for lender, _ in loan], owned=False)
         for lender, fd in loan:
@@ -165,7 +184,7 @@ class CallerReader:
 
     # ------------------------------------------------------------------ lending
 
-    def _borrow(self, timeout: float | None) -> list | None:
+    def _borrow(self, timeout: float | None) -> list[Lender] | None:
         """Own the session (waiting up to ``timeout``) and lend the socket's active pipes
         to this thread: their lenders, the session still owned (the caller releases it),
         or None, not owned, if this cannot be done now."""
@@ -180,7 +199,7 @@ class CallerReader:
         self.waited = True
         return lent
 
-    def _end(self, lent: list, owned: bool) -> list:
+    def _end(self, lent: list[Lender], owned: bool) -> list[Lender]:
         """Give the lent pipes back to the I/O thread: this thread reads no more. Returns
         the lenders whose pipe is still alive, decided under the session lock (a pipe
         dying meanwhile has called its ``on_release`` by then, or never will)."""
@@ -199,7 +218,7 @@ class CallerReader:
                 loop.release()
         return alive
 
-    def _lend(self) -> list:
+    def _lend(self) -> list[Lender]:
         """Lend the reading of the socket's active pipes (session lock held)."""
         pipes = self._pipes()
         if len(pipes) > LEND_MAX:
@@ -224,16 +243,17 @@ def _new_wakeup() -> Wakeup | None:
         return None
 
 
-def _give_back(lent) -> None:
+def _give_back(lent: Iterable[Lender]) -> None:
     for lender in lent:
         lender.give_back()
 
 
-def _poll_readable(streams, wakeup: Wakeup, deadline: float | None) -> set:
+def _poll_readable(streams: Iterable[HasFileno], wakeup: Wakeup,
+                   deadline: float | None) -> set[HasFileno]:
     """Sleep until one of ``streams`` or ``wakeup`` is readable, or the deadline; return
     the readable ones (``wakeup`` included if it fired)."""
     poller = select.poll()
-    by_fd = {}
+    by_fd: dict[int, HasFileno] = {}
     for obj in (*streams, wakeup):
         fd = obj.fileno()
         by_fd[fd] = obj

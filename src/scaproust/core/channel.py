@@ -27,10 +27,24 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from scaproust.core.inbox import DEFAULT_PRIORITY, Inbox
 from scaproust.errors import Closed, Timeout, WouldBlock
+
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    from scaproust.core.caller_reader import CallerReader
+    from scaproust.core.message import Item
+    from scaproust.reactor.wakeup import Wakeup
+
+    class Watcher(Protocol):
+        """What a poller registers in a channel: a ``threading.Event``, or an asyncio
+        task's waker (facade/aio.py). ``set()`` runs under the channel's lock."""
+
+        def set(self) -> None: ...
 
 #: Credit that never runs out, for protocols whose send never blocks (pub, bus, rep).
 UNBOUNDED = 1 << 60
@@ -40,7 +54,7 @@ class Channel:
     """Queues and credit shared by a facade socket and its backend ``SocketCore``."""
 
     def __init__(self, *, wake_backend: Callable[[], None], resume_reading: Callable[[], None],
-                 recv_high: int = 1024, recv_high_bytes: int = 8 * 1024 * 1024):
+                 recv_high: int = 1024, recv_high_bytes: int = 8 * 1024 * 1024) -> None:
         self._lock = threading.Lock()
         self._can_send = threading.Condition(self._lock)
         self._can_recv = threading.Condition(self._lock)
@@ -52,21 +66,21 @@ class Channel:
         self.credit = 0
         # Unbounded until a protocol states a byte capacity (Context.set_send_capacity).
         self.credit_bytes = UNBOUNDED
-        self.outbox: deque = deque()
+        self.outbox: deque[Item] = deque()
         self.inbox = Inbox()
         self.closed = False
         self.recv_paused = False
         self._drain_posted = False
         # Pollers waiting on this channel (threading.Event): set when it may have become
         # readable, writable or closed. Usually empty, so the cost is one truth test.
-        self.watchers: set = set()
+        self.watchers: set[Watcher] = set()
         #: Set by the backend: a ``CallerReader`` that reads the
         #: socket's pipes in the caller's thread while it waits.
-        self.reader = None
+        self.reader: CallerReader | None = None
         #: A caller's thread sleeps in poll() on the socket's pipes and ``reader_wakeup``
         #: (a ``Wakeup``): whoever delivers or closes must wake it.
         self.reader_waiting = False
-        self.reader_wakeup = None
+        self.reader_wakeup: Wakeup | None = None
         #: When the last put() began (or a send run in the caller's thread ended), and how
         #: long the channel had been quiet before the latest put(): the backend tells a
         #: lone send (write it at once) from one in a burst (let the I/O thread batch).
@@ -79,7 +93,7 @@ class Channel:
 
     # ------------------------------------------------------------------ user threads
 
-    def put(self, item, timeout: float | None) -> None:
+    def put(self, item: Item, timeout: float | None) -> None:
         """Queue ``item`` for the backend; wait up to ``timeout`` s for credit (None: forever,
         0: never wait)."""
         now = time.monotonic()
@@ -102,7 +116,7 @@ class Channel:
             self._drain_posted = True
         self._wake_backend()
 
-    def get(self, timeout: float | None):
+    def get(self, timeout: float | None) -> Item:
         """Take the next received item; wait up to ``timeout`` s for one.
 
         While it waits, the caller's thread reads the socket's pipes itself when it can
@@ -111,6 +125,7 @@ class Channel:
         thread to deliver.
         """
         with self._lock:
+            item: Item | None
             if self.inbox:
                 item, resume = self._pop()
             elif self.closed:
@@ -126,7 +141,7 @@ class Channel:
             self._resume_reading()
         return item
 
-    def _wait_for_item(self, timeout: float | None):
+    def _wait_for_item(self, timeout: float | None) -> tuple[Item, bool]:
         """``get`` once the inbox was found empty, this thread counted in ``recv_waiters``
         (uncounted on the way out, in the lock sections it takes anyway)."""
         counted = True
@@ -158,7 +173,7 @@ class Channel:
                 with self._lock:
                     self.recv_waiters -= 1
 
-    def _pop(self):
+    def _pop(self) -> tuple[Item, bool]:
         """The next item and whether reading must resume (channel lock held)."""
         item = self.inbox.popleft()
         self.inbox_bytes -= len(item)
@@ -171,7 +186,8 @@ class Channel:
     def _has_credit(self) -> bool:
         return self.credit > 0 and self.credit_bytes > 0
 
-    def _wait(self, cond: threading.Condition, ready, timeout: float | None, what: str,
+    def _wait(self, cond: threading.Condition, ready: Callable[[], object],
+              timeout: float | None, what: str,
               deadline: float | None = None) -> None:
         if timeout is not None and timeout <= 0:
             raise WouldBlock(f"{what} would block")
@@ -190,7 +206,7 @@ class Channel:
 
     # ------------------------------------------------------------------ I/O thread
 
-    def take_outbox(self) -> deque:
+    def take_outbox(self) -> deque[Item]:
         """Everything queued by ``put`` since the last call."""
         with self._lock:
             batch, self.outbox = self.outbox, deque()
@@ -218,7 +234,7 @@ class Channel:
             self.credit_bytes -= taken_bytes
         return taken, taken_bytes
 
-    def push_many(self, items, priority: int = DEFAULT_PRIORITY) -> int:
+    def push_many(self, items: Sequence[Item], priority: int = DEFAULT_PRIORITY) -> int:
         """Queue received items for ``get``; return their size in bytes."""
         size = len(items[0]) if len(items) == 1 else sum(map(len, items))
         with self._lock:
@@ -231,10 +247,10 @@ class Channel:
             if self.watchers:
                 self._wake_watchers()
             if self.reader_waiting:
-                self.reader_wakeup.wakeup()
+                self._wake_reader_locked()
         return size
 
-    def purge_inbox(self, keep=None) -> int:
+    def purge_inbox(self, keep: Callable[[Item], bool] | None = None) -> int:
         """Drop every received message not yet taken (a REQ's new request makes older
         replies stale), except those ``keep(item)`` wants kept; return how many."""
         with self._lock:
@@ -261,11 +277,11 @@ class Channel:
                 return True, True
             return bool(self.inbox), self._has_credit()
 
-    def add_watcher(self, event) -> None:
+    def add_watcher(self, event: Watcher) -> None:
         with self._lock:
             self.watchers.add(event)
 
-    def remove_watcher(self, event) -> None:
+    def remove_watcher(self, event: Watcher) -> None:
         with self._lock:
             self.watchers.discard(event)
 
@@ -281,9 +297,9 @@ class Channel:
             self._can_recv.notify_all()
             self._wake_watchers()
             if self.reader_waiting:
-                self.reader_wakeup.wakeup()
+                self._wake_reader_locked()
 
-    def begin_reading(self, wakeup) -> bool:
+    def begin_reading(self, wakeup: Wakeup) -> bool:
         """A caller's thread is about to sleep on the socket's pipes: from now on, deliveries
         and close wake it through ``wakeup``. False (and no sleep) if there is already
         something to take, or the channel is closed."""
@@ -302,4 +318,8 @@ class Channel:
         """Wake a caller's thread sleeping on the socket's pipes (one of them went away)."""
         with self._lock:
             if self.reader_waiting:
-                self.reader_wakeup.wakeup()
+                self._wake_reader_locked()
+
+    def _wake_reader_locked(self) -> None:
+        assert self.reader_wakeup is not None  # begin_reading set it with reader_waiting
+        self.reader_wakeup.wakeup()

@@ -8,10 +8,29 @@ recording fake with the same methods (tests/protocols/fakes.py).
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING, TypeVarTuple
 
 from scaproust.core.channel import UNBOUNDED, Channel
 from scaproust.core.guard import fire
 from scaproust.core.stats import BYTES_RECEIVED, MSGS_RECEIVED
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Sequence
+    from typing import Protocol
+
+    from scaproust.core.guard import Crashable
+    from scaproust.core.interfaces import PipeLoop, Timer
+    from scaproust.core.message import Item
+    from scaproust.core.options import Options
+    from scaproust.core.stats import Stats
+
+    class PausablePipe(Protocol):
+        """A pipe as the context sees it: one it can stop reading (the receive queue is
+        full)."""
+
+        def cmd_pause(self) -> None: ...
+
+Ts = TypeVarTuple("Ts")
 
 log = logging.getLogger("scaproust.protocol")
 
@@ -26,8 +45,10 @@ IN_FLIGHT_BYTES = 16 * 1024 * 1024
 class Context:
     """What a protocol may ask of its socket."""
 
-    def __init__(self, *, loop, channel: Channel, stats, pipes_of_socket, options=None,
-                 on_crash=None):
+    def __init__(self, *, loop: PipeLoop, channel: Channel, stats: Stats,
+                 pipes_of_socket: Callable[[], Iterable[PausablePipe]],
+                 options: Options | None = None,
+                 on_crash: Callable[[Exception], object] | None = None) -> None:
         self._loop = loop
         self._on_crash = on_crash
         #: The socket's options (protocols read theirs: resend_interval, ttl, ...).
@@ -44,7 +65,7 @@ class Context:
         self._unbounded = False  # the protocol said "never blocks": refill after each batch
         self._pause_scheduled = False
 
-    def deliver(self, items, priority: int = 8) -> None:
+    def deliver(self, items: Sequence[Item], priority: int = 8) -> None:
         """Hand received messages (bytes, or ``Message`` with a header) to the user, queued
         by the receiving pipe's ``recv_priority``."""
         channel = self._channel
@@ -89,19 +110,20 @@ class Context:
         if self._unbounded:
             self.set_send_capacity(UNBOUNDED, UNBOUNDED)
 
-    def reject_pipe(self, pipe) -> None:
+    def reject_pipe(self, pipe: Crashable) -> None:
         """Close a pipe the protocol will not use (e.g. a second PAIR peer).
 
         Deferred to the loop: the protocol is usually inside the pipe's own transition.
         """
         self._loop.call_soon(fire, pipe, "cmd_close")
 
-    def call_later(self, delay: float, fn, *args):
+    def call_later(self, delay: float, fn: Callable[[*Ts], object],
+                   *args: *Ts) -> Timer:
         """A timer for the protocol (resend, deadline); a bug in its callback fails the
         socket (``sp.Closed`` for its callers), not the loop."""
         return self._loop.call_later(delay, self._guarded, fn, args)
 
-    def _guarded(self, fn, args) -> None:
+    def _guarded(self, fn: Callable[[*Ts], object], args: tuple[*Ts]) -> None:
         try:
             fn(*args)
         except Exception as err:

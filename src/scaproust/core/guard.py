@@ -12,15 +12,33 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol, TypeVar, TypeVarTuple
 
 log = logging.getLogger("scaproust")
 
+if TYPE_CHECKING:  # for type checkers only: nothing to build at import
+    class Crashable(Protocol):
+        """A machine that can be sent to its final state after an internal error: every
+        machine of protocols.yaml has an ``evt_crashed`` row and an ``_abandon`` method."""
 
-def entry_point(method):
+        def evt_crashed(self, err: Exception, /) -> None: ...
+        def _abandon(self) -> None: ...
+
+
+M = TypeVar("M", bound="Crashable")
+Ts = TypeVarTuple("Ts")
+R = TypeVar("R")
+F = TypeVar("F", bound=Callable[..., object])
+
+
+def entry_point(
+    method: Callable[[M, *Ts], R],
+) -> Callable[[M, *Ts], R | None]:
     """Decorate a method the reactor calls (readiness, timer, deferred callback)."""
 
     @functools.wraps(method)
-    def guarded(self, *args):
+    def guarded(self: M, *args: *Ts) -> R | None:
         try:
             return method(self, *args)
         except Exception as err:
@@ -30,13 +48,13 @@ def entry_point(method):
     return guarded
 
 
-def facade_call(method):
+def facade_call(method: F) -> F:
     """Mark a method of a machine's class that the facade calls (through ``Session.call``)
     rather than a row of its table: codegen then does not require a row to use it."""
     return method
 
 
-def fire(machine, event: str, *args) -> None:
+def fire(machine: Crashable, event: str, *args: object) -> None:
     """Fire ``event`` on ``machine`` from a deferred callback (``loop.call_soon(fire, ...)``),
     guarded like an entry point."""
     try:
@@ -45,7 +63,7 @@ def fire(machine, event: str, *args) -> None:
         crash(machine, err)
 
 
-def crash(machine, err: Exception) -> None:
+def crash(machine: Crashable, err: Exception) -> None:
     """Send ``machine`` to its final state after an internal error."""
     try:
         machine.evt_crashed(err)

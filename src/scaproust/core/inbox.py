@@ -9,6 +9,11 @@ common path is one deque and an index that does not move.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from scaproust.core.message import Item
 
 DEFAULT_PRIORITY = 8
 LOWEST_PRIORITY = 16
@@ -19,8 +24,8 @@ class Inbox:
 
     __slots__ = ("_queues", "_best", "_len")
 
-    def __init__(self):
-        self._queues = [deque() for _ in range(LOWEST_PRIORITY + 1)]
+    def __init__(self) -> None:
+        self._queues: list[deque[Item]] = [deque() for _ in range(LOWEST_PRIORITY + 1)]
         self._best = LOWEST_PRIORITY + 1  # lowest index holding a message; past the end: empty
         self._len = 0
 
@@ -30,13 +35,13 @@ class Inbox:
     def __bool__(self) -> bool:
         return self._len > 0
 
-    def extend(self, items, priority: int = DEFAULT_PRIORITY) -> None:
+    def extend(self, items: Sequence[Item], priority: int = DEFAULT_PRIORITY) -> None:
         self._queues[priority].extend(items)
         self._len += len(items)
         if priority < self._best:
             self._best = priority
 
-    def popleft(self):
+    def popleft(self) -> Item:
         queue = self._queues[self._best]
         item = queue.popleft()
         self._len -= 1
@@ -47,9 +52,9 @@ class Inbox:
             self._best = best
         return item
 
-    def drain(self) -> list:
+    def drain(self) -> list[Item]:
         """Remove and return everything, best priority first."""
-        out = []
+        out: list[Item] = []
         while self._len:
             out.append(self.popleft())
         return out

@@ -37,14 +37,14 @@ Item: TypeAlias = "bytes | Message"
 
 def body_of(item: Item) -> bytes:
     """The body: a bare item is all body."""
-    return item if type(item) is bytes else item.body
+    return item.body if isinstance(item, Message) else item
 
 
 def header_of(item: Item) -> bytes:
     """The protocol header: a bare item has none."""
-    return b"" if type(item) is bytes else item.header
+    return item.header if isinstance(item, Message) else b""
 
 
 def as_message(item: Item) -> Message:
     """The item as a ``Message`` (a bare body gets an empty header)."""
-    return Message(item) if type(item) is bytes else item
+    return item if isinstance(item, Message) else Message(item)

@@ -9,12 +9,15 @@ for the next operation that uses it (a plain attribute store is atomic under the
 from __future__ import annotations
 
 import math
+from typing import Any, TypeVar
 
 import attrs
 
 from scaproust.core.protocol_info import ProtocolInfo, by_name, registered
 
 MiB = 1024 * 1024
+
+T = TypeVar("T")
 
 
 @attrs.frozen
@@ -106,9 +109,12 @@ SPECS = {
     )
 }
 
-#: Options fixed per endpoint: bind() and connect() take them as keyword arguments too.
-ENDPOINT_OPTIONS = ("send_priority", "recv_priority", "recv_max_size", "reconnect_interval",
-                    "reconnect_interval_max", "max_pipes")
+def _default(name: str, kind: type[T]) -> T:
+    """The default of option ``name``, from ``SPECS`` (the one table of defaults)."""
+    value = SPECS[name].default
+    if not isinstance(value, kind):
+        raise TypeError(f"option {name}: default {value!r} is not a {kind.__name__}")
+    return value
 
 
 @attrs.frozen
@@ -116,17 +122,17 @@ class EndpointOptions:
     """The options an endpoint fixes for its pipes when it is made (``bind``/``connect``):
     the socket's values at that moment, or the keyword arguments given there."""
 
-    send_priority: int = 8
-    recv_priority: int = 8
-    recv_max_size: int = MiB
-    reconnect_interval: float = 0.1
-    reconnect_interval_max: float = 0.0
-    max_pipes: int = 0
+    send_priority: int = _default("send_priority", int)
+    recv_priority: int = _default("recv_priority", int)
+    recv_max_size: int = _default("recv_max_size", int)
+    reconnect_interval: float = _default("reconnect_interval", float)
+    reconnect_interval_max: float = _default("reconnect_interval_max", float)
+    max_pipes: int = _default("max_pipes", int)
 
     @classmethod
-    def of(cls, options: Options, **overrides) -> EndpointOptions:
+    def of(cls, options: Options, **overrides: object) -> EndpointOptions:
         """Resolve from a socket's options; ``overrides`` are validated (None = unset)."""
-        values = {}
+        values: dict[str, Any] = {}  # each of its option's type: validate() checked it
         for name in ENDPOINT_OPTIONS:
             value = overrides.pop(name, None)
             values[name] = getattr(options, name) if value is None else validate(name, value)
@@ -136,7 +142,11 @@ class EndpointOptions:
         return cls(**values)
 
 
-def validate(name: str, value):
+#: Options fixed per endpoint: bind() and connect() take them as keyword arguments too.
+ENDPOINT_OPTIONS = tuple(field.name for field in attrs.fields(EndpointOptions))
+
+
+def validate(name: str, value: object) -> object:
     """Return ``value`` normalised for option ``name``, or raise TypeError/ValueError."""
     try:
         spec = SPECS[name]
@@ -161,6 +171,7 @@ def validate(name: str, value):
     if spec.kind == "int":
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"option {name} must be an int from {int(spec.minimum)} to {spec.maximum}, not {value!r}")
+        assert spec.maximum is not None  # every "int" option has a maximum
         if not spec.minimum <= value <= spec.maximum:
             raise ValueError(f"option {name} must be from {int(spec.minimum)} to {spec.maximum}, not {value}")
         return value
@@ -173,15 +184,15 @@ def validate(name: str, value):
     if isinstance(value, bool) or not isinstance(value, int | float):
         allowed = "None or a number of seconds >= 0" if spec.kind == "timeout" else "a number of seconds"
         raise TypeError(f"option {name} must be {allowed}, not {value!r}")
-    value = float(value)
-    if math.isnan(value) or math.isinf(value) and spec.kind != "timeout":
-        raise ValueError(f"option {name} must be a finite number of seconds, not {value}")
-    if math.isinf(value):
+    seconds = float(value)
+    if math.isnan(seconds) or math.isinf(seconds) and spec.kind != "timeout":
+        raise ValueError(f"option {name} must be a finite number of seconds, not {seconds}")
+    if math.isinf(seconds):
         return None  # an infinite timeout is "forever"
-    if value < spec.minimum or (spec.exclusive_minimum and value <= spec.minimum):
+    if seconds < spec.minimum or (spec.exclusive_minimum and seconds <= spec.minimum):
         bound = "> 0" if spec.exclusive_minimum else ">= 0"
-        raise ValueError(f"option {name} must be {bound} seconds, not {value}")
-    return value
+        raise ValueError(f"option {name} must be {bound} seconds, not {seconds}")
+    return seconds
 
 
 def applies(spec: OptionSpec, protocol: ProtocolInfo | None) -> bool:
@@ -199,18 +210,46 @@ class Options:
 
     __slots__ = (*SPECS, "protocol")
 
-    def __init__(self, protocol: ProtocolInfo | str | None = None, **values):
+    # One attribute per option of SPECS, typed for the checkers (tests/core/test_options.py
+    # checks that these are exactly the options of SPECS, with the type of each one's kind).
+    send_timeout: float | None
+    recv_timeout: float | None
+    recv_max_size: int
+    reconnect_interval: float
+    reconnect_interval_max: float
+    handshake_timeout: float
+    linger: float
+    send_buffer: int
+    recv_buffer: int
+    tcp_nodelay: bool
+    tcp_keepalive: bool
+    tcp_keepalive_idle: int
+    tcp_keepalive_interval: int
+    tcp_keepalive_count: int
+    ipc_permissions: int | None
+    max_pipes: int
+    ipv4_only: bool
+    socket_name: str
+    send_priority: int
+    recv_priority: int
+    resend_interval: float
+    survey_deadline: float
+    ttl: int
+
+    def __init__(self, protocol: ProtocolInfo | str | None = None, **values: object) -> None:
         #: The socket's protocol (a name is looked up), or None: every option applies.
-        self.protocol = by_name(protocol) if isinstance(protocol, str) else protocol
+        self.protocol: ProtocolInfo | None = (
+            by_name(protocol) if isinstance(protocol, str) else protocol)
         for name, spec in SPECS.items():
             setattr(self, name, spec.default)
         for name, value in values.items():
             self.set(name, value)
 
-    def set(self, name: str, value) -> None:
+    def set(self, name: str, value: object) -> None:
         value = validate(name, value)
         spec = SPECS[name]
         if not applies(spec, self.protocol):
+            assert self.protocol is not None  # every option applies to no protocol
             raise TypeError(f"option {name} does not apply to a {self.protocol.name} socket "
                             f"(it is for {', '.join(protocols_with(spec))})")
         setattr(self, name, value)
@@ -232,7 +271,8 @@ def markdown_table() -> str:
             allowed = "None or 0o000..0o777"
         else:
             allowed = "seconds > 0" if spec.exclusive_minimum else "seconds >= 0"
-        default = {None: "None (forever)", MiB: "1 MiB (1048576)", "": '""'}.get(spec.default, spec.default)
+        labels: dict[object, object] = {None: "None (forever)", MiB: "1 MiB (1048576)", "": '""'}
+        default = labels.get(spec.default, spec.default)
         if spec.kind == "mode" and spec.default is None:
             default = "None"
         if isinstance(spec.default, bool):

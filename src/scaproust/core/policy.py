@@ -19,24 +19,40 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from scaproust.core.stats import Stats
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Protocol
+
+    from scaproust.core.channel import Channel
+    from scaproust.core.message import Item
+    from scaproust.core.options import Options
+
+    class Subscriptions(Protocol):
+        """The policy of a cooked SUB (protocols/sub.py): topics, changed in the caller's
+        thread around ``run(topic)``, which asks the I/O thread to do the same."""
+
+        def subscribe(self, topic: bytes | str, run: Callable[[bytes], object]) -> None: ...
+        def unsubscribe(self, topic: bytes | str, run: Callable[[bytes], object]) -> None: ...
 
 
 class Policy:
     """No user-visible state: everything passes."""
 
-    def __init__(self, channel, options, stats: Stats | None = None):
+    def __init__(self, channel: Channel, options: Options, stats: Stats | None = None) -> None:
         self.channel = channel
         self.options = options
         #: The socket's counters: what a policy drops at recv time is counted here too.
         self.stats = stats if stats is not None else Stats()
         self.lock = threading.Lock()
 
-    def outgoing(self, item):
+    def outgoing(self, item: Item) -> Item:
         return item
 
-    def sent(self, item) -> None:
+    def sent(self, item: Item) -> None:
         """``item`` (what ``outgoing`` returned) was accepted by the socket."""
 
     def recv_wait(self, deadline: float | None) -> float | None:
@@ -45,5 +61,5 @@ class Policy:
             return None
         return max(0.0, deadline - time.monotonic())
 
-    def incoming(self, item):
+    def incoming(self, item: Item) -> Item | None:
         return item

@@ -14,7 +14,12 @@ the connection header (WIRE.md, "Protocol ids"). Never change them.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import attrs
+
+if TYPE_CHECKING:
+    from scaproust.core.policy import Policy
 
 #: Every declared protocol by name, in declaration order.
 _REGISTRY: dict[str, ProtocolInfo] = {}
@@ -36,7 +41,7 @@ class ProtocolInfo:
     raw_machine: type
     #: The user-visible state a cooked socket checks in the caller's thread (REQ: recv
     #: before send; REP: send without a request, ...): a ``core.policy.Policy``, or None.
-    policy: type | None = None
+    policy: type[Policy] | None = None
     #: The protocol-specific options (core/options.py) this protocol accepts.
     options: frozenset[str] = attrs.field(default=frozenset(), converter=frozenset)
 

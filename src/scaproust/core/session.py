@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from typing import Generic, TypeVar, TypeVarTuple, cast
 
 from scaproust.errors import Closed, Error
 from scaproust.reactor.loop import Loop
@@ -11,15 +13,20 @@ FORKED = ("this session was created before os.fork(): its I/O thread does not ex
           "process; create a new Session")
 
 
-class _Call:
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
+
+
+class _Call(Generic[T]):
     """One control request waiting for its reply from the I/O thread."""
 
     __slots__ = ("fn", "args", "done", "result", "error")
 
-    def __init__(self, fn, args):
+    def __init__(self, fn: Callable[..., T], args: tuple[object, ...]) -> None:
         self.fn, self.args = fn, args
         self.done = threading.Event()
-        self.result = self.error = None
+        self.result: T | None = None
+        self.error: BaseException | None = None
 
     def run(self) -> None:
         try:
@@ -33,7 +40,7 @@ class _Call:
 class SessionCore:
     """Owns the loop; runs control requests on it and waits for their replies."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.loop = Loop()
         self.loop.start()
 
@@ -42,7 +49,8 @@ class SessionCore:
         if self.loop.forked():
             raise Error(FORKED)
 
-    def call(self, fn, *args, timeout: float | None = 30.0):
+    def call(self, fn: Callable[[*Ts], T], *args: *Ts,
+             timeout: float | None = 30.0) -> T:
         """Run ``fn(*args)`` on the I/O thread and return its result (or raise its error)."""
         self.check_fork()
         loop = self.loop
@@ -50,7 +58,7 @@ class SessionCore:
             return fn(*args)  # this thread owns the machines already: waiting would deadlock
         if loop.closed:
             raise Closed("session is closed")
-        call = _Call(fn, args)
+        call: _Call[T] = _Call(fn, args)
         try:
             loop.call_soon_threadsafe(call.run)
         except RuntimeError as err:
@@ -59,9 +67,9 @@ class SessionCore:
             raise Closed("the I/O thread did not answer; is the session closing?")
         if call.error is not None:
             raise call.error
-        return call.result
+        return cast(T, call.result)  # run without an error: the result is set
 
-    def post(self, fn, *args) -> None:
+    def post(self, fn: Callable[[*Ts], object], *args: *Ts) -> None:
         """Run ``fn(*args)`` on the I/O thread without waiting."""
         self.check_fork()
         try:

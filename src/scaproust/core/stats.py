@@ -48,9 +48,9 @@ COUNTERS = frozenset(value for name, value in dict(globals()).items()
 class Stats:
     """Counts what happened on a socket: messages, pipes, and every drop by reason."""
 
-    def __init__(self):
-        self._counts: Counter = Counter()  # the I/O thread's, lock-free (the hot path)
-        self._callers: Counter = Counter()  # any other thread's, under _lock
+    def __init__(self) -> None:
+        self._counts: Counter[str] = Counter()  # the I/O thread's, lock-free (the hot path)
+        self._callers: Counter[str] = Counter()  # any other thread's, under _lock
         self._lock = threading.Lock()
 
     def count(self, name: str, n: int = 1) -> None:

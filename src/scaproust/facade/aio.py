@@ -23,8 +23,21 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Self, TypeVar
 
 from scaproust.errors import Closed, Timeout, WouldBlock
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
+
+    from scaproust.core.caller_reader import Loan
+    from scaproust.core.channel import Channel
+    from scaproust.core.message import Item, Message
+    from scaproust.core.options import Options
+    from scaproust.core.policy import Policy
+
+T = TypeVar("T")
 
 
 class _LoopWaker:
@@ -32,7 +45,7 @@ class _LoopWaker:
 
     __slots__ = ("_loop", "_event", "_thread")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop):
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._event = asyncio.Event()
         self._thread = threading.get_ident()
@@ -56,12 +69,23 @@ class _LoopWaker:
 class AsyncSocketMixin:
     """The async methods of ``sp.Socket``."""
 
+    if TYPE_CHECKING:  # what they use of sp.Socket (facade/socket.py)
+        _options: Options
+        _policy: Policy | None
+        _channel: Channel
+
+        def _check_fork(self) -> None: ...
+        def _outgoing(self, data: ReadableBuffer | Message) -> Item: ...
+        def recv_msg(self, *, block: bool = True) -> Message: ...
+        def _begin_close(self) -> bool: ...
+        def _wait_closed(self) -> None: ...
+
     async def arecv(self) -> bytes:
         """Receive the next message's body without blocking the event loop."""
         msg = await self.arecv_msg()
         return msg.body
 
-    async def arecv_msg(self):
+    async def arecv_msg(self) -> Message:
         """Receive the next message (``sp.Message``) without blocking the event loop."""
         self._check_fork()  # before any lock: a forked child may find one held for ever
         cap = self._options.recv_timeout
@@ -71,23 +95,24 @@ class AsyncSocketMixin:
                 cap = limit
         return await self._wait_async(lambda: self.recv_msg(block=False), cap, "recv", lend=True)
 
-    async def asend(self, data) -> None:
+    async def asend(self, data: ReadableBuffer | Message) -> None:
         """Send a message (bytes-like or ``sp.Message``) without blocking the event loop."""
         item = self._outgoing(data)  # once: the policy may assign an id
         await self._wait_async(lambda: self._channel.put(item, 0), self._options.send_timeout, "send")
         if self._policy is not None:
             self._policy.sent(item)
 
-    async def asend_msg(self, msg) -> None:
+    async def asend_msg(self, msg: Message) -> None:
         """``asend`` for an ``sp.Message``."""
         await self.asend(msg)
 
-    async def _wait_async(self, attempt, timeout, what, lend: bool = False):
+    async def _wait_async(self, attempt: Callable[[], T], timeout: float | None,
+                          what: str, lend: bool = False) -> T:
         aloop = asyncio.get_running_loop()
         waker = _LoopWaker(aloop)
         channel = self._channel
         channel.add_watcher(waker)
-        loan = None
+        loan: Loan | None = None
         try:
             async with asyncio.timeout(timeout):
                 while True:
@@ -106,7 +131,7 @@ class AsyncSocketMixin:
                 raise
             raise Timeout(f"{what} timed out after {timeout} s") from None
         finally:
-            if loan is not None:
+            if loan is not None and channel.reader is not None:  # a loan came from the reader
                 channel.reader.end_loan(aloop, loan)
             channel.remove_watcher(waker)
 
@@ -115,13 +140,13 @@ class AsyncSocketMixin:
         if self._begin_close():
             await asyncio.to_thread(self._wait_closed)
 
-    async def __aenter__(self):
+    async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(self, *exc) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    def __aiter__(self):
+    def __aiter__(self) -> Self:
         return self
 
     async def __anext__(self) -> bytes:

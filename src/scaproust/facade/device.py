@@ -20,9 +20,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import TYPE_CHECKING
 
 from scaproust.errors import Closed, WouldBlock
 from scaproust.facade.poll import POLLIN, POLLOUT, poll
+
+if TYPE_CHECKING:
+    from scaproust.core.message import Message
+    from scaproust.facade.socket import Socket
 
 log = logging.getLogger("scaproust.device")
 
@@ -32,7 +37,7 @@ REFLECTING = ("bus", "pair", "pair1")
 class Device:
     """A running (or runnable) device; see ``sp.device``."""
 
-    def __init__(self, left, right=None):
+    def __init__(self, left: Socket, right: Socket | None = None) -> None:
         _check(left, right)
         self.left, self.right = left, right
         self._routes = {left: left} if right is None else {left: right, right: left}
@@ -86,7 +91,7 @@ class Device:
     def _is_stopped(self) -> bool:
         return self._stopped
 
-    def _forward(self, destination, msg) -> None:
+    def _forward(self, destination: Socket, msg: Message) -> None:
         while not self._stopped:
             try:
                 destination.send_msg(msg, block=False)
@@ -97,7 +102,8 @@ class Device:
             return
 
 
-def device(left, right=None, *, background: bool = False) -> Device | None:
+def device(left: Socket, right: Socket | None = None, *,
+           background: bool = False) -> Device | None:
     """Forward messages between two raw sockets of peer protocols (or reflect on one raw
     BUS or PAIR socket) until either socket or the session closes.
 
@@ -111,7 +117,7 @@ def device(left, right=None, *, background: bool = False) -> Device | None:
     return None
 
 
-def _check(left, right) -> None:
+def _check(left: Socket, right: Socket | None) -> None:
     for sock in (left, right):
         if sock is not None and not sock.raw:
             raise ValueError(f"a device needs raw sockets: {sock!r} is cooked (use raw=True)")

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from scaproust.facade.socket import Socket
+
 
 class Endpoint:
     """A bound or connected address of a socket.
@@ -11,7 +16,7 @@ class Endpoint:
     reconnects) and closes its pipes; the port or IPC path is released at once.
     """
 
-    def __init__(self, socket, endpoint_id: int, url: str):
+    def __init__(self, socket: Socket, endpoint_id: int, url: str) -> None:
         self._socket = socket
         self.id = endpoint_id
         self.url = url

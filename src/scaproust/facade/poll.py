@@ -15,13 +15,22 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, TypeAlias
+
+if TYPE_CHECKING:
+    from scaproust.facade.socket import Socket
+
+#: Sockets and their conditions (``POLLIN | POLLOUT``): what a poll asks, and what it finds.
+Interest: TypeAlias = "dict[Socket, int]"
 
 POLLIN = 1
 POLLOUT = 2
 
 
-def poll(interest, timeout: float | None = None, *, wake: threading.Event | None = None,
-         stopped=None) -> dict:
+def poll(interest: Mapping[Socket, int], timeout: float | None = None, *,
+         wake: threading.Event | None = None,
+         stopped: Callable[[], bool] | None = None) -> Interest:
     """Wait until one of the sockets is ready as asked.
 
     ``interest`` maps each socket to ``sp.POLLIN``, ``sp.POLLOUT`` or both (``|``). Returns
@@ -31,20 +40,20 @@ def poll(interest, timeout: float | None = None, *, wake: threading.Event | None
     ``wake`` and ``stopped`` let another thread end the wait early (devices use them): it
     sets its flag, then ``wake``; the poll then returns what is ready, possibly nothing.
     """
-    interest = dict(interest)
-    for sock, flags in interest.items():
+    wanted = dict(interest)
+    for sock, flags in wanted.items():
         if not flags or flags & ~(POLLIN | POLLOUT):
             raise ValueError(f"poll flags for {sock!r} must be POLLIN, POLLOUT or both, not {flags!r}")
         sock._check_fork()  # a socket inherited across os.fork() would never become ready
     event = wake if wake is not None else threading.Event()
-    channels = [sock._channel for sock in interest]
+    channels = [sock._channel for sock in wanted]
     for channel in channels:
         channel.add_watcher(event)
     try:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             event.clear()
-            ready = _ready(interest)
+            ready = _ready(wanted)
             if ready or (stopped is not None and stopped()):
                 return ready
             if deadline is None:
@@ -59,8 +68,8 @@ def poll(interest, timeout: float | None = None, *, wake: threading.Event | None
             channel.remove_watcher(event)
 
 
-def _ready(interest: dict) -> dict:
-    ready = {}
+def _ready(interest: Interest) -> Interest:
+    ready: Interest = {}
     for sock, flags in interest.items():
         readable, writable = sock._channel.readiness()
         got = (POLLIN if readable and flags & POLLIN else 0) | (POLLOUT if writable and flags & POLLOUT else 0)
@@ -72,16 +81,16 @@ def _ready(interest: dict) -> dict:
 class Poller:
     """A reusable set of sockets to poll (like pyzmq's ``zmq.Poller``)."""
 
-    def __init__(self):
-        self._interest: dict = {}
+    def __init__(self) -> None:
+        self._interest: Interest = {}
 
-    def register(self, sock, flags: int = POLLIN | POLLOUT) -> None:
+    def register(self, sock: Socket, flags: int = POLLIN | POLLOUT) -> None:
         """Watch ``sock`` for ``flags``; registering again replaces its flags."""
         self._interest[sock] = flags
 
-    def unregister(self, sock) -> None:
+    def unregister(self, sock: Socket) -> None:
         del self._interest[sock]
 
-    def poll(self, timeout: float | None = None) -> dict:
+    def poll(self, timeout: float | None = None) -> Interest:
         """As ``sp.poll`` over the registered sockets."""
         return poll(self._interest, timeout)

@@ -19,7 +19,7 @@ class Session:
     output for up to its ``linger``) and stops the thread.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._core = SessionCore()
         # Weak: a socket the user dropped is garbage-collected (and closes itself).
         self._sockets: weakref.WeakValueDictionary[int, Socket] = weakref.WeakValueDictionary()
@@ -34,7 +34,7 @@ class Session:
     def closed(self) -> bool:
         return self._closed
 
-    def socket(self, protocol: ProtocolInfo, *, raw: bool = False, **options) -> Socket:
+    def socket(self, protocol: ProtocolInfo, *, raw: bool = False, **options: object) -> Socket:
         """Create a socket of ``protocol`` (``sp.Pair``, ``sp.Push``, ``sp.Pull``, ...).
 
         Options (``send_timeout=1.0``, ...) are validated at once; see docs/OPTIONS.md.
@@ -66,7 +66,7 @@ class Session:
             sock._wait_closed()
         self._core.stop()
 
-    def __del__(self):
+    def __del__(self) -> None:
         # As Socket.__del__: the collector may run anywhere, so take no lock and do not
         # wait; the I/O thread stops by itself once it reaches the request.
         try:
@@ -79,7 +79,7 @@ class Session:
     def __enter__(self) -> Session:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
@@ -108,6 +108,6 @@ def default_session() -> Session:
         return _default
 
 
-def socket(protocol: ProtocolInfo, *, raw: bool = False, **options) -> Socket:
+def socket(protocol: ProtocolInfo, *, raw: bool = False, **options: object) -> Socket:
     """Create a socket on the default session (see ``Session.socket``)."""
     return default_session().socket(protocol, raw=raw, **options)

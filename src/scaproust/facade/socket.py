@@ -12,13 +12,26 @@ two integers (``Loop.forked``), cheap enough for every message.
 from __future__ import annotations
 
 import contextlib
+import enum
 import threading
 import time
+from collections.abc import Callable, Iterator
+from typing import (
+    TYPE_CHECKING,
+    Final,
+    Generic,
+    Literal,
+    TypeAlias,
+    TypeVar,
+    TypeVarTuple,
+    cast,
+    overload,
+)
 
 from scaproust.core import options as _options
-from scaproust.core.message import Message, as_message, body_of
+from scaproust.core.message import Item, Message, as_message, body_of
 from scaproust.core.session import FORKED
-from scaproust.core.socket import SocketCore
+from scaproust.core.socket import PipeEvent, SocketCore
 from scaproust.errors import Closed, Error, NotSupported, Timeout
 from scaproust.facade.aio import AsyncSocketMixin
 from scaproust.facade.endpoint import Endpoint
@@ -26,7 +39,64 @@ from scaproust.fsm.errors import MachineError
 from scaproust.transports import get_transport
 from scaproust.transports.url import parse_url
 
-_DEFAULT = object()  # "use the socket's option", distinct from None ("forever")
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
+
+    from scaproust.core.channel import Channel
+    from scaproust.core.policy import Policy, Subscriptions
+    from scaproust.core.protocol_info import ProtocolInfo
+    from scaproust.facade.session import Session
+    from scaproust.transports.tcp import Resolved
+    from scaproust.transports.url import Address
+
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
+
+
+class _Default(enum.Enum):
+    """The type of ``_DEFAULT``."""
+
+    TOKEN = enum.auto()
+
+
+_DEFAULT: Final = _Default.TOKEN  # "use the socket's option", distinct from None ("forever")
+#: A ``timeout=`` argument: seconds, None (forever) or ``_DEFAULT`` (the socket's option).
+TimeoutArg: TypeAlias = "float | None | Literal[_Default.TOKEN]"
+
+
+class _Option(Generic[T]):
+    """One option of core/options.py's ``SPECS`` as an attribute of the socket, of type
+    ``T``: reading returns its value, assigning validates it at once.
+
+    ``Socket`` declares one per option (``send_timeout: _Option[float | None]``), so
+    IDEs and type checkers see them; tests/core/test_options.py checks the declarations
+    against ``SPECS``, names and types. An option of another protocol
+    (``resend_interval`` on a PUSH) is no attribute of the socket: ``AttributeError``.
+    """
+
+    def __set_name__(self, owner: type[Socket], name: str) -> None:
+        self.name = name
+        self.spec = _options.SPECS[name]  # not an option: fails at import
+        self.__doc__ = self.spec.doc
+
+    @overload
+    def __get__(self, sock: None, owner: type[Socket]) -> _Option[T]: ...
+    @overload
+    def __get__(self, sock: Socket, owner: type[Socket] | None = None) -> T: ...
+
+    def __get__(self, sock: Socket | None, owner: type[Socket] | None = None) -> T | _Option[T]:
+        if sock is None:
+            return self
+        sock._check_fork()
+        if not _options.applies(self.spec, sock._info):
+            raise AttributeError(f"a {sock._info.name} socket has no option {self.name!r}")
+        return cast(T, getattr(sock._options, self.name))
+
+    def __set__(self, sock: Socket, value: T) -> None:
+        sock._check_fork()
+        sock._options.set(self.name, value)
+        if self.name == "recv_buffer":
+            sock._channel.recv_high = sock._options.recv_buffer
 
 
 class Socket(AsyncSocketMixin):
@@ -36,7 +106,8 @@ class Socket(AsyncSocketMixin):
     attribute of the socket. Methods raise ``sp.Closed`` once the socket is closed.
     """
 
-    def __init__(self, session, info, *, raw: bool = False, **options):
+    def __init__(self, session: Session, info: ProtocolInfo, *, raw: bool = False,
+                 **options: object) -> None:
         self._session = session
         self._io_loop = session._core.loop  # for the fork check of every call
         self._info = info
@@ -49,14 +120,45 @@ class Socket(AsyncSocketMixin):
         self._core: SocketCore = session._core.call(self._make_core)
         self._channel = self._core.channel
         policy = None if raw else info.policy
-        self._policy = policy(self._channel, self._options, self._core.stats) if policy else None
+        self._policy: Policy | None = (
+            policy(self._channel, self._options, self._core.stats) if policy else None)
+
+    # ------------------------------------------------------------------ options
+    # One attribute per option of SPECS (docs/OPTIONS.md), in its order, with its type.
+
+    send_timeout: _Option[float | None] = _Option()
+    recv_timeout: _Option[float | None] = _Option()
+    recv_max_size: _Option[int] = _Option()
+    reconnect_interval: _Option[float] = _Option()
+    reconnect_interval_max: _Option[float] = _Option()
+    handshake_timeout: _Option[float] = _Option()
+    linger: _Option[float] = _Option()
+    send_buffer: _Option[int] = _Option()
+    recv_buffer: _Option[int] = _Option()
+    tcp_nodelay: _Option[bool] = _Option()
+    tcp_keepalive: _Option[bool] = _Option()
+    tcp_keepalive_idle: _Option[int] = _Option()
+    tcp_keepalive_interval: _Option[int] = _Option()
+    tcp_keepalive_count: _Option[int] = _Option()
+    ipc_permissions: _Option[int | None] = _Option()
+    max_pipes: _Option[int] = _Option()
+    ipv4_only: _Option[bool] = _Option()
+    socket_name: _Option[str] = _Option()
+    send_priority: _Option[int] = _Option()
+    recv_priority: _Option[int] = _Option()
+    # Only on the sockets whose protocol declares them (REQ; SURVEYOR; those with a ttl).
+    resend_interval: _Option[float] = _Option()
+    survey_deadline: _Option[float] = _Option()
+    ttl: _Option[int] = _Option()
 
     def _make_core(self) -> SocketCore:
         # The callback holds the event, not the facade: the I/O thread must not keep an
         # unreferenced facade socket alive, so that garbage collection can close it.
         done = self._done
-        return SocketCore(loop=self._session._core.loop, info=self._info, options=self._options,
-                          raw=self._raw, on_closed=lambda core: done.set())
+        core: SocketCore = SocketCore(loop=self._session._core.loop, info=self._info,
+                                      options=self._options, raw=self._raw,
+                                      on_closed=lambda core: done.set())
+        return core
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -66,12 +168,12 @@ class Socket(AsyncSocketMixin):
     # ------------------------------------------------------------------ read-only facts
 
     @property
-    def protocol(self):
+    def protocol(self) -> ProtocolInfo:
         """The protocol of this socket (e.g. ``sp.Push``)."""
         return self._info
 
     @property
-    def peer(self):
+    def peer(self) -> ProtocolInfo:
         """The protocol this socket talks to (e.g. ``sp.Pull`` for a PUSH socket)."""
         return self._info.peer()
 
@@ -89,7 +191,7 @@ class Socket(AsyncSocketMixin):
         """The endpoints made by bind() and connect() that are still open."""
         return [ep for ep in self._endpoints.values() if not ep.closed]
 
-    def add_pipe_listener(self, callback) -> None:
+    def add_pipe_listener(self, callback: Callable[[PipeEvent], object]) -> None:
         """Call ``callback(event)`` whenever a pipe of this socket becomes active
         (``event.kind == "added"``) or goes away (``"removed"``), with ``event.pipe_id``,
         ``event.peer`` (the peer's address) and ``event.endpoint`` (its endpoint's url).
@@ -101,7 +203,7 @@ class Socket(AsyncSocketMixin):
         self._check_open()
         self._control(self._core.add_pipe_listener, callback)
 
-    def remove_pipe_listener(self, callback) -> None:
+    def remove_pipe_listener(self, callback: Callable[[PipeEvent], object]) -> None:
         """Stop calling ``callback``; a ValueError if it was not added."""
         self._check_open()
         self._control(self._core.remove_pipe_listener, callback)
@@ -110,11 +212,12 @@ class Socket(AsyncSocketMixin):
     def stats(self) -> dict[str, int]:
         """Counters: messages sent and received, pipes opened and closed, drops by reason."""
         self._check_fork()
-        return self._core.stats.snapshot()
+        counts: dict[str, int] = self._core.stats.snapshot()
+        return counts
 
     # ------------------------------------------------------------------ endpoints
 
-    def bind(self, url: str, **endpoint_options) -> Endpoint:
+    def bind(self, url: str, **endpoint_options: object) -> Endpoint:
         """Listen on ``url`` (``tcp://host:port``, ``tcp://*:0``, ``ipc:///path``).
 
         Raises ``sp.AddressInUse`` or ``sp.InvalidAddress`` at once. The returned endpoint's
@@ -129,7 +232,7 @@ class Socket(AsyncSocketMixin):
         """
         return self._add_endpoint(self._core.bind, url, endpoint_options, look_up=True)
 
-    def connect(self, url: str, **endpoint_options) -> Endpoint:
+    def connect(self, url: str, **endpoint_options: object) -> Endpoint:
         """Dial ``url``; returns at once, connecting and reconnecting in the background.
 
         Raises ``sp.InvalidAddress`` at once for a URL that cannot be used. Endpoint
@@ -138,13 +241,14 @@ class Socket(AsyncSocketMixin):
         """
         return self._add_endpoint(self._core.connect, url, endpoint_options)
 
-    def _add_endpoint(self, command, url, endpoint_options, look_up: bool = False) -> Endpoint:
+    def _add_endpoint(self, command: Callable[..., tuple[int, str]], url: str,
+                      endpoint_options: dict[str, object], look_up: bool = False) -> Endpoint:
         if not isinstance(url, str):
             raise TypeError(f"url must be a str, not {type(url).__name__}")
         self._check_open()
-        endpoint = _options.EndpointOptions.of(self._options, **endpoint_options)
+        fixed = _options.EndpointOptions.of(self._options, **endpoint_options)
         found = (_look_up_bind_address(url, self._options.ipv4_only),) if look_up else ()
-        endpoint_id, resolved = self._control(command, url, endpoint, *found)
+        endpoint_id, resolved = self._control(command, url, fixed, *found)
         endpoint = Endpoint(self, endpoint_id, resolved)
         self._endpoints[endpoint_id] = endpoint
         return endpoint
@@ -156,7 +260,8 @@ class Socket(AsyncSocketMixin):
 
     # ------------------------------------------------------------------ data
 
-    def send(self, data, *, timeout=_DEFAULT, block: bool = True) -> None:
+    def send(self, data: ReadableBuffer | Message, *, timeout: TimeoutArg = _DEFAULT,
+             block: bool = True) -> None:
         """Send one message (any bytes-like object, or an ``sp.Message``).
 
         Returns once the socket has accepted it (it is then sent in the background).
@@ -165,24 +270,24 @@ class Socket(AsyncSocketMixin):
         ``block=False`` raises ``sp.WouldBlock`` instead of waiting.
         """
         item = self._outgoing(data)
-        self._channel.put(item, self._timeout(timeout, block, self._options.send_timeout))
+        self._channel.put(item, self._timeout(timeout, block, "send_timeout",
+                                              self._options.send_timeout))
         if self._policy is not None:
             self._policy.sent(item)
 
-    def _outgoing(self, data):
+    def _outgoing(self, data: ReadableBuffer | Message) -> Item:
         """Check and convert what the user sends, once per send (the policy may assign an
         id or refuse the send)."""
         if self._closed or self._io_loop.forked():
             self._refuse()
         if not self._info.can_send:
             raise NotSupported(f"{self._info!r} sockets cannot send")
-        if type(data) is not bytes and not isinstance(data, Message):
-            data = _as_bytes(data)
+        item = data if type(data) is bytes or isinstance(data, Message) else _as_bytes(data)
         if self._policy is not None:
-            data = self._policy.outgoing(data)
-        return data
+            item = self._policy.outgoing(item)
+        return item
 
-    def recv(self, *, timeout=_DEFAULT, block: bool = True) -> bytes:
+    def recv(self, *, timeout: TimeoutArg = _DEFAULT, block: bool = True) -> bytes:
         """Receive the next message's body.
 
         Waits up to ``timeout`` seconds (default: the ``recv_timeout`` option; None =
@@ -191,18 +296,19 @@ class Socket(AsyncSocketMixin):
         item = self._get(timeout, block)
         return body_of(item)
 
-    def send_msg(self, msg: Message, *, timeout=_DEFAULT, block: bool = True) -> None:
+    def send_msg(self, msg: Message, *, timeout: TimeoutArg = _DEFAULT,
+                 block: bool = True) -> None:
         """Send an ``sp.Message`` (its header matters in raw mode)."""
         if not isinstance(msg, Message):
             raise TypeError(f"send_msg takes an sp.Message, not {type(msg).__name__}")
         self.send(msg, timeout=timeout, block=block)
 
-    def recv_msg(self, *, timeout=_DEFAULT, block: bool = True) -> Message:
+    def recv_msg(self, *, timeout: TimeoutArg = _DEFAULT, block: bool = True) -> Message:
         """Receive the next message with its protocol header as an ``sp.Message``."""
         item = self._get(timeout, block)
         return as_message(item)
 
-    def try_send(self, data) -> bool:
+    def try_send(self, data: ReadableBuffer | Message) -> bool:
         """Send without waiting; return False (instead of raising) if it would block."""
         try:
             self.send(data, block=False)
@@ -217,39 +323,42 @@ class Socket(AsyncSocketMixin):
         except BlockingIOError:
             return None
 
-    def _get(self, timeout, block):
+    def _get(self, timeout: TimeoutArg, block: bool) -> Item:
         if self._closed or self._io_loop.forked():
             self._refuse()
         if not self._info.can_recv:
             raise NotSupported(f"{self._info!r} sockets cannot receive")
-        timeout = self._timeout(timeout, block, self._options.recv_timeout)
+        seconds = self._timeout(timeout, block, "recv_timeout", self._options.recv_timeout)
         policy = self._policy
         if policy is None:
-            return self._channel.get(timeout)
+            return self._channel.get(seconds)
         # A cooked protocol may cap the wait (a survey's deadline), refuse the call (REQ
         # before any request) or drop what it receives (a reply to an older request).
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = None if seconds is None else time.monotonic() + seconds
         while True:
             wait = policy.recv_wait(deadline)
-            if wait is not None and wait <= 0 and timeout != 0:
+            if wait is not None and wait <= 0 and seconds != 0:
                 raise Timeout("recv timed out")
             item = policy.incoming(self._channel.get(wait))
             if item is not None:
                 return item
 
     @staticmethod
-    def _timeout(timeout, block, default):
+    def _timeout(timeout: TimeoutArg, block: bool, option: str,
+                 default: float | None) -> float | None:
+        """The seconds a call waits: ``timeout`` (validated as ``option``, which it
+        overrides), else the option's value ``default``; 0 without ``block``."""
         if not block:
             return 0
         if timeout is _DEFAULT:
             return default
         if timeout is None:
             return None
-        return _options.validate("recv_timeout", timeout)
+        return cast("float | None", _options.validate(option, timeout))
 
     # ------------------------------------------------------------------ subscriptions (SUB)
 
-    def subscribe(self, topic) -> None:
+    def subscribe(self, topic: bytes | str) -> None:
         """SUB only: also receive the messages whose body starts with ``topic`` (bytes, or
         str encoded as UTF-8). The empty topic matches every message; a SUB with no topic
         receives nothing. Subscribing twice to a topic is harmless. Filtering happens in
@@ -263,9 +372,10 @@ class Socket(AsyncSocketMixin):
         if not hasattr(policy, "subscribe"):
             kind = f"a raw {self._info!r} receives everything and" if self._raw else f"{self._info!r}"
             raise NotSupported(f"{kind} has no subscriptions (only a cooked sp.Sub has)")
-        policy.subscribe(topic, lambda t: self._control(self._core.subscribe, t))
+        cast("Subscriptions", policy).subscribe(
+            topic, lambda t: self._control(self._core.subscribe, t))
 
-    def unsubscribe(self, topic) -> None:
+    def unsubscribe(self, topic: bytes | str) -> None:
         """SUB only: stop receiving the messages that match ``topic`` and no other topic,
         including those already waiting for recv() (as nng and nanomsg do).
 
@@ -277,7 +387,8 @@ class Socket(AsyncSocketMixin):
         if not hasattr(policy, "unsubscribe"):
             kind = f"a raw {self._info!r} receives everything and" if self._raw else f"{self._info!r}"
             raise NotSupported(f"{kind} has no subscriptions (only a cooked sp.Sub has)")
-        policy.unsubscribe(topic, lambda t: self._control(self._core.unsubscribe, t))
+        cast("Subscriptions", policy).unsubscribe(
+            topic, lambda t: self._control(self._core.unsubscribe, t))
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -310,7 +421,7 @@ class Socket(AsyncSocketMixin):
         if not self._done.wait(self._options.linger + 5.0):
             self._channel.close()
 
-    def __del__(self):
+    def __del__(self) -> None:
         # An unclosed socket that is garbage-collected is closed, quietly and without
         # waiting (its queued output still gets its linger in the I/O thread). The collector
         # runs at any allocation, in any thread, possibly inside a critical section holding
@@ -327,7 +438,7 @@ class Socket(AsyncSocketMixin):
     def __enter__(self) -> Socket:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def _check_open(self) -> None:
@@ -344,56 +455,31 @@ class Socket(AsyncSocketMixin):
         self._check_fork()
         raise Closed("socket is closed")
 
-    def _control(self, command, *args):
+    def _control(self, command: Callable[[*Ts], T], *args: *Ts) -> T:
         with _translate_machine_errors(self):
             return self._session._core.call(command, *args)
 
 
-def _look_up_bind_address(url: str, ipv4_only: bool) -> tuple | None:
+def _look_up_bind_address(url: str, ipv4_only: bool) -> Resolved | None:
     """The address of a bind URL's host name, looked up in the caller's thread (it may
     block on DNS); None when there is no name to look up (a literal, ``*``, an IPC path)."""
     address = parse_url(url)
     transport = get_transport(address.scheme)
-    needs_resolution = getattr(transport, "needs_resolution", None)  # TCP only
+    needs_resolution: Callable[[Address], bool] | None = getattr(
+        transport, "needs_resolution", None)  # TCP only, with resolve
     if needs_resolution is None or not needs_resolution(address):
         return None
-    return transport.resolve(address, passive=True, ipv4_only=ipv4_only)
+    resolve: Callable[..., Resolved] = getattr(transport, "resolve")  # noqa: B009
+    return resolve(address, passive=True, ipv4_only=ipv4_only)
 
 
-def _close_collected(channel, core) -> None:
+def _close_collected(channel: Channel, core: SocketCore) -> None:
     """Close a garbage-collected socket, in the I/O thread (see ``Socket.__del__``)."""
     channel.close()
     core.close()
 
 
-def _add_option_properties(cls) -> None:
-    """One property per option: reading returns it, assigning validates it at once."""
-
-    def make(name: str, doc: str):
-        def get(self):
-            self._check_fork()
-            # An option of another protocol (resend_interval on a PUSH) is no attribute here.
-            if not _options.applies(_options.SPECS[name], self._info):
-                raise AttributeError(f"a {self._info.name} socket has no option {name!r}")
-            return getattr(self._options, name)
-
-        def set_(self, value):
-            self._check_fork()
-            self._options.set(name, value)
-            if name == "recv_buffer":
-                self._channel.recv_high = self._options.recv_buffer
-
-        return property(get, set_, doc=doc)
-
-    for name, spec in _options.SPECS.items():
-        setattr(cls, name, make(name, spec.doc))
-
-
-
-_add_option_properties(Socket)
-
-
-def _as_bytes(data) -> bytes:
+def _as_bytes(data: ReadableBuffer) -> bytes:
     if isinstance(data, str):
         raise TypeError("send() takes bytes, not str: encode it first (e.g. text.encode())")
     try:
@@ -403,7 +489,7 @@ def _as_bytes(data) -> bytes:
 
 
 @contextlib.contextmanager
-def _translate_machine_errors(socket):
+def _translate_machine_errors(socket: Socket) -> Iterator[None]:
     """A command the socket's machine refuses because it is closing is ``sp.Closed``."""
     try:
         yield

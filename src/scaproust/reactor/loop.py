@@ -67,14 +67,25 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Protocol, TypeAlias, TypeVarTuple, cast
 
 from scaproust.reactor.timers import TimerHandle, TimerQueue
 from scaproust.reactor.wakeup import Wakeup
 
-__all__ = ["Loop", "TimerHandle"]
+__all__ = ["HasFileno", "Loop", "TimerHandle"]
+
+
+class HasFileno(Protocol):
+    """Something the loop's selector (or a caller's ``poll()``) can watch."""
+
+    def fileno(self) -> int: ...
 
 logger = logging.getLogger("scaproust.reactor")
+
+Ts = TypeVarTuple("Ts")
+#: A queued call: a callback and its arguments (each callback takes its own, checked where
+#: it is scheduled: ``call_soon(fn, *args)``).
+Call: TypeAlias = "tuple[Callable[..., object], tuple[object, ...]]"
 
 #: The longest the loop sleeps in one select(), even with nothing to wait for. An owner in a
 #: caller's thread that schedules a timer wakes the sleeping loop only if the timer is due
@@ -117,8 +128,8 @@ class _Registration:
     __slots__ = ("reader", "writer", "lent")
 
     def __init__(self) -> None:
-        self.reader: Callable[[], Any] | None = None
-        self.writer: Callable[[], Any] | None = None
+        self.reader: Callable[[], object] | None = None
+        self.writer: Callable[[], object] | None = None
         self.lent = False  # the reader is lent to a caller's thread: the kernel is not asked
 
     def __repr__(self) -> str:
@@ -142,13 +153,14 @@ def _run_writer(reg: _Registration) -> None:
         callback()
 
 
-def _describe(fn: Callable[..., Any], args: tuple) -> str:
+def _describe(fn: Callable[..., object], args: tuple[object, ...]) -> str:
     """A callback for an error message: the user's callback rather than our trampolines, and
     the arguments shortened (they may be message bodies)."""
-    if fn is _run_reader:
-        return f"{args[0].reader!r} (readable)"
-    if fn is _run_writer:
-        return f"{args[0].writer!r} (writable)"
+    if fn is _run_reader or fn is _run_writer:
+        reg = cast(_Registration, args[0])
+        if fn is _run_reader:
+            return f"{reg.reader!r} (readable)"
+        return f"{reg.writer!r} (writable)"
     return f"{fn!r}{reprlib.repr(args)}"
 
 
@@ -171,11 +183,11 @@ class Loop:
         # Keyed by the file object itself (identity hash for sockets): cheaper than asking
         # the selector, which calls fileno() on every lookup, and still works for a socket
         # that was closed before remove_reader (its fileno() is then -1).
-        self._regs: dict[Any, _Registration] = {}
-        self._ready: deque[tuple[Callable[..., Any], tuple]] = deque()  # the owner only
+        self._regs: dict[HasFileno, _Registration] = {}
+        self._ready: deque[Call] = deque()  # the owner only
         # Run after the current batch, before the next select (the owner only).
-        self._end_of_batch: list[tuple[Callable[..., Any], tuple]] = []
-        self._posted: deque[tuple[Callable[..., Any], tuple]] = deque()  # any thread
+        self._end_of_batch: list[Call] = []
+        self._posted: deque[Call] = deque()  # any thread
         self._timers = TimerQueue()
         self._idle = False  # True while the loop may sleep in select(): posters must wake it
         # When the sleeping select() ends at the latest (MAX_SLEEP at most); an owner that
@@ -200,8 +212,9 @@ class Loop:
         # Lending a reader changes the kernel's interest without touching the selector's
         # bookkeeping: one epoll_ctl, where unregister + register through selectors cost
         # about 5 µs on the path of every message a caller reads itself.
-        self._epoll = self._selector._selector if isinstance(
-            self._selector, getattr(selectors, "EpollSelector", ())) else None
+        self._epoll: select.epoll | None = None
+        if isinstance(self._selector, getattr(selectors, "EpollSelector", ())):
+            self._epoll = self._selector._selector  # type: ignore[attr-defined]  # private
         self.add_reader(self._wakeup.read_sock, self._wakeup.drain)
 
     # --- any thread -------------------------------------------------------------------------
@@ -283,7 +296,7 @@ class Loop:
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
 
-    def call_soon_threadsafe(self, fn: Callable[..., Any], *args: Any) -> None:
+    def call_soon_threadsafe(self, fn: Callable[[*Ts], object], *args: *Ts) -> None:
         """Run ``fn(*args)`` on the loop thread, after everything posted before it.
 
         Raises ``RuntimeError`` once ``stop()`` has been called, or in a forked child.
@@ -352,7 +365,7 @@ class Loop:
         if wake:
             self._wakeup.wakeup()
 
-    def _call_as_owner(self, fn: Callable[..., Any], args: tuple) -> None:
+    def _call_as_owner(self, fn: Callable[..., object], args: tuple[object, ...]) -> None:
         """As ``_call``, in a caller's thread: an ``Exception`` is logged (it is a bug of
         ours, not the caller's), a ``BaseException`` such as ``KeyboardInterrupt`` reaches
         the caller, and never stops the loop."""
@@ -363,11 +376,11 @@ class Loop:
 
     # --- loop thread ------------------------------------------------------------------------
 
-    def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
+    def call_soon(self, fn: Callable[[*Ts], object], *args: *Ts) -> None:
         """Run ``fn(*args)`` in the next iteration (the owner of the session lock only)."""
         self._ready.append((fn, args))
 
-    def call_after_batch(self, fn: Callable[..., Any], *args: Any) -> None:
+    def call_after_batch(self, fn: Callable[[*Ts], object], *args: *Ts) -> None:
         """Run ``fn(*args)`` once the callbacks of this iteration are done, before the loop
         selects again (the owner only; an owner in a caller's thread runs them in ``release``).
 
@@ -377,18 +390,20 @@ class Loop:
         """
         self._end_of_batch.append((fn, args))
 
-    def call_later(self, delay: float, fn: Callable[..., Any], *args: Any) -> TimerHandle:
+    def call_later(self, delay: float, fn: Callable[[*Ts], object],
+                   *args: *Ts) -> TimerHandle:
         """Run ``fn(*args)`` once ``delay`` seconds of the loop's clock have passed."""
         return self.call_at(self._clock() + delay, fn, *args)
 
-    def call_at(self, when: float, fn: Callable[..., Any], *args: Any) -> TimerHandle:
+    def call_at(self, when: float, fn: Callable[[*Ts], object],
+                *args: *Ts) -> TimerHandle:
         """Run ``fn(*args)`` once the loop's clock reaches ``when``; same-time timers run in
         the order they were scheduled."""
         if self._idle and when < self._sleep_until:
             self._timer_wake = True  # an owner in another thread: release() wakes the loop
         return self._timers.push(when, fn, args)
 
-    def add_reader(self, fileobj: Any, callback: Callable[[], Any]) -> None:
+    def add_reader(self, fileobj: HasFileno, callback: Callable[[], object]) -> None:
         """Call ``callback()`` whenever ``fileobj`` is readable; replaces a previous reader.
 
         Remove it with the same object (not its fd) that was added.
@@ -408,7 +423,7 @@ class Loop:
             reg.lent = False
             self._ask_kernel(fileobj, reg)
 
-    def remove_reader(self, fileobj: Any) -> bool:
+    def remove_reader(self, fileobj: HasFileno) -> bool:
         """Stop watching ``fileobj`` for reading; False if no reader was registered."""
         reg = self._regs.get(fileobj)
         if reg is None or reg.reader is None:
@@ -422,7 +437,7 @@ class Loop:
         reg.lent = False
         return True
 
-    def lend_reader(self, fileobj: Any) -> bool:
+    def lend_reader(self, fileobj: HasFileno) -> bool:
         """Stop watching ``fileobj`` for reading while a caller's thread polls and reads it
         itself (core/caller_reader.py); the registration stays, so ``return_reader`` is
         cheap. False if it has no reader, is lent already, or the selector is not epoll
@@ -434,22 +449,23 @@ class Loop:
         self._ask_kernel(fileobj, reg)
         return True
 
-    def return_reader(self, fileobj: Any) -> None:
+    def return_reader(self, fileobj: HasFileno) -> None:
         """Watch a lent reader again (nothing if it was removed meanwhile)."""
         reg = self._regs.get(fileobj)
         if reg is not None and reg.lent:
             reg.lent = False
             self._ask_kernel(fileobj, reg)
 
-    def _ask_kernel(self, fileobj: Any, reg: _Registration) -> None:
+    def _ask_kernel(self, fileobj: HasFileno, reg: _Registration) -> None:
         # The interest the kernel must have, whatever the selector thinks: a lent reader
         # is not asked for (an error or hang-up is still reported; _run_reader skips it,
         # and the caller polling the stream sees it too and acts on it).
         mask = (0 if reg.lent or reg.reader is None else _EPOLLIN) | (
             _EPOLLOUT if reg.writer is not None else 0)
+        assert self._epoll is not None  # only lent readers are asked about, and only with epoll
         self._epoll.modify(fileobj.fileno(), mask)
 
-    def add_writer(self, fileobj: Any, callback: Callable[[], Any]) -> None:
+    def add_writer(self, fileobj: HasFileno, callback: Callable[[], object]) -> None:
         """Call ``callback()`` whenever ``fileobj`` is writable; replaces a previous writer.
 
         Meant to be called when output becomes pending and undone with ``remove_writer`` when
@@ -466,7 +482,7 @@ class Loop:
         if reg.lent:
             self._ask_kernel(fileobj, reg)
 
-    def remove_writer(self, fileobj: Any) -> bool:
+    def remove_writer(self, fileobj: HasFileno) -> bool:
         """Stop watching ``fileobj`` for writing; False if no writer was registered."""
         reg = self._regs.get(fileobj)
         if reg is None or reg.writer is None:
@@ -545,7 +561,7 @@ class Loop:
         self._sleep_until = self._clock() + timeout
         return timeout
 
-    def _run_batch(self, events) -> None:
+    def _run_batch(self, events: list[tuple[selectors.SelectorKey, int]]) -> None:
         self.iterations += 1
         ready = self._ready
         for key, mask in events:
@@ -569,7 +585,7 @@ class Loop:
             for fn, args in batch:
                 self._call(fn, args)
 
-    def _call(self, fn: Callable[..., Any], args: tuple) -> None:
+    def _call(self, fn: Callable[..., object], args: tuple[object, ...]) -> None:
         """The one place that calls callbacks."""
         try:
             fn(*args)

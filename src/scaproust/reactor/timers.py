@@ -20,7 +20,9 @@ import itertools
 import reprlib
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TypeVarTuple
+
+Ts = TypeVarTuple("Ts")
 
 
 class TimerHandle:
@@ -30,10 +32,11 @@ class TimerHandle:
     __slots__ = ("when", "_callback", "_args", "_queue", "_cancelled")
 
     def __init__(
-        self, when: float, callback: Callable[..., Any], args: tuple, queue: TimerQueue
+        self, when: float, callback: Callable[..., object], args: tuple[object, ...],
+        queue: TimerQueue,
     ) -> None:
         self.when = when
-        self._callback: Callable[..., Any] | None = callback
+        self._callback: Callable[..., object] | None = callback
         self._args = args
         # The queue whose heap holds this handle; None once it has been popped to fire, so a
         # late cancel() does not miscount the heap's dead entries.
@@ -57,8 +60,9 @@ class TimerHandle:
     def _run(self) -> None:
         # Popped as due, but a callback that ran earlier in the same batch may have cancelled
         # it since (a reply arriving in the iteration where its resend timer expires).
-        if not self._cancelled:
-            self._callback(*self._args)
+        callback = self._callback
+        if callback is not None:  # None once cancelled
+            callback(*self._args)
 
     def __repr__(self) -> str:
         state = "cancelled" if self._cancelled else f"{self._callback!r}{reprlib.repr(self._args)}"
@@ -77,7 +81,8 @@ class TimerQueue:
         """Entries in the heap, cancelled ones included."""
         return len(self._heap)
 
-    def push(self, when: float, callback: Callable[..., Any], args: tuple) -> TimerHandle:
+    def push(self, when: float, callback: Callable[[*Ts], object],
+             args: tuple[*Ts]) -> TimerHandle:
         handle = TimerHandle(when, callback, args, self)
         heapq.heappush(self._heap, (when, next(self._seq), handle))
         return handle
@@ -90,7 +95,8 @@ class TimerQueue:
             self._ncancelled -= 1
         return heap[0][0] if heap else None
 
-    def pop_due(self, now: float, ready: deque) -> None:
+    def pop_due(self, now: float,
+                ready: deque[tuple[Callable[..., object], tuple[object, ...]]]) -> None:
         """Move every live timer due at ``now`` to ``ready``, in (when, seq) order."""
         heap = self._heap
         while heap and heap[0][0] <= now:

@@ -214,6 +214,7 @@ class FrameDecoder:
         if self._want:
             return []
         body, self._body, self._have = self._body, None, 0
+        assert body is not None  # only called after pending_body() gave a buffer
         return [body.tobytes()]
 
     @property
@@ -326,6 +327,7 @@ class FrameDecoder:
 
     def _check_prefix(self, prefix: bytearray) -> int:
         """Validate a complete frame prefix; return the body size it announces."""
+        size: int
         if self._ipc:
             kind, size = _IPC_PREFIX.unpack(prefix)
             if kind != IPC_MSG_TYPE:

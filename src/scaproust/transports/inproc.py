@@ -27,7 +27,7 @@ import socket
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Protocol
 
 from scaproust.errors import AddressInUse
 from scaproust.transports.tcp import LISTEN_BACKLOG
@@ -41,6 +41,14 @@ SCHEME = "inproc"
 IPC_FRAMING = True
 #: Pipes of this transport are memory pipes (core/memory_pipe.py), not stream pipes.
 IN_MEMORY = True
+
+if TYPE_CHECKING:
+    class EndLoop(Protocol):
+        """What an end asks of its owner's loop (``reactor.loop.Loop``)."""
+
+        def call_soon(self, fn: Callable[[], object], /) -> None: ...
+        def call_after_batch(self, fn: Callable[[], object], /) -> None: ...
+        def call_soon_threadsafe(self, fn: Callable[[], object], /) -> None: ...
 
 _registry: dict[str, BoundName] = {}
 _lock = threading.Lock()
@@ -68,8 +76,8 @@ class MemoryEnd:
         self.inbox: deque[bytes] = deque()
         self.peer: MemoryEnd = self
         self.closed = False
-        self.loop: Any = None
-        self._callback: Callable[[], Any] | None = None
+        self.loop: EndLoop | None = None
+        self._callback: Callable[[], object] | None = None
         self.signalled = False
         self.blocked = False
         self.arrived = 0
@@ -82,7 +90,7 @@ class MemoryEnd:
         """Messages and bytes in this end's inbox."""
         return len(self.inbox), self.arrived - self.taken
 
-    def attach(self, loop: Any, callback: Callable[[], Any]) -> None:
+    def attach(self, loop: EndLoop, callback: Callable[[], object]) -> None:
         """From now on ``signal`` runs ``callback`` on ``loop`` (its owner calls this); the
         callback runs once at once, for whatever arrived before."""
         self._callback = callback
@@ -90,21 +98,21 @@ class MemoryEnd:
         self.signalled = True
         loop.call_soon(callback)
 
-    def signal(self, from_loop: Any) -> None:
+    def signal(self, from_loop: EndLoop | None) -> None:
         """Have this end's owner run its callback (called by whoever owns ``from_loop``,
         None if nobody). Same loop: after the current batch, in the same thread (no
         wake-up). Another session: posted to its loop, which wakes if it sleeps."""
         if self.signalled:
             return
-        loop = self.loop
-        if loop is None:
+        loop, callback = self.loop, self._callback
+        if loop is None or callback is None:
             return  # not accepted yet: attach() looks at the inbox
         self.signalled = True
         if loop is from_loop:
-            loop.call_after_batch(self._callback)
+            loop.call_after_batch(callback)
             return
         try:
-            loop.call_soon_threadsafe(self._callback)
+            loop.call_soon_threadsafe(callback)
         except RuntimeError:
             pass  # that session is closing: its pipes go away with it
 
@@ -133,7 +141,7 @@ class MemoryLink:
 class BoundName:
     """A bound name: connections wait in ``pending`` and ring the bell."""
 
-    def __init__(self, address: Address):
+    def __init__(self, address: Address) -> None:
         self.address = address
         self.url = address.url
         self.pending: deque[MemoryEnd] = deque()
@@ -163,6 +171,12 @@ def _as_address(address: Address | str) -> Address:
     return parse_url(address) if isinstance(address, str) else address
 
 
+def _name(address: Address) -> str:
+    """The bound name (an inproc address keeps it in ``path``, never None)."""
+    assert address.path is not None
+    return address.path
+
+
 def configure_stream(end: MemoryEnd, *, nodelay: bool = True, keepalive: bool = False,
                      keepalive_timing: tuple[int, int, int] | None = None) -> None:
     """Nothing to configure: the TCP options mean nothing in process."""
@@ -177,9 +191,9 @@ def listen(address: Address | str, *, backlog: int = LISTEN_BACKLOG, ipv4_only: 
     """Bind a name in this process; ``AddressInUse`` if it is bound already."""
     address = _as_address(address)
     with _lock:
-        if address.path in _registry:
+        if _name(address) in _registry:
             raise AddressInUse(f"{address.url!r}: name already bound in this process")
-        listener = _registry[address.path] = BoundName(address)
+        listener = _registry[_name(address)] = BoundName(address)
     return listener, address.url
 
 
@@ -195,8 +209,8 @@ def accept(listener: BoundName) -> MemoryEnd | None:
 def close_listener(listener: BoundName) -> None:
     """Unbind the name (if it is still ours) and refuse what was still pending. Idempotent."""
     with _lock:
-        if _registry.get(listener.address.path) is listener:
-            del _registry[listener.address.path]
+        if _registry.get(_name(listener.address)) is listener:
+            del _registry[_name(listener.address)]
         listener.closed = True
         pending, listener.pending = listener.pending, deque()
     for end in pending:
@@ -209,7 +223,7 @@ def connect(address: Address | str, *, ipv4_only: bool = False) -> tuple[MemoryE
     """Connect to a bound name: ``(end, 0)``, or ``(None, ECONNREFUSED)`` if none."""
     address = _as_address(address)
     with _lock:
-        listener = _registry.get(address.path)
+        listener = _registry.get(_name(address))
         if listener is None or listener.closed:
             return None, errno.ECONNREFUSED
         link = MemoryLink()

@@ -21,7 +21,10 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, TypeVar, TypeVarTuple
+
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 
 #: At most this many lookups run at once; more wait their turn (a dialer's timeout still
 #: runs). A few are enough: lookups are rare (one per dial of a host name), and a bound
@@ -32,11 +35,12 @@ MAX_WORKERS = 4
 class _Pool:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._queue: deque = deque()
+        # (future, fn, args): each job's own types, checked by submit().
+        self._queue: deque[tuple[Future[Any], Callable[..., Any], tuple[object, ...]]] = deque()
         self._workers = 0
 
-    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
-        future: Future = Future()
+    def submit(self, fn: Callable[[*Ts], T], *args: *Ts) -> Future[T]:
+        future: Future[T] = Future()
         with self._lock:
             self._queue.append((future, fn, args))
             if self._workers < MAX_WORKERS:
@@ -65,7 +69,7 @@ class _Pool:
 _pool = _Pool()
 
 
-def submit(fn: Callable[..., Any], *args: Any) -> Future:
+def submit(fn: Callable[[*Ts], T], *args: *Ts) -> Future[T]:
     """Run ``fn(*args)`` in a worker thread; its result or exception lands in the Future."""
     return _pool.submit(fn, *args)
 

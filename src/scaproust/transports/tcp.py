@@ -36,6 +36,8 @@ import errno
 import ipaddress
 import os
 import socket
+from collections.abc import Sequence
+from typing import TypeAlias
 
 import attrs
 
@@ -46,6 +48,15 @@ from scaproust.transports.url import WILDCARD_HOST, Address, format_tcp_url, par
 #: Once a small queue is full, new clients wait for their SYN to be retransmitted (1 s, then
 #: 3 s, ...): 10,000 clients took 45 s to connect to a listener with the old 128.
 LISTEN_BACKLOG = socket.SOMAXCONN
+
+#: A socket address as ``getaddrinfo`` gives it: ``(host, port)`` for IPv4, ``(host, port,
+#: flowinfo, scope_id)`` for IPv6 (typeshed adds ``(int, bytes)``, for a Python built
+#: without IPv6 support).
+SockAddr: TypeAlias = "tuple[str, int] | tuple[str, int, int, int] | tuple[int, bytes]"
+#: What :func:`resolve` finds: ``(family, sockaddr)``.
+Resolved: TypeAlias = "tuple[int, SockAddr]"
+#: One entry of ``getaddrinfo``: ``(family, type, proto, canonname, sockaddr)``.
+AddrInfo: TypeAlias = "tuple[int, int, int, str, SockAddr]"
 
 __all__ = [
     "IPC_FRAMING",
@@ -110,7 +121,7 @@ def _as_address(address: Address | str) -> Address:
     return address
 
 
-def _literal(host: str, port: int, flags: int) -> list | None:
+def _literal(host: str, port: int, flags: int) -> Sequence[AddrInfo] | None:
     """``getaddrinfo`` of an address literal (never blocks: ``AI_NUMERICHOST``); None for a
     host name."""
     try:
@@ -134,7 +145,7 @@ def needs_resolution(address: Address) -> bool:
     return False
 
 
-def resolve(address: Address | str, *, passive: bool = False, ipv4_only: bool = False) -> tuple[int, tuple]:
+def resolve(address: Address | str, *, passive: bool = False, ipv4_only: bool = False) -> Resolved:
     """Return ``(family, sockaddr)`` for a TCP address: blocks on DNS for a host name, so a
     session calls it in the caller's thread (bind) or a worker thread (dial), never on its
     I/O thread. With ``ipv4_only`` an address that has no IPv4 form is InvalidAddress, as is
@@ -142,7 +153,7 @@ def resolve(address: Address | str, *, passive: bool = False, ipv4_only: bool = 
     return _resolve(_as_address(address), passive=passive, ipv4_only=ipv4_only)
 
 
-def _resolve(address: Address, *, passive: bool, ipv4_only: bool = False) -> tuple[int, tuple]:
+def _resolve(address: Address, *, passive: bool, ipv4_only: bool = False) -> Resolved:
     """Return ``(family, sockaddr)`` for a TCP address (may block on DNS); with ``ipv4_only``
     an address that has no IPv4 form is InvalidAddress."""
     assert address.host is not None and address.port is not None
@@ -150,7 +161,7 @@ def _resolve(address: Address, *, passive: bool, ipv4_only: bool = False) -> tup
         # '*' means every IPv4 interface, like nanomsg and nng.
         return socket.AF_INET, ("0.0.0.0", address.port)
     flags = socket.AI_NUMERICSERV | (socket.AI_PASSIVE if passive else 0)
-    infos = _literal(address.host, address.port, flags)
+    infos: Sequence[AddrInfo] | None = _literal(address.host, address.port, flags)
     if infos is None:
         try:
             infos = getaddrinfo(address.host, address.port, socket.AF_UNSPEC, socket.SOCK_STREAM,
@@ -192,7 +203,7 @@ def configure_stream(sock: socket.socket, *, nodelay: bool = True, keepalive: bo
 
 
 def listen(address: Address | str, *, backlog: int = LISTEN_BACKLOG, ipv4_only: bool = False,
-           resolved: tuple[int, tuple] | None = None) -> tuple[ListeningSocket, str]:
+           resolved: Resolved | None = None) -> tuple[ListeningSocket, str]:
     """Bind and listen on a TCP address; return ``(listener, resolved_url)``.
 
     ``address`` is an :class:`Address` or a ``tcp://`` URL. The host is resolved with
@@ -267,7 +278,7 @@ def close_listener(listener: ListeningSocket) -> None:
 
 
 def connect(address: Address | str, *, ipv4_only: bool = False,
-            resolved: tuple[int, tuple] | None = None) -> tuple[socket.socket | None, int]:
+            resolved: Resolved | None = None) -> tuple[socket.socket | None, int]:
     """Start connecting to a TCP address without blocking; return ``(sock, err)``.
 
     The contract (the same for IPC):

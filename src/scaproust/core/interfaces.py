@@ -1,0 +1,82 @@
+"""The duck types between layers, for type checkers only.
+
+Nothing imports this module at run time (``if TYPE_CHECKING:`` only): the pipes, endpoints
+and protocols are driven by the session's ``Loop`` and real sockets in the library, and by
+a fake loop and fake streams in the sans-IO tests (tests/protocols/fakes.py); these
+``Protocol`` classes name what both must provide.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Protocol, TypeVarTuple
+
+from scaproust.reactor.loop import HasFileno
+
+if TYPE_CHECKING:
+    from scaproust.reactor.loop import Loop
+
+Ts = TypeVarTuple("Ts")
+
+
+class Stream(HasFileno, Protocol):
+    """One connection to a peer as a pipe uses it: a non-blocking ``socket.socket``."""
+
+    def recv(self, bufsize: int, /) -> bytes: ...
+    def recv_into(self, buffer: memoryview, /) -> int: ...
+    def sendmsg(self, buffers: Iterable[bytes | memoryview], /) -> int: ...
+    def close(self) -> None: ...
+
+
+class Timer(Protocol):
+    """A scheduled call (``reactor.timers.TimerHandle``)."""
+
+    def cancel(self) -> None: ...
+
+
+class PipeLoop(Protocol):
+    """What a pipe, an endpoint machine and a protocol's context ask of the session's loop
+    (``reactor.loop.Loop``), all under the session lock."""
+
+    def time(self) -> float: ...
+    def call_soon(self, fn: Callable[[*Ts], object], *args: *Ts) -> None: ...
+    def call_after_batch(self, fn: Callable[[*Ts], object],
+                         *args: *Ts) -> None: ...
+    def call_soon_threadsafe(self, fn: Callable[[*Ts], object],
+                             *args: *Ts) -> None: ...
+    def call_later(self, delay: float, fn: Callable[[*Ts], object],
+                   *args: *Ts) -> Timer: ...
+    def add_reader(self, fileobj: HasFileno, callback: Callable[[], object]) -> None: ...
+    def remove_reader(self, fileobj: HasFileno) -> bool: ...
+    def add_writer(self, fileobj: HasFileno, callback: Callable[[], object]) -> None: ...
+    def remove_writer(self, fileobj: HasFileno) -> bool: ...
+    def lend_reader(self, fileobj: HasFileno) -> bool: ...
+    def return_reader(self, fileobj: HasFileno) -> None: ...
+
+
+class Lender(Protocol):
+    """How a caller's thread borrows a pipe's reading from the loop (``Lender`` in
+    core/pipe.py, used by core/caller_reader.py)."""
+
+    #: Called when the pipe dies while lent to an asyncio event loop.
+    on_release: Callable[[], object] | None
+
+    @property
+    def stream(self) -> HasFileno | None: ...
+    def lend(self) -> bool: ...
+    def read(self) -> None: ...
+    def give_back(self) -> None: ...
+
+
+class LendingPipe(Protocol):
+    """A pipe whose reading a caller's thread may borrow (core/pipe.py, core/memory_pipe.py)."""
+
+    @property
+    def lender(self) -> Lender: ...
+
+
+def _conforming(loop: Loop, sock: socket.socket) -> tuple[PipeLoop, Stream]:
+    """Never called: mypy checks here that the session's loop and a real socket have the
+    shapes above."""
+    return loop, sock
