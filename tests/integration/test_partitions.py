@@ -14,6 +14,7 @@ variable set), where they fail: CI must run them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -66,6 +67,19 @@ class Partition:
 
     def run(self, ns: str, script: str) -> Peer:
         return Peer(["ip", "netns", "exec", ns, sys.executable, "-c", textwrap.dedent(script)])
+
+    @contextlib.contextmanager
+    def echo_and_client(self, client_script: str):
+        """A REP echo in ``b``, and in ``a`` the client ``client_script`` (``{url}`` is the
+        echo's address); both stopped on the way out."""
+        peers = [self.run(self.b, ECHO)]
+        try:
+            url = peers[0].read()["url"]
+            peers.append(self.run(self.a, client_script.replace("{url}", url)))
+            yield peers[1]
+        finally:
+            for peer in reversed(peers):
+                peer.stop()
 
     def remove(self) -> None:
         for ns in self.made:  # deleting a namespace deletes its end of the veth pair
@@ -127,31 +141,28 @@ ECHO = f"""
 
 
 def test_a_request_lost_in_a_partition_is_answered_once_the_link_heals(partition):
-    echo = partition.run(partition.b, ECHO)
-    client = None
-    try:
-        url = echo.read()["url"]
-        client = partition.run(partition.a, f"""
-            import json, sys, time
-            import scaproust as sp
-            say = lambda **kw: print(json.dumps(kw), flush=True)
-            with sp.Session() as session:
-                req = session.socket(sp.Req, resend_interval=0.3, recv_timeout={DEADLINE})
-                req.connect("{url}")
-                req.send(b"before")
-                say(reply=req.recv().decode())
-                sys.stdin.readline()  # the link is cut now
-                req.send(b"during")
-                start = time.monotonic()
-                try:
-                    req.recv(timeout=0.5)
-                    say(timeout=False)
-                except sp.Timeout:
-                    say(timeout=True, waited=time.monotonic() - start)
-                sys.stdin.readline()  # healed
-                reply = req.recv().decode()
-                say(reply=reply, resent=req.stats.get("requests_resent", 0))
-        """)
+    client_script = f"""
+        import json, sys, time
+        import scaproust as sp
+        say = lambda **kw: print(json.dumps(kw), flush=True)
+        with sp.Session() as session:
+            req = session.socket(sp.Req, resend_interval=0.3, recv_timeout={DEADLINE})
+            req.connect("{{url}}")
+            req.send(b"before")
+            say(reply=req.recv().decode())
+            sys.stdin.readline()  # the link is cut now
+            req.send(b"during")
+            start = time.monotonic()
+            try:
+                req.recv(timeout=0.5)
+                say(timeout=False)
+            except sp.Timeout:
+                say(timeout=True, waited=time.monotonic() - start)
+            sys.stdin.readline()  # healed
+            reply = req.recv().decode()
+            say(reply=reply, resent=req.stats.get("requests_resent", 0))
+    """
+    with partition.echo_and_client(client_script) as client:
         assert client.read() == {"reply": "before"}
         partition.cut()
         client.tell("cut")
@@ -162,41 +173,33 @@ def test_a_request_lost_in_a_partition_is_answered_once_the_link_heals(partition
         after = client.read()
         assert after["reply"] == "during"
         assert after["resent"] >= 1  # the lost request went again, and got through
-    finally:
-        for peer in (client, echo):
-            if peer is not None:
-                peer.stop()
 
 
 def test_keepalive_notices_a_peer_lost_behind_a_partition_and_the_dialer_comes_back(partition):
     idle, interval, count = 1, 1, 2
-    echo = partition.run(partition.b, ECHO)
-    client = None
-    try:
-        url = echo.read()["url"]
-        client = partition.run(partition.a, f"""
-            import json, sys, time
-            import scaproust as sp
-            say = lambda **kw: print(json.dumps(kw), flush=True)
-            with sp.Session() as session:
-                req = session.socket(sp.Req, recv_timeout={DEADLINE}, tcp_keepalive=True,
-                                     tcp_keepalive_idle={idle},
-                                     tcp_keepalive_interval={interval},
-                                     tcp_keepalive_count={count})
-                req.connect("{url}")
-                req.send(b"hello")
-                say(reply=req.recv().decode())
-                sys.stdin.readline()  # the link is cut now
-                start = time.monotonic()
-                deadline = start + {DEADLINE}
-                while req.stats.get("pipes_closed", 0) == 0:
-                    assert time.monotonic() < deadline, "the dead peer was never noticed"
-                    time.sleep(0.05)
-                say(noticed_after=time.monotonic() - start)
-                sys.stdin.readline()  # healed
-                req.send(b"again")  # waits for the dialer to reconnect, then for the reply
-                say(reply=req.recv().decode(), reconnected=req.stats.get("pipes_opened", 0))
-        """)
+    client_script = f"""
+        import json, sys, time
+        import scaproust as sp
+        say = lambda **kw: print(json.dumps(kw), flush=True)
+        with sp.Session() as session:
+            req = session.socket(sp.Req, recv_timeout={DEADLINE}, tcp_keepalive=True,
+                                 tcp_keepalive_idle={idle}, tcp_keepalive_interval={interval},
+                                 tcp_keepalive_count={count})
+            req.connect("{{url}}")
+            req.send(b"hello")
+            say(reply=req.recv().decode())
+            sys.stdin.readline()  # the link is cut now
+            start = time.monotonic()
+            deadline = start + {DEADLINE}
+            while req.stats.get("pipes_closed", 0) == 0:
+                assert time.monotonic() < deadline, "the dead peer was never noticed"
+                time.sleep(0.05)
+            say(noticed_after=time.monotonic() - start)
+            sys.stdin.readline()  # healed
+            req.send(b"again")  # waits for the dialer to reconnect, then for the reply
+            say(reply=req.recv().decode(), reconnected=req.stats.get("pipes_opened", 0))
+    """
+    with partition.echo_and_client(client_script) as client:
         assert client.read() == {"reply": "hello"}
         partition.cut()
         client.tell("cut")
@@ -206,7 +209,3 @@ def test_keepalive_notices_a_peer_lost_behind_a_partition_and_the_dialer_comes_b
         partition.heal()
         client.tell("healed")
         assert client.read() == {"reply": "again", "reconnected": 2}  # the dialer came back
-    finally:
-        for peer in (client, echo):
-            if peer is not None:
-                peer.stop()
