@@ -32,7 +32,14 @@ from scaproust.core.guard import crash, entry_point, facade_call, fire, log_cras
 from scaproust.core.listener import Listener
 from scaproust.core.options import EndpointOptions
 from scaproust.core.session import FORKED
-from scaproust.core.stats import BYTES_SENT, MSGS_SENT, PIPES_CLOSED, PIPES_OPENED, Stats
+from scaproust.core.stats import (
+    BYTES_SENT,
+    DROPPED_CLOSED,
+    MSGS_SENT,
+    PIPES_CLOSED,
+    PIPES_OPENED,
+    Stats,
+)
 from scaproust.errors import Closed, Error, InvalidAddress
 from scaproust.transports import get_transport
 from scaproust.transports.url import parse_url
@@ -128,6 +135,13 @@ class SocketCore(SocketFSM):
     @entry_point
     def _drain_outbox(self) -> None:
         batch = self.channel.take_outbox()
+        if self.state == "closed":
+            # A send that raced close(): the channel took it just before it closed, and its
+            # drain came after the socket (and its protocol) had closed. Nothing can carry
+            # it any more: dropped, and counted, never fed to a closed machine.
+            if batch:
+                self.stats.count(DROPPED_CLOSED, len(batch))
+            return
         ctx, send = self.ctx, self.proto.cmd_send
         total = 0
         for item in batch:
