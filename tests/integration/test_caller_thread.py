@@ -17,6 +17,7 @@ import pytest
 
 import scaproust as sp
 from scaproust.core import caller_reader
+from scaproust.core.caller_reader import CallerReader
 from scaproust.core.pipe import Pipe
 from scaproust.reactor.loop import MAX_SLEEP
 from tests.integration.conftest import wait_until
@@ -254,3 +255,40 @@ def test_a_pipe_that_dies_while_lent_to_an_event_loop_leaves_it_and_the_next_pee
         return stale, await asyncio.wait_for(task, 5)
 
     assert asyncio.run(main()) == (False, b"two")
+
+
+def test_a_close_that_lands_as_a_reading_caller_gives_its_pipes_back_wakes_it_with_closed(
+        session, monkeypatch):
+    # The close wakes the reading caller through its wake-up and, in the race the soak
+    # found, closes that wake-up as soon as the caller stops being busy. The caller must
+    # have drained it by then: draining a closed socket raised EBADF out of recv().
+    pull, _, _ = pull_with_a_push(session)
+    reader = pull._core.reader
+    real_end = CallerReader._end
+
+    def end_then_close(self, lent, owned):
+        alive = real_end(self, lent, owned)
+        with_lock = self.loop.own(None)
+        try:
+            self.close()  # what the I/O thread's close does once the caller is not busy
+        finally:
+            if with_lock:
+                self.loop.release()
+        return alive
+
+    monkeypatch.setattr(CallerReader, "_end", end_then_close)
+    errors: list[BaseException] = []
+
+    def receive():
+        try:
+            pull.recv()
+        except BaseException as err:  # the test reads what recv() raised
+            errors.append(err)
+
+    thread = threading.Thread(target=receive)
+    thread.start()
+    wait_until(lambda: reader.busy, what="a caller reading its pipes itself")
+    pull.close()
+    thread.join(5)
+    assert not thread.is_alive()
+    assert len(errors) == 1 and isinstance(errors[0], sp.Closed), errors

@@ -109,9 +109,14 @@ class CallerReader:
             ready, owned = self._read_until_delivered(lent, wakeup, deadline)
         finally:
             self.channel.end_reading()
-            self._end(lent, owned)
-        if wakeup in ready:
-            wakeup.drain()
+            try:
+                if wakeup in ready:
+                    # While still busy: once _end clears it, a close may close the wake-up
+                    # (close() leaves it to a caller still sleeping on it), and draining a
+                    # closed socket raised EBADF out of recv() instead of sp.Closed.
+                    wakeup.drain()
+            finally:
+                self._end(lent, owned)
         return True
 
     def _read_until_delivered(self, lent: list[Lender], wakeup: Wakeup,
