@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-stamp
 # Debian packages: `dot` renders the diagrams; nanocat and nngcat are the interop peers.
 DEBS   := graphviz nanomsg-utils nng-utils
 
-.PHONY: all run test test-deep test-fast regen check-regen diagrams lint bench bench-quick system-deps venv clean
+.PHONY: all run test test-deep test-fast regen check-regen diagrams lint bench bench-quick soak system-deps venv clean
 
 all: test
 
@@ -69,7 +69,15 @@ run: venv system-deps regen
 	$(BIN)/python -m scaproust demo
 
 lint: venv
-	$(BIN)/ruff check src codegen tests bench
+	$(BIN)/ruff check src codegen tests bench tools
+
+# The soak (issue 10; tools/soak.py says what it checks): every protocol over tcp, ipc and
+# inproc for SOAK_SECONDS, peers joining, closing and killed, every message accounted for,
+# resources flat; one summary line, non-zero naming the failed check. A 5 s run is part of
+# `make test` (tests/soak/test_soak.py). SOAK_ARGS: e.g. "--verbose --seed 7".
+SOAK_SECONDS ?= 60
+soak: venv
+	$(BIN)/python tools/soak.py --seconds $(SOAK_SECONDS) $(SOAK_ARGS)
 
 # Side by side with pynng, pyzmq and a bare-socket ceiling (issue 8; bench/run.py says how),
 # then docs/PERFORMANCE.md and docs/performance.png from the new bench/results/<date>.json.
