@@ -71,7 +71,7 @@ run: venv system-deps regen
 lint: venv
 	$(BIN)/ruff check src codegen tests bench tools
 
-# The soak (issue 10; tools/soak.py says what it checks): every protocol over tcp, ipc and
+# The soak (issue 10; docs/RELIABILITY.md): every protocol over tcp, ipc and
 # inproc for SOAK_SECONDS, peers joining, closing and killed, every message accounted for,
 # resources flat; one summary line, non-zero naming the failed check. A 5 s run is part of
 # `make test` (tests/soak/test_soak.py). SOAK_ARGS: e.g. "--verbose --seed 7".

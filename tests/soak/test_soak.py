@@ -1,6 +1,6 @@
 """A short soak (tools/soak.py) in a subprocess: every protocol over tcp, ipc and inproc, peers
 joining, closing and killed, every message accounted for, resources flat. ``make soak`` runs
-the long one."""
+the long one; docs/RELIABILITY.md says what each check proves."""
 
 from __future__ import annotations
 
