@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed-stamp
 # `ip` (iproute2) makes the network namespaces of the partition tests.
 DEBS   := graphviz nanomsg-utils nng-utils iproute2
 
-.PHONY: all run test test-deep test-fast regen check-regen diagrams lint bench bench-quick system-deps venv clean
+.PHONY: all run test test-deep test-fast regen check-regen diagrams lint bench bench-quick soak system-deps venv clean
 
 all: test
 
@@ -76,6 +76,14 @@ run: venv system-deps regen
 lint: venv
 	$(BIN)/ruff check src codegen tests bench tools
 	$(BIN)/mypy
+
+# The soak (issue 10; docs/RELIABILITY.md): every protocol over tcp, ipc and
+# inproc for SOAK_SECONDS, peers joining, closing and killed, every message accounted for,
+# resources flat; one summary line, non-zero naming the failed check. A 5 s run is part of
+# `make test` (tests/soak/test_soak.py). SOAK_ARGS: e.g. "--verbose --seed 7".
+SOAK_SECONDS ?= 60
+soak: venv
+	$(BIN)/python tools/soak.py --seconds $(SOAK_SECONDS) $(SOAK_ARGS)
 
 # Side by side with pynng, pyzmq and a bare-socket ceiling (issue 8; bench/run.py says how),
 # then docs/PERFORMANCE.md and docs/performance.png from the new bench/results/<date>.json.
