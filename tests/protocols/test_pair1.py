@@ -517,3 +517,11 @@ def test_a_closed_pair1_refuses_every_event_but_close(ctx, machine, event, args)
     with pytest.raises(MachineError, match=f"Can't trigger event {event} from state closed"):
         getattr(pair, event)(*args)
     assert pair.state == "closed"
+
+
+def test_a_malformed_message_last_in_its_read_counts_nothing_as_rejected(pair, ctx):
+    # Nothing came behind it: no dropped_rejected counter appears, not even at zero.
+    p1 = paired(pair)
+    pair.evt_pipe_recv(p1, [hops(1) + b"good", b""])
+    assert ctx.rejected == [p1]
+    assert ctx.stats.snapshot() == {"dropped_malformed": 1}

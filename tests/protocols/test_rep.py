@@ -297,3 +297,11 @@ def test_the_rep_machines_run_on_the_backend_the_environment_names():
     via_transitions = os.environ.get("SCAPROUST_FSM", "compiled").strip().lower() == "transitions"
     assert issubclass(Rep, rep_gen.RepTransitions if via_transitions else rep_gen.RepCompiled)
     assert issubclass(RepRaw, rep_raw_gen.RepRawTransitions if via_transitions else rep_raw_gen.RepRawCompiled)
+
+
+def test_a_malformed_request_last_in_its_read_counts_nothing_as_rejected(rep, ctx):
+    # Nothing came behind it: no dropped_rejected counter appears, not even at zero.
+    pipe = add_pipe(rep)
+    rep.evt_pipe_recv(pipe, [ID + b"good", b"\x80\x00"])
+    assert ctx.rejected == [pipe]
+    assert ctx.stats.snapshot() == {"dropped_malformed": 1}
