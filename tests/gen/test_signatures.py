@@ -91,7 +91,7 @@ def test_an_on_enter_action_with_a_parameter_fails_on_its_state(tmp_path):
 
 def test_an_action_used_on_enter_and_on_a_row_must_take_the_row_s_arguments_as_star_args(tmp_path):
     # close_endpoints: on_enter of closing (nothing), cmd_close (nothing), evt_crashed (err).
-    src, line = source_with(tmp_path, "core/socket.py", "def close_endpoints(self, *args)",
+    src, line = source_with(tmp_path, "core/socket.py", "def close_endpoints(self, *args: object)",
                             "def close_endpoints(self)")
     err = error_of(src_root=src)
     row = "['*',     evt_crashed,       [],            closed,  [log_crash, close_endpoints]]"

@@ -34,6 +34,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections import deque
+from collections.abc import Callable
 
 from scaproust._generated.pipe import PipeFSM
 from scaproust.core.guard import entry_point, fire, log_crash
@@ -465,7 +466,7 @@ class Lender:
         self._pipe = pipe
         #: Called when the pipe dies while lent, before its stream closes (an asyncio
         #: event loop must stop watching the fd: caller_reader.lend_to_event_loop).
-        self.on_release = None
+        self.on_release: Callable[[], object] | None = None
 
     def lend(self) -> bool:
         """Take the pipe's reading from the loop; False if it is not reading frames now (not
