@@ -483,7 +483,7 @@ class Lender:
 
     __slots__ = ("_pipe", "on_release")
 
-    def __init__(self, pipe: Pipe):
+    def __init__(self, pipe: Pipe) -> None:
         self._pipe = pipe
         #: Called when the pipe dies while lent, before its stream closes (an asyncio
         #: event loop must stop watching the fd: caller_reader.lend_to_event_loop).
