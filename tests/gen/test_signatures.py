@@ -62,7 +62,7 @@ def error_of(text: str = REAL, src_root: Path = ROOT / "src") -> SpecError:
     ("(self, message)", "(message)"),                    # misnamed
 ])
 def test_an_action_that_does_not_take_what_its_event_carries_fails_on_its_row(tmp_path, signature, takes):
-    src, line = source_with(tmp_path, "protocols/pub.py", "def send_to_all(self, item)",
+    src, line = source_with(tmp_path, "protocols/pub.py", "def send_to_all(self, item: Item)",
                             f"def send_to_all{signature}")
     err = error_of(src_root=src)
     assert str(err) == (f"protocols.yaml:{line_of(REAL, PUB_SEND, 'pub')}: action 'send_to_all' "
@@ -71,7 +71,7 @@ def test_an_action_that_does_not_take_what_its_event_carries_fails_on_its_row(tm
 
 
 def test_a_guard_is_held_to_its_event_too(tmp_path):
-    src, line = source_with(tmp_path, "protocols/sub.py", "def is_last_topic(self, topic)",
+    src, line = source_with(tmp_path, "protocols/sub.py", "def is_last_topic(self, topic: bytes)",
                             "def is_last_topic(self, pipe)")
     err = error_of(src_root=src)
     row = "[subscribed,   cmd_unsubscribe, [is_last_topic]"
@@ -91,7 +91,7 @@ def test_an_on_enter_action_with_a_parameter_fails_on_its_state(tmp_path):
 
 def test_an_action_used_on_enter_and_on_a_row_must_take_the_row_s_arguments_as_star_args(tmp_path):
     # close_endpoints: on_enter of closing (nothing), cmd_close (nothing), evt_crashed (err).
-    src, line = source_with(tmp_path, "core/socket.py", "def close_endpoints(self, *args)",
+    src, line = source_with(tmp_path, "core/socket.py", "def close_endpoints(self, *args: object)",
                             "def close_endpoints(self)")
     err = error_of(src_root=src)
     row = "['*',     evt_crashed,       [],            closed,  [log_crash, close_endpoints]]"
@@ -101,7 +101,7 @@ def test_an_action_used_on_enter_and_on_a_row_must_take_the_row_s_arguments_as_s
 
 
 def test_star_args_where_every_event_carries_the_same_fails(tmp_path):
-    src, line = source_with(tmp_path, "protocols/pub.py", "def send_to_all(self, item)",
+    src, line = source_with(tmp_path, "protocols/pub.py", "def send_to_all(self, item: Item)",
                             "def send_to_all(self, *args)")
     err = error_of(src_root=src)
     assert str(err) == (f"protocols.yaml:{line_of(REAL, PUB_SEND, 'pub')}: action 'send_to_all' "
@@ -111,7 +111,7 @@ def test_star_args_where_every_event_carries_the_same_fails(tmp_path):
 
 def test_star_args_must_follow_the_parameters_every_event_starts_with(tmp_path):
     # is_peer guards evt_pipe_removed and evt_pipe_ready (pipe) and evt_pipe_recv (pipe, msgs).
-    src, line = source_with(tmp_path, "protocols/pair.py", "def is_peer(self, pipe, *args)",
+    src, line = source_with(tmp_path, "protocols/pair.py", "def is_peer(self, pipe: Pipe, *args: object)",
                             "def is_peer(self, *args)")
     err = error_of(src_root=src)
     row = "[paired,   evt_pipe_removed, [is_peer], unpaired"
@@ -121,7 +121,7 @@ def test_star_args_must_follow_the_parameters_every_event_starts_with(tmp_path):
 
 
 def test_keyword_only_parameters_fail(tmp_path):
-    src, line = source_with(tmp_path, "protocols/pub.py", "def send_to_all(self, item)",
+    src, line = source_with(tmp_path, "protocols/pub.py", "def send_to_all(self, item: Item)",
                             "def send_to_all(self, *, item)")
     err = error_of(src_root=src)
     assert str(err) == (f"protocols.yaml:{line_of(REAL, PUB_SEND, 'pub')}: action 'send_to_all' "

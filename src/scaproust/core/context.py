@@ -51,8 +51,10 @@ class Context:
                  on_crash: Callable[[Exception], object] | None = None) -> None:
         self._loop = loop
         self._on_crash = on_crash
-        #: The socket's options (protocols read theirs: resend_interval, ttl, ...).
-        self.options = options
+        #: The socket's options (protocols read theirs: resend_interval, ttl, ...). A
+        #: socket always passes them; None only in sans-IO tests of a protocol that reads
+        #: none, so the protocols read them unchecked.
+        self.options: Options = options  # type: ignore[assignment]
         self._channel = channel
         self.stats = stats
         self._pipes = pipes_of_socket

@@ -37,6 +37,9 @@ import functools
 import logging
 import os
 import random
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Protocol, cast
 
 from scaproust._generated.dialer import DialerFSM
 from scaproust.core.guard import entry_point, log_crash
@@ -45,6 +48,24 @@ from scaproust.core.options import EndpointOptions
 from scaproust.core.pipe import Pipe
 from scaproust.core.stats import CONNECT_FAILURES
 from scaproust.transports import resolver
+
+if TYPE_CHECKING:
+    import socket as _socket
+
+    from scaproust.core.interfaces import PipeLoop, Timer
+    from scaproust.core.socket import SocketCore
+    from scaproust.transports import Transport
+    from scaproust.transports.tcp import Resolved
+    from scaproust.transports.url import Address
+
+    class _Resolving(Protocol):
+        """What TCP alone adds to ``Transport`` (transports/tcp.py): name lookups, and a
+        ``connect`` that takes the lookup's result."""
+
+        def resolve(self, address: Address | str, *, passive: bool = False,
+                    ipv4_only: bool = False) -> Resolved: ...
+        def connect(self, address: Address | str, *, ipv4_only: bool = False,
+                    resolved: Resolved | None = None) -> tuple[_socket.socket | None, int]: ...
 
 log = logging.getLogger("scaproust.dialer")
 
@@ -86,8 +107,9 @@ class _Episode:
 class Dialer(DialerFSM):
     """The I/O-thread side of an endpoint made by ``connect()``."""
 
-    def __init__(self, *, loop, socket, transport, address, url: str, endpoint_id: int,
-                 endpoint=None):
+    def __init__(self, *, loop: PipeLoop, socket: SocketCore, transport: Transport,
+                 address: Address, url: str, endpoint_id: int,
+                 endpoint: EndpointOptions | None = None) -> None:
         # EndpointOptions: the pipe's priorities and size limit, and the reconnect schedule.
         self.endpoint = endpoint if endpoint is not None else EndpointOptions.of(socket.options)
         self.loop = loop
@@ -97,15 +119,16 @@ class Dialer(DialerFSM):
         self.url = url
         self.endpoint_id = endpoint_id
         self.pipe: Pipe | None = None
-        self._timer = None
+        self._timer: Timer | None = None
         self._connected_at = 0.0
-        self._backoff = None  # None: start from reconnect_interval
+        self._backoff: float | None = None  # None: start from reconnect_interval
         self._random = random.random
         needs_resolution = getattr(transport, "needs_resolution", None)  # TCP only
         self._has_name = bool(needs_resolution and needs_resolution(address))
-        self._submit = resolver.submit  # tests substitute their own worker
-        self._lookup = None
-        self._resolved: tuple | None = None
+        # The lookup's worker (tests substitute their own).
+        self._submit: Callable[[Callable[[], Resolved]], Future[Resolved]] = resolver.submit
+        self._lookup: Future[Resolved] | None = None
+        self._resolved: Resolved | None = None
         host = getattr(address, "host", None)
         self._lookups = _Episode(f"resolving {host!r} for {url}")
         self._starved = _Episode(f"dialing {url}")
@@ -114,12 +137,12 @@ class Dialer(DialerFSM):
         return f"<Dialer {self.url} {self.state}>"
 
     @property
-    def pipes(self) -> set:
+    def pipes(self) -> set[Pipe]:
         return {self.pipe} if self.pipe is not None else set()
 
     # ------------------------------------------------------------------ resolving
 
-    def has_name(self, *args) -> bool:
+    def has_name(self, *args: object) -> bool:
         # *args: a guard of cmd_start and evt_timeout (nothing) and evt_pipe_closed (pipe).
         return self._has_name
 
@@ -127,12 +150,12 @@ class Dialer(DialerFSM):
         log.debug("resolving %s", self.url)
         self.pipe = None
         lookup = self._submit(functools.partial(
-            self.transport.resolve, self.address, ipv4_only=self.socket.options.ipv4_only))
+            cast("_Resolving", self.transport).resolve, self.address, ipv4_only=self.socket.options.ipv4_only))
         self._lookup = lookup
         self._timer = self.loop.call_later(RESOLVE_TIMEOUT, self._on_timeout)
         lookup.add_done_callback(self._post_lookup)
 
-    def _post_lookup(self, lookup) -> None:
+    def _post_lookup(self, lookup: Future[Resolved]) -> None:
         """The lookup's done-callback, in the worker's thread: hand the outcome to the loop."""
         try:
             self.loop.call_soon_threadsafe(self._on_lookup_done, lookup)
@@ -140,7 +163,7 @@ class Dialer(DialerFSM):
             pass  # the session is closed (or this is a forked child): nobody waits for it
 
     @entry_point
-    def _on_lookup_done(self, lookup) -> None:
+    def _on_lookup_done(self, lookup: Future[Resolved]) -> None:
         if lookup is not self._lookup:
             return  # it timed out, or the dialer closed: a later dial looks the name up again
         err = lookup.exception()
@@ -157,7 +180,7 @@ class Dialer(DialerFSM):
             lookup.cancel()  # still queued: it never runs
         self.cancel_retry_timer()
 
-    def note_resolve_failure(self, err) -> None:
+    def note_resolve_failure(self, err: BaseException) -> None:
         self._lookups.failed(err)
 
     def note_resolve_timeout(self) -> None:
@@ -168,6 +191,7 @@ class Dialer(DialerFSM):
     def open_pipe(self) -> None:
         log.debug("dialing %s", self.url)
         resolved, self._resolved = self._resolved, None
+        err: int | OSError
         try:
             stream, err = self._connect(resolved)
         except OSError as exc:  # e.g. out of descriptors: retry later like a refusal
@@ -179,13 +203,14 @@ class Dialer(DialerFSM):
             peer_addr=self.url, endpoint=self.endpoint)
         self.pipe.cmd_open()
 
-    def _connect(self, resolved: tuple | None) -> tuple:
-        options = {"ipv4_only": self.socket.options.ipv4_only}
-        if resolved is not None:  # a host name, looked up while resolving
-            options["resolved"] = resolved
-        return self.transport.connect(self.address, **options)
+    def _connect(self, resolved: Resolved | None) -> tuple[_socket.socket | None, int]:
+        ipv4_only = self.socket.options.ipv4_only
+        if resolved is not None:  # a host name, looked up while resolving (TCP only)
+            return cast("_Resolving", self.transport).connect(
+                self.address, ipv4_only=ipv4_only, resolved=resolved)
+        return self.transport.connect(self.address, ipv4_only=ipv4_only)
 
-    def _note_resources(self, err) -> None:
+    def _note_resources(self, err: int | OSError) -> None:
         """Log a dial short of descriptors or memory once per episode (see ``_Episode``)."""
         code = err.errno if isinstance(err, OSError) else err
         if code in OUT_OF_RESOURCES:
@@ -193,15 +218,15 @@ class Dialer(DialerFSM):
         else:
             self._starved.ended()
 
-    def reset_backoff(self, pipe) -> None:
+    def reset_backoff(self, pipe: Pipe) -> None:
         self._backoff = None
         self._connected_at = self.loop.time()
         log.debug("connected to %s", self.url)
 
-    def lasted(self, pipe) -> bool:
+    def lasted(self, pipe: Pipe) -> bool:
         return self.loop.time() - self._connected_at >= self.endpoint.reconnect_interval
 
-    def log_disconnect(self, pipe) -> None:
+    def log_disconnect(self, pipe: Pipe) -> None:
         # Runs after the new state's on_enter: open_pipe (connecting) has already replaced
         # self.pipe with the new connection, and start_retry_timer (waiting) cleared it.
         log.debug("connection to %s lost", self.url)
@@ -225,7 +250,7 @@ class Dialer(DialerFSM):
         self._timer = None
         self.evt_timeout()
 
-    def log_crash(self, err) -> None:
+    def log_crash(self, err: Exception) -> None:
         log_crash(log, f"dialer {self.url}", err)
 
     def _abandon(self) -> None:

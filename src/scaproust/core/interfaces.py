@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Protocol, TypeVarTuple
 from scaproust.reactor.loop import HasFileno
 
 if TYPE_CHECKING:
+    from scaproust.core.message import Item
+    from scaproust.core.pipe import Pipe
     from scaproust.reactor.loop import Loop
 
 Ts = TypeVarTuple("Ts")
@@ -74,6 +76,34 @@ class LendingPipe(Protocol):
 
     @property
     def lender(self) -> Lender: ...
+
+
+class Endpoint(Protocol):
+    """A listener or a dialer (core/listener.py, core/dialer.py), as its socket drives it."""
+
+    @property
+    def endpoint_id(self) -> int: ...
+    def cmd_start(self) -> object: ...
+    def cmd_close(self) -> object: ...
+
+
+class ProtocolMachine(Protocol):
+    """A socket's protocol machine (``_generated/<protocol>.py`` and ``protocols/``), as
+    the socket drives it (core/socket.py)."""
+
+    def evt_pipe_added(self, pipe: Pipe, /) -> object: ...
+    def evt_pipe_removed(self, pipe: Pipe, /) -> object: ...
+    def evt_pipe_ready(self, pipe: Pipe, /) -> object: ...
+    def evt_pipe_recv(self, pipe: Pipe, msgs: list[bytes], /) -> object: ...
+    def cmd_send(self, item: Item, /) -> object: ...
+    def cmd_close(self) -> object: ...
+
+
+class Subscribing(ProtocolMachine, Protocol):
+    """SUB's machine: the one protocol with subscriptions."""
+
+    def cmd_subscribe(self, topic: bytes, /) -> object: ...
+    def cmd_unsubscribe(self, topic: bytes, /) -> object: ...
 
 
 def _conforming(loop: Loop, sock: socket.socket) -> tuple[PipeLoop, Stream]:

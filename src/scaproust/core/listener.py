@@ -24,12 +24,21 @@ pause), ``_failures`` (failed accepts in the current episode; 0 when there is no
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from scaproust._generated.listener import ListenerFSM
 from scaproust.core.guard import entry_point, log_crash
 from scaproust.core.memory_pipe import pipe_class
 from scaproust.core.pipe import Pipe
 from scaproust.core.stats import ACCEPT_ERRORS, PIPES_REFUSED
+
+if TYPE_CHECKING:
+    import socket as _socket
+
+    from scaproust.core.interfaces import PipeLoop, Timer
+    from scaproust.core.options import EndpointOptions
+    from scaproust.core.socket import SocketCore
+    from scaproust.transports import ListeningSocket, Transport
 
 log = logging.getLogger("scaproust.listener")
 
@@ -47,8 +56,9 @@ ACCEPT_BACKOFF_MAX = 1.0
 class Listener(ListenerFSM):
     """The I/O-thread side of an endpoint made by ``bind()``."""
 
-    def __init__(self, *, loop, socket, transport, handle, url: str, endpoint_id: int,
-                 endpoint=None):
+    def __init__(self, *, loop: PipeLoop, socket: SocketCore, transport: Transport,
+                 handle: ListeningSocket, url: str, endpoint_id: int,
+                 endpoint: EndpointOptions | None = None) -> None:
         self.endpoint = endpoint  # EndpointOptions for every pipe accepted here
         self.loop = loop
         self.socket = socket
@@ -57,7 +67,7 @@ class Listener(ListenerFSM):
         self.url = url
         self.endpoint_id = endpoint_id
         self.pipes: set[Pipe] = set()
-        self._timer = None
+        self._timer: Timer | None = None
         self._backoff = ACCEPT_BACKOFF_MIN
         self._failures = 0
         self._failure: OSError | None = None
@@ -81,7 +91,7 @@ class Listener(ListenerFSM):
         if err is not None:
             self.evt_accept_failed(err)
 
-    def log_crash(self, err) -> None:
+    def log_crash(self, err: Exception) -> None:
         log_crash(log, f"listener {self.url}", err)
 
     def _abandon(self) -> None:
@@ -113,7 +123,7 @@ class Listener(ListenerFSM):
             self.pipes.add(pipe)
             pipe.cmd_open()
 
-    def _refuse(self, stream, limit: int) -> None:
+    def _refuse(self, stream: _socket.socket, limit: int) -> None:
         """Close a connection beyond ``max_pipes`` at once (before any byte is exchanged),
         counted, and logged once per endpoint at WARNING (a flood must not flood the log)."""
         stream.close()
@@ -153,7 +163,7 @@ class Listener(ListenerFSM):
         self._timer = None
         self.evt_timeout()  # listening again: the next readiness retries the accept
 
-    def forget_pipe(self, pipe) -> None:
+    def forget_pipe(self, pipe: Pipe) -> None:
         self.pipes.discard(pipe)
 
     def close_listening_socket(self) -> None:
@@ -165,7 +175,7 @@ class Listener(ListenerFSM):
             pipe.cmd_close()
 
 
-def _peer_name(stream) -> str:
+def _peer_name(stream: _socket.socket) -> str:
     try:
         name = stream.getpeername()
     except OSError:

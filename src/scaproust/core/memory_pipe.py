@@ -32,9 +32,16 @@ poll, and a delivery made in the sender's thread wakes the waiting caller direct
 
 from __future__ import annotations
 
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
 from scaproust.core.guard import entry_point
 from scaproust.core.pipe import HIGH_WATER, Lender, Pipe, _Head
 from scaproust.transports.framing import OversizeFrame, check_handshake
+
+if TYPE_CHECKING:
+    from scaproust.transports import Transport
+    from scaproust.transports.inproc import MemoryEnd
 
 #: Per direction, the messages and bytes a link holds before the sender's own queue
 #: fills: about what a Unix socket pair buffers, enough to decouple a burst.
@@ -45,7 +52,12 @@ LINK_BYTES = HIGH_WATER
 class MemoryPipe(Pipe):
     """A pipe whose stream is a ``MemoryEnd`` (see the module's docstring)."""
 
-    def __init__(self, **kwargs):
+    # What inproc's connect and accept return instead of a socket (transports/__init__.py).
+    stream: MemoryEnd  # type: ignore[assignment]
+    # Whole buffers only: the memoryviews of a partial write are the stream pipe's (_flush).
+    _out: deque[bytes]  # type: ignore[assignment]
+
+    def __init__(self, **kwargs: Any) -> None:  # Pipe's keywords
         super().__init__(**kwargs)
         self.lender = _Unlendable(self)
 
@@ -140,7 +152,7 @@ class MemoryPipe(Pipe):
         if not inbox and peer.closed and self.stream is not None:
             self.evt_peer_closed()  # nothing more can come
 
-    def _oversize(self, msgs: list, limit: int) -> bool:
+    def _oversize(self, msgs: list[bytes], limit: int) -> bool:
         """Deliver the messages before the first one over ``limit`` and close the pipe, as
         a stream pipe does on an oversize frame; False if none is over."""
         for i, msg in enumerate(msgs):
@@ -154,7 +166,7 @@ class MemoryPipe(Pipe):
 
     # ---------------------------------------------------------------- writing
 
-    def enqueue(self, body, header=b"") -> None:
+    def enqueue(self, body: bytes, header: bytes = b"") -> None:
         self._out_msgs += 1
         self._queue(header + body if header else body)
 
@@ -186,7 +198,8 @@ class MemoryPipe(Pipe):
         peer.signal(self.loop)
         self.evt_flushed()
 
-    def _move_some(self, out, peer, room: int, room_bytes: int) -> bool:
+    def _move_some(self, out: deque[bytes], peer: MemoryEnd, room: int,
+                   room_bytes: int) -> bool:
         """Move what the link has room for (at least one message when it is empty, however
         large); mark the end ``blocked`` if some is left. True if anything moved."""
         moved = 0
@@ -223,6 +236,6 @@ class _Unlendable(Lender):
         return False
 
 
-def pipe_class(transport) -> type[Pipe]:
+def pipe_class(transport: Transport) -> type[Pipe]:
     """The pipe class for a transport module."""
     return MemoryPipe if getattr(transport, "IN_MEMORY", False) else Pipe

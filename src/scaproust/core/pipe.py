@@ -34,6 +34,8 @@ from __future__ import annotations
 import itertools
 import logging
 from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
 
 from scaproust._generated.pipe import PipeFSM
 from scaproust.core.guard import entry_point, fire, log_crash
@@ -53,6 +55,15 @@ from scaproust.transports.framing import (
     encode_handshake,
     frame_prefix,
 )
+
+if TYPE_CHECKING:
+    import socket
+
+    from scaproust.core.dialer import Dialer
+    from scaproust.core.interfaces import PipeLoop, Stream, Timer
+    from scaproust.core.listener import Listener
+    from scaproust.core.socket import SocketCore
+    from scaproust.transports import Transport
 
 log = logging.getLogger("scaproust.pipe")
 
@@ -86,15 +97,20 @@ class _Head(bytes):
 class Pipe(PipeFSM):
     """One connection; the socket's protocol sees it as a destination and a source."""
 
-    def __init__(self, *, loop, stream, transport, socket, owner, dialed: bool,
-                 connect_error: int | OSError = 0, peer_addr: str = "", endpoint: EndpointOptions | None = None):
+    def __init__(self, *, loop: PipeLoop, stream: Stream | None, transport: Transport,
+                 socket: SocketCore, owner: Listener | Dialer, dialed: bool,
+                 connect_error: int | OSError = 0, peer_addr: str = "",
+                 endpoint: EndpointOptions | None = None) -> None:
         self.id = next(_ids) & 0x7FFFFFFF  # 31 bits: raw REP puts it in a backtrace word
         #: Fixed by the endpoint at bind()/connect(): priorities 1 (highest) to 16, size limit.
         self.endpoint = endpoint if endpoint is not None else EndpointOptions.of(socket.options)
         self.send_priority = self.endpoint.send_priority
         self.recv_priority = self.endpoint.recv_priority
         self.loop = loop
-        self.stream = stream
+        # None once the pipe is released (dead), and from the start for a dial that failed
+        # at once (connect_error): every method that may run then checks, the others run
+        # only in states that have a stream, so it is typed as there, without a check.
+        self.stream: Stream = stream  # type: ignore[assignment]
         self.transport = transport
         self.socket = socket
         self.owner = owner
@@ -104,16 +120,19 @@ class Pipe(PipeFSM):
         self._ipc = transport.IPC_FRAMING
         self._options = socket.options
         self._window = socket.options.send_buffer
-        self._out: deque = deque()
+        self._out: deque[bytes | memoryview] = deque()
         self._out_bytes = 0
         self._out_msgs = 0
         self._dropped = (0, 0)
         self._flush_scheduled = False
         self._writer_registered = False
         self._handshake = b""
-        self._decoder: FrameDecoder | None = None
+        # Set by watch_frames, the first action of active, before any frame is read (None
+        # only while connecting and handshaking): typed as set, so that the hot path reads
+        # it without a check.
+        self._decoder: FrameDecoder = None  # type: ignore[assignment]
         self._read_size = READ_MIN
-        self._timer = None
+        self._timer: Timer | None = None
         self._attached = False
         self._watching = False  # the pipe wants its input read (not paused, not dead)
         self._lent = False  # a caller's thread reads it instead of the loop (see Lender)
@@ -164,18 +183,19 @@ class Pipe(PipeFSM):
             self.loop.remove_writer(self.stream)
 
     @entry_point
-    def _on_connect_failed(self, err) -> None:
+    def _on_connect_failed(self, err: OSError) -> None:
         self.evt_connect_failed(err)
 
     @entry_point
     def _on_connect_ready(self) -> None:
-        err = self.transport.finish_connect(self.stream)
+        # A pipe's stream is what its transport's connect or accept returned.
+        err = self.transport.finish_connect(cast("socket.socket", self.stream))
         if err:
             self.evt_connect_failed(OSError(err, _strerror(err)))
         else:
             self.evt_connected()  # handshaking's tune_stream sets the stream's options
 
-    def log_connect_failure(self, err) -> None:
+    def log_connect_failure(self, err: OSError) -> None:
         log.debug("pipe %d: connect to %s failed: %s", self.id, self.peer_addr, err)
 
     # ---------------------------------------------------------------- header exchange
@@ -184,7 +204,8 @@ class Pipe(PipeFSM):
         options = self._options
         timing = (options.tcp_keepalive_idle, options.tcp_keepalive_interval,
                   options.tcp_keepalive_count)
-        self.transport.configure_stream(self.stream, nodelay=options.tcp_nodelay,
+        self.transport.configure_stream(cast("socket.socket", self.stream),
+                                        nodelay=options.tcp_nodelay,
                                         keepalive=options.tcp_keepalive, keepalive_timing=timing)
 
     def send_handshake(self) -> None:
@@ -227,7 +248,7 @@ class Pipe(PipeFSM):
         if rest and self.state == "active":
             self._feed(rest)  # frames the peer sent right behind its header
 
-    def log_protocol_error(self, err) -> None:
+    def log_protocol_error(self, err: Exception) -> None:
         if isinstance(err, OversizeFrame):
             self.socket.stats.count(DROPPED_OVERSIZE)
             log.warning("pipe %d from %s closed: a %d-byte message exceeds recv_max_size=%d "
@@ -291,7 +312,7 @@ class Pipe(PipeFSM):
         if data is not None:
             self._feed(data)
 
-    def _feed(self, data) -> None:
+    def _feed(self, data: bytes) -> None:
         try:
             msgs = self._decoder.feed(data)
         except ProtocolError as err:
@@ -308,13 +329,13 @@ class Pipe(PipeFSM):
         if msgs:
             self.evt_msgs(msgs)
 
-    def deliver(self, msgs) -> None:
+    def deliver(self, msgs: list[bytes]) -> None:
         self.socket.proto.evt_pipe_recv(self, msgs)
 
-    def discard(self, msgs) -> None:
+    def discard(self, msgs: list[bytes]) -> None:
         self.socket.stats.count(DROPPED_CLOSING, len(msgs))
 
-    def enqueue(self, body, header=b"") -> None:
+    def enqueue(self, body: bytes, header: bytes = b"") -> None:
         size = len(header) + len(body)
         prefix = frame_prefix(size, self._ipc)
         self._out_msgs += 1
@@ -329,7 +350,7 @@ class Pipe(PipeFSM):
 
     # ---------------------------------------------------------------- writing
 
-    def _queue(self, buf) -> None:
+    def _queue(self, buf: bytes | memoryview) -> None:
         self._out.append(buf)
         self._out_bytes += len(buf)
         if not self._flush_scheduled and not self._writer_registered:
@@ -392,10 +413,10 @@ class Pipe(PipeFSM):
     def log_peer_closed(self) -> None:
         log.debug("pipe %d: %s closed the connection", self.id, self.peer_addr)
 
-    def log_io_error(self, err) -> None:
+    def log_io_error(self, err: OSError) -> None:
         log.debug("pipe %d to %s failed: %s", self.id, self.peer_addr, err)
 
-    def log_crash(self, err) -> None:
+    def log_crash(self, err: Exception) -> None:
         self.socket.stats.count(PIPE_ERRORS)
         log_crash(log, f"pipe {self.id} to {self.peer_addr}", err)
 
@@ -406,12 +427,13 @@ class Pipe(PipeFSM):
             self.loop.remove_reader(self.stream)
             self.loop.remove_writer(self.stream)
             self.stream.close()
-            self.stream = None
+            self.stream = None  # type: ignore[assignment]
 
     def release(self) -> None:
         log.debug("pipe %d to %s closed", self.id, self.peer_addr)
         self.cancel_timer()
-        stream, self.stream = self.stream, None
+        stream: Stream | None = self.stream
+        self.stream = None  # type: ignore[assignment]
         if self._lent:  # a caller sleeps on this stream: it must not wait on a closed fd
             self.socket.channel.wake_reader()
             if self.lender.on_release is not None:  # lent to an asyncio event loop
@@ -431,7 +453,7 @@ class Pipe(PipeFSM):
 
     # ---------------------------------------------------------------- reading
 
-    def _recv(self):
+    def _recv(self) -> bytes | None:
         """A chunk from the peer, or None after firing the event for EOF or an error."""
         size = self._read_size
         try:
@@ -461,11 +483,11 @@ class Lender:
 
     __slots__ = ("_pipe", "on_release")
 
-    def __init__(self, pipe: Pipe):
+    def __init__(self, pipe: Pipe) -> None:
         self._pipe = pipe
         #: Called when the pipe dies while lent, before its stream closes (an asyncio
         #: event loop must stop watching the fd: caller_reader.lend_to_event_loop).
-        self.on_release = None
+        self.on_release: Callable[[], object] | None = None
 
     def lend(self) -> bool:
         """Take the pipe's reading from the loop; False if it is not reading frames now (not
@@ -477,7 +499,7 @@ class Lender:
         return pipe._lent
 
     @property
-    def stream(self):
+    def stream(self) -> Stream | None:
         """The lent stream, to poll (None once the pipe is dead)."""
         return self._pipe.stream
 

@@ -19,10 +19,18 @@ from typing import TYPE_CHECKING
 import attrs
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from scaproust.core.policy import Policy
 
 #: Every declared protocol by name, in declaration order.
 _REGISTRY: dict[str, ProtocolInfo] = {}
+
+
+def _names(names: Iterable[str]) -> frozenset[str]:
+    """The options a protocol accepts, given as any iterable of names (typed for mypy:
+    ``converter=frozenset`` leaves attrs' __init__ taking an unbound type variable)."""
+    return frozenset(names)
 
 
 @attrs.frozen(repr=False)
@@ -43,7 +51,7 @@ class ProtocolInfo:
     #: before send; REP: send without a request, ...): a ``core.policy.Policy``, or None.
     policy: type[Policy] | None = None
     #: The protocol-specific options (core/options.py) this protocol accepts.
-    options: frozenset[str] = attrs.field(default=frozenset(), converter=frozenset)
+    options: frozenset[str] = attrs.field(default=frozenset(), converter=_names)
 
     def __attrs_post_init__(self) -> None:
         if self.name in _REGISTRY:

@@ -20,6 +20,8 @@ from __future__ import annotations
 import itertools
 import logging
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 
@@ -43,6 +45,14 @@ from scaproust.core.stats import (
 from scaproust.errors import Closed, Error, InvalidAddress
 from scaproust.transports import get_transport
 from scaproust.transports.url import parse_url
+
+if TYPE_CHECKING:
+    from scaproust.core.interfaces import Endpoint, ProtocolMachine, Subscribing
+    from scaproust.core.options import Options
+    from scaproust.core.pipe import Pipe
+    from scaproust.core.protocol_info import ProtocolInfo
+    from scaproust.reactor.loop import Loop
+    from scaproust.transports.tcp import Resolved
 
 log = logging.getLogger("scaproust.socket")
 
@@ -74,15 +84,17 @@ class PipeEvent:
 class SocketCore(SocketFSM):
     """Backend of one socket: endpoints, pipes, protocol, and the user's channel."""
 
-    def __init__(self, *, loop, info, options, raw: bool = False, on_closed=None):
+    def __init__(self, *, loop: Loop, info: ProtocolInfo, options: Options, raw: bool = False,
+                 on_closed: Callable[[SocketCore], object] | None = None) -> None:
         self.loop = loop
         self.info = info
         self.options = options
         self.raw = raw
         self.stats = Stats()
-        self.pipes: set = set()
-        self.endpoints: dict[int, Listener | Dialer] = {}
-        self.pipe_listeners: list = []  # callables taking a PipeEvent, run in this thread
+        self.pipes: set[Pipe] = set()
+        self.endpoints: dict[int, Endpoint] = {}
+        # Callables taking a PipeEvent, run in this thread.
+        self.pipe_listeners: list[Callable[[PipeEvent], object]] = []
         self._resume_turn = 0
         self._on_closed = on_closed
         self.channel = Channel(wake_backend=self._wake, resume_reading=self._wake_resume,
@@ -90,7 +102,7 @@ class SocketCore(SocketFSM):
         self.ctx = Context(loop=loop, channel=self.channel, stats=self.stats,
                            pipes_of_socket=lambda: self.pipes, options=options,
                            on_crash=lambda err: crash(self, err))
-        self.proto = info.machine_class(raw)(self.ctx)
+        self.proto: ProtocolMachine = info.machine_class(raw)(self.ctx)
         # A caller's thread whose recv() waits reads the pipes itself (caller_reader.py).
         self.reader = CallerReader(loop, self.channel, lambda: self.pipes)
         self.channel.reader = self.reader
@@ -162,7 +174,7 @@ class SocketCore(SocketFSM):
         if self._on_closed is not None:
             self._on_closed(self)
 
-    def log_crash(self, err) -> None:
+    def log_crash(self, err: Exception) -> None:
         log_crash(log, f"socket {self.info!r}", err)
 
     def _wake_resume(self) -> None:
@@ -183,7 +195,7 @@ class SocketCore(SocketFSM):
 
     @facade_call
     def bind(self, url: str, endpoint: EndpointOptions | None = None,
-             found: tuple | None = None) -> tuple[int, str]:
+             found: Resolved | None = None) -> tuple[int, str]:
         """Listen on ``url``: (endpoint id, the url as bound: the port chosen for port 0).
 
         ``found`` is the host name's address, looked up in the caller's thread
@@ -192,7 +204,8 @@ class SocketCore(SocketFSM):
         self._refuse_unless_open()
         address = parse_url(url)
         transport = get_transport(address.scheme)
-        options: dict = {"ipv4_only": self.options.ipv4_only}
+        # The keywords of this transport's listen (tcp: resolved; ipc: permissions).
+        options: dict[str, Any] = {"ipv4_only": self.options.ipv4_only}
         if found is not None:
             options["resolved"] = found
         if address.scheme == "ipc" and self.options.ipc_permissions is not None:
@@ -227,20 +240,20 @@ class SocketCore(SocketFSM):
     @facade_call
     def subscribe(self, topic: bytes) -> None:
         """SUB: deliver the messages that start with ``topic`` too."""
-        self.proto.cmd_subscribe(topic)
+        cast("Subscribing", self.proto).cmd_subscribe(topic)
 
     @facade_call
     def unsubscribe(self, topic: bytes) -> None:
         """SUB: stop delivering what only ``topic`` matched."""
-        self.proto.cmd_unsubscribe(topic)
+        cast("Subscribing", self.proto).cmd_unsubscribe(topic)
 
     @facade_call
-    def add_pipe_listener(self, callback) -> None:
+    def add_pipe_listener(self, callback: Callable[[PipeEvent], object]) -> None:
         """Call ``callback(PipeEvent)`` in this thread as pipes come and go."""
         self.pipe_listeners.append(callback)
 
     @facade_call
-    def remove_pipe_listener(self, callback) -> None:
+    def remove_pipe_listener(self, callback: Callable[[PipeEvent], object]) -> None:
         """Stop calling ``callback``; ``ValueError`` if it was not added."""
         self.pipe_listeners.remove(callback)
 
@@ -257,7 +270,7 @@ class SocketCore(SocketFSM):
 
     # ------------------------------------------------------------------ endpoints
 
-    def start_endpoint(self, endpoint: Listener | Dialer) -> None:
+    def start_endpoint(self, endpoint: Endpoint) -> None:
         self.endpoints[endpoint.endpoint_id] = endpoint
         endpoint.cmd_start()
 
@@ -266,7 +279,7 @@ class SocketCore(SocketFSM):
         if endpoint is not None:
             endpoint.cmd_close()
 
-    def close_endpoints(self, *args) -> None:
+    def close_endpoints(self, *args: object) -> None:
         # *args: on_enter of closing and an action of cmd_close (nothing), and of
         # evt_crashed (err).
         endpoints, self.endpoints = list(self.endpoints.values()), {}
@@ -275,7 +288,7 @@ class SocketCore(SocketFSM):
 
     # ------------------------------------------------------------------ pipes
 
-    def track_pipe(self, pipe) -> None:
+    def track_pipe(self, pipe: Pipe) -> None:
         self.pipes.add(pipe)
         self.stats.count(PIPES_OPENED)
         self._announce("added", pipe)
@@ -283,12 +296,12 @@ class SocketCore(SocketFSM):
         if self.channel.recv_paused:
             pipe.cmd_pause()
 
-    def untrack_pipe(self, pipe) -> None:
+    def untrack_pipe(self, pipe: Pipe) -> None:
         self.pipes.discard(pipe)
         self.stats.count(PIPES_CLOSED)
         self._announce("removed", pipe)
 
-    def _announce(self, kind: str, pipe) -> None:
+    def _announce(self, kind: str, pipe: Pipe) -> None:
         if not self.pipe_listeners:
             return
         event = PipeEvent(kind, pipe.id, pipe.peer_addr, getattr(pipe.owner, "url", ""))
@@ -298,14 +311,14 @@ class SocketCore(SocketFSM):
             except Exception:  # the user's callback: log it, never fail the socket
                 log.exception("pipe event listener %r failed on %r", listener, event)
 
-    def close_late_pipe(self, pipe) -> None:
+    def close_late_pipe(self, pipe: Pipe) -> None:
         self.pipes.add(pipe)
         self.loop.call_soon(fire, pipe, "cmd_close")
 
     def has_pipes(self) -> bool:
         return bool(self.pipes)
 
-    def has_other_pipes(self, pipe) -> bool:
+    def has_other_pipes(self, pipe: Pipe) -> bool:
         return bool(self.pipes - {pipe})
 
     def close_pipes(self) -> None:

@@ -25,6 +25,6 @@ class RefusedEvent(MachineError):
         self.state = state
         self.event = event
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[RefusedEvent], tuple[str, str, str]]:
         # Exceptions pickle their args (here the message); rebuild from the three fields.
         return type(self), (self.machine, self.state, self.event)

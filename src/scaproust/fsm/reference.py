@@ -12,8 +12,9 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Callable
+from typing import Any, Protocol
 
-from transitions import Machine, State
+from transitions import EventData, Machine, State
 from transitions import MachineError as TransitionsRefusal
 
 from scaproust.fsm.errors import RefusedEvent
@@ -29,24 +30,37 @@ class _State(State):
     carries (protocols.yaml; the compiled backend calls them the same way). transitions
     itself passes every callback the event's arguments."""
 
-    def enter(self, event_data) -> None:
+    def enter(self, event_data: EventData) -> None:
         super().enter(_without_arguments(event_data))
 
-    def exit(self, event_data) -> None:
+    def exit(self, event_data: EventData) -> None:
         super().exit(_without_arguments(event_data))
 
 
-def _without_arguments(event_data):
+def _without_arguments(event_data: EventData) -> EventData:
     bare = copy.copy(event_data)
     bare.args, bare.kwargs = (), {}
     return bare
+
+
+class _Model(Protocol):
+    """A generated reference mixin's instance, as a trigger runs it."""
+
+    @property
+    def state(self) -> str: ...
 
 
 class _Machine(Machine):
     state_cls = _State
 
 
-def reference_machine(name: str, states: list[dict], transitions: list[dict], initial: str) -> Machine:
+# A state's or a transition's keyword arguments for transitions (names, callbacks' names,
+# conditions): what transitions' own stubs take, a dict of arbitrary values.
+_Spec = dict[str, Any]
+
+
+def reference_machine(name: str, states: list[_Spec], transitions: list[_Spec],
+                      initial: str) -> Machine:
     """One class-level machine for every instance: ``model=None``, models are never added
     (each event passes its model to ``Event.trigger``), so it costs nothing per connection."""
     return _Machine(model=None, states=states, transitions=transitions, initial=initial,
@@ -61,7 +75,8 @@ def triggers(machine: Machine, name: str, events: tuple[str, ...]) -> dict[str, 
     def trigger_of(event: str) -> Callable[..., bool]:
         trigger = machine.events[event].trigger
 
-        def run(model, *args) -> bool:
+        # args: the event's arguments, whatever the event declares in protocols.yaml.
+        def run(model: _Model, *args: Any) -> bool:
             try:
                 return trigger(model, *args)
             except TransitionsRefusal:

@@ -21,6 +21,7 @@ Extra fields: ``pipes`` (active pipes by id, less those closed for a malformed m
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from scaproust.core.channel import UNBOUNDED
 from scaproust.core.message import Message, body_of, header_of
@@ -41,10 +42,16 @@ from scaproust.protocols._headers import (
     split_backtrace,
 )
 
+if TYPE_CHECKING:
+    from scaproust.core.context import Context
+    from scaproust.core.message import Item
+    from scaproust.core.pipe import Pipe
+
 log = logging.getLogger("scaproust.protocol")
 
 
-def split_stacks(ctx, pipe, payloads, on_top: bytes = b"") -> tuple[list[Message], Exception | None]:
+def split_stacks(ctx: Context, pipe: Pipe, payloads: list[bytes],
+                 on_top: bytes = b"") -> tuple[list[Message], Exception | None]:
     """Split each payload's backtrace off: ``Message(body, header=on_top + backtrace)``.
 
     Messages deeper than the ``ttl`` option are dropped and counted (``dropped_ttl``). At
@@ -53,7 +60,7 @@ def split_stacks(ctx, pipe, payloads, on_top: bytes = b"") -> tuple[list[Message
     of what it sent in that read is counted as ``dropped_rejected``.
     """
     ttl = ctx.options.ttl
-    out = []
+    out: list[Message] = []
     for index, payload in enumerate(payloads):
         try:
             backtrace, body = split_backtrace(payload, ttl)
@@ -74,19 +81,19 @@ def split_stacks(ctx, pipe, payloads, on_top: bytes = b"") -> tuple[list[Message
 class BacktraceRouter(ProtocolBase):
     """Shared actions of the REP and RESPONDENT machines."""
 
-    def __init__(self, ctx):
+    def __init__(self, ctx: Context) -> None:
         ProtocolBase.__init__(self, ctx)
-        self.pipes: dict[int, object] = {}
+        self.pipes: dict[int, Pipe] = {}
         ctx.set_send_capacity(UNBOUNDED, UNBOUNDED)  # answers never wait
 
-    def add_pipe(self, pipe) -> None:
+    def add_pipe(self, pipe: Pipe) -> None:
         self.pipes[pipe.id] = pipe
 
-    def remove_pipe(self, pipe) -> None:
+    def remove_pipe(self, pipe: Pipe) -> None:
         if self.pipes.get(pipe.id) is pipe:
             del self.pipes[pipe.id]
 
-    def deliver_with_backtrace(self, pipe, msgs) -> None:
+    def deliver_with_backtrace(self, pipe: Pipe, msgs: list[bytes]) -> None:
         if self.pipes.get(pipe.id) is not pipe:
             self.ctx.stats.count(DROPPED_REJECTED, len(msgs))  # closing: malformed earlier
             return
@@ -97,7 +104,7 @@ class BacktraceRouter(ProtocolBase):
         if out:
             self.ctx.deliver(out, pipe.recv_priority)
 
-    def route_by_backtrace(self, item) -> None:
+    def route_by_backtrace(self, item: Item) -> None:
         header = header_of(item)
         try:
             pipe_id, rest = pop_word(header)

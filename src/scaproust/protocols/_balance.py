@@ -14,8 +14,16 @@ Extra fields: ``pipes`` (active pipes in arrival order, less those rejected), ``
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from scaproust.core.message import body_of
 from scaproust.protocols._base import ProtocolBase
+
+if TYPE_CHECKING:
+    from scaproust.core.context import Context
+    from scaproust.core.message import Item
+    from scaproust.core.pipe import Pipe
+
 
 #: Send priority of a socket with no pipe: any pipe beats it.
 _NO_PRIORITY = 17
@@ -24,20 +32,20 @@ _NO_PRIORITY = 17
 class LoadBalancer(ProtocolBase):
     """Shared actions of the PUSH and raw REQ machines."""
 
-    def __init__(self, ctx):
+    def __init__(self, ctx: Context) -> None:
         ProtocolBase.__init__(self, ctx)
-        self.pipes: list = []
+        self.pipes: list[Pipe] = []
         self._next = 0
         self._top = _NO_PRIORITY
 
-    def add_pipe(self, pipe) -> None:
+    def add_pipe(self, pipe: Pipe) -> None:
         self.pipes.append(pipe)
         self._top = min(self._top, pipe.send_priority)
 
-    def remove_pipe(self, pipe) -> None:
+    def remove_pipe(self, pipe: Pipe) -> None:
         self._forget(pipe)
 
-    def grant_capacity(self, *args) -> None:
+    def grant_capacity(self, *args: object) -> None:
         # *args: an action of pipe events (pipe), and in REQ of cmd_send (item) and
         # evt_timeout (nothing); the credit depends on the pipes and the backlog only.
         # Messages wait in the backlog only while no pipe can take one: no credit then.
@@ -47,26 +55,27 @@ class LoadBalancer(ProtocolBase):
         ready = [pipe for pipe in self.pipes if pipe.free]
         self.ctx.set_send_capacity(sum(p.free for p in ready), sum(p.free_bytes for p in ready))
 
-    def send_backlog(self, pipe) -> None:
+    def send_backlog(self, pipe: Pipe) -> None:
         backlog = self.backlog
+        # pipe: the one that became ready; any pipe that can take a message will do.
         while backlog:
-            pipe = self._pick()
-            if pipe is None:
+            target = self._pick()
+            if target is None:
                 return
-            self._transmit(pipe, backlog.popleft())
+            self._transmit(target, backlog.popleft())
 
-    def send_round_robin(self, item) -> None:
+    def send_round_robin(self, item: Item) -> None:
         pipe = None if self.backlog else self._pick()
         if pipe is None:
             self.backlog.append(item)
         else:
             self._transmit(pipe, item)
 
-    def _transmit(self, pipe, item) -> None:
+    def _transmit(self, pipe: Pipe, item: Item) -> None:
         """Put ``item`` on ``pipe``'s wire (PUSH: the body only; a header is not sent)."""
         pipe.cmd_send(body_of(item))
 
-    def _forget(self, pipe) -> None:
+    def _forget(self, pipe: Pipe) -> None:
         """Stop using ``pipe`` (gone, or rejected and about to go); harmless twice."""
         try:
             index = self.pipes.index(pipe)
@@ -79,12 +88,13 @@ class LoadBalancer(ProtocolBase):
             self._next = 0
         self._top = min((p.send_priority for p in self.pipes), default=_NO_PRIORITY)
 
-    def _pick(self):
+    def _pick(self) -> Pipe | None:
         """The pipe to send to, or None if none can take a message."""
         pipes = self.pipes
         count = len(pipes)
         start, top = self._next, self._top
-        best = best_index = None
+        best: Pipe | None = None
+        best_index = 0
         for step in range(count):
             index = (start + step) % count
             pipe = pipes[index]

@@ -12,21 +12,27 @@ pipe that can take them, before anything newer, so nothing accepted is lost or r
 from __future__ import annotations
 
 from collections import deque
+from typing import TYPE_CHECKING
 
 from scaproust.core.stats import DROPPED_CLOSED, DROPPED_UNEXPECTED
+
+if TYPE_CHECKING:
+    from scaproust.core.context import Context
+    from scaproust.core.message import Item
+    from scaproust.core.pipe import Pipe
 
 
 class ProtocolBase:
     """Shared state and actions of the protocol machines."""
 
-    def __init__(self, ctx):
+    def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
-        self.backlog: deque = deque()
+        self.backlog: deque[Item] = deque()
 
-    def deliver(self, pipe, msgs) -> None:
+    def deliver(self, pipe: Pipe, msgs: list[bytes]) -> None:
         self.ctx.deliver(msgs, pipe.recv_priority)
 
-    def discard(self, pipe, msgs) -> None:
+    def discard(self, pipe: Pipe, msgs: list[bytes]) -> None:
         self.ctx.stats.count(DROPPED_UNEXPECTED, len(msgs))
 
     def drop_backlog(self) -> None:
@@ -34,5 +40,5 @@ class ProtocolBase:
             self.ctx.stats.count(DROPPED_CLOSED, len(self.backlog))
             self.backlog.clear()
 
-    def hold(self, item) -> None:
+    def hold(self, item: Item) -> None:
         self.backlog.append(item)

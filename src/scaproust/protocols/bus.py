@@ -24,6 +24,8 @@ Extra fields: ``pipes`` (the active pipes, in arrival order, as dict keys).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from scaproust._generated.bus import BusFSM
 from scaproust._generated.bus_raw import BusRawFSM
 from scaproust.core.channel import UNBOUNDED
@@ -33,26 +35,31 @@ from scaproust.core.stats import DROPPED_PIPE_FULL
 from scaproust.protocols._base import ProtocolBase
 from scaproust.protocols._headers import WORD, pipe_word
 
+if TYPE_CHECKING:
+    from scaproust.core.context import Context
+    from scaproust.core.message import Item
+    from scaproust.core.pipe import Pipe
+
 
 class BusRaw(BusRawFSM, ProtocolBase):
     """Raw BUS protocol machine."""
 
-    def __init__(self, ctx):
+    def __init__(self, ctx: Context) -> None:
         ProtocolBase.__init__(self, ctx)
-        self.pipes: dict = {}
+        self.pipes: dict[Pipe, None] = {}  # insertion-ordered set
         ctx.set_send_capacity(UNBOUNDED, UNBOUNDED)  # a bus never waits for a peer
 
-    def add_pipe(self, pipe) -> None:
+    def add_pipe(self, pipe: Pipe) -> None:
         self.pipes[pipe] = None
 
-    def remove_pipe(self, pipe) -> None:
+    def remove_pipe(self, pipe: Pipe) -> None:
         self.pipes.pop(pipe, None)
 
-    def deliver_with_pipe_id(self, pipe, msgs) -> None:
+    def deliver_with_pipe_id(self, pipe: Pipe, msgs: list[bytes]) -> None:
         word = pipe_word(pipe.id)
         self.ctx.deliver([Message(body, word) for body in msgs], pipe.recv_priority)
 
-    def send_to_all_but_sender(self, item) -> None:
+    def send_to_all_but_sender(self, item: Item) -> None:
         header = header_of(item)
         sender = WORD.unpack_from(header)[0] if len(header) >= 4 else None
         self._broadcast(body_of(item), sender)
@@ -74,7 +81,7 @@ class BusRaw(BusRawFSM, ProtocolBase):
 class Bus(BusFSM, BusRaw):
     """Cooked BUS protocol machine: the raw one, without pipe ids in or out."""
 
-    def send_to_all(self, item) -> None:
+    def send_to_all(self, item: Item) -> None:
         self._broadcast(body_of(item), None)
 
 

@@ -10,40 +10,49 @@ Extra fields: ``peer`` (the pipe, ``paired`` only), ``backlog`` (see _base.py).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from scaproust._generated.pair import PairFSM
 from scaproust.core.message import body_of
 from scaproust.core.protocol_info import ProtocolInfo
 from scaproust.core.stats import PIPES_REJECTED
 from scaproust.protocols._base import ProtocolBase
 
+if TYPE_CHECKING:
+    from scaproust.core.context import Context
+    from scaproust.core.message import Item
+    from scaproust.core.pipe import Pipe
+
 
 class Pair(PairFSM, ProtocolBase):
     """PAIR v0 protocol machine."""
 
-    def __init__(self, ctx):
+    def __init__(self, ctx: Context) -> None:
         ProtocolBase.__init__(self, ctx)
-        self.peer = None
+        self.peer: Pipe | None = None
 
-    def is_peer(self, pipe, *args) -> bool:
+    def is_peer(self, pipe: Pipe, *args: object) -> bool:
         # A guard of evt_pipe_removed/evt_pipe_ready (pipe) and evt_pipe_recv (pipe, msgs).
         return pipe is self.peer
 
-    def take_peer(self, pipe) -> None:
+    def take_peer(self, pipe: Pipe) -> None:
         self.peer = pipe
 
-    def reject_pipe(self, pipe) -> None:
+    def reject_pipe(self, pipe: Pipe) -> None:
         self.ctx.stats.count(PIPES_REJECTED)
         self.ctx.reject_pipe(pipe)
 
-    def forget_peer(self, pipe) -> None:
+    def forget_peer(self, pipe: Pipe) -> None:
         self.peer = None
 
-    def send_backlog(self, pipe) -> None:
-        backlog, peer = self.backlog, self.peer
-        while backlog and peer.free:
-            peer.cmd_send(body_of(backlog.popleft()))
+    # send_backlog and send_to_peer run only while paired (the table), so with a peer.
 
-    def grant_capacity(self, *args) -> None:
+    def send_backlog(self, pipe: Pipe) -> None:
+        backlog, peer = self.backlog, self.peer
+        while backlog and peer.free:  # type: ignore[union-attr]
+            peer.cmd_send(body_of(backlog.popleft()))  # type: ignore[union-attr]
+
+    def grant_capacity(self, *args: object) -> None:
         # *args: an action of pipe events (pipe; PAIR v1: pipe, msgs) and of a refused raw
         # PAIR v1 cmd_send (item); the credit depends on the peer and the backlog only.
         peer = self.peer
@@ -52,11 +61,11 @@ class Pair(PairFSM, ProtocolBase):
         else:
             self.ctx.set_send_capacity(peer.free, peer.free_bytes)
 
-    def send_to_peer(self, item) -> None:
-        if self.backlog or not self.peer.free:
+    def send_to_peer(self, item: Item) -> None:
+        if self.backlog or not self.peer.free:  # type: ignore[union-attr]
             self.backlog.append(item)
         else:
-            self.peer.cmd_send(body_of(item))
+            self.peer.cmd_send(body_of(item))  # type: ignore[union-attr]
 
 
 #: The protocol as users name it (sp.Pair): see core/protocol_info.py.

@@ -31,6 +31,7 @@ untouched; the word is made as a message leaves for the pipe (``_frame``).
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from scaproust._generated.pair1 import Pair1FSM
 from scaproust._generated.pair1_raw import Pair1RawFSM
@@ -44,6 +45,10 @@ from scaproust.core.stats import (
 )
 from scaproust.protocols._headers import WORD
 from scaproust.protocols.pair import Pair
+
+if TYPE_CHECKING:
+    from scaproust.core.message import Item
+    from scaproust.core.pipe import Pipe
 
 log = logging.getLogger("scaproust.protocol")
 
@@ -59,16 +64,16 @@ class Pair1Raw(Pair1RawFSM, Pair):
 
     # ---------------------------------------------------------------- receiving
 
-    def hops_well_formed(self, pipe, msgs) -> bool:
+    def hops_well_formed(self, pipe: Pipe, msgs: list[bytes]) -> bool:
         for payload in msgs:
             if not _hops_ok(payload):
                 return False
         return True
 
-    def deliver_with_hops(self, pipe, msgs) -> None:
+    def deliver_with_hops(self, pipe: Pipe, msgs: list[bytes]) -> None:
         self._deliver(pipe, msgs, raw=True)
 
-    def reject_malformed_peer(self, pipe, msgs) -> None:
+    def reject_malformed_peer(self, pipe: Pipe, msgs: list[bytes]) -> None:
         log.debug("pipe %d closed: a PAIR v1 message without a hop count of at most %d", pipe.id, MAX_HOPS)
         self.ctx.stats.count(DROPPED_MALFORMED)
         # What came behind it in the same read dies with the pipe: counted too.
@@ -77,15 +82,15 @@ class Pair1Raw(Pair1RawFSM, Pair):
             self.ctx.stats.count(DROPPED_REJECTED, len(msgs) - bad - 1)
         self.ctx.reject_pipe(pipe)
 
-    def forget_peer(self, pipe, *args) -> None:
+    def forget_peer(self, pipe: Pipe, *args: object) -> None:
         # PAIR v0's, also after a malformed message: evt_pipe_removed carries (pipe),
         # evt_pipe_recv (pipe, msgs), hence *args for the messages it does not need.
         self.peer = None
 
-    def _deliver(self, pipe, msgs, raw: bool) -> None:
+    def _deliver(self, pipe: Pipe, msgs: list[bytes], raw: bool) -> None:
         """Deliver the messages up to the first malformed one; drop those over the ttl."""
         ttl = self.ctx.options.ttl
-        out = []
+        out: list[Item] = []
         for payload in msgs:
             if not _hops_ok(payload):
                 break  # the table's second evt_pipe_recv row closes the pipe
@@ -98,39 +103,40 @@ class Pair1Raw(Pair1RawFSM, Pair):
 
     # ---------------------------------------------------------------- sending
 
-    def hop_header_ok(self, item) -> bool:
+    def hop_header_ok(self, item: Item) -> bool:
         header = header_of(item)
         return len(header) == 4 and header[:3] == _HOP_LIMIT and header[3] < MAX_HOPS
 
-    def refuse_header(self, item) -> None:
+    def refuse_header(self, item: Item) -> None:
         header = header_of(item)
         self.ctx.stats.count(DROPPED_BAD_HEADER)
         log.warning("raw PAIR v1 send dropped: its header must be one hop count word under %d, "
                     "not %r", MAX_HOPS, bytes(header[:8]))
 
-    def send_backlog(self, pipe) -> None:
+    def send_backlog(self, pipe: Pipe) -> None:
         backlog, peer = self.backlog, self.peer
-        while backlog and peer.free:
-            peer.cmd_send(*self._frame(backlog.popleft()))
+        while backlog and peer.free:  # type: ignore[union-attr]  # paired: see Pair
+            peer.cmd_send(*self._frame(backlog.popleft()))  # type: ignore[union-attr]
 
-    def send_to_peer(self, item) -> None:
-        if self.backlog or not self.peer.free:
+    def send_to_peer(self, item: Item) -> None:
+        if self.backlog or not self.peer.free:  # type: ignore[union-attr]  # paired: see Pair
             self.backlog.append(item)
         else:
-            self.peer.cmd_send(*self._frame(item))
+            self.peer.cmd_send(*self._frame(item))  # type: ignore[union-attr]
 
-    def _frame(self, item) -> tuple[bytes, bytes]:
+    def _frame(self, item: Item) -> tuple[bytes, bytes]:
         """(body, hop count word) of a message as it leaves: one more hop than its header."""
-        return item.body, WORD.pack(item.header[3] + 1)
+        # A Message: hop_header_ok let through only an item with a 4-byte header.
+        return item.body, WORD.pack(item.header[3] + 1)  # type: ignore[union-attr]
 
 
 class Pair1(Pair1FSM, Pair1Raw):
     """Cooked PAIR v1 protocol machine: bodies in and out, hop count 1 on every send."""
 
-    def deliver_bodies(self, pipe, msgs) -> None:
+    def deliver_bodies(self, pipe: Pipe, msgs: list[bytes]) -> None:
         self._deliver(pipe, msgs, raw=False)
 
-    def _frame(self, item) -> tuple[bytes, bytes]:
+    def _frame(self, item: Item) -> tuple[bytes, bytes]:
         return body_of(item), FIRST_HOP
 
 

@@ -22,6 +22,7 @@ Extra fields: ``pipes`` (active pipes we publish to, in arrival order), ``_rejec
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from scaproust._generated.pub import PubFSM
 from scaproust.core.channel import UNBOUNDED
@@ -35,28 +36,33 @@ from scaproust.core.stats import (
 )
 from scaproust.protocols._base import ProtocolBase
 
+if TYPE_CHECKING:
+    from scaproust.core.context import Context
+    from scaproust.core.message import Item
+    from scaproust.core.pipe import Pipe
+
 log = logging.getLogger("scaproust.protocol")
 
 
 class Pub(PubFSM, ProtocolBase):
     """PUB protocol machine (raw and cooked)."""
 
-    def __init__(self, ctx):
+    def __init__(self, ctx: Context) -> None:
         ProtocolBase.__init__(self, ctx)
-        self.pipes: list = []
-        self._rejected: set = set()
+        self.pipes: list[Pipe] = []
+        self._rejected: set[Pipe] = set()
         ctx.set_send_capacity(UNBOUNDED, UNBOUNDED)  # never blocks, whatever the pipes do
 
-    def add_pipe(self, pipe) -> None:
+    def add_pipe(self, pipe: Pipe) -> None:
         self.pipes.append(pipe)
 
-    def remove_pipe(self, pipe) -> None:
+    def remove_pipe(self, pipe: Pipe) -> None:
         if pipe in self._rejected:
             self._rejected.discard(pipe)  # left ``pipes`` when it was rejected
         else:
             self.pipes.remove(pipe)
 
-    def send_to_all(self, item) -> None:
+    def send_to_all(self, item: Item) -> None:
         pipes = self.pipes
         if not pipes:
             self.ctx.stats.count(DROPPED_NO_SUBSCRIBER)
@@ -71,7 +77,7 @@ class Pub(PubFSM, ProtocolBase):
         if missed:
             self.ctx.stats.count(DROPPED_SLOW_SUBSCRIBER, missed)
 
-    def reject_sender(self, pipe, msgs) -> None:
+    def reject_sender(self, pipe: Pipe, msgs: list[bytes]) -> None:
         self.ctx.stats.count(DROPPED_UNEXPECTED, len(msgs))
         if pipe in self._rejected:
             return  # already closing: more frames from the same read

@@ -14,6 +14,8 @@ Extra fields: see _backtrace.py.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from scaproust._generated.rep import RepFSM
 from scaproust._generated.rep_raw import RepRawFSM
 from scaproust.core.message import Message, body_of, header_of
@@ -21,6 +23,12 @@ from scaproust.core.policy import Policy
 from scaproust.core.protocol_info import ProtocolInfo
 from scaproust.errors import BadState
 from scaproust.protocols._backtrace import BacktraceRouter
+
+if TYPE_CHECKING:
+    from scaproust.core.channel import Channel
+    from scaproust.core.message import Item
+    from scaproust.core.options import Options
+    from scaproust.core.stats import Stats
 
 
 class RepRaw(RepRawFSM, BacktraceRouter):
@@ -39,20 +47,22 @@ class RepPolicy(Policy):
     that recv() then times out, as in nng.
     """
 
-    def __init__(self, channel, options, stats=None):
+    def __init__(self, channel: Channel, options: Options,
+                 stats: Stats | None = None) -> None:
         super().__init__(channel, options, stats)
         self.pending: bytes | None = None
 
-    def outgoing(self, item):
+    def outgoing(self, item: Item) -> Item:
         with self.lock:
             header = self.pending
         if header is None:
             raise BadState("a REP socket sends a reply only to a request it has recv()ed")
         return Message(body_of(item), header)
 
-    def sent(self, item) -> None:
+    def sent(self, item: Item) -> None:
         with self.lock:
-            if self.pending == item.header:
+            # What outgoing returned: a Message.
+            if self.pending == item.header:  # type: ignore[union-attr]
                 self.pending = None  # answered
 
     def recv_wait(self, deadline: float | None) -> float | None:
@@ -60,7 +70,7 @@ class RepPolicy(Policy):
             self.pending = None  # a new recv abandons the request not answered yet (nng)
         return super().recv_wait(deadline)
 
-    def incoming(self, item):
+    def incoming(self, item: Item) -> Item | None:
         header = header_of(item)
         if not header:
             return None  # no backtrace: nowhere to reply (not from a REP machine)

@@ -17,11 +17,16 @@ Extra fields: see _backtrace.py.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from scaproust._generated.respondent import RespondentFSM
 from scaproust._generated.respondent_raw import RespondentRawFSM
 from scaproust.core.protocol_info import ProtocolInfo
 from scaproust.protocols._backtrace import BacktraceRouter
 from scaproust.protocols.rep import RepPolicy
+
+if TYPE_CHECKING:
+    pass
 
 
 class RespondentRaw(RespondentRawFSM, BacktraceRouter):

@@ -38,6 +38,8 @@ topic is one of them: no need to look at bodies).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from scaproust._generated.sub import SubFSM
 from scaproust._generated.sub_raw import SubRawFSM
 from scaproust.core.policy import Policy
@@ -45,8 +47,18 @@ from scaproust.core.protocol_info import ProtocolInfo
 from scaproust.core.stats import DROPPED_UNMATCHED, PURGED_UNMATCHED
 from scaproust.protocols._base import ProtocolBase
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
-def topic_bytes(topic) -> bytes:
+    from scaproust.core.channel import Channel
+    from scaproust.core.context import Context
+    from scaproust.core.message import Item
+    from scaproust.core.options import Options
+    from scaproust.core.pipe import Pipe
+    from scaproust.core.stats import Stats
+
+
+def topic_bytes(topic: str | bytes | bytearray | memoryview) -> bytes:
     """A topic as bytes: str is encoded as UTF-8, bytes-like objects are copied."""
     if type(topic) is bytes:
         return topic
@@ -65,7 +77,7 @@ class SubRaw(SubRawFSM, ProtocolBase):
 class Sub(SubFSM, ProtocolBase):
     """Cooked SUB protocol machine."""
 
-    def __init__(self, ctx):
+    def __init__(self, ctx: Context) -> None:
         ProtocolBase.__init__(self, ctx)
         self.topics: set[bytes] = set()
         self._prefixes: tuple[bytes, ...] = ()
@@ -73,26 +85,26 @@ class Sub(SubFSM, ProtocolBase):
 
     # guards
 
-    def is_subscribed(self, topic) -> bool:
+    def is_subscribed(self, topic: bytes) -> bool:
         return topic in self.topics
 
-    def is_last_topic(self, topic) -> bool:
+    def is_last_topic(self, topic: bytes) -> bool:
         return len(self.topics) == 1 and topic in self.topics
 
     # actions
 
-    def add_topic(self, topic) -> None:
+    def add_topic(self, topic: bytes) -> None:
         self.topics.add(topic)
         self._topics_changed()
 
-    def remove_topic(self, topic) -> None:
+    def remove_topic(self, topic: bytes) -> None:
         self.topics.remove(topic)
         self._topics_changed()
 
-    def refuse_unknown_topic(self, topic) -> None:
+    def refuse_unknown_topic(self, topic: bytes) -> None:
         raise ValueError(f"not subscribed to topic {topic!r}")
 
-    def deliver_matching(self, pipe, msgs) -> None:
+    def deliver_matching(self, pipe: Pipe, msgs: list[bytes]) -> None:
         if not self._everything:
             prefixes = self._prefixes
             matching = [msg for msg in msgs if msg.startswith(prefixes)]
@@ -103,7 +115,7 @@ class Sub(SubFSM, ProtocolBase):
             msgs = matching
         self.ctx.deliver(msgs, pipe.recv_priority)
 
-    def discard_unmatched(self, pipe, msgs) -> None:
+    def discard_unmatched(self, pipe: Pipe, msgs: list[bytes]) -> None:
         self.ctx.stats.count(DROPPED_UNMATCHED, len(msgs))
 
     def _topics_changed(self) -> None:
@@ -122,13 +134,14 @@ class SubPolicy(Policy):
     unsubscribe (which raises ValueError for an unknown topic).
     """
 
-    def __init__(self, channel, options, stats=None):
+    def __init__(self, channel: Channel, options: Options,
+                 stats: Stats | None = None) -> None:
         super().__init__(channel, options, stats)
         self._topics: tuple[bytes, ...] = ()
         # Until the first unsubscribe every queued message matches a topic we still have.
         self._purging = False
 
-    def subscribe(self, topic, run) -> None:
+    def subscribe(self, topic: bytes | str, run: Callable[[bytes], object]) -> None:
         """Add ``topic``; ``run(topic)`` asks the I/O thread to do the same."""
         topic = topic_bytes(topic)
         with self.lock:
@@ -136,7 +149,7 @@ class SubPolicy(Policy):
                 self._topics += (topic,)
             run(topic)
 
-    def unsubscribe(self, topic, run) -> None:
+    def unsubscribe(self, topic: bytes | str, run: Callable[[bytes], object]) -> None:
         """Remove ``topic``; ``run(topic)`` asks the I/O thread first, and raises for an
         unknown topic."""
         topic = topic_bytes(topic)
@@ -145,8 +158,9 @@ class SubPolicy(Policy):
             self._topics = tuple(t for t in self._topics if t != topic)
             self._purging = True
 
-    def incoming(self, item):
-        if self._purging and not item.startswith(self._topics):
+    def incoming(self, item: Item) -> Item | None:
+        # A cooked SUB's items are bodies (bytes).
+        if self._purging and not item.startswith(self._topics):  # type: ignore[union-attr]
             self.stats.count_from_caller(PURGED_UNMATCHED)  # queued before its topic went
             return None
         return item

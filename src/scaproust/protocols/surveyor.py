@@ -39,6 +39,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from typing import TYPE_CHECKING
 
 from scaproust._generated.surveyor import SurveyorFSM
 from scaproust._generated.surveyor_raw import SurveyorRawFSM
@@ -61,27 +62,37 @@ from scaproust.protocols._headers import (
     id_word,
 )
 
+if TYPE_CHECKING:
+    from scaproust.core.channel import Channel
+    from scaproust.core.context import Context
+    from scaproust.core.interfaces import Timer
+    from scaproust.core.message import Item
+    from scaproust.core.options import Options
+    from scaproust.core.pipe import Pipe
+    from scaproust.core.stats import Stats
+
+
 log = logging.getLogger("scaproust.protocol")
 
 
 class SurveyorRaw(SurveyorRawFSM, ProtocolBase):
     """Raw SURVEYOR protocol machine (also the base of the cooked one)."""
 
-    def __init__(self, ctx):
+    def __init__(self, ctx: Context) -> None:
         ProtocolBase.__init__(self, ctx)
-        self.pipes: list = []
+        self.pipes: list[Pipe] = []
         # A survey never waits for a pipe (one that cannot take it misses it): the credit
         # is granted once and never runs out.
         ctx.set_send_capacity(UNBOUNDED, UNBOUNDED)
 
-    def add_pipe(self, pipe) -> None:
+    def add_pipe(self, pipe: Pipe) -> None:
         self.pipes.append(pipe)
 
-    def remove_pipe(self, pipe) -> None:
+    def remove_pipe(self, pipe: Pipe) -> None:
         if pipe in self.pipes:
             self.pipes.remove(pipe)
 
-    def broadcast(self, item) -> None:
+    def broadcast(self, item: Item) -> None:
         body, header = body_of(item), header_of(item)
         missed = 0
         for pipe in self.pipes:
@@ -92,12 +103,12 @@ class SurveyorRaw(SurveyorRawFSM, ProtocolBase):
         if missed:
             self.ctx.stats.count(DROPPED_PIPE_FULL, missed)
 
-    def deliver_responses(self, pipe, msgs) -> None:
+    def deliver_responses(self, pipe: Pipe, msgs: list[bytes]) -> None:
         items = self._parse(pipe, msgs)
         if items:
             self.ctx.deliver(items, pipe.recv_priority)
 
-    def _parse(self, pipe, msgs) -> list[Message]:
+    def _parse(self, pipe: Pipe, msgs: list[bytes]) -> list[Message]:
         if pipe not in self.pipes:
             self.ctx.stats.count(DROPPED_REJECTED, len(msgs))  # closing: malformed earlier
             return []
@@ -111,18 +122,19 @@ class SurveyorRaw(SurveyorRawFSM, ProtocolBase):
 class Surveyor(SurveyorFSM, SurveyorRaw):
     """Cooked SURVEYOR protocol machine: the current survey and its deadline."""
 
-    def __init__(self, ctx):
+    def __init__(self, ctx: Context) -> None:
         SurveyorRaw.__init__(self, ctx)
         self.survey: bytes | None = None
-        self._timer = None
+        self._timer: Timer | None = None
 
-    def take_survey(self, item) -> None:
-        self.survey = item.header
+    def take_survey(self, item: Item) -> None:
+        # The cooked policy's Message, its header the survey id (SurveyorPolicy.outgoing).
+        self.survey = item.header  # type: ignore[union-attr]
 
-    def start_deadline(self, item) -> None:
+    def start_deadline(self, item: Item) -> None:
         self._timer = self.ctx.call_later(self.ctx.options.survey_deadline, self._on_deadline)
 
-    def cancel_deadline(self, *args) -> None:
+    def cancel_deadline(self, *args: object) -> None:
         # *args: on_exit of surveying (nothing) and an action of cmd_send (item).
         if self._timer is not None:
             self._timer.cancel()
@@ -135,7 +147,7 @@ class Surveyor(SurveyorFSM, SurveyorRaw):
     def forget_survey(self) -> None:
         self.survey = None
 
-    def deliver_current(self, pipe, msgs) -> None:
+    def deliver_current(self, pipe: Pipe, msgs: list[bytes]) -> None:
         items = self._parse(pipe, msgs)
         current = [item for item in items if item.header == self.survey]
         if len(current) < len(items):
@@ -143,7 +155,7 @@ class Surveyor(SurveyorFSM, SurveyorRaw):
         if current:
             self.ctx.deliver(current, pipe.recv_priority)
 
-    def drop_late(self, pipe, msgs) -> None:
+    def drop_late(self, pipe: Pipe, msgs: list[bytes]) -> None:
         # Parsed all the same: a malformed response closes its pipe whenever it comes.
         self.ctx.stats.count(DROPPED_LATE, len(self._parse(pipe, msgs)))
 
@@ -154,27 +166,30 @@ class SurveyorPolicy(Policy):
     #: The policy's clock (tests substitute a fake one); the facade's waits use the same.
     clock = staticmethod(time.monotonic)
 
-    def __init__(self, channel, options, stats=None):
+    def __init__(self, channel: Channel, options: Options,
+                 stats: Stats | None = None) -> None:
         super().__init__(channel, options, stats)
         # Ids start random and go +1 per survey, like a REQ's (WIRE.md).
         self._next_id = random.getrandbits(31)
         self._word: bytes | None = None  # the current survey's id word
         self._deadline: float | None = None  # when its responses stop counting
 
-    def outgoing(self, item):
+    def outgoing(self, item: Item) -> Item:
         body = body_of(item)
         with self.lock:
             word = id_word(self._next_id)
             self._next_id = (self._next_id + 1) & ID_MASK
         return Message(body, word)
 
-    def sent(self, item) -> None:
+    def sent(self, item: Item) -> None:
         # The survey was accepted: it is the current one now. The old one is cancelled and
         # its responses are stale (a response to the new one, if already there, stays).
         with self.lock:
-            self._word = word = item.header
+            # What outgoing returned: a Message.
+            self._word = word = item.header  # type: ignore[union-attr]
             self._deadline = self.clock() + self.options.survey_deadline
-            stale = self.channel.purge_inbox(keep=lambda got: type(got) is not bytes and got.header == word)
+            stale = self.channel.purge_inbox(
+                keep=lambda got: type(got) is not bytes and got.header == word)  # type: ignore[union-attr]
         self.stats.count_from_caller(PURGED_STALE, stale)
 
     def recv_wait(self, deadline: float | None) -> float | None:
@@ -191,7 +206,7 @@ class SurveyorPolicy(Policy):
         # When the survey's deadline ends the wait, the channel raises Timeout.
         return max(0.0, min(left, deadline - now))
 
-    def incoming(self, item):
+    def incoming(self, item: Item) -> Item | None:
         header = header_of(item)
         with self.lock:
             word, survey_deadline = self._word, self._deadline
