@@ -126,10 +126,17 @@ read into a fresh buffer and copied into the body. The bare ceiling returns its 
 buffer itself (a `bytearray`, no copy). 80 % of it needs the first chunk received in place
 too and, for the last copy, a `recv()` that may return a buffer rather than `bytes`.
 
-**inproc.** An inproc pipe is a Unix socket pair inside one process: both sides share one
-interpreter lock, so a round trip pays two lock hand-offs between threads on top of
-everything above, and throughput is the same code as IPC's. The targets (half the TCP
-round trip, 1.5x its throughput) need messages handed over in memory, which is not built.
+**inproc.** Messages are handed over in memory (docs/ARCHITECTURE.md, "In-process
+pipes"): no descriptor, no framing, no copy, the delivery made in the sender's thread. That
+shows where a copy or a syscall dominated: 1 MiB messages cross at tens of GB/s (the bytes
+object itself), and the PAIR round trip fell from about 100 to 70 µs (run of 2026-12-04 to
+this one). The two ratio targets still miss, because both sides share one interpreter
+lock: a round trip pays two thread wake-ups, and two CPython threads handing a message back
+and forth through a `threading.Condition`, with no library at all, already take about 40 µs
+here, to which our Python adds about 20 (PAIR) to 32 µs (REQ/REP) measured in one thread; a
+PUSH->PULL burst adds up the CPU of all three threads (sender, I/O thread, receiver), about
+2.7 µs a message, where TCP spreads its two sides over two cores. 1.5x TCP's rate needs
+about 1.4 µs a message in all; pyzmq's inproc is slower than its own TCP too.
 """
 
 
