@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from scaproust.core.guard import entry_point
 from scaproust.core.pipe import HIGH_WATER, Lender, Pipe, _Head
-from scaproust.transports.framing import OversizeFrame, check_handshake
+from scaproust.transports.framing import OversizeFrame
 
 if TYPE_CHECKING:
     from scaproust.transports import Transport
@@ -120,13 +120,8 @@ class MemoryPipe(Pipe):
             return
         header = end.inbox.popleft()
         end.taken += len(header)
-        try:
-            check_handshake(header, self.socket.info.peer_id)
-        except Exception as err:
-            self.evt_handshake_bad(err)
-            return
-        self.evt_handshake_ok()
-        if end.inbox and self.state == "active" and self._watching:
+        if (self._take_peer_header(header) and end.inbox and self.state == "active"
+                and self._watching):
             self._read_frames()  # messages the peer sent right behind its header
 
     @entry_point

@@ -239,14 +239,19 @@ class Pipe(PipeFSM):
             return  # a header may arrive one byte at a time (WIRE.md)
         header, rest = self._handshake[:8], self._handshake[8:]
         self._handshake = b""
+        if self._take_peer_header(header) and rest and self.state == "active":
+            self._feed(rest)  # frames the peer sent right behind its header
+
+    def _take_peer_header(self, header: bytes) -> bool:
+        """Fire ``evt_handshake_ok`` if the peer's 8-byte header names a valid peer, else
+        ``evt_handshake_bad``; True in the first case."""
         try:
             check_handshake(header, self.socket.info.peer_id)
         except Exception as err:
             self.evt_handshake_bad(err)
-            return
+            return False
         self.evt_handshake_ok()
-        if rest and self.state == "active":
-            self._feed(rest)  # frames the peer sent right behind its header
+        return True
 
     def log_protocol_error(self, err: Exception) -> None:
         if isinstance(err, OversizeFrame):
