@@ -54,8 +54,9 @@ class Stats:
         self._lock = threading.Lock()
 
     def count(self, name: str, n: int = 1) -> None:
-        """Count from the I/O thread."""
-        self._counts[name] += n
+        """Count from the I/O thread (nothing for ``n == 0``: no counter appears at zero)."""
+        if n:
+            self._counts[name] += n
 
     def count_from_caller(self, name: str, n: int = 1) -> None:
         """Count from a caller's thread (several may count at once)."""

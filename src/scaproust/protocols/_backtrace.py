@@ -71,8 +71,7 @@ def split_stacks(ctx: Context, pipe: Pipe, payloads: list[bytes],
             log.debug("pipe %d closed: malformed backtrace: %s", pipe.id, err)
             ctx.stats.count(DROPPED_MALFORMED)
             # What came behind it in the same read dies with the pipe: counted too.
-            if index + 1 < len(payloads):
-                ctx.stats.count(DROPPED_REJECTED, len(payloads) - index - 1)
+            ctx.stats.count(DROPPED_REJECTED, len(payloads) - index - 1)
             return out, err
         out.append(Message(body, on_top + backtrace))
     return out, None

@@ -78,8 +78,7 @@ class Pair1Raw(Pair1RawFSM, Pair):
         self.ctx.stats.count(DROPPED_MALFORMED)
         # What came behind it in the same read dies with the pipe: counted too.
         bad = next(i for i, payload in enumerate(msgs) if not _hops_ok(payload))
-        if bad + 1 < len(msgs):
-            self.ctx.stats.count(DROPPED_REJECTED, len(msgs) - bad - 1)
+        self.ctx.stats.count(DROPPED_REJECTED, len(msgs) - bad - 1)
         self.ctx.reject_pipe(pipe)
 
     def forget_peer(self, pipe: Pipe, *args: object) -> None:

@@ -83,8 +83,7 @@ class ReqRaw(ReqRawFSM, LoadBalancer):
         it in the same read die with the pipe, counted as rejected."""
         log.debug("pipe %d closed: %s", pipe.id, err)
         self.ctx.stats.count(DROPPED_MALFORMED)
-        if behind:
-            self.ctx.stats.count(DROPPED_REJECTED, behind)
+        self.ctx.stats.count(DROPPED_REJECTED, behind)
         self._forget(pipe)
         self.ctx.reject_pipe(pipe)
 
