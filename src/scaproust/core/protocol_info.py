@@ -21,7 +21,7 @@ import attrs
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from scaproust.core.policy import Policy
+    from scaproust.core.policy import ContextPolicy, Policy
 
 #: Every declared protocol by name, in declaration order.
 _REGISTRY: dict[str, ProtocolInfo] = {}
@@ -50,6 +50,9 @@ class ProtocolInfo:
     #: The user-visible state a cooked socket checks in the caller's thread (REQ: recv
     #: before send; REP: send without a request, ...): a ``core.policy.Policy``, or None.
     policy: type[Policy] | None = None
+    #: The caller-side state of a context of a cooked socket (``sock.context()``), or None:
+    #: the protocol has no contexts (``sp.NotSupported``).
+    context_policy: type[ContextPolicy] | None = None
     #: The protocol-specific options (core/options.py) this protocol accepts.
     options: frozenset[str] = attrs.field(default=frozenset(), converter=_names)
 

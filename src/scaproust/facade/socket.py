@@ -15,6 +15,7 @@ import contextlib
 import enum
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from typing import (
     TYPE_CHECKING,
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from scaproust.core.channel import Channel
     from scaproust.core.policy import Policy, Subscriptions
     from scaproust.core.protocol_info import ProtocolInfo
+    from scaproust.facade.context import SocketContext
     from scaproust.facade.session import Session
     from scaproust.transports.tcp import Resolved
     from scaproust.transports.url import Address
@@ -117,6 +119,7 @@ class Socket(AsyncSocketMixin):
         self._close_lock = threading.Lock()
         self._done = threading.Event()
         self._endpoints: dict[int, Endpoint] = {}
+        self._contexts: weakref.WeakSet[SocketContext] = weakref.WeakSet()
         self._core: SocketCore = session._core.call(self._make_core)
         self._channel = self._core.channel
         policy = None if raw else info.policy
@@ -390,6 +393,31 @@ class Socket(AsyncSocketMixin):
         cast("Subscriptions", policy).unsubscribe(
             topic, lambda t: self._control(self._core.unsubscribe, t))
 
+    # ------------------------------------------------------------------ contexts
+
+    def context(self) -> SocketContext:
+        """A new context of this socket (cooked REQ, REP, SURVEYOR, RESPONDENT, SUB): its
+        own request, reply, survey or subscriptions, used concurrently with the others and
+        with the socket's own send/recv (docs/PROTOCOLS.md, "Contexts"). Its
+        ``send_timeout`` and ``recv_timeout`` start as the socket's. ``sp.NotSupported`` on
+        other protocols and on raw sockets."""
+        from scaproust.facade.context import SocketContext  # it imports this module
+
+        self._check_open()
+        ctx = SocketContext(self)
+        with self._close_lock:
+            if not self._closed:
+                self._contexts.add(ctx)
+                return ctx
+        ctx._shut()
+        raise Closed("socket is closed")
+
+    #: pynng's name for ``context``.
+    new_context = context
+
+    def _forget_context(self, ctx: SocketContext) -> None:
+        self._contexts.discard(ctx)
+
     # ------------------------------------------------------------------ lifecycle
 
     def close(self) -> None:
@@ -409,6 +437,8 @@ class Socket(AsyncSocketMixin):
         # Threads blocked in send()/recv() wake now with sp.Closed; what send() accepted
         # before still goes out (the close request is queued behind it), within linger.
         self._channel.close()
+        for ctx in list(self._contexts):
+            ctx._shut()  # its callers wake with sp.Closed too
         try:
             self._session._core.post(self._core.close)
         except Closed:
