@@ -141,6 +141,36 @@ class Channel:
             self._resume_reading()
         return item
 
+    def get_unless(self, timeout: float | None, stopped: Callable[[], bool]) -> Item:
+        """``get`` for a context that shares this channel with its socket (REP,
+        RESPONDENT): it also ends, raising ``Closed``, once ``stopped()`` holds (its context
+        was closed; ``kick`` wakes it). It waits on the channel only: the pipes are read by
+        the I/O thread, or by a caller of the socket's own ``get``."""
+        with self._lock:
+            if stopped():
+                raise Closed("context is closed")
+            if not self.inbox:
+                if self.closed:
+                    raise Closed("socket is closed")
+                self.recv_waiters += 1
+                try:
+                    self._wait(self._can_recv, lambda: self.inbox or stopped(), timeout, "recv")
+                finally:
+                    self.recv_waiters -= 1
+                if stopped():
+                    raise Closed("context was closed while waiting")
+            item, resume = self._pop()
+        if resume:
+            self._resume_reading()
+        return item
+
+    def kick(self) -> None:
+        """Wake every receiver and poller of this channel to look again (a context that
+        shares it was closed)."""
+        with self._lock:
+            self._can_recv.notify_all()
+            self._wake_watchers()
+
     def _wait_for_item(self, timeout: float | None) -> tuple[Item, bool]:
         """``get`` once the inbox was found empty, this thread counted in ``recv_waiters``
         (uncounted on the way out, in the lock sections it takes anyway)."""

@@ -293,6 +293,7 @@ class ReqContext(ReqCtxFSM):
         self.request: tuple[bytes, bytes] | None = None
         self.carrier: Pipe | None = None
         self._timer: Timer | None = None
+        self._on_wire = False  # the request went to a pipe at least once
 
     def __repr__(self) -> str:
         return f"<ReqContext {self.state}>"
@@ -315,6 +316,7 @@ class ReqContext(ReqCtxFSM):
             del by_id[self.request[0]]
         word = header_of(item)
         self.request = (word, body_of(item))
+        self._on_wire = False
         by_id[word] = self
 
     def send_request(self, item: Item) -> None:
@@ -333,6 +335,7 @@ class ReqContext(ReqCtxFSM):
         word, body = self.request  # type: ignore[misc]  # set by take_request
         pipe.cmd_send(body, word)  # type: ignore[union-attr]  # can_send_now, or offered
         self.carrier = pipe
+        self._on_wire = True
         self._timer = self.ctx.call_later(self.ctx.options.resend_interval, self._on_timer)
 
     def _on_timer(self) -> None:
@@ -365,8 +368,11 @@ class ReqContext(ReqCtxFSM):
 
     def release(self) -> None:
         parent = self.parent
-        if self.request is not None and parent.by_id.get(self.request[0]) is self:
-            del parent.by_id[self.request[0]]
+        if self.request is not None:
+            if parent.by_id.get(self.request[0]) is self:
+                del parent.by_id[self.request[0]]
+            if not self._on_wire:
+                self.ctx.stats.count(DROPPED_CLOSED)  # it never found a pipe
         self.request = None
         parent.contexts.discard(self)
 

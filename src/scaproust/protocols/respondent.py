@@ -13,20 +13,18 @@ survey being answered and puts it on the response: a send with no survey pending
 ``sp.BadState``, and a new recv abandons an unanswered survey. It is REP's policy.
 
 Extra fields: see _backtrace.py.
+
+Contexts (machine ``respondent_ctx``): REP's (protocols/rep.py), answering surveys.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from scaproust._generated.respondent import RespondentFSM
+from scaproust._generated.respondent_ctx import RespondentCtxFSM
 from scaproust._generated.respondent_raw import RespondentRawFSM
 from scaproust.core.protocol_info import ProtocolInfo
 from scaproust.protocols._backtrace import BacktraceRouter
-from scaproust.protocols.rep import RepPolicy
-
-if TYPE_CHECKING:
-    pass
+from scaproust.protocols.rep import RepContext, RepContextPolicy, RepPolicy
 
 
 class RespondentRaw(RespondentRawFSM, BacktraceRouter):
@@ -42,8 +40,21 @@ class RespondentPolicy(RepPolicy):
     answered (its pipe word and backtrace); send() without one is sp.BadState."""
 
 
+class RespondentContext(RespondentCtxFSM, RepContext):
+    """One RESPONDENT context (machine ``respondent_ctx``): REP's, for surveys."""
+
+    kind = "RESPONDENT"
+    question = "survey"
+
+
+class RespondentContextPolicy(RepContextPolicy):
+    """A RESPONDENT context's caller-side half: REP's, with its own machine."""
+
+    machine_class = RespondentContext
+
+
 #: The protocol as users name it (sp.Respondent): see core/protocol_info.py.
 RESPONDENT = ProtocolInfo("respondent", id=0x63, peer_id=0x62, peer_name="surveyor",
                           can_send=True, can_recv=True, machine=Respondent,
                           raw_machine=RespondentRaw, policy=RespondentPolicy,
-                          options={"ttl"})
+                          context_policy=RespondentContextPolicy, options={"ttl"})
