@@ -203,11 +203,13 @@ class SocketContext(AsyncSocketMixin):
         self._socket._forget_context(self)
         core_context = self._core_context
         if core_context is not None:
+            # Waited for: once close() returns, nothing more reaches this context (a reply
+            # arriving now finds no context with its id, and is counted as stale).
             sock = self._socket
             try:
-                sock._session._core.post(sock._core.close_context, core_context)
+                sock._control(sock._core.close_context, core_context)
             except (Closed, Error):
-                pass  # the session is gone: so is the context's machine
+                pass  # the socket or session is gone: so is the context's machine
 
     def _shut(self) -> bool:
         """Mark closed and wake the callers (also when the socket closes); False if it was."""
