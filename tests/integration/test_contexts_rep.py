@@ -156,6 +156,7 @@ def test_closing_a_context_wakes_its_recv_only(session, url):
     a.close()
     thread.join(5.0)
     assert [type(e) for e in errors] == [sp.Closed]
+    assert sp.poll({a: sp.POLLIN}, timeout=5.0) == {a: sp.POLLIN}  # ready: recv raises
     req.send_msg(sp.Message(b"q", request_word(1)))
     assert b.recv(timeout=2.0) == b"q"  # the request was not lost to the closed context
     with pytest.raises(sp.Closed):

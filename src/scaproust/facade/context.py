@@ -97,6 +97,13 @@ class SocketContext(AsyncSocketMixin):
     def closed(self) -> bool:
         return self._closed or self._socket.closed
 
+    def _readiness(self) -> tuple[bool, bool]:
+        """For ``sp.poll``: as a socket's; a closed context is ready both ways, so that
+        the next call raises ``sp.Closed``."""
+        if self._closed:
+            return True, True
+        return self._channel.readiness()
+
     # ------------------------------------------------------------------ data
 
     def send(self, data: ReadableBuffer | Message, *, timeout: TimeoutArg = _DEFAULT,

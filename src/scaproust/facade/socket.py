@@ -415,6 +415,10 @@ class Socket(AsyncSocketMixin):
     #: pynng's name for ``context``.
     new_context = context
 
+    def _readiness(self) -> tuple[bool, bool]:
+        """(a recv would not wait, a send would not wait), for ``sp.poll``."""
+        return self._channel.readiness()
+
     def _forget_context(self, ctx: SocketContext) -> None:
         self._contexts.discard(ctx)
 
