@@ -16,6 +16,13 @@ written from the issue and the tables' docs, not from protocols/req.py:
 - after a pipe comes or gets room, no request waits while a pipe has room (the queue is
   served at once).
 
+SURVEYOR contexts (``SurveyorContextModel``): the cooked ``Surveyor`` with contexts
+opened, surveying and closed at random, respondents answering any survey they got, and a
+fake clock. The model: each survey goes once to every pipe with room; a response reaches
+the context whose current survey it answers while its deadline (sent at + its
+``survey_deadline``) is ahead, once per response, and nothing else reaches a context;
+every other response is dropped and counted by the socket (late or stale).
+
 REP and RESPONDENT contexts (``RepContextModel``): the contexts' policies over a real
 channel (the socket's receive queue, filled as the machine would), each context receiving
 (non-blocking), answering and closing at random, the socket's own policy too. The model: a
@@ -37,6 +44,7 @@ from scaproust.errors import BadState, Closed, WouldBlock
 from scaproust.protocols.rep import RepContextPolicy, RepPolicy
 from scaproust.protocols.req import Req
 from scaproust.protocols.respondent import RespondentContextPolicy
+from scaproust.protocols.surveyor import Surveyor
 
 from ._harness import model_test, request_id, table_states, word
 
@@ -207,6 +215,96 @@ class ReqContextModel(RuleBasedStateMachine):
 
 
 TestReqContexts = model_test(ReqContextModel)
+
+
+# ====================================================================== SURVEYOR
+
+
+class SurveyorContextModel(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = FakeLoop()
+        self.sock_seam = RecordingContext(self.loop)
+        self.sock_seam.options = Options("surveyor")
+        self.surveyor = Surveyor(self.sock_seam)
+        self.pipes = [FakePipe(free=50) for _ in range(2)]
+        for pipe in self.pipes:
+            self.surveyor.evt_pipe_added(pipe)
+        self.contexts: list = []
+        self.closed: set[int] = set()
+        self.current: dict[int, tuple[bytes, float] | None] = {}  # id word, deadline
+        self.expected: dict[int, list[Message]] = {}
+        self.heard: list[tuple[FakePipe, bytes, bytes]] = []  # what respondents got
+        self.next_id = 1
+        self.dropped = 0
+
+    @precondition(lambda self: len(self.contexts) < 4)
+    @rule(deadline=st.sampled_from([0.5, 1.0, 2.0]))
+    def open_context(self, deadline: float) -> None:
+        seam_ = RecordingContext(self.loop)
+        seam_.options = Options("surveyor", survey_deadline=deadline)
+        self.current[len(self.contexts)] = None
+        self.expected[len(self.contexts)] = []
+        self.contexts.append((self.surveyor.open_context(seam_), seam_))
+
+    @precondition(lambda self: len(self.contexts) > len(self.closed))
+    @rule(data=st.data(), body=st.binary(max_size=2))
+    def context_surveys(self, data: st.DataObject, body: bytes) -> None:
+        index = data.draw(st.sampled_from(
+            [i for i in range(len(self.contexts)) if i not in self.closed]))
+        machine, seam_ = self.contexts[index]
+        word_ = request_id(self.next_id)
+        self.next_id += 1
+        before = [len(p.sent) for p in self.pipes]
+        machine.cmd_send(Message(body, word_))
+        for pipe, count in zip(self.pipes, before, strict=True):
+            assert pipe.sent[count:] == [(body, word_)], "a survey not sent once to each pipe"
+            self.heard.append((pipe, word_, body))
+        self.current[index] = (word_, self.loop.time() + seam_.options.survey_deadline)
+
+    @rule(seconds=st.sampled_from([0.25, 0.5, 1.0]))
+    def advance(self, seconds: float) -> None:
+        self.loop.advance(seconds)
+
+    @precondition(lambda self: self.heard)
+    @rule(data=st.data())
+    def respondent_answers(self, data: st.DataObject) -> None:
+        pipe, word_, body = data.draw(st.sampled_from(self.heard))
+        now = self.loop.time()
+        owner = next((i for i, cur in self.current.items() if i not in self.closed
+                      and cur is not None and cur[0] == word_ and now < cur[1]), None)
+        self.surveyor.evt_pipe_recv(pipe, [word_ + b"re:" + body])
+        if owner is None:
+            self.dropped += 1
+        else:
+            self.expected[owner].append(Message(b"re:" + body, word_))
+
+    @precondition(lambda self: len(self.contexts) > len(self.closed))
+    @rule(data=st.data())
+    def close_context(self, data: st.DataObject) -> None:
+        index = data.draw(st.sampled_from(
+            [i for i in range(len(self.contexts)) if i not in self.closed]))
+        self.contexts[index][0].cmd_close()
+        self.closed.add(index)
+
+    @invariant()
+    def responses_reach_their_context_only(self) -> None:
+        for index, (machine, seam_) in enumerate(self.contexts):
+            assert machine.state in table_states("surveyor_ctx")
+            assert seam_.delivered == self.expected[index]
+            cur = self.current[index]
+            surveying = (index not in self.closed and cur is not None
+                         and self.loop.time() < cur[1])
+            assert machine.state == ("closed" if index in self.closed
+                                     else "surveying" if surveying else "idle")
+        counted = sum(n for name, key, n in (c for c in self.sock_seam.calls
+                                             if c[0] == "stats.count")
+                      if key in ("dropped_late", "dropped_stale"))
+        assert counted == self.dropped
+        assert self.sock_seam.delivered == []
+
+
+TestSurveyorContexts = model_test(SurveyorContextModel)
 
 
 # ====================================================================== REP, RESPONDENT

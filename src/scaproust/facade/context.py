@@ -62,6 +62,7 @@ class SocketContext(AsyncSocketMixin):
     send_timeout: _ContextOption[float | None] = _ContextOption()
     recv_timeout: _ContextOption[float | None] = _ContextOption()
     resend_interval: _ContextOption[float] = _ContextOption()
+    survey_deadline: _ContextOption[float] = _ContextOption()
 
     def __init__(self, sock: Socket) -> None:
         info = sock.protocol
