@@ -23,6 +23,13 @@ the context whose current survey it answers while its deadline (sent at + its
 ``survey_deadline``) is ahead, once per response, and nothing else reaches a context;
 every other response is dropped and counted by the socket (late or stale).
 
+SUB contexts (``SubContextModel``): the cooked ``Sub`` with contexts opened, subscribing,
+unsubscribing, reading and closed at random, each with a small queue of its own. The
+model: a message goes to every open context with a topic it starts with, and to the
+socket if one of the socket's topics matches; a full context queue loses its oldest
+(``prefer_new``) or the new message, for that context only; a message nobody takes counts
+once as unmatched; a closed context gets nothing.
+
 REP and RESPONDENT contexts (``RepContextModel``): the contexts' policies over a real
 channel (the socket's receive queue, filled as the machine would), each context receiving
 (non-blocking), answering and closing at random, the socket's own policy too. The model: a
@@ -44,6 +51,7 @@ from scaproust.errors import BadState, Closed, WouldBlock
 from scaproust.protocols.rep import RepContextPolicy, RepPolicy
 from scaproust.protocols.req import Req
 from scaproust.protocols.respondent import RespondentContextPolicy
+from scaproust.protocols.sub import Sub
 from scaproust.protocols.surveyor import Surveyor
 
 from ._harness import model_test, request_id, table_states, word
@@ -305,6 +313,146 @@ class SurveyorContextModel(RuleBasedStateMachine):
 
 
 TestSurveyorContexts = model_test(SurveyorContextModel)
+
+
+# ====================================================================== SUB
+
+TOPICS = st.sampled_from([b"", b"a", b"ab", b"b"])
+
+
+class QueueSeam(RecordingContext):
+    """A context's seam with a receive queue the machine can measure and trim."""
+
+    def __init__(self, loop: FakeLoop, recv_buffer: int) -> None:
+        super().__init__(loop)
+        self.options = Options("sub", recv_buffer=recv_buffer)
+        self.queue: list[bytes] = []
+
+    def deliver(self, items, priority: int = 8) -> None:
+        super().deliver(items, priority)
+        self.queue.extend(items)
+
+    def queued(self) -> int:
+        return len(self.queue)
+
+    def drop_oldest(self) -> bool:
+        if not self.queue:
+            return False
+        self.queue.pop(0)
+        return True
+
+
+class SubContextModel(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = FakeLoop()
+        self.sock_seam = QueueSeam(self.loop, 1 << 20)
+        self.sub = Sub(self.sock_seam)
+        self.pipe = FakePipe()
+        self.sub.evt_pipe_added(self.pipe)
+        self.contexts: list = []
+        self.closed: set[int] = set()
+        self.topics: dict[int, set[bytes]] = {}
+        self.queues: dict[int, list[bytes]] = {}
+        self.limits: dict[int, tuple[int, bool]] = {}
+        self.sock_topics: set[bytes] = set()
+        self.sock_queue: list[bytes] = []
+        self.unmatched = 0
+        self.full = 0
+
+    def _open(self) -> list[int]:
+        return [i for i in range(len(self.contexts)) if i not in self.closed]
+
+    @precondition(lambda self: len(self.contexts) < 4)
+    @rule(limit=st.integers(1, 3), prefer_new=st.booleans())
+    def open_context(self, limit: int, prefer_new: bool) -> None:
+        seam_ = QueueSeam(self.loop, limit)
+        machine = self.sub.open_context(seam_)
+        machine.prefer_new = prefer_new
+        index = len(self.contexts)
+        self.contexts.append((machine, seam_))
+        self.topics[index], self.queues[index] = set(), []
+        self.limits[index] = (limit, prefer_new)
+
+    @precondition(lambda self: len(self.contexts) > len(self.closed))
+    @rule(data=st.data(), topic=TOPICS)
+    def context_subscribes(self, data: st.DataObject, topic: bytes) -> None:
+        index = data.draw(st.sampled_from(self._open()))
+        self.contexts[index][0].cmd_subscribe(topic)
+        self.topics[index].add(topic)
+
+    @precondition(lambda self: len(self.contexts) > len(self.closed))
+    @rule(data=st.data(), topic=TOPICS)
+    def context_unsubscribes(self, data: st.DataObject, topic: bytes) -> None:
+        index = data.draw(st.sampled_from(self._open()))
+        machine = self.contexts[index][0]
+        if topic in self.topics[index]:
+            machine.cmd_unsubscribe(topic)
+            self.topics[index].discard(topic)
+        else:
+            try:
+                machine.cmd_unsubscribe(topic)
+            except ValueError:
+                return
+            raise AssertionError("unsubscribing an unknown topic was accepted")
+
+    @rule(topic=TOPICS)
+    def socket_subscribes(self, topic: bytes) -> None:
+        self.sub.cmd_subscribe(topic)
+        self.sock_topics.add(topic)
+
+    @rule(body=st.sampled_from([b"", b"a", b"ab", b"abc", b"b", b"c"]))
+    def message_arrives(self, body: bytes) -> None:
+        taken = False
+        for index in self._open():
+            if any(body.startswith(t) for t in self.topics[index]):
+                taken = True
+                queue, (limit, prefer_new) = self.queues[index], self.limits[index]
+                if len(queue) >= limit:
+                    self.full += 1
+                    if not prefer_new:
+                        continue
+                    queue.pop(0)
+                queue.append(body)
+        if any(body.startswith(t) for t in self.sock_topics):
+            self.sock_queue.append(body)
+        elif not taken:
+            self.unmatched += 1
+        self.sub.evt_pipe_recv(self.pipe, [body])
+
+    @precondition(lambda self: len(self.contexts) > len(self.closed))
+    @rule(data=st.data())
+    def context_reads(self, data: st.DataObject) -> None:
+        index = data.draw(st.sampled_from(self._open()))
+        queue = self.contexts[index][1].queue
+        if queue:
+            assert queue.pop(0) == self.queues[index].pop(0)
+
+    @precondition(lambda self: len(self.contexts) > len(self.closed))
+    @rule(data=st.data())
+    def close_context(self, data: st.DataObject) -> None:
+        index = data.draw(st.sampled_from(self._open()))
+        self.contexts[index][0].cmd_close()
+        self.closed.add(index)
+
+    @invariant()
+    def every_queue_is_what_the_model_says(self) -> None:
+        for index, (machine, seam_) in enumerate(self.contexts):
+            assert machine.state in table_states("sub_ctx")
+            assert seam_.queue == self.queues[index], f"context {index}"
+            if index in self.closed:
+                assert machine.state == "closed"
+            else:
+                assert machine.state == ("subscribed" if self.topics[index] else "unsubscribed")
+        assert self.sock_seam.queue == self.sock_queue
+        counts = [c for c in self.sock_seam.calls if c[0] == "stats.count"]
+        assert sum(c[2] for c in counts if c[1] == "dropped_unmatched") == self.unmatched
+        full = sum(c[2] for _, seam_ in self.contexts for c in seam_.calls
+                   if c[:2] == ("stats.count", "dropped_context_full"))
+        assert full == self.full
+
+
+TestSubContexts = model_test(SubContextModel)
 
 
 # ====================================================================== REP, RESPONDENT

@@ -3,7 +3,8 @@
 """State machine 'sub': SUB: delivers the messages whose body starts with one of its topics
 (the empty topic matches all); with no topic it delivers nothing. Topics change by
 commands from the user's thread, so filtering happens here, before the receive queue.
-Never sends, not even subscriptions (WIRE.md).
+Never sends, not even subscriptions (WIRE.md). Every message read is offered to the
+socket's contexts (sub_ctx) first, in either state; closing the socket closes them.
 
 Hand-written actions and guards: scaproust.protocols.sub.Sub.
 """
@@ -26,7 +27,7 @@ PARAMETERS = {
     'cmd_close': (),
 }
 GUARDS = ('is_last_topic', 'is_subscribed')
-ACTIONS = ('discard_unmatched', 'deliver_matching', 'add_topic', 'remove_topic', 'refuse_unknown_topic')
+ACTIONS = ('discard_unmatched', 'deliver_matching', 'add_topic', 'remove_topic', 'refuse_unknown_topic', 'close_contexts')
 
 
 class SubCompiled:
@@ -100,9 +101,11 @@ class SubCompiled:
         state = self.state
         if state == 'unsubscribed':
             self.state = 'closed'
+            self.close_contexts()
             return True
         if state == 'subscribed':
             self.state = 'closed'
+            self.close_contexts()
             return True
         if state == 'closed':
             return True

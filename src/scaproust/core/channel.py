@@ -280,6 +280,15 @@ class Channel:
                 self._wake_reader_locked()
         return size
 
+    def drop_oldest(self) -> bool:
+        """Drop the next item ``get`` would return (a SUB context's full queue that prefers
+        new messages); False if the inbox is empty."""
+        with self._lock:
+            if not self.inbox:
+                return False
+            self.inbox_bytes -= len(self.inbox.popleft())
+        return True
+
     def purge_inbox(self, keep: Callable[[Item], bool] | None = None) -> int:
         """Drop every received message not yet taken (a REQ's new request makes older
         replies stale), except those ``keep(item)`` wants kept; return how many."""

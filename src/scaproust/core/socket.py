@@ -270,6 +270,16 @@ class SocketCore(SocketFSM):
         self.contexts.discard(context)
         context.close()
 
+    @facade_call
+    def subscribe_context(self, context: UserContext, topic: bytes) -> None:
+        """SUB: ``context`` also takes the messages that start with ``topic``."""
+        cast("Subscribing", context.machine).cmd_subscribe(topic)
+
+    @facade_call
+    def unsubscribe_context(self, context: UserContext, topic: bytes) -> None:
+        """SUB: ``context`` no longer takes what only ``topic`` matched."""
+        cast("Subscribing", context.machine).cmd_unsubscribe(topic)
+
     def _close_context_channels(self) -> None:
         contexts, self.contexts = list(self.contexts), set()
         for context in contexts:

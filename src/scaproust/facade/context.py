@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
 
     from scaproust.core.channel import Channel
-    from scaproust.core.policy import ContextPolicy
+    from scaproust.core.policy import ContextPolicy, Subscriptions
     from scaproust.core.user_context import UserContext
 
 T = TypeVar("T")
@@ -63,6 +63,7 @@ class SocketContext(AsyncSocketMixin):
     recv_timeout: _ContextOption[float | None] = _ContextOption()
     resend_interval: _ContextOption[float] = _ContextOption()
     survey_deadline: _ContextOption[float] = _ContextOption()
+    recv_buffer: _ContextOption[int] = _ContextOption()
 
     def __init__(self, sock: Socket) -> None:
         info = sock.protocol
@@ -117,6 +118,8 @@ class SocketContext(AsyncSocketMixin):
 
     def _outgoing(self, data: ReadableBuffer | Message) -> Item:
         self._check_open()
+        if not self._socket.protocol.can_send:
+            raise NotSupported(f"{self._socket.protocol!r} contexts cannot send")
         item = data if type(data) is bytes or isinstance(data, Message) else _as_bytes(data)
         return self._policy.outgoing(item)
 
@@ -176,6 +179,51 @@ class SocketContext(AsyncSocketMixin):
             return self._policy.take(wait)
         except Closed:
             raise Closed("context is closed" if self._closed else "socket is closed") from None
+
+    # ------------------------------------------------------------------ subscriptions (SUB)
+
+    def subscribe(self, topic: bytes | str) -> None:
+        """SUB: this context also receives the messages whose body starts with ``topic``
+        (its own topics: the socket's and other contexts' are apart). As
+        ``Socket.subscribe``; ``sp.NotSupported`` on contexts of other protocols."""
+        subscriptions, core_context = self._subscriptions()
+        sock = self._socket
+        subscriptions.subscribe(
+            topic, lambda t: sock._control(sock._core.subscribe_context, core_context, t))
+
+    def unsubscribe(self, topic: bytes | str) -> None:
+        """SUB: stop receiving what only ``topic`` matched, already queued included;
+        ``ValueError`` if this context was not subscribed to it."""
+        subscriptions, core_context = self._subscriptions()
+        sock = self._socket
+        subscriptions.unsubscribe(
+            topic, lambda t: sock._control(sock._core.unsubscribe_context, core_context, t))
+
+    def _subscriptions(self) -> tuple[Subscriptions, UserContext]:
+        self._check_open()
+        if not hasattr(self._policy, "subscribe") or self._core_context is None:
+            raise NotSupported(f"{self._socket.protocol!r} contexts have no subscriptions "
+                               "(only sp.Sub's have)")
+        return cast("Subscriptions", self._policy), self._core_context
+
+    @property
+    def prefer_new(self) -> bool:
+        """SUB: when this context's queue (``recv_buffer`` messages) is full, lose its
+        oldest queued message (True, the default, as nng's sub:prefnew) or the new one
+        (False); either way counted as ``dropped_context_full``."""
+        return bool(getattr(self._sub_machine(), "prefer_new"))  # noqa: B009
+
+    @prefer_new.setter
+    def prefer_new(self, value: bool) -> None:
+        if not isinstance(value, bool):
+            raise TypeError(f"prefer_new is a bool, not {type(value).__name__}")
+        self._sub_machine().prefer_new = value  # type: ignore[attr-defined]
+
+    def _sub_machine(self) -> object:
+        if self._core_context is None or not hasattr(self._core_context.machine, "prefer_new"):
+            raise AttributeError(f"a {self._socket.protocol.name} context has no option "
+                                 "'prefer_new'")
+        return self._core_context.machine
 
     # ------------------------------------------------------------------ asyncio
 
