@@ -282,16 +282,26 @@ def test_async_for_ends_when_the_context_closes(session, url):
 @pytest.mark.parametrize("protocol", [sp.Push, sp.Pull, sp.Pub, sp.Pair, sp.Bus, sp.Pair1])
 def test_other_protocols_refuse_contexts(session, protocol):
     sock = session.socket(protocol)
-    with pytest.raises(sp.NotSupported):
+    with pytest.raises(sp.NotSupported, match="has no contexts"):
         sock.context()
     with pytest.raises(sp.NotSupported):
         sock.new_context()
 
 
-@pytest.mark.parametrize("protocol", [sp.Req, sp.Rep])
+@pytest.mark.parametrize("protocol", [sp.Req, sp.Rep, sp.Surveyor, sp.Respondent, sp.Sub])
 def test_raw_sockets_refuse_contexts(session, protocol):
     with pytest.raises(sp.NotSupported, match="raw"):
         session.socket(protocol, raw=True).context()
+
+
+def test_contexts_are_exported_and_typed(session):
+    ctx = session.socket(sp.Req).context()
+    assert isinstance(ctx, sp.SocketContext)
+    assert ctx.socket.protocol is sp.Req
+    assert "open" in repr(ctx)
+    ctx.close()
+    ctx.close()  # harmless twice
+    assert "closed" in repr(ctx)
 
 
 def test_a_closed_socket_makes_no_context(session):

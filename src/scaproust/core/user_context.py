@@ -1,5 +1,5 @@
 """The I/O side of a context (``sock.context()``) whose protocol keeps state per context in
-the I/O thread (REQ: machine ``req_ctx``).
+the I/O thread (machines ``req_ctx``, ``surveyor_ctx``, ``sub_ctx``).
 
 A context has a channel of its own (core/channel.py), so its caller waits, polls and
 awaits on its own receive queue and its own closing, exactly as a socket's caller does on

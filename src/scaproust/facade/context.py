@@ -1,15 +1,18 @@
-"""Contexts: many concurrent requests (REQ) or replies (REP, RESPONDENT) on one socket,
-each with its own state, as nng's contexts (docs/PROTOCOLS.md, "Contexts").
+"""Contexts: many concurrent requests (REQ), replies (REP, RESPONDENT), surveys (SURVEYOR)
+or subscriptions (SUB) on one socket, each with its own state, as nng's contexts
+(docs/PROTOCOLS.md, "Contexts").
 
 ``ctx = sock.context()`` gives an object with the data methods of a socket (``send``,
 ``recv``, ``send_msg``, ``recv_msg``, ``try_*``, ``asend``, ``arecv``, ``async for``) and
-its own ``send_timeout`` / ``recv_timeout`` (and ``resend_interval`` on a REQ), copied from
+its own ``send_timeout`` / ``recv_timeout`` (and ``resend_interval`` on a REQ,
+``survey_deadline`` on a SURVEYOR, ``recv_buffer`` and ``prefer_new`` on a SUB), copied from
 the socket when it is made. The socket's own send/recv stay its default context, on their
 own path.
 
 Its state lives in the protocol's ``ContextPolicy`` (core/policy.py), in the caller's
-thread, and for REQ in a machine of the I/O thread too (``req_ctx``, reached through a
-channel of the context's own: core/user_context.py). A context is polled and awaited like
+thread, and for REQ, SURVEYOR and SUB in a machine of the I/O thread too (``req_ctx``,
+``surveyor_ctx``, ``sub_ctx``, reached through a channel of the context's own:
+core/user_context.py). A context is polled and awaited like
 a socket: through the watchers of its channel (its own, or for REP and RESPONDENT the
 socket's, which holds the requests any context may take).
 
@@ -70,8 +73,8 @@ class SocketContext(AsyncSocketMixin):
         kind = info.context_policy
         if sock.raw or kind is None:
             what = f"a raw {info!r}" if sock.raw and kind is not None else f"{info!r}"
-            raise NotSupported(f"{what} has no contexts (cooked REQ, REP, SURVEYOR, "
-                               "RESPONDENT and SUB have)")
+            raise NotSupported(f"{what} has no contexts (cooked sp.Req, sp.Rep, sp.Surveyor, "
+                               "sp.Respondent and sp.Sub sockets have)")
         self._socket = sock
         self._io_loop = sock._io_loop
         self._options = copy.copy(sock._options)
