@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import struct
-import threading
 
 import pytest
 
 import scaproust as sp
 
-from .conftest import wait_until
+from .conftest import in_thread, wait_until
 
 
 def request_word(i: int) -> bytes:
@@ -96,9 +95,7 @@ def test_double_recv_on_one_context_is_a_state_error(session):
     # nng: test_rep_double_recv (there on the socket; the issue asks it of contexts).
     rep = session.socket(sp.Rep)
     ctx = rep.context()
-    errors = []
-    thread = threading.Thread(target=lambda: _catch(errors, ctx.recv, timeout=10.0))
-    thread.start()
+    thread, errors = in_thread(ctx.recv, timeout=10.0)
     wait_until(lambda: ctx._policy.machine.state == "receiving", what="the first recv")
     with pytest.raises(sp.BadState):
         ctx.recv(block=False)
@@ -149,9 +146,7 @@ def test_the_socket_and_its_contexts_share_the_requests(session, url):
 def test_closing_a_context_wakes_its_recv_only(session, url):
     rep, req = rep_with_raw_req(session, url)
     a, b = rep.context(), rep.context()
-    errors = []
-    thread = threading.Thread(target=lambda: _catch(errors, a.recv, timeout=10.0))
-    thread.start()
+    thread, errors = in_thread(a.recv, timeout=10.0)
     wait_until(lambda: a._policy.machine.state == "receiving", what="the recv to wait")
     a.close()
     thread.join(5.0)
@@ -210,9 +205,3 @@ def test_respondent_contexts_answer_each_their_survey(session, url):
         ctx.send(b"re " + body)
     assert [s.recv() for s in surveyors] == [b"re s0", b"re s1", b"re s2"]
 
-
-def _catch(errors, fn, **kwargs):
-    try:
-        fn(**kwargs)
-    except sp.Error as err:
-        errors.append(err)

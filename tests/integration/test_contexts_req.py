@@ -17,7 +17,7 @@ import pytest
 
 import scaproust as sp
 
-from .conftest import wait_until
+from .conftest import in_thread, wait_until
 
 
 def pair(session, url, **req_options):
@@ -138,16 +138,7 @@ def test_recv_close_socket_wakes_the_waiting_recv_with_closed(session, url):
     ctx = req.context()
     ctx.send(b"q")
     assert rep.recv() == b"q"
-    errors = []
-
-    def receive():
-        try:
-            ctx.recv(timeout=10.0)
-        except sp.Error as err:
-            errors.append(err)
-
-    thread = threading.Thread(target=receive)
-    thread.start()
+    thread, errors = in_thread(ctx.recv, timeout=10.0)
     wait_until(lambda: ctx._policy.receiving == 1, what="the recv to wait")
     req.close()
     thread.join(5.0)
@@ -161,9 +152,7 @@ def test_closing_a_context_wakes_its_recv_and_leaves_the_socket_open(session, ur
     ctx = req.context()
     other = req.context()
     ctx.send(b"q")
-    errors = []
-    thread = threading.Thread(target=lambda: _catch(errors, ctx.recv, timeout=10.0))
-    thread.start()
+    thread, errors = in_thread(ctx.recv, timeout=10.0)
     wait_until(lambda: ctx._policy.receiving == 1, what="the recv to wait")
     ctx.close()
     thread.join(5.0)
@@ -182,9 +171,7 @@ def test_a_new_send_cancels_the_recv_waiting_for_the_old_request(session, url):
     old_taker, new_taker = rep.context(), rep.context()
     ctx.send(b"old")
     assert old_taker.recv() == b"old"
-    errors = []
-    thread = threading.Thread(target=lambda: _catch(errors, ctx.recv, timeout=10.0))
-    thread.start()
+    thread, errors = in_thread(ctx.recv, timeout=10.0)
     wait_until(lambda: ctx._policy.receiving == 1, what="the recv to wait")
     ctx.send(b"new")
     thread.join(5.0)
@@ -338,9 +325,3 @@ def test_many_contexts_from_many_threads_each_get_their_own_replies(session, url
     assert failures == []
     assert req.stats["msgs_received"] == n_threads * per_thread
 
-
-def _catch(errors, fn, **kwargs):
-    try:
-        fn(**kwargs)
-    except sp.Error as err:
-        errors.append(err)

@@ -7,13 +7,12 @@ socket or the other contexts; unsubscribing purges the context's own queue; poll
 from __future__ import annotations
 
 import asyncio
-import threading
 
 import pytest
 
 import scaproust as sp
 
-from .conftest import wait_until
+from .conftest import in_thread, wait_until
 
 
 def pub_sub(session, url, **sub_options):
@@ -125,16 +124,7 @@ def test_close_context_recv(session, url):
     pub, sub = pub_sub(session, url)
     ctx = sub.context()
     ctx.subscribe(b"")
-    errors = []
-
-    def receive():
-        try:
-            ctx.recv(timeout=20.0)
-        except sp.Error as err:
-            errors.append(err)
-
-    thread = threading.Thread(target=receive)
-    thread.start()
+    thread, errors = in_thread(ctx.recv, timeout=20.0)
     wait_until(lambda: ctx._channel.recv_waiters == 1, what="the recv to wait")
     ctx.close()
     thread.join(5.0)

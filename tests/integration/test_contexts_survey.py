@@ -6,13 +6,11 @@ deadline ``sp.Timeout`` then ``sp.BadState`` as the socket does.
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
 import scaproust as sp
 
-from .conftest import wait_until
+from .conftest import in_thread, wait_until
 
 
 def surveyor_and_respondent(session, url, **surveyor_options):
@@ -76,16 +74,7 @@ def test_recv_close_socket(session, url):
     surveyor, _ = surveyor_and_respondent(session, url, survey_deadline=30.0)
     ctx = surveyor.context()
     ctx.send(b"q")
-    errors = []
-
-    def receive():
-        try:
-            ctx.recv(timeout=20.0)
-        except sp.Error as err:
-            errors.append(err)
-
-    thread = threading.Thread(target=receive)
-    thread.start()
+    thread, errors = in_thread(ctx.recv, timeout=20.0)
     wait_until(lambda: ctx._channel.recv_waiters == 1, what="the recv to wait")
     surveyor.close()
     thread.join(5.0)

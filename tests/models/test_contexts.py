@@ -42,7 +42,7 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
-from protocols.fakes import FakeLoop, FakePipe, RecordingContext
+from protocols.fakes import FakeLoop, FakePipe, QueueingContext, RecordingContext
 
 from scaproust.core.channel import Channel
 from scaproust.core.message import Message
@@ -320,33 +320,11 @@ TestSurveyorContexts = model_test(SurveyorContextModel)
 TOPICS = st.sampled_from([b"", b"a", b"ab", b"b"])
 
 
-class QueueSeam(RecordingContext):
-    """A context's seam with a receive queue the machine can measure and trim."""
-
-    def __init__(self, loop: FakeLoop, recv_buffer: int) -> None:
-        super().__init__(loop)
-        self.options = Options("sub", recv_buffer=recv_buffer)
-        self.queue: list[bytes] = []
-
-    def deliver(self, items, priority: int = 8) -> None:
-        super().deliver(items, priority)
-        self.queue.extend(items)
-
-    def queued(self) -> int:
-        return len(self.queue)
-
-    def drop_oldest(self) -> bool:
-        if not self.queue:
-            return False
-        self.queue.pop(0)
-        return True
-
-
 class SubContextModel(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.loop = FakeLoop()
-        self.sock_seam = QueueSeam(self.loop, 1 << 20)
+        self.sock_seam = QueueingContext(self.loop, 1 << 20)
         self.sub = Sub(self.sock_seam)
         self.pipe = FakePipe()
         self.sub.evt_pipe_added(self.pipe)
@@ -366,7 +344,7 @@ class SubContextModel(RuleBasedStateMachine):
     @precondition(lambda self: len(self.contexts) < 4)
     @rule(limit=st.integers(1, 3), prefer_new=st.booleans())
     def open_context(self, limit: int, prefer_new: bool) -> None:
-        seam_ = QueueSeam(self.loop, limit)
+        seam_ = QueueingContext(self.loop, limit)
         machine = self.sub.open_context(seam_)
         machine.prefer_new = prefer_new
         index = len(self.contexts)

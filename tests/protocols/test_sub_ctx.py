@@ -12,33 +12,10 @@ from __future__ import annotations
 
 import pytest
 
-from scaproust.core.options import Options
 from scaproust.errors import Closed
 from scaproust.protocols.sub import Sub
 
-from .fakes import FakeLoop, FakePipe, RecordingContext
-
-
-class QueueingContext(RecordingContext):
-    """A recording context with a receive queue the machine can measure and trim."""
-
-    def __init__(self, loop: FakeLoop, recv_buffer: int = 1024) -> None:
-        super().__init__(loop)
-        self.options = Options("sub", recv_buffer=recv_buffer)
-        self.queue: list[bytes] = []
-
-    def deliver(self, items, priority: int = 8) -> None:
-        super().deliver(items, priority)
-        self.queue.extend(items)
-
-    def queued(self) -> int:
-        return len(self.queue)
-
-    def drop_oldest(self) -> bool:
-        if not self.queue:
-            return False
-        self.queue.pop(0)
-        return True
+from .fakes import FakeLoop, FakePipe, QueueingContext
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ from scaproust.core import options as _options
 from scaproust.core.message import Item, Message, as_message, body_of
 from scaproust.errors import Closed, Error, NotSupported, Timeout
 from scaproust.facade.aio import AsyncSocketMixin
-from scaproust.facade.socket import _DEFAULT, Socket, TimeoutArg, _as_bytes
+from scaproust.facade.socket import _DEFAULT, DataShortcuts, Socket, TimeoutArg, _as_bytes
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
@@ -59,7 +59,7 @@ class _ContextOption(Generic[T]):
         ctx._options.set(self.name, value)
 
 
-class SocketContext(AsyncSocketMixin):
+class SocketContext(DataShortcuts, AsyncSocketMixin):
     """One context of a socket: made by ``sock.context()`` (alias ``sock.new_context()``)."""
 
     send_timeout: _ContextOption[float | None] = _ContextOption()
@@ -130,31 +130,9 @@ class SocketContext(AsyncSocketMixin):
         """Receive this context's next message body; as ``Socket.recv``."""
         return body_of(self._get(timeout, block))
 
-    def send_msg(self, msg: Message, *, timeout: TimeoutArg = _DEFAULT,
-                 block: bool = True) -> None:
-        """Send an ``sp.Message`` on this context."""
-        if not isinstance(msg, Message):
-            raise TypeError(f"send_msg takes an sp.Message, not {type(msg).__name__}")
-        self.send(msg, timeout=timeout, block=block)
-
     def recv_msg(self, *, timeout: TimeoutArg = _DEFAULT, block: bool = True) -> Message:
         """Receive this context's next message with its header."""
         return as_message(self._get(timeout, block))
-
-    def try_send(self, data: ReadableBuffer | Message) -> bool:
-        """Send without waiting; False if it would block."""
-        try:
-            self.send(data, block=False)
-        except BlockingIOError:
-            return False
-        return True
-
-    def try_recv(self) -> bytes | None:
-        """Receive without waiting; None if nothing is there."""
-        try:
-            return self.recv(block=False)
-        except BlockingIOError:
-            return None
 
     def _seconds(self, timeout: TimeoutArg, block: bool, option: str) -> float | None:
         default: float | None = getattr(self._options, option)

@@ -101,7 +101,39 @@ class _Option(Generic[T]):
             sock._channel.recv_high = sock._options.recv_buffer
 
 
-class Socket(AsyncSocketMixin):
+class DataShortcuts:
+    """What a socket and a context (facade/context.py) derive from their ``send`` and
+    ``recv``."""
+
+    if TYPE_CHECKING:
+        def send(self, data: ReadableBuffer | Message, *, timeout: TimeoutArg = _DEFAULT,
+                 block: bool = True) -> None: ...
+        def recv(self, *, timeout: TimeoutArg = _DEFAULT, block: bool = True) -> bytes: ...
+
+    def send_msg(self, msg: Message, *, timeout: TimeoutArg = _DEFAULT,
+                 block: bool = True) -> None:
+        """Send an ``sp.Message`` (its header matters in raw mode)."""
+        if not isinstance(msg, Message):
+            raise TypeError(f"send_msg takes an sp.Message, not {type(msg).__name__}")
+        self.send(msg, timeout=timeout, block=block)
+
+    def try_send(self, data: ReadableBuffer | Message) -> bool:
+        """Send without waiting; return False (instead of raising) if it would block."""
+        try:
+            self.send(data, block=False)
+        except BlockingIOError:
+            return False
+        return True
+
+    def try_recv(self) -> bytes | None:
+        """Receive without waiting; return None if no message is there."""
+        try:
+            return self.recv(block=False)
+        except BlockingIOError:
+            return None
+
+
+class Socket(DataShortcuts, AsyncSocketMixin):
     """A scalability-protocol socket. Create one with ``session.socket(sp.Push, ...)``.
 
     Every option of ``docs/OPTIONS.md`` is a keyword argument of ``session.socket`` and an
@@ -299,32 +331,10 @@ class Socket(AsyncSocketMixin):
         item = self._get(timeout, block)
         return body_of(item)
 
-    def send_msg(self, msg: Message, *, timeout: TimeoutArg = _DEFAULT,
-                 block: bool = True) -> None:
-        """Send an ``sp.Message`` (its header matters in raw mode)."""
-        if not isinstance(msg, Message):
-            raise TypeError(f"send_msg takes an sp.Message, not {type(msg).__name__}")
-        self.send(msg, timeout=timeout, block=block)
-
     def recv_msg(self, *, timeout: TimeoutArg = _DEFAULT, block: bool = True) -> Message:
         """Receive the next message with its protocol header as an ``sp.Message``."""
         item = self._get(timeout, block)
         return as_message(item)
-
-    def try_send(self, data: ReadableBuffer | Message) -> bool:
-        """Send without waiting; return False (instead of raising) if it would block."""
-        try:
-            self.send(data, block=False)
-        except BlockingIOError:
-            return False
-        return True
-
-    def try_recv(self) -> bytes | None:
-        """Receive without waiting; return None if no message is there."""
-        try:
-            return self.recv(block=False)
-        except BlockingIOError:
-            return None
 
     def _get(self, timeout: TimeoutArg, block: bool) -> Item:
         if self._closed or self._io_loop.forked():

@@ -86,6 +86,19 @@ if TYPE_CHECKING:
 log = logging.getLogger("scaproust.protocol")
 
 
+def _broadcast(ctx: Context, pipes: list[Pipe], item: Item) -> None:
+    """Send ``item`` to every pipe that can take it now; count those that miss it."""
+    body, header = body_of(item), header_of(item)
+    missed = 0
+    for pipe in pipes:
+        if pipe.free:
+            pipe.cmd_send(body, header)
+        else:
+            missed += 1
+    if missed:
+        ctx.stats.count(DROPPED_PIPE_FULL, missed)
+
+
 class SurveyorRaw(SurveyorRawFSM, ProtocolBase):
     """Raw SURVEYOR protocol machine (also the base of the cooked one)."""
 
@@ -104,15 +117,7 @@ class SurveyorRaw(SurveyorRawFSM, ProtocolBase):
             self.pipes.remove(pipe)
 
     def broadcast(self, item: Item) -> None:
-        body, header = body_of(item), header_of(item)
-        missed = 0
-        for pipe in self.pipes:
-            if pipe.free:
-                pipe.cmd_send(body, header)
-            else:
-                missed += 1
-        if missed:
-            self.ctx.stats.count(DROPPED_PIPE_FULL, missed)
+        _broadcast(self.ctx, self.pipes, item)
 
     def deliver_responses(self, pipe: Pipe, msgs: list[bytes]) -> None:
         items = self._parse(pipe, msgs)
@@ -225,15 +230,7 @@ class SurveyorContext(SurveyorCtxFSM):
         self.parent.by_id[word] = self
 
     def broadcast(self, item: Item) -> None:
-        body, header = body_of(item), header_of(item)
-        missed = 0
-        for pipe in self.parent.pipes:
-            if pipe.free:
-                pipe.cmd_send(body, header)
-            else:
-                missed += 1
-        if missed:
-            self.ctx.stats.count(DROPPED_PIPE_FULL, missed)
+        _broadcast(self.ctx, self.parent.pipes, item)
 
     def start_deadline(self, item: Item) -> None:
         self._timer = self.ctx.call_later(self.ctx.options.survey_deadline, self._on_deadline)
