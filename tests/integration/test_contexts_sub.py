@@ -151,3 +151,17 @@ def test_poll_and_asyncio_on_a_sub_context(session, url):
         return await ctx.arecv()
 
     assert asyncio.run(main()) == b"t1"
+
+
+def test_a_context_dropped_without_close_stops_taking_messages(session, url):
+    import gc
+
+    pub, sub = pub_sub(session, url)
+    ctx = sub.context()
+    ctx.subscribe(b"")
+    assert len(sub._core.contexts) == 1
+    del ctx
+    gc.collect()
+    wait_until(lambda: not sub._core.contexts, what="the context's machine closed")
+    pub.send(b"nobody")
+    wait_until(lambda: sub.stats.get("dropped_unmatched") == 1, what="nobody took it")

@@ -259,6 +259,19 @@ class SocketContext(DataShortcuts, AsyncSocketMixin):
             self._channel.close()
         return True
 
+    def __del__(self) -> None:
+        # A context dropped without close(): its machine (if it has one) is closed in the
+        # I/O thread, without waiting and without taking any lock here (the collector may
+        # run inside one: see Socket.__del__), so that it stops taking messages.
+        try:
+            core_context = self._core_context
+            if not self._closed and core_context is not None:
+                self._closed = True
+                sock = self._socket
+                sock._session._core.post(sock._core.close_context, core_context)
+        except Exception:
+            pass
+
     def _begin_close(self) -> bool:
         was_open = not self._closed
         self.close()
