@@ -50,7 +50,9 @@ class _ContextOption(Generic[T]):
         self.spec = _options.SPECS[name]
         self.__doc__ = self.spec.doc
 
-    def __get__(self, ctx: SocketContext, owner: type[SocketContext] | None = None) -> T:
+    def __get__(self, ctx: SocketContext | None, owner: type[SocketContext] | None = None) -> T:
+        if ctx is None:
+            return self  # type: ignore[return-value]  # on the class: the descriptor
         if not _options.applies(self.spec, ctx._socket.protocol):
             raise AttributeError(f"a {ctx._socket.protocol.name} context has no option {self.name!r}")
         return cast(T, getattr(ctx._options, self.name))
