@@ -215,7 +215,7 @@ def test_closing_a_context_drops_its_request_and_what_comes_for_it(req, loop, so
     assert ("stats.count", "dropped_closed", 1) in b_seam.calls
     assert ("stats.count", "dropped_closed", 1) not in a_seam.calls
     assert (a.state, b.state) == ("closed", "closed")
-    assert not req.queue and req.by_id == {} and req.contexts == set()
+    assert not req.queue and req.by_id == {} and req.contexts == {}
     assert loop.pending_timers() == []
 
     req.evt_pipe_recv(pipe, [reply(A_ID, b"late")])

@@ -127,7 +127,8 @@ class Req(ReqFSM, ReqRaw):
         self.request: tuple[bytes, bytes] | None = None
         self.carrier: Pipe | None = None
         self._timer: Timer | None = None
-        self.contexts: set[ReqContext] = set()
+        # In opening order (a dict as an ordered set): the same events, the same sends.
+        self.contexts: dict[ReqContext, None] = {}
         self.by_id: dict[bytes, ReqContext] = {}
         self.queue: deque[ReqContext] = deque()
 
@@ -245,7 +246,7 @@ class Req(ReqFSM, ReqRaw):
         if self.state == "closed":
             raise Closed("socket is closed")
         context = ReqContext(ctx, self)
-        self.contexts.add(context)
+        self.contexts[context] = None
         return context
 
     def _to_context(self, payload: bytes) -> bool:
@@ -374,7 +375,7 @@ class ReqContext(ReqCtxFSM):
             if not self._on_wire:
                 self.ctx.stats.count(DROPPED_CLOSED)  # it never found a pipe
         self.request = None
-        parent.contexts.discard(self)
+        parent.contexts.pop(self, None)
 
     def drop_closed(self, item: Item) -> None:
         self.ctx.stats.count(DROPPED_CLOSED)

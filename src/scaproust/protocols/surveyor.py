@@ -142,7 +142,8 @@ class Surveyor(SurveyorFSM, SurveyorRaw):
         SurveyorRaw.__init__(self, ctx)
         self.survey: bytes | None = None
         self._timer: Timer | None = None
-        self.contexts: set[SurveyorContext] = set()
+        # In opening order (a dict as an ordered set): the same events, the same sends.
+        self.contexts: dict[SurveyorContext, None] = {}
         self.by_id: dict[bytes, SurveyorContext] = {}
 
     def take_survey(self, item: Item) -> None:
@@ -185,7 +186,7 @@ class Surveyor(SurveyorFSM, SurveyorRaw):
         if self.state == "closed":
             raise Closed("socket is closed")
         context = SurveyorContext(ctx, self)
-        self.contexts.add(context)
+        self.contexts[context] = None
         return context
 
     def _to_contexts(self, pipe: Pipe, items: list[Message]) -> list[Message]:
@@ -253,7 +254,7 @@ class SurveyorContext(SurveyorCtxFSM):
         self.survey = None
 
     def release(self) -> None:
-        self.parent.contexts.discard(self)
+        self.parent.contexts.pop(self, None)
 
     def deliver_response(self, pipe: Pipe, msg: Message) -> None:
         self.ctx.deliver([msg], pipe.recv_priority)
