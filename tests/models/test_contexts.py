@@ -235,7 +235,7 @@ class SurveyorContextModel(RuleBasedStateMachine):
         self.sock_seam = RecordingContext(self.loop)
         self.sock_seam.options = Options("surveyor")
         self.surveyor = Surveyor(self.sock_seam)
-        self.pipes = [FakePipe(free=50) for _ in range(2)]
+        self.pipes = [FakePipe(free=3) for _ in range(2)]
         for pipe in self.pipes:
             self.surveyor.evt_pipe_added(pipe)
         self.contexts: list = []
@@ -264,15 +264,29 @@ class SurveyorContextModel(RuleBasedStateMachine):
         word_ = request_id(self.next_id)
         self.next_id += 1
         before = [len(p.sent) for p in self.pipes]
+        room = [bool(p.free) for p in self.pipes]
+        calls = len(seam_.calls)
         machine.cmd_send(Message(body, word_))
-        for pipe, count in zip(self.pipes, before, strict=True):
-            assert pipe.sent[count:] == [(body, word_)], "a survey not sent once to each pipe"
-            self.heard.append((pipe, word_, body))
+        for pipe, count, had_room in zip(self.pipes, before, room, strict=True):
+            if had_room:
+                assert pipe.sent[count:] == [(body, word_)], "a survey not sent to a pipe"
+                self.heard.append((pipe, word_, body))
+            else:
+                assert pipe.sent[count:] == [], "a survey sent to a full pipe"
+        counted = [c for c in seam_.calls[calls:] if c[:2] == ("stats.count", "dropped_pipe_full")]
+        missed = room.count(False)
+        assert counted == ([("stats.count", "dropped_pipe_full", missed)] if missed else [])
         self.current[index] = (word_, self.loop.time() + seam_.options.survey_deadline)
 
     @rule(seconds=st.sampled_from([0.25, 0.5, 1.0]))
     def advance(self, seconds: float) -> None:
         self.loop.advance(seconds)
+
+    @rule(index=st.integers(0, 1), free=st.integers(1, 3))
+    def pipe_drains(self, index: int, free: int) -> None:
+        pipe = self.pipes[index]
+        pipe.free = free
+        self.surveyor.evt_pipe_ready(pipe)
 
     @precondition(lambda self: self.heard)
     @rule(data=st.data())
