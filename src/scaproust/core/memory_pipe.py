@@ -233,4 +233,8 @@ class _Unlendable(Lender):
 
 def pipe_class(transport: Transport) -> type[Pipe]:
     """The pipe class for a transport module."""
-    return MemoryPipe if getattr(transport, "IN_MEMORY", False) else Pipe
+    return PIPE_CLASSES[getattr(transport, "PIPE_KIND", "stream")]
+
+
+#: The pipe class of each ``PIPE_KIND`` a transport may declare (docs/TRANSPORTS.md).
+PIPE_CLASSES: dict[str, type[Pipe]] = {"stream": Pipe, "memory": MemoryPipe}

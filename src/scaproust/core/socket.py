@@ -32,6 +32,7 @@ from scaproust.core.context import Context
 from scaproust.core.dialer import Dialer
 from scaproust.core.guard import crash, entry_point, facade_call, fire, log_crash
 from scaproust.core.listener import Listener
+from scaproust.core.memory_pipe import PIPE_CLASSES
 from scaproust.core.options import EndpointOptions
 from scaproust.core.session import FORKED
 from scaproust.core.stats import (
@@ -43,8 +44,7 @@ from scaproust.core.stats import (
     Stats,
 )
 from scaproust.errors import Closed, Error, InvalidAddress
-from scaproust.transports import get_transport
-from scaproust.transports.url import parse_url
+from scaproust.transports import lookup
 
 if TYPE_CHECKING:
     from scaproust.core.interfaces import Endpoint, ProtocolMachine, Subscribing
@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from scaproust.core.pipe import Pipe
     from scaproust.core.protocol_info import ProtocolInfo
     from scaproust.reactor.loop import Loop
+    from scaproust.transports import Transport
     from scaproust.transports.tcp import Resolved
 
 log = logging.getLogger("scaproust.socket")
@@ -202,8 +203,8 @@ class SocketCore(SocketFSM):
         (``Socket.bind``), since this may run on the I/O thread, which must not wait on DNS.
         ``AddressInUse`` and ``InvalidAddress`` are raised at once, to the caller."""
         self._refuse_unless_open()
-        address = parse_url(url)
-        transport = get_transport(address.scheme)
+        transport, address = lookup(url)
+        _check_pipe_kind(transport)
         # The keywords of this transport's listen (tcp: resolved; ipc: permissions).
         options: dict[str, Any] = {"ipv4_only": self.options.ipv4_only}
         if found is not None:
@@ -221,10 +222,10 @@ class SocketCore(SocketFSM):
     def connect(self, url: str, endpoint: EndpointOptions | None = None) -> tuple[int, str]:
         """Dial ``url`` in the background: (endpoint id, the url). ``InvalidAddress`` at once."""
         self._refuse_unless_open()
-        address = parse_url(url)
+        transport, address = lookup(url)
+        _check_pipe_kind(transport)
         if address.is_wildcard:
             raise InvalidAddress(f"cannot connect to a wildcard address: {url!r}")
-        transport = get_transport(address.scheme)
         dialer = Dialer(loop=self.loop, socket=self, transport=transport, address=address,
                         url=address.url, endpoint_id=next(_endpoint_ids),
                         endpoint=endpoint or EndpointOptions.of(self.options))
@@ -337,3 +338,10 @@ class SocketCore(SocketFSM):
         if self._on_closed is not None:
             self._on_closed(self)
 
+
+def _check_pipe_kind(transport: Transport) -> None:
+    """Refuse a transport whose ``PIPE_KIND`` no pipe class drives (docs/TRANSPORTS.md)."""
+    kind = getattr(transport, "PIPE_KIND", "stream")
+    if kind not in PIPE_CLASSES:
+        raise InvalidAddress(f"the {transport.SCHEME} transport declares PIPE_KIND {kind!r} "
+                             f"(known: {', '.join(sorted(PIPE_CLASSES))})")

@@ -36,8 +36,7 @@ from scaproust.errors import Closed, Error, NotSupported, Timeout
 from scaproust.facade.aio import AsyncSocketMixin
 from scaproust.facade.endpoint import Endpoint
 from scaproust.fsm.errors import MachineError
-from scaproust.transports import get_transport
-from scaproust.transports.url import parse_url
+from scaproust.transports import lookup
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
@@ -463,8 +462,7 @@ class Socket(AsyncSocketMixin):
 def _look_up_bind_address(url: str, ipv4_only: bool) -> Resolved | None:
     """The address of a bind URL's host name, looked up in the caller's thread (it may
     block on DNS); None when there is no name to look up (a literal, ``*``, an IPC path)."""
-    address = parse_url(url)
-    transport = get_transport(address.scheme)
+    transport, address = lookup(url)
     needs_resolution: Callable[[Address], bool] | None = getattr(
         transport, "needs_resolution", None)  # TCP only, with resolve
     if needs_resolution is None or not needs_resolution(address):

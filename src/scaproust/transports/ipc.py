@@ -43,6 +43,7 @@ __all__ = [
     "connect",
     "finish_connect",
     "listen",
+    "parse_address",
 ]
 
 SCHEME = "ipc"
@@ -67,6 +68,11 @@ def _as_address(address: Address | str) -> Address:
         raise InvalidAddress(f"{address.url!r} is not an {SCHEME}:// address")
     assert address.path
     return address
+
+
+def parse_address(url: str) -> Address:
+    """A ``ipc://`` URL as an :class:`Address`; :class:`InvalidAddress` if it is not one."""
+    return _as_address(url)
 
 
 def _bad_path(address: Address, exc: OSError) -> InvalidAddress | None:
