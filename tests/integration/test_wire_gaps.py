@@ -45,6 +45,9 @@ from scaproust import protocols
 from scaproust.protocols._headers import id_word, pipe_word
 from tests.integration.conftest import wait_until
 
+# Plain sockets speak to ours: TCP and IPC paths only (see conftest.py).
+pytestmark = pytest.mark.raw_wire(("tcp", "ipc"))
+
 T = 5.0  # every blocking call gives up after this long
 MiB = 1 << 20
 ALL = protocols.ALL

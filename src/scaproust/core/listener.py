@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 from scaproust._generated.listener import ListenerFSM
 from scaproust.core.guard import entry_point, log_crash
@@ -116,7 +117,8 @@ class Listener(ListenerFSM):
             if limit and len(self.pipes) >= limit:
                 self._refuse(stream, limit)
                 continue
-            peer = self.url if self.transport.SCHEME == "inproc" else _peer_name(stream)
+            scheme = self.transport.SCHEME
+            peer = self.url if scheme == "inproc" else _peer_name(stream, scheme)
             pipe = pipe_class(self.transport)(
                 loop=self.loop, stream=stream, transport=self.transport, socket=self.socket,
                 owner=self, dialed=False, peer_addr=peer, endpoint=self.endpoint)
@@ -175,12 +177,14 @@ class Listener(ListenerFSM):
             pipe.cmd_close()
 
 
-def _peer_name(stream: _socket.socket) -> str:
+def _peer_name(stream: _socket.socket, scheme: str) -> str:
     try:
         name = stream.getpeername()
     except OSError:
         return "?"
     if isinstance(name, tuple):
         host, port = name[0], name[1]
-        return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
-    return f"ipc://{name}" if name else "ipc://(unnamed)"
+        return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+    if isinstance(name, bytes):  # an abstract socket's name: NUL, then the name
+        name = quote(name[1:], safe="")  # percent-encoded, as ep.url shows it
+    return f"{scheme}://{name}" if name else f"{scheme}://(unnamed)"

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from scaproust.errors import InvalidAddress
-from scaproust.transports import inproc, ipc, tcp
+from scaproust.transports import abstract, inproc, ipc, tcp
 from scaproust.transports.tcp import LISTEN_BACKLOG, ListeningSocket
 from scaproust.transports.url import Address
 
@@ -153,4 +153,5 @@ def _module(module: Transport) -> TransportFactory:
 # drives its ends, so its module does not match ``Transport`` exactly.
 register_transport(tcp.SCHEME, _module(tcp))
 register_transport(ipc.SCHEME, _module(ipc))
+register_transport(abstract.SCHEME, _module(abstract))
 register_transport(inproc.SCHEME, _module(inproc))  # type: ignore[arg-type]

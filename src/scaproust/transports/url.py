@@ -55,8 +55,9 @@ class Address:
 
     @property
     def is_wildcard(self) -> bool:
-        """True for a TCP address whose host is ``*``."""
-        return self.host == WILDCARD_HOST
+        """True for an address only a listener can use: a TCP host ``*``, an empty abstract
+        name (the kernel picks one)."""
+        return self.host == WILDCARD_HOST or (self.scheme == "abstract" and self.path == "")
 
     def __str__(self) -> str:
         return self.url
