@@ -29,8 +29,8 @@ from urllib.parse import quote
 
 from scaproust._generated.listener import ListenerFSM
 from scaproust.core.guard import entry_point, log_crash
-from scaproust.core.memory_pipe import pipe_class
 from scaproust.core.pipe import Pipe
+from scaproust.core.pipe_kinds import pipe_class
 from scaproust.core.stats import ACCEPT_ERRORS, PIPES_REFUSED
 
 if TYPE_CHECKING:
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from scaproust.core.options import EndpointOptions
     from scaproust.core.socket import SocketCore
     from scaproust.transports import ListeningSocket, Transport
+    from scaproust.transports.tls import TLSSetup
 
 log = logging.getLogger("scaproust.listener")
 
@@ -56,6 +57,9 @@ ACCEPT_BACKOFF_MAX = 1.0
 
 class Listener(ListenerFSM):
     """The I/O-thread side of an endpoint made by ``bind()``."""
+
+    #: tls+tcp: the TLS context (and name to check) of this endpoint's pipes.
+    tls_setup: TLSSetup | None = None
 
     def __init__(self, *, loop: PipeLoop, socket: SocketCore, transport: Transport,
                  handle: ListeningSocket, url: str, endpoint_id: int,

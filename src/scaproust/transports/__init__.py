@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from scaproust.errors import InvalidAddress
-from scaproust.transports import abstract, inproc, ipc, tcp
+from scaproust.transports import abstract, inproc, ipc, tcp, tls
 from scaproust.transports.tcp import LISTEN_BACKLOG, ListeningSocket
 from scaproust.transports.url import Address
 
@@ -154,4 +154,6 @@ def _module(module: Transport) -> TransportFactory:
 register_transport(tcp.SCHEME, _module(tcp))
 register_transport(ipc.SCHEME, _module(ipc))
 register_transport(abstract.SCHEME, _module(abstract))
+for _scheme in tls.SCHEMES:
+    register_transport(_scheme, tls.TLSTransport)
 register_transport(inproc.SCHEME, _module(inproc))  # type: ignore[arg-type]

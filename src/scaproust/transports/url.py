@@ -48,9 +48,8 @@ class Address:
     @property
     def url(self) -> str:
         """The URL in canonical form (IPv6 hosts in brackets, port without leading zeros)."""
-        if self.scheme == "tcp":
-            assert self.host is not None and self.port is not None
-            return format_tcp_url(self.host, self.port)
+        if self.host is not None and self.port is not None:  # tcp, tls+tcp
+            return format_tcp_url(self.host, self.port, self.scheme)
         return f"{self.scheme}://{self.path}"
 
     @property
@@ -63,11 +62,12 @@ class Address:
         return self.url
 
 
-def format_tcp_url(host: str, port: int) -> str:
-    """Return ``tcp://host:port``, putting an IPv6 literal host in brackets."""
+def format_tcp_url(host: str, port: int, scheme: str = "tcp") -> str:
+    """Return ``tcp://host:port`` (or another scheme's), putting an IPv6 literal host in
+    brackets."""
     if ":" in host:
-        return f"tcp://[{host}]:{port}"
-    return f"tcp://{host}:{port}"
+        return f"{scheme}://[{host}]:{port}"
+    return f"{scheme}://{host}:{port}"
 
 
 def parse_url(url: str) -> Address:
