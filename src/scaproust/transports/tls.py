@@ -398,11 +398,13 @@ class TLSTransport:
             raise InvalidAddress(str(err).replace(f"'tcp://{rest}'", repr(url))) from None
         assert inner.host is not None
         if self._family is not None and inner.host != WILDCARD_HOST:
-            with contextlib.suppress(ValueError):
-                literal = ipaddress.ip_address(inner.host)
-                if (literal.version == 4) != (self._family == socket.AF_INET):
-                    raise InvalidAddress(f"{url!r}: {inner.host!r} is not an "
-                                         f"IPv{6 if literal.version == 4 else 4} address")
+            try:
+                version = ipaddress.ip_address(inner.host).version
+            except ValueError:
+                version = 0  # a name: resolve() checks its family
+            if version and (version == 4) != (self._family == socket.AF_INET):
+                raise InvalidAddress(f"{url!r}: {inner.host!r} is not an "
+                                     f"IPv{6 if version == 4 else 4} address")
         return Address(self.SCHEME, host=inner.host, port=inner.port)
 
     def _tcp(self, address: Address) -> Address:
