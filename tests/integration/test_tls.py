@@ -124,7 +124,7 @@ def test_server_name_names_the_host_the_certificate_must_match(session, ca):
 
 
 def test_an_expired_certificate_is_refused(session, ca, caplog):
-    past = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=1)
+    past = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=1)
     a, b, _ = pair_up(session, server_config(ca, not_after=past), client_config(ca))
     refused(session, a, b, b, caplog, "certificate has expired")
 
