@@ -398,6 +398,7 @@ class TLSTransport:
             raise InvalidAddress(str(err).replace(f"'tcp://{rest}'", repr(url))) from None
         assert inner.host is not None
         if self._family is not None and inner.host != WILDCARD_HOST:
+            version: int
             try:
                 version = ipaddress.ip_address(inner.host).version
             except ValueError:
