@@ -307,10 +307,11 @@ class TLSStream:
                 chunk = self.ssl.read(READ_CHUNK)
             except ssl.SSLWantReadError:
                 break
-            except ssl.SSLZeroReturnError:  # the peer's close_notify
+            except ssl.SSLZeroReturnError:
                 closed = True
                 break
-            if not chunk:
+            if not chunk:  # the peer's close_notify (Python returns b"" for it)
+                closed = True
                 break
             chunks.append(chunk)
         if self._outgoing.pending:  # TLS 1.3 post-handshake messages answered
