@@ -23,7 +23,7 @@ import sys
 from urllib.parse import quote, unquote_to_bytes
 
 from scaproust.errors import AddressInUse, InvalidAddress
-from scaproust.transports.ipc import accept, configure_stream
+from scaproust.transports.ipc import accept, configure_stream, connect_unix
 from scaproust.transports.tcp import LISTEN_BACKLOG, ListeningSocket, finish_connect
 from scaproust.transports.url import Address
 
@@ -121,14 +121,4 @@ def connect(address: Address, *, ipv4_only: bool = False) -> tuple[socket.socket
     if not name:
         raise InvalidAddress(f"{address.url!r}: cannot connect to an empty abstract name "
                              f"(only a bind may leave the name to the kernel)")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        configure_stream(sock)
-        err = sock.connect_ex(b"\0" + name)
-    except BaseException:
-        sock.close()
-        raise
-    if err not in (0, errno.EINPROGRESS):
-        sock.close()
-        return None, err
-    return sock, err
+    return connect_unix(address, b"\0" + name)

@@ -41,6 +41,7 @@ __all__ = [
     "close_listener",
     "configure_stream",
     "connect",
+    "connect_unix",
     "finish_connect",
     "listen",
     "parse_address",
@@ -262,13 +263,18 @@ def connect(address: Address | str, *, ipv4_only: bool = False) -> tuple[socket.
     Raises :class:`InvalidAddress` for a path that cannot be a socket address (too long).
     """
     address = _as_address(address)
-    path = address.path
-    assert path is not None
+    assert address.path is not None
+    return connect_unix(address, address.path)
+
+
+def connect_unix(address: Address, target: str | bytes) -> tuple[socket.socket | None, int]:
+    """Connect a new Unix stream socket to ``target`` (a path, or an abstract name: NUL then
+    the name) without blocking: :func:`connect`'s contract, for ``address``."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         configure_stream(sock)
         try:
-            err = sock.connect_ex(path)
+            err = sock.connect_ex(target)
         except OSError as exc:
             bad = _bad_path(address, exc)
             if bad is not None:
