@@ -282,3 +282,21 @@ def test_tls_over_one_address_family(session, ca, scheme):
     b = session.socket(sp.Pair, recv_timeout=T, send_timeout=T)
     b.connect(ep.url, tls=client_config(ca))
     exchanges(a, b)
+
+
+def test_a_tls_error_once_active_is_logged_but_is_no_failed_handshake(session, ca, caplog):
+    events: list[sp.PipeEvent] = []
+    a = session.socket(sp.Pair, recv_timeout=T)
+    a.add_pipe_listener(events.append)
+    ep = a.bind("tls+tcp://127.0.0.1:0", tls=server_config(ca))
+    conn = _raw_tls_client(ep.url, ca)
+    conn.sendall(b"\0\0\0\0\0\0\0\x02hi")
+    assert a.recv() == b"hi"
+    raw = socket.socket(fileno=conn.detach())
+    with caplog.at_level(logging.WARNING, logger="scaproust.pipe"):
+        raw.sendall(b"\x17\x03\x03\x00\x20" + b"\x00" * 32)  # a record that fails to decrypt
+        wait_until(lambda: [e.kind for e in events] == ["added", "removed"], what="the removal")
+        wait_until(lambda: any("TLS error" in r.getMessage() for r in caplog.records),
+                   what="the warning")
+    raw.close()
+    assert a.stats.get("tls_handshake_failures", 0) == 0

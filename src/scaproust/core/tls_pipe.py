@@ -130,10 +130,13 @@ class TLSPipe(TlsPipeFSM, Pipe):
                     self.peer_addr, self._options.handshake_timeout)
 
     def log_io_error(self, err: OSError) -> None:
-        if isinstance(err, ssl.SSLError):
+        if isinstance(err, ssl.SSLError) and not self._attached:
             # TLS 1.3: a server refuses the client's certificate after the client's side of
-            # the handshake is over, so the client learns it from its first read.
+            # the handshake is over, so the client learns it from its first read (during
+            # the SP header exchange): a failed handshake all the same.
             self.log_tls_failure(err)
+        elif isinstance(err, ssl.SSLError):
+            log.warning("pipe %d to %s closed: TLS error: %s", self.id, self.peer_addr, err)
         else:
             super().log_io_error(err)
 
