@@ -300,3 +300,31 @@ def test_a_tls_error_once_active_is_logged_but_is_no_failed_handshake(session, c
                    what="the warning")
     raw.close()
     assert a.stats.get("tls_handshake_failures", 0) == 0
+
+
+def test_a_peer_that_sends_close_notify_and_waits_is_closed_at_once(session, ca):
+    """The close_notify comes in the same read as the last message, and the peer keeps TCP
+    open waiting for our answer: the pipe must not wait for a readiness that never comes."""
+    events: list[sp.PipeEvent] = []
+    a = session.socket(sp.Pair, recv_timeout=T)
+    a.add_pipe_listener(events.append)
+    ep = a.bind("tls+tcp://127.0.0.1:0", tls=server_config(ca))
+    host, port = ep.url[len("tls+tcp://"):].rsplit(":", 1)
+    raw = socket.create_connection((host, int(port)), timeout=T)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    context = ssl.create_default_context(cadata=pem(ca.cert_pem))
+    tls = context.wrap_bio(incoming, outgoing, server_hostname=host)
+    while True:
+        try:
+            tls.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            raw.sendall(outgoing.read())
+            incoming.write(raw.recv(65536))
+    tls.write(b"\0SP\0\x00\x10\0\0" + b"\0\0\0\0\0\0\0\x04last")
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.unwrap()  # close_notify queued behind the message
+    raw.sendall(outgoing.read())  # one write: the message and close_notify together
+    assert a.recv() == b"last"
+    wait_until(lambda: [e.kind for e in events] == ["added", "removed"], what="the removal")
+    raw.close()
