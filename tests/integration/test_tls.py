@@ -254,7 +254,9 @@ def test_a_ready_ssl_context_may_be_given_for_either_side(session, ca):
     client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ca.configure_trust(client)
     a = session.socket(sp.Pair, recv_timeout=T, send_timeout=T, tls=server)
-    b = session.socket(sp.Pair, recv_timeout=T, send_timeout=T, tls=client)
+    b = session.socket(sp.Pair, recv_timeout=T, send_timeout=T)
+    b.tls = client  # the option, set as an attribute
+    assert (a.tls, b.tls) == (server, client)
     b.connect(a.bind("tls+tcp://127.0.0.1:0").url)
     exchanges(a, b)
 
