@@ -47,6 +47,8 @@ class RepPolicy(Policy):
     that recv() then times out, as in nng.
     """
 
+    plain_recv = False  # each request received becomes the one to answer
+
     def __init__(self, channel: Channel, options: Options,
                  stats: Stats | None = None) -> None:
         super().__init__(channel, options, stats)

@@ -223,6 +223,8 @@ class ReqPolicy(Policy):
     the first send, and once its reply was handed over).
     """
 
+    plain_recv = False  # a reply must match the outstanding request
+
     def __init__(self, channel: Channel, options: Options,
                  stats: Stats | None = None) -> None:
         super().__init__(channel, options, stats)

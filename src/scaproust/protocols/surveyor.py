@@ -163,6 +163,8 @@ class Surveyor(SurveyorFSM, SurveyorRaw):
 class SurveyorPolicy(Policy):
     """What a cooked SURVEYOR checks in the caller's thread: the survey id and deadline."""
 
+    plain_recv = False  # answers count only for the current survey, before its deadline
+
     #: The policy's clock (tests substitute a fake one); the facade's waits use the same.
     clock = staticmethod(time.monotonic)
 
