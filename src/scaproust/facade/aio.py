@@ -88,6 +88,10 @@ class AsyncSocketMixin:
     async def arecv_msg(self) -> Message:
         """Receive the next message (``sp.Message``) without blocking the event loop."""
         self._check_fork()  # before any lock: a forked child may find one held for ever
+        try:
+            return self.recv_msg(block=False)  # already there: no waker, timer or loan
+        except WouldBlock:
+            pass
         cap = self._options.recv_timeout
         if self._policy is not None:
             limit = self._policy.recv_wait(None)  # e.g. what is left of a survey
@@ -98,7 +102,11 @@ class AsyncSocketMixin:
     async def asend(self, data: ReadableBuffer | Message) -> None:
         """Send a message (bytes-like or ``sp.Message``) without blocking the event loop."""
         item = self._outgoing(data)  # once: the policy may assign an id
-        await self._wait_async(lambda: self._channel.put(item, 0), self._options.send_timeout, "send")
+        try:
+            self._channel.put(item, 0)  # credit to spare (the usual case): nothing to await
+        except WouldBlock:
+            await self._wait_async(lambda: self._channel.put(item, 0),
+                                   self._options.send_timeout, "send")
         if self._policy is not None:
             self._policy.sent(item)
 
