@@ -66,13 +66,17 @@ def loaded():
                   "scaproust._generated.")) and not m.endswith("_reference"))
 
 at_import = loaded()
+asyncio_at_import = "asyncio" in sys.modules  # loaded by the coroutines of facade/aio.py
 with sp.Session() as session:
     session.socket(sp.Req).close()
-print(json.dumps({"at_import": at_import, "after_req": loaded()}))
+print(json.dumps({"at_import": at_import, "after_req": loaded(),
+                  "asyncio_at_import": asyncio_at_import}))
 """
 
 
 def test_import_scaproust_loads_no_protocol_until_its_first_socket():
+    # What import time is made of (docs/ARCHITECTURE.md, "Machines"): no protocol module,
+    # no generated protocol machine, and not asyncio.
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     proc = subprocess.run([sys.executable, "-c", LAZY], env=env, capture_output=True,
                           text=True, timeout=60)
@@ -81,6 +85,7 @@ def test_import_scaproust_loads_no_protocol_until_its_first_socket():
     # The endpoint, socket and pipe machines are core's; no protocol's is loaded.
     machines = ["scaproust._generated." + m for m in ("dialer", "listener", "pipe", "socket")]
     assert got["at_import"] == machines
+    assert got["asyncio_at_import"] is False
     assert set(got["after_req"]) - set(machines) == {
         "scaproust.protocols._backtrace", "scaproust.protocols._balance",
         "scaproust.protocols._base", "scaproust.protocols._headers",
