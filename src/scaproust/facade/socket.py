@@ -120,7 +120,7 @@ class Socket(AsyncSocketMixin):
         self._core: SocketCore = session._core.call(self._make_core)
         self._channel = self._core.channel
         self._can_recv = info.can_recv
-        policy = None if raw else info.policy
+        policy = None if raw else info.policy_class()
         self._policy: Policy | None = (
             policy(self._channel, self._options, self._core.stats) if policy else None)
 

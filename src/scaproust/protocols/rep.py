@@ -20,7 +20,6 @@ from scaproust._generated.rep import RepFSM
 from scaproust._generated.rep_raw import RepRawFSM
 from scaproust.core.message import Message, body_of, header_of
 from scaproust.core.policy import Policy
-from scaproust.core.protocol_info import ProtocolInfo
 from scaproust.errors import BadState
 from scaproust.protocols._backtrace import BacktraceRouter
 
@@ -79,9 +78,3 @@ class RepPolicy(Policy):
         with self.lock:
             self.pending = header
         return item  # recv() hands over the body, recv_msg() the backtrace too
-
-
-#: The protocol as users name it (sp.Rep): see core/protocol_info.py.
-REP = ProtocolInfo("rep", id=0x31, peer_id=0x30, peer_name="req", can_send=True,
-                   can_recv=True, machine=Rep, raw_machine=RepRaw, policy=RepPolicy,
-                   options={"ttl"})

@@ -43,7 +43,6 @@ from typing import TYPE_CHECKING
 from scaproust._generated.sub import SubFSM
 from scaproust._generated.sub_raw import SubRawFSM
 from scaproust.core.policy import Policy
-from scaproust.core.protocol_info import ProtocolInfo
 from scaproust.core.stats import DROPPED_UNMATCHED, PURGED_UNMATCHED
 from scaproust.protocols._base import ProtocolBase
 
@@ -164,8 +163,3 @@ class SubPolicy(Policy):
             self.stats.count_from_caller(PURGED_UNMATCHED)  # queued before its topic went
             return None
         return item
-
-
-#: The protocol as users name it (sp.Sub): see core/protocol_info.py.
-SUB = ProtocolInfo("sub", id=0x21, peer_id=0x20, peer_name="pub", can_send=False,
-                   can_recv=True, machine=Sub, raw_machine=SubRaw, policy=SubPolicy)
