@@ -50,6 +50,9 @@ class TLSPipe(TlsPipeFSM, Pipe):
     _tuned = False
     #: The peer's certificate subject (``CN=...,O=...``), once the handshake verified it.
     peer_subject = ""
+    # The pipe's own (with its default), not the generated declaration: the same function,
+    # no extra call on the send path.
+    enqueue = Pipe.enqueue
 
     # ---------------------------------------------------------------- tls_handshaking
 
