@@ -39,6 +39,7 @@ Every machine of the library is declared in one file with one schema::
         class: <module>:<Class>
         extends: <name>                 # <name>'s unlisted, events, initial, states, rows ...
         events: {evt_more: [pipe]}      # ... plus events of its own (optional) ...
+        states: {more: }                # ... and states of its own (optional) ...
         rows:                           # ... except the rows replaced here (optional)
           - [open,    evt_msgs,    [],             open,    [deliver_plainly]]
 
@@ -71,7 +72,7 @@ Rules (each violation is reported as ``protocols.yaml:<line>: <what is wrong>``)
 - every state is reachable from the initial one; a state with no row leaving it must be
   marked ``final``, and a final state has no row leaving it;
 - a machine that ``extends`` another (declared before it) restates neither its policy, its
-  initial state nor its states; each of its own rows replaces every row of the base with
+  initial state nor its states (it may add states of its own, as it may add events); each of its own rows replaces every row of the base with
   the same (source, event), guarded alternatives included, in place (a ``'*'`` row: that
   event in every state); rows for new pairs come after. How a cooked protocol says "the raw
   table, except...", and a protocol that behaves as another on most events says "that
@@ -107,7 +108,7 @@ TOP_KEYS = {"unlisted", "parameters", "types", "machines"}
 #: The keys of a row written as a mapping (block style).
 ROW_KEYS = ("row", "actions")
 #: What a machine with ``extends`` takes from its base and may not restate.
-INHERITED_KEYS = ("unlisted", "initial", "states")
+INHERITED_KEYS = ("unlisted", "initial")
 STATE_KEYS = {"doc", "on_enter", "on_exit", "final"}
 PARAM_RE = re.compile(r"^([a-z_][a-z0-9_]*)(?:=(.+))?$")
 POLICIES = ("error", "ignore")
@@ -178,6 +179,9 @@ class Row:
     dest: str
     actions: tuple[str, ...]
     line: int
+    #: For a row expanded from a ``'*'`` source: its dest as written (a state or ``'='``),
+    #: so a machine that extends this one with states of its own expands it over those too.
+    wildcard: str | None = None
 
     @property
     def internal(self) -> bool:
@@ -453,7 +457,14 @@ def _machine(reader: _Reader, name: str, key: yaml.Node, node: yaml.Node, earlie
     line, class_line = key.start_mark.line + 1, class_node.start_mark.line + 1
 
     if base is not None:
-        rows = _rows(reader, name, fields["rows"][1], base.states) if "rows" in fields else []
+        states = dict(base.states)
+        if "states" in fields:
+            for sname, state in _states(reader, fields["states"][1], name).items():
+                if sname in states:
+                    reader.fail(state.line, f"machine {name!r} extends {base.name!r}: its state "
+                                f"{sname!r} is {base.name!r}'s, not restated")
+                states[sname] = state
+        rows = _rows(reader, name, fields["rows"][1], states) if "rows" in fields else []
         params, param_lines = dict(base.params), dict(base.param_lines)
         if "events" in fields:
             own, own_lines = _events(reader, fields["events"][1], name, typing)
@@ -463,7 +474,9 @@ def _machine(reader: _Reader, name: str, key: yaml.Node, node: yaml.Node, earlie
             params.update(own)
             param_lines.update(own_lines)
         machine = Machine(name, line, doc.strip(), module, class_name, class_line, base.unlisted,
-                          base.initial, base.states, _override(base.rows, rows), extends=base.name,
+                          base.initial, states,
+                          _override(base.rows + _wildcards_over(base, states, rows), rows),
+                          extends=base.name,
                           params=params, param_lines=param_lines)
         _check_events(reader, machine)
         machine.imports = _imports_of(machine, typing)
@@ -642,7 +655,27 @@ def _rows(reader: _Reader, name: str, rows_node: yaml.Node, states: dict[str, St
                 if (sname, event) in has_row or (state.final and dest != "="):
                     continue
                 rows.append(Row(sname, event, row_guards, sname if dest == "=" else dest,
-                                row_actions, line))
+                                row_actions, line, wildcard=dest))
+    return rows
+
+
+def _wildcards_over(base: Machine, states: dict[str, State], own: list[Row]) -> list[Row]:
+    """The base's ``'*'`` rows expanded over the states an extending machine adds (those
+    without a row of their own for the event; final ones only for a dest of ``'='``)."""
+    own_pairs = {(r.source, r.event) for r in own}
+    added = [name for name in states if name not in base.states]
+    rows: list[Row] = []
+    done: set[tuple[int, str]] = set()
+    for row in base.rows:
+        if row.wildcard is None or (row.line, row.event) in done:
+            continue
+        done.add((row.line, row.event))
+        for sname in added:
+            if (sname, row.event) in own_pairs or (states[sname].final and row.wildcard != "="):
+                continue
+            dest = sname if row.wildcard == "=" else row.wildcard
+            rows.append(Row(sname, row.event, row.guards, dest, row.actions, row.line,
+                            wildcard=row.wildcard))
     return rows
 
 

@@ -46,7 +46,9 @@ ACTIONS = ('unwatch_connect', 'watch_connect', 'cancel_timer', 'tune_stream', 's
 class PipeCompiled:
     """pipe: one specialised method per event (the default backend)."""
 
-    state: State = 'idle'
+    # str, not State: a hand-written class completes this machine and one whose
+    # states differ, and both must declare the attribute alike.
+    state: str = 'idle'
 
     if TYPE_CHECKING:  # defined by the hand-written class, called by the rows
         def is_dialed(self) -> bool: ...

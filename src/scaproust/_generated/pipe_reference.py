@@ -10,12 +10,9 @@ Hand-written actions and guards: scaproust.core.pipe.Pipe.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from scaproust.fsm.reference import reference_machine, triggers
-
-if TYPE_CHECKING:
-    from scaproust._generated.pipe import State
 
 NAME = 'pipe'
 INITIAL = 'idle'
@@ -88,7 +85,9 @@ _TRIGGERS = triggers(MACHINE, NAME, EVENTS)
 class PipeTransitions:
     """pipe: every event runs through the class-level transitions.Machine."""
 
-    state: State = 'idle'
+    # str, not State: a hand-written class completes this machine and one whose
+    # states differ, and both must declare the attribute alike.
+    state: str = 'idle'
 
     def cmd_open(self) -> bool:
         return _TRIGGERS['cmd_open'](self)

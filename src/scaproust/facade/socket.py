@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -36,10 +37,12 @@ from scaproust.errors import Closed, Error, NotSupported, Timeout
 from scaproust.facade.aio import AsyncSocketMixin
 from scaproust.facade.endpoint import Endpoint
 from scaproust.fsm.errors import MachineError
-from scaproust.transports import get_transport
-from scaproust.transports.url import parse_url
+from scaproust.transports import lookup
+from scaproust.transports.tls import TLSConfig
 
 if TYPE_CHECKING:
+    import ssl
+
     from _typeshed import ReadableBuffer
 
     from scaproust.core.channel import Channel
@@ -47,6 +50,7 @@ if TYPE_CHECKING:
     from scaproust.core.protocol_info import ProtocolInfo
     from scaproust.facade.session import Session
     from scaproust.transports.tcp import Resolved
+    from scaproust.transports.tls import TLSConfig
     from scaproust.transports.url import Address
 
 T = TypeVar("T")
@@ -145,6 +149,7 @@ class Socket(AsyncSocketMixin):
     max_pipes: _Option[int] = _Option()
     ipv4_only: _Option[bool] = _Option()
     socket_name: _Option[str] = _Option()
+    tls: _Option[TLSConfig | ssl.SSLContext | None] = _Option()
     send_priority: _Option[int] = _Option()
     recv_priority: _Option[int] = _Option()
     # Only on the sockets whose protocol declares them (REQ; SURVEYOR; those with a ttl).
@@ -227,6 +232,9 @@ class Socket(AsyncSocketMixin):
         The options fixed per endpoint (``send_priority``, ``recv_priority``,
         ``recv_max_size``, ``reconnect_interval``, ``reconnect_interval_max``) take the
         socket's values at this moment unless given here as keyword arguments.
+
+        ``tls=`` (an ``sp.TLSConfig`` or ``ssl.SSLContext``) secures a ``tls+tcp://``
+        endpoint, instead of the socket's ``tls`` option (docs/TRANSPORTS.md).
 
         A host name (``tcp://localhost:5555``) is looked up in this thread, before the bind
         is handed to the session: its I/O thread serves every socket and must not wait on DNS.
@@ -484,8 +492,7 @@ class Socket(AsyncSocketMixin):
 def _look_up_bind_address(url: str, ipv4_only: bool) -> Resolved | None:
     """The address of a bind URL's host name, looked up in the caller's thread (it may
     block on DNS); None when there is no name to look up (a literal, ``*``, an IPC path)."""
-    address = parse_url(url)
-    transport = get_transport(address.scheme)
+    transport, address = lookup(url)
     needs_resolution: Callable[[Address], bool] | None = getattr(
         transport, "needs_resolution", None)  # TCP only, with resolve
     if needs_resolution is None or not needs_resolution(address):
