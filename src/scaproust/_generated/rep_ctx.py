@@ -12,15 +12,20 @@ What a receive takes after its context closed is dropped and counted (dropped_cl
 Hand-written actions and guards: scaproust.protocols.rep.RepContext.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
 from scaproust.fsm import BACKEND
 from scaproust.fsm.errors import RefusedEvent
 
 NAME = 'rep_ctx'
-INITIAL = 'idle'
+State = Literal['idle', 'receiving', 'answering', 'closed']
+INITIAL: State = 'idle'
 UNLISTED = 'error'
-FINAL_STATES = ('closed',)
+FINAL_STATES: tuple[State, ...] = ('closed',)
 EVENTS = ('cmd_recv', 'evt_request', 'evt_recv_failed', 'cmd_send', 'evt_sent', 'cmd_close')
-PARAMETERS = {
+PARAMETERS: dict[str, tuple[str, ...]] = {
     'cmd_recv': (),
     'evt_request': ('header',),
     'evt_recv_failed': (),
@@ -35,9 +40,18 @@ ACTIONS = ('forget_request', 'refuse_second_recv', 'keep_request', 'refuse_send'
 class RepCtxCompiled:
     """rep_ctx: one specialised method per event (the default backend)."""
 
-    state = 'idle'
+    state: State = 'idle'
 
-    def cmd_recv(self):
+    if TYPE_CHECKING:  # defined by the hand-written class, called by the rows
+        def answers_request(self, header: bytes) -> bool: ...
+        def forget_request(self, *args: object) -> None: ...
+        def refuse_second_recv(self) -> None: ...
+        def keep_request(self, header: bytes) -> None: ...
+        def refuse_send(self) -> None: ...
+        def drop_request(self, header: bytes) -> None: ...
+        def refuse_closed(self) -> None: ...
+
+    def cmd_recv(self) -> bool:
         state = self.state
         if state == 'idle':
             self.state = 'receiving'
@@ -55,7 +69,7 @@ class RepCtxCompiled:
             return True
         raise RefusedEvent(NAME, state, 'cmd_recv')
 
-    def evt_request(self, header):
+    def evt_request(self, header: bytes) -> bool:
         state = self.state
         if state == 'receiving':
             self.state = 'answering'
@@ -66,7 +80,7 @@ class RepCtxCompiled:
             return True
         raise RefusedEvent(NAME, state, 'evt_request')
 
-    def evt_recv_failed(self):
+    def evt_recv_failed(self) -> bool:
         state = self.state
         if state == 'receiving':
             self.state = 'idle'
@@ -75,7 +89,7 @@ class RepCtxCompiled:
             return True
         raise RefusedEvent(NAME, state, 'evt_recv_failed')
 
-    def cmd_send(self):
+    def cmd_send(self) -> bool:
         state = self.state
         if state == 'idle':
             self.refuse_send()
@@ -90,7 +104,7 @@ class RepCtxCompiled:
             return True
         raise RefusedEvent(NAME, state, 'cmd_send')
 
-    def evt_sent(self, header):
+    def evt_sent(self, header: bytes) -> bool:
         state = self.state
         if state == 'idle':
             return True
@@ -106,7 +120,7 @@ class RepCtxCompiled:
             return True
         raise RefusedEvent(NAME, state, 'evt_sent')
 
-    def cmd_close(self):
+    def cmd_close(self) -> bool:
         state = self.state
         if state == 'idle':
             self.state = 'closed'
@@ -125,7 +139,9 @@ class RepCtxCompiled:
         raise RefusedEvent(NAME, state, 'cmd_close')
 
 
-if BACKEND == "transitions":  # the reference backend: only now is transitions loaded
+if TYPE_CHECKING:  # one class for the type checker: both have the same methods
+    RepCtxFSM = RepCtxCompiled
+elif BACKEND == "transitions":  # the reference backend: only now is transitions loaded
     from scaproust._generated.rep_ctx_reference import RepCtxTransitions
 
     RepCtxFSM = RepCtxTransitions

@@ -13,15 +13,24 @@ dropped and counted.
 Hand-written actions and guards: scaproust.protocols.req.ReqContext.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
 from scaproust.fsm import BACKEND
 from scaproust.fsm.errors import RefusedEvent
 
+if TYPE_CHECKING:
+    from scaproust.core.message import Item, Message
+    from scaproust.core.pipe import Pipe
+
 NAME = 'req_ctx'
-INITIAL = 'idle'
+State = Literal['idle', 'queued', 'sent', 'closed']
+INITIAL: State = 'idle'
 UNLISTED = 'error'
-FINAL_STATES = ('closed',)
+FINAL_STATES: tuple[State, ...] = ('closed',)
 EVENTS = ('cmd_send', 'evt_pipe_offered', 'evt_timeout', 'evt_carrier_gone', 'evt_reply', 'cmd_close')
-PARAMETERS = {
+PARAMETERS: dict[str, tuple[str, ...]] = {
     'cmd_send': ('item',),
     'evt_pipe_offered': ('pipe',),
     'evt_timeout': (),
@@ -36,9 +45,22 @@ ACTIONS = ('leave_queue', 'stop_resend_timer', 'release', 'take_request', 'send_
 class ReqCtxCompiled:
     """req_ctx: one specialised method per event (the default backend)."""
 
-    state = 'idle'
+    state: State = 'idle'
 
-    def cmd_send(self, item):
+    if TYPE_CHECKING:  # defined by the hand-written class, called by the rows
+        def can_send_now(self, *args: object) -> bool: ...
+        def leave_queue(self) -> None: ...
+        def stop_resend_timer(self) -> None: ...
+        def release(self) -> None: ...
+        def take_request(self, item: Item) -> None: ...
+        def send_request(self, item: Item) -> None: ...
+        def join_queue(self, *args: object) -> None: ...
+        def send_on_pipe(self, pipe: Pipe) -> None: ...
+        def resend_request(self) -> None: ...
+        def deliver_reply(self, msg: Message) -> None: ...
+        def drop_closed(self, item: Item) -> None: ...
+
+    def cmd_send(self, item: Item) -> bool:
         state = self.state
         if state == 'idle':
             if self.can_send_now(item):
@@ -75,7 +97,7 @@ class ReqCtxCompiled:
             return True
         raise RefusedEvent(NAME, state, 'cmd_send')
 
-    def evt_pipe_offered(self, pipe):
+    def evt_pipe_offered(self, pipe: Pipe) -> bool:
         state = self.state
         if state == 'queued':
             self.leave_queue()
@@ -84,7 +106,7 @@ class ReqCtxCompiled:
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_offered')
 
-    def evt_timeout(self):
+    def evt_timeout(self) -> bool:
         state = self.state
         if state == 'sent':
             if self.can_send_now():
@@ -96,7 +118,7 @@ class ReqCtxCompiled:
             return True
         raise RefusedEvent(NAME, state, 'evt_timeout')
 
-    def evt_carrier_gone(self):
+    def evt_carrier_gone(self) -> bool:
         state = self.state
         if state == 'sent':
             if self.can_send_now():
@@ -108,7 +130,7 @@ class ReqCtxCompiled:
             return True
         raise RefusedEvent(NAME, state, 'evt_carrier_gone')
 
-    def evt_reply(self, msg):
+    def evt_reply(self, msg: Message) -> bool:
         state = self.state
         if state == 'queued':
             self.leave_queue()
@@ -122,7 +144,7 @@ class ReqCtxCompiled:
             return True
         raise RefusedEvent(NAME, state, 'evt_reply')
 
-    def cmd_close(self):
+    def cmd_close(self) -> bool:
         state = self.state
         if state == 'idle':
             self.state = 'closed'
@@ -143,7 +165,9 @@ class ReqCtxCompiled:
         raise RefusedEvent(NAME, state, 'cmd_close')
 
 
-if BACKEND == "transitions":  # the reference backend: only now is transitions loaded
+if TYPE_CHECKING:  # one class for the type checker: both have the same methods
+    ReqCtxFSM = ReqCtxCompiled
+elif BACKEND == "transitions":  # the reference backend: only now is transitions loaded
     from scaproust._generated.req_ctx_reference import ReqCtxTransitions
 
     ReqCtxFSM = ReqCtxTransitions

@@ -13,21 +13,30 @@ reaches a closed context is dropped and counted.
 Hand-written actions and guards: scaproust.protocols.req.ReqContext.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from scaproust.fsm.reference import reference_machine, triggers
+
+if TYPE_CHECKING:
+    from scaproust._generated.req_ctx import State
+    from scaproust.core.message import Item, Message
+    from scaproust.core.pipe import Pipe
 
 NAME = 'req_ctx'
 INITIAL = 'idle'
 UNLISTED = 'error'
 EVENTS = ('cmd_send', 'evt_pipe_offered', 'evt_timeout', 'evt_carrier_gone', 'evt_reply', 'cmd_close')
 
-STATES = [
+STATES: list[dict[str, Any]] = [
     {'name': 'idle', 'ignore_invalid_triggers': False},
     {'name': 'queued', 'on_exit': ['leave_queue'], 'ignore_invalid_triggers': False},
     {'name': 'sent', 'on_exit': ['stop_resend_timer'], 'ignore_invalid_triggers': False},
     {'name': 'closed', 'on_enter': ['release'], 'final': True, 'ignore_invalid_triggers': False},
 ]
 
-TRANSITIONS = [
+TRANSITIONS: list[dict[str, Any]] = [
     {'trigger': 'cmd_send', 'source': 'idle', 'dest': 'sent', 'conditions': ['can_send_now'], 'after': ['take_request', 'send_request']},
     {'trigger': 'cmd_send', 'source': 'queued', 'dest': 'sent', 'conditions': ['can_send_now'], 'after': ['take_request', 'send_request']},
     {'trigger': 'cmd_send', 'source': 'sent', 'dest': None, 'conditions': ['can_send_now'], 'after': ['take_request', 'send_request']},
@@ -55,22 +64,22 @@ _TRIGGERS = triggers(MACHINE, NAME, EVENTS)
 class ReqCtxTransitions:
     """req_ctx: every event runs through the class-level transitions.Machine."""
 
-    state = 'idle'
+    state: State = 'idle'
 
-    def cmd_send(self, item):
+    def cmd_send(self, item: Item) -> bool:
         return _TRIGGERS['cmd_send'](self, item)
 
-    def evt_pipe_offered(self, pipe):
+    def evt_pipe_offered(self, pipe: Pipe) -> bool:
         return _TRIGGERS['evt_pipe_offered'](self, pipe)
 
-    def evt_timeout(self):
+    def evt_timeout(self) -> bool:
         return _TRIGGERS['evt_timeout'](self)
 
-    def evt_carrier_gone(self):
+    def evt_carrier_gone(self) -> bool:
         return _TRIGGERS['evt_carrier_gone'](self)
 
-    def evt_reply(self, msg):
+    def evt_reply(self, msg: Message) -> bool:
         return _TRIGGERS['evt_reply'](self, msg)
 
-    def cmd_close(self):
+    def cmd_close(self) -> bool:
         return _TRIGGERS['cmd_close'](self)

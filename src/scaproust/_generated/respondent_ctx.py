@@ -8,15 +8,20 @@ while one waits, is a state error.
 Hand-written actions and guards: scaproust.protocols.respondent.RespondentContext.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
 from scaproust.fsm import BACKEND
 from scaproust.fsm.errors import RefusedEvent
 
 NAME = 'respondent_ctx'
-INITIAL = 'idle'
+State = Literal['idle', 'receiving', 'answering', 'closed']
+INITIAL: State = 'idle'
 UNLISTED = 'error'
-FINAL_STATES = ('closed',)
+FINAL_STATES: tuple[State, ...] = ('closed',)
 EVENTS = ('cmd_recv', 'evt_request', 'evt_recv_failed', 'cmd_send', 'evt_sent', 'cmd_close')
-PARAMETERS = {
+PARAMETERS: dict[str, tuple[str, ...]] = {
     'cmd_recv': (),
     'evt_request': ('header',),
     'evt_recv_failed': (),
@@ -31,9 +36,18 @@ ACTIONS = ('forget_request', 'refuse_second_recv', 'keep_request', 'refuse_send'
 class RespondentCtxCompiled:
     """respondent_ctx: one specialised method per event (the default backend)."""
 
-    state = 'idle'
+    state: State = 'idle'
 
-    def cmd_recv(self):
+    if TYPE_CHECKING:  # defined by the hand-written class, called by the rows
+        def answers_request(self, header: bytes) -> bool: ...
+        def forget_request(self, *args: object) -> None: ...
+        def refuse_second_recv(self) -> None: ...
+        def keep_request(self, header: bytes) -> None: ...
+        def refuse_send(self) -> None: ...
+        def drop_request(self, header: bytes) -> None: ...
+        def refuse_closed(self) -> None: ...
+
+    def cmd_recv(self) -> bool:
         state = self.state
         if state == 'idle':
             self.state = 'receiving'
@@ -51,7 +65,7 @@ class RespondentCtxCompiled:
             return True
         raise RefusedEvent(NAME, state, 'cmd_recv')
 
-    def evt_request(self, header):
+    def evt_request(self, header: bytes) -> bool:
         state = self.state
         if state == 'receiving':
             self.state = 'answering'
@@ -62,7 +76,7 @@ class RespondentCtxCompiled:
             return True
         raise RefusedEvent(NAME, state, 'evt_request')
 
-    def evt_recv_failed(self):
+    def evt_recv_failed(self) -> bool:
         state = self.state
         if state == 'receiving':
             self.state = 'idle'
@@ -71,7 +85,7 @@ class RespondentCtxCompiled:
             return True
         raise RefusedEvent(NAME, state, 'evt_recv_failed')
 
-    def cmd_send(self):
+    def cmd_send(self) -> bool:
         state = self.state
         if state == 'idle':
             self.refuse_send()
@@ -86,7 +100,7 @@ class RespondentCtxCompiled:
             return True
         raise RefusedEvent(NAME, state, 'cmd_send')
 
-    def evt_sent(self, header):
+    def evt_sent(self, header: bytes) -> bool:
         state = self.state
         if state == 'idle':
             return True
@@ -102,7 +116,7 @@ class RespondentCtxCompiled:
             return True
         raise RefusedEvent(NAME, state, 'evt_sent')
 
-    def cmd_close(self):
+    def cmd_close(self) -> bool:
         state = self.state
         if state == 'idle':
             self.state = 'closed'
@@ -121,7 +135,9 @@ class RespondentCtxCompiled:
         raise RefusedEvent(NAME, state, 'cmd_close')
 
 
-if BACKEND == "transitions":  # the reference backend: only now is transitions loaded
+if TYPE_CHECKING:  # one class for the type checker: both have the same methods
+    RespondentCtxFSM = RespondentCtxCompiled
+elif BACKEND == "transitions":  # the reference backend: only now is transitions loaded
     from scaproust._generated.respondent_ctx_reference import RespondentCtxTransitions
 
     RespondentCtxFSM = RespondentCtxTransitions

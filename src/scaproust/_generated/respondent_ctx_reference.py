@@ -8,21 +8,28 @@ with no survey, or a second receive while one waits, is a state error.
 Hand-written actions and guards: scaproust.protocols.respondent.RespondentContext.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from scaproust.fsm.reference import reference_machine, triggers
+
+if TYPE_CHECKING:
+    from scaproust._generated.respondent_ctx import State
 
 NAME = 'respondent_ctx'
 INITIAL = 'idle'
 UNLISTED = 'error'
 EVENTS = ('cmd_recv', 'evt_request', 'evt_recv_failed', 'cmd_send', 'evt_sent', 'cmd_close')
 
-STATES = [
+STATES: list[dict[str, Any]] = [
     {'name': 'idle', 'ignore_invalid_triggers': False},
     {'name': 'receiving', 'ignore_invalid_triggers': False},
     {'name': 'answering', 'ignore_invalid_triggers': False},
     {'name': 'closed', 'on_enter': ['forget_request'], 'final': True, 'ignore_invalid_triggers': False},
 ]
 
-TRANSITIONS = [
+TRANSITIONS: list[dict[str, Any]] = [
     {'trigger': 'cmd_recv', 'source': 'idle', 'dest': 'receiving', 'after': ['forget_request']},
     {'trigger': 'cmd_recv', 'source': 'answering', 'dest': 'receiving', 'after': ['forget_request']},
     {'trigger': 'cmd_recv', 'source': 'receiving', 'dest': None, 'after': ['refuse_second_recv']},
@@ -53,22 +60,22 @@ _TRIGGERS = triggers(MACHINE, NAME, EVENTS)
 class RespondentCtxTransitions:
     """respondent_ctx: every event runs through the class-level transitions.Machine."""
 
-    state = 'idle'
+    state: State = 'idle'
 
-    def cmd_recv(self):
+    def cmd_recv(self) -> bool:
         return _TRIGGERS['cmd_recv'](self)
 
-    def evt_request(self, header):
+    def evt_request(self, header: bytes) -> bool:
         return _TRIGGERS['evt_request'](self, header)
 
-    def evt_recv_failed(self):
+    def evt_recv_failed(self) -> bool:
         return _TRIGGERS['evt_recv_failed'](self)
 
-    def cmd_send(self):
+    def cmd_send(self) -> bool:
         return _TRIGGERS['cmd_send'](self)
 
-    def evt_sent(self, header):
+    def evt_sent(self, header: bytes) -> bool:
         return _TRIGGERS['evt_sent'](self, header)
 
-    def cmd_close(self):
+    def cmd_close(self) -> bool:
         return _TRIGGERS['cmd_close'](self)

@@ -11,15 +11,23 @@ counted as dropped_context_full; the pipe is never paused for a context.
 Hand-written actions and guards: scaproust.protocols.sub.SubContext.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
 from scaproust.fsm import BACKEND
 from scaproust.fsm.errors import RefusedEvent
 
+if TYPE_CHECKING:
+    from scaproust.core.pipe import Pipe
+
 NAME = 'sub_ctx'
-INITIAL = 'unsubscribed'
+State = Literal['unsubscribed', 'subscribed', 'closed']
+INITIAL: State = 'unsubscribed'
 UNLISTED = 'error'
-FINAL_STATES = ('closed',)
+FINAL_STATES: tuple[State, ...] = ('closed',)
 EVENTS = ('evt_message', 'cmd_subscribe', 'cmd_unsubscribe', 'cmd_close')
-PARAMETERS = {
+PARAMETERS: dict[str, tuple[str, ...]] = {
     'evt_message': ('pipe', 'msg'),
     'cmd_subscribe': ('topic',),
     'cmd_unsubscribe': ('topic',),
@@ -32,9 +40,20 @@ ACTIONS = ('release', 'enqueue', 'add_topic', 'remove_topic', 'refuse_unknown_to
 class SubCtxCompiled:
     """sub_ctx: one specialised method per event (the default backend)."""
 
-    state = 'unsubscribed'
+    state: State = 'unsubscribed'
 
-    def evt_message(self, pipe, msg):
+    if TYPE_CHECKING:  # defined by the hand-written class, called by the rows
+        def matches(self, pipe: Pipe, msg: bytes) -> bool: ...
+        def is_last_topic(self, topic: bytes) -> bool: ...
+        def is_subscribed(self, topic: bytes) -> bool: ...
+        def release(self) -> None: ...
+        def enqueue(self, pipe: Pipe, msg: bytes) -> None: ...
+        def add_topic(self, topic: bytes) -> None: ...
+        def remove_topic(self, topic: bytes) -> None: ...
+        def refuse_unknown_topic(self, topic: bytes) -> None: ...
+        def refuse_closed(self, topic: bytes) -> None: ...
+
+    def evt_message(self, pipe: Pipe, msg: bytes) -> bool:
         state = self.state
         if state == 'unsubscribed':
             return True
@@ -47,7 +66,7 @@ class SubCtxCompiled:
             return True
         raise RefusedEvent(NAME, state, 'evt_message')
 
-    def cmd_subscribe(self, topic):
+    def cmd_subscribe(self, topic: bytes) -> bool:
         state = self.state
         if state == 'unsubscribed':
             self.state = 'subscribed'
@@ -61,7 +80,7 @@ class SubCtxCompiled:
             return True
         raise RefusedEvent(NAME, state, 'cmd_subscribe')
 
-    def cmd_unsubscribe(self, topic):
+    def cmd_unsubscribe(self, topic: bytes) -> bool:
         state = self.state
         if state == 'unsubscribed':
             self.refuse_unknown_topic(topic)
@@ -81,7 +100,7 @@ class SubCtxCompiled:
             return True
         raise RefusedEvent(NAME, state, 'cmd_unsubscribe')
 
-    def cmd_close(self):
+    def cmd_close(self) -> bool:
         state = self.state
         if state == 'unsubscribed':
             self.state = 'closed'
@@ -96,7 +115,9 @@ class SubCtxCompiled:
         raise RefusedEvent(NAME, state, 'cmd_close')
 
 
-if BACKEND == "transitions":  # the reference backend: only now is transitions loaded
+if TYPE_CHECKING:  # one class for the type checker: both have the same methods
+    SubCtxFSM = SubCtxCompiled
+elif BACKEND == "transitions":  # the reference backend: only now is transitions loaded
     from scaproust._generated.sub_ctx_reference import SubCtxTransitions
 
     SubCtxFSM = SubCtxTransitions

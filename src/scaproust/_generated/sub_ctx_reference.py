@@ -12,20 +12,28 @@ paused for a context.
 Hand-written actions and guards: scaproust.protocols.sub.SubContext.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from scaproust.fsm.reference import reference_machine, triggers
+
+if TYPE_CHECKING:
+    from scaproust._generated.sub_ctx import State
+    from scaproust.core.pipe import Pipe
 
 NAME = 'sub_ctx'
 INITIAL = 'unsubscribed'
 UNLISTED = 'error'
 EVENTS = ('evt_message', 'cmd_subscribe', 'cmd_unsubscribe', 'cmd_close')
 
-STATES = [
+STATES: list[dict[str, Any]] = [
     {'name': 'unsubscribed', 'ignore_invalid_triggers': False},
     {'name': 'subscribed', 'ignore_invalid_triggers': False},
     {'name': 'closed', 'on_enter': ['release'], 'final': True, 'ignore_invalid_triggers': False},
 ]
 
-TRANSITIONS = [
+TRANSITIONS: list[dict[str, Any]] = [
     {'trigger': 'evt_message', 'source': 'subscribed', 'dest': None, 'conditions': ['matches'], 'after': ['enqueue']},
     {'trigger': 'evt_message', 'source': 'unsubscribed', 'dest': None},
     {'trigger': 'evt_message', 'source': 'subscribed', 'dest': None},
@@ -50,16 +58,16 @@ _TRIGGERS = triggers(MACHINE, NAME, EVENTS)
 class SubCtxTransitions:
     """sub_ctx: every event runs through the class-level transitions.Machine."""
 
-    state = 'unsubscribed'
+    state: State = 'unsubscribed'
 
-    def evt_message(self, pipe, msg):
+    def evt_message(self, pipe: Pipe, msg: bytes) -> bool:
         return _TRIGGERS['evt_message'](self, pipe, msg)
 
-    def cmd_subscribe(self, topic):
+    def cmd_subscribe(self, topic: bytes) -> bool:
         return _TRIGGERS['cmd_subscribe'](self, topic)
 
-    def cmd_unsubscribe(self, topic):
+    def cmd_unsubscribe(self, topic: bytes) -> bool:
         return _TRIGGERS['cmd_unsubscribe'](self, topic)
 
-    def cmd_close(self):
+    def cmd_close(self) -> bool:
         return _TRIGGERS['cmd_close'](self)

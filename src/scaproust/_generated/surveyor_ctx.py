@@ -11,15 +11,24 @@ its socket; a survey sent as it closes is dropped and counted.
 Hand-written actions and guards: scaproust.protocols.surveyor.SurveyorContext.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
 from scaproust.fsm import BACKEND
 from scaproust.fsm.errors import RefusedEvent
 
+if TYPE_CHECKING:
+    from scaproust.core.message import Item, Message
+    from scaproust.core.pipe import Pipe
+
 NAME = 'surveyor_ctx'
-INITIAL = 'idle'
+State = Literal['idle', 'surveying', 'closed']
+INITIAL: State = 'idle'
 UNLISTED = 'error'
-FINAL_STATES = ('closed',)
+FINAL_STATES: tuple[State, ...] = ('closed',)
 EVENTS = ('cmd_send', 'evt_response', 'evt_deadline', 'cmd_close')
-PARAMETERS = {
+PARAMETERS: dict[str, tuple[str, ...]] = {
     'cmd_send': ('item',),
     'evt_response': ('pipe', 'msg'),
     'evt_deadline': (),
@@ -32,9 +41,19 @@ ACTIONS = ('cancel_deadline', 'forget_survey', 'release', 'take_survey', 'broadc
 class SurveyorCtxCompiled:
     """surveyor_ctx: one specialised method per event (the default backend)."""
 
-    state = 'idle'
+    state: State = 'idle'
 
-    def cmd_send(self, item):
+    if TYPE_CHECKING:  # defined by the hand-written class, called by the rows
+        def cancel_deadline(self, *args: object) -> None: ...
+        def forget_survey(self, *args: object) -> None: ...
+        def release(self) -> None: ...
+        def take_survey(self, item: Item) -> None: ...
+        def broadcast(self, item: Item) -> None: ...
+        def start_deadline(self, item: Item) -> None: ...
+        def deliver_response(self, pipe: Pipe, msg: Message) -> None: ...
+        def drop_closed(self, item: Item) -> None: ...
+
+    def cmd_send(self, item: Item) -> bool:
         state = self.state
         if state == 'idle':
             self.state = 'surveying'
@@ -54,14 +73,14 @@ class SurveyorCtxCompiled:
             return True
         raise RefusedEvent(NAME, state, 'cmd_send')
 
-    def evt_response(self, pipe, msg):
+    def evt_response(self, pipe: Pipe, msg: Message) -> bool:
         state = self.state
         if state == 'surveying':
             self.deliver_response(pipe, msg)
             return True
         raise RefusedEvent(NAME, state, 'evt_response')
 
-    def evt_deadline(self):
+    def evt_deadline(self) -> bool:
         state = self.state
         if state == 'surveying':
             self.cancel_deadline()
@@ -70,7 +89,7 @@ class SurveyorCtxCompiled:
             return True
         raise RefusedEvent(NAME, state, 'evt_deadline')
 
-    def cmd_close(self):
+    def cmd_close(self) -> bool:
         state = self.state
         if state == 'idle':
             self.state = 'closed'
@@ -87,7 +106,9 @@ class SurveyorCtxCompiled:
         raise RefusedEvent(NAME, state, 'cmd_close')
 
 
-if BACKEND == "transitions":  # the reference backend: only now is transitions loaded
+if TYPE_CHECKING:  # one class for the type checker: both have the same methods
+    SurveyorCtxFSM = SurveyorCtxCompiled
+elif BACKEND == "transitions":  # the reference backend: only now is transitions loaded
     from scaproust._generated.surveyor_ctx_reference import SurveyorCtxTransitions
 
     SurveyorCtxFSM = SurveyorCtxTransitions

@@ -12,20 +12,29 @@ counted.
 Hand-written actions and guards: scaproust.protocols.surveyor.SurveyorContext.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from scaproust.fsm.reference import reference_machine, triggers
+
+if TYPE_CHECKING:
+    from scaproust._generated.surveyor_ctx import State
+    from scaproust.core.message import Item, Message
+    from scaproust.core.pipe import Pipe
 
 NAME = 'surveyor_ctx'
 INITIAL = 'idle'
 UNLISTED = 'error'
 EVENTS = ('cmd_send', 'evt_response', 'evt_deadline', 'cmd_close')
 
-STATES = [
+STATES: list[dict[str, Any]] = [
     {'name': 'idle', 'ignore_invalid_triggers': False},
     {'name': 'surveying', 'on_exit': ['cancel_deadline', 'forget_survey'], 'ignore_invalid_triggers': False},
     {'name': 'closed', 'on_enter': ['release'], 'final': True, 'ignore_invalid_triggers': False},
 ]
 
-TRANSITIONS = [
+TRANSITIONS: list[dict[str, Any]] = [
     {'trigger': 'cmd_send', 'source': 'idle', 'dest': 'surveying', 'after': ['take_survey', 'broadcast', 'start_deadline']},
     {'trigger': 'cmd_send', 'source': 'surveying', 'dest': None, 'after': ['cancel_deadline', 'forget_survey', 'take_survey', 'broadcast', 'start_deadline']},
     {'trigger': 'evt_response', 'source': 'surveying', 'dest': None, 'after': ['deliver_response']},
@@ -43,16 +52,16 @@ _TRIGGERS = triggers(MACHINE, NAME, EVENTS)
 class SurveyorCtxTransitions:
     """surveyor_ctx: every event runs through the class-level transitions.Machine."""
 
-    state = 'idle'
+    state: State = 'idle'
 
-    def cmd_send(self, item):
+    def cmd_send(self, item: Item) -> bool:
         return _TRIGGERS['cmd_send'](self, item)
 
-    def evt_response(self, pipe, msg):
+    def evt_response(self, pipe: Pipe, msg: Message) -> bool:
         return _TRIGGERS['evt_response'](self, pipe, msg)
 
-    def evt_deadline(self):
+    def evt_deadline(self) -> bool:
         return _TRIGGERS['evt_deadline'](self)
 
-    def cmd_close(self):
+    def cmd_close(self) -> bool:
         return _TRIGGERS['cmd_close'](self)

@@ -72,7 +72,7 @@ class SocketContext(DataShortcuts, AsyncSocketMixin):
 
     def __init__(self, sock: Socket) -> None:
         info = sock.protocol
-        kind = info.context_policy
+        kind = info.context_policy_class()
         if sock.raw or kind is None:
             what = f"a raw {info!r}" if sock.raw and kind is not None else f"{info!r}"
             raise NotSupported(f"{what} has no contexts (cooked sp.Req, sp.Rep, sp.Surveyor, "

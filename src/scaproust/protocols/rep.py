@@ -31,7 +31,6 @@ from scaproust._generated.rep_ctx import RepCtxFSM
 from scaproust._generated.rep_raw import RepRawFSM
 from scaproust.core.message import Message, body_of, header_of
 from scaproust.core.policy import ContextPolicy, Policy
-from scaproust.core.protocol_info import ProtocolInfo
 from scaproust.core.stats import DROPPED_CLOSED
 from scaproust.errors import BadState, Closed
 from scaproust.protocols._backtrace import BacktraceRouter
@@ -58,6 +57,8 @@ class RepPolicy(Policy):
     user and not yet answered; None when there is none. A new recv() abandons it, even if
     that recv() then times out, as in nng.
     """
+
+    plain_recv = False  # each request received becomes the one to answer
 
     def __init__(self, channel: Channel, options: Options,
                  stats: Stats | None = None) -> None:
@@ -178,9 +179,3 @@ class RepContextPolicy(ContextPolicy):
             self.machine.cmd_close()
             self.closed = True
         self.channel.kick()
-
-
-#: The protocol as users name it (sp.Rep): see core/protocol_info.py.
-REP = ProtocolInfo("rep", id=0x31, peer_id=0x30, peer_name="req", can_send=True,
-                   can_recv=True, machine=Rep, raw_machine=RepRaw, policy=RepPolicy,
-                   context_policy=RepContextPolicy, options={"ttl"})

@@ -56,7 +56,6 @@ from scaproust._generated.req_raw import ReqRawFSM
 from scaproust.core.guard import facade_call
 from scaproust.core.message import Message, body_of, header_of
 from scaproust.core.policy import ContextPolicy, Policy
-from scaproust.core.protocol_info import ProtocolInfo
 from scaproust.core.stats import (
     DROPPED_CLOSED,
     DROPPED_MALFORMED,
@@ -388,6 +387,8 @@ class ReqPolicy(Policy):
     the first send, and once its reply was handed over).
     """
 
+    plain_recv = False  # a reply must match the outstanding request
+
     def __init__(self, channel: Channel, options: Options,
                  stats: Stats | None = None) -> None:
         super().__init__(channel, options, stats)
@@ -478,9 +479,3 @@ class ReqContextPolicy(ContextPolicy, ReqPolicy):
                 raise BadState("the request was cancelled by a new send() on this context")
             return None  # a cancellation no receive waited for any more
         return self.incoming(item)
-
-
-#: The protocol as users name it (sp.Req): see core/protocol_info.py.
-REQ = ProtocolInfo("req", id=0x30, peer_id=0x31, peer_name="rep", can_send=True,
-                   can_recv=True, machine=Req, raw_machine=ReqRaw, policy=ReqPolicy,
-                   context_policy=ReqContextPolicy, options={"resend_interval", "ttl"})

@@ -22,7 +22,6 @@ from __future__ import annotations
 from scaproust._generated.respondent import RespondentFSM
 from scaproust._generated.respondent_ctx import RespondentCtxFSM
 from scaproust._generated.respondent_raw import RespondentRawFSM
-from scaproust.core.protocol_info import ProtocolInfo
 from scaproust.protocols._backtrace import BacktraceRouter
 from scaproust.protocols.rep import RepContext, RepContextPolicy, RepPolicy
 
@@ -51,10 +50,3 @@ class RespondentContextPolicy(RepContextPolicy):
     """A RESPONDENT context's caller-side half: REP's, with its own machine."""
 
     machine_class = RespondentContext
-
-
-#: The protocol as users name it (sp.Respondent): see core/protocol_info.py.
-RESPONDENT = ProtocolInfo("respondent", id=0x63, peer_id=0x62, peer_name="surveyor",
-                          can_send=True, can_recv=True, machine=Respondent,
-                          raw_machine=RespondentRaw, policy=RespondentPolicy,
-                          context_policy=RespondentContextPolicy, options={"ttl"})

@@ -56,7 +56,6 @@ from scaproust.core.channel import UNBOUNDED
 from scaproust.core.guard import facade_call
 from scaproust.core.message import Message, body_of, header_of
 from scaproust.core.policy import ContextPolicy, Policy
-from scaproust.core.protocol_info import ProtocolInfo
 from scaproust.core.stats import (
     DROPPED_CLOSED,
     DROPPED_LATE,
@@ -266,6 +265,8 @@ class SurveyorContext(SurveyorCtxFSM):
 class SurveyorPolicy(Policy):
     """What a cooked SURVEYOR checks in the caller's thread: the survey id and deadline."""
 
+    plain_recv = False  # answers count only for the current survey, before its deadline
+
     #: The policy's clock (tests substitute a fake one); the facade's waits use the same.
     clock = staticmethod(time.monotonic)
 
@@ -334,11 +335,3 @@ class SurveyorContextPolicy(ContextPolicy, SurveyorPolicy):
     def outgoing(self, item: Item) -> Item:
         assert self.parent is not None  # a context is made by its socket, with its policy
         return self.parent.outgoing(item)
-
-
-#: The protocol as users name it (sp.Surveyor): see core/protocol_info.py.
-SURVEYOR = ProtocolInfo("surveyor", id=0x62, peer_id=0x63, peer_name="respondent",
-                        can_send=True, can_recv=True, machine=Surveyor,
-                        raw_machine=SurveyorRaw, policy=SurveyorPolicy,
-                        context_policy=SurveyorContextPolicy,
-                        options={"survey_deadline", "ttl"})
