@@ -414,8 +414,8 @@ def help_text(prog: str) -> str:
     """The text of ``--help``, grouped as nanocat's."""
     lines = [
         "Usage:",
-        f"    {prog} {{--push|--pull|--pub|--sub|--req|--rep|--surveyor|--respondent|--bus|"
-        "--pair|--pair0|--pair1}",
+        f"    {prog} {{--push|--pull|--pub|--sub|--req|--rep|--surveyor|--respondent",
+        "        |--bus|--pair|--pair0|--pair1}",
         "        {--bind|--connect|--listen|--dial ADDR | -X|-x PATH | -L|-l PORT}...",
         "        [-vqhVAQ] [-i SEC] [-d SEC] [-C NUM] [-Z SIZE] [-D DATA|-F PATH] [options]",
         "",
