@@ -13,7 +13,6 @@ import signal
 import zlib
 
 import pytest
-
 from cat_helpers import DEADLINE
 
 # --------------------------------------------------------------------------------------
