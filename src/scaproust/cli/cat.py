@@ -30,6 +30,10 @@ EXIT_USAGE = 1
 EXIT_FILE = 2
 EXIT_SOCKET = 3
 EXIT_INTERRUPTED = 130
+#: After its last send, a loop that only sends waits this long before closing, as nngcat
+#: does: nanomsg 1.1.5 can drop a message whose connection closes right behind it (seen
+#: with nanocat as the receiver, from nanocat and from us alike; docs/CLI.md).
+SETTLE = 0.2
 
 _PROTOCOLS = {
     "push": sp.Push, "pull": sp.Pull, "pub": sp.Pub, "sub": sp.Sub, "req": sp.Req,
@@ -100,6 +104,7 @@ class _Cat:
             self.send()
             sent += 1
             if (count and sent >= count) or (interval is None and not count):
+                time.sleep(SETTLE)
                 return
             if interval is not None:
                 _sleep_until(start + interval)
@@ -149,6 +154,7 @@ class _Cat:
             self.print(body)
             self.send()
             answered += 1
+        time.sleep(SETTLE)
 
 
 def _sleep_until(deadline: float) -> None:
