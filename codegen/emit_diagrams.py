@@ -1,77 +1,23 @@
 """Render diagrams/<machine>.dot and .svg from the same lists the runtime uses.
 
-The diagram is drawn by ``transitions``' own ``GraphMachine`` (graphviz engine) from the
-``states``/``transitions`` lists of codegen/emit_python.py, so what a reviewer sees is what
-runs. Edges are labelled ``event [guard & !guard] / action, action``; internal transitions
-are drawn as self-loops.
+The DOT text is built by ``scaproust.cli.diagram.dot_source`` (``transitions``' own
+``GraphMachine``, graphviz engine) from the ``states``/``transitions`` lists of
+codegen/emit_python.py, so what a reviewer sees is what runs, and
+``python -m scaproust diagram MACHINE`` draws the same picture from an installed package.
 """
 
 from __future__ import annotations
 
-from transitions.extensions import GraphMachine
-from transitions.extensions.diagrams_graphviz import Graph
+from scaproust.cli.diagram import dot_source
 
 from .emit_python import transitions_lists
 from .schema import Machine
 
 
-class _Model:
-    """GraphMachine draws a model's graph; this one exists only to be drawn."""
-
-
-class _OneRowPerLineGraph(Graph):
-    """transitions joins the labels of parallel edges with " | " on one line; a state with
-    many self-loops then gets a label wider than the page. Put each row on its own
-    left-aligned line instead."""
-
-    def _add_edges(self, transitions, container):
-        labels: dict[tuple[str, str], list[str]] = {}
-        for trans in transitions:
-            key = (trans["source"], trans.get("dest", trans["source"]))
-            labels.setdefault(key, []).append(self._transition_label(trans))
-        for (src, dst), rows in labels.items():
-            container.edge(src, dst, label="".join(row + r"\l" for row in rows))
-
-
-class _Drawer(GraphMachine):
-    def _init_graphviz_engine(self, graph_engine):
-        return _OneRowPerLineGraph
-
-
-def edge_label(trans: dict) -> str:
-    label = trans["trigger"]
-    guards = list(trans.get("conditions", [])) + ["!" + u for u in trans.get("unless", [])]
-    if guards:
-        label += " [" + " & ".join(guards) + "]"
-    if trans.get("after"):
-        label += " / " + ", ".join(trans["after"])
-    return label
-
-
 def graph_source(m: Machine) -> str:
     """The DOT text of a machine's diagram (deterministic: table order)."""
     states, transitions = transitions_lists(m)
-    drawn = []
-    for trans in transitions:
-        trans = dict(trans, label=edge_label(trans))
-        if trans["dest"] is None:
-            trans["dest"] = trans["source"]
-        drawn.append(trans)
-    model = _Model()
-    machine = _Drawer(
-        model=model,
-        states=states,
-        transitions=drawn,
-        initial=m.initial,
-        auto_transitions=False,
-        show_conditions=False,
-        show_state_attributes=True,
-        graph_engine="graphviz",
-        title=f"{m.name} ({m.unlisted} on unlisted events)",
-    )
-    # Top to bottom reads like the lifecycle it is; left to right grows too wide.
-    machine.machine_attributes = dict(machine.machine_attributes, rankdir="TB")
-    return model.get_graph().source
+    return dot_source(m.name, m.initial, m.unlisted, states, transitions)
 
 
 def render_svg(dot_source: str) -> str:

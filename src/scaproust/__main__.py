@@ -1,5 +1,5 @@
 """Command line: ``python -m scaproust cat ...`` (nanocat/nngcat-compatible, as
-``scaproust-cat``), ``python -m scaproust demo`` (see scaproust/demo.py) and
+``scaproust-cat``), ``python -m scaproust diagram MACHINE``, ``python -m scaproust demo`` (see scaproust/demo.py) and
 ``python -m scaproust --version``."""
 
 from __future__ import annotations
@@ -17,10 +17,15 @@ def main(argv: list[str] | None = None) -> int:
         from scaproust.cli import cat
 
         return cat.main(args[1:], prog="python -m scaproust cat")
+    if args[:1] == ["diagram"]:
+        from scaproust.cli import diagram
+
+        return diagram.main(args[1:])
     parser = argparse.ArgumentParser(prog="python -m scaproust")
     parser.add_argument("--version", action="version", version=scaproust.__version__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("cat", help="nanocat/nngcat-compatible command line (see cat --help)")
+    sub.add_parser("diagram", help="draw one machine: diagram MACHINE [--png|--svg] [-o FILE]")
     sub.add_parser("demo", help="PAIR and PUSH/PULL between processes over TCP and IPC")
     child = sub.add_parser("demo-peer", help="(used by the demo) one peer process")
     child.add_argument("role", choices=("push", "pair"))
