@@ -6,7 +6,8 @@ its ``_generated/<machine>_reference.py``, which codegen writes from protocols.y
 ``transitions``' own ``GraphMachine``; codegen/emit_diagrams.py calls ``dot_source`` too, so
 ``diagrams/<machine>.dot`` and this command draw the same picture
 (*tests/cli/test_diagram.py::test_the_command_draws_what_make_diagrams_draws*). Edges are
-labelled ``event [guard & !guard] / action, action``; internal transitions are self-loops.
+labelled ``event [guard & !guard] / action, action``; internal transitions are rows of a
+table inside their state.
 Building the DOT needs the ``graphviz`` Python package (``pip install scaproust[diagram]``),
 rendering it Graphviz's ``dot`` program (Debian's ``graphviz``).
 """
@@ -14,6 +15,7 @@ rendering it Graphviz's ``dot`` program (Debian's ``graphviz``).
 from __future__ import annotations
 
 import argparse
+import html
 import importlib
 import pkgutil
 import shutil
@@ -27,14 +29,33 @@ GENERATED = "scaproust._generated"
 
 def dot_source(name: str, initial: str, unlisted: str, states: list[dict[str, Any]],
                transitions: list[dict[str, Any]]) -> str:
-    """The DOT text of a machine's diagram (deterministic: table order)."""
+    """The DOT text of a machine's diagram (deterministic: table order).
+
+    Internal transitions (the table's rows whose source is their destination: no exit, no
+    entry) are written as a table inside their state, one row per line, under its name and
+    its entry and exit actions; every other transition is an edge, its rows one per line.
+    """
     from transitions.extensions import GraphMachine
     from transitions.extensions.diagrams_graphviz import Graph
 
-    class OneRowPerLineGraph(Graph):
-        """transitions joins the labels of parallel edges with " | " on one line; a state
-        with many self-loops then gets a label wider than the page. Put each row on its own
-        left-aligned line instead."""
+    loops: dict[str, list[str]] = {}
+    edges = []
+    for trans in transitions:
+        if trans["dest"] is None:
+            loops.setdefault(trans["source"], []).append(edge_label(trans))
+        else:
+            edges.append(dict(trans, label=edge_label(trans)))
+
+    class ReadableGraph(Graph):
+        """transitions joins the labels of parallel edges with " | " on one line and draws
+        internal transitions as loops; a busy state then drowns in loop labels."""
+
+        def _add_nodes(self, states: list[dict[str, Any]], container: Any) -> None:
+            styles: dict[str, Any] = self.machine.style_attributes.get("node", {})  # type: ignore[assignment]
+            for state in states:
+                style: str = self.custom_styles["node"][state["name"]]  # type: ignore[assignment]
+                container.node(state["name"], label=state_label(state, loops),
+                               **styles.get(style, {}))
 
         def _add_edges(self, transitions: list[dict[str, Any]], container: Any) -> None:
             labels: dict[tuple[str, str], list[str]] = {}
@@ -46,19 +67,13 @@ def dot_source(name: str, initial: str, unlisted: str, states: list[dict[str, An
 
     class Drawer(GraphMachine):
         def _init_graphviz_engine(self, graph_engine: str) -> type[Graph]:
-            return OneRowPerLineGraph
+            return ReadableGraph
 
     class Model:
         """GraphMachine draws a model's graph; this one exists only to be drawn."""
 
-    drawn = []
-    for trans in transitions:
-        trans = dict(trans, label=edge_label(trans))
-        if trans["dest"] is None:
-            trans["dest"] = trans["source"]
-        drawn.append(trans)
     model = Model()
-    machine = Drawer(model=model, states=states, transitions=drawn, initial=initial,
+    machine = Drawer(model=model, states=states, transitions=edges, initial=initial,
                      auto_transitions=False, show_conditions=False,
                      show_state_attributes=True, graph_engine="graphviz",
                      title=f"{name} ({unlisted} on unlisted events)")
@@ -66,6 +81,28 @@ def dot_source(name: str, initial: str, unlisted: str, states: list[dict[str, An
     machine.machine_attributes = dict(machine.machine_attributes, rankdir="TB")
     source: str = model.get_graph().source  # type: ignore[attr-defined]
     return source
+
+
+def state_label(state: dict[str, Any], loops: dict[str, list[str]]) -> str:
+    """A state as a Graphviz HTML-like label: its name in bold, its entry and exit actions,
+    then a line and its internal transitions, one per row."""
+
+    def row(text: str, font: str = "") -> str:
+        text = html.escape(text, quote=False)
+        if font:
+            text = f"<{font}>{text}</{font}>"
+        return f'<TR><TD ALIGN="LEFT">{text}</TD></TR>'
+
+    rows = [row(state["name"], "B")]
+    for key, word in (("on_enter", "enter"), ("on_exit", "exit")):
+        if state.get(key):
+            rows.append(row(f"{word}: {', '.join(state[key])}", "I"))
+    internal = loops.get(state["name"], [])
+    if internal:
+        rows.append("<HR/>")
+        rows += [row(label) for label in internal]
+    return ('<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="1">'
+            + "".join(rows) + "</TABLE>>")
 
 
 def edge_label(trans: dict[str, Any]) -> str:
