@@ -14,9 +14,9 @@ import re
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
+
+from interop._peers import wait_until
 
 #: Anything that should happen (a listener appearing, a message arriving, a process exiting)
 #: gets this long; on loopback it takes milliseconds, the margin is for loaded machines.
@@ -27,14 +27,6 @@ LIFETIME = 60
 SCAPROUST_CAT = [sys.executable, "-m", "scaproust", "cat"]
 
 _serial = itertools.count()
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)
 
 
 class Proc:

@@ -96,18 +96,28 @@ class _Cat:
         except sp.Error as error:
             _fail("Can't recv", error)
 
-    def send_loop(self) -> None:
+    def rounds(self, between: Callable[[float | None, bool], None]) -> None:
+        """Send, then ``between(deadline, last)``: once without --interval or --count;
+        every interval (the time a round took counts towards it); --count times."""
         count, interval = self.config.count, self.config.interval
-        sent = 0
+        done = 0
         while True:
             start = time.monotonic()
             self.send()
-            sent += 1
-            if (count and sent >= count) or (interval is None and not count):
-                time.sleep(SETTLE)
+            done += 1
+            last = bool(count and done >= count) or (interval is None and not count)
+            between(None if interval is None else start + interval, last)
+            if last:
                 return
-            if interval is not None:
-                _sleep_until(start + interval)
+
+    def send_loop(self) -> None:
+        def wait(deadline: float | None, last: bool) -> None:
+            if last:
+                time.sleep(SETTLE)
+            elif deadline is not None:
+                _sleep_until(deadline)
+
+        self.rounds(wait)
 
     def recv_loop(self) -> None:
         count = self.config.count
@@ -120,28 +130,24 @@ class _Cat:
             self.print(body)
 
     def send_recv_loop(self) -> None:
-        count, interval = self.config.count, self.config.interval
-        rounds = 0
+        self.rounds(lambda deadline, last: self.collect(deadline))
+
+    def collect(self, deadline: float | None) -> None:
+        """Print what comes until ``deadline`` (then wait for it), the receive timeout or
+        the end of the request or survey."""
         while True:
-            start = time.monotonic()
-            self.send()
-            rounds += 1
-            deadline = None if interval is None else start + interval
-            while True:
-                timeout = self.config.recv_timeout
+            timeout = self.config.recv_timeout
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                timeout = left if timeout is None else min(left, timeout)
+            body = self.recv(timeout)
+            if body is None:
                 if deadline is not None:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    timeout = left if timeout is None else min(left, timeout)
-                body = self.recv(timeout)
-                if body is None:
-                    if deadline is not None:
-                        _sleep_until(deadline)
-                    break
-                self.print(body)
-            if (count and rounds >= count) or (interval is None and not count):
+                    _sleep_until(deadline)
                 return
+            self.print(body)
 
     def answer_loop(self) -> None:
         count = self.config.count
