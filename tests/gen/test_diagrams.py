@@ -1,5 +1,6 @@
 """The diagrams a reviewer reads: internal transitions as a table inside their state, and
-diagrams/README.md, every machine grouped with its doc, its picture and what it replaces."""
+the page of all machines (diagrams/README.md): each grouped with its doc, its picture and
+what it replaces."""
 
 from __future__ import annotations
 
