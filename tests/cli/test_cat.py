@@ -234,3 +234,13 @@ def test_ctrl_c_ends_it_at_once_with_status_130_and_no_traceback(procs, tmp_path
     cat.signal(signal.SIGINT)
     assert cat.wait_exit(timeout=DEADLINE) == 130
     assert "Traceback" not in cat.stderr()
+
+
+def test_a_send_timeout_says_message_not_sent_and_goes_on_as_nanocat(procs):
+    # Nobody to push to: each send times out, is reported, and the loop carries on.
+    push = procs.cat("--push", "-v", "-L", "0", "-D", "x", "--send-timeout", "0.05", "-C", "2")
+    assert push.wait_exit() == 0
+    assert push.stderr().splitlines()[1:] == ["Message not sent (EAGAIN)"] * 2
+    dialer = procs.cat("--pull", "-v", "-l", "1", "--recv-timeout", "0")
+    assert dialer.wait_exit() == 0
+    assert dialer.stderr() == "Connected to: tcp://127.0.0.1:1\n"

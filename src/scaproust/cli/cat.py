@@ -82,7 +82,7 @@ class _Cat:
     def send(self) -> None:
         try:
             self.sock.send(self.data)
-        except sp.Timeout:
+        except (sp.Timeout, sp.WouldBlock):  # WouldBlock: a send timeout of 0
             self.err("Message not sent (EAGAIN)")
         except sp.Error as error:
             _fail("Can't send", error)
@@ -91,7 +91,7 @@ class _Cat:
         """The next message, or None when no more can come (timeout, end of request)."""
         try:
             return self.sock.recv(timeout=timeout)
-        except (sp.Timeout, sp.BadState):
+        except (sp.Timeout, sp.WouldBlock, sp.BadState):  # WouldBlock: a timeout of 0
             return None
         except sp.Error as error:
             _fail("Can't recv", error)
