@@ -24,7 +24,8 @@ def render_svg(dot_source: str) -> str:
     """Render DOT to SVG with the graphviz package (needs Debian's `dot`)."""
     import graphviz
 
-    return graphviz.Source(dot_source).pipe(format="svg").decode()
+    svg: str = graphviz.Source(dot_source).pipe(format="svg").decode()
+    return svg
 
 
 def _first_sentence(doc: str) -> str:
@@ -81,6 +82,8 @@ def readme(machines: list[Machine]) -> str:
         if m.module.startswith("scaproust.core."):
             lines += ["", f"### {m.name}", "", _first_sentence(m.doc), "",
                       f"![{m.name}]({m.name}.svg)"]
+            if m.extends:
+                lines += ["", *_replaced_rows(m, by_name[m.extends])]
         else:
             groups.setdefault(m.module.rsplit(".", 1)[1], []).append(m)
     lines += ["", "## Protocols"]

@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from scaproust.core.options import SPECS, markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,3 +148,15 @@ def test_the_code_counts_through_the_registrys_names_only():
                     and isinstance(node.args[0].value, str)):
                 literal.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert not literal, "counted by a literal name, not a core/stats.py constant: " + ", ".join(literal)
+
+
+def test_the_tls_example_of_transports_md_runs(tmp_path, monkeypatch, capsys):
+    trustme = pytest.importorskip("trustme", reason="pip install trustme (the dev extra)")
+    [code] = [c for c in _examples("TRANSPORTS.md") if "tls+tcp://" in c]
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost", common_name="example server")
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "docs/TRANSPORTS.md", "exec"), {})
+    assert "CN=example server" in capsys.readouterr().out

@@ -31,6 +31,8 @@ from scaproust.facade.poll import POLLIN, POLLOUT, Poller, poll
 from scaproust.facade.session import Session, socket
 from scaproust.facade.socket import Socket
 from scaproust.protocols import *  # noqa: F403  (every declared protocol: sp.Req, ...)
+from scaproust.transports import register_transport, unregister_transport
+from scaproust.transports.tls import TLSConfig
 
 __version__ = "0.1.0"
 
@@ -38,5 +40,6 @@ __all__ = [
     "AddressInUse", "BadState", "Closed", "Error", "InvalidAddress", "NotSupported",
     "Timeout", "WouldBlock", "Message", "Endpoint", "Session", "Socket", "socket",
     "PipeEvent", "Device", "device", "POLLIN", "POLLOUT", "Poller", "poll",
+    "register_transport", "unregister_transport", "TLSConfig",
 ]
 __all__ += _protocols.__all__

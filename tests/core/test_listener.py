@@ -278,15 +278,19 @@ class Unnamed(FakeStream):
         raise OSError(errno.ENOTCONN, "Transport endpoint is not connected")
 
 
-@pytest.mark.parametrize(("stream", "name"), [
-    (FakeStream(peer=("127.0.0.1", 40123)), "tcp://127.0.0.1:40123"),
-    (FakeStream(peer=("::1", 40123, 0, 0)), "tcp://[::1]:40123"),
-    (FakeStream(peer="/tmp/x.ipc"), "ipc:///tmp/x.ipc"),
-    (FakeStream(peer=""), "ipc://(unnamed)"),
-    (Unnamed(), "?"),
+@pytest.mark.parametrize(("stream", "scheme", "name"), [
+    (FakeStream(peer=("127.0.0.1", 40123)), "tcp", "tcp://127.0.0.1:40123"),
+    (FakeStream(peer=("::1", 40123, 0, 0)), "tcp", "tcp://[::1]:40123"),
+    (FakeStream(peer=("127.0.0.1", 40123)), "tls+tcp", "tls+tcp://127.0.0.1:40123"),
+    (FakeStream(peer="/tmp/x.ipc"), "ipc", "ipc:///tmp/x.ipc"),
+    (FakeStream(peer=""), "ipc", "ipc://(unnamed)"),
+    (FakeStream(peer=b"\0name\0tail"), "abstract", "abstract://name%00tail"),
+    (FakeStream(peer=b""), "abstract", "abstract://(unnamed)"),
+    (Unnamed(), "tcp", "?"),
 ])
-def test_an_accepted_pipe_is_named_after_its_peer(h, stream, name):
-    assert _peer_name(stream) == name
+def test_an_accepted_pipe_is_named_after_its_peer(h, stream, scheme, name):
+    assert _peer_name(stream, scheme) == name
+    h.transport.SCHEME = scheme
     h.transport.outcomes.append(stream)
     h.loop.fire_reader(h.handle)
     (pipe,) = h.listener.pipes

@@ -12,9 +12,10 @@ import pytest
 from protocols.fakes import FakeLoop, FakeOwner, FakeSocket
 
 from scaproust import protocols
-from scaproust.core.memory_pipe import LINK_BYTES, LINK_MSGS, MemoryPipe, pipe_class
+from scaproust.core.memory_pipe import LINK_BYTES, LINK_MSGS, MemoryPipe
 from scaproust.core.options import Options
 from scaproust.core.pipe import Pipe
+from scaproust.core.pipe_kinds import pipe_class
 from scaproust.transports import inproc, tcp
 from scaproust.transports.inproc import MemoryEnd, MemoryLink
 

@@ -9,6 +9,7 @@ round) fails here.
 
 from __future__ import annotations
 
+import ssl
 import typing
 
 import attrs
@@ -16,6 +17,7 @@ import pytest
 
 from scaproust.core.options import ENDPOINT_OPTIONS, SPECS, EndpointOptions, Options, validate
 from scaproust.facade.socket import Socket, _Option
+from scaproust.transports.tls import TLSConfig
 
 #: The Python type of each kind of option (what ``validate`` returns for it).
 KIND_TYPES = {
@@ -26,6 +28,7 @@ KIND_TYPES = {
     "int": int,
     "bool": bool,
     "str": str,
+    "tls": TLSConfig | ssl.SSLContext | None,
 }
 
 EXPECTED = {name: KIND_TYPES[spec.kind] for name, spec in SPECS.items()}

@@ -181,7 +181,7 @@ def test_without_a_file_level_policy_a_machine_must_set_its_own():
 def test_an_unknown_top_level_key_fails():
     text = edited("\nunlisted: error\n", "\nunlisted: error\nunlistd: ignore\n")
     err = error_of(text)
-    assert str(err) == f"protocols.yaml:{line_of(text, 'unlistd')}: unknown top-level key 'unlistd' (allowed: machines, unlisted)"
+    assert str(err) == f"protocols.yaml:{line_of(text, 'unlistd')}: unknown top-level key 'unlistd' (allowed: machines, parameters, types, unlisted)"
 
 
 def test_make_regen_cli_reports_a_broken_row_with_its_line(tmp_path):
@@ -269,3 +269,32 @@ def test_a_malformed_block_row_fails_on_its_line(block, message):
     text = edited(flow, block, "surveyor")
     err = error_of(text)
     assert (err.line, err.message) == (line_of(text, block.splitlines()[0].strip(), "surveyor"), message)
+
+
+# ------------------------------------------------------------------ states added by extends
+
+
+def test_a_machine_that_extends_another_may_add_states_and_the_bases_wildcards_cover_them():
+    spec = load(SPEC, src_root=ROOT / "src")
+    tls, pipe = spec.machines["tls_pipe"], spec.machines["pipe"]
+    assert list(tls.states) == [*pipe.states, "tls_handshaking", "tls_closing"]
+    assert tls.states["handshaking"] is pipe.states["handshaking"]
+    rows = {(r.source, r.event, r.guards, r.dest) for r in tls.rows}
+    # The base's '*' rows, expanded over the new states as over the base's own:
+    for state in ("tls_handshaking", "tls_closing"):
+        assert (state, "cmd_close", (), "dead") in rows
+        assert (state, "evt_crashed", (), "dead") in rows
+        assert (state, "cmd_pause", (), state) in rows  # '=' stays where it is
+        assert (state, "cmd_resume", (), state) in rows
+    # ... but not where the new machine has a row of its own for the event.
+    assert ("tls_closing", "evt_msgs", (), "tls_closing") in rows
+    assert [(r.source, r.dest) for r in tls.rows if r.event == "evt_connected"] == \
+        [("connecting", "tls_handshaking")]
+
+
+def test_a_machine_that_extends_another_may_not_restate_a_state_of_its_base():
+    text = edited("    states:\n      tls_handshaking:\n",
+                  "    states:\n      active:\n      tls_handshaking:\n", "tls_pipe")
+    err = error_of(text)
+    assert str(err) == (f"protocols.yaml:{line_of(text, '      active:', 'tls_pipe')}: machine "
+                        "'tls_pipe' extends 'pipe': its state 'active' is 'pipe''s, not restated")

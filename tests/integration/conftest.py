@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
+import os
+import sys
 import time
 
+import attrs
 import pytest
 
 import scaproust as sp
+from scaproust.core.options import SPECS
 
 
 @pytest.fixture
@@ -15,12 +20,53 @@ def session():
         yield s
 
 
-@pytest.fixture(params=["tcp", "ipc"])
-def url(request, tmp_path):
-    """A bindable URL on loopback: port 0 for TCP, a fresh path for IPC."""
-    if request.param == "tcp":
+#: Every transport the ``url`` fixture runs a test over (abstract sockets: Linux only).
+TRANSPORTS = ("tcp", "ipc", *(("abstract",) if sys.platform.startswith("linux") else ()),
+              "tls+tcp")
+
+
+def pytest_generate_tests(metafunc):
+    """Run every test that takes ``url`` over every transport; a test marked
+    ``raw_wire(kinds)`` (it opens plain sockets to ours) over those kinds only."""
+    if "url_kind" in metafunc.fixturenames:
+        marker = metafunc.definition.get_closest_marker("raw_wire")
+        kinds = marker.args[0] if marker else TRANSPORTS
+        metafunc.parametrize("url_kind", [k for k in kinds if k in TRANSPORTS])
+
+
+@pytest.fixture(scope="session")
+def tls_config():
+    """One sp.TLSConfig that serves both sides on 127.0.0.1: a certificate for 127.0.0.1
+    and the CA that signed it, made now (trustme)."""
+    trustme = pytest.importorskip("trustme", reason="pip install trustme (the dev extra)")
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    return sp.TLSConfig(ca_string=ca.cert_pem.bytes().decode(),
+                        own_cert_string=cert.cert_chain_pems[0].bytes().decode(),
+                        own_key_string=cert.private_key_pem.bytes().decode())
+
+
+@pytest.fixture
+def url(url_kind, tmp_path, request, monkeypatch):
+    """A bindable URL: port 0 on loopback for TCP and TLS, a fresh path for IPC, a fresh
+    name for abstract sockets.
+
+    For tls+tcp, every socket the test makes has the ``tls`` option set to
+    ``tls_config`` (the option's default is replaced for the test), so the same test code
+    runs over TLS unchanged."""
+    if url_kind == "tcp":
         return "tcp://127.0.0.1:0"
+    if url_kind == "tls+tcp":
+        spec = SPECS["tls"]
+        config = request.getfixturevalue("tls_config")
+        monkeypatch.setitem(SPECS, "tls", attrs.evolve(spec, default=config))
+        return "tls+tcp://127.0.0.1:0"
+    if url_kind == "abstract":
+        return f"abstract://scaproust-{os.getpid()}-{next(_names)}"
     return f"ipc://{tmp_path}/sock.ipc"
+
+
+_names = itertools.count()
 
 
 def wait_until(condition, timeout=5.0, what="condition"):

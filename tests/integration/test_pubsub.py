@@ -246,6 +246,7 @@ def read_until_eof(conn) -> bytes:
     return data
 
 
+@pytest.mark.raw_wire(("tcp", "ipc"))
 def test_sub_never_writes_a_byte_beyond_its_header(session, url):
     sub = session.socket(sp.Sub, recv_timeout=5.0)
     sub.subscribe(b"t")
@@ -262,6 +263,7 @@ def test_sub_never_writes_a_byte_beyond_its_header(session, url):
         assert read_until_eof(peer) == SUB_HEADER
 
 
+@pytest.mark.raw_wire(("tcp", "ipc"))
 def test_data_sent_to_a_pub_closes_that_connection_and_is_logged(session, url, caplog):
     pub = session.socket(sp.Pub)
     ep = pub.bind(url)

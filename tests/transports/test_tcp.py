@@ -101,7 +101,7 @@ def test_registry_maps_schemes_to_modules():
     assert get_transport("tcp") is tcp
     assert get_transport("tcp").IPC_FRAMING is False
     assert get_transport("ipc").IPC_FRAMING is True
-    assert schemes() == ("inproc", "ipc", "tcp")
+    assert {"inproc", "ipc", "tcp"} <= set(schemes())
     with pytest.raises(InvalidAddress, match="unknown transport"):
         get_transport("udp")
 

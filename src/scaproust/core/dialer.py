@@ -43,9 +43,9 @@ from typing import TYPE_CHECKING, Protocol, cast
 
 from scaproust._generated.dialer import DialerFSM
 from scaproust.core.guard import entry_point, log_crash
-from scaproust.core.memory_pipe import pipe_class
 from scaproust.core.options import EndpointOptions
 from scaproust.core.pipe import Pipe
+from scaproust.core.pipe_kinds import pipe_class
 from scaproust.core.stats import CONNECT_FAILURES
 from scaproust.transports import resolver
 
@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from scaproust.core.socket import SocketCore
     from scaproust.transports import Transport
     from scaproust.transports.tcp import Resolved
+    from scaproust.transports.tls import TLSSetup
     from scaproust.transports.url import Address
 
     class _Resolving(Protocol):
@@ -106,6 +107,9 @@ class _Episode:
 
 class Dialer(DialerFSM):
     """The I/O-thread side of an endpoint made by ``connect()``."""
+
+    #: tls+tcp: the TLS context (and name to check) of this endpoint's pipes.
+    tls_setup: TLSSetup | None = None
 
     def __init__(self, *, loop: PipeLoop, socket: SocketCore, transport: Transport,
                  address: Address, url: str, endpoint_id: int,

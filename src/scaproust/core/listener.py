@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 from scaproust._generated.listener import ListenerFSM
 from scaproust.core.guard import entry_point, log_crash
-from scaproust.core.memory_pipe import pipe_class
 from scaproust.core.pipe import Pipe
+from scaproust.core.pipe_kinds import pipe_class
 from scaproust.core.stats import ACCEPT_ERRORS, PIPES_REFUSED
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from scaproust.core.options import EndpointOptions
     from scaproust.core.socket import SocketCore
     from scaproust.transports import ListeningSocket, Transport
+    from scaproust.transports.tls import TLSSetup
 
 log = logging.getLogger("scaproust.listener")
 
@@ -55,6 +57,9 @@ ACCEPT_BACKOFF_MAX = 1.0
 
 class Listener(ListenerFSM):
     """The I/O-thread side of an endpoint made by ``bind()``."""
+
+    #: tls+tcp: the TLS context (and name to check) of this endpoint's pipes.
+    tls_setup: TLSSetup | None = None
 
     def __init__(self, *, loop: PipeLoop, socket: SocketCore, transport: Transport,
                  handle: ListeningSocket, url: str, endpoint_id: int,
@@ -116,7 +121,8 @@ class Listener(ListenerFSM):
             if limit and len(self.pipes) >= limit:
                 self._refuse(stream, limit)
                 continue
-            peer = self.url if self.transport.SCHEME == "inproc" else _peer_name(stream)
+            scheme = self.transport.SCHEME
+            peer = self.url if scheme == "inproc" else _peer_name(stream, scheme)
             pipe = pipe_class(self.transport)(
                 loop=self.loop, stream=stream, transport=self.transport, socket=self.socket,
                 owner=self, dialed=False, peer_addr=peer, endpoint=self.endpoint)
@@ -175,12 +181,14 @@ class Listener(ListenerFSM):
             pipe.cmd_close()
 
 
-def _peer_name(stream: _socket.socket) -> str:
+def _peer_name(stream: _socket.socket, scheme: str) -> str:
     try:
         name = stream.getpeername()
     except OSError:
         return "?"
     if isinstance(name, tuple):
         host, port = name[0], name[1]
-        return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
-    return f"ipc://{name}" if name else "ipc://(unnamed)"
+        return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+    if isinstance(name, bytes):  # an abstract socket's name: NUL, then the name
+        name = quote(name[1:], safe="")  # percent-encoded, as ep.url shows it
+    return f"{scheme}://{name}" if name else f"{scheme}://(unnamed)"

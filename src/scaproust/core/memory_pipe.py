@@ -40,7 +40,6 @@ from scaproust.core.pipe import HIGH_WATER, Lender, Pipe, _Head
 from scaproust.transports.framing import OversizeFrame
 
 if TYPE_CHECKING:
-    from scaproust.transports import Transport
     from scaproust.transports.inproc import MemoryEnd
 
 #: Per direction, the messages and bytes a link holds before the sender's own queue
@@ -229,8 +228,3 @@ class _Unlendable(Lender):
 
     def lend(self) -> bool:
         return False
-
-
-def pipe_class(transport: Transport) -> type[Pipe]:
-    """The pipe class for a transport module."""
-    return MemoryPipe if getattr(transport, "IN_MEMORY", False) else Pipe

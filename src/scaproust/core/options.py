@@ -9,11 +9,13 @@ for the next operation that uses it (a plain attribute store is atomic under the
 from __future__ import annotations
 
 import math
+import ssl
 from typing import Any, TypeVar
 
 import attrs
 
 from scaproust.core.protocol_info import ProtocolInfo, by_name, registered
+from scaproust.transports.tls import TLSConfig
 
 MiB = 1024 * 1024
 
@@ -25,7 +27,8 @@ class OptionSpec:
     name: str
     default: object
     kind: str  # "timeout" (None or seconds >= 0), "seconds" (> 0 or >= 0), "size" (int >= 0),
-    #            "int" (minimum..maximum), "bool", "str", "mode" (None or 0o000..0o777)
+    #            "int" (minimum..maximum), "bool", "str", "mode" (None or 0o000..0o777),
+    #            "tls" (None, a TLSConfig or an ssl.SSLContext)
     doc: str
     minimum: float = 0.0
     exclusive_minimum: bool = False
@@ -89,6 +92,11 @@ SPECS = {
         OptionSpec("ipv4_only", False, "bool",
                    "resolve and use IPv4 addresses only (an IPv6 address is InvalidAddress)"),
         OptionSpec("socket_name", "", "str", "a name for this socket in logs and repr()"),
+        OptionSpec("tls", None, "tls",
+                   "TLS of tls+tcp:// endpoints: an sp.TLSConfig or a ready ssl.SSLContext "
+                   "(docs/TRANSPORTS.md); None = a client trusts the system's CAs and a bind "
+                   "is refused; fixed per endpoint at bind()/connect(), which may also pass "
+                   "it"),
         OptionSpec("send_priority", 8, "int",
                    "priority of this socket's endpoints when sending, 1 (highest) to 16; fixed "
                    "per endpoint at bind()/connect(), which may also pass it",
@@ -128,6 +136,7 @@ class EndpointOptions:
     reconnect_interval: float = _default("reconnect_interval", float)
     reconnect_interval_max: float = _default("reconnect_interval_max", float)
     max_pipes: int = _default("max_pipes", int)
+    tls: TLSConfig | ssl.SSLContext | None = None
 
     @classmethod
     def of(cls, options: Options, **overrides: object) -> EndpointOptions:
@@ -152,8 +161,13 @@ def validate(name: str, value: object) -> object:
         spec = SPECS[name]
     except KeyError:
         raise TypeError(f"unknown socket option {name!r} (known: {', '.join(sorted(SPECS))})") from None
-    if spec.kind in ("timeout", "mode") and value is None:
+    if spec.kind in ("timeout", "mode", "tls") and value is None:
         return None
+    if spec.kind == "tls":
+        if not isinstance(value, TLSConfig | ssl.SSLContext):
+            raise TypeError(f"option {name} must be None, an sp.TLSConfig or an "
+                            f"ssl.SSLContext, not {value!r}")
+        return value
     if spec.kind == "mode":
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"option {name} must be None or a file mode such as 0o600, not {value!r}")
@@ -230,6 +244,7 @@ class Options:
     max_pipes: int
     ipv4_only: bool
     socket_name: str
+    tls: TLSConfig | ssl.SSLContext | None
     send_priority: int
     recv_priority: int
     resend_interval: float
@@ -269,11 +284,13 @@ def markdown_table() -> str:
             allowed = spec.kind
         elif spec.kind == "mode":
             allowed = "None or 0o000..0o777"
+        elif spec.kind == "tls":
+            allowed = "None, sp.TLSConfig or ssl.SSLContext"
         else:
             allowed = "seconds > 0" if spec.exclusive_minimum else "seconds >= 0"
         labels: dict[object, object] = {None: "None (forever)", MiB: "1 MiB (1048576)", "": '""'}
         default = labels.get(spec.default, spec.default)
-        if spec.kind == "mode" and spec.default is None:
+        if spec.kind in ("mode", "tls") and spec.default is None:
             default = "None"
         if isinstance(spec.default, bool):
             default = str(spec.default)

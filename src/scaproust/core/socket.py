@@ -33,6 +33,7 @@ from scaproust.core.dialer import Dialer
 from scaproust.core.guard import crash, entry_point, facade_call, fire, log_crash
 from scaproust.core.listener import Listener
 from scaproust.core.options import EndpointOptions
+from scaproust.core.pipe_kinds import PIPE_CLASSES
 from scaproust.core.session import FORKED
 from scaproust.core.stats import (
     BYTES_SENT,
@@ -43,8 +44,8 @@ from scaproust.core.stats import (
     Stats,
 )
 from scaproust.errors import Closed, Error, InvalidAddress
-from scaproust.transports import get_transport
-from scaproust.transports.url import parse_url
+from scaproust.transports import lookup
+from scaproust.transports.tls import TLSSetup, prepare
 
 if TYPE_CHECKING:
     from scaproust.core.interfaces import Endpoint, ProtocolMachine, Subscribing
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
     from scaproust.core.pipe import Pipe
     from scaproust.core.protocol_info import ProtocolInfo
     from scaproust.reactor.loop import Loop
+    from scaproust.transports import Transport
     from scaproust.transports.tcp import Resolved
 
 log = logging.getLogger("scaproust.socket")
@@ -79,6 +81,9 @@ class PipeEvent:
     pipe_id: int
     peer: str  # the peer's address: tcp://host:port or ipc://path
     endpoint: str  # the url of the endpoint (bind or connect) the pipe belongs to
+    #: tls+tcp: the subject of the certificate the peer showed and we verified
+    #: (``CN=...,O=...``); empty otherwise.
+    peer_subject: str = ""
 
 
 class SocketCore(SocketFSM):
@@ -202,18 +207,20 @@ class SocketCore(SocketFSM):
         (``Socket.bind``), since this may run on the I/O thread, which must not wait on DNS.
         ``AddressInUse`` and ``InvalidAddress`` are raised at once, to the caller."""
         self._refuse_unless_open()
-        address = parse_url(url)
-        transport = get_transport(address.scheme)
+        transport, address = lookup(url)
+        _check_pipe_kind(transport)
         # The keywords of this transport's listen (tcp: resolved; ipc: permissions).
         options: dict[str, Any] = {"ipv4_only": self.options.ipv4_only}
         if found is not None:
             options["resolved"] = found
         if address.scheme == "ipc" and self.options.ipc_permissions is not None:
             options["permissions"] = self.options.ipc_permissions
+        endpoint = endpoint or EndpointOptions.of(self.options)
+        tls = _tls_setup(transport, endpoint, server=True, host=address.host)
         handle, resolved = transport.listen(address, **options)
         listener = Listener(loop=self.loop, socket=self, transport=transport, handle=handle,
-                            url=resolved, endpoint_id=next(_endpoint_ids),
-                            endpoint=endpoint or EndpointOptions.of(self.options))
+                            url=resolved, endpoint_id=next(_endpoint_ids), endpoint=endpoint)
+        listener.tls_setup = tls
         self.cmd_bind(listener)
         return listener.endpoint_id, resolved
 
@@ -221,13 +228,15 @@ class SocketCore(SocketFSM):
     def connect(self, url: str, endpoint: EndpointOptions | None = None) -> tuple[int, str]:
         """Dial ``url`` in the background: (endpoint id, the url). ``InvalidAddress`` at once."""
         self._refuse_unless_open()
-        address = parse_url(url)
+        transport, address = lookup(url)
+        _check_pipe_kind(transport)
         if address.is_wildcard:
             raise InvalidAddress(f"cannot connect to a wildcard address: {url!r}")
-        transport = get_transport(address.scheme)
+        endpoint = endpoint or EndpointOptions.of(self.options)
+        tls = _tls_setup(transport, endpoint, server=False, host=address.host)
         dialer = Dialer(loop=self.loop, socket=self, transport=transport, address=address,
-                        url=address.url, endpoint_id=next(_endpoint_ids),
-                        endpoint=endpoint or EndpointOptions.of(self.options))
+                        url=address.url, endpoint_id=next(_endpoint_ids), endpoint=endpoint)
+        dialer.tls_setup = tls
         self.cmd_connect(dialer)
         return dialer.endpoint_id, address.url
 
@@ -304,7 +313,8 @@ class SocketCore(SocketFSM):
     def _announce(self, kind: str, pipe: Pipe) -> None:
         if not self.pipe_listeners:
             return
-        event = PipeEvent(kind, pipe.id, pipe.peer_addr, getattr(pipe.owner, "url", ""))
+        event = PipeEvent(kind, pipe.id, pipe.peer_addr, getattr(pipe.owner, "url", ""),
+                          getattr(pipe, "peer_subject", ""))
         for listener in list(self.pipe_listeners):
             try:
                 listener(event)
@@ -337,3 +347,20 @@ class SocketCore(SocketFSM):
         if self._on_closed is not None:
             self._on_closed(self)
 
+
+def _check_pipe_kind(transport: Transport) -> None:
+    """Refuse a transport whose ``PIPE_KIND`` no pipe class drives (docs/TRANSPORTS.md)."""
+    kind = getattr(transport, "PIPE_KIND", "stream")
+    if kind not in PIPE_CLASSES:
+        raise InvalidAddress(f"the {transport.SCHEME} transport declares PIPE_KIND {kind!r} "
+                             f"(known: {', '.join(sorted(PIPE_CLASSES))})")
+
+
+def _tls_setup(transport: Transport, endpoint: EndpointOptions, *, server: bool,
+               host: str | None) -> TLSSetup | None:
+    """What a TLS endpoint's pipes use, made from its ``tls`` option (a ValueError,
+    TypeError or OpenSSL's error loading a file raises to the caller at once); None for
+    any other endpoint."""
+    if getattr(transport, "PIPE_KIND", "stream") != "tls":
+        return None
+    return prepare(endpoint.tls, server=server, host=host)

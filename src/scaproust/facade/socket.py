@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -36,10 +37,12 @@ from scaproust.errors import Closed, Error, NotSupported, Timeout
 from scaproust.facade.aio import AsyncSocketMixin
 from scaproust.facade.endpoint import Endpoint
 from scaproust.fsm.errors import MachineError
-from scaproust.transports import get_transport
-from scaproust.transports.url import parse_url
+from scaproust.transports import lookup
+from scaproust.transports.tls import TLSConfig
 
 if TYPE_CHECKING:
+    import ssl
+
     from _typeshed import ReadableBuffer
 
     from scaproust.core.channel import Channel
@@ -47,6 +50,7 @@ if TYPE_CHECKING:
     from scaproust.core.protocol_info import ProtocolInfo
     from scaproust.facade.session import Session
     from scaproust.transports.tcp import Resolved
+    from scaproust.transports.tls import TLSConfig
     from scaproust.transports.url import Address
 
 T = TypeVar("T")
@@ -119,7 +123,8 @@ class Socket(AsyncSocketMixin):
         self._endpoints: dict[int, Endpoint] = {}
         self._core: SocketCore = session._core.call(self._make_core)
         self._channel = self._core.channel
-        policy = None if raw else info.policy
+        self._can_recv = info.can_recv
+        policy = None if raw else info.policy_class()
         self._policy: Policy | None = (
             policy(self._channel, self._options, self._core.stats) if policy else None)
 
@@ -144,6 +149,7 @@ class Socket(AsyncSocketMixin):
     max_pipes: _Option[int] = _Option()
     ipv4_only: _Option[bool] = _Option()
     socket_name: _Option[str] = _Option()
+    tls: _Option[TLSConfig | ssl.SSLContext | None] = _Option()
     send_priority: _Option[int] = _Option()
     recv_priority: _Option[int] = _Option()
     # Only on the sockets whose protocol declares them (REQ; SURVEYOR; those with a ttl).
@@ -229,6 +235,9 @@ class Socket(AsyncSocketMixin):
         ``recv_max_size``, ``reconnect_interval``, ``reconnect_interval_max``) take the
         socket's values at this moment unless given here as keyword arguments.
 
+        ``tls=`` (an ``sp.TLSConfig`` or ``ssl.SSLContext``) secures a ``tls+tcp://``
+        endpoint, instead of the socket's ``tls`` option (docs/TRANSPORTS.md).
+
         A host name (``tcp://localhost:5555``) is looked up in this thread, before the bind
         is handed to the session: its I/O thread serves every socket and must not wait on DNS.
         """
@@ -272,8 +281,11 @@ class Socket(AsyncSocketMixin):
         ``block=False`` raises ``sp.WouldBlock`` instead of waiting.
         """
         item = self._outgoing(data)
-        self._channel.put(item, self._timeout(timeout, block, "send_timeout",
-                                              self._options.send_timeout))
+        if timeout is _DEFAULT and block:  # the usual call: the option's wait
+            self._channel.put(item, self._options.send_timeout)
+        else:
+            self._channel.put(item, self._timeout(timeout, block, "send_timeout",
+                                                  self._options.send_timeout))
         if self._policy is not None:
             self._policy.sent(item)
 
@@ -295,8 +307,10 @@ class Socket(AsyncSocketMixin):
         Waits up to ``timeout`` seconds (default: the ``recv_timeout`` option; None =
         forever), raising ``sp.Timeout``; with ``block=False`` raises ``sp.WouldBlock``.
         """
-        item = self._get(timeout, block)
-        return body_of(item)
+        item = self._queued()
+        if item is None:
+            item = self._get(timeout, block)
+        return item if type(item) is bytes else body_of(item)
 
     def send_msg(self, msg: Message, *, timeout: TimeoutArg = _DEFAULT,
                  block: bool = True) -> None:
@@ -307,7 +321,9 @@ class Socket(AsyncSocketMixin):
 
     def recv_msg(self, *, timeout: TimeoutArg = _DEFAULT, block: bool = True) -> Message:
         """Receive the next message with its protocol header as an ``sp.Message``."""
-        item = self._get(timeout, block)
+        item = self._queued()
+        if item is None:
+            item = self._get(timeout, block)
         return as_message(item)
 
     def try_send(self, data: ReadableBuffer | Message) -> bool:
@@ -320,10 +336,23 @@ class Socket(AsyncSocketMixin):
 
     def try_recv(self) -> bytes | None:
         """Receive without waiting; return None if no message is there."""
+        item = self._queued()
+        if item is not None:
+            return item if type(item) is bytes else body_of(item)
         try:
             return self.recv(block=False)
         except BlockingIOError:
             return None
+
+    def _queued(self) -> Item | None:
+        """The fast path of every receive: the next queued item, when one is there and the
+        protocol's policy needs not see it (``Policy.plain_recv``); else None, and the
+        caller takes the full path (``_get``), which also raises what must be raised."""
+        policy = self._policy
+        if (self._closed or not self._can_recv or self._io_loop.forked()
+                or (policy is not None and not policy.plain_recv)):
+            return None
+        return self._channel.take()
 
     def _get(self, timeout: TimeoutArg, block: bool) -> Item:
         if self._closed or self._io_loop.forked():
@@ -465,8 +494,7 @@ class Socket(AsyncSocketMixin):
 def _look_up_bind_address(url: str, ipv4_only: bool) -> Resolved | None:
     """The address of a bind URL's host name, looked up in the caller's thread (it may
     block on DNS); None when there is no name to look up (a literal, ``*``, an IPC path)."""
-    address = parse_url(url)
-    transport = get_transport(address.scheme)
+    transport, address = lookup(url)
     needs_resolution: Callable[[Address], bool] | None = getattr(
         transport, "needs_resolution", None)  # TCP only, with resolve
     if needs_resolution is None or not needs_resolution(address):

@@ -1,48 +1,50 @@
 """Transports: the socket-level calls behind each URL scheme, and the wire framing.
 
-The reactor looks a transport up by scheme and drives it through a small module interface
-that every transport module provides (see :class:`Transport`); the frames themselves are
-decoded and encoded by :mod:`scaproust.transports.framing`, which does no I/O, with the
-transport's ``IPC_FRAMING`` flag choosing the frame prefix.
+Every scheme maps to a transport through one registry (:func:`register_transport`): the
+built-in tcp, ipc, inproc (and abstract, tls+tcp) are registered below exactly as a user's
+transport is. A transport is any object with the attributes of :class:`Transport` (a module
+will do); docs/TRANSPORTS.md describes the interface. The frames themselves are decoded and
+encoded by :mod:`scaproust.transports.framing`, which does no I/O, with the transport's
+``IPC_FRAMING`` flag choosing the frame prefix.
 """
 
 from __future__ import annotations
 
+import re
 import socket
+import threading
+from collections.abc import Callable
 from typing import Protocol
 
 from scaproust.errors import InvalidAddress
-from scaproust.transports import inproc, ipc, tcp
+from scaproust.transports import abstract, inproc, ipc, tcp, tls
 from scaproust.transports.tcp import LISTEN_BACKLOG, ListeningSocket
 from scaproust.transports.url import Address
 
-__all__ = ["ListeningSocket", "Transport", "get_transport", "schemes"]
-
-# mypy checks each module against ``Transport`` structurally.
-_TRANSPORTS: dict[str, Transport] = {tcp.SCHEME: tcp, ipc.SCHEME: ipc}
-# inproc's functions are the same over in-process objects (a BoundName, MemoryEnds) instead
-# of sockets; core/memory_pipe.py drives its ends.
-_TRANSPORTS[inproc.SCHEME] = inproc  # type: ignore[assignment]
+__all__ = ["Address", "ListeningSocket", "Transport", "TransportFactory", "get_transport", "lookup",
+           "register_transport", "schemes", "unregister_transport"]
 
 
 class Transport(Protocol):
-    """What a transport module provides (documentation and type checking only).
+    """What a transport provides (documentation and type checking: docs/TRANSPORTS.md).
 
-    TCP alone has host names, so it alone also provides ``needs_resolution(address)`` and
-    ``resolve(address, *, passive, ipv4_only)``, whose result its ``listen`` and ``connect``
-    take as ``resolved=``; callers look these up with ``getattr`` (a session resolves
-    names off its I/O thread: see transports/tcp.py).
+    Optional attributes, looked up with ``getattr``: ``PIPE_KIND`` (``"stream"``, the
+    default: a socket-like stream driven by core/pipe.py; ``"memory"``: inproc's message
+    ends; ``"tls"``: a TCP stream wrapped in TLS by core/tls_pipe.py), ``needs_resolution``
+    and ``resolve`` (a transport with host names: a session resolves them off its I/O
+    thread, see transports/tcp.py), ``peer_name(stream) -> str``.
     """
 
     SCHEME: str
     #: True if frames carry the IPC type byte (``0x01 | size | payload``).
     IPC_FRAMING: bool
 
-    def listen(self, address: Address | str, *, backlog: int = LISTEN_BACKLOG,
+    def parse_address(self, url: str) -> Address: ...
+    def listen(self, address: Address, *, backlog: int = LISTEN_BACKLOG,
                ipv4_only: bool = False) -> tuple[ListeningSocket, str]: ...
     def accept(self, listener: ListeningSocket) -> socket.socket | None: ...
     def close_listener(self, listener: ListeningSocket) -> None: ...
-    def connect(self, address: Address | str, *,
+    def connect(self, address: Address, *,
                 ipv4_only: bool = False) -> tuple[socket.socket | None, int]: ...
     def finish_connect(self, sock: socket.socket) -> int: ...
     def configure_stream(self, sock: socket.socket, *, nodelay: bool = True,
@@ -50,19 +52,108 @@ class Transport(Protocol):
                          keepalive_timing: tuple[int, int, int] | None = None) -> None: ...
 
 
-def get_transport(scheme: str) -> Transport:
-    """Return the transport module for a URL scheme (``'tcp'`` or ``'ipc'``).
+#: What :func:`register_transport` takes: called with the scheme, once, at the first
+#: ``bind``/``connect`` that uses it, and returns the transport (so one class may serve
+#: several schemes, as tls+tcp, tls+tcp4 and tls+tcp6 do).
+TransportFactory = Callable[[str], Transport]
 
-    Raises :class:`InvalidAddress` for an unknown scheme.
+#: What every transport has (``Transport``'s members).
+_REQUIRED = ("SCHEME", "IPC_FRAMING", "parse_address", "listen", "accept", "close_listener",
+             "connect", "finish_connect", "configure_stream")
+_SCHEME = re.compile(r"[a-z][a-z0-9+.-]*\Z")
+_lock = threading.Lock()
+_factories: dict[str, TransportFactory] = {}
+_made: dict[str, Transport] = {}
+
+
+def register_transport(scheme: str, factory: TransportFactory, *, replace: bool = False) -> None:
+    """Make ``scheme://`` URLs usable in ``bind`` and ``connect`` of every session.
+
+    ``factory(scheme)`` returns the transport; it is called once, at the scheme's first use.
+    A scheme already registered raises ``ValueError`` unless ``replace`` is True (the new
+    factory then serves the endpoints made from now on; existing ones keep theirs).
     """
-    try:
-        return _TRANSPORTS[scheme]
-    except KeyError:
+    if not isinstance(scheme, str) or not _SCHEME.match(scheme):
+        raise ValueError(f"transport scheme must be lower-case letters, digits, '+', '-' or '.' "
+                         f"starting with a letter, not {scheme!r}")
+    if not callable(factory):
+        raise TypeError(f"transport factory must be callable, not {factory!r}")
+    with _lock:
+        if scheme in _factories and not replace:
+            raise ValueError(f"transport scheme {scheme!r} is already registered "
+                             f"(pass replace=True to replace it)")
+        _factories[scheme] = factory
+        _made.pop(scheme, None)
+
+
+def unregister_transport(scheme: str) -> None:
+    """Forget ``scheme`` (``KeyError`` if it is not registered); endpoints already made
+    keep their transport."""
+    with _lock:
+        del _factories[scheme]
+        _made.pop(scheme, None)
+
+
+def get_transport(scheme: str) -> Transport:
+    """Return the transport of a URL scheme.
+
+    Raises :class:`InvalidAddress` for a scheme nobody registered.
+    """
+    transport = _made.get(scheme)
+    if transport is not None:
+        return transport
+    with _lock:
+        factory = _factories.get(scheme)
+    if factory is None:
         raise InvalidAddress(
-            f"unknown transport scheme {scheme!r} (supported: {', '.join(schemes())})"
-        ) from None
+            f"unknown transport scheme {scheme!r} (supported: {', '.join(schemes())})")
+    transport = factory(scheme)
+    missing = [name for name in _REQUIRED if not hasattr(transport, name)]
+    if missing:
+        raise TypeError(f"the transport made for {scheme!r} ({transport!r}) lacks "
+                        f"{', '.join(missing)} (docs/TRANSPORTS.md)")
+    with _lock:
+        if _factories.get(scheme) is factory:
+            transport = _made.setdefault(scheme, transport)
+    return transport
+
+
+def lookup(url: str) -> tuple[Transport, Address]:
+    """The transport of ``url``'s scheme and the address it parsed from ``url``.
+
+    Raises :class:`InvalidAddress` for something that is not a URL, an unknown scheme, or
+    what the transport refuses."""
+    if not isinstance(url, str):
+        raise InvalidAddress(f"endpoint URL must be a str, got {type(url).__name__}")
+    scheme, sep, _rest = url.partition("://")
+    if not sep:
+        raise InvalidAddress(
+            f"{url!r}: not a URL, expected scheme://address (e.g. tcp://127.0.0.1:5555)")
+    transport = get_transport(scheme)
+    address = transport.parse_address(url)
+    if address.scheme != scheme:
+        raise InvalidAddress(f"{url!r}: the {scheme} transport parsed it as {address.url!r}")
+    return transport, address
 
 
 def schemes() -> tuple[str, ...]:
     """The URL schemes with a registered transport, sorted."""
-    return tuple(sorted(_TRANSPORTS))
+    with _lock:
+        return tuple(sorted(_factories))
+
+
+def _module(module: Transport) -> TransportFactory:
+    def factory(scheme: str) -> Transport:
+        return module
+    return factory
+
+
+# The built-in transports, registered the way a user's are. inproc's functions are the same
+# over in-process objects (a BoundName, MemoryEnds) instead of sockets: core/memory_pipe.py
+# drives its ends, so its module does not match ``Transport`` exactly.
+register_transport(tcp.SCHEME, _module(tcp))
+register_transport(ipc.SCHEME, _module(ipc))
+register_transport(abstract.SCHEME, _module(abstract))
+for _scheme in tls.SCHEMES:
+    register_transport(_scheme, tls.TLSTransport)
+register_transport(inproc.SCHEME, _module(inproc))  # type: ignore[arg-type]

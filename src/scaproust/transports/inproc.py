@@ -29,18 +29,18 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
-from scaproust.errors import AddressInUse
+from scaproust.errors import AddressInUse, InvalidAddress
 from scaproust.transports.tcp import LISTEN_BACKLOG
 from scaproust.transports.url import Address, parse_url
 
-__all__ = ["IN_MEMORY", "IPC_FRAMING", "SCHEME", "MemoryEnd", "MemoryLink", "accept",
-           "close_listener", "configure_stream", "connect", "finish_connect", "listen"]
+__all__ = ["IPC_FRAMING", "PIPE_KIND", "SCHEME", "MemoryEnd", "MemoryLink", "accept",
+           "close_listener", "configure_stream", "connect", "finish_connect", "listen", "parse_address"]
 
 SCHEME = "inproc"
 #: Messages cross as objects, not frames (core/memory_pipe.py): the flag is never read.
 IPC_FRAMING = True
 #: Pipes of this transport are memory pipes (core/memory_pipe.py), not stream pipes.
-IN_MEMORY = True
+PIPE_KIND = "memory"
 
 if TYPE_CHECKING:
     class EndLoop(Protocol):
@@ -169,6 +169,14 @@ class BoundName:
 
 def _as_address(address: Address | str) -> Address:
     return parse_url(address) if isinstance(address, str) else address
+
+
+def parse_address(url: str) -> Address:
+    """An ``inproc://name`` URL as an :class:`Address` (the name in ``path``)."""
+    address = parse_url(url)
+    if address.scheme != SCHEME:
+        raise InvalidAddress(f"{url!r} is not an {SCHEME}:// address")
+    return address
 
 
 def _name(address: Address) -> str:

@@ -41,8 +41,10 @@ __all__ = [
     "close_listener",
     "configure_stream",
     "connect",
+    "connect_unix",
     "finish_connect",
     "listen",
+    "parse_address",
 ]
 
 SCHEME = "ipc"
@@ -67,6 +69,11 @@ def _as_address(address: Address | str) -> Address:
         raise InvalidAddress(f"{address.url!r} is not an {SCHEME}:// address")
     assert address.path
     return address
+
+
+def parse_address(url: str) -> Address:
+    """A ``ipc://`` URL as an :class:`Address`; :class:`InvalidAddress` if it is not one."""
+    return _as_address(url)
 
 
 def _bad_path(address: Address, exc: OSError) -> InvalidAddress | None:
@@ -256,13 +263,18 @@ def connect(address: Address | str, *, ipv4_only: bool = False) -> tuple[socket.
     Raises :class:`InvalidAddress` for a path that cannot be a socket address (too long).
     """
     address = _as_address(address)
-    path = address.path
-    assert path is not None
+    assert address.path is not None
+    return connect_unix(address, address.path)
+
+
+def connect_unix(address: Address, target: str | bytes) -> tuple[socket.socket | None, int]:
+    """Connect a new Unix stream socket to ``target`` (a path, or an abstract name: NUL then
+    the name) without blocking: :func:`connect`'s contract, for ``address``."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         configure_stream(sock)
         try:
-            err = sock.connect_ex(path)
+            err = sock.connect_ex(target)
         except OSError as exc:
             bad = _bad_path(address, exc)
             if bad is not None:

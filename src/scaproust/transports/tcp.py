@@ -68,6 +68,7 @@ __all__ = [
     "connect",
     "finish_connect",
     "listen",
+    "parse_address",
     "needs_resolution",
     "resolve",
 ]
@@ -119,6 +120,11 @@ def _as_address(address: Address | str) -> Address:
     if address.scheme != SCHEME:
         raise InvalidAddress(f"{address.url!r} is not a {SCHEME}:// address")
     return address
+
+
+def parse_address(url: str) -> Address:
+    """A ``tcp://`` URL as an :class:`Address`; :class:`InvalidAddress` if it is not one."""
+    return _as_address(url)
 
 
 def _literal(host: str, port: int, flags: int) -> Sequence[AddrInfo] | None:

@@ -48,25 +48,26 @@ class Address:
     @property
     def url(self) -> str:
         """The URL in canonical form (IPv6 hosts in brackets, port without leading zeros)."""
-        if self.scheme == "tcp":
-            assert self.host is not None and self.port is not None
-            return format_tcp_url(self.host, self.port)
+        if self.host is not None and self.port is not None:  # tcp, tls+tcp
+            return format_tcp_url(self.host, self.port, self.scheme)
         return f"{self.scheme}://{self.path}"
 
     @property
     def is_wildcard(self) -> bool:
-        """True for a TCP address whose host is ``*``."""
-        return self.host == WILDCARD_HOST
+        """True for an address only a listener can use: a TCP host ``*``, an empty abstract
+        name (the kernel picks one)."""
+        return self.host == WILDCARD_HOST or (self.scheme == "abstract" and self.path == "")
 
     def __str__(self) -> str:
         return self.url
 
 
-def format_tcp_url(host: str, port: int) -> str:
-    """Return ``tcp://host:port``, putting an IPv6 literal host in brackets."""
+def format_tcp_url(host: str, port: int, scheme: str = "tcp") -> str:
+    """Return ``tcp://host:port`` (or another scheme's), putting an IPv6 literal host in
+    brackets."""
     if ":" in host:
-        return f"tcp://[{host}]:{port}"
-    return f"tcp://{host}:{port}"
+        return f"{scheme}://[{host}]:{port}"
+    return f"{scheme}://{host}:{port}"
 
 
 def parse_url(url: str) -> Address:
