@@ -436,6 +436,6 @@ def help_text(prog: str) -> str:
         else:
             lines.append(head)
         lines += [f"{'':<24}{more}" for more in text]
-    lines += ["", "Exit status: 0 done, 1 usage error, 2 unreadable --file, 3 socket error, "
+    lines += ["", "Exit status: 0 done, 1 usage error, 2 unreadable --file, 3 socket error,",
               "130 interrupted (Ctrl-C)."]
     return "\n".join(lines) + "\n"
