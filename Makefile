@@ -50,7 +50,7 @@ check-regen: venv system-deps
 
 # Everything with the compiled backend, then everything that runs a machine with the
 # transitions backend (the codegen, reactor and transport tests run no machine).
-BACKEND_TESTS := tests/protocols tests/core tests/integration tests/interop tests/models tests/fuzz \
+BACKEND_TESTS := tests/protocols tests/core tests/integration tests/interop tests/models tests/fuzz tests/cli \
                  tests/models_sockets tests/test_conformance.py tests/test_docs.py
 
 test: venv system-deps check-regen

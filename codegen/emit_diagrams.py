@@ -1,88 +1,23 @@
 """Render diagrams/<machine>.dot and .svg from the same lists the runtime uses.
 
-The diagram is drawn by ``transitions``' own ``GraphMachine`` (graphviz engine) from the
-``states``/``transitions`` lists of codegen/emit_python.py, so what a reviewer sees is what
-runs. Edges are labelled ``event [guard & !guard] / action, action``; internal transitions
-are drawn as self-loops.
+The DOT text is built by ``scaproust.cli.diagram.dot_source`` (``transitions``' own
+``GraphMachine``, graphviz engine) from the ``states``/``transitions`` lists of
+codegen/emit_python.py, so what a reviewer sees is what runs, and
+``python -m scaproust diagram MACHINE`` draws the same picture from an installed package.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
-
-from transitions.extensions import GraphMachine
-from transitions.extensions.diagrams_graphviz import Graph
+from scaproust.cli.diagram import dot_source
 
 from .emit_python import transitions_lists
-from .schema import Machine
-
-if TYPE_CHECKING:
-    from transitions.extensions.diagrams_base import BaseGraph
-
-
-class _Model:
-    """GraphMachine draws a model's graph; this one exists only to be drawn."""
-
-    #: Set on the model by GraphMachine; returns graphviz's Digraph (no type stubs: Any).
-    get_graph: Callable[[], Any]
-
-
-class _OneRowPerLineGraph(Graph):
-    """transitions joins the labels of parallel edges with " | " on one line; a state with
-    many self-loops then gets a label wider than the page. Put each row on its own
-    left-aligned line instead."""
-
-    # container: graphviz's Digraph or a subgraph of it (graphviz has no type stubs).
-    def _add_edges(self, transitions: list[dict[str, str]], container: Any) -> None:
-        labels: dict[tuple[str, str], list[str]] = {}
-        for trans in transitions:
-            key = (trans["source"], trans.get("dest", trans["source"]))
-            labels.setdefault(key, []).append(self._transition_label(trans))
-        for (src, dst), rows in labels.items():
-            container.edge(src, dst, label="".join(row + r"\l" for row in rows))
-
-
-class _Drawer(GraphMachine):
-    def _init_graphviz_engine(self, graph_engine: str) -> type[BaseGraph]:
-        return _OneRowPerLineGraph
-
-
-def edge_label(trans: dict[str, Any]) -> str:
-    label: str = trans["trigger"]
-    guards = list(trans.get("conditions", [])) + ["!" + u for u in trans.get("unless", [])]
-    if guards:
-        label += " [" + " & ".join(guards) + "]"
-    if trans.get("after"):
-        label += " / " + ", ".join(trans["after"])
-    return label
+from .schema import Machine, Row
 
 
 def graph_source(m: Machine) -> str:
     """The DOT text of a machine's diagram (deterministic: table order)."""
     states, transitions = transitions_lists(m)
-    drawn = []
-    for trans in transitions:
-        trans = dict(trans, label=edge_label(trans))
-        if trans["dest"] is None:
-            trans["dest"] = trans["source"]
-        drawn.append(trans)
-    model = _Model()
-    machine = _Drawer(
-        model=model,
-        states=states,
-        transitions=drawn,
-        initial=m.initial,
-        auto_transitions=False,
-        show_conditions=False,
-        show_state_attributes=True,
-        graph_engine="graphviz",
-        title=f"{m.name} ({m.unlisted} on unlisted events)",
-    )
-    # Top to bottom reads like the lifecycle it is; left to right grows too wide.
-    machine.machine_attributes = dict(machine.machine_attributes, rankdir="TB")
-    source: str = model.get_graph().source
-    return source
+    return dot_source(m.name, m.initial, m.unlisted, states, transitions)
 
 
 def render_svg(dot_source: str) -> str:
@@ -91,3 +26,76 @@ def render_svg(dot_source: str) -> str:
 
     svg: str = graphviz.Source(dot_source).pipe(format="svg").decode()
     return svg
+
+
+def _first_sentence(doc: str) -> str:
+    text = " ".join(doc.split())
+    end = text.find(". ")
+    return text if end < 0 else text[: end + 1]
+
+
+def _row_text(row: Row) -> str:
+    guards = f" [{' & '.join(map(str, row.guards))}]" if row.guards else ""
+    dest = "(internal)" if row.internal else f"→ {row.dest}"
+    actions = f" / {', '.join(row.actions)}" if row.actions else ""
+    return f"`{row.event}{guards} {dest}{actions}`"
+
+
+def _replaced_rows(m: Machine, base: Machine) -> list[str]:
+    """For a machine that extends ``base``: a table of the base rows it replaces and the
+    rows that replace them (or that it adds), by (state, event)."""
+    own = [r for r in m.rows if r not in base.rows]
+    pairs = list(dict.fromkeys((r.source, r.event) for r in own))
+    if not pairs:
+        return [f"`{m.name}` is `{base.name}`'s table row for row: it replaces none "
+                f"([protocols.yaml](../protocols.yaml) line {m.line})."]
+    lines = [f"`{m.name}` is `{base.name}` but for these rows "
+             f"([protocols.yaml](../protocols.yaml) line {m.line}):", "",
+             f"| state | event | `{base.name}` | `{m.name}` |", "|---|---|---|---|"]
+    for source, event in pairs:
+        theirs = [_row_text(r) for r in base.rows if (r.source, r.event) == (source, event)]
+        ours = [_row_text(r) for r in own if (r.source, r.event) == (source, event)]
+        lines.append(f"| {source} | {event} | {'<br>'.join(theirs) or '(none: added)'} | "
+                     f"{'<br>'.join(ours)} |")
+    return lines
+
+
+def readme(machines: list[Machine]) -> str:
+    """diagrams/README.md: every machine, grouped (the transport level, then each protocol
+    with its raw machine beside its cooked one), its first sentence, its picture, and for a
+    machine that extends another the rows it replaces."""
+    by_name = {m.name: m for m in machines}
+    lines = [
+        "# The machines",
+        "",
+        "Generated by codegen from [protocols.yaml](../protocols.yaml) (`make diagrams`); do "
+        "not edit. In each picture a state shows its name in bold, its entry and exit actions "
+        "in italics and, under the line, its internal transitions (the rows that stay in the "
+        "state: no exit, no entry); an edge lists its rows one per line, as "
+        "`event [guard & !guard] / action, action`. Also: `python -m scaproust diagram "
+        "MACHINE --png`.",
+        "",
+        "## Transport level",
+    ]
+    groups: dict[str, list[Machine]] = {}
+    for m in machines:
+        if m.module.startswith("scaproust.core."):
+            lines += ["", f"### {m.name}", "", _first_sentence(m.doc), "",
+                      f"![{m.name}]({m.name}.svg)"]
+            if m.extends:
+                lines += ["", *_replaced_rows(m, by_name[m.extends])]
+        else:
+            groups.setdefault(m.module.rsplit(".", 1)[1], []).append(m)
+    lines += ["", "## Protocols"]
+    for protocol, members in groups.items():
+        # Cooked first, raw beside it, then the machine of its contexts (``*_ctx``).
+        members.sort(key=lambda m: (m.name.endswith("_ctx"), m.name.endswith("_raw")))
+        lines += ["", f"### {protocol}", ""]
+        lines.append("| " + " | ".join(f"`{m.name}`" for m in members) + " |")
+        lines.append("|" + "---|" * len(members))
+        lines.append("| " + " | ".join(_first_sentence(m.doc) for m in members) + " |")
+        lines.append("| " + " | ".join(f"![{m.name}]({m.name}.svg)" for m in members) + " |")
+        for m in members:
+            if m.extends:
+                lines += ["", *_replaced_rows(m, by_name[m.extends])]
+    return "\n".join(lines) + "\n"

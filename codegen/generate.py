@@ -21,4 +21,5 @@ def generate_all(root: Path, *, svg: bool = True, source: str | None = None) -> 
         files[f"diagrams/{m.name}.dot"] = dot
         if svg:
             files[f"diagrams/{m.name}.svg"] = emit_diagrams.render_svg(dot)
+    files["diagrams/README.md"] = emit_diagrams.readme(machines)
     return files

@@ -55,3 +55,16 @@ def pytest_exception_interact(node, call, report):
     # arm the watchdog again so that the teardown after a failure stays bounded.
     if TEST_TIMEOUT > 0 and not node.config.getoption("usepdb"):
         faulthandler.dump_traceback_later(TEST_TIMEOUT, exit=True, file=_dump)
+
+
+@pytest.fixture
+def procs(tmp_path):
+    """Starts ``scaproust-cat`` and other programs (tests/cat_helpers.py); every one still
+    running is killed in the teardown."""
+    from cat_helpers import Procs
+
+    started = Procs(tmp_path)
+    try:
+        yield started
+    finally:
+        started.close()

@@ -21,3 +21,11 @@ def test_as_message_wraps_a_bare_body_and_returns_a_message_itself():
     assert as_message(b"abc") == Message(b"abc", b"")
     msg = Message(b"abc", b"h")
     assert as_message(msg) is msg
+
+
+def test_the_repr_of_a_long_body_shows_its_start_and_its_size():
+    from scaproust.core.message import Message
+
+    assert repr(Message(b"abc", b"\x80\x00\x00\x01")) == (
+        "Message(body=b'abc', header=b'\\x80\\x00\\x00\\x01')")
+    assert repr(Message(b"x" * 1000)) == f"Message(body={b'x' * 32!r}... (1000 bytes), header=b'')"

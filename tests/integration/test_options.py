@@ -51,6 +51,11 @@ def test_read_only_facts(session):
     push = session.socket(sp.Push, socket_name="jobs")
     assert push.protocol is sp.Push and push.peer is sp.Pull and push.raw is False
     assert repr(push) == "<scaproust.Socket sp.Push 'jobs' open>"
+    url = push.bind("tcp://127.0.0.1:0").url
+    assert repr(push) == f"<scaproust.Socket sp.Push 'jobs' open {url}>"
+    raw = session.socket(sp.Rep, raw=True)
+    raw.close()
+    assert repr(raw) == "<scaproust.Socket sp.Rep raw closed>"
     with pytest.raises(AttributeError):
         push.peer = sp.Pair
 

@@ -15,7 +15,7 @@ from typing import TypeAlias
 import attrs
 
 
-@attrs.define(slots=True)
+@attrs.define(slots=True, repr=False)
 class Message:
     """One SP message.
 
@@ -29,6 +29,15 @@ class Message:
 
     def __len__(self) -> int:
         return len(self.header) + len(self.body)
+
+    def __repr__(self) -> str:
+        # A 1 MiB body must not print 1 MiB: its size, and its start when long.
+        body = (repr(self.body) if len(self.body) <= _REPR_BYTES else
+                f"{self.body[:_REPR_BYTES]!r}... ({len(self.body)} bytes)")
+        return f"Message(body={body}, header={self.header!r})"
+
+
+_REPR_BYTES = 32
 
 
 #: What the channel's queues and the protocol machines carry (see the module docstring).

@@ -204,7 +204,9 @@ class Socket(DataShortcuts, AsyncSocketMixin):
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         name = f" {self._options.socket_name!r}" if self._options.socket_name else ""
-        return f"<scaproust.Socket {self._info!r}{name} {state}>"
+        raw = " raw" if self._raw else ""
+        urls = "".join(f" {ep.url}" for ep in self.endpoints)
+        return f"<scaproust.Socket {self._info!r}{raw}{name} {state}{urls}>"
 
     # ------------------------------------------------------------------ read-only facts
 

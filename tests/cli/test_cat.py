@@ -1,0 +1,246 @@
+"""scaproust-cat against itself, as separate processes: every socket type's loop, exit
+statuses, Ctrl-C, and nngcat's own shell tests (nng's src/tools/nngcat/*_test.sh) ported,
+with scaproust-cat in nngcat's place. The same against real nanocat and nngcat:
+tests/interop/test_cat.py.
+
+Our listeners bind port 0 (or a path under tmp_path) and ``-v`` reports the real URL.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import zlib
+
+import pytest
+from cat_helpers import DEADLINE
+
+# --------------------------------------------------------------------------------------
+# nngcat's shell tests
+
+
+def test_help_prints_usage(procs):
+    # nngcat_help_test.sh: nngcat's --help exits 1 (nanocat's 0, ours 0; 1 as nngcat).
+    help_ = procs.cat("--help")
+    assert help_.wait_exit() == 0
+    assert help_.stdout().startswith(b"Usage:\n")
+    as_nngcat = procs.cat("--compat", "nngcat", "--help")
+    assert as_nngcat.wait_exit() == 1
+    assert as_nngcat.stdout() == help_.stdout()
+
+
+def test_an_ambiguous_option_fails(procs):
+    # nngcat_ambiguous_test.sh
+    cat = procs.cat("--re", "--dial=tcp://127.0.0.1:27272")
+    assert cat.wait_exit() == 1
+    assert "ambiguous" in cat.stderr()
+    assert cat.stdout() == b""
+
+
+@pytest.mark.parametrize("argv", [
+    ["--pub0", "--sub0", "--dial=tcp://127.0.0.1:8989"],  # nngcat_dup_proto_test.sh
+    ["--dial=tcp://127.0.0.1:8989"],  # nngcat_need_proto_test.sh
+    # nngcat_incompat_test.sh
+    ["--req0", "-x", "/tmp/bogusipc", "--subscribe=oops", "-D", "x"],
+    ["--interval", "1", "--pull", "-x", "/tmp/bogusipc"],
+    ["--count=xyz", "--pair0", "-x", "/tmp/bogusipc"],
+])
+def test_a_usage_error_exits_1_before_opening_anything(procs, argv):
+    cat = procs.cat(*argv)
+    assert cat.wait_exit() == 1
+    assert cat.stderr().startswith("python -m scaproust cat: ")
+
+
+def test_an_unreadable_file_exits_2_as_nanocat(procs):
+    # nngcat_incompat_test.sh: "--file fails with non-existing file"
+    cat = procs.cat("--async", "--file=/nosuchfilehere", "--push0", "-x", "/tmp/bogusipc")
+    assert cat.wait_exit() == 2
+    assert cat.stderr() == "Error opening file ``/nosuchfilehere'': No such file or directory\n"
+
+
+def _listener(procs, tmp_path, *args: str) -> tuple[object, str]:
+    cat = procs.cat("-v", "--listen", f"ipc://{tmp_path}/cat.ipc", *args)
+    return cat, cat.listening_url()
+
+
+def test_pub_sub_filtering(procs, tmp_path):
+    # nngcat_pubsub_test.sh: five publishers one after the other, two subscriptions.
+    sub, url = _listener(procs, tmp_path, "--count=3", "--recv-timeout=20", "--sub0",
+                         "--subscribe=one", "--subscribe=two", "--quoted")
+    # A publisher sends once, after --delay, to whoever is connected by then. As in the
+    # original, the two filtered out run in the background, the others one after the other.
+    others = [procs.cat("-d", "1", "--connect", url, "--pub0", "--data", data)
+              for data in ("xyz", "none swam")]
+    for data in ("one flew", "twofer test", "one more"):
+        pub = procs.cat("-d", "1", "--connect", url, "--pub0", "--data", data)
+        assert pub.wait_exit() == 0, pub.stderr()
+    assert [pub.wait_exit() for pub in others] == [0, 0]
+    assert sub.wait_exit() == 0
+    assert sub.stdout() == b'"one flew"\n"twofer test"\n"one more"\n'
+    assert zlib.crc32(sub.stdout()) == zlib.crc32(b'"one flew"\n"twofer test"\n"one more"\n')
+
+
+def test_recv_max_size_drops_larger_messages(procs, tmp_path):
+    # nngcat_recvmaxsz_test.sh: the limit is inclusive; a larger message closes its pipe.
+    pull, url = _listener(procs, tmp_path, "--count=3", "--recv-maxsz=5", "--pull0",
+                          "--quoted")
+    for data in ("one", "55555", "666666", "7777777", "88888"):
+        push = procs.cat("--connect", url, "--push0", "--data", data)
+        assert push.wait_exit() == 0, push.stderr()
+    assert pull.wait_exit() == 0
+    assert pull.stdout() == b'"one"\n"55555"\n"88888"\n'
+
+
+def test_file_dash_reads_standard_input(procs, tmp_path):
+    # nngcat_stdin_pipe_test.sh
+    pull, url = _listener(procs, tmp_path, "--count=1", "--recv-timeout=3",
+                          "--recv-maxsz=0", "--pull0", "--raw")
+    push = procs.cat("--connect", url, "--push0", "--file", "-",
+                     stdin=b"hello world\n")
+    assert push.wait_exit() == 0, push.stderr()
+    assert pull.wait_exit() == 0
+    assert pull.stdout() == b"hello world\n"
+
+
+def test_four_mib_raw_with_no_size_limit(procs, tmp_path):
+    # nngcat_unlimited_test.sh: 4 MiB of random bytes, --recv-maxsz=0, --raw.
+    payload = os.urandom(4 << 20)
+    path = tmp_path / "input"
+    path.write_bytes(payload)
+    pull, url = _listener(procs, tmp_path, "--count=1", "--recv-maxsz=0", "--pull0", "--raw")
+    push = procs.cat("--connect", url, "--push0", "--file", str(path))
+    assert push.wait_exit() == 0, push.stderr()
+    assert pull.wait_exit() == 0
+    assert pull.stdout() == payload
+
+
+# --------------------------------------------------------------------------------------
+# each socket type's loop
+
+
+def test_req_sends_once_and_prints_the_one_reply_then_exits(procs):
+    rep = procs.cat("--rep", "-v", "-L", "0", "-D", "pong", "-A")
+    url = rep.listening_url()
+    req = procs.cat("--req", "--connect", url, "-D", "ping", "-A")
+    assert req.wait_exit() == 0, req.stderr()
+    assert req.stdout() == b"pong\n"
+    assert rep.wait_stdout(5) == b"ping\n"
+    assert rep.alive()  # a REP answers forever
+
+
+def test_rep_answers_count_requests_then_exits(procs):
+    rep = procs.cat("--rep0", "-v", "-L", "0", "-D", "pong", "--quoted", "--count", "2")
+    url = rep.listening_url()
+    for n in (1, 2):
+        req = procs.cat("--req0", "--dial", url, "-D", f"ping {n}", "--hex")
+        assert req.wait_exit() == 0, req.stderr()
+        assert req.stdout() == b'"\\x70\\x6f\\x6e\\x67"\n'
+    assert rep.wait_exit() == 0
+    assert rep.stdout() == b'"ping 1"\n"ping 2"\n'
+
+
+def test_rep_without_data_only_prints_and_a_timeout_ends_it_cleanly(procs):
+    rep = procs.cat("--rep", "-L", "0", "--recv-timeout", "0.2", "-A")
+    assert rep.wait_exit() == 0
+    assert (rep.stdout(), rep.stderr()) == (b"", "")
+
+
+def test_rep_with_data_exits_3_on_a_receive_timeout_as_nanocat(procs):
+    rep = procs.cat("--rep", "-L", "0", "--recv-timeout", "0.2", "-D", "x")
+    assert rep.wait_exit() == 3
+    assert rep.stderr().startswith("Can't recv: ")
+
+
+def test_surveyor_collects_answers_every_interval(procs):
+    resp = procs.cat("--respondent", "-v", "-L", "0", "-D", "here", "-A")
+    url = resp.listening_url()
+    surveyor = procs.cat("--surveyor", "-l", url.rsplit(":", 1)[1], "-D", "who?", "-A",
+                         "-i", "0.2", "--count", "50")
+    # Two answers at least, from successive surveys (one write per message).
+    assert surveyor.wait_stdout(10)[:10] == b"here\nhere\n"
+    assert set(resp.stdout().splitlines()) == {b"who?"}
+
+
+def test_a_survey_without_answers_ends_at_its_deadline(procs):
+    surveyor = procs.cat("--surveyor", "-L", "0", "-D", "anyone?", "-A")
+    assert surveyor.wait_exit() == 0  # after the 1 s survey deadline
+    assert surveyor.stdout() == b""
+
+
+def test_pub_sends_every_interval_and_sub_stops_after_count(procs):
+    pub = procs.cat("--pub", "-v", "-L", "0", "-D", "tick", "-i", "0.05")
+    url = pub.listening_url()
+    sub = procs.cat("--sub", "--connect", url, "-A", "-C", "3")
+    assert sub.wait_exit() == 0, sub.stderr()
+    assert sub.stdout() == b"tick\ntick\ntick\n"
+    assert pub.alive()
+
+
+def test_push_sends_count_times_then_exits(procs):
+    pull = procs.cat("--pull", "-v", "-L", "0", "--msgpack")
+    url = pull.listening_url()
+    push = procs.cat("--push", "--connect", url, "-D", "", "-C", "3")
+    assert push.wait_exit() == 0, push.stderr()
+    assert pull.wait_stdout(6) == b"\xc4\x00" * 3  # three empty messages
+
+
+def test_pair_with_data_sends_then_prints_what_comes(procs):
+    a = procs.cat("--pair", "-v", "-L", "0", "-D", "from a", "-Q")
+    url = a.listening_url()
+    b = procs.cat("--pair", "--connect", url, "-D", "from b", "-Q")
+    assert a.wait_stdout(9) == b'"from b"\n'
+    assert b.wait_stdout(9) == b'"from a"\n'
+
+
+def test_pair1_and_bus(procs):
+    a = procs.cat("--pair1", "-v", "-L", "0", "-A")
+    b = procs.cat("--compat", "nngcat", "--pair", "-l", a.listening_url().rsplit(":", 1)[1],
+                  "-D", "v1")
+    assert a.wait_stdout(3) == b"v1\n"
+    hub = procs.cat("--bus", "-v", "-L", "0", "-A", "-C", "2")
+    url = hub.listening_url()
+    procs.cat("--bus0", "--connect", url, "-D", "bus", "-i", "0.05")
+    assert hub.wait_exit() == 0
+    assert hub.stdout() == b"bus\nbus\n"
+    assert b.alive()
+
+
+# --------------------------------------------------------------------------------------
+# exit statuses and Ctrl-C
+
+
+def test_a_socket_error_exits_3_as_nanocat(procs, tmp_path):
+    first = procs.cat("--pull", "-v", "-L", "0")
+    url = first.listening_url()
+    second = procs.cat("--pull", "--bind", url)
+    assert second.wait_exit() == 3
+    assert second.stderr().startswith("Can't bind: ")
+    bad = procs.cat("--pull", "--bind", "foo://x")
+    assert bad.wait_exit() == 3
+    assert bad.stderr().startswith("Can't bind: ")
+
+
+@pytest.mark.parametrize("argv", [
+    ["--pull", "-L", "0"],  # waiting in recv
+    ["--push", "-D", "x", "-X", "nobody.ipc"],  # waiting in send for a peer
+    ["--req", "-D", "x", "-X", "nobody.ipc"],  # waiting for a reply
+    ["--pub", "-D", "x", "-L", "0", "-i", "60"],  # waiting for the next interval
+    ["--rep", "-D", "x", "-L", "0"],  # waiting for a request
+    ["--sub", "-L", "0", "-d", "60"],  # in --delay
+])
+def test_ctrl_c_ends_it_at_once_with_status_130_and_no_traceback(procs, tmp_path, argv):
+    cat = procs.cat("-v", *argv)
+    cat.listening_url()  # up and running
+    cat.signal(signal.SIGINT)
+    assert cat.wait_exit(timeout=DEADLINE) == 130
+    assert "Traceback" not in cat.stderr()
+
+
+def test_a_send_timeout_says_message_not_sent_and_goes_on_as_nanocat(procs):
+    # Nobody to push to: each send times out, is reported, and the loop carries on.
+    push = procs.cat("--push", "-v", "-L", "0", "-D", "x", "--send-timeout", "0.05", "-C", "2")
+    assert push.wait_exit() == 0
+    assert push.stderr().splitlines()[1:] == ["Message not sent (EAGAIN)"] * 2
+    dialer = procs.cat("--pull", "-v", "-l", "1", "--recv-timeout", "0")
+    assert dialer.wait_exit() == 0
+    assert dialer.stderr() == "Connected to: tcp://127.0.0.1:1\n"
