@@ -215,6 +215,8 @@ class SocketCore(SocketFSM):
             options["resolved"] = found
         if address.scheme == "ipc" and self.options.ipc_permissions is not None:
             options["permissions"] = self.options.ipc_permissions
+        if getattr(transport, "LISTENS_ON_LOOP", False):  # ws: its port accepts on our loop
+            options["loop"] = self.loop
         endpoint = endpoint or EndpointOptions.of(self.options)
         tls = _tls_setup(transport, endpoint, server=True, host=address.host)
         handle, resolved = transport.listen(address, **options)
