@@ -4,9 +4,9 @@
 handshake (the HTTP upgrade) in handshaking instead of the SP header exchange (a dialed
 pipe sends the request and checks the 101; an accepted one checks the request its port
 read and answers 101, or 400 from ws_refusing), each SP message one binary WebSocket
-message while active, and the closing handshake before death (ws_closing: our close
-frame sent, the peer's awaited for a bounded time). A peer's close frame is answered, a
-frame that breaks the RFC or the SP mapping is answered with its close code.
+message while active, and the closing handshake: ws_closing sends our close frame and
+awaits the peer's for a bounded time; ws_dropping sends ours (the answer to the peer's,
+or the code of the peer's violation: 1002, 1003, 1009) and closes once it left.
 
 Hand-written actions and guards: scaproust.core.ws_pipe.WSPipe.
 """
@@ -40,7 +40,7 @@ PARAMETERS = {
     'evt_ws_close': ('code',),
 }
 GUARDS = ('is_dialed', 'has_output')
-ACTIONS = ('unwatch_connect', 'watch_connect', 'cancel_timer', 'tune_stream', 'send_handshake', 'watch_handshake', 'start_handshake_timer', 'detach_from_socket', 'watch_frames', 'attach_to_socket', 'start_linger_timer', 'release', 'send_refusal', 'send_close_frame', 'start_close_timer', 'log_connect_failure', 'log_protocol_error', 'log_handshake_timeout', 'enqueue', 'deliver', 'report_capacity', 'stop_reading', 'start_reading', 'send_error_close', 'discard', 'log_linger_expired', 'log_peer_closed', 'log_io_error', 'log_crash', 'answer_close')
+ACTIONS = ('unwatch_connect', 'watch_connect', 'cancel_timer', 'tune_stream', 'send_handshake', 'watch_handshake', 'start_handshake_timer', 'detach_from_socket', 'watch_frames', 'attach_to_socket', 'start_linger_timer', 'release', 'send_refusal', 'send_close_frame', 'start_close_timer', 'log_connect_failure', 'log_protocol_error', 'log_handshake_timeout', 'enqueue', 'deliver', 'report_capacity', 'stop_reading', 'start_reading', 'discard', 'log_linger_expired', 'log_peer_closed', 'log_io_error', 'log_crash', 'log_ws_close')
 
 
 class WsPipeCompiled:
@@ -119,6 +119,13 @@ class WsPipeCompiled:
             return True
         if state == 'ws_closing':
             return True
+        if state == 'ws_dropping':
+            if self.has_output():
+                return True
+            self.cancel_timer()
+            self.state = 'dead'
+            self.release()
+            return True
         raise RefusedEvent(NAME, state, 'evt_flushed')
 
     def evt_handshake_bad(self, err):
@@ -155,6 +162,11 @@ class WsPipeCompiled:
             self.state = 'dead'
             self.release()
             return True
+        if state == 'ws_dropping':
+            self.cancel_timer()
+            self.state = 'dead'
+            self.release()
+            return True
         raise RefusedEvent(NAME, state, 'evt_timeout')
 
     def cmd_send(self, body, header=b''):
@@ -173,6 +185,9 @@ class WsPipeCompiled:
             self.discard(msgs)
             return True
         if state == 'ws_closing':
+            self.discard(msgs)
+            return True
+        if state == 'ws_dropping':
             self.discard(msgs)
             return True
         raise RefusedEvent(NAME, state, 'evt_msgs')
@@ -196,6 +211,8 @@ class WsPipeCompiled:
             return True
         if state == 'ws_closing':
             return True
+        if state == 'ws_dropping':
+            return True
         raise RefusedEvent(NAME, state, 'cmd_pause')
 
     def cmd_resume(self):
@@ -217,24 +234,32 @@ class WsPipeCompiled:
             return True
         if state == 'ws_closing':
             return True
+        if state == 'ws_dropping':
+            return True
         raise RefusedEvent(NAME, state, 'cmd_resume')
 
     def evt_bad_frame(self, err):
         state = self.state
         if state == 'active':
             self.detach_from_socket()
-            self.state = 'dead'
-            self.release()
+            self.state = 'ws_dropping'
+            self.send_close_frame()
+            self.start_close_timer()
             self.log_protocol_error(err)
-            self.send_error_close(err)
             return True
         if state == 'closing':
             self.cancel_timer()
-            self.state = 'dead'
-            self.release()
+            self.state = 'ws_dropping'
+            self.send_close_frame()
+            self.start_close_timer()
             self.log_protocol_error(err)
             return True
         if state == 'ws_closing':
+            self.cancel_timer()
+            self.state = 'dead'
+            self.release()
+            return True
+        if state == 'ws_dropping':
             self.cancel_timer()
             self.state = 'dead'
             self.release()
@@ -279,6 +304,8 @@ class WsPipeCompiled:
             return True
         if state == 'ws_closing':
             return True
+        if state == 'ws_dropping':
+            return True
         raise RefusedEvent(NAME, state, 'cmd_close')
 
     def evt_peer_closed(self):
@@ -302,6 +329,11 @@ class WsPipeCompiled:
             self.log_peer_closed()
             return True
         if state == 'ws_closing':
+            self.cancel_timer()
+            self.state = 'dead'
+            self.release()
+            return True
+        if state == 'ws_dropping':
             self.cancel_timer()
             self.state = 'dead'
             self.release()
@@ -334,6 +366,11 @@ class WsPipeCompiled:
             self.release()
             return True
         if state == 'ws_closing':
+            self.cancel_timer()
+            self.state = 'dead'
+            self.release()
+            return True
+        if state == 'ws_dropping':
             self.cancel_timer()
             self.state = 'dead'
             self.release()
@@ -383,6 +420,12 @@ class WsPipeCompiled:
             self.release()
             self.log_crash(err)
             return True
+        if state == 'ws_dropping':
+            self.cancel_timer()
+            self.state = 'dead'
+            self.release()
+            self.log_crash(err)
+            return True
         raise RefusedEvent(NAME, state, 'evt_crashed')
 
     def evt_upgrade_refused(self, err):
@@ -400,17 +443,24 @@ class WsPipeCompiled:
         state = self.state
         if state == 'active':
             self.detach_from_socket()
-            self.state = 'dead'
-            self.release()
-            self.answer_close(code)
+            self.state = 'ws_dropping'
+            self.send_close_frame()
+            self.start_close_timer()
+            self.log_ws_close(code)
             return True
         if state == 'closing':
             self.cancel_timer()
-            self.state = 'dead'
-            self.release()
-            self.answer_close(code)
+            self.state = 'ws_dropping'
+            self.send_close_frame()
+            self.start_close_timer()
+            self.log_ws_close(code)
             return True
         if state == 'ws_closing':
+            self.cancel_timer()
+            self.state = 'dead'
+            self.release()
+            return True
+        if state == 'ws_dropping':
             self.cancel_timer()
             self.state = 'dead'
             self.release()

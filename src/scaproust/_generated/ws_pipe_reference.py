@@ -4,10 +4,10 @@
 pipe, with RFC 6455's opening handshake (the HTTP upgrade) in handshaking instead of the
 SP header exchange (a dialed pipe sends the request and checks the 101; an accepted one
 checks the request its port read and answers 101, or 400 from ws_refusing), each SP
-message one binary WebSocket message while active, and the closing handshake before
-death (ws_closing: our close frame sent, the peer's awaited for a bounded time). A
-peer's close frame is answered, a frame that breaks the RFC or the SP mapping is
-answered with its close code.
+message one binary WebSocket message while active, and the closing handshake: ws_closing
+sends our close frame and awaits the peer's for a bounded time; ws_dropping sends ours
+(the answer to the peer's, or the code of the peer's violation: 1002, 1003, 1009) and
+closes once it left.
 
 Hand-written actions and guards: scaproust.core.ws_pipe.WSPipe.
 """
@@ -28,6 +28,7 @@ STATES = [
     {'name': 'dead', 'on_enter': ['release'], 'final': True, 'ignore_invalid_triggers': False},
     {'name': 'ws_refusing', 'on_enter': ['send_refusal', 'start_handshake_timer'], 'on_exit': ['cancel_timer'], 'ignore_invalid_triggers': False},
     {'name': 'ws_closing', 'on_enter': ['send_close_frame', 'start_close_timer'], 'on_exit': ['cancel_timer'], 'ignore_invalid_triggers': False},
+    {'name': 'ws_dropping', 'on_enter': ['send_close_frame', 'start_close_timer'], 'on_exit': ['cancel_timer'], 'ignore_invalid_triggers': False},
 ]
 
 TRANSITIONS = [
@@ -54,13 +55,13 @@ TRANSITIONS = [
     {'trigger': 'cmd_resume', 'source': 'handshaking', 'dest': None},
     {'trigger': 'cmd_resume', 'source': 'closing', 'dest': None},
     {'trigger': 'cmd_resume', 'source': 'dead', 'dest': None},
-    {'trigger': 'evt_bad_frame', 'source': 'active', 'dest': 'dead', 'after': ['log_protocol_error', 'send_error_close']},
+    {'trigger': 'evt_bad_frame', 'source': 'active', 'dest': 'ws_dropping', 'after': ['log_protocol_error']},
     {'trigger': 'cmd_close', 'source': 'active', 'dest': 'closing', 'conditions': ['has_output']},
     {'trigger': 'cmd_close', 'source': 'active', 'dest': 'ws_closing'},
     {'trigger': 'evt_flushed', 'source': 'closing', 'dest': None, 'conditions': ['has_output']},
     {'trigger': 'evt_flushed', 'source': 'closing', 'dest': 'ws_closing'},
     {'trigger': 'evt_msgs', 'source': 'closing', 'dest': None, 'after': ['discard']},
-    {'trigger': 'evt_bad_frame', 'source': 'closing', 'dest': 'dead', 'after': ['log_protocol_error']},
+    {'trigger': 'evt_bad_frame', 'source': 'closing', 'dest': 'ws_dropping', 'after': ['log_protocol_error']},
     {'trigger': 'evt_timeout', 'source': 'closing', 'dest': 'dead', 'after': ['log_linger_expired']},
     {'trigger': 'cmd_close', 'source': 'closing', 'dest': None},
     {'trigger': 'evt_peer_closed', 'source': 'handshaking', 'dest': 'dead', 'after': ['log_peer_closed']},
@@ -80,18 +81,21 @@ TRANSITIONS = [
     {'trigger': 'cmd_close', 'source': 'dead', 'dest': None},
     {'trigger': 'cmd_pause', 'source': 'ws_refusing', 'dest': None},
     {'trigger': 'cmd_pause', 'source': 'ws_closing', 'dest': None},
+    {'trigger': 'cmd_pause', 'source': 'ws_dropping', 'dest': None},
     {'trigger': 'cmd_resume', 'source': 'ws_refusing', 'dest': None},
     {'trigger': 'cmd_resume', 'source': 'ws_closing', 'dest': None},
+    {'trigger': 'cmd_resume', 'source': 'ws_dropping', 'dest': None},
     {'trigger': 'evt_crashed', 'source': 'ws_refusing', 'dest': 'dead', 'after': ['log_crash']},
     {'trigger': 'evt_crashed', 'source': 'ws_closing', 'dest': 'dead', 'after': ['log_crash']},
+    {'trigger': 'evt_crashed', 'source': 'ws_dropping', 'dest': 'dead', 'after': ['log_crash']},
     {'trigger': 'cmd_close', 'source': 'ws_refusing', 'dest': 'dead'},
     {'trigger': 'evt_upgrade_refused', 'source': 'handshaking', 'dest': 'ws_refusing', 'after': ['log_protocol_error']},
     {'trigger': 'evt_flushed', 'source': 'ws_refusing', 'dest': None, 'conditions': ['has_output']},
     {'trigger': 'evt_flushed', 'source': 'ws_refusing', 'dest': 'dead'},
     {'trigger': 'evt_timeout', 'source': 'ws_refusing', 'dest': 'dead'},
     {'trigger': 'evt_io_error', 'source': 'ws_refusing', 'dest': 'dead'},
-    {'trigger': 'evt_ws_close', 'source': 'active', 'dest': 'dead', 'after': ['answer_close']},
-    {'trigger': 'evt_ws_close', 'source': 'closing', 'dest': 'dead', 'after': ['answer_close']},
+    {'trigger': 'evt_ws_close', 'source': 'active', 'dest': 'ws_dropping', 'after': ['log_ws_close']},
+    {'trigger': 'evt_ws_close', 'source': 'closing', 'dest': 'ws_dropping', 'after': ['log_ws_close']},
     {'trigger': 'evt_flushed', 'source': 'ws_closing', 'dest': None},
     {'trigger': 'evt_ws_close', 'source': 'ws_closing', 'dest': 'dead'},
     {'trigger': 'evt_msgs', 'source': 'ws_closing', 'dest': None, 'after': ['discard']},
@@ -100,6 +104,15 @@ TRANSITIONS = [
     {'trigger': 'evt_peer_closed', 'source': 'ws_closing', 'dest': 'dead'},
     {'trigger': 'evt_io_error', 'source': 'ws_closing', 'dest': 'dead'},
     {'trigger': 'cmd_close', 'source': 'ws_closing', 'dest': None},
+    {'trigger': 'evt_flushed', 'source': 'ws_dropping', 'dest': None, 'conditions': ['has_output']},
+    {'trigger': 'evt_flushed', 'source': 'ws_dropping', 'dest': 'dead'},
+    {'trigger': 'evt_msgs', 'source': 'ws_dropping', 'dest': None, 'after': ['discard']},
+    {'trigger': 'evt_ws_close', 'source': 'ws_dropping', 'dest': 'dead'},
+    {'trigger': 'evt_bad_frame', 'source': 'ws_dropping', 'dest': 'dead'},
+    {'trigger': 'evt_timeout', 'source': 'ws_dropping', 'dest': 'dead'},
+    {'trigger': 'evt_peer_closed', 'source': 'ws_dropping', 'dest': 'dead'},
+    {'trigger': 'evt_io_error', 'source': 'ws_dropping', 'dest': 'dead'},
+    {'trigger': 'cmd_close', 'source': 'ws_dropping', 'dest': None},
 ]
 
 MACHINE = reference_machine(NAME, STATES, TRANSITIONS, INITIAL)

@@ -13,7 +13,7 @@ upgrade in place of the SP header exchange and a close handshake before death:
   at most 64 KiB, masked by a client; pings are answered; the peer's close frame is
   answered and ends the pipe; a violation sends the close code it calls for (1002, 1003,
   1009) and ends it.
-- ``ws_closing``: our close frame is sent (after any queued output, ``closing``) and the
+- ``ws_closing``: our close frame (1000) is sent (after any queued output, ``closing``) and the
   peer's awaited for at most :data:`CLOSE_TIMEOUT`, then the connection is closed.
 
 The caller-thread fast path works unchanged: a caller that lends this pipe polls the TCP
@@ -71,6 +71,8 @@ class WSPipe(WsPipeFSM, Pipe):
     _upgrade = b""
     _leftover = b""
     _refusal = b""
+    _close_code = CLOSE_NORMAL
+    _close_reason = ""
 
     # ---------------------------------------------------------------- handshaking
 
@@ -169,7 +171,9 @@ class WSPipe(WsPipeFSM, Pipe):
             good = getattr(err, "frames", None)
             if good:
                 self.evt_msgs(good)
-            if self.state in ("active", "closing", "ws_closing"):
+            if self.state in ("active", "closing", "ws_closing", "ws_dropping"):
+                self._close_code = getattr(err, "code", CLOSE_PROTOCOL_ERROR)
+                self._close_reason = str(err)
                 self.evt_bad_frame(err)
             return
         if msgs:
@@ -179,7 +183,8 @@ class WSPipe(WsPipeFSM, Pipe):
             if self.state in ("active", "closing"):
                 for payload in pings:
                     self._queue(_Head(encode_control(OP_PONG, payload, masked=self._dialed)))
-        if decoder.close is not None and self.state in ("active", "closing", "ws_closing"):
+        if decoder.close is not None and self.state in ("active", "closing", "ws_closing",
+                                                         "ws_dropping"):
             self.evt_ws_close(decoder.close[0])
 
     def enqueue(self, body: bytes, header: bytes = b"") -> None:
@@ -192,28 +197,15 @@ class WSPipe(WsPipeFSM, Pipe):
                 self._out_msgs += 1
             self._queue(buf)
 
-    def send_error_close(self, err: ProtocolError) -> None:
-        self._send_now(encode_close(getattr(err, "code", CLOSE_PROTOCOL_ERROR), str(err),
-                                    masked=self._dialed))
-
-    def answer_close(self, code: int) -> None:
+    def log_ws_close(self, code: int) -> None:
         log.debug("pipe %d: %s closed the WebSocket (code %d)", self.id, self.peer_addr, code)
-        self._send_now(encode_close(CLOSE_NORMAL, masked=self._dialed))
-
-    def _send_now(self, frame: bytes) -> None:
-        """Best effort, right before the pipe dies: a close frame, unless output is queued
-        (it may be cut in the middle of a frame, so the frame would corrupt it)."""
-        if self.stream is None or self._out:
-            return
-        try:
-            self.stream.sendmsg([frame])
-        except OSError:
-            pass
 
     # ---------------------------------------------------------------- ws_closing
 
     def send_close_frame(self) -> None:
-        self._queue(_Head(encode_close(CLOSE_NORMAL, masked=self._dialed)))
+        # ws_closing and ws_dropping: 1000, or the code of the peer's violation (_feed).
+        self._queue(_Head(encode_close(self._close_code, self._close_reason,
+                                       masked=self._dialed)))
 
     def start_close_timer(self) -> None:
         self._timer = self.loop.call_later(CLOSE_TIMEOUT, self._on_timeout)

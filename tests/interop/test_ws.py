@@ -1,0 +1,161 @@
+"""ws:// against pynng (nng 1.11) and nngcat (nng 1.5.2), both directions: the upgrade,
+the subprotocols of every protocol pair nng names, fragmented large messages, and a port
+shared by two of our paths that nng dials."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+
+import pytest
+
+import scaproust as sp
+
+TIMEOUT = 5.0
+MS = int(TIMEOUT * 1000)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+#: (ours, theirs, whether ours sends first) for every pair nng names by subprotocol.
+PAIRS = [
+    ("Pair", "Pair0"), ("Pair1", "Pair1"), ("Req", "Rep0"), ("Rep", "Req0"),
+    ("Push", "Pull0"), ("Pull", "Push0"), ("Surveyor", "Respondent0"),
+    ("Respondent", "Surveyor0"), ("Bus", "Bus0"),
+]
+
+
+def _exchange(ours, theirs, ours_name: str) -> None:
+    """One message each way the pair allows (a large one from us: fragmented)."""
+    big = bytes(range(256)) * 1200  # 307,200 bytes: five fragments
+    if ours_name in ("Pull", "Rep", "Respondent"):
+        theirs.send(b"from nng")
+        assert ours.recv() == b"from nng"
+        if ours_name != "Pull":
+            ours.send(big)
+            assert theirs.recv() == big
+        return
+    ours.send(big)
+    if ours_name == "Bus":
+        assert theirs.recv() == big
+        theirs.send(b"from nng")
+        assert ours.recv() == b"from nng"
+        return
+    assert theirs.recv() == big
+    if ours_name != "Push":
+        theirs.send(b"from nng " + b"y" * 200_000)
+        assert ours.recv() == b"from nng " + b"y" * 200_000
+
+
+@pytest.mark.parametrize(("ours_name", "theirs_name"), PAIRS)
+def test_pynng_dials_our_ws_listener(pynng, ours_name, theirs_name):
+    with sp.Session() as session, session.socket(getattr(sp, ours_name), recv_timeout=TIMEOUT,
+                                                 send_timeout=TIMEOUT) as ours:
+        url = ours.bind("ws://127.0.0.1:0/sp/" + ours_name.lower()).url
+        with getattr(pynng, theirs_name)(dial=url, recv_timeout=MS, send_timeout=MS,
+                                         block_on_dial=True) as theirs:
+            if ours_name in ("Surveyor", "Bus"):
+                _wait_for_pipe(ours)
+            _exchange(ours, theirs, ours_name)
+
+
+@pytest.mark.parametrize(("ours_name", "theirs_name"), PAIRS)
+def test_we_dial_a_pynng_ws_listener(pynng, ours_name, theirs_name):
+    url = f"ws://127.0.0.1:{_free_port()}/nng"
+    with getattr(pynng, theirs_name)(listen=url, recv_timeout=MS, send_timeout=MS) as theirs, \
+            sp.Session() as session, \
+            session.socket(getattr(sp, ours_name), recv_timeout=TIMEOUT,
+                           send_timeout=TIMEOUT) as ours:
+        ours.connect(url)
+        _wait_for_pipe(ours)
+        _exchange(ours, theirs, ours_name)
+
+
+def _wait_for_pipe(sock) -> None:
+    import time
+
+    deadline = time.monotonic() + TIMEOUT
+    while sock.stats.get("pipes_opened", 0) < 1:
+        assert time.monotonic() < deadline, "no pipe"
+        time.sleep(0.005)
+
+
+def test_pynng_reaches_two_of_our_sockets_on_one_port_by_path(pynng):
+    with sp.Session() as session, \
+            session.socket(sp.Rep, recv_timeout=TIMEOUT) as rep, \
+            session.socket(sp.Pull, recv_timeout=TIMEOUT) as pull:
+        url = rep.bind("ws://127.0.0.1:0/rep").url
+        pull.bind(url.replace("/rep", "/pull"))
+        with pynng.Req0(dial=url, recv_timeout=MS) as req, \
+                pynng.Push0(dial=url.replace("/rep", "/pull"), send_timeout=MS) as push:
+            push.send(b"pushed")
+            req.send(b"asked")
+            assert pull.recv() == b"pushed"
+            assert rep.recv() == b"asked"
+            rep.send(b"answered")
+            assert req.recv() == b"answered"
+
+
+def test_pynng_is_refused_a_path_we_do_not_listen_on(pynng):
+    with sp.Session() as session, session.socket(sp.Rep) as rep:
+        url = rep.bind("ws://127.0.0.1:0/here").url
+        with pynng.Req0() as req, pytest.raises(pynng.exceptions.NNGException):
+            req.dial(url.replace("/here", "/elsewhere"), block=True)
+
+
+def test_pynng_of_the_wrong_protocol_is_refused(pynng):
+    with sp.Session() as session, session.socket(sp.Rep) as rep:
+        url = rep.bind("ws://127.0.0.1:0/").url
+        with pynng.Push0() as push, pytest.raises(pynng.exceptions.NNGException):
+            push.dial(url, block=True)  # offers pull.sp.nanomsg.org: 400
+        assert rep.stats.get("pipes_opened", 0) == 0
+
+
+def _nngcat(nngcat: str, *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(["timeout", "-s", "KILL", "20", nngcat, *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL)
+
+
+def _finish(proc: subprocess.Popen[bytes]) -> tuple[int, bytes, bytes]:
+    try:
+        out, err = proc.communicate(timeout=TIMEOUT * 2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, out, err
+
+
+def test_nngcat_dials_our_ws_listener(nngcat):
+    with sp.Session() as session, session.socket(sp.Pull, recv_timeout=TIMEOUT) as pull:
+        url = pull.bind("ws://127.0.0.1:0/cat").url
+        proc = _nngcat(nngcat, "--push0", "--dial", url, "--data", "from nngcat")
+        try:
+            assert pull.recv() == b"from nngcat"
+        finally:
+            rc, _out, err = _finish(proc)
+        assert rc == 0, err
+
+
+def test_we_dial_an_nngcat_ws_listener(nngcat):
+    url = f"ws://127.0.0.1:{_free_port()}/cat"
+    proc = _nngcat(nngcat, "--rep0", "--listen", url, "--data", "pong", "--count", "1",
+                   "--ascii")
+    try:
+        with sp.Session() as session, session.socket(
+                sp.Req, recv_timeout=TIMEOUT, send_timeout=TIMEOUT,
+                reconnect_interval=0.05) as req:
+            req.connect(url)  # refused until nngcat listens: redialed
+            req.send(b"ping")
+            assert req.recv() == b"pong"
+            rc, out, err = _finish(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert (rc, out) == (0, b"ping"), err
