@@ -334,3 +334,61 @@ def test_a_client_masks_and_fragments_what_it_sends(session, caplog):
     conn.close()
     server.close()
     assert base64.b64decode(key)  # a real key was offered
+
+
+# ---------------------------------------------------------------- wss://
+
+
+@pytest.fixture
+def pki():
+    trustme = pytest.importorskip("trustme", reason="pip install trustme (the dev extra)")
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost", common_name="wss server")
+    server = sp.TLSConfig(own_cert_string=cert.cert_chain_pems[0].bytes().decode(),
+                          own_key_string=cert.private_key_pem.bytes().decode())
+    client = sp.TLSConfig(ca_string=ca.cert_pem.bytes().decode())
+    return server, client
+
+
+def test_wss_paths_of_one_port_share_its_tls_and_see_the_certificate(session, pki):
+    server, client = pki
+    rep = session.socket(sp.Rep, recv_timeout=T, tls=server)
+    url = rep.bind("wss://127.0.0.1:0/a").url
+    port = _host_port(url)[1]
+    pull = session.socket(sp.Pull, recv_timeout=T)
+    pull.bind(f"wss://127.0.0.1:{port}/b", tls=server)
+    with pytest.raises(sp.AddressInUse, match="serves wss://"):
+        session.socket(sp.Pair).bind(f"ws://127.0.0.1:{port}/c")
+    req = session.socket(sp.Req, recv_timeout=T, tls=client)
+    events = []
+    req.add_pipe_listener(events.append)
+    push = session.socket(sp.Push, send_timeout=T)
+    req.connect(url)
+    push.connect(f"wss://127.0.0.1:{port}/b", tls=client)
+    req.send(b"q" * 100_000)
+    push.send(b"p")
+    assert rep.recv() == b"q" * 100_000
+    assert pull.recv() == b"p"
+    rep.send(b"r")
+    assert req.recv() == b"r"
+    assert "CN=wss server" in events[0].peer_subject
+
+
+def test_a_wss_server_of_an_unknown_ca_is_refused_and_counted(session, pki, caplog):
+    server, _client = pki
+    rep = session.socket(sp.Rep, tls=server)
+    url = rep.bind("wss://127.0.0.1:0/").url
+    req = session.socket(sp.Req, reconnect_interval=0.05)  # trusts the system's CAs only
+    with caplog.at_level(logging.INFO):
+        req.connect(url)
+        wait_until(lambda: req.stats.get("tls_handshake_failures", 0) >= 1,
+                   what="a failed handshake")
+        wait_until(lambda: "TLS handshake failed" in caplog.text
+                   and "dropped" in caplog.text, what="both sides logged")
+    assert "certificate verify failed" in caplog.text
+    assert rep.stats.get("pipes_opened", 0) == 0 and req.stats.get("pipes_opened", 0) == 0
+
+
+def test_a_wss_bind_needs_a_certificate(session):
+    with pytest.raises(ValueError, match="needs a certificate"):
+        session.socket(sp.Rep).bind("wss://127.0.0.1:0/")

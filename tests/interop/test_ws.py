@@ -1,4 +1,4 @@
-"""ws:// against pynng (nng 1.11) and nngcat (nng 1.5.2), both directions: the upgrade,
+"""ws:// and wss:// against pynng (nng 1.11) and nngcat (nng 1.5.2), both directions: the upgrade,
 the subprotocols of every protocol pair nng names, fragmented large messages, and a port
 shared by two of our paths that nng dials."""
 
@@ -159,3 +159,86 @@ def test_we_dial_an_nngcat_ws_listener(nngcat):
             proc.kill()
             proc.wait()
     assert (rc, out) == (0, b"ping"), err
+
+
+# ---------------------------------------------------------------- wss://
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    """A CA and a certificate for localhost and 127.0.0.1, made now (trustme), as PEM text
+    and files (nngcat reads files)."""
+    trustme = pytest.importorskip("trustme", reason="pip install trustme (the dev extra)")
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost", common_name="wss")
+    where = tmp_path_factory.mktemp("wss-pki")
+    ca.cert_pem.write_to_path(where / "ca.pem")
+    cert.cert_chain_pems[0].write_to_path(where / "cert.pem")
+    cert.private_key_pem.write_to_path(where / "key.pem")
+    return {"ca": ca.cert_pem.bytes().decode(), "cert": cert.cert_chain_pems[0].bytes().decode(),
+            "key": cert.private_key_pem.bytes().decode(), "dir": where}
+
+
+def test_pynng_dials_our_wss_listener(pynng, pki):
+    server = sp.TLSConfig(own_cert_string=pki["cert"], own_key_string=pki["key"])
+    theirs_tls = pynng.TLSConfig(pynng.TLSConfig.MODE_CLIENT, ca_string=pki["ca"],
+                                 server_name="localhost")
+    with sp.Session() as session, session.socket(sp.Rep, recv_timeout=TIMEOUT,
+                                                 send_timeout=TIMEOUT, tls=server) as rep:
+        url = rep.bind("wss://127.0.0.1:0/secure").url
+        with pynng.Req0(recv_timeout=MS, send_timeout=MS, tls_config=theirs_tls) as req:
+            req.dial(url.replace("127.0.0.1", "localhost"), block=True)  # mbedtls: DNS names
+            req.send(b"r" * 150_000)
+            assert rep.recv() == b"r" * 150_000
+            rep.send(b"a" * 150_000)
+            assert req.recv() == b"a" * 150_000
+
+
+def test_we_dial_a_pynng_wss_listener(pynng, pki):
+    theirs_tls = pynng.TLSConfig(pynng.TLSConfig.MODE_SERVER, own_cert_string=pki["cert"],
+                                 own_key_string=pki["key"])
+    url = f"wss://127.0.0.1:{_free_port()}/secure"
+    with pynng.Pair1(listen=url, recv_timeout=MS, send_timeout=MS, tls_config=theirs_tls) as theirs, \
+            sp.Session() as session, \
+            session.socket(sp.Pair1, recv_timeout=TIMEOUT, send_timeout=TIMEOUT,
+                           tls=sp.TLSConfig(ca_string=pki["ca"])) as ours:
+        events = []
+        ours.add_pipe_listener(events.append)
+        ours.connect(url)
+        ours.send(b"o" * 200_000)
+        assert theirs.recv() == b"o" * 200_000
+        theirs.send(b"from nng")
+        assert ours.recv() == b"from nng"
+        assert "CN=wss" in events[0].peer_subject
+
+
+def test_nngcat_dials_our_wss_listener_with_cacert(nngcat, pki):
+    server = sp.TLSConfig(own_cert_string=pki["cert"], own_key_string=pki["key"])
+    with sp.Session() as session, session.socket(sp.Pull, recv_timeout=TIMEOUT,
+                                                 tls=server) as pull:
+        url = pull.bind("wss://localhost:0/cat").url
+        proc = _nngcat(nngcat, "--push0", "--dial", url, "--cacert",
+                       str(pki["dir"] / "ca.pem"), "--data", "from nngcat")
+        try:
+            assert pull.recv() == b"from nngcat"
+        finally:
+            rc, _out, err = _finish(proc)
+        assert rc == 0, err
+
+
+def test_we_dial_an_nngcat_wss_listener(nngcat, pki):
+    url = f"wss://127.0.0.1:{_free_port()}/cat"
+    proc = _nngcat(nngcat, "--pull0", "--listen", url, "--cert", str(pki["dir"] / "cert.pem"),
+                   "--key", str(pki["dir"] / "key.pem"), "--ascii", "--count", "1")
+    try:
+        with sp.Session() as session, session.socket(
+                sp.Push, send_timeout=TIMEOUT, reconnect_interval=0.05,
+                tls=sp.TLSConfig(ca_string=pki["ca"])) as push:
+            push.connect(url)  # refused until nngcat listens: redialed
+            push.send(b"from scaproust")
+            rc, out, err = _finish(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert (rc, out) == (0, b"from scaproust"), err

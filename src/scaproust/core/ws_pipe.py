@@ -16,6 +16,9 @@ upgrade in place of the SP header exchange and a close handshake before death:
 - ``ws_closing``: our close frame (1000) is sent (after any queued output, ``closing``) and the
   peer's awaited for at most :data:`CLOSE_TIMEOUT`, then the connection is closed.
 
+``WSSPipe`` (``wss://``, machine ``wss_pipe``) is the same over transports/tls.py's
+``TLSStream``, with a dialed pipe's TLS handshake first (``tls_handshaking``, TLSPipe's).
+
 The caller-thread fast path works unchanged: a caller that lends this pipe polls the TCP
 socket and calls :meth:`WSPipe._read_frames`, which reads and decodes here.
 
@@ -30,10 +33,13 @@ import logging
 from typing import TYPE_CHECKING, cast
 
 from scaproust._generated.ws_pipe import WsPipeFSM
+from scaproust._generated.wss_pipe import WssPipeFSM
 from scaproust.core.guard import entry_point
 from scaproust.core.pipe import Pipe, _Head
+from scaproust.core.tls_pipe import TLSPipe
 from scaproust.errors import ProtocolError
-from scaproust.transports.ws import WsSocket, http_host
+from scaproust.transports.tls import subject_of
+from scaproust.transports.ws import WsSocket, WssStream, http_host
 from scaproust.transports.wscodec import (
     CLOSE_NORMAL,
     CLOSE_PROTOCOL_ERROR,
@@ -98,7 +104,7 @@ class WSPipe(WsPipeFSM, Pipe):
     def _answer_request(self) -> None:
         if self.state != "handshaking":
             return
-        stream = cast("WsSocket", self.stream)
+        stream = cast("WsSocket | WssStream", self.stream)
         request = stream.request
         assert request is not None
         ours = subprotocol(self.socket.info.name)
@@ -209,3 +215,15 @@ class WSPipe(WsPipeFSM, Pipe):
 
     def start_close_timer(self) -> None:
         self._timer = self.loop.call_later(CLOSE_TIMEOUT, self._on_timeout)
+
+
+class WSSPipe(WssPipeFSM, WSPipe, TLSPipe):
+    """One wss:// connection: a WebSocket pipe over a ``TLSStream``. A dialed pipe runs
+    its TLS handshake in ``tls_handshaking`` (TLSPipe's), an accepted one was handed the
+    stream its port made (transports/ws.py), with its handshake done."""
+
+    def send_handshake(self) -> None:
+        if not self._dialed:
+            stream = cast("WssStream", self.stream)
+            self.peer_subject = subject_of(stream.ssl.getpeercert())
+        super().send_handshake()

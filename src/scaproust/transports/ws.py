@@ -1,4 +1,5 @@
-"""WebSocket transport: ``ws://host:port/path``, the SP WebSocket mapping over TCP.
+"""WebSocket transports: ``ws://host:port/path``, the SP WebSocket mapping over TCP, and
+``wss://host:port/path``, the same inside TLS (transports/tls.py's ``TLSStream``).
 
 The frames and the HTTP upgrade are :mod:`scaproust.transports.wscodec`'s (no I/O); the
 pipe that runs them is core/ws_pipe.py (machine ``ws_pipe``). This module listens,
@@ -16,6 +17,12 @@ accepts, routes and connects:
   before the connection is closed. A bind of the same path again, or of that port from
   another session, is ``sp.AddressInUse``.
 * Dialing is TCP's; the pipe sends the upgrade request.
+* ``wss://``: TLS comes before HTTP, so a port runs the TLS handshake of each connection
+  before it can read the path (with the TLS configuration of the port's first bind: the
+  certificate a client sees cannot depend on a path it has not sent yet), then routes the
+  :class:`WssStream` (a ``TLSStream`` whose ``recv`` and ``sendmsg`` carry plaintext) as
+  it routes a plain socket. A dialed pipe runs its TLS handshake itself (``wss_pipe``'s
+  ``tls_handshaking``). A port serves ``ws`` or ``wss``, not both.
 """
 
 from __future__ import annotations
@@ -24,14 +31,16 @@ import contextlib
 import functools
 import logging
 import socket
+import ssl
 import threading
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 from urllib.parse import urlsplit
 
 from scaproust.errors import AddressInUse, InvalidAddress
 from scaproust.transports import tcp
 from scaproust.transports.tcp import LISTEN_BACKLOG, ListeningSocket, Resolved
+from scaproust.transports.tls import TLSSetup, TLSStream
 from scaproust.transports.url import WILDCARD_HOST, Address, format_tcp_url
 from scaproust.transports.wscodec import (
     HttpRefusal,
@@ -45,13 +54,14 @@ if TYPE_CHECKING:
     from scaproust.core.interfaces import PipeLoop, Timer
 
 __all__ = ["REQUEST_TIMEOUT", "SCHEMES", "PathHandle", "SharedPort", "WSTransport", "WsSocket",
-           "http_host"]
+           "WssStream", "http_host"]
 
 log = logging.getLogger("scaproust.transport.ws")
 
 #: The schemes served by :class:`WSTransport`.
-SCHEMES = ("ws",)
-#: Seconds a connection may take to send its whole HTTP request head before it is closed.
+SCHEMES = ("ws", "wss")
+#: Seconds a connection may take to send its whole HTTP request head (after the TLS
+#: handshake, for wss) before it is closed.
 REQUEST_TIMEOUT = 10.0
 #: Connections accepted per readiness of a shared port.
 ACCEPT_BATCH = 64
@@ -69,6 +79,19 @@ class WsSocket(socket.socket):
     leftover: bytes = b""
 
 
+class WssStream(TLSStream):
+    """An accepted TLS connection with the request head the port read through it."""
+
+    request: Request | None = None
+    leftover: bytes = b""
+    #: The TLS handshake is complete (the port reads the request head from then on).
+    ssl_done = False
+
+    def getpeername(self) -> tuple[str, int]:
+        """The TCP peer's address (a listener names its pipes by it)."""
+        return cast("tuple[str, int]", self.sock.getpeername())
+
+
 def http_host(address: Address) -> str:
     """The ``Host`` header for a dialed address (an IPv6 literal in brackets)."""
     assert address.host is not None and address.port is not None
@@ -83,7 +106,7 @@ class PathHandle:
         self.port = port
         self.path = path
         self.url = url
-        self.ready: deque[WsSocket] = deque()
+        self.ready: deque[WsSocket | WssStream] = deque()
         self._bell, self._ringer = socket.socketpair()
         self._bell.setblocking(False)
         self._ringer.setblocking(False)
@@ -98,7 +121,7 @@ class PathHandle:
         with contextlib.suppress(OSError):
             self._ringer.send(b"\x00")
 
-    def take(self) -> WsSocket | None:
+    def take(self) -> WsSocket | WssStream | None:
         """The next routed connection, or None (the bell is silenced when none is left)."""
         if self.ready:
             return self.ready.popleft()
@@ -115,15 +138,17 @@ class PathHandle:
 
 
 class _Pending:
-    """A connection whose request head is being read."""
+    """A connection whose request head is being read (wss: its TLS handshake first)."""
 
-    __slots__ = ("buf", "conn", "peer", "timer")
+    __slots__ = ("buf", "conn", "peer", "timer", "tls", "writing")
 
-    def __init__(self, conn: socket.socket, peer: str) -> None:
+    def __init__(self, conn: socket.socket, peer: str, tls: WssStream | None) -> None:
         self.conn = conn
         self.peer = peer
+        self.tls = tls  # wss: the TLS stream over ``conn``
         self.buf = b""
         self.timer: Timer | None = None
+        self.writing = False  # wss: waiting for the socket to take handshake bytes
 
 
 class SharedPort:
@@ -131,10 +156,12 @@ class SharedPort:
     loop (all under that session's lock)."""
 
     def __init__(self, key: tuple[int, str, int], listening: ListeningSocket,
-                 loop: PipeLoop) -> None:
+                 loop: PipeLoop, scheme: str, tls: TLSSetup | None) -> None:
         self.key = key
         self.listening = listening
         self.loop = loop
+        self.scheme = scheme
+        self.tls = tls  # wss: the TLS side of every connection of this port
         self.paths: dict[str, PathHandle] = {}
         self._pending: dict[socket.socket, _Pending] = {}
         loop.add_reader(listening, self._on_acceptable)
@@ -154,15 +181,26 @@ class SharedPort:
             if len(self._pending) >= PENDING_MAX:
                 self._drop(next(iter(self._pending.values())), "too many connections "
                            "sending their request head at once")
-            pending = _Pending(conn, _peer(conn))
+            tls = WssStream(conn, self.tls) if self.tls is not None else None
+            pending = _Pending(conn, _peer(conn), tls)
             self._pending[conn] = pending
             pending.timer = self.loop.call_later(REQUEST_TIMEOUT, self._expire, pending)
             self.loop.add_reader(conn, functools.partial(self._read, pending))
 
     def _read(self, pending: _Pending) -> None:
+        tls = pending.tls
         try:
-            data = pending.conn.recv(8192)
+            if tls is not None and not tls.ssl_done:
+                if not self._handshake(pending, tls):
+                    return
+            data = (tls or pending.conn).recv(8192)
         except (BlockingIOError, InterruptedError):
+            return
+        except ssl.SSLError as err:
+            self._drop(pending, f"TLS handshake failed: {getattr(err, 'verify_message', None) or err.reason or err}", logging.WARNING)
+            return
+        except EOFError:
+            self._drop(pending, "closed during the TLS handshake")
             return
         except OSError as err:
             self._drop(pending, f"read failed: {err}")
@@ -185,11 +223,27 @@ class SharedPort:
             return
         self._forget(pending)
         conn = pending.conn
-        routed = WsSocket(conn.family, conn.type, conn.proto, fileno=conn.detach())
+        routed: WsSocket | WssStream
+        if tls is not None:
+            routed = tls
+        else:
+            routed = WsSocket(conn.family, conn.type, conn.proto, fileno=conn.detach())
         routed.request = request
         routed.leftover = pending.buf[size:]
         handle.ready.append(routed)
         handle.ring()
+
+    def _handshake(self, pending: _Pending, tls: WssStream) -> bool:
+        """Advance a wss connection's TLS handshake; True once it is done."""
+        done = tls.handshake_step()
+        tls.ssl_done = done
+        if tls.backlog and not pending.writing:
+            pending.writing = True
+            self.loop.add_writer(pending.conn, functools.partial(self._read, pending))
+        elif not tls.backlog and pending.writing:
+            pending.writing = False
+            self.loop.remove_writer(pending.conn)
+        return done
 
     def _expire(self, pending: _Pending) -> None:
         pending.timer = None
@@ -199,12 +253,15 @@ class SharedPort:
     def _forget(self, pending: _Pending) -> None:
         del self._pending[pending.conn]
         self.loop.remove_reader(pending.conn)
+        if pending.writing:
+            pending.writing = False
+            self.loop.remove_writer(pending.conn)
         if pending.timer is not None:
             pending.timer.cancel()
             pending.timer = None
 
-    def _drop(self, pending: _Pending, why: str) -> None:
-        log.info("ws connection from %s to %s dropped: %s", pending.peer, self.listening.url, why)
+    def _drop(self, pending: _Pending, why: str, level: int = logging.INFO) -> None:
+        log.log(level, "ws connection from %s to %s dropped: %s", pending.peer, self.listening.url, why)
         self._forget(pending)
         pending.conn.close()
 
@@ -212,8 +269,8 @@ class SharedPort:
         log.info("ws connection from %s to %s refused with %d: %s", pending.peer,
                  self.listening.url, status, why)
         self._forget(pending)
-        with contextlib.suppress(OSError):
-            pending.conn.send(build_error_response(status, why))  # best effort, then closed
+        with contextlib.suppress(OSError):  # best effort, then closed
+            (pending.tls or pending.conn).sendmsg([build_error_response(status, why)])
         pending.conn.close()
 
     def close(self) -> None:
@@ -239,18 +296,20 @@ _ports_lock = threading.Lock()
 
 
 class WSTransport:
-    """The transport of ``ws://``."""
+    """The transport of ``ws://`` and ``wss://``."""
 
     IPC_FRAMING = False
-    #: Pipes are core/ws_pipe.py's, driven by the ``ws_pipe`` machine.
-    PIPE_KIND = "ws"
-    #: ``listen`` takes the session's loop (``loop=``): a shared port accepts on it.
+    #: ``listen`` takes the session's loop (``loop=``), on which a shared port accepts, and
+    #: the endpoint's TLS setup (``tls=``, wss only).
     LISTENS_ON_LOOP = True
 
     def __init__(self, scheme: str) -> None:
         if scheme not in SCHEMES:
             raise ValueError(f"WSTransport serves {', '.join(SCHEMES)}, not {scheme!r}")
         self.SCHEME = scheme
+        #: Pipes are core/ws_pipe.py's: ``WSPipe`` (machine ``ws_pipe``) for ws,
+        #: ``WSSPipe`` (``wss_pipe``, with the TLS handshake of a dialed pipe) for wss.
+        self.PIPE_KIND = scheme
 
     def __repr__(self) -> str:
         return f"<WSTransport {self.SCHEME}>"
@@ -289,12 +348,16 @@ class WSTransport:
                 ipv4_only: bool = False) -> Resolved:
         return tcp.resolve(self._tcp(address), passive=passive, ipv4_only=ipv4_only)
 
-    def listen(self, address: Address, *, loop: PipeLoop, backlog: int = LISTEN_BACKLOG,
-               ipv4_only: bool = False, resolved: Resolved | None = None,
-               ) -> tuple[PathHandle, str]:
+    def listen(self, address: Address, *, loop: PipeLoop, tls: TLSSetup | None = None,
+               backlog: int = LISTEN_BACKLOG, ipv4_only: bool = False,
+               resolved: Resolved | None = None) -> tuple[PathHandle, str]:
         """Listen on ``address``'s path: on its port's :class:`SharedPort`, made now if
-        this is the port's first path. ``AddressInUse`` for a path bound already, or a port
-        another session listens on."""
+        this is the port's first path (wss: with ``tls``, which the port's later paths
+        share). ``AddressInUse`` for a path bound already, or a port another session or
+        the other scheme listens on."""
+        if (tls is not None) != (self.SCHEME == "wss"):
+            raise ValueError(f"a {self.SCHEME}:// bind takes {'a' if tls is None else 'no'} "
+                             f"TLS setup")
         assert address.host is not None and address.port is not None and address.path
         if resolved is None:
             resolved = self.resolve(address, passive=True, ipv4_only=ipv4_only)
@@ -305,11 +368,14 @@ class WSTransport:
                 port = _ports.get((family, str(sockaddr[0]), address.port))
             if port is not None and port.loop is not loop:
                 raise AddressInUse(f"{address.url!r}: the port is held by another session")
+            if port is not None and port.scheme != self.SCHEME:
+                raise AddressInUse(f"{address.url!r}: the port serves {port.scheme}://")
             if port is None:
                 listening, url = tcp.listen(self._tcp(address), backlog=backlog,
                                             resolved=resolved)
                 number = int(url.rsplit(":", 1)[1])
-                port = SharedPort((family, str(sockaddr[0]), number), listening, loop)
+                port = SharedPort((family, str(sockaddr[0]), number), listening, loop,
+                                  self.SCHEME, tls)
                 _ports[port.key] = port
             if address.path in port.paths:
                 raise AddressInUse(f"{address.url!r}: a socket listens on that path already")
@@ -318,7 +384,7 @@ class WSTransport:
             port.paths[address.path] = handle
         return handle, url
 
-    def accept(self, handle: PathHandle) -> WsSocket | None:
+    def accept(self, handle: PathHandle) -> WsSocket | WssStream | None:
         return handle.take()
 
     def close_listener(self, handle: PathHandle) -> None:
@@ -344,9 +410,11 @@ class WSTransport:
     def finish_connect(self, sock: socket.socket) -> int:
         return tcp.finish_connect(sock)
 
-    def configure_stream(self, sock: socket.socket, *, nodelay: bool = True,
+    def configure_stream(self, sock: socket.socket | TLSStream, *, nodelay: bool = True,
                          keepalive: bool = False,
                          keepalive_timing: tuple[int, int, int] | None = None) -> None:
+        if isinstance(sock, TLSStream):  # an accepted wss connection: the TCP socket under it
+            sock = sock.sock
         tcp.configure_stream(sock, nodelay=nodelay, keepalive=keepalive,
                              keepalive_timing=keepalive_timing)
 
