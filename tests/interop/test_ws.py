@@ -4,21 +4,14 @@ shared by two of our paths that nng dials."""
 
 from __future__ import annotations
 
-import socket
-import subprocess
-
 import pytest
 
 import scaproust as sp
 
+from .test_transports import _finish, _free_port, _nngcat
+
 TIMEOUT = 5.0
 MS = int(TIMEOUT * 1000)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 #: (ours, theirs, whether ours sends first) for every pair nng names by subprotocol.
@@ -115,22 +108,6 @@ def test_pynng_of_the_wrong_protocol_is_refused(pynng):
         assert rep.stats.get("pipes_opened", 0) == 0
 
 
-def _nngcat(nngcat: str, *args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(["timeout", "-s", "KILL", "20", nngcat, *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            stdin=subprocess.DEVNULL)
-
-
-def _finish(proc: subprocess.Popen[bytes]) -> tuple[int, bytes, bytes]:
-    try:
-        out, err = proc.communicate(timeout=TIMEOUT * 2)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    return proc.returncode, out, err
-
-
 def test_nngcat_dials_our_ws_listener(nngcat):
     with sp.Session() as session, session.socket(sp.Pull, recv_timeout=TIMEOUT) as pull:
         url = pull.bind("ws://127.0.0.1:0/cat").url
@@ -142,14 +119,16 @@ def test_nngcat_dials_our_ws_listener(nngcat):
         assert rc == 0, err
 
 
-def test_we_dial_an_nngcat_ws_listener(nngcat):
-    url = f"ws://127.0.0.1:{_free_port()}/cat"
+@pytest.mark.parametrize("scheme", ["ws", "wss"])
+def test_we_dial_an_nngcat_ws_listener(nngcat, pki, scheme):
+    url = f"{scheme}://127.0.0.1:{_free_port()}/cat"
+    keys = ["--cert", str(pki["dir"] / "cert.pem"), "--key", str(pki["dir"] / "key.pem")]
     proc = _nngcat(nngcat, "--rep0", "--listen", url, "--data", "pong", "--count", "1",
-                   "--ascii")
+                   "--ascii", *(keys if scheme == "wss" else []))
     try:
         with sp.Session() as session, session.socket(
-                sp.Req, recv_timeout=TIMEOUT, send_timeout=TIMEOUT,
-                reconnect_interval=0.05) as req:
+                sp.Req, recv_timeout=TIMEOUT, send_timeout=TIMEOUT, reconnect_interval=0.05,
+                tls=sp.TLSConfig(ca_string=pki["ca"]) if scheme == "wss" else None) as req:
             req.connect(url)  # refused until nngcat listens: redialed
             req.send(b"ping")
             assert req.recv() == b"pong"
@@ -224,21 +203,3 @@ def test_nngcat_dials_our_wss_listener_with_cacert(nngcat, pki):
         finally:
             rc, _out, err = _finish(proc)
         assert rc == 0, err
-
-
-def test_we_dial_an_nngcat_wss_listener(nngcat, pki):
-    url = f"wss://127.0.0.1:{_free_port()}/cat"
-    proc = _nngcat(nngcat, "--pull0", "--listen", url, "--cert", str(pki["dir"] / "cert.pem"),
-                   "--key", str(pki["dir"] / "key.pem"), "--ascii", "--count", "1")
-    try:
-        with sp.Session() as session, session.socket(
-                sp.Push, send_timeout=TIMEOUT, reconnect_interval=0.05,
-                tls=sp.TLSConfig(ca_string=pki["ca"])) as push:
-            push.connect(url)  # refused until nngcat listens: redialed
-            push.send(b"from scaproust")
-            rc, out, err = _finish(proc)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert (rc, out) == (0, b"from scaproust"), err

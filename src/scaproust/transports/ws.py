@@ -291,6 +291,11 @@ def _peer(conn: socket.socket) -> str:
     return format_tcp_url(host, port, "ws")[len("ws://"):]
 
 
+def _tcp(address: Address) -> Address:
+    """The TCP address under a ws or wss one (its host and port)."""
+    return Address("tcp", host=address.host, port=address.port)
+
+
 _ports: dict[tuple[int, str, int], SharedPort] = {}
 _ports_lock = threading.Lock()
 
@@ -338,15 +343,12 @@ class WSTransport:
             raise InvalidAddress(str(err).replace(f"'tcp://{netloc}'", repr(url))) from None
         return Address(self.SCHEME, host=inner.host, port=inner.port, path=path)
 
-    def _tcp(self, address: Address) -> Address:
-        return Address("tcp", host=address.host, port=address.port)
-
     def needs_resolution(self, address: Address) -> bool:
-        return tcp.needs_resolution(self._tcp(address))
+        return tcp.needs_resolution(address)  # a host name (not '*' nor a literal)
 
     def resolve(self, address: Address, *, passive: bool = False,
                 ipv4_only: bool = False) -> Resolved:
-        return tcp.resolve(self._tcp(address), passive=passive, ipv4_only=ipv4_only)
+        return tcp.resolve(_tcp(address), passive=passive, ipv4_only=ipv4_only)
 
     def listen(self, address: Address, *, loop: PipeLoop, tls: TLSSetup | None = None,
                backlog: int = LISTEN_BACKLOG, ipv4_only: bool = False,
@@ -371,7 +373,7 @@ class WSTransport:
             if port is not None and port.scheme != self.SCHEME:
                 raise AddressInUse(f"{address.url!r}: the port serves {port.scheme}://")
             if port is None:
-                listening, url = tcp.listen(self._tcp(address), backlog=backlog,
+                listening, url = tcp.listen(_tcp(address), backlog=backlog,
                                             resolved=resolved)
                 number = int(url.rsplit(":", 1)[1])
                 port = SharedPort((family, str(sockaddr[0]), number), listening, loop,
@@ -401,11 +403,7 @@ class WSTransport:
 
     def connect(self, address: Address, *, ipv4_only: bool = False,
                 resolved: Resolved | None = None) -> tuple[socket.socket | None, int]:
-        if address.host == WILDCARD_HOST:
-            raise InvalidAddress(f"{address.url!r}: cannot connect to the wildcard host '*'")
-        if resolved is None:
-            resolved = self.resolve(address, ipv4_only=ipv4_only)
-        return tcp.connect(self._tcp(address), resolved=resolved)
+        return tcp.connect(_tcp(address), ipv4_only=ipv4_only, resolved=resolved)
 
     def finish_connect(self, sock: socket.socket) -> int:
         return tcp.finish_connect(sock)
