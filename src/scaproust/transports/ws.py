@@ -34,7 +34,7 @@ import socket
 import ssl
 import threading
 from collections import deque
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Protocol, cast
 from urllib.parse import urlsplit
 
 from scaproust.errors import AddressInUse, InvalidAddress
@@ -51,7 +51,25 @@ from scaproust.transports.wscodec import (
 )
 
 if TYPE_CHECKING:
-    from scaproust.core.interfaces import PipeLoop, Timer
+    from collections.abc import Callable
+
+    class Timer(Protocol):
+        """A scheduled call, as the session's loop returns it."""
+
+        def cancel(self) -> None: ...
+
+    class HasFileno(Protocol):
+        def fileno(self) -> int: ...
+
+    class PortLoop(Protocol):
+        """What a shared port asks of its session's loop (``reactor.loop.Loop``)."""
+
+        def call_later(self, delay: float, fn: Callable[[_Pending], object],
+                       arg: _Pending, /) -> Timer: ...
+        def add_reader(self, fileobj: HasFileno, callback: Callable[[], object]) -> None: ...
+        def remove_reader(self, fileobj: HasFileno) -> bool: ...
+        def add_writer(self, fileobj: HasFileno, callback: Callable[[], object]) -> None: ...
+        def remove_writer(self, fileobj: HasFileno) -> bool: ...
 
 __all__ = ["REQUEST_TIMEOUT", "SCHEMES", "PathHandle", "SharedPort", "WSTransport", "WsSocket",
            "WssStream", "http_host"]
@@ -156,7 +174,7 @@ class SharedPort:
     loop (all under that session's lock)."""
 
     def __init__(self, key: tuple[int, str, int], listening: ListeningSocket,
-                 loop: PipeLoop, scheme: str, tls: TLSSetup | None) -> None:
+                 loop: PortLoop, scheme: str, tls: TLSSetup | None) -> None:
         self.key = key
         self.listening = listening
         self.loop = loop
@@ -350,7 +368,7 @@ class WSTransport:
                 ipv4_only: bool = False) -> Resolved:
         return tcp.resolve(_tcp(address), passive=passive, ipv4_only=ipv4_only)
 
-    def listen(self, address: Address, *, loop: PipeLoop, tls: TLSSetup | None = None,
+    def listen(self, address: Address, *, loop: PortLoop, tls: TLSSetup | None = None,
                backlog: int = LISTEN_BACKLOG, ipv4_only: bool = False,
                resolved: Resolved | None = None) -> tuple[PathHandle, str]:
         """Listen on ``address``'s path: on its port's :class:`SharedPort`, made now if
