@@ -392,3 +392,75 @@ def test_a_wss_server_of_an_unknown_ca_is_refused_and_counted(session, pki, capl
 def test_a_wss_bind_needs_a_certificate(session):
     with pytest.raises(ValueError, match="needs a certificate"):
         session.socket(sp.Rep).bind("wss://127.0.0.1:0/")
+
+
+# ---------------------------------------------------------------- timeouts and edges
+
+
+def test_a_request_head_that_never_completes_is_dropped(session, rep, raw, monkeypatch):
+    from scaproust.transports import ws
+
+    monkeypatch.setattr(ws, "REQUEST_TIMEOUT", 0.1)
+    client = raw(rep.bind("ws://127.0.0.1:0/").url)
+    client.sock.sendall(b"GET / HTTP/1.1\r\n")  # and nothing more
+    assert client.eof()
+
+
+def test_a_server_that_never_answers_the_upgrade_times_out(session, caplog):
+    server = socket.create_server(("127.0.0.1", 0))
+    req = session.socket(sp.Req, handshake_timeout=0.1, reconnect_interval=10.0)
+    with caplog.at_level(logging.WARNING, logger="scaproust.pipe"):
+        req.connect(f"ws://127.0.0.1:{server.getsockname()[1]}/")
+        conn, _ = server.accept()
+        conn.settimeout(T)
+        assert conn.recv(4096).startswith(b"GET / HTTP/1.1\r\n")
+        assert conn.recv(4096) == b""  # closed by our side after handshake_timeout
+        wait_until(lambda: "WebSocket upgrade not complete within handshake_timeout=0.1s"
+                   in caplog.text, what="the timeout logged")
+    conn.close()
+    server.close()
+
+
+def test_frames_right_behind_the_101_are_read(session):
+    server = socket.create_server(("127.0.0.1", 0))
+    pull = session.socket(sp.Pull, recv_timeout=T)
+    pull.connect(f"ws://127.0.0.1:{server.getsockname()[1]}/")
+    conn, _ = server.accept()
+    conn.settimeout(T)
+    request = b""
+    while b"\r\n\r\n" not in request:
+        request += conn.recv(4096)
+    key = request.split(b"Sec-WebSocket-Key: ")[1].split(b"\r\n")[0].decode()
+    # The answer and two messages in one segment.
+    conn.sendall(wsc.build_response(key, "push.sp.nanomsg.org")
+                 + _frame(0x82, b"first", key=None) + _frame(0x82, b"second", key=None))
+    assert pull.recv() == b"first"
+    assert pull.recv() == b"second"
+    conn.close()
+    server.close()
+
+
+def test_a_peer_that_never_answers_our_close_is_dropped_after_a_second(session, rep, raw):
+    import time
+
+    client = _upgraded(raw, rep.bind("ws://127.0.0.1:0/").url)
+    wait_until(lambda: rep.stats.get("pipes_opened") == 1, what="the pipe")
+    started = time.monotonic()
+    rep.close()
+    assert 0.9 < time.monotonic() - started < 3.0
+    assert client.frame() == (0x88, 2, b"\x03\xe8")
+    assert client.eof()
+
+
+def test_messages_queued_before_close_leave_before_the_close_frame(session, raw):
+    push = session.socket(sp.Push, send_timeout=T)
+    url = push.bind("ws://127.0.0.1:0/").url
+    client = raw(url)
+    head = client.upgrade(protocol="push.sp.nanomsg.org")
+    assert head.startswith(b"HTTP/1.1 101")
+    wait_until(lambda: push.stats.get("pipes_opened") == 1, what="the pipe")
+    for i in range(3):
+        push.send(b"m%d" % i)
+    push.close()
+    assert [client.frame() for _ in range(4)] == [
+        (0x82, 2, b"m0"), (0x82, 2, b"m1"), (0x82, 2, b"m2"), (0x88, 2, b"\x03\xe8")]
