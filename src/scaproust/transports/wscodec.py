@@ -418,8 +418,10 @@ class WsDecoder:
     decoder is then unusable.
 
     Copies: a message's payload is kept as views of the chunks it came in, and joined once
-    when it is complete (a message that is a whole slice of one chunk is that one slice);
-    a masked frame is unmasked when complete, which writes each byte once more.
+    when it is complete (a message that is a whole slice of one chunk is that one slice).
+    A masked frame's pieces are unmasked when the frame is complete, each into a new
+    buffer, and those are joined once for a message of several pieces: a server writes
+    each byte of a message that came in one piece once, of any other twice.
     """
 
     __slots__ = ("_failed", "_frame", "_head", "_masked", "_max_size", "_message", "_size",
@@ -545,9 +547,12 @@ class WsDecoder:
     def _end_frame(self, frame: _Frame, out: list[bytes]) -> None:
         opcode, key = frame.opcode, frame.key
         pieces: list[bytes | memoryview] = frame.pieces
-        if key is not None:
-            joined = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-            pieces = [mask(joined, key)] if joined else []
+        if key is not None:  # unmasked piece by piece: each byte written once
+            at, plain = 0, []
+            for piece in pieces:
+                plain.append(mask(piece, _rotate(key, at)))
+                at += len(piece)
+            pieces = plain
         if opcode >= 0x8:
             payload = b"".join(pieces)
             if opcode == OP_PING:
