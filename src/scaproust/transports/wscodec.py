@@ -548,7 +548,8 @@ class WsDecoder:
         opcode, key = frame.opcode, frame.key
         pieces: list[bytes | memoryview] = frame.pieces
         if key is not None:  # unmasked piece by piece: each byte written once
-            at, plain = 0, []
+            at = 0
+            plain: list[bytes | memoryview] = []
             for piece in pieces:
                 plain.append(mask(piece, _rotate(key, at)))
                 at += len(piece)
