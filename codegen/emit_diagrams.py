@@ -8,15 +8,24 @@ are drawn as self-loops.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
 from transitions.extensions import GraphMachine
 from transitions.extensions.diagrams_graphviz import Graph
 
 from .emit_python import transitions_lists
 from .schema import Machine
 
+if TYPE_CHECKING:
+    from transitions.extensions.diagrams_base import BaseGraph
+
 
 class _Model:
     """GraphMachine draws a model's graph; this one exists only to be drawn."""
+
+    #: Set on the model by GraphMachine; returns graphviz's Digraph (no type stubs: Any).
+    get_graph: Callable[[], Any]
 
 
 class _OneRowPerLineGraph(Graph):
@@ -24,7 +33,8 @@ class _OneRowPerLineGraph(Graph):
     many self-loops then gets a label wider than the page. Put each row on its own
     left-aligned line instead."""
 
-    def _add_edges(self, transitions, container):
+    # container: graphviz's Digraph or a subgraph of it (graphviz has no type stubs).
+    def _add_edges(self, transitions: list[dict[str, str]], container: Any) -> None:
         labels: dict[tuple[str, str], list[str]] = {}
         for trans in transitions:
             key = (trans["source"], trans.get("dest", trans["source"]))
@@ -34,12 +44,12 @@ class _OneRowPerLineGraph(Graph):
 
 
 class _Drawer(GraphMachine):
-    def _init_graphviz_engine(self, graph_engine):
+    def _init_graphviz_engine(self, graph_engine: str) -> type[BaseGraph]:
         return _OneRowPerLineGraph
 
 
-def edge_label(trans: dict) -> str:
-    label = trans["trigger"]
+def edge_label(trans: dict[str, Any]) -> str:
+    label: str = trans["trigger"]
     guards = list(trans.get("conditions", [])) + ["!" + u for u in trans.get("unless", [])]
     if guards:
         label += " [" + " & ".join(guards) + "]"
@@ -71,11 +81,13 @@ def graph_source(m: Machine) -> str:
     )
     # Top to bottom reads like the lifecycle it is; left to right grows too wide.
     machine.machine_attributes = dict(machine.machine_attributes, rankdir="TB")
-    return model.get_graph().source
+    source: str = model.get_graph().source
+    return source
 
 
 def render_svg(dot_source: str) -> str:
     """Render DOT to SVG with the graphviz package (needs Debian's `dot`)."""
     import graphviz
 
-    return graphviz.Source(dot_source).pipe(format="svg").decode()
+    svg: str = graphviz.Source(dot_source).pipe(format="svg").decode()
+    return svg

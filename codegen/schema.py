@@ -3,6 +3,11 @@
 Every machine of the library is declared in one file with one schema::
 
     unlisted: error | ignore            # default policy for (state, event) pairs without a row
+    parameters:                         # the type of each event parameter, by name
+      msgs: list[bytes]
+      pipe: Pipe
+    types:                              # where the names those types use come from
+      Pipe: scaproust.core.pipe
     machines:
       <name>:
         doc: <one paragraph>
@@ -13,6 +18,7 @@ Every machine of the library is declared in one file with one schema::
           evt_removed: [pipe]
           evt_bad: [pipe, msgs]
           cmd_send: [body, header=b'']  # a default (a Python literal) makes one optional
+          evt_failed: [err: OSError]    # a type of its own, not the one under parameters:
           cmd_close: []
         initial: <state>
         states:
@@ -50,6 +56,11 @@ Rules (each violation is reported as ``protocols.yaml:<line>: <what is wrong>``)
   one a default), and every declared event has a row. The generated event methods take
   exactly these parameters, and pass them all, by position, to every guard and action of
   the event's rows: the default is filled in there, so an action never needs one;
+- every parameter has a type: its own (``[err: OSError]``), else the one ``parameters:``
+  gives its name. A type is a Python type expression whose names are builtins or listed
+  under ``types:`` with the module that defines them (imported by the generated modules
+  for the type checker only). The generated methods are annotated with these types, and
+  mypy checks the hand-written guards and actions against them;
 - a source may be a state, a list of states, or ``'*'``: every state without an explicit
   row for that event (only non-final ones unless dest is ``'='``);
 - a dest of ``'='`` means "stay in the source state" (handy with ``'*'``);
@@ -82,16 +93,18 @@ Rules (each violation is reported as ``protocols.yaml:<line>: <what is wrong>``)
 from __future__ import annotations
 
 import ast
+import builtins
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 import yaml
 
 EVENT_RE = re.compile(r"^(cmd|evt)_[a-z][a-z0-9_]*$")
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 MACHINE_KEYS = {"doc", "class", "extends", "unlisted", "events", "initial", "states", "rows"}
-TOP_KEYS = {"unlisted", "machines"}
+TOP_KEYS = {"unlisted", "parameters", "types", "machines"}
 #: The keys of a row written as a mapping (block style).
 ROW_KEYS = ("row", "actions")
 #: What a machine with ``extends`` takes from its base and may not restate.
@@ -104,7 +117,7 @@ POLICIES = ("error", "ignore")
 class SpecError(Exception):
     """A problem in protocols.yaml, formatted as ``<file>:<line>: <message>``."""
 
-    def __init__(self, path: str, line: int, message: str):
+    def __init__(self, path: str, line: int, message: str) -> None:
         super().__init__(f"{path}:{line}: {message}")
         self.path, self.line, self.message = path, line, message
 
@@ -120,13 +133,32 @@ class Guard:
 
 @dataclass(frozen=True)
 class Param:
-    """One parameter of an event: its name and, if optional, its default (Python source)."""
+    """One parameter of an event: its name, its type (a Python type expression) and, if
+    optional, its default (Python source)."""
 
     name: str
     default: str | None = None
+    type: str = "object"
 
     def __str__(self) -> str:
         return self.name if self.default is None else f"{self.name}={self.default}"
+
+    def annotated(self) -> str:
+        """The parameter as a typed method declares it: ``name: type`` (``= default``)."""
+        typed = f"{self.name}: {self.type}"
+        return typed if self.default is None else f"{typed} = {self.default}"
+
+
+@dataclass(frozen=True)
+class Method:
+    """The shape of a hand-written guard or action as the machine's rows call it: its
+    parameters after ``self`` and whether it takes ``*args`` (the rest of what its events
+    carry), with the type of each parameter from the events it serves in this machine."""
+
+    name: str
+    params: tuple[tuple[str, str], ...]
+    star: bool
+    guard: bool
 
 
 @dataclass
@@ -173,6 +205,15 @@ class Machine:
     params: dict[str, tuple[Param, ...]] = field(default_factory=dict)
     #: Where each event is declared (its line), for messages.
     param_lines: dict[str, int] = field(default_factory=dict)
+    #: The module of each name the parameters' types use (``types:``), builtins excepted.
+    imports: dict[str, str] = field(default_factory=dict)
+    #: The guards and actions the rows and states call, in the order of ``guards`` then
+    #: ``actions``, shaped as the hand-written class defines them (filled by ``load``).
+    methods: dict[str, Method] = field(default_factory=dict)
+    #: The type of the current ``state`` attribute: ``State`` (the Literal of its states),
+    #: or ``str`` where a hand-written class completes this machine together with another
+    #: whose states differ (both declarations must then agree; filled by ``load``).
+    state_type: str = "State"
 
     @property
     def events(self) -> list[str]:
@@ -217,17 +258,18 @@ class Spec:
 class _Reader:
     """Turns yaml nodes into values while keeping their line numbers for messages."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str) -> None:
         self.path = path
 
-    def fail(self, node_or_line, message: str):
+    def fail(self, node_or_line: yaml.Node | int, message: str) -> NoReturn:
         line = node_or_line if isinstance(node_or_line, int) else node_or_line.start_mark.line + 1
         raise SpecError(self.path, line, message)
 
-    def mapping(self, node, what: str) -> list[tuple[str, yaml.Node, yaml.Node]]:
+    def mapping(self, node: yaml.Node, what: str) -> list[tuple[str, yaml.Node, yaml.Node]]:
         if not isinstance(node, yaml.MappingNode):
             self.fail(node, f"{what} must be a mapping")
-        out, seen = [], set()
+        out: list[tuple[str, yaml.Node, yaml.Node]] = []
+        seen: set[str] = set()
         for key, value in node.value:
             name = self.scalar(key, f"a key of {what}")
             if name in seen:
@@ -236,25 +278,26 @@ class _Reader:
             out.append((name, key, value))
         return out
 
-    def scalar(self, node, what: str) -> str:
+    def scalar(self, node: yaml.Node, what: str) -> str:
         if not isinstance(node, yaml.ScalarNode) or node.value == "":
             self.fail(node, f"{what} must be a non-empty string")
-        return node.value
+        value: str = node.value
+        return value
 
-    def names(self, node, what: str) -> list[str]:
+    def names(self, node: yaml.Node, what: str) -> list[str]:
         """A name, a list of names, or null/[] for none."""
         if isinstance(node, yaml.ScalarNode):
             if node.tag.endswith(":null") or node.value in ("", "~", "null"):
                 return []
-            return [node.value]
+            return [self.scalar(node, what)]
         if not isinstance(node, yaml.SequenceNode):
             self.fail(node, f"{what} must be a name or a list of names")
         return [self.scalar(item, f"an item of {what}") for item in node.value]
 
-    def flag(self, node, what: str) -> bool:
+    def flag(self, node: yaml.Node, what: str) -> bool:
         if not isinstance(node, yaml.ScalarNode) or node.value not in ("true", "false"):
             self.fail(node, f"{what} must be true or false")
-        return node.value == "true"
+        return bool(node.value == "true")
 
 
 def load(path: str | Path, source: str | None = None, src_root: Path | None = None) -> Spec:
@@ -277,28 +320,116 @@ def load(path: str | Path, source: str | None = None, src_root: Path | None = No
     if "machines" not in top:
         reader.fail(root, "missing the top-level key 'machines'")
     default_unlisted = _policy(reader, top["unlisted"][1]) if "unlisted" in top else None
-    machines = {}
+    types = _types(reader, top["types"][1]) if "types" in top else {}
+    typing = _Typing(types, _parameter_types(reader, top["parameters"][1], types)
+                     if "parameters" in top else {})
+    machines: dict[str, Machine] = {}
     for name, key, node in reader.mapping(top["machines"][1], "machines"):
         if not NAME_RE.match(name):
             reader.fail(key, f"machine name {name!r} must be lower_snake_case")
-        machines[name] = _machine(reader, name, key, node, machines, default_unlisted)
+        machines[name] = _machine(reader, name, key, node, machines, typing, default_unlisted)
     src_root = src_root or path.parent / "src"
     for machine in machines.values():
         _validate(reader, machine)
         _check_handwritten(reader, machine, src_root)
     _check_signatures(reader, list(machines.values()), src_root)
+    _type_states(machines, src_root)
     return Spec(shown, machines)
 
 
-def _policy(reader: _Reader, node) -> str:
+def _type_states(machines: dict[str, Machine], src_root: Path) -> None:
+    """``state: State`` on each generated class, unless one hand-written class inherits
+    it with another machine whose states differ (a cooked REQ is ``Req(ReqFSM, ReqRaw)``):
+    mypy refuses two bases that declare one attribute with different types, so every
+    machine of such a class has ``state: str``."""
+    for m in machines.values():
+        together = {m.name} | _generated_bases(src_root, m.module, m.class_name)
+        known = [machines[name] for name in sorted(together) if name in machines]
+        if len({frozenset(k.states) for k in known}) > 1:
+            for k in known:
+                k.state_type = "str"
+
+
+def _generated_bases(src_root: Path, module: str, class_name: str) -> set[str]:
+    """The machines whose generated classes a hand-written class inherits, at any depth
+    (``from scaproust._generated.<machine> import ...``)."""
+    found = _find_class(src_root, module, class_name)
+    if found is None:
+        return set()
+    tree, cls, _ = found
+    imports = _imports(tree)
+    out: set[str] = set()
+    for base in cls.bases:
+        if not isinstance(base, ast.Name):
+            continue
+        base_module = imports.get(base.id, module if _find_class(src_root, module, base.id) else None)
+        if base_module is None:
+            continue
+        if "_generated" in base_module:
+            out.add(base_module.rsplit(".", 1)[-1])
+        else:
+            out |= _generated_bases(src_root, base_module, base.id)
+    return out
+
+
+@dataclass(frozen=True)
+class _Typing:
+    """The file's ``types:`` (name -> module) and ``parameters:`` (name -> type)."""
+
+    types: dict[str, str]
+    parameters: dict[str, str]
+
+
+def _types(reader: _Reader, node: yaml.Node) -> dict[str, str]:
+    """``types:``: each name a parameter type may use, and the module that defines it."""
+    out = {}
+    for name, key, value in reader.mapping(node, "types"):
+        if not name.isidentifier():
+            reader.fail(key, f"type name {name!r} is not a Python name")
+        module = reader.scalar(value, f"the module of {name}")
+        if not all(part.isidentifier() for part in module.split(".")):
+            reader.fail(value, f"the module of {name} must be a dotted module path, not {module!r}")
+        out[name] = module
+    return out
+
+
+def _parameter_types(reader: _Reader, node: yaml.Node, types: dict[str, str]) -> dict[str, str]:
+    """``parameters:``: the type of each event parameter, by its name."""
+    out = {}
+    for name, key, value in reader.mapping(node, "parameters"):
+        if not PARAM_RE.match(name) or "=" in name:
+            reader.fail(key, f"parameter name {name!r} is not a lower_snake_case name")
+        out[name] = _type(reader, value, types, f"the type of {name}")
+    return out
+
+
+def _type(reader: _Reader, node: yaml.Node, types: dict[str, str], what: str) -> str:
+    """A type expression, checked: it parses, and every name in it is a builtin or a key of
+    ``types:`` (so the generated modules can import it)."""
+    text = reader.scalar(node, what)
+    try:
+        tree = ast.parse(text, mode="eval")
+    except SyntaxError:
+        reader.fail(node, f"{what} is not a Python type expression: {text!r}")
+    for sub in ast.walk(tree):
+        if isinstance(sub, ast.Name) and sub.id not in types and not hasattr(builtins, sub.id):
+            reader.fail(node, f"{what} uses {sub.id!r}, which is neither a builtin nor listed under types:")
+    return ast.unparse(tree)
+
+
+def _names_in(type_text: str) -> list[str]:
+    return [n.id for n in ast.walk(ast.parse(type_text, mode="eval")) if isinstance(n, ast.Name)]
+
+
+def _policy(reader: _Reader, node: yaml.Node) -> str:
     policy = reader.scalar(node, "unlisted")
     if policy not in POLICIES:
         reader.fail(node, f"unlisted must be one of {POLICIES}, not {policy!r}")
     return policy
 
 
-def _machine(reader: _Reader, name: str, key, node, earlier: dict[str, Machine],
-             default_unlisted: str | None = None) -> Machine:
+def _machine(reader: _Reader, name: str, key: yaml.Node, node: yaml.Node, earlier: dict[str, Machine],
+             typing: _Typing, default_unlisted: str | None = None) -> Machine:
     fields = {k: (kn, v) for k, kn, v in reader.mapping(node, f"machine {name!r}")}
     for k, (kn, _) in fields.items():
         if k not in MACHINE_KEYS:
@@ -336,7 +467,7 @@ def _machine(reader: _Reader, name: str, key, node, earlier: dict[str, Machine],
         rows = _rows(reader, name, fields["rows"][1], states) if "rows" in fields else []
         params, param_lines = dict(base.params), dict(base.param_lines)
         if "events" in fields:
-            own, own_lines = _events(reader, fields["events"][1], name)
+            own, own_lines = _events(reader, fields["events"][1], name, typing)
             for event, event_line in own_lines.items():
                 if event in params:
                     reader.fail(event_line, f"machine {name!r} extends {base.name!r}: its event {event!r} is {base.name!r}'s, not restated")
@@ -348,6 +479,7 @@ def _machine(reader: _Reader, name: str, key, node, earlier: dict[str, Machine],
                           extends=base.name,
                           params=params, param_lines=param_lines)
         _check_events(reader, machine)
+        machine.imports = _imports_of(machine, typing)
         return machine
 
     if "unlisted" in fields:
@@ -362,22 +494,30 @@ def _machine(reader: _Reader, name: str, key, node, earlier: dict[str, Machine],
     if initial not in states:
         reader.fail(initial_node, f"initial state {initial!r} is not one of the states of {name!r}")
     rows = _rows(reader, name, fields["rows"][1], states)
-    params, param_lines = _events(reader, fields["events"][1], name)
+    params, param_lines = _events(reader, fields["events"][1], name, typing)
     machine = Machine(name, line, doc.strip(), module, class_name, class_line, unlisted, initial,
                       states, rows, params=params, param_lines=param_lines)
     _check_events(reader, machine)
+    machine.imports = _imports_of(machine, typing)
     return machine
 
 
-def _events(reader: _Reader, node, name: str) -> tuple[dict[str, tuple[Param, ...]], dict[str, int]]:
-    """``events:``: each event's parameters, ``[a, b, c=<literal>]``."""
+def _imports_of(m: Machine, typing: _Typing) -> dict[str, str]:
+    """{name: module} of the names its parameters' types use, sorted by name."""
+    names = {n for params in m.params.values() for p in params for n in _names_in(p.type)}
+    return {n: typing.types[n] for n in sorted(names) if n in typing.types}
+
+
+def _events(reader: _Reader, node: yaml.Node, name: str,
+            typing: _Typing) -> tuple[dict[str, tuple[Param, ...]], dict[str, int]]:
+    """``events:``: each event's parameters, ``[a, b: <type>, c=<literal>]``."""
     params: dict[str, tuple[Param, ...]] = {}
     lines: dict[str, int] = {}
     for event, key, value in reader.mapping(node, f"the events of {name!r}"):
         if not EVENT_RE.match(event):
             reader.fail(key, f"event {event!r} must be named cmd_<verb> (a command in) or evt_<what> (an event in)")
         out: list[Param] = []
-        for text in reader.names(value, f"the parameters of {event}"):
+        for text, type_node in _parameter_nodes(reader, value, f"the parameters of {event}"):
             match = PARAM_RE.match(text)
             if match is None:
                 reader.fail(value, f"parameter {text!r} of {event} is not a name (or name=<Python literal>)")
@@ -391,10 +531,35 @@ def _events(reader: _Reader, node, name: str) -> tuple[dict[str, tuple[Param, ..
                     reader.fail(value, f"the default of {pname!r} of {event} is not a Python literal: {default!r}")
             elif out and out[-1].default is not None:
                 reader.fail(value, f"parameter {pname!r} of {event} has no default but follows one that has")
-            out.append(Param(pname, default))
+            if type_node is not None:
+                if default is not None:
+                    reader.fail(value, f"parameter {pname!r} of {event}: a parameter with a default takes its type from parameters:")
+                ptype = _type(reader, type_node, typing.types, f"the type of {pname!r} of {event}")
+            elif pname in typing.parameters:
+                ptype = typing.parameters[pname]
+            else:
+                reader.fail(value, f"parameter {pname!r} of {event} has no type: give its name one under "
+                            f"parameters: at the top of the file, or write [{pname}: <type>]")
+            out.append(Param(pname, default, ptype))
         params[event] = tuple(out)
         lines[event] = key.start_mark.line + 1
     return params, lines
+
+
+def _parameter_nodes(reader: _Reader, node: yaml.Node,
+                     what: str) -> list[tuple[str, yaml.Node | None]]:
+    """The items of an event's parameter list: ``name`` or ``name=<literal>`` (typed by
+    ``parameters:``), or ``name: <type>`` (a one-key mapping), each with its type's node."""
+    if isinstance(node, yaml.SequenceNode):
+        out: list[tuple[str, yaml.Node | None]] = []
+        for item in node.value:
+            if isinstance(item, yaml.MappingNode) and len(item.value) == 1:
+                key, value = item.value[0]
+                out.append((reader.scalar(key, f"an item of {what}"), value))
+            else:
+                out.append((reader.scalar(item, f"an item of {what}"), None))
+        return out
+    return [(name, None) for name in reader.names(node, what)]
 
 
 def _check_events(reader: _Reader, m: Machine) -> None:
@@ -425,7 +590,7 @@ def _override(base_rows: list[Row], own: list[Row]) -> list[Row]:
     return rows
 
 
-def _states(reader: _Reader, states_node, name: str) -> dict[str, State]:
+def _states(reader: _Reader, states_node: yaml.Node, name: str) -> dict[str, State]:
     states: dict[str, State] = {}
     for sname, skey, snode in reader.mapping(states_node, f"the states of {name!r}"):
         if not NAME_RE.match(sname):
@@ -447,11 +612,11 @@ def _states(reader: _Reader, states_node, name: str) -> dict[str, State]:
     return states
 
 
-def _rows(reader: _Reader, name: str, rows_node, states: dict[str, State]) -> list[Row]:
+def _rows(reader: _Reader, name: str, rows_node: yaml.Node, states: dict[str, State]) -> list[Row]:
     rows: list[Row] = []
     if not isinstance(rows_node, yaml.SequenceNode) or not rows_node.value:
         reader.fail(rows_node, f"rows of {name!r} must be a non-empty list")
-    explicit = []
+    explicit: list[tuple[list[str], str, tuple[Guard, ...], str, tuple[str, ...], int]] = []
     for item in rows_node.value:
         line = item.start_mark.line + 1
         src_node, evt_node, guard_node, dest_node, act_node = _row_nodes(reader, item)
@@ -480,16 +645,17 @@ def _rows(reader: _Reader, name: str, rows_node, states: dict[str, State]) -> li
         explicit.append((sources, event, tuple(guards), dest, tuple(actions), line))
     # Wildcard rows expand to every non-final state without an explicit row for the event.
     has_row = {(s, e) for sources, e, *_ in explicit for s in sources if s != "*"}
-    for sources, event, guards, dest, actions, line in explicit:
+    for sources, event, row_guards, dest, row_actions, line in explicit:
         for source in sources:
             if source != "*":
-                rows.append(Row(source, event, guards, source if dest == "=" else dest, actions, line))
+                rows.append(Row(source, event, row_guards, source if dest == "=" else dest,
+                                row_actions, line))
                 continue
             for sname, state in states.items():
                 if (sname, event) in has_row or (state.final and dest != "="):
                     continue
-                rows.append(Row(sname, event, guards, sname if dest == "=" else dest, actions, line,
-                                wildcard=dest))
+                rows.append(Row(sname, event, row_guards, sname if dest == "=" else dest,
+                                row_actions, line, wildcard=dest))
     return rows
 
 
@@ -513,7 +679,7 @@ def _wildcards_over(base: Machine, states: dict[str, State], own: list[Row]) -> 
     return rows
 
 
-def _row_nodes(reader: _Reader, item) -> tuple:
+def _row_nodes(reader: _Reader, item: yaml.Node) -> tuple[yaml.Node, ...]:
     """The five nodes of a row, written ``[source, event, guards, dest, actions]`` or as the
     mapping ``{row: [source, event, guards, dest], actions: [...]}`` (block style)."""
     if isinstance(item, yaml.SequenceNode) and len(item.value) == 5:
@@ -592,7 +758,8 @@ def _check_handwritten(reader: _Reader, m: Machine, src_root: Path) -> None:
 NOT_ACTIONS = ("property", "staticmethod", "facade_call")
 
 
-def handwritten_methods(src_root: Path, module: str, class_name: str):
+def handwritten_methods(src_root: Path, module: str,
+                        class_name: str) -> tuple[dict[str, str], dict[str, str]] | None:
     """Return ({name: 'file:line'} defined by the class, {...} inherited from hand-written bases).
 
     Found by reading the source with ``ast`` rather than importing it: the hand-written
@@ -627,7 +794,8 @@ def handwritten_methods(src_root: Path, module: str, class_name: str):
     return own, inherited
 
 
-def _find_class(src_root: Path, module: str, class_name: str):
+def _find_class(src_root: Path, module: str,
+                class_name: str) -> tuple[ast.Module, ast.ClassDef, Path] | None:
     file = src_root.joinpath(*module.split(".")).with_suffix(".py")
     if not file.exists():
         return None
@@ -672,10 +840,12 @@ def _check_signatures(reader: _Reader, machines: list[Machine], src_root: Path) 
     """Every guard and action accepts exactly what its events carry (the module docstring's
     last rule). A method shared by several machines is checked against all its uses."""
     uses: dict[tuple[str, int], tuple[str, ast.FunctionDef, list[_Use]]] = {}
+    found: dict[str, dict[str, tuple[str, ast.FunctionDef]]] = {}
     for m in machines:
-        functions = handwritten_functions(src_root, m.module, m.class_name)
+        functions = found[m.name] = handwritten_functions(src_root, m.module, m.class_name)
 
-        def use(name: str, u: _Use, functions=functions) -> None:
+        def use(name: str, u: _Use,
+                functions: dict[str, tuple[str, ast.FunctionDef]] = functions) -> None:
             where, node = functions[name]
             uses.setdefault((where, node.lineno), (where, node, []))[2].append(u)
 
@@ -690,6 +860,26 @@ def _check_signatures(reader: _Reader, machines: list[Machine], src_root: Path) 
                 use(action, _Use("action", params, row.line, row.event, machine=m.name))
     for (where, lineno), (_, node, used) in sorted(uses.items(), key=lambda item: min(u.line for u in item[1][2])):
         _check_signature(reader, f"{where}:{lineno}", node, sorted(used, key=lambda u: u.line))
+    for m in machines:
+        m.methods = _methods(m, found[m.name])
+
+
+def _methods(m: Machine, functions: dict[str, tuple[str, ast.FunctionDef]]) -> dict[str, Method]:
+    """Each guard and action of ``m`` shaped as its hand-written definition (checked above
+    against every event it serves), each parameter typed as the events of ``m`` that it
+    serves declare it (their union where they differ)."""
+    types: dict[str, dict[str, dict[str, None]]] = {}
+    for row in m.rows:
+        for name in [g.name for g in row.guards] + list(row.actions):
+            for p in m.params[row.event]:
+                types.setdefault(name, {}).setdefault(p.name, {})[p.type] = None
+    out = {}
+    for name in m.guards + [a for a in m.actions if a not in m.guards]:
+        node = functions[name][1]
+        names = [a.arg for a in node.args.posonlyargs + node.args.args][1:]
+        typed = tuple((n, " | ".join(types[name][n])) for n in names)
+        out[name] = Method(name, typed, node.args.vararg is not None, name in m.guards)
+    return out
 
 
 def _check_signature(reader: _Reader, where: str, node: ast.FunctionDef, uses: list[_Use]) -> None:
@@ -739,7 +929,8 @@ def handwritten_functions(src_root: Path, module: str, class_name: str) -> dict[
     tree, cls, file = found
     out: dict[str, tuple[str, ast.FunctionDef]] = {}
     for node in cls.body:
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and not node.name.startswith("__"):
+        # (a machine's guards and actions are plain methods: `async def` is not one)
+        if isinstance(node, ast.FunctionDef) and not node.name.startswith("__"):
             out[node.name] = (str(file), node)
     imports = _imports(tree)
     for base in cls.bases:

@@ -220,7 +220,24 @@ def test_a_push_wakes_a_waiting_getter(channel):
     assert getter.join().result == b"hello"
 
 
-def test_reading_pauses_at_recv_high_and_resumes_once_when_drained_to_half(channel, resume):
+@pytest.fixture(params=["get", "take"])
+def take_one(request):
+    """Both ways a receive takes a queued item: ``get`` (the full path) and ``take`` (the
+    fast path of a message already queued); pausing and resuming must not tell them apart."""
+    if request.param == "get":
+        return lambda channel: channel.get(timeout=0)
+    return lambda channel: channel.take()
+
+
+def test_take_returns_the_queued_items_in_order_then_none(channel):
+    assert channel.take() is None
+    channel.push_many([b"a", b"b"])
+    assert (channel.take(), channel.take(), channel.take()) == (b"a", b"b", None)
+    assert channel.inbox_bytes == 0
+
+
+def test_reading_pauses_at_recv_high_and_resumes_once_when_drained_to_half(channel, resume,
+                                                                           take_one):
     channel.push_many([b"m%d" % n for n in range(7)])
     assert not channel.recv_paused
 
@@ -228,34 +245,34 @@ def test_reading_pauses_at_recv_high_and_resumes_once_when_drained_to_half(chann
     assert channel.recv_paused
 
     for _ in range(3):  # 5 left: still above half
-        channel.get(timeout=0)
+        take_one(channel)
     assert channel.recv_paused
     assert resume.calls == 0
 
-    channel.get(timeout=0)  # 4 left == recv_high // 2
+    take_one(channel)  # 4 left == recv_high // 2
     assert not channel.recv_paused
     assert resume.calls == 1
 
     for _ in range(4):
-        channel.get(timeout=0)
+        take_one(channel)
     assert resume.calls == 1
 
 
-def test_reading_pauses_on_bytes_too_and_resumes_below_half_of_them(wake, resume):
+def test_reading_pauses_on_bytes_too_and_resumes_below_half_of_them(wake, resume, take_one):
     channel = Channel(wake_backend=wake, resume_reading=resume, recv_high=100, recv_high_bytes=1000)
     channel.push_many([b"x" * 600])
     assert not channel.recv_paused
     channel.push_many([b"y" * 400])  # 1000 bytes == recv_high_bytes
     assert channel.recv_paused and channel.inbox_bytes == 1000
-    channel.get(timeout=0)  # 400 bytes left: below half
+    take_one(channel)  # 400 bytes left: below half
     assert not channel.recv_paused and resume.calls == 1 and channel.inbox_bytes == 400
 
 
-def test_reading_is_never_resumed_when_it_was_never_paused(channel, resume):
+def test_reading_is_never_resumed_when_it_was_never_paused(channel, resume, take_one):
     channel.push_many([b"a", b"b"])
 
-    channel.get(timeout=0)
-    channel.get(timeout=0)
+    take_one(channel)
+    take_one(channel)
 
     assert resume.calls == 0
 

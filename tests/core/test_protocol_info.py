@@ -1,7 +1,13 @@
-"""Each protocol is declared once, in its own module (core/protocol_info.py), and everything
-else comes from that declaration."""
+"""Each protocol is declared once, in protocols/__init__.py (core/protocol_info.py), and
+everything else comes from that declaration; its module loads on its first socket."""
 
 from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -28,7 +34,64 @@ def test_every_protocol_has_a_declared_peer_that_names_it_back():
 def test_a_protocol_declared_twice_is_refused():
     with pytest.raises(ValueError, match="'req' is declared twice"):
         ProtocolInfo("req", id=0x30, peer_id=0x31, peer_name="rep", can_send=True,
-                     can_recv=True, machine=object, raw_machine=object)
+                     can_recv=True, module="scaproust.protocols.req", machine="Req",
+                     raw_machine="ReqRaw")
+
+
+def test_a_declaration_names_the_classes_of_its_module():
+    from scaproust.core.policy import Policy
+    from scaproust.protocols.req import Req, ReqPolicy, ReqRaw
+    from scaproust.protocols.sub import Sub, SubRaw
+
+    assert (sp.Req.machine_class(), sp.Req.machine_class(raw=True)) == (Req, ReqRaw)
+    assert sp.Req.policy_class() is ReqPolicy
+    assert (sp.Sub.machine_class(), sp.Sub.machine_class(raw=True)) == (Sub, SubRaw)
+    assert sp.Pull.policy_class() is None
+    for info in registered():
+        for raw in (False, True):
+            assert info.machine_class(raw).__module__ == info.module
+        policy = info.policy_class()
+        assert policy is None or issubclass(policy, Policy)
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+LAZY = """
+import json, sys
+import scaproust as sp
+
+def loaded():
+    # (under SCAPROUST_FSM=transitions each machine also loads its _reference module)
+    return sorted(m for m in sys.modules if m.startswith(("scaproust.protocols.",
+                  "scaproust._generated.")) and not m.endswith("_reference"))
+
+at_import = loaded()
+asyncio_at_import = "asyncio" in sys.modules  # loaded by the coroutines of facade/aio.py
+with sp.Session() as session:
+    session.socket(sp.Req).close()
+print(json.dumps({"at_import": at_import, "after_req": loaded(),
+                  "asyncio_at_import": asyncio_at_import}))
+"""
+
+
+def test_import_scaproust_loads_no_protocol_until_its_first_socket():
+    # What import time is made of (docs/ARCHITECTURE.md, "Machines"): no protocol module,
+    # no generated protocol machine, and not asyncio.
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    proc = subprocess.run([sys.executable, "-c", LAZY], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    # The endpoint, socket and pipe machines are core's; no protocol's is loaded.
+    machines = ["scaproust._generated." + m
+                for m in ("dialer", "listener", "pipe", "socket", "tls_pipe")]
+    assert got["at_import"] == machines
+    assert got["asyncio_at_import"] is False
+    assert set(got["after_req"]) - set(machines) == {
+        "scaproust.protocols._backtrace", "scaproust.protocols._balance",
+        "scaproust.protocols._base", "scaproust.protocols._headers",
+        "scaproust.protocols.req", "scaproust._generated.req",
+        "scaproust._generated.req_raw"}
 
 
 def test_the_options_a_protocol_accepts_come_from_its_declaration():

@@ -32,7 +32,7 @@ def copy_of_the_repository(dest: Path) -> Path:
 
 
 def test_the_walkthrough_adds_a_protocol_that_works(tmp_path):
-    table, module, export = walkthrough_snippets()
+    table, module, declaration = walkthrough_snippets()
     repo = copy_of_the_repository(tmp_path)
 
     # 1. its table, at the end of machines: (one level in)
@@ -40,10 +40,10 @@ def test_the_walkthrough_adds_a_protocol_that_works(tmp_path):
         spec.write("\n" + textwrap.indent(table, "  "))
     # 2. its module
     (repo / "src/scaproust/protocols/mirror.py").write_text(module)
-    # 3. its public name: the import, then the name in ALL and __all__
+    # 3. its declaration, under its public name, then that name in ALL and __all__
     names = repo / "src/scaproust/protocols/__init__.py"
     text = names.read_text()
-    text = text.replace("\nALL = (", export + "\nALL = (", 1)
+    text = text.replace("\nALL = (", declaration + "\nALL = (", 1)
     text = re.sub(r"(ALL = \([^)]*)\)", r"\1, Mirror)", text, count=1)
     text = re.sub(r"(__all__ = \[[^\]]*)\]", r'\1, "Mirror"]', text, count=1)
     names.write_text(text)

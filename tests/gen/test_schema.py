@@ -181,7 +181,7 @@ def test_without_a_file_level_policy_a_machine_must_set_its_own():
 def test_an_unknown_top_level_key_fails():
     text = edited("\nunlisted: error\n", "\nunlisted: error\nunlistd: ignore\n")
     err = error_of(text)
-    assert str(err) == f"protocols.yaml:{line_of(text, 'unlistd')}: unknown top-level key 'unlistd' (allowed: machines, unlisted)"
+    assert str(err) == f"protocols.yaml:{line_of(text, 'unlistd')}: unknown top-level key 'unlistd' (allowed: machines, parameters, types, unlisted)"
 
 
 def test_make_regen_cli_reports_a_broken_row_with_its_line(tmp_path):

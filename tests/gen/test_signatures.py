@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import shutil
+import typing
 from pathlib import Path
 
 import pytest
@@ -169,7 +170,8 @@ def test_a_malformed_parameter_list_fails_on_its_line(params, message):
 def test_a_machine_that_extends_another_has_its_declarations_and_may_not_restate_them():
     spec = load(SPEC, src_root=ROOT / "src")
     assert spec.machines["pair1"].params == spec.machines["pair"].params
-    assert spec.machines["pair"].params["evt_pipe_recv"] == (Param("pipe"), Param("msgs"))
+    assert spec.machines["pair"].params["evt_pipe_recv"] == (Param("pipe", type="Pipe"),
+                                                             Param("msgs", type="list[bytes]"))
     text = edited("    extends: pair\n", "    extends: pair\n    events: {cmd_send: [item]}\n", "pair1")
     err = error_of(text)
     assert str(err) == (f"protocols.yaml:{line_of(text, 'events: {cmd_send', 'pair1')}: machine "
@@ -183,10 +185,13 @@ def test_the_generated_event_methods_take_the_declared_parameters():
     from scaproust._generated import pipe, pipe_reference, req, req_reference
 
     for cls in (pipe.PipeCompiled, pipe_reference.PipeTransitions):
-        assert str(inspect.signature(cls.cmd_send)) == "(self, body, header=b'')"
-        assert str(inspect.signature(cls.evt_flushed)) == "(self)"
+        assert str(inspect.signature(cls.cmd_send)) == (
+            "(self, body: 'bytes', header: 'bytes' = b'') -> 'bool'")
+        assert str(inspect.signature(cls.evt_flushed)) == "(self) -> 'bool'"
+        assert str(inspect.signature(cls.evt_io_error)) == "(self, err: 'OSError') -> 'bool'"
     for cls in (req.ReqCompiled, req_reference.ReqTransitions):
-        assert str(inspect.signature(cls.evt_pipe_recv)) == "(self, pipe, msgs)"
+        assert str(inspect.signature(cls.evt_pipe_recv)) == (
+            "(self, pipe: 'Pipe', msgs: 'list[bytes]') -> 'bool'")
     assert req.PARAMETERS["evt_pipe_recv"] == ("pipe", "msgs")
     assert pipe.PARAMETERS["cmd_send"] == ("body", "header")
 
@@ -205,3 +210,83 @@ def test_a_default_reaches_every_action_under_both_backends():
 
         Model().cmd_send(b"x")
         assert calls == [(b"x", b"")]
+
+
+# ------------------------------------------------------------------ types
+
+
+def test_each_parameter_has_its_events_type_or_the_one_of_its_name():
+    spec = load(SPEC, src_root=ROOT / "src")
+    pipe = spec.machines["pipe"]
+    assert pipe.params["evt_io_error"] == (Param("err", type="OSError"),)
+    assert pipe.params["evt_bad_frame"] == (Param("err", type="Exception"),)
+    assert pipe.params["cmd_send"] == (Param("body", type="bytes"),
+                                       Param("header", "b''", type="bytes"))
+    assert spec.machines["req"].imports == {"Item": "scaproust.core.message",
+                                            "Pipe": "scaproust.core.pipe"}
+    assert pipe.imports == {}
+
+
+def test_the_state_is_a_literal_unless_a_class_completes_two_machines_with_other_states():
+    spec = load(SPEC, src_root=ROOT / "src")
+    types = {name: m.state_type for name, m in spec.machines.items()}
+    # Req(ReqFSM, ReqRaw), Surveyor(SurveyorFSM, SurveyorRaw), TLSPipe(TlsPipeFSM, Pipe),
+    # WSPipe(WsPipeFSM, Pipe), WSSPipe(WssPipeFSM, WSPipe, TLSPipe): states differ.
+    assert {name for name, t in types.items() if t == "str"} == {
+        "req", "req_raw", "surveyor", "surveyor_raw", "pipe", "tls_pipe", "ws_pipe", "wss_pipe"}
+    # Pair1(Pair1FSM, Pair1Raw(Pair1RawFSM, Pair)): three machines, the same states.
+    assert types["pair1"] == types["pair1_raw"] == types["pair"] == types["listener"] == "State"
+    from scaproust._generated import pair, req
+
+    assert pair.PairCompiled.__annotations__["state"] == "State"
+    assert typing.get_args(pair.State) == tuple(spec.machines["pair"].states)
+    assert req.ReqCompiled.__annotations__["state"] == "str"
+
+
+def test_a_parameter_without_a_type_fails_on_its_event():
+    text = REAL.replace("  topic: bytes\n", "", 1)
+    err = error_of(text)
+    assert (err.line, err.message) == (
+        line_of(text, "cmd_subscribe: [topic]", "sub"),
+        "parameter 'topic' of cmd_subscribe has no type: give its name one under parameters: "
+        "at the top of the file, or write [topic: <type>]")
+
+
+@pytest.mark.parametrize(("type_", "message"), [
+    ("list[Frame]", "the type of msgs uses 'Frame', which is neither a builtin nor listed under types:"),
+    ("list[bytes", "the type of msgs is not a Python type expression: 'list[bytes'"),
+])
+def test_a_bad_type_fails_on_its_line(type_, message):
+    text = REAL.replace("  msgs: list[bytes]\n", f"  msgs: {type_}\n", 1)
+    err = error_of(text)
+    assert (err.line, err.message) == (REAL[:REAL.index("  msgs: list[bytes]")].count("\n") + 1,
+                                       message)
+
+
+def test_an_events_own_type_fails_like_the_others():
+    text = edited("evt_io_error: [err: OSError]", "evt_io_error: [err: IOErr]", "pipe")
+    err = error_of(text)
+    assert (err.line, err.message) == (
+        line_of(text, "evt_io_error: [err: IOErr]", "pipe"),
+        "the type of 'err' of evt_io_error uses 'IOErr', which is neither a builtin nor listed "
+        "under types:")
+
+
+def test_the_generated_class_declares_the_guards_and_actions_it_calls_for_the_type_checker():
+    import ast
+
+    from scaproust._generated import req
+
+    tree = ast.parse((ROOT / "src/scaproust/_generated/req.py").read_text())
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "ReqCompiled")
+    block = next(n for n in cls.body if isinstance(n, ast.If))
+    assert ast.unparse(block.test) == "TYPE_CHECKING"  # nothing of it runs
+    stubs = {f.name: ast.unparse(f.args) + " -> " + ast.unparse(f.returns)
+             for f in block.body if isinstance(f, ast.FunctionDef) and f.returns is not None}
+    assert list(stubs) == list(req.GUARDS) + [a for a in req.ACTIONS if a not in req.GUARDS]
+    assert stubs["has_reply"] == "self, pipe: Pipe, msgs: list[bytes] -> bool"
+    assert stubs["take_request"] == "self, item: Item -> None"
+    assert stubs["grant_capacity"] == "self, *args: object -> None"  # as Req defines it
+    assert stubs["stop_resend_timer"] == "self -> None"
+    assert not hasattr(req.ReqCompiled, "has_reply")
+    assert req.ReqFSM is req.ReqCompiled or req.ReqFSM.__name__ == "ReqTransitions"

@@ -178,6 +178,10 @@ def test_a_second_pair1_peer_is_closed_and_the_first_stays(session, url):
 
     a.send(b"to the first")
     assert first.recv() == b"to the first"
+    # The second peer had the connection for a moment (it got a's header before the
+    # close): wait until it has seen the close, which its I/O thread reads in its own time.
+    wait_until(lambda: second.stats.get("pipes_closed", 0) == 1, what="the second's close")
+    assert second.stats.get("pipes_opened", 0) == 1
     with pytest.raises(sp.WouldBlock):
         second.send(b"never", block=False)
 

@@ -5,6 +5,7 @@ Test list:
 - a surveyor with no respondent sends at once and its recv times out at the deadline
 - recv before any survey is a state error
 - a recv pending at the deadline times out, and the next recv is a state error
+- an answer still queued when the deadline passes is not handed over: a state error
 - a late response is dropped, and the next survey gets only its own responses
 - a new survey cancels the old one: responses to the old one are dropped
 - survey ids on the wire go up by one per survey
@@ -105,6 +106,26 @@ def test_a_recv_pending_at_the_deadline_times_out_and_the_next_is_a_state_error(
     with pytest.raises(sp.BadState):
         sur.recv(block=False)
     assert resp.recv() == b"silence?"  # it got the survey, and did not answer
+
+
+def test_an_answer_still_queued_when_the_deadline_passes_is_not_handed_over(session, url):
+    sur = surveyor(session)
+    now = [time.monotonic()]
+    sur._policy.clock = lambda: now[0]  # the policy's clock: the deadline as the user sees it
+    resp = respondent(session)
+    resp.connect(sur.bind(url).url)
+    pipes_of(sur, 1)
+
+    sur.send(b"q")
+    assert resp.recv() == b"q"
+    resp.send(b"in time, but not read in time")
+    wait_until(lambda: sur.stats.get("msgs_received", 0) == 1, what="the answer queued")
+    now[0] += ANSWER_DEADLINE
+
+    with pytest.raises(sp.BadState):
+        sur.recv(block=False)
+    with pytest.raises(sp.BadState):
+        sur.try_recv()
 
 
 def test_the_callers_timeout_still_applies_within_a_survey(session):

@@ -107,7 +107,9 @@ def test_a_server_of_an_unknown_ca_is_refused_and_the_dialer_retries(session, ca
     refused(session, a, b, b, caplog, "certificate verify failed: self-signed certificate in "
                                       "certificate chain")
     # ... and the server learns why from the client's alert.
-    assert any("TLSV1_ALERT_UNKNOWN_CA" in r.getMessage() for r in caplog.records)
+    with caplog.at_level(logging.WARNING, logger="scaproust.pipe"):
+        wait_until(lambda: any("TLSV1_ALERT_UNKNOWN_CA" in r.getMessage()
+                               for r in caplog.records), what="the server's warning")
     assert a.stats["tls_handshake_failures"] >= 1
 
 
@@ -187,9 +189,9 @@ def test_a_peer_silent_after_connecting_is_dropped_after_the_handshake_timeout(s
             socket.create_connection((host, int(port)), timeout=T) as silent:
         assert silent.recv(1) == b""  # closed by the listener, not by us
         # Counted and logged by the row's action, which runs just after the close.
-        wait_until(lambda: a.stats.get("tls_handshake_failures") == 1, what="the count")
-    assert any("not complete within handshake_timeout=0.2s" in r.getMessage()
-               for r in caplog.records)
+        wait_until(lambda: any("not complete within handshake_timeout=0.2s" in r.getMessage()
+                               for r in caplog.records), what="the warning")
+    assert a.stats.get("tls_handshake_failures") == 1
 
 
 def _raw_tls_client(url: str, ca) -> ssl.SSLSocket:
@@ -254,7 +256,9 @@ def test_a_ready_ssl_context_may_be_given_for_either_side(session, ca):
     client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ca.configure_trust(client)
     a = session.socket(sp.Pair, recv_timeout=T, send_timeout=T, tls=server)
-    b = session.socket(sp.Pair, recv_timeout=T, send_timeout=T, tls=client)
+    b = session.socket(sp.Pair, recv_timeout=T, send_timeout=T)
+    b.tls = client  # the option, set as an attribute
+    assert (a.tls, b.tls) == (server, client)
     b.connect(a.bind("tls+tcp://127.0.0.1:0").url)
     exchanges(a, b)
 
@@ -300,3 +304,31 @@ def test_a_tls_error_once_active_is_logged_but_is_no_failed_handshake(session, c
                    what="the warning")
     raw.close()
     assert a.stats.get("tls_handshake_failures", 0) == 0
+
+
+def test_a_peer_that_sends_close_notify_and_waits_is_closed_at_once(session, ca):
+    """The close_notify comes in the same read as the last message, and the peer keeps TCP
+    open waiting for our answer: the pipe must not wait for a readiness that never comes."""
+    events: list[sp.PipeEvent] = []
+    a = session.socket(sp.Pair, recv_timeout=T)
+    a.add_pipe_listener(events.append)
+    ep = a.bind("tls+tcp://127.0.0.1:0", tls=server_config(ca))
+    host, port = ep.url[len("tls+tcp://"):].rsplit(":", 1)
+    raw = socket.create_connection((host, int(port)), timeout=T)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    context = ssl.create_default_context(cadata=pem(ca.cert_pem))
+    tls = context.wrap_bio(incoming, outgoing, server_hostname=host)
+    while True:
+        try:
+            tls.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            raw.sendall(outgoing.read())
+            incoming.write(raw.recv(65536))
+    tls.write(b"\0SP\0\x00\x10\0\0" + b"\0\0\0\0\0\0\0\x04last")
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.unwrap()  # close_notify queued behind the message
+    raw.sendall(outgoing.read())  # one write: the message and close_notify together
+    assert a.recv() == b"last"
+    wait_until(lambda: [e.kind for e in events] == ["added", "removed"], what="the removal")
+    raw.close()

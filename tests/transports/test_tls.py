@@ -217,3 +217,12 @@ def test_subjects_are_written_short():
 
 def test_the_public_names():
     assert sp.TLSConfig is TLSConfig
+
+
+def test_a_close_notify_behind_the_last_bytes_is_reported_with_them(streams):
+    client, server = streams
+    client.sendmsg([b"last words"])
+    client.send_close_notify()  # and the TCP connection stays open
+    assert server.recv(65536) == b"last words"
+    assert server.peer_closed  # the socket will not be readable again: say it now
+    assert server.recv(65536) == b""

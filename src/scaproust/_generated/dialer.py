@@ -12,15 +12,23 @@ once.
 Hand-written actions and guards: scaproust.core.dialer.Dialer.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
 from scaproust.fsm import BACKEND
 from scaproust.fsm.errors import RefusedEvent
 
+if TYPE_CHECKING:
+    from scaproust.core.pipe import Pipe
+
 NAME = 'dialer'
-INITIAL = 'idle'
+State = Literal['idle', 'resolving', 'connecting', 'connected', 'waiting', 'closed']
+INITIAL: State = 'idle'
 UNLISTED = 'error'
-FINAL_STATES = ('closed',)
+FINAL_STATES: tuple[State, ...] = ('closed',)
 EVENTS = ('cmd_start', 'evt_resolved', 'evt_resolve_failed', 'evt_timeout', 'evt_pipe_opened', 'evt_pipe_closed', 'cmd_close', 'evt_crashed')
-PARAMETERS = {
+PARAMETERS: dict[str, tuple[str, ...]] = {
     'cmd_start': (),
     'evt_resolved': (),
     'evt_resolve_failed': ('err',),
@@ -37,9 +45,24 @@ ACTIONS = ('stop_resolving', 'start_resolving', 'open_pipe', 'cancel_retry_timer
 class DialerCompiled:
     """dialer: one specialised method per event (the default backend)."""
 
-    state = 'idle'
+    state: State = 'idle'
 
-    def cmd_start(self):
+    if TYPE_CHECKING:  # defined by the hand-written class, called by the rows
+        def has_name(self, *args: object) -> bool: ...
+        def lasted(self, pipe: Pipe) -> bool: ...
+        def stop_resolving(self) -> None: ...
+        def start_resolving(self) -> None: ...
+        def open_pipe(self) -> None: ...
+        def cancel_retry_timer(self) -> None: ...
+        def start_retry_timer(self) -> None: ...
+        def close_pipe(self) -> None: ...
+        def note_resolve_failure(self, err: BaseException) -> None: ...
+        def note_resolve_timeout(self) -> None: ...
+        def reset_backoff(self, pipe: Pipe) -> None: ...
+        def log_disconnect(self, pipe: Pipe) -> None: ...
+        def log_crash(self, err: Exception) -> None: ...
+
+    def cmd_start(self) -> bool:
         state = self.state
         if state == 'idle':
             if self.has_name():
@@ -51,7 +74,7 @@ class DialerCompiled:
             return True
         raise RefusedEvent(NAME, state, 'cmd_start')
 
-    def evt_resolved(self):
+    def evt_resolved(self) -> bool:
         state = self.state
         if state == 'resolving':
             self.stop_resolving()
@@ -60,7 +83,7 @@ class DialerCompiled:
             return True
         raise RefusedEvent(NAME, state, 'evt_resolved')
 
-    def evt_resolve_failed(self, err):
+    def evt_resolve_failed(self, err: BaseException) -> bool:
         state = self.state
         if state == 'resolving':
             self.stop_resolving()
@@ -70,7 +93,7 @@ class DialerCompiled:
             return True
         raise RefusedEvent(NAME, state, 'evt_resolve_failed')
 
-    def evt_timeout(self):
+    def evt_timeout(self) -> bool:
         state = self.state
         if state == 'resolving':
             self.stop_resolving()
@@ -90,7 +113,7 @@ class DialerCompiled:
             return True
         raise RefusedEvent(NAME, state, 'evt_timeout')
 
-    def evt_pipe_opened(self, pipe):
+    def evt_pipe_opened(self, pipe: Pipe) -> bool:
         state = self.state
         if state == 'connecting':
             self.state = 'connected'
@@ -100,7 +123,7 @@ class DialerCompiled:
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_opened')
 
-    def evt_pipe_closed(self, pipe):
+    def evt_pipe_closed(self, pipe: Pipe) -> bool:
         state = self.state
         if state == 'connecting':
             self.state = 'waiting'
@@ -125,7 +148,7 @@ class DialerCompiled:
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_closed')
 
-    def cmd_close(self):
+    def cmd_close(self) -> bool:
         state = self.state
         if state == 'idle':
             self.state = 'closed'
@@ -153,7 +176,7 @@ class DialerCompiled:
             return True
         raise RefusedEvent(NAME, state, 'cmd_close')
 
-    def evt_crashed(self, err):
+    def evt_crashed(self, err: Exception) -> bool:
         state = self.state
         if state == 'idle':
             self.state = 'closed'
@@ -185,7 +208,9 @@ class DialerCompiled:
         raise RefusedEvent(NAME, state, 'evt_crashed')
 
 
-if BACKEND == "transitions":  # the reference backend: only now is transitions loaded
+if TYPE_CHECKING:  # one class for the type checker: both have the same methods
+    DialerFSM = DialerCompiled
+elif BACKEND == "transitions":  # the reference backend: only now is transitions loaded
     from scaproust._generated.dialer_reference import DialerTransitions
 
     DialerFSM = DialerTransitions

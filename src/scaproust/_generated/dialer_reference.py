@@ -12,14 +12,22 @@ Address literals dial at once.
 Hand-written actions and guards: scaproust.core.dialer.Dialer.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from scaproust.fsm.reference import reference_machine, triggers
+
+if TYPE_CHECKING:
+    from scaproust._generated.dialer import State
+    from scaproust.core.pipe import Pipe
 
 NAME = 'dialer'
 INITIAL = 'idle'
 UNLISTED = 'error'
 EVENTS = ('cmd_start', 'evt_resolved', 'evt_resolve_failed', 'evt_timeout', 'evt_pipe_opened', 'evt_pipe_closed', 'cmd_close', 'evt_crashed')
 
-STATES = [
+STATES: list[dict[str, Any]] = [
     {'name': 'idle', 'ignore_invalid_triggers': False},
     {'name': 'resolving', 'on_enter': ['start_resolving'], 'on_exit': ['stop_resolving'], 'ignore_invalid_triggers': False},
     {'name': 'connecting', 'on_enter': ['open_pipe'], 'ignore_invalid_triggers': False},
@@ -28,7 +36,7 @@ STATES = [
     {'name': 'closed', 'on_enter': ['close_pipe'], 'final': True, 'ignore_invalid_triggers': False},
 ]
 
-TRANSITIONS = [
+TRANSITIONS: list[dict[str, Any]] = [
     {'trigger': 'cmd_start', 'source': 'idle', 'dest': 'resolving', 'conditions': ['has_name']},
     {'trigger': 'cmd_start', 'source': 'idle', 'dest': 'connecting'},
     {'trigger': 'evt_resolved', 'source': 'resolving', 'dest': 'connecting'},
@@ -63,28 +71,28 @@ _TRIGGERS = triggers(MACHINE, NAME, EVENTS)
 class DialerTransitions:
     """dialer: every event runs through the class-level transitions.Machine."""
 
-    state = 'idle'
+    state: State = 'idle'
 
-    def cmd_start(self):
+    def cmd_start(self) -> bool:
         return _TRIGGERS['cmd_start'](self)
 
-    def evt_resolved(self):
+    def evt_resolved(self) -> bool:
         return _TRIGGERS['evt_resolved'](self)
 
-    def evt_resolve_failed(self, err):
+    def evt_resolve_failed(self, err: BaseException) -> bool:
         return _TRIGGERS['evt_resolve_failed'](self, err)
 
-    def evt_timeout(self):
+    def evt_timeout(self) -> bool:
         return _TRIGGERS['evt_timeout'](self)
 
-    def evt_pipe_opened(self, pipe):
+    def evt_pipe_opened(self, pipe: Pipe) -> bool:
         return _TRIGGERS['evt_pipe_opened'](self, pipe)
 
-    def evt_pipe_closed(self, pipe):
+    def evt_pipe_closed(self, pipe: Pipe) -> bool:
         return _TRIGGERS['evt_pipe_closed'](self, pipe)
 
-    def cmd_close(self):
+    def cmd_close(self) -> bool:
         return _TRIGGERS['cmd_close'](self)
 
-    def evt_crashed(self, err):
+    def evt_crashed(self, err: Exception) -> bool:
         return _TRIGGERS['evt_crashed'](self, err)

@@ -9,15 +9,23 @@ path at once and closes its pipes.
 Hand-written actions and guards: scaproust.core.listener.Listener.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
 from scaproust.fsm import BACKEND
 from scaproust.fsm.errors import RefusedEvent
 
+if TYPE_CHECKING:
+    from scaproust.core.pipe import Pipe
+
 NAME = 'listener'
-INITIAL = 'idle'
+State = Literal['idle', 'listening', 'backing_off', 'closed']
+INITIAL: State = 'idle'
 UNLISTED = 'error'
-FINAL_STATES = ('closed',)
+FINAL_STATES: tuple[State, ...] = ('closed',)
 EVENTS = ('cmd_start', 'evt_acceptable', 'evt_accept_failed', 'evt_timeout', 'evt_pipe_opened', 'evt_pipe_closed', 'cmd_close', 'evt_crashed')
-PARAMETERS = {
+PARAMETERS: dict[str, tuple[str, ...]] = {
     'cmd_start': (),
     'evt_acceptable': (),
     'evt_accept_failed': ('err',),
@@ -34,9 +42,21 @@ ACTIONS = ('unwatch_accept', 'watch_accept', 'cancel_backoff_timer', 'start_back
 class ListenerCompiled:
     """listener: one specialised method per event (the default backend)."""
 
-    state = 'idle'
+    state: State = 'idle'
 
-    def cmd_start(self):
+    if TYPE_CHECKING:  # defined by the hand-written class, called by the rows
+        def unwatch_accept(self) -> None: ...
+        def watch_accept(self) -> None: ...
+        def cancel_backoff_timer(self) -> None: ...
+        def start_backoff_timer(self) -> None: ...
+        def close_listening_socket(self) -> None: ...
+        def close_pipes(self) -> None: ...
+        def accept_connections(self) -> None: ...
+        def note_accept_failure(self, err: OSError) -> None: ...
+        def forget_pipe(self, pipe: Pipe) -> None: ...
+        def log_crash(self, err: Exception) -> None: ...
+
+    def cmd_start(self) -> bool:
         state = self.state
         if state == 'idle':
             self.state = 'listening'
@@ -44,14 +64,14 @@ class ListenerCompiled:
             return True
         raise RefusedEvent(NAME, state, 'cmd_start')
 
-    def evt_acceptable(self):
+    def evt_acceptable(self) -> bool:
         state = self.state
         if state == 'listening':
             self.accept_connections()
             return True
         raise RefusedEvent(NAME, state, 'evt_acceptable')
 
-    def evt_accept_failed(self, err):
+    def evt_accept_failed(self, err: OSError) -> bool:
         state = self.state
         if state == 'listening':
             self.unwatch_accept()
@@ -61,7 +81,7 @@ class ListenerCompiled:
             return True
         raise RefusedEvent(NAME, state, 'evt_accept_failed')
 
-    def evt_timeout(self):
+    def evt_timeout(self) -> bool:
         state = self.state
         if state == 'backing_off':
             self.cancel_backoff_timer()
@@ -70,7 +90,7 @@ class ListenerCompiled:
             return True
         raise RefusedEvent(NAME, state, 'evt_timeout')
 
-    def evt_pipe_opened(self, pipe):
+    def evt_pipe_opened(self, pipe: Pipe) -> bool:
         state = self.state
         if state == 'listening':
             return True
@@ -80,7 +100,7 @@ class ListenerCompiled:
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_opened')
 
-    def evt_pipe_closed(self, pipe):
+    def evt_pipe_closed(self, pipe: Pipe) -> bool:
         state = self.state
         if state == 'listening':
             self.forget_pipe(pipe)
@@ -92,7 +112,7 @@ class ListenerCompiled:
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_closed')
 
-    def cmd_close(self):
+    def cmd_close(self) -> bool:
         state = self.state
         if state == 'idle':
             self.state = 'closed'
@@ -115,7 +135,7 @@ class ListenerCompiled:
             return True
         raise RefusedEvent(NAME, state, 'cmd_close')
 
-    def evt_crashed(self, err):
+    def evt_crashed(self, err: Exception) -> bool:
         state = self.state
         if state == 'idle':
             self.state = 'closed'
@@ -140,7 +160,9 @@ class ListenerCompiled:
         raise RefusedEvent(NAME, state, 'evt_crashed')
 
 
-if BACKEND == "transitions":  # the reference backend: only now is transitions loaded
+if TYPE_CHECKING:  # one class for the type checker: both have the same methods
+    ListenerFSM = ListenerCompiled
+elif BACKEND == "transitions":  # the reference backend: only now is transitions loaded
     from scaproust._generated.listener_reference import ListenerTransitions
 
     ListenerFSM = ListenerTransitions

@@ -9,21 +9,29 @@ accepting, releases the port or IPC path at once and closes its pipes.
 Hand-written actions and guards: scaproust.core.listener.Listener.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from scaproust.fsm.reference import reference_machine, triggers
+
+if TYPE_CHECKING:
+    from scaproust._generated.listener import State
+    from scaproust.core.pipe import Pipe
 
 NAME = 'listener'
 INITIAL = 'idle'
 UNLISTED = 'error'
 EVENTS = ('cmd_start', 'evt_acceptable', 'evt_accept_failed', 'evt_timeout', 'evt_pipe_opened', 'evt_pipe_closed', 'cmd_close', 'evt_crashed')
 
-STATES = [
+STATES: list[dict[str, Any]] = [
     {'name': 'idle', 'ignore_invalid_triggers': False},
     {'name': 'listening', 'on_enter': ['watch_accept'], 'on_exit': ['unwatch_accept'], 'ignore_invalid_triggers': False},
     {'name': 'backing_off', 'on_enter': ['start_backoff_timer'], 'on_exit': ['cancel_backoff_timer'], 'ignore_invalid_triggers': False},
     {'name': 'closed', 'on_enter': ['close_listening_socket', 'close_pipes'], 'final': True, 'ignore_invalid_triggers': False},
 ]
 
-TRANSITIONS = [
+TRANSITIONS: list[dict[str, Any]] = [
     {'trigger': 'cmd_start', 'source': 'idle', 'dest': 'listening'},
     {'trigger': 'evt_acceptable', 'source': 'listening', 'dest': None, 'after': ['accept_connections']},
     {'trigger': 'evt_accept_failed', 'source': 'listening', 'dest': 'backing_off', 'after': ['note_accept_failure']},
@@ -50,28 +58,28 @@ _TRIGGERS = triggers(MACHINE, NAME, EVENTS)
 class ListenerTransitions:
     """listener: every event runs through the class-level transitions.Machine."""
 
-    state = 'idle'
+    state: State = 'idle'
 
-    def cmd_start(self):
+    def cmd_start(self) -> bool:
         return _TRIGGERS['cmd_start'](self)
 
-    def evt_acceptable(self):
+    def evt_acceptable(self) -> bool:
         return _TRIGGERS['evt_acceptable'](self)
 
-    def evt_accept_failed(self, err):
+    def evt_accept_failed(self, err: OSError) -> bool:
         return _TRIGGERS['evt_accept_failed'](self, err)
 
-    def evt_timeout(self):
+    def evt_timeout(self) -> bool:
         return _TRIGGERS['evt_timeout'](self)
 
-    def evt_pipe_opened(self, pipe):
+    def evt_pipe_opened(self, pipe: Pipe) -> bool:
         return _TRIGGERS['evt_pipe_opened'](self, pipe)
 
-    def evt_pipe_closed(self, pipe):
+    def evt_pipe_closed(self, pipe: Pipe) -> bool:
         return _TRIGGERS['evt_pipe_closed'](self, pipe)
 
-    def cmd_close(self):
+    def cmd_close(self) -> bool:
         return _TRIGGERS['cmd_close'](self)
 
-    def evt_crashed(self, err):
+    def evt_crashed(self, err: Exception) -> bool:
         return _TRIGGERS['evt_crashed'](self, err)

@@ -10,15 +10,24 @@ one word under 0xff, and goes out incremented (as nng does); any other header is
 Hand-written actions and guards: scaproust.protocols.pair1.Pair1Raw.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
 from scaproust.fsm import BACKEND
 from scaproust.fsm.errors import RefusedEvent
 
+if TYPE_CHECKING:
+    from scaproust.core.message import Item
+    from scaproust.core.pipe import Pipe
+
 NAME = 'pair1_raw'
-INITIAL = 'unpaired'
+State = Literal['unpaired', 'paired', 'closed']
+INITIAL: State = 'unpaired'
 UNLISTED = 'error'
-FINAL_STATES = ('closed',)
+FINAL_STATES: tuple[State, ...] = ('closed',)
 EVENTS = ('evt_pipe_added', 'evt_pipe_removed', 'evt_pipe_ready', 'evt_pipe_recv', 'cmd_send', 'cmd_close')
-PARAMETERS = {
+PARAMETERS: dict[str, tuple[str, ...]] = {
     'evt_pipe_added': ('pipe',),
     'evt_pipe_removed': ('pipe',),
     'evt_pipe_ready': ('pipe',),
@@ -33,9 +42,26 @@ ACTIONS = ('take_peer', 'send_backlog', 'grant_capacity', 'reject_pipe', 'forget
 class Pair1RawCompiled:
     """pair1_raw: one specialised method per event (the default backend)."""
 
-    state = 'unpaired'
+    state: State = 'unpaired'
 
-    def evt_pipe_added(self, pipe):
+    if TYPE_CHECKING:  # defined by the hand-written class, called by the rows
+        def is_peer(self, pipe: Pipe, *args: object) -> bool: ...
+        def hops_well_formed(self, pipe: Pipe, msgs: list[bytes]) -> bool: ...
+        def hop_header_ok(self, item: Item) -> bool: ...
+        def take_peer(self, pipe: Pipe) -> None: ...
+        def send_backlog(self, pipe: Pipe) -> None: ...
+        def grant_capacity(self, *args: object) -> None: ...
+        def reject_pipe(self, pipe: Pipe) -> None: ...
+        def forget_peer(self, pipe: Pipe, *args: object) -> None: ...
+        def deliver_with_hops(self, pipe: Pipe, msgs: list[bytes]) -> None: ...
+        def reject_malformed_peer(self, pipe: Pipe, msgs: list[bytes]) -> None: ...
+        def discard(self, pipe: Pipe, msgs: list[bytes]) -> None: ...
+        def refuse_header(self, item: Item) -> None: ...
+        def send_to_peer(self, item: Item) -> None: ...
+        def hold(self, item: Item) -> None: ...
+        def drop_backlog(self) -> None: ...
+
+    def evt_pipe_added(self, pipe: Pipe) -> bool:
         state = self.state
         if state == 'unpaired':
             self.state = 'paired'
@@ -48,7 +74,7 @@ class Pair1RawCompiled:
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_added')
 
-    def evt_pipe_removed(self, pipe):
+    def evt_pipe_removed(self, pipe: Pipe) -> bool:
         state = self.state
         if state == 'unpaired':
             return True
@@ -61,7 +87,7 @@ class Pair1RawCompiled:
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_removed')
 
-    def evt_pipe_ready(self, pipe):
+    def evt_pipe_ready(self, pipe: Pipe) -> bool:
         state = self.state
         if state == 'unpaired':
             return True
@@ -73,7 +99,7 @@ class Pair1RawCompiled:
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_ready')
 
-    def evt_pipe_recv(self, pipe, msgs):
+    def evt_pipe_recv(self, pipe: Pipe, msgs: list[bytes]) -> bool:
         state = self.state
         if state == 'unpaired':
             self.discard(pipe, msgs)
@@ -93,7 +119,7 @@ class Pair1RawCompiled:
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_recv')
 
-    def cmd_send(self, item):
+    def cmd_send(self, item: Item) -> bool:
         state = self.state
         if state == 'unpaired':
             if not self.hop_header_ok(item):
@@ -111,7 +137,7 @@ class Pair1RawCompiled:
             return True
         raise RefusedEvent(NAME, state, 'cmd_send')
 
-    def cmd_close(self):
+    def cmd_close(self) -> bool:
         state = self.state
         if state == 'unpaired':
             self.state = 'closed'
@@ -126,7 +152,9 @@ class Pair1RawCompiled:
         raise RefusedEvent(NAME, state, 'cmd_close')
 
 
-if BACKEND == "transitions":  # the reference backend: only now is transitions loaded
+if TYPE_CHECKING:  # one class for the type checker: both have the same methods
+    Pair1RawFSM = Pair1RawCompiled
+elif BACKEND == "transitions":  # the reference backend: only now is transitions loaded
     from scaproust._generated.pair1_raw_reference import Pair1RawTransitions
 
     Pair1RawFSM = Pair1RawTransitions

@@ -10,20 +10,29 @@ does); any other header is refused (dropped_bad_header).
 Hand-written actions and guards: scaproust.protocols.pair1.Pair1Raw.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from scaproust.fsm.reference import reference_machine, triggers
+
+if TYPE_CHECKING:
+    from scaproust._generated.pair1_raw import State
+    from scaproust.core.message import Item
+    from scaproust.core.pipe import Pipe
 
 NAME = 'pair1_raw'
 INITIAL = 'unpaired'
 UNLISTED = 'error'
 EVENTS = ('evt_pipe_added', 'evt_pipe_removed', 'evt_pipe_ready', 'evt_pipe_recv', 'cmd_send', 'cmd_close')
 
-STATES = [
+STATES: list[dict[str, Any]] = [
     {'name': 'unpaired', 'ignore_invalid_triggers': False},
     {'name': 'paired', 'ignore_invalid_triggers': False},
     {'name': 'closed', 'final': True, 'ignore_invalid_triggers': False},
 ]
 
-TRANSITIONS = [
+TRANSITIONS: list[dict[str, Any]] = [
     {'trigger': 'evt_pipe_added', 'source': 'unpaired', 'dest': 'paired', 'after': ['take_peer', 'send_backlog', 'grant_capacity']},
     {'trigger': 'evt_pipe_added', 'source': 'paired', 'dest': None, 'after': ['reject_pipe']},
     {'trigger': 'evt_pipe_removed', 'source': 'paired', 'dest': 'unpaired', 'conditions': ['is_peer'], 'after': ['forget_peer', 'grant_capacity']},
@@ -52,22 +61,22 @@ _TRIGGERS = triggers(MACHINE, NAME, EVENTS)
 class Pair1RawTransitions:
     """pair1_raw: every event runs through the class-level transitions.Machine."""
 
-    state = 'unpaired'
+    state: State = 'unpaired'
 
-    def evt_pipe_added(self, pipe):
+    def evt_pipe_added(self, pipe: Pipe) -> bool:
         return _TRIGGERS['evt_pipe_added'](self, pipe)
 
-    def evt_pipe_removed(self, pipe):
+    def evt_pipe_removed(self, pipe: Pipe) -> bool:
         return _TRIGGERS['evt_pipe_removed'](self, pipe)
 
-    def evt_pipe_ready(self, pipe):
+    def evt_pipe_ready(self, pipe: Pipe) -> bool:
         return _TRIGGERS['evt_pipe_ready'](self, pipe)
 
-    def evt_pipe_recv(self, pipe, msgs):
+    def evt_pipe_recv(self, pipe: Pipe, msgs: list[bytes]) -> bool:
         return _TRIGGERS['evt_pipe_recv'](self, pipe, msgs)
 
-    def cmd_send(self, item):
+    def cmd_send(self, item: Item) -> bool:
         return _TRIGGERS['cmd_send'](self, item)
 
-    def cmd_close(self):
+    def cmd_close(self) -> bool:
         return _TRIGGERS['cmd_close'](self)

@@ -9,15 +9,24 @@ replaces the old; a reply whose first word is not the outstanding id is dropped.
 Hand-written actions and guards: scaproust.protocols.req.Req.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
 from scaproust.fsm import BACKEND
 from scaproust.fsm.errors import RefusedEvent
 
+if TYPE_CHECKING:
+    from scaproust.core.message import Item
+    from scaproust.core.pipe import Pipe
+
 NAME = 'req'
-INITIAL = 'idle'
+State = Literal['idle', 'sent', 'waiting', 'closed']
+INITIAL: State = 'idle'
 UNLISTED = 'error'
-FINAL_STATES = ('closed',)
+FINAL_STATES: tuple[State, ...] = ('closed',)
 EVENTS = ('evt_pipe_added', 'evt_pipe_removed', 'evt_pipe_ready', 'evt_pipe_recv', 'cmd_send', 'evt_timeout', 'cmd_close')
-PARAMETERS = {
+PARAMETERS: dict[str, tuple[str, ...]] = {
     'evt_pipe_added': ('pipe',),
     'evt_pipe_removed': ('pipe',),
     'evt_pipe_ready': ('pipe',),
@@ -33,9 +42,29 @@ ACTIONS = ('stop_resend_timer', 'add_pipe', 'send_request', 'grant_capacity', 'r
 class ReqCompiled:
     """req: one specialised method per event (the default backend)."""
 
-    state = 'idle'
+    # str, not State: a hand-written class completes this machine and one whose
+    # states differ, and both must declare the attribute alike.
+    state: str = 'idle'
 
-    def evt_pipe_added(self, pipe):
+    if TYPE_CHECKING:  # defined by the hand-written class, called by the rows
+        def pipe_has_room(self, pipe: Pipe) -> bool: ...
+        def is_carrier(self, pipe: Pipe) -> bool: ...
+        def other_pipe_has_room(self, pipe: Pipe) -> bool: ...
+        def our_pipe_has_room(self, pipe: Pipe) -> bool: ...
+        def has_reply(self, pipe: Pipe, msgs: list[bytes]) -> bool: ...
+        def can_send(self, *args: object) -> bool: ...
+        def stop_resend_timer(self) -> None: ...
+        def add_pipe(self, pipe: Pipe) -> None: ...
+        def send_request(self, *args: object) -> None: ...
+        def grant_capacity(self, *args: object) -> None: ...
+        def remove_pipe(self, pipe: Pipe) -> None: ...
+        def resend_request(self, *args: object) -> None: ...
+        def deliver_reply(self, pipe: Pipe, msgs: list[bytes]) -> None: ...
+        def drop_replies(self, pipe: Pipe, msgs: list[bytes]) -> None: ...
+        def take_request(self, item: Item) -> None: ...
+        def drop_request(self) -> None: ...
+
+    def evt_pipe_added(self, pipe: Pipe) -> bool:
         state = self.state
         if state == 'idle':
             self.add_pipe(pipe)
@@ -57,7 +86,7 @@ class ReqCompiled:
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_added')
 
-    def evt_pipe_removed(self, pipe):
+    def evt_pipe_removed(self, pipe: Pipe) -> bool:
         state = self.state
         if state == 'idle':
             self.remove_pipe(pipe)
@@ -84,7 +113,7 @@ class ReqCompiled:
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_removed')
 
-    def evt_pipe_ready(self, pipe):
+    def evt_pipe_ready(self, pipe: Pipe) -> bool:
         state = self.state
         if state == 'idle':
             self.grant_capacity(pipe)
@@ -102,7 +131,7 @@ class ReqCompiled:
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_ready')
 
-    def evt_pipe_recv(self, pipe, msgs):
+    def evt_pipe_recv(self, pipe: Pipe, msgs: list[bytes]) -> bool:
         state = self.state
         if state == 'idle':
             self.drop_replies(pipe, msgs)
@@ -124,7 +153,7 @@ class ReqCompiled:
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_recv')
 
-    def cmd_send(self, item):
+    def cmd_send(self, item: Item) -> bool:
         state = self.state
         if state == 'idle':
             if self.can_send(item):
@@ -160,7 +189,7 @@ class ReqCompiled:
             return True
         raise RefusedEvent(NAME, state, 'cmd_send')
 
-    def evt_timeout(self):
+    def evt_timeout(self) -> bool:
         state = self.state
         if state == 'sent':
             if self.can_send():
@@ -172,7 +201,7 @@ class ReqCompiled:
             return True
         raise RefusedEvent(NAME, state, 'evt_timeout')
 
-    def cmd_close(self):
+    def cmd_close(self) -> bool:
         state = self.state
         if state == 'idle':
             self.state = 'closed'
@@ -192,7 +221,9 @@ class ReqCompiled:
         raise RefusedEvent(NAME, state, 'cmd_close')
 
 
-if BACKEND == "transitions":  # the reference backend: only now is transitions loaded
+if TYPE_CHECKING:  # one class for the type checker: both have the same methods
+    ReqFSM = ReqCompiled
+elif BACKEND == "transitions":  # the reference backend: only now is transitions loaded
     from scaproust._generated.req_reference import ReqTransitions
 
     ReqFSM = ReqTransitions

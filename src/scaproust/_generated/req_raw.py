@@ -9,15 +9,24 @@ over with the body; a malformed one closes its pipe.
 Hand-written actions and guards: scaproust.protocols.req.ReqRaw.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
 from scaproust.fsm import BACKEND
 from scaproust.fsm.errors import RefusedEvent
 
+if TYPE_CHECKING:
+    from scaproust.core.message import Item
+    from scaproust.core.pipe import Pipe
+
 NAME = 'req_raw'
-INITIAL = 'open'
+State = Literal['open', 'closed']
+INITIAL: State = 'open'
 UNLISTED = 'error'
-FINAL_STATES = ('closed',)
+FINAL_STATES: tuple[State, ...] = ('closed',)
 EVENTS = ('evt_pipe_added', 'evt_pipe_removed', 'evt_pipe_ready', 'evt_pipe_recv', 'cmd_send', 'cmd_close')
-PARAMETERS = {
+PARAMETERS: dict[str, tuple[str, ...]] = {
     'evt_pipe_added': ('pipe',),
     'evt_pipe_removed': ('pipe',),
     'evt_pipe_ready': ('pipe',),
@@ -32,9 +41,20 @@ ACTIONS = ('add_pipe', 'send_backlog', 'grant_capacity', 'remove_pipe', 'deliver
 class ReqRawCompiled:
     """req_raw: one specialised method per event (the default backend)."""
 
-    state = 'open'
+    # str, not State: a hand-written class completes this machine and one whose
+    # states differ, and both must declare the attribute alike.
+    state: str = 'open'
 
-    def evt_pipe_added(self, pipe):
+    if TYPE_CHECKING:  # defined by the hand-written class, called by the rows
+        def add_pipe(self, pipe: Pipe) -> None: ...
+        def send_backlog(self, pipe: Pipe) -> None: ...
+        def grant_capacity(self, *args: object) -> None: ...
+        def remove_pipe(self, pipe: Pipe) -> None: ...
+        def deliver_replies(self, pipe: Pipe, msgs: list[bytes]) -> None: ...
+        def send_round_robin(self, item: Item) -> None: ...
+        def drop_backlog(self) -> None: ...
+
+    def evt_pipe_added(self, pipe: Pipe) -> bool:
         state = self.state
         if state == 'open':
             self.add_pipe(pipe)
@@ -43,7 +63,7 @@ class ReqRawCompiled:
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_added')
 
-    def evt_pipe_removed(self, pipe):
+    def evt_pipe_removed(self, pipe: Pipe) -> bool:
         state = self.state
         if state == 'open':
             self.remove_pipe(pipe)
@@ -51,7 +71,7 @@ class ReqRawCompiled:
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_removed')
 
-    def evt_pipe_ready(self, pipe):
+    def evt_pipe_ready(self, pipe: Pipe) -> bool:
         state = self.state
         if state == 'open':
             self.send_backlog(pipe)
@@ -59,21 +79,21 @@ class ReqRawCompiled:
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_ready')
 
-    def evt_pipe_recv(self, pipe, msgs):
+    def evt_pipe_recv(self, pipe: Pipe, msgs: list[bytes]) -> bool:
         state = self.state
         if state == 'open':
             self.deliver_replies(pipe, msgs)
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_recv')
 
-    def cmd_send(self, item):
+    def cmd_send(self, item: Item) -> bool:
         state = self.state
         if state == 'open':
             self.send_round_robin(item)
             return True
         raise RefusedEvent(NAME, state, 'cmd_send')
 
-    def cmd_close(self):
+    def cmd_close(self) -> bool:
         state = self.state
         if state == 'open':
             self.state = 'closed'
@@ -84,7 +104,9 @@ class ReqRawCompiled:
         raise RefusedEvent(NAME, state, 'cmd_close')
 
 
-if BACKEND == "transitions":  # the reference backend: only now is transitions loaded
+if TYPE_CHECKING:  # one class for the type checker: both have the same methods
+    ReqRawFSM = ReqRawCompiled
+elif BACKEND == "transitions":  # the reference backend: only now is transitions loaded
     from scaproust._generated.req_raw_reference import ReqRawTransitions
 
     ReqRawFSM = ReqRawTransitions

@@ -10,19 +10,27 @@ its pipe.
 Hand-written actions and guards: scaproust.protocols.req.ReqRaw.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from scaproust.fsm.reference import reference_machine, triggers
+
+if TYPE_CHECKING:
+    from scaproust.core.message import Item
+    from scaproust.core.pipe import Pipe
 
 NAME = 'req_raw'
 INITIAL = 'open'
 UNLISTED = 'error'
 EVENTS = ('evt_pipe_added', 'evt_pipe_removed', 'evt_pipe_ready', 'evt_pipe_recv', 'cmd_send', 'cmd_close')
 
-STATES = [
+STATES: list[dict[str, Any]] = [
     {'name': 'open', 'ignore_invalid_triggers': False},
     {'name': 'closed', 'final': True, 'ignore_invalid_triggers': False},
 ]
 
-TRANSITIONS = [
+TRANSITIONS: list[dict[str, Any]] = [
     {'trigger': 'evt_pipe_added', 'source': 'open', 'dest': None, 'after': ['add_pipe', 'send_backlog', 'grant_capacity']},
     {'trigger': 'evt_pipe_removed', 'source': 'open', 'dest': None, 'after': ['remove_pipe', 'grant_capacity']},
     {'trigger': 'evt_pipe_ready', 'source': 'open', 'dest': None, 'after': ['send_backlog', 'grant_capacity']},
@@ -39,22 +47,24 @@ _TRIGGERS = triggers(MACHINE, NAME, EVENTS)
 class ReqRawTransitions:
     """req_raw: every event runs through the class-level transitions.Machine."""
 
-    state = 'open'
+    # str, not State: a hand-written class completes this machine and one whose
+    # states differ, and both must declare the attribute alike.
+    state: str = 'open'
 
-    def evt_pipe_added(self, pipe):
+    def evt_pipe_added(self, pipe: Pipe) -> bool:
         return _TRIGGERS['evt_pipe_added'](self, pipe)
 
-    def evt_pipe_removed(self, pipe):
+    def evt_pipe_removed(self, pipe: Pipe) -> bool:
         return _TRIGGERS['evt_pipe_removed'](self, pipe)
 
-    def evt_pipe_ready(self, pipe):
+    def evt_pipe_ready(self, pipe: Pipe) -> bool:
         return _TRIGGERS['evt_pipe_ready'](self, pipe)
 
-    def evt_pipe_recv(self, pipe, msgs):
+    def evt_pipe_recv(self, pipe: Pipe, msgs: list[bytes]) -> bool:
         return _TRIGGERS['evt_pipe_recv'](self, pipe, msgs)
 
-    def cmd_send(self, item):
+    def cmd_send(self, item: Item) -> bool:
         return _TRIGGERS['cmd_send'](self, item)
 
-    def cmd_close(self):
+    def cmd_close(self) -> bool:
         return _TRIGGERS['cmd_close'](self)

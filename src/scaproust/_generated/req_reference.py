@@ -10,21 +10,29 @@ outstanding id is dropped.
 Hand-written actions and guards: scaproust.protocols.req.Req.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from scaproust.fsm.reference import reference_machine, triggers
+
+if TYPE_CHECKING:
+    from scaproust.core.message import Item
+    from scaproust.core.pipe import Pipe
 
 NAME = 'req'
 INITIAL = 'idle'
 UNLISTED = 'error'
 EVENTS = ('evt_pipe_added', 'evt_pipe_removed', 'evt_pipe_ready', 'evt_pipe_recv', 'cmd_send', 'evt_timeout', 'cmd_close')
 
-STATES = [
+STATES: list[dict[str, Any]] = [
     {'name': 'idle', 'ignore_invalid_triggers': False},
     {'name': 'sent', 'on_exit': ['stop_resend_timer'], 'ignore_invalid_triggers': False},
     {'name': 'waiting', 'ignore_invalid_triggers': False},
     {'name': 'closed', 'final': True, 'ignore_invalid_triggers': False},
 ]
 
-TRANSITIONS = [
+TRANSITIONS: list[dict[str, Any]] = [
     {'trigger': 'evt_pipe_added', 'source': 'waiting', 'dest': 'sent', 'conditions': ['pipe_has_room'], 'after': ['add_pipe', 'send_request', 'grant_capacity']},
     {'trigger': 'evt_pipe_added', 'source': 'idle', 'dest': None, 'after': ['add_pipe', 'grant_capacity']},
     {'trigger': 'evt_pipe_added', 'source': 'sent', 'dest': None, 'after': ['add_pipe', 'grant_capacity']},
@@ -64,25 +72,27 @@ _TRIGGERS = triggers(MACHINE, NAME, EVENTS)
 class ReqTransitions:
     """req: every event runs through the class-level transitions.Machine."""
 
-    state = 'idle'
+    # str, not State: a hand-written class completes this machine and one whose
+    # states differ, and both must declare the attribute alike.
+    state: str = 'idle'
 
-    def evt_pipe_added(self, pipe):
+    def evt_pipe_added(self, pipe: Pipe) -> bool:
         return _TRIGGERS['evt_pipe_added'](self, pipe)
 
-    def evt_pipe_removed(self, pipe):
+    def evt_pipe_removed(self, pipe: Pipe) -> bool:
         return _TRIGGERS['evt_pipe_removed'](self, pipe)
 
-    def evt_pipe_ready(self, pipe):
+    def evt_pipe_ready(self, pipe: Pipe) -> bool:
         return _TRIGGERS['evt_pipe_ready'](self, pipe)
 
-    def evt_pipe_recv(self, pipe, msgs):
+    def evt_pipe_recv(self, pipe: Pipe, msgs: list[bytes]) -> bool:
         return _TRIGGERS['evt_pipe_recv'](self, pipe, msgs)
 
-    def cmd_send(self, item):
+    def cmd_send(self, item: Item) -> bool:
         return _TRIGGERS['cmd_send'](self, item)
 
-    def evt_timeout(self):
+    def evt_timeout(self) -> bool:
         return _TRIGGERS['evt_timeout'](self)
 
-    def cmd_close(self):
+    def cmd_close(self) -> bool:
         return _TRIGGERS['cmd_close'](self)

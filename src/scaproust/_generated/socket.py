@@ -7,15 +7,24 @@ the linger time, and the socket is closed when the last pipe is gone.
 Hand-written actions and guards: scaproust.core.socket.SocketCore.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
 from scaproust.fsm import BACKEND
 from scaproust.fsm.errors import RefusedEvent
 
+if TYPE_CHECKING:
+    from scaproust.core.interfaces import Endpoint
+    from scaproust.core.pipe import Pipe
+
 NAME = 'socket'
-INITIAL = 'open'
+State = Literal['open', 'closing', 'closed']
+INITIAL: State = 'open'
 UNLISTED = 'error'
-FINAL_STATES = ('closed',)
+FINAL_STATES: tuple[State, ...] = ('closed',)
 EVENTS = ('cmd_bind', 'cmd_connect', 'cmd_close_endpoint', 'evt_pipe_opened', 'evt_pipe_closed', 'cmd_close', 'evt_crashed')
-PARAMETERS = {
+PARAMETERS: dict[str, tuple[str, ...]] = {
     'cmd_bind': ('endpoint',),
     'cmd_connect': ('endpoint',),
     'cmd_close_endpoint': ('endpoint_id',),
@@ -31,30 +40,44 @@ ACTIONS = ('close_endpoints', 'close_pipes', 'close_protocol', 'notify_closed', 
 class SocketCompiled:
     """socket: one specialised method per event (the default backend)."""
 
-    state = 'open'
+    state: State = 'open'
 
-    def cmd_bind(self, endpoint):
+    if TYPE_CHECKING:  # defined by the hand-written class, called by the rows
+        def has_pipes(self) -> bool: ...
+        def has_other_pipes(self, pipe: Pipe) -> bool: ...
+        def close_endpoints(self, *args: object) -> None: ...
+        def close_pipes(self) -> None: ...
+        def close_protocol(self) -> None: ...
+        def notify_closed(self) -> None: ...
+        def start_endpoint(self, endpoint: Endpoint) -> None: ...
+        def remove_endpoint(self, endpoint_id: int) -> None: ...
+        def track_pipe(self, pipe: Pipe) -> None: ...
+        def untrack_pipe(self, pipe: Pipe) -> None: ...
+        def close_late_pipe(self, pipe: Pipe) -> None: ...
+        def log_crash(self, err: Exception) -> None: ...
+
+    def cmd_bind(self, endpoint: Endpoint) -> bool:
         state = self.state
         if state == 'open':
             self.start_endpoint(endpoint)
             return True
         raise RefusedEvent(NAME, state, 'cmd_bind')
 
-    def cmd_connect(self, endpoint):
+    def cmd_connect(self, endpoint: Endpoint) -> bool:
         state = self.state
         if state == 'open':
             self.start_endpoint(endpoint)
             return True
         raise RefusedEvent(NAME, state, 'cmd_connect')
 
-    def cmd_close_endpoint(self, endpoint_id):
+    def cmd_close_endpoint(self, endpoint_id: int) -> bool:
         state = self.state
         if state == 'open':
             self.remove_endpoint(endpoint_id)
             return True
         raise RefusedEvent(NAME, state, 'cmd_close_endpoint')
 
-    def evt_pipe_opened(self, pipe):
+    def evt_pipe_opened(self, pipe: Pipe) -> bool:
         state = self.state
         if state == 'open':
             self.track_pipe(pipe)
@@ -64,7 +87,7 @@ class SocketCompiled:
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_opened')
 
-    def evt_pipe_closed(self, pipe):
+    def evt_pipe_closed(self, pipe: Pipe) -> bool:
         state = self.state
         if state == 'open':
             self.untrack_pipe(pipe)
@@ -82,7 +105,7 @@ class SocketCompiled:
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_closed')
 
-    def cmd_close(self):
+    def cmd_close(self) -> bool:
         state = self.state
         if state == 'open':
             if self.has_pipes():
@@ -101,7 +124,7 @@ class SocketCompiled:
             return True
         raise RefusedEvent(NAME, state, 'cmd_close')
 
-    def evt_crashed(self, err):
+    def evt_crashed(self, err: Exception) -> bool:
         state = self.state
         if state == 'open':
             self.state = 'closed'
@@ -120,7 +143,9 @@ class SocketCompiled:
         raise RefusedEvent(NAME, state, 'evt_crashed')
 
 
-if BACKEND == "transitions":  # the reference backend: only now is transitions loaded
+if TYPE_CHECKING:  # one class for the type checker: both have the same methods
+    SocketFSM = SocketCompiled
+elif BACKEND == "transitions":  # the reference backend: only now is transitions loaded
     from scaproust._generated.socket_reference import SocketTransitions
 
     SocketFSM = SocketTransitions

@@ -8,20 +8,29 @@ last pipe is gone.
 Hand-written actions and guards: scaproust.core.socket.SocketCore.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from scaproust.fsm.reference import reference_machine, triggers
+
+if TYPE_CHECKING:
+    from scaproust._generated.socket import State
+    from scaproust.core.interfaces import Endpoint
+    from scaproust.core.pipe import Pipe
 
 NAME = 'socket'
 INITIAL = 'open'
 UNLISTED = 'error'
 EVENTS = ('cmd_bind', 'cmd_connect', 'cmd_close_endpoint', 'evt_pipe_opened', 'evt_pipe_closed', 'cmd_close', 'evt_crashed')
 
-STATES = [
+STATES: list[dict[str, Any]] = [
     {'name': 'open', 'ignore_invalid_triggers': False},
     {'name': 'closing', 'on_enter': ['close_endpoints', 'close_pipes'], 'ignore_invalid_triggers': False},
     {'name': 'closed', 'on_enter': ['close_protocol', 'notify_closed'], 'final': True, 'ignore_invalid_triggers': False},
 ]
 
-TRANSITIONS = [
+TRANSITIONS: list[dict[str, Any]] = [
     {'trigger': 'cmd_bind', 'source': 'open', 'dest': None, 'after': ['start_endpoint']},
     {'trigger': 'cmd_connect', 'source': 'open', 'dest': None, 'after': ['start_endpoint']},
     {'trigger': 'cmd_close_endpoint', 'source': 'open', 'dest': None, 'after': ['remove_endpoint']},
@@ -46,25 +55,25 @@ _TRIGGERS = triggers(MACHINE, NAME, EVENTS)
 class SocketTransitions:
     """socket: every event runs through the class-level transitions.Machine."""
 
-    state = 'open'
+    state: State = 'open'
 
-    def cmd_bind(self, endpoint):
+    def cmd_bind(self, endpoint: Endpoint) -> bool:
         return _TRIGGERS['cmd_bind'](self, endpoint)
 
-    def cmd_connect(self, endpoint):
+    def cmd_connect(self, endpoint: Endpoint) -> bool:
         return _TRIGGERS['cmd_connect'](self, endpoint)
 
-    def cmd_close_endpoint(self, endpoint_id):
+    def cmd_close_endpoint(self, endpoint_id: int) -> bool:
         return _TRIGGERS['cmd_close_endpoint'](self, endpoint_id)
 
-    def evt_pipe_opened(self, pipe):
+    def evt_pipe_opened(self, pipe: Pipe) -> bool:
         return _TRIGGERS['evt_pipe_opened'](self, pipe)
 
-    def evt_pipe_closed(self, pipe):
+    def evt_pipe_closed(self, pipe: Pipe) -> bool:
         return _TRIGGERS['evt_pipe_closed'](self, pipe)
 
-    def cmd_close(self):
+    def cmd_close(self) -> bool:
         return _TRIGGERS['cmd_close'](self)
 
-    def evt_crashed(self, err):
+    def evt_crashed(self, err: Exception) -> bool:
         return _TRIGGERS['evt_crashed'](self, err)

@@ -8,15 +8,23 @@ Never sends, not even subscriptions (WIRE.md).
 Hand-written actions and guards: scaproust.protocols.sub.Sub.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
 from scaproust.fsm import BACKEND
 from scaproust.fsm.errors import RefusedEvent
 
+if TYPE_CHECKING:
+    from scaproust.core.pipe import Pipe
+
 NAME = 'sub'
-INITIAL = 'unsubscribed'
+State = Literal['unsubscribed', 'subscribed', 'closed']
+INITIAL: State = 'unsubscribed'
 UNLISTED = 'error'
-FINAL_STATES = ('closed',)
+FINAL_STATES: tuple[State, ...] = ('closed',)
 EVENTS = ('evt_pipe_added', 'evt_pipe_removed', 'evt_pipe_ready', 'evt_pipe_recv', 'cmd_subscribe', 'cmd_unsubscribe', 'cmd_close')
-PARAMETERS = {
+PARAMETERS: dict[str, tuple[str, ...]] = {
     'evt_pipe_added': ('pipe',),
     'evt_pipe_removed': ('pipe',),
     'evt_pipe_ready': ('pipe',),
@@ -32,9 +40,18 @@ ACTIONS = ('discard_unmatched', 'deliver_matching', 'add_topic', 'remove_topic',
 class SubCompiled:
     """sub: one specialised method per event (the default backend)."""
 
-    state = 'unsubscribed'
+    state: State = 'unsubscribed'
 
-    def evt_pipe_added(self, pipe):
+    if TYPE_CHECKING:  # defined by the hand-written class, called by the rows
+        def is_last_topic(self, topic: bytes) -> bool: ...
+        def is_subscribed(self, topic: bytes) -> bool: ...
+        def discard_unmatched(self, pipe: Pipe, msgs: list[bytes]) -> None: ...
+        def deliver_matching(self, pipe: Pipe, msgs: list[bytes]) -> None: ...
+        def add_topic(self, topic: bytes) -> None: ...
+        def remove_topic(self, topic: bytes) -> None: ...
+        def refuse_unknown_topic(self, topic: bytes) -> None: ...
+
+    def evt_pipe_added(self, pipe: Pipe) -> bool:
         state = self.state
         if state == 'unsubscribed':
             return True
@@ -42,7 +59,7 @@ class SubCompiled:
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_added')
 
-    def evt_pipe_removed(self, pipe):
+    def evt_pipe_removed(self, pipe: Pipe) -> bool:
         state = self.state
         if state == 'unsubscribed':
             return True
@@ -50,7 +67,7 @@ class SubCompiled:
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_removed')
 
-    def evt_pipe_ready(self, pipe):
+    def evt_pipe_ready(self, pipe: Pipe) -> bool:
         state = self.state
         if state == 'unsubscribed':
             return True
@@ -58,7 +75,7 @@ class SubCompiled:
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_ready')
 
-    def evt_pipe_recv(self, pipe, msgs):
+    def evt_pipe_recv(self, pipe: Pipe, msgs: list[bytes]) -> bool:
         state = self.state
         if state == 'unsubscribed':
             self.discard_unmatched(pipe, msgs)
@@ -68,7 +85,7 @@ class SubCompiled:
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_recv')
 
-    def cmd_subscribe(self, topic):
+    def cmd_subscribe(self, topic: bytes) -> bool:
         state = self.state
         if state == 'unsubscribed':
             self.state = 'subscribed'
@@ -79,7 +96,7 @@ class SubCompiled:
             return True
         raise RefusedEvent(NAME, state, 'cmd_subscribe')
 
-    def cmd_unsubscribe(self, topic):
+    def cmd_unsubscribe(self, topic: bytes) -> bool:
         state = self.state
         if state == 'unsubscribed':
             self.refuse_unknown_topic(topic)
@@ -96,7 +113,7 @@ class SubCompiled:
             return True
         raise RefusedEvent(NAME, state, 'cmd_unsubscribe')
 
-    def cmd_close(self):
+    def cmd_close(self) -> bool:
         state = self.state
         if state == 'unsubscribed':
             self.state = 'closed'
@@ -109,7 +126,9 @@ class SubCompiled:
         raise RefusedEvent(NAME, state, 'cmd_close')
 
 
-if BACKEND == "transitions":  # the reference backend: only now is transitions loaded
+if TYPE_CHECKING:  # one class for the type checker: both have the same methods
+    SubFSM = SubCompiled
+elif BACKEND == "transitions":  # the reference backend: only now is transitions loaded
     from scaproust._generated.sub_reference import SubTransitions
 
     SubFSM = SubTransitions

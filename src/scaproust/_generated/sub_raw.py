@@ -6,15 +6,23 @@ unfiltered, and no subscriptions at all (as nng's raw sub0); never sends.
 Hand-written actions and guards: scaproust.protocols.sub.SubRaw.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
 from scaproust.fsm import BACKEND
 from scaproust.fsm.errors import RefusedEvent
 
+if TYPE_CHECKING:
+    from scaproust.core.pipe import Pipe
+
 NAME = 'sub_raw'
-INITIAL = 'open'
+State = Literal['open', 'closed']
+INITIAL: State = 'open'
 UNLISTED = 'error'
-FINAL_STATES = ('closed',)
+FINAL_STATES: tuple[State, ...] = ('closed',)
 EVENTS = ('evt_pipe_added', 'evt_pipe_removed', 'evt_pipe_ready', 'evt_pipe_recv', 'cmd_close')
-PARAMETERS = {
+PARAMETERS: dict[str, tuple[str, ...]] = {
     'evt_pipe_added': ('pipe',),
     'evt_pipe_removed': ('pipe',),
     'evt_pipe_ready': ('pipe',),
@@ -28,34 +36,37 @@ ACTIONS = ('deliver',)
 class SubRawCompiled:
     """sub_raw: one specialised method per event (the default backend)."""
 
-    state = 'open'
+    state: State = 'open'
 
-    def evt_pipe_added(self, pipe):
+    if TYPE_CHECKING:  # defined by the hand-written class, called by the rows
+        def deliver(self, pipe: Pipe, msgs: list[bytes]) -> None: ...
+
+    def evt_pipe_added(self, pipe: Pipe) -> bool:
         state = self.state
         if state == 'open':
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_added')
 
-    def evt_pipe_removed(self, pipe):
+    def evt_pipe_removed(self, pipe: Pipe) -> bool:
         state = self.state
         if state == 'open':
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_removed')
 
-    def evt_pipe_ready(self, pipe):
+    def evt_pipe_ready(self, pipe: Pipe) -> bool:
         state = self.state
         if state == 'open':
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_ready')
 
-    def evt_pipe_recv(self, pipe, msgs):
+    def evt_pipe_recv(self, pipe: Pipe, msgs: list[bytes]) -> bool:
         state = self.state
         if state == 'open':
             self.deliver(pipe, msgs)
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_recv')
 
-    def cmd_close(self):
+    def cmd_close(self) -> bool:
         state = self.state
         if state == 'open':
             self.state = 'closed'
@@ -65,7 +76,9 @@ class SubRawCompiled:
         raise RefusedEvent(NAME, state, 'cmd_close')
 
 
-if BACKEND == "transitions":  # the reference backend: only now is transitions loaded
+if TYPE_CHECKING:  # one class for the type checker: both have the same methods
+    SubRawFSM = SubRawCompiled
+elif BACKEND == "transitions":  # the reference backend: only now is transitions loaded
     from scaproust._generated.sub_raw_reference import SubRawTransitions
 
     SubRawFSM = SubRawTransitions

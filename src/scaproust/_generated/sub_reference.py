@@ -8,20 +8,28 @@ here, before the receive queue. Never sends, not even subscriptions (WIRE.md).
 Hand-written actions and guards: scaproust.protocols.sub.Sub.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from scaproust.fsm.reference import reference_machine, triggers
+
+if TYPE_CHECKING:
+    from scaproust._generated.sub import State
+    from scaproust.core.pipe import Pipe
 
 NAME = 'sub'
 INITIAL = 'unsubscribed'
 UNLISTED = 'error'
 EVENTS = ('evt_pipe_added', 'evt_pipe_removed', 'evt_pipe_ready', 'evt_pipe_recv', 'cmd_subscribe', 'cmd_unsubscribe', 'cmd_close')
 
-STATES = [
+STATES: list[dict[str, Any]] = [
     {'name': 'unsubscribed', 'ignore_invalid_triggers': False},
     {'name': 'subscribed', 'ignore_invalid_triggers': False},
     {'name': 'closed', 'final': True, 'ignore_invalid_triggers': False},
 ]
 
-TRANSITIONS = [
+TRANSITIONS: list[dict[str, Any]] = [
     {'trigger': 'evt_pipe_added', 'source': 'unsubscribed', 'dest': None},
     {'trigger': 'evt_pipe_added', 'source': 'subscribed', 'dest': None},
     {'trigger': 'evt_pipe_removed', 'source': 'unsubscribed', 'dest': None},
@@ -48,25 +56,25 @@ _TRIGGERS = triggers(MACHINE, NAME, EVENTS)
 class SubTransitions:
     """sub: every event runs through the class-level transitions.Machine."""
 
-    state = 'unsubscribed'
+    state: State = 'unsubscribed'
 
-    def evt_pipe_added(self, pipe):
+    def evt_pipe_added(self, pipe: Pipe) -> bool:
         return _TRIGGERS['evt_pipe_added'](self, pipe)
 
-    def evt_pipe_removed(self, pipe):
+    def evt_pipe_removed(self, pipe: Pipe) -> bool:
         return _TRIGGERS['evt_pipe_removed'](self, pipe)
 
-    def evt_pipe_ready(self, pipe):
+    def evt_pipe_ready(self, pipe: Pipe) -> bool:
         return _TRIGGERS['evt_pipe_ready'](self, pipe)
 
-    def evt_pipe_recv(self, pipe, msgs):
+    def evt_pipe_recv(self, pipe: Pipe, msgs: list[bytes]) -> bool:
         return _TRIGGERS['evt_pipe_recv'](self, pipe, msgs)
 
-    def cmd_subscribe(self, topic):
+    def cmd_subscribe(self, topic: bytes) -> bool:
         return _TRIGGERS['cmd_subscribe'](self, topic)
 
-    def cmd_unsubscribe(self, topic):
+    def cmd_unsubscribe(self, topic: bytes) -> bool:
         return _TRIGGERS['cmd_unsubscribe'](self, topic)
 
-    def cmd_close(self):
+    def cmd_close(self) -> bool:
         return _TRIGGERS['cmd_close'](self)

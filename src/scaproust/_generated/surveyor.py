@@ -9,15 +9,24 @@ old one and its deadline.
 Hand-written actions and guards: scaproust.protocols.surveyor.Surveyor.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
 from scaproust.fsm import BACKEND
 from scaproust.fsm.errors import RefusedEvent
 
+if TYPE_CHECKING:
+    from scaproust.core.message import Item
+    from scaproust.core.pipe import Pipe
+
 NAME = 'surveyor'
-INITIAL = 'idle'
+State = Literal['idle', 'surveying', 'closed']
+INITIAL: State = 'idle'
 UNLISTED = 'error'
-FINAL_STATES = ('closed',)
+FINAL_STATES: tuple[State, ...] = ('closed',)
 EVENTS = ('evt_pipe_added', 'evt_pipe_removed', 'evt_pipe_ready', 'cmd_send', 'evt_pipe_recv', 'evt_deadline', 'cmd_close')
-PARAMETERS = {
+PARAMETERS: dict[str, tuple[str, ...]] = {
     'evt_pipe_added': ('pipe',),
     'evt_pipe_removed': ('pipe',),
     'evt_pipe_ready': ('pipe',),
@@ -33,9 +42,22 @@ ACTIONS = ('cancel_deadline', 'forget_survey', 'add_pipe', 'remove_pipe', 'take_
 class SurveyorCompiled:
     """surveyor: one specialised method per event (the default backend)."""
 
-    state = 'idle'
+    # str, not State: a hand-written class completes this machine and one whose
+    # states differ, and both must declare the attribute alike.
+    state: str = 'idle'
 
-    def evt_pipe_added(self, pipe):
+    if TYPE_CHECKING:  # defined by the hand-written class, called by the rows
+        def cancel_deadline(self, *args: object) -> None: ...
+        def forget_survey(self) -> None: ...
+        def add_pipe(self, pipe: Pipe) -> None: ...
+        def remove_pipe(self, pipe: Pipe) -> None: ...
+        def take_survey(self, item: Item) -> None: ...
+        def broadcast(self, item: Item) -> None: ...
+        def start_deadline(self, item: Item) -> None: ...
+        def deliver_current(self, pipe: Pipe, msgs: list[bytes]) -> None: ...
+        def drop_late(self, pipe: Pipe, msgs: list[bytes]) -> None: ...
+
+    def evt_pipe_added(self, pipe: Pipe) -> bool:
         state = self.state
         if state == 'idle':
             self.add_pipe(pipe)
@@ -45,7 +67,7 @@ class SurveyorCompiled:
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_added')
 
-    def evt_pipe_removed(self, pipe):
+    def evt_pipe_removed(self, pipe: Pipe) -> bool:
         state = self.state
         if state == 'idle':
             self.remove_pipe(pipe)
@@ -55,7 +77,7 @@ class SurveyorCompiled:
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_removed')
 
-    def evt_pipe_ready(self, pipe):
+    def evt_pipe_ready(self, pipe: Pipe) -> bool:
         state = self.state
         if state == 'idle':
             return True
@@ -63,7 +85,7 @@ class SurveyorCompiled:
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_ready')
 
-    def cmd_send(self, item):
+    def cmd_send(self, item: Item) -> bool:
         state = self.state
         if state == 'idle':
             self.state = 'surveying'
@@ -79,7 +101,7 @@ class SurveyorCompiled:
             return True
         raise RefusedEvent(NAME, state, 'cmd_send')
 
-    def evt_pipe_recv(self, pipe, msgs):
+    def evt_pipe_recv(self, pipe: Pipe, msgs: list[bytes]) -> bool:
         state = self.state
         if state == 'idle':
             self.drop_late(pipe, msgs)
@@ -89,7 +111,7 @@ class SurveyorCompiled:
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_recv')
 
-    def evt_deadline(self):
+    def evt_deadline(self) -> bool:
         state = self.state
         if state == 'surveying':
             self.cancel_deadline()
@@ -98,7 +120,7 @@ class SurveyorCompiled:
             return True
         raise RefusedEvent(NAME, state, 'evt_deadline')
 
-    def cmd_close(self):
+    def cmd_close(self) -> bool:
         state = self.state
         if state == 'idle':
             self.state = 'closed'
@@ -113,7 +135,9 @@ class SurveyorCompiled:
         raise RefusedEvent(NAME, state, 'cmd_close')
 
 
-if BACKEND == "transitions":  # the reference backend: only now is transitions loaded
+if TYPE_CHECKING:  # one class for the type checker: both have the same methods
+    SurveyorFSM = SurveyorCompiled
+elif BACKEND == "transitions":  # the reference backend: only now is transitions loaded
     from scaproust._generated.surveyor_reference import SurveyorTransitions
 
     SurveyorFSM = SurveyorTransitions

@@ -9,20 +9,28 @@ survey replaces the old one and its deadline.
 Hand-written actions and guards: scaproust.protocols.surveyor.Surveyor.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from scaproust.fsm.reference import reference_machine, triggers
+
+if TYPE_CHECKING:
+    from scaproust.core.message import Item
+    from scaproust.core.pipe import Pipe
 
 NAME = 'surveyor'
 INITIAL = 'idle'
 UNLISTED = 'error'
 EVENTS = ('evt_pipe_added', 'evt_pipe_removed', 'evt_pipe_ready', 'cmd_send', 'evt_pipe_recv', 'evt_deadline', 'cmd_close')
 
-STATES = [
+STATES: list[dict[str, Any]] = [
     {'name': 'idle', 'ignore_invalid_triggers': False},
     {'name': 'surveying', 'on_exit': ['cancel_deadline', 'forget_survey'], 'ignore_invalid_triggers': False},
     {'name': 'closed', 'final': True, 'ignore_invalid_triggers': False},
 ]
 
-TRANSITIONS = [
+TRANSITIONS: list[dict[str, Any]] = [
     {'trigger': 'evt_pipe_added', 'source': 'idle', 'dest': None, 'after': ['add_pipe']},
     {'trigger': 'evt_pipe_added', 'source': 'surveying', 'dest': None, 'after': ['add_pipe']},
     {'trigger': 'evt_pipe_removed', 'source': 'idle', 'dest': None, 'after': ['remove_pipe']},
@@ -46,25 +54,27 @@ _TRIGGERS = triggers(MACHINE, NAME, EVENTS)
 class SurveyorTransitions:
     """surveyor: every event runs through the class-level transitions.Machine."""
 
-    state = 'idle'
+    # str, not State: a hand-written class completes this machine and one whose
+    # states differ, and both must declare the attribute alike.
+    state: str = 'idle'
 
-    def evt_pipe_added(self, pipe):
+    def evt_pipe_added(self, pipe: Pipe) -> bool:
         return _TRIGGERS['evt_pipe_added'](self, pipe)
 
-    def evt_pipe_removed(self, pipe):
+    def evt_pipe_removed(self, pipe: Pipe) -> bool:
         return _TRIGGERS['evt_pipe_removed'](self, pipe)
 
-    def evt_pipe_ready(self, pipe):
+    def evt_pipe_ready(self, pipe: Pipe) -> bool:
         return _TRIGGERS['evt_pipe_ready'](self, pipe)
 
-    def cmd_send(self, item):
+    def cmd_send(self, item: Item) -> bool:
         return _TRIGGERS['cmd_send'](self, item)
 
-    def evt_pipe_recv(self, pipe, msgs):
+    def evt_pipe_recv(self, pipe: Pipe, msgs: list[bytes]) -> bool:
         return _TRIGGERS['evt_pipe_recv'](self, pipe, msgs)
 
-    def evt_deadline(self):
+    def evt_deadline(self) -> bool:
         return _TRIGGERS['evt_deadline'](self)
 
-    def cmd_close(self):
+    def cmd_close(self) -> bool:
         return _TRIGGERS['cmd_close'](self)

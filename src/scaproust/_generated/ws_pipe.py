@@ -11,15 +11,20 @@ or the code of the peer's violation: 1002, 1003, 1009) and closes once it left.
 Hand-written actions and guards: scaproust.core.ws_pipe.WSPipe.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
 from scaproust.fsm import BACKEND
 from scaproust.fsm.errors import RefusedEvent
 
 NAME = 'ws_pipe'
-INITIAL = 'idle'
+State = Literal['idle', 'connecting', 'handshaking', 'active', 'closing', 'dead', 'ws_refusing', 'ws_closing', 'ws_dropping']
+INITIAL: State = 'idle'
 UNLISTED = 'error'
-FINAL_STATES = ('dead',)
+FINAL_STATES: tuple[State, ...] = ('dead',)
 EVENTS = ('cmd_open', 'evt_connected', 'evt_connect_failed', 'evt_handshake_ok', 'evt_flushed', 'evt_handshake_bad', 'evt_timeout', 'cmd_send', 'evt_msgs', 'cmd_pause', 'cmd_resume', 'evt_bad_frame', 'cmd_close', 'evt_peer_closed', 'evt_io_error', 'evt_crashed', 'evt_upgrade_refused', 'evt_ws_close')
-PARAMETERS = {
+PARAMETERS: dict[str, tuple[str, ...]] = {
     'cmd_open': (),
     'evt_connected': (),
     'evt_connect_failed': ('err',),
@@ -46,9 +51,44 @@ ACTIONS = ('unwatch_connect', 'watch_connect', 'cancel_timer', 'tune_stream', 's
 class WsPipeCompiled:
     """ws_pipe: one specialised method per event (the default backend)."""
 
-    state = 'idle'
+    # str, not State: a hand-written class completes this machine and one whose
+    # states differ, and both must declare the attribute alike.
+    state: str = 'idle'
 
-    def cmd_open(self):
+    if TYPE_CHECKING:  # defined by the hand-written class, called by the rows
+        def is_dialed(self) -> bool: ...
+        def has_output(self) -> bool: ...
+        def unwatch_connect(self) -> None: ...
+        def watch_connect(self) -> None: ...
+        def cancel_timer(self) -> None: ...
+        def tune_stream(self) -> None: ...
+        def send_handshake(self) -> None: ...
+        def watch_handshake(self) -> None: ...
+        def start_handshake_timer(self) -> None: ...
+        def detach_from_socket(self) -> None: ...
+        def watch_frames(self) -> None: ...
+        def attach_to_socket(self) -> None: ...
+        def start_linger_timer(self) -> None: ...
+        def release(self) -> None: ...
+        def send_refusal(self) -> None: ...
+        def send_close_frame(self) -> None: ...
+        def start_close_timer(self) -> None: ...
+        def log_connect_failure(self, err: OSError) -> None: ...
+        def log_protocol_error(self, err: Exception) -> None: ...
+        def log_handshake_timeout(self) -> None: ...
+        def enqueue(self, body: bytes, header: bytes) -> None: ...
+        def deliver(self, msgs: list[bytes]) -> None: ...
+        def report_capacity(self) -> None: ...
+        def stop_reading(self) -> None: ...
+        def start_reading(self) -> None: ...
+        def discard(self, msgs: list[bytes]) -> None: ...
+        def log_linger_expired(self) -> None: ...
+        def log_peer_closed(self) -> None: ...
+        def log_io_error(self, err: OSError) -> None: ...
+        def log_crash(self, err: Exception) -> None: ...
+        def log_ws_close(self, code: int) -> None: ...
+
+    def cmd_open(self) -> bool:
         state = self.state
         if state == 'idle':
             if self.is_dialed():
@@ -63,7 +103,7 @@ class WsPipeCompiled:
             return True
         raise RefusedEvent(NAME, state, 'cmd_open')
 
-    def evt_connected(self):
+    def evt_connected(self) -> bool:
         state = self.state
         if state == 'connecting':
             self.unwatch_connect()
@@ -75,7 +115,7 @@ class WsPipeCompiled:
             return True
         raise RefusedEvent(NAME, state, 'evt_connected')
 
-    def evt_connect_failed(self, err):
+    def evt_connect_failed(self, err: OSError) -> bool:
         state = self.state
         if state == 'connecting':
             self.unwatch_connect()
@@ -85,7 +125,7 @@ class WsPipeCompiled:
             return True
         raise RefusedEvent(NAME, state, 'evt_connect_failed')
 
-    def evt_handshake_ok(self):
+    def evt_handshake_ok(self) -> bool:
         state = self.state
         if state == 'handshaking':
             self.cancel_timer()
@@ -95,7 +135,7 @@ class WsPipeCompiled:
             return True
         raise RefusedEvent(NAME, state, 'evt_handshake_ok')
 
-    def evt_flushed(self):
+    def evt_flushed(self) -> bool:
         state = self.state
         if state == 'handshaking':
             return True
@@ -128,7 +168,7 @@ class WsPipeCompiled:
             return True
         raise RefusedEvent(NAME, state, 'evt_flushed')
 
-    def evt_handshake_bad(self, err):
+    def evt_handshake_bad(self, err: Exception) -> bool:
         state = self.state
         if state == 'handshaking':
             self.cancel_timer()
@@ -138,7 +178,7 @@ class WsPipeCompiled:
             return True
         raise RefusedEvent(NAME, state, 'evt_handshake_bad')
 
-    def evt_timeout(self):
+    def evt_timeout(self) -> bool:
         state = self.state
         if state == 'handshaking':
             self.cancel_timer()
@@ -169,14 +209,14 @@ class WsPipeCompiled:
             return True
         raise RefusedEvent(NAME, state, 'evt_timeout')
 
-    def cmd_send(self, body, header=b''):
+    def cmd_send(self, body: bytes, header: bytes = b'') -> bool:
         state = self.state
         if state == 'active':
             self.enqueue(body, header)
             return True
         raise RefusedEvent(NAME, state, 'cmd_send')
 
-    def evt_msgs(self, msgs):
+    def evt_msgs(self, msgs: list[bytes]) -> bool:
         state = self.state
         if state == 'active':
             self.deliver(msgs)
@@ -192,7 +232,7 @@ class WsPipeCompiled:
             return True
         raise RefusedEvent(NAME, state, 'evt_msgs')
 
-    def cmd_pause(self):
+    def cmd_pause(self) -> bool:
         state = self.state
         if state == 'idle':
             return True
@@ -215,7 +255,7 @@ class WsPipeCompiled:
             return True
         raise RefusedEvent(NAME, state, 'cmd_pause')
 
-    def cmd_resume(self):
+    def cmd_resume(self) -> bool:
         state = self.state
         if state == 'idle':
             return True
@@ -238,7 +278,7 @@ class WsPipeCompiled:
             return True
         raise RefusedEvent(NAME, state, 'cmd_resume')
 
-    def evt_bad_frame(self, err):
+    def evt_bad_frame(self, err: Exception) -> bool:
         state = self.state
         if state == 'active':
             self.detach_from_socket()
@@ -266,7 +306,7 @@ class WsPipeCompiled:
             return True
         raise RefusedEvent(NAME, state, 'evt_bad_frame')
 
-    def cmd_close(self):
+    def cmd_close(self) -> bool:
         state = self.state
         if state == 'idle':
             self.state = 'dead'
@@ -308,7 +348,7 @@ class WsPipeCompiled:
             return True
         raise RefusedEvent(NAME, state, 'cmd_close')
 
-    def evt_peer_closed(self):
+    def evt_peer_closed(self) -> bool:
         state = self.state
         if state == 'handshaking':
             self.cancel_timer()
@@ -340,7 +380,7 @@ class WsPipeCompiled:
             return True
         raise RefusedEvent(NAME, state, 'evt_peer_closed')
 
-    def evt_io_error(self, err):
+    def evt_io_error(self, err: OSError) -> bool:
         state = self.state
         if state == 'handshaking':
             self.cancel_timer()
@@ -377,7 +417,7 @@ class WsPipeCompiled:
             return True
         raise RefusedEvent(NAME, state, 'evt_io_error')
 
-    def evt_crashed(self, err):
+    def evt_crashed(self, err: Exception) -> bool:
         state = self.state
         if state == 'idle':
             self.state = 'dead'
@@ -428,7 +468,7 @@ class WsPipeCompiled:
             return True
         raise RefusedEvent(NAME, state, 'evt_crashed')
 
-    def evt_upgrade_refused(self, err):
+    def evt_upgrade_refused(self, err: Exception) -> bool:
         state = self.state
         if state == 'handshaking':
             self.cancel_timer()
@@ -439,7 +479,7 @@ class WsPipeCompiled:
             return True
         raise RefusedEvent(NAME, state, 'evt_upgrade_refused')
 
-    def evt_ws_close(self, code):
+    def evt_ws_close(self, code: int) -> bool:
         state = self.state
         if state == 'active':
             self.detach_from_socket()
@@ -468,7 +508,9 @@ class WsPipeCompiled:
         raise RefusedEvent(NAME, state, 'evt_ws_close')
 
 
-if BACKEND == "transitions":  # the reference backend: only now is transitions loaded
+if TYPE_CHECKING:  # one class for the type checker: both have the same methods
+    WsPipeFSM = WsPipeCompiled
+elif BACKEND == "transitions":  # the reference backend: only now is transitions loaded
     from scaproust._generated.ws_pipe_reference import WsPipeTransitions
 
     WsPipeFSM = WsPipeTransitions

@@ -12,6 +12,10 @@ closes once it left.
 Hand-written actions and guards: scaproust.core.ws_pipe.WSPipe.
 """
 
+from __future__ import annotations
+
+from typing import Any
+
 from scaproust.fsm.reference import reference_machine, triggers
 
 NAME = 'ws_pipe'
@@ -19,7 +23,7 @@ INITIAL = 'idle'
 UNLISTED = 'error'
 EVENTS = ('cmd_open', 'evt_connected', 'evt_connect_failed', 'evt_handshake_ok', 'evt_flushed', 'evt_handshake_bad', 'evt_timeout', 'cmd_send', 'evt_msgs', 'cmd_pause', 'cmd_resume', 'evt_bad_frame', 'cmd_close', 'evt_peer_closed', 'evt_io_error', 'evt_crashed', 'evt_upgrade_refused', 'evt_ws_close')
 
-STATES = [
+STATES: list[dict[str, Any]] = [
     {'name': 'idle', 'ignore_invalid_triggers': False},
     {'name': 'connecting', 'on_enter': ['watch_connect'], 'on_exit': ['unwatch_connect'], 'ignore_invalid_triggers': False},
     {'name': 'handshaking', 'on_enter': ['tune_stream', 'send_handshake', 'watch_handshake', 'start_handshake_timer'], 'on_exit': ['cancel_timer'], 'ignore_invalid_triggers': False},
@@ -31,7 +35,7 @@ STATES = [
     {'name': 'ws_dropping', 'on_enter': ['send_close_frame', 'start_close_timer'], 'on_exit': ['cancel_timer'], 'ignore_invalid_triggers': False},
 ]
 
-TRANSITIONS = [
+TRANSITIONS: list[dict[str, Any]] = [
     {'trigger': 'cmd_open', 'source': 'idle', 'dest': 'connecting', 'conditions': ['is_dialed']},
     {'trigger': 'cmd_open', 'source': 'idle', 'dest': 'handshaking'},
     {'trigger': 'evt_connected', 'source': 'connecting', 'dest': 'handshaking'},
@@ -122,58 +126,60 @@ _TRIGGERS = triggers(MACHINE, NAME, EVENTS)
 class WsPipeTransitions:
     """ws_pipe: every event runs through the class-level transitions.Machine."""
 
-    state = 'idle'
+    # str, not State: a hand-written class completes this machine and one whose
+    # states differ, and both must declare the attribute alike.
+    state: str = 'idle'
 
-    def cmd_open(self):
+    def cmd_open(self) -> bool:
         return _TRIGGERS['cmd_open'](self)
 
-    def evt_connected(self):
+    def evt_connected(self) -> bool:
         return _TRIGGERS['evt_connected'](self)
 
-    def evt_connect_failed(self, err):
+    def evt_connect_failed(self, err: OSError) -> bool:
         return _TRIGGERS['evt_connect_failed'](self, err)
 
-    def evt_handshake_ok(self):
+    def evt_handshake_ok(self) -> bool:
         return _TRIGGERS['evt_handshake_ok'](self)
 
-    def evt_flushed(self):
+    def evt_flushed(self) -> bool:
         return _TRIGGERS['evt_flushed'](self)
 
-    def evt_handshake_bad(self, err):
+    def evt_handshake_bad(self, err: Exception) -> bool:
         return _TRIGGERS['evt_handshake_bad'](self, err)
 
-    def evt_timeout(self):
+    def evt_timeout(self) -> bool:
         return _TRIGGERS['evt_timeout'](self)
 
-    def cmd_send(self, body, header=b''):
+    def cmd_send(self, body: bytes, header: bytes = b'') -> bool:
         return _TRIGGERS['cmd_send'](self, body, header)
 
-    def evt_msgs(self, msgs):
+    def evt_msgs(self, msgs: list[bytes]) -> bool:
         return _TRIGGERS['evt_msgs'](self, msgs)
 
-    def cmd_pause(self):
+    def cmd_pause(self) -> bool:
         return _TRIGGERS['cmd_pause'](self)
 
-    def cmd_resume(self):
+    def cmd_resume(self) -> bool:
         return _TRIGGERS['cmd_resume'](self)
 
-    def evt_bad_frame(self, err):
+    def evt_bad_frame(self, err: Exception) -> bool:
         return _TRIGGERS['evt_bad_frame'](self, err)
 
-    def cmd_close(self):
+    def cmd_close(self) -> bool:
         return _TRIGGERS['cmd_close'](self)
 
-    def evt_peer_closed(self):
+    def evt_peer_closed(self) -> bool:
         return _TRIGGERS['evt_peer_closed'](self)
 
-    def evt_io_error(self, err):
+    def evt_io_error(self, err: OSError) -> bool:
         return _TRIGGERS['evt_io_error'](self, err)
 
-    def evt_crashed(self, err):
+    def evt_crashed(self, err: Exception) -> bool:
         return _TRIGGERS['evt_crashed'](self, err)
 
-    def evt_upgrade_refused(self, err):
+    def evt_upgrade_refused(self, err: Exception) -> bool:
         return _TRIGGERS['evt_upgrade_refused'](self, err)
 
-    def evt_ws_close(self, code):
+    def evt_ws_close(self, code: int) -> bool:
         return _TRIGGERS['evt_ws_close'](self, code)

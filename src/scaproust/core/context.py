@@ -28,7 +28,7 @@ if TYPE_CHECKING:
         """A pipe as the context sees it: one it can stop reading (the receive queue is
         full)."""
 
-        def cmd_pause(self) -> None: ...
+        def cmd_pause(self) -> object: ...
 
 Ts = TypeVarTuple("Ts")
 

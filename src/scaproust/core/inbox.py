@@ -22,29 +22,33 @@ LOWEST_PRIORITY = 16
 class Inbox:
     """Per-priority FIFO queues (1 = highest)."""
 
-    __slots__ = ("_queues", "_best", "_len")
+    __slots__ = ("_queues", "_best", "count")
 
     def __init__(self) -> None:
         self._queues: list[deque[Item]] = [deque() for _ in range(LOWEST_PRIORITY + 1)]
         self._best = LOWEST_PRIORITY + 1  # lowest index holding a message; past the end: empty
-        self._len = 0
+        #: How many items are queued (len(inbox), without a call: the receive fast path reads it).
+        self.count = 0
 
     def __len__(self) -> int:
-        return self._len
+        return self.count
 
     def __bool__(self) -> bool:
-        return self._len > 0
+        return self.count > 0
 
     def extend(self, items: Sequence[Item], priority: int = DEFAULT_PRIORITY) -> None:
         self._queues[priority].extend(items)
-        self._len += len(items)
+        self.count += len(items)
         if priority < self._best:
             self._best = priority
 
-    def popleft(self) -> Item:
+    def take(self) -> Item | None:
+        """Remove and return the next item (best priority first); None when empty."""
+        if not self.count:
+            return None
         queue = self._queues[self._best]
         item = queue.popleft()
-        self._len -= 1
+        self.count -= 1
         if not queue:
             best, queues = self._best + 1, self._queues
             while best <= LOWEST_PRIORITY and not queues[best]:
@@ -52,9 +56,16 @@ class Inbox:
             self._best = best
         return item
 
+    def popleft(self) -> Item:
+        """Remove and return the next item; IndexError when empty."""
+        item = self.take()
+        if item is None:
+            raise IndexError("pop from an empty Inbox")
+        return item
+
     def drain(self) -> list[Item]:
         """Remove and return everything, best priority first."""
         out: list[Item] = []
-        while self._len:
+        while self.count:
             out.append(self.popleft())
         return out

@@ -53,7 +53,7 @@ from scaproust.transports.framing import (
     OversizeFrame,
     check_handshake,
     encode_handshake,
-    frame_prefix,
+    prefixer,
 )
 
 if TYPE_CHECKING:
@@ -118,6 +118,7 @@ class Pipe(PipeFSM):
         self._dialed = dialed
         self._connect_error = connect_error
         self._ipc = transport.IPC_FRAMING
+        self._prefix = prefixer(self._ipc)
         self._options = socket.options
         self._window = socket.options.send_buffer
         self._out: deque[bytes | memoryview] = deque()
@@ -342,13 +343,19 @@ class Pipe(PipeFSM):
 
     def enqueue(self, body: bytes, header: bytes = b"") -> None:
         size = len(header) + len(body)
-        prefix = frame_prefix(size, self._ipc)
         self._out_msgs += 1
-        if size <= JOIN_MAX:
-            self._queue(prefix + header + body if header else prefix + body)
-        else:
-            self._queue(_Head(prefix + header))
+        if size > JOIN_MAX:
+            self._queue(_Head(self._prefix(size) + header))
             self._queue(body)
+            return
+        # One buffer per small message, queued inline (_queue's steps): the hot path of
+        # every send.
+        frame = self._prefix(size) + header + body if header else self._prefix(size) + body
+        self._out.append(frame)
+        self._out_bytes += len(frame)
+        if not self._flush_scheduled and not self._writer_registered:
+            self._flush_scheduled = True
+            self.loop.call_after_batch(self._flush)
 
     def report_capacity(self) -> None:
         self.socket.proto.evt_pipe_ready(self)

@@ -42,6 +42,11 @@ if TYPE_CHECKING:
 class Policy:
     """No user-visible state: everything passes."""
 
+    #: True while ``incoming`` returns every item unchanged and ``recv_wait`` is this
+    #: class's: the facade may then hand a queued item to the user without calling them
+    #: (its fast path). A policy that checks or changes what is received sets it False.
+    plain_recv = True
+
     def __init__(self, channel: Channel, options: Options, stats: Stats | None = None) -> None:
         self.channel = channel
         self.options = options

@@ -1,12 +1,17 @@
-"""What a protocol is, declared once, in its own module.
+"""What a protocol is, declared once.
 
-Each protocol module ends with its declaration (``REQ = ProtocolInfo("req", ...)`` in
-protocols/req.py), as nng's ``req0_proto``: its on-wire ids, its peer, its machines, the
-policy of its cooked sockets and the protocol-specific options it accepts. Everything else
-is derived from it: the public name (``sp.Req``, exported by ``scaproust``), the socket's
-machine and policy, which options a socket accepts (core/options.py), the options table of
-docs/OPTIONS.md. Declaring it registers it here, so core finds protocols by name and id
-without importing protocols/ (layers point down: docs/ARCHITECTURE.md, "Layers").
+Each protocol is declared once, in the table of protocols/__init__.py (``Req =
+ProtocolInfo("req", ...)``), as nng's ``req0_proto``: its on-wire ids, its peer, the module
+of its classes and the names there of its machines and of the policy of its cooked sockets,
+and the protocol-specific options it accepts. Everything else is derived from it: the
+public name (``sp.Req``, exported by ``scaproust``), the socket's machine and policy, which
+options a socket accepts (core/options.py), the options table of docs/OPTIONS.md.
+Declaring it registers it here, so core finds protocols by name and id without importing
+protocols/ (layers point down: docs/ARCHITECTURE.md, "Layers").
+
+The declaration names its classes rather than holding them: a protocol's module (and its
+generated machines) is imported on the first socket of that protocol, not by ``import
+scaproust`` (docs/ARCHITECTURE.md, "Machines").
 
 Protocol ids are on-wire constants, frozen: ``protocol << 4 | role``, 16-bit big-endian in
 the connection header (WIRE.md, "Protocol ids"). Never change them.
@@ -14,6 +19,7 @@ the connection header (WIRE.md, "Protocol ids"). Never change them.
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING
 
 import attrs
@@ -43,13 +49,16 @@ class ProtocolInfo:
     peer_name: str
     can_send: bool
     can_recv: bool
-    #: The protocol machine of a cooked socket, and of a raw one (the same class for the
-    #: protocols without a header: pair v0, push, pull, pub).
-    machine: type
-    raw_machine: type
-    #: The user-visible state a cooked socket checks in the caller's thread (REQ: recv
-    #: before send; REP: send without a request, ...): a ``core.policy.Policy``, or None.
-    policy: type[Policy] | None = None
+    #: The module of its classes (``scaproust.protocols.req``), imported on first use.
+    module: str
+    #: The names in ``module`` of the protocol machine of a cooked socket and of a raw one
+    #: (the same class for the protocols without a header: pair v0, push, pull, pub).
+    machine: str
+    raw_machine: str
+    #: The name in ``module`` of the user-visible state a cooked socket checks in the
+    #: caller's thread (REQ: recv before send; REP: send without a request, ...): a
+    #: ``core.policy.Policy`` subclass, or None.
+    policy: str | None = None
     #: The protocol-specific options (core/options.py) this protocol accepts.
     options: frozenset[str] = attrs.field(default=frozenset(), converter=_names)
 
@@ -66,7 +75,20 @@ class ProtocolInfo:
         return next(info for info in _REGISTRY.values() if info.id == self.peer_id)
 
     def machine_class(self, raw: bool = False) -> type:
-        return self.raw_machine if raw else self.machine
+        """The class of a cooked socket's protocol machine, or of a raw socket's."""
+        return self._load(self.raw_machine if raw else self.machine)
+
+    def policy_class(self) -> type[Policy] | None:
+        """The policy class of a cooked socket, None if it has none."""
+        if self.policy is None:
+            return None
+        policy: type[Policy] = self._load(self.policy)
+        return policy
+
+    def _load(self, name: str) -> type:
+        # Imported once, then found in sys.modules: this runs once per socket.
+        cls: type = getattr(importlib.import_module(self.module), name)
+        return cls
 
 
 def registered() -> tuple[ProtocolInfo, ...]:

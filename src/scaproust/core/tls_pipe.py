@@ -50,6 +50,9 @@ class TLSPipe(TlsPipeFSM, Pipe):
     _tuned = False
     #: The peer's certificate subject (``CN=...,O=...``), once the handshake verified it.
     peer_subject = ""
+    # The pipe's own (with its default), not the generated declaration: the same function,
+    # no extra call on the send path.
+    enqueue = Pipe.enqueue
 
     # ---------------------------------------------------------------- tls_handshaking
 
@@ -153,6 +156,19 @@ class TLSPipe(TlsPipeFSM, Pipe):
         if self.state == "handshaking" and not self._lent:
             self._read_handshake()
 
+    @entry_point
+    def _read_handshake(self) -> None:
+        super()._read_handshake()
+        self._check_peer_closed()
+
+    def _check_peer_closed(self) -> None:
+        """The read that returned the peer's last bytes saw its close too: no readiness of
+        the socket may come to say so (a peer that waits for our close_notify)."""
+        tls = self._tls
+        if tls is not None and tls.peer_closed and \
+                self.state in ("handshaking", "active", "closing", "tls_closing"):
+            self.evt_peer_closed()
+
     # ---------------------------------------------------------------- active
 
     @entry_point
@@ -162,6 +178,7 @@ class TLSPipe(TlsPipeFSM, Pipe):
         data = self._recv()
         if data is not None:
             self._feed(data)
+            self._check_peer_closed()
 
     # ---------------------------------------------------------------- tls_closing
 

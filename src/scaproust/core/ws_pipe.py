@@ -222,6 +222,10 @@ class WSSPipe(WssPipeFSM, WSPipe, TLSPipe):
     its TLS handshake in ``tls_handshaking`` (TLSPipe's), an accepted one was handed the
     stream its port made (transports/ws.py), with its handshake done."""
 
+    def enqueue(self, body: bytes, header: bytes = b"") -> None:
+        # WSPipe's (named here: the generated base declares it too, without the default).
+        WSPipe.enqueue(self, body, header)
+
     def send_handshake(self) -> None:
         if not self._dialed:
             stream = cast("WssStream", self.stream)

@@ -21,7 +21,6 @@ Sync and async calls may be mixed on one socket, from any threads and loops.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Self, TypeVar
@@ -29,6 +28,8 @@ from typing import TYPE_CHECKING, Self, TypeVar
 from scaproust.errors import Closed, Timeout, WouldBlock
 
 if TYPE_CHECKING:
+    import asyncio
+
     from _typeshed import ReadableBuffer
 
     from scaproust.core.caller_reader import Loan
@@ -46,6 +47,8 @@ class _LoopWaker:
     __slots__ = ("_loop", "_event", "_thread")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        import asyncio  # loaded by whoever runs a coroutine; not by `import scaproust`
+
         self._loop = loop
         self._event = asyncio.Event()
         self._thread = threading.get_ident()
@@ -88,6 +91,10 @@ class AsyncSocketMixin:
     async def arecv_msg(self) -> Message:
         """Receive the next message (``sp.Message``) without blocking the event loop."""
         self._check_fork()  # before any lock: a forked child may find one held for ever
+        try:
+            return self.recv_msg(block=False)  # already there: no waker, timer or loan
+        except WouldBlock:
+            pass
         cap = self._options.recv_timeout
         if self._policy is not None:
             limit = self._policy.recv_wait(None)  # e.g. what is left of a survey
@@ -98,7 +105,11 @@ class AsyncSocketMixin:
     async def asend(self, data: ReadableBuffer | Message) -> None:
         """Send a message (bytes-like or ``sp.Message``) without blocking the event loop."""
         item = self._outgoing(data)  # once: the policy may assign an id
-        await self._wait_async(lambda: self._channel.put(item, 0), self._options.send_timeout, "send")
+        try:
+            self._channel.put(item, 0)  # credit to spare (the usual case): nothing to await
+        except WouldBlock:
+            await self._wait_async(lambda: self._channel.put(item, 0),
+                                   self._options.send_timeout, "send")
         if self._policy is not None:
             self._policy.sent(item)
 
@@ -108,6 +119,8 @@ class AsyncSocketMixin:
 
     async def _wait_async(self, attempt: Callable[[], T], timeout: float | None,
                           what: str, lend: bool = False) -> T:
+        import asyncio  # already loaded: a coroutine runs (see _LoopWaker)
+
         aloop = asyncio.get_running_loop()
         waker = _LoopWaker(aloop)
         channel = self._channel
@@ -138,6 +151,8 @@ class AsyncSocketMixin:
     async def aclose(self) -> None:
         """Close the socket; waits for the linger in a worker thread, not the event loop."""
         if self._begin_close():
+            import asyncio  # already loaded: a coroutine runs (see _LoopWaker)
+
             await asyncio.to_thread(self._wait_closed)
 
     async def __aenter__(self) -> Self:

@@ -123,7 +123,8 @@ class Socket(AsyncSocketMixin):
         self._endpoints: dict[int, Endpoint] = {}
         self._core: SocketCore = session._core.call(self._make_core)
         self._channel = self._core.channel
-        policy = None if raw else info.policy
+        self._can_recv = info.can_recv
+        policy = None if raw else info.policy_class()
         self._policy: Policy | None = (
             policy(self._channel, self._options, self._core.stats) if policy else None)
 
@@ -278,8 +279,11 @@ class Socket(AsyncSocketMixin):
         ``block=False`` raises ``sp.WouldBlock`` instead of waiting.
         """
         item = self._outgoing(data)
-        self._channel.put(item, self._timeout(timeout, block, "send_timeout",
-                                              self._options.send_timeout))
+        if timeout is _DEFAULT and block:  # the usual call: the option's wait
+            self._channel.put(item, self._options.send_timeout)
+        else:
+            self._channel.put(item, self._timeout(timeout, block, "send_timeout",
+                                                  self._options.send_timeout))
         if self._policy is not None:
             self._policy.sent(item)
 
@@ -301,8 +305,10 @@ class Socket(AsyncSocketMixin):
         Waits up to ``timeout`` seconds (default: the ``recv_timeout`` option; None =
         forever), raising ``sp.Timeout``; with ``block=False`` raises ``sp.WouldBlock``.
         """
-        item = self._get(timeout, block)
-        return body_of(item)
+        item = self._queued()
+        if item is None:
+            item = self._get(timeout, block)
+        return item if type(item) is bytes else body_of(item)
 
     def send_msg(self, msg: Message, *, timeout: TimeoutArg = _DEFAULT,
                  block: bool = True) -> None:
@@ -313,7 +319,9 @@ class Socket(AsyncSocketMixin):
 
     def recv_msg(self, *, timeout: TimeoutArg = _DEFAULT, block: bool = True) -> Message:
         """Receive the next message with its protocol header as an ``sp.Message``."""
-        item = self._get(timeout, block)
+        item = self._queued()
+        if item is None:
+            item = self._get(timeout, block)
         return as_message(item)
 
     def try_send(self, data: ReadableBuffer | Message) -> bool:
@@ -326,10 +334,23 @@ class Socket(AsyncSocketMixin):
 
     def try_recv(self) -> bytes | None:
         """Receive without waiting; return None if no message is there."""
+        item = self._queued()
+        if item is not None:
+            return item if type(item) is bytes else body_of(item)
         try:
             return self.recv(block=False)
         except BlockingIOError:
             return None
+
+    def _queued(self) -> Item | None:
+        """The fast path of every receive: the next queued item, when one is there and the
+        protocol's policy needs not see it (``Policy.plain_recv``); else None, and the
+        caller takes the full path (``_get``), which also raises what must be raised."""
+        policy = self._policy
+        if (self._closed or not self._can_recv or self._io_loop.forked()
+                or (policy is not None and not policy.plain_recv)):
+            return None
+        return self._channel.take()
 
     def _get(self, timeout: TimeoutArg, block: bool) -> Item:
         if self._closed or self._io_loop.forked():

@@ -73,7 +73,7 @@ class LoadBalancer(ProtocolBase):
 
     def _transmit(self, pipe: Pipe, item: Item) -> None:
         """Put ``item`` on ``pipe``'s wire (PUSH: the body only; a header is not sent)."""
-        pipe.cmd_send(body_of(item))
+        pipe.cmd_send(item if type(item) is bytes else body_of(item))
 
     def _forget(self, pipe: Pipe) -> None:
         """Stop using ``pipe`` (gone, or rejected and about to go); harmless twice."""
@@ -93,6 +93,12 @@ class LoadBalancer(ProtocolBase):
         pipes = self.pipes
         count = len(pipes)
         start, top = self._next, self._top
+        if count:
+            # The usual case first: the next pipe in turn can take it and none is better.
+            pipe = pipes[start]
+            if pipe.send_priority == top and pipe.free:
+                self._next = start + 1 if start + 1 < count else 0
+                return pipe
         best: Pipe | None = None
         best_index = 0
         for step in range(count):

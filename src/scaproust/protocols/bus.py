@@ -30,7 +30,6 @@ from scaproust._generated.bus import BusFSM
 from scaproust._generated.bus_raw import BusRawFSM
 from scaproust.core.channel import UNBOUNDED
 from scaproust.core.message import Message, body_of, header_of
-from scaproust.core.protocol_info import ProtocolInfo
 from scaproust.core.stats import DROPPED_PIPE_FULL
 from scaproust.protocols._base import ProtocolBase
 from scaproust.protocols._headers import WORD, pipe_word
@@ -83,8 +82,3 @@ class Bus(BusFSM, BusRaw):
 
     def send_to_all(self, item: Item) -> None:
         self._broadcast(body_of(item), None)
-
-
-#: The protocol as users name it (sp.Bus): see core/protocol_info.py.
-BUS = ProtocolInfo("bus", id=0x70, peer_id=0x70, peer_name="bus", can_send=True,
-                   can_recv=True, machine=Bus, raw_machine=BusRaw)

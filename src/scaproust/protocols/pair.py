@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 
 from scaproust._generated.pair import PairFSM
 from scaproust.core.message import body_of
-from scaproust.core.protocol_info import ProtocolInfo
 from scaproust.core.stats import PIPES_REJECTED
 from scaproust.protocols._base import ProtocolBase
 
@@ -66,8 +65,3 @@ class Pair(PairFSM, ProtocolBase):
             self.backlog.append(item)
         else:
             self.peer.cmd_send(body_of(item))  # type: ignore[union-attr]
-
-
-#: The protocol as users name it (sp.Pair): see core/protocol_info.py.
-PAIR = ProtocolInfo("pair", id=0x10, peer_id=0x10, peer_name="pair", can_send=True,
-                    can_recv=True, machine=Pair, raw_machine=Pair)

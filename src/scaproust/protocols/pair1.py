@@ -36,7 +36,6 @@ from typing import TYPE_CHECKING
 from scaproust._generated.pair1 import Pair1FSM
 from scaproust._generated.pair1_raw import Pair1RawFSM
 from scaproust.core.message import Message, body_of, header_of
-from scaproust.core.protocol_info import ProtocolInfo
 from scaproust.core.stats import (
     DROPPED_BAD_HEADER,
     DROPPED_MALFORMED,
@@ -137,11 +136,6 @@ class Pair1(Pair1FSM, Pair1Raw):
 
     def _frame(self, item: Item) -> tuple[bytes, bytes]:
         return body_of(item), FIRST_HOP
-
-
-#: The protocol as users name it (sp.Pair1): see core/protocol_info.py.
-PAIR1 = ProtocolInfo("pair1", id=0x11, peer_id=0x11, peer_name="pair1", can_send=True,
-                     can_recv=True, machine=Pair1, raw_machine=Pair1Raw, options={"ttl"})
 
 
 def _hops_ok(payload: bytes) -> bool:

@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING
 from scaproust._generated.pub import PubFSM
 from scaproust.core.channel import UNBOUNDED
 from scaproust.core.message import body_of
-from scaproust.core.protocol_info import ProtocolInfo
 from scaproust.core.stats import (
     DROPPED_NO_SUBSCRIBER,
     DROPPED_SLOW_SUBSCRIBER,
@@ -89,8 +88,3 @@ class Pub(PubFSM, ProtocolBase):
                     "must never write (nng closes such a pipe, nanomsg aborts)",
                     pipe.id, len(msgs))
         self.ctx.reject_pipe(pipe)
-
-
-#: The protocol as users name it (sp.Pub): see core/protocol_info.py.
-PUB = ProtocolInfo("pub", id=0x20, peer_id=0x21, peer_name="sub", can_send=True,
-                   can_recv=False, machine=Pub, raw_machine=Pub)

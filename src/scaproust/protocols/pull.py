@@ -8,14 +8,8 @@ pipes in readiness order, so no peer starves another. PULL never sends (the faca
 from __future__ import annotations
 
 from scaproust._generated.pull import PullFSM
-from scaproust.core.protocol_info import ProtocolInfo
 from scaproust.protocols._base import ProtocolBase
 
 
 class Pull(PullFSM, ProtocolBase):
     """PULL protocol machine."""
-
-
-#: The protocol as users name it (sp.Pull): see core/protocol_info.py.
-PULL = ProtocolInfo("pull", id=0x51, peer_id=0x50, peer_name="push", can_send=False,
-                    can_recv=True, machine=Pull, raw_machine=Pull)

@@ -12,14 +12,8 @@ Everything PUSH does is load balancing, shared with REQ: protocols/_balance.py.
 from __future__ import annotations
 
 from scaproust._generated.push import PushFSM
-from scaproust.core.protocol_info import ProtocolInfo
 from scaproust.protocols._balance import LoadBalancer
 
 
 class Push(PushFSM, LoadBalancer):
     """PUSH protocol machine: the load balancer of _balance.py, sending bodies only."""
-
-
-#: The protocol as users name it (sp.Push): see core/protocol_info.py.
-PUSH = ProtocolInfo("push", id=0x50, peer_id=0x51, peer_name="pull", can_send=True,
-                    can_recv=False, machine=Push, raw_machine=Push)

@@ -20,7 +20,6 @@ from scaproust._generated.rep import RepFSM
 from scaproust._generated.rep_raw import RepRawFSM
 from scaproust.core.message import Message, body_of, header_of
 from scaproust.core.policy import Policy
-from scaproust.core.protocol_info import ProtocolInfo
 from scaproust.errors import BadState
 from scaproust.protocols._backtrace import BacktraceRouter
 
@@ -46,6 +45,8 @@ class RepPolicy(Policy):
     user and not yet answered; None when there is none. A new recv() abandons it, even if
     that recv() then times out, as in nng.
     """
+
+    plain_recv = False  # each request received becomes the one to answer
 
     def __init__(self, channel: Channel, options: Options,
                  stats: Stats | None = None) -> None:
@@ -77,9 +78,3 @@ class RepPolicy(Policy):
         with self.lock:
             self.pending = header
         return item  # recv() hands over the body, recv_msg() the backtrace too
-
-
-#: The protocol as users name it (sp.Rep): see core/protocol_info.py.
-REP = ProtocolInfo("rep", id=0x31, peer_id=0x30, peer_name="req", can_send=True,
-                   can_recv=True, machine=Rep, raw_machine=RepRaw, policy=RepPolicy,
-                   options={"ttl"})

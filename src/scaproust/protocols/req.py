@@ -39,7 +39,6 @@ from scaproust._generated.req import ReqFSM
 from scaproust._generated.req_raw import ReqRawFSM
 from scaproust.core.message import Message, body_of, header_of
 from scaproust.core.policy import Policy
-from scaproust.core.protocol_info import ProtocolInfo
 from scaproust.core.stats import (
     DROPPED_MALFORMED,
     DROPPED_REJECTED,
@@ -223,6 +222,8 @@ class ReqPolicy(Policy):
     the first send, and once its reply was handed over).
     """
 
+    plain_recv = False  # a reply must match the outstanding request
+
     def __init__(self, channel: Channel, options: Options,
                  stats: Stats | None = None) -> None:
         super().__init__(channel, options, stats)
@@ -263,9 +264,3 @@ class ReqPolicy(Policy):
             self.stats.count_from_caller(PURGED_STALE)
             return None
         return item
-
-
-#: The protocol as users name it (sp.Req): see core/protocol_info.py.
-REQ = ProtocolInfo("req", id=0x30, peer_id=0x31, peer_name="rep", can_send=True,
-                   can_recv=True, machine=Req, raw_machine=ReqRaw, policy=ReqPolicy,
-                   options={"resend_interval", "ttl"})

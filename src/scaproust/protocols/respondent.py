@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING
 
 from scaproust._generated.respondent import RespondentFSM
 from scaproust._generated.respondent_raw import RespondentRawFSM
-from scaproust.core.protocol_info import ProtocolInfo
 from scaproust.protocols._backtrace import BacktraceRouter
 from scaproust.protocols.rep import RepPolicy
 
@@ -40,10 +39,3 @@ class Respondent(RespondentFSM, RespondentRaw):
 class RespondentPolicy(RepPolicy):
     """A cooked RESPONDENT's user-visible state is a cooked REP's: the survey being
     answered (its pipe word and backtrace); send() without one is sp.BadState."""
-
-
-#: The protocol as users name it (sp.Respondent): see core/protocol_info.py.
-RESPONDENT = ProtocolInfo("respondent", id=0x63, peer_id=0x62, peer_name="surveyor",
-                          can_send=True, can_recv=True, machine=Respondent,
-                          raw_machine=RespondentRaw, policy=RespondentPolicy,
-                          options={"ttl"})

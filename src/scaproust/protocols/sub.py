@@ -43,7 +43,6 @@ from typing import TYPE_CHECKING
 from scaproust._generated.sub import SubFSM
 from scaproust._generated.sub_raw import SubRawFSM
 from scaproust.core.policy import Policy
-from scaproust.core.protocol_info import ProtocolInfo
 from scaproust.core.stats import DROPPED_UNMATCHED, PURGED_UNMATCHED
 from scaproust.protocols._base import ProtocolBase
 
@@ -138,8 +137,8 @@ class SubPolicy(Policy):
                  stats: Stats | None = None) -> None:
         super().__init__(channel, options, stats)
         self._topics: tuple[bytes, ...] = ()
-        # Until the first unsubscribe every queued message matches a topic we still have.
-        self._purging = False
+        # Until the first unsubscribe every queued message matches a topic we still have:
+        # ``plain_recv`` (core/policy.py) stays True until then.
 
     def subscribe(self, topic: bytes | str, run: Callable[[bytes], object]) -> None:
         """Add ``topic``; ``run(topic)`` asks the I/O thread to do the same."""
@@ -156,16 +155,11 @@ class SubPolicy(Policy):
         with self.lock:
             run(topic)
             self._topics = tuple(t for t in self._topics if t != topic)
-            self._purging = True
+            self.plain_recv = False  # queued messages may now match no topic left
 
     def incoming(self, item: Item) -> Item | None:
         # A cooked SUB's items are bodies (bytes).
-        if self._purging and not item.startswith(self._topics):  # type: ignore[union-attr]
+        if not self.plain_recv and not item.startswith(self._topics):  # type: ignore[union-attr]
             self.stats.count_from_caller(PURGED_UNMATCHED)  # queued before its topic went
             return None
         return item
-
-
-#: The protocol as users name it (sp.Sub): see core/protocol_info.py.
-SUB = ProtocolInfo("sub", id=0x21, peer_id=0x20, peer_name="pub", can_send=False,
-                   can_recv=True, machine=Sub, raw_machine=SubRaw, policy=SubPolicy)

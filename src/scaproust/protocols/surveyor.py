@@ -46,7 +46,6 @@ from scaproust._generated.surveyor_raw import SurveyorRawFSM
 from scaproust.core.channel import UNBOUNDED
 from scaproust.core.message import Message, body_of, header_of
 from scaproust.core.policy import Policy
-from scaproust.core.protocol_info import ProtocolInfo
 from scaproust.core.stats import (
     DROPPED_LATE,
     DROPPED_PIPE_FULL,
@@ -163,6 +162,8 @@ class Surveyor(SurveyorFSM, SurveyorRaw):
 class SurveyorPolicy(Policy):
     """What a cooked SURVEYOR checks in the caller's thread: the survey id and deadline."""
 
+    plain_recv = False  # answers count only for the current survey, before its deadline
+
     #: The policy's clock (tests substitute a fake one); the facade's waits use the same.
     clock = staticmethod(time.monotonic)
 
@@ -218,10 +219,3 @@ class SurveyorPolicy(Policy):
         if survey_deadline is None or self.clock() >= survey_deadline:
             raise Timeout("recv timed out: the survey's deadline passed")
         return None
-
-
-#: The protocol as users name it (sp.Surveyor): see core/protocol_info.py.
-SURVEYOR = ProtocolInfo("surveyor", id=0x62, peer_id=0x63, peer_name="respondent",
-                        can_send=True, can_recv=True, machine=Surveyor,
-                        raw_machine=SurveyorRaw, policy=SurveyorPolicy,
-                        options={"survey_deadline", "ttl"})

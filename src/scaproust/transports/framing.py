@@ -22,7 +22,9 @@ and changing one breaks interoperability (see ``docs/WIRE.md``).
 
 from __future__ import annotations
 
+import functools
 import struct
+from collections.abc import Callable
 from typing import Final
 
 from scaproust.errors import ProtocolError
@@ -38,6 +40,7 @@ __all__ = [
     "check_handshake",
     "encode_handshake",
     "frame_prefix",
+    "prefixer",
 ]
 
 # --- Frozen on-wire constants (WIRE.md, "Connection header" and "Framing") ---------------
@@ -139,6 +142,14 @@ def frame_prefix(size: int, ipc: bool) -> bytes:
     if ipc:
         return _IPC_PREFIX.pack(IPC_MSG_TYPE, size)
     return _TCP_PREFIX.pack(size)
+
+
+def prefixer(ipc: bool) -> Callable[[int], bytes]:
+    """``frame_prefix`` for one framing, as a C-level callable: what a pipe calls once per
+    message. No range check: a size from ``len()`` always fits in a u64."""
+    if ipc:
+        return functools.partial(_IPC_PREFIX.pack, IPC_MSG_TYPE)
+    return _TCP_PREFIX.pack
 
 
 class FrameDecoder:

@@ -235,6 +235,10 @@ class TLSStream:
         self._backlog = memoryview(b"")
         self._held = 0
         self._eof = False
+        #: The peer closed (close_notify, or TCP) and every byte before it was returned.
+        #: Set by the :meth:`recv` that returned the last bytes: the socket may never be
+        #: readable again (a peer that waits for our close_notify), so the pipe checks it.
+        self.peer_closed = False
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -290,6 +294,8 @@ class TLSStream:
         """Plaintext: everything the socket's next ``size`` bytes (and anything buffered)
         decrypt to; ``b""`` when the peer closed (close_notify or not);
         ``BlockingIOError`` when there is nothing yet."""
+        if self.peer_closed:
+            return b""
         if not self._eof:
             try:
                 data = self.sock.recv(size)
@@ -316,9 +322,11 @@ class TLSStream:
             chunks.append(chunk)
         if self._outgoing.pending:  # TLS 1.3 post-handshake messages answered
             self._send_backlog()
+        if closed or self._eof:
+            self.peer_closed = True
         if chunks:
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        if closed or self._eof:
+        if self.peer_closed:
             return b""
         raise BlockingIOError
 
