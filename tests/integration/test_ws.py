@@ -113,6 +113,21 @@ def raw(request):
         client.close()
 
 
+def _dialed_by(sock, path: str = "/") -> tuple[socket.socket, socket.socket, bytes, str]:
+    """A hand-driven server that ``sock`` dials: (server, connection, its request head,
+    the request's key)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(T)
+    sock.connect(f"ws://127.0.0.1:{server.getsockname()[1]}{path}")
+    conn, _ = server.accept()
+    conn.settimeout(T)
+    request = b""
+    while b"\r\n\r\n" not in request:
+        request += conn.recv(4096)
+    key = request.split(b"Sec-WebSocket-Key: ")[1].split(b"\r\n")[0].decode()
+    return server, conn, request, key
+
+
 def _upgraded(raw, url: str, path: str = "/") -> RawClient:
     client = raw(url)
     head = client.upgrade(path)
@@ -222,20 +237,12 @@ def test_what_is_not_http_is_answered_400(session, rep, raw):
 
 
 def test_the_client_refuses_an_answer_without_the_subprotocol(session, caplog):
-    server = socket.create_server(("127.0.0.1", 0))
-    server.settimeout(T)
     req = session.socket(sp.Req)
     with caplog.at_level(logging.WARNING, logger="scaproust.pipe"):
-        req.connect(f"ws://127.0.0.1:{server.getsockname()[1]}/sp")
-        conn, _ = server.accept()
+        server, conn, request, key = _dialed_by(req, "/sp")
         with conn:
-            conn.settimeout(T)
-            request = b""
-            while b"\r\n\r\n" not in request:
-                request += conn.recv(4096)
             assert request.startswith(b"GET /sp HTTP/1.1\r\n")
             assert b"Sec-WebSocket-Protocol: rep.sp.nanomsg.org\r\n" in request
-            key = request.split(b"Sec-WebSocket-Key: ")[1].split(b"\r\n")[0].decode()
             conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                          b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
                          + wsc.accept_key(key).encode() + b"\r\n\r\n")
@@ -311,18 +318,10 @@ def test_closing_a_socket_runs_the_close_handshake(session, rep, raw):
     assert client.eof()
 
 
-def test_a_client_masks_and_fragments_what_it_sends(session, caplog):
-    server = socket.create_server(("127.0.0.1", 0))
-    server.settimeout(T)
+def test_a_client_masks_and_fragments_what_it_sends(session):
     push = session.socket(sp.Push, send_timeout=T)
-    push.connect(f"ws://127.0.0.1:{server.getsockname()[1]}/")
-    conn, _ = server.accept()
-    conn.settimeout(T)
-    request = b""
-    while b"\r\n\r\n" not in request:
-        request += conn.recv(4096)
+    server, conn, request, key = _dialed_by(push)
     assert b"Sec-WebSocket-Protocol: pull.sp.nanomsg.org\r\n" in request
-    key = request.split(b"Sec-WebSocket-Key: ")[1].split(b"\r\n")[0].decode()
     conn.sendall(wsc.build_response(key, "pull.sp.nanomsg.org"))
     body = b"z" * 100_000
     push.send(body)
@@ -333,7 +332,7 @@ def test_a_client_masks_and_fragments_what_it_sends(session, caplog):
     assert got == [body]
     conn.close()
     server.close()
-    assert base64.b64decode(key)  # a real key was offered
+    assert len(base64.b64decode(key)) == 16  # a real key was offered
 
 
 # ---------------------------------------------------------------- wss://
@@ -422,15 +421,8 @@ def test_a_server_that_never_answers_the_upgrade_times_out(session, caplog):
 
 
 def test_frames_right_behind_the_101_are_read(session):
-    server = socket.create_server(("127.0.0.1", 0))
     pull = session.socket(sp.Pull, recv_timeout=T)
-    pull.connect(f"ws://127.0.0.1:{server.getsockname()[1]}/")
-    conn, _ = server.accept()
-    conn.settimeout(T)
-    request = b""
-    while b"\r\n\r\n" not in request:
-        request += conn.recv(4096)
-    key = request.split(b"Sec-WebSocket-Key: ")[1].split(b"\r\n")[0].decode()
+    server, conn, _request, key = _dialed_by(pull)
     # The answer and two messages in one segment.
     conn.sendall(wsc.build_response(key, "push.sp.nanomsg.org")
                  + _frame(0x82, b"first", key=None) + _frame(0x82, b"second", key=None))
