@@ -26,6 +26,7 @@ blocking (each library's own poller).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import selectors
 import socket
@@ -39,6 +40,40 @@ def ipc_url(tag: str) -> tuple[str, str]:
     """A fresh IPC address in a private temporary directory: (url, directory)."""
     directory = tempfile.mkdtemp(prefix="ipc-", dir=os.environ.get(TMP_ENV) or None)
     return "ipc://" + os.path.join(directory, f"{tag}.ipc"), directory
+
+
+_PKI: dict[str, str] = {}
+
+
+def pki() -> dict[str, str]:
+    """A CA and a certificate for 127.0.0.1 for the TLS benchmarks, PEM text. The two sides
+    run in different processes and must agree (pynng's client always checks the server):
+    the first process to need them makes them (trustme) and publishes them in one file of
+    the run's temporary directory, by a hard link that only one process can make; every
+    other process reads that file."""
+    if not _PKI:
+        directory = os.environ.get(TMP_ENV) or tempfile.gettempdir()
+        path = os.path.join(directory, "scaproust-bench-pki.json")
+        if not os.path.exists(path):
+            import trustme
+
+            ca = trustme.CA()
+            cert = ca.issue_cert("127.0.0.1")
+            made = {"ca": ca.cert_pem.bytes().decode(),
+                    "cert": cert.cert_chain_pems[0].bytes().decode(),
+                    "key": cert.private_key_pem.bytes().decode()}
+            fd, tmp = tempfile.mkstemp(dir=directory)
+            with os.fdopen(fd, "w") as out:
+                json.dump(made, out)
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass  # another process published first: use its
+            finally:
+                os.unlink(tmp)
+        with open(path) as src:
+            _PKI.update(json.load(src))
+    return _PKI
 
 
 class _Base:
@@ -57,6 +92,10 @@ class _Base:
             return url
         if transport == "inproc":
             return f"inproc://bench-{tag}-{os.getpid()}-{len(self._socks)}"
+        if transport == "tls":
+            return "tls+tcp://127.0.0.1:0"
+        if transport == "ws":
+            return "ws://127.0.0.1:0/bench"
         raise ValueError(f"unknown transport {transport!r}")
 
     def ready(self, sock, n: int = 1):
@@ -119,13 +158,18 @@ class Scaproust(_Base):
 
     def listen(self, role: str, transport: str):
         sock = self._socket(role)
-        return sock, sock.bind(self._bind_url(transport, role)).url
+        tls = None
+        if transport == "tls":
+            pem = pki()
+            tls = self.sp.TLSConfig(own_cert_string=pem["cert"], own_key_string=pem["key"])
+        return sock, sock.bind(self._bind_url(transport, role), tls=tls).url
 
     def dial(self, role: str, url: str):
         sock = self._socket(role)
         if role == "sub":
             sock.subscribe(b"")
-        sock.connect(url)
+        tls = self.sp.TLSConfig(ca_string=pki()["ca"]) if url.startswith("tls+") else None
+        sock.connect(url, tls=tls)
         return sock
 
     def pipes(self, sock) -> int:
@@ -184,15 +228,25 @@ class Pynng(_Base):
     def listen(self, role: str, transport: str):
         sock = self._socket(role)
         url = self._bind_url(transport, role)
+        if transport == "tls":
+            pem = pki()
+            sock.tls_config = self.pynng.TLSConfig(self.pynng.TLSConfig.MODE_SERVER,
+                                                   own_cert_string=pem["cert"],
+                                                   own_key_string=pem["key"])
         sock.listen(url)
-        if transport == "tcp":
-            url = "tcp://" + str(sock.listeners[0].local_address)
+        if transport in ("tcp", "tls", "ws"):
+            scheme, _, rest = url.partition("://")
+            path = rest.partition("/")[2]
+            url = f"{scheme}://{sock.listeners[0].local_address}" + (f"/{path}" if path else "")
         return sock, url
 
     def dial(self, role: str, url: str):
         sock = self._socket(role)
         if role == "sub":
             sock.subscribe(b"")
+        if url.startswith("tls+"):
+            tls = self.pynng.TLSConfig
+            sock.tls_config = tls(tls.MODE_CLIENT, ca_string=pki()["ca"], server_name="127.0.0.1")
         sock.dial(url, block=True)
         return sock
 

@@ -13,8 +13,10 @@ a silent skip.
 
 Cases: REQ/REP and PAIR round trips at 64 B over tcp, ipc and inproc; the REQ/REP round
 trip with asyncio; PUSH->PULL throughput at 64 B, 1 KiB, 64 KiB and 1 MiB over tcp, ipc and
-inproc; PUB -> 50 SUB fan-out; 10,000 idle pipes on one listener (see _workers.py for how
-each is measured). Loopback only.
+inproc; the REQ/REP round trip and PUSH->PULL at 64 B and 1 MiB over tls+tcp and ws, against
+pynng only (pyzmq has neither transport: its CURVE encryption is not TLS, and its libzmq has
+no WebSocket); PUB -> 50 SUB fan-out; 10,000 idle pipes on one listener (see _workers.py
+for how each is measured). Loopback only.
 
 Method: every measurement of one contender runs in its own worker process (the scaproust
 backend is chosen by SCAPROUST_FSM, read at import), whose peer runs in a child process
@@ -145,6 +147,14 @@ def build_measures() -> list[Measure]:
             out.append(Measure(f"pp{tag}_{transport}",
                                f"PUSH->PULL {size_name(size)}, {transport}", "thr", transport,
                                size=size, contenders=all5 if size == 64 else (SP, NNG, ZMQ, BARE)))
+    # tls+tcp and ws against pynng only: pyzmq has neither (its CURVE encryption is not
+    # TLS, and ZeroMQ has no WebSocket transport in pyzmq's libzmq builds).
+    for transport, name in (("tls", "tls+tcp"), ("ws", "ws")):
+        out.append(Measure(f"rr64_{transport}", f"REQ/REP round trip 64 B, {name}", "rtt",
+                           transport, protocol="reqrep", contenders=(SP, NNG)))
+        for size, tag in ((64, "64"), (MiB, "1m")):
+            out.append(Measure(f"pp{tag}_{transport}", f"PUSH->PULL {size_name(size)}, {name}",
+                               "thr", transport, size=size, contenders=(SP, NNG)))
     out.append(Measure("fan64_tcp", "PUB -> 50 SUB 64 B, tcp", "fanout", "tcp",
                        contenders=all5, extra={"nsubs": 50}))
     out.append(Measure("idle_tcp", "10,000 idle pipes, tcp", "idle", "tcp",

@@ -84,7 +84,8 @@ def test_import_scaproust_loads_no_protocol_until_its_first_socket():
     got = json.loads(proc.stdout)
     # The endpoint, socket and pipe machines are core's; no protocol's is loaded.
     machines = ["scaproust._generated." + m
-                for m in ("dialer", "listener", "pipe", "socket", "tls_pipe")]
+                for m in ("dialer", "listener", "pipe", "socket", "tls_pipe", "ws_pipe",
+                          "wss_pipe")]
     assert got["at_import"] == machines
     assert got["asyncio_at_import"] is False
     assert set(got["after_req"]) - set(machines) == {

@@ -230,10 +230,10 @@ def test_each_parameter_has_its_events_type_or_the_one_of_its_name():
 def test_the_state_is_a_literal_unless_a_class_completes_two_machines_with_other_states():
     spec = load(SPEC, src_root=ROOT / "src")
     types = {name: m.state_type for name, m in spec.machines.items()}
-    # Req(ReqFSM, ReqRaw), Surveyor(SurveyorFSM, SurveyorRaw) and TLSPipe(TlsPipeFSM,
-    # Pipe): states differ.
+    # Req(ReqFSM, ReqRaw), Surveyor(SurveyorFSM, SurveyorRaw), TLSPipe(TlsPipeFSM, Pipe),
+    # WSPipe(WsPipeFSM, Pipe), WSSPipe(WssPipeFSM, WSPipe, TLSPipe): states differ.
     assert {name for name, t in types.items() if t == "str"} == {
-        "req", "req_raw", "surveyor", "surveyor_raw", "pipe", "tls_pipe"}
+        "req", "req_raw", "surveyor", "surveyor_raw", "pipe", "tls_pipe", "ws_pipe", "wss_pipe"}
     # Pair1(Pair1FSM, Pair1Raw(Pair1RawFSM, Pair)): three machines, the same states.
     assert types["pair1"] == types["pair1_raw"] == types["pair"] == types["listener"] == "State"
     from scaproust._generated import pair, req

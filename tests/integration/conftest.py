@@ -23,7 +23,7 @@ def session():
 
 #: Every transport the ``url`` fixture runs a test over (abstract sockets: Linux only).
 TRANSPORTS = ("tcp", "ipc", *(("abstract",) if sys.platform.startswith("linux") else ()),
-              "tls+tcp")
+              "tls+tcp", "ws", "wss")
 
 
 def pytest_generate_tests(metafunc):
@@ -49,19 +49,21 @@ def tls_config():
 
 @pytest.fixture
 def url(url_kind, tmp_path, request, monkeypatch):
-    """A bindable URL: port 0 on loopback for TCP and TLS, a fresh path for IPC, a fresh
+    """A bindable URL: port 0 on loopback for TCP, TLS and WebSocket, a fresh path for IPC, a fresh
     name for abstract sockets.
 
-    For tls+tcp, every socket the test makes has the ``tls`` option set to
+    For tls+tcp and wss, every socket the test makes has the ``tls`` option set to
     ``tls_config`` (the option's default is replaced for the test), so the same test code
     runs over TLS unchanged."""
     if url_kind == "tcp":
         return "tcp://127.0.0.1:0"
-    if url_kind == "tls+tcp":
+    if url_kind in ("tls+tcp", "wss"):
         spec = SPECS["tls"]
         config = request.getfixturevalue("tls_config")
         monkeypatch.setitem(SPECS, "tls", attrs.evolve(spec, default=config))
-        return "tls+tcp://127.0.0.1:0"
+        return "tls+tcp://127.0.0.1:0" if url_kind == "tls+tcp" else "wss://127.0.0.1:0/"
+    if url_kind == "ws":
+        return "ws://127.0.0.1:0/"
     if url_kind == "abstract":
         return f"abstract://scaproust-{os.getpid()}-{next(_names)}"
     return f"ipc://{tmp_path}/sock.ipc"

@@ -482,17 +482,3 @@ def test_the_ttl_takes_1_to_255_and_priorities_1_to_16(session, name):
     for bad in (0, top + 1):
         with pytest.raises(ValueError, match=name):
             session.socket(sp.Rep, **{name: bad})
-
-
-# ---------------------------------------------------------------- transports we lack
-
-
-@pytest.mark.parametrize("where", ["ws://127.0.0.1:5555/sp", "wss://127.0.0.1:5555/sp"])
-def test_websocket_urls_are_refused_as_unknown_schemes(session, where):
-    sock = session.socket(sp.Req)
-    scheme = where.partition(":")[0]
-    with pytest.raises(sp.InvalidAddress, match=f"unknown transport scheme '{scheme}'"):
-        sock.connect(where)
-    with pytest.raises(sp.InvalidAddress, match=f"unknown transport scheme '{scheme}'"):
-        sock.bind(where)
-

@@ -221,6 +221,8 @@ class SocketCore(SocketFSM):
             options["permissions"] = self.options.ipc_permissions
         endpoint = endpoint or EndpointOptions.of(self.options)
         tls = _tls_setup(transport, endpoint, server=True, host=address.host)
+        if getattr(transport, "LISTENS_ON_LOOP", False):  # ws, wss: a port accepts on our loop
+            options.update(loop=self.loop, tls=tls)
         handle, resolved = transport.listen(address, **options)
         listener = Listener(loop=self.loop, socket=self, transport=transport, handle=handle,
                             url=resolved, endpoint_id=next(_endpoint_ids), endpoint=endpoint)
@@ -400,6 +402,6 @@ def _tls_setup(transport: Transport, endpoint: EndpointOptions, *, server: bool,
     """What a TLS endpoint's pipes use, made from its ``tls`` option (a ValueError,
     TypeError or OpenSSL's error loading a file raises to the caller at once); None for
     any other endpoint."""
-    if getattr(transport, "PIPE_KIND", "stream") != "tls":
+    if getattr(transport, "PIPE_KIND", "stream") not in ("tls", "wss"):
         return None
     return prepare(endpoint.tls, server=server, host=host)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from scaproust.errors import InvalidAddress
-from scaproust.transports import abstract, inproc, ipc, tcp, tls
+from scaproust.transports import abstract, inproc, ipc, tcp, tls, ws
 from scaproust.transports.tcp import LISTEN_BACKLOG, ListeningSocket
 from scaproust.transports.url import Address
 
@@ -157,3 +157,5 @@ register_transport(abstract.SCHEME, _module(abstract))
 for _scheme in tls.SCHEMES:
     register_transport(_scheme, tls.TLSTransport)
 register_transport(inproc.SCHEME, _module(inproc))  # type: ignore[arg-type]
+for _scheme in ws.SCHEMES:
+    register_transport(_scheme, ws.WSTransport)  # type: ignore[arg-type]

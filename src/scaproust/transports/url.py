@@ -48,8 +48,8 @@ class Address:
     @property
     def url(self) -> str:
         """The URL in canonical form (IPv6 hosts in brackets, port without leading zeros)."""
-        if self.host is not None and self.port is not None:  # tcp, tls+tcp
-            return format_tcp_url(self.host, self.port, self.scheme)
+        if self.host is not None and self.port is not None:  # tcp, tls+tcp, ws (with a path)
+            return format_tcp_url(self.host, self.port, self.scheme) + (self.path or "")
         return f"{self.scheme}://{self.path}"
 
     @property
