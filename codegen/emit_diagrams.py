@@ -88,7 +88,8 @@ def readme(machines: list[Machine]) -> str:
             groups.setdefault(m.module.rsplit(".", 1)[1], []).append(m)
     lines += ["", "## Protocols"]
     for protocol, members in groups.items():
-        members.sort(key=lambda m: m.name.endswith("_raw"))  # cooked first, raw beside it
+        # Cooked first, raw beside it, then the machine of its contexts (``*_ctx``).
+        members.sort(key=lambda m: (m.name.endswith("_ctx"), m.name.endswith("_raw")))
         lines += ["", f"### {protocol}", ""]
         lines.append("| " + " | ".join(f"`{m.name}`" for m in members) + " |")
         lines.append("|" + "---|" * len(members))

@@ -25,6 +25,7 @@ from scaproust.errors import (
     Timeout,
     WouldBlock,
 )
+from scaproust.facade.context import SocketContext
 from scaproust.facade.device import Device, device
 from scaproust.facade.endpoint import Endpoint
 from scaproust.facade.poll import POLLIN, POLLOUT, Poller, poll
@@ -39,7 +40,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AddressInUse", "BadState", "Closed", "Error", "InvalidAddress", "NotSupported",
     "Timeout", "WouldBlock", "Message", "Endpoint", "Session", "Socket", "socket",
-    "PipeEvent", "Device", "device", "POLLIN", "POLLOUT", "Poller", "poll",
+    "PipeEvent", "Device", "device", "POLLIN", "POLLOUT", "Poller", "poll", "SocketContext",
     "register_transport", "unregister_transport", "TLSConfig",
 ]
 __all__ += _protocols.__all__

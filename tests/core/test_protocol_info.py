@@ -92,7 +92,7 @@ def test_import_scaproust_loads_no_protocol_until_its_first_socket():
         "scaproust.protocols._backtrace", "scaproust.protocols._balance",
         "scaproust.protocols._base", "scaproust.protocols._headers",
         "scaproust.protocols.req", "scaproust._generated.req",
-        "scaproust._generated.req_raw"}
+        "scaproust._generated.req_raw", "scaproust._generated.req_ctx"}
 
 
 def test_the_options_a_protocol_accepts_come_from_its_declaration():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import sys
+import threading
 import time
 
 import attrs
@@ -78,3 +79,19 @@ def wait_until(condition, timeout=5.0, what="condition"):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.002)
+
+
+def in_thread(fn, **kwargs):
+    """Start ``fn(**kwargs)`` in a thread: ``(thread, errors)``, ``errors`` receiving the
+    ``sp.Error`` it raises, if it raises one."""
+    errors = []
+
+    def run():
+        try:
+            fn(**kwargs)
+        except sp.Error as err:
+            errors.append(err)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, errors

@@ -396,6 +396,30 @@ class RecordingContext:
         self.calls.clear()
 
 
+class QueueingContext(RecordingContext):
+    """A ``RecordingContext`` with a receive queue (``queue``) the protocol can measure
+    (``queued``) and trim (``drop_oldest``), as a SUB context bounds its own; its options
+    are a SUB's, with ``recv_buffer`` as given."""
+
+    def __init__(self, loop: FakeLoop | None = None, recv_buffer: int = 1024) -> None:
+        super().__init__(loop)
+        self.options = Options("sub", recv_buffer=recv_buffer)
+        self.queue: list = []
+
+    def deliver(self, items, priority: int = 8) -> None:
+        super().deliver(items, priority)
+        self.queue.extend(items)
+
+    def queued(self) -> int:
+        return len(self.queue)
+
+    def drop_oldest(self) -> bool:
+        if not self.queue:
+            return False
+        self.queue.pop(0)
+        return True
+
+
 class FakePipe:
     """What a protocol sees of a pipe: ``id``, ``free`` slots, ``cmd_send``, ``cmd_close``.
 

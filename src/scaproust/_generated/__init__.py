@@ -2,4 +2,4 @@
 
 """The generated state machines, one module per machine of protocols.yaml."""
 
-MACHINES = ('pipe', 'tls_pipe', 'ws_pipe', 'wss_pipe', 'listener', 'dialer', 'socket', 'pair', 'push', 'pull', 'req_raw', 'req', 'rep_raw', 'rep', 'surveyor_raw', 'surveyor', 'respondent_raw', 'respondent', 'pub', 'sub_raw', 'sub', 'bus_raw', 'bus', 'pair1_raw', 'pair1')
+MACHINES = ('pipe', 'tls_pipe', 'ws_pipe', 'wss_pipe', 'listener', 'dialer', 'socket', 'pair', 'push', 'pull', 'req_raw', 'req', 'req_ctx', 'rep_raw', 'rep', 'rep_ctx', 'surveyor_raw', 'surveyor', 'surveyor_ctx', 'respondent_raw', 'respondent', 'respondent_ctx', 'pub', 'sub_raw', 'sub', 'sub_ctx', 'bus_raw', 'bus', 'pair1_raw', 'pair1')

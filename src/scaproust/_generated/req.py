@@ -4,7 +4,10 @@
 facade). It goes to one pipe round-robin and is resent, the same bytes, every
 resend_interval until the reply comes, possibly to another pipe; at once when the pipe
 that carried it dies. With no pipe able to take it, it waits for one. A new request
-replaces the old; a reply whose first word is not the outstanding id is dropped.
+replaces the old; a reply whose first word is not the outstanding id goes to the context
+(req_ctx) whose request has that id, else is dropped. Pipes that come, get room or go
+serve the contexts' requests too (serve_contexts, reroute_contexts), after the socket's
+own; closing the socket closes its contexts.
 
 Hand-written actions and guards: scaproust.protocols.req.Req.
 """
@@ -36,7 +39,7 @@ PARAMETERS: dict[str, tuple[str, ...]] = {
     'cmd_close': (),
 }
 GUARDS = ('pipe_has_room', 'is_carrier', 'other_pipe_has_room', 'our_pipe_has_room', 'has_reply', 'can_send')
-ACTIONS = ('stop_resend_timer', 'add_pipe', 'send_request', 'grant_capacity', 'remove_pipe', 'resend_request', 'deliver_reply', 'drop_replies', 'take_request', 'drop_request')
+ACTIONS = ('stop_resend_timer', 'add_pipe', 'send_request', 'grant_capacity', 'serve_contexts', 'remove_pipe', 'resend_request', 'reroute_contexts', 'deliver_reply', 'drop_replies', 'take_request', 'drop_request', 'close_contexts')
 
 
 class ReqCompiled:
@@ -57,22 +60,27 @@ class ReqCompiled:
         def add_pipe(self, pipe: Pipe) -> None: ...
         def send_request(self, *args: object) -> None: ...
         def grant_capacity(self, *args: object) -> None: ...
+        def serve_contexts(self, pipe: Pipe) -> None: ...
         def remove_pipe(self, pipe: Pipe) -> None: ...
         def resend_request(self, *args: object) -> None: ...
+        def reroute_contexts(self, pipe: Pipe) -> None: ...
         def deliver_reply(self, pipe: Pipe, msgs: list[bytes]) -> None: ...
         def drop_replies(self, pipe: Pipe, msgs: list[bytes]) -> None: ...
         def take_request(self, item: Item) -> None: ...
         def drop_request(self) -> None: ...
+        def close_contexts(self) -> None: ...
 
     def evt_pipe_added(self, pipe: Pipe) -> bool:
         state = self.state
         if state == 'idle':
             self.add_pipe(pipe)
             self.grant_capacity(pipe)
+            self.serve_contexts(pipe)
             return True
         if state == 'sent':
             self.add_pipe(pipe)
             self.grant_capacity(pipe)
+            self.serve_contexts(pipe)
             return True
         if state == 'waiting':
             if self.pipe_has_room(pipe):
@@ -80,9 +88,11 @@ class ReqCompiled:
                 self.add_pipe(pipe)
                 self.send_request(pipe)
                 self.grant_capacity(pipe)
+                self.serve_contexts(pipe)
                 return True
             self.add_pipe(pipe)
             self.grant_capacity(pipe)
+            self.serve_contexts(pipe)
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_added')
 
@@ -91,25 +101,30 @@ class ReqCompiled:
         if state == 'idle':
             self.remove_pipe(pipe)
             self.grant_capacity(pipe)
+            self.reroute_contexts(pipe)
             return True
         if state == 'sent':
             if self.is_carrier(pipe) and self.other_pipe_has_room(pipe):
                 self.remove_pipe(pipe)
                 self.resend_request(pipe)
                 self.grant_capacity(pipe)
+                self.reroute_contexts(pipe)
                 return True
             if self.is_carrier(pipe):
                 self.stop_resend_timer()
                 self.state = 'waiting'
                 self.remove_pipe(pipe)
                 self.grant_capacity(pipe)
+                self.reroute_contexts(pipe)
                 return True
             self.remove_pipe(pipe)
             self.grant_capacity(pipe)
+            self.reroute_contexts(pipe)
             return True
         if state == 'waiting':
             self.remove_pipe(pipe)
             self.grant_capacity(pipe)
+            self.reroute_contexts(pipe)
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_removed')
 
@@ -117,17 +132,21 @@ class ReqCompiled:
         state = self.state
         if state == 'idle':
             self.grant_capacity(pipe)
+            self.serve_contexts(pipe)
             return True
         if state == 'sent':
             self.grant_capacity(pipe)
+            self.serve_contexts(pipe)
             return True
         if state == 'waiting':
             if self.our_pipe_has_room(pipe):
                 self.state = 'sent'
                 self.send_request(pipe)
                 self.grant_capacity(pipe)
+                self.serve_contexts(pipe)
                 return True
             self.grant_capacity(pipe)
+            self.serve_contexts(pipe)
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_ready')
 
@@ -206,15 +225,18 @@ class ReqCompiled:
         if state == 'idle':
             self.state = 'closed'
             self.drop_request()
+            self.close_contexts()
             return True
         if state == 'sent':
             self.stop_resend_timer()
             self.state = 'closed'
             self.drop_request()
+            self.close_contexts()
             return True
         if state == 'waiting':
             self.state = 'closed'
             self.drop_request()
+            self.close_contexts()
             return True
         if state == 'closed':
             return True

@@ -5,7 +5,9 @@ outstanding (its id word is chosen by the facade). It goes to one pipe round-rob
 is resent, the same bytes, every resend_interval until the reply comes, possibly to
 another pipe; at once when the pipe that carried it dies. With no pipe able to take it,
 it waits for one. A new request replaces the old; a reply whose first word is not the
-outstanding id is dropped.
+outstanding id goes to the context (req_ctx) whose request has that id, else is dropped.
+Pipes that come, get room or go serve the contexts' requests too (serve_contexts,
+reroute_contexts), after the socket's own; closing the socket closes its contexts.
 
 Hand-written actions and guards: scaproust.protocols.req.Req.
 """
@@ -33,19 +35,19 @@ STATES: list[dict[str, Any]] = [
 ]
 
 TRANSITIONS: list[dict[str, Any]] = [
-    {'trigger': 'evt_pipe_added', 'source': 'waiting', 'dest': 'sent', 'conditions': ['pipe_has_room'], 'after': ['add_pipe', 'send_request', 'grant_capacity']},
-    {'trigger': 'evt_pipe_added', 'source': 'idle', 'dest': None, 'after': ['add_pipe', 'grant_capacity']},
-    {'trigger': 'evt_pipe_added', 'source': 'sent', 'dest': None, 'after': ['add_pipe', 'grant_capacity']},
-    {'trigger': 'evt_pipe_added', 'source': 'waiting', 'dest': None, 'after': ['add_pipe', 'grant_capacity']},
-    {'trigger': 'evt_pipe_removed', 'source': 'sent', 'dest': None, 'conditions': ['is_carrier', 'other_pipe_has_room'], 'after': ['remove_pipe', 'resend_request', 'grant_capacity']},
-    {'trigger': 'evt_pipe_removed', 'source': 'sent', 'dest': 'waiting', 'conditions': ['is_carrier'], 'after': ['remove_pipe', 'grant_capacity']},
-    {'trigger': 'evt_pipe_removed', 'source': 'idle', 'dest': None, 'after': ['remove_pipe', 'grant_capacity']},
-    {'trigger': 'evt_pipe_removed', 'source': 'sent', 'dest': None, 'after': ['remove_pipe', 'grant_capacity']},
-    {'trigger': 'evt_pipe_removed', 'source': 'waiting', 'dest': None, 'after': ['remove_pipe', 'grant_capacity']},
-    {'trigger': 'evt_pipe_ready', 'source': 'waiting', 'dest': 'sent', 'conditions': ['our_pipe_has_room'], 'after': ['send_request', 'grant_capacity']},
-    {'trigger': 'evt_pipe_ready', 'source': 'idle', 'dest': None, 'after': ['grant_capacity']},
-    {'trigger': 'evt_pipe_ready', 'source': 'sent', 'dest': None, 'after': ['grant_capacity']},
-    {'trigger': 'evt_pipe_ready', 'source': 'waiting', 'dest': None, 'after': ['grant_capacity']},
+    {'trigger': 'evt_pipe_added', 'source': 'waiting', 'dest': 'sent', 'conditions': ['pipe_has_room'], 'after': ['add_pipe', 'send_request', 'grant_capacity', 'serve_contexts']},
+    {'trigger': 'evt_pipe_added', 'source': 'idle', 'dest': None, 'after': ['add_pipe', 'grant_capacity', 'serve_contexts']},
+    {'trigger': 'evt_pipe_added', 'source': 'sent', 'dest': None, 'after': ['add_pipe', 'grant_capacity', 'serve_contexts']},
+    {'trigger': 'evt_pipe_added', 'source': 'waiting', 'dest': None, 'after': ['add_pipe', 'grant_capacity', 'serve_contexts']},
+    {'trigger': 'evt_pipe_removed', 'source': 'sent', 'dest': None, 'conditions': ['is_carrier', 'other_pipe_has_room'], 'after': ['remove_pipe', 'resend_request', 'grant_capacity', 'reroute_contexts']},
+    {'trigger': 'evt_pipe_removed', 'source': 'sent', 'dest': 'waiting', 'conditions': ['is_carrier'], 'after': ['remove_pipe', 'grant_capacity', 'reroute_contexts']},
+    {'trigger': 'evt_pipe_removed', 'source': 'idle', 'dest': None, 'after': ['remove_pipe', 'grant_capacity', 'reroute_contexts']},
+    {'trigger': 'evt_pipe_removed', 'source': 'sent', 'dest': None, 'after': ['remove_pipe', 'grant_capacity', 'reroute_contexts']},
+    {'trigger': 'evt_pipe_removed', 'source': 'waiting', 'dest': None, 'after': ['remove_pipe', 'grant_capacity', 'reroute_contexts']},
+    {'trigger': 'evt_pipe_ready', 'source': 'waiting', 'dest': 'sent', 'conditions': ['our_pipe_has_room'], 'after': ['send_request', 'grant_capacity', 'serve_contexts']},
+    {'trigger': 'evt_pipe_ready', 'source': 'idle', 'dest': None, 'after': ['grant_capacity', 'serve_contexts']},
+    {'trigger': 'evt_pipe_ready', 'source': 'sent', 'dest': None, 'after': ['grant_capacity', 'serve_contexts']},
+    {'trigger': 'evt_pipe_ready', 'source': 'waiting', 'dest': None, 'after': ['grant_capacity', 'serve_contexts']},
     {'trigger': 'evt_pipe_recv', 'source': 'sent', 'dest': 'idle', 'conditions': ['has_reply'], 'after': ['deliver_reply']},
     {'trigger': 'evt_pipe_recv', 'source': 'waiting', 'dest': 'idle', 'conditions': ['has_reply'], 'after': ['deliver_reply']},
     {'trigger': 'evt_pipe_recv', 'source': 'idle', 'dest': None, 'after': ['drop_replies']},
@@ -59,9 +61,9 @@ TRANSITIONS: list[dict[str, Any]] = [
     {'trigger': 'cmd_send', 'source': 'waiting', 'dest': None, 'after': ['take_request', 'grant_capacity']},
     {'trigger': 'evt_timeout', 'source': 'sent', 'dest': None, 'conditions': ['can_send'], 'after': ['resend_request', 'grant_capacity']},
     {'trigger': 'evt_timeout', 'source': 'sent', 'dest': 'waiting'},
-    {'trigger': 'cmd_close', 'source': 'idle', 'dest': 'closed', 'after': ['drop_request']},
-    {'trigger': 'cmd_close', 'source': 'sent', 'dest': 'closed', 'after': ['drop_request']},
-    {'trigger': 'cmd_close', 'source': 'waiting', 'dest': 'closed', 'after': ['drop_request']},
+    {'trigger': 'cmd_close', 'source': 'idle', 'dest': 'closed', 'after': ['drop_request', 'close_contexts']},
+    {'trigger': 'cmd_close', 'source': 'sent', 'dest': 'closed', 'after': ['drop_request', 'close_contexts']},
+    {'trigger': 'cmd_close', 'source': 'waiting', 'dest': 'closed', 'after': ['drop_request', 'close_contexts']},
     {'trigger': 'cmd_close', 'source': 'closed', 'dest': None},
 ]
 

@@ -3,7 +3,8 @@
 """State machine 'sub': SUB: delivers the messages whose body starts with one of its topics
 (the empty topic matches all); with no topic it delivers nothing. Topics change by
 commands from the user's thread, so filtering happens here, before the receive queue.
-Never sends, not even subscriptions (WIRE.md).
+Never sends, not even subscriptions (WIRE.md). Every message read is offered to the
+socket's contexts (sub_ctx) first, in either state; closing the socket closes them.
 
 Hand-written actions and guards: scaproust.protocols.sub.Sub.
 """
@@ -34,7 +35,7 @@ PARAMETERS: dict[str, tuple[str, ...]] = {
     'cmd_close': (),
 }
 GUARDS = ('is_last_topic', 'is_subscribed')
-ACTIONS = ('discard_unmatched', 'deliver_matching', 'add_topic', 'remove_topic', 'refuse_unknown_topic')
+ACTIONS = ('discard_unmatched', 'deliver_matching', 'add_topic', 'remove_topic', 'refuse_unknown_topic', 'close_contexts')
 
 
 class SubCompiled:
@@ -50,6 +51,7 @@ class SubCompiled:
         def add_topic(self, topic: bytes) -> None: ...
         def remove_topic(self, topic: bytes) -> None: ...
         def refuse_unknown_topic(self, topic: bytes) -> None: ...
+        def close_contexts(self) -> None: ...
 
     def evt_pipe_added(self, pipe: Pipe) -> bool:
         state = self.state
@@ -117,9 +119,11 @@ class SubCompiled:
         state = self.state
         if state == 'unsubscribed':
             self.state = 'closed'
+            self.close_contexts()
             return True
         if state == 'subscribed':
             self.state = 'closed'
+            self.close_contexts()
             return True
         if state == 'closed':
             return True

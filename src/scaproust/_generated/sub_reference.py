@@ -3,7 +3,9 @@
 """State machine 'sub', reference backend (transitions): SUB: delivers the messages whose
 body starts with one of its topics (the empty topic matches all); with no topic it
 delivers nothing. Topics change by commands from the user's thread, so filtering happens
-here, before the receive queue. Never sends, not even subscriptions (WIRE.md).
+here, before the receive queue. Never sends, not even subscriptions (WIRE.md). Every
+message read is offered to the socket's contexts (sub_ctx) first, in either state;
+closing the socket closes them.
 
 Hand-written actions and guards: scaproust.protocols.sub.Sub.
 """
@@ -44,8 +46,8 @@ TRANSITIONS: list[dict[str, Any]] = [
     {'trigger': 'cmd_unsubscribe', 'source': 'subscribed', 'dest': None, 'conditions': ['is_subscribed'], 'after': ['remove_topic']},
     {'trigger': 'cmd_unsubscribe', 'source': 'unsubscribed', 'dest': None, 'after': ['refuse_unknown_topic']},
     {'trigger': 'cmd_unsubscribe', 'source': 'subscribed', 'dest': None, 'after': ['refuse_unknown_topic']},
-    {'trigger': 'cmd_close', 'source': 'unsubscribed', 'dest': 'closed'},
-    {'trigger': 'cmd_close', 'source': 'subscribed', 'dest': 'closed'},
+    {'trigger': 'cmd_close', 'source': 'unsubscribed', 'dest': 'closed', 'after': ['close_contexts']},
+    {'trigger': 'cmd_close', 'source': 'subscribed', 'dest': 'closed', 'after': ['close_contexts']},
     {'trigger': 'cmd_close', 'source': 'closed', 'dest': None},
 ]
 

@@ -4,7 +4,8 @@
 header) goes to every respondent that can take it and starts the deadline
 (survey_deadline, 1 s); until then responses to it are delivered, those to an older
 survey dropped; after it every response is late and dropped. A new survey replaces the
-old one and its deadline.
+old one and its deadline. A response to the survey of one of its contexts (surveyor_ctx)
+goes to that context instead, in either state; closing the socket closes its contexts.
 
 Hand-written actions and guards: scaproust.protocols.surveyor.Surveyor.
 """
@@ -36,7 +37,7 @@ PARAMETERS: dict[str, tuple[str, ...]] = {
     'cmd_close': (),
 }
 GUARDS = ()
-ACTIONS = ('cancel_deadline', 'forget_survey', 'add_pipe', 'remove_pipe', 'take_survey', 'broadcast', 'start_deadline', 'deliver_current', 'drop_late')
+ACTIONS = ('cancel_deadline', 'forget_survey', 'add_pipe', 'remove_pipe', 'take_survey', 'broadcast', 'start_deadline', 'deliver_current', 'drop_late', 'close_contexts')
 
 
 class SurveyorCompiled:
@@ -56,6 +57,7 @@ class SurveyorCompiled:
         def start_deadline(self, item: Item) -> None: ...
         def deliver_current(self, pipe: Pipe, msgs: list[bytes]) -> None: ...
         def drop_late(self, pipe: Pipe, msgs: list[bytes]) -> None: ...
+        def close_contexts(self) -> None: ...
 
     def evt_pipe_added(self, pipe: Pipe) -> bool:
         state = self.state
@@ -124,11 +126,13 @@ class SurveyorCompiled:
         state = self.state
         if state == 'idle':
             self.state = 'closed'
+            self.close_contexts()
             return True
         if state == 'surveying':
             self.cancel_deadline()
             self.forget_survey()
             self.state = 'closed'
+            self.close_contexts()
             return True
         if state == 'closed':
             return True

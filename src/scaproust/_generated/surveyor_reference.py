@@ -4,7 +4,9 @@
 by the facade, its id word as header) goes to every respondent that can take it and
 starts the deadline (survey_deadline, 1 s); until then responses to it are delivered,
 those to an older survey dropped; after it every response is late and dropped. A new
-survey replaces the old one and its deadline.
+survey replaces the old one and its deadline. A response to the survey of one of its
+contexts (surveyor_ctx) goes to that context instead, in either state; closing the
+socket closes its contexts.
 
 Hand-written actions and guards: scaproust.protocols.surveyor.Surveyor.
 """
@@ -42,8 +44,8 @@ TRANSITIONS: list[dict[str, Any]] = [
     {'trigger': 'evt_pipe_recv', 'source': 'surveying', 'dest': None, 'after': ['deliver_current']},
     {'trigger': 'evt_pipe_recv', 'source': 'idle', 'dest': None, 'after': ['drop_late']},
     {'trigger': 'evt_deadline', 'source': 'surveying', 'dest': 'idle'},
-    {'trigger': 'cmd_close', 'source': 'idle', 'dest': 'closed'},
-    {'trigger': 'cmd_close', 'source': 'surveying', 'dest': 'closed'},
+    {'trigger': 'cmd_close', 'source': 'idle', 'dest': 'closed', 'after': ['close_contexts']},
+    {'trigger': 'cmd_close', 'source': 'surveying', 'dest': 'closed', 'after': ['close_contexts']},
     {'trigger': 'cmd_close', 'source': 'closed', 'dest': None},
 ]
 

@@ -141,6 +141,36 @@ class Channel:
             self._resume_reading()
         return item
 
+    def get_unless(self, timeout: float | None, stopped: Callable[[], bool]) -> Item:
+        """``get`` for a context that shares this channel with its socket (REP,
+        RESPONDENT): it also ends, raising ``Closed``, once ``stopped()`` holds (its context
+        was closed; ``kick`` wakes it). It waits on the channel only: the pipes are read by
+        the I/O thread, or by a caller of the socket's own ``get``."""
+        with self._lock:
+            if stopped():
+                raise Closed("context is closed")
+            if not self.inbox:
+                if self.closed:
+                    raise Closed("socket is closed")
+                self.recv_waiters += 1
+                try:
+                    self._wait(self._can_recv, lambda: self.inbox or stopped(), timeout, "recv")
+                finally:
+                    self.recv_waiters -= 1
+                if stopped():
+                    raise Closed("context was closed while waiting")
+            item, resume = self._pop()
+        if resume:
+            self._resume_reading()
+        return item
+
+    def kick(self) -> None:
+        """Wake every receiver and poller of this channel to look again (a context that
+        shares it was closed)."""
+        with self._lock:
+            self._can_recv.notify_all()
+            self._wake_watchers()
+
     def take(self) -> Item | None:
         """The next received item if one is queued now, else None (never waits, never
         raises): the fast path of a receive that finds a message waiting."""
@@ -269,6 +299,15 @@ class Channel:
             if self.reader_waiting:
                 self._wake_reader_locked()
         return size
+
+    def drop_oldest(self) -> bool:
+        """Drop the next item ``get`` would return (a SUB context's full queue that prefers
+        new messages); False if the inbox is empty."""
+        with self._lock:
+            if not self.inbox:
+                return False
+            self.inbox_bytes -= len(self.inbox.popleft())
+        return True
 
     def purge_inbox(self, keep: Callable[[Item], bool] | None = None) -> int:
         """Drop every received message not yet taken (a REQ's new request makes older

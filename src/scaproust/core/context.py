@@ -81,6 +81,14 @@ class Context:
             self._pause_scheduled = True
             self._loop.call_after_batch(self._pause_pipes)
 
+    def queued(self) -> int:
+        """How many received messages wait for the user (a SUB context bounds its queue)."""
+        return len(self._channel.inbox)
+
+    def drop_oldest(self) -> bool:
+        """Drop the message the user would receive next; False if none waits."""
+        return self._channel.drop_oldest()
+
     def _pause_pipes(self) -> None:
         self._pause_scheduled = False
         if self._channel.recv_paused:

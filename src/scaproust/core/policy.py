@@ -68,3 +68,43 @@ class Policy:
 
     def incoming(self, item: Item) -> Item | None:
         return item
+
+
+class ContextPolicy(Policy):
+    """The caller-side state of one context (``sock.context()``), as ``Policy`` is a
+    socket's: it sees what the context sends and receives, in the caller's thread.
+
+    A receive is bracketed: ``begin_recv`` (may refuse: REQ with no request, REP with a
+    receive already waiting) returns a token that ``incoming_for`` gets with each item, and
+    ``end_recv`` runs however the receive ends (a message, a timeout, a cancelled task).
+    ``take`` waits for the next item: from the context's own channel (REQ), or from the
+    socket's, shared by its contexts (REP, RESPONDENT), stopping when ``closed`` is set.
+
+    ``own_machine``: the protocol keeps this context's state in the I/O thread too (a
+    machine opened by ``SocketCore.open_context``), and the context has its own channel.
+    ``parent``: the socket's own policy (REQ draws its request ids from it).
+    """
+
+    own_machine = False
+
+    def __init__(self, channel: Channel, options: Options, stats: Stats | None = None,
+                 parent: Policy | None = None) -> None:
+        super().__init__(channel, options, stats)
+        self.parent = parent
+        self.closed = False
+
+    def begin_recv(self) -> object:
+        return None
+
+    def end_recv(self) -> None:
+        """The receive begun by ``begin_recv`` is over."""
+
+    def take(self, wait: float | None) -> Item:
+        return self.channel.get(wait)
+
+    def incoming_for(self, item: Item, token: object) -> Item | None:
+        return self.incoming(item)
+
+    def close(self) -> None:
+        """The context is closed: wake its callers (they get ``sp.Closed``)."""
+        self.closed = True

@@ -27,7 +27,7 @@ import attrs
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from scaproust.core.policy import Policy
+    from scaproust.core.policy import ContextPolicy, Policy
 
 #: Every declared protocol by name, in declaration order.
 _REGISTRY: dict[str, ProtocolInfo] = {}
@@ -59,6 +59,10 @@ class ProtocolInfo:
     #: caller's thread (REQ: recv before send; REP: send without a request, ...): a
     #: ``core.policy.Policy`` subclass, or None.
     policy: str | None = None
+    #: The name in ``module`` of the caller-side state of a context of a cooked socket
+    #: (``sock.context()``, a ``core.policy.ContextPolicy`` subclass), or None: the
+    #: protocol has no contexts (``sp.NotSupported``).
+    context_policy: str | None = None
     #: The protocol-specific options (core/options.py) this protocol accepts.
     options: frozenset[str] = attrs.field(default=frozenset(), converter=_names)
 
@@ -83,6 +87,13 @@ class ProtocolInfo:
         if self.policy is None:
             return None
         policy: type[Policy] = self._load(self.policy)
+        return policy
+
+    def context_policy_class(self) -> type[ContextPolicy] | None:
+        """The policy class of a context of a cooked socket, None if it has none."""
+        if self.context_policy is None:
+            return None
+        policy: type[ContextPolicy] = self._load(self.context_policy)
         return policy
 
     def _load(self, name: str) -> type:

@@ -43,7 +43,8 @@ from scaproust.core.stats import (
     PIPES_OPENED,
     Stats,
 )
-from scaproust.errors import Closed, Error, InvalidAddress
+from scaproust.core.user_context import UserContext
+from scaproust.errors import Closed, Error, InvalidAddress, NotSupported
 from scaproust.transports import lookup
 from scaproust.transports.tls import TLSSetup, prepare
 
@@ -111,6 +112,8 @@ class SocketCore(SocketFSM):
         # A caller's thread whose recv() waits reads the pipes itself (caller_reader.py).
         self.reader = CallerReader(loop, self.channel, lambda: self.pipes)
         self.channel.reader = self.reader
+        #: The contexts whose protocol keeps their state here (REQ): see user_context.py.
+        self.contexts: set[UserContext] = set()
 
     def __repr__(self) -> str:
         return f"<SocketCore {self.info!r} {self.state}>"
@@ -176,6 +179,7 @@ class SocketCore(SocketFSM):
         self.state = "closed"
         self.channel.close()
         self.reader.close()
+        self._close_context_channels()
         if self._on_closed is not None:
             self._on_closed(self)
 
@@ -257,6 +261,40 @@ class SocketCore(SocketFSM):
     def unsubscribe(self, topic: bytes) -> None:
         """SUB: stop delivering what only ``topic`` matched."""
         cast("Subscribing", self.proto).cmd_unsubscribe(topic)
+
+    @facade_call
+    def open_context(self, options: Options) -> UserContext:
+        """A new context kept by the protocol in this thread (REQ), with its own
+        ``options`` (a copy of the socket's); ``NotSupported`` if the protocol keeps none."""
+        self._refuse_unless_open()
+        opener: Callable[[Context], Any] | None = getattr(self.proto, "open_context", None)
+        if opener is None:
+            raise NotSupported(f"{self.info!r} keeps no contexts in the I/O thread")
+        context = UserContext(loop=self.loop, options=options, stats=self.stats, socket=self)
+        context.machine = opener(context.seam)
+        self.contexts.add(context)
+        return context
+
+    @facade_call
+    def close_context(self, context: UserContext) -> None:
+        """Close one context: its machine drops its request, its callers get ``Closed``."""
+        self.contexts.discard(context)
+        context.close()
+
+    @facade_call
+    def subscribe_context(self, context: UserContext, topic: bytes) -> None:
+        """SUB: ``context`` also takes the messages that start with ``topic``."""
+        cast("Subscribing", context.machine).cmd_subscribe(topic)
+
+    @facade_call
+    def unsubscribe_context(self, context: UserContext, topic: bytes) -> None:
+        """SUB: ``context`` no longer takes what only ``topic`` matched."""
+        cast("Subscribing", context.machine).cmd_unsubscribe(topic)
+
+    def _close_context_channels(self) -> None:
+        contexts, self.contexts = list(self.contexts), set()
+        for context in contexts:
+            context.channel.close()
 
     @facade_call
     def add_pipe_listener(self, callback: Callable[[PipeEvent], object]) -> None:
@@ -346,6 +384,7 @@ class SocketCore(SocketFSM):
         log.debug("socket %r closed", self.info)
         self.channel.close()
         self.reader.close()
+        self._close_context_channels()  # their machines closed with the protocol
         if self._on_closed is not None:
             self._on_closed(self)
 

@@ -38,6 +38,7 @@ DROPPED_REJECTED = "dropped_rejected"
 DROPPED_CLOSING = "dropped_closing"
 DROPPED_CLOSED = "dropped_closed"
 DROPPED_LINGER = "dropped_linger"
+DROPPED_CONTEXT_FULL = "dropped_context_full"
 PURGED_STALE = "purged_stale"
 PURGED_UNMATCHED = "purged_unmatched"
 

@@ -16,25 +16,29 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, TypeAlias, TypeVar
 
 if TYPE_CHECKING:
+    from scaproust.facade.context import SocketContext
     from scaproust.facade.socket import Socket
 
+#: What can be polled: a socket, or a context of one (facade/context.py).
+Pollable: TypeAlias = "Socket | SocketContext"
 #: Sockets and their conditions (``POLLIN | POLLOUT``): what a poll asks, and what it finds.
-Interest: TypeAlias = "dict[Socket, int]"
+Interest: TypeAlias = "dict[Pollable, int]"
+P = TypeVar("P", bound="Pollable")
 
 POLLIN = 1
 POLLOUT = 2
 
 
-def poll(interest: Mapping[Socket, int], timeout: float | None = None, *,
+def poll(interest: Mapping[P, int], timeout: float | None = None, *,
          wake: threading.Event | None = None,
-         stopped: Callable[[], bool] | None = None) -> Interest:
+         stopped: Callable[[], bool] | None = None) -> dict[P, int]:
     """Wait until one of the sockets is ready as asked.
 
-    ``interest`` maps each socket to ``sp.POLLIN``, ``sp.POLLOUT`` or both (``|``). Returns
-    a dict of the sockets that are ready, each with the conditions that hold (an empty
+    ``interest`` maps each socket (or context: ``sock.context()``) to ``sp.POLLIN``,
+    ``sp.POLLOUT`` or both (``|``). Returns a dict of the sockets that are ready, each with the conditions that hold (an empty
     dict on timeout). ``timeout`` in seconds, None = forever.
 
     ``wake`` and ``stopped`` let another thread end the wait early (devices use them): it
@@ -68,10 +72,10 @@ def poll(interest: Mapping[Socket, int], timeout: float | None = None, *,
             channel.remove_watcher(event)
 
 
-def _ready(interest: Interest) -> Interest:
-    ready: Interest = {}
+def _ready(interest: Mapping[P, int]) -> dict[P, int]:
+    ready: dict[P, int] = {}
     for sock, flags in interest.items():
-        readable, writable = sock._channel.readiness()
+        readable, writable = sock._readiness()
         got = (POLLIN if readable and flags & POLLIN else 0) | (POLLOUT if writable and flags & POLLOUT else 0)
         if got:
             ready[sock] = got
@@ -84,11 +88,11 @@ class Poller:
     def __init__(self) -> None:
         self._interest: Interest = {}
 
-    def register(self, sock: Socket, flags: int = POLLIN | POLLOUT) -> None:
+    def register(self, sock: Pollable, flags: int = POLLIN | POLLOUT) -> None:
         """Watch ``sock`` for ``flags``; registering again replaces its flags."""
         self._interest[sock] = flags
 
-    def unregister(self, sock: Socket) -> None:
+    def unregister(self, sock: Pollable) -> None:
         del self._interest[sock]
 
     def poll(self, timeout: float | None = None) -> Interest:

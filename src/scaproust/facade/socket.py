@@ -16,6 +16,7 @@ import enum
 import ssl
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from typing import (
     TYPE_CHECKING,
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
     from scaproust.core.channel import Channel
     from scaproust.core.policy import Policy, Subscriptions
     from scaproust.core.protocol_info import ProtocolInfo
+    from scaproust.facade.context import SocketContext
     from scaproust.facade.session import Session
     from scaproust.transports.tcp import Resolved
     from scaproust.transports.tls import TLSConfig
@@ -103,7 +105,39 @@ class _Option(Generic[T]):
             sock._channel.recv_high = sock._options.recv_buffer
 
 
-class Socket(AsyncSocketMixin):
+class DataShortcuts:
+    """What a socket and a context (facade/context.py) derive from their ``send`` and
+    ``recv``."""
+
+    if TYPE_CHECKING:
+        def send(self, data: ReadableBuffer | Message, *, timeout: TimeoutArg = _DEFAULT,
+                 block: bool = True) -> None: ...
+        def recv(self, *, timeout: TimeoutArg = _DEFAULT, block: bool = True) -> bytes: ...
+
+    def send_msg(self, msg: Message, *, timeout: TimeoutArg = _DEFAULT,
+                 block: bool = True) -> None:
+        """Send an ``sp.Message`` (its header matters in raw mode)."""
+        if not isinstance(msg, Message):
+            raise TypeError(f"send_msg takes an sp.Message, not {type(msg).__name__}")
+        self.send(msg, timeout=timeout, block=block)
+
+    def try_send(self, data: ReadableBuffer | Message) -> bool:
+        """Send without waiting; return False (instead of raising) if it would block."""
+        try:
+            self.send(data, block=False)
+        except BlockingIOError:
+            return False
+        return True
+
+    def try_recv(self) -> bytes | None:
+        """Receive without waiting; return None if no message is there."""
+        try:
+            return self.recv(block=False)
+        except BlockingIOError:
+            return None
+
+
+class Socket(DataShortcuts, AsyncSocketMixin):
     """A scalability-protocol socket. Create one with ``session.socket(sp.Push, ...)``.
 
     Every option of ``docs/OPTIONS.md`` is a keyword argument of ``session.socket`` and an
@@ -121,6 +155,7 @@ class Socket(AsyncSocketMixin):
         self._close_lock = threading.Lock()
         self._done = threading.Event()
         self._endpoints: dict[int, Endpoint] = {}
+        self._contexts: weakref.WeakSet[SocketContext] = weakref.WeakSet()
         self._core: SocketCore = session._core.call(self._make_core)
         self._channel = self._core.channel
         self._can_recv = info.can_recv
@@ -312,27 +347,12 @@ class Socket(AsyncSocketMixin):
             item = self._get(timeout, block)
         return item if type(item) is bytes else body_of(item)
 
-    def send_msg(self, msg: Message, *, timeout: TimeoutArg = _DEFAULT,
-                 block: bool = True) -> None:
-        """Send an ``sp.Message`` (its header matters in raw mode)."""
-        if not isinstance(msg, Message):
-            raise TypeError(f"send_msg takes an sp.Message, not {type(msg).__name__}")
-        self.send(msg, timeout=timeout, block=block)
-
     def recv_msg(self, *, timeout: TimeoutArg = _DEFAULT, block: bool = True) -> Message:
         """Receive the next message with its protocol header as an ``sp.Message``."""
         item = self._queued()
         if item is None:
             item = self._get(timeout, block)
         return as_message(item)
-
-    def try_send(self, data: ReadableBuffer | Message) -> bool:
-        """Send without waiting; return False (instead of raising) if it would block."""
-        try:
-            self.send(data, block=False)
-        except BlockingIOError:
-            return False
-        return True
 
     def try_recv(self) -> bytes | None:
         """Receive without waiting; return None if no message is there."""
@@ -421,6 +441,35 @@ class Socket(AsyncSocketMixin):
         cast("Subscriptions", policy).unsubscribe(
             topic, lambda t: self._control(self._core.unsubscribe, t))
 
+    # ------------------------------------------------------------------ contexts
+
+    def context(self) -> SocketContext:
+        """A new context of this socket (cooked REQ, REP, SURVEYOR, RESPONDENT, SUB): its
+        own request, reply, survey or subscriptions, used concurrently with the others and
+        with the socket's own send/recv (docs/PROTOCOLS.md, "Contexts"). Its
+        ``send_timeout`` and ``recv_timeout`` start as the socket's. ``sp.NotSupported`` on
+        other protocols and on raw sockets."""
+        from scaproust.facade.context import SocketContext  # it imports this module
+
+        self._check_open()
+        ctx = SocketContext(self)
+        with self._close_lock:
+            if not self._closed:
+                self._contexts.add(ctx)
+                return ctx
+        ctx._shut()
+        raise Closed("socket is closed")
+
+    #: pynng's name for ``context``.
+    new_context = context
+
+    def _readiness(self) -> tuple[bool, bool]:
+        """(a recv would not wait, a send would not wait), for ``sp.poll``."""
+        return self._channel.readiness()
+
+    def _forget_context(self, ctx: SocketContext) -> None:
+        self._contexts.discard(ctx)
+
     # ------------------------------------------------------------------ lifecycle
 
     def close(self) -> None:
@@ -440,6 +489,8 @@ class Socket(AsyncSocketMixin):
         # Threads blocked in send()/recv() wake now with sp.Closed; what send() accepted
         # before still goes out (the close request is queued behind it), within linger.
         self._channel.close()
+        for ctx in list(self._contexts):
+            ctx._shut()  # its callers wake with sp.Closed too
         try:
             self._session._core.post(self._core.close)
         except Closed:

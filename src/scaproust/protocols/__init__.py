@@ -29,23 +29,26 @@ Push = ProtocolInfo("push", id=0x50, peer_id=0x51, peer_name="pull", can_send=Tr
                     raw_machine="Push")
 Rep = ProtocolInfo("rep", id=0x31, peer_id=0x30, peer_name="req", can_send=True,
                    can_recv=True, module="scaproust.protocols.rep", machine="Rep",
-                   raw_machine="RepRaw", policy="RepPolicy", options={"ttl"})
+                   raw_machine="RepRaw", policy="RepPolicy",
+                   context_policy="RepContextPolicy", options={"ttl"})
 Req = ProtocolInfo("req", id=0x30, peer_id=0x31, peer_name="rep", can_send=True,
                    can_recv=True, module="scaproust.protocols.req", machine="Req",
                    raw_machine="ReqRaw", policy="ReqPolicy",
-                   options={"resend_interval", "ttl"})
+                   context_policy="ReqContextPolicy", options={"resend_interval", "ttl"})
 Respondent = ProtocolInfo("respondent", id=0x63, peer_id=0x62, peer_name="surveyor",
                           can_send=True, can_recv=True,
                           module="scaproust.protocols.respondent", machine="Respondent",
                           raw_machine="RespondentRaw", policy="RespondentPolicy",
-                          options={"ttl"})
+                          context_policy="RespondentContextPolicy", options={"ttl"})
 Sub = ProtocolInfo("sub", id=0x21, peer_id=0x20, peer_name="pub", can_send=False,
                    can_recv=True, module="scaproust.protocols.sub", machine="Sub",
-                   raw_machine="SubRaw", policy="SubPolicy")
+                   raw_machine="SubRaw", policy="SubPolicy",
+                   context_policy="SubContextPolicy")
 Surveyor = ProtocolInfo("surveyor", id=0x62, peer_id=0x63, peer_name="respondent",
                         can_send=True, can_recv=True, module="scaproust.protocols.surveyor",
                         machine="Surveyor", raw_machine="SurveyorRaw",
-                        policy="SurveyorPolicy", options={"survey_deadline", "ttl"})
+                        policy="SurveyorPolicy", context_policy="SurveyorContextPolicy",
+                        options={"survey_deadline", "ttl"})
 
 ALL = (Pair, Pair1, Pub, Sub, Req, Rep, Push, Pull, Surveyor, Respondent, Bus)
 

@@ -10,6 +10,16 @@ user is answering and puts it back on the reply: a cooked REP's recv() returns t
 recv_msg() shows the backtrace too, and send() needs only the body.
 
 Extra fields: see _backtrace.py.
+
+Contexts (``sock.context()``, machine ``rep_ctx``)
+---------------------------------------------------
+A REP context keeps no state in the I/O thread: requests wait in the socket's receive
+queue, fair-queued from every pipe, and whoever receives first (the socket or any context)
+takes the next one. Its state is the socket's policy's, one per context, kept by the
+``RepContext`` machine in the caller's thread: the header of the request it took, the reply
+due, and whether a receive waits (a second one is refused, as in nng). The reply goes out
+through the socket's channel like the socket's own, and the raw machine routes it by its
+pipe word: a pipe that has gone drops it, counted as ``dropped_no_route``.
 """
 
 from __future__ import annotations
@@ -17,10 +27,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from scaproust._generated.rep import RepFSM
+from scaproust._generated.rep_ctx import RepCtxFSM
 from scaproust._generated.rep_raw import RepRawFSM
 from scaproust.core.message import Message, body_of, header_of
-from scaproust.core.policy import Policy
-from scaproust.errors import BadState
+from scaproust.core.policy import ContextPolicy, Policy
+from scaproust.core.stats import DROPPED_CLOSED
+from scaproust.errors import BadState, Closed
 from scaproust.protocols._backtrace import BacktraceRouter
 
 if TYPE_CHECKING:
@@ -78,3 +90,92 @@ class RepPolicy(Policy):
         with self.lock:
             self.pending = header
         return item  # recv() hands over the body, recv_msg() the backtrace too
+
+
+class RepContext(RepCtxFSM):
+    """The state of one REP context (machine ``rep_ctx``), run in its caller's thread under
+    its policy's lock. ``pending``: the header of the request taken and not yet answered."""
+
+    #: How errors name the socket and what it answers (RESPONDENT: a survey).
+    kind = "REP"
+    question = "request"
+
+    def __init__(self, stats: Stats) -> None:
+        self.stats = stats
+        self.pending: bytes | None = None
+
+    def answers_request(self, header: bytes) -> bool:
+        return header == self.pending
+
+    def forget_request(self, *args: object) -> None:
+        # *args: on_enter of closed and an action of cmd_recv (nothing), of evt_sent (header).
+        self.pending = None
+
+    def keep_request(self, header: bytes) -> None:
+        self.pending = header
+
+    def refuse_second_recv(self) -> None:
+        raise BadState(f"a receive already waits on this {self.kind} context")
+
+    def refuse_send(self) -> None:
+        raise BadState(f"a {self.kind} context sends only in answer to a {self.question} "
+                       "it has received")
+
+    def refuse_closed(self) -> None:
+        raise Closed("context is closed")
+
+    def drop_request(self, header: bytes) -> None:
+        self.stats.count_from_caller(DROPPED_CLOSED)
+
+
+class RepContextPolicy(ContextPolicy):
+    """A REP context's caller-side half: its ``RepContext`` machine, over the socket's
+    channel (requests are shared by the socket and its contexts)."""
+
+    machine_class: type[RepContext] = RepContext
+
+    def __init__(self, channel: Channel, options: Options, stats: Stats | None = None,
+                 parent: Policy | None = None) -> None:
+        super().__init__(channel, options, stats, parent)
+        self.machine = self.machine_class(self.stats)
+
+    def outgoing(self, item: Item) -> Item:
+        with self.lock:
+            self.machine.cmd_send()  # sp.BadState with no request, sp.Closed once closed
+            header = self.machine.pending
+        return Message(body_of(item), header)  # type: ignore[arg-type]  # answering
+
+    def sent(self, item: Item) -> None:
+        with self.lock:
+            self.machine.evt_sent(header_of(item))
+
+    def begin_recv(self) -> object:
+        with self.lock:
+            self.machine.cmd_recv()
+        return None
+
+    def end_recv(self) -> None:
+        with self.lock:
+            if self.machine.state == "receiving":  # ended without a request
+                self.machine.evt_recv_failed()
+
+    def take(self, wait: float | None) -> Item:
+        return self.channel.get_unless(wait, self._stopped)
+
+    def _stopped(self) -> bool:
+        return self.closed
+
+    def incoming_for(self, item: Item, token: object) -> Item | None:
+        header = header_of(item)
+        if not header:
+            return None  # no backtrace: nowhere to reply (as the socket's policy)
+        with self.lock:
+            self.machine.evt_request(header)
+            taken = self.machine.state == "answering"
+        return item if taken else None  # closed meanwhile: dropped, counted
+
+    def close(self) -> None:
+        with self.lock:
+            self.machine.cmd_close()
+            self.closed = True
+        self.channel.kick()

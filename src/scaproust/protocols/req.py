@@ -27,26 +27,44 @@ Extra fields:
 - ``request`` (``(header, body)``): ``sent`` and ``waiting`` only, None in ``idle``;
 - ``carrier`` (the pipe the request last went to) and ``_timer`` (the resend timer):
   ``sent`` only, cleared on leaving it.
+- ``contexts`` (the open ``ReqContext``s), ``by_id`` (each outstanding context request's
+  id word: its context) and ``queue`` (the contexts whose request waits for a pipe with
+  room, first come first served).
+
+Contexts (``sock.context()``, machine ``req_ctx``)
+---------------------------------------------------
+Each context is a ``ReqContext`` in the I/O thread, with its own request, carrier and
+resend timer, and its own receive queue (a channel of its own, filled through a
+``core.context.Context`` of its own); its caller-side half is ``ReqContextPolicy``, which
+draws id words from the socket's ``ReqPolicy``, so the ids of the socket and of all its
+contexts never collide and a reply's first word names the one request it answers. The
+socket's own request (the default context) keeps its path, untouched: a pipe that comes or
+gets room serves it first, then the waiting contexts in order. A pipe takes a context's
+request only while it has room (``pipe.free``); requests that find none wait in ``queue``.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+from collections import deque
 from typing import TYPE_CHECKING
 
 from scaproust._generated.req import ReqFSM
+from scaproust._generated.req_ctx import ReqCtxFSM
 from scaproust._generated.req_raw import ReqRawFSM
+from scaproust.core.guard import facade_call
 from scaproust.core.message import Message, body_of, header_of
-from scaproust.core.policy import Policy
+from scaproust.core.policy import ContextPolicy, Policy
 from scaproust.core.stats import (
+    DROPPED_CLOSED,
     DROPPED_MALFORMED,
     DROPPED_REJECTED,
     DROPPED_STALE,
     PURGED_STALE,
     REQUESTS_RESENT,
 )
-from scaproust.errors import BadState
+from scaproust.errors import BadState, Closed
 from scaproust.protocols._backtrace import split_stacks
 from scaproust.protocols._balance import LoadBalancer
 from scaproust.protocols._headers import (
@@ -108,6 +126,10 @@ class Req(ReqFSM, ReqRaw):
         self.request: tuple[bytes, bytes] | None = None
         self.carrier: Pipe | None = None
         self._timer: Timer | None = None
+        # In opening order (a dict as an ordered set): the same events, the same sends.
+        self.contexts: dict[ReqContext, None] = {}
+        self.by_id: dict[bytes, ReqContext] = {}
+        self.queue: deque[ReqContext] = deque()
 
     # Typed as Optional, ``request`` is set in ``sent`` and ``waiting``, where the table
     # fires the methods that read it (marked below), and the guards of every row that
@@ -194,7 +216,7 @@ class Req(ReqFSM, ReqRaw):
                 break
             if reply is None and payload[:ID_SIZE] == word:
                 reply = Message(payload[ID_SIZE:], word)
-            else:
+            elif not self._to_context(payload):
                 stale += 1
         if stale:
             self.ctx.stats.count(DROPPED_STALE, stale)
@@ -210,9 +232,152 @@ class Req(ReqFSM, ReqRaw):
                 self._reject(pipe, f"a {len(payload)}-byte reply has no request id",
                              len(msgs) - index - 1)
                 break
-            stale += 1
+            if not self._to_context(payload):
+                stale += 1
         if stale:
             self.ctx.stats.count(DROPPED_STALE, stale)
+
+    # ------------------------------------------------------------------ contexts
+
+    @facade_call
+    def open_context(self, ctx: Context) -> ReqContext:
+        """A new context whose replies go through ``ctx`` (its own receive queue)."""
+        if self.state == "closed":
+            raise Closed("socket is closed")
+        context = ReqContext(ctx, self)
+        self.contexts[context] = None
+        return context
+
+    def _to_context(self, payload: bytes) -> bool:
+        """Hand a reply to the context whose outstanding request it answers, if any."""
+        if not self.by_id:
+            return False  # no context request outstanding (the usual case)
+        context = self.by_id.get(payload[:ID_SIZE])
+        if context is None:
+            return False
+        context.evt_reply(Message(payload[ID_SIZE:], payload[:ID_SIZE]))
+        return True
+
+    def serve_contexts(self, pipe: Pipe) -> None:
+        # pipe: the one that came or got room; the waiting requests go, first come first
+        # served, to any pipes with room (each leaves the queue on leaving ``queued``).
+        queue = self.queue
+        while queue:
+            target = self._pick()
+            if target is None:
+                return
+            queue[0].evt_pipe_offered(target)
+
+    def reroute_contexts(self, pipe: Pipe) -> None:
+        if self.contexts:
+            for context in [c for c in self.contexts if c.carrier is pipe]:
+                context.evt_carrier_gone()
+
+    def close_contexts(self) -> None:
+        for context in list(self.contexts):
+            context.cmd_close()
+
+
+class ReqContext(ReqCtxFSM):
+    """One context of a cooked REQ socket, in the I/O thread (machine ``req_ctx``).
+
+    Fields: ``request`` (``(id word, body)``, None in ``idle``), ``carrier`` and ``_timer``
+    (``sent`` only, as the socket's own), ``parent`` (the socket's ``Req``), ``ctx`` (its
+    own ``core.context.Context``: its receive queue, the socket's counters and loop, its
+    own options, so its own ``resend_interval``).
+    """
+
+    def __init__(self, ctx: Context, parent: Req) -> None:
+        self.ctx = ctx
+        self.parent = parent
+        self.request: tuple[bytes, bytes] | None = None
+        self.carrier: Pipe | None = None
+        self._timer: Timer | None = None
+        self._on_wire = False  # the request went to a pipe at least once
+
+    def __repr__(self) -> str:
+        return f"<ReqContext {self.state}>"
+
+    # ------------------------------------------------------------------ guards
+
+    def can_send_now(self, *args: object) -> bool:
+        # *args: a guard of cmd_send (item) and of the timer and carrier events (nothing).
+        # Requests waiting before this one go first (FIFO).
+        parent = self.parent
+        return not parent.queue and any(p.free for p in parent.pipes)
+
+    # ------------------------------------------------------------------ actions
+
+    def take_request(self, item: Item) -> None:
+        # The policy's item: Message(body, id word). A new request replaces the old one,
+        # whose id no longer names this context: its late reply is dropped as stale.
+        by_id = self.parent.by_id
+        if self.request is not None and by_id.get(self.request[0]) is self:
+            del by_id[self.request[0]]
+        word = header_of(item)
+        self.request = (word, body_of(item))
+        self._on_wire = False
+        by_id[word] = self
+
+    def send_request(self, item: Item) -> None:
+        self._send(self.parent._pick())
+
+    def send_on_pipe(self, pipe: Pipe) -> None:
+        self._send(pipe)
+
+    def resend_request(self) -> None:
+        self.ctx.stats.count(REQUESTS_RESENT)
+        self._send(self.parent._pick())
+
+    def _send(self, pipe: Pipe | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()  # a new request on the same pipe state: one timer
+        word, body = self.request  # type: ignore[misc]  # set by take_request
+        pipe.cmd_send(body, word)  # type: ignore[union-attr]  # can_send_now, or offered
+        self.carrier = pipe
+        self._on_wire = True
+        self._timer = self.ctx.call_later(self.ctx.options.resend_interval, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.evt_timeout()
+
+    def join_queue(self, *args: object) -> None:
+        # *args: an action of cmd_send (item) and of the timer and carrier events
+        # (nothing). Already waiting (a new request replaces a queued one): keep its turn.
+        if self not in self.parent.queue:
+            self.parent.queue.append(self)
+
+    def leave_queue(self) -> None:
+        try:
+            self.parent.queue.remove(self)
+        except ValueError:
+            pass
+
+    def stop_resend_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.carrier = None
+
+    def deliver_reply(self, msg: Message) -> None:
+        # The socket routes here only a reply carrying this context's outstanding id.
+        self.parent.by_id.pop(msg.header, None)
+        self.request = None
+        self.ctx.deliver([msg])
+
+    def release(self) -> None:
+        parent = self.parent
+        if self.request is not None:
+            if parent.by_id.get(self.request[0]) is self:
+                del parent.by_id[self.request[0]]
+            if not self._on_wire:
+                self.ctx.stats.count(DROPPED_CLOSED)  # it never found a pipe
+        self.request = None
+        parent.contexts.pop(self, None)
+
+    def drop_closed(self, item: Item) -> None:
+        self.ctx.stats.count(DROPPED_CLOSED)
 
 
 class ReqPolicy(Policy):
@@ -264,3 +429,53 @@ class ReqPolicy(Policy):
             self.stats.count_from_caller(PURGED_STALE)
             return None
         return item
+
+
+class _Cancelled(Message):
+    """Put in a context's receive queue when a new request cancels the one a receive waits
+    for: that receive raises ``BadState``; any other finds it stale and skips it."""
+
+    __slots__ = ()
+
+
+class ReqContextPolicy(ContextPolicy, ReqPolicy):
+    """The caller-side state of one REQ context: as ``ReqPolicy`` (the outstanding id,
+    replies to older requests dropped), with ids from the socket's policy (one pool for
+    the socket and all its contexts), and a new request cancelling a receive that waits
+    for the old one (as nng's contexts do)."""
+
+    own_machine = True
+
+    def __init__(self, channel: Channel, options: Options, stats: Stats | None = None,
+                 parent: Policy | None = None) -> None:
+        ContextPolicy.__init__(self, channel, options, stats, parent)  # ReqPolicy's too
+        self.receiving = 0
+
+    def outgoing(self, item: Item) -> Item:
+        assert self.parent is not None  # a context is made by its socket, with its policy
+        return self.parent.outgoing(item)
+
+    def sent(self, item: Item) -> None:
+        with self.lock:
+            old, waiting = self.current, self.receiving
+        ReqPolicy.sent(self, item)
+        if old is not None and waiting:
+            self.channel.push_many([_Cancelled(b"", old)])
+
+    def begin_recv(self) -> object:
+        with self.lock:
+            if self.current is None:
+                raise BadState("a REQ context receives a reply only after send()ing a request")
+            self.receiving += 1
+            return self.current
+
+    def end_recv(self) -> None:
+        with self.lock:
+            self.receiving -= 1
+
+    def incoming_for(self, item: Item, token: object) -> Item | None:
+        if type(item) is _Cancelled:
+            if item.header == token:
+                raise BadState("the request was cancelled by a new send() on this context")
+            return None  # a cancellation no receive waited for any more
+        return self.incoming(item)

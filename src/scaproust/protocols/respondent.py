@@ -13,19 +13,17 @@ survey being answered and puts it on the response: a send with no survey pending
 ``sp.BadState``, and a new recv abandons an unanswered survey. It is REP's policy.
 
 Extra fields: see _backtrace.py.
+
+Contexts (machine ``respondent_ctx``): REP's (protocols/rep.py), answering surveys.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from scaproust._generated.respondent import RespondentFSM
+from scaproust._generated.respondent_ctx import RespondentCtxFSM
 from scaproust._generated.respondent_raw import RespondentRawFSM
 from scaproust.protocols._backtrace import BacktraceRouter
-from scaproust.protocols.rep import RepPolicy
-
-if TYPE_CHECKING:
-    pass
+from scaproust.protocols.rep import RepContext, RepContextPolicy, RepPolicy
 
 
 class RespondentRaw(RespondentRawFSM, BacktraceRouter):
@@ -39,3 +37,16 @@ class Respondent(RespondentFSM, RespondentRaw):
 class RespondentPolicy(RepPolicy):
     """A cooked RESPONDENT's user-visible state is a cooked REP's: the survey being
     answered (its pipe word and backtrace); send() without one is sp.BadState."""
+
+
+class RespondentContext(RespondentCtxFSM, RepContext):
+    """One RESPONDENT context (machine ``respondent_ctx``): REP's, for surveys."""
+
+    kind = "RESPONDENT"
+    question = "survey"
+
+
+class RespondentContextPolicy(RepContextPolicy):
+    """A RESPONDENT context's caller-side half: REP's, with its own machine."""
+
+    machine_class = RespondentContext

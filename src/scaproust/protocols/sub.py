@@ -33,7 +33,17 @@ Choices, where the peers leave one:
 
 Extra fields (cooked): ``topics`` (a set of bytes, non-empty exactly in ``subscribed``),
 ``_prefixes`` (the same as a tuple, for ``bytes.startswith``), ``_everything`` (the empty
-topic is one of them: no need to look at bodies).
+topic is one of them: no need to look at bodies); ``contexts`` (the open ``SubContext``s).
+
+Contexts (``sock.context()``, machine ``sub_ctx``): each has topics of its own (the same
+fields and actions, ``_Topics``) and a receive queue of its own (a channel: see
+core/user_context.py), bounded by its ``recv_buffer``. Every message read is offered to
+every context first (``_to_contexts``), then filtered for the socket's own queue; a
+message no one (socket or context) wants counts once as ``dropped_unmatched``. A full
+context queue loses a message for that context only (``dropped_context_full``), never
+pausing the pipe: a slow context cannot slow the others, nor the socket. Its
+``prefer_new`` (nng's sub:prefnew, default True) says which message it loses: its oldest
+queued one (True) or the new one (False).
 """
 
 from __future__ import annotations
@@ -41,9 +51,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from scaproust._generated.sub import SubFSM
+from scaproust._generated.sub_ctx import SubCtxFSM
 from scaproust._generated.sub_raw import SubRawFSM
-from scaproust.core.policy import Policy
-from scaproust.core.stats import DROPPED_UNMATCHED, PURGED_UNMATCHED
+from scaproust.core.guard import facade_call
+from scaproust.core.policy import ContextPolicy, Policy
+from scaproust.core.stats import DROPPED_CONTEXT_FULL, DROPPED_UNMATCHED, PURGED_UNMATCHED
+from scaproust.errors import Closed
 from scaproust.protocols._base import ProtocolBase
 
 if TYPE_CHECKING:
@@ -73,11 +86,10 @@ class SubRaw(SubRawFSM, ProtocolBase):
     """Raw SUB protocol machine: every message, unfiltered."""
 
 
-class Sub(SubFSM, ProtocolBase):
-    """Cooked SUB protocol machine."""
+class _Topics:
+    """Topics and their matching: what the socket's and its contexts' machines share."""
 
-    def __init__(self, ctx: Context) -> None:
-        ProtocolBase.__init__(self, ctx)
+    def __init__(self) -> None:
         self.topics: set[bytes] = set()
         self._prefixes: tuple[bytes, ...] = ()
         self._everything = False
@@ -103,23 +115,108 @@ class Sub(SubFSM, ProtocolBase):
     def refuse_unknown_topic(self, topic: bytes) -> None:
         raise ValueError(f"not subscribed to topic {topic!r}")
 
+    def _topics_changed(self) -> None:
+        self._prefixes = tuple(sorted(self.topics))
+        self._everything = b"" in self.topics
+
+
+class Sub(SubFSM, _Topics, ProtocolBase):
+    """Cooked SUB protocol machine."""
+
+    def __init__(self, ctx: Context) -> None:
+        ProtocolBase.__init__(self, ctx)
+        _Topics.__init__(self)
+        self.contexts: list[SubContext] = []
+
     def deliver_matching(self, pipe: Pipe, msgs: list[bytes]) -> None:
+        untaken = self._to_contexts(pipe, msgs) if self.contexts else msgs
         if not self._everything:
             prefixes = self._prefixes
             matching = [msg for msg in msgs if msg.startswith(prefixes)]
-            if len(matching) != len(msgs):
-                self.ctx.stats.count(DROPPED_UNMATCHED, len(msgs) - len(matching))
+            if untaken is msgs:
+                unmatched = len(msgs) - len(matching)
+            else:  # what a context took is not unmatched
+                unmatched = sum(1 for msg in untaken if not msg.startswith(prefixes))
+            if unmatched:
+                self.ctx.stats.count(DROPPED_UNMATCHED, unmatched)
             if not matching:
                 return
             msgs = matching
         self.ctx.deliver(msgs, pipe.recv_priority)
 
     def discard_unmatched(self, pipe: Pipe, msgs: list[bytes]) -> None:
-        self.ctx.stats.count(DROPPED_UNMATCHED, len(msgs))
+        untaken = self._to_contexts(pipe, msgs) if self.contexts else msgs
+        if untaken:
+            self.ctx.stats.count(DROPPED_UNMATCHED, len(untaken))
 
-    def _topics_changed(self) -> None:
-        self._prefixes = tuple(sorted(self.topics))
-        self._everything = b"" in self.topics
+    # ------------------------------------------------------------------ contexts
+
+    @facade_call
+    def open_context(self, ctx: Context) -> SubContext:
+        """A new context with no topic, whose messages go through ``ctx``."""
+        if self.state == "closed":
+            raise Closed("socket is closed")
+        context = SubContext(ctx, self)
+        self.contexts.append(context)
+        return context
+
+    def _to_contexts(self, pipe: Pipe, msgs: list[bytes]) -> list[bytes]:
+        """Offer each message to every context; return those none of them took."""
+        untaken = []
+        contexts = self.contexts
+        for msg in msgs:
+            taken = False
+            for context in contexts:
+                if context._wants(msg):
+                    context.evt_message(pipe, msg)
+                    taken = True
+            if not taken:
+                untaken.append(msg)
+        return untaken
+
+    def close_contexts(self) -> None:
+        for context in list(self.contexts):
+            context.cmd_close()
+
+
+class SubContext(SubCtxFSM, _Topics):
+    """One context of a cooked SUB, in the I/O thread (machine ``sub_ctx``).
+
+    Fields: those of ``_Topics``; ``ctx`` (its own ``core.context.Context``: its queue and
+    options, so its ``recv_buffer``), ``parent`` (the socket's ``Sub``), ``prefer_new``
+    (set by the facade: which message a full queue loses).
+    """
+
+    def __init__(self, ctx: Context, parent: Sub) -> None:
+        _Topics.__init__(self)
+        self.ctx = ctx
+        self.parent = parent
+        self.prefer_new = True
+
+    def __repr__(self) -> str:
+        return f"<SubContext {self.state}>"
+
+    def _wants(self, msg: bytes) -> bool:
+        """Whether this context wants ``msg`` (no state change): asked by the socket."""
+        return self.state == "subscribed" and (self._everything or msg.startswith(self._prefixes))
+
+    def matches(self, pipe: Pipe, msg: bytes) -> bool:
+        return self._everything or msg.startswith(self._prefixes)
+
+    def enqueue(self, pipe: Pipe, msg: bytes) -> None:
+        ctx = self.ctx
+        if ctx.queued() >= ctx.options.recv_buffer:
+            ctx.stats.count(DROPPED_CONTEXT_FULL)
+            if not self.prefer_new or not ctx.drop_oldest():
+                return  # the new message is the one lost
+        self.ctx.deliver([msg], pipe.recv_priority)
+
+    def release(self) -> None:
+        if self in self.parent.contexts:
+            self.parent.contexts.remove(self)
+
+    def refuse_closed(self, topic: bytes) -> None:
+        raise Closed("context is closed")
 
 
 class SubPolicy(Policy):
@@ -163,3 +260,10 @@ class SubPolicy(Policy):
             self.stats.count_from_caller(PURGED_UNMATCHED)  # queued before its topic went
             return None
         return item
+
+
+class SubContextPolicy(ContextPolicy, SubPolicy):
+    """A SUB context's caller-side half: its topics, as the socket's policy keeps them
+    (purging its queue of what an unsubscribe leaves unmatched), its queue its own."""
+
+    own_machine = True

@@ -31,7 +31,15 @@ raises ``sp.BadState``; a recv still waiting when the deadline passes raises
 
 Extra fields and when they are valid: ``pipes`` (active pipes in arrival order, always);
 ``survey`` (the current id word, ``surveying`` only, None otherwise); ``_timer`` (the
-deadline timer, ``surveying`` only).
+deadline timer, ``surveying`` only); ``contexts`` (the open ``SurveyorContext``s) and
+``by_id`` (the id word of each context's running survey: that context).
+
+Contexts (``sock.context()``, machine ``surveyor_ctx``): each runs its own survey, with an
+id from the socket's pool (``SurveyorContextPolicy`` draws it from the socket's policy) and
+its own deadline timer; it broadcasts on the socket's pipes, and the socket hands it the
+responses that carry its id (``_to_contexts``) before its own survey sees what is left.
+Its receive queue is a channel of its own (core/user_context.py); its caller-side half is
+the socket's policy, one per context.
 """
 
 from __future__ import annotations
@@ -42,18 +50,21 @@ import time
 from typing import TYPE_CHECKING
 
 from scaproust._generated.surveyor import SurveyorFSM
+from scaproust._generated.surveyor_ctx import SurveyorCtxFSM
 from scaproust._generated.surveyor_raw import SurveyorRawFSM
 from scaproust.core.channel import UNBOUNDED
+from scaproust.core.guard import facade_call
 from scaproust.core.message import Message, body_of, header_of
-from scaproust.core.policy import Policy
+from scaproust.core.policy import ContextPolicy, Policy
 from scaproust.core.stats import (
+    DROPPED_CLOSED,
     DROPPED_LATE,
     DROPPED_PIPE_FULL,
     DROPPED_REJECTED,
     DROPPED_STALE,
     PURGED_STALE,
 )
-from scaproust.errors import BadState, Timeout
+from scaproust.errors import BadState, Closed, Timeout
 from scaproust.protocols._backtrace import split_stacks
 from scaproust.protocols._base import ProtocolBase
 from scaproust.protocols._headers import (
@@ -74,6 +85,19 @@ if TYPE_CHECKING:
 log = logging.getLogger("scaproust.protocol")
 
 
+def _broadcast(ctx: Context, pipes: list[Pipe], item: Item) -> None:
+    """Send ``item`` to every pipe that can take it now; count those that miss it."""
+    body, header = body_of(item), header_of(item)
+    missed = 0
+    for pipe in pipes:
+        if pipe.free:
+            pipe.cmd_send(body, header)
+        else:
+            missed += 1
+    if missed:
+        ctx.stats.count(DROPPED_PIPE_FULL, missed)
+
+
 class SurveyorRaw(SurveyorRawFSM, ProtocolBase):
     """Raw SURVEYOR protocol machine (also the base of the cooked one)."""
 
@@ -92,15 +116,7 @@ class SurveyorRaw(SurveyorRawFSM, ProtocolBase):
             self.pipes.remove(pipe)
 
     def broadcast(self, item: Item) -> None:
-        body, header = body_of(item), header_of(item)
-        missed = 0
-        for pipe in self.pipes:
-            if pipe.free:
-                pipe.cmd_send(body, header)
-            else:
-                missed += 1
-        if missed:
-            self.ctx.stats.count(DROPPED_PIPE_FULL, missed)
+        _broadcast(self.ctx, self.pipes, item)
 
     def deliver_responses(self, pipe: Pipe, msgs: list[bytes]) -> None:
         items = self._parse(pipe, msgs)
@@ -125,6 +141,9 @@ class Surveyor(SurveyorFSM, SurveyorRaw):
         SurveyorRaw.__init__(self, ctx)
         self.survey: bytes | None = None
         self._timer: Timer | None = None
+        # In opening order (a dict as an ordered set): the same events, the same sends.
+        self.contexts: dict[SurveyorContext, None] = {}
+        self.by_id: dict[bytes, SurveyorContext] = {}
 
     def take_survey(self, item: Item) -> None:
         # The cooked policy's Message, its header the survey id (SurveyorPolicy.outgoing).
@@ -147,7 +166,7 @@ class Surveyor(SurveyorFSM, SurveyorRaw):
         self.survey = None
 
     def deliver_current(self, pipe: Pipe, msgs: list[bytes]) -> None:
-        items = self._parse(pipe, msgs)
+        items = self._to_contexts(pipe, self._parse(pipe, msgs))
         current = [item for item in items if item.header == self.survey]
         if len(current) < len(items):
             self.ctx.stats.count(DROPPED_STALE, len(items) - len(current))
@@ -156,7 +175,91 @@ class Surveyor(SurveyorFSM, SurveyorRaw):
 
     def drop_late(self, pipe: Pipe, msgs: list[bytes]) -> None:
         # Parsed all the same: a malformed response closes its pipe whenever it comes.
-        self.ctx.stats.count(DROPPED_LATE, len(self._parse(pipe, msgs)))
+        self.ctx.stats.count(DROPPED_LATE, len(self._to_contexts(pipe, self._parse(pipe, msgs))))
+
+    # ------------------------------------------------------------------ contexts
+
+    @facade_call
+    def open_context(self, ctx: Context) -> SurveyorContext:
+        """A new context whose responses go through ``ctx`` (its own receive queue)."""
+        if self.state == "closed":
+            raise Closed("socket is closed")
+        context = SurveyorContext(ctx, self)
+        self.contexts[context] = None
+        return context
+
+    def _to_contexts(self, pipe: Pipe, items: list[Message]) -> list[Message]:
+        """Hand each response to the context whose running survey it answers; return the
+        others, for the socket's own survey."""
+        by_id = self.by_id
+        if not by_id:
+            return items  # no context surveying (the usual case)
+        rest = []
+        for item in items:
+            context = by_id.get(item.header)
+            if context is None:
+                rest.append(item)
+            else:
+                context.evt_response(pipe, item)
+        return rest
+
+    def close_contexts(self) -> None:
+        for context in list(self.contexts):
+            context.cmd_close()
+
+
+class SurveyorContext(SurveyorCtxFSM):
+    """One context of a cooked SURVEYOR, in the I/O thread (machine ``surveyor_ctx``).
+
+    Fields: ``survey`` (its running survey's id word, ``surveying`` only), ``_timer`` (its
+    deadline, ``surveying`` only), ``parent`` (the socket's ``Surveyor``: its pipes and
+    ``by_id``), ``ctx`` (its own ``core.context.Context``: its queue, its options).
+    """
+
+    def __init__(self, ctx: Context, parent: Surveyor) -> None:
+        self.ctx = ctx
+        self.parent = parent
+        self.survey: bytes | None = None
+        self._timer: Timer | None = None
+
+    def __repr__(self) -> str:
+        return f"<SurveyorContext {self.state}>"
+
+    def take_survey(self, item: Item) -> None:
+        self.survey = word = header_of(item)  # the policy's id word
+        self.parent.by_id[word] = self
+
+    def broadcast(self, item: Item) -> None:
+        _broadcast(self.ctx, self.parent.pipes, item)
+
+    def start_deadline(self, item: Item) -> None:
+        self._timer = self.ctx.call_later(self.ctx.options.survey_deadline, self._on_deadline)
+
+    def _on_deadline(self) -> None:
+        self._timer = None
+        self.evt_deadline()
+
+    def cancel_deadline(self, *args: object) -> None:
+        # *args: on_exit of surveying (nothing) and an action of cmd_send (item).
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def forget_survey(self, *args: object) -> None:
+        # *args: on_exit of surveying (nothing) and an action of cmd_send (item).
+        by_id = self.parent.by_id
+        if self.survey is not None and by_id.get(self.survey) is self:
+            del by_id[self.survey]
+        self.survey = None
+
+    def release(self) -> None:
+        self.parent.contexts.pop(self, None)
+
+    def deliver_response(self, pipe: Pipe, msg: Message) -> None:
+        self.ctx.deliver([msg], pipe.recv_priority)
+
+    def drop_closed(self, item: Item) -> None:
+        self.ctx.stats.count(DROPPED_CLOSED)
 
 
 class SurveyorPolicy(Policy):
@@ -219,3 +322,16 @@ class SurveyorPolicy(Policy):
         if survey_deadline is None or self.clock() >= survey_deadline:
             raise Timeout("recv timed out: the survey's deadline passed")
         return None
+
+
+class SurveyorContextPolicy(ContextPolicy, SurveyorPolicy):
+    """The caller-side state of one SURVEYOR context: the socket's policy (its survey id,
+    its deadline, recv refused before a survey or after the deadline), with ids from the
+    socket's policy (one pool for the socket and its contexts) and the context's own
+    ``survey_deadline``."""
+
+    own_machine = True
+
+    def outgoing(self, item: Item) -> Item:
+        assert self.parent is not None  # a context is made by its socket, with its policy
+        return self.parent.outgoing(item)

@@ -1,0 +1,241 @@
+"""REQ contexts in the I/O thread (protocols.yaml, machine ``req_ctx``, and the rows of
+``req`` that serve them), driven with events, recording contexts and a fake clock.
+
+What a REQ context must do (the issue, nng's req0 contexts): one request outstanding per
+context, with its own resend timer (its own ``resend_interval``); its id word comes from the
+socket's pool, and a reply reaches the context whose request carries that id; a new request
+replaces the old, whose late reply is dropped (``dropped_stale``); requests that find no
+pipe with room wait first come first served, after the socket's own request; a request
+whose pipe dies is resent at once; closing a context or its socket drops its request.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from scaproust.core.message import Message
+from scaproust.core.options import Options
+from scaproust.protocols._headers import id_word
+from scaproust.protocols.req import Req, ReqContext
+
+from .fakes import FakeLoop, FakePipe, RecordingContext
+
+A_ID, B_ID, C_ID, OWN_ID = (id_word(n) for n in (10, 11, 12, 13))
+
+
+def recording(loop: FakeLoop, resend_interval: float = 1.0) -> RecordingContext:
+    ctx = RecordingContext(loop)
+    ctx.options = Options("req", resend_interval=resend_interval)
+    return ctx
+
+
+@pytest.fixture
+def loop() -> FakeLoop:
+    return FakeLoop()
+
+
+@pytest.fixture
+def sock_ctx(loop) -> RecordingContext:
+    return recording(loop)
+
+
+@pytest.fixture
+def req(sock_ctx) -> Req:
+    return Req(sock_ctx)
+
+
+def open_ctx(req: Req, loop: FakeLoop, resend_interval: float = 1.0) -> tuple[ReqContext, RecordingContext]:
+    seam = recording(loop, resend_interval)
+    return req.open_context(seam), seam
+
+
+def reply(word: bytes, body: bytes) -> bytes:
+    return word + body
+
+
+def test_each_context_gets_the_reply_that_carries_its_request_id(req, loop, sock_ctx):
+    pipe = FakePipe(free=5)
+    req.evt_pipe_added(pipe)
+    a, a_seam = open_ctx(req, loop)
+    b, b_seam = open_ctx(req, loop)
+
+    a.cmd_send(Message(b"qa", A_ID))
+    b.cmd_send(Message(b"qb", B_ID))
+    req.cmd_send(Message(b"own", OWN_ID))
+    assert pipe.sent == [(b"qa", A_ID), (b"qb", B_ID), (b"own", OWN_ID)]
+    assert (a.state, b.state, req.state) == ("sent", "sent", "sent")
+
+    req.evt_pipe_recv(pipe, [reply(B_ID, b"rb"), reply(OWN_ID, b"rown"), reply(A_ID, b"ra")])
+
+    assert b_seam.delivered == [Message(b"rb", B_ID)]
+    assert a_seam.delivered == [Message(b"ra", A_ID)]
+    assert sock_ctx.delivered == [Message(b"rown", OWN_ID)]
+    assert (a.state, b.state, req.state) == ("idle", "idle", "idle")
+    assert req.by_id == {}
+    assert ("stats.count", "dropped_stale", 1) not in sock_ctx.calls
+
+
+def test_requests_wait_first_come_first_served_for_a_pipe_with_room(req, loop):
+    pipe = FakePipe(free=1)
+    req.evt_pipe_added(pipe)
+    a, _ = open_ctx(req, loop)
+    b, _ = open_ctx(req, loop)
+    c, _ = open_ctx(req, loop)
+    a.cmd_send(Message(b"qa", A_ID))
+    b.cmd_send(Message(b"qb", B_ID))
+    c.cmd_send(Message(b"qc", C_ID))
+    assert pipe.bodies == [b"qa"]
+    assert (b.state, c.state) == ("queued", "queued")
+    assert list(req.queue) == [b, c]
+
+    pipe.free = 1
+    req.evt_pipe_ready(pipe)
+    assert pipe.bodies == [b"qa", b"qb"]
+    assert list(req.queue) == [c]
+
+    other = FakePipe(free=3)
+    req.evt_pipe_added(other)
+    assert other.bodies == [b"qc"]
+    assert c.state == "sent" and not req.queue
+
+
+def test_the_sockets_own_request_goes_before_the_waiting_contexts(req, loop):
+    pipe = FakePipe(free=0)
+    req.evt_pipe_added(pipe)
+    a, _ = open_ctx(req, loop)
+    a.cmd_send(Message(b"qa", A_ID))
+    req.cmd_send(Message(b"own", OWN_ID))
+    assert (a.state, req.state) == ("queued", "waiting")
+
+    pipe.free = 1
+    req.evt_pipe_ready(pipe)
+    assert pipe.bodies == [b"own"]
+    assert a.state == "queued"
+    pipe.free = 1
+    req.evt_pipe_ready(pipe)
+    assert pipe.bodies == [b"own", b"qa"]
+
+
+def test_a_new_request_waits_behind_earlier_ones_even_if_a_pipe_has_room(req, loop):
+    full = FakePipe(free=0)
+    req.evt_pipe_added(full)
+    a, _ = open_ctx(req, loop)
+    b, _ = open_ctx(req, loop)
+    a.cmd_send(Message(b"qa", A_ID))
+    roomy = FakePipe(free=0)
+    req.evt_pipe_added(roomy)
+    roomy.free = 2  # room, but no event yet: a is still first in line
+    b.cmd_send(Message(b"qb", B_ID))
+    assert list(req.queue) == [a, b]
+    req.evt_pipe_ready(roomy)
+    assert roomy.bodies == [b"qa", b"qb"]
+
+
+def test_each_context_resends_on_its_own_interval(req, loop, sock_ctx):
+    p1, p2 = FakePipe(free=5), FakePipe(free=5)
+    req.evt_pipe_added(p1)
+    req.evt_pipe_added(p2)
+    fast, fast_seam = open_ctx(req, loop, resend_interval=0.5)
+    slow, slow_seam = open_ctx(req, loop, resend_interval=2.0)
+    fast.cmd_send(Message(b"qf", A_ID))
+    slow.cmd_send(Message(b"qs", B_ID))
+    sent = lambda: sorted(p1.sent + p2.sent)  # noqa: E731
+
+    loop.advance(0.5)
+    assert sent().count((b"qf", A_ID)) == 2
+    assert sent().count((b"qs", B_ID)) == 1
+    loop.advance(1.5)
+    assert sent().count((b"qf", A_ID)) == 5
+    assert sent().count((b"qs", B_ID)) == 2
+    resent = lambda seam: seam.calls.count(("stats.count", "requests_resent", 1))  # noqa: E731
+    assert (resent(fast_seam), resent(slow_seam)) == (4, 1)
+    assert len(loop.pending_timers()) == 2  # one per context, never more
+
+
+def test_a_resend_finding_no_room_waits_in_line(req, loop):
+    pipe = FakePipe(free=1)
+    req.evt_pipe_added(pipe)
+    a, seam = open_ctx(req, loop)
+    a.cmd_send(Message(b"qa", A_ID))
+    loop.advance(1.0)
+    assert a.state == "queued" and list(req.queue) == [a]
+    assert loop.pending_timers() == []
+    pipe.free = 1
+    req.evt_pipe_ready(pipe)
+    assert pipe.sent == [(b"qa", A_ID), (b"qa", A_ID)]
+    assert a.state == "sent"
+
+
+def test_the_request_of_a_dead_pipe_is_resent_at_once_or_waits(req, loop):
+    p1, p2 = FakePipe(free=1), FakePipe(free=1)
+    req.evt_pipe_added(p1)
+    req.evt_pipe_added(p2)
+    a, a_seam = open_ctx(req, loop)
+    b, _ = open_ctx(req, loop)
+    a.cmd_send(Message(b"qa", A_ID))
+    b.cmd_send(Message(b"qb", B_ID))
+    carrier_a = a.carrier
+    assert {carrier_a, b.carrier} == {p1, p2}
+
+    req.evt_pipe_removed(carrier_a)
+    assert a.state == "queued"  # the other pipe has no room left
+    assert ("stats.count", "requests_resent", 1) not in a_seam.calls
+    survivor = b.carrier
+    survivor.free = 1
+    req.evt_pipe_ready(survivor)
+    assert survivor.sent[-1] == (b"qa", A_ID)
+    assert a.carrier is survivor
+
+
+def test_a_new_request_replaces_the_old_and_its_late_reply_is_stale(req, loop, sock_ctx):
+    pipe = FakePipe(free=5)
+    req.evt_pipe_added(pipe)
+    a, seam = open_ctx(req, loop)
+    a.cmd_send(Message(b"first", A_ID))
+    a.cmd_send(Message(b"second", B_ID))
+    assert pipe.sent == [(b"first", A_ID), (b"second", B_ID)]
+    assert req.by_id == {B_ID: a}
+    assert len(loop.pending_timers()) == 1
+
+    req.evt_pipe_recv(pipe, [reply(A_ID, b"late"), reply(B_ID, b"right")])
+    assert seam.delivered == [Message(b"right", B_ID)]
+    assert ("stats.count", "dropped_stale", 1) in sock_ctx.calls
+
+
+def test_closing_a_context_drops_its_request_and_what_comes_for_it(req, loop, sock_ctx):
+    pipe = FakePipe(free=1)
+    req.evt_pipe_added(pipe)
+    a, a_seam = open_ctx(req, loop)
+    b, b_seam = open_ctx(req, loop)
+    a.cmd_send(Message(b"qa", A_ID))
+    b.cmd_send(Message(b"qb", B_ID))
+    a.cmd_close()
+    b.cmd_close()
+    # b's request never found a pipe: dropped, counted; a's went out (its reply is stale).
+    assert ("stats.count", "dropped_closed", 1) in b_seam.calls
+    assert ("stats.count", "dropped_closed", 1) not in a_seam.calls
+    assert (a.state, b.state) == ("closed", "closed")
+    assert not req.queue and req.by_id == {} and req.contexts == {}
+    assert loop.pending_timers() == []
+
+    req.evt_pipe_recv(pipe, [reply(A_ID, b"late")])
+    assert a_seam.delivered == []
+    assert ("stats.count", "dropped_stale", 1) in sock_ctx.calls
+    pipe.free = 1
+    req.evt_pipe_ready(pipe)
+    assert pipe.bodies == [b"qa"]  # b's request never went
+    a.cmd_send(Message(b"again", C_ID))  # a send that raced the close
+    assert ("stats.count", "dropped_closed", 1) in a_seam.calls
+    assert pipe.bodies == [b"qa"]
+
+
+def test_closing_the_socket_closes_its_contexts(req, loop):
+    pipe = FakePipe(free=1)
+    req.evt_pipe_added(pipe)
+    a, _ = open_ctx(req, loop)
+    a.cmd_send(Message(b"qa", A_ID))
+    req.cmd_close()
+    assert a.state == "closed"
+    assert loop.pending_timers() == []
+    with pytest.raises(Exception, match="closed"):
+        req.open_context(recording(loop))
