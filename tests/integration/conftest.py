@@ -23,15 +23,22 @@ def session():
 
 #: Every transport the ``url`` fixture runs a test over (abstract sockets: Linux only).
 TRANSPORTS = ("tcp", "ipc", *(("abstract",) if sys.platform.startswith("linux") else ()),
-              "tls+tcp", "ws", "wss")
+              "tls+tcp", "ws", "wss", "inproc")
+
+
+#: The transports whose pipes read a kernel stream (inproc hands messages over in memory).
+STREAMS = tuple(kind for kind in TRANSPORTS if kind != "inproc")
 
 
 def pytest_generate_tests(metafunc):
     """Run every test that takes ``url`` over every transport; a test marked
-    ``raw_wire(kinds)`` (it opens plain sockets to ours) over those kinds only."""
+    ``raw_wire(kinds)`` (it opens plain sockets to ours) over those kinds only, and one
+    marked ``streams_only`` (it is about reading a descriptor) over STREAMS."""
     if "url_kind" in metafunc.fixturenames:
         marker = metafunc.definition.get_closest_marker("raw_wire")
         kinds = marker.args[0] if marker else TRANSPORTS
+        if metafunc.definition.get_closest_marker("streams_only"):
+            kinds = [kind for kind in kinds if kind in STREAMS]
         metafunc.parametrize("url_kind", [k for k in kinds if k in TRANSPORTS])
 
 
@@ -50,7 +57,7 @@ def tls_config():
 @pytest.fixture
 def url(url_kind, tmp_path, request, monkeypatch):
     """A bindable URL: port 0 on loopback for TCP, TLS and WebSocket, a fresh path for IPC, a fresh
-    name for abstract sockets.
+    name for abstract sockets and for inproc.
 
     For tls+tcp and wss, every socket the test makes has the ``tls`` option set to
     ``tls_config`` (the option's default is replaced for the test), so the same test code
@@ -66,6 +73,8 @@ def url(url_kind, tmp_path, request, monkeypatch):
         return "ws://127.0.0.1:0/"
     if url_kind == "abstract":
         return f"abstract://scaproust-{os.getpid()}-{next(_names)}"
+    if url_kind == "inproc":
+        return f"inproc://scaproust-{next(_names)}"
     return f"ipc://{tmp_path}/sock.ipc"
 
 

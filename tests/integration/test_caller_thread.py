@@ -73,6 +73,7 @@ def recv_in_a_thread(sock):
     return thread, got
 
 
+@pytest.mark.streams_only
 def test_a_message_for_a_waiting_caller_costs_the_io_threads_nothing(url):
     with two_sessions(sp.Pair, sp.Pair, url) as (a, b, *loops):
         before = sum(loop.iterations for loop in loops)
@@ -210,6 +211,7 @@ def test_a_socket_with_more_pipes_than_lend_max_is_read_by_the_io_thread(session
     assert not any(pipe._lent for pipe in pull._core.pipes)
 
 
+@pytest.mark.streams_only
 def test_an_arecv_lends_the_pipes_to_its_event_loop_which_reads_them(url):
     with two_sessions(sp.Pull, sp.Push, url) as (pull, push, pull_loop, _):
 
