@@ -342,8 +342,10 @@ class RecordingContext:
     None before the first), ``rejected`` (pipes rejected). Timers go to ``loop``.
     """
 
-    def __init__(self, loop: FakeLoop | None = None) -> None:
+    def __init__(self, loop: FakeLoop | None = None, options=None) -> None:
         self.loop = loop if loop is not None else FakeLoop()
+        if options is not None:  # the socket's options, for a protocol that reads some
+            self.options = options
         self.calls: list[tuple] = []
         self.byte_capacities: list[int | None] = []
         self.priorities: list[int] = []

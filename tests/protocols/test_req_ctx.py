@@ -24,14 +24,7 @@ A_ID, B_ID, C_ID, OWN_ID = (id_word(n) for n in (10, 11, 12, 13))
 
 
 def recording(loop: FakeLoop, resend_interval: float = 1.0) -> RecordingContext:
-    ctx = RecordingContext(loop)
-    ctx.options = Options("req", resend_interval=resend_interval)
-    return ctx
-
-
-@pytest.fixture
-def loop() -> FakeLoop:
-    return FakeLoop()
+    return RecordingContext(loop, Options("req", resend_interval=resend_interval))
 
 
 @pytest.fixture

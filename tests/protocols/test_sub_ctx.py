@@ -15,12 +15,7 @@ import pytest
 from scaproust.errors import Closed
 from scaproust.protocols.sub import Sub
 
-from .fakes import FakeLoop, FakePipe, QueueingContext
-
-
-@pytest.fixture
-def loop() -> FakeLoop:
-    return FakeLoop()
+from .fakes import FakePipe, QueueingContext
 
 
 @pytest.fixture

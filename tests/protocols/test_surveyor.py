@@ -32,16 +32,11 @@ from scaproust.protocols import surveyor as surveyor_module
 from scaproust.protocols._headers import id_word, pipe_word
 from scaproust.protocols.surveyor import Surveyor, SurveyorPolicy, SurveyorRaw
 
-from .fakes import FakeClock, FakeLoop, FakePipe, RecordingContext, sent_through
+from .fakes import FakeClock, FakePipe, RecordingContext, sent_through
 
 DEADLINE = 0.5
 ID = id_word(0x1234)
 OLD_ID = id_word(0x1233)
-
-
-@pytest.fixture
-def loop() -> FakeLoop:
-    return FakeLoop()
 
 
 @pytest.fixture

@@ -23,14 +23,7 @@ A_ID, B_ID, OWN_ID = id_word(21), id_word(22), id_word(23)
 
 
 def recording(loop: FakeLoop, deadline: float = 1.0) -> RecordingContext:
-    ctx = RecordingContext(loop)
-    ctx.options = Options("surveyor", survey_deadline=deadline)
-    return ctx
-
-
-@pytest.fixture
-def loop() -> FakeLoop:
-    return FakeLoop()
+    return RecordingContext(loop, Options("surveyor", survey_deadline=deadline))
 
 
 @pytest.fixture
