@@ -101,6 +101,10 @@ class _Base:
     def ready(self, sock, n: int = 1):
         return sock
 
+    def context(self, sock):
+        """A context of ``sock`` (its own send and recv), for the ``ctx`` case."""
+        raise NotImplementedError(f"{self.name} has no contexts")
+
     def close(self) -> None:
         for sock in reversed(self._socks):
             try:
@@ -171,6 +175,9 @@ class Scaproust(_Base):
         tls = self.sp.TLSConfig(ca_string=pki()["ca"]) if url.startswith("tls+") else None
         sock.connect(url, tls=tls)
         return sock
+
+    def context(self, sock):
+        return sock.context()
 
     def pipes(self, sock) -> int:
         return sock.stats.get("pipes_opened", 0)
@@ -249,6 +256,9 @@ class Pynng(_Base):
             sock.tls_config = tls(tls.MODE_CLIENT, ca_string=pki()["ca"], server_name="127.0.0.1")
         sock.dial(url, block=True)
         return sock
+
+    def context(self, sock):
+        return sock.new_context()
 
     def pipes(self, sock) -> int:
         return len(sock.pipes)

@@ -14,6 +14,10 @@ Kinds:
 - ``artt``: the same with asyncio on both sides (``await sock.asend`` / ``arecv``).
 - ``thr``: PUSH->PULL; the worker pushes ``count`` messages as fast as it can, the peer
   counts every message and byte. Rate = count / (first send .. receipt of the last).
+- ``ctx``: REQ/REP with ``CONTEXTS`` contexts a side; each of the worker's REQ contexts,
+  in its own thread, sends ``size`` bytes and waits for the echo, ``count / CONTEXTS``
+  times, while as many REP contexts, each in its own thread, echo whatever request they
+  get. Rate = requests answered / elapsed (requests in flight, as a server sees them).
 - ``fanout``: the worker's PUB sends ``count`` messages to ``nsubs`` SUB sockets that live
   in the peer process; the peer counts what arrives (PUB may drop when a queue is full).
 - ``idle``: the worker's PULL listens; a dialer process opens ``npipes`` raw TCP
@@ -189,7 +193,7 @@ def pin(p: dict, which: int) -> int | None:
 
 def run_worker(p: dict, script: str) -> dict:
     core = pin(p, 0)
-    fn = {"rtt": worker_rtt, "artt": worker_artt, "thr": worker_thr,
+    fn = {"rtt": worker_rtt, "artt": worker_artt, "thr": worker_thr, "ctx": worker_ctx,
           "fanout": worker_fanout, "idle": worker_idle}[p["kind"]]
     impl = _impls.make(p["impl"])
     try:
@@ -276,6 +280,90 @@ def worker_rtt(p: dict, impl, script: str) -> dict:
         cpu = _cpu() - cpu0
         res = peer.link.expect("result")
         return _rtt_result(samples, total, count, size, cpu + peer.peer_cpu(res))
+    finally:
+        peer.close()
+
+
+#: Contexts a side in the ``ctx`` case (issue 12: 8 requests in flight).
+CONTEXTS = 8
+
+
+def _in_threads(fn, args_list) -> None:
+    """Run ``fn(*args)`` for each args in threads; re-raise the first failure."""
+    errors: list[BaseException] = []
+
+    def run(*args) -> None:
+        try:
+            fn(*args)
+        except BaseException as exc:  # reported below, in the calling thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=args) for args in args_list]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
+def peer_ctxecho(p: dict, impl, link: Link) -> None:
+    sock, url = impl.listen("rep", p["transport"])
+    link.say("url", url)
+    sock = impl.ready(sock)
+
+    def serve(ctx) -> None:
+        try:
+            while True:
+                ctx.send(ctx.recv())
+        except Exception:  # the socket closed under it: the run is over
+            pass
+
+    servers = [threading.Thread(target=serve, args=(impl.context(sock),), daemon=True)
+               for _ in range(CONTEXTS)]
+    for t in servers:
+        t.start()
+    link.expect("timing")
+    cpu0 = _cpu()
+    link.expect("done")
+    cpu_s = _cpu() - cpu0
+    sock.close()  # wakes every serving context
+    for t in servers:
+        t.join(timeout=5)
+    link.say("result", {"cpu_s": cpu_s})
+
+
+def worker_ctx(p: dict, impl, script: str) -> dict:
+    peer = Peer(p, "ctxecho", impl, script)
+    try:
+        sock = impl.dial("req", peer.link.expect("url"))
+        size = p["size"]
+        per = max(1, p["count"] // CONTEXTS)
+        msg = b"c" * size
+        contexts = [impl.context(sock) for _ in range(CONTEXTS)]
+
+        def ask(ctx, n: int) -> None:
+            send, recv = ctx.send, ctx.recv
+            for _ in range(n):
+                send(msg)
+                reply = recv()
+                if len(reply) != size:
+                    raise AssertionError(f"echo of {len(reply)} bytes, expected {size}")
+
+        _in_threads(ask, [(ctx, max(1, p["warmup"] // CONTEXTS)) for ctx in contexts])
+        peer.link.say("timing")
+        cpu0 = _cpu()
+        t0 = time.monotonic()
+        _in_threads(ask, [(ctx, per) for ctx in contexts])
+        seconds = time.monotonic() - t0
+        cpu = _cpu() - cpu0
+        peer.link.say("done")
+        res = peer.link.expect("result")
+        count = per * CONTEXTS
+        cpu_s = cpu + peer.peer_cpu(res)
+        return {"count": count, "contexts": CONTEXTS, "seconds": seconds,
+                "msgs_per_s": count / seconds, "cpu_s": cpu_s,
+                "cpu_us_per_msg": cpu_s / count * 1e6}
     finally:
         peer.close()
 
@@ -570,6 +658,6 @@ def worker_idle(p: dict, impl, script: str) -> dict:
         peer.close()
 
 
-PEERS = {"echo": peer_echo, "aecho": peer_aecho, "pull": peer_pull, "subs": peer_subs,
-         "dialer": peer_dialer}
+PEERS = {"echo": peer_echo, "aecho": peer_aecho, "ctxecho": peer_ctxecho, "pull": peer_pull,
+         "subs": peer_subs, "dialer": peer_dialer}
 

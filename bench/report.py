@@ -59,6 +59,10 @@ the template in `bench/report.py`). Reproduce with:
 - Throughput: PUSH sends a fixed count as fast as it can, PULL counts every message;
   rate = count / (first send .. last receipt). msg/s below 64 KiB, MB/s (10^6 bytes)
   from 64 KiB.
+- Contexts: a REQ socket with 8 contexts, each in its own thread doing 64-byte round
+  trips, against a REP socket with 8 contexts each echoing in its own thread (pynng:
+  `new_context()` on both sides; pyzmq has no contexts); rate = requests answered per
+  second over the run.
 - Fan-out: one PUB, 50 SUB sockets in another process (each library's own poller);
   PUB may drop when a queue is full, so the rate is what was **delivered**, summed over
   the subscribers, with the delivered fraction (the bare ceiling blocks instead of dropping).
@@ -219,11 +223,11 @@ def measure_table(doc, kinds, p99=False) -> str:
 
 
 def cpu_table(doc) -> str:
-    measures = [m for m in doc["measures"] if m["kind"] in ("rtt", "artt", "thr", "fanout")]
+    kinds = ("rtt", "artt", "thr", "ctx", "fanout")
+    measures = [m for m in doc["measures"] if m["kind"] in kinds]
     if not measures:
         return ""
-    keys, labels, cases = _present(doc, ("rtt", "artt", "thr", "fanout")), _labels(doc), \
-        _cases(doc)
+    keys, labels, cases = _present(doc, kinds), _labels(doc), _cases(doc)
     rows = []
     for m in measures:
         row = [m["title"]]
@@ -300,6 +304,8 @@ def render_body(doc) -> str:
          measure_table(doc, ("rtt", "artt"), p99=True)),
         ("Throughput, PUSH->PULL (higher is better; median (min..max))",
          measure_table(doc, ("thr",))),
+        ("Requests in flight, contexts (requests answered per second, higher is better)",
+         measure_table(doc, ("ctx",))),
         ("Fan-out, PUB -> 50 SUB", fanout_table(doc)),
         ("Idle pipes", idle_table(doc)),
         ("CPU µs per message (both sides)", cpu_table(doc)),

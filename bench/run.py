@@ -15,7 +15,8 @@ Cases: REQ/REP and PAIR round trips at 64 B over tcp, ipc and inproc; the REQ/RE
 trip with asyncio; PUSH->PULL throughput at 64 B, 1 KiB, 64 KiB and 1 MiB over tcp, ipc and
 inproc; the REQ/REP round trip and PUSH->PULL at 64 B and 1 MiB over tls+tcp and ws, against
 pynng only (pyzmq has neither transport: its CURVE encryption is not TLS, and its libzmq has
-no WebSocket); PUB -> 50 SUB fan-out; 10,000 idle pipes on one listener (see _workers.py
+no WebSocket); REQ/REP with 8 contexts a side in flight, against pynng's contexts (pyzmq has
+none: its equivalent is a DEALER/ROUTER pattern of its own); PUB -> 50 SUB fan-out; 10,000 idle pipes on one listener (see _workers.py
 for how each is measured). Loopback only.
 
 Method: every measurement of one contender runs in its own worker process (the scaproust
@@ -86,6 +87,7 @@ RTT_US = {"scaproust": 150, "transitions": 250, "pynng": 150, "pyzmq": 100, "bar
 MSG_RATE = {"scaproust": 300e3, "transitions": 70e3, "pynng": 25e3, "pyzmq": 1.5e6,
             "bare": 1.5e6}
 BYTE_RATE = {"scaproust": 2e9, "transitions": 2e9, "pynng": 1.5e9, "pyzmq": 3e9, "bare": 3e9}
+CTX_RATE = {"scaproust": 15e3, "transitions": 8e3, "pynng": 15e3}
 FANOUT_RATE = {"scaproust": 5e3, "transitions": 2e3, "pynng": 2e3, "pyzmq": 50e3,
                "bare": 50e3}
 
@@ -98,7 +100,7 @@ KiB, MiB = 1 << 10, 1 << 20
 class Measure:
     id: str
     title: str
-    kind: str  # rtt | artt | thr | fanout | idle
+    kind: str  # rtt | artt | thr | ctx | fanout | idle
     transport: str
     size: int = 64
     protocol: str = ""  # reqrep | pair (round trips)
@@ -119,7 +121,7 @@ class Measure:
 
     @property
     def higher_is_better(self) -> bool:
-        return self.kind in ("thr", "fanout")
+        return self.kind in ("thr", "ctx", "fanout")
 
     @property
     def same_process(self) -> bool:
@@ -155,6 +157,8 @@ def build_measures() -> list[Measure]:
         for size, tag in ((64, "64"), (MiB, "1m")):
             out.append(Measure(f"pp{tag}_{transport}", f"PUSH->PULL {size_name(size)}, {name}",
                                "thr", transport, size=size, contenders=(SP, NNG)))
+    out.append(Measure("ctx8_tcp", "REQ/REP 64 B, 8 contexts a side in flight, tcp", "ctx", "tcp",
+                       protocol="reqrep", contenders=(SP, NNG)))
     out.append(Measure("fan64_tcp", "PUB -> 50 SUB 64 B, tcp", "fanout", "tcp",
                        contenders=all5, extra={"nsubs": 50}))
     out.append(Measure("idle_tcp", "10,000 idle pipes, tcp", "idle", "tcp",
@@ -187,6 +191,8 @@ def first_count(m: Measure, key: str, target_s: float) -> int:
         return int(target_s * 1e6 / RTT_US[key])
     if m.kind == "thr":
         return int(target_s * min(MSG_RATE[key], BYTE_RATE[key] / m.size))
+    if m.kind == "ctx":
+        return int(target_s * CTX_RATE[key])
     if m.kind == "fanout":
         return int(target_s * FANOUT_RATE[key])
     return 1
@@ -256,11 +262,12 @@ def build_cases(args) -> list[Case]:
             if keys and c.key not in keys:
                 continue
             if args.smoke:
-                count = 200 if m.kind in ("rtt", "artt", "thr") else 50
+                count = 200 if m.kind in ("rtt", "artt", "thr", "ctx") else 50
                 warmup = 5
             else:
                 count = max(20, first_count(m, c.key, args.target))
-                warmup = {"rtt": 200, "artt": 200, "thr": 1000 if m.size <= KiB else 20,
+                warmup = {"rtt": 200, "artt": 200, "ctx": 400,
+                          "thr": 1000 if m.size <= KiB else 20,
                           "fanout": 0, "idle": 0}[m.kind]
             cases.append(Case(m, c, count, warmup))
     return cases
@@ -472,7 +479,7 @@ def record(case: Case, result: dict, rep: int, args) -> str:
         return "FAILED wrong backend"
     result["round"] = rep
     case.runs.append(result)
-    if not args.smoke and m.kind in ("rtt", "artt", "thr", "fanout") and result["seconds"] > 0:
+    if not args.smoke and m.kind in ("rtt", "artt", "thr", "ctx", "fanout") and result["seconds"] > 0:
         scale = min(4.0, max(0.25, args.target / result["seconds"]))
         case.count = max(20, int(case.count * scale))
     import report
@@ -497,6 +504,7 @@ def summarise(case: Case) -> dict:
 
     keys = {"rtt": ["rtt_p99_us", "cpu_us_per_msg"], "artt": ["rtt_p99_us", "cpu_us_per_msg"],
             "thr": ["msgs_per_s", "mb_per_s", "cpu_us_per_msg"],
+            "ctx": ["msgs_per_s", "cpu_us_per_msg"],
             "fanout": ["delivery_fraction", "sent_per_s", "cpu_us_per_msg"],
             "idle": ["npipes", "connect_s", "gc_pause_ms", "idle_cpu_pct"]}[m.kind]
     for key in keys:

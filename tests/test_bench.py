@@ -48,6 +48,23 @@ def test_a_smoke_run_writes_what_the_report_needs(tmp_path):
     assert "| REQ/REP round trip 64 B, tcp |" in report.render_body(doc)
 
 
+def test_a_smoke_run_of_the_contexts_case_counts_every_request(tmp_path):
+    out = tmp_path / "ctx.json"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "run.py"), "--smoke", "--only", "ctx8_tcp",
+         "--impls", "scaproust,pynng", "--json", str(out)],
+        capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    doc = json.loads(out.read_text())
+    assert {c["contender"] for c in doc["cases"]} == {"scaproust", "pynng"}
+    for case in doc["cases"]:
+        assert case["errors"] == [], case
+        run = case["runs"][0]
+        # 200 requests over 8 contexts, every one answered with its 64-byte echo
+        assert (run["count"], run["contexts"]) == (200, 8) and run["msgs_per_s"] > 0
+    assert "| REQ/REP 64 B, 8 contexts a side in flight, tcp |" in report.render_body(doc)
+
+
 def _synthetic() -> dict:
     def case(measure, key, label, median, **extra):
         return {"measure": measure, "contender": key, "label": label, "impl": key,
