@@ -17,10 +17,20 @@ non-blocking attempt, which runs to completion between two awaits; a cancelled
 ``recv_timeout`` / ``send_timeout`` apply too, raising ``sp.Timeout``.
 
 Sync and async calls may be mixed on one socket, from any threads and loops.
+
+Trio works too: inside a Trio task the same calls wait on a ``trio.Event`` set through
+the run's token (``run_sync_soon``), the socket's timeouts raise ``sp.Timeout`` through
+``trio.fail_after``, and a Trio cancellation (``move_on_after``, a cancelled nursery) is
+as harmless as an asyncio one, for the same reason. Trio has no ``add_reader`` for us to
+lend the pipes to, so there the I/O thread reads them, as it does for ``sp.poll``. Trio is
+detected, not imported: ``import scaproust`` never loads it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
+import sys
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Self, TypeVar
@@ -64,6 +74,52 @@ class _LoopWaker:
 
     def clear(self) -> None:
         self._event.clear()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+
+def _in_trio() -> bool:
+    """True in a Trio task (Trio loaded and running in this thread)."""
+    trio = sys.modules.get("trio")
+    if trio is None:
+        return False
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:
+        return False
+    return True
+
+
+class _TrioWaker:
+    """A channel watcher that wakes a Trio task. ``trio.Event`` cannot be cleared, so
+    ``clear`` starts a new one; a ``set`` that raced it set the old one, and the attempt
+    that follows ``clear`` sees what that ``set`` announced: no wake-up is lost."""
+
+    __slots__ = ("_token", "_event", "_thread")
+
+    def __init__(self) -> None:
+        import trio
+
+        self._token = trio.lowlevel.current_trio_token()
+        self._event = trio.Event()
+        self._thread = threading.get_ident()
+
+    def set(self) -> None:  # called under the channel's lock, by whoever delivers
+        event = self._event
+        if threading.get_ident() == self._thread:
+            event.set()
+            return
+        try:
+            self._token.run_sync_soon(event.set)
+        except RuntimeError:  # the Trio run has ended (RunFinishedError): nobody waits
+            pass
+
+    def clear(self) -> None:
+        if self._event.is_set():
+            import trio
+
+            self._event = trio.Event()
 
     async def wait(self) -> None:
         await self._event.wait()
@@ -119,6 +175,8 @@ class AsyncSocketMixin:
 
     async def _wait_async(self, attempt: Callable[[], T], timeout: float | None,
                           what: str, lend: bool = False) -> T:
+        if _in_trio():
+            return await self._wait_trio(attempt, timeout, what)
         import asyncio  # already loaded: a coroutine runs (see _LoopWaker)
 
         aloop = asyncio.get_running_loop()
@@ -148,9 +206,34 @@ class AsyncSocketMixin:
                 channel.reader.end_loan(aloop, loan)
             channel.remove_watcher(waker)
 
+    async def _wait_trio(self, attempt: Callable[[], T], timeout: float | None,
+                         what: str) -> T:
+        """``_wait_async`` in a Trio task: the same loop, without a loan of the pipes."""
+        import trio
+
+        waker = _TrioWaker()
+        channel = self._channel
+        channel.add_watcher(waker)
+        try:
+            with trio.fail_after(math.inf if timeout is None else timeout):
+                while True:
+                    waker.clear()
+                    with contextlib.suppress(WouldBlock):
+                        return attempt()
+                    await waker.wait()
+        except trio.TooSlowError:
+            raise Timeout(f"{what} timed out after {timeout} s") from None
+        finally:
+            channel.remove_watcher(waker)
+
     async def aclose(self) -> None:
         """Close the socket; waits for the linger in a worker thread, not the event loop."""
         if self._begin_close():
+            if _in_trio():
+                import trio
+
+                await trio.to_thread.run_sync(self._wait_closed)
+                return
             import asyncio  # already loaded: a coroutine runs (see _LoopWaker)
 
             await asyncio.to_thread(self._wait_closed)
