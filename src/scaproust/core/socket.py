@@ -45,7 +45,7 @@ from scaproust.core.stats import (
 )
 from scaproust.errors import Closed, Error, InvalidAddress
 from scaproust.transports import lookup
-from scaproust.transports.tls import TLSSetup, prepare
+from scaproust.transports.tls_config import prepare
 
 if TYPE_CHECKING:
     from scaproust.core.interfaces import Endpoint, ProtocolMachine, Subscribing
@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from scaproust.reactor.loop import Loop
     from scaproust.transports import Transport
     from scaproust.transports.tcp import Resolved
+    from scaproust.transports.tls_config import TLSSetup
 
 log = logging.getLogger("scaproust.socket")
 
