@@ -33,7 +33,7 @@ from scaproust.facade.session import Session, socket
 from scaproust.facade.socket import Socket
 from scaproust.protocols import *  # noqa: F403  (every declared protocol: sp.Req, ...)
 from scaproust.transports import register_transport, unregister_transport
-from scaproust.transports.tls import TLSConfig
+from scaproust.transports.tls_config import TLSConfig
 
 __version__ = "0.1.0"
 

@@ -82,10 +82,10 @@ def test_import_scaproust_loads_no_protocol_until_its_first_socket():
                           text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     got = json.loads(proc.stdout)
-    # The endpoint, socket and pipe machines are core's; no protocol's is loaded.
+    # The endpoint, socket and pipe machines are core's; no protocol's is loaded, nor the
+    # TLS and WebSocket pipes' (test_import_scaproust_loads_no_tls_or_ws_until_used).
     machines = ["scaproust._generated." + m
-                for m in ("dialer", "listener", "pipe", "socket", "tls_pipe", "ws_pipe",
-                          "wss_pipe")]
+                for m in ("dialer", "listener", "pipe", "socket")]
     assert got["at_import"] == machines
     assert got["asyncio_at_import"] is False
     assert set(got["after_req"]) - set(machines) == {
@@ -93,6 +93,54 @@ def test_import_scaproust_loads_no_protocol_until_its_first_socket():
         "scaproust.protocols._base", "scaproust.protocols._headers",
         "scaproust.protocols.req", "scaproust._generated.req",
         "scaproust._generated.req_raw", "scaproust._generated.req_ctx"}
+
+
+TRANSPORTS = """
+import json, sys
+import scaproust as sp
+
+OPTIONAL = ("ssl", "_ssl", "tempfile", "shutil", "hashlib", "base64", "urllib.parse",
+            "scaproust.transports.tls", "scaproust.transports.ws",
+            "scaproust.transports.wscodec", "scaproust.transports.abstract",
+            "scaproust.core.tls_pipe", "scaproust.core.ws_pipe",
+            "scaproust._generated.tls_pipe", "scaproust._generated.ws_pipe",
+            "scaproust._generated.wss_pipe")
+
+def loaded():
+    return sorted(m for m in OPTIONAL if m in sys.modules)
+
+at_import = loaded()
+config = sp.TLSConfig(cert_key_file=sys.argv[1])  # an option value: still no ssl
+after_config = loaded()
+with sp.Session() as session:
+    with session.socket(sp.Pair) as s:
+        s.bind("tcp://127.0.0.1:0")
+        after_tcp = loaded()
+        s.bind("tls+tcp://127.0.0.1:0", tls=config)
+        after_tls = loaded()
+print(json.dumps({"at_import": at_import, "after_config": after_config,
+                  "after_tcp": after_tcp, "after_tls": after_tls}))
+"""
+
+
+def test_import_scaproust_loads_no_tls_or_ws_until_used(tmp_path):
+    # ssl, the TLS and WebSocket transports and their pipes load at the first endpoint that
+    # needs them (docs/ARCHITECTURE.md, "What loads at import"); sp.TLSConfig does not.
+    trustme = pytest.importorskip("trustme", reason="pip install trustme (the dev extra)")
+    pem = tmp_path / "server.pem"
+    trustme.CA().issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(pem))
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    proc = subprocess.run([sys.executable, "-c", TRANSPORTS, str(pem)], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    assert got["at_import"] == []
+    assert got["after_config"] == []
+    assert got["after_tcp"] == []
+    assert {"ssl", "scaproust.transports.tls", "scaproust.core.tls_pipe",
+            "scaproust._generated.tls_pipe"} <= set(got["after_tls"])
+    # a tls+tcp endpoint needs none of the WebSocket modules
+    assert not {m for m in got["after_tls"] if "ws" in m}
 
 
 def test_the_options_a_protocol_accepts_come_from_its_declaration():

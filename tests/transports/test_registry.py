@@ -3,6 +3,7 @@ and carries messages like a built-in one (docs/TRANSPORTS.md)."""
 
 from __future__ import annotations
 
+import importlib
 import socket
 import threading
 
@@ -127,6 +128,29 @@ def test_builtin_transports_are_registered_the_same_way():
     transport, address = lookup("tcp://127.0.0.1:5555")
     assert transport is tcp
     assert address == Address("tcp", host="127.0.0.1", port=5555)
+
+
+def test_the_builtin_schemes_written_in_the_registry_are_their_modules():
+    # transports/__init__.py names each built-in scheme without importing its module (it
+    # loads at first use); each module's own SCHEME/SCHEMES must say the same.
+    from scaproust import transports
+    from scaproust.core.pipe_kinds import PIPE_CLASSES
+
+    by_module: dict[str, set[str]] = {}
+    for scheme, (module, _attribute) in transports.BUILTIN.items():
+        by_module.setdefault(module, set()).add(scheme)
+    for module, registered in by_module.items():
+        loaded = importlib.import_module(f"scaproust.transports.{module}")
+        declared = set(getattr(loaded, "SCHEMES", ())) or {loaded.SCHEME}
+        assert declared == registered, module
+    for scheme in transports.BUILTIN:
+        transport = get_transport(scheme)
+        assert transport.SCHEME == scheme
+        # the pipe class of its kind loads on demand, and drives its kind
+        kind = getattr(transport, "PIPE_KIND", "stream")
+        assert kind in PIPE_CLASSES
+        assert PIPE_CLASSES[kind].__module__.startswith("scaproust.core.")
+    assert set(transports.BUILTIN) <= set(schemes())
 
 
 def test_registering_a_taken_scheme_needs_replace(toy):

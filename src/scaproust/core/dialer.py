@@ -119,6 +119,8 @@ class Dialer(DialerFSM):
         self.loop = loop
         self.socket = socket
         self.transport = transport
+        # its pipe class, loaded now (at connect) rather than at the first pipe
+        self._pipe_class = pipe_class(transport)
         self.address = address
         self.url = url
         self.endpoint_id = endpoint_id
@@ -201,7 +203,7 @@ class Dialer(DialerFSM):
         except OSError as exc:  # e.g. out of descriptors: retry later like a refusal
             stream, err = None, exc  # the error itself: it may have no errno
         self._note_resources(err)
-        self.pipe = pipe_class(self.transport)(
+        self.pipe = self._pipe_class(
             loop=self.loop, stream=stream, transport=self.transport, socket=self.socket,
             owner=self, dialed=True, connect_error=0 if stream is not None else err,
             peer_addr=self.url, endpoint=self.endpoint)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING
-from urllib.parse import quote
 
 from scaproust._generated.listener import ListenerFSM
 from scaproust.core.guard import entry_point, log_crash
@@ -69,6 +68,8 @@ class Listener(ListenerFSM):
         self.socket = socket
         self.transport = transport
         self.handle = handle
+        # its pipe class, loaded now (at bind) rather than at the first connection
+        self._pipe_class = pipe_class(transport)
         self.url = url
         self.endpoint_id = endpoint_id
         self.pipes: set[Pipe] = set()
@@ -123,7 +124,7 @@ class Listener(ListenerFSM):
                 continue
             scheme = self.transport.SCHEME
             peer = self.url if scheme == "inproc" else _peer_name(stream, scheme)
-            pipe = pipe_class(self.transport)(
+            pipe = self._pipe_class(
                 loop=self.loop, stream=stream, transport=self.transport, socket=self.socket,
                 owner=self, dialed=False, peer_addr=peer, endpoint=self.endpoint)
             self.pipes.add(pipe)
@@ -190,5 +191,7 @@ def _peer_name(stream: _socket.socket, scheme: str) -> str:
         host, port = name[0], name[1]
         return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
     if isinstance(name, bytes):  # an abstract socket's name: NUL, then the name
+        from urllib.parse import quote  # loaded only by abstract:// (what loads at import)
+
         name = quote(name[1:], safe="")  # percent-encoded, as ep.url shows it
     return f"{scheme}://{name}" if name else f"{scheme}://(unnamed)"

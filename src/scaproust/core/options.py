@@ -9,13 +9,16 @@ for the next operation that uses it (a plain attribute store is atomic under the
 from __future__ import annotations
 
 import math
-import ssl
-from typing import Any, TypeVar
+import sys
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
 from scaproust.core.protocol_info import ProtocolInfo, by_name, registered
-from scaproust.transports.tls import TLSConfig
+from scaproust.transports.tls_config import TLSConfig
+
+if TYPE_CHECKING:
+    import ssl
 
 MiB = 1024 * 1024
 
@@ -164,7 +167,11 @@ def validate(name: str, value: object) -> object:
     if spec.kind in ("timeout", "mode", "tls") and value is None:
         return None
     if spec.kind == "tls":
-        if not isinstance(value, TLSConfig | ssl.SSLContext):
+        # ssl loads with the first TLS endpoint (docs/ARCHITECTURE.md): a value can only
+        # be an SSLContext if ssl is loaded already.
+        ssl_module = sys.modules.get("ssl")
+        if not isinstance(value, TLSConfig) and (
+                ssl_module is None or not isinstance(value, ssl_module.SSLContext)):
             raise TypeError(f"option {name} must be None, an sp.TLSConfig or an "
                             f"ssl.SSLContext, not {value!r}")
         return value

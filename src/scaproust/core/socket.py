@@ -46,7 +46,7 @@ from scaproust.core.stats import (
 from scaproust.core.user_context import UserContext
 from scaproust.errors import Closed, Error, InvalidAddress, NotSupported
 from scaproust.transports import lookup
-from scaproust.transports.tls import TLSSetup, prepare
+from scaproust.transports.tls_config import prepare
 
 if TYPE_CHECKING:
     from scaproust.core.interfaces import Endpoint, ProtocolMachine, Subscribing
@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from scaproust.reactor.loop import Loop
     from scaproust.transports import Transport
     from scaproust.transports.tcp import Resolved
+    from scaproust.transports.tls_config import TLSSetup
 
 log = logging.getLogger("scaproust.socket")
 

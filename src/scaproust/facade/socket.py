@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import ssl
 import threading
 import time
 import weakref
@@ -39,7 +38,7 @@ from scaproust.facade.aio import AsyncSocketMixin
 from scaproust.facade.endpoint import Endpoint
 from scaproust.fsm.errors import MachineError
 from scaproust.transports import lookup
-from scaproust.transports.tls import TLSConfig
+from scaproust.transports.tls_config import TLSConfig
 
 if TYPE_CHECKING:
     import ssl
@@ -52,7 +51,6 @@ if TYPE_CHECKING:
     from scaproust.facade.context import SocketContext
     from scaproust.facade.session import Session
     from scaproust.transports.tcp import Resolved
-    from scaproust.transports.tls import TLSConfig
     from scaproust.transports.url import Address
 
 T = TypeVar("T")

@@ -1,8 +1,9 @@
 """Transports: the socket-level calls behind each URL scheme, and the wire framing.
 
 Every scheme maps to a transport through one registry (:func:`register_transport`): the
-built-in tcp, ipc, inproc (and abstract, tls+tcp) are registered below exactly as a user's
-transport is. A transport is any object with the attributes of :class:`Transport` (a module
+built-in tcp, ipc, inproc, abstract, tls+tcp and ws are registered below exactly as a user's
+transport is, each by a factory that imports its module at the scheme's first use (tcp, ipc
+and inproc load with the core anyway; the others, and ``ssl``, only when used). A transport is any object with the attributes of :class:`Transport` (a module
 will do); docs/TRANSPORTS.md describes the interface. The frames themselves are decoded and
 encoded by :mod:`scaproust.transports.framing`, which does no I/O, with the transport's
 ``IPC_FRAMING`` flag choosing the frame prefix.
@@ -10,6 +11,7 @@ encoded by :mod:`scaproust.transports.framing`, which does no I/O, with the tran
 
 from __future__ import annotations
 
+import importlib
 import re
 import socket
 import threading
@@ -17,7 +19,6 @@ from collections.abc import Callable
 from typing import Protocol
 
 from scaproust.errors import InvalidAddress
-from scaproust.transports import abstract, inproc, ipc, tcp, tls, ws
 from scaproust.transports.tcp import LISTEN_BACKLOG, ListeningSocket
 from scaproust.transports.url import Address
 
@@ -142,20 +143,35 @@ def schemes() -> tuple[str, ...]:
         return tuple(sorted(_factories))
 
 
-def _module(module: Transport) -> TransportFactory:
+def _lazy(module: str, attribute: str | None = None) -> TransportFactory:
+    """A factory that imports ``scaproust.transports.<module>`` when first called and
+    returns the module itself, or its ``attribute`` called with the scheme (a class
+    serving several schemes)."""
     def factory(scheme: str) -> Transport:
-        return module
+        loaded = importlib.import_module(f"scaproust.transports.{module}")
+        if attribute is None:
+            return loaded  # a module with Transport's names
+        made: Transport = getattr(loaded, attribute)(scheme)
+        return made
     return factory
 
 
-# The built-in transports, registered the way a user's are. inproc's functions are the same
-# over in-process objects (a BoundName, MemoryEnds) instead of sockets: core/memory_pipe.py
-# drives its ends, so its module does not match ``Transport`` exactly.
-register_transport(tcp.SCHEME, _module(tcp))
-register_transport(ipc.SCHEME, _module(ipc))
-register_transport(abstract.SCHEME, _module(abstract))
-for _scheme in tls.SCHEMES:
-    register_transport(_scheme, tls.TLSTransport)
-register_transport(inproc.SCHEME, _module(inproc))  # type: ignore[arg-type]
-for _scheme in ws.SCHEMES:
-    register_transport(_scheme, ws.WSTransport)  # type: ignore[arg-type]
+# The built-in transports, registered the way a user's are, each loaded at its first use
+# (test_protocol_info.py pins what ``import scaproust`` loads). Their schemes are written
+# here so that registering them imports nothing; test_transport_registry.py checks them
+# against each module's SCHEME/SCHEMES. inproc's functions are the same over in-process
+# objects (a BoundName, MemoryEnds) instead of sockets: core/memory_pipe.py drives its
+# ends, so its module does not match ``Transport`` exactly.
+BUILTIN: dict[str, tuple[str, str | None]] = {
+    "tcp": ("tcp", None),
+    "ipc": ("ipc", None),
+    "abstract": ("abstract", None),
+    "tls+tcp": ("tls", "TLSTransport"),
+    "tls+tcp4": ("tls", "TLSTransport"),
+    "tls+tcp6": ("tls", "TLSTransport"),
+    "inproc": ("inproc", None),
+    "ws": ("ws", "WSTransport"),
+    "wss": ("ws", "WSTransport"),
+}
+for _scheme, (_name, _attribute) in BUILTIN.items():
+    register_transport(_scheme, _lazy(_name, _attribute))
