@@ -57,10 +57,15 @@ def session():
         yield s
 
 
-def pair_up(session, server: sp.TLSConfig, client: sp.TLSConfig, **client_options):
+def pair_up(session, server: sp.TLSConfig, client: sp.TLSConfig, on_pipe=None,
+            **client_options):
+    """A listening PAIR ``a`` and a dialing PAIR ``b``; ``on_pipe`` listens to ``b``'s pipe
+    events from before it dials (added later, it could miss the first)."""
     a = session.socket(sp.Pair, recv_timeout=T, send_timeout=T)
     b = session.socket(sp.Pair, recv_timeout=T, send_timeout=T, reconnect_interval=0.05,
                        **client_options)
+    if on_pipe is not None:
+        b.add_pipe_listener(on_pipe)
     ep = a.bind("tls+tcp://127.0.0.1:0", tls=server)
     b.connect(ep.url, tls=client)
     return a, b, ep
@@ -88,8 +93,8 @@ def refused(session, a, b, side, caplog, reason: str) -> None:
 
 def test_a_client_that_trusts_the_servers_ca_connects_and_sees_its_subject(session, ca):
     events: list[sp.PipeEvent] = []
-    a, b, ep = pair_up(session, server_config(ca, cn="the server"), client_config(ca))
-    b.add_pipe_listener(events.append)
+    a, b, ep = pair_up(session, server_config(ca, cn="the server"), client_config(ca),
+                       on_pipe=events.append)
     exchanges(a, b)
     assert ep.url.startswith("tls+tcp://127.0.0.1:")
     wait_until(lambda: events, what="the pipe event")
