@@ -88,7 +88,7 @@ target table says whether each goal of the project holds in this run.
 ## Where the time goes
 
 What stands between each missed target and its goal, from profiles taken on this machine
-(2026-12-04; the numbers move from run to run, the proportions much less).
+(2026-12-04 and 2026-12-05; the numbers move from run to run, the proportions much less).
 
 **Round trip.** `bench/trace_rtt.py` takes timestamps inside both processes of a 64-byte
 round trip (each side on its own core). Medians for PAIR, in µs:
@@ -111,18 +111,25 @@ the pipe (today a message crosses the facade, the channel, the protocol machine 
 pipe machine, each a few Python calls), and a REQ resend timer that is moved rather than
 cancelled and pushed again for every request.
 
-**PUSH->PULL, small messages.** The sending process has its caller thread and its I/O
-thread on one core. A burst costs the caller about 0.5 µs a message (it only queues) and
-the I/O thread about 1.7 µs (drain the outbox, the PUSH machine and its load balancer, the
-pipe machine, framing; one `sendmsg` per batch): pyzmq spends about 1 µs a message. Half of
-pyzmq's rate needs about 1.6 µs in all: the per-message machine events would have to
-become per-batch (frame a whole outbox for one pipe in one call), which the state tables
-cannot express today.
+**PUSH->PULL, small messages.** Measured one side at a time against a bare peer
+(2026-12-05): a burst of 64-byte sends costs the sending process about 1.6 µs a message
+(its caller thread 0.6: facade, channel credit; its I/O thread 0.95: outbox, PUSH machine
+and load balancer, pipe machine, framing, one `sendmsg` per batch), 2.0 before this
+session's send-path changes (the frame prefix packed by a C-level callable, a small frame
+queued inline, the load balancer trying the next pipe in turn first). The receiving process
+takes about 0.9 µs a message, so the sender sets the rate. Half of pyzmq's rate needs about
+1.5 µs in all: the rest is the per-message machine events, which would have to become
+per-batch (frame a whole outbox for one pipe in one call), which the state tables cannot
+express today.
 
-**PUB->50 SUB.** Each message costs the I/O thread about 1.7 µs per subscriber pipe (the
-pipe machine's send event, framing, queueing) and one `sendmsg` per pipe per batch. Ten
-times pynng needs about 0.7 µs per pipe: frame each message once and queue the same buffer
-on every pipe, a new pipe event.
+**PUB->50 SUB.** The subscribers' process sets the rate, not the publisher (which publishes
+to 50 pipes at about 0.4 µs a pipe and drops what a full pipe cannot take). With a bare
+publisher blasting 64-byte frames at 50 SUB sockets in one process, the subscribers took
+1.61 µs per delivered message before the receive fast path (`Channel.take`, taken when the
+policy needs not see the message: docs/ARCHITECTURE.md) and 0.83 after, about 1.2 M
+messages a second. Ten times pynng needs about 0.6 µs: what is left per message is one
+`try_recv` (four Python calls: facade, channel, inbox, the fork check), the frame decoder's
+loop, and `sp.poll` over 50 sockets between bursts.
 
 **1 MiB.** A large body is received straight into a buffer kept between messages and
 copied once into the `bytes` that `recv()` returns; the first chunk of each message is
