@@ -176,3 +176,17 @@ def test_two_identical_sites_in_one_function_get_numbered_keys():
         ("src/scaproust/core/pipe.py | close | remove the call `pipe.flush()` #2", 3),
     ]
     assert {(m.group, m.related, m.transport) for m in mutants} == {("core/pipe.py", "pipe", True)}
+
+
+def test_a_row_of_a_state_that_an_extension_adds_has_its_destination_mutated():
+    table = TABLE.replace('''    extends: door
+    rows:''', '''    extends: door
+    states:
+      draining:
+    rows:
+      - [open, evt_drain, [], draining, []]''')
+    keys = [m.key for m in yaml_mutants(table) if m.key.startswith("pipe | ")]
+    drain = "[open, evt_drain, [], draining, []]"
+    # The extension's states are the base's, then its own: shut, open, draining.
+    assert f"pipe | {drain} | dest draining -> shut" in keys
+    assert f"pipe | {drain} | dest draining -> open" in keys

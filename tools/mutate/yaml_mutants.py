@@ -62,13 +62,16 @@ def yaml_mutants(text: str) -> list[Mutant]:
     for mkey, mnode in top["machines"].value:
         machine = mkey.value
         fields = {k.value: v for k, v in mnode.value}
-        # A machine that extends another has the base's states and only the rows it
-        # replaces: the base's rows are mutated once, in the base (the code of both
-        # follows from them).
-        table = fields
-        while "extends" in table:
-            table = {k.value: v for k, v in machines[table["extends"].value].value}
-        states = [k.value for k, _ in table["states"].value]
+        # A machine that extends another has the base's states, plus any it adds, and
+        # only the rows it replaces or adds: the base's rows are mutated once, in the base
+        # (the code of both follows from them).
+        chain = [fields]
+        while "extends" in chain[-1]:
+            chain.append({k.value: v for k, v in machines[chain[-1]["extends"].value].value})
+        states: list[str] = []
+        for table in reversed(chain):  # the root's states first, then each extension's
+            states += [k.value for k, _ in (table["states"].value if "states" in table else ())
+                       if k.value not in states]
         cls = fields["class"].value.split(":")[0].rsplit(".", 1)[-1]
         transport = machine in TRANSPORT
 
