@@ -20,11 +20,15 @@ def test_the_options_table_lists_every_option():
     assert markdown_table() in text, "docs/OPTIONS.md is stale; paste markdown_table() into it"
 
 
-def test_the_readme_quickstart_runs(tmp_path, monkeypatch):
+def test_the_readme_quickstart_runs(tmp_path, monkeypatch, capsys):
     readme = (ROOT / "README.md").read_text()
-    code = re.findall(r"```python\n(.*?)```", readme, flags=re.S)[0]
-    code = code.replace("ipc:///tmp/pair.ipc", f"ipc://{tmp_path}/pair.ipc")
-    exec(compile(code, "README.md", "exec"), {})
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+    first = blocks[0].strip().splitlines()
+    assert len(first) <= 10, "the README's first program is its ten-line quickstart"
+    for number, code in enumerate(blocks, 1):
+        code = code.replace("ipc:///tmp/pair.ipc", f"ipc://{tmp_path}/pair.ipc")
+        exec(compile(code, f"README.md example {number}", "exec"), {})
+    assert capsys.readouterr().out.startswith("b'ping pong'\n")
 
 
 def test_the_readme_starts_with_the_two_commands():
