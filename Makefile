@@ -73,7 +73,7 @@ run: venv system-deps regen
 # ruff, then mypy --strict on all of src/scaproust (the generated machines included) and
 # codegen/: pyproject.toml's [tool.mypy] `files`.
 lint: venv
-	$(BIN)/ruff check src codegen tests bench tools
+	$(BIN)/ruff check src codegen tests bench tools examples
 	$(BIN)/mypy
 
 # The soak (issue 10; docs/RELIABILITY.md): every protocol over tcp, ipc and

@@ -134,3 +134,26 @@ class Procs:
     def close(self) -> None:
         for proc in self.started:
             proc.kill()
+
+
+def write_tls_files(directory: Path, host: str = "localhost") -> dict[str, str]:
+    """Certificates made by trustme for ``host`` (and 127.0.0.1), as PEM files in
+    ``directory``: ``ca`` (the CA), ``cert`` and ``key`` (the server's, apart), ``both``
+    (its key and certificate in one file), ``client`` (another of the CA's, key and
+    certificate), ``stranger`` (a certificate and key from another CA). Paths by name."""
+    import pytest
+
+    trustme = pytest.importorskip("trustme", reason="pip install trustme (the dev extra)")
+    ca = trustme.CA()
+    server = ca.issue_cert(host, "127.0.0.1")
+    files = {name: str(directory / f"{name}.pem")
+             for name in ("ca", "cert", "key", "both", "client", "stranger")}
+    ca.cert_pem.write_to_path(files["ca"])
+    server.cert_chain_pems[0].write_to_path(files["cert"])
+    server.private_key_pem.write_to_path(files["key"])
+    server.private_key_and_cert_chain_pem.write_to_path(files["both"])
+    ca.issue_cert("client.example").private_key_and_cert_chain_pem.write_to_path(
+        files["client"])
+    trustme.CA().issue_cert(host).private_key_and_cert_chain_pem.write_to_path(
+        files["stranger"])
+    return files

@@ -20,11 +20,15 @@ def test_the_options_table_lists_every_option():
     assert markdown_table() in text, "docs/OPTIONS.md is stale; paste markdown_table() into it"
 
 
-def test_the_readme_quickstart_runs(tmp_path, monkeypatch):
+def test_the_readme_quickstart_runs(tmp_path, monkeypatch, capsys):
     readme = (ROOT / "README.md").read_text()
-    code = re.findall(r"```python\n(.*?)```", readme, flags=re.S)[0]
-    code = code.replace("ipc:///tmp/pair.ipc", f"ipc://{tmp_path}/pair.ipc")
-    exec(compile(code, "README.md", "exec"), {})
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+    first = blocks[0].strip().splitlines()
+    assert len(first) <= 10, "the README's first program is its ten-line quickstart"
+    for number, code in enumerate(blocks, 1):
+        code = code.replace("ipc:///tmp/pair.ipc", f"ipc://{tmp_path}/pair.ipc")
+        exec(compile(code, f"README.md example {number}", "exec"), {})
+    assert capsys.readouterr().out.startswith("b'ping pong'\n")
 
 
 def test_the_readme_starts_with_the_two_commands():
@@ -160,3 +164,23 @@ def test_the_tls_example_of_transports_md_runs(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     exec(compile(code, "docs/TRANSPORTS.md", "exec"), {})
     assert "CN=example server" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("number", range(len(_examples("COMING_FROM.md"))))
+def test_every_coming_from_example_runs(number, capsys):
+    code = _examples("COMING_FROM.md")[number]
+    import scaproust as sp
+
+    if ".context()" in code and not hasattr(sp.Socket, "context"):
+        pytest.skip("sock.context() is not merged yet (issue 12)")
+    exec(compile(code, f"docs/COMING_FROM.md example {number + 1}", "exec"), {})
+    # the programs that show an error print a line only when it is raised
+    printed = {1: ["nothing within 0.05 s"], 2: ["must be >= 0"],
+               3: ["BadState, as NNG_ESTATE", "Closed, as NNG_ECLOSED"],
+               5: ["cancelled after 0.05 s"]}.get(number, [])
+    out = capsys.readouterr().out
+    assert all(line in out for line in printed), out
+
+
+def test_coming_from_md_has_a_program_per_topic():
+    assert len(_examples("COMING_FROM.md")) == 6

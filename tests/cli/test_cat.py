@@ -244,3 +244,61 @@ def test_a_send_timeout_says_message_not_sent_and_goes_on_as_nanocat(procs):
     dialer = procs.cat("--pull", "-v", "-l", "1", "--recv-timeout", "0")
     assert dialer.wait_exit() == 0
     assert dialer.stderr() == "Connected to: tcp://127.0.0.1:1\n"
+
+
+# --------------------------------------------------------------------------------------
+# TLS: nngcat's --cacert, --cert/-E, --key, --insecure/-k (docs/CLI.md, "TLS")
+
+
+@pytest.fixture
+def tls(tmp_path):
+    from cat_helpers import write_tls_files
+
+    return write_tls_files(tmp_path)
+
+
+@pytest.mark.parametrize("server_cert", [["--cert", "{both}"],
+                                         ["-E", "{cert}", "--key", "{key}"]])
+def test_a_req_rep_pair_over_tls(procs, tls, server_cert):
+    # --cert alone: the file holds the key too; or --key beside it, as nngcat.
+    argv = [a.format(**tls) for a in server_cert]
+    rep = procs.cat("--rep", "-v", "--bind", "tls+tcp://127.0.0.1:0", *argv, "-D", "pong",
+                    "-Q", "-C", "1")
+    url = rep.listening_url()
+    assert url.startswith("tls+tcp://127.0.0.1:")
+    req = procs.cat("--req", "--connect", url, "--cacert", tls["ca"], "-D", "ping", "-Q")
+    assert req.wait_exit() == 0, req.stderr()
+    assert req.stdout() == b'"pong"\n'
+    assert rep.wait_exit() == 0, rep.stderr()
+    assert rep.stdout() == b'"ping"\n'
+
+
+def test_insecure_connects_to_a_server_it_cannot_check(procs, tls):
+    # Signed by a CA the client was not told of: refused without -k, accepted with it.
+    pull = procs.cat("--pull", "-v", "--bind", "tls+tcp://127.0.0.1:0", "--cert",
+                     tls["stranger"], "-Q", "-C", "1")
+    url = pull.listening_url()
+    refused = procs.cat("--push", "--connect", url, "--cacert", tls["ca"], "-D", "no",
+                        "--send-timeout", "0.5")
+    assert refused.wait_exit() == 0  # as nanocat: a send timeout is reported, not fatal
+    assert "Message not sent" in refused.stderr()
+    assert "certificate verify failed" in refused.stderr()
+    push = procs.cat("--push", "--connect", url, "-k", "-D", "yes")
+    assert push.wait_exit() == 0, push.stderr()
+    assert pull.wait_exit() == 0, pull.stderr()
+    assert pull.stdout() == b'"yes"\n'
+
+
+@pytest.mark.parametrize(("argv", "status", "says"), [
+    (["--key", "{key}"], 1, "Option --key needs --cert"),
+    (["--cacert", "{ca}", "--cacert", "{ca}"], 1, "may be given only once"),
+    (["--cacert", "{tmp}/nosuchfile.pem"], 2, "Error opening file"),
+    (["--cert", "{cert}"], 3, "holds no private key"),
+    (["-k"], 3, "Can't bind: a TLS server needs its certificate"),
+])
+def test_tls_option_errors(procs, tls, tmp_path, argv, status, says):
+    names = {**tls, "tmp": str(tmp_path)}
+    cat = procs.cat("--pull", "--bind", "tls+tcp://127.0.0.1:0",
+                    *(a.format(**names) for a in argv))
+    assert cat.wait_exit() == status
+    assert says in cat.stderr()

@@ -17,6 +17,7 @@ Exit status: 0 done, 1 usage error, 2 unreadable ``--file``, 3 socket error (nan
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -169,9 +170,34 @@ def _sleep_until(deadline: float) -> None:
         time.sleep(left)
 
 
+#: One PEM block holding a private key (``PRIVATE KEY``, ``RSA PRIVATE KEY``, ``EC ...``).
+_PEM_KEY = re.compile(r"-----BEGIN ([A-Z ]*)PRIVATE KEY-----.*?-----END \1PRIVATE KEY-----\n?",
+                      re.S)
+
+
+def tls_config(config: Config) -> sp.TLSConfig:
+    """The TLS of the tls+tcp:// and wss:// endpoints, from nngcat's options: --cacert
+    trusts its CAs, --cert (with its key, in the same file or from --key) is this side's
+    certificate, --insecure checks no peer certificate (nngcat's auth mode "none").
+    ValueError when --cert holds no key and --key is not given."""
+    cert, key = config.tls_cert, config.tls_key
+    if cert is not None and key is None:  # nngcat: the key is in the certificate's file
+        key = "".join(block[0] for block in _PEM_KEY.finditer(cert))
+        if not key:
+            raise ValueError("the file of --cert holds no private key: give --key FILE")
+        cert = _PEM_KEY.sub("", cert)
+    return sp.TLSConfig(ca_string=config.tls_ca, own_cert_string=cert, own_key_string=key,
+                        auth_mode="none" if config.tls_insecure else None)
+
+
 def _open(config: Config, session: sp.Session, err: Callable[[str], None]) -> sp.Socket:
     options: dict[str, Any] = {"send_timeout": config.send_timeout,
                                   "recv_timeout": config.recv_timeout}
+    if config.uses_tls:
+        try:
+            options["tls"] = tls_config(config)
+        except ValueError as error:
+            _fail("Can't configure TLS", error)
     if config.recv_max_size is not None:
         options["recv_max_size"] = config.recv_max_size
     if config.socket_name is not None:

@@ -116,6 +116,18 @@ OPTIONS: list[Opt] = [
             help="Subscribe to the prefix PREFIX (repeatable); to everything if none"),
     ),
     *_group(
+        "TLS Options (tls+tcp:// and wss:// endpoints)",
+        Opt("cacert", ("cacert",), metavar="FILE",
+            help="Trust the CA certificates of the PEM file FILE to sign the peer's "
+                 "(default: the system's)"),
+        Opt("cert", ("cert",), "E", "FILE",
+            help="This side's certificate, from the PEM file FILE, which also holds its "
+                 "private key unless --key is given; a --bind needs one"),
+        Opt("key", ("key",), metavar="FILE", help="The private key of --cert, from FILE"),
+        Opt("insecure", ("insecure",), "k",
+            help="Do not check the peer's certificate"),
+    ),
+    *_group(
         "Input Options",
         Opt("format", ("format",), metavar="FORMAT",
             help="Use echo format FORMAT: " + ", ".join(FORMATS)),
@@ -169,6 +181,17 @@ class Config:
     compat: str = "nanocat"
     help: bool = False
     version: bool = False
+    #: TLS, as nngcat: the PEM text of --cacert, --cert and --key (read when parsed), and
+    #: --insecure
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_insecure: bool = False
+
+    @property
+    def uses_tls(self) -> bool:
+        """Whether any TLS option was given."""
+        return self.tls_insecure or self.tls_ca is not None or self.tls_cert is not None
 
 
 class _Parser:
@@ -287,6 +310,19 @@ class _Parser:
             c.compat = value
         elif key == "async":
             pass  # connecting is always in the background
+        elif key == "insecure":
+            c.tls_insecure = True
+        elif key in ("cacert", "cert", "key"):
+            assert value is not None
+            if key in self.seen:
+                raise UsageError(f"Option {usage} may be given only once")
+            text = self._read(value).decode("utf-8", errors="replace")
+            if key == "cacert":
+                c.tls_ca = text
+            elif key == "cert":
+                c.tls_cert = text
+            else:
+                c.tls_key = text
         elif key == "format":
             if value not in FORMATS:
                 raise UsageError(f"Invalid value ``{value}'' for {usage}. Options are: "
@@ -365,6 +401,8 @@ class _Parser:
             refuse("interval", "needs a socket that sends on its own")
         elif c.interval is not None and c.data is None:
             refuse("interval", "needs --data or --file")
+        if c.tls_key is not None and c.tls_cert is None:
+            raise UsageError(f"Option {self.seen['key']} needs --cert")
         if kind in NEED_DATA and c.data is None:
             raise UsageError(f"Option {stype} requires at least one of the following "
                              "options: --data, -D, --file, -F")
