@@ -169,10 +169,6 @@ def test_the_tls_example_of_transports_md_runs(tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize("number", range(len(_examples("COMING_FROM.md"))))
 def test_every_coming_from_example_runs(number, capsys):
     code = _examples("COMING_FROM.md")[number]
-    import scaproust as sp
-
-    if ".context()" in code and not hasattr(sp.Socket, "context"):
-        pytest.skip("sock.context() is not merged yet (issue 12)")
     exec(compile(code, f"docs/COMING_FROM.md example {number + 1}", "exec"), {})
     # the programs that show an error print a line only when it is raised
     printed = {1: ["nothing within 0.05 s"], 2: ["must be >= 0"],

@@ -30,6 +30,7 @@ EXPECTED: dict[str, list[str]] = {
     "device.py": [r"client got: HELLO FROM ALICE", r"client got: HELLO FROM BOB"],
     "asyncio_server_client.py": [r"echo: client 0", r"echo: client 1", r"echo: client 2"],
     "threaded_rep_server.py": [rf"request {n} \(worker [0-2]\)" for n in range(6)],
+    "rep_server_contexts.py": [r"40 requests answered by 8 workers in [\d.]+ s, 0 wrong"],
     "cross_process.py": [rf"{n} squared is {n * n} \(from pid \d+\)" for n in (1, 2, 3)]
                         + [r"worker exited with 0"],
 }
