@@ -18,14 +18,19 @@ sys.path.insert(0, str(BENCH))
 import report  # noqa: E402  (bench/ is not a package)
 
 
-def test_a_smoke_run_writes_what_the_report_needs(tmp_path):
+def smoke(tmp_path, only: str, impls: str) -> dict:
+    """Run ``run.py --smoke`` on these measures and contenders; return its JSON."""
     out = tmp_path / "smoke.json"
     proc = subprocess.run(
-        [sys.executable, str(BENCH / "run.py"), "--smoke", "--only", "rr64_tcp,pp64_tcp",
-         "--impls", "scaproust,bare", "--json", str(out)],
+        [sys.executable, str(BENCH / "run.py"), "--smoke", "--only", only,
+         "--impls", impls, "--json", str(out)],
         capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    doc = json.loads(out.read_text())
+    return json.loads(out.read_text())
+
+
+def test_a_smoke_run_writes_what_the_report_needs(tmp_path):
+    doc = smoke(tmp_path, "rr64_tcp,pp64_tcp", "scaproust,bare")
     for key in ("command", "machine", "mode", "reps", "measures", "cases", "ratios",
                 "targets", "contenders"):
         assert key in doc
@@ -49,13 +54,7 @@ def test_a_smoke_run_writes_what_the_report_needs(tmp_path):
 
 
 def test_a_smoke_run_of_the_contexts_case_counts_every_request(tmp_path):
-    out = tmp_path / "ctx.json"
-    proc = subprocess.run(
-        [sys.executable, str(BENCH / "run.py"), "--smoke", "--only", "ctx8_tcp",
-         "--impls", "scaproust,pynng", "--json", str(out)],
-        capture_output=True, text=True, timeout=60, cwd=ROOT)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    doc = json.loads(out.read_text())
+    doc = smoke(tmp_path, "ctx8_tcp", "scaproust,pynng")
     assert {c["contender"] for c in doc["cases"]} == {"scaproust", "pynng"}
     for case in doc["cases"]:
         assert case["errors"] == [], case
