@@ -281,3 +281,9 @@ def test_a_body_over_prealloc_max_is_kept_as_the_chunks_that_arrived(monkeypatch
     assert d.feed(wire[:100]) == []
     assert d.pending_body() is None and d.pending_bytes == 92  # only what was sent is held
     assert d.feed(wire[100:]) == [body]
+
+
+@pytest.mark.parametrize("ipc", [False, True])
+@pytest.mark.parametrize("size", [0, 1, 255, 256, 65536, 2**32, 2**63])
+def test_a_pipes_prefixer_writes_the_prefix_frame_prefix_does(ipc, size):
+    assert framing.prefixer(ipc)(size) == frame_prefix(size, ipc)

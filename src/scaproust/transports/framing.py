@@ -13,8 +13,9 @@ A TCP or IPC pipe is a byte stream carrying, in order:
 Everything in this module works on ``bytes`` and never touches a socket, so the pipe
 machine and the tests drive it in memory. The reader feeds whatever ``recv`` returned to a
 :class:`FrameDecoder`, which returns every complete payload; the writer sends
-``frame_prefix(len(payload))`` followed by the payload's pieces as separate buffers of one
-``sendmsg``, so a large body is never copied into a bigger buffer.
+the prefix (``frame_prefix(len(payload), ipc)``, or the C-level ``prefixer(ipc)`` a pipe
+keeps) followed by the payload's pieces as separate buffers of one ``sendmsg``, so a large
+body is never copied into a bigger buffer.
 
 The constants below are on-wire facts shared with nanomsg, nng and mangos: they are frozen,
 and changing one breaks interoperability (see ``docs/WIRE.md``).
