@@ -152,7 +152,8 @@ def prepare(tls: TLSConfig | ssl.SSLContext | None, *, server: bool,
 
     if tls is None:
         if server:
-            raise ValueError("a tls+tcp:// bind needs a certificate: pass tls=sp.TLSConfig(...) "
+            raise ValueError("a TLS bind (tls+tcp://, wss://) needs a certificate: pass "
+                             "tls=sp.TLSConfig(...) "
                              "(or an ssl.SSLContext) to bind() or set the socket's tls option")
         tls = TLSConfig()
     if isinstance(tls, TLSConfig):
