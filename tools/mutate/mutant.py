@@ -13,7 +13,7 @@ SPEC = "protocols.yaml"
 
 #: Machines and modules that live at the transport level: their mutants also run a few
 #: integration tests (runner.INTEGRATION_TESTS).
-TRANSPORT = {"pipe", "listener", "dialer", "socket"}
+TRANSPORT = {"pipe", "listener", "dialer", "socket", "tls_pipe", "ws_pipe", "wss_pipe"}
 
 KILLED, SURVIVED, TIMEOUT, VALIDATOR, EQUIVALENT, SAME_CODE = (
     "killed", "survived", "timeout", "validator", "equivalent", "same-code")

@@ -33,15 +33,23 @@ INTEGRATION_TESTS = (
     "tests/integration/test_push_pull.py",
     "tests/integration/test_pair.py",
     "tests/integration/test_endpoints.py",
+    # The TLS and WebSocket pipes' phases (handshake, timers, close) are tested here only.
+    "tests/integration/test_tls.py",
+    "tests/integration/test_ws.py",
 )
 UNIT_TEST_DIRS = ("tests/protocols", "tests/core", "tests/models")
 PYTEST = ("-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "--hypothesis-seed=0")
-#: Hand-written helpers shared by several protocols: the tests that exercise them most.
+#: What a mutant of a module or machine runs first, when its tests are not named after it:
+#: hand-written helpers shared by several protocols, and the TLS and WebSocket pipes.
 SHARED_MODULE_TESTS = {
     "_base": ("pair", "push", "pull"),
     "_balance": ("push", "req"),
     "_backtrace": ("rep", "respondent"),
     "_headers": ("headers", "req", "rep", "surveyor", "respondent"),
+    # Machines whose tests are named after their transport.
+    "tls_pipe": ("tls",),
+    "ws_pipe": ("ws",),
+    "wss_pipe": ("ws", "tls"),
 }
 
 
