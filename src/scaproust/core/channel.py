@@ -175,15 +175,11 @@ class Channel:
         """The next received item if one is queued now, else None (never waits, never
         raises): the fast path of a receive that finds a message waiting."""
         with self._lock:
-            item = self.inbox.take()
-            if item is None:
+            if not self.inbox.count:
                 return None
-            self.inbox_bytes -= len(item)
-            # While paused, most takes leave more than half queued: one comparison, no call.
-            if (not self.recv_paused or self.inbox.count > self.recv_high // 2
-                    or not self._resume_due()):
-                return item
-        self._resume_reading()
+            item, resume = self._pop()
+        if resume:
+            self._resume_reading()
         return item
 
     def _wait_for_item(self, timeout: float | None) -> tuple[Item, bool]:
@@ -222,13 +218,15 @@ class Channel:
         """The next item and whether reading must resume (channel lock held)."""
         item = self.inbox.popleft()
         self.inbox_bytes -= len(item)
-        return item, self.recv_paused and self._resume_due()
+        # While paused, most pops leave more than half queued: one comparison, no call.
+        return item, (self.recv_paused and self.inbox.count <= self.recv_high // 2
+                      and self._resume_due())
 
     def _resume_due(self) -> bool:
-        """Reading is paused: whether the inbox is down to half its limits, so that it must
-        resume (then no longer paused); channel lock held."""
-        if (self.inbox.count <= self.recv_high // 2
-                and self.inbox_bytes <= self.recv_high_bytes // 2):
+        """Reading is paused and the inbox is down to half its message limit: whether its
+        bytes are down to half theirs too, so that reading must resume (then no longer
+        paused); channel lock held."""
+        if self.inbox_bytes <= self.recv_high_bytes // 2:  # the count is checked by _pop
             self.recv_paused = False
             return True
         return False

@@ -42,10 +42,8 @@ class Inbox:
         if priority < self._best:
             self._best = priority
 
-    def take(self) -> Item | None:
-        """Remove and return the next item (best priority first); None when empty."""
-        if not self.count:
-            return None
+    def popleft(self) -> Item:
+        """Remove and return the next item (best priority first); IndexError when empty."""
         queue = self._queues[self._best]
         item = queue.popleft()
         self.count -= 1
@@ -54,13 +52,6 @@ class Inbox:
             while best <= LOWEST_PRIORITY and not queues[best]:
                 best += 1
             self._best = best
-        return item
-
-    def popleft(self) -> Item:
-        """Remove and return the next item; IndexError when empty."""
-        item = self.take()
-        if item is None:
-            raise IndexError("pop from an empty Inbox")
         return item
 
     def drain(self) -> list[Item]:
