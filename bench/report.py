@@ -128,7 +128,8 @@ publisher blasting 64-byte frames at 50 SUB sockets in one process, the subscrib
 1.61 µs per delivered message before the receive fast path (`Channel.take`, taken when the
 policy needs not see the message: docs/ARCHITECTURE.md) and 0.83 after, about 1.2 M
 messages a second. Ten times pynng needs about 0.6 µs: what is left per message is one
-`try_recv` (four Python calls: facade, channel, inbox, the fork check), the frame decoder's
+`try_recv` (five Python calls: the facade and its fork check, the channel, its pop, the
+inbox), the frame decoder's
 loop, and `sp.poll` over 50 sockets between bursts.
 
 **1 MiB.** A large body is received straight into a buffer kept between messages and
