@@ -11,9 +11,29 @@ Everything PUSH does is load balancing, shared with REQ: protocols/_balance.py.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from scaproust._generated.push import PushFSM
+from scaproust.core.message import body_of
 from scaproust.protocols._balance import LoadBalancer
+
+if TYPE_CHECKING:
+    from scaproust.core.message import Item
 
 
 class Push(PushFSM, LoadBalancer):
     """PUSH protocol machine: the load balancer of _balance.py, sending bodies only."""
+
+    def send_round_robin(self, item: Item) -> None:
+        # Every PUSH send runs this: the usual case inline (nothing waits in the backlog,
+        # the next pipe in turn has room and none is better), the rest in LoadBalancer.
+        pipes = self.pipes
+        start = self._next
+        if start < len(pipes) and not self.backlog:
+            pipe = pipes[start]
+            if pipe.send_priority == self._top and pipe.free:
+                start += 1
+                self._next = start if start < len(pipes) else 0
+                pipe.cmd_send(item if type(item) is bytes else body_of(item))
+                return
+        LoadBalancer.send_round_robin(self, item)
