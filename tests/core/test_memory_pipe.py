@@ -164,6 +164,7 @@ def test_a_paused_reader_fills_the_link_then_pushes_back_on_the_sender():
     assert t.received == []
     assert len(t.link.listener_end.inbox) == LINK_MSGS
     assert len(t.push._out) == 100 and t.push._out_msgs == 100
+    assert t.push.free == t.push._window - 100  # what waits for room takes a slot each
     assert t.link.dialer_end.blocked
 
     t.pull.cmd_resume()
@@ -171,6 +172,7 @@ def test_a_paused_reader_fills_the_link_then_pushes_back_on_the_sender():
 
     assert t.received == bodies
     assert not t.push._out and t.push._out_bytes == 0 and t.push._out_msgs == 0
+    assert t.push.free == t.push._window
     assert not t.link.dialer_end.blocked
     assert t.link.listener_end.in_flight() == (0, 0)
 

@@ -15,6 +15,8 @@ import logging
 import struct
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from protocols.fakes import (
     FakeLoop,
     FakeOwner,
@@ -630,6 +632,37 @@ def test_a_pipe_whose_queue_holds_send_buffer_messages_takes_no_more():
     h.pipe.cmd_send(b"two")
 
     assert h.pipe.free == 0
+
+
+_SIZES = st.sampled_from([0, 1, 64, JOIN_MAX, JOIN_MAX + 1, HIGH_WATER // 3, HIGH_WATER - 40])
+
+
+@settings(max_examples=150, deadline=None)
+@example(steps=[("send", HIGH_WATER - 40), ("send", 64)])  # a small frame fills the bytes
+@given(steps=st.lists(st.one_of(st.tuples(st.just("send"), _SIZES),
+                                st.tuples(st.just("flush"), st.sampled_from([None, 1, 7, 100_000]))),
+                      max_size=40))
+def test_free_always_equals_what_the_queue_leaves_room_for(steps):
+    # ``free`` is a field kept up to date by whatever changes the queue (enqueue inline,
+    # the rest through _recount), not computed per read: after any sequence of small and
+    # large sends and full, partial or blocked writes it must equal what the queue implies.
+    h = Harness(send_buffer=5).open_active()
+    pipe = h.pipe
+
+    def room() -> int:
+        queued = len(pipe._out)
+        return 5 - queued if queued < 5 and pipe._out_bytes < HIGH_WATER else 0
+
+    for op, arg in steps:
+        if op == "send":
+            pipe.cmd_send(b"s" * arg)
+        else:
+            h.stream.block_writes = arg is None
+            h.stream.accept_per_call = arg
+            h.loop.run_ready()
+            if h.stream in h.loop.writers:
+                h.loop.fire_writer(h.stream)
+        assert pipe.free == room()
 
 
 def test_a_body_of_exactly_join_max_bytes_is_joined_with_its_prefix_into_one_buffer():

@@ -177,6 +177,7 @@ class MemoryPipe(Pipe):
             # reading sees the close (once the inbox is empty).
             out.clear()
             self._out_bytes = self._out_msgs = 0
+            self._recount()
             self._signal_self()
             self.evt_flushed()
             return
@@ -187,8 +188,9 @@ class MemoryPipe(Pipe):
             out.clear()
             self._out_bytes = self._out_msgs = 0
         elif not self._move_some(out, peer, LINK_MSGS - count, LINK_BYTES - nbytes):
-            self.evt_flushed()
+            self.evt_flushed()  # nothing moved: the queue and ``free`` are as they were
             return
+        self._recount()
         peer.signal(self.loop)
         self.evt_flushed()
 

@@ -124,6 +124,11 @@ class Pipe(PipeFSM):
         self._out: deque[bytes | memoryview] = deque()
         self._out_bytes = 0
         self._out_msgs = 0
+        #: How many more messages this pipe takes now (0 when its queue is full): read by
+        #: the protocols for every message sent, so a field kept up to date by whatever
+        #: changes the queue (``enqueue`` inline, the rest through ``_recount``), not a
+        #: property computed per read.
+        self.free = self._window
         self._dropped = (0, 0)
         self._flush_scheduled = False
         self._writer_registered = False
@@ -150,13 +155,11 @@ class Pipe(PipeFSM):
         """How many more bytes this pipe takes now (the last message may overshoot)."""
         return HIGH_WATER - self._out_bytes if self._out_bytes < HIGH_WATER else 0
 
-    @property
-    def free(self) -> int:
-        """How many more messages this pipe takes now (0 when its queue is full)."""
-        if self._out_bytes >= HIGH_WATER:
-            return 0
+    def _recount(self) -> None:
+        """Set ``free`` from the queue, after it changed other than by ``enqueue``."""
+        queued = len(self._out)
         window = self._window
-        return window - len(self._out) if len(self._out) < window else 0
+        self.free = window - queued if queued < window and self._out_bytes < HIGH_WATER else 0
 
     # ---------------------------------------------------------------- guards
 
@@ -353,6 +356,9 @@ class Pipe(PipeFSM):
         frame = self._prefix(size) + header + body if header else self._prefix(size) + body
         self._out.append(frame)
         self._out_bytes += len(frame)
+        free = self.free  # one buffer more: one slot less, or none once the bytes are full
+        if free:
+            self.free = free - 1 if self._out_bytes < HIGH_WATER else 0
         if not self._flush_scheduled and not self._writer_registered:
             self._flush_scheduled = True
             self.loop.call_after_batch(self._flush)
@@ -365,6 +371,7 @@ class Pipe(PipeFSM):
     def _queue(self, buf: bytes | memoryview) -> None:
         self._out.append(buf)
         self._out_bytes += len(buf)
+        self._recount()
         if not self._flush_scheduled and not self._writer_registered:
             # Flush once the loop has handled everything pending in this iteration, so all
             # the frames queued meanwhile leave in one sendmsg (docs/ARCHITECTURE.md, "The pipe"),
@@ -403,6 +410,7 @@ class Pipe(PipeFSM):
             else:
                 out[0] = memoryview(head)[sent:]
                 sent = 0
+        self._recount()
         if out and not self._writer_registered:
             self._writer_registered = True
             self.loop.add_writer(self.stream, self._flush)
@@ -459,6 +467,7 @@ class Pipe(PipeFSM):
         self._dropped = (self._out_msgs, self._out_bytes)
         self._out.clear()
         self._out_bytes = self._out_msgs = 0
+        self._recount()
         if self._attached:
             self.loop.call_soon(fire, self.socket, "evt_pipe_closed", self)
         self.loop.call_soon(fire, self.owner, "evt_pipe_closed", self)
