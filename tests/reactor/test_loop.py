@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scaproust.reactor.loop import Loop
+from scaproust.reactor.timers import COMPACT_MIN
 
 DEADLINE = 5.0  # seconds; generous, only reached when a test is about to fail
 
@@ -318,6 +319,22 @@ def test_a_cancel_heavy_timer_load_compacts_the_heap(fake_loop, clock):
     fake_loop.run_once(0)
     assert fired == list(range(501, 1000))
     assert len(fake_loop._timers) == 0
+
+
+def test_a_small_heap_keeps_its_dead_entries_until_they_reach_the_top(fake_loop, clock):
+    # A REQ cancels its resend timer and starts another at every request: a heap of a few
+    # entries is not rebuilt for that, the dead ones go when they reach the top.
+    fired = []
+    handles = [fake_loop.call_later(1 + i, fired.append, i) for i in range(COMPACT_MIN)]
+    for h in handles[:-1]:
+        h.cancel()
+    assert len(fake_loop._timers) == COMPACT_MIN
+    assert fake_loop._timers._ncancelled == COMPACT_MIN - 1
+    assert fake_loop._timers.next_when() == clock() + COMPACT_MIN  # the live one, dead dropped
+    assert len(fake_loop._timers) == 1
+    clock.advance(COMPACT_MIN)
+    fake_loop.run_once(0)
+    assert fired == [COMPACT_MIN - 1]
 
 
 def test_cancelled_timers_on_top_of_the_heap_are_discarded_when_computing_the_timeout(

@@ -5,7 +5,10 @@ the top. That makes cancel O(1), which matters because most protocol timers are 
 before they fire (a REQ resend timer is cancelled by every reply, a survey deadline by close).
 The cost is memory held by dead entries, so once more than half of the heap is cancelled it is
 rebuilt without them: each rebuild is O(n) and removes more than n/2 entries, so the cost per
-cancel stays O(1) amortised.
+cancel stays O(1) amortised. A heap of at most ``COMPACT_MIN`` entries is left alone: a REQ
+that cancels its one resend timer and starts the next at every request would otherwise rebuild
+the heap twice per round trip, for the sake of a few dead entries that hold no references
+(``cancel`` drops them).
 
 ``seq`` breaks ties, so timers due at the same time fire in the order they were scheduled, and
 the handles themselves are never compared.
@@ -23,6 +26,9 @@ from collections.abc import Callable
 from typing import TypeVarTuple
 
 Ts = TypeVarTuple("Ts")
+
+#: Dead entries are dropped by a rebuild only in a heap larger than this.
+COMPACT_MIN = 64
 
 
 class TimerHandle:
@@ -113,7 +119,7 @@ class TimerQueue:
 
     def _cancelled_one(self) -> None:
         self._ncancelled += 1
-        if self._ncancelled * 2 > len(self._heap):
+        if self._ncancelled * 2 > len(self._heap) > COMPACT_MIN:
             self._compact()
 
     def _compact(self) -> None:
