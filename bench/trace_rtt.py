@@ -51,7 +51,7 @@ def _wrap(owner, name: str, before: str | None, after: str | None) -> None:
     setattr(owner, name, traced)
 
 
-_wrap(caller_reader, "_poll_readable", "poll_in", "poll_out")
+_wrap(caller_reader._Poller, "readable", "poll_in", "poll_out")
 _wrap(pipe.Pipe, "_flush", "flush_in", "flush_out")
 
 

@@ -38,7 +38,7 @@ back; at most one at a time, the others wait on the channel for what it delivers
 ``wakeup`` (made on first use, closed with the socket) and ``waited`` (read and cleared by
 the socket's next send; a caller that waits on the channel instead, its pipes not lendable,
 sets it too, without the lock: it is a hint, and a lost or extra set only changes which
-thread writes that send).
+thread writes that send). ``_poller`` is used only by the busy caller, without the lock.
 """
 
 from __future__ import annotations
@@ -82,6 +82,7 @@ class CallerReader:
         #: A caller slept here since the socket's last send: its next send answers or
         #: follows a message, and writes at once (SocketCore._wake).
         self.waited = False
+        self._poller = _Poller()  # used by the one busy caller at a time
 
     def wait(self, deadline: float | None) -> bool:
         """Read the socket's pipes here until a message, ``deadline`` (monotonic), a close
@@ -128,7 +129,7 @@ class CallerReader:
         loop, channel = self.loop, self.channel
         while True:
             streams = [lender.stream for lender in lent if lender.stream is not None]
-            ready = _poll_readable(streams, wakeup, deadline)
+            ready = self._poller.readable(streams, wakeup, deadline)
             # Awake now: what this thread delivers must not write to its own wake-up.
             channel.end_reading()
             if not loop.own(None):
@@ -253,19 +254,41 @@ def _give_back(lent: Iterable[Lender]) -> None:
         lender.give_back()
 
 
-def _poll_readable(streams: Iterable[HasFileno], wakeup: Wakeup,
-                   deadline: float | None) -> set[HasFileno]:
-    """Sleep until one of ``streams`` or ``wakeup`` is readable, or the deadline; return
-    the readable ones (``wakeup`` included if it fired)."""
-    poller = select.poll()
-    by_fd: dict[int, HasFileno] = {}
-    for obj in (*streams, wakeup):
-        fd = obj.fileno()
-        by_fd[fd] = obj
-        poller.register(fd, select.POLLIN)
-    if deadline is None:
-        events = poller.poll()
-    else:
-        # poll() takes milliseconds; round up so that a wait never ends before the deadline.
-        events = poller.poll(max(0, int((deadline - time.monotonic()) * 1000) + 1))
-    return {by_fd[fd] for fd, _ in events}
+class _Poller:
+    """``poll()`` on the lent streams and the wake-up. The poll object and its map from
+    descriptors back to streams are kept from one wait to the next while the objects polled
+    are the same (the usual case: the same pipes lent again at every receive). Made anew,
+    they cost about a microsecond a wait, more than the poll() itself.
+
+    Keyed by the objects, not their descriptors: a stream that died is no longer lent
+    (its pipe's stream is None), and one that replaced it is another object, even if it got
+    the same descriptor number."""
+
+    __slots__ = ("_objs", "_poll", "_by_fd")
+
+    def __init__(self) -> None:
+        self._objs: tuple[HasFileno, ...] = ()
+        self._poll = select.poll()
+        self._by_fd: dict[int, HasFileno] = {}
+
+    def readable(self, streams: Iterable[HasFileno], wakeup: Wakeup,
+                 deadline: float | None) -> set[HasFileno]:
+        """Sleep until one of ``streams`` or ``wakeup`` is readable, or the deadline;
+        return the readable ones (``wakeup`` included if it fired)."""
+        objs = (*streams, wakeup)
+        if objs != self._objs:
+            poll = select.poll()
+            by_fd: dict[int, HasFileno] = {}
+            for obj in objs:
+                fd = obj.fileno()
+                by_fd[fd] = obj
+                poll.register(fd, select.POLLIN)
+            self._objs, self._poll, self._by_fd = objs, poll, by_fd
+        if deadline is None:
+            events = self._poll.poll()
+        else:
+            # poll() takes milliseconds; round up so that a wait never ends before the
+            # deadline.
+            events = self._poll.poll(max(0, int((deadline - time.monotonic()) * 1000) + 1))
+        by_fd = self._by_fd
+        return {by_fd[fd] for fd, _ in events}
