@@ -126,7 +126,7 @@ class Channel:
         """
         with self._lock:
             item: Item | None
-            if self.inbox:
+            if self.inbox.count:
                 item, resume = self._pop()
             elif self.closed:
                 raise Closed("socket is closed")
@@ -191,7 +191,7 @@ class Channel:
             reader = self.reader
             while reader is not None and reader.wait(deadline):
                 with self._lock:
-                    if self.inbox:
+                    if self.inbox.count:
                         self.recv_waiters -= 1
                         counted = False
                         return self._pop()
@@ -200,7 +200,7 @@ class Channel:
                 if deadline is not None and time.monotonic() >= deadline:
                     raise Timeout(f"recv timed out after {timeout} s")
             with self._lock:
-                if not self.inbox:
+                if not self.inbox.count:
                     if reader is not None:
                         # Waited for a message: the next send likely answers it (see
                         # CallerReader.waited), even if the pipes could not be lent.
@@ -288,7 +288,7 @@ class Channel:
         with self._lock:
             self.inbox.extend(items, priority)
             self.inbox_bytes += size
-            if len(self.inbox) >= self.recv_high or self.inbox_bytes >= self.recv_high_bytes:
+            if self.inbox.count >= self.recv_high or self.inbox_bytes >= self.recv_high_bytes:
                 self.recv_paused = True
             if self.recv_waiters:
                 self._can_recv.notify(len(items))
@@ -361,7 +361,7 @@ class Channel:
         and close wake it through ``wakeup``. False (and no sleep) if there is already
         something to take, or the channel is closed."""
         with self._lock:
-            if self.inbox or self.closed:
+            if self.inbox.count or self.closed:
                 return False
             self.reader_wakeup = wakeup
             self.reader_waiting = True
