@@ -126,8 +126,8 @@ class Pipe(PipeFSM):
         self._out_msgs = 0
         #: How many more messages this pipe takes now (0 when its queue is full): read by
         #: the protocols for every message sent, so a field kept up to date by whatever
-        #: changes the queue (``enqueue`` inline, the rest through ``_recount``), not a
-        #: property computed per read.
+        #: changes the queue (one slot less per buffer appended, inline; a recount after
+        #: buffers leave it: ``_recount``), not a property computed per read.
         self.free = self._window
         self._dropped = (0, 0)
         self._flush_scheduled = False
@@ -156,7 +156,7 @@ class Pipe(PipeFSM):
         return HIGH_WATER - self._out_bytes if self._out_bytes < HIGH_WATER else 0
 
     def _recount(self) -> None:
-        """Set ``free`` from the queue, after it changed other than by ``enqueue``."""
+        """Set ``free`` from the queue, after buffers left it (an append updates it inline)."""
         queued = len(self._out)
         window = self._window
         self.free = window - queued if queued < window and self._out_bytes < HIGH_WATER else 0
@@ -371,7 +371,9 @@ class Pipe(PipeFSM):
     def _queue(self, buf: bytes | memoryview) -> None:
         self._out.append(buf)
         self._out_bytes += len(buf)
-        self._recount()
+        free = self.free  # as in enqueue (the memory pipe queues every message here)
+        if free:
+            self.free = free - 1 if self._out_bytes < HIGH_WATER else 0
         if not self._flush_scheduled and not self._writer_registered:
             # Flush once the loop has handled everything pending in this iteration, so all
             # the frames queued meanwhile leave in one sendmsg (docs/ARCHITECTURE.md, "The pipe"),
