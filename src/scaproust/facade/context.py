@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar, cast
 
 from scaproust.core import options as _options
 from scaproust.core.message import Item, Message, as_message, body_of
-from scaproust.errors import Closed, Error, NotSupported, Timeout
+from scaproust.errors import Closed, Error, NotSupported, Timeout, WouldBlock
 from scaproust.facade.aio import AsyncSocketMixin
 from scaproust.facade.socket import _DEFAULT, DataShortcuts, Socket, TimeoutArg, _as_bytes
 
@@ -225,10 +225,15 @@ class SocketContext(DataShortcuts, AsyncSocketMixin):
         finally:
             policy.end_recv()
 
-    def _attempt(self, token: object) -> Message:
+    def _attempt(self, token: object) -> Message | None:
+        """One try of ``arecv_msg``: the message, or None if none is there now."""
         self._check_open()
         while True:
-            item = self._policy.incoming_for(self._take(0), token)
+            try:
+                taken = self._take(0)
+            except WouldBlock:
+                return None
+            item = self._policy.incoming_for(taken, token)
             if item is not None:
                 return as_message(item)
 
