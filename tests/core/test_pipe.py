@@ -638,9 +638,14 @@ _SIZES = st.sampled_from([0, 1, 64, JOIN_MAX, JOIN_MAX + 1, HIGH_WATER // 3, HIG
 
 
 @settings(max_examples=150, deadline=None)
-@example(steps=[("send", HIGH_WATER - 40), ("send", 64)])  # a small frame fills the bytes
+# The byte limit reached by a small frame: past it, and exactly at it; then left exactly
+# at it by two partial writes of 72 bytes.
+@example(steps=[("send", HIGH_WATER - 40), ("send", 64)])
+@example(steps=[("send", HIGH_WATER - 80), ("send", 64)])
+@example(steps=[("send", HIGH_WATER - 8), ("send", 64), ("send", 64), ("flush", 72)])
 @given(steps=st.lists(st.one_of(st.tuples(st.just("send"), _SIZES),
-                                st.tuples(st.just("flush"), st.sampled_from([None, 1, 7, 100_000]))),
+                                st.tuples(st.just("flush"),
+                                          st.sampled_from([None, 1, 7, 72, 100_000]))),
                       max_size=40))
 def test_free_always_equals_what_the_queue_leaves_room_for(steps):
     # ``free`` is a field kept up to date by whatever changes the queue (enqueue inline,
@@ -663,6 +668,31 @@ def test_free_always_equals_what_the_queue_leaves_room_for(steps):
             if h.stream in h.loop.writers:
                 h.loop.fire_writer(h.stream)
         assert pipe.free == room()
+
+
+def test_a_pipe_that_dies_with_a_full_queue_has_its_whole_window_free_again():
+    h = Harness(send_buffer=2).open_active()
+    h.stream.block_writes = True
+    h.pipe.cmd_send(b"one")
+    h.pipe.cmd_send(b"two")
+    h.loop.run_ready()  # the write would block: the pipe waits for the writer
+    assert h.pipe.free == 0
+
+    h.stream.block_writes = False
+    h.stream.send_error = BrokenPipeError(errno.EPIPE, "broken pipe")
+    h.loop.fire_writer(h.stream)
+
+    assert h.pipe.state == "dead" and not h.pipe._out
+    assert h.pipe.free == 2  # what its empty queue leaves room for
+
+
+def test_a_large_message_queued_as_two_buffers_schedules_one_flush():
+    h = Harness().open_active()
+
+    h.pipe.cmd_send(b"L" * (JOIN_MAX + 1))  # its prefix, then the body itself
+
+    assert len(h.pipe._out) == 2
+    assert h.loop.after_batch == [(h.pipe._flush, ())]
 
 
 def test_a_body_of_exactly_join_max_bytes_is_joined_with_its_prefix_into_one_buffer():

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from scaproust.core.message import Message
 from scaproust.fsm.errors import MachineError
 from scaproust.protocols.push import Push
 
@@ -53,6 +54,19 @@ def test_push_round_robins_over_pipes_with_free_slots(push):
     assert targets(journal) == [p0, p1, p0, p1]
     assert p0.bodies == [b"m0", b"m2"]
     assert p1.bodies == [b"m1", b"m3"]
+
+
+def test_push_sends_the_body_of_a_message_without_its_header(push):
+    # PUSH has no header of its own; a header the user gave (send_msg) is not sent, and
+    # the pipe gets the body as bytes, on the inline path (the next pipe in turn) and on
+    # the one that looks for another pipe alike.
+    p0, p1 = add_pipes(push, 10, 0)
+
+    push.cmd_send(Message(b"first", b"HDR1"))
+    push.cmd_send(Message(b"second", b"HDR2"))  # p1 in turn is full: p0 again
+
+    assert p0.sent == [(b"first", b""), (b"second", b"")] and p1.sent == []
+    assert all(type(body) is bytes for body, _ in p0.sent)
 
 
 def test_push_skips_a_full_pipe(push):
