@@ -268,8 +268,8 @@ def test_a_close_that_lands_as_a_reading_caller_gives_its_pipes_back_wakes_it_wi
     reader = pull._core.reader
     real_end = CallerReader._end
 
-    def end_then_close(self, lent, owned):
-        alive = real_end(self, lent, owned)
+    def end_then_close(self, lent):
+        alive = real_end(self, lent)
         with_lock = self.loop.own(None)
         try:
             self.close()  # what the I/O thread's close does once the caller is not busy

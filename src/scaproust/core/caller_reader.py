@@ -90,42 +90,42 @@ class CallerReader:
         socket has no pipe to lend or too many, this thread owns the session already, the
         session is closing): the caller then waits on the channel instead."""
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        ready: set[HasFileno] = set()
+        wakeup: Wakeup | None = None
         lent = self._borrow(timeout)
         if lent is None:
             return False
+        # The pipes are lent and this reader is busy: from the next line on, whatever
+        # happens (a Ctrl-C may raise between any two calls of the main thread), the
+        # finally below gives them back and lets the session go, owned or not.
         try:
             if self.wakeup is None:
                 self.wakeup = _new_wakeup()
             wakeup = self.wakeup
             sleep = wakeup is not None and self.channel.begin_reading(wakeup)
-        finally:
             self.loop.release()
-        if not sleep or wakeup is None:
-            # Something was delivered meanwhile, a close, or no wake-up to sleep on.
-            self._end(lent, owned=False)
-            return wakeup is not None
-        ready: set[HasFileno] = set()
-        owned = False
-        try:
-            ready, owned = self._read_until_delivered(lent, wakeup, deadline)
+            if not sleep or wakeup is None:
+                # Something was delivered meanwhile, a close, or no wake-up to sleep on.
+                return wakeup is not None
+            ready = self._read_until_delivered(lent, wakeup, deadline)
+            return True
         finally:
             self.channel.end_reading()
             try:
-                if wakeup in ready:
+                if wakeup is not None and wakeup in ready:
                     # While still busy: once _end clears it, a close may close the wake-up
                     # (close() leaves it to a caller still sleeping on it), and draining a
                     # closed socket raised EBADF out of recv() instead of sp.Closed.
                     wakeup.drain()
             finally:
-                self._end(lent, owned)
-        return True
+                self._end(lent)
 
     def _read_until_delivered(self, lent: list[Lender], wakeup: Wakeup,
-                              deadline: float | None) -> tuple[set[HasFileno], bool]:
+                              deadline: float | None) -> set[HasFileno]:
         """Poll and read the lent pipes until a message is delivered (a large one may take
         many reads: the pipes stay lent meanwhile, so the loop does not wake for each
-        chunk), the deadline, a close or a wake-up. Returns what the last poll found, and
-        whether the session is owned (it is, unless the session closed meanwhile)."""
+        chunk), the deadline, a close or a wake-up. Returns what the last poll found; the
+        session is owned on return, unless it closed meanwhile."""
         loop, channel = self.loop, self.channel
         while True:
             streams = [lender.stream for lender in lent if lender.stream is not None]
@@ -133,14 +133,14 @@ class CallerReader:
             # Awake now: what this thread delivers must not write to its own wake-up.
             channel.end_reading()
             if not loop.own(None):
-                return ready, False
+                return ready
             for lender in lent:
                 if lender.stream in ready:
                     lender.read()
             if (not ready or wakeup in ready
                     or not any(lender.stream is not None for lender in lent)
                     or not channel.begin_reading(wakeup)):  # a message, or a close
-                return ready, True
+                return ready
             loop.release()
 
     # ------------------------------------------------------------------ asyncio
@@ -181,7 +181,7 @@ class CallerReader:
 
     def end_loan(self, aloop: asyncio.AbstractEventLoop, loan: Loan) -> None:
         """The task stopped awaiting: the I/O thread reads the pipes again."""
-        alive = self._end([lender for lender, _ in loan], owned=False)
+        alive = self._end([lender for lender, _ in loan])
         for lender, fd in loan:
             # A pipe that died while lent left the event loop by itself (on_release); the
             # others leave it now, in the event loop's thread, before anything can reuse fd.
@@ -197,21 +197,31 @@ class CallerReader:
         loop = self.loop
         if self.busy or not loop.own(timeout):
             return None
-        lent = None if self.busy or self.closed else self._lend()
-        if not lent:
-            loop.release()
-            return None
-        self.busy = True
-        self.waited = True
-        return lent
+        try:
+            lent = None if self.busy or self.closed else self._lend()
+            if not lent:
+                loop.release()
+                return None
+            self.busy = True
+            self.waited = True
+            return lent
+        except BaseException:
+            # A Ctrl-C while lending: what was lent goes back, and the session with it.
+            if loop.owned():
+                try:
+                    _give_back(pipe.lender for pipe in self._pipes())
+                finally:
+                    loop.release()
+            raise
 
-    def _end(self, lent: list[Lender], owned: bool) -> list[Lender]:
+    def _end(self, lent: list[Lender]) -> list[Lender]:
         """Give the lent pipes back to the I/O thread: this thread reads no more. Returns
         the lenders whose pipe is still alive, decided under the session lock (a pipe
-        dying meanwhile has called its ``on_release`` by then, or never will)."""
+        dying meanwhile has called its ``on_release`` by then, or never will). The session
+        is owned on the way in or not: a read may have ended holding it, or been
+        interrupted anywhere."""
         loop = self.loop
-        if not owned:
-            owned = loop.own(None)
+        owned = loop.owned() or loop.own(None)
         try:
             for lender in lent:
                 lender.on_release = None
@@ -229,6 +239,9 @@ class CallerReader:
         pipes = self._pipes()
         if len(pipes) > LEND_MAX:
             return []
+        # Nobody reads here now (not busy): a pipe still marked lent is left from a give
+        # back a Ctrl-C interrupted (Lender.give_back), and goes back first.
+        _give_back(pipe.lender for pipe in pipes)  # nothing for a pipe not lent
         return [pipe.lender for pipe in pipes if pipe.lender.lend()]
 
     def close(self) -> None:

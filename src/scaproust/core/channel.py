@@ -34,7 +34,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from scaproust.core.inbox import DEFAULT_PRIORITY, Inbox
@@ -61,11 +61,15 @@ class Channel:
     """Queues and credit shared by a facade socket and its backend ``SocketCore``."""
 
     def __init__(self, *, wake_backend: Callable[[], None], resume_reading: Callable[[], None],
-                 recv_high: int = 1024, recv_high_bytes: int = 8 * 1024 * 1024) -> None:
+                 recv_high: int = 1024, recv_high_bytes: int = 8 * 1024 * 1024,
+                 post_backend: Callable[[], None] | None = None) -> None:
         self._lock = threading.Lock()
         self._can_send = threading.Condition(self._lock)
         self._can_recv = threading.Condition(self._lock)
         self._wake_backend = wake_backend
+        #: Hands the drain to the I/O thread, never raising: what ``put`` does when an
+        #: interrupt stopped it between posting the drain and waking anyone for it.
+        self._post_backend = post_backend or wake_backend
         self._resume_reading = resume_reading
         self.recv_high = recv_high
         self.recv_high_bytes = recv_high_bytes
@@ -104,24 +108,35 @@ class Channel:
         """Queue ``item`` for the backend; wait up to ``timeout`` s for credit (None: forever,
         0: never wait)."""
         now = time.monotonic()
-        with self._lock:
-            if self.closed:
-                raise Closed("socket is closed")
-            if not self.credit or self.credit_bytes <= 0:
-                self.send_waiters += 1
-                try:
-                    self._wait(self._can_send, self._has_credit, timeout, "send")
-                finally:
-                    self.send_waiters -= 1
-            self.credit -= 1
-            self.credit_bytes -= len(item)
-            self.outbox.append(item)
-            self.quiet = now - self.last_put
-            self.last_put = now
-            if self._drain_posted:
-                return
-            self._drain_posted = True
-        self._wake_backend()
+        posted = woken = False
+        try:
+            with self._lock:
+                if self.closed:
+                    raise Closed("socket is closed")
+                if not self.credit or self.credit_bytes <= 0:
+                    self.send_waiters += 1
+                    try:
+                        self._wait(self._can_send, self._has_credit, timeout, "send")
+                    finally:
+                        self.send_waiters -= 1
+                self.credit -= 1
+                self.credit_bytes -= len(item)
+                self.outbox.append(item)
+                self.quiet = now - self.last_put
+                self.last_put = now
+                if self._drain_posted:
+                    return
+                self._drain_posted = True
+                posted = True  # no call in between: a Ctrl-C cannot come between the two
+            self._wake_backend()
+            woken = True
+        except BaseException:
+            # Interrupted (a Ctrl-C) after the drain was marked posted and before anyone was
+            # woken for it: without this, the outbox would wait for ever, every later put
+            # seeing the drain posted. A drain too many finds the outbox empty.
+            if posted and not woken:
+                self._post_backend()
+            raise
 
     def get(self, timeout: float | None) -> Item:
         """Take the next received item; wait up to ``timeout`` s for one.
@@ -267,6 +282,11 @@ class Channel:
             batch, self.outbox = self.outbox, deque()
             self._drain_posted = False
         return batch
+
+    def requeue(self, items: Iterable[Item]) -> None:
+        """Put back, in front and in order, what ``take_outbox`` took and nothing drained."""
+        with self._lock:
+            self.outbox.extendleft(reversed(list(items)))
 
     def grant(self, n: int, nbytes: int = 0) -> None:
         """Give ``n`` more message credits and ``nbytes`` more byte credit."""

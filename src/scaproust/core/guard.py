@@ -6,6 +6,13 @@ could wait on it forever. So every callback a machine hands to the reactor is wr
 exception fires the machine's ``evt_crashed`` (a row in protocols.yaml takes it to its
 final state, logging the traceback), and if even that fails, the machine's ``_abandon``
 drops its resources by hand.
+
+Interrupts. A ``KeyboardInterrupt`` or ``SystemExit`` raised in the main thread while it
+does a machine's work itself (docs/ARCHITECTURE.md, "One owner at a time") stops that work
+wherever it is: after a ``recv()`` that took bytes from the kernel and before the frame
+decoder saw them, say. A machine that talks to the kernel (a pipe: ``CLOSE_ON_INTERRUPT``)
+can no longer trust its stream then, so it is closed as if it had crashed (a dialed pipe is
+redialed), with a warning and no traceback, and the interrupt goes on to the caller.
 """
 
 from __future__ import annotations
@@ -43,9 +50,17 @@ def entry_point(
             return method(self, *args)
         except Exception as err:
             crash(self, err)
+        except BaseException as err:
+            if getattr(self, "CLOSE_ON_INTERRUPT", False):
+                crash(self, Interrupted(f"{type(err).__name__} in the middle of its work"))
+            raise
         return None
 
     return guarded
+
+
+class Interrupted(Exception):
+    """Why a machine was closed when an interrupt stopped its work half way (see above)."""
 
 
 def facade_call(method: F) -> F:
@@ -73,4 +88,7 @@ def crash(machine: Crashable, err: Exception) -> None:
 
 
 def log_crash(logger: logging.Logger, what: str, err: Exception) -> None:
+    if isinstance(err, Interrupted):  # not a bug: the user interrupted the program
+        logger.warning("%s closed: %s (what it had read or written is unknown)", what, err)
+        return
     logger.error("%s closed by an internal error", what, exc_info=(type(err), err, err.__traceback__))

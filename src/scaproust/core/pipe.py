@@ -38,7 +38,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 from scaproust._generated.pipe import PipeFSM
-from scaproust.core.guard import entry_point, fire, log_crash
+from scaproust.core.guard import Interrupted, entry_point, fire, log_crash
 from scaproust.core.options import EndpointOptions
 from scaproust.core.stats import (
     DROPPED_CLOSING,
@@ -46,6 +46,7 @@ from scaproust.core.stats import (
     DROPPED_MALFORMED,
     DROPPED_OVERSIZE,
     PIPE_ERRORS,
+    PIPES_INTERRUPTED,
 )
 from scaproust.errors import ProtocolError
 from scaproust.transports.framing import (
@@ -96,6 +97,9 @@ class _Head(bytes):
 
 class Pipe(PipeFSM):
     """One connection; the socket's protocol sees it as a destination and a source."""
+
+    #: An interrupt in the middle of its I/O closes it (core/guard.py, "Interrupts").
+    CLOSE_ON_INTERRUPT = True
 
     def __init__(self, *, loop: PipeLoop, stream: Stream | None, transport: Transport,
                  socket: SocketCore, owner: Listener | Dialer, dialed: bool,
@@ -439,7 +443,7 @@ class Pipe(PipeFSM):
         log.debug("pipe %d to %s failed: %s", self.id, self.peer_addr, err)
 
     def log_crash(self, err: Exception) -> None:
-        self.socket.stats.count(PIPE_ERRORS)
+        self.socket.stats.count(PIPES_INTERRUPTED if isinstance(err, Interrupted) else PIPE_ERRORS)
         log_crash(log, f"pipe {self.id} to {self.peer_addr}", err)
 
     def _abandon(self) -> None:
@@ -518,7 +522,11 @@ class Lender:
         pipe = self._pipe
         if pipe._lent or not pipe._watching or pipe.state != "active":
             return False
-        pipe._lent = pipe.loop.lend_reader(pipe.stream)
+        # Marked first: a Ctrl-C inside lend_reader leaves the pipe marked lent, and
+        # give_back then undoes whatever part of the loan was made.
+        pipe._lent = True
+        if not pipe.loop.lend_reader(pipe.stream):
+            pipe._lent = False
         return pipe._lent
 
     @property
@@ -536,9 +544,11 @@ class Lender:
         """The loop watches the stream again, if the pipe still reads."""
         pipe = self._pipe
         if pipe._lent:
-            pipe._lent = False
+            # Unmarked last: a Ctrl-C before the loop has the reader back leaves the pipe
+            # marked, and the next loan of the socket's pipes gives it back first.
             if pipe.stream is not None:
                 pipe.loop.return_reader(pipe.stream)
+            pipe._lent = False
 
 
 def _strerror(err: int) -> str:

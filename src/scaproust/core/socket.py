@@ -105,6 +105,7 @@ class SocketCore(SocketFSM):
         self._resume_turn = 0
         self._on_closed = on_closed
         self.channel = Channel(wake_backend=self._wake, resume_reading=self._wake_resume,
+                               post_backend=self._post_drain,
                                recv_high=options.recv_buffer)
         self.ctx = Context(loop=loop, channel=self.channel, stats=self.stats,
                            pipes_of_socket=lambda: self.pipes, options=options,
@@ -139,8 +140,8 @@ class SocketCore(SocketFSM):
         reader = self.reader
         channel = self.channel
         if (reader.waited or channel.quiet >= DIRECT_SPACING) and loop.own(OWN_WAIT):
-            reader.waited = False
-            try:
+            try:  # at once: no call between own() and the try that a Ctrl-C could land in
+                reader.waited = False
                 self._drain_outbox()
             finally:
                 loop.release()
@@ -153,6 +154,13 @@ class SocketCore(SocketFSM):
                 raise Error(FORKED) from None
             raise Closed("session is closed") from None
 
+    def _post_drain(self) -> None:
+        """Have the I/O thread drain the outbox (the channel's way out of an interrupt)."""
+        try:
+            self.loop.call_soon_threadsafe(self._drain_outbox)
+        except RuntimeError:
+            pass  # the session is closed or forked: nothing will drain, nothing will send
+
     @entry_point
     def _drain_outbox(self) -> None:
         batch = self.channel.take_outbox()
@@ -164,14 +172,26 @@ class SocketCore(SocketFSM):
                 self.stats.count(DROPPED_CLOSED, len(batch))
             return
         ctx, send = self.ctx, self.proto.cmd_send
-        total = 0
-        for item in batch:
-            size = len(item)  # bytes or Message: its size on the wire
-            ctx.outstanding -= 1
-            ctx.outstanding_bytes -= size
-            total += size
-            send(item)
-        self.stats.count(MSGS_SENT, len(batch))
+        total = taken = sent = 0
+        try:
+            for item in batch:
+                size = len(item)  # bytes or Message: its size on the wire
+                ctx.outstanding -= 1
+                ctx.outstanding_bytes -= size
+                total += size
+                taken += 1  # no call since len(): counted exactly with the two above
+                send(item)
+                sent += 1
+        except BaseException:
+            # A Ctrl-C in the caller's thread that drains here (core/guard.py,
+            # "Interrupts"): the messages not taken yet go back to the front of the outbox
+            # for the next drain, in order; the one it stopped in went to its pipe or not.
+            self.channel.requeue(itertools.islice(batch, taken, None))
+            self.loop.call_soon(self._drain_outbox)
+            self.stats.count(MSGS_SENT, taken)
+            self.stats.count(BYTES_SENT, total)
+            raise
+        self.stats.count(MSGS_SENT, sent)
         self.stats.count(BYTES_SENT, total)
         ctx.refill()
 

@@ -196,7 +196,9 @@ class Loop:
         self._timer_wake = False  # an owner scheduled a timer due before _sleep_until
         #: The session lock: whoever holds it owns every machine, pipe, timer and queue of
         #: the loop (see "Owners" above). The loop holds it except inside select().
-        self.lock = threading.Lock()
+        # Re-entrant only so that it can say whether this thread holds it (_is_owned): own()
+        # never takes it twice. See own() for why that must be known.
+        self.lock = threading.RLock()
         self._owner: int | None = None  # thread id of the holder, for owned() only
         #: Iterations run so far: how often the I/O thread had to work (tests, diagnostics).
         self.iterations = 0
@@ -328,9 +330,20 @@ class Loop:
         me = threading.get_ident()
         if self._owner == me:
             return False
-        if not self.lock.acquire(True, -1 if timeout is None else max(timeout, 0.0)):
-            return False
-        return self._took(me)
+        lock = self.lock
+        try:
+            if not lock.acquire(True, -1 if timeout is None else max(timeout, 0.0)):
+                return False
+            return self._took(me)
+        except BaseException:
+            # A Ctrl-C in the main thread raises where Python next checks for signals:
+            # inside the wait (the lock not taken), or just after acquire() returned (taken,
+            # nobody recorded as its owner). Held for ever, it would hang every thread of
+            # the session, its close included; only the lock itself can tell which it was.
+            if lock._is_owned():  # type: ignore[attr-defined]  # _thread.RLock's own test
+                self._owner = None
+                lock.release()
+            raise
 
     def _took(self, me: int) -> bool:
         if self._closed:  # closed while we waited for the lock
@@ -453,14 +466,19 @@ class Loop:
         """Watch a lent reader again (nothing if it was removed meanwhile)."""
         reg = self._regs.get(fileobj)
         if reg is not None and reg.lent:
+            # The kernel first: interrupted (a Ctrl-C) before it, the reader is still lent
+            # as far as anyone can tell, and given back again (Lender.give_back).
+            self._ask_kernel(fileobj, reg, lent=False)
             reg.lent = False
-            self._ask_kernel(fileobj, reg)
 
-    def _ask_kernel(self, fileobj: HasFileno, reg: _Registration) -> None:
+    def _ask_kernel(self, fileobj: HasFileno, reg: _Registration,
+                    lent: bool | None = None) -> None:
         # The interest the kernel must have, whatever the selector thinks: a lent reader
         # is not asked for (an error or hang-up is still reported; _run_reader skips it,
-        # and the caller polling the stream sees it too and acts on it).
-        mask = (0 if reg.lent or reg.reader is None else _EPOLLIN) | (
+        # and the caller polling the stream sees it too and acts on it). ``lent``: the
+        # registration's state about to be, if not its present one.
+        lent = reg.lent if lent is None else lent
+        mask = (0 if lent or reg.reader is None else _EPOLLIN) | (
             _EPOLLOUT if reg.writer is not None else 0)
         assert self._epoll is not None  # only lent readers are asked about, and only with epoll
         self._epoll.modify(fileobj.fileno(), mask)

@@ -1,0 +1,180 @@
+"""A Ctrl-C in the main thread while it does the session's work itself (docs/ARCHITECTURE.md,
+"One owner at a time"; core/guard.py, "Interrupts").
+
+Python raises ``KeyboardInterrupt`` where it next checks for signals, between any two calls.
+Each test makes one of the places where that once left the session stuck raise it on
+purpose (a deterministic stand-in for a signal landing there), then checks that the
+interrupt reaches the caller and that the socket still works: nothing stays locked, lent or
+posted for ever, and a pipe whose I/O was cut in the middle is closed and redialed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import pytest
+
+import scaproust as sp
+from scaproust.core.caller_reader import _Poller
+
+from .conftest import wait_until
+
+
+def _once(real, *, after=False):
+    """``real`` that raises KeyboardInterrupt on its first call (before it runs, or with
+    ``after`` once it has run: the signal landing just after it returned)."""
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:
+            if after:
+                real(*args, **kwargs)
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    interrupted.calls = calls
+    return interrupted
+
+
+def _pair(session):
+    a = session.socket(sp.Pair, recv_timeout=5, send_timeout=5)
+    b = session.socket(sp.Pair, recv_timeout=5, send_timeout=5)
+    b.connect(a.bind("tcp://127.0.0.1:0").url)
+    a.send(b"hello")
+    assert b.recv() == b"hello"  # connected both ways
+    return a, b
+
+
+def _lock_is_free(loop) -> bool:
+    """Whether another thread can own the session within a second."""
+    taken = []
+
+    def own_and_release():
+        taken.append(loop.own(1.0))
+        if taken[0]:
+            loop.release()
+
+    thread = threading.Thread(target=own_and_release)
+    thread.start()
+    thread.join(5)
+    return taken == [True]
+
+
+def test_an_interrupt_just_after_the_session_lock_is_taken_leaves_it_free(session, monkeypatch):
+    a, b = _pair(session)
+    loop = a._core.loop
+    monkeypatch.setattr(loop, "_took", _once(loop._took))
+
+    with pytest.raises(KeyboardInterrupt):
+        assert loop.own(1.0)
+
+    assert loop._owner is None
+    assert _lock_is_free(loop)  # held, the I/O thread and every caller would hang
+
+
+def test_an_interrupt_before_the_drain_is_handed_to_anyone_still_sends(session, monkeypatch):
+    a, b = _pair(session)
+    channel = a._core.channel
+    monkeypatch.setattr(channel, "_wake_backend", _once(channel._wake_backend))
+
+    with pytest.raises(KeyboardInterrupt):
+        a.send(b"lost?")  # queued, marked posted, then interrupted before any wake-up
+
+    assert b.recv() == b"lost?"  # the I/O thread was handed the drain
+    a.send(b"next")
+    assert b.recv() == b"next"
+
+
+def test_an_interrupt_in_the_middle_of_a_drained_batch_requeues_what_was_not_taken(
+        session, monkeypatch):
+    push = session.socket(sp.Push, send_timeout=5)
+    pull = session.socket(sp.Pull, recv_timeout=5)
+    push.connect(pull.bind("tcp://127.0.0.1:0").url)
+    wait_until(lambda: push._core.pipes, what="the pipe")
+    core = push._core
+    loop = core.loop
+    assert loop.own(5)
+    try:  # owned here: the sends queue up, the drain posted to a loop that must wait
+        for n in range(4):
+            push.send(b"m%d" % n)
+        real_send = core.proto.cmd_send
+        sent = []
+
+        def send(item):
+            sent.append(item)
+            if len(sent) == 2:
+                raise KeyboardInterrupt  # in the middle of the second message
+            return real_send(item)
+
+        monkeypatch.setattr(core.proto, "cmd_send", send)
+        with pytest.raises(KeyboardInterrupt):
+            core._drain_outbox()
+        monkeypatch.setattr(core.proto, "cmd_send", real_send)
+    finally:
+        loop.release()
+
+    # The first went out, the second was the one interrupted, the rest went back to the
+    # front of the outbox in order and left with the next drain.
+    assert [pull.recv() for _ in range(3)] == [b"m0", b"m2", b"m3"]
+    assert push.stats["msgs_sent"] == 4
+
+
+@pytest.mark.parametrize("after", [False, True], ids=["before-the-read", "after-the-read"])
+def test_an_interrupt_in_the_middle_of_a_pipes_read_closes_that_pipe_and_it_is_redialed(
+        session, monkeypatch, caplog, after):
+    a, b = _pair(session)
+    pipe = next(iter(b._core.pipes))
+    # The chunk taken from the kernel and never decoded: the pipe's framing is lost.
+    monkeypatch.setattr(pipe, "_feed", _once(pipe._feed, after=after))
+    a.send(b"cut")
+
+    with caplog.at_level(logging.WARNING, logger="scaproust.pipe"), \
+            pytest.raises(KeyboardInterrupt):
+        b.recv()  # this thread reads the pipe itself, and is interrupted there
+
+    assert pipe.state == "dead"
+    assert b.stats["pipes_interrupted"] == 1 and "pipe_errors" not in b.stats
+    assert any("KeyboardInterrupt in the middle of its work" in r.getMessage()
+               for r in caplog.records)
+    wait_until(lambda: len(a._core.pipes) == 1 and len(b._core.pipes) == 1
+               and next(iter(b._core.pipes)) is not pipe, what="the redial")
+    if after:
+        assert b.recv() == b"cut"  # decoded and queued before the interrupt: kept
+    a.send(b"again")
+    assert b.recv() == b"again"
+
+
+def test_an_interrupt_while_a_caller_polls_its_pipes_gives_them_back(session, monkeypatch):
+    a, b = _pair(session)
+    reader = b._core.reader
+    monkeypatch.setattr(reader, "_poller", _Poller())
+    monkeypatch.setattr(_Poller, "readable", _once(_Poller.readable))
+
+    with pytest.raises(KeyboardInterrupt):
+        b.recv()
+
+    assert not reader.busy
+    assert not any(pipe._lent for pipe in b._core.pipes)
+    a.send(b"read by the loop or by the next recv")
+    assert b.recv() == b"read by the loop or by the next recv"
+
+
+def test_a_give_back_cut_short_is_made_by_the_next_loan(session, monkeypatch):
+    a, b = _pair(session)
+    loop = b._core.loop
+    monkeypatch.setattr(loop, "return_reader", _once(loop.return_reader))
+    threading.Timer(0.05, a.send, (b"first",)).start()
+
+    with pytest.raises(KeyboardInterrupt):
+        b.recv()  # got it, then interrupted giving the pipe back to the loop
+
+    pipe = next(iter(b._core.pipes))
+    assert pipe._lent and pipe.state == "active"  # left marked: the next loan repairs it
+    assert b.try_recv() == b"first"
+    a.send(b"second")
+    assert b.recv() == b"second"
+    assert not pipe._lent
+    assert not loop._regs[pipe.stream].lent
+
