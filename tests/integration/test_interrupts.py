@@ -27,6 +27,8 @@ def _once(real, *, after=False):
     calls = []
 
     def interrupted(*args, **kwargs):
+        if threading.current_thread() is not threading.main_thread():
+            return real(*args, **kwargs)  # signal handlers run in the main thread only
         calls.append(args)
         if len(calls) == 1:
             if after:
@@ -45,6 +47,18 @@ def _pair(session):
     a.send(b"hello")
     assert b.recv() == b"hello"  # connected both ways
     return a, b
+
+
+def _send_once_lent(sender, receiver, body: bytes) -> threading.Thread:
+    """Send ``body`` from another thread as soon as ``receiver``'s caller (this thread,
+    about to call recv) has borrowed its pipes: the message is then read in this thread."""
+    def send():
+        wait_until(lambda: receiver._core.reader.busy, what="the pipes lent to the caller")
+        sender.send(body)
+
+    thread = threading.Thread(target=send)
+    thread.start()
+    return thread
 
 
 def _lock_is_free(loop) -> bool:
@@ -128,11 +142,12 @@ def test_an_interrupt_in_the_middle_of_a_pipes_read_closes_that_pipe_and_it_is_r
     pipe = next(iter(b._core.pipes))
     # The chunk taken from the kernel and never decoded: the pipe's framing is lost.
     monkeypatch.setattr(pipe, "_feed", _once(pipe._feed, after=after))
-    a.send(b"cut")
+    sender = _send_once_lent(a, b, b"cut")
 
     with caplog.at_level(logging.WARNING, logger="scaproust.pipe"), \
             pytest.raises(KeyboardInterrupt):
         b.recv()  # this thread reads the pipe itself, and is interrupted there
+    sender.join(5)
 
     assert pipe.state == "dead"
     assert b.stats["pipes_interrupted"] == 1 and "pipe_errors" not in b.stats
@@ -165,10 +180,11 @@ def test_a_give_back_cut_short_is_made_by_the_next_loan(session, monkeypatch):
     a, b = _pair(session)
     loop = b._core.loop
     monkeypatch.setattr(loop, "return_reader", _once(loop.return_reader))
-    threading.Timer(0.05, a.send, (b"first",)).start()
+    sender = _send_once_lent(a, b, b"first")
 
     with pytest.raises(KeyboardInterrupt):
         b.recv()  # got it, then interrupted giving the pipe back to the loop
+    sender.join(5)
 
     pipe = next(iter(b._core.pipes))
     assert pipe._lent and pipe.state == "active"  # left marked: the next loan repairs it
