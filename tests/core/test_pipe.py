@@ -995,6 +995,19 @@ def test_a_connect_that_failed_at_once_is_reported_from_the_loop():
 # --- lending the reading to a caller's thread (core/caller_reader.py) ---------------------
 
 
+def test_a_pipe_whose_loop_cannot_lend_its_reader_is_not_marked_lent(monkeypatch):
+    # A selector other than epoll cannot stop watching one reader cheaply: the loop
+    # refuses the loan, and the pipe stays the loop's to read (and to fire).
+    h = Harness().open_active()
+    monkeypatch.setattr(h.loop, "lend_reader", lambda fileobj: False)
+
+    assert not h.pipe.lender.lend()
+
+    assert not h.pipe._lent
+    h.receive(tcp_frame(b"read by the loop"))
+    assert h.proto.calls == [("evt_pipe_recv", h.pipe, [b"read by the loop"])]
+
+
 def test_an_active_reading_pipe_lends_its_reader_once_and_the_loop_stops_firing_it():
     h = Harness().open_active()
     assert h.pipe.lender.lend()
