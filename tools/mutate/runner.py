@@ -46,10 +46,11 @@ SHARED_MODULE_TESTS = {
     "_balance": ("push", "req"),
     "_backtrace": ("rep", "respondent"),
     "_headers": ("headers", "req", "rep", "surveyor", "respondent"),
-    # Machines whose tests are named after their transport.
+    # Machines whose tests are named after their transport; the TLS handshake of a wss
+    # pipe is tested beside the tls+tcp pipe's (tests/core/test_tls_pipe_handshake.py).
     "tls_pipe": ("tls",),
     "ws_pipe": ("ws",),
-    "wss_pipe": ("ws", "tls"),
+    "wss_pipe": ("ws", "tls", "tls_pipe_handshake"),
 }
 
 
