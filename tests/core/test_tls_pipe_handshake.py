@@ -2,9 +2,9 @@
 ``tls+tcp`` pipe (machine ``tls_pipe``) and a dialed ``wss`` pipe (machine ``wss_pipe``),
 sans-IO with a real TLS peer in memory (tls_harness.py).
 
-What is pinned: a dialed pipe connects first and then speaks TLS as the client; the
-handshake's timer gives way to the next phase's own; a failed handshake (bad bytes, the
-peer closing) is counted in ``tls_handshake_failures`` and logged once, with the reason,
+What is pinned: a dialed pipe connects first and then speaks TLS as the client, its TCP
+socket tuned once; the handshake's timer gives way to the next phase's own; a failed
+handshake (bad bytes, the peer closing, the timer firing) is counted in ``tls_handshake_failures`` and logged once, with the reason,
 and the pipe dies at once; a socket error is logged at debug and not counted as a failed
 handshake.
 """
@@ -37,6 +37,7 @@ def test_a_dialed_pipe_connects_first_then_is_the_tls_client(dialed):
 
     h.handshake()  # the rest of the way, as the client
 
+    assert h.transport.configured == [h.raw]  # the TCP socket's options, set once
     assert h.pipe.peer_subject.startswith("O=trustme")  # the server's, verified
     assert h.socket.stats.snapshot() == {}
 
@@ -53,6 +54,23 @@ def test_the_handshake_timer_gives_way_to_the_next_phases_own(dialed):
     assert timer.when == h.loop.time() + 2.0
     h.loop.advance(1.999)
     assert h.pipe.state == "handshaking"
+
+
+def test_a_handshake_not_done_within_the_handshake_timeout_fails_counted_and_logged(dialed,
+                                                                                   caplog):
+    h = dialed
+    h.open()
+    h.loop.run_ready()  # our hello goes out; no answer comes
+
+    h.loop.advance(1.999)
+    assert h.pipe.state == "tls_handshaking"
+    h.loop.advance(0.001)
+
+    assert h.is_gone()
+    assert h.socket.stats.snapshot() == {"tls_handshake_failures": 1}
+    assert problems(caplog) == [
+        f"pipe {h.pipe.id} to {h.url}: TLS handshake failed: not complete within "
+        "handshake_timeout=2.0s"]
 
 
 def test_a_server_that_does_not_speak_tls_fails_the_handshake_counted_and_logged(dialed,

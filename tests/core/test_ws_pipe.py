@@ -186,14 +186,19 @@ def test_messages_queued_before_the_close_leave_before_the_close_frame(h):
     assert h.pipe.state == "ws_closing"
 
 
-def test_a_peer_that_never_answers_our_close_is_dropped_after_the_close_timeout(ws_closing):
-    h = ws_closing
+@pytest.mark.parametrize(("state", "sent"), [
+    ("ws_closing", [closed_with(1000)]),  # the peer never answers our close
+    ("ws_dropping", []),  # our answer to the peer's close cannot leave
+])
+def test_the_close_timeout_bounds_both_closing_states(request, state, sent):
+    h = request.getfixturevalue(state)
 
     h.loop.advance(CLOSE_TIMEOUT - 0.001)
-    assert h.pipe.state == "ws_closing"
+    assert h.pipe.state == state
     h.loop.advance(0.001)
 
     assert h.is_gone()
+    assert h.sent() == sent
     assert h.stats == {}
 
 
@@ -302,17 +307,6 @@ def test_a_peer_that_closes_while_we_flush_is_answered_after_our_output(h):
 
     assert h.sent() == [(OP_BINARY, b"bye"), closed_with(1000)]
     assert h.is_gone()
-
-
-def test_an_answer_that_cannot_leave_within_the_close_timeout_is_given_up(ws_dropping):
-    h = ws_dropping
-
-    h.loop.advance(CLOSE_TIMEOUT - 0.001)
-    assert h.pipe.state == "ws_dropping"
-    h.loop.advance(0.001)
-
-    assert h.is_gone()
-    assert h.sent() == []
 
 
 def test_bytes_after_the_peers_close_frame_end_the_pipe_at_once(ws_dropping, caplog):

@@ -181,7 +181,8 @@ class TLSHarness:
         self.owner.tls_setup = (TLSSetup(client, server_side=False, server_hostname=HOST)
                                 if dialed else TLSSetup(server, server_side=True))
         self.url = url.url
-        self.pipe = pipe_class(loop=self.loop, stream=self.raw, transport=FakeTransport(),
+        self.transport = FakeTransport()
+        self.pipe = pipe_class(loop=self.loop, stream=self.raw, transport=self.transport,
                                socket=self.socket, owner=self.owner, dialed=dialed,
                                peer_addr=self.url)
         self.peer = TLSPeer(self.raw, server_side=dialed)
