@@ -56,6 +56,19 @@ def test_the_handshake_timer_gives_way_to_the_next_phases_own(dialed):
     assert h.pipe.state == "handshaking"
 
 
+def test_a_handshake_stuck_on_a_full_socket_times_out_and_its_writer_goes_with_it(dialed):
+    h = dialed
+    h.open()
+    h.raw.room = 0  # the peer reads nothing: our hello cannot leave
+
+    h.loop.run_ready()
+    assert h.loop.writers[h.pipe.stream].__name__ == "_tls_step"  # waiting to send it
+    h.loop.advance(2.0)
+
+    assert h.is_gone()  # the handshake's writer removed, not left on a closed socket
+    assert h.socket.stats.snapshot() == {"tls_handshake_failures": 1}
+
+
 def test_a_handshake_not_done_within_the_handshake_timeout_fails_counted_and_logged(dialed,
                                                                                    caplog):
     h = dialed
