@@ -260,6 +260,7 @@ def test_a_reset_while_awaiting_the_peers_close_ends_the_pipe_quietly(ws_closing
         h.loop.fire_reader(h.stream)
 
     assert h.is_gone()
+    assert h.stats == {}  # not even a pipe error
     assert not any("reset" in r.getMessage() for r in caplog.records)
 
 
@@ -293,15 +294,17 @@ def test_the_answer_to_the_peers_close_may_leave_in_pieces(h):
     assert h.is_gone()
 
 
-def test_a_peer_that_closes_while_we_flush_is_answered_after_our_output(h):
+def test_a_peer_that_closes_while_we_flush_is_answered_after_our_output(h, caplog):
     h.stream.block_writes = True
     h.pipe.cmd_send(b"bye")
     h.pipe.cmd_close()
     h.loop.run_ready()
     assert h.pipe.state == "closing"
 
-    h.receive(close_frame(1000))
+    with caplog.at_level(logging.DEBUG, logger="scaproust.pipe"):
+        h.receive(close_frame(1000))
     assert h.pipe.state == "ws_dropping"
+    assert debug_of(caplog) == [f"pipe {h.pipe.id}: {PEER} closed the WebSocket (code 1000)"]
     h.stream.block_writes = False
     h.loop.fire_writer(h.stream)
 
