@@ -119,12 +119,13 @@ def test_a_peer_that_closes_during_the_handshake_fails_it_counted_and_logged(dia
 def test_a_reset_during_the_handshake_ends_the_pipe_logged_but_not_counted(dialed, caplog):
     h = dialed
     h.open()
+    h.loop.run_ready()  # our hello goes out
 
     with caplog.at_level(logging.DEBUG, logger="scaproust.pipe"):
         h.raw.recv_error = ConnectionResetError(errno.ECONNRESET, "Connection reset by peer")
-        h.loop.run_ready()
+        h.loop.fire_reader(h.pipe.stream)
 
-    assert h.is_gone()
+    assert h.is_gone()  # at once: nothing is left to send
     assert h.socket.stats.snapshot() == {}
     assert problems(caplog) == []
     assert f"pipe {h.pipe.id} to {h.url} failed: [Errno {errno.ECONNRESET}] Connection reset " \
