@@ -336,7 +336,10 @@ class Pipe(PipeFSM):
             good = getattr(err, "frames", None)
             if good:
                 self.evt_msgs(good)
-            if self.state in ("active", "closing"):
+            # Delivering the good frames may have closed the pipe; in any other state it
+            # reads in (active, closing, a subclass's own closing state), the table says
+            # what a bad frame does.
+            if self.state != "dead":
                 self.evt_bad_frame(err)
             return
         if msgs:

@@ -1,0 +1,56 @@
+"""A dialed wss pipe once its TLS handshake is over (machine ``wss_pipe``, which extends
+``ws_pipe``; core/ws_pipe.py), sans-IO with a real TLS server in memory (tls_harness.py):
+the upgrade request and the frames travel inside TLS, and the session ends with the
+WebSocket close handshake alone, without close_notify (the machine's doc says why).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from scaproust.transports.wscodec import WsDecoder, encode_close, encode_message
+from tests.core.tls_harness import WSSHarness
+
+
+@pytest.fixture
+def h() -> WSSHarness:
+    return WSSHarness().open_active()
+
+
+def from_server(payload: bytes) -> bytes:
+    return b"".join(encode_message((payload,), masked=False))
+
+
+def test_the_upgrade_asks_for_the_dialed_path_and_the_peers_subprotocol(h):
+    request = h.request
+
+    assert (request.method, request.target) == ("GET", "/sp")
+    assert request.headers["host"] == "127.0.0.1:5555"
+    assert request.headers["sec-websocket-protocol"] == "pull.sp.nanomsg.org"
+
+
+def test_messages_travel_as_websocket_frames_inside_tls(h):
+    h.pipe.cmd_send(b"up")
+    h.loop.run_ready()
+    h.peer_sends(from_server(b"down"))
+
+    h.peer.pump()
+    decoder = WsDecoder(masked=True, max_size=0)  # a client masks what it sends
+    assert decoder.feed(bytes(h.peer.received)) == [b"up"]
+    assert h.socket.proto.received == [b"down"]
+
+
+def test_the_close_handshake_ends_the_session_without_close_notify(h):
+    h.pipe.cmd_close()
+    h.loop.run_ready()
+    assert h.pipe.state == "ws_closing"
+
+    h.peer_sends(encode_close(1000, masked=False))
+
+    assert h.is_gone()
+    h.peer.pump()
+    decoder = WsDecoder(masked=True, max_size=0)
+    assert decoder.feed(bytes(h.peer.received)) == []
+    assert decoder.close == (1000, "")
+    assert not h.peer.closed
+    assert h.socket.stats.snapshot() == {}
