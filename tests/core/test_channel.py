@@ -236,6 +236,20 @@ def test_take_returns_the_queued_items_in_order_then_none(channel):
     assert channel.inbox_bytes == 0
 
 
+def test_get_and_take_serve_the_best_priority_first_and_count_what_is_left(channel, take_one):
+    # take pops from the inbox's head queue itself (no Inbox.popleft call): the order and
+    # the counts must be those of get, which pops through the inbox.
+    channel.push_many([b"low1", b"low2"], 16)
+    channel.push_many([b"high"], 1)
+    assert take_one(channel) == b"high"
+    channel.push_many([b"mid"], 8)
+    assert [take_one(channel) for _ in range(3)] == [b"mid", b"low1", b"low2"]
+    assert (len(channel.inbox), channel.inbox_bytes) == (0, 0)
+    assert channel.take() is None
+    channel.push_many([b"again"], 16)
+    assert take_one(channel) == b"again"
+
+
 def test_reading_pauses_at_recv_high_and_resumes_once_when_drained_to_half(channel, resume,
                                                                            take_one):
     channel.push_many([b"m%d" % n for n in range(7)])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from scaproust.core.inbox import Inbox
 
 
@@ -32,3 +34,19 @@ def test_drain_empties_the_inbox_best_priority_first():
     assert inbox.drain() == [b"a", b"b"]
     inbox.extend([b"c"])
     assert inbox.popleft() == b"c"
+
+
+def test_head_is_the_queue_of_the_best_priority_holding_a_message():
+    # What Channel.take pops from without a call; advance() moves it on once emptied.
+    inbox = Inbox()
+    assert not inbox.head
+    inbox.extend([b"low"], 16)
+    inbox.extend([b"high"], 1)
+    assert list(inbox.head) == [b"high"]
+    assert inbox.popleft() == b"high"
+    assert list(inbox.head) == [b"low"]
+    assert inbox.popleft() == b"low"
+    assert not inbox.head
+    with pytest.raises(IndexError):
+        inbox.popleft()
+    assert len(inbox) == 0

@@ -135,6 +135,27 @@ def test_unsubscribe_purges_matching_messages_already_queued(session, url):
     assert sub.stats["purged_unmatched"] == 2  # four queued: two delivered, two purged
 
 
+def test_try_recv_purges_after_unsubscribe_as_recv_does(session, url):
+    # try_recv's fast path hands queued messages over unchecked until the first unsubscribe.
+    pub, sub = joined(session, url, b"", b"b")
+    for body in (b"a1", b"b1", b"a2"):
+        pub.send(body)
+    wait_until(lambda: sub.stats.get("msgs_received", 0) == 3, what="three messages queued")
+    assert sub.try_recv() == b"a1"
+    with pytest.raises(ValueError):
+        sub.unsubscribe(b"c")  # refused: the fast path stays
+    assert sub.try_recv() == b"b1"
+
+    sub.unsubscribe(b"")
+
+    assert sub.try_recv() is None  # a2 matches no topic left
+    assert sub.stats["purged_unmatched"] == 1
+    pub.send(b"a3")
+    pub.send(b"b3")
+    assert sub.recv() == b"b3"
+    assert sub.try_recv() is None
+
+
 def test_unsubscribing_an_unknown_topic_raises_value_error_naming_it(session):
     sub = session.socket(sp.Sub)
     sub.subscribe(b"abc")

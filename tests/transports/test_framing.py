@@ -247,6 +247,98 @@ def test_decoder_returns_the_same_payloads_however_the_stream_is_cut(payloads, i
     assert decoder.pending_bytes == 0
 
 
+# --- runs of frames of one size: checked and cut as a whole ------------------------------
+
+
+def numbered(count: int, size: int, first: int = 0) -> list[bytes]:
+    """``count`` payloads of ``size`` bytes, each different (so is their order)."""
+    return [((first + n) % 256).to_bytes(1, "big") * size for n in range(count)]
+
+
+@pytest.fixture
+def small_chunks_run(monkeypatch):
+    """Chunks of any size are checked for runs (the tests' chunks are small)."""
+    monkeypatch.setattr(framing, "RUN_CHUNK_MIN", 0)
+
+
+@pytest.mark.parametrize("ipc", [False, True], ids=["tcp", "ipc"])
+def test_a_chunk_of_frames_of_one_size_is_taken_as_a_run_then_the_loop_takes_the_rest(
+        ipc, small_chunks_run):
+    run = numbered(framing.RUN_MIN + 4, 64)
+    rest = [b"longer" * 20, b"", b"x"]
+    data = encode(run + rest, ipc)
+    out: list[bytes] = []
+    assert FrameDecoder(ipc, 1024)._take_run(data, 0, out) == len(encode(run, ipc))
+    assert out == run
+    decoder = FrameDecoder(ipc, 1024)
+    assert decoder.feed(data + frame_prefix(10, ipc) + b"part") == run + rest
+    assert decoder.pending_bytes == 4
+    assert decoder.feed(b"ial...") == [b"partial..."]
+
+
+@pytest.mark.parametrize("ipc", [False, True], ids=["tcp", "ipc"])
+@pytest.mark.parametrize(("odd", "other"), [(0, 65), (framing.RUN_MIN - 1, 64 + 256),
+                                            (framing.RUN_MIN + 2, 65), (40, 64 + 256)])
+def test_a_run_ends_at_the_first_frame_of_another_size(ipc, odd, other, small_chunks_run):
+    # ``other`` differs from 64 in the size's low byte, or only in the one above it.
+    payloads = numbered(48, 64)
+    payloads[odd] = b"z" * other
+    data = encode(payloads, ipc)
+    out: list[bytes] = []
+    taken = FrameDecoder(ipc, 1024)._take_run(data, 0, out)
+    expected = odd if odd >= framing.RUN_MIN else 0
+    assert (taken, out) == (len(encode(payloads[:expected], ipc)), payloads[:expected])
+    assert FrameDecoder(ipc, 1024).feed(data) == payloads
+
+
+@pytest.mark.parametrize("ipc", [False, True], ids=["tcp", "ipc"])
+def test_fewer_frames_than_run_min_go_through_the_loop(ipc, small_chunks_run):
+    payloads = numbered(framing.RUN_MIN - 1, 64)
+    data = encode(payloads, ipc)
+    assert FrameDecoder(ipc, 1024)._take_run(data, 0, []) == 0
+    assert FrameDecoder(ipc, 1024).feed(data) == payloads
+
+
+def test_a_bad_ipc_type_byte_inside_a_run_fails_after_the_frames_before_it(small_chunks_run):
+    payloads = numbered(framing.RUN_MIN * 2, 64)
+    data = bytearray(encode(payloads, True))
+    data[20 * (IPC_PREFIX_SIZE + 64)] = 0x02
+    with pytest.raises(ProtocolError, match="IPC message type") as info:
+        FrameDecoder(True, 1024).feed(bytes(data))
+    assert info.value.frames == payloads[:20]
+
+
+@pytest.mark.parametrize("ipc", [False, True], ids=["tcp", "ipc"])
+def test_a_run_of_frames_over_the_limit_fails_as_the_loop_does(ipc, small_chunks_run):
+    data = encode(numbered(framing.RUN_MIN * 2, 64), ipc)
+    with pytest.raises(OversizeFrame) as info:
+        FrameDecoder(ipc, 63).feed(data)
+    assert (info.value.size, info.value.limit, info.value.frames) == (64, 63, [])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    runs=st.lists(st.tuples(st.sampled_from([0, 1, 8, 64, 255, 256]),
+                            st.integers(min_value=1, max_value=3 * framing.RUN_MIN)),
+                  max_size=5),
+    ipc=st.booleans(),
+    cuts=st.lists(st.integers(min_value=0, max_value=40_000), max_size=6),
+)
+def test_runs_of_frames_of_one_size_come_out_the_same_however_the_stream_is_cut(runs, ipc,
+                                                                                cuts):
+    payloads = [p for n, (size, count) in enumerate(runs) for p in numbered(count, size, n * 50)]
+    data = encode(payloads, ipc)
+    points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
+    decoder = FrameDecoder(ipc, 300)
+    out: list[bytes] = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(framing, "RUN_CHUNK_MIN", 0)
+        for start, stop in zip(points, points[1:], strict=False):
+            out += decoder.feed(data[start:stop])
+    assert out == payloads
+    assert decoder.pending_bytes == 0
+
+
 # --- preallocated bodies: received straight into their buffer ----------------------------
 
 

@@ -196,10 +196,20 @@ class Channel:
     def take(self) -> Item | None:
         """The next received item if one is queued now, else None (never waits, never
         raises): the fast path of a receive that finds a message waiting."""
+        # _pop's steps and Inbox.popleft's, inline: the fast path of every message a
+        # consumer behind a burst takes, where each call is a tenth of its cost.
         with self._lock:
-            if not self.inbox.count:
+            inbox = self.inbox
+            if not inbox.count:
                 return None
-            item, resume = self._pop()
+            head = inbox.head
+            item = head.popleft()
+            inbox.count -= 1
+            if not head:
+                inbox.advance()
+            self.inbox_bytes -= len(item)
+            resume = (self.recv_paused and inbox.count <= self.recv_high // 2
+                      and self._resume_due())
         if resume:
             self._resume_reading()
         return item

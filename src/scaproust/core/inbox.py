@@ -22,13 +22,18 @@ LOWEST_PRIORITY = 16
 class Inbox:
     """Per-priority FIFO queues (1 = highest)."""
 
-    __slots__ = ("_queues", "_best", "count")
+    __slots__ = ("_queues", "_best", "count", "head")
 
     def __init__(self) -> None:
+        # One deque per priority, and one more (index 0, never a priority) that stays empty:
+        # ``head`` while nothing is queued.
         self._queues: list[deque[Item]] = [deque() for _ in range(LOWEST_PRIORITY + 1)]
         self._best = LOWEST_PRIORITY + 1  # lowest index holding a message; past the end: empty
         #: How many items are queued (len(inbox), without a call: the receive fast path reads it).
         self.count = 0
+        #: The queue of the best priority holding a message (the empty one when none does):
+        #: ``Channel.take`` pops from it without a call, then ``advance()`` if it emptied it.
+        self.head: deque[Item] = self._queues[0]
 
     def __len__(self) -> int:
         return self.count
@@ -41,18 +46,24 @@ class Inbox:
         self.count += len(items)
         if priority < self._best:
             self._best = priority
+            self.head = self._queues[priority]
 
     def popleft(self) -> Item:
         """Remove and return the next item (best priority first); IndexError when empty."""
-        queue = self._queues[self._best]
-        item = queue.popleft()
+        head = self.head
+        item = head.popleft()
         self.count -= 1
-        if not queue:
-            best, queues = self._best + 1, self._queues
-            while best <= LOWEST_PRIORITY and not queues[best]:
-                best += 1
-            self._best = best
+        if not head:
+            self.advance()
         return item
+
+    def advance(self) -> None:
+        """``head`` was emptied: move it to the next priority holding a message."""
+        best, queues = self._best + 1, self._queues
+        while best <= LOWEST_PRIORITY and not queues[best]:
+            best += 1
+        self._best = best
+        self.head = queues[best] if best <= LOWEST_PRIORITY else queues[0]
 
     def drain(self) -> list[Item]:
         """Remove and return everything, best priority first."""
