@@ -373,7 +373,7 @@ class Socket(DataShortcuts, AsyncSocketMixin):
         # _queued's steps, inline: a consumer draining a burst calls this once per message,
         # and a call costs a tenth of the whole fast path.
         if (self._plain_recv and not self._closed
-                and self._io_loop._fork_generation == _loop._fork_generation):
+                and self._io_loop.fork_generation == _loop.fork_generation):
             item = self._channel.take()
         else:
             item = None
@@ -412,7 +412,7 @@ class Socket(DataShortcuts, AsyncSocketMixin):
         caller takes the full path (``_get``), which also raises what must be raised."""
         # Loop.forked()'s test, without its call.
         if (self._plain_recv and not self._closed
-                and self._io_loop._fork_generation == _loop._fork_generation):
+                and self._io_loop.fork_generation == _loop.fork_generation):
             return self._channel.take()
         return None
 

@@ -105,13 +105,14 @@ _EPOLLOUT = getattr(select, "EPOLLOUT", 0)
 # Incremented in every child process right after os.fork(). A loop remembers the value it was
 # created with; a difference means "this is a child". Comparing two ints costs ~15 ns per post,
 # where calling os.getpid() cost 185 ns here (it is a real syscall since glibc 2.25): half of
-# the whole 0.34 µs budget of a post.
-_fork_generation = 0
+# the whole 0.34 µs budget of a post. Public, as is each loop's ``fork_generation``: the
+# facade's receive fast path compares the two itself, without the call ``forked()`` costs.
+fork_generation = 0
 
 
 def _after_fork_in_child() -> None:
-    global _fork_generation
-    _fork_generation += 1
+    global fork_generation
+    fork_generation += 1
 
 
 if hasattr(os, "register_at_fork"):  # POSIX only, and there is no fork anywhere else
@@ -210,7 +211,7 @@ class Loop:
         self._thread: threading.Thread | None = None
         self._thread_id: int | None = None
         self._pid = os.getpid()
-        self._fork_generation = _fork_generation
+        self.fork_generation = fork_generation
         # Lending a reader changes the kernel's interest without touching the selector's
         # bookkeeping: one epoll_ctl, where unregister + register through selectors cost
         # about 5 µs on the path of every message a caller reads itself.
@@ -239,11 +240,11 @@ class Loop:
 
     def forked(self) -> bool:
         """True in a child process forked after the loop was made."""
-        return self._fork_generation != _fork_generation
+        return self.fork_generation != fork_generation
 
     def check_fork(self) -> None:
         """Raise ``RuntimeError`` if called in a child process forked after the loop was made."""
-        if self._fork_generation != _fork_generation:
+        if self.fork_generation != fork_generation:
             raise RuntimeError(
                 f"scaproust session used after fork: its I/O thread lives in process "
                 f"{self._pid}, not in this process ({os.getpid()}); create a new session in "
@@ -303,7 +304,7 @@ class Loop:
 
         Raises ``RuntimeError`` once ``stop()`` has been called, or in a forked child.
         """
-        if self._fork_generation != _fork_generation:
+        if self.fork_generation != fork_generation:
             self.check_fork()
         if self._closing:
             raise RuntimeError("scaproust I/O loop is closed")
@@ -325,7 +326,7 @@ class Loop:
         long as the current owner keeps it, which is never long: nobody sleeps holding it).
         False on timeout, if this thread owns it already, or if the loop is closed or was
         forked."""
-        if self._closed or self._fork_generation != _fork_generation:
+        if self._closed or self.fork_generation != fork_generation:
             return False
         me = threading.get_ident()
         if self._owner == me:
