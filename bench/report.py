@@ -91,36 +91,43 @@ What stands between each missed target and its goal, from profiles taken on this
 (2026-12-04 and 2026-12-05; the numbers move from run to run, the proportions much less).
 
 **Round trip.** `bench/trace_rtt.py` takes timestamps inside both processes of a 64-byte
-round trip (each side on its own core). Medians for PAIR, in µs:
+round trip (each side on its own core). Medians for PAIR, in µs (2026-12-05, after this
+session's changes; REQ/REP in brackets):
 
 | step | client | echo |
 |---|---|---|
-| `send()` called -> `sendmsg` starts (facade, channel, protocol and pipe machines) | 8.5 | 8.4 |
-| `sendmsg` and the rest of the flush (the kernel hands the bytes to the peer) | 13.6 | 13.9 |
-| wire: `sendmsg` starts -> the peer's `poll()` returns (kernel, cross-core wake-up) | 31 | 31 |
-| `poll()` returns -> `recv()` returns (read, parse, machines, queue, give back) | 20 | 21 |
+| `send()` called -> `sendmsg` starts (facade, channel, protocol and pipe machines) | 7.8 (16.6) | 8.0 (12.2) |
+| `sendmsg` and the rest of the flush (the kernel hands the bytes to the peer) | 12.7 (14.1) | 13.1 (10.9) |
+| wire: `sendmsg` starts -> the peer's `poll()` returns (kernel, cross-core wake-up) | 30 (33) | 30 (31) |
+| `poll()` returns -> `recv()` returns (read, parse, machines, queue, give back) | 19.4 (24.5) | 19.7 (25.8) |
 
 No hand-off between threads is left on the path (docs/ARCHITECTURE.md, "One owner at a
 time"): the I/O thread of either process runs no iteration during a round trip. What is
-left is Python: about 28 µs per side on the critical path (the trace's own wrappers add
-about 2), against about 12 for the bare ceiling's whole send-and-receive. A REQ/REP round
-trip adds about 10 µs on the client's send path (request id, the `Message`, the resend
-timer rescheduled per request) and about 4 on each receive (backtrace, id check). Reaching
+left is Python: about 27 µs per side on the critical path (the trace's own wrappers add
+about 2), against about 12 for the bare ceiling's whole send-and-receive, spread thin: a
+PAIR round trip makes about 177 Python calls on each side, a REQ/REP one about 280 on the
+client (cProfile), none of them more than a few percent of the whole. The REQ/REP extra is
+the request id and its `Message`, the policies' checks, the resend timer moved for every
+request and the credit restated after every flush. This session took out what was
+measurable without a new structure (a `select.poll` kept from one wait to the next, a
+timer heap no longer rebuilt at every cancel, `free` a field instead of a property, no
+`WouldBlock` raised and caught inside an asyncio wait): a few µs per round trip, inside
+the noise of the peers' own columns, which moved more than ours between runs. Reaching
 pyzmq's round trip would take about 10 µs less per side: fewer layers between `send()` and
 the pipe (today a message crosses the facade, the channel, the protocol machine and the
-pipe machine, each a few Python calls), and a REQ resend timer that is moved rather than
-cancelled and pushed again for every request.
+pipe machine, each a few Python calls).
 
 **PUSH->PULL, small messages.** Measured one side at a time against a bare peer
-(2026-12-05): a burst of 64-byte sends costs the sending process about 1.6 µs a message
-(its caller thread 0.6: facade, channel credit; its I/O thread 0.95: outbox, PUSH machine
-and load balancer, pipe machine, framing, one `sendmsg` per batch), 2.0 before this
-session's send-path changes (the frame prefix packed by a C-level callable, a small frame
-queued inline, the load balancer trying the next pipe in turn first). The receiving process
-takes about 0.9 µs a message, so the sender sets the rate. Half of pyzmq's rate needs about
-1.5 µs in all: the rest is the per-message machine events, which would have to become
-per-batch (frame a whole outbox for one pipe in one call), which the state tables cannot
-express today.
+(2026-12-05): a burst of 64-byte sends costs the sending process about 1.45-1.55 µs a
+message (its caller thread 0.6: the facade's send fast path and the channel's credit, whose
+lock section alone is 0.19; its I/O thread 0.7 draining the outbox through the PUSH and
+pipe machines, and 0.13 for one `sendmsg` per batch), 1.6 at the start of the session and
+2.0 before the previous one. The receiving process takes about 0.7 µs a message (0.9
+before the frame decoder cut runs of same-size frames as a whole), so the sender sets the
+rate. Half of pyzmq's rate needs about 1.5 µs in all: the target sits on the line (0.48x to
+0.54x across rounds). What is left is the per-message machine events, which would have to
+become per-batch (frame a whole outbox for one pipe in one call), which the state tables
+cannot express today.
 
 **PUB->50 SUB.** With a bare publisher blasting 64-byte frames at 50 SUB sockets in one
 process, the subscribers took 1.61 µs per delivered message before the receive fast path
@@ -150,14 +157,15 @@ too and, for the last copy, a `recv()` that may return a buffer rather than `byt
 **inproc.** Messages are handed over in memory (docs/ARCHITECTURE.md, "In-process
 pipes"): no descriptor, no framing, no copy, the delivery made in the sender's thread. That
 shows where a copy or a syscall dominated: 1 MiB messages cross at tens of GB/s (the bytes
-object itself), and the PAIR round trip fell from about 100 to 70 µs (run of 2026-12-04 to
-this one). The two ratio targets still miss, because both sides share one interpreter
+object itself), and the PAIR round trip fell from about 100 to 70-86 µs (runs of 2026-12-04
+and 2026-12-05). The two ratio targets still miss, because both sides share one interpreter
 lock: a round trip pays two thread wake-ups, and two CPython threads handing a message back
 and forth through a `threading.Condition`, with no library at all, already take about 40 µs
 here, to which our Python adds about 20 (PAIR) to 32 µs (REQ/REP) measured in one thread; a
 PUSH->PULL burst adds up the CPU of all three threads (sender, I/O thread, receiver), about
-2.7 µs a message, where TCP spreads its two sides over two cores. 1.5x TCP's rate needs
-about 1.4 µs a message in all; pyzmq's inproc is slower than its own TCP too.
+2.1 µs a message (2.7 a day earlier), where TCP spreads its two sides over two cores. 1.5x
+TCP's rate needs about 1.0 µs a message in all, less as TCP gets faster; pyzmq's inproc is
+slower than its own TCP too.
 """
 
 
