@@ -142,11 +142,12 @@ never-blocking protocol) through the PUB machine before any pipe writes, and a p
 stays at 0.51 however fast the subscribers are (0.50 with 50 bare readers that discard
 everything at once). A PUB with `send_buffer=1100` delivers everything but sends fewer
 messages a second, since the drops were the cheap half of its work. What is left is the
-publisher's cost per pipe and message (the pipe machine's `cmd_send`, the frame built again
-for every pipe, the writes): against those bare readers, about 17.5 µs of its core per
-message published, 0.70 per message delivered, on a loaded machine. Ten times pynng needs
-about 0.75 at this fraction: the target holds in some rounds and not others, and building
-each frame once for all the pipes would give it a margin.
+publisher's cost per pipe and message (the pipe machine's event and the writes): against
+those bare readers, about 17.5 µs of its core per message published, 0.70 per message
+delivered, on a loaded machine, before each frame was built once for all the pipes of a
+framing (`cmd_publish`, docs/ARCHITECTURE.md, "The pipe"); 19.0 against 13.3 µs
+(0.76 against 0.52 per message delivered) measured side by side on a quiet machine. Ten
+times pynng needs about 0.75 at this fraction.
 
 **1 MiB.** A large body is received straight into a buffer kept between messages and
 copied once into the `bytes` that `recv()` returns; the first chunk of each message is

@@ -32,6 +32,7 @@ from scaproust.core.pipe import HIGH_WATER, JOIN_MAX, Pipe
 
 PUSH_HEADER = bytes.fromhex("0053500000500000")
 PULL_HEADER = bytes.fromhex("0053500000510000")  # what a PUSH pipe expects from its peer
+SUB_HEADER = bytes.fromhex("0053500000210000")  # and a PUB pipe
 
 
 def tcp_frame(payload: bytes) -> bytes:
@@ -73,11 +74,11 @@ class Harness:
             self.stream.feed(chunk)
             self.loop.fire_reader(self.stream)
 
-    def open_active(self) -> Harness:
+    def open_active(self, peer_header: bytes = PULL_HEADER) -> Harness:
         """Open, exchange headers, run what was deferred, then forget what was written."""
         self.pipe.cmd_open()
         self.loop.run_ready()
-        self.receive(PULL_HEADER)
+        self.receive(peer_header)
         self.loop.run_ready()
         assert self.pipe.state == "active"
         self.stream.written.clear()
@@ -693,6 +694,86 @@ def test_a_large_message_queued_as_two_buffers_schedules_one_flush():
 
     assert len(h.pipe._out) == 2
     assert h.loop.after_batch == [(h.pipe._flush, ())]
+
+
+# ---------------------------------------------------------------- publishing (PUB)
+
+
+def _publishers(*ipc_framings: bool) -> list[Harness]:
+    """Active pipes of one PUB socket, with the framings given (True: IPC)."""
+    first = Harness(ipc=ipc_framings[0], info=protocols.Pub).open_active(SUB_HEADER)
+    pipes = [first]
+    for ipc in ipc_framings[1:]:
+        h = Harness(ipc=ipc, info=protocols.Pub)
+        h.socket = first.socket  # one socket: the pipes share what it last framed
+        h.pipe = Pipe(loop=h.loop, stream=h.stream, transport=h.transport, socket=h.socket,
+                      owner=h.owner, dialed=False, peer_addr="tcp://127.0.0.1:5556")
+        pipes.append(h.open_active(SUB_HEADER))
+    return pipes
+
+
+def test_a_published_body_is_framed_once_for_every_pipe_of_a_framing():
+    tcp_a, tcp_b, ipc = _publishers(False, False, True)
+    body = b"news" * 4
+
+    for h in (tcp_a, tcp_b, ipc):
+        h.pipe.cmd_publish(body)
+        h.loop.run_ready()
+
+    assert bytes(tcp_a.stream.written) == bytes(tcp_b.stream.written) == tcp_frame(body)
+    assert bytes(ipc.stream.written) == ipc_frame(body)
+    # One bytes object for both TCP pipes, written as it is; the IPC pipe built its own.
+    (frame_a,), (frame_b,), (frame_ipc,) = (h.stream.sendmsg_calls[0] for h in (tcp_a, tcp_b, ipc))
+    assert frame_a is frame_b and frame_ipc is not frame_a
+    assert (tcp_a.pipe.free, tcp_a.pipe._out_msgs) == (tcp_a.pipe._window, 0)
+
+
+def test_a_new_published_body_is_framed_anew_and_an_alternating_framing_never_mixes():
+    tcp, ipc = _publishers(False, True)
+    for body in (b"one", b"two"):
+        tcp.pipe.cmd_publish(body)
+        ipc.pipe.cmd_publish(body)
+        tcp.pipe.cmd_publish(body + b"!")  # a third body between two pipes of one framing
+    tcp.loop.run_ready()
+    ipc.loop.run_ready()
+
+    assert bytes(tcp.stream.written) == b"".join(
+        tcp_frame(b) for b in (b"one", b"one!", b"two", b"two!"))
+    assert bytes(ipc.stream.written) == ipc_frame(b"one") + ipc_frame(b"two")
+
+
+def test_a_published_body_larger_than_join_max_goes_as_prefix_then_body_not_shared():
+    tcp_a, tcp_b = _publishers(False, False)
+    body = b"L" * (JOIN_MAX + 1)
+
+    for h in (tcp_a, tcp_b):
+        h.pipe.cmd_publish(body)
+        h.loop.run_ready()
+        assert h.stream.sendmsg_calls[0][1] is body  # the body itself, never copied
+        assert bytes(h.stream.written) == tcp_frame(body)
+    assert tcp_a.socket.published[0] is not body
+
+
+def test_a_published_body_of_exactly_join_max_bytes_is_joined_and_shared():
+    tcp_a, tcp_b = _publishers(False, False)
+    body = b"J" * JOIN_MAX
+
+    for h in (tcp_a, tcp_b):
+        h.pipe.cmd_publish(body)
+        h.loop.run_ready()
+
+    (frame_a,), (frame_b,) = (h.stream.sendmsg_calls[0] for h in (tcp_a, tcp_b))
+    assert frame_a is frame_b and frame_a == tcp_frame(body)
+
+
+def test_publishing_counts_each_message_queued_and_takes_a_slot():
+    h = Harness(send_buffer=3, info=protocols.Pub).open_active(SUB_HEADER)
+    h.stream.block_writes = True
+
+    h.pipe.cmd_publish(b"a")
+    h.pipe.cmd_publish(b"a")  # the same body again: the shared frame, queued twice
+
+    assert (h.pipe._out_msgs, h.pipe.free, len(h.pipe._out)) == (2, 1, 2)
 
 
 def test_a_body_of_exactly_join_max_bytes_is_joined_with_its_prefix_into_one_buffer():

@@ -447,6 +447,9 @@ class FakePipe:
     def __repr__(self) -> str:
         return f"<FakePipe {self.name} free={self.free}>"
 
+    def cmd_publish(self, body) -> None:
+        self.cmd_send(body)  # PUB's send: the same, the frame shared among real pipes
+
     def cmd_send(self, body, header=b"") -> None:
         if self.free <= 0:
             raise AssertionError(f"{self!r}: the protocol sent to a pipe with no free slot")
@@ -509,6 +512,7 @@ class FakeSocket:
         self.opened: list = []
         self.closed: list = []
         self.channel = FakeChannel()
+        self.published: tuple = (None, None, b"")  # as SocketCore's (Pipe.enqueue_published)
 
     def evt_pipe_opened(self, pipe) -> None:
         self.opened.append(pipe)

@@ -18,7 +18,7 @@ from scaproust.fsm.reference import reference_machine, triggers
 NAME = 'wss_pipe'
 INITIAL = 'idle'
 UNLISTED = 'error'
-EVENTS = ('cmd_open', 'evt_connected', 'evt_connect_failed', 'evt_handshake_ok', 'evt_flushed', 'evt_handshake_bad', 'evt_timeout', 'cmd_send', 'evt_msgs', 'cmd_pause', 'cmd_resume', 'evt_bad_frame', 'cmd_close', 'evt_peer_closed', 'evt_io_error', 'evt_crashed', 'evt_upgrade_refused', 'evt_ws_close', 'evt_tls_done', 'evt_tls_failed')
+EVENTS = ('cmd_open', 'evt_connected', 'evt_connect_failed', 'evt_handshake_ok', 'evt_flushed', 'evt_handshake_bad', 'evt_timeout', 'cmd_send', 'cmd_publish', 'evt_msgs', 'cmd_pause', 'cmd_resume', 'evt_bad_frame', 'cmd_close', 'evt_peer_closed', 'evt_io_error', 'evt_crashed', 'evt_upgrade_refused', 'evt_ws_close', 'evt_tls_done', 'evt_tls_failed')
 
 STATES: list[dict[str, Any]] = [
     {'name': 'idle', 'ignore_invalid_triggers': False},
@@ -43,6 +43,7 @@ TRANSITIONS: list[dict[str, Any]] = [
     {'trigger': 'evt_handshake_bad', 'source': 'handshaking', 'dest': 'dead', 'after': ['log_protocol_error']},
     {'trigger': 'evt_timeout', 'source': 'handshaking', 'dest': 'dead', 'after': ['log_handshake_timeout']},
     {'trigger': 'cmd_send', 'source': 'active', 'dest': None, 'after': ['enqueue']},
+    {'trigger': 'cmd_publish', 'source': 'active', 'dest': None, 'after': ['enqueue_published']},
     {'trigger': 'evt_msgs', 'source': 'active', 'dest': None, 'after': ['deliver']},
     {'trigger': 'evt_flushed', 'source': 'active', 'dest': None, 'after': ['report_capacity']},
     {'trigger': 'cmd_pause', 'source': 'active', 'dest': None, 'after': ['stop_reading']},
@@ -160,6 +161,9 @@ class WssPipeTransitions:
 
     def cmd_send(self, body: bytes, header: bytes = b'') -> bool:
         return _TRIGGERS['cmd_send'](self, body, header)
+
+    def cmd_publish(self, body: bytes) -> bool:
+        return _TRIGGERS['cmd_publish'](self, body)
 
     def evt_msgs(self, msgs: list[bytes]) -> bool:
         return _TRIGGERS['evt_msgs'](self, msgs)

@@ -164,6 +164,9 @@ class MemoryPipe(Pipe):
         self._out_msgs += 1
         self._queue(header + body if header else body)
 
+    def enqueue_published(self, body: bytes) -> None:
+        self.enqueue(body)  # no frame to share: the body itself crosses
+
     @entry_point
     def _flush(self) -> None:
         self._flush_scheduled = False

@@ -370,6 +370,21 @@ class Pipe(PipeFSM):
             self._flush_scheduled = True
             self.loop.call_after_batch(self._flush)
 
+    def enqueue_published(self, body: bytes) -> None:
+        # PUB sends one body to every pipe in one go: the first pipe of each framing builds
+        # the frame, the others queue that very bytes object (docs/ARCHITECTURE.md, "The
+        # pipe"). The socket keeps the last one built; its pipes all run under one session.
+        last_body, last_ipc, frame = self.socket.published
+        if last_body is not body or last_ipc is not self._ipc:
+            size = len(body)
+            if size > JOIN_MAX:
+                self.enqueue(body)  # not joined: nothing to share
+                return
+            frame = self._prefix(size) + body
+            self.socket.published = (body, self._ipc, frame)
+        self._out_msgs += 1
+        self._queue(frame)
+
     def report_capacity(self) -> None:
         self.socket.proto.evt_pipe_ready(self)
 

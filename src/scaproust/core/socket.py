@@ -114,6 +114,9 @@ class SocketCore(SocketFSM):
         # A caller's thread whose recv() waits reads the pipes itself (caller_reader.py).
         self.reader = CallerReader(loop, self.channel, lambda: self.pipes)
         self.channel.reader = self.reader
+        #: (body, IPC framing, frame) of the last message published to this socket's pipes
+        #: (PUB): the others of its framing queue the same frame (Pipe.enqueue_published).
+        self.published: tuple[bytes | None, bool | None, bytes] = (None, None, b"")
         #: The contexts whose protocol keeps their state here (REQ): see user_context.py.
         self.contexts: set[UserContext] = set()
 

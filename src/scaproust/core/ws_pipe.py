@@ -203,6 +203,10 @@ class WSPipe(WsPipeFSM, Pipe):
                 self._out_msgs += 1
             self._queue(buf)
 
+    def enqueue_published(self, body: bytes) -> None:
+        # WebSocket frames, masked per message by a dialer: built for each pipe.
+        self.enqueue(body)
+
     def log_ws_close(self, code: int) -> None:
         log.debug("pipe %d: %s closed the WebSocket (code %d)", self.id, self.peer_addr, code)
 

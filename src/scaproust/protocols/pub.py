@@ -70,7 +70,7 @@ class Pub(PubFSM, ProtocolBase):
         missed = 0
         for pipe in pipes:
             if pipe.free:
-                pipe.cmd_send(body)
+                pipe.cmd_publish(body)  # the same frame for every pipe of one framing
             else:
                 missed += 1
         if missed:
