@@ -124,30 +124,30 @@ lock section alone is 0.19; its I/O thread 0.7 draining the outbox through the P
 pipe machines, and 0.13 for one `sendmsg` per batch), 1.6 at the start of the session and
 2.0 before the previous one. The receiving process takes about 0.7 µs a message (0.9
 before the frame decoder cut runs of same-size frames as a whole), so the sender sets the
-rate. Half of pyzmq's rate needs about 1.5 µs in all: the target sits on the line (0.48x to
-0.54x across rounds). What is left is the per-message machine events, which would have to
+rate. Half of pyzmq's rate needs about 1.5 µs in all: the target sits on the line (0.44x to
+0.56x across the rounds of the day's last two runs). What is left is the per-message machine events, which would have to
 become per-batch (frame a whole outbox for one pipe in one call), which the state tables
 cannot express today.
 
-**PUB->50 SUB.** With a bare publisher blasting 64-byte frames at 50 SUB sockets in one
-process, the subscribers took 1.61 µs per delivered message before the receive fast path
-(`Channel.take`, taken when the policy needs not see the message: docs/ARCHITECTURE.md) and
-0.83 after it. Since `try_recv` makes one call into the channel and the frame decoder cuts a
-run of equal-sized frames as a whole, the same measurement, old and new alternated on a
-loaded machine, went from 1.05 to 0.69 µs (0.90 to 0.53 on an earlier, quieter tree and
-hour): CPU for more messages a second than the publisher offers. The publisher sets the
-rate. Its I/O thread runs a whole burst (up to 1024 messages, the in-flight bound of a
-never-blocking protocol) through the PUB machine before any pipe writes, and a pipe holds
-512 (`send_buffer`), so every pipe misses about half of each burst: the delivered fraction
-stays at 0.51 however fast the subscribers are (0.50 with 50 bare readers that discard
-everything at once). A PUB with `send_buffer=1100` delivers everything but sends fewer
-messages a second, since the drops were the cheap half of its work. What is left is the
-publisher's cost per pipe and message (the pipe machine's event and the writes): against
-those bare readers, about 17.5 µs of its core per message published, 0.70 per message
-delivered, on a loaded machine, before each frame was built once for all the pipes of a
-framing (`cmd_publish`, docs/ARCHITECTURE.md, "The pipe"); 19.0 against 13.3 µs
-(0.76 against 0.52 per message delivered) measured side by side on a quiet machine. Ten
-times pynng needs about 0.75 at this fraction.
+**PUB->50 SUB.** Two sides, each near the line. The subscribers: with a bare publisher
+blasting 64-byte frames at 50 SUB sockets in one process, they took 1.61 µs per delivered
+message before the receive fast path (`Channel.take`, taken when the policy needs not see
+the message: docs/ARCHITECTURE.md), 0.83 after it, and 0.69 since `try_recv` makes one call
+into the channel and the frame decoder cuts a run of equal-sized frames as a whole (1.05
+before those two, measured alternately on a loaded machine). The publisher: its I/O thread
+runs a whole burst (up to 1024 messages, the in-flight bound of a never-blocking protocol)
+through the PUB machine before any pipe writes, and a pipe holds 512 (`send_buffer`), so
+every pipe misses about half of each burst: the delivered fraction stays at 0.51 however
+fast the subscribers are (0.50 with 50 bare readers that discard everything at once). A PUB
+with `send_buffer=1100` delivers everything but sends fewer messages a second, since the
+drops were the cheap half of its work. Against those bare readers its core spent 19.0 µs per
+message published (0.76 per message delivered) until each frame was built once for all
+the pipes of a framing (`cmd_publish`, docs/ARCHITECTURE.md, "The pipe"), 13.3 since (0.52).
+In this run the publisher sent 73.6 k messages a second, against 52.5 k in the run just
+before that change, and delivery rose 5 % (1.20 to 1.26 M): the subscribers' process sets
+the rate again, at about 0.7 µs a message, where ten times
+pynng needs about 0.65 (pynng's own rate moves by a third between rounds, so does the
+ratio).
 
 **1 MiB.** A large body is received straight into a buffer kept between messages and
 copied once into the `bytes` that `recv()` returns; the first chunk of each message is
