@@ -62,7 +62,7 @@ class Channel:
 
     def __init__(self, *, wake_backend: Callable[[], None], resume_reading: Callable[[], None],
                  recv_high: int = 1024, recv_high_bytes: int = 8 * 1024 * 1024,
-                 post_backend: Callable[[], None] | None = None) -> None:
+                 post_backend: Callable[[], object] | None = None) -> None:
         self._lock = threading.Lock()
         self._can_send = threading.Condition(self._lock)
         self._can_recv = threading.Condition(self._lock)

@@ -105,7 +105,7 @@ class SocketCore(SocketFSM):
         self._resume_turn = 0
         self._on_closed = on_closed
         self.channel = Channel(wake_backend=self._wake, resume_reading=self._wake_resume,
-                               post_backend=self._post_drain,
+                               post_backend=lambda: loop.post_if_open(self._drain_outbox),
                                recv_high=options.recv_buffer)
         self.ctx = Context(loop=loop, channel=self.channel, stats=self.stats,
                            pipes_of_socket=lambda: self.pipes, options=options,
@@ -156,13 +156,6 @@ class SocketCore(SocketFSM):
             if loop.forked():
                 raise Error(FORKED) from None
             raise Closed("session is closed") from None
-
-    def _post_drain(self) -> None:
-        """Have the I/O thread drain the outbox (the channel's way out of an interrupt)."""
-        try:
-            self.loop.call_soon_threadsafe(self._drain_outbox)
-        except RuntimeError:
-            pass  # the session is closed or forked: nothing will drain, nothing will send
 
     @entry_point
     def _drain_outbox(self) -> None:

@@ -55,7 +55,8 @@ class UserContext:
         self.stats = stats
         self._socket = socket
         self.channel = Channel(wake_backend=self._wake, resume_reading=_nothing,
-                               post_backend=self._post_drain, recv_high=options.recv_buffer)
+                               post_backend=lambda: loop.post_if_open(self.drain),
+                               recv_high=options.recv_buffer)
         # A context's queue holds its replies only: never pause the socket's pipes for it.
         self.seam = Context(loop=loop, channel=self.channel, stats=stats,
                             pipes_of_socket=tuple, options=options,
@@ -82,13 +83,6 @@ class UserContext:
             loop.call_soon_threadsafe(self.drain)
         except RuntimeError:
             raise Closed("session is closed") from None
-
-    def _post_drain(self) -> None:
-        """Have the I/O thread drain (the channel's way out of an interrupted put)."""
-        try:
-            self.loop.call_soon_threadsafe(self.drain)
-        except RuntimeError:
-            pass  # the session is closed or forked: nothing will drain, nothing will send
 
     def drain(self) -> None:
         """Hand what the caller queued to the machine (session lock held)."""

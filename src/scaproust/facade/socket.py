@@ -324,8 +324,9 @@ class Socket(DataShortcuts, AsyncSocketMixin):
         """
         if type(data) is bytes and self._plain_send and timeout is _DEFAULT and block:
             # The usual call, inline (a call saved is a tenth of this path): bytes, the
-            # option's wait, no policy; _outgoing's other checks hold by _plain_send.
-            if self._closed or self._io_loop.forked():
+            # option's wait, no policy; _outgoing's other checks hold by _plain_send. The
+            # fork test is Loop.forked()'s, without its call.
+            if self._closed or self._io_loop.fork_generation != _loop.fork_generation:
                 self._refuse()
             self._channel.put(data, self._options.send_timeout)
             return
@@ -378,7 +379,7 @@ class Socket(DataShortcuts, AsyncSocketMixin):
         else:
             item = None
         if item is None:
-            item = self._recv_now()
+            item = self._nothing_queued()
             if item is None:
                 return None
         return item if type(item) is bytes else body_of(item)
@@ -390,8 +391,10 @@ class Socket(DataShortcuts, AsyncSocketMixin):
         ``WouldBlock`` cost 2-3 µs. Anything else a receive raises (closed, a REQ with no
         request, a survey past its deadline) is raised."""
         item = self._queued()
-        if item is not None:
-            return item
+        return item if item is not None else self._nothing_queued()
+
+    def _nothing_queued(self) -> Item | None:
+        """``_recv_now`` once its fast path (``_queued``) found nothing to take."""
         channel = self._channel
         if (channel.inbox.count or channel.closed or self._closed or not self._can_recv
                 or self._io_loop.forked()):

@@ -299,6 +299,15 @@ class Loop:
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
 
+    def post_if_open(self, fn: Callable[[*Ts], object], *args: *Ts) -> bool:
+        """``call_soon_threadsafe``, or nothing (False) once the loop is closed or in a
+        forked child: for a way out of an interrupt, which must not raise anew."""
+        try:
+            self.call_soon_threadsafe(fn, *args)
+        except RuntimeError:
+            return False
+        return True
+
     def call_soon_threadsafe(self, fn: Callable[[*Ts], object], *args: *Ts) -> None:
         """Run ``fn(*args)`` on the loop thread, after everything posted before it.
 
