@@ -321,6 +321,19 @@ def test_a_cancel_heavy_timer_load_compacts_the_heap(fake_loop, clock):
     assert len(fake_loop._timers) == 0
 
 
+def test_post_if_open_posts_while_the_loop_runs_and_does_nothing_once_it_stopped(fake_loop):
+    ran = []
+    assert fake_loop.post_if_open(ran.append, 1)
+    fake_loop.run_once(0)
+    assert ran == [1]
+
+    fake_loop.stop()  # call_soon_threadsafe raises from now on; post_if_open never does
+    with pytest.raises(RuntimeError):
+        fake_loop.call_soon_threadsafe(ran.append, 2)
+    assert fake_loop.post_if_open(ran.append, 2) is False
+    assert ran == [1]
+
+
 def test_a_small_heap_keeps_its_dead_entries_until_they_reach_the_top(fake_loop, clock):
     # A REQ cancels its resend timer and starts another at every request: a heap of a few
     # entries is not rebuilt for that, the dead ones go when they reach the top.

@@ -168,7 +168,7 @@ class SocketCore(SocketFSM):
                 self.stats.count(DROPPED_CLOSED, len(batch))
             return
         ctx, send = self.ctx, self.proto.cmd_send
-        total = taken = sent = 0
+        total = taken = 0
         try:
             for item in batch:
                 size = len(item)  # bytes or Message: its size on the wire
@@ -177,18 +177,16 @@ class SocketCore(SocketFSM):
                 total += size
                 taken += 1  # no call since len(): counted exactly with the two above
                 send(item)
-                sent += 1
         except BaseException:
             # A Ctrl-C in the caller's thread that drains here (core/guard.py,
             # "Interrupts"): the messages not taken yet go back to the front of the outbox
             # for the next drain, in order; the one it stopped in went to its pipe or not.
             self.channel.requeue(itertools.islice(batch, taken, None))
             self.loop.call_soon(self._drain_outbox)
+            raise
+        finally:
             self.stats.count(MSGS_SENT, taken)
             self.stats.count(BYTES_SENT, total)
-            raise
-        self.stats.count(MSGS_SENT, sent)
-        self.stats.count(BYTES_SENT, total)
         ctx.refill()
 
     def _abandon(self) -> None:
