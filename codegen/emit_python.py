@@ -154,8 +154,11 @@ def _stub(method: Method) -> str:
 
 def _state_attribute(m: Machine) -> list[str]:
     """The class's current state, typed ``State`` unless it must be ``str`` (schema.py,
-    ``_type_states``)."""
-    lines = [f"    state: {m.state_type} = {m.initial!r}"]
+    ``_type_states``); and its table's events, which a class completing two machines
+    (cooked REQ on raw REQ's) answers with the first one's, though it has the methods of
+    both."""
+    lines = [f"    state: {m.state_type} = {m.initial!r}",
+             "    EVENTS: tuple[str, ...] = EVENTS  # this table's: what the machine accepts"]
     if m.state_type != "State":
         lines.insert(0, "    # str, not State: a hand-written class completes this machine and one whose")
         lines.insert(1, "    # states differ, and both must declare the attribute alike.")

@@ -138,6 +138,32 @@ def test_in_one_session_a_batch_of_sends_arrives_in_one_event_at_the_end_of_the_
     assert t.push.socket.proto.calls == [("evt_pipe_ready", t.push)]  # room reported
 
 
+def test_a_batch_from_push_crosses_as_its_very_bytes_objects_in_one_event():
+    t = Link().open()
+    bodies = [b"a", b"b" * 100_000, b"c"]
+    sent = list(bodies)
+
+    t.push.cmd_send_many(sent)
+    t.push_loop.run_ready()
+
+    assert sent == []
+    assert t.pull.socket.proto.calls == [("evt_pipe_recv", t.pull, bodies)]
+    assert all(got is body for got, body in zip(t.received, bodies, strict=True))
+
+
+def test_a_batch_takes_what_the_pipe_has_room_for_and_leaves_the_rest():
+    t = Link(push_options={"send_buffer": 2}).open()
+    t.pull.cmd_pause()
+    t.send(b"x" * (LINK_BYTES + 1))  # fills the link: the pipe's own queue holds the rest
+    t.run()
+    sent = [b"1", b"2", b"3"]
+
+    t.push.cmd_send_many(sent)
+
+    assert sent == [b"3"] and t.push.free == 0
+    assert list(t.push._out) == [b"1", b"2"] and t.push._out_msgs == 2
+
+
 def test_across_sessions_a_batch_is_posted_once_to_the_receivers_loop():
     t = Link(same_session=False).open()
     posted = t.pull_loop.threadsafe_calls

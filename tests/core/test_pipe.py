@@ -696,6 +696,86 @@ def test_a_large_message_queued_as_two_buffers_schedules_one_flush():
     assert h.loop.after_batch == [(h.pipe._flush, ())]
 
 
+# ---------------------------------------------------------------- a batch (PUSH)
+
+_BATCH_SIZES = st.sampled_from([0, 1, 64, 65, JOIN_MAX, JOIN_MAX + 1, HIGH_WATER // 3])
+
+
+@settings(max_examples=100, deadline=None)
+@example(ipc=False, before=[], sizes=[64] * 7)  # more than the window: two left over
+@example(ipc=False, before=[HIGH_WATER // 3] * 2, sizes=[HIGH_WATER // 3, 64, 64])
+@example(ipc=True, before=[], sizes=[1, 64, JOIN_MAX + 1, 64])  # stops at the large body
+@given(ipc=st.booleans(), before=st.lists(_BATCH_SIZES, max_size=3),
+       sizes=st.lists(_BATCH_SIZES, max_size=8))
+def test_a_batch_is_queued_as_its_messages_one_by_one_while_there_is_room(ipc, before, sizes):
+    # cmd_send_many against its definition: cmd_send of each body from the front, while
+    # the pipe has room and the body is small enough to join; the rest is left in the
+    # list, in order, for the protocol to place one by one.
+    batched, single = (Harness(send_buffer=5, ipc=ipc).open_active() for _ in range(2))
+    for h in (batched, single):
+        h.stream.block_writes = True
+        for size in before:
+            h.pipe.cmd_send(b"b" * size)
+    bodies = [bytes([65 + n]) * size for n, size in enumerate(sizes)]
+
+    left = list(bodies)
+    batched.pipe.cmd_send_many(left)
+    taken = 0
+    for body in bodies:
+        if not single.pipe.free or len(body) > JOIN_MAX:
+            break
+        single.pipe.cmd_send(body)
+        taken += 1
+
+    assert left == bodies[taken:]
+    a, b = batched.pipe, single.pipe
+    assert [bytes(buf) for buf in a._out] == [bytes(buf) for buf in b._out]
+    assert (a.free, a._out_bytes, a._out_msgs) == (b.free, b._out_bytes, b._out_msgs)
+    assert len(batched.loop.after_batch) == len(single.loop.after_batch) <= 1
+
+
+def test_a_batch_goes_out_framed_in_one_write_after_one_flush():
+    h = Harness().open_active()
+    bodies = [b"a" * 3, b"b" * 3, b"c" * 5]
+
+    h.pipe.cmd_send_many(bodies)
+
+    assert bodies == []
+    assert h.loop.after_batch == [(h.pipe._flush, ())]
+    h.loop.run_ready()
+    assert bytes(h.stream.written) == tcp_frame(b"aaa") + tcp_frame(b"bbb") + tcp_frame(b"c" * 5)
+    assert len(h.stream.sendmsg_calls) == 1
+    assert (h.pipe.free, h.pipe._out_msgs) == (h.pipe._window, 0)
+
+
+def test_a_pipe_without_room_takes_nothing_of_a_batch_and_schedules_nothing():
+    h = Harness(send_buffer=1).open_active()
+    h.stream.block_writes = True
+    h.pipe.cmd_send(b"full")
+    h.loop.run_ready()  # blocked: the pipe waits for the writer, its one slot taken
+    bodies = [b"x", b"y"]
+
+    h.pipe.cmd_send_many(bodies)
+
+    assert bodies == [b"x", b"y"]
+    assert h.loop.after_batch == [] and h.pipe._out_msgs == 1
+
+
+def test_a_batch_queued_while_the_writer_waits_schedules_no_flush():
+    h = Harness().open_active()
+    h.stream.block_writes = True
+    h.pipe.cmd_send(b"first")
+    h.loop.run_ready()  # blocked: the writer is registered, it flushes when writable
+
+    h.pipe.cmd_send_many([b"more", b"again"])
+
+    assert h.loop.after_batch == []
+    h.stream.block_writes = False
+    h.loop.fire_writer(h.stream)
+    assert bytes(h.stream.written) == b"".join(
+        tcp_frame(b) for b in (b"first", b"more", b"again"))
+
+
 # ---------------------------------------------------------------- publishing (PUB)
 
 

@@ -10,6 +10,7 @@ everything.
 from __future__ import annotations
 
 import logging
+import threading
 
 import pytest
 from protocols.fakes import FakeLoop, FakePipe
@@ -191,3 +192,53 @@ def test_a_pipe_that_goes_away_while_the_socket_is_open_is_forgotten_and_the_soc
     assert h.socket.stats["pipes_closed"] == 1
     assert h.endpoint_closes == [0, 0]
     assert not second.closed
+
+
+# ---------------------------------------------------------------- draining the outbox
+
+
+@pytest.mark.parametrize("where", ["main thread", "another thread"])
+def test_a_drained_batch_reaches_the_protocol_in_order_and_is_counted_once(h, where):
+    # Off the main thread (the I/O thread) a batch goes to the protocol in one event; in
+    # the main thread, where a Ctrl-C may land, one message at a time (core/guard.py).
+    (pipe,) = h.open_pipes(1)
+    core = h.socket
+    items = [b"a", b"bb", b"ccc"]
+    core.channel.outbox.extend(items)
+    credit = (core.ctx.outstanding, core.ctx.outstanding_bytes)
+
+    if where == "main thread":
+        core._drain_outbox()
+    else:
+        worker = threading.Thread(target=core._drain_outbox)
+        worker.start()
+        worker.join(5)
+
+    assert pipe.bodies == items
+    assert pipe.many_calls == (1 if where == "another thread" else 0)
+    assert core.stats.snapshot() == {"pipes_opened": 1, "msgs_sent": 3, "bytes_sent": 6}
+    assert (core.ctx.outstanding, core.ctx.outstanding_bytes) == (credit[0] - 3, credit[1] - 6)
+    assert not core.channel.outbox
+
+
+def test_a_single_message_is_drained_as_one_send_even_off_the_main_thread(h):
+    (pipe,) = h.open_pipes(1)
+    h.socket.channel.outbox.append(b"one")
+
+    worker = threading.Thread(target=h.socket._drain_outbox)
+    worker.start()
+    worker.join(5)
+
+    assert pipe.bodies == [b"one"] and pipe.many_calls == 0
+
+
+@pytest.mark.parametrize(("info", "raw", "batches"), [
+    (protocols.Push, False, True), (protocols.Req, True, True),
+    (protocols.Req, False, False), (protocols.Pair, False, False)])
+def test_only_a_machine_whose_table_has_cmd_send_many_is_given_batches(info, raw, batches):
+    # A cooked REQ completes raw REQ's class, so it has raw REQ's cmd_send_many method,
+    # which its own table refuses: the table decides (EVENTS), not the method.
+    core = SocketCore(loop=FakeLoop(), info=info, options=Options(info.name), raw=raw)
+
+    assert (core._send_many is not None) is batches
+    assert ("cmd_send_many" in core.proto.EVENTS) is batches

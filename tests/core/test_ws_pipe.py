@@ -495,3 +495,34 @@ def test_a_refusal_that_fails_to_leave_ends_the_pipe(caplog):
     assert h.is_gone()
     assert h.stats == {"dropped_malformed": 1}
     assert len(warnings_of(caplog)) == 1  # the refusal's, nothing about the broken pipe
+
+
+# ---------------------------------------------------------------- a batch (PUSH)
+
+
+def test_a_batch_goes_out_as_one_websocket_message_per_body_in_order(h):
+    bodies = [b"one", b"two", b"x" * 200]
+
+    h.pipe.cmd_send_many(bodies)
+    h.loop.run_ready()
+
+    assert bodies == []
+    assert h.sent() == [(OP_BINARY, b"one"), (OP_BINARY, b"two"), (OP_BINARY, b"x" * 200)]
+
+
+def test_a_batch_stops_where_the_pipe_has_no_room_as_sends_one_by_one_would():
+    batched, single = (WSHarness(send_buffer=3).open_active() for _ in range(2))
+    bodies = [b"%d" % n for n in range(6)]
+    for w in (batched, single):
+        w.stream.block_writes = True
+
+    left = list(bodies)
+    batched.pipe.cmd_send_many(left)
+    taken = 0
+    while single.pipe.free:
+        single.pipe.cmd_send(bodies[taken])
+        taken += 1
+
+    assert 0 < taken < len(bodies) and left == bodies[taken:]
+    assert [bytes(b) for b in batched.pipe._out] == [bytes(b) for b in single.pipe._out]
+    assert batched.pipe._out_msgs == single.pipe._out_msgs == taken

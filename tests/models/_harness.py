@@ -592,16 +592,31 @@ class ProtocolHarness(RuleBasedStateMachine):
         if drain:
             self.drain()
 
-    def drain(self) -> None:
-        """``SocketCore._drain_outbox``: what the user queued goes to the machine."""
+    def drain(self, batched: bool = False) -> None:
+        """``SocketCore._drain_outbox``: what the user queued goes to the machine; with
+        ``batched``, as the I/O thread hands a batch to a machine that takes one
+        (``cmd_send_many``): one step, in which the model sees each message drained in
+        turn."""
         batch = self.channel.take_outbox()
         real = self.ctx.real
+        if batched and "cmd_send_many" in self.proto.EVENTS and len(batch) > 1:
+            items = list(batch)
+            real.outstanding -= len(items)
+            real.outstanding_bytes -= sum(map(len, items))
+            self.proto.cmd_send_many(items)
+            self.finish_step(f"cmd_send_many({items!r})", self._drained_all, items)
+            real.refill()
+            return
         for item in batch:
             real.outstanding -= 1
             real.outstanding_bytes -= len(item)
             self.proto.cmd_send(item)
             self.finish_step(f"cmd_send({item!r})", self.model.drained, item)
         real.refill()
+
+    def _drained_all(self, items, step) -> None:
+        for item in items:
+            self.model.drained(item, step)
 
     def user_recv(self) -> None:
         """``Socket.recv_msg(block=False)``: the policy may refuse, or drop what it gets."""
@@ -685,10 +700,10 @@ class ProtocolHarness(RuleBasedStateMachine):
         self.loop.advance(seconds)
         self.finish_step(f"advance({seconds}) to t={until}", self.model.advanced, until)
 
-    @rule()
+    @rule(batched=st.booleans())
     @live
-    def drain_queued(self):
-        self.drain()
+    def drain_queued(self, batched=False):
+        self.drain(batched)
 
     @rule()
     @precondition(lambda self: not self.is_closed and self.steps > CLOSE_AFTER)

@@ -88,6 +88,15 @@ class PushMachine(ProtocolHarness):
         """The user's send is accepted, the I/O thread takes it later (drain_queued)."""
         self.user_send(self.body(), drain=False)
 
+    @rule(count=st.integers(2, 5))
+    @live
+    def burst(self, count):
+        """A burst of sends the I/O thread takes as one batch (``cmd_send_many``): as many
+        as the credit allows are accepted, then handed over in one event."""
+        for _ in range(count):
+            self.user_send(self.body(), drain=False)
+        self.drain(batched=True)
+
     @rule(pipe=pipes, frames=FRAMES)
     @live
     def stray_frames(self, pipe, frames):

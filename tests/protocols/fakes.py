@@ -441,6 +441,7 @@ class FakePipe:
         self.send_priority = send_priority
         self.recv_priority = recv_priority
         self.sent: list[tuple[bytes, bytes]] = []
+        self.many_calls = 0  # cmd_send_many events received
         self.closed = False
         self.journal = journal
 
@@ -458,6 +459,18 @@ class FakePipe:
         self.sent.append((body, header))
         if self.journal is not None:
             self.journal.append((self, body))
+
+    def cmd_send_many(self, bodies: list) -> None:
+        """A real pipe's ``enqueue_many``: from the front while it has a free slot, each as
+        ``cmd_send`` would; what it has no room for stays in ``bodies``."""
+        self.many_calls += 1
+        taken = 0
+        for body in bodies:
+            if self.free <= 0:
+                break
+            self.cmd_send(body)
+            taken += 1
+        del bodies[:taken]
 
     def cmd_close(self) -> None:
         self.closed = True

@@ -160,6 +160,71 @@ def test_push_keeps_new_messages_behind_the_backlog(push):
     assert p0.bodies == [b"m1", b"m2"]
 
 
+# ---------------------------------------------------------------- a drained batch
+
+
+def test_a_batch_goes_to_a_lone_pipe_in_one_event_bodies_only(push):
+    (p0,) = add_pipes(push, 10)
+
+    push.cmd_send_many([b"m0", Message(b"m1", b"\x80\x00\x00\x01"), b"m2"])
+
+    assert p0.many_calls == 1
+    assert p0.sent == [(b"m0", b""), (b"m1", b""), (b"m2", b"")]
+    assert not push.backlog
+
+
+def test_what_a_lone_pipe_has_no_room_for_waits_in_the_backlog_in_order(push, ctx):
+    (p0,) = add_pipes(push, 2)
+
+    push.cmd_send_many([b"m0", b"m1", b"m2", b"m3"])
+
+    assert p0.bodies == [b"m0", b"m1"]
+    assert list(push.backlog) == [b"m2", b"m3"]
+    p0.free = 5
+    push.evt_pipe_ready(p0)
+    assert p0.bodies == [b"m0", b"m1", b"m2", b"m3"]
+
+
+def test_a_batch_over_several_pipes_round_robins_message_by_message(push):
+    journal: list = []
+    p0, p1 = add_pipes(push, 10, 10, journal=journal)
+
+    push.cmd_send_many([b"m%d" % n for n in range(4)])
+
+    assert targets(journal) == [p0, p1, p0, p1]
+    assert p0.many_calls == p1.many_calls == 0
+
+
+def test_a_batch_stays_behind_the_backlog(push):
+    (p0,) = add_pipes(push, 0)
+    push.cmd_send(b"m0")
+    p0.free = 5  # a slot opened, but the ready event has not arrived yet
+
+    push.cmd_send_many([b"m1", b"m2"])
+
+    assert p0.sent == [] and p0.many_calls == 0
+    assert list(push.backlog) == [b"m0", b"m1", b"m2"]
+
+
+def test_a_batch_to_a_full_lone_pipe_waits_whole_in_the_backlog(push):
+    (p0,) = add_pipes(push, 0)
+
+    push.cmd_send_many([b"m0", b"m1"])
+
+    assert p0.many_calls == 0
+    assert list(push.backlog) == [b"m0", b"m1"]
+
+
+def test_push_send_many_after_close_is_refused(push):
+    push.cmd_close()
+
+    with pytest.raises(MachineError) as err:
+        push.cmd_send_many([b"late"])
+
+    assert (err.value.machine, err.value.state, err.value.event) == (
+        "push", "closed", "cmd_send_many")
+
+
 # ---------------------------------------------------------------- send capacity
 
 

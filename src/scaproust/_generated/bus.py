@@ -40,6 +40,7 @@ class BusCompiled:
     """bus: one specialised method per event (the default backend)."""
 
     state: State = 'open'
+    EVENTS: tuple[str, ...] = EVENTS  # this table's: what the machine accepts
 
     if TYPE_CHECKING:  # defined by the hand-written class, called by the rows
         def add_pipe(self, pipe: Pipe) -> None: ...

@@ -42,6 +42,7 @@ class BusRawCompiled:
     """bus_raw: one specialised method per event (the default backend)."""
 
     state: State = 'open'
+    EVENTS: tuple[str, ...] = EVENTS  # this table's: what the machine accepts
 
     if TYPE_CHECKING:  # defined by the hand-written class, called by the rows
         def add_pipe(self, pipe: Pipe) -> None: ...

@@ -49,6 +49,7 @@ class BusRawTransitions:
     """bus_raw: every event runs through the class-level transitions.Machine."""
 
     state: State = 'open'
+    EVENTS: tuple[str, ...] = EVENTS  # this table's: what the machine accepts
 
     def evt_pipe_added(self, pipe: Pipe) -> bool:
         return _TRIGGERS['evt_pipe_added'](self, pipe)

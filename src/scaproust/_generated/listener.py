@@ -43,6 +43,7 @@ class ListenerCompiled:
     """listener: one specialised method per event (the default backend)."""
 
     state: State = 'idle'
+    EVENTS: tuple[str, ...] = EVENTS  # this table's: what the machine accepts
 
     if TYPE_CHECKING:  # defined by the hand-written class, called by the rows
         def unwatch_accept(self) -> None: ...

@@ -59,6 +59,7 @@ class ListenerTransitions:
     """listener: every event runs through the class-level transitions.Machine."""
 
     state: State = 'idle'
+    EVENTS: tuple[str, ...] = EVENTS  # this table's: what the machine accepts
 
     def cmd_start(self) -> bool:
         return _TRIGGERS['cmd_start'](self)

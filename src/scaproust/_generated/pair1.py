@@ -42,6 +42,7 @@ class Pair1Compiled:
     """pair1: one specialised method per event (the default backend)."""
 
     state: State = 'unpaired'
+    EVENTS: tuple[str, ...] = EVENTS  # this table's: what the machine accepts
 
     if TYPE_CHECKING:  # defined by the hand-written class, called by the rows
         def is_peer(self, pipe: Pipe, *args: object) -> bool: ...

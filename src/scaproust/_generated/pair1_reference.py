@@ -59,6 +59,7 @@ class Pair1Transitions:
     """pair1: every event runs through the class-level transitions.Machine."""
 
     state: State = 'unpaired'
+    EVENTS: tuple[str, ...] = EVENTS  # this table's: what the machine accepts
 
     def evt_pipe_added(self, pipe: Pipe) -> bool:
         return _TRIGGERS['evt_pipe_added'](self, pipe)

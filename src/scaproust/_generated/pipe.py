@@ -20,7 +20,7 @@ State = Literal['idle', 'connecting', 'handshaking', 'active', 'closing', 'dead'
 INITIAL: State = 'idle'
 UNLISTED = 'error'
 FINAL_STATES: tuple[State, ...] = ('dead',)
-EVENTS = ('cmd_open', 'evt_connected', 'evt_connect_failed', 'evt_handshake_ok', 'evt_flushed', 'evt_handshake_bad', 'evt_timeout', 'cmd_send', 'cmd_publish', 'evt_msgs', 'cmd_pause', 'cmd_resume', 'evt_bad_frame', 'cmd_close', 'evt_peer_closed', 'evt_io_error', 'evt_crashed')
+EVENTS = ('cmd_open', 'evt_connected', 'evt_connect_failed', 'evt_handshake_ok', 'evt_flushed', 'evt_handshake_bad', 'evt_timeout', 'cmd_send', 'cmd_publish', 'cmd_send_many', 'evt_msgs', 'cmd_pause', 'cmd_resume', 'evt_bad_frame', 'cmd_close', 'evt_peer_closed', 'evt_io_error', 'evt_crashed')
 PARAMETERS: dict[str, tuple[str, ...]] = {
     'cmd_open': (),
     'evt_connected': (),
@@ -31,6 +31,7 @@ PARAMETERS: dict[str, tuple[str, ...]] = {
     'evt_timeout': (),
     'cmd_send': ('body', 'header'),
     'cmd_publish': ('body',),
+    'cmd_send_many': ('bodies',),
     'evt_msgs': ('msgs',),
     'cmd_pause': (),
     'cmd_resume': (),
@@ -41,7 +42,7 @@ PARAMETERS: dict[str, tuple[str, ...]] = {
     'evt_crashed': ('err',),
 }
 GUARDS = ('is_dialed', 'has_output')
-ACTIONS = ('unwatch_connect', 'watch_connect', 'cancel_timer', 'tune_stream', 'send_handshake', 'watch_handshake', 'start_handshake_timer', 'detach_from_socket', 'watch_frames', 'attach_to_socket', 'start_linger_timer', 'release', 'log_connect_failure', 'log_protocol_error', 'log_handshake_timeout', 'enqueue', 'enqueue_published', 'deliver', 'report_capacity', 'stop_reading', 'start_reading', 'discard', 'log_linger_expired', 'log_peer_closed', 'log_io_error', 'log_crash')
+ACTIONS = ('unwatch_connect', 'watch_connect', 'cancel_timer', 'tune_stream', 'send_handshake', 'watch_handshake', 'start_handshake_timer', 'detach_from_socket', 'watch_frames', 'attach_to_socket', 'start_linger_timer', 'release', 'log_connect_failure', 'log_protocol_error', 'log_handshake_timeout', 'enqueue', 'enqueue_published', 'enqueue_many', 'deliver', 'report_capacity', 'stop_reading', 'start_reading', 'discard', 'log_linger_expired', 'log_peer_closed', 'log_io_error', 'log_crash')
 
 
 class PipeCompiled:
@@ -50,6 +51,7 @@ class PipeCompiled:
     # str, not State: a hand-written class completes this machine and one whose
     # states differ, and both must declare the attribute alike.
     state: str = 'idle'
+    EVENTS: tuple[str, ...] = EVENTS  # this table's: what the machine accepts
 
     if TYPE_CHECKING:  # defined by the hand-written class, called by the rows
         def is_dialed(self) -> bool: ...
@@ -71,6 +73,7 @@ class PipeCompiled:
         def log_handshake_timeout(self) -> None: ...
         def enqueue(self, body: bytes, header: bytes) -> None: ...
         def enqueue_published(self, body: bytes) -> None: ...
+        def enqueue_many(self, bodies: list[bytes]) -> None: ...
         def deliver(self, msgs: list[bytes]) -> None: ...
         def report_capacity(self) -> None: ...
         def stop_reading(self) -> None: ...
@@ -183,6 +186,13 @@ class PipeCompiled:
             self.enqueue_published(body)
             return True
         raise RefusedEvent(NAME, state, 'cmd_publish')
+
+    def cmd_send_many(self, bodies: list[bytes]) -> bool:
+        state = self.state
+        if state == 'active':
+            self.enqueue_many(bodies)
+            return True
+        raise RefusedEvent(NAME, state, 'cmd_send_many')
 
     def evt_msgs(self, msgs: list[bytes]) -> bool:
         state = self.state

@@ -17,7 +17,7 @@ from scaproust.fsm.reference import reference_machine, triggers
 NAME = 'pipe'
 INITIAL = 'idle'
 UNLISTED = 'error'
-EVENTS = ('cmd_open', 'evt_connected', 'evt_connect_failed', 'evt_handshake_ok', 'evt_flushed', 'evt_handshake_bad', 'evt_timeout', 'cmd_send', 'cmd_publish', 'evt_msgs', 'cmd_pause', 'cmd_resume', 'evt_bad_frame', 'cmd_close', 'evt_peer_closed', 'evt_io_error', 'evt_crashed')
+EVENTS = ('cmd_open', 'evt_connected', 'evt_connect_failed', 'evt_handshake_ok', 'evt_flushed', 'evt_handshake_bad', 'evt_timeout', 'cmd_send', 'cmd_publish', 'cmd_send_many', 'evt_msgs', 'cmd_pause', 'cmd_resume', 'evt_bad_frame', 'cmd_close', 'evt_peer_closed', 'evt_io_error', 'evt_crashed')
 
 STATES: list[dict[str, Any]] = [
     {'name': 'idle', 'ignore_invalid_triggers': False},
@@ -39,6 +39,7 @@ TRANSITIONS: list[dict[str, Any]] = [
     {'trigger': 'evt_timeout', 'source': 'handshaking', 'dest': 'dead', 'after': ['log_handshake_timeout']},
     {'trigger': 'cmd_send', 'source': 'active', 'dest': None, 'after': ['enqueue']},
     {'trigger': 'cmd_publish', 'source': 'active', 'dest': None, 'after': ['enqueue_published']},
+    {'trigger': 'cmd_send_many', 'source': 'active', 'dest': None, 'after': ['enqueue_many']},
     {'trigger': 'evt_msgs', 'source': 'active', 'dest': None, 'after': ['deliver']},
     {'trigger': 'evt_flushed', 'source': 'active', 'dest': None, 'after': ['report_capacity']},
     {'trigger': 'cmd_pause', 'source': 'active', 'dest': None, 'after': ['stop_reading']},
@@ -89,6 +90,7 @@ class PipeTransitions:
     # str, not State: a hand-written class completes this machine and one whose
     # states differ, and both must declare the attribute alike.
     state: str = 'idle'
+    EVENTS: tuple[str, ...] = EVENTS  # this table's: what the machine accepts
 
     def cmd_open(self) -> bool:
         return _TRIGGERS['cmd_open'](self)
@@ -116,6 +118,9 @@ class PipeTransitions:
 
     def cmd_publish(self, body: bytes) -> bool:
         return _TRIGGERS['cmd_publish'](self, body)
+
+    def cmd_send_many(self, bodies: list[bytes]) -> bool:
+        return _TRIGGERS['cmd_send_many'](self, bodies)
 
     def evt_msgs(self, msgs: list[bytes]) -> bool:
         return _TRIGGERS['evt_msgs'](self, msgs)

@@ -36,6 +36,7 @@ class PullCompiled:
     """pull: one specialised method per event (the default backend)."""
 
     state: State = 'open'
+    EVENTS: tuple[str, ...] = EVENTS  # this table's: what the machine accepts
 
     if TYPE_CHECKING:  # defined by the hand-written class, called by the rows
         def deliver(self, pipe: Pipe, msgs: list[bytes]) -> None: ...

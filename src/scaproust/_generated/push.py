@@ -22,23 +22,25 @@ State = Literal['open', 'closed']
 INITIAL: State = 'open'
 UNLISTED = 'error'
 FINAL_STATES: tuple[State, ...] = ('closed',)
-EVENTS = ('evt_pipe_added', 'evt_pipe_removed', 'evt_pipe_ready', 'evt_pipe_recv', 'cmd_send', 'cmd_close')
+EVENTS = ('evt_pipe_added', 'evt_pipe_removed', 'evt_pipe_ready', 'evt_pipe_recv', 'cmd_send', 'cmd_send_many', 'cmd_close')
 PARAMETERS: dict[str, tuple[str, ...]] = {
     'evt_pipe_added': ('pipe',),
     'evt_pipe_removed': ('pipe',),
     'evt_pipe_ready': ('pipe',),
     'evt_pipe_recv': ('pipe', 'msgs'),
     'cmd_send': ('item',),
+    'cmd_send_many': ('items',),
     'cmd_close': (),
 }
 GUARDS = ()
-ACTIONS = ('add_pipe', 'send_backlog', 'grant_capacity', 'remove_pipe', 'discard', 'send_round_robin', 'drop_backlog')
+ACTIONS = ('add_pipe', 'send_backlog', 'grant_capacity', 'remove_pipe', 'discard', 'send_round_robin', 'send_many', 'drop_backlog')
 
 
 class PushCompiled:
     """push: one specialised method per event (the default backend)."""
 
     state: State = 'open'
+    EVENTS: tuple[str, ...] = EVENTS  # this table's: what the machine accepts
 
     if TYPE_CHECKING:  # defined by the hand-written class, called by the rows
         def add_pipe(self, pipe: Pipe) -> None: ...
@@ -47,6 +49,7 @@ class PushCompiled:
         def remove_pipe(self, pipe: Pipe) -> None: ...
         def discard(self, pipe: Pipe, msgs: list[bytes]) -> None: ...
         def send_round_robin(self, item: Item) -> None: ...
+        def send_many(self, items: list[Item]) -> None: ...
         def drop_backlog(self) -> None: ...
 
     def evt_pipe_added(self, pipe: Pipe) -> bool:
@@ -87,6 +90,13 @@ class PushCompiled:
             self.send_round_robin(item)
             return True
         raise RefusedEvent(NAME, state, 'cmd_send')
+
+    def cmd_send_many(self, items: list[Item]) -> bool:
+        state = self.state
+        if state == 'open':
+            self.send_many(items)
+            return True
+        raise RefusedEvent(NAME, state, 'cmd_send_many')
 
     def cmd_close(self) -> bool:
         state = self.state

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 NAME = 'push'
 INITIAL = 'open'
 UNLISTED = 'error'
-EVENTS = ('evt_pipe_added', 'evt_pipe_removed', 'evt_pipe_ready', 'evt_pipe_recv', 'cmd_send', 'cmd_close')
+EVENTS = ('evt_pipe_added', 'evt_pipe_removed', 'evt_pipe_ready', 'evt_pipe_recv', 'cmd_send', 'cmd_send_many', 'cmd_close')
 
 STATES: list[dict[str, Any]] = [
     {'name': 'open', 'ignore_invalid_triggers': False},
@@ -34,6 +34,7 @@ TRANSITIONS: list[dict[str, Any]] = [
     {'trigger': 'evt_pipe_ready', 'source': 'open', 'dest': None, 'after': ['send_backlog', 'grant_capacity']},
     {'trigger': 'evt_pipe_recv', 'source': 'open', 'dest': None, 'after': ['discard']},
     {'trigger': 'cmd_send', 'source': 'open', 'dest': None, 'after': ['send_round_robin']},
+    {'trigger': 'cmd_send_many', 'source': 'open', 'dest': None, 'after': ['send_many']},
     {'trigger': 'cmd_close', 'source': 'open', 'dest': 'closed', 'after': ['drop_backlog']},
     {'trigger': 'cmd_close', 'source': 'closed', 'dest': None},
 ]
@@ -46,6 +47,7 @@ class PushTransitions:
     """push: every event runs through the class-level transitions.Machine."""
 
     state: State = 'open'
+    EVENTS: tuple[str, ...] = EVENTS  # this table's: what the machine accepts
 
     def evt_pipe_added(self, pipe: Pipe) -> bool:
         return _TRIGGERS['evt_pipe_added'](self, pipe)
@@ -61,6 +63,9 @@ class PushTransitions:
 
     def cmd_send(self, item: Item) -> bool:
         return _TRIGGERS['cmd_send'](self, item)
+
+    def cmd_send_many(self, items: list[Item]) -> bool:
+        return _TRIGGERS['cmd_send_many'](self, items)
 
     def cmd_close(self) -> bool:
         return _TRIGGERS['cmd_close'](self)

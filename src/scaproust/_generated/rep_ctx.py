@@ -41,6 +41,7 @@ class RepCtxCompiled:
     """rep_ctx: one specialised method per event (the default backend)."""
 
     state: State = 'idle'
+    EVENTS: tuple[str, ...] = EVENTS  # this table's: what the machine accepts
 
     if TYPE_CHECKING:  # defined by the hand-written class, called by the rows
         def answers_request(self, header: bytes) -> bool: ...

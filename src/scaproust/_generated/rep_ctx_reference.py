@@ -66,6 +66,7 @@ class RepCtxTransitions:
     """rep_ctx: every event runs through the class-level transitions.Machine."""
 
     state: State = 'idle'
+    EVENTS: tuple[str, ...] = EVENTS  # this table's: what the machine accepts
 
     def cmd_recv(self) -> bool:
         return _TRIGGERS['cmd_recv'](self)

@@ -48,6 +48,7 @@ class ReqCompiled:
     # str, not State: a hand-written class completes this machine and one whose
     # states differ, and both must declare the attribute alike.
     state: str = 'idle'
+    EVENTS: tuple[str, ...] = EVENTS  # this table's: what the machine accepts
 
     if TYPE_CHECKING:  # defined by the hand-written class, called by the rows
         def pipe_has_room(self, pipe: Pipe) -> bool: ...

@@ -46,6 +46,7 @@ class ReqCtxCompiled:
     """req_ctx: one specialised method per event (the default backend)."""
 
     state: State = 'idle'
+    EVENTS: tuple[str, ...] = EVENTS  # this table's: what the machine accepts
 
     if TYPE_CHECKING:  # defined by the hand-written class, called by the rows
         def can_send_now(self, *args: object) -> bool: ...

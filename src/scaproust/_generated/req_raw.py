@@ -25,17 +25,18 @@ State = Literal['open', 'closed']
 INITIAL: State = 'open'
 UNLISTED = 'error'
 FINAL_STATES: tuple[State, ...] = ('closed',)
-EVENTS = ('evt_pipe_added', 'evt_pipe_removed', 'evt_pipe_ready', 'evt_pipe_recv', 'cmd_send', 'cmd_close')
+EVENTS = ('evt_pipe_added', 'evt_pipe_removed', 'evt_pipe_ready', 'evt_pipe_recv', 'cmd_send', 'cmd_send_many', 'cmd_close')
 PARAMETERS: dict[str, tuple[str, ...]] = {
     'evt_pipe_added': ('pipe',),
     'evt_pipe_removed': ('pipe',),
     'evt_pipe_ready': ('pipe',),
     'evt_pipe_recv': ('pipe', 'msgs'),
     'cmd_send': ('item',),
+    'cmd_send_many': ('items',),
     'cmd_close': (),
 }
 GUARDS = ()
-ACTIONS = ('add_pipe', 'send_backlog', 'grant_capacity', 'remove_pipe', 'deliver_replies', 'send_round_robin', 'drop_backlog')
+ACTIONS = ('add_pipe', 'send_backlog', 'grant_capacity', 'remove_pipe', 'deliver_replies', 'send_round_robin', 'send_many', 'drop_backlog')
 
 
 class ReqRawCompiled:
@@ -44,6 +45,7 @@ class ReqRawCompiled:
     # str, not State: a hand-written class completes this machine and one whose
     # states differ, and both must declare the attribute alike.
     state: str = 'open'
+    EVENTS: tuple[str, ...] = EVENTS  # this table's: what the machine accepts
 
     if TYPE_CHECKING:  # defined by the hand-written class, called by the rows
         def add_pipe(self, pipe: Pipe) -> None: ...
@@ -52,6 +54,7 @@ class ReqRawCompiled:
         def remove_pipe(self, pipe: Pipe) -> None: ...
         def deliver_replies(self, pipe: Pipe, msgs: list[bytes]) -> None: ...
         def send_round_robin(self, item: Item) -> None: ...
+        def send_many(self, items: list[Item]) -> None: ...
         def drop_backlog(self) -> None: ...
 
     def evt_pipe_added(self, pipe: Pipe) -> bool:
@@ -92,6 +95,13 @@ class ReqRawCompiled:
             self.send_round_robin(item)
             return True
         raise RefusedEvent(NAME, state, 'cmd_send')
+
+    def cmd_send_many(self, items: list[Item]) -> bool:
+        state = self.state
+        if state == 'open':
+            self.send_many(items)
+            return True
+        raise RefusedEvent(NAME, state, 'cmd_send_many')
 
     def cmd_close(self) -> bool:
         state = self.state

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 NAME = 'req_raw'
 INITIAL = 'open'
 UNLISTED = 'error'
-EVENTS = ('evt_pipe_added', 'evt_pipe_removed', 'evt_pipe_ready', 'evt_pipe_recv', 'cmd_send', 'cmd_close')
+EVENTS = ('evt_pipe_added', 'evt_pipe_removed', 'evt_pipe_ready', 'evt_pipe_recv', 'cmd_send', 'cmd_send_many', 'cmd_close')
 
 STATES: list[dict[str, Any]] = [
     {'name': 'open', 'ignore_invalid_triggers': False},
@@ -36,6 +36,7 @@ TRANSITIONS: list[dict[str, Any]] = [
     {'trigger': 'evt_pipe_ready', 'source': 'open', 'dest': None, 'after': ['send_backlog', 'grant_capacity']},
     {'trigger': 'evt_pipe_recv', 'source': 'open', 'dest': None, 'after': ['deliver_replies']},
     {'trigger': 'cmd_send', 'source': 'open', 'dest': None, 'after': ['send_round_robin']},
+    {'trigger': 'cmd_send_many', 'source': 'open', 'dest': None, 'after': ['send_many']},
     {'trigger': 'cmd_close', 'source': 'open', 'dest': 'closed', 'after': ['drop_backlog']},
     {'trigger': 'cmd_close', 'source': 'closed', 'dest': None},
 ]
@@ -50,6 +51,7 @@ class ReqRawTransitions:
     # str, not State: a hand-written class completes this machine and one whose
     # states differ, and both must declare the attribute alike.
     state: str = 'open'
+    EVENTS: tuple[str, ...] = EVENTS  # this table's: what the machine accepts
 
     def evt_pipe_added(self, pipe: Pipe) -> bool:
         return _TRIGGERS['evt_pipe_added'](self, pipe)
@@ -65,6 +67,9 @@ class ReqRawTransitions:
 
     def cmd_send(self, item: Item) -> bool:
         return _TRIGGERS['cmd_send'](self, item)
+
+    def cmd_send_many(self, items: list[Item]) -> bool:
+        return _TRIGGERS['cmd_send_many'](self, items)
 
     def cmd_close(self) -> bool:
         return _TRIGGERS['cmd_close'](self)

@@ -56,6 +56,7 @@ class SocketTransitions:
     """socket: every event runs through the class-level transitions.Machine."""
 
     state: State = 'open'
+    EVENTS: tuple[str, ...] = EVENTS  # this table's: what the machine accepts
 
     def cmd_bind(self, endpoint: Endpoint) -> bool:
         return _TRIGGERS['cmd_bind'](self, endpoint)

@@ -42,6 +42,7 @@ class SubCompiled:
     """sub: one specialised method per event (the default backend)."""
 
     state: State = 'unsubscribed'
+    EVENTS: tuple[str, ...] = EVENTS  # this table's: what the machine accepts
 
     if TYPE_CHECKING:  # defined by the hand-written class, called by the rows
         def is_last_topic(self, topic: bytes) -> bool: ...

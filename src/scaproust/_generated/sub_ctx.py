@@ -41,6 +41,7 @@ class SubCtxCompiled:
     """sub_ctx: one specialised method per event (the default backend)."""
 
     state: State = 'unsubscribed'
+    EVENTS: tuple[str, ...] = EVENTS  # this table's: what the machine accepts
 
     if TYPE_CHECKING:  # defined by the hand-written class, called by the rows
         def matches(self, pipe: Pipe, msg: bytes) -> bool: ...

@@ -59,6 +59,7 @@ class SubCtxTransitions:
     """sub_ctx: every event runs through the class-level transitions.Machine."""
 
     state: State = 'unsubscribed'
+    EVENTS: tuple[str, ...] = EVENTS  # this table's: what the machine accepts
 
     def evt_message(self, pipe: Pipe, msg: bytes) -> bool:
         return _TRIGGERS['evt_message'](self, pipe, msg)

@@ -37,6 +37,7 @@ class SubRawCompiled:
     """sub_raw: one specialised method per event (the default backend)."""
 
     state: State = 'open'
+    EVENTS: tuple[str, ...] = EVENTS  # this table's: what the machine accepts
 
     if TYPE_CHECKING:  # defined by the hand-written class, called by the rows
         def deliver(self, pipe: Pipe, msgs: list[bytes]) -> None: ...

@@ -59,6 +59,7 @@ class SubTransitions:
     """sub: every event runs through the class-level transitions.Machine."""
 
     state: State = 'unsubscribed'
+    EVENTS: tuple[str, ...] = EVENTS  # this table's: what the machine accepts
 
     def evt_pipe_added(self, pipe: Pipe) -> bool:
         return _TRIGGERS['evt_pipe_added'](self, pipe)

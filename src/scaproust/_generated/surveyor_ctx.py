@@ -42,6 +42,7 @@ class SurveyorCtxCompiled:
     """surveyor_ctx: one specialised method per event (the default backend)."""
 
     state: State = 'idle'
+    EVENTS: tuple[str, ...] = EVENTS  # this table's: what the machine accepts
 
     if TYPE_CHECKING:  # defined by the hand-written class, called by the rows
         def cancel_deadline(self, *args: object) -> None: ...

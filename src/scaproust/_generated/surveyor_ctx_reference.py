@@ -53,6 +53,7 @@ class SurveyorCtxTransitions:
     """surveyor_ctx: every event runs through the class-level transitions.Machine."""
 
     state: State = 'idle'
+    EVENTS: tuple[str, ...] = EVENTS  # this table's: what the machine accepts
 
     def cmd_send(self, item: Item) -> bool:
         return _TRIGGERS['cmd_send'](self, item)

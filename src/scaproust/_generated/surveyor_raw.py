@@ -44,6 +44,7 @@ class SurveyorRawCompiled:
     # str, not State: a hand-written class completes this machine and one whose
     # states differ, and both must declare the attribute alike.
     state: str = 'open'
+    EVENTS: tuple[str, ...] = EVENTS  # this table's: what the machine accepts
 
     if TYPE_CHECKING:  # defined by the hand-written class, called by the rows
         def add_pipe(self, pipe: Pipe) -> None: ...

@@ -49,6 +49,7 @@ class SurveyorRawTransitions:
     # str, not State: a hand-written class completes this machine and one whose
     # states differ, and both must declare the attribute alike.
     state: str = 'open'
+    EVENTS: tuple[str, ...] = EVENTS  # this table's: what the machine accepts
 
     def evt_pipe_added(self, pipe: Pipe) -> bool:
         return _TRIGGERS['evt_pipe_added'](self, pipe)

@@ -167,6 +167,9 @@ class MemoryPipe(Pipe):
     def enqueue_published(self, body: bytes) -> None:
         self.enqueue(body)  # no frame to share: the body itself crosses
 
+    def enqueue_many(self, bodies: list[bytes]) -> None:
+        self._enqueue_each(bodies)
+
     @entry_point
     def _flush(self) -> None:
         self._flush_scheduled = False

@@ -385,6 +385,49 @@ class Pipe(PipeFSM):
         self._out_msgs += 1
         self._queue(frame)
 
+    def enqueue_many(self, bodies: list[bytes]) -> None:
+        # A batch drained by the I/O thread, in one event (Push.send_many): what enqueue
+        # does for each body, from the front while the pipe has room, with one prefix per
+        # run of equal sizes and one flush. It stops at the first body it has no room for
+        # or that is too large to join (enqueue sends those as two buffers) and leaves it
+        # and the rest in ``bodies``: the caller places them one by one.
+        out = self._out
+        nbytes = self._out_bytes
+        free = self.free
+        prefix = self._prefix
+        head, last = b"", -1
+        taken = 0
+        for body in bodies:
+            size = len(body)
+            if not free or size > JOIN_MAX:
+                break
+            if size != last:
+                head, last = prefix(size), size
+            frame = head + body
+            out.append(frame)
+            nbytes += len(frame)
+            free = free - 1 if nbytes < HIGH_WATER else 0
+            taken += 1
+        if taken:
+            self._out_bytes = nbytes
+            self.free = free
+            self._out_msgs += taken
+            del bodies[:taken]
+            if not self._flush_scheduled and not self._writer_registered:
+                self._flush_scheduled = True
+                self.loop.call_after_batch(self._flush)
+
+    def _enqueue_each(self, bodies: list[bytes]) -> None:
+        """``enqueue_many`` for a pipe with its own ``enqueue`` (memory, WebSocket): one
+        body at a time, while there is room; the rest stays in ``bodies``."""
+        taken = 0
+        for body in bodies:
+            if not self.free:
+                break
+            self.enqueue(body)
+            taken += 1
+        del bodies[:taken]
+
     def report_capacity(self) -> None:
         self.socket.proto.evt_pipe_ready(self)
 

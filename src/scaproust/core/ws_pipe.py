@@ -207,6 +207,9 @@ class WSPipe(WsPipeFSM, Pipe):
         # WebSocket frames, masked per message by a dialer: built for each pipe.
         self.enqueue(body)
 
+    def enqueue_many(self, bodies: list[bytes]) -> None:
+        self._enqueue_each(bodies)  # each message its own WebSocket frames
+
     def log_ws_close(self, code: int) -> None:
         log.debug("pipe %d: %s closed the WebSocket (code %d)", self.id, self.peer_addr, code)
 

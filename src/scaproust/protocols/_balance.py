@@ -78,6 +78,11 @@ class LoadBalancer(ProtocolBase):
         else:
             self._transmit(pipe, item)
 
+    def send_many(self, items: list[Item]) -> None:
+        """A batch the I/O thread drained, in order (PUSH gives one pipe many at once)."""
+        for item in items:
+            self.send_round_robin(item)
+
     def _transmit(self, pipe: Pipe, item: Item) -> None:
         """Put ``item`` on ``pipe``'s wire (PUSH: the body only; a header is not sent)."""
         pipe.cmd_send(item if type(item) is bytes else body_of(item))

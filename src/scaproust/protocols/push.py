@@ -37,3 +37,15 @@ class Push(PushFSM, LoadBalancer):
                 pipe.cmd_send(item if type(item) is bytes else body_of(item))
                 return
         LoadBalancer.send_round_robin(self, item)
+
+    def send_many(self, items: list[Item]) -> None:
+        # A batch drained by the I/O thread (SocketCore._drain_outbox). With one pipe and
+        # nothing in the backlog, round-robin gives that pipe every message it has room
+        # for: one event for all of them. What it leaves (its room ran out, a body too
+        # large to join) and every batch over several pipes go message by message.
+        pipes = self.pipes
+        if len(pipes) == 1 and not self.backlog and pipes[0].free:
+            bodies = [item if type(item) is bytes else body_of(item) for item in items]
+            pipes[0].cmd_send_many(bodies)
+            items = items[len(items) - len(bodies):]
+        LoadBalancer.send_many(self, items)
