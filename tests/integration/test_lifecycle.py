@@ -199,6 +199,7 @@ def _calls_on_inherited_sockets(session) -> dict:
         "send": lambda: push.send(b"x"),
         "send_msg": lambda: push.send_msg(sp.Message(b"x")),
         "try_send": lambda: push.try_send(b"x"),
+        "try_recv with a queued message": pull.try_recv,  # the fast path's flag, cleared
         "recv with a queued message": pull.recv,
         "recv": empty.recv,
         "recv with a timeout": lambda: empty.recv(timeout=0.5),

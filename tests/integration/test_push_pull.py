@@ -131,6 +131,22 @@ def test_a_burst_of_large_messages_blocks_instead_of_queueing_without_bound(sess
     assert [len(pull.recv(timeout=5.0)) for _ in range(accepted)] == [len(body)] * accepted
 
 
+def test_once_closed_every_send_and_receive_raises_closed_a_queued_message_included(session):
+    pull = session.socket(sp.Pull)
+    push = session.socket(sp.Push)
+    push.connect(pull.bind("tcp://127.0.0.1:0").url)
+    push.send(b"queued")
+    wait_until(lambda: sp.poll({pull: sp.POLLIN}, 0), what="the message to be queued")
+
+    pull.close()
+    push.close()
+
+    for call in (pull.try_recv, pull.recv, lambda: pull.recv(block=False),
+                 lambda: push.send(b"x"), lambda: push.try_send(b"x")):
+        with pytest.raises(sp.Closed):
+            call()
+
+
 def test_recv_times_out_and_try_recv_returns_none(session):
     pull = session.socket(sp.Pull, recv_timeout=0.05)
     with pytest.raises(sp.Timeout) as info:

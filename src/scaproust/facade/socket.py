@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import os
 import threading
 import time
 import weakref
@@ -37,7 +38,6 @@ from scaproust.errors import Closed, Error, NotSupported, Timeout, WouldBlock
 from scaproust.facade.aio import AsyncSocketMixin
 from scaproust.facade.endpoint import Endpoint
 from scaproust.fsm.errors import MachineError
-from scaproust.reactor import loop as _loop
 from scaproust.transports import lookup
 from scaproust.transports.tls_config import TLSConfig
 
@@ -161,6 +161,9 @@ class Socket(DataShortcuts, AsyncSocketMixin):
         policy = None if raw else info.policy_class()
         self._policy: Policy | None = (
             policy(self._channel, self._options, self._core.stats) if policy else None)
+        # The two fast paths' flags fold in everything those paths must check, so that each
+        # checks one attribute: both are cleared by close() and, in a forked child, by
+        # _after_fork_in_child (the parent's sockets must refuse every call there).
         #: A send of bytes goes straight to the channel: this socket sends, and no policy
         #: must see or change what it sends (PUSH, PAIR, BUS, PUB, raw sockets).
         self._plain_send = info.can_send and self._policy is None
@@ -169,6 +172,7 @@ class Socket(DataShortcuts, AsyncSocketMixin):
         #: ``_queued``. Only an unsubscribe changes it (``_plain_recv_again``).
         self._plain_recv = False
         self._plain_recv_again()
+        _SOCKETS.add(self)
 
     # ------------------------------------------------------------------ options
     # One attribute per option of SPECS (docs/OPTIONS.md), in its order, with its type.
@@ -324,10 +328,8 @@ class Socket(DataShortcuts, AsyncSocketMixin):
         """
         if type(data) is bytes and self._plain_send and timeout is _DEFAULT and block:
             # The usual call, inline (a call saved is a tenth of this path): bytes, the
-            # option's wait, no policy; _outgoing's other checks hold by _plain_send. The
-            # fork test is Loop.forked()'s, without its call.
-            if self._closed or self._io_loop.fork_generation != _loop.fork_generation:
-                self._refuse()
+            # option's wait, no policy; _outgoing's checks hold by _plain_send (not closed,
+            # not in a forked child).
             self._channel.put(data, self._options.send_timeout)
             return
         item = self._outgoing(data)
@@ -373,11 +375,7 @@ class Socket(DataShortcuts, AsyncSocketMixin):
         """Receive without waiting; return None if no message is there."""
         # _queued's steps, inline: a consumer draining a burst calls this once per message,
         # and a call costs a tenth of the whole fast path.
-        if (self._plain_recv and not self._closed
-                and self._io_loop.fork_generation == _loop.fork_generation):
-            item = self._channel.take()
-        else:
-            item = None
+        item = self._channel.take() if self._plain_recv else None
         if item is None:
             item = self._nothing_queued()
             if item is None:
@@ -413,17 +411,16 @@ class Socket(DataShortcuts, AsyncSocketMixin):
         """The fast path of every receive: the next queued item, when one is there and the
         protocol's policy needs not see it (``Policy.plain_recv``); else None, and the
         caller takes the full path (``_get``), which also raises what must be raised."""
-        # Loop.forked()'s test, without its call.
-        if (self._plain_recv and not self._closed
-                and self._io_loop.fork_generation == _loop.fork_generation):
-            return self._channel.take()
-        return None
+        return self._channel.take() if self._plain_recv else None
 
     def _plain_recv_again(self) -> None:
         """Set ``_plain_recv`` from what it depends on (at the start, and after each
-        unsubscribe)."""
+        unsubscribe): under the close lock, so that a close in another thread, which
+        clears it, is never undone."""
         policy = self._policy
-        self._plain_recv = self._can_recv and (policy is None or policy.plain_recv)
+        with self._close_lock:
+            self._plain_recv = (self._can_recv and (policy is None or policy.plain_recv)
+                                and not self._closed and not self._io_loop.forked())
 
     def _get(self, timeout: TimeoutArg, block: bool) -> Item:
         if self._closed or self._io_loop.forked():
@@ -540,6 +537,7 @@ class Socket(DataShortcuts, AsyncSocketMixin):
             if self._closed:
                 return False
             self._closed = True
+            self._plain_send = self._plain_recv = False  # the fast paths refuse from now on
         # Threads blocked in send()/recv() wake now with sp.Closed; what send() accepted
         # before still goes out (the close request is queued behind it), within linger.
         self._channel.close()
@@ -567,6 +565,7 @@ class Socket(DataShortcuts, AsyncSocketMixin):
         try:
             if not self._closed:
                 self._closed = True
+                self._plain_send = self._plain_recv = False
                 self._session._core.post(_close_collected, self._channel, self._core)
         except Exception:
             pass
@@ -594,6 +593,22 @@ class Socket(DataShortcuts, AsyncSocketMixin):
     def _control(self, command: Callable[[*Ts], T], *args: *Ts) -> T:
         with _translate_machine_errors(self):
             return self._session._core.call(command, *args)
+
+
+#: Every socket alive, for the fork hook below.
+_SOCKETS: weakref.WeakSet[Socket] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # The parent's sockets refuse every call in a child (its I/O thread is not there): their
+    # fast paths must not take from or put into their channels, whose locks another thread
+    # of the parent may have held at the fork; the slow paths raise the fork error.
+    for sock in list(_SOCKETS):
+        sock._plain_send = sock._plain_recv = False
+
+
+if hasattr(os, "register_at_fork"):  # POSIX only, and there is no fork anywhere else
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _look_up_bind_address(url: str, ipv4_only: bool) -> Resolved | None:

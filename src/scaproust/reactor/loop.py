@@ -105,8 +105,8 @@ _EPOLLOUT = getattr(select, "EPOLLOUT", 0)
 # Incremented in every child process right after os.fork(). A loop remembers the value it was
 # created with; a difference means "this is a child". Comparing two ints costs ~15 ns per post,
 # where calling os.getpid() cost 185 ns here (it is a real syscall since glibc 2.25): half of
-# the whole 0.34 µs budget of a post. Public, as is each loop's ``fork_generation``: the
-# facade's receive fast path compares the two itself, without the call ``forked()`` costs.
+# the whole 0.34 µs budget of a post. (The facade's fast paths check not even that: a fork
+# hook of their own clears their flags, facade/socket.py.)
 fork_generation = 0
 
 
