@@ -739,13 +739,27 @@ def test_a_batch_goes_out_framed_in_one_write_after_one_flush():
     bodies = [b"a" * 3, b"b" * 3, b"c" * 5]
 
     h.pipe.cmd_send_many(bodies)
+    h.pipe.cmd_send(b"d")  # queued behind it: the same flush
 
     assert bodies == []
     assert h.loop.after_batch == [(h.pipe._flush, ())]
     h.loop.run_ready()
-    assert bytes(h.stream.written) == tcp_frame(b"aaa") + tcp_frame(b"bbb") + tcp_frame(b"c" * 5)
+    assert bytes(h.stream.written) == b"".join(
+        tcp_frame(b) for b in (b"aaa", b"bbb", b"c" * 5, b"d"))
     assert len(h.stream.sendmsg_calls) == 1
     assert (h.pipe.free, h.pipe._out_msgs) == (h.pipe._window, 0)
+
+
+def test_a_batch_that_brings_the_queue_to_exactly_high_water_bytes_stops_there():
+    h = Harness().open_active()
+    h.stream.block_writes = True
+    h.pipe.cmd_send(b"x" * (HIGH_WATER - 8 - 2 * 72))  # its prefix, then the body itself
+    bodies = [b"1" * 64, b"2" * 64, b"3" * 64]  # 72 bytes each with their prefixes
+
+    h.pipe.cmd_send_many(bodies)
+
+    assert bodies == [b"3" * 64]
+    assert h.pipe._out_bytes == HIGH_WATER and h.pipe.free == 0
 
 
 def test_a_pipe_without_room_takes_nothing_of_a_batch_and_schedules_nothing():
