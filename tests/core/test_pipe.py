@@ -288,8 +288,9 @@ def test_the_rest_of_a_large_body_is_received_straight_into_its_buffer():
         h.loop.fire_reader(h.stream)
 
     # One 64 KiB read brings the prefix and the body's start; the rest goes straight into
-    # the body's buffer, exactly up to its end; the frame behind it comes with a chunk.
-    assert [n // 1024 for n in h.stream.recv_sizes] == [64, 128]
+    # the body's buffer, exactly up to its end; the frame behind it comes with a chunk, of
+    # 64 KiB again: another large body would start there, and little of it is copied.
+    assert [n // 1024 for n in h.stream.recv_sizes] == [64, 64]
     assert h.stream.recv_into_sizes == [len(body) - (64 * 1024 - 8)]
     assert h.proto.calls == [("evt_pipe_recv", h.pipe, [body]),
                              ("evt_pipe_recv", h.pipe, [b"small"])]
@@ -303,9 +304,10 @@ def test_a_read_of_exactly_64_kib_keeps_a_larger_request_and_a_shorter_one_shrin
     kib64 = 64 * 1024
     h.receive(data[:kib64], data[kib64:2 * kib64], data[2 * kib64:], tcp_frame(b"next"))
 
-    # 64 KiB came back full: the next chunk read asks 128 KiB; the body's rest in between
-    # went straight into its buffer; the 5-byte read was short, so back to 64 KiB.
-    assert [n // 1024 for n in h.stream.recv_sizes] == [64, 128, 64]
+    # 64 KiB came back full, but the body's rest went straight into its buffer: the next
+    # chunk read asks 64 KiB, where another large body would start; the 5-byte read was
+    # short, so 64 KiB again.
+    assert [n // 1024 for n in h.stream.recv_sizes] == [64, 64, 64]
     assert h.stream.recv_into_sizes == [len(data) - kib64]
     assert h.proto.calls == [("evt_pipe_recv", h.pipe, [data[8:]]), ("evt_pipe_recv", h.pipe, [b"next"])]
 
@@ -1181,6 +1183,30 @@ def test_a_pipe_whose_loop_cannot_lend_its_reader_is_not_marked_lent(monkeypatch
     assert not h.pipe._lent
     h.receive(tcp_frame(b"read by the loop"))
     assert h.proto.calls == [("evt_pipe_recv", h.pipe, [b"read by the loop"])]
+
+
+def test_a_pipe_half_way_through_a_large_body_is_not_lent_the_loop_finishes_it():
+    h = Harness().open_active()
+    data = tcp_frame(b"L" * (700 * 1024))
+    h.receive(data[:64 * 1024])  # the loop read the start of a large body
+
+    assert not h.pipe.lender.lend()
+    h.receive(data[64 * 1024:])
+    assert h.proto.calls == [("evt_pipe_recv", h.pipe, [data[8:]])]
+
+
+def test_a_pipe_that_carries_large_bodies_is_read_by_the_loop_until_a_chunk_comes():
+    # Lending it would make the loop and the callers take turns at one stream of large
+    # messages; once a read is an ordinary chunk again, callers may borrow it.
+    h = Harness().open_active()
+    h.stream.feed(tcp_frame(b"L" * (700 * 1024)))
+    h.loop.fire_reader(h.stream)  # a chunk: the prefix and the body's start
+    h.loop.fire_reader(h.stream)  # the rest, received straight into the body's buffer
+    assert h.proto.calls == [("evt_pipe_recv", h.pipe, [b"L" * (700 * 1024)])]
+
+    assert not h.pipe.lender.lend()
+    h.receive(tcp_frame(b"small"))
+    assert h.pipe.lender.lend()
 
 
 def test_an_active_reading_pipe_lends_its_reader_once_and_the_loop_stops_firing_it():

@@ -146,6 +146,7 @@ class Pipe(PipeFSM):
         self._attached = False
         self._watching = False  # the pipe wants its input read (not paused, not dead)
         self._lent = False  # a caller's thread reads it instead of the loop (see Lender)
+        self._large_reads = False  # the last read was the rest of a large body (Lender.lend)
         #: How core/caller_reader.py borrows this pipe's reading from the loop.
         self.lender = Lender(self)
 
@@ -317,10 +318,16 @@ class Pipe(PipeFSM):
             if not n:
                 self.evt_peer_closed()
                 return
+            self._large_reads = True
             msgs = self._decoder.body_filled(n)
             if msgs:
                 self.evt_msgs(msgs)
             return
+        if self._large_reads:
+            # Most likely the next large body starts here: a small chunk, so that little of
+            # it is copied into the body's buffer rather than received straight into it.
+            self._large_reads = False
+            self._read_size = READ_MIN
         data = self._recv()
         if data is not None:
             self._feed(data)
@@ -582,6 +589,13 @@ class Lender:
         active, paused, or lent already)."""
         pipe = self._pipe
         if pipe._lent or not pipe._watching or pipe.state != "active":
+            return False
+        decoder = pipe._decoder  # None in a WebSocket pipe, which has its own
+        if pipe._large_reads or (decoder is not None and decoder.body_missing >= READ_MIN):
+            # Large bodies come, or one is half read: the loop reads them (one hand-off a
+            # message, small next to the body), rather than the loop and callers taking
+            # turns at the stream, each turn a wait for the session (docs/ARCHITECTURE.md,
+            # "One owner at a time": 1 MiB messages, a third of the receiver's CPU).
             return False
         # Marked first: a Ctrl-C inside lend_reader leaves the pipe marked lent, and
         # give_back then undoes whatever part of the loan was made.

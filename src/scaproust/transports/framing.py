@@ -224,6 +224,11 @@ class FrameDecoder:
         """Bytes received and kept, belonging to a frame that is not complete yet."""
         return len(self._prefix) + self._parts_len + self._have
 
+    @property
+    def body_missing(self) -> int:
+        """Bytes of the current frame's body still to come (0 while reading a prefix)."""
+        return self._want
+
     def pending_body(self) -> memoryview | None:
         """The missing part of a preallocated body, for the reader to receive straight
         into (then ``body_filled``), or None: read a chunk and ``feed`` it."""
