@@ -1195,6 +1195,16 @@ def test_a_pipe_half_way_through_a_large_body_is_not_lent_the_loop_finishes_it()
     assert h.proto.calls == [("evt_pipe_recv", h.pipe, [data[8:]])]
 
 
+def test_a_pipe_with_exactly_64_kib_of_a_body_missing_is_not_lent_and_one_byte_less_is():
+    for missing, lent in ((64 * 1024, False), (64 * 1024 - 1, True)):
+        h = Harness().open_active()
+        data = tcp_frame(b"B" * (64 * 1024 - 8 + missing))
+        h.receive(data[:64 * 1024])  # one 64 KiB chunk: the prefix and the body's start
+
+        assert h.pipe._decoder.body_missing == missing
+        assert h.pipe.lender.lend() is lent
+
+
 def test_a_pipe_that_carries_large_bodies_is_read_by_the_loop_until_a_chunk_comes():
     # Lending it would make the loop and the callers take turns at one stream of large
     # messages; once a read is an ordinary chunk again, callers may borrow it.
