@@ -273,6 +273,7 @@ def _child(fd: int) -> None:
                 for sock in sockets.values():
                     sock.close()
             elif method == "listen":
+                # str(): "host:port"; pynng 0.9's InAddr.port is the raw big-endian number
                 value = str(sockets[serial].listen(*args, **kwargs).local_address)
             elif method == "close":
                 sockets.pop(serial).close()

@@ -63,11 +63,11 @@ def test_pynng_dials_our_ws_listener(pynng_child, ours_name, theirs_name):
 
 @pytest.mark.parametrize(("ours_name", "theirs_name"), PAIRS)
 def test_we_dial_a_pynng_ws_listener(pynng_child, ours_name, theirs_name):
-    url = f"ws://127.0.0.1:{_free_port()}/nng"
-    with pynng_child.socket(theirs_name, listen=url, recv_timeout=MS, send_timeout=MS) as theirs, \
+    with pynng_child.socket(theirs_name, recv_timeout=MS, send_timeout=MS) as theirs, \
             sp.Session() as session, \
             session.socket(getattr(sp, ours_name), recv_timeout=TIMEOUT,
                            send_timeout=TIMEOUT) as ours:
+        url = f"ws://{theirs.listen('ws://127.0.0.1:0/nng')}/nng"  # port 0: no race for one
         ours.connect(url)
         _wait_for_pipe(ours)
         _exchange(ours, theirs, ours_name)
@@ -183,12 +183,12 @@ def test_pynng_dials_our_wss_listener(pynng_child, pki):
 def test_we_dial_a_pynng_wss_listener(pynng_child, pki):
     theirs_tls = {"mode": "MODE_SERVER", "own_cert_string": pki["cert"],
                   "own_key_string": pki["key"]}
-    url = f"wss://127.0.0.1:{_free_port()}/secure"
-    with pynng_child.socket("Pair1", listen=url, recv_timeout=MS, send_timeout=MS,
+    with pynng_child.socket("Pair1", recv_timeout=MS, send_timeout=MS,
                             tls_config=theirs_tls) as theirs, \
             sp.Session() as session, \
             session.socket(sp.Pair1, recv_timeout=TIMEOUT, send_timeout=TIMEOUT,
                            tls=sp.TLSConfig(ca_string=pki["ca"])) as ours:
+        url = f"wss://{theirs.listen('wss://127.0.0.1:0/secure')}/secure"  # port 0: no race
         events = []
         ours.add_pipe_listener(events.append)
         ours.connect(url)
