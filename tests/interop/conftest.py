@@ -13,7 +13,7 @@ import shutil
 
 import pytest
 
-from . import _peers
+from . import _isolated, _peers
 
 
 def _missing(what: str, remedy: str):
@@ -49,6 +49,14 @@ def pynng():
         return importlib.import_module("pynng")
     except ImportError as error:
         _missing("pynng", f"pip install pynng: {error}")
+
+
+@pytest.fixture
+def pynng_child(pynng):
+    """pynng sockets in a child process (``_isolated.PynngChild``), for the tests where nng
+    can abort (its WebSocket teardown): the abort ends the child, not the pytest run."""
+    with _isolated.PynngChild(pynng) as child:
+        yield child
 
 
 @pytest.fixture
