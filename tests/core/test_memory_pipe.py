@@ -14,7 +14,7 @@ from protocols.fakes import FakeLoop, FakeOwner, FakeSocket
 from scaproust import protocols
 from scaproust.core.memory_pipe import LINK_BYTES, LINK_MSGS, MemoryPipe
 from scaproust.core.options import Options
-from scaproust.core.pipe import Pipe
+from scaproust.core.pipe import Pipe, Publication
 from scaproust.core.pipe_kinds import pipe_class
 from scaproust.transports import inproc, tcp
 from scaproust.transports.inproc import MemoryEnd, MemoryLink
@@ -162,6 +162,19 @@ def test_a_batch_takes_what_the_pipe_has_room_for_and_leaves_the_rest():
 
     assert sent == [b"3"] and t.push.free == 0
     assert list(t.push._out) == [b"1", b"2"] and t.push._out_msgs == 2
+
+
+def test_a_published_batch_crosses_as_its_bodies_and_what_has_no_room_is_missed():
+    t = Link(push=protocols.Pub, pull=protocols.Sub, push_options={"send_buffer": 2}).open()
+    t.pull.cmd_pause()
+    t.send(b"x" * (LINK_BYTES + 1))  # fills the link: the pipe's own queue holds the rest
+    t.run()
+    batch = Publication([b"1", b"2", b"3"])
+
+    t.push.cmd_publish_many(batch)
+
+    assert batch.missed == 1 and list(t.push._out) == [b"1", b"2"]
+    assert all(got is body for got, body in zip(t.push._out, batch.bodies[:2], strict=True))
 
 
 def test_across_sessions_a_batch_is_posted_once_to_the_receivers_loop():

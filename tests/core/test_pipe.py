@@ -28,7 +28,7 @@ from protocols.fakes import (
 from scaproust import protocols
 from scaproust.core.guard import crash
 from scaproust.core.options import Options
-from scaproust.core.pipe import HIGH_WATER, JOIN_MAX, Pipe
+from scaproust.core.pipe import HIGH_WATER, JOIN_MAX, Pipe, Publication
 
 PUSH_HEADER = bytes.fromhex("0053500000500000")
 PULL_HEADER = bytes.fromhex("0053500000510000")  # what a PUSH pipe expects from its peer
@@ -860,6 +860,103 @@ def test_a_published_body_of_exactly_join_max_bytes_is_joined_and_shared():
 
     (frame_a,), (frame_b,) = (h.stream.sendmsg_calls[0] for h in (tcp_a, tcp_b))
     assert frame_a is frame_b and frame_a == tcp_frame(body)
+
+
+_PUBLISHED = st.sampled_from([0, 1, 64, 65, JOIN_MAX])
+
+
+@settings(max_examples=100, deadline=None)
+@example(window=512, before=[HIGH_WATER // 2, HIGH_WATER // 2 - 16 - 2 * (JOIN_MAX + 8)],
+         sizes=[JOIN_MAX, JOIN_MAX, JOIN_MAX])  # exactly at high water after the second
+@example(window=5, before=[64], sizes=[1] * 7)  # out of slots: three missed
+@given(window=st.sampled_from([5, 512]),
+       before=st.lists(st.sampled_from([0, 64, JOIN_MAX, HIGH_WATER // 3, HIGH_WATER // 2]),
+                       max_size=3),
+       sizes=st.lists(_PUBLISHED, min_size=1, max_size=8))
+def test_a_published_batch_is_queued_as_its_messages_one_by_one_while_there_is_room(
+        window, before, sizes):
+    # cmd_publish_many against its definition: cmd_publish of each body while the pipe
+    # has room, the rest missed (as a PUB's per-message loop leaves out a full pipe).
+    batched, single = (Harness(send_buffer=window, info=protocols.Pub).open_active(SUB_HEADER)
+                       for _ in range(2))
+    for h in (batched, single):
+        h.stream.block_writes = True
+        for size in before:
+            h.pipe.cmd_send(b"b" * size)
+    bodies = [bytes([65 + n]) * size for n, size in enumerate(sizes)]
+
+    batch = Publication(list(bodies))
+    batched.pipe.cmd_publish_many(batch)
+    missed = 0
+    for body in bodies:
+        if single.pipe.free:
+            single.pipe.cmd_publish(body)
+        else:
+            missed += 1
+
+    a, b = batched.pipe, single.pipe
+    assert batch.missed == missed
+    assert [bytes(buf) for buf in a._out] == [bytes(buf) for buf in b._out]
+    assert (a.free, a._out_bytes, a._out_msgs) == (b.free, b._out_bytes, b._out_msgs)
+    assert len(batched.loop.after_batch) == len(single.loop.after_batch)
+
+
+def test_a_published_batch_is_framed_once_per_framing_and_written_after_one_flush():
+    tcp_a, tcp_b, ipc = _publishers(False, False, True)
+    batch = Publication([b"one", b"two", b"three"])
+
+    for h in (tcp_a, tcp_b, ipc):
+        h.pipe.cmd_publish_many(batch)
+        assert h.loop.after_batch == [(h.pipe._flush, ())]
+        h.loop.run_ready()
+
+    expected = [b"one", b"two", b"three"]
+    assert bytes(tcp_a.stream.written) == bytes(tcp_b.stream.written) == b"".join(
+        tcp_frame(b) for b in expected)
+    assert bytes(ipc.stream.written) == b"".join(ipc_frame(b) for b in expected)
+    (frames_a,), (frames_b,), (frames_ipc,) = (
+        [list(call) for call in h.stream.sendmsg_calls] for h in (tcp_a, tcp_b, ipc))
+    assert all(x is y for x, y in zip(frames_a, frames_b, strict=True))  # the same objects
+    assert not any(x is y for x, y in zip(frames_a, frames_ipc, strict=True))
+    assert batch.missed == 0
+
+
+def test_a_published_batch_that_brings_the_queue_to_exactly_high_water_stops_there():
+    h = Harness(info=protocols.Pub).open_active(SUB_HEADER)
+    h.stream.block_writes = True
+    h.pipe.cmd_send(b"x" * (HIGH_WATER - 8 - 2 * 72))  # its prefix, then the body itself
+    batch = Publication([b"1" * 64, b"2" * 64, b"3" * 64])  # 72 bytes each, framed
+
+    h.pipe.cmd_publish_many(batch)
+
+    assert batch.missed == 1
+    assert h.pipe._out_bytes == HIGH_WATER and h.pipe.free == 0 and h.pipe._out_msgs == 3
+
+
+def test_a_pipe_without_room_misses_a_whole_published_batch_and_schedules_nothing():
+    h = Harness(send_buffer=1, info=protocols.Pub).open_active(SUB_HEADER)
+    h.stream.block_writes = True
+    h.pipe.cmd_send(b"full")
+    h.loop.run_ready()  # blocked: the writer waits, the one slot taken
+    batch = Publication([b"x", b"y"])
+
+    h.pipe.cmd_publish_many(batch)
+
+    assert batch.missed == 2 and h.pipe._out_msgs == 1 and h.loop.after_batch == []
+
+
+def test_a_published_batch_queued_while_the_writer_waits_schedules_no_flush():
+    h = Harness(info=protocols.Pub).open_active(SUB_HEADER)
+    h.stream.block_writes = True
+    h.pipe.cmd_send(b"first")
+    h.loop.run_ready()  # blocked: the writer is registered
+
+    h.pipe.cmd_publish_many(Publication([b"more"]))
+
+    assert h.loop.after_batch == []
+    h.stream.block_writes = False
+    h.loop.fire_writer(h.stream)
+    assert bytes(h.stream.written) == tcp_frame(b"first") + tcp_frame(b"more")
 
 
 def test_publishing_counts_each_message_queued_and_takes_a_slot():

@@ -233,7 +233,7 @@ def test_a_single_message_is_drained_as_one_send_even_off_the_main_thread(h):
 
 
 @pytest.mark.parametrize(("info", "raw", "batches"), [
-    (protocols.Push, False, True), (protocols.Req, True, True),
+    (protocols.Push, False, True), (protocols.Req, True, True), (protocols.Pub, False, True),
     (protocols.Req, False, False), (protocols.Pair, False, False)])
 def test_only_a_machine_whose_table_has_cmd_send_many_is_given_batches(info, raw, batches):
     # A cooked REQ completes raw REQ's class, so it has raw REQ's cmd_send_many method,

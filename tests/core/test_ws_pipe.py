@@ -21,6 +21,7 @@ from protocols.fakes import FakeLoop, FakeOwner, FakeSocket, FakeStream, FakeTra
 
 from scaproust import protocols
 from scaproust.core.options import Options
+from scaproust.core.pipe import Publication
 from scaproust.core.ws_pipe import CLOSE_TIMEOUT, WSPipe
 from scaproust.transports.wscodec import (
     OP_BINARY,
@@ -526,3 +527,17 @@ def test_a_batch_stops_where_the_pipe_has_no_room_as_sends_one_by_one_would():
     assert 0 < taken < len(bodies) and left == bodies[taken:]
     assert [bytes(b) for b in batched.pipe._out] == [bytes(b) for b in single.pipe._out]
     assert batched.pipe._out_msgs == single.pipe._out_msgs == taken
+
+
+def test_a_published_batch_goes_out_one_websocket_message_each_the_rest_missed():
+    h = WSHarness(send_buffer=4).open_active()
+    h.stream.block_writes = True
+    batch = Publication([b"a", b"b", b"c", b"d", b"e"])
+
+    h.pipe.cmd_publish_many(batch)
+
+    assert 0 < batch.missed < 5
+    taken = 5 - batch.missed
+    h.stream.block_writes = False
+    h.loop.run_ready()
+    assert h.sent() == [(OP_BINARY, body) for body in batch.bodies[:taken]]

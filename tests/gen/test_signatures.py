@@ -18,7 +18,8 @@ REAL = SPEC.read_text()
 
 PUB_SEND = "      - [open,   cmd_send,         [], open,   [send_to_all]]"
 PROTOCOL_EVENTS = ("    events: {evt_pipe_added: [pipe], evt_pipe_removed: [pipe], evt_pipe_ready: [pipe],\n"
-                   "             evt_pipe_recv: [pipe, msgs], cmd_send: [item], cmd_close: []}\n")
+                   "             evt_pipe_recv: [pipe, msgs], cmd_send: [item], cmd_send_many: [items],\n"
+                   "             cmd_close: []}\n")
 
 
 def line_of(text: str, needle: str, machine: str) -> int:
@@ -224,7 +225,7 @@ def test_each_parameter_has_its_events_type_or_the_one_of_its_name():
                                        Param("header", "b''", type="bytes"))
     assert spec.machines["req"].imports == {"Item": "scaproust.core.message",
                                             "Pipe": "scaproust.core.pipe"}
-    assert pipe.imports == {}
+    assert pipe.imports == {"Publication": "scaproust.core.pipe"}  # PUB's batch
 
 
 def test_the_state_is_a_literal_unless_a_class_completes_two_machines_with_other_states():

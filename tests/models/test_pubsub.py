@@ -53,6 +53,15 @@ class PubMachine(ProtocolHarness):
         self.user_send(Message(body, b"\x00\x00\x00\x07") if with_header else body,
                        drain=not queued)
 
+    @rule(count=st.integers(2, 5))
+    @live
+    def burst(self, count):
+        """A burst the I/O thread takes as one batch (``cmd_send_many``, one
+        ``cmd_publish_many`` per pipe with room)."""
+        for _ in range(count):
+            self.user_send(self.body(), drain=False)
+        self.drain(batched=True)
+
     @rule(pipe=pipes, payloads=st.lists(st.binary(max_size=3), min_size=1, max_size=2))
     @live
     def deliver(self, pipe, payloads):

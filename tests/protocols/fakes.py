@@ -472,6 +472,18 @@ class FakePipe:
             taken += 1
         del bodies[:taken]
 
+    def cmd_publish_many(self, batch) -> None:
+        """A real pipe's ``enqueue_published_many``: each body as ``cmd_publish`` would,
+        while it has a free slot; the rest counted in ``batch.missed``."""
+        self.many_calls += 1
+        taken = 0
+        for body in batch.bodies:
+            if self.free <= 0:
+                break
+            self.cmd_publish(body)
+            taken += 1
+        batch.missed += len(batch.bodies) - taken
+
     def cmd_close(self) -> None:
         self.closed = True
 

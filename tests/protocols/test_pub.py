@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 
 import scaproust as sp
 from scaproust.core.channel import UNBOUNDED
+from scaproust.core.pipe import JOIN_MAX
 from scaproust.fsm.errors import MachineError
 from scaproust.protocols.pub import Pub
 
@@ -175,6 +176,56 @@ def test_pub_counts_nothing_when_every_pipe_takes_the_message(pub, ctx):
     pub.cmd_send(b"m")
 
     assert ctx.calls == []
+
+
+# ---------------------------------------------------------------- a drained batch
+
+
+def test_a_batch_goes_to_every_pipe_in_one_event_and_each_misses_what_it_has_no_room_for(
+        pub, ctx):
+    roomy, short, full = add_pipes(pub, 10, 2, 0)
+    ctx.clear()
+
+    pub.cmd_send_many([b"m0", sp.Message(b"m1", b"\x80\x00\x00\x01"), b"m2"])
+
+    assert roomy.bodies == [b"m0", b"m1", b"m2"] and roomy.many_calls == 1
+    assert short.bodies == [b"m0", b"m1"] and short.many_calls == 1
+    assert full.sent == [] and full.many_calls == 0  # not even asked
+    assert [header for _, header in roomy.sent] == [b"", b"", b""]  # bodies only
+    assert ctx.calls == [("stats.count", "dropped_slow_subscriber", 4)]
+
+
+def test_a_batch_with_no_subscriber_is_dropped_and_counted_once_per_message(pub, ctx):
+    ctx.clear()
+    pub.cmd_send_many([b"a", b"b", b"c"])
+
+    assert ctx.calls == [("stats.count", "dropped_no_subscriber", 3)]
+
+
+def test_a_batch_every_pipe_takes_counts_nothing(pub, ctx):
+    add_pipes(pub, 5, 5)
+    ctx.clear()
+
+    pub.cmd_send_many([b"a", b"b"])
+
+    assert ctx.calls == []
+
+
+def test_a_batch_with_a_body_too_large_to_join_goes_message_by_message(pub, ctx):
+    big = b"L" * (JOIN_MAX + 1)
+    (pipe,) = add_pipes(pub, 10)
+
+    pub.cmd_send_many([b"a", big, b"c"])
+
+    assert pipe.bodies == [b"a", big, b"c"] and pipe.many_calls == 0
+
+
+def test_a_batch_of_bodies_of_exactly_join_max_bytes_goes_in_one_event(pub):
+    (pipe,) = add_pipes(pub, 10)
+
+    pub.cmd_send_many([b"J" * JOIN_MAX, b"j"])
+
+    assert pipe.many_calls == 1 and pipe.bodies == [b"J" * JOIN_MAX, b"j"]
 
 
 # ---------------------------------------------------------------- a SUB that writes

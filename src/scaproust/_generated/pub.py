@@ -24,17 +24,18 @@ State = Literal['open', 'closed']
 INITIAL: State = 'open'
 UNLISTED = 'error'
 FINAL_STATES: tuple[State, ...] = ('closed',)
-EVENTS = ('evt_pipe_added', 'evt_pipe_removed', 'evt_pipe_ready', 'evt_pipe_recv', 'cmd_send', 'cmd_close')
+EVENTS = ('evt_pipe_added', 'evt_pipe_removed', 'evt_pipe_ready', 'evt_pipe_recv', 'cmd_send', 'cmd_send_many', 'cmd_close')
 PARAMETERS: dict[str, tuple[str, ...]] = {
     'evt_pipe_added': ('pipe',),
     'evt_pipe_removed': ('pipe',),
     'evt_pipe_ready': ('pipe',),
     'evt_pipe_recv': ('pipe', 'msgs'),
     'cmd_send': ('item',),
+    'cmd_send_many': ('items',),
     'cmd_close': (),
 }
 GUARDS = ()
-ACTIONS = ('add_pipe', 'remove_pipe', 'reject_sender', 'send_to_all')
+ACTIONS = ('add_pipe', 'remove_pipe', 'reject_sender', 'send_to_all', 'publish_many')
 
 
 class PubCompiled:
@@ -48,6 +49,7 @@ class PubCompiled:
         def remove_pipe(self, pipe: Pipe) -> None: ...
         def reject_sender(self, pipe: Pipe, msgs: list[bytes]) -> None: ...
         def send_to_all(self, item: Item) -> None: ...
+        def publish_many(self, items: list[Item]) -> None: ...
 
     def evt_pipe_added(self, pipe: Pipe) -> bool:
         state = self.state
@@ -82,6 +84,13 @@ class PubCompiled:
             self.send_to_all(item)
             return True
         raise RefusedEvent(NAME, state, 'cmd_send')
+
+    def cmd_send_many(self, items: list[Item]) -> bool:
+        state = self.state
+        if state == 'open':
+            self.publish_many(items)
+            return True
+        raise RefusedEvent(NAME, state, 'cmd_send_many')
 
     def cmd_close(self) -> bool:
         state = self.state

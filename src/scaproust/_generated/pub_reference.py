@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 NAME = 'pub'
 INITIAL = 'open'
 UNLISTED = 'error'
-EVENTS = ('evt_pipe_added', 'evt_pipe_removed', 'evt_pipe_ready', 'evt_pipe_recv', 'cmd_send', 'cmd_close')
+EVENTS = ('evt_pipe_added', 'evt_pipe_removed', 'evt_pipe_ready', 'evt_pipe_recv', 'cmd_send', 'cmd_send_many', 'cmd_close')
 
 STATES: list[dict[str, Any]] = [
     {'name': 'open', 'ignore_invalid_triggers': False},
@@ -35,6 +35,7 @@ TRANSITIONS: list[dict[str, Any]] = [
     {'trigger': 'evt_pipe_ready', 'source': 'open', 'dest': None},
     {'trigger': 'evt_pipe_recv', 'source': 'open', 'dest': None, 'after': ['reject_sender']},
     {'trigger': 'cmd_send', 'source': 'open', 'dest': None, 'after': ['send_to_all']},
+    {'trigger': 'cmd_send_many', 'source': 'open', 'dest': None, 'after': ['publish_many']},
     {'trigger': 'cmd_close', 'source': 'open', 'dest': 'closed'},
     {'trigger': 'cmd_close', 'source': 'closed', 'dest': None},
 ]
@@ -63,6 +64,9 @@ class PubTransitions:
 
     def cmd_send(self, item: Item) -> bool:
         return _TRIGGERS['cmd_send'](self, item)
+
+    def cmd_send_many(self, items: list[Item]) -> bool:
+        return _TRIGGERS['cmd_send_many'](self, items)
 
     def cmd_close(self) -> bool:
         return _TRIGGERS['cmd_close'](self)

@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING, Any
 from scaproust.fsm.reference import reference_machine, triggers
 
 if TYPE_CHECKING:
+    from scaproust.core.pipe import Publication
     from ssl import SSLError
 
 NAME = 'tls_pipe'
 INITIAL = 'idle'
 UNLISTED = 'error'
-EVENTS = ('cmd_open', 'evt_connected', 'evt_connect_failed', 'evt_handshake_ok', 'evt_flushed', 'evt_handshake_bad', 'evt_timeout', 'cmd_send', 'cmd_publish', 'cmd_send_many', 'evt_msgs', 'cmd_pause', 'cmd_resume', 'evt_bad_frame', 'cmd_close', 'evt_peer_closed', 'evt_io_error', 'evt_crashed', 'evt_tls_done', 'evt_tls_failed')
+EVENTS = ('cmd_open', 'evt_connected', 'evt_connect_failed', 'evt_handshake_ok', 'evt_flushed', 'evt_handshake_bad', 'evt_timeout', 'cmd_send', 'cmd_publish', 'cmd_send_many', 'cmd_publish_many', 'evt_msgs', 'cmd_pause', 'cmd_resume', 'evt_bad_frame', 'cmd_close', 'evt_peer_closed', 'evt_io_error', 'evt_crashed', 'evt_tls_done', 'evt_tls_failed')
 
 STATES: list[dict[str, Any]] = [
     {'name': 'idle', 'ignore_invalid_triggers': False},
@@ -45,6 +46,7 @@ TRANSITIONS: list[dict[str, Any]] = [
     {'trigger': 'cmd_send', 'source': 'active', 'dest': None, 'after': ['enqueue']},
     {'trigger': 'cmd_publish', 'source': 'active', 'dest': None, 'after': ['enqueue_published']},
     {'trigger': 'cmd_send_many', 'source': 'active', 'dest': None, 'after': ['enqueue_many']},
+    {'trigger': 'cmd_publish_many', 'source': 'active', 'dest': None, 'after': ['enqueue_published_many']},
     {'trigger': 'evt_msgs', 'source': 'active', 'dest': None, 'after': ['deliver']},
     {'trigger': 'evt_flushed', 'source': 'active', 'dest': None, 'after': ['report_capacity']},
     {'trigger': 'cmd_pause', 'source': 'active', 'dest': None, 'after': ['stop_reading']},
@@ -144,6 +146,9 @@ class TlsPipeTransitions:
 
     def cmd_send_many(self, bodies: list[bytes]) -> bool:
         return _TRIGGERS['cmd_send_many'](self, bodies)
+
+    def cmd_publish_many(self, batch: Publication) -> bool:
+        return _TRIGGERS['cmd_publish_many'](self, batch)
 
     def evt_msgs(self, msgs: list[bytes]) -> bool:
         return _TRIGGERS['evt_msgs'](self, msgs)

@@ -18,12 +18,15 @@ from typing import TYPE_CHECKING, Literal
 from scaproust.fsm import BACKEND
 from scaproust.fsm.errors import RefusedEvent
 
+if TYPE_CHECKING:
+    from scaproust.core.pipe import Publication
+
 NAME = 'ws_pipe'
 State = Literal['idle', 'connecting', 'handshaking', 'active', 'closing', 'dead', 'ws_refusing', 'ws_closing', 'ws_dropping']
 INITIAL: State = 'idle'
 UNLISTED = 'error'
 FINAL_STATES: tuple[State, ...] = ('dead',)
-EVENTS = ('cmd_open', 'evt_connected', 'evt_connect_failed', 'evt_handshake_ok', 'evt_flushed', 'evt_handshake_bad', 'evt_timeout', 'cmd_send', 'cmd_publish', 'cmd_send_many', 'evt_msgs', 'cmd_pause', 'cmd_resume', 'evt_bad_frame', 'cmd_close', 'evt_peer_closed', 'evt_io_error', 'evt_crashed', 'evt_upgrade_refused', 'evt_ws_close')
+EVENTS = ('cmd_open', 'evt_connected', 'evt_connect_failed', 'evt_handshake_ok', 'evt_flushed', 'evt_handshake_bad', 'evt_timeout', 'cmd_send', 'cmd_publish', 'cmd_send_many', 'cmd_publish_many', 'evt_msgs', 'cmd_pause', 'cmd_resume', 'evt_bad_frame', 'cmd_close', 'evt_peer_closed', 'evt_io_error', 'evt_crashed', 'evt_upgrade_refused', 'evt_ws_close')
 PARAMETERS: dict[str, tuple[str, ...]] = {
     'cmd_open': (),
     'evt_connected': (),
@@ -35,6 +38,7 @@ PARAMETERS: dict[str, tuple[str, ...]] = {
     'cmd_send': ('body', 'header'),
     'cmd_publish': ('body',),
     'cmd_send_many': ('bodies',),
+    'cmd_publish_many': ('batch',),
     'evt_msgs': ('msgs',),
     'cmd_pause': (),
     'cmd_resume': (),
@@ -47,7 +51,7 @@ PARAMETERS: dict[str, tuple[str, ...]] = {
     'evt_ws_close': ('code',),
 }
 GUARDS = ('is_dialed', 'has_output')
-ACTIONS = ('unwatch_connect', 'watch_connect', 'cancel_timer', 'tune_stream', 'send_handshake', 'watch_handshake', 'start_handshake_timer', 'detach_from_socket', 'watch_frames', 'attach_to_socket', 'start_linger_timer', 'release', 'send_refusal', 'send_close_frame', 'start_close_timer', 'log_connect_failure', 'log_protocol_error', 'log_handshake_timeout', 'enqueue', 'enqueue_published', 'enqueue_many', 'deliver', 'report_capacity', 'stop_reading', 'start_reading', 'discard', 'log_linger_expired', 'log_peer_closed', 'log_io_error', 'log_crash', 'log_ws_close')
+ACTIONS = ('unwatch_connect', 'watch_connect', 'cancel_timer', 'tune_stream', 'send_handshake', 'watch_handshake', 'start_handshake_timer', 'detach_from_socket', 'watch_frames', 'attach_to_socket', 'start_linger_timer', 'release', 'send_refusal', 'send_close_frame', 'start_close_timer', 'log_connect_failure', 'log_protocol_error', 'log_handshake_timeout', 'enqueue', 'enqueue_published', 'enqueue_many', 'enqueue_published_many', 'deliver', 'report_capacity', 'stop_reading', 'start_reading', 'discard', 'log_linger_expired', 'log_peer_closed', 'log_io_error', 'log_crash', 'log_ws_close')
 
 
 class WsPipeCompiled:
@@ -82,6 +86,7 @@ class WsPipeCompiled:
         def enqueue(self, body: bytes, header: bytes) -> None: ...
         def enqueue_published(self, body: bytes) -> None: ...
         def enqueue_many(self, bodies: list[bytes]) -> None: ...
+        def enqueue_published_many(self, batch: Publication) -> None: ...
         def deliver(self, msgs: list[bytes]) -> None: ...
         def report_capacity(self) -> None: ...
         def stop_reading(self) -> None: ...
@@ -234,6 +239,13 @@ class WsPipeCompiled:
             self.enqueue_many(bodies)
             return True
         raise RefusedEvent(NAME, state, 'cmd_send_many')
+
+    def cmd_publish_many(self, batch: Publication) -> bool:
+        state = self.state
+        if state == 'active':
+            self.enqueue_published_many(batch)
+            return True
+        raise RefusedEvent(NAME, state, 'cmd_publish_many')
 
     def evt_msgs(self, msgs: list[bytes]) -> bool:
         state = self.state

@@ -36,7 +36,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from scaproust.core.guard import entry_point
-from scaproust.core.pipe import HIGH_WATER, Lender, Pipe, _Head
+from scaproust.core.pipe import HIGH_WATER, Lender, Pipe, Publication, _Head
 from scaproust.transports.framing import OversizeFrame
 
 if TYPE_CHECKING:
@@ -169,6 +169,9 @@ class MemoryPipe(Pipe):
 
     def enqueue_many(self, bodies: list[bytes]) -> None:
         self._enqueue_each(bodies)
+
+    def enqueue_published_many(self, batch: Publication) -> None:
+        self._publish_each(batch)
 
     @entry_point
     def _flush(self) -> None:

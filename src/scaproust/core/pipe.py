@@ -31,6 +31,7 @@ large bodies a prefix buffer followed by the body itself, so a large body is nev
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import logging
 from collections import deque
@@ -93,6 +94,32 @@ class _Head(bytes):
     """A queued buffer that does not end a message: the SP header, or the prefix of a
     message whose body follows as its own buffer."""
 
+
+
+class Publication:
+    """A batch of bodies a PUB sends to all its pipes at once (``cmd_publish_many``).
+
+    The frames are built once per framing (TCP, IPC), by the first pipe of that framing, and
+    every other pipe of it queues the same bytes objects; ``ends`` are the frames' running
+    totals, so that a pipe finds in one search how many fit under its byte limit. Each pipe
+    adds what it had no room for to ``missed``, which the PUB counts once. Every body is at
+    most ``JOIN_MAX`` bytes: one buffer per message.
+    """
+
+    __slots__ = ("_framed", "bodies", "missed")
+
+    def __init__(self, bodies: list[bytes]) -> None:
+        self.bodies = bodies
+        self.missed = 0
+        self._framed: dict[bool, tuple[list[bytes], list[int]]] = {}
+
+    def framed(self, ipc: bool, prefix: Callable[[int], bytes]) -> tuple[list[bytes], list[int]]:
+        """The frames of the bodies in one framing, and their running byte totals."""
+        got = self._framed.get(ipc)
+        if got is None:
+            frames = [prefix(len(body)) + body for body in self.bodies]
+            got = self._framed[ipc] = (frames, list(itertools.accumulate(map(len, frames))))
+        return got
 
 
 class Pipe(PipeFSM):
@@ -423,6 +450,42 @@ class Pipe(PipeFSM):
             if not self._flush_scheduled and not self._writer_registered:
                 self._flush_scheduled = True
                 self.loop.call_after_batch(self._flush)
+
+    def enqueue_published_many(self, batch: Publication) -> None:
+        # What enqueue_published does for each body of the batch while the pipe has room,
+        # found at once: the room in slots, then the first frame that brings the queue to
+        # HIGH_WATER bytes takes the last one (bisect on the running totals). The rest is
+        # missed, as a pipe with no room misses a message.
+        frames, ends = batch.framed(self._ipc, self._prefix)
+        count = len(frames)
+        free = self.free
+        n = free if free < count else count
+        if n:
+            base = self._out_bytes
+            last = bisect.bisect_left(ends, HIGH_WATER - base, 0, n)
+            if last < n:
+                n, free = last + 1, 0
+            else:
+                free -= n
+            self._out.extend(itertools.islice(frames, n))
+            self._out_bytes = base + ends[n - 1]
+            self.free = free
+            self._out_msgs += n
+            if not self._flush_scheduled and not self._writer_registered:
+                self._flush_scheduled = True
+                self.loop.call_after_batch(self._flush)
+        batch.missed += count - n
+
+    def _publish_each(self, batch: Publication) -> None:
+        """``enqueue_published_many`` for a pipe with its own framing (memory, WebSocket):
+        one body at a time, while there is room; the rest is missed."""
+        taken = 0
+        for body in batch.bodies:
+            if not self.free:
+                break
+            self.enqueue_published(body)
+            taken += 1
+        batch.missed += len(batch.bodies) - taken
 
     def _enqueue_each(self, bodies: list[bytes]) -> None:
         """``enqueue_many`` for a pipe with its own ``enqueue`` (memory, WebSocket): one

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, cast
 from scaproust._generated.ws_pipe import WsPipeFSM
 from scaproust._generated.wss_pipe import WssPipeFSM
 from scaproust.core.guard import entry_point
-from scaproust.core.pipe import Pipe, _Head
+from scaproust.core.pipe import Pipe, Publication, _Head
 from scaproust.core.tls_pipe import TLSPipe
 from scaproust.errors import ProtocolError
 from scaproust.transports.tls import subject_of
@@ -209,6 +209,9 @@ class WSPipe(WsPipeFSM, Pipe):
 
     def enqueue_many(self, bodies: list[bytes]) -> None:
         self._enqueue_each(bodies)  # each message its own WebSocket frames
+
+    def enqueue_published_many(self, batch: Publication) -> None:
+        self._publish_each(batch)  # masked per message by a dialer: built for each pipe
 
     def log_ws_close(self, code: int) -> None:
         log.debug("pipe %d: %s closed the WebSocket (code %d)", self.id, self.peer_addr, code)
