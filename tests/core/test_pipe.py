@@ -907,16 +907,17 @@ def test_a_published_batch_is_framed_once_per_framing_and_written_after_one_flus
 
     for h in (tcp_a, tcp_b, ipc):
         h.pipe.cmd_publish_many(batch)
+        h.pipe.cmd_publish(b"four")  # queued behind it: the same flush
         assert h.loop.after_batch == [(h.pipe._flush, ())]
         h.loop.run_ready()
 
-    expected = [b"one", b"two", b"three"]
+    expected = [b"one", b"two", b"three", b"four"]
     assert bytes(tcp_a.stream.written) == bytes(tcp_b.stream.written) == b"".join(
         tcp_frame(b) for b in expected)
     assert bytes(ipc.stream.written) == b"".join(ipc_frame(b) for b in expected)
     (frames_a,), (frames_b,), (frames_ipc,) = (
         [list(call) for call in h.stream.sendmsg_calls] for h in (tcp_a, tcp_b, ipc))
-    assert all(x is y for x, y in zip(frames_a, frames_b, strict=True))  # the same objects
+    assert all(x is y for x, y in zip(frames_a[:3], frames_b[:3], strict=True))  # shared
     assert not any(x is y for x, y in zip(frames_a, frames_ipc, strict=True))
     assert batch.missed == 0
 
@@ -931,6 +932,17 @@ def test_a_published_batch_that_brings_the_queue_to_exactly_high_water_stops_the
 
     assert batch.missed == 1
     assert h.pipe._out_bytes == HIGH_WATER and h.pipe.free == 0 and h.pipe._out_msgs == 3
+
+
+def test_a_published_batch_whose_first_frame_reaches_high_water_gives_the_pipe_that_one():
+    h = Harness(info=protocols.Pub).open_active(SUB_HEADER)
+    h.stream.block_writes = True
+    h.pipe.cmd_send(b"x" * (HIGH_WATER - 8 - 72))  # its prefix, then the body itself
+    batch = Publication([b"1" * 64, b"2" * 64, b"3" * 64])  # 72 bytes each, framed
+
+    h.pipe.cmd_publish_many(batch)
+
+    assert batch.missed == 2 and h.pipe._out_msgs == 2 and h.pipe.free == 0
 
 
 def test_a_pipe_without_room_misses_a_whole_published_batch_and_schedules_nothing():
