@@ -87,12 +87,13 @@ target table says whether each goal of the project holds in this run.
 
 ## Where the time goes
 
-What stands between each missed target and its goal, from profiles taken on this machine
-(2026-12-04 and 2026-12-05; the numbers move from run to run, the proportions much less).
+What it took to reach each target, or what stands between it and its goal, from profiles
+taken on this machine (2026-12-04 and 2026-12-05; the numbers move from run to run, the
+proportions much less).
 
 **Round trip.** `bench/trace_rtt.py` takes timestamps inside both processes of a 64-byte
-round trip (each side on its own core). Medians for PAIR, in µs (2026-12-05, after this
-session's changes; REQ/REP in brackets):
+round trip (each side on its own core). Medians for PAIR, in µs (2026-12-05; REQ/REP in
+brackets):
 
 | step | client | echo |
 |---|---|---|
@@ -108,8 +109,8 @@ about 2), against about 12 for the bare ceiling's whole send-and-receive, spread
 PAIR round trip makes about 177 Python calls on each side, a REQ/REP one about 280 on the
 client (cProfile), none of them more than a few percent of the whole. The REQ/REP extra is
 the request id and its `Message`, the policies' checks, the resend timer moved for every
-request and the credit restated after every flush. This session took out what was
-measurable without a new structure (a `select.poll` kept from one wait to the next, a
+request and the credit restated after every flush. The changes of 2026-12-05 took out what
+was measurable without a new structure (a `select.poll` kept from one wait to the next, a
 timer heap no longer rebuilt at every cancel, `free` a field instead of a property, no
 `WouldBlock` raised and caught inside an asyncio wait): a few µs per round trip, inside
 the noise of the peers' own columns, which moved more than ours between runs. Reaching
@@ -118,55 +119,55 @@ the pipe (today a message crosses the facade, the channel, the protocol machine 
 pipe machine, each a few Python calls).
 
 **PUSH->PULL, small messages.** Measured one side at a time against a bare peer
-(2026-12-05): a burst of 64-byte sends costs the sending process about 1.45-1.55 µs a
-message (its caller thread 0.6: the facade's send fast path and the channel's credit, whose
-lock section alone is 0.19; its I/O thread 0.7 draining the outbox through the PUSH and
-pipe machines, and 0.13 for one `sendmsg` per batch), 1.6 at the start of the session and
-2.0 before the previous one. The receiving process takes about 0.7 µs a message (0.9
-before the frame decoder cut runs of same-size frames as a whole), so the sender sets the
-rate. Half of pyzmq's rate needs about 1.5 µs in all: the target sits on the line (0.44x to
-0.56x across the rounds of the day's last two runs). What is left is the per-message machine events, which would have to
-become per-batch (frame a whole outbox for one pipe in one call), which the state tables
-cannot express today.
+(2026-12-05): a burst of 64-byte sends cost the sending process about 1.37 µs a message at
+the start of the day (its caller thread 0.54: the facade's send fast path and the channel's
+credit; its I/O thread 0.68 draining the outbox through the PUSH and pipe machines, one
+event each per message; 0.11 for one `sendmsg` per batch). Since a drained batch reaches a
+lone pipe in one event (`cmd_send_many`, docs/ARCHITECTURE.md, "The pipe"), the drain costs
+0.23 µs a message and the whole sender 1.19-1.32 (its `sendmsg` calls carry smaller
+batches, 0.23). The receiving process takes about 0.7 µs a message, so the two sides are
+now close; pyzmq's sender is about 0.6.
 
-**PUB->50 SUB.** Two sides, each near the line. The subscribers: with a bare publisher
-blasting 64-byte frames at 50 SUB sockets in one process, they took 1.61 µs per delivered
-message before the receive fast path (`Channel.take`, taken when the policy needs not see
-the message: docs/ARCHITECTURE.md), 0.83 after it, and 0.69 since `try_recv` makes one call
-into the channel and the frame decoder cuts a run of equal-sized frames as a whole (1.05
-before those two, measured alternately on a loaded machine). The publisher: its I/O thread
-runs a whole burst (up to 1024 messages, the in-flight bound of a never-blocking protocol)
-through the PUB machine before any pipe writes, and a pipe holds 512 (`send_buffer`), so
-every pipe misses about half of each burst: the delivered fraction stays at 0.51 however
-fast the subscribers are (0.50 with 50 bare readers that discard everything at once). A PUB
-with `send_buffer=1100` delivers everything but sends fewer messages a second, since the
-drops were the cheap half of its work. Against those bare readers its core spent 19.0 µs per
-message published (0.76 per message delivered) until each frame was built once for all
-the pipes of a framing (`cmd_publish`, docs/ARCHITECTURE.md, "The pipe"), 13.3 since (0.52).
-In this run the publisher sent 73.6 k messages a second, against 52.5 k in the run just
-before that change, and delivery rose 5 % (1.20 to 1.26 M): the subscribers' process sets
-the rate again, at about 0.7 µs a message, where ten times
-pynng needs about 0.65 (pynng's own rate moves by a third between rounds, so does the
-ratio).
+**PUB->50 SUB.** The publisher used to set the pace: its I/O thread ran every message of a
+burst through the PUB machine and then through each of the 50 pipe machines, 12-13 µs of
+its core per message published (19 before each frame was built once for all the pipes of a
+framing). A burst now reaches each pipe in one event (`cmd_publish_many`), which takes what
+the pipe has room for in one step: 2.7-2.9 µs per message published to 50 bare readers,
+which it sends at 340-360 k messages a second instead of 80 k. The subscribers' process
+sets the rate again: with 50 SUB sockets drained by `sp.poll` and `try_recv`, about
+0.66 µs a message in the caller's thread (`try_recv`, mostly the channel's lock section)
+and 0.25 in its I/O thread (reading, parsing, delivering; the receive queue of a SUB that
+falls behind fills up, pauses its pipe and resumes it at half, one wake-up of the I/O
+thread per 512 messages). Each pipe still misses about half of each burst of 1024 (the
+in-flight bound of a never-blocking protocol) against its 512 slots (`send_buffer`): the
+delivered fraction stays at 0.5, whatever the subscribers' speed.
 
 **1 MiB.** A large body is received straight into a buffer kept between messages and
-copied once into the `bytes` that `recv()` returns; the first chunk of each message is
-read into a fresh buffer and copied into the body. The bare ceiling returns its receive
-buffer itself (a `bytearray`, no copy). 80 % of it needs the first chunk received in place
-too and, for the last copy, a `recv()` that may return a buffer rather than `bytes`.
+copied once into the `bytes` that `recv()` returns. Until 2026-12-05 a waiting `recv()`
+borrowed the pipe between two messages while the I/O thread read it the rest of the time,
+each turn a wait for the session lock: now a pipe that carries large bodies stays with the
+I/O thread (docs/ARCHITECTURE.md, "One owner at a time"), and the receiver's CPU per 1 MiB
+message fell from 242-313 µs to 204-227 (the bare ceiling: about 120). Most of what is
+left is the copy into a fresh `bytes` object (about 100 µs in a profile): glibc gives the
+freed bodies back to the kernel and the next one page-faults them in again. Pinning glibc's
+thresholds (`MALLOC_MMAP_THRESHOLD_=8388608 MALLOC_TRIM_THRESHOLD_=134217728` in the
+environment) takes the receiver to 167-176 µs; a library should not change the process's
+allocator behind its user's back, so the bench runs without. Beyond that, 80 % of the
+ceiling in every round needs a `recv()` that may return a buffer rather than `bytes`.
 
 **inproc.** Messages are handed over in memory (docs/ARCHITECTURE.md, "In-process
 pipes"): no descriptor, no framing, no copy, the delivery made in the sender's thread. That
 shows where a copy or a syscall dominated: 1 MiB messages cross at tens of GB/s (the bytes
-object itself), and the PAIR round trip fell from about 100 to 70-86 µs (runs of 2026-12-04
-and 2026-12-05). The two ratio targets still miss, because both sides share one interpreter
-lock: a round trip pays two thread wake-ups, and two CPython threads handing a message back
-and forth through a `threading.Condition`, with no library at all, already take about 40 µs
-here, to which our Python adds about 20 (PAIR) to 32 µs (REQ/REP) measured in one thread; a
-PUSH->PULL burst adds up the CPU of all three threads (sender, I/O thread, receiver), about
-2.1 µs a message (2.7 a day earlier), where TCP spreads its two sides over two cores. 1.5x
-TCP's rate needs about 1.0 µs a message in all, less as TCP gets faster; pyzmq's inproc is
-slower than its own TCP too.
+object itself). The ratio targets still miss, because both sides share one interpreter
+lock and the bench leaves the two threads of an inproc case wherever the scheduler puts
+them. Two CPython threads handing a message back and forth through a
+`threading.Condition`, with no library at all, take 16 µs a round trip when they share a
+core and 41-60 µs when they do not (2026-12-05); our PAIR round trip takes 44 µs in a
+round where the two threads shared a core and 86 where they did not, against 105-113 over
+TCP between two processes pinned to their own cores. A PUSH->PULL burst adds up the CPU of
+all three threads (sender, I/O thread, receiver), 1.6-1.8 µs a message, where TCP spreads
+its two sides over two cores: 1.5x TCP's rate would need about 0.7 µs a message in all.
+pyzmq's inproc is slower than its own TCP too.
 """
 
 

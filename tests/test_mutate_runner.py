@@ -6,7 +6,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tools.mutate.runner import INTEGRATION_TESTS, chosen_tests, split_tests
+from tools.mutate.runner import (
+    CONTEXT_TESTS,
+    INTEGRATION_TESTS,
+    chosen_tests,
+    files_for,
+    split_tests,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,3 +42,15 @@ def test_the_test_files_about_the_mutated_machine_or_module_run_first():
     }
     first, rest = split_tests(files, "req")
     assert sorted(first + rest) == sorted(files)
+
+
+def test_a_mutant_of_a_protocol_with_contexts_runs_their_integration_tests_among_the_first():
+    req = files_for(ROOT, False, "req")
+    survey = files_for(ROOT, False, "respondent")
+
+    assert req == chosen_tests(ROOT, False) + ["tests/integration/test_contexts_req.py"]
+    assert survey[-1] == "tests/integration/test_contexts_survey.py"
+    assert "tests/integration/test_contexts_req.py" in split_tests(req, "req")[0]
+    assert "tests/integration/test_contexts_survey.py" in split_tests(survey, "respondent")[0]
+    assert files_for(ROOT, True, "pipe") == chosen_tests(ROOT, True)  # no contexts there
+    assert all((ROOT / f).exists() for f in CONTEXT_TESTS.values())

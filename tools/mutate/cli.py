@@ -16,7 +16,7 @@ import yaml
 from .action_mutants import action_files, action_mutants
 from .mutant import EQUIVALENTS, ROOT, SPEC, SURVIVED, Mutant
 from .report import keys_in_report, report
-from .runner import chosen_tests, interrupt, run_all, run_tests
+from .runner import CONTEXT_TESTS, chosen_tests, interrupt, run_all, run_tests
 from .workspace import Generator, snapshot
 from .yaml_mutants import yaml_mutants
 
@@ -123,7 +123,8 @@ def _run(args, command: str, started: float) -> int:
                 print(f"mutate: {rel} is stale in the working tree; regenerated in the copy",
                       file=sys.stderr)
                 (base / rel).write_text(text)
-        status, detail, baseline = run_tests(base, chosen_tests(base, True), args.timeout * 2)
+        every = chosen_tests(base, True) + sorted(set(CONTEXT_TESTS.values()))
+        status, detail, baseline = run_tests(base, every, args.timeout * 2)
         if status != SURVIVED:
             print(f"mutate: the unmutated suite fails ({detail}); fix it first", file=sys.stderr)
             return 2

@@ -3,7 +3,8 @@ workers, each pytest run under a timeout, and a clean stop on Ctrl-C or SIGTERM.
 
 Each mutant runs ``pytest -x -q -p no:cacheprovider --hypothesis-seed=0`` over
 tests/protocols, tests/core and tests/models (when present), plus, for the transport-level
-machines and modules (pipe, listener, dialer, socket), a few integration tests;
+machines and modules (pipe, listener, dialer, socket), a few integration tests, and for a
+protocol with contexts (``sock.context()``), its contexts' integration tests;
 tests/test_conformance.py and tests/gen compare generated code with the table and are
 left out. The set runs in two pytest processes under one timeout: first the test files
 about the mutated machine or module (a small run that collects fast and makes most
@@ -37,6 +38,16 @@ INTEGRATION_TESTS = (
     "tests/integration/test_tls.py",
     "tests/integration/test_ws.py",
 )
+#: A protocol's contexts (their machines, their policies in the caller's thread) are pinned
+#: down with real sockets: a mutant of a protocol module with contexts runs that file too,
+#: among the first (it is keyed by the module of the mutated class: req_ctx's is req).
+CONTEXT_TESTS = {
+    "req": "tests/integration/test_contexts_req.py",
+    "rep": "tests/integration/test_contexts_rep.py",
+    "sub": "tests/integration/test_contexts_sub.py",
+    "surveyor": "tests/integration/test_contexts_survey.py",
+    "respondent": "tests/integration/test_contexts_survey.py",
+}
 UNIT_TEST_DIRS = ("tests/protocols", "tests/core", "tests/models")
 PYTEST = ("-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "--hypothesis-seed=0")
 #: What a mutant of a module or machine runs first, when its tests are not named after it:
@@ -67,6 +78,15 @@ def chosen_tests(root: Path, transport: bool) -> list[str]:
     return files
 
 
+def files_for(root: Path, transport: bool, related: str) -> list[str]:
+    """What a mutant runs: ``chosen_tests``, and its protocol's contexts tests if any."""
+    files = chosen_tests(root, transport)
+    extra = CONTEXT_TESTS.get(related)
+    if extra is not None and (root / extra).exists():
+        files.append(extra)
+    return files
+
+
 def _stem(path: str) -> str:
     """What a test file is about: ``tests/core/test_pipe.py`` -> ``pipe``."""
     return Path(path).stem.removeprefix("test_")
@@ -77,7 +97,8 @@ def split_tests(files: list[str], related: str) -> tuple[list[str], list[str]]:
     run collects fast), and the rest."""
     wanted = set(SHARED_MODULE_TESTS.get(related, ())) | {related}
     first = [f for f in files if not f.startswith("tests/models/")
-             and (_stem(f) in wanted or _stem(f).startswith(related + "_"))]
+             and (_stem(f) in wanted or _stem(f).startswith(related + "_")
+                  or f == CONTEXT_TESTS.get(related))]
     return first, [f for f in files if f not in first]
 
 
@@ -147,7 +168,8 @@ def run_all(mutants: list[Mutant], *, base: Path, tmp: Path, jobs: int, timeout:
     """Give every mutant its status: equivalent (listed), validator or same code (yaml,
     decided without running anything), else what its test run says, in ``jobs`` private
     copies of ``base`` made under ``tmp``. Raises KeyboardInterrupt when interrupted."""
-    tests = {t: chosen_tests(base, t) for t in (False, True)}
+    tests = {(t, r): files_for(base, t, r)
+             for t, r in {(m.transport, m.related) for m in mutants}}
     workspaces: queue.Queue = queue.Queue()
     for j in range(jobs):
         workspaces.put(Workspace(base, tmp / f"w{j}"))
@@ -176,7 +198,7 @@ def run_all(mutants: list[Mutant], *, base: Path, tmp: Path, jobs: int, timeout:
                 for rel, text in (m.files or {}).items():
                     ws.write(rel, text)
                 m.status, m.detail, m.seconds = run_stages(
-                    ws.root, tests[m.transport], m.related, timeout)
+                    ws.root, tests[m.transport, m.related], m.related, timeout)
             finally:
                 ws.restore()
                 workspaces.put(ws)
