@@ -104,7 +104,8 @@ class ProtocolMachine(Protocol):
 
 
 class Batching(ProtocolMachine, Protocol):
-    """A machine whose table has ``cmd_send_many`` (PUSH, raw REQ): a drained batch at once."""
+    """A machine whose table has ``cmd_send_many`` (PUSH, raw REQ, PUB): a drained batch
+    at once."""
 
     def cmd_send_many(self, items: list[Item], /) -> object: ...
 

@@ -115,8 +115,9 @@ class SocketCore(SocketFSM):
                            pipes_of_socket=lambda: self.pipes, options=options,
                            on_crash=lambda err: crash(self, err))
         self.proto: ProtocolMachine = info.machine_class(raw)(self.ctx)
-        #: A protocol that takes a drained batch in one event (PUSH): _drain_outbox. Its
-        #: table must say so: a cooked REQ has the method of raw REQ's, which it refuses.
+        #: A protocol that takes a drained batch in one event (PUSH, raw REQ, PUB):
+        #: _drain_outbox. Its table must say so: a cooked REQ has the method of raw REQ's,
+        #: which its own table refuses.
         self._send_many: Callable[[list[Item]], object] | None = (
             cast("Batching", self.proto).cmd_send_many
             if "cmd_send_many" in self.proto.EVENTS else None)
@@ -203,8 +204,8 @@ class SocketCore(SocketFSM):
         ctx.refill()
 
     def _drain_batch(self, batch: deque[Item]) -> None:
-        # The whole batch in one protocol event (a burst of PUSH sends: a third of the
-        # per-message cost, docs/PERFORMANCE.md). Never in the main thread, the only one
+        # The whole batch in one protocol event (docs/ARCHITECTURE.md, "The pipe": a PUSH's
+        # drain costs a third, a PUB's a fifth). Never in the main thread, the only one
         # a Ctrl-C lands in: an event that takes many messages at once could not say which
         # of them it had placed when interrupted, as the loop above does for one.
         assert self._send_many is not None
