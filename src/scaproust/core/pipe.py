@@ -447,9 +447,7 @@ class Pipe(PipeFSM):
             self.free = free
             self._out_msgs += taken
             del bodies[:taken]
-            if not self._flush_scheduled and not self._writer_registered:
-                self._flush_scheduled = True
-                self.loop.call_after_batch(self._flush)
+            self._flush_soon()
 
     def enqueue_published_many(self, batch: Publication) -> None:
         # What enqueue_published does for each body of the batch while the pipe has room,
@@ -471,9 +469,7 @@ class Pipe(PipeFSM):
             self._out_bytes = base + ends[n - 1]
             self.free = free
             self._out_msgs += n
-            if not self._flush_scheduled and not self._writer_registered:
-                self._flush_scheduled = True
-                self.loop.call_after_batch(self._flush)
+            self._flush_soon()
         batch.missed += count - n
 
     def _publish_each(self, batch: Publication) -> None:
@@ -513,6 +509,12 @@ class Pipe(PipeFSM):
             # Flush once the loop has handled everything pending in this iteration, so all
             # the frames queued meanwhile leave in one sendmsg (docs/ARCHITECTURE.md, "The pipe"),
             # and before it sleeps again, so none waits for another select.
+            self._flush_scheduled = True
+            self.loop.call_after_batch(self._flush)
+
+    def _flush_soon(self) -> None:
+        """``_queue``'s last step, for a batch queued at once (one call per batch)."""
+        if not self._flush_scheduled and not self._writer_registered:
             self._flush_scheduled = True
             self.loop.call_after_batch(self._flush)
 
