@@ -24,10 +24,11 @@ import pytest
 from scaproust.core.channel import UNBOUNDED, Channel
 from scaproust.core.message import Message
 from scaproust.core.options import Options
-from scaproust.errors import BadState
+from scaproust.core.stats import Stats
+from scaproust.errors import BadState, Closed
 from scaproust.fsm.errors import MachineError
 from scaproust.protocols._headers import id_word, pipe_word
-from scaproust.protocols.rep import Rep, RepPolicy, RepRaw
+from scaproust.protocols.rep import Rep, RepContextPolicy, RepPolicy, RepRaw
 
 from .fakes import FakePipe, RecordingContext, sent_through
 
@@ -305,3 +306,110 @@ def test_a_malformed_request_last_in_its_read_counts_nothing_as_rejected(rep, ct
     rep.evt_pipe_recv(pipe, [ID + b"good", b"\x80\x00"])
     assert ctx.rejected == [pipe]
     assert ctx.stats.snapshot() == {"dropped_malformed": 1}
+
+
+# ---------------------------------------------------------------- a context's policy (rep_ctx)
+# The caller-side half of sock.context() on a cooked REP: its machine (rep_ctx) under the
+# policy's lock, over the socket's channel. The facade calls begin_recv, take,
+# incoming_for, end_recv for a receive and outgoing, then sent for a send; another thread
+# may run a send, a receive or close() on the same context between any two of them.
+
+
+def request(body: bytes, n: int) -> Message:
+    return Message(body, pipe_word(n) + id_word(n))
+
+
+@pytest.fixture
+def ctx_policy() -> RepContextPolicy:
+    channel = Channel(wake_backend=lambda: None, resume_reading=lambda: None)
+    return RepContextPolicy(channel, Options("rep"), Stats())
+
+
+def received_by(policy: RepContextPolicy, item: Message) -> object:
+    """One receive of the facade's, the request ``item`` taken off the channel."""
+    token = policy.begin_recv()
+    try:
+        return policy.incoming_for(item, token)
+    finally:
+        policy.end_recv()
+
+
+def test_a_reply_that_completes_after_a_new_recv_disturbs_neither_that_recv_nor_its_answer(
+        ctx_policy):
+    # One thread's send queues the reply to request 1 (outgoing) while another's recv
+    # abandons request 1 and takes request 2; the first send's `sent` comes last.
+    assert received_by(ctx_policy, request(b"q1", 1)) == request(b"q1", 1)
+    reply1 = ctx_policy.outgoing(b"a1")
+    assert reply1 == Message(b"a1", pipe_word(1) + id_word(1))
+    token = ctx_policy.begin_recv()  # abandons request 1: the context receives again
+
+    ctx_policy.sent(reply1)  # the late reply to request 1 changes nothing
+    assert ctx_policy.machine.state == "receiving"
+    assert ctx_policy.incoming_for(request(b"q2", 2), token) == request(b"q2", 2)
+    ctx_policy.end_recv()
+    ctx_policy.sent(reply1)  # nor while the context answers request 2
+
+    assert ctx_policy.machine.state == "answering"
+    assert sent_through(ctx_policy, b"a2") == Message(b"a2", pipe_word(2) + id_word(2))
+    assert ctx_policy.machine.state == "idle"
+
+
+def test_a_second_send_of_the_same_answer_completing_leaves_the_context_ready_to_receive(
+        ctx_policy):
+    # Two threads send on the context while it answers: both are accepted (outgoing), the
+    # first `sent` ends the request, the second finds the context idle and leaves it so.
+    received_by(ctx_policy, request(b"q", 1))
+    first, second = ctx_policy.outgoing(b"a"), ctx_policy.outgoing(b"b")
+    ctx_policy.sent(first)
+    ctx_policy.sent(second)
+
+    assert ctx_policy.machine.state == "idle"
+    assert received_by(ctx_policy, request(b"next", 2)) == request(b"next", 2)
+    assert ctx_policy.outgoing(b"c") == Message(b"c", pipe_word(2) + id_word(2))
+
+
+def test_a_second_recv_refused_leaves_the_first_one_waiting_for_its_request(ctx_policy):
+    token = ctx_policy.begin_recv()
+    with pytest.raises(BadState, match="a receive already waits on this REP context"):
+        ctx_policy.begin_recv()
+
+    assert ctx_policy.machine.state == "receiving"
+    assert ctx_policy.incoming_for(request(b"q", 3), token) == request(b"q", 3)
+    ctx_policy.end_recv()
+    assert sent_through(ctx_policy, b"a") == Message(b"a", pipe_word(3) + id_word(3))
+
+
+def test_a_closed_context_refuses_a_recv_before_taking_anything(ctx_policy):
+    ctx_policy.channel.push_many([request(b"for the socket", 1)])
+    ctx_policy.close()
+
+    assert ctx_policy.closed
+    with pytest.raises(Closed, match="^context is closed$"):
+        ctx_policy.begin_recv()
+    with pytest.raises(Closed, match="^context is closed$"):
+        ctx_policy.take(0)
+    assert ctx_policy.channel.take() == request(b"for the socket", 1)  # still queued
+    assert ctx_policy.stats.snapshot() == {}
+
+
+def test_a_request_taken_as_the_context_closes_is_dropped_and_counted(ctx_policy):
+    # The recv took the request off the channel; close() ran before incoming_for.
+    token = ctx_policy.begin_recv()
+    ctx_policy.close()
+
+    assert ctx_policy.incoming_for(request(b"q", 1), token) is None
+    ctx_policy.end_recv()
+    assert ctx_policy.stats.snapshot() == {"dropped_closed": 1}
+    with pytest.raises(Closed, match="^context is closed$"):
+        ctx_policy.outgoing(b"a")
+
+
+def test_a_reply_whose_send_completes_after_the_context_closed_is_harmless(ctx_policy):
+    received_by(ctx_policy, request(b"q", 1))
+    reply = ctx_policy.outgoing(b"a")
+    ctx_policy.close()
+
+    ctx_policy.sent(reply)  # the reply was queued before the close: it goes out
+    assert ctx_policy.machine.state == "closed"
+    with pytest.raises(Closed, match="^context is closed$"):
+        ctx_policy.outgoing(b"again")

@@ -108,3 +108,25 @@ def test_closing_a_context_or_the_socket_ends_its_survey(surveyor, loop, sock_ct
     surveyor.cmd_close()
     assert b.state == "closed" and surveyor.contexts == {} and surveyor.by_id == {}
     assert loop.pending_timers() == []
+
+
+def test_a_survey_ending_leaves_alone_the_other_context_that_now_uses_its_id(surveyor, loop):
+    # Ids come from the socket's pool, 31 bits that wrap: a context's survey can get the
+    # id of another's still running. The id is the newer survey's from then on; the end of
+    # the older one (its deadline, or its context closing) must not unregister it.
+    pipe = FakePipe(free=5)
+    surveyor.evt_pipe_added(pipe)
+    seams = [recording(loop, 0.5), recording(loop, 2.0), recording(loop, 2.0)]
+    by_deadline, by_close, new = (surveyor.open_context(seam) for seam in seams)
+    for context in (by_deadline, by_close, new):
+        context.cmd_send(Message(b"q", A_ID))
+    assert surveyor.by_id == {A_ID: new}
+
+    loop.advance(0.5)  # the deadline of by_deadline's survey
+    by_close.cmd_close()
+    surveyor.evt_pipe_recv(pipe, [A_ID + b"r"])
+
+    assert (by_deadline.state, by_close.state, new.state) == ("idle", "closed", "surveying")
+    assert surveyor.by_id == {A_ID: new}
+    assert seams[2].delivered == [Message(b"r", A_ID)]
+    assert seams[0].delivered == seams[1].delivered == []
