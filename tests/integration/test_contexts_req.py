@@ -184,6 +184,39 @@ def test_a_new_send_cancels_the_recv_waiting_for_the_old_request(session, url):
     assert ctx.recv(timeout=2.0) == b"fresh"
 
 
+def test_a_new_send_with_no_recv_waiting_queues_no_cancellation(session, url):
+    # The cancellation is for a receive that waits for the old request: with none waiting,
+    # nothing is queued, so the context does not poll readable with no reply to give.
+    req, rep = pair(session, url)
+    ctx = req.context()
+    ctx.send(b"old")
+    ctx.send(b"new")
+    assert sp.poll({ctx: sp.POLLIN}, timeout=0) == {}
+    assert len(ctx._channel.inbox) == 0
+    assert serve(rep, 2) == [b"old", b"new"]
+    assert ctx.recv(timeout=2.0) == b"NEW"
+
+
+def test_a_recv_that_ended_is_not_cancelled_by_the_next_sends(session, url):
+    # A receive that returned, or timed out, no longer waits: the sends after it queue no
+    # cancellation (nothing makes the context readable) and the next receive gets its reply.
+    req, rep = pair(session, url)
+    ctx = req.context()
+    ctx.send(b"one")
+    assert serve(rep, 1) == [b"one"]
+    assert ctx.recv(timeout=2.0) == b"ONE"
+    ctx.send(b"two")
+    with pytest.raises(sp.Timeout):
+        ctx.recv(timeout=0.01)
+    assert ctx._policy.receiving == 0
+    ctx.send(b"three")
+    ctx.send(b"four")
+    assert sp.poll({ctx: sp.POLLIN}, timeout=0) == {}
+    assert len(ctx._channel.inbox) == 0
+    assert serve(rep, 3) == [b"two", b"three", b"four"]
+    assert ctx.recv(timeout=2.0) == b"FOUR"
+
+
 def test_recv_before_any_request_is_a_state_error(session):
     ctx = session.socket(sp.Req).context()
     with pytest.raises(sp.BadState):

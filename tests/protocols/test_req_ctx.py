@@ -232,3 +232,125 @@ def test_closing_the_socket_closes_its_contexts(req, loop):
     assert loop.pending_timers() == []
     with pytest.raises(Exception, match="closed"):
         req.open_context(recording(loop))
+
+
+# ---------------------------------------------------------------- the rows of ``req`` that
+# serve the contexts: which pipe event serves the queue, and the socket's credit after it.
+# The credit (grant_capacity) comes after serve_contexts and reroute_contexts: it leaves
+# out the slots the contexts' requests took.
+
+
+@pytest.mark.parametrize("event", ["added", "ready"])
+def test_a_pipe_with_room_serves_the_waiting_socket_then_the_contexts(req, loop, sock_ctx, event):
+    pipe = FakePipe(free=0)
+    if event == "ready":
+        req.evt_pipe_added(pipe)
+    a, _ = open_ctx(req, loop)
+    b, _ = open_ctx(req, loop)
+    a.cmd_send(Message(b"qa", A_ID))
+    req.cmd_send(Message(b"own", OWN_ID))
+    b.cmd_send(Message(b"qb", B_ID))
+    assert (req.state, a.state, b.state) == ("waiting", "queued", "queued")
+
+    pipe.free = 3
+    if event == "added":
+        req.evt_pipe_added(pipe)
+    else:
+        req.evt_pipe_ready(pipe)
+
+    assert pipe.sent == [(b"own", OWN_ID), (b"qa", A_ID), (b"qb", B_ID)]
+    assert (req.state, a.state, b.state) == ("sent", "sent", "sent")
+    assert (a.carrier, b.carrier) == (pipe, pipe)
+    assert not req.queue
+    assert sock_ctx.capacity == 0  # the three took the three slots
+
+
+@pytest.mark.parametrize("event", ["added", "ready"])
+def test_a_pipe_with_room_serves_the_contexts_while_the_socket_is_idle(req, loop, sock_ctx, event):
+    pipe = FakePipe(free=0)
+    if event == "ready":
+        req.evt_pipe_added(pipe)
+    a, _ = open_ctx(req, loop)
+    a.cmd_send(Message(b"qa", A_ID))
+    assert (req.state, a.state) == ("idle", "queued")
+
+    pipe.free = 3
+    if event == "added":
+        req.evt_pipe_added(pipe)
+    else:
+        req.evt_pipe_ready(pipe)
+
+    assert pipe.sent == [(b"qa", A_ID)]
+    assert (req.state, a.state, a.carrier) == ("idle", "sent", pipe)
+    assert sock_ctx.capacity == 2  # one slot went to the context's request
+
+
+def test_when_the_sockets_carrier_dies_its_contexts_there_are_resent_at_once(req, loop, sock_ctx):
+    doomed = FakePipe(free=2)
+    req.evt_pipe_added(doomed)
+    a, a_seam = open_ctx(req, loop)
+    req.cmd_send(Message(b"own", OWN_ID))
+    a.cmd_send(Message(b"qa", A_ID))
+    assert doomed.sent == [(b"own", OWN_ID), (b"qa", A_ID)]
+    spare = FakePipe(free=3)
+    req.evt_pipe_added(spare)
+
+    req.evt_pipe_removed(doomed)
+
+    assert spare.sent == [(b"own", OWN_ID), (b"qa", A_ID)]
+    assert (req.state, req.carrier) == ("sent", spare)
+    assert (a.state, a.carrier) == ("sent", spare)
+    assert ("stats.count", "requests_resent", 1) in a_seam.calls
+    assert ("stats.count", "requests_resent", 1) in sock_ctx.calls
+    assert sock_ctx.capacity == 1  # the two resends took two of the three slots
+    assert len(loop.pending_timers()) == 2  # one per request, never more
+
+
+def test_when_the_sockets_carrier_dies_with_no_room_elsewhere_its_contexts_wait_too(req, loop):
+    doomed = FakePipe(free=2)
+    req.evt_pipe_added(doomed)
+    a, a_seam = open_ctx(req, loop)
+    req.cmd_send(Message(b"own", OWN_ID))
+    a.cmd_send(Message(b"qa", A_ID))
+    full = FakePipe(free=0)
+    req.evt_pipe_added(full)
+
+    req.evt_pipe_removed(doomed)
+
+    assert (req.state, a.state, a.carrier) == ("waiting", "queued", None)
+    assert list(req.queue) == [a]
+    assert loop.pending_timers() == []
+    full.free = 2
+    req.evt_pipe_ready(full)
+    assert full.sent == [(b"own", OWN_ID), (b"qa", A_ID)]
+    assert (req.state, a.state, a.carrier) == ("sent", "sent", full)
+
+
+def test_when_a_contexts_carrier_dies_it_is_resent_on_a_pipe_with_room_at_once(req, loop, sock_ctx):
+    doomed = FakePipe(free=1)
+    req.evt_pipe_added(doomed)
+    a, a_seam = open_ctx(req, loop)
+    a.cmd_send(Message(b"qa", A_ID))
+    spare = FakePipe(free=0)
+    req.evt_pipe_added(spare)
+    spare.free = 2  # room, with no event: a stays on its carrier
+
+    req.evt_pipe_removed(doomed)  # the socket is idle: not its carrier
+
+    assert spare.sent == [(b"qa", A_ID)]
+    assert (a.state, a.carrier) == ("sent", spare)
+    assert not req.queue
+    assert ("stats.count", "requests_resent", 1) in a_seam.calls
+    assert sock_ctx.capacity == 1  # the resend took one of the two slots
+
+
+def test_a_closed_context_can_be_closed_again_but_takes_no_request(req, loop):
+    pipe = FakePipe(free=1)
+    req.evt_pipe_added(pipe)
+    a, seam = open_ctx(req, loop)
+    a.cmd_close()
+    a.cmd_close()
+    assert a.state == "closed"
+    a.cmd_send(Message(b"qa", A_ID))
+    assert a.state == "closed" and pipe.sent == []
+    assert ("stats.count", "dropped_closed", 1) in seam.calls

@@ -39,7 +39,7 @@ PARAMETERS: dict[str, tuple[str, ...]] = {
     'cmd_close': (),
 }
 GUARDS = ('pipe_has_room', 'is_carrier', 'other_pipe_has_room', 'our_pipe_has_room', 'has_reply', 'can_send')
-ACTIONS = ('stop_resend_timer', 'add_pipe', 'send_request', 'grant_capacity', 'serve_contexts', 'remove_pipe', 'resend_request', 'reroute_contexts', 'deliver_reply', 'drop_replies', 'take_request', 'drop_request', 'close_contexts')
+ACTIONS = ('stop_resend_timer', 'add_pipe', 'send_request', 'serve_contexts', 'grant_capacity', 'remove_pipe', 'resend_request', 'reroute_contexts', 'deliver_reply', 'drop_replies', 'take_request', 'drop_request', 'close_contexts')
 
 
 class ReqCompiled:
@@ -60,8 +60,8 @@ class ReqCompiled:
         def stop_resend_timer(self) -> None: ...
         def add_pipe(self, pipe: Pipe) -> None: ...
         def send_request(self, *args: object) -> None: ...
-        def grant_capacity(self, *args: object) -> None: ...
         def serve_contexts(self, pipe: Pipe) -> None: ...
+        def grant_capacity(self, *args: object) -> None: ...
         def remove_pipe(self, pipe: Pipe) -> None: ...
         def resend_request(self, *args: object) -> None: ...
         def reroute_contexts(self, pipe: Pipe) -> None: ...
@@ -75,25 +75,25 @@ class ReqCompiled:
         state = self.state
         if state == 'idle':
             self.add_pipe(pipe)
-            self.grant_capacity(pipe)
             self.serve_contexts(pipe)
+            self.grant_capacity(pipe)
             return True
         if state == 'sent':
             self.add_pipe(pipe)
-            self.grant_capacity(pipe)
             self.serve_contexts(pipe)
+            self.grant_capacity(pipe)
             return True
         if state == 'waiting':
             if self.pipe_has_room(pipe):
                 self.state = 'sent'
                 self.add_pipe(pipe)
                 self.send_request(pipe)
-                self.grant_capacity(pipe)
                 self.serve_contexts(pipe)
+                self.grant_capacity(pipe)
                 return True
             self.add_pipe(pipe)
-            self.grant_capacity(pipe)
             self.serve_contexts(pipe)
+            self.grant_capacity(pipe)
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_added')
 
@@ -101,53 +101,53 @@ class ReqCompiled:
         state = self.state
         if state == 'idle':
             self.remove_pipe(pipe)
-            self.grant_capacity(pipe)
             self.reroute_contexts(pipe)
+            self.grant_capacity(pipe)
             return True
         if state == 'sent':
             if self.is_carrier(pipe) and self.other_pipe_has_room(pipe):
                 self.remove_pipe(pipe)
                 self.resend_request(pipe)
-                self.grant_capacity(pipe)
                 self.reroute_contexts(pipe)
+                self.grant_capacity(pipe)
                 return True
             if self.is_carrier(pipe):
                 self.stop_resend_timer()
                 self.state = 'waiting'
                 self.remove_pipe(pipe)
-                self.grant_capacity(pipe)
                 self.reroute_contexts(pipe)
+                self.grant_capacity(pipe)
                 return True
             self.remove_pipe(pipe)
-            self.grant_capacity(pipe)
             self.reroute_contexts(pipe)
+            self.grant_capacity(pipe)
             return True
         if state == 'waiting':
             self.remove_pipe(pipe)
-            self.grant_capacity(pipe)
             self.reroute_contexts(pipe)
+            self.grant_capacity(pipe)
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_removed')
 
     def evt_pipe_ready(self, pipe: Pipe) -> bool:
         state = self.state
         if state == 'idle':
-            self.grant_capacity(pipe)
             self.serve_contexts(pipe)
+            self.grant_capacity(pipe)
             return True
         if state == 'sent':
-            self.grant_capacity(pipe)
             self.serve_contexts(pipe)
+            self.grant_capacity(pipe)
             return True
         if state == 'waiting':
             if self.our_pipe_has_room(pipe):
                 self.state = 'sent'
                 self.send_request(pipe)
-                self.grant_capacity(pipe)
                 self.serve_contexts(pipe)
+                self.grant_capacity(pipe)
                 return True
-            self.grant_capacity(pipe)
             self.serve_contexts(pipe)
+            self.grant_capacity(pipe)
             return True
         raise RefusedEvent(NAME, state, 'evt_pipe_ready')
 
