@@ -199,6 +199,23 @@ def test_a_bad_peer_header_kills_the_pipe_loudly_before_the_protocol_sees_it(
     assert h.socket.closed == []  # never attached, so nothing to detach
 
 
+def test_frames_right_behind_a_bad_peer_header_in_the_same_chunk_die_with_the_pipe(caplog):
+    h = Harness()
+    h.pipe.cmd_open()
+    h.loop.run_ready()
+
+    with caplog.at_level(logging.WARNING):
+        h.receive(SUB_HEADER + tcp_frame(b"hi") + tcp_frame(b"there"))
+
+    assert h.pipe.state == "dead"
+    assert h.proto.calls == []
+    assert h.stats.snapshot() == {"dropped_malformed": 1}
+    # One warning for the header, and no internal error: the frames are never decoded.
+    assert [(r.name, r.levelno) for r in caplog.records] == [("scaproust.pipe", logging.WARNING)]
+    h.loop.run_ready()
+    assert h.owner.closed == [h.pipe]
+
+
 def test_a_peer_that_sends_no_header_in_time_kills_the_pipe(caplog):
     h = Harness(handshake_timeout=2.0)
     h.pipe.cmd_open()

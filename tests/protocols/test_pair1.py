@@ -393,7 +393,8 @@ def test_raw_pair1_applies_the_same_ttl_and_malformed_rules_as_cooked(raw, ctx):
     assert ctx.delivered == [Message(b"ok", hops(2))]
     assert ctx.stats["dropped_ttl"] == 1
     assert ctx.rejected == [p1]
-    assert raw.state == "unpaired"
+    assert raw.state == "unpaired" and raw.peer is None
+    assert ctx.capacity == 0  # the peer is forgotten before the credit is granted
 
 
 def test_raw_pair1_sends_its_header_hop_count_plus_one(raw):

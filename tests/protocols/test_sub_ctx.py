@@ -107,3 +107,67 @@ def test_closing_a_context_or_the_socket_stops_its_messages(sub, loop):
     assert b.state == "closed" and sub.contexts == []
     with pytest.raises(Closed):
         sub.open_context(QueueingContext(loop))
+
+
+def test_a_new_context_loses_its_oldest_message_when_full(sub, loop):
+    # prefer_new defaults to True, as nng's sub:prefnew.
+    pipe = FakePipe()
+    sub.evt_pipe_added(pipe)
+    small = QueueingContext(loop, recv_buffer=1)
+    ctx = sub.open_context(small)
+    ctx.cmd_subscribe(b"")
+    assert ctx.prefer_new is True
+    sub.evt_pipe_recv(pipe, [b"one", b"two"])
+    assert small.queue == [b"two"]
+    assert small.calls.count(("stats.count", "dropped_context_full", 1)) == 1
+
+
+@pytest.mark.parametrize("state", ["unsubscribed", "subscribed"])
+def test_a_message_a_context_does_not_match_leaves_it_as_it_was(sub, loop, state):
+    # The socket asks _wants() before offering a message, so this is the machine's own
+    # contract (its evt_message row with no guard): an unmatched message is ignored.
+    seam = QueueingContext(loop)
+    ctx = sub.open_context(seam)
+    if state == "subscribed":
+        ctx.cmd_subscribe(b"a")
+    ctx.evt_message(FakePipe(), b"b: not for me")
+    assert ctx.state == state
+    assert seam.queue == [] and seam.calls == []
+    assert sub.contexts == [ctx]
+
+
+def test_unsubscribing_a_context_stops_matching_that_topic(sub, loop, sock_ctx):
+    pipe = FakePipe()
+    sub.evt_pipe_added(pipe)
+    seam = QueueingContext(loop)
+    ctx = sub.open_context(seam)
+    ctx.cmd_subscribe(b"a")
+    ctx.cmd_subscribe(b"b")
+
+    ctx.cmd_unsubscribe(b"a")  # not its last topic
+    assert ctx.state == "subscribed" and ctx.topics == {b"b"}
+    sub.evt_pipe_recv(pipe, [b"a1", b"b1"])
+    assert seam.queue == [b"b1"]
+
+    ctx.cmd_unsubscribe(b"b")  # its last topic
+    assert ctx.state == "unsubscribed" and ctx.topics == set()
+    ctx.cmd_subscribe(b"c")  # subscribed again: to c only
+    assert ctx.topics == {b"c"}
+    sub.evt_pipe_recv(pipe, [b"a2", b"b2", b"c2"])
+    assert seam.queue == [b"b1", b"c2"]
+    assert sock_ctx.stats["dropped_unmatched"] == 3  # a1, a2, b2
+
+
+def test_a_closed_context_stays_closed_ignores_messages_and_refuses_topic_changes(sub, loop):
+    seam = QueueingContext(loop)
+    ctx = sub.open_context(seam)
+    ctx.cmd_subscribe(b"")
+    ctx.cmd_close()
+    ctx.cmd_close()  # harmless twice
+    ctx.evt_message(FakePipe(), b"late")
+    assert ctx.state == "closed" and seam.queue == [] and sub.contexts == []
+    with pytest.raises(Closed, match="^context is closed$"):
+        ctx.cmd_subscribe(b"x")
+    with pytest.raises(Closed, match="^context is closed$"):
+        ctx.cmd_unsubscribe(b"")
+    assert ctx.state == "closed" and ctx.topics == {b""}
