@@ -354,3 +354,20 @@ def test_a_closed_context_can_be_closed_again_but_takes_no_request(req, loop):
     a.cmd_send(Message(b"qa", A_ID))
     assert a.state == "closed" and pipe.sent == []
     assert ("stats.count", "dropped_closed", 1) in seam.calls
+
+
+@pytest.mark.parametrize("how", ["sent", "resent"])
+def test_a_contexts_request_that_takes_a_slot_lowers_the_sockets_credit_at_once(
+        req, loop, sock_ctx, how):
+    pipe = FakePipe(free=2)
+    req.evt_pipe_added(pipe)
+    assert sock_ctx.capacity == 2
+    a, _ = open_ctx(req, loop)
+
+    a.cmd_send(Message(b"qa", A_ID))
+    assert pipe.sent == [(b"qa", A_ID)] and sock_ctx.capacity == 1
+    if how == "resent":
+        loop.advance(60.0)  # the resend interval: the same request again, one slot more
+        assert pipe.sent == [(b"qa", A_ID)] * 2
+
+    assert sock_ctx.capacity == (1 if how == "sent" else 0)

@@ -336,6 +336,9 @@ class ReqContext(ReqCtxFSM):
         pipe.cmd_send(body, word)  # type: ignore[union-attr]  # can_send_now, or offered
         self.carrier = pipe
         self._on_wire = True
+        # It took a slot of the socket's pipe: the socket's credit says so at once (a
+        # pipe event restates it again after serving every waiting context).
+        self.parent.grant_capacity()
         self._timer = self.ctx.call_later(self.ctx.options.resend_interval, self._on_timer)
 
     def _on_timer(self) -> None:
