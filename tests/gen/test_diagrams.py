@@ -19,7 +19,7 @@ def test_internal_transitions_are_rows_inside_their_state_not_loops():
     sent = next(line for line in dot.splitlines() if line.strip().startswith("sent ["))
     assert "<B>sent</B>" in sent and "<I>exit: stop_resend_timer</I>" in sent
     assert ("evt_pipe_removed [is_carrier &amp; other_pipe_has_room] / remove_pipe, "
-            "resend_request, grant_capacity") in sent
+            "resend_request, reroute_contexts, grant_capacity") in sent
     # A transition that leaves the state is still an edge.
     assert re.search(r"^\s*sent -> waiting \[label=\"evt_pipe_removed \[is_carrier\]", dot,
                      re.M)
