@@ -107,12 +107,12 @@ _EPOLLOUT = getattr(select, "EPOLLOUT", 0)
 # where calling os.getpid() cost 185 ns here (it is a real syscall since glibc 2.25): half of
 # the whole 0.34 µs budget of a post. (The facade's fast paths check not even that: a fork
 # hook of their own clears their flags, facade/socket.py.)
-fork_generation = 0
+_fork_generation = 0
 
 
 def _after_fork_in_child() -> None:
-    global fork_generation
-    fork_generation += 1
+    global _fork_generation
+    _fork_generation += 1
 
 
 if hasattr(os, "register_at_fork"):  # POSIX only, and there is no fork anywhere else
@@ -211,7 +211,7 @@ class Loop:
         self._thread: threading.Thread | None = None
         self._thread_id: int | None = None
         self._pid = os.getpid()
-        self.fork_generation = fork_generation
+        self._fork_generation = _fork_generation
         # Lending a reader changes the kernel's interest without touching the selector's
         # bookkeeping: one epoll_ctl, where unregister + register through selectors cost
         # about 5 µs on the path of every message a caller reads itself.
@@ -240,11 +240,11 @@ class Loop:
 
     def forked(self) -> bool:
         """True in a child process forked after the loop was made."""
-        return self.fork_generation != fork_generation
+        return self._fork_generation != _fork_generation
 
     def check_fork(self) -> None:
         """Raise ``RuntimeError`` if called in a child process forked after the loop was made."""
-        if self.fork_generation != fork_generation:
+        if self._fork_generation != _fork_generation:
             raise RuntimeError(
                 f"scaproust session used after fork: its I/O thread lives in process "
                 f"{self._pid}, not in this process ({os.getpid()}); create a new session in "
@@ -313,7 +313,7 @@ class Loop:
 
         Raises ``RuntimeError`` once ``stop()`` has been called, or in a forked child.
         """
-        if self.fork_generation != fork_generation:
+        if self._fork_generation != _fork_generation:
             self.check_fork()
         if self._closing:
             raise RuntimeError("scaproust I/O loop is closed")
@@ -335,7 +335,7 @@ class Loop:
         long as the current owner keeps it, which is never long: nobody sleeps holding it).
         False on timeout, if this thread owns it already, or if the loop is closed or was
         forked."""
-        if self._closed or self.fork_generation != fork_generation:
+        if self._closed or self._fork_generation != _fork_generation:
             return False
         me = threading.get_ident()
         if self._owner == me:
