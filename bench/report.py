@@ -63,7 +63,9 @@ the template in `bench/report.py`). Reproduce with:
   trips, against a REP socket with 8 contexts each echoing in its own thread (pynng:
   `new_context()` on both sides; pyzmq has no contexts); rate = requests answered per
   second over the run.
-- Fan-out: one PUB, 50 SUB sockets in another process (each library's own poller);
+- Fan-out: one PUB, 50 SUB sockets in another process (each library's own poller, then
+  every queued message taken: scaproust with `try_recv_many`, pynng and pyzmq with their
+  non-blocking receive until it would block, the bare ceiling every whole frame of a read);
   PUB may drop when a queue is full, so the rate is what was **delivered**, summed over
   the subscribers, with the delivered fraction (the bare ceiling blocks instead of dropping).
 - CPU µs per message: process CPU time (`time.process_time()`) of both sides over the timed part,
@@ -134,11 +136,14 @@ its core per message published (19 before each frame was built once for all the 
 framing). A burst now reaches each pipe in one event (`cmd_publish_many`), which takes what
 the pipe has room for in one step: 2.7-2.9 µs per message published to 50 bare readers,
 which it sends at 340-360 k messages a second instead of 80 k. The subscribers' process
-sets the rate again: with 50 SUB sockets drained by `sp.poll` and `try_recv`, about
-0.66 µs a message in the caller's thread (`try_recv`, mostly the channel's lock section)
-and 0.25 in its I/O thread (reading, parsing, delivering; the receive queue of a SUB that
-falls behind fills up, pauses its pipe and resumes it at half, one wake-up of the I/O
-thread per 512 messages). Each pipe still misses about half of each burst of 1024 (the
+set the rate again: with 50 SUB sockets drained by `sp.poll` and `try_recv`, 0.58-0.64 µs
+of CPU a message against a bare publisher, most of it the channel's lock section taken for
+every message (the rest in its I/O thread: reading, parsing, delivering). They now drain
+with `try_recv_many`, one lock section per batch: 0.26-0.29 µs a message, and the fan-out
+case delivers 2.0-3.2 M messages a second where it delivered 0.87-1.52 M (2026-12-05,
+`bench/run.py --only fan64_tcp --impls scaproust,pynng,pyzmq`). The receive queue of a SUB
+that falls behind fills up, pauses its pipe and resumes it at half: one wake-up of the I/O
+thread per 512 messages. Each pipe still misses about half of each burst of 1024 (the
 in-flight bound of a never-blocking protocol) against its 512 slots (`send_buffer`): the
 delivered fraction stays at 0.5, whatever the subscribers' speed.
 

@@ -220,12 +220,15 @@ def test_a_push_wakes_a_waiting_getter(channel):
     assert getter.join().result == b"hello"
 
 
-@pytest.fixture(params=["get", "take"])
+@pytest.fixture(params=["get", "take", "take_many"])
 def take_one(request):
-    """Both ways a receive takes a queued item: ``get`` (the full path) and ``take`` (the
-    fast path of a message already queued); pausing and resuming must not tell them apart."""
+    """Every way a receive takes a queued item: ``get`` (the full path), ``take`` (the
+    fast path of a message already queued) and ``take_many`` asked for one (the fast path
+    of a batch); pausing and resuming must not tell them apart."""
     if request.param == "get":
         return lambda channel: channel.get(timeout=0)
+    if request.param == "take_many":
+        return lambda channel: (channel.take_many(1) or [None])[0]
     return lambda channel: channel.take()
 
 
@@ -248,6 +251,32 @@ def test_get_and_take_serve_the_best_priority_first_and_count_what_is_left(chann
     assert channel.take() is None
     channel.push_many([b"again"], 16)
     assert take_one(channel) == b"again"
+
+
+def test_take_many_takes_up_to_its_limit_across_priorities_in_the_order_take_would(channel):
+    assert channel.take_many(5) == []
+    channel.push_many([b"low1", b"low2"], 16)
+    channel.push_many([b"mid1", b"mid2", b"mid3"], 8)
+    channel.push_many([b"high"], 1)
+
+    assert channel.take_many(3) == [b"high", b"mid1", b"mid2"]  # one queue and part of the next
+    assert (len(channel.inbox), channel.inbox_bytes) == (3, 12)
+    channel.push_many([b"high2"], 1)
+    assert channel.take_many(100) == [b"high2", b"mid3", b"low1", b"low2"]
+    assert (len(channel.inbox), channel.inbox_bytes) == (0, 0)
+    assert channel.take_many(1) == [] and channel.take() is None
+    channel.push_many([b"again"])
+    assert channel.take() == b"again"
+
+
+def test_a_batch_that_drains_a_paused_inbox_resumes_reading_once(channel, resume):
+    channel.push_many([b"m%d" % n for n in range(8)])  # 8 == recv_high
+    assert channel.recv_paused
+
+    assert channel.take_many(3) == [b"m0", b"m1", b"m2"]  # 5 left: still above half
+    assert channel.recv_paused and resume.calls == 0
+    assert channel.take_many(8) == [b"m3", b"m4", b"m5", b"m6", b"m7"]
+    assert not channel.recv_paused and resume.calls == 1
 
 
 def test_reading_pauses_at_recv_high_and_resumes_once_when_drained_to_half(channel, resume,

@@ -36,6 +36,25 @@ def test_drain_empties_the_inbox_best_priority_first():
     assert inbox.popleft() == b"c"
 
 
+@pytest.mark.parametrize("limit", [1, 2, 3, 4, 5, 9])
+def test_take_hands_out_what_popleft_would_up_to_its_limit(limit):
+    def filled() -> Inbox:
+        inbox = Inbox()
+        inbox.extend([b"low1", b"low2"], 16)
+        inbox.extend([b"mid1", b"mid2"], 8)
+        inbox.extend([b"high"], 1)
+        return inbox
+
+    one_by_one = filled()
+    expected = [one_by_one.popleft() for _ in range(min(limit, 5))]
+    inbox = filled()
+    assert inbox.take(limit) == expected
+    assert len(inbox) == 5 - len(expected)
+    assert inbox.drain() == [one_by_one.popleft() for _ in range(len(one_by_one))]
+    inbox.extend([b"next"], 16)
+    assert list(inbox.head) == [b"next"] and inbox.take(1) == [b"next"] and not inbox.head
+
+
 def test_head_is_the_queue_of_the_best_priority_holding_a_message():
     # What Channel.take pops from without a call; advance() moves it on once emptied.
     inbox = Inbox()

@@ -110,6 +110,20 @@ def test_unsubscribing_purges_the_contexts_own_queue(session, url):
     assert sub.stats["purged_unmatched"] == 1
 
 
+def test_try_recv_many_on_a_context_takes_what_its_own_topics_match(session, url):
+    pub, sub = pub_sub(session, url)
+    ctx = sub.context()
+    ctx.subscribe(b"x")
+    for body in (b"x1", b"y1", b"x2", b"x3"):
+        pub.send(body)
+    got: list[bytes] = []
+    wait_until(lambda: got.extend(ctx.try_recv_many(limit=2)) or len(got) >= 3,
+               what="three messages in the context")
+    assert got == [b"x1", b"x2", b"x3"]
+    assert ctx.try_recv_many() == []
+    assert sub.stats["dropped_unmatched"] == 1
+
+
 def test_context_cannot_send_and_recv_nonblock(session):
     # nng: test_sub_context_cannot_send, test_sub_ctx_recv_nonblock.
     ctx = session.socket(sp.Sub).context()

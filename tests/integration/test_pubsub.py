@@ -156,6 +156,22 @@ def test_try_recv_purges_after_unsubscribe_as_recv_does(session, url):
     assert sub.try_recv() is None
 
 
+def test_try_recv_many_purges_after_unsubscribe_as_recv_does(session, url):
+    # Before the first unsubscribe a batch is taken in one go; after it, message by
+    # message through the policy, which drops what no topic matches any more.
+    pub, sub = joined(session, url, b"", b"b")
+    for body in (b"a1", b"b1", b"a2", b"b2", b"a3"):
+        pub.send(body)
+    wait_until(lambda: sub.stats.get("msgs_received", 0) == 5, what="five messages queued")
+    assert sub.try_recv_many(limit=2) == [b"a1", b"b1"]
+
+    sub.unsubscribe(b"")
+
+    assert sub.try_recv_many() == [b"b2"]
+    assert sub.stats["purged_unmatched"] == 2
+    assert sub.try_recv_many() == []
+
+
 def test_unsubscribing_an_unknown_topic_raises_value_error_naming_it(session):
     sub = session.socket(sp.Sub)
     sub.subscribe(b"abc")

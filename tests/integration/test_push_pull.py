@@ -159,6 +159,43 @@ def test_recv_times_out_and_try_recv_returns_none(session):
         pull.recv(timeout=0.01)
 
 
+def test_try_recv_many_takes_what_is_queued_in_order_up_to_its_limit(session, url):
+    pull = session.socket(sp.Pull, recv_timeout=5.0)
+    push = session.socket(sp.Push, send_timeout=5.0)
+    push.connect(pull.bind(url).url)
+    assert pull.try_recv_many() == []
+    sent = [b"m%d" % n for n in range(10)]
+    for body in sent:
+        push.send(body)
+    wait_until(lambda: pull.stats.get("msgs_received", 0) == 10, what="ten messages queued")
+
+    assert pull.try_recv_many(limit=4) == sent[:4]
+    assert pull.try_recv() == b"m4"
+    assert pull.try_recv_many() == sent[5:]
+    assert pull.try_recv_many() == []
+    push.send(bytearray(b"later"))
+    assert pull.recv() == b"later"
+
+
+def test_try_recv_many_refuses_a_limit_under_one_and_raises_closed_once_closed(session):
+    pull = session.socket(sp.Pull)
+    for limit in (0, -1, 1.5, True, None):
+        with pytest.raises(ValueError, match=f"limit must be an int of at least 1, not {limit!r}"):
+            pull.try_recv_many(limit)
+    pull.close()
+    with pytest.raises(sp.Closed):
+        pull.try_recv_many()
+
+
+def test_try_recv_many_on_a_raw_socket_hands_out_bodies(session, url):
+    rep = session.socket(sp.Rep, raw=True)
+    req = session.socket(sp.Req, send_timeout=5.0)
+    req.connect(rep.bind(url).url)
+    req.send(b"question")
+    wait_until(lambda: rep.stats.get("msgs_received", 0) == 1, what="the request queued")
+    assert rep.try_recv_many() == [b"question"]
+
+
 def test_push_cannot_receive_and_pull_cannot_send(session):
     with pytest.raises(sp.NotSupported):
         session.socket(sp.Push).recv()

@@ -214,6 +214,21 @@ class Channel:
             self._resume_reading()
         return item
 
+    def take_many(self, limit: int) -> list[Item]:
+        """``take`` for up to ``limit`` items in one lock section: what is queued now, an
+        empty list if nothing is."""
+        with self._lock:
+            inbox = self.inbox
+            if not inbox.count:
+                return []
+            items = inbox.take(limit)
+            self.inbox_bytes -= sum(map(len, items))
+            resume = (self.recv_paused and inbox.count <= self.recv_high // 2
+                      and self._resume_due())
+        if resume:
+            self._resume_reading()
+        return items
+
     def _wait_for_item(self, timeout: float | None) -> tuple[Item, bool]:
         """``get`` once the inbox was found empty, this thread counted in ``recv_waiters``
         (uncounted on the way out, in the lock sections it takes anyway)."""
