@@ -57,11 +57,31 @@ def test_asyncio_timeouts_and_the_socket_recv_timeout_work(session):
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(pull.arecv(), 0.05)
         pull.recv_timeout = 0.05
-        with pytest.raises(sp.Timeout):
+        with pytest.raises(sp.Timeout, match=r"^recv timed out after 0.05 s$"):
             await pull.arecv()
         push = session.socket(sp.Push, send_timeout=0.05)  # no peer
-        with pytest.raises(sp.Timeout):
+        with pytest.raises(sp.Timeout, match=r"^send timed out after 0.05 s$"):
             await push.asend(b"x")
+
+        # An outer timeout shorter than the socket's wins, and is asyncio's own.
+        pull.recv_timeout = 30.0
+        with pytest.raises(TimeoutError) as outer:
+            async with asyncio.timeout(0.05):
+                await pull.arecv()
+        assert type(outer.value) is TimeoutError
+
+        # A message before the deadline is returned, and the socket's timer is cancelled
+        # with the call (BaseEventLoop._scheduled: the timers the event loop still holds).
+        loop = asyncio.get_running_loop()
+
+        def timers_pending():
+            return sum(not handle.cancelled() for handle in loop._scheduled)
+
+        push.connect(pull.bind("inproc://aio-timeouts").url)
+        before = timers_pending()
+        loop.call_soon(push.send, b"in time")  # once arecv() waits, its timer set
+        assert await pull.arecv() == b"in time"
+        assert timers_pending() == before
 
     run(main())
 
