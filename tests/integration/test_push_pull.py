@@ -213,7 +213,11 @@ def test_a_message_over_recv_max_size_closes_that_pipe_and_is_logged(session, ur
         push.send(b"x" * 101)
         wait_until(lambda: pull.stats.get("dropped_oversize", 0) == 1, what="the oversize drop")
     assert "a 101-byte message exceeds recv_max_size=100" in caplog.text
-    # The dialer reconnects: the next small message still arrives.
+    # The dialer reconnects: the next small message still arrives. Sent once the PUSH has
+    # its new pipe: sent before it saw the old one die, it would go down with it (a pipe
+    # lost with messages in it loses them), which under load made this test flaky.
+    wait_until(lambda: push.stats.get("pipes_opened", 0) == 2, what="the redialed pipe")
+    assert push.stats.get("pipes_closed", 0) == 1
     push.send(b"after")
     assert pull.recv() == b"after"
 
