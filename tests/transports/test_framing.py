@@ -365,6 +365,51 @@ def test_a_preallocated_body_can_also_be_fed_in_chunks_with_the_frames_behind_it
     assert got == [body, b"!"]
 
 
+def test_an_untouched_body_received_whole_is_handed_over_as_the_very_bytes_received():
+    body = bytes(range(256)) * 1024  # 256 KiB
+    d = FrameDecoder(ipc=False, max_size=0)
+    assert not d.body_untouched
+    assert d.feed(struct.pack(">Q", len(body))) == []  # the prefix alone
+    assert d.body_untouched and d.body_missing == len(body) == len(d.pending_body())
+    received = bytes(body)  # what one recv(len(body)) returns
+    [whole] = d.body_received(received)
+    assert whole is received  # no copy
+    assert not d.body_untouched and d.body_missing == 0 and d.pending_body() is None
+    assert d.pending_bytes == 0
+    assert d.feed(struct.pack(">Q", 2) + b"ok") == [b"ok"]
+
+
+@pytest.mark.parametrize("ipc", [False, True])
+def test_to_next_body_counts_the_rest_of_the_body_and_of_the_next_prefix(ipc):
+    psize = 9 if ipc else 8
+    d = FrameDecoder(ipc=ipc, max_size=0)
+    assert d.to_next_body == psize  # between frames: a whole prefix
+    wire = frame_prefix(300_000, ipc) + b"a" * 1000
+    d.feed(wire[:3])
+    assert d.to_next_body == psize - 3  # the rest of the prefix
+    d.feed(wire[3:])
+    assert d.to_next_body == 299_000 + psize  # the rest of the body, then a prefix
+    view = d.pending_body()
+    view[:] = b"b" * len(view)
+    d.body_filled(len(view))
+    assert d.to_next_body == psize
+
+
+def test_a_part_of_a_body_received_is_copied_into_its_buffer_and_the_rest_filled():
+    body = bytes(range(256)) * 1024
+    d = FrameDecoder(ipc=False, max_size=0)
+    d.feed(struct.pack(">Q", len(body)))
+    assert d.body_received(body[:1000]) == []  # the peer's EOF cut it short, say
+    assert not d.body_untouched and d.body_missing == len(body) - 1000
+    assert d.body_received(body[1000:5000]) == []  # a part after a part: copied too
+    view = d.pending_body()
+    view[:] = body[5000:]
+    assert d.body_filled(len(view)) == [body]
+    # A body of which a part came with its prefix is not untouched: it is read in chunks.
+    d.feed(struct.pack(">Q", len(body)) + body[:10])
+    assert not d.body_untouched and d.body_missing == len(body) - 10
+
+
 def test_a_body_over_prealloc_max_is_kept_as_the_chunks_that_arrived(monkeypatch):
     monkeypatch.setattr(framing, "PREALLOC_MAX", 1000)
     body = b"q" * 3000

@@ -32,6 +32,8 @@ from .workspace import Generator, Workspace
 
 INTEGRATION_TESTS = (
     "tests/integration/test_push_pull.py",
+    # Large bodies read whole (core/pipe.py): a plain TCP peer decides what is queued when.
+    "tests/integration/test_whole_bodies.py",
     "tests/integration/test_pair.py",
     "tests/integration/test_endpoints.py",
     # The TLS and WebSocket pipes' phases (handshake, timers, close) are tested here only.

@@ -236,6 +236,34 @@ class FrameDecoder:
             return None
         return self._body[self._have:]
 
+    @property
+    def to_next_body(self) -> int:
+        """Bytes to read before the next frame's body starts: what is missing of the
+        current body, if any, and of the next prefix."""
+        prefix_size = IPC_PREFIX_SIZE if self._ipc else TCP_PREFIX_SIZE
+        if self._want:
+            return self._want + prefix_size
+        return prefix_size - len(self._prefix)
+
+    @property
+    def body_untouched(self) -> bool:
+        """A preallocated body of which nothing is received yet: the reader may receive
+        all of it as one ``bytes`` (then ``body_received``), with no copy here."""
+        return self._body is not None and not self._have
+
+    def body_received(self, data: bytes) -> list[bytes]:
+        """``data`` was received for the missing part of a preallocated body: the body if
+        that completes it. A whole untouched body is handed over as it is; a part is
+        copied into the body's buffer, as ``pending_body`` then ``body_filled`` would."""
+        body = self._body
+        assert body is not None  # only called while a preallocated body is missing
+        n = len(data)
+        if n == self._want and not self._have:
+            self._body, self._want = None, 0
+            return [data]
+        body[self._have:self._have + n] = data
+        return self.body_filled(n)
+
     def body_filled(self, n: int) -> list[bytes]:
         """``n`` bytes were received into ``pending_body()``; return the body if complete."""
         self._have += n

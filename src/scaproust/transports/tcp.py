@@ -20,7 +20,8 @@ through the module returned by ``get_transport(scheme)``:
 
 and, TCP only (the other transports have no names to resolve): ``needs_resolution(address)``
 and ``resolve(address, *, passive, ipv4_only) -> (family, sockaddr)``, whose result
-``listen`` and ``connect`` take as ``resolved=``.
+``listen`` and ``connect`` take as ``resolved=``; and ``set_read_low_water(sock, nbytes)``
+(a pipe waits for a whole large body before it reads: core/pipe.py).
 
 Name resolution policy: when a host name resolves to both IPv4 and IPv6 addresses (e.g.
 ``localhost``), the IPv4 one is used, by both listeners and dialers. Taking whatever
@@ -36,6 +37,7 @@ import errno
 import ipaddress
 import os
 import socket
+import sys
 from collections.abc import Sequence
 from typing import TypeAlias
 
@@ -71,6 +73,7 @@ __all__ = [
     "parse_address",
     "needs_resolution",
     "resolve",
+    "set_read_low_water",
 ]
 
 #: The blocking name lookup, with ``socket.getaddrinfo``'s signature. Called for host names
@@ -206,6 +209,25 @@ def configure_stream(sock: socket.socket, *, nodelay: bool = True, keepalive: bo
             option = getattr(socket, name, None)
             if option is not None:
                 sock.setsockopt(socket.IPPROTO_TCP, option, value)
+
+
+#: Linux reports a TCP socket readable (poll, epoll) only once SO_RCVLOWAT bytes are
+#: queued, or on EOF or an error; it also grows the receive buffer to hold them, and caps
+#: the value at half the largest buffer it allows. Elsewhere the option is not honoured by
+#: poll everywhere, so it is not used.
+_LOW_WATER = sys.platform.startswith("linux") and hasattr(socket, "SO_RCVLOWAT")
+
+
+def set_read_low_water(sock: socket.socket, nbytes: int) -> bool:
+    """Report ``sock`` readable only once ``nbytes`` bytes are queued (1: as usual).
+
+    A pipe waiting for a large body asks for all of it: one wake-up and one ``recv`` then
+    take the body, where it took a wake-up, a read and a copy per chunk (core/pipe.py,
+    ``_read_whole_body``). False where the platform cannot (the pipe reads chunks)."""
+    if not _LOW_WATER:
+        return False
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, nbytes)
+    return True
 
 
 def listen(address: Address | str, *, backlog: int = LISTEN_BACKLOG, ipv4_only: bool = False,

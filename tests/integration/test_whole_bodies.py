@@ -1,0 +1,100 @@
+"""A large body over TCP is read in one piece once the kernel holds all of it
+(core/pipe.py, ``_read_whole_body``): the pipe reads the next prefix alone, asks the kernel
+(SO_RCVLOWAT) to report the stream readable only once the whole body is queued, takes it
+with one recv() and sets the mark back to one byte. The peer is a plain socket, so the test
+decides exactly what is queued when."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import sys
+
+import pytest
+
+import scaproust as sp
+from scaproust.core.pipe import WHOLE_MIN
+from scaproust.transports.framing import SCRATCH_KEEP
+from tests.integration.conftest import wait_until
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                reason="SO_RCVLOWAT holds poll()'s readiness on Linux only")
+
+T = 5.0
+PUSH_HEADER = b"\x00SP\x00" + struct.pack(">H", 0x50) + b"\x00\x00"
+
+
+def body_of(size: int, seed: int) -> bytes:
+    return bytes((seed + i) % 251 for i in range(256)) * (size // 256)
+
+
+def framed(payload: bytes) -> bytes:
+    return struct.pack(">Q", len(payload)) + payload
+
+
+@pytest.fixture
+def wired(session):
+    """A PULL listening on TCP, a plain socket that has exchanged headers with it, and
+    the PULL's pipe."""
+    pull = session.socket(sp.Pull, recv_timeout=T, recv_max_size=0)
+    host, port = pull.bind("tcp://127.0.0.1:0").url[len("tcp://"):].rsplit(":", 1)
+    peer = socket.create_connection((host, int(port)), timeout=T)
+    peer.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    peer.sendall(PUSH_HEADER)
+    assert peer.recv(8, socket.MSG_WAITALL)[:4] == b"\x00SP\x00"
+    wait_until(lambda: len(pull._core.pipes) == 1, what="the pipe")
+    yield pull, peer, next(iter(pull._core.pipes))
+    peer.close()
+
+
+def low_water(pipe) -> int:
+    return pipe.stream.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT)
+
+
+def test_after_a_large_body_the_next_ones_are_waited_for_whole_then_reading_is_as_usual(wired):
+    pull, peer, pipe = wired
+    first = body_of(SCRATCH_KEEP, 1)
+    # The first body comes with its prefix in one read: it is read in chunks, unheld.
+    peer.sendall(framed(first)[:5000])
+    wait_until(lambda: pipe._decoder.body_missing == len(first) - (5000 - 8),
+               what="the prefix and the start of the body read")
+    assert low_water(pipe) == 1
+    peer.sendall(framed(first)[5000:])
+    assert pull.recv() == first
+
+    # The next prefix is read alone, and the body behind it waited for, unread.
+    for seed, size in ((2, WHOLE_MIN), (3, SCRATCH_KEEP)):
+        body = body_of(size, seed)
+        peer.sendall(framed(body)[:1000])
+        wait_until(lambda size=size: low_water(pipe) == size, what="the mark at the whole body")
+        assert pipe._decoder.body_untouched  # nothing of it taken from the kernel yet
+        assert pull.try_recv() is None
+        peer.sendall(framed(body)[1000:])
+        assert pull.recv() == body
+        assert low_water(pipe) == 1
+
+    # Small messages behind them are read at once; so is a body too large to wait for.
+    beyond = body_of(2 * SCRATCH_KEEP, 4)
+    peer.sendall(framed(b"small") + framed(beyond) + framed(b"after"))
+    assert [pull.recv() for _ in range(3)] == [b"small", beyond, b"after"]
+    assert low_water(pipe) == 1
+    assert pull.stats["msgs_received"] == 6
+
+
+@pytest.mark.parametrize("sent", [0, 5000], ids=["prefix only", "part of the body"])
+@pytest.mark.parametrize("how", ["close", "reset"])
+def test_a_peer_that_goes_while_a_whole_body_is_awaited_closes_the_pipe(wired, sent, how):
+    pull, peer, pipe = wired
+    big = body_of(SCRATCH_KEEP, 5)
+    peer.sendall(framed(big))
+    assert pull.recv() == big
+    peer.sendall(framed(big)[:8 + sent])
+    wait_until(lambda: low_water(pipe) == len(big), what="the mark at the whole body")
+
+    if how == "reset":  # an RST instead of a FIN: the read fails rather than ends
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    peer.close()
+
+    wait_until(lambda: pull.stats.get("pipes_closed", 0) == 1, what="the pipe closed")
+    assert pull.try_recv() is None
+    assert pull.stats["msgs_received"] == 1
