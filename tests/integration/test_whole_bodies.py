@@ -54,12 +54,15 @@ def low_water(pipe) -> int:
 def test_after_a_large_body_the_next_ones_are_waited_for_whole_then_reading_is_as_usual(wired):
     pull, peer, pipe = wired
     first = body_of(SCRATCH_KEEP, 1)
-    # The first body comes with its prefix in one read: it is read in chunks, unheld.
-    peer.sendall(framed(first)[:5000])
-    wait_until(lambda: pipe._decoder.body_missing == len(first) - (5000 - 8),
-               what="the prefix and the start of the body read")
-    assert low_water(pipe) == 1
-    peer.sendall(framed(first)[5000:])
+    # The first body comes with its prefix in one read: it is read in chunks as they
+    # come, never held back.
+    wire = framed(first)
+    for start, end in ((0, 5000), (5000, 105_000)):
+        peer.sendall(wire[start:end])
+        wait_until(lambda end=end: pipe._decoder.body_missing == len(wire) - end,
+                   what=f"the first {end} bytes read")
+        assert low_water(pipe) == 1
+    peer.sendall(wire[105_000:])
     assert pull.recv() == first
 
     # The next prefix is read alone, and the body behind it waited for, unread.
@@ -78,23 +81,31 @@ def test_after_a_large_body_the_next_ones_are_waited_for_whole_then_reading_is_a
     peer.sendall(framed(b"small") + framed(beyond) + framed(b"after"))
     assert [pull.recv() for _ in range(3)] == [b"small", beyond, b"after"]
     assert low_water(pipe) == 1
+    assert not pipe._read_whole  # reads no longer stop at each body's start
     assert pull.stats["msgs_received"] == 6
 
 
+@pytest.mark.parametrize("size", [WHOLE_MIN, SCRATCH_KEEP])
 @pytest.mark.parametrize("sent", [0, 5000], ids=["prefix only", "part of the body"])
 @pytest.mark.parametrize("how", ["close", "reset"])
-def test_a_peer_that_goes_while_a_whole_body_is_awaited_closes_the_pipe(wired, sent, how):
+def test_a_peer_that_goes_while_a_whole_body_is_awaited_closes_the_pipe(wired, caplog, size,
+                                                                        sent, how):
     pull, peer, pipe = wired
     big = body_of(SCRATCH_KEEP, 5)
     peer.sendall(framed(big))
     assert pull.recv() == big
-    peer.sendall(framed(big)[:8 + sent])
-    wait_until(lambda: low_water(pipe) == len(big), what="the mark at the whole body")
+    # The mark is set as soon as the prefix is read, before any of the body comes.
+    peer.sendall(framed(body_of(size, 6))[:8 + sent])
+    wait_until(lambda: low_water(pipe) == size, what="the mark at the whole body")
 
-    if how == "reset":  # an RST instead of a FIN: the read fails rather than ends
-        peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    peer.close()
+    with caplog.at_level("DEBUG", logger="scaproust.pipe"):
+        if how == "reset":  # an RST instead of a FIN: the read fails rather than ends
+            peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        peer.close()
+        wait_until(lambda: pull.stats.get("pipes_closed", 0) == 1, what="the pipe closed")
 
-    wait_until(lambda: pull.stats.get("pipes_closed", 0) == 1, what="the pipe closed")
     assert pull.try_recv() is None
     assert pull.stats["msgs_received"] == 1
+    said = "failed: [Errno 104] Connection reset by peer" if how == "reset" else \
+        "closed the connection"
+    assert said in caplog.text
