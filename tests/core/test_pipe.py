@@ -19,6 +19,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from protocols.fakes import (
     FakeLoop,
+    FakeLowWaterTransport,
     FakeOwner,
     FakeSocket,
     FakeStream,
@@ -47,10 +48,10 @@ class Harness:
     """A PUSH socket's pipe and every double around it."""
 
     def __init__(self, *, ipc=False, dialed=False, connect_error=0, connect_errno=0,
-                 stream=True, info=protocols.Push, **options):
+                 stream=True, info=protocols.Push, transport=None, **options):
         self.loop = FakeLoop()
         self.stream = FakeStream() if stream else None
-        self.transport = FakeTransport(ipc=ipc, connect_errno=connect_errno)
+        self.transport = transport or FakeTransport(ipc=ipc, connect_errno=connect_errno)
         self.socket = FakeSocket(info, Options(**options))
         self.owner = FakeOwner()
         self.pipe = Pipe(loop=self.loop, stream=self.stream, transport=self.transport,
@@ -327,6 +328,148 @@ def test_a_read_of_exactly_64_kib_keeps_a_larger_request_and_a_shorter_one_shrin
     assert [n // 1024 for n in h.stream.recv_sizes] == [64, 64, 64]
     assert h.stream.recv_into_sizes == [len(data) - kib64]
     assert h.proto.calls == [("evt_pipe_recv", h.pipe, [data[8:]]), ("evt_pipe_recv", h.pipe, [b"next"])]
+
+
+# ---------------------------------------------------------------- large bodies read whole
+
+KIB = 1024
+
+
+def read_all(h: Harness, limit: int = 50) -> None:
+    """Fire the reader until the scripted stream is empty (it returns one fed chunk per
+    recv, where a kernel would join them)."""
+    for _ in range(limit):
+        if not h.stream._chunks or h.pipe.state == "dead":
+            return
+        h.loop.fire_reader(h.stream)
+    raise AssertionError("the stream was never emptied")
+
+
+def whole_reads(**transport_options) -> Harness:
+    """A pipe over a transport that can hold readiness until a whole body is queued, after
+    a first large body (read in chunks: its start came with its prefix)."""
+    h = Harness(transport=FakeLowWaterTransport(**transport_options),
+                recv_max_size=0).open_active()
+    first = tcp_frame(b"F" * (700 * KIB))
+    h.receive(first[:64 * KIB], first[64 * KIB:])
+    assert h.proto.calls == [("evt_pipe_recv", h.pipe, [first[8:]])]
+    h.proto.calls.clear()
+    h.stream.recv_sizes.clear()
+    h.stream.recv_into_sizes.clear()
+    return h
+
+
+def test_after_a_large_body_a_read_stops_at_the_next_prefix_and_the_body_is_awaited_whole():
+    h = whole_reads()
+    body = bytes(range(256)) * (512 * KIB // 256)
+    h.stream.feed(tcp_frame(body)[:8])
+    h.loop.fire_reader(h.stream)
+
+    assert h.stream.recv_sizes == [8]  # the prefix alone
+    assert h.transport.marks == [len(body)]  # readable once all of it is queued
+    assert h.proto.calls == []
+    h.stream.feed(tcp_frame(body)[8:])  # what the kernel holds when it reports it
+    h.loop.fire_reader(h.stream)
+
+    # One recv() of the whole body, handed over as it came (no copy, no recv_into); then
+    # the next prefix is looked for at once: none yet, so the mark goes back to one byte.
+    assert h.stream.recv_sizes == [8, len(body), 8]
+    assert h.stream.recv_into_sizes == []
+    [(event, pipe, [got])] = h.proto.calls
+    assert got == body and h.transport.marks == [len(body), 1]
+
+
+def test_a_stream_of_equal_large_bodies_sets_the_mark_once():
+    h = whole_reads()
+    bodies = [bytes([i]) * (256 * KIB) for i in range(4)]
+    h.stream.feed(tcp_frame(bodies[0])[:8])
+    h.loop.fire_reader(h.stream)  # the first prefix: the mark is set
+    for i, body in enumerate(bodies):
+        rest = tcp_frame(body)[8:] + (tcp_frame(bodies[i + 1])[:8] if i < 3 else b"")
+        h.stream.feed(rest)
+        h.loop.fire_reader(h.stream)
+
+    assert [call[2] for call in h.proto.calls] == [[b] for b in bodies]
+    # Each body in one recv, each next prefix read right behind it; the mark stays.
+    assert h.stream.recv_sizes == [8] + [256 * KIB, 8] * 4
+    assert h.transport.marks == [256 * KIB, 1]
+
+
+def test_a_next_body_of_another_size_moves_the_mark_and_a_small_one_drops_it():
+    h = whole_reads()
+    big, other = b"b" * (256 * KIB), b"o" * (300 * KIB)
+    h.receive(tcp_frame(big)[:8], tcp_frame(big)[8:] + tcp_frame(other)[:8])
+    assert h.transport.marks == [len(big), len(other)]
+    h.stream.feed(tcp_frame(other)[8:] + tcp_frame(b"small"), tcp_frame(b"more"))
+    read_all(h)
+
+    assert [call[2] for call in h.proto.calls] == [[big], [other], [b"small"], [b"more"]]
+    assert h.transport.marks == [len(big), len(other), 1]
+    assert h.stream.recv_sizes[-1] == 64 * KIB  # chunks again after the small body
+    assert not h.pipe._read_whole
+
+
+@pytest.mark.parametrize(("size", "whole"), [(256 * KIB - 1, False), (256 * KIB, True),
+                                             (1024 * KIB, True), (1024 * KIB + 1, False)])
+def test_only_bodies_from_256_kib_to_1_mib_are_awaited_whole(size, whole):
+    h = whole_reads()
+    body = b"s" * size
+    h.receive(tcp_frame(body)[:8], tcp_frame(body)[8:])
+
+    assert h.transport.marks == ([size, 1] if whole else [])
+    assert [call[2] for call in h.proto.calls] == [[body]]
+    assert (h.stream.recv_into_sizes == []) is whole  # else straight into its buffer
+
+
+def test_a_body_cut_short_is_kept_and_the_rest_read_in_chunks():
+    # The kernel reports the stream readable before the mark at the peer's EOF, or when it
+    # runs short of buffer: the part read is kept, the mark dropped, the rest read.
+    h = whole_reads()
+    body = bytes(range(256)) * (512 * KIB // 256)
+    h.receive(tcp_frame(body)[:8], tcp_frame(body)[8:5000])
+    assert h.transport.marks == [len(body), 1]
+    assert h.proto.calls == []
+    h.stream.feed(tcp_frame(body)[5000:] + tcp_frame(b"next"))
+    read_all(h)
+
+    assert [call[2] for call in h.proto.calls] == [[body], [b"next"]]
+    assert h.stream.recv_into_sizes == [len(body) - 4992]
+
+
+@pytest.mark.parametrize("end", ["eof", "reset"])
+def test_a_peer_gone_while_a_body_is_awaited_whole_closes_the_pipe(end):
+    h = whole_reads()
+    h.receive(tcp_frame(b"x" * (256 * KIB))[:8])
+    if end == "eof":
+        h.stream.feed_eof()
+    else:
+        h.stream.fail_recv(ConnectionResetError(errno.ECONNRESET, "Connection reset by peer"))
+    h.loop.fire_reader(h.stream)
+    h.loop.run_ready()
+
+    assert h.pipe.state == "dead"
+    assert not [call for call in h.proto.calls if call[0] == "evt_pipe_recv"]
+
+
+def test_a_platform_that_cannot_hold_readiness_reads_chunks_from_then_on():
+    h = whole_reads(supported=False)
+    body = b"c" * (512 * KIB)
+    h.receive(tcp_frame(body)[:8], tcp_frame(body)[8:])
+    h.stream.feed(tcp_frame(body) + tcp_frame(b"next"))
+    read_all(h)
+
+    assert [call[2] for call in h.proto.calls] == [[body], [body], [b"next"]]
+    assert h.transport.marks == [] and h.pipe._set_low_water is None
+    assert len(h.stream.recv_into_sizes) == 2  # both bodies straight into their buffer
+
+
+def test_a_failure_to_set_the_mark_closes_the_pipe():
+    h = whole_reads()
+    h.transport.error = OSError(errno.EBADF, "Bad file descriptor")
+    h.receive(tcp_frame(b"x" * (256 * KIB))[:8])
+    h.loop.run_ready()
+
+    assert h.pipe.state == "dead"
 
 
 def test_a_frame_split_across_reads_is_delivered_once_complete():

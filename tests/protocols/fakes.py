@@ -592,6 +592,26 @@ class FakeTransport:
         self.keepalive_timing = keepalive_timing
 
 
+class FakeLowWaterTransport(FakeTransport):
+    """A TCP-like transport that can hold a stream's readiness until ``nbytes`` are queued
+    (``set_read_low_water``): records every mark set (``marks``); ``supported=False`` is a
+    platform that cannot (returns False); ``error`` is raised instead."""
+
+    def __init__(self, *, supported: bool = True, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.supported = supported
+        self.marks: list[int] = []
+        self.error: OSError | None = None
+
+    def set_read_low_water(self, sock, nbytes: int) -> bool:
+        if self.error is not None:
+            raise self.error
+        if not self.supported:
+            return False
+        self.marks.append(nbytes)
+        return True
+
+
 def sent_through(policy, item):
     """What the facade does with a user's send: ``outgoing``, then ``sent`` once queued."""
     out = policy.outgoing(item)

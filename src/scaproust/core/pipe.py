@@ -24,9 +24,10 @@ Extra fields and when they are valid:
 - ``_handshake``: bytes of the peer's header received so far, ``handshaking`` only;
 - ``_decoder``: frames from the peer, from ``active`` on;
 - ``_timer``: the handshake timeout (``handshaking``) or the linger limit (``closing``);
-- ``_awaiting_body`` / ``_read_whole``: whether the kernel holds the stream's readiness
-  until a whole large body is queued (``_read_whole_body``), and whether reads stop at the
-  next body's start (after a body of ``WHOLE_MIN`` or more), ``active`` on.
+- ``_mark`` / ``_read_whole``: the bytes the kernel waits for before it reports the stream
+  readable (1, or the size of a whole large body awaited: ``_read_whole_body``), and
+  whether reads stop at the next body's start (after a body of ``WHOLE_MIN`` or more),
+  ``active`` on.
 
 Outgoing frames are small bytes objects joined with their prefix (one buffer each), or for
 large bodies a prefix buffer followed by the body itself, so a large body is never copied.
@@ -187,7 +188,7 @@ class Pipe(PipeFSM):
         #: (``_read_whole_body``; TCP on Linux).
         self._set_low_water: Callable[[Stream, int], bool] | None = getattr(
             transport, "set_read_low_water", None)
-        self._awaiting_body = False  # the kernel holds readiness until a whole body is there
+        self._mark = 1  # bytes queued before the stream is reported readable (SO_RCVLOWAT)
         self._read_whole = False  # a body of WHOLE_MIN or more came: read to the next start
         #: How core/caller_reader.py borrows this pipe's reading from the loop.
         self.lender = Lender(self)
@@ -371,6 +372,10 @@ class Pipe(PipeFSM):
             if msgs:
                 self.evt_msgs(msgs)
             return
+        self._read_chunk()
+
+    def _read_chunk(self) -> None:
+        decoder = self._decoder
         if self._large_reads:
             # Most likely the next large body starts here: a small chunk, so that little of
             # it is copied into the body's buffer rather than received straight into it.
@@ -381,36 +386,30 @@ class Pipe(PipeFSM):
             # of this body, the next prefix), so that the next body can be waited for whole.
             self._read_size = decoder.to_next_body
         data = self._recv()
-        if data is None:
-            return
-        self._feed(data)
-        if self._read_whole and decoder.body_untouched and self.stream is not None:
-            # At the next body's start: wait for it whole, or read chunks from here on.
-            self._read_whole = False
-            self._read_size = READ_MIN
-            if WHOLE_MIN <= decoder.body_missing <= SCRATCH_KEEP:
-                self._read_whole_body(decoder.body_missing)
+        if data is not None:
+            self._feed(data)
+            if self._read_whole and decoder.body_untouched and self.stream is not None:
+                # At the next body's start: wait for it whole, or read chunks from here on.
+                self._read_whole = False
+                self._read_size = READ_MIN
+                if WHOLE_MIN <= decoder.body_missing <= SCRATCH_KEEP:
+                    self._set_mark(decoder.body_missing)
+                    return
+        if self._mark != 1 and self.stream is not None:
+            self._set_mark(1)  # left by the body read last: the next bytes are wanted now
 
     def _read_whole_body(self, missing: int) -> None:
         # A large body of which nothing has come yet (its prefix ended the last read): the
-        # kernel reports the stream readable once all of it is queued, and one recv() then
-        # returns it as the very bytes object handed to the user. Read as chunks, it took
-        # a wake-up, a read and a copy into its buffer per chunk, then a copy of the whole:
-        # a PULL receiving 1 MiB messages from a bare sender, 201-214 µs of CPU a message
-        # against 108-131 (docs/ARCHITECTURE.md, "The pipe").
-        stream = self.stream
-        set_low_water = self._set_low_water
-        assert set_low_water is not None  # only called where the transport has it
+        # kernel reports the stream readable once all of it is queued (the mark), and one
+        # recv() then returns it as the very bytes object handed to the user. Read as
+        # chunks, it took a wake-up, a read and a copy into its buffer per chunk, then a
+        # copy of the whole: a PULL receiving 1 MiB messages from a bare sender, 193-214 µs
+        # of CPU a message against 109-131 (docs/ARCHITECTURE.md, "The pipe").
+        if self._mark != missing:
+            self._set_mark(missing)  # the first readable event after the prefix
+            return
         try:
-            if not self._awaiting_body:
-                if set_low_water(stream, missing):
-                    self._awaiting_body = True
-                else:  # the platform cannot: read chunks, as other transports do
-                    self._set_low_water = None
-                return
-            data = stream.recv(missing)
-            set_low_water(stream, 1)  # the next prefix is read as soon as it comes
-            self._awaiting_body = False
+            data = self.stream.recv(missing)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as err:
@@ -420,9 +419,35 @@ class Pipe(PipeFSM):
             self.evt_peer_closed()
             return
         self._large_reads = self._read_whole = True
-        msgs = self._decoder.body_received(data)  # all of it, or a part (at the peer's EOF)
+        # All of it, or a part: at the peer's EOF, or when the kernel ran short of buffer
+        # and reported the stream readable early (the rest then comes in chunks).
+        msgs = self._decoder.body_received(data)
         if msgs:
             self.evt_msgs(msgs)
+        if self.stream is None:
+            return
+        if msgs:
+            # The next prefix, if it came: a body of the same size keeps the mark where it
+            # is (a stream of equal messages sets it once), anything else moves it.
+            self._read_chunk()
+        else:
+            self._set_mark(1)
+
+    def _set_mark(self, nbytes: int) -> None:
+        """Have the stream reported readable once ``nbytes`` bytes are queued."""
+        if nbytes == self._mark:
+            return
+        set_low_water = self._set_low_water
+        assert set_low_water is not None  # only called where the transport has it
+        try:
+            done = set_low_water(self.stream, nbytes)
+        except OSError as err:
+            self.evt_io_error(err)
+            return
+        if done:
+            self._mark = nbytes
+        else:  # the platform cannot: read chunks, as other transports do
+            self._set_low_water = None
 
     def _feed(self, data: bytes) -> None:
         try:
