@@ -147,18 +147,24 @@ thread per 512 messages. Each pipe still misses about half of each burst of 1024
 in-flight bound of a never-blocking protocol) against its 512 slots (`send_buffer`): the
 delivered fraction stays at 0.5, whatever the subscribers' speed.
 
-**1 MiB.** A large body is received straight into a buffer kept between messages and
-copied once into the `bytes` that `recv()` returns. Until 2026-12-05 a waiting `recv()`
-borrowed the pipe between two messages while the I/O thread read it the rest of the time,
-each turn a wait for the session lock: now a pipe that carries large bodies stays with the
-I/O thread (docs/ARCHITECTURE.md, "One owner at a time"), and the receiver's CPU per 1 MiB
-message fell from 242-313 µs to 204-227 (the bare ceiling: about 120). Most of what is
-left is the copy into a fresh `bytes` object (about 100 µs in a profile): glibc gives the
-freed bodies back to the kernel and the next one page-faults them in again. Pinning glibc's
-thresholds (`MALLOC_MMAP_THRESHOLD_=8388608 MALLOC_TRIM_THRESHOLD_=134217728` in the
-environment) takes the receiver to 167-176 µs; a library should not change the process's
-allocator behind its user's back, so the bench runs without. Beyond that, 80 % of the
-ceiling in every round needs a `recv()` that may return a buffer rather than `bytes`.
+**1 MiB.** Over TCP a body of 256 KiB to 1 MiB that follows a large one is read in one
+piece (docs/ARCHITECTURE.md, "The pipe"): the pipe reads the prefix, asks the kernel to
+report the stream readable only once the whole body is queued (`SO_RCVLOWAT`), and one
+`recv()` returns the very `bytes` object handed to the user, where the chunked read took
+8-10 wake-ups, reads and copies into a buffer, then one more copy of the whole. A PULL
+receiving 1 MiB messages from a bare sender, old and new trees alternated (2026-12-05):
+193-214 µs of CPU a message before, 109-131 after, 6.0-6.1 GB/s against 4.6-4.8, faster
+than that script's bare receiver (blocking `recv_into`, 4.9-5.2 GB/s; earlier the same
+day, large bodies kept with the I/O thread had taken the receiver from 242-313 µs to
+204-227). Both ends together now spend about what the bare sockets spend per message, and
+the sender, a kernel copy of the whole body, sets the pace on both sides: the ratio to
+the bare ceiling moves with the machine's noise from round to round (0.73-1.43 in five
+rounds of one run, 0.85-0.92 in the next). IPC keeps the chunked read: `poll()` ignores
+the mark on Unix sockets. With glibc's thresholds pinned
+(`MALLOC_MMAP_THRESHOLD_=8388608 MALLOC_TRIM_THRESHOLD_=134217728`) freed bodies are not
+given back to the kernel, and the kernel's copy into each body's fresh `bytes` object no
+longer page-faults; a library should not change the process's allocator behind its
+user's back, so the bench runs without.
 
 **inproc.** Messages are handed over in memory (docs/ARCHITECTURE.md, "In-process
 pipes"): no descriptor, no framing, no copy, the delivery made in the sender's thread. That

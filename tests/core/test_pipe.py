@@ -421,6 +421,45 @@ def test_only_bodies_from_256_kib_to_1_mib_are_awaited_whole(size, whole):
     assert (h.stream.recv_into_sizes == []) is whole  # else straight into its buffer
 
 
+def test_a_large_prefix_that_ends_an_ordinary_chunk_is_awaited_whole_too():
+    h = whole_reads()
+    h.stream.feed(tcp_frame(b"small"))
+    read_all(h)  # ordinary reads again
+    body = b"e" * (300 * KIB)
+    h.stream.feed(tcp_frame(b"tiny") + tcp_frame(body)[:8])  # a chunk ending at the prefix
+    read_all(h)
+    assert h.transport.marks == []  # not looked at before the next readable event
+    h.receive(tcp_frame(body)[8:])  # that event sets the mark, and reads nothing
+    assert h.transport.marks == [len(body)] and h.pipe._decoder.body_untouched
+    h.loop.fire_reader(h.stream)  # the kernel holds it all: one recv
+
+    assert [call[2] for call in h.proto.calls] == [[b"small"], [b"tiny"], [body]]
+    assert h.stream.recv_into_sizes == [] and h.transport.marks == [len(body), 1]
+
+
+def test_a_pipe_paused_by_the_body_it_delivered_reads_nothing_more_until_resumed():
+    h = whole_reads()
+    body = b"p" * (256 * KIB)
+    deliver = h.pipe.evt_msgs
+
+    def deliver_then_pause(msgs):
+        deliver(msgs)
+        h.pipe.stop_reading()  # that body filled the user's receive queue
+
+    h.pipe.evt_msgs = deliver_then_pause
+    h.receive(tcp_frame(body)[:8])
+    h.stream.feed(tcp_frame(body)[8:], tcp_frame(b"next"))
+    h.loop.fire_reader(h.stream)
+
+    assert [call[2] for call in h.proto.calls] == [[body]]
+    assert h.stream.recv_sizes == [8, len(body)]  # nothing read behind it while paused
+    assert h.transport.marks == [len(body), 1]
+    h.pipe.evt_msgs = deliver
+    h.pipe.start_reading()
+    read_all(h)
+    assert [call[2] for call in h.proto.calls] == [[body], [b"next"]]
+
+
 def test_a_body_cut_short_is_kept_and_the_rest_read_in_chunks():
     # The kernel reports the stream readable before the mark at the peer's EOF, or when it
     # runs short of buffer: the part read is kept, the mark dropped, the rest read.

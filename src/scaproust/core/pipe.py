@@ -392,8 +392,10 @@ class Pipe(PipeFSM):
                 # At the next body's start: wait for it whole, or read chunks from here on.
                 self._read_whole = False
                 self._read_size = READ_MIN
-                if WHOLE_MIN <= decoder.body_missing <= SCRATCH_KEEP:
-                    self._set_mark(decoder.body_missing)
+                missing = decoder.body_missing
+                if WHOLE_MIN <= missing <= SCRATCH_KEEP:
+                    if missing != self._mark:  # a body of the last one's size keeps it
+                        self._set_mark(missing)
                     return
         if self._mark != 1 and self.stream is not None:
             self._set_mark(1)  # left by the body read last: the next bytes are wanted now
@@ -426,17 +428,17 @@ class Pipe(PipeFSM):
             self.evt_msgs(msgs)
         if self.stream is None:
             return
-        if msgs:
+        if msgs and self._watching:
             # The next prefix, if it came: a body of the same size keeps the mark where it
-            # is (a stream of equal messages sets it once), anything else moves it.
+            # is (a stream of equal messages sets it once), anything else moves it. Not
+            # while paused (the delivery filled the receive queue): the loop reads again
+            # once the user has taken half.
             self._read_chunk()
         else:
             self._set_mark(1)
 
     def _set_mark(self, nbytes: int) -> None:
         """Have the stream reported readable once ``nbytes`` bytes are queued."""
-        if nbytes == self._mark:
-            return
         set_low_water = self._set_low_water
         assert set_low_water is not None  # only called where the transport has it
         try:
