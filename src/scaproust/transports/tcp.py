@@ -213,8 +213,8 @@ def configure_stream(sock: socket.socket, *, nodelay: bool = True, keepalive: bo
 
 #: Linux reports a TCP socket readable (poll, epoll) only once SO_RCVLOWAT bytes are
 #: queued, or on EOF or an error; it also grows the receive buffer to hold them, and caps
-#: the value at half the largest buffer it allows. Elsewhere the option is not honoured by
-#: poll everywhere, so it is not used.
+#: the value at half the largest buffer it allows. Not every other platform's poll()
+#: honours the option, so it is used on Linux only.
 _LOW_WATER = sys.platform.startswith("linux") and hasattr(socket, "SO_RCVLOWAT")
 
 
