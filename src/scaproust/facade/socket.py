@@ -137,9 +137,13 @@ class DataShortcuts:
 
     def try_recv_many(self, limit: int = 1024) -> list[bytes]:
         """Receive every message there now, at most ``limit``, without waiting: a list in
-        the order ``try_recv`` would have returned them, empty if none is there. Raises
-        what ``try_recv`` raises (``sp.Closed``, say) only when it would have raised before
-        the first message."""
+        the order ``try_recv`` would have returned them, empty if none is there.
+
+        Raises what ``try_recv`` raises (``sp.Closed``, say) when it would have raised
+        before the first message. After one, the batch ends and the messages taken are
+        returned; the next call raises what the socket's state then gives: the same error
+        for a closed socket, ``sp.BadState`` for a survey whose deadline has passed (its
+        ``sp.Timeout`` is told once)."""
         _check_limit(limit)
         out: list[bytes] = []
         while len(out) < limit:
@@ -147,7 +151,7 @@ class DataShortcuts:
                 body = self.try_recv()
             except Exception:
                 if out:
-                    break  # the next call raises it again
+                    break  # the messages taken are handed out; the next call raises
                 raise
             if body is None:
                 break
