@@ -139,11 +139,10 @@ class DataShortcuts:
         """Receive every message there now, at most ``limit``, without waiting: a list in
         the order ``try_recv`` would have returned them, empty if none is there.
 
-        Raises what ``try_recv`` raises (``sp.Closed``, say) when it would have raised
-        before the first message. After one, the batch ends and the messages taken are
-        returned; the next call raises what the socket's state then gives: the same error
-        for a closed socket, ``sp.BadState`` for a survey whose deadline has passed (its
-        ``sp.Timeout`` is told once)."""
+        Raises what ``try_recv`` raises (``sp.Closed``, ``sp.BadState`` for a survey past
+        its deadline) when it would have raised before the first message. After one, the
+        batch ends and the messages taken are returned; those errors come from the socket's
+        state, which the batch does not change, so the next call raises it."""
         _check_limit(limit)
         out: list[bytes] = []
         while len(out) < limit:
@@ -151,7 +150,7 @@ class DataShortcuts:
                 body = self.try_recv()
             except Exception:
                 if out:
-                    break  # the messages taken are handed out; the next call raises
+                    break  # the messages taken are handed out; the next call raises it
                 raise
             if body is None:
                 break
