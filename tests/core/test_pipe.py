@@ -1477,6 +1477,22 @@ def test_a_connect_that_failed_at_once_is_reported_from_the_loop():
     assert h.loop.writers == {} and h.loop.readers == {}
 
 
+def test_a_connect_failure_reported_after_a_close_is_ignored(caplog):
+    # The report is posted to the loop; a close that runs before it (a session closing
+    # while a dialer redials) leaves a dead pipe, which has no connect to fail any more.
+    h = Harness(dialed=True, connect_error=errno.ENOENT, stream=False)
+    h.pipe.cmd_open()
+    h.pipe.cmd_close()
+    assert h.pipe.state == "dead"
+
+    with caplog.at_level(logging.DEBUG, logger="scaproust"):
+        h.loop.run_ready()
+
+    assert h.pipe.state == "dead"
+    assert h.owner.closed == [h.pipe]
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
 # --- lending the reading to a caller's thread (core/caller_reader.py) ---------------------
 
 

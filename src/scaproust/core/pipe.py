@@ -236,7 +236,9 @@ class Pipe(PipeFSM):
 
     @entry_point
     def _on_connect_failed(self, err: OSError) -> None:
-        self.evt_connect_failed(err)
+        # Posted by watch_connect: a close (a session closing, say) may have come first.
+        if self.state == "connecting":
+            self.evt_connect_failed(err)
 
     @entry_point
     def _on_connect_ready(self) -> None:
