@@ -135,6 +135,43 @@ def test_an_interrupt_in_the_middle_of_a_drained_batch_requeues_what_was_not_tak
     assert push.stats["msgs_sent"] == 4
 
 
+def test_an_interrupt_in_the_middle_of_a_contexts_drained_batch_requeues_the_rest(
+        session, monkeypatch):
+    rep = session.socket(sp.Rep, recv_timeout=5)
+    req = session.socket(sp.Req, send_timeout=5)
+    req.connect(rep.bind("tcp://127.0.0.1:0").url)
+    wait_until(lambda: req._core.pipes, what="the pipe")
+    ctx = req.context()
+    core = ctx._core_context
+    loop = req._core.loop
+    assert loop.own(5)
+    try:  # owned here: the requests queue in the context's outbox
+        for n in range(4):
+            ctx.send(b"r%d" % n)
+        real_send = core.machine.cmd_send
+        taken = []
+
+        def send(item):
+            taken.append(item)
+            if len(taken) == 2:
+                raise KeyboardInterrupt  # in the middle of the second request
+            return real_send(item)
+
+        monkeypatch.setattr(core.machine, "cmd_send", send)
+        with pytest.raises(KeyboardInterrupt):
+            core.drain()
+        monkeypatch.setattr(core.machine, "cmd_send", real_send)
+    finally:
+        loop.release()
+
+    # A context's new request replaces its last, but each one went out: the first, then
+    # the two put back in front of the outbox, in order; the interrupted one never did.
+    assert [rep.recv() for _ in range(3)] == [b"r0", b"r2", b"r3"]
+    assert req.stats["msgs_sent"] == 4
+    rep.send(b"answer")
+    assert ctx.recv() == b"answer"  # the reply to the last request, r3
+
+
 @pytest.mark.parametrize("after", [False, True], ids=["before-the-read", "after-the-read"])
 def test_an_interrupt_in_the_middle_of_a_pipes_read_closes_that_pipe_and_it_is_redialed(
         session, monkeypatch, caplog, after):

@@ -16,6 +16,7 @@ unchanged.
 
 from __future__ import annotations
 
+import itertools
 from typing import TYPE_CHECKING
 
 from scaproust.core.channel import UNBOUNDED, Channel
@@ -91,19 +92,28 @@ class UserContext:
         if machine is None:  # pragma: no cover  (set before the facade gets the context)
             return
         seam = self.seam
-        total = 0
+        total = taken = 0
         try:
             for item in batch:
                 size = len(item)
                 seam.outstanding -= 1
                 seam.outstanding_bytes -= size
                 total += size
+                taken += 1  # no call since len(): counted exactly with the two above
                 machine.cmd_send(item)  # a closed context drops it, counted
         except Exception as err:
             self._crash(err)
             return
-        self.stats.count(MSGS_SENT, len(batch))
-        self.stats.count(BYTES_SENT, total)
+        except BaseException:
+            # A Ctrl-C in the caller's thread, which drains here when its send owns the
+            # session: as the socket's drain does, what was not taken goes back to the
+            # front of the outbox, in order, for the next drain.
+            self.channel.requeue(itertools.islice(batch, taken, None))
+            self.loop.call_soon(self.drain)
+            raise
+        finally:
+            self.stats.count(MSGS_SENT, taken)
+            self.stats.count(BYTES_SENT, total)
         seam.refill()
 
     def close(self) -> None:
