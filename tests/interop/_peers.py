@@ -115,11 +115,38 @@ def ipc_path(url: str) -> str:
     return url[len("ipc://") :]
 
 
+def _ephemeral_ports() -> range:
+    """The ports the kernel hands out by itself (to a bind to port 0, to a connect)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(word) for word in f.read().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999  # Linux's default
+    return range(low, high + 1)
+
+
 def free_tcp_port() -> int:
-    """A port that was free a moment ago (bound to port 0, then closed)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A port free now that another process (a peer we start) will listen on.
+
+    Chosen below the kernel's ephemeral range: a port the kernel found free for a bind to
+    port 0 is in that range, where any connection made meanwhile (by this suite, by a peer)
+    may take it as its source port before the peer binds it, and the peer's listen fails.
+    Ports outside the range are only ever taken by an explicit bind.
+    """
+    ephemeral = _ephemeral_ports()
+    top = ephemeral.start if ephemeral.start > 20000 else 65536
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(10000, top)
+        if port in ephemeral:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # taken: another one
+            return port
+    raise RuntimeError("no free TCP port outside the ephemeral range")
 
 
 def listen_url(transport: str, directory: Path, name: str) -> str:

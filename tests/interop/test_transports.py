@@ -6,7 +6,6 @@ percent-decoded, autobind for an empty name, IPC framing)."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,8 @@ import time
 import pytest
 
 import scaproust as sp
+
+from ._peers import free_tcp_port
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="abstract sockets are Linux only")
@@ -174,7 +175,7 @@ def test_nngcat_dials_our_tls_listener_with_cacert(nngcat, pki):
 
 
 def test_we_dial_an_nngcat_tls_listener_with_cert_and_key(nngcat, pki):
-    port = _free_port()
+    port = free_tcp_port()
     url = f"tls+tcp://127.0.0.1:{port}"
     proc = _nngcat(nngcat, "--pull0", "--listen", url, "--cert", str(pki["dir"] / "cert.pem"),
                    "--key", str(pki["dir"] / "key.pem"), "--ascii", "--count", "1")
@@ -190,9 +191,3 @@ def test_we_dial_an_nngcat_tls_listener_with_cert_and_key(nngcat, pki):
             proc.kill()
             proc.wait()
     assert (rc, out) == (0, b"from scaproust"), err
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])

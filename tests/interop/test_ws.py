@@ -13,7 +13,8 @@ import pytest
 
 import scaproust as sp
 
-from .test_transports import _finish, _free_port, _nngcat
+from ._peers import free_tcp_port
+from .test_transports import _finish, _nngcat
 
 TIMEOUT = 5.0
 MS = int(TIMEOUT * 1000)
@@ -128,7 +129,7 @@ def test_nngcat_dials_our_ws_listener(nngcat):
 
 @pytest.mark.parametrize("scheme", ["ws", "wss"])
 def test_we_dial_an_nngcat_ws_listener(nngcat, pki, scheme):
-    url = f"{scheme}://127.0.0.1:{_free_port()}/cat"
+    url = f"{scheme}://127.0.0.1:{free_tcp_port()}/cat"
     keys = ["--cert", str(pki["dir"] / "cert.pem"), "--key", str(pki["dir"] / "key.pem")]
     proc = _nngcat(nngcat, "--rep0", "--listen", url, "--data", "pong", "--count", "1",
                    "--ascii", *(keys if scheme == "wss" else []))
