@@ -371,3 +371,222 @@ def test_a_contexts_request_that_takes_a_slot_lowers_the_sockets_credit_at_once(
         assert pipe.sent == [(b"qa", A_ID)] * 2
 
     assert sock_ctx.capacity == (1 if how == "sent" else 0)
+
+
+# ---------------------------------------------------------------- the credit during a pipe
+# event, not only after it: every grant the socket makes while a pipe event serves or
+# reroutes the contexts' requests. grant_capacity must come after serve_contexts and
+# reroute_contexts: granted before, the slots a context is about to take would be credit
+# for a moment, and a send() blocked on credit could be woken and accepted in between.
+# A context's own send restates the credit (ReqContext._send), but not while a pipe event
+# places requests (Req.placing): the row's grant, once, when every request is placed.
+
+
+def grants_during(seam: RecordingContext, event, *args) -> list[tuple[int, int | None]]:
+    """Every credit (messages, bytes) the socket grants while ``event(*args)`` runs."""
+    seam.clear()
+    start = len(seam.byte_capacities)
+    event(*args)
+    return list(zip(seam.capacities, seam.byte_capacities[start:], strict=True))
+
+
+def room_left(req: Req) -> tuple[int, int]:
+    """The free slots, and bytes, of the socket's pipes that can take a message."""
+    open_pipes = [p for p in req.pipes if p.free]
+    return sum(p.free for p in open_pipes), sum(p.free_bytes for p in open_pipes)
+
+
+@pytest.mark.parametrize("event", ["added", "ready"])
+def test_a_pipe_that_serves_the_waiting_socket_and_a_context_never_grants_their_slots(
+        req, loop, sock_ctx, event):
+    """Rows [waiting, evt_pipe_added/evt_pipe_ready, has room]: no grant, not even a
+    passing one, counts the slot the context's request takes right after the socket's."""
+    pipe = FakePipe(free=0)
+    if event == "ready":
+        req.evt_pipe_added(pipe)
+    a, _ = open_ctx(req, loop)
+    req.cmd_send(Message(b"own", OWN_ID))
+    a.cmd_send(Message(b"qa", A_ID))
+    assert (req.state, a.state) == ("waiting", "queued")
+
+    pipe.free = 2
+    grants = grants_during(sock_ctx, req.evt_pipe_added if event == "added" else req.evt_pipe_ready,
+                           pipe)
+
+    assert pipe.sent == [(b"own", OWN_ID), (b"qa", A_ID)]
+    assert (req.state, a.state, a.carrier) == ("sent", "sent", pipe)
+    assert room_left(req) == (0, 0)
+    assert grants == [(0, 0)]  # the row's own grant, once the requests are placed
+
+
+@pytest.mark.parametrize("state", ["idle", "sent"])
+@pytest.mark.parametrize("event", ["added", "ready"])
+def test_a_pipe_that_serves_a_waiting_context_never_grants_the_slot_it_takes(
+        req, loop, sock_ctx, event, state):
+    """Rows [[idle, sent, waiting], evt_pipe_added/evt_pipe_ready, []]: every grant is the
+    room left once the context's request took its slot, never one slot more."""
+    busy = FakePipe(free=1)
+    req.evt_pipe_added(busy)
+    if state == "sent":
+        req.cmd_send(Message(b"own", OWN_ID))
+    else:
+        busy.free = 0
+    a, _ = open_ctx(req, loop)
+    a.cmd_send(Message(b"qa", A_ID))
+    assert (req.state, a.state) == (state, "queued")
+
+    if event == "added":
+        pipe = FakePipe(free=2)
+        grants = grants_during(sock_ctx, req.evt_pipe_added, pipe)
+    else:
+        pipe = busy
+        pipe.free = 2
+        grants = grants_during(sock_ctx, req.evt_pipe_ready, pipe)
+
+    assert pipe.sent[-1] == (b"qa", A_ID)
+    assert (req.state, a.state, a.carrier) == (state, "sent", pipe)
+    assert room_left(req) == (1, pipe.free_bytes)
+    assert grants == [(1, pipe.free_bytes)]  # the row's own, once the request is placed
+
+
+def test_when_the_sockets_carrier_dies_no_grant_counts_the_slot_its_context_takes_next(
+        req, loop, sock_ctx):
+    """Row [sent, evt_pipe_removed, [is_carrier, other_pipe_has_room]]: the socket's
+    resend takes one slot of the other pipe and its context's resend the last; no grant
+    in between offers that last slot. The dying pipe, room left or not, gets nothing."""
+    doomed = FakePipe(free=3)
+    req.evt_pipe_added(doomed)
+    a, a_seam = open_ctx(req, loop)
+    req.cmd_send(Message(b"own", OWN_ID))
+    a.cmd_send(Message(b"qa", A_ID))
+    spare = FakePipe(free=2)
+    req.evt_pipe_added(spare)
+    assert (req.carrier, a.carrier, doomed.free) == (doomed, doomed, 1)
+
+    grants = grants_during(sock_ctx, req.evt_pipe_removed, doomed)
+
+    assert spare.sent == [(b"own", OWN_ID), (b"qa", A_ID)]
+    assert doomed.sent == [(b"own", OWN_ID), (b"qa", A_ID)]
+    assert (req.state, req.carrier, a.state, a.carrier) == ("sent", spare, "sent", spare)
+    assert ("stats.count", "requests_resent", 1) in a_seam.calls
+    assert room_left(req) == (0, 0)
+    assert grants == [(0, 0)]  # the row's own grant, once the requests are placed
+
+
+def test_when_the_sockets_carrier_dies_with_no_room_elsewhere_its_context_waits_off_it(
+        req, loop, sock_ctx):
+    """Row [sent, evt_pipe_removed, [is_carrier]] -> waiting: the pipe leaves the socket
+    before its contexts are rerouted, so a context whose carrier it was cannot be resent
+    to it even though it still reports room; it waits in line for the next pipe."""
+    doomed = FakePipe(free=3)
+    full = FakePipe(free=0)
+    req.evt_pipe_added(doomed)
+    req.evt_pipe_added(full)
+    a, a_seam = open_ctx(req, loop)
+    req.cmd_send(Message(b"own", OWN_ID))
+    a.cmd_send(Message(b"qa", A_ID))
+    assert (req.carrier, a.carrier, doomed.free) == (doomed, doomed, 1)
+
+    grants = grants_during(sock_ctx, req.evt_pipe_removed, doomed)
+
+    assert doomed.sent == [(b"own", OWN_ID), (b"qa", A_ID)]  # nothing more to the dying pipe
+    assert (req.state, a.state, a.carrier) == ("waiting", "queued", None)
+    assert list(req.queue) == [a]
+    assert ("stats.count", "requests_resent", 1) not in a_seam.calls
+    assert loop.pending_timers() == []
+    assert grants == [(0, 0)]
+
+    full.free = 2
+    req.evt_pipe_ready(full)
+    assert full.sent == [(b"own", OWN_ID), (b"qa", A_ID)]
+    assert (req.state, a.state, a.carrier) == ("sent", "sent", full)
+
+
+@pytest.mark.parametrize("state", ["idle", "sent"])
+def test_when_a_contexts_carrier_dies_no_grant_counts_the_slot_its_resend_takes(
+        req, loop, sock_ctx, state):
+    """Row [[idle, sent, waiting], evt_pipe_removed, []] (not the socket's carrier): the
+    context's resend takes the last free slot, and no grant offers it first; the dying
+    pipe, which still reports room, gets nothing."""
+    busy = FakePipe(free=1)
+    req.evt_pipe_added(busy)
+    if state == "sent":
+        req.cmd_send(Message(b"own", OWN_ID))
+        assert req.carrier is busy
+    else:
+        busy.free = 0
+    doomed = FakePipe(free=2)
+    req.evt_pipe_added(doomed)
+    a, a_seam = open_ctx(req, loop)
+    a.cmd_send(Message(b"qa", A_ID))
+    spare = FakePipe(free=1)
+    req.evt_pipe_added(spare)
+    assert (req.state, a.carrier, doomed.free, spare.free) == (state, doomed, 1, 1)
+
+    grants = grants_during(sock_ctx, req.evt_pipe_removed, doomed)
+
+    assert doomed.sent == [(b"qa", A_ID)]
+    assert spare.sent == [(b"qa", A_ID)]
+    assert (req.state, a.state, a.carrier) == (state, "sent", spare)
+    assert ("stats.count", "requests_resent", 1) in a_seam.calls
+    assert room_left(req) == (0, 0)
+    assert grants == [(0, 0)]  # the row's own grant, once the requests are placed
+
+
+@pytest.mark.parametrize("event", ["added", "ready"])
+def test_a_pipe_that_serves_two_waiting_contexts_grants_once_when_both_are_placed(
+        req, loop, sock_ctx, event):
+    """Two contexts wait: the pipe that comes or gets room takes both requests, and the one
+    grant comes after the second; restated after the first, it would offer the second's
+    slot for a moment."""
+    pipe = FakePipe(free=0)
+    if event == "ready":
+        req.evt_pipe_added(pipe)
+    a, _ = open_ctx(req, loop)
+    b, _ = open_ctx(req, loop)
+    a.cmd_send(Message(b"qa", A_ID))
+    b.cmd_send(Message(b"qb", B_ID))
+    assert (a.state, b.state) == ("queued", "queued")
+
+    pipe.free = 2
+    grants = grants_during(sock_ctx, req.evt_pipe_added if event == "added" else req.evt_pipe_ready,
+                           pipe)
+
+    assert pipe.sent == [(b"qa", A_ID), (b"qb", B_ID)]
+    assert (a.carrier, b.carrier) == (pipe, pipe)
+    assert not req.placing
+    assert grants == [(0, 0)]
+
+
+def test_two_contexts_rerouted_off_a_dying_pipe_are_granted_for_once_both_are_placed(
+        req, loop, sock_ctx):
+    """Both contexts' requests ride a pipe that dies; both are resent to the spare pipe,
+    and the one grant comes after the second resend."""
+    doomed = FakePipe(free=3)
+    req.evt_pipe_added(doomed)
+    a, _ = open_ctx(req, loop)
+    b, _ = open_ctx(req, loop)
+    a.cmd_send(Message(b"qa", A_ID))
+    b.cmd_send(Message(b"qb", B_ID))
+    spare = FakePipe(free=2)
+    req.evt_pipe_added(spare)
+    assert (a.carrier, b.carrier) == (doomed, doomed)
+
+    grants = grants_during(sock_ctx, req.evt_pipe_removed, doomed)
+
+    assert spare.sent == [(b"qa", A_ID), (b"qb", B_ID)]
+    assert (a.carrier, b.carrier) == (spare, spare)
+    assert not req.placing
+    assert grants == [(0, 0)]
+
+
+def test_a_contexts_own_send_still_restates_the_credit_at_once(req, loop, sock_ctx):
+    """Outside a pipe event nothing else would: the send lowers the credit itself."""
+    pipe = FakePipe(free=2)
+    req.evt_pipe_added(pipe)
+    a, _ = open_ctx(req, loop)
+
+    grants = grants_during(sock_ctx, a.cmd_send, Message(b"qa", A_ID))
+
+    assert pipe.sent == [(b"qa", A_ID)]
+    assert grants == [(1, pipe.free_bytes)]

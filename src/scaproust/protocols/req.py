@@ -130,6 +130,9 @@ class Req(ReqFSM, ReqRaw):
         self.contexts: dict[ReqContext, None] = {}
         self.by_id: dict[bytes, ReqContext] = {}
         self.queue: deque[ReqContext] = deque()
+        #: True while a pipe event serves or reroutes the contexts' requests: their sends
+        #: leave the credit to the row's grant_capacity, which comes once all are placed.
+        self.placing = False
 
     # Typed as Optional, ``request`` is set in ``sent`` and ``waiting``, where the table
     # fires the methods that read it (marked below), and the guards of every row that
@@ -262,16 +265,24 @@ class Req(ReqFSM, ReqRaw):
         # pipe: the one that came or got room; the waiting requests go, first come first
         # served, to any pipes with room (each leaves the queue on leaving ``queued``).
         queue = self.queue
-        while queue:
-            target = self._pick()
-            if target is None:
-                return
-            queue[0].evt_pipe_offered(target)
+        self.placing = True
+        try:
+            while queue:
+                target = self._pick()
+                if target is None:
+                    return
+                queue[0].evt_pipe_offered(target)
+        finally:
+            self.placing = False
 
     def reroute_contexts(self, pipe: Pipe) -> None:
         if self.contexts:
-            for context in [c for c in self.contexts if c.carrier is pipe]:
-                context.evt_carrier_gone()
+            self.placing = True
+            try:
+                for context in [c for c in self.contexts if c.carrier is pipe]:
+                    context.evt_carrier_gone()
+            finally:
+                self.placing = False
 
     def close_contexts(self) -> None:
         for context in list(self.contexts):
@@ -336,9 +347,13 @@ class ReqContext(ReqCtxFSM):
         pipe.cmd_send(body, word)  # type: ignore[union-attr]  # can_send_now, or offered
         self.carrier = pipe
         self._on_wire = True
-        # It took a slot of the socket's pipe: the socket's credit says so at once (a
-        # pipe event restates it again after serving every waiting context).
-        self.parent.grant_capacity()
+        # It took a slot of the socket's pipe: the socket's credit says so at once. Not
+        # while a pipe event places several contexts' requests: restated after each, the
+        # credit would offer for a moment the slot the next one takes, and a send()
+        # blocked for credit could be accepted in between; that event's grant_capacity
+        # comes once every request is placed.
+        if not self.parent.placing:
+            self.parent.grant_capacity()
         self._timer = self.ctx.call_later(self.ctx.options.resend_interval, self._on_timer)
 
     def _on_timer(self) -> None:
