@@ -52,37 +52,52 @@ T = TypeVar("T")
 
 
 class _LoopWaker:
-    """A channel watcher that wakes a coroutine on its event loop."""
+    """A channel watcher that wakes a coroutine on its event loop.
 
-    __slots__ = ("_loop", "_event", "_thread", "expired")
+    A bare future rather than an ``asyncio.Event``: the event makes a future per wait
+    anyway, plus a list of waiters to add it to and take it from; this is the same wake-up
+    for a microsecond less on the path of every awaited message."""
+
+    __slots__ = ("_loop", "_future", "_woken", "_thread", "expired")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        import asyncio  # loaded by whoever runs a coroutine; not by `import scaproust`
-
         self._loop = loop
-        self._event = asyncio.Event()
+        self._future: asyncio.Future[None] | None = None  # awaited by wait() right now
+        self._woken = False  # set() since the last clear()
         self._thread = threading.get_ident()
         #: The call's own timeout passed (``expire``, a timer of the event loop).
         self.expired = False
 
+    def _wake(self) -> None:  # in the event loop's thread
+        self._woken = True
+        future = self._future
+        if future is not None and not future.done():
+            future.set_result(None)
+
     def expire(self) -> None:
         self.expired = True
-        self._event.set()
+        self._wake()
 
     def set(self) -> None:  # called under the channel's lock, by whoever delivers
         if threading.get_ident() == self._thread:
-            self._event.set()  # delivered by the event loop itself (lent pipes): no hop
+            self._wake()  # delivered by the event loop itself (lent pipes): no hop
             return
         try:
-            self._loop.call_soon_threadsafe(self._event.set)
+            self._loop.call_soon_threadsafe(self._wake)
         except RuntimeError:  # the event loop is closed: nobody waits any more
             pass
 
     def clear(self) -> None:
-        self._event.clear()
+        self._woken = False
 
     async def wait(self) -> None:
-        await self._event.wait()
+        if self._woken:
+            return
+        future = self._future = self._loop.create_future()
+        try:
+            await future
+        finally:
+            self._future = None
 
 
 def _in_trio() -> bool:
@@ -192,7 +207,7 @@ class AsyncSocketMixin:
         right after the watcher is set, and raising and catching one cost 2-3 µs."""
         if _in_trio():
             return await self._wait_trio(attempt, timeout, what)
-        import asyncio  # already loaded: a coroutine runs (see _LoopWaker)
+        import asyncio  # already loaded: a coroutine runs; not by `import scaproust`
 
         aloop = asyncio.get_running_loop()
         waker = _LoopWaker(aloop)
@@ -253,7 +268,7 @@ class AsyncSocketMixin:
 
                 await trio.to_thread.run_sync(self._wait_closed)
                 return
-            import asyncio  # already loaded: a coroutine runs (see _LoopWaker)
+            import asyncio  # already loaded: a coroutine runs; not by `import scaproust`
 
             await asyncio.to_thread(self._wait_closed)
 
