@@ -28,7 +28,6 @@ detected, not imported: ``import scaproust`` never loads it.
 
 from __future__ import annotations
 
-import math
 import sys
 import threading
 from collections.abc import Callable
@@ -146,6 +145,16 @@ class _TrioWaker:
         await self._event.wait()
 
 
+async def _wait_trio_woken(waker: _TrioWaker, attempt: Callable[[], T | None]) -> T:
+    """Attempt, then sleep until the waker is set, until ``attempt()`` returns something."""
+    while True:
+        waker.clear()
+        done = attempt()
+        if done is not None:
+            return done
+        await waker.wait()
+
+
 class AsyncSocketMixin:
     """The async methods of ``sp.Socket``."""
 
@@ -248,13 +257,10 @@ class AsyncSocketMixin:
         channel = self._channel
         channel.add_watcher(waker)
         try:
-            with trio.fail_after(math.inf if timeout is None else timeout):
-                while True:
-                    waker.clear()
-                    done = attempt()
-                    if done is not None:
-                        return done
-                    await waker.wait()
+            if timeout is None:  # the default: no cancel scope (5 µs a call) to enter
+                return await _wait_trio_woken(waker, attempt)
+            with trio.fail_after(timeout):
+                return await _wait_trio_woken(waker, attempt)
         except trio.TooSlowError:
             raise Timeout(f"{what} timed out after {timeout} s") from None
         finally:
