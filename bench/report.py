@@ -120,6 +120,15 @@ pyzmq's round trip would take about 10 µs less per side: fewer layers between `
 the pipe (today a message crosses the facade, the channel, the protocol machine and the
 pipe machine, each a few Python calls).
 
+**asyncio.** An `arecv()` that must wait lends the socket's pipes to its event loop,
+which reads them in its own thread. Lending and taking them back went through asyncio's
+`add_reader`/`remove_reader` and the I/O thread's `epoll_ctl` at every receive, 20-25 µs
+of the event loop's time; the event loop now keeps the loan from one receive to the next
+and gives it back when it would stop reading the pipes (docs/ARCHITECTURE.md, "One owner
+at a time"). Old and new trees alternated three times, REQ/REP over TCP between two
+processes, `arecv`/`asend` on both sides (2026-12-05): 178-189 µs a round trip before,
+152-169 after, and 115-133 µs of the client's CPU per round trip against 88-91.
+
 **PUSH->PULL, small messages.** Measured one side at a time against a bare peer
 (2026-12-05): a burst of 64-byte sends cost the sending process about 1.37 µs a message at
 the start of the day (its caller thread 0.54: the facade's send fast path and the channel's

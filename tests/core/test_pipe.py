@@ -1500,7 +1500,7 @@ def test_a_pipe_whose_loop_cannot_lend_its_reader_is_not_marked_lent(monkeypatch
     # A selector other than epoll cannot stop watching one reader cheaply: the loop
     # refuses the loan, and the pipe stays the loop's to read (and to fire).
     h = Harness().open_active()
-    monkeypatch.setattr(h.loop, "lend_reader", lambda fileobj: False)
+    monkeypatch.setattr(h.loop, "lend_reader", lambda fileobj, alarm=None: False)
 
     assert not h.pipe.lender.lend()
 
@@ -1669,14 +1669,32 @@ def test_a_pipe_whose_header_never_went_out_counts_every_message_lost_to_linger(
     assert h.pipe.state == "dead" and h.stats.snapshot().get("dropped_linger") == 3
 
 
-def test_a_lent_pipe_that_dies_calls_its_on_release_before_its_stream_closes():
+def test_a_lent_pipe_that_dies_calls_its_on_stop_before_its_stream_closes():
     h = Harness().open_active()
     seen = []
-    h.pipe.lender.on_release = lambda: seen.append(h.stream.closed)
+    h.pipe.lender.on_stop = lambda: seen.append(h.stream.closed)
     h.pipe.cmd_close()  # not lent: nobody is told
     assert seen == []
     h = Harness().open_active()
-    h.pipe.lender.on_release = lambda: seen.append(h.stream.closed)
+    h.pipe.lender.on_stop = lambda: seen.append(h.stream.closed)
     assert h.pipe.lender.lend()
     h.pipe.cmd_close()
     assert seen == [False] and h.stream.closed
+
+
+def test_a_lent_pipe_that_pauses_calls_its_on_stop_once():
+    # An event loop that keeps the pipe lent would go on reading it (caller_reader.py):
+    # told, it gives the loan back, and the pause holds.
+    h = Harness().open_active()
+    seen = []
+    h.pipe.lender.on_stop = lambda: seen.append(h.pipe._watching)
+    h.pipe.cmd_pause()  # not lent: nobody is told
+    assert seen == []
+    h.pipe.cmd_resume()
+    assert h.pipe.lender.lend()
+    h.pipe.cmd_pause()
+    h.pipe.cmd_pause()  # paused already
+    assert seen == [False]
+    assert h.stream not in h.loop.readers
+
+

@@ -10,6 +10,7 @@ posted for ever, and a pipe whose I/O was cut in the middle is closed and redial
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 
@@ -101,6 +102,31 @@ def test_an_interrupt_before_the_drain_is_handed_to_anyone_still_sends(session, 
     assert b.recv() == b"next"
 
 
+def _drain_cut_at_the_second(monkeypatch, loop, machine, drain, sends) -> None:
+    """Own the session, make the ``sends`` (they queue: the drain posted to a loop that
+    must wait), then ``drain()`` with ``machine.cmd_send`` interrupted in the middle of
+    the second message."""
+    assert loop.own(5)
+    try:
+        for send in sends:
+            send()
+        real_send = machine.cmd_send
+        taken = []
+
+        def cut(item):
+            taken.append(item)
+            if len(taken) == 2:
+                raise KeyboardInterrupt
+            return real_send(item)
+
+        monkeypatch.setattr(machine, "cmd_send", cut)
+        with pytest.raises(KeyboardInterrupt):
+            drain()
+        monkeypatch.setattr(machine, "cmd_send", real_send)
+    finally:
+        loop.release()
+
+
 def test_an_interrupt_in_the_middle_of_a_drained_batch_requeues_what_was_not_taken(
         session, monkeypatch):
     push = session.socket(sp.Push, send_timeout=5)
@@ -108,26 +134,8 @@ def test_an_interrupt_in_the_middle_of_a_drained_batch_requeues_what_was_not_tak
     push.connect(pull.bind("tcp://127.0.0.1:0").url)
     wait_until(lambda: push._core.pipes, what="the pipe")
     core = push._core
-    loop = core.loop
-    assert loop.own(5)
-    try:  # owned here: the sends queue up, the drain posted to a loop that must wait
-        for n in range(4):
-            push.send(b"m%d" % n)
-        real_send = core.proto.cmd_send
-        sent = []
-
-        def send(item):
-            sent.append(item)
-            if len(sent) == 2:
-                raise KeyboardInterrupt  # in the middle of the second message
-            return real_send(item)
-
-        monkeypatch.setattr(core.proto, "cmd_send", send)
-        with pytest.raises(KeyboardInterrupt):
-            core._drain_outbox()
-        monkeypatch.setattr(core.proto, "cmd_send", real_send)
-    finally:
-        loop.release()
+    _drain_cut_at_the_second(monkeypatch, core.loop, core.proto, core._drain_outbox,
+                             [lambda n=n: push.send(b"m%d" % n) for n in range(4)])
 
     # The first went out, the second was the one interrupted, the rest went back to the
     # front of the outbox in order and left with the next drain.
@@ -143,26 +151,8 @@ def test_an_interrupt_in_the_middle_of_a_contexts_drained_batch_requeues_the_res
     wait_until(lambda: req._core.pipes, what="the pipe")
     ctx = req.context()
     core = ctx._core_context
-    loop = req._core.loop
-    assert loop.own(5)
-    try:  # owned here: the requests queue in the context's outbox
-        for n in range(4):
-            ctx.send(b"r%d" % n)
-        real_send = core.machine.cmd_send
-        taken = []
-
-        def send(item):
-            taken.append(item)
-            if len(taken) == 2:
-                raise KeyboardInterrupt  # in the middle of the second request
-            return real_send(item)
-
-        monkeypatch.setattr(core.machine, "cmd_send", send)
-        with pytest.raises(KeyboardInterrupt):
-            core.drain()
-        monkeypatch.setattr(core.machine, "cmd_send", real_send)
-    finally:
-        loop.release()
+    _drain_cut_at_the_second(monkeypatch, req._core.loop, core.machine, core.drain,
+                             [lambda n=n: ctx.send(b"r%d" % n) for n in range(4)])
 
     # A context's new request replaces its last, but each one went out: the first, then
     # the two put back in front of the outbox, in order; the interrupted one never did.
@@ -170,6 +160,32 @@ def test_an_interrupt_in_the_middle_of_a_contexts_drained_batch_requeues_the_res
     assert req.stats["msgs_sent"] == 4
     rep.send(b"answer")
     assert ctx.recv() == b"answer"  # the reply to the last request, r3
+
+
+def test_an_interrupt_while_an_event_loop_borrows_the_pipes_gives_them_back(
+        session, monkeypatch):
+    push = session.socket(sp.Push, send_timeout=5)
+    pull = session.socket(sp.Pull, recv_timeout=5)
+    push.connect(pull.bind("tcp://127.0.0.1:0").url)
+    push.send(b"warm-up")
+    assert pull.recv() == b"warm-up"
+    reader = pull._core.reader
+
+    async def main():
+        aloop = asyncio.get_running_loop()
+        monkeypatch.setattr(aloop, "add_reader", _once(aloop.add_reader, after=True))
+        with pytest.raises(KeyboardInterrupt):
+            await pull.arecv()  # the duplicate watched, then interrupted
+        # Taken back whole: nothing lent, nothing watched, the duplicate closed.
+        assert reader.park is None and not reader.busy and reader._stale == []
+        assert not any(pipe._lent for pipe in pull._core.pipes)
+        assert len(aloop._selector.get_map()) == 1  # its own wake-up only
+        task = asyncio.create_task(pull.arecv())
+        await asyncio.sleep(0)
+        push.send(b"after")
+        return await asyncio.wait_for(task, 5)
+
+    assert asyncio.run(main()) == b"after"
 
 
 @pytest.mark.parametrize("after", [False, True], ids=["before-the-read", "after-the-read"])

@@ -130,7 +130,7 @@ class FakeLoop:
         self.lent.discard(fileobj)
         return self.readers.pop(fileobj, None) is not None
 
-    def lend_reader(self, fileobj: Any) -> bool:
+    def lend_reader(self, fileobj: Any, alarm: Any = None) -> bool:
         self.history.append(("lend_reader", fileobj))
         if fileobj not in self.readers or fileobj in self.lent:
             return False

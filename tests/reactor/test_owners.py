@@ -148,6 +148,40 @@ def test_a_lent_reader_is_not_called_by_the_loop_and_is_called_again_once_return
     assert calls == [b"x"]
 
 
+def test_a_hang_up_on_a_lent_reader_calls_its_alarm_not_its_reader(loop, pair):
+    # The kernel is asked nothing about a lent reader, yet reports an error or a hang-up
+    # all the same: whoever borrowed it is told (an event loop keeping a loan may not be
+    # running to see it), and the reader is not called.
+    a, b = pair
+    reads, alarms = [], []
+    loop.add_reader(a, lambda: reads.append(1))
+    assert loop.lend_reader(a, lambda: (alarms.append(1), loop.return_reader(a)))
+    b.send(b"x")
+    loop.run_once(0.02)
+    assert alarms == [] and reads == []  # readable only: nothing reported
+    b.close()  # the peer is gone: a hang-up
+    run_until(loop, lambda: alarms)
+    assert alarms == [1] and reads == []
+    run_until(loop, lambda: reads)  # given back by the alarm: read as usual
+
+
+def test_a_returned_or_removed_reader_forgets_its_alarm(loop, pair):
+    a, b = pair
+    alarms = []
+    loop.add_reader(a, lambda: None)
+    assert loop.lend_reader(a, lambda: alarms.append(1))
+    loop.return_reader(a)
+    assert loop._regs[a].alarm is None
+    assert loop.lend_reader(a, lambda: alarms.append(1))
+    loop.add_reader(a, lambda: None)  # replaces the lent reader
+    assert loop._regs[a].alarm is None
+    assert loop.lend_reader(a, lambda: alarms.append(1))
+    assert loop.remove_reader(a)
+    loop.add_reader(a, lambda: None)
+    assert loop._regs[a].alarm is None
+    assert alarms == []
+
+
 def test_a_writer_added_to_a_lent_registration_does_not_wake_its_reader(loop, pair):
     a, b = pair
     reads, writes = [], []

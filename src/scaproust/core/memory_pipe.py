@@ -40,6 +40,8 @@ from scaproust.core.pipe import HIGH_WATER, Lender, Pipe, Publication, _Head
 from scaproust.transports.framing import OversizeFrame
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from scaproust.transports.inproc import MemoryEnd
 
 #: Per direction, the messages and bytes a link holds before the sender's own queue
@@ -237,5 +239,5 @@ class _Unlendable(Lender):
 
     __slots__ = ()
 
-    def lend(self) -> bool:
+    def lend(self, alarm: Callable[[], object] | None = None) -> bool:
         return False

@@ -331,6 +331,8 @@ class Pipe(PipeFSM):
         # The user's receive queue is full: let TCP push back on the peer.
         if self._watching:
             self._watching = False
+            if self._lent and self.lender.on_stop is not None:
+                self.lender.on_stop()  # an event loop that keeps it must stop reading it
             self.loop.remove_reader(self.stream)
 
     def start_reading(self) -> None:
@@ -689,8 +691,8 @@ class Pipe(PipeFSM):
         self.stream = None  # type: ignore[assignment]
         if self._lent:  # a caller sleeps on this stream: it must not wait on a closed fd
             self.socket.channel.wake_reader()
-            if self.lender.on_release is not None:  # lent to an asyncio event loop
-                self.lender.on_release()
+            if self.lender.on_stop is not None:  # lent to an asyncio event loop
+                self.lender.on_stop()
         if stream is not None:
             if self._watching:
                 self.loop.remove_reader(stream)
@@ -735,17 +737,18 @@ class Lender:
     from the loop, lent or not; a pipe given back is watched only if it still has one.
     """
 
-    __slots__ = ("_pipe", "on_release")
+    __slots__ = ("_pipe", "on_stop")
 
     def __init__(self, pipe: Pipe) -> None:
         self._pipe = pipe
-        #: Called when the pipe dies while lent, before its stream closes (an asyncio
-        #: event loop must stop watching the fd: caller_reader.lend_to_event_loop).
-        self.on_release: Callable[[], object] | None = None
+        #: Called when the pipe stops reading while lent, because it dies (before its
+        #: stream closes) or pauses: an asyncio event loop that keeps it lent must stop
+        #: reading it (caller_reader.lend_to_event_loop).
+        self.on_stop: Callable[[], object] | None = None
 
-    def lend(self) -> bool:
+    def lend(self, alarm: Callable[[], object] | None = None) -> bool:
         """Take the pipe's reading from the loop; False if it is not reading frames now (not
-        active, paused, or lent already)."""
+        active, paused, or lent already). ``alarm``: see ``Loop.lend_reader``."""
         pipe = self._pipe
         if pipe._lent or not pipe._watching or pipe.state != "active":
             return False
@@ -759,7 +762,7 @@ class Lender:
         # Marked first: a Ctrl-C inside lend_reader leaves the pipe marked lent, and
         # give_back then undoes whatever part of the loan was made.
         pipe._lent = True
-        if not pipe.loop.lend_reader(pipe.stream):
+        if not pipe.loop.lend_reader(pipe.stream, alarm):
             pipe._lent = False
         return pipe._lent
 

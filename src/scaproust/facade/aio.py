@@ -41,7 +41,6 @@ if TYPE_CHECKING:
 
     from _typeshed import ReadableBuffer
 
-    from scaproust.core.caller_reader import Loan
     from scaproust.core.channel import Channel
     from scaproust.core.message import Item, Message
     from scaproust.core.options import Options
@@ -222,7 +221,7 @@ class AsyncSocketMixin:
         waker = _LoopWaker(aloop)
         channel = self._channel
         channel.add_watcher(waker)
-        loan: Loan | None = None
+        lent = False
         # The socket's timeout is a timer of the event loop that wakes the waker, not an
         # asyncio.timeout(): that one cancels the task and takes the cancellation back,
         # 4 µs a call where a timer costs under 2, on the path of every awaited message.
@@ -236,16 +235,15 @@ class AsyncSocketMixin:
                     return done
                 if waker.expired:
                     raise Timeout(f"{what} timed out after {timeout} s")
-                if lend and loan is None and channel.reader is not None:
-                    # Let this event loop read the socket's pipes while it waits
-                    # (core/caller_reader.py); else the I/O thread does, as for sp.poll.
-                    loan = channel.reader.lend_to_event_loop(aloop)
+                if lend and not lent and channel.reader is not None:
+                    # Let this event loop read the socket's pipes while it waits, and
+                    # after (core/caller_reader.py, the loan is kept for the next
+                    # receive); else the I/O thread does, as for sp.poll.
+                    lent = channel.reader.lend_to_event_loop(aloop)
                 await waker.wait()
         finally:
             if timer is not None:
                 timer.cancel()
-            if loan is not None and channel.reader is not None:  # a loan came from the reader
-                channel.reader.end_loan(aloop, loan)
             channel.remove_watcher(waker)
 
     async def _wait_trio(self, attempt: Callable[[], T | None], timeout: float | None,

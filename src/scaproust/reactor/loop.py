@@ -126,12 +126,14 @@ class _Registration:
     callbacks are set, and the registration exists only while at least one is.
     """
 
-    __slots__ = ("reader", "writer", "lent")
+    __slots__ = ("reader", "writer", "lent", "alarm")
 
     def __init__(self) -> None:
         self.reader: Callable[[], object] | None = None
         self.writer: Callable[[], object] | None = None
         self.lent = False  # the reader is lent to a caller's thread: the kernel is not asked
+        #: Called (instead of the reader) when the selector reports a lent reader anyway.
+        self.alarm: Callable[[], object] | None = None
 
     def __repr__(self) -> str:
         return f"<_Registration reader={self.reader!r} writer={self.writer!r}>"
@@ -144,8 +146,14 @@ class _Registration:
 
 def _run_reader(reg: _Registration) -> None:
     callback = reg.reader
-    if callback is not None and not reg.lent:
-        callback()
+    if callback is not None:
+        if not reg.lent:
+            callback()
+        elif reg.alarm is not None:
+            # The kernel is asked nothing about a lent reader, so this is an error or a
+            # hang-up (or a readiness selected just before the loan): whoever borrowed it
+            # may not be reading (caller_reader.py, a loan kept by an event loop).
+            reg.alarm()
 
 
 def _run_writer(reg: _Registration) -> None:
@@ -444,6 +452,7 @@ class Loop:
             # A new reader replaces a lent one: the kernel is asked about it again (the
             # selector, which never knew of the loan, has nothing to change).
             reg.lent = False
+            reg.alarm = None
             self._ask_kernel(fileobj, reg)
 
     def remove_reader(self, fileobj: HasFileno) -> bool:
@@ -458,17 +467,21 @@ class Loop:
             self._selector.modify(fileobj, _WRITE, reg)
         reg.reader = None
         reg.lent = False
+        reg.alarm = None
         return True
 
-    def lend_reader(self, fileobj: HasFileno) -> bool:
+    def lend_reader(self, fileobj: HasFileno,
+                    alarm: Callable[[], object] | None = None) -> bool:
         """Stop watching ``fileobj`` for reading while a caller's thread polls and reads it
         itself (core/caller_reader.py); the registration stays, so ``return_reader`` is
         cheap. False if it has no reader, is lent already, or the selector is not epoll
-        (the caller then waits for the loop instead)."""
+        (the caller then waits for the loop instead). ``alarm`` is called, in the loop's
+        thread, if the kernel reports an error or a hang-up on it meanwhile."""
         reg = self._regs.get(fileobj)
         if reg is None or reg.reader is None or reg.lent or self._epoll is None:
             return False
         reg.lent = True
+        reg.alarm = alarm
         self._ask_kernel(fileobj, reg)
         return True
 
@@ -480,6 +493,7 @@ class Loop:
             # as far as anyone can tell, and given back again (Lender.give_back).
             self._ask_kernel(fileobj, reg, lent=False)
             reg.lent = False
+            reg.alarm = None
 
     def _ask_kernel(self, fileobj: HasFileno, reg: _Registration,
                     lent: bool | None = None) -> None:

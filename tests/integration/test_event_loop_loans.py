@@ -1,0 +1,225 @@
+"""An asyncio event loop keeps the socket's pipes lent between awaited receives
+(core/caller_reader.py, ``_Park``): the next ``arecv()`` finds them in place, and whatever
+the event loop no longer reads goes back to the I/O thread: a loan no receive used for a
+whole check period, a pipe that pauses or dies, an error or hang-up the I/O thread's
+selector reports, the socket's close. Nothing sleeps to wait for a condition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+import threading
+import time
+
+import pytest
+
+import scaproust as sp
+from scaproust.core import caller_reader
+from scaproust.core.caller_reader import CallerReader
+from tests.integration.conftest import wait_until
+
+T = 5.0
+PUSH_HEADER = b"\x00SP\x00" + struct.pack(">H", 0x50) + b"\x00\x00"
+
+
+@pytest.fixture
+def kept_long(monkeypatch):
+    """No check takes a loan back during the test: only the other reasons can."""
+    monkeypatch.setattr(caller_reader, "PARK_CHECK", 60.0)
+
+
+@pytest.fixture
+def lends(monkeypatch):
+    """How many times the socket's pipes were lent afresh."""
+    calls: list[int] = []
+    real = CallerReader._lend
+
+    def counted(self, *args):
+        calls.append(1)
+        return real(self, *args)
+
+    monkeypatch.setattr(CallerReader, "_lend", counted)
+    return calls
+
+
+def pull_and_push(session, **options):
+    pull = session.socket(sp.Pull, recv_timeout=T, **options)
+    push = session.socket(sp.Push, send_timeout=T)
+    push.connect(pull.bind("tcp://127.0.0.1:0").url)
+    push.send(b"warm-up")
+    assert pull.recv() == b"warm-up"
+    return pull, push
+
+
+async def lent_then_sent(sock, sender, body: bytes) -> bytes:
+    """``await sock.arecv()`` once its event loop reads the pipes, ``body`` sent then."""
+    task = asyncio.create_task(sock.arecv())
+    deadline = time.monotonic() + T
+    while sock._core.reader.park is None:
+        assert time.monotonic() < deadline, "the pipes were never lent to the event loop"
+        await asyncio.sleep(0)
+    sender.send(body)
+    return await asyncio.wait_for(task, T)
+
+
+async def until(condition, what: str) -> None:
+    deadline = time.monotonic() + T
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.001)
+
+
+def test_the_next_arecv_finds_the_loan_in_place(session, kept_long, lends):
+    pull, push = pull_and_push(session)
+    reader = pull._core.reader
+    lends.clear()  # the warm-up's own receive lent them to its thread
+
+    async def main():
+        first = await lent_then_sent(pull, push, b"one")
+        park = reader.park
+        assert len(lends) == 1 and park is not None and not park.revoked
+        second = await lent_then_sent(pull, push, b"two")
+        assert reader.park is park  # the same loan: nothing lent again
+        return first, second
+
+    assert asyncio.run(main()) == (b"one", b"two")
+    assert len(lends) == 1
+
+
+def test_a_loan_nobody_uses_goes_back_to_the_io_thread_which_reads_again(session, lends):
+    pull, push = pull_and_push(session)
+    reader = pull._core.reader
+    assert asyncio.run(lent_then_sent(pull, push, b"one")) == b"one"
+    park = reader.park
+
+    # The event loop is closed: the I/O thread's look finds the loan unused and takes it
+    # back; the duplicates are closed at once (no event loop left to watch them).
+    wait_until(lambda: reader.park is None and not reader.busy, what="the loan taken back")
+    assert park.revoked and park.watched == [] and reader._stale == []
+    push.send(b"two")
+    assert sp.poll({pull: sp.POLLIN}, timeout=T) == {pull: sp.POLLIN}
+    assert pull.try_recv() == b"two"
+
+
+def test_a_loan_taken_back_from_another_thread_leaves_its_event_loop_when_it_runs_again(
+        session):
+    pull, push = pull_and_push(session)
+    reader = pull._core.reader
+    aloop = asyncio.new_event_loop()
+    try:
+        assert aloop.run_until_complete(lent_then_sent(pull, push, b"one")) == b"one"
+        park = reader.park
+        watched = list(park.watched)
+        # Stopped, not closed: the I/O thread takes the loan back and leaves the
+        # duplicates to the event loop, whose selector still holds them.
+        wait_until(lambda: reader.park is None, what="the loan taken back")
+        assert reader._stale == [park] and all(w.fileno() != -1 for w in watched)
+        push.send(b"two")
+        assert pull.recv() == b"two"  # read by the I/O thread meanwhile
+        aloop.run_until_complete(asyncio.sleep(0))  # the posted removal runs
+        assert reader._stale == [] and park.watched == []
+        assert all(w.fileno() == -1 for w in watched)
+    finally:
+        aloop.close()
+
+
+def test_a_kept_pipe_that_pauses_goes_back_and_the_pause_holds(session, kept_long):
+    pull, push = pull_and_push(session, recv_buffer=4)
+    reader = pull._core.reader
+    pipe = next(iter(pull._core.pipes))
+
+    async def main():
+        assert await lent_then_sent(pull, push, b"one") == b"one"
+        for n in range(30):  # nobody receives: the event loop reads until the queue is full
+            push.send(b"m%d" % n)
+        await until(lambda: reader.park is None, "the pause to take the loan back")
+
+    asyncio.run(main())
+    assert not pipe._watching and not pipe._lent  # paused, and the loop's to resume
+    assert [pull.recv() for _ in range(30)] == [b"m%d" % n for n in range(30)]
+
+
+def test_a_kept_pipe_whose_peer_resets_is_given_back_by_the_io_threads_alarm(
+        session, kept_long, caplog):
+    # The event loop is closed, the check is an hour away: only the I/O thread's selector,
+    # reporting the reset on the lent descriptor, can tell.
+    pull = session.socket(sp.Pull, recv_timeout=T)
+    host, port = pull.bind("tcp://127.0.0.1:0").url[len("tcp://"):].rsplit(":", 1)
+    peer = socket.create_connection((host, int(port)), timeout=T)
+    try:
+        peer.sendall(PUSH_HEADER)
+        assert peer.recv(8, socket.MSG_WAITALL)[:4] == b"\x00SP\x00"
+        wait_until(lambda: len(pull._core.pipes) == 1, what="the pipe")
+
+        class Raw:
+            def send(self, body):
+                peer.sendall(struct.pack(">Q", len(body)) + body)
+
+        assert asyncio.run(lent_then_sent(pull, Raw(), b"one")) == b"one"
+        assert pull._core.reader.park is not None
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    finally:
+        peer.close()  # with a zero linger: a reset
+    wait_until(lambda: pull.stats.get("pipes_closed") == 1, what="the pipe closed")
+    assert pull._core.reader.park is None and not pull._core.reader.busy
+
+
+def test_a_peer_that_closes_while_the_event_loop_is_gone_is_noticed_and_the_next_paired(
+        session):
+    a = session.socket(sp.Pair, recv_timeout=T)
+    url = a.bind("tcp://127.0.0.1:0").url
+    b = session.socket(sp.Pair, send_timeout=T)
+    b.connect(url)
+    assert asyncio.run(lent_then_sent(a, b, b"from b")) == b"from b"
+    b.close()  # a FIN: the I/O thread hears it once the unused loan is back
+    wait_until(lambda: a.stats.get("pipes_closed") == 1, what="the close to be noticed")
+    assert a._core.reader.park is None
+    c = session.socket(sp.Pair, send_timeout=T)
+    c.connect(url)
+    c.send(b"from c")
+    assert a.recv() == b"from c" and a.stats.get("pipes_rejected", 0) == 0
+
+
+def test_closing_the_socket_takes_the_loan_back_in_the_event_loops_thread(
+        session, kept_long, caplog):
+    pull, push = pull_and_push(session)
+    reader = pull._core.reader
+
+    async def main():
+        assert await lent_then_sent(pull, push, b"one") == b"one"
+        park = reader.park
+        pull.close()
+        return park
+
+    park = asyncio.run(main())
+    assert park.revoked and park.watched == [] and reader._stale == []
+    assert reader.park is None
+    assert [r.getMessage() for r in caplog.records if r.levelname in ("ERROR", "WARNING")] == []
+
+
+def test_a_second_event_loop_gets_its_message_while_the_first_keeps_the_loan(
+        session, kept_long):
+    pull, push = pull_and_push(session)
+    first = asyncio.new_event_loop()
+    got: list[bytes] = []
+    thread = threading.Thread(target=first.run_forever)
+    try:
+        got.append(first.run_until_complete(lent_then_sent(pull, push, b"one")))
+        thread.start()  # the first event loop runs on, keeping the loan, in its thread
+        wait_until(first.is_running, what="the first event loop running")
+
+        async def second():
+            task = asyncio.create_task(pull.arecv())
+            await asyncio.sleep(0)
+            push.send(b"two")  # read by the first event loop, delivered to this one
+            return await asyncio.wait_for(task, T)
+
+        got.append(asyncio.run(second()))
+    finally:
+        if thread.is_alive():
+            first.call_soon_threadsafe(first.stop)
+            thread.join(T)
+        first.close()
+    assert got == [b"one", b"two"]
