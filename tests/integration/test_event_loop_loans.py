@@ -57,7 +57,8 @@ async def lent_then_sent(sock, sender, body: bytes) -> bytes:
     """``await sock.arecv()`` once its event loop reads the pipes, ``body`` sent then."""
     task = asyncio.create_task(sock.arecv())
     deadline = time.monotonic() + T
-    while sock._core.reader.park is None:
+    reader = sock._core.reader
+    while reader.park is None or not reader.park.holds(sock._core.pipes):
         assert time.monotonic() < deadline, "the pipes were never lent to the event loop"
         await asyncio.sleep(0)
     sender.send(body)
@@ -86,6 +87,24 @@ def test_the_next_arecv_finds_the_loan_in_place(session, kept_long, lends):
 
     assert asyncio.run(main()) == (b"one", b"two")
     assert len(lends) == 1
+
+
+def test_a_pipe_that_joins_is_lent_too_at_the_next_arecv(session, kept_long):
+    pull, push = pull_and_push(session)
+    reader = pull._core.reader
+    other = session.socket(sp.Push, send_timeout=T)
+
+    async def main():
+        assert await lent_then_sent(pull, push, b"one") == b"one"
+        first = reader.park
+        other.connect(pull.endpoints[0].url)
+        await until(lambda: len(pull._core.pipes) == 2, "the second pipe")
+        assert await lent_then_sent(pull, other, b"two") == b"two"
+        return first
+
+    first = asyncio.run(main())
+    assert first.revoked and first.watched == []  # taken back in the event loop's thread
+    assert len(reader.park.lent) == 2  # lent afresh, both pipes
 
 
 def test_a_loan_nobody_uses_goes_back_to_the_io_thread_which_reads_again(session, lends):
@@ -223,3 +242,57 @@ def test_a_second_event_loop_gets_its_message_while_the_first_keeps_the_loan(
             thread.join(T)
         first.close()
     assert got == [b"one", b"two"]
+
+
+def test_every_message_from_peers_that_come_and_go_reaches_an_event_loop(monkeypatch):
+    # Every way a kept loan ends, many times over: checks every 2 ms (the consumer stops
+    # now and then, so some find it unused), pipes that die (each peer closes after its
+    # messages), pipes that pause (bursts larger than a queue of 8), loans made afresh
+    # for each new pipe. The peers send in bursts, each once the last was received, so
+    # that the consumer also waits, lent. Each peer's messages arrive all, once, in order.
+    monkeypatch.setattr(caller_reader, "PARK_CHECK", 0.002)
+    peers, each = 12, 60
+    bursts = [1, 3, 12, 5, 20, 2, 9, 8]  # adds up to 60
+    received = threading.Condition()
+    count = [0]
+    with sp.Session() as ours, sp.Session() as theirs:
+        pull = ours.socket(sp.Pull, recv_timeout=T, recv_buffer=8)
+        url = pull.bind("tcp://127.0.0.1:0").url
+
+        def send_all():
+            sent = 0
+            for p in range(peers):
+                with theirs.socket(sp.Push, send_timeout=T, linger=T) as push:
+                    push.connect(url)
+                    n = 0
+                    for size in bursts:
+                        for _ in range(size):
+                            push.send(b"%d:%d" % (p, n))
+                            n += 1
+                        sent += size
+                        with received:
+                            assert received.wait_for(lambda s=sent: count[0] == s, T)
+
+        async def receive_all():
+            got = []
+            while len(got) < peers * each:
+                got.append(await pull.arecv())
+                with received:
+                    count[0] = len(got)
+                    received.notify()
+                if len(got) % 31 == 0:
+                    await asyncio.sleep(0.01)  # long enough for a check to find it unused
+            return got
+
+        sender = threading.Thread(target=send_all)
+        sender.start()
+        try:
+            got = asyncio.run(receive_all())
+        finally:
+            sender.join(T)
+        assert not sender.is_alive()
+    by_peer: dict[int, list[int]] = {}
+    for body in got:
+        p, n = body.split(b":")
+        by_peer.setdefault(int(p), []).append(int(n))
+    assert by_peer == {p: list(range(each)) for p in range(peers)}
