@@ -9,6 +9,7 @@ import time
 import pytest
 
 import scaproust as sp
+from scaproust.facade import aio
 
 
 def run(coro):
@@ -70,20 +71,56 @@ def test_asyncio_timeouts_and_the_socket_recv_timeout_work(session):
                 await pull.arecv()
         assert type(outer.value) is TimeoutError
 
-        # A message before the deadline is returned, and the socket's timer is cancelled
-        # with the call (BaseEventLoop._scheduled: the timers the event loop still holds).
+        # A message before the deadline is returned, and the call's deadline is
+        # forgotten with it: the event loop's timer, when it fires, expires nothing.
         loop = asyncio.get_running_loop()
-
-        def timers_pending():
-            return sum(not handle.cancelled() for handle in loop._scheduled)
-
         push.connect(pull.bind("inproc://aio-timeouts").url)
-        before = timers_pending()
-        loop.call_soon(push.send, b"in time")  # once arecv() waits, its timer set
+        loop.call_soon(push.send, b"in time")  # once arecv() waits, its deadline kept
         assert await pull.arecv() == b"in time"
-        assert timers_pending() == before
+        assert aio._deadlines_of(loop)._waiting == {}
 
     run(main())
+
+
+def test_calls_awaiting_with_different_timeouts_each_expire_at_their_own(session):
+    # One timer of the event loop keeps every call's deadline: set for the earliest, then
+    # again for the next one left.
+    async def main():
+        ends = []
+
+        async def receive(timeout):
+            pull = session.socket(sp.Pull, recv_timeout=timeout)
+            started = time.monotonic()
+            with pytest.raises(sp.Timeout):
+                await pull.arecv()
+            ends.append((timeout, time.monotonic() - started))
+
+        await asyncio.gather(receive(0.06), receive(0.02), receive(0.04))
+        return ends
+
+    ends = run(main())
+    assert [timeout for timeout, _ in ends] == [0.02, 0.04, 0.06]
+    assert all(waited >= timeout for timeout, waited in ends)
+
+
+def test_calls_that_start_one_after_another_share_one_timer(session, monkeypatch):
+    sets = []
+    real = aio._Deadlines._set
+    monkeypatch.setattr(aio._Deadlines, "_set",
+                        lambda self, deadline: (sets.append(deadline), real(self, deadline)))
+
+    async def main():
+        pull = session.socket(sp.Pull, recv_timeout=30.0)
+        push = session.socket(sp.Push, send_timeout=5)
+        push.connect(pull.bind("inproc://aio-one-timer").url)
+        loop = asyncio.get_running_loop()
+        for n in range(5):
+            loop.call_soon(push.send, b"%d" % n)  # once arecv() waits
+            assert await pull.arecv() == b"%d" % n
+        return aio._deadlines_of(loop)._waiting
+
+    assert run(main()) == {}
+    assert len(sets) == 1  # the first call's timer served the four after it
 
 
 def test_async_with_closes_and_async_for_ends_when_the_socket_closes(session):

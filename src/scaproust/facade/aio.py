@@ -28,8 +28,10 @@ detected, not imported: ``import scaproust`` never loads it.
 
 from __future__ import annotations
 
+import math
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Self, TypeVar
 
@@ -96,6 +98,68 @@ class _LoopWaker:
             await future
         finally:
             self._future = None
+
+
+class _Deadlines:
+    """The socket timeouts of the calls awaiting on one event loop, all kept by one timer
+    of that loop, set for the earliest.
+
+    A timer per call (``call_later``, then ``cancel`` when the message came first, as it
+    nearly always does) cost about 2 µs a receive. Calls that start one after another with
+    the same timeout each end later than the timer already set, which serves them all:
+    when it fires it expires the calls that are due and is set again for the earliest of
+    the others, if any are left. In the event loop's thread only.
+    """
+
+    __slots__ = ("loop", "_waiting", "_timer", "_due")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._waiting: dict[_LoopWaker, float] = {}  # the calls' deadlines, loop time
+        self._timer: asyncio.TimerHandle | None = None
+        self._due = math.inf  # when the timer fires
+
+    def add(self, waker: _LoopWaker, timeout: float) -> None:
+        deadline = self.loop.time() + timeout
+        self._waiting[waker] = deadline
+        if deadline < self._due:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._set(deadline)
+
+    def discard(self, waker: _LoopWaker) -> None:
+        """The call ended (the timer, if it fires, finds nothing for it)."""
+        self._waiting.pop(waker, None)
+
+    def _set(self, deadline: float) -> None:
+        self._due = deadline
+        self._timer = self.loop.call_at(deadline, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        self._due = math.inf
+        # The event loop runs a timer up to its clock's resolution early.
+        now = self.loop.time() + _CLOCK_RESOLUTION
+        due = sorted((deadline, n, waker) for n, (waker, deadline)
+                     in enumerate(self._waiting.items()) if deadline <= now)
+        for _, _, waker in due:  # the earliest first, even when the timer fired late
+            del self._waiting[waker]
+            waker.expire()
+        if self._waiting:
+            self._set(min(self._waiting.values()))
+
+
+_CLOCK_RESOLUTION = time.get_clock_info("monotonic").resolution
+#: The deadline keeper of the event loop that last awaited in each thread (a thread runs
+#: one event loop at a time; a call keeps the keeper it started with).
+_keepers = threading.local()
+
+
+def _deadlines_of(loop: asyncio.AbstractEventLoop) -> _Deadlines:
+    keeper: _Deadlines | None = getattr(_keepers, "deadlines", None)
+    if keeper is None or keeper.loop is not loop:
+        keeper = _keepers.deadlines = _Deadlines(loop)
+    return keeper
 
 
 def _in_trio() -> bool:
@@ -222,11 +286,14 @@ class AsyncSocketMixin:
         channel = self._channel
         channel.add_watcher(waker)
         lent = False
-        # The socket's timeout is a timer of the event loop that wakes the waker, not an
+        # The socket's timeout expires the waker from a timer of the event loop, not an
         # asyncio.timeout(): that one cancels the task and takes the cancellation back,
-        # 4 µs a call where a timer costs under 2, on the path of every awaited message.
-        # An outer asyncio.timeout() or wait_for() still cancels the await as usual.
-        timer = None if timeout is None else aloop.call_later(timeout, waker.expire)
+        # 4 µs a call, on the path of every awaited message. An outer asyncio.timeout() or
+        # wait_for() still cancels the await as usual.
+        deadlines = None
+        if timeout is not None:
+            deadlines = _deadlines_of(aloop)
+            deadlines.add(waker, timeout)
         try:
             while True:
                 waker.clear()
@@ -242,8 +309,8 @@ class AsyncSocketMixin:
                     lent = channel.reader.lend_to_event_loop(aloop)
                 await waker.wait()
         finally:
-            if timer is not None:
-                timer.cancel()
+            if deadlines is not None:
+                deadlines.discard(waker)
             channel.remove_watcher(waker)
 
     async def _wait_trio(self, attempt: Callable[[], T | None], timeout: float | None,
