@@ -1,5 +1,5 @@
 """An asyncio event loop keeps the socket's pipes lent between awaited receives
-(core/caller_reader.py, ``_Park``): the next ``arecv()`` finds them in place, and whatever
+(core/caller_reader.py, ``KeptLoan``): the next ``arecv()`` finds them in place, and whatever
 the event loop no longer reads goes back to the I/O thread: a loan no receive used for a
 whole check period, a pipe that pauses or dies, an error or hang-up the I/O thread's
 selector reports, the socket's close. Nothing sleeps to wait for a condition.
@@ -120,6 +120,34 @@ def test_a_loan_nobody_uses_goes_back_to_the_io_thread_which_reads_again(session
     push.send(b"two")
     assert sp.poll({pull: sp.POLLIN}, timeout=T) == {pull: sp.POLLIN}
     assert pull.try_recv() == b"two"
+
+
+def test_a_task_that_awaits_longer_than_the_checks_keeps_the_loan(session, monkeypatch):
+    # A sparse request stream: the task waits through many checks, and its message is
+    # still read by its event loop when it comes, not handed over by the I/O thread;
+    # meanwhile the checks space out (an idle server wakes the I/O thread ever less).
+    monkeypatch.setattr(caller_reader, "PARK_CHECK", 0.002)
+    pull, push = pull_and_push(session)
+    reader = pull._core.reader
+    checks = []  # the interval each check set for the next
+    real_check = CallerReader._check_park
+    monkeypatch.setattr(CallerReader, "_check_park",
+                        lambda self: (real_check(self), checks.append(self._check_every)))
+
+    async def main():
+        task = asyncio.create_task(pull.arecv())
+        await until(lambda: reader.park is not None and reader.park.waiting == 1, "the loan")
+        park = reader.park
+        await until(lambda: len(checks) >= 5, "five checks")
+        assert reader.park is park and not park.revoked  # kept through them all
+        # Used once (when lent), then awaited with: looked at less and less often.
+        assert checks[:5] == [0.002, 0.004, 0.008, 0.016, 0.032]
+        push.send(b"late")
+        assert await asyncio.wait_for(task, T) == b"late"
+        assert park.waiting == 0
+        return park
+
+    asyncio.run(main())
 
 
 def test_a_loan_taken_back_from_another_thread_leaves_its_event_loop_when_it_runs_again(

@@ -27,14 +27,16 @@ refused the next one.)
 
 An asyncio task awaiting ``arecv()`` borrows the pipes the same way, for its event loop:
 the event loop watches the lent streams (``add_reader``) and reads them in its own thread
-(``lend_to_event_loop``). Its loan is kept after the await (``_Park``): lending and taking
+(``lend_to_event_loop``). Its loan is kept after the await (``KeptLoan``): lending and taking
 back cost 20-25 µs a receive there, through asyncio's own registration. An event loop,
 unlike a thread asleep in ``poll()``, goes on reading between two receives, so a peer's
 close and a poller's message are still noticed, as long as it runs. What it no longer
 reads goes back to the I/O thread at once: a pipe that pauses (full queue) or dies, an
 error or hang-up the I/O thread's selector reports on a lent stream (``Loop.lend_reader``'s
-alarm), the socket's close. And a loan no receive used for a whole ``PARK_CHECK`` (10 ms),
-checked by a timer of the session's loop, goes back too: the event loop may have stopped.
+alarm), the socket's close. And a loan that no receive used since the last look and that
+no task awaits with, looked at every ``PARK_CHECK`` (10 ms) by a timer of the session's
+loop, goes back too: the event loop may have stopped. (One a task awaits with stays, as
+loans always did for the whole wait; the looks then space out, up to a second.)
 
 Only sockets with at most ``LEND_MAX`` pipes are read this way: ``poll()`` costs grow with
 the number of streams where the loop's epoll does not, and a socket with many peers is a
@@ -42,7 +44,7 @@ server whose throughput comes from the loop's batching anyway.
 
 Fields (guarded by the session lock): ``busy`` (a caller is between lending and giving
 back, or an event loop keeps a loan; at most one at a time, the others wait on the channel
-for what it delivers), ``park`` and ``_stale`` (``_Park``),
+for what it delivers), ``park`` and ``_stale`` (``KeptLoan``),
 ``wakeup`` (made on first use, closed with the socket) and ``waited`` (read and cleared by
 the socket's next send; a caller that waits on the channel instead, its pipes not lendable,
 sets it too, without the lock: it is a hint, and a lost or extra set only changes which
@@ -78,6 +80,9 @@ EVENT_LOOP_OWN_WAIT = 0.0005
 #: no receive used since the last look goes back (so at most twice this after the event
 #: loop stopped, or its tasks stopped receiving, the I/O thread reads the pipes again).
 PARK_CHECK = 0.01
+#: A loan a task awaits with is looked at every PARK_CHECK, doubling up to this while the
+#: wait lasts (the I/O thread sleeps at most a second anyway: reactor/loop.py MAX_SLEEP).
+PARK_CHECK_MAX = 1.0
 
 
 class CallerReader:
@@ -98,9 +103,10 @@ class CallerReader:
         #: The loan an asyncio event loop keeps between awaits (busy meanwhile), the
         #: timer that checks it is still used, and the loans taken back from another
         #: thread whose event loop has yet to stop watching them.
-        self.park: _Park | None = None
+        self.park: KeptLoan | None = None
         self._check: TimerHandle | None = None
-        self._stale: list[_Park] = []
+        self._check_every = PARK_CHECK
+        self._stale: list[KeptLoan] = []
 
     def wait(self, deadline: float | None) -> bool:
         """Read the socket's pipes here until a message, ``deadline`` (monotonic), a close
@@ -163,37 +169,38 @@ class CallerReader:
 
     # ------------------------------------------------------------------ asyncio
 
-    def lend_to_event_loop(self, aloop: asyncio.AbstractEventLoop) -> bool:
+    def lend_to_event_loop(self, aloop: asyncio.AbstractEventLoop) -> KeptLoan | None:
         """While a task awaits a message, let its asyncio event loop read the socket's pipes
         (same rules as ``wait``): the event loop watches them and reads them in its own
         thread, so the message needs no hand-off from the I/O thread either. The loan is
-        kept after the await (see ``_Park``), so the next receive usually finds it in
-        place. False if this cannot be done now (the I/O thread reads then)."""
+        kept after the await (see ``KeptLoan``), so the next receive usually finds it in
+        place. Returns it, for the task to count itself in ``waiting`` while it awaits;
+        None if this cannot be done now (the I/O thread reads then)."""
         park = self.park
         if park is not None and park.aloop is aloop and park.holds(self._pipes()):
             park.used = True  # no lock: the check that reads it only ever delays a revoke
-            return True
+            return park
         loop = self.loop
         if not loop.own(EVENT_LOOP_OWN_WAIT):
-            return False
+            return None
         try:
             self._remove_stale(aloop)  # before any fd number of them is registered again
             if self.park is not None:
                 if self.park.aloop is not aloop:
-                    return False  # another event loop's: the check takes it back if unused
+                    return None  # another event loop's: the check takes it back if unused
                 self._revoke()  # ours, but a pipe came, died or could not be lent
             lent = None if self.busy or self.closed else self._lend(self._park_lost)
             if not lent:
-                return False
+                return None
             self.busy = True
             self.waited = True
             try:
-                park = _Park(aloop, lent, len(self._pipes()))
+                park = KeptLoan(aloop, lent, len(self._pipes()))
             except BaseException as err:
                 self.busy = False
                 _give_back(lent)
                 if isinstance(err, OSError):
-                    return False  # out of descriptors for the duplicates: the loop reads
+                    return None  # out of descriptors for the duplicates: the loop reads
                 raise
             self.park = park
             # From here a failure takes the whole loan back (what was already added is
@@ -203,17 +210,18 @@ class CallerReader:
                     lender.on_stop = self._park_lost
                 for lender, watched in zip(lent, park.watched, strict=True):
                     aloop.add_reader(watched, self._read_for_event_loop, park, lender)
+                self._check_every = PARK_CHECK
                 if self._check is None:
                     self._check = loop.call_later(PARK_CHECK, self._check_park)
             except BaseException:
                 if self.park is park:
                     self._revoke()
                 raise
-            return True
+            return park
         finally:
             loop.release()
 
-    def _read_for_event_loop(self, park: _Park, lender: Lender) -> None:
+    def _read_for_event_loop(self, park: KeptLoan, lender: Lender) -> None:
         loop = self.loop
         if loop.own(None):
             try:
@@ -231,17 +239,26 @@ class CallerReader:
             self._revoke()
 
     def _check_park(self) -> None:
-        """A timer of the session loop: a loan that no receive used for a whole
-        ``PARK_CHECK`` goes back to the I/O thread (its event loop may have stopped)."""
+        """A timer of the session loop: a loan that no receive used since the last look,
+        and that no task awaits with now, goes back to the I/O thread (its event loop may
+        have stopped). One a task awaits with stays, as a loan did before it was kept: its
+        event loop reads the task's message, whenever it comes."""
         self._check = None
         park = self.park
         if park is None:
             return
         if park.used:
             park.used = False
-            self._check = self.loop.call_later(PARK_CHECK, self._check_park)
+            self._check_every = PARK_CHECK
+        elif park.waiting:
+            # A long wait (a server between sparse requests): looked at less and less
+            # often, so that an idle event loop costs the I/O thread no more wake-ups
+            # than its own longest sleep.
+            self._check_every = min(self._check_every * 2, PARK_CHECK_MAX)
         else:
             self._revoke()
+            return
+        self._check = self.loop.call_later(self._check_every, self._check_park)
 
     def _revoke(self) -> None:
         """Give a kept loan back to the I/O thread (session lock held). Its event loop
@@ -359,7 +376,7 @@ def _give_back(lent: Iterable[Lender]) -> None:
         lender.give_back()
 
 
-class _Park:
+class KeptLoan:
     """The socket's pipes lent to an asyncio event loop, kept from one awaited receive to
     the next (lending them and taking them back cost 20-25 µs a receive, a fifth of an
     asyncio round trip).
@@ -373,11 +390,12 @@ class _Park:
     event loop is stopped but not closed, a pipe that dies meanwhile sends its close to
     the peer only once the event loop runs again or is closed (at most one loan's
     duplicates per such event loop: it cannot make another without running). Fields:
-    ``used`` (a receive took the loan since the I/O thread's last look), ``revoked`` (set
+    ``used`` (a receive took the loan since the I/O thread's last look), ``waiting`` (the
+    tasks awaiting with it now; written in the event loop's thread only), ``revoked`` (set
     under the session lock when it is taken back: a read posted before that is skipped).
     """
 
-    __slots__ = ("aloop", "thread", "lent", "pipes", "watched", "used", "revoked")
+    __slots__ = ("aloop", "thread", "lent", "pipes", "watched", "used", "waiting", "revoked")
 
     def __init__(self, aloop: asyncio.AbstractEventLoop, lent: list[Lender],
                  pipes: int) -> None:
@@ -400,6 +418,7 @@ class _Park:
             self.close_duplicates()
             raise
         self.used = True
+        self.waiting = 0  # tasks awaiting a message with it now (their event loop's thread)
         self.revoked = False
 
     def holds(self, pipes: Collection[LendingPipe]) -> bool:

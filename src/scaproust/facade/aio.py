@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
     from _typeshed import ReadableBuffer
 
+    from scaproust.core.caller_reader import KeptLoan
     from scaproust.core.channel import Channel
     from scaproust.core.message import Item, Message
     from scaproust.core.options import Options
@@ -285,7 +286,7 @@ class AsyncSocketMixin:
         waker = _LoopWaker(aloop)
         channel = self._channel
         channel.add_watcher(waker)
-        lent = False
+        park: KeptLoan | None = None
         # The socket's timeout expires the waker from a timer of the event loop, not an
         # asyncio.timeout(): that one cancels the task and takes the cancellation back,
         # 4 µs a call, on the path of every awaited message. An outer asyncio.timeout() or
@@ -302,13 +303,17 @@ class AsyncSocketMixin:
                     return done
                 if waker.expired:
                     raise Timeout(f"{what} timed out after {timeout} s")
-                if lend and not lent and channel.reader is not None:
+                if lend and park is None and channel.reader is not None:
                     # Let this event loop read the socket's pipes while it waits, and
                     # after (core/caller_reader.py, the loan is kept for the next
                     # receive); else the I/O thread does, as for sp.poll.
-                    lent = channel.reader.lend_to_event_loop(aloop)
+                    park = channel.reader.lend_to_event_loop(aloop)
+                    if park is not None:
+                        park.waiting += 1
                 await waker.wait()
         finally:
+            if park is not None:
+                park.waiting -= 1
             if deadlines is not None:
                 deadlines.discard(waker)
             channel.remove_watcher(waker)
