@@ -77,8 +77,10 @@ LEND_MAX = 8
 #: it lets the I/O thread read them as usual (an event loop must not block).
 EVENT_LOOP_OWN_WAIT = 0.0005
 #: How often the I/O thread looks at a loan an event loop keeps between awaits: one that
-#: no receive used since the last look goes back (so at most twice this after the event
-#: loop stopped, or its tasks stopped receiving, the I/O thread reads the pipes again).
+#: no receive used since the last look, and no task awaits with, goes back (so within
+#: twice this after an event loop that was receiving stopped, or its tasks stopped
+#: receiving, the I/O thread reads the pipes again; after a long wait, within the
+#: spaced-out look below).
 PARK_CHECK = 0.01
 #: A loan a task awaits with is looked at every PARK_CHECK, doubling up to this while the
 #: wait lasts (the I/O thread sleeps at most a second anyway: reactor/loop.py MAX_SLEEP).
