@@ -103,8 +103,9 @@ class CallerReader:
         self.waited = False
         self._poller = _Poller()  # used by the one busy caller at a time
         #: The loan an asyncio event loop keeps between awaits (busy meanwhile), the
-        #: timer that checks it is still used, and the loans taken back from another
-        #: thread whose event loop has yet to stop watching them.
+        #: timer that checks it is still used (set while a loan is kept, and only then),
+        #: and the loans taken back from another thread whose event loop has yet to stop
+        #: watching them.
         self.park: KeptLoan | None = None
         self._check: TimerHandle | None = None
         self._check_every = PARK_CHECK
@@ -213,8 +214,7 @@ class CallerReader:
                 for lender, watched in zip(lent, park.watched, strict=True):
                     aloop.add_reader(watched, self._read_for_event_loop, park, lender)
                 self._check_every = PARK_CHECK
-                if self._check is None:
-                    self._check = loop.call_later(PARK_CHECK, self._check_park)
+                self._check = loop.call_later(PARK_CHECK, self._check_park)
             except BaseException:
                 if self.park is park:
                     self._revoke()
@@ -270,6 +270,11 @@ class CallerReader:
         assert park is not None
         self.park = None
         park.revoked = True
+        if self._check is not None:
+            # The check lives as long as its loan: one left over, spaced out by a long
+            # wait, would look at the next loan only that much later.
+            self._check.cancel()
+            self._check = None
         try:
             for lender in park.lent:
                 lender.on_stop = None
