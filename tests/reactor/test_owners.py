@@ -149,9 +149,9 @@ def test_a_lent_reader_is_not_called_by_the_loop_and_is_called_again_once_return
 
 
 def test_a_hang_up_on_a_lent_reader_calls_its_alarm_not_its_reader(loop, pair):
-    # The kernel is asked nothing about a lent reader, yet reports an error or a hang-up
-    # all the same: whoever borrowed it is told (an event loop keeping a loan may not be
-    # running to see it), and the reader is not called.
+    # The kernel is asked only for the peer's end of stream about a lent reader with an
+    # alarm, and reports an error or a hang-up all the same: whoever borrowed it is told
+    # (a loan kept between two receives is read by nobody), and the reader is not called.
     a, b = pair
     reads, alarms = [], []
     loop.add_reader(a, lambda: reads.append(1))
@@ -163,6 +163,40 @@ def test_a_hang_up_on_a_lent_reader_calls_its_alarm_not_its_reader(loop, pair):
     run_until(loop, lambda: alarms)
     assert alarms == [1] and reads == []
     run_until(loop, lambda: reads)  # given back by the alarm: read as usual
+
+
+def test_a_lent_reader_with_an_alarm_hears_the_peers_end_of_stream(loop, pair):
+    # The peer shuts its side down (a FIN, not a hang-up): readable, so nothing for a lent
+    # reader without an alarm (its borrower polls it and reads the end itself), the alarm
+    # for one with (a loan kept between two receives: nobody polls it).
+    import socket
+
+    a, b = pair
+    reads, alarms = [], []
+    loop.add_reader(a, lambda: reads.append(a.recv(100)))
+    assert loop.lend_reader(a)
+    b.shutdown(socket.SHUT_WR)
+    loop.run_once(0.02)
+    assert reads == [] and alarms == []
+    loop.return_reader(a)
+    run_until(loop, lambda: reads)
+    assert reads[0] == b""  # the end of stream, read once given back
+    loop.remove_reader(a)
+    reads.clear()
+
+    c, d = socket.socketpair()
+    try:
+        loop.add_reader(c, lambda: reads.append(c.recv(100)))
+        assert loop.lend_reader(c, lambda: (alarms.append(1), loop.return_reader(c)))
+        d.shutdown(socket.SHUT_WR)
+        run_until(loop, lambda: alarms)
+        assert alarms == [1] and reads == []
+        run_until(loop, lambda: reads)  # given back by the alarm: read as usual
+        assert reads[0] == b""
+        loop.remove_reader(c)
+    finally:
+        c.close()
+        d.close()
 
 
 def test_a_returned_or_removed_reader_forgets_its_alarm(loop, pair):

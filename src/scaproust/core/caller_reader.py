@@ -19,11 +19,29 @@ Whoever delivers a message to the queue or closes the channel while a caller sle
 writes to the wake-up (``Channel.begin_reading``), so a message from a pipe that is not
 lent, a close, or a lent pipe dying (``Pipe.release``) ends the sleep at once.
 
-The readers go back to the loop as soon as the wait ends, so that between two waits the
-loop reads as before: a peer that closes, a message for a poller, a full queue are all
-noticed at once. (Keeping them lent a little longer saved two selector changes per message,
-about 3 µs, but a peer's close went unnoticed meanwhile: a PAIR then kept a dead peer and
-refused the next one.)
+A wait that ends with a message *keeps* its loan (``kept``) for the next wait, which
+usually comes soon (a request answered, the next reply awaited) and then polls at once:
+giving the pipes back and lending them again cost two selector changes and their Python,
+3-5 µs of each side's critical path. Between the two waits nobody reads the kept pipes,
+so whatever needs them read gets them back first:
+
+- a receive that does not wait (``try_recv``, ``recv(block=False)``), a poll or an asyncio
+  wait (a channel watcher), a context's receive, a caller that cannot borrow them:
+  ``take_back`` reads what the kernel holds for them, in that caller's thread, and gives
+  them back to the I/O thread (``Channel.take_back_loan``);
+- a kept pipe that pauses (full queue) or dies (``Lender.on_stop``); the peer's end of
+  stream, an error or a hang-up, which the I/O thread's selector still reports on a lent
+  stream (``Loop.lend_reader``'s alarm): a PAIR whose peer closes is free for the next
+  one at once, as when the I/O thread reads;
+- the socket's close;
+- a timer of the session's loop that finds the loan unused since its last look
+  (``KEPT_CHECK``, 1 s): the thread may have stopped receiving.
+
+A wait that ends without a message (a timeout, a close, a wake-up) gives its loan back,
+and so does one that ends while someone else waits without reading (another thread on the
+channel, a poller or an awaiting task, a context of the socket): each of those counts
+itself first and then takes back a kept loan, and a wait keeps its loan first and then
+looks for them, so one of the two always sees the other.
 
 An asyncio task awaiting ``arecv()`` borrows the pipes the same way, for its event loop:
 the event loop watches the lent streams (``add_reader``) and reads them in its own thread
@@ -43,9 +61,10 @@ the number of streams where the loop's epoll does not, and a socket with many pe
 server whose throughput comes from the loop's batching anyway.
 
 Fields (guarded by the session lock): ``busy`` (a caller is between lending and giving
-back, or an event loop keeps a loan; at most one at a time, the others wait on the channel
-for what it delivers), ``park`` and ``_stale`` (``KeptLoan``),
-``wakeup`` (made on first use, closed with the socket) and ``waited`` (read and cleared by
+back or keeping, or an event loop keeps a loan; at most one at a time, the others wait on
+the channel for what it delivers), ``kept`` (the loan the last wait kept, while none is
+busy: any thread's next wait takes it; read without the lock as a hint), ``park`` and
+``_stale`` (``KeptLoan``), ``wakeup`` (made on first use, closed with the socket) and ``waited`` (read and cleared by
 the socket's next send; a caller that waits on the channel instead, its pipes not lendable,
 sets it too, without the lock: it is a hint, and a lost or extra set only changes which
 thread writes that send). ``_poller`` is used only by the busy caller, without the lock.
@@ -61,6 +80,7 @@ import time
 from collections.abc import Callable, Collection, Iterable
 from typing import TYPE_CHECKING
 
+from scaproust.reactor.loop import MAX_SLEEP
 from scaproust.reactor.wakeup import Wakeup
 
 if TYPE_CHECKING:
@@ -85,16 +105,27 @@ PARK_CHECK = 0.01
 #: A loan a task awaits with is looked at every PARK_CHECK, doubling up to this while the
 #: wait lasts (the I/O thread sleeps at most a second anyway: reactor/loop.py MAX_SLEEP).
 PARK_CHECK_MAX = 1.0
+#: How often the I/O thread looks at a loan a thread's recv() kept for its next wait: one
+#: that no wait took since the last look goes back. The I/O thread's longest sleep, so
+#: that setting this check never wakes it: a request served every few milliseconds would
+#: otherwise cost the I/O thread two wake-ups. (Whatever needs the kept pipes read sooner
+#: takes them back at once: see the module's docstring.)
+KEPT_CHECK = MAX_SLEEP
 
 
 class CallerReader:
     """The caller-side reading of one socket (see the module's docstring)."""
 
     def __init__(self, loop: Loop, channel: Channel,
-                 pipes_of_socket: Callable[[], Collection[LendingPipe]]) -> None:
+                 pipes_of_socket: Callable[[], Collection[LendingPipe]],
+                 contexts: Collection[object] = ()) -> None:
         self.loop = loop
         self.channel = channel
         self._pipes = pipes_of_socket
+        #: The socket's contexts with a channel of their own (a live collection): their
+        #: receives wait for what the socket's pipes deliver, so no loan is kept while
+        #: there are any.
+        self._contexts = contexts
         self.busy = False
         self.wakeup: Wakeup | None = None
         self.closed = False
@@ -110,6 +141,13 @@ class CallerReader:
         self._check: TimerHandle | None = None
         self._check_every = PARK_CHECK
         self._stale: list[KeptLoan] = []
+        #: The loan the last wait kept for the next one (see the module's docstring), the
+        #: socket's number of pipes then, whether a wait took it since the timer's last look
+        #: and that timer (set while a loan is kept, at most one).
+        self.kept: list[Lender] | None = None
+        self._kept_pipes = 0
+        self._kept_used = False
+        self._kept_check: TimerHandle | None = None
 
     def wait(self, deadline: float | None) -> bool:
         """Read the socket's pipes here until a message, ``deadline`` (monotonic), a close
@@ -317,7 +355,15 @@ class CallerReader:
         if self.busy or not loop.own(timeout):
             return None
         try:
-            lent = None if self.busy or self.closed else self._lend()
+            kept = self.kept
+            if kept is not None and len(self._pipes()) == self._kept_pipes:
+                # The last wait's loan, as it left it (whatever stops a kept pipe gives
+                # the loan back, and nobody reads them meanwhile): poll at once.
+                self.kept = None
+                self._kept_used = True
+                lent: list[Lender] | None = kept
+            else:
+                lent = None if self.busy or self.closed else self._lend(self._drop_kept)
             if not lent:
                 loop.release()
                 return None
@@ -328,10 +374,17 @@ class CallerReader:
             # A Ctrl-C while lending: what was lent goes back, and the session with it.
             if loop.owned():
                 try:
+                    self.kept = None
                     _give_back(pipe.lender for pipe in self._pipes())
                 finally:
                     loop.release()
             raise
+
+    def _still_keeps(self, kept: list[Lender]) -> bool:
+        """Whether a kept loan is still what a fresh one would be: the socket has the pipes
+        it had then, and each kept one would be lent now (else it is given back)."""
+        return len(self._pipes()) == self._kept_pipes and all(
+            lender.keeps() for lender in kept)
 
     def _end(self, lent: list[Lender]) -> None:
         """Give the lent pipes back to the I/O thread: this thread reads no more. The
@@ -341,16 +394,88 @@ class CallerReader:
         owned = loop.owned() or loop.own(None)
         try:
             if owned:
-                _give_back(lent)
+                if (self.channel.inbox.count and not self.closed
+                        and self._still_keeps(lent)):
+                    self._keep(lent)
+                    # Kept first, then looked for anyone who waits without reading (a
+                    # thread on the channel, a poller, an awaiting task, a context): each
+                    # counts itself first, then takes back a kept loan, so one of the two
+                    # sees the other (the interpreter runs one thread at a time).
+                    channel = self.channel
+                    if channel.recv_waiters > 1 or channel.watchers or self._contexts:
+                        self._drop_kept()
+                else:
+                    _unhook(lent)
+                    _give_back(lent)
         finally:
             self.busy = False
             if owned:
                 loop.release()
 
+    # ------------------------------------------------------------------ kept loans
+
+    def _keep(self, lent: list[Lender]) -> None:
+        """Keep the loan of a wait that ended with a message for the next wait (session
+        lock held; see the module's docstring)."""
+        self.kept = lent
+        if self._kept_check is None:
+            self._kept_used = False
+            self._kept_check = self.loop.call_later(KEPT_CHECK, self._check_kept)
+        for lender in lent:
+            lender.on_stop = self._drop_kept
+
+    def _drop_kept(self) -> None:
+        """A kept loan goes back to the I/O thread (session lock held): also the loan's
+        ``on_stop`` and its alarm (``Loop.lend_reader``). Nothing if none is kept: the
+        alarm or a pipe's stop for a loan a wait has taken is that wait's to see (it polls
+        the same streams; until it has read the peer's end, the I/O thread may be told
+        again: a few iterations, each waiting for the session lock)."""
+        kept = self.kept
+        if kept is not None:
+            self.kept = None
+            _unhook(kept)
+            _give_back(kept)
+
+    def _check_kept(self) -> None:
+        """A timer of the session loop: a kept loan no wait took since the last look goes
+        back (its thread may have stopped receiving)."""
+        self._kept_check = None
+        if self.kept is None:
+            return  # taken by a wait, or given back: the next _keep sets the timer again
+        if self._kept_used:
+            self._kept_used = False
+            self._kept_check = self.loop.call_later(KEPT_CHECK, self._check_kept)
+        else:
+            self._drop_kept()
+
+    def take_back(self) -> None:
+        """Give a kept loan back to the I/O thread, reading first, in this thread, what the
+        kernel holds for its pipes: called by whoever looks for messages without a wait
+        of its own here (``Channel.take_back_loan``), who must find what a reading I/O
+        thread would have delivered meanwhile. Takes the session lock (not to be held by
+        the caller... unless it is this thread's already)."""
+        if self.kept is None:
+            return
+        loop = self.loop
+        owned = loop.owned()
+        if not owned and not loop.own(None):
+            return  # the session is closed: nothing reads any more
+        try:
+            kept = self.kept
+            if kept is not None and not self.busy:
+                for lender in kept:
+                    lender.read()  # nothing if it stopped meanwhile (on_stop gave all back)
+                self._drop_kept()
+        finally:
+            if not owned:
+                loop.release()
+
     def _lend(self, alarm: Callable[[], object] | None = None) -> list[Lender]:
         """Lend the reading of the socket's active pipes (session lock held); ``alarm``:
         see ``Loop.lend_reader``."""
+        self._drop_kept()  # a loan is lent afresh: the kept one is given back first
         pipes = self._pipes()
+        self._kept_pipes = len(pipes)
         if len(pipes) > LEND_MAX:
             return []
         # Nobody reads here now (not busy): a pipe still marked lent is left from a give
@@ -362,6 +487,7 @@ class CallerReader:
         """The socket is closed (session lock held): the wake-up is closed, unless a caller
         still sleeps on it (the channel's close woke it; the collector closes it then)."""
         self.closed = True
+        self._drop_kept()
         if self.park is not None:
             self._revoke()
         if self.wakeup is not None and not self.busy:
@@ -381,6 +507,11 @@ def _new_wakeup() -> Wakeup | None:
 def _give_back(lent: Iterable[Lender]) -> None:
     for lender in lent:
         lender.give_back()
+
+
+def _unhook(lent: Iterable[Lender]) -> None:
+    for lender in lent:
+        lender.on_stop = None
 
 
 class KeptLoan:

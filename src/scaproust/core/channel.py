@@ -88,6 +88,10 @@ class Channel:
         #: Set by the backend: a ``CallerReader`` that reads the
         #: socket's pipes in the caller's thread while it waits.
         self.reader: CallerReader | None = None
+        #: Set by the backend: the ``CallerReader`` (the socket's, for a context's channel
+        #: too) whose loan kept between two waits of ``reader`` must go back to the I/O
+        #: thread before this channel is looked at or waited on otherwise.
+        self.loans: CallerReader | None = None
         #: A caller's thread sleeps in poll() on the socket's pipes and ``reader_wakeup``
         #: (a ``Wakeup``): whoever delivers or closes must wake it.
         self.reader_waiting = False
@@ -146,6 +150,8 @@ class Channel:
         thread; otherwise, or when another thread already reads them, it waits for the I/O
         thread to deliver.
         """
+        if timeout is not None and timeout <= 0 and not self.inbox.count:
+            self.take_back_loan()  # what the kernel holds, found without a wait
         with self._lock:
             item: Item | None
             if self.inbox.count:
@@ -171,17 +177,28 @@ class Channel:
         with self._lock:
             if stopped():
                 raise Closed("context is closed")
-            if not self.inbox:
-                if self.closed:
-                    raise Closed("socket is closed")
+            item: Item | None
+            if self.inbox:
+                item, resume = self._pop()
+            elif self.closed:
+                raise Closed("socket is closed")
+            else:
+                item = None
                 self.recv_waiters += 1
-                try:
+        if item is None:
+            try:
+                # Counted first: a get() ending its wait now either sees this one and
+                # keeps no loan, or kept it already and this takes it back
+                # (CallerReader._end).
+                self.take_back_loan()
+                with self._lock:
                     self._wait(self._can_recv, lambda: self.inbox or stopped(), timeout, "recv")
-                finally:
+                    if stopped():
+                        raise Closed("context was closed while waiting")
+                    item, resume = self._pop()
+            finally:
+                with self._lock:
                     self.recv_waiters -= 1
-                if stopped():
-                    raise Closed("context was closed while waiting")
-            item, resume = self._pop()
         if resume:
             self._resume_reading()
         return item
@@ -246,6 +263,8 @@ class Channel:
                         raise Closed("socket was closed while waiting")
                 if deadline is not None and time.monotonic() >= deadline:
                     raise Timeout(f"recv timed out after {timeout} s")
+            if not self.inbox.count:
+                self.take_back_loan()  # no pipes borrowed here: the I/O thread must read
             with self._lock:
                 if not self.inbox.count:
                     if reader is not None:
@@ -386,9 +405,24 @@ class Channel:
                 return True, True
             return bool(self.inbox), self._has_credit()
 
+    def take_back_loan(self) -> bool:
+        """Before a receive or a poll that does not read the pipes itself looks at the
+        inbox: the loan a waiting ``get`` kept for the next one goes back to the I/O thread,
+        once what the kernel holds for it is read (``CallerReader.take_back``), so nothing
+        stays unread while nobody waits in ``get``. True if there was one. Not with the
+        channel lock held (this takes the session lock)."""
+        loans = self.loans
+        if loans is None or loans.kept is None:
+            return False
+        loans.take_back()
+        return True
+
     def add_watcher(self, event: Watcher) -> None:
         with self._lock:
             self.watchers.add(event)
+        # Added first: a get() ending its wait now either sees this watcher and keeps no
+        # loan, or kept it already and this takes it back (CallerReader._end).
+        self.take_back_loan()
 
     def remove_watcher(self, event: Watcher) -> None:
         with self._lock:

@@ -332,7 +332,7 @@ class Pipe(PipeFSM):
         if self._watching:
             self._watching = False
             if self._lent and self.lender.on_stop is not None:
-                self.lender.on_stop()  # an event loop that keeps it must stop reading it
+                self.lender.on_stop()  # a loan kept between two receives goes back
             self.loop.remove_reader(self.stream)
 
     def start_reading(self) -> None:
@@ -691,7 +691,7 @@ class Pipe(PipeFSM):
         self.stream = None  # type: ignore[assignment]
         if self._lent:  # a caller sleeps on this stream: it must not wait on a closed fd
             self.socket.channel.wake_reader()
-            if self.lender.on_stop is not None:  # lent to an asyncio event loop
+            if self.lender.on_stop is not None:  # a loan kept between two receives
                 self.lender.on_stop()
         if stream is not None:
             if self._watching:
@@ -742,22 +742,15 @@ class Lender:
     def __init__(self, pipe: Pipe) -> None:
         self._pipe = pipe
         #: Called when the pipe stops reading while lent, because it dies (before its
-        #: stream closes) or pauses: an asyncio event loop that keeps it lent must stop
-        #: reading it (caller_reader.lend_to_event_loop).
+        #: stream closes) or pauses: a loan kept between two receives (by an asyncio
+        #: event loop, or by a thread's recv()) goes back (core/caller_reader.py).
         self.on_stop: Callable[[], object] | None = None
 
     def lend(self, alarm: Callable[[], object] | None = None) -> bool:
         """Take the pipe's reading from the loop; False if it is not reading frames now (not
         active, paused, or lent already). ``alarm``: see ``Loop.lend_reader``."""
         pipe = self._pipe
-        if pipe._lent or not pipe._watching or pipe.state != "active":
-            return False
-        decoder = pipe._decoder  # None in a WebSocket pipe, which has its own
-        if pipe._large_reads or (decoder is not None and decoder.body_missing >= READ_MIN):
-            # Large bodies come, or one is half read: the loop reads them (one hand-off a
-            # message, small next to the body), rather than the loop and callers taking
-            # turns at the stream, each turn a wait for the session (docs/ARCHITECTURE.md,
-            # "One owner at a time": 1 MiB messages, a third of the receiver's CPU).
+        if pipe._lent or not self._reads_small_frames():
             return False
         # Marked first: a Ctrl-C inside lend_reader leaves the pipe marked lent, and
         # give_back then undoes whatever part of the loan was made.
@@ -765,6 +758,23 @@ class Lender:
         if not pipe.loop.lend_reader(pipe.stream, alarm):
             pipe._lent = False
         return pipe._lent
+
+    def keeps(self) -> bool:
+        """Whether a loan of this pipe may be kept for the next receive: still lent, and
+        as ``lend`` would lend it now."""
+        return self._pipe._lent and self._reads_small_frames()
+
+    def _reads_small_frames(self) -> bool:
+        pipe = self._pipe
+        if not pipe._watching or pipe.state != "active":
+            return False
+        decoder = pipe._decoder  # None in a WebSocket pipe, which has its own
+        # Large bodies come, or one is half read: the loop reads them (one hand-off a
+        # message, small next to the body), rather than the loop and callers taking turns
+        # at the stream, each turn a wait for the session (docs/ARCHITECTURE.md, "One
+        # owner at a time": 1 MiB messages, a third of the receiver's CPU).
+        return not (pipe._large_reads
+                    or (decoder is not None and decoder.body_missing >= READ_MIN))
 
     @property
     def stream(self) -> Stream | None:

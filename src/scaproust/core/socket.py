@@ -121,14 +121,14 @@ class SocketCore(SocketFSM):
         self._send_many: Callable[[list[Item]], object] | None = (
             cast("Batching", self.proto).cmd_send_many
             if "cmd_send_many" in self.proto.EVENTS else None)
+        #: The contexts whose protocol keeps their state here (REQ): see user_context.py.
+        self.contexts: set[UserContext] = set()
         # A caller's thread whose recv() waits reads the pipes itself (caller_reader.py).
-        self.reader = CallerReader(loop, self.channel, lambda: self.pipes)
-        self.channel.reader = self.reader
+        self.reader = CallerReader(loop, self.channel, lambda: self.pipes, self.contexts)
+        self.channel.reader = self.channel.loans = self.reader
         #: (body, IPC framing, frame) of the last message published to this socket's pipes
         #: (PUB): the others of its framing queue the same frame (Pipe.enqueue_published).
         self.published: tuple[bytes | None, bool | None, bytes] = (None, None, b"")
-        #: The contexts whose protocol keeps their state here (REQ): see user_context.py.
-        self.contexts: set[UserContext] = set()
 
     def __repr__(self) -> str:
         return f"<SocketCore {self.info!r} {self.state}>"
@@ -315,6 +315,7 @@ class SocketCore(SocketFSM):
         if opener is None:
             raise NotSupported(f"{self.info!r} keeps no contexts in the I/O thread")
         context = UserContext(loop=self.loop, options=options, stats=self.stats, socket=self)
+        context.channel.loans = self.reader  # its receives wait for the socket's pipes
         context.machine = opener(context.seam)
         self.contexts.add(context)
         return context

@@ -101,6 +101,7 @@ _READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
 _EPOLLIN = getattr(select, "EPOLLIN", 0)
 _EPOLLOUT = getattr(select, "EPOLLOUT", 0)
+_EPOLLRDHUP = getattr(select, "EPOLLRDHUP", 0)
 
 # Incremented in every child process right after os.fork(). A loop remembers the value it was
 # created with; a difference means "this is a child". Comparing two ints costs ~15 ns per post,
@@ -150,9 +151,10 @@ def _run_reader(reg: _Registration) -> None:
         if not reg.lent:
             callback()
         elif reg.alarm is not None:
-            # The kernel is asked nothing about a lent reader, so this is an error or a
-            # hang-up (or a readiness selected just before the loan): whoever borrowed it
-            # may not be reading (caller_reader.py, a loan kept by an event loop).
+            # The kernel is asked only for the peer's end of stream about a lent reader,
+            # so this is that, an error or a hang-up (or a readiness selected just before
+            # the loan): whoever borrowed it may not be reading (caller_reader.py, a loan
+            # kept between two receives).
             reg.alarm()
 
 
@@ -476,7 +478,9 @@ class Loop:
         itself (core/caller_reader.py); the registration stays, so ``return_reader`` is
         cheap. False if it has no reader, is lent already, or the selector is not epoll
         (the caller then waits for the loop instead). ``alarm`` is called, in the loop's
-        thread, if the kernel reports an error or a hang-up on it meanwhile."""
+        thread, if the kernel reports an error, a hang-up or the peer's end of the stream
+        (EPOLLRDHUP, asked for only with an alarm) on it meanwhile: whoever borrowed it may
+        not be reading it just then (a loan kept between two receives)."""
         reg = self._regs.get(fileobj)
         if reg is None or reg.reader is None or reg.lent or self._epoll is None:
             return False
@@ -498,12 +502,17 @@ class Loop:
     def _ask_kernel(self, fileobj: HasFileno, reg: _Registration,
                     lent: bool | None = None) -> None:
         # The interest the kernel must have, whatever the selector thinks: a lent reader
-        # is not asked for (an error or hang-up is still reported; _run_reader skips it,
-        # and the caller polling the stream sees it too and acts on it). ``lent``: the
-        # registration's state about to be, if not its present one.
+        # is not asked for its data, only, with an alarm, for the peer's end of stream
+        # (an error or hang-up is reported anyway; _run_reader calls the alarm, or skips
+        # it without one: the caller polling the stream sees it too and acts on it).
+        # ``lent``: the registration's state about to be, if not its present one.
         lent = reg.lent if lent is None else lent
-        mask = (0 if lent or reg.reader is None else _EPOLLIN) | (
-            _EPOLLOUT if reg.writer is not None else 0)
+        if lent:
+            mask = _EPOLLRDHUP if reg.alarm is not None else 0
+        else:
+            mask = 0 if reg.reader is None else _EPOLLIN
+        if reg.writer is not None:
+            mask |= _EPOLLOUT
         assert self._epoll is not None  # only lent readers are asked about, and only with epoll
         self._epoll.modify(fileobj.fileno(), mask)
 
