@@ -16,6 +16,7 @@ import pytest
 
 import scaproust as sp
 from scaproust.core import caller_reader
+from scaproust.core.caller_reader import CallerReader
 from tests.integration.conftest import wait_until
 
 
@@ -110,12 +111,20 @@ def test_a_poll_gets_a_kept_loan_back_and_hears_what_comes_later(session, no_che
     assert b.try_recv() == b"for the poller"
 
 
-def test_a_thread_waiting_on_the_channel_stops_the_reading_wait_from_keeping(session,
-                                                                           no_check):
-    # Two threads in recv(): one borrows the pipes, the other waits for what the I/O
-    # thread delivers. The first keeps no loan when its wait ends, else the second would
-    # hear nothing until its timeout.
+def test_a_thread_waiting_on_the_channel_stops_the_reading_wait_from_keeping(
+        session, no_check, monkeypatch):
+    # Two threads in recv(): one borrows the pipes, the other waits on the channel for
+    # what the I/O thread delivers. The first keeps no loan when its wait ends, else the
+    # second would hear nothing until its timeout.
     a, b, pipe = _pair_kept(session)
+    kept_at_end: list[bool] = []
+    real_end = CallerReader._end
+
+    def end(self, lent):
+        real_end(self, lent)
+        kept_at_end.append(self.kept is not None)
+
+    monkeypatch.setattr(CallerReader, "_end", end)
     got: list[bytes] = []
 
     def receive():
@@ -124,11 +133,11 @@ def test_a_thread_waiting_on_the_channel_stops_the_reading_wait_from_keeping(ses
     threads = [threading.Thread(target=receive) for _ in range(2)]
     for thread in threads:
         thread.start()
-    wait_until(lambda: b._channel.recv_waiters == 2 and b._core.reader.busy,
+    wait_until(lambda: b._core.reader.busy and len(b._channel._can_recv._waiters) == 1,
                what="one thread reading, the other waiting on the channel")
     a.send(b"one")
-    wait_until(lambda: len(got) == 1, what="the first message")
-    assert b._core.reader.kept is None and not _lent(pipe)
+    wait_until(lambda: got, what="the first message")
+    assert kept_at_end[0] is False
     a.send(b"two")
     for thread in threads:
         thread.join(5)
@@ -170,6 +179,23 @@ def test_a_peer_that_closes_while_the_loan_is_kept_is_noticed_at_once(session, n
     c.connect(url)
     c.send(b"from the next peer")
     assert b.recv() == b"from the next peer"
+
+
+def test_an_alarm_for_a_readiness_seen_before_the_loan_leaves_it_kept(session, no_check):
+    # The I/O thread's selector may report a stream readable just before a wait lends it,
+    # and call the loan's alarm for it once lent: data, not the peer's end, so the loan
+    # stays (taking it back would only cost the next wait a new loan).
+    a, b, pipe = _pair_kept(session)
+    a.send(b"data, not an end")
+    wait_until(lambda: _in_the_kernel(pipe), what="the message in b's stream")
+    loop = b._core.loop
+    assert loop.own(1.0)
+    try:
+        loop._regs[pipe.stream].alarm()  # what _run_reader calls for a lent reader
+    finally:
+        loop.release()
+    assert b._core.reader.kept == [pipe.lender]
+    assert b.recv() == b"data, not an end"
 
 
 def test_an_unused_kept_loan_goes_back_after_its_check(session, monkeypatch):

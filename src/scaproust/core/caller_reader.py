@@ -175,7 +175,10 @@ class CallerReader:
             ready = self._read_until_delivered(lent, wakeup, deadline)
             return True
         finally:
-            self.channel.end_reading()
+            # Without the channel's lock: only this thread sets it, and a deliverer that
+            # still saw it set only writes a wake-up byte too many (drained by the next
+            # wait that finds it).
+            self.channel.reader_waiting = False
             try:
                 if wakeup is not None and wakeup in ready:
                     # While still busy: once _end clears it, a close may close the wake-up
@@ -195,14 +198,15 @@ class CallerReader:
         while True:
             streams = [lender.stream for lender in lent if lender.stream is not None]
             ready = self._poller.readable(streams, wakeup, deadline)
-            # Awake now: what this thread delivers must not write to its own wake-up.
-            channel.end_reading()
+            # Awake now: what this thread delivers must not write to its own wake-up (no
+            # lock: see wait's finally).
+            channel.reader_waiting = False
             if not loop.own(None):
                 return ready
             for lender in lent:
                 if lender.stream in ready:
                     lender.read()
-            if (not ready or wakeup in ready
+            if (channel.inbox.count or not ready or wakeup in ready
                     or not any(lender.stream is not None for lender in lent)
                     or not channel.begin_reading(wakeup)):  # a message, or a close
                 return ready
@@ -230,7 +234,7 @@ class CallerReader:
                 if self.park.aloop is not aloop:
                     return None  # another event loop's: the check takes it back if unused
                 self._revoke()  # ours, but a pipe came, died or could not be lent
-            lent = None if self.busy or self.closed else self._lend(self._park_lost)
+            lent = None if self.busy or self.closed else self._lend(self._park_alarm)
             if not lent:
                 return None
             self.busy = True
@@ -269,6 +273,11 @@ class CallerReader:
                     lender.read()  # what it delivers wakes the awaiting task (a watcher)
             finally:
                 loop.release()
+
+    def _park_alarm(self) -> None:
+        """``Loop.lend_reader``'s alarm for an event loop's loan (session lock held)."""
+        if self.park is not None and _ended([lender.stream for lender in self.park.lent]):
+            self._revoke()
 
     def _park_lost(self) -> None:
         """A kept pipe died or paused, or the I/O thread's selector reported an error or a
@@ -363,7 +372,7 @@ class CallerReader:
                 self._kept_used = True
                 lent: list[Lender] | None = kept
             else:
-                lent = None if self.busy or self.closed else self._lend(self._drop_kept)
+                lent = None if self.busy or self.closed else self._lend(self._alarm)
             if not lent:
                 loop.release()
                 return None
@@ -383,8 +392,12 @@ class CallerReader:
     def _still_keeps(self, kept: list[Lender]) -> bool:
         """Whether a kept loan is still what a fresh one would be: the socket has the pipes
         it had then, and each kept one would be lent now (else it is given back)."""
-        return len(self._pipes()) == self._kept_pipes and all(
-            lender.keeps() for lender in kept)
+        if len(self._pipes()) != self._kept_pipes:
+            return False
+        for lender in kept:  # no generator: one pipe is the usual loan
+            if not lender.keeps():
+                return False
+        return True
 
     def _end(self, lent: list[Lender]) -> None:
         """Give the lent pipes back to the I/O thread: this thread reads no more. The
@@ -421,20 +434,30 @@ class CallerReader:
         if self._kept_check is None:
             self._kept_used = False
             self._kept_check = self.loop.call_later(KEPT_CHECK, self._check_kept)
+        drop = self._drop_kept
         for lender in lent:
-            lender.on_stop = self._drop_kept
+            if lender.on_stop != drop:  # set already when this loan was kept before
+                lender.on_stop = drop
 
     def _drop_kept(self) -> None:
         """A kept loan goes back to the I/O thread (session lock held): also the loan's
-        ``on_stop`` and its alarm (``Loop.lend_reader``). Nothing if none is kept: the
-        alarm or a pipe's stop for a loan a wait has taken is that wait's to see (it polls
-        the same streams; until it has read the peer's end, the I/O thread may be told
-        again: a few iterations, each waiting for the session lock)."""
+        ``on_stop``. Nothing if none is kept: a pipe that stops in a loan a wait has taken
+        is that wait's to see."""
         kept = self.kept
         if kept is not None:
             self.kept = None
             _unhook(kept)
             _give_back(kept)
+
+    def _alarm(self) -> None:
+        """``Loop.lend_reader``'s alarm for a thread's loan (session lock held): a kept one
+        goes back if the peer really ended a kept stream (or it failed). One a wait has
+        taken is that wait's to notice: it polls the same streams (until it has read the
+        peer's end, the I/O thread may be told again: a few iterations, each waiting for
+        the session lock)."""
+        kept = self.kept
+        if kept is not None and _ended([lender.stream for lender in kept]):
+            self._drop_kept()
 
     def _check_kept(self) -> None:
         """A timer of the session loop: a kept loan no wait took since the last look goes
@@ -507,6 +530,23 @@ def _new_wakeup() -> Wakeup | None:
 def _give_back(lent: Iterable[Lender]) -> None:
     for lender in lent:
         lender.give_back()
+
+
+#: What the kernel reports on a stream whose peer ended it, or that failed.
+_ENDED = select.POLLRDHUP | select.POLLHUP | select.POLLERR | select.POLLNVAL
+
+
+def _ended(streams: Iterable[HasFileno | None]) -> bool:
+    """Whether one of ``streams`` (None: dead already) is ended by its peer or failed,
+    asked of the kernel now: an alarm may also come from a readiness the I/O thread's
+    selector reported just before the stream was lent (its data is the borrower's to read,
+    and taking the loan back for it would only cost the next receive a new loan)."""
+    poll = select.poll()
+    for stream in streams:
+        if stream is None:
+            return True
+        poll.register(stream, _ENDED)
+    return any(events & _ENDED for _, events in poll.poll(0))
 
 
 def _unhook(lent: Iterable[Lender]) -> None:

@@ -445,17 +445,16 @@ class Channel:
     def begin_reading(self, wakeup: Wakeup) -> bool:
         """A caller's thread is about to sleep on the socket's pipes: from now on, deliveries
         and close wake it through ``wakeup``. False (and no sleep) if there is already
-        something to take, or the channel is closed."""
+        something to take, or the channel is closed. The caller clears ``reader_waiting``
+        itself once awake, without the lock (a lock section on the path of every message
+        read): it alone sets it, and a deliverer that still saw it set only writes a
+        wake-up byte too many."""
         with self._lock:
             if self.inbox.count or self.closed:
                 return False
             self.reader_wakeup = wakeup
             self.reader_waiting = True
             return True
-
-    def end_reading(self) -> None:
-        with self._lock:
-            self.reader_waiting = False
 
     def wake_reader(self) -> None:
         """Wake a caller's thread sleeping on the socket's pipes (one of them went away)."""
