@@ -172,16 +172,27 @@ def separate_process(p: dict) -> bool:
 def pin(p: dict, which: int) -> int | None:
     """Pin this process to the ``which``-th allowed core (0 worker, 1 peer).
 
-    Only when the two sides are separate processes and there are two cores or more; done
+    Two sides in separate processes: each on a core of its own, when there are two or
+    more. Both sides in one process (inproc, ``--threads``): that process on one core, as
+    each process of the other cases, unless the run was asked to ``--spread`` it. Done
     before any library starts a thread, since new threads inherit the mask.
     """
-    if not separate_process(p) or not hasattr(os, "sched_setaffinity"):
+    if not hasattr(os, "sched_setaffinity"):
         return None
     # The run's cores, not this process's mask: a peer child inherits the worker's mask,
     # already pinned to one core, and both sides would then share it (a same-core round
     # trip skips the cross-core wake-up: bare sockets measured 19 us instead of 54).
     listed = os.environ.get(CPUS_ENV)
     cpus = [int(c) for c in listed.split(",")] if listed else sorted(os.sched_getaffinity(0))
+    if not separate_process(p):
+        # One process, one core: its threads take turns there (one interpreter lock lets
+        # one of them run at a time anyway) rather than waking each other across cores.
+        # Two CPython threads handing a message back and forth take 13 µs a round trip on
+        # one core, 41 µs on two (bench/report.py, "inproc").
+        if p.get("spread") or which != 0 or not cpus:
+            return None
+        os.sched_setaffinity(0, {cpus[0]})
+        return cpus[0]
     if len(cpus) < 2:
         return None
     os.sched_setaffinity(0, {cpus[which]})

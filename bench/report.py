@@ -47,7 +47,8 @@ the template in `bench/report.py`). Reproduce with:
   subscribers) runs in another process, each pinned to its own core with
   `os.sched_setaffinity` (`--threads`: the peer in a second thread instead). **inproc**
   cases necessarily run both sides in one process, two threads (the bare ceiling uses a
-  `socket.socketpair()` there).
+  `socket.socketpair()` there); that process is pinned to one core, as each process of
+  the other cases (`--spread` leaves it unpinned: see "inproc" below).
 - Rounds are **interleaved**: each round runs every case once, in a rotated order, so the
   noise of a shared machine falls on all columns alike. A cell is the **median over the
   rounds** and its spread (min..max); ratios are computed **round by round** (scaproust /
@@ -178,16 +179,20 @@ user's back, so the bench runs without.
 **inproc.** Messages are handed over in memory (docs/ARCHITECTURE.md, "In-process
 pipes"): no descriptor, no framing, no copy, the delivery made in the sender's thread. That
 shows where a copy or a syscall dominated: 1 MiB messages cross at tens of GB/s (the bytes
-object itself). The ratio targets still miss, because both sides share one interpreter
-lock and the bench leaves the two threads of an inproc case wherever the scheduler puts
-them. Two CPython threads handing a message back and forth through a
-`threading.Condition`, with no library at all, take 16 µs a round trip when they share a
-core and 41-60 µs when they do not (2026-12-05); our PAIR round trip takes 44 µs in a
-round where the two threads shared a core and 86 where they did not, against 105-113 over
-TCP between two processes pinned to their own cores. A PUSH->PULL burst adds up the CPU of
-all three threads (sender, I/O thread, receiver), 1.6-1.8 µs a message, where TCP spreads
-its two sides over two cores: 1.5x TCP's rate would need about 0.7 µs a message in all.
-pyzmq's inproc is slower than its own TCP too.
+object itself). Both sides share one interpreter lock, so only one of their threads runs at
+a time: the bench pins the one process of an inproc case to one core, as it pins each
+process of a TCP case, and its threads then take turns there instead of waking each other
+across cores. Two CPython threads handing a message back and forth through a
+`queue.SimpleQueue`, with no library at all, take 13 µs a round trip on one core and 41 on
+two (2026-12-05). Until 2026-12-05 the bench left the process unpinned; `--spread` still
+does. Both ways in one sitting (`bench/run.py --only
+pair64_inproc,rr64_inproc,pp64_inproc,pair64_tcp,rr64_tcp,pp64_tcp --impls scaproust,bare
+--reps 2`, then the same with `--spread`): PAIR 43.6 µs pinned against 69.8 unpinned (TCP
+102-104), REQ/REP 55.8 against 90.4 (TCP 134-139), PUSH->PULL 64 B 690 k msg/s against
+624 k (TCP 857-892 k). The throughput target still misses: a burst adds up the CPU of all
+three threads (sender, I/O thread, receiver), 1.45 µs a message on the one core, where TCP
+spreads its two sides over two cores; 1.5x TCP's rate would need about 0.75 µs a message in
+all, about what the bare ceiling's socket pair spends (0.74).
 """
 
 

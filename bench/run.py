@@ -21,7 +21,8 @@ for how each is measured). Loopback only.
 
 Method: every measurement of one contender runs in its own worker process (the scaproust
 backend is chosen by SCAPROUST_FSM, read at import), whose peer runs in a child process
-pinned to the other core (inproc: a thread, necessarily). Rounds are interleaved: each round
+pinned to the other core (inproc: a thread, necessarily, the process pinned to one core
+unless --spread). Rounds are interleaved: each round
 runs every case once, in a rotated order, so that the noise of a shared machine falls on
 all columns alike; the report gives the median over the rounds, the spread (min..max), and
 the per-round ratios scaproust / peer (the two runs of one round ran minutes apart at
@@ -37,6 +38,7 @@ failure). Results go to bench/results/<date>.json (``-quick`` for --quick), and 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -222,6 +224,10 @@ def parse_args(argv):
     p.add_argument("--threads", action="store_true",
                    help="the peer (receiver, echo, subscribers) in another thread of the "
                         "worker process instead of a pinned child process")
+    p.add_argument("--spread", action="store_true",
+                   help="leave a worker that runs both sides (inproc, --threads) unpinned, "
+                        "its threads wherever the scheduler puts them; by default it is "
+                        "pinned to one core, as each process of the other cases")
     p.add_argument("--reps", type=int, help="interleaved rounds (default 3)")
     p.add_argument("--target", type=float,
                    help="seconds one run should measure (default 0.7, quick 0.25)")
@@ -273,13 +279,25 @@ def build_cases(args) -> list[Case]:
     return cases
 
 
-def worker_params(case: Case, threads: bool) -> dict:
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    """Where the two sides of a case run: ``threads``, the peer in a thread of the worker
+    (else a process of its own, pinned to the other core); ``spread``, a worker that runs
+    both sides (inproc, or ``threads``) left unpinned, its threads wherever the scheduler
+    puts them (else pinned to one core, as each process of a two-process case)."""
+
+    threads: bool = False
+    spread: bool = False
+
+
+def worker_params(case: Case, placement: Placement) -> dict:
     m = case.measure
     return {"kind": m.kind, "impl": case.contender.impl, "transport": m.transport,
             "size": m.size, "protocol": m.protocol, "count": case.count,
             "warmup": case.warmup,
             # the idle dialer is a process of its own whatever the mode (its descriptors)
-            "mode": "threads" if threads and m.kind != "idle" else "procs", **m.extra}
+            "mode": "threads" if placement.threads and m.kind != "idle" else "procs",
+            "spread": placement.spread, **m.extra}
 
 
 def worker_env(case: Case) -> dict:
@@ -297,20 +315,20 @@ def repo_relative(text: str) -> str:
     return text.replace(REPO + os.sep, "").replace(REPO, ".")
 
 
-def worker_cmd(case: Case, threads: bool) -> list[str]:
+def worker_cmd(case: Case, placement: Placement) -> list[str]:
     return [sys.executable, os.path.abspath(__file__), "--worker", "--params",
-            json.dumps(worker_params(case, threads))]
+            json.dumps(worker_params(case, placement))]
 
 
-def shell_cmd(case: Case, threads: bool) -> str:
+def shell_cmd(case: Case, placement: Placement) -> str:
     """The command that reruns this one worker by hand (from the repository root)."""
     env = f"SCAPROUST_FSM={case.contender.backend} " if case.contender.backend else ""
-    return f"{env}PYTHONPATH=src " + shlex.join(worker_cmd(case, threads))
+    return f"{env}PYTHONPATH=src " + shlex.join(worker_cmd(case, placement))
 
 
-def run_worker(case: Case, threads: bool, timeout: float) -> dict:
+def run_worker(case: Case, placement: Placement, timeout: float) -> dict:
     # Own process group, so that a timeout stops the worker and the peer it started.
-    proc = subprocess.Popen(worker_cmd(case, threads), stdout=subprocess.PIPE,
+    proc = subprocess.Popen(worker_cmd(case, placement), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
                             env=worker_env(case), text=True, start_new_session=True)
     try:
@@ -392,7 +410,8 @@ def parent_main(args) -> int:
         return 1
     machine = machine_info()
     command = shlex.join(getattr(sys, "orig_argv", [sys.executable, *sys.argv]))
-    mode = "threads" if args.threads else "procs"
+    placement = Placement(args.threads, args.spread)
+    mode = ("threads" if args.threads else "procs") + (", spread" if args.spread else "")
     print(f"command: {command}   (cwd {os.getcwd()})")
     print(f"machine: nproc={machine['nproc']} (affinity {machine['affinity']}), "
           f"{machine['cpu']}, {machine['implementation']} {machine['python']}, "
@@ -401,7 +420,8 @@ def parent_main(args) -> int:
     print(f"mode: {mode} ("
           + ("peer in another thread of the worker process" if args.threads else
              "peer in another process, each pinned to its own core")
-          + "; inproc cases: both sides in one process, two threads), "
+          + "; inproc cases: both sides in one process, two threads"
+          + (", unpinned" if args.spread else ", pinned to one core") + "), "
           f"{reps} interleaved rounds, runs of ~{args.target} s, budget {budget:.0f} s, "
           f"{len(cases)} cases", flush=True)
 
@@ -443,12 +463,13 @@ def parent_main(args) -> int:
     failed = [c for c in cases if c.errors or not c.runs]
     for c in failed:
         print(f"FAILED: {c.measure.id} {c.label}: {c.errors[-1] if c.errors else 'no run'}\n"
-              f"  rerun: {shell_cmd(c, args.threads)}", file=sys.stderr)
+              f"  rerun: {shell_cmd(c, placement)}", file=sys.stderr)
     return 1 if failed else 0
 
 
 def run_rounds(cases: list[Case], reps: int, deadline: float, args) -> bool:
     """Run every case once per round, rotating the order; True if the budget cut it short."""
+    placement = Placement(args.threads, args.spread)
     for rep in range(reps):
         shift = rep % len(cases) if cases else 0
         for case in cases[shift:] + cases[:shift]:
@@ -459,7 +480,7 @@ def run_rounds(cases: list[Case], reps: int, deadline: float, args) -> bool:
                 return True
             timeout = max(30.0, min(120.0, deadline + 30.0 - now))
             t0 = time.monotonic()
-            result = run_worker(case, args.threads, timeout)
+            result = run_worker(case, placement, timeout)
             took = time.monotonic() - t0
             shown = record(case, result, rep, args)
             print(f"  [{rep + 1}/{reps}] {case.measure.id:<12} {case.label:<24} {shown}  "
@@ -625,7 +646,7 @@ def build_doc(cases, args, reps, budget, notes, elapsed, machine, command, mode)
             {"measure": c.measure.id, "contender": c.contender.key, "label": c.label,
              "impl": c.contender.impl, "backend": c.contender.backend or None,
              "summary": summarise(c), "runs": c.runs, "errors": c.errors,
-             "worker_cmd": shell_cmd(c, args.threads)}
+             "worker_cmd": shell_cmd(c, Placement(args.threads, args.spread))}
             for c in cases
         ],
         "ratios": ratios,

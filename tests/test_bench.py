@@ -103,3 +103,20 @@ def test_the_report_renders_markdown_tables():
     assert "| PUSH->PULL 64 B, tcp | msg/s | 500.0 k" in md
     assert "| REQ/REP 64 B round trip, median | scaproust / pynng | <= 0.7x | 0.50x | yes |" in md
     assert "![round trips and throughput" in md and "- a note" in md
+
+
+def test_each_worker_process_is_pinned_to_one_core(monkeypatch):
+    # Two processes: each on its own core. One process with both sides (inproc): on one
+    # core, unless the run spreads it.
+    import _workers  # noqa: PLC0415  (bench/ is not a package: on the path above)
+
+    pinned: list[set[int]] = []
+    monkeypatch.setattr(_workers.os, "sched_setaffinity", lambda pid, cpus: pinned.append(cpus))
+    monkeypatch.setenv(_workers.CPUS_ENV, "2,5")
+    tcp = {"mode": "procs", "transport": "tcp"}
+    assert (_workers.pin(tcp, 0), _workers.pin(tcp, 1)) == (2, 5)
+    inproc = {"mode": "procs", "transport": "inproc"}
+    assert _workers.pin(inproc, 0) == 2
+    assert _workers.pin({**inproc, "spread": True}, 0) is None
+    assert _workers.pin({"mode": "threads", "transport": "tcp"}, 0) == 2
+    assert pinned == [{2}, {5}, {2}, {2}]
