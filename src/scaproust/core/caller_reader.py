@@ -64,10 +64,10 @@ Fields (guarded by the session lock): ``busy`` (a caller is between lending and 
 back or keeping, or an event loop keeps a loan; at most one at a time, the others wait on
 the channel for what it delivers), ``kept`` (the loan the last wait kept, while none is
 busy: any thread's next wait takes it; read without the lock as a hint), ``park`` and
-``_stale`` (``KeptLoan``), ``wakeup`` (made on first use, closed with the socket) and ``waited`` (read and cleared by
-the socket's next send; a caller that waits on the channel instead, its pipes not lendable,
-sets it too, without the lock: it is a hint, and a lost or extra set only changes which
-thread writes that send). ``_poller`` is used only by the busy caller, without the lock.
+``_stale`` (``KeptLoan``), ``wakeup`` (made on first use, closed with the socket) and
+``waited`` (read and cleared by the socket's next send; a caller that waits on the channel
+instead, its pipes not lendable, sets it too, without the lock: it is a hint, and a lost or
+extra set only changes which thread writes that send). ``_poller`` is used only by the busy caller, without the lock.
 """
 
 from __future__ import annotations
@@ -400,7 +400,8 @@ class CallerReader:
         return True
 
     def _end(self, lent: list[Lender]) -> None:
-        """Give the lent pipes back to the I/O thread: this thread reads no more. The
+        """The wait is over: its loan is kept for the next wait, if it ended with a message
+        and nobody else needs the pipes read, else given back to the I/O thread. The
         session is owned on the way in or not: a read may have ended holding it, or been
         interrupted anywhere."""
         loop = self.loop
@@ -475,8 +476,8 @@ class CallerReader:
         """Give a kept loan back to the I/O thread, reading first, in this thread, what the
         kernel holds for its pipes: called by whoever looks for messages without a wait
         of its own here (``Channel.take_back_loan``), who must find what a reading I/O
-        thread would have delivered meanwhile. Takes the session lock (not to be held by
-        the caller... unless it is this thread's already)."""
+        thread would have delivered meanwhile. Takes the session lock unless this thread
+        holds it already; never called with a channel's lock held."""
         if self.kept is None:
             return
         loop = self.loop
@@ -532,8 +533,9 @@ def _give_back(lent: Iterable[Lender]) -> None:
         lender.give_back()
 
 
-#: What the kernel reports on a stream whose peer ended it, or that failed.
-_ENDED = select.POLLRDHUP | select.POLLHUP | select.POLLERR | select.POLLNVAL
+#: What the kernel reports on a stream whose peer ended it, or that failed (POLLRDHUP is
+#: Linux's, as the epoll that lending needs: elsewhere nothing is ever lent).
+_ENDED = getattr(select, "POLLRDHUP", 0) | select.POLLHUP | select.POLLERR | select.POLLNVAL
 
 
 def _ended(streams: Iterable[HasFileno | None]) -> bool:
