@@ -1682,6 +1682,24 @@ def test_a_lent_pipe_that_dies_calls_its_on_stop_before_its_stream_closes():
     assert seen == [False] and h.stream.closed
 
 
+def test_only_a_lent_pipe_that_still_reads_small_frames_may_stay_lent():
+    # A wait keeps its loan for the next one only while each pipe is lent and would be
+    # lent again now (core/caller_reader.py, "kept").
+    h = Harness().open_active()
+    lender = h.pipe.lender
+    assert not lender.keeps()  # not lent
+    assert lender.lend()
+    assert lender.keeps()
+    h.pipe.cmd_pause()
+    assert not lender.keeps()  # paused: the loop reads it once resumed
+    h.pipe.cmd_resume()
+    assert lender.keeps()
+    lender.give_back()
+    assert not lender.keeps()
+    h.pipe.cmd_close()
+    assert lender.lend() is False and not lender.keeps()
+
+
 def test_a_lent_pipe_that_pauses_calls_its_on_stop_once():
     # An event loop that keeps the pipe lent would go on reading it (caller_reader.py):
     # told, it gives the loan back, and the pause holds.
