@@ -188,7 +188,7 @@ def pin(p: dict, which: int) -> int | None:
         # One process, one core: its threads take turns there (one interpreter lock lets
         # one of them run at a time anyway) rather than waking each other across cores.
         # Two CPython threads handing a message back and forth take 13 µs a round trip on
-        # one core, 41 µs on two (bench/report.py, "inproc").
+        # one core, 41 µs on two (docs/PERFORMANCE.md, "Where the time goes").
         if p.get("spread") or which != 0 or not cpus:
             return None
         os.sched_setaffinity(0, {cpus[0]})
