@@ -18,6 +18,7 @@ import scaproust as sp
 from scaproust.core import caller_reader
 from scaproust.core.caller_reader import CallerReader
 from tests.integration.conftest import wait_until
+from tests.integration.test_caller_thread import pull_with_a_push
 
 
 @pytest.fixture
@@ -208,12 +209,7 @@ def test_an_unused_kept_loan_goes_back_after_its_check(session, monkeypatch):
 
 
 def test_a_pipe_that_joins_is_lent_with_the_kept_one_by_the_next_wait(session, no_check):
-    pull = session.socket(sp.Pull, recv_timeout=5)
-    url = pull.bind("tcp://127.0.0.1:0").url
-    first = session.socket(sp.Push, send_timeout=5)
-    first.connect(url)
-    first.send(b"one")
-    assert pull.recv() == b"one"
+    pull, url, first = pull_with_a_push(session)
     assert len(pull._core.reader.kept) == 1
     second = session.socket(sp.Push, send_timeout=5)
     second.connect(url)
