@@ -95,31 +95,36 @@ taken on this machine (2026-12-04 and 2026-12-05; the numbers move from run to r
 proportions much less).
 
 **Round trip.** `bench/trace_rtt.py` takes timestamps inside both processes of a 64-byte
-round trip (each side on its own core). Medians for PAIR, in µs (2026-12-05; REQ/REP in
-brackets):
+round trip (each side on its own core). Medians for PAIR, in µs, two runs (2026-12-05, once
+a waiting `recv()` keeps its loan of the pipes; REQ/REP in brackets):
 
 | step | client | echo |
 |---|---|---|
-| `send()` called -> `sendmsg` starts (facade, channel, protocol and pipe machines) | 7.8 (16.6) | 8.0 (12.2) |
-| `sendmsg` and the rest of the flush (the kernel hands the bytes to the peer) | 12.7 (14.1) | 13.1 (10.9) |
-| wire: `sendmsg` starts -> the peer's `poll()` returns (kernel, cross-core wake-up) | 30 (33) | 30 (31) |
-| `poll()` returns -> `recv()` returns (read, parse, machines, queue, give back) | 19.4 (24.5) | 19.7 (25.8) |
+| `send()` called -> `sendmsg` starts (facade, channel, protocol and pipe machines) | 6.9 (15.4-15.9) | 6.8-7.0 (11.4-11.5) |
+| `poll()` returns -> `recv()` returns (read, parse, machines, queue) | 14.0-14.4 (17.2-17.5) | 14.0-14.1 (20.0-20.4) |
+| a whole round trip | 88.7-89.2 (116-120) | |
 
-No hand-off between threads is left on the path (docs/ARCHITECTURE.md, "One owner at a
-time"): the I/O thread of either process runs no iteration during a round trip. What is
-left is Python: about 27 µs per side on the critical path (the trace's own wrappers add
-about 2), against about 12 for the bare ceiling's whole send-and-receive, spread thin: a
-PAIR round trip makes about 177 Python calls on each side, a REQ/REP one about 280 on the
-client (cProfile), none of them more than a few percent of the whole. The REQ/REP extra is
-the request id and its `Message`, the policies' checks, the resend timer moved for every
-request and the credit restated after every flush. The changes of 2026-12-05 took out what
-was measurable without a new structure (a `select.poll` kept from one wait to the next, a
-timer heap no longer rebuilt at every cancel, `free` a field instead of a property, no
-`WouldBlock` raised and caught inside an asyncio wait): a few µs per round trip, inside
-the noise of the peers' own columns, which moved more than ours between runs. Reaching
-pyzmq's round trip would take about 10 µs less per side: fewer layers between `send()` and
-the pipe (today a message crosses the facade, the channel, the protocol machine and the
-pipe machine, each a few Python calls).
+The rest is the kernel's: `sendmsg` and the cross-core wake-up of the peer's `poll()`, about
+25-30 µs each way, as for the bare ceiling. (The step from `sendmsg` to the end of the
+flush sometimes takes 50-70 µs on one side of a run, the thread held up once its bytes are
+out; it overlaps the peer's turn, and the round trip is the same.) No hand-off between
+threads is left on the path (docs/ARCHITECTURE.md, "One owner at a time"): the I/O thread
+of either process runs no iteration during a round trip. What is left is Python: about 21
+µs per side on the critical path for PAIR (the trace's own wrappers add about 2), 31-33
+for REQ/REP, against about 12 for the bare ceiling's whole send-and-receive, spread thin: a
+PAIR round trip makes about 172 Python calls on each side, a REQ/REP one about 190 on the
+echo (cProfile), none of them more than a few percent of the whole. The REQ/REP extra is
+the request id and its `Message`, the policies' checks (a lock section each), the resend
+timer moved for every request and the credit restated after every flush. Keeping the
+loan of the pipes from one `recv()` to the next took the give-back (an `epoll_ctl` and its
+Python) off that path: 19-22 µs from `poll()` to `recv()` before, 14-17 now (old and new
+trees alternated: docs/ARCHITECTURE.md, "One owner at a time"). Earlier changes took out
+what was measurable without a new structure (a `select.poll` kept from one wait to the
+next, a timer heap no longer rebuilt at every cancel, `free` a field instead of a property,
+no `WouldBlock` raised and caught inside an asyncio wait). Reaching pyzmq's round trip
+would take about 10 µs less per side for PAIR, 20 for REQ/REP: fewer layers between
+`send()` and the pipe (today a message crosses the facade, the channel, the protocol
+machine and the pipe machine, each a few Python calls).
 
 **asyncio.** An `arecv()` that must wait lends the socket's pipes to its event loop,
 which reads them in its own thread. Lending and taking them back went through asyncio's
