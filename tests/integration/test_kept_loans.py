@@ -239,8 +239,10 @@ def test_a_socket_with_contexts_keeps_no_loan(session):
 def test_closing_the_socket_gives_a_kept_loan_back(session, no_check):
     a, b, pipe = _pair_kept(session)
     reader = b._core.reader
+    assert reader._kept_check is not None
     b.close()
     assert reader.kept is None
+    assert reader._kept_check is None  # its check goes with it
 
 
 def test_an_arecv_takes_a_kept_loan_for_its_event_loop(session, no_check):

@@ -512,6 +512,9 @@ class CallerReader:
         still sleeps on it (the channel's close woke it; the collector closes it then)."""
         self.closed = True
         self._drop_kept()
+        if self._kept_check is not None:
+            self._kept_check.cancel()
+            self._kept_check = None
         if self.park is not None:
             self._revoke()
         if self.wakeup is not None and not self.busy:
