@@ -241,6 +241,10 @@ class Peer:
     def close(self) -> None:
         raise NotImplementedError
 
+    def state(self) -> str:
+        """How the peer is doing, for a failure's message."""
+        return "running"
+
 
 class CatPeer(Peer):
     """nngcat or nanocat as a subprocess; see the module docstring."""
@@ -266,6 +270,11 @@ class CatPeer(Peer):
 
     def _alive(self) -> bool:
         return self._proc.poll() is None
+
+    def state(self) -> str:
+        if self._alive():
+            return f"running, stderr {self.stderr()!r}"
+        return f"exited with {self._proc.returncode}, stderr {self.stderr()!r}"
 
     def wait_listening(self) -> None:
         if not self.listens:

@@ -237,7 +237,9 @@ def answer_until_heard(ours, theirs, question: bytes, respond) -> list:
     got = []
     deadline = time.monotonic() + DEADLINE
     while not theirs.received():
-        assert time.monotonic() < deadline, f"{theirs} never recorded our answer; we got {got}"
+        assert time.monotonic() < deadline, (
+            f"{theirs} never recorded our answer; we got {got} through "
+            f"{len(ours._core.pipes)} pipe(s); the peer: {theirs.state()}")
         try:
             msg = ours.recv_msg(timeout=0.05)
         except sp.Timeout:
