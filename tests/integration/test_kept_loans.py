@@ -236,6 +236,28 @@ def test_a_socket_with_contexts_keeps_no_loan(session):
     context.close()
 
 
+def test_a_rep_context_waiting_for_a_request_takes_a_kept_loan_back(session, no_check):
+    # A REP context waits on its socket's channel without reading the pipes itself: the
+    # loan the socket's own recv() kept goes back, and the I/O thread reads its request.
+    rep = session.socket(sp.Rep, recv_timeout=5, send_timeout=5)
+    req = session.socket(sp.Req, recv_timeout=5, send_timeout=5)
+    req.connect(rep.bind("tcp://127.0.0.1:0").url)
+    req.send(b"to the socket")
+    assert rep.recv() == b"to the socket"
+    rep.send(b"answered")
+    assert req.recv() == b"answered"
+    assert rep._core.reader.kept is not None
+    context = rep.context()
+    got: list[bytes] = []
+    receiver = threading.Thread(target=lambda: got.append(context.recv(timeout=5)))
+    receiver.start()
+    wait_until(lambda: rep._core.reader.kept is None, what="the loan taken back")
+    req.send(b"to the context")
+    receiver.join(5)
+    assert got == [b"to the context"]
+    context.close()
+
+
 def test_closing_the_socket_gives_a_kept_loan_back(session, no_check):
     a, b, pipe = _pair_kept(session)
     reader = b._core.reader

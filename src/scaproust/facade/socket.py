@@ -427,11 +427,9 @@ class Socket(DataShortcuts, AsyncSocketMixin):
     def _nothing_queued(self) -> Item | None:
         """``_recv_now`` once its fast path (``_queued``) found nothing to take."""
         channel = self._channel
-        if channel.take_back_loan():
-            # A loan a waiting recv() kept: what the kernel held for it is read now.
-            item = self._queued()
-            if item is not None:
-                return item
+        # A loan a waiting recv() kept goes back, what the kernel held for it read now:
+        # the checks below then find it in the inbox.
+        channel.take_back_loan()
         if (channel.inbox.count or channel.closed or self._closed or not self._can_recv
                 or self._io_loop.forked()):
             # An item the policy must see, or something to raise: the full path.
