@@ -11,8 +11,10 @@ written from the issue and the tables' docs, not from protocols/req.py:
   peer's body; any other reply (to a replaced, answered or closed request) is dropped and
   counted as ``dropped_stale``; nothing is delivered to a closed context;
 - an open context with a request outstanding is either waiting in the socket's queue or
-  has it on a pipe that is still there, with exactly one resend timer; a context with no
-  request has no timer;
+  has it on a pipe that is still there, with a resend deadline at most ``resend_interval``
+  ahead and one loop timer armed at or before it (the deadline is kept lazily:
+  protocols/_resend.py); a context with no request has no deadline (a timer armed for an
+  earlier one may still lapse), a closed one no timer either;
 - after a pipe comes or gets room, no request waits while a pipe has room (the queue is
   served at once).
 
@@ -191,26 +193,32 @@ class ReqContextModel(RuleBasedStateMachine):
 
     @invariant()
     def outstanding_requests_are_queued_or_on_a_live_pipe(self) -> None:
-        timers = {id(t.fn.__self__) for t in self.loop.pending_timers()}
+        pending = self.loop.pending_timers()
+        # Each context's resend deadline arms loop timers through its ResendTimer.
+        timers = {id(t.fn.__self__): t for t in pending}
+        assert len(pending) == len(timers), "two timers for one deadline"
+        now = self.loop.time()
         for index, (machine, _) in enumerate(self.contexts):
             assert machine.state in table_states("req_ctx")
             cur = self.current[index]
+            resend = machine.resend
             if index in self.closed:
                 assert machine.state == "closed"
-                assert id(machine) not in timers, "a closed context has a timer"
+                assert id(resend) not in timers, "a closed context has a timer"
                 continue
             if cur is None:
                 assert machine.state == "idle", f"context {index} is {machine.state}"
-                assert id(machine) not in timers
+                assert resend.due is None, "an answered request still has a deadline"
             elif machine.state == "queued":
                 assert machine in self.req.queue
-                assert id(machine) not in timers
+                assert resend.due is None, "a queued request has a deadline"
             else:
                 assert machine.state == "sent", f"context {index} is {machine.state}"
                 assert machine.carrier in self.pipes, "its request is on a pipe that went"
-                assert id(machine) in timers, "a sent request without its resend timer"
-        pending = [t for t in self.loop.pending_timers()]
-        assert len(pending) == len({id(t.fn.__self__) for t in pending}), "two timers"
+                assert resend.due is not None and now < resend.due <= now + RESEND
+                timer = timers.get(id(resend))
+                assert timer is not None, "a sent request without its resend timer"
+                assert timer.when <= resend.due, "its timer fires after the deadline"
 
     @invariant()
     def nothing_reaches_a_closed_context_and_stale_replies_are_counted(self) -> None:

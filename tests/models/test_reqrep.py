@@ -7,7 +7,8 @@ Cooked REQ model (``ReqReference``):
   priority, round robin; with none, it waits and goes to the first pipe that gets room;
 - it is resent, the same bytes, ``resend_interval`` after each send (fake clock), to a
   pipe chosen the same way, or waits if none has room; when the pipe that carried it is
-  removed it is resent at once if another pipe has room; never more than one timer;
+  removed it is resent at once if another pipe has room; never more than one timer,
+  armed at or before the resend deadline;
 - a reply counts only if its first word is the outstanding id: it is delivered once as
   ``Message(body, id word)`` and ends the request (no more resends); any other reply is
   dropped silently; a payload shorter than a word closes its pipe;
@@ -180,6 +181,17 @@ class ReqMachine(ProtocolHarness):
     @live
     def send_queued(self):
         self.user_send(self.body(b"q"), drain=False)
+
+    def deadlines(self) -> list[float]:
+        # The resend deadline is kept lazily: one loop timer at most, armed at or before
+        # it, and one that outlived its request may still be pending (it lapses).
+        timers = self.loop.pending_timers()
+        assert len(timers) <= 1, f"{len(timers)} resend timers"
+        due = self.proto.resend.due
+        if due is None:
+            return []
+        assert timers and timers[0].when <= due, "the resend timer fires after the deadline"
+        return [due]
 
     @rule()
     @live

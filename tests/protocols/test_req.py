@@ -182,23 +182,31 @@ def test_req_stops_resending_once_the_reply_arrived(req, ctx):
     req.evt_pipe_recv(p0, [ID + b"answer"])
 
     assert req.state == "idle"
-    assert ctx.loop.pending_timers() == []
+    assert req.resend.due is None  # no deadline; the armed timer lapses doing nothing
     ctx.loop.advance(10.0)
     assert len(p0.sent) == 1
+    assert ctx.loop.pending_timers() == []
 
 
 def test_req_resends_at_once_to_another_pipe_when_the_carrier_dies(req, ctx):
     p0, p1 = add_pipes(req, 5, 5)
     req.cmd_send(REQUEST)
     first_timer = ctx.loop.pending_timers()[0]
+    ctx.loop.advance(0.5)
 
     req.evt_pipe_removed(p0)
 
     assert p1.sent == [(b"question", ID)]
     assert req.carrier is p1
     assert req.state == "sent"
-    assert first_timer.cancelled
-    assert [t.when for t in ctx.loop.pending_timers()] == [ctx.loop.time() + 1.0]
+    # The deadline moved a whole interval on; the timer armed for the old one stays, and
+    # re-arms for what is left when it fires.
+    assert req.resend.due == ctx.loop.time() + 1.0
+    assert ctx.loop.pending_timers() == [first_timer]
+    ctx.loop.advance(0.5)
+    assert p1.sent == [(b"question", ID)]
+    ctx.loop.advance(0.5)
+    assert p1.sent == [(b"question", ID)] * 2
 
 
 def test_req_waits_for_a_pipe_when_the_carrier_dies_alone(req, ctx):
@@ -209,7 +217,7 @@ def test_req_waits_for_a_pipe_when_the_carrier_dies_alone(req, ctx):
 
     assert req.state == "waiting"
     assert req.carrier is None
-    assert ctx.loop.pending_timers() == []
+    assert req.resend.due is None
     assert ctx.capacity == 0
 
     (p1,) = add_pipes(req, 5)
@@ -341,18 +349,35 @@ def test_a_waiting_request_goes_out_when_its_full_pipe_is_ready_and_the_credit_f
 # ================================================================ cooked REQ: new request
 
 
-def test_a_new_request_cancels_the_old_one_and_its_timer(req, ctx):
+def test_a_new_request_replaces_the_old_one_and_its_deadline(req, ctx):
     journal: list = []
     p0, p1 = add_pipes(req, 5, 5, journal=journal)
     req.cmd_send(REQUEST)
-    old_timer = ctx.loop.pending_timers()[0]
+    ctx.loop.advance(0.25)
 
     req.cmd_send(Message(b"newer", OTHER_ID))
 
-    assert old_timer.cancelled
+    assert req.resend.due == ctx.loop.time() + 1.0
     assert len(ctx.loop.pending_timers()) == 1
-    ctx.loop.advance(1.0)
+    ctx.loop.advance(0.75)  # the old request's deadline: nothing is resent
+    assert [body for _, body in journal] == [b"question", b"newer"]
+    ctx.loop.advance(0.25)
     assert [body for _, body in journal] == [b"question", b"newer", b"newer"]
+    assert len(ctx.loop.pending_timers()) == 1
+
+
+def test_a_shorter_resend_interval_arms_an_earlier_timer(req, ctx):
+    (p0,) = add_pipes(req, 5)
+    req.cmd_send(REQUEST)
+    (old_timer,) = ctx.loop.pending_timers()
+    ctx.options.set("resend_interval", 0.25)
+
+    req.cmd_send(Message(b"newer", OTHER_ID))
+
+    assert old_timer.cancelled  # it would fire too late for the new deadline
+    assert [t.when for t in ctx.loop.pending_timers()] == [ctx.loop.time() + 0.25]
+    ctx.loop.advance(0.25)
+    assert p0.sent == [(b"question", ID), (b"newer", OTHER_ID), (b"newer", OTHER_ID)]
 
 
 def test_a_late_reply_to_the_old_request_is_dropped_and_counted(req, ctx):
@@ -737,8 +762,8 @@ OPS = st.one_of(
 @given(st.lists(OPS, max_size=40))
 def test_req_keeps_one_request_and_one_timer_whatever_happens(ops):
     """Whatever pipes come, go and fill up: every request on the wire is the current one;
-    a timer runs exactly while the request sits on a live pipe; a waiting request means no
-    pipe can take it; a reply is delivered once, only for the current request."""
+    a resend deadline is set exactly while the request sits on a live pipe, at most one
+    timer armed, at or before it; a waiting request means no pipe can take it; a reply is delivered once, only for the current request."""
     ctx = RecordingContext()
     ctx.options = Options("req", resend_interval=1.0)
     req = Req(ctx)
@@ -775,7 +800,10 @@ def test_req_keeps_one_request_and_one_timer_whatever_happens(ops):
 
         timers = ctx.loop.pending_timers()
         assert len(timers) <= 1
-        assert bool(timers) == (req.state == "sent")
+        due = req.resend.due
+        assert (due is not None) == (req.state == "sent")
+        if due is not None:
+            assert timers and timers[0].when <= due <= ctx.loop.time() + 1.0
         assert (req.carrier is not None) == (req.state == "sent")
         if req.state == "sent":
             assert req.carrier in pipes

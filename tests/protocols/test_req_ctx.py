@@ -319,7 +319,7 @@ def test_when_the_sockets_carrier_dies_with_no_room_elsewhere_its_contexts_wait_
 
     assert (req.state, a.state, a.carrier) == ("waiting", "queued", None)
     assert list(req.queue) == [a]
-    assert loop.pending_timers() == []
+    assert (req.resend.due, a.resend.due) == (None, None)  # their timers lapse
     full.free = 2
     req.evt_pipe_ready(full)
     assert full.sent == [(b"own", OWN_ID), (b"qa", A_ID)]
@@ -493,7 +493,7 @@ def test_when_the_sockets_carrier_dies_with_no_room_elsewhere_its_context_waits_
     assert (req.state, a.state, a.carrier) == ("waiting", "queued", None)
     assert list(req.queue) == [a]
     assert ("stats.count", "requests_resent", 1) not in a_seam.calls
-    assert loop.pending_timers() == []
+    assert (req.resend.due, a.resend.due) == (None, None)  # their timers lapse
     assert grants == [(0, 0)]
 
     full.free = 2

@@ -34,6 +34,8 @@ class Stream(HasFileno, Protocol):
 class Timer(Protocol):
     """A scheduled call (``reactor.timers.TimerHandle``)."""
 
+    when: float  # when it is due, on the loop's clock
+
     def cancel(self) -> None: ...
 
 

@@ -25,8 +25,8 @@ Extra fields:
 
 - those of the load balancer (_balance.py); its ``backlog`` is used by the raw REQ only;
 - ``request`` (``(header, body)``): ``sent`` and ``waiting`` only, None in ``idle``;
-- ``carrier`` (the pipe the request last went to) and ``_timer`` (the resend timer):
-  ``sent`` only, cleared on leaving it.
+- ``carrier`` (the pipe the request last went to) and ``resend`` (the resend deadline,
+  protocols/_resend.py): ``sent`` only, cleared on leaving it.
 - ``contexts`` (the open ``ReqContext``s), ``by_id`` (each outstanding context request's
   id word: its context) and ``queue`` (the contexts whose request waits for a pipe with
   room, first come first served).
@@ -71,11 +71,11 @@ from scaproust.protocols._headers import (
     ID_MASK,
     id_word,
 )
+from scaproust.protocols._resend import ResendTimer
 
 if TYPE_CHECKING:
     from scaproust.core.channel import Channel
     from scaproust.core.context import Context
-    from scaproust.core.interfaces import Timer
     from scaproust.core.message import Item
     from scaproust.core.options import Options
     from scaproust.core.pipe import Pipe
@@ -125,7 +125,7 @@ class Req(ReqFSM, ReqRaw):
         ReqRaw.__init__(self, ctx)
         self.request: tuple[bytes, bytes] | None = None
         self.carrier: Pipe | None = None
-        self._timer: Timer | None = None
+        self.resend = ResendTimer(ctx, self._on_resend_timer)
         # In opening order (a dict as an ordered set): the same events, the same sends.
         self.contexts: dict[ReqContext, None] = {}
         self.by_id: dict[bytes, ReqContext] = {}
@@ -179,13 +179,11 @@ class Req(ReqFSM, ReqRaw):
     def send_request(self, *args: object) -> None:
         # *args: an action of evt_pipe_added and evt_pipe_ready (pipe) and of cmd_send
         # (item), and called by resend_request with nothing; the request is self.request.
-        if self._timer is not None:
-            self._timer.cancel()  # a new request, or a resend: one timer at a time
         pipe = self._pick()
         header, body = self.request  # type: ignore[misc]  # set by take_request
         pipe.cmd_send(body, header)  # type: ignore[union-attr]  # the row's guard
         self.carrier = pipe
-        self._timer = self.ctx.call_later(self.ctx.options.resend_interval, self._on_resend_timer)
+        self.resend.start()  # a new request, or a resend: the deadline moves on
 
     def resend_request(self, *args: object) -> None:
         # *args: an action of evt_pipe_removed (pipe) and of evt_timeout (nothing).
@@ -193,17 +191,16 @@ class Req(ReqFSM, ReqRaw):
         self.send_request()
 
     def _on_resend_timer(self) -> None:
-        self._timer = None
         self.evt_timeout()
 
     def stop_resend_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.resend.stop()
         self.carrier = None
 
     def drop_request(self) -> None:
+        # The socket closes: its loop timer goes too, not left to lapse.
         self.request = None
+        self.resend.cancel()
 
     # ------------------------------------------------------------------ replies
 
@@ -292,7 +289,7 @@ class Req(ReqFSM, ReqRaw):
 class ReqContext(ReqCtxFSM):
     """One context of a cooked REQ socket, in the I/O thread (machine ``req_ctx``).
 
-    Fields: ``request`` (``(id word, body)``, None in ``idle``), ``carrier`` and ``_timer``
+    Fields: ``request`` (``(id word, body)``, None in ``idle``), ``carrier`` and ``resend``
     (``sent`` only, as the socket's own), ``parent`` (the socket's ``Req``), ``ctx`` (its
     own ``core.context.Context``: its receive queue, the socket's counters and loop, its
     own options, so its own ``resend_interval``).
@@ -303,7 +300,7 @@ class ReqContext(ReqCtxFSM):
         self.parent = parent
         self.request: tuple[bytes, bytes] | None = None
         self.carrier: Pipe | None = None
-        self._timer: Timer | None = None
+        self.resend = ResendTimer(ctx, self._on_resend_timer)
         self._on_wire = False  # the request went to a pipe at least once
 
     def __repr__(self) -> str:
@@ -341,8 +338,6 @@ class ReqContext(ReqCtxFSM):
         self._send(self.parent._pick())
 
     def _send(self, pipe: Pipe | None) -> None:
-        if self._timer is not None:
-            self._timer.cancel()  # a new request on the same pipe state: one timer
         word, body = self.request  # type: ignore[misc]  # set by take_request
         pipe.cmd_send(body, word)  # type: ignore[union-attr]  # can_send_now, or offered
         self.carrier = pipe
@@ -354,11 +349,7 @@ class ReqContext(ReqCtxFSM):
         # comes once every request is placed.
         if not self.parent.placing:
             self.parent.grant_capacity()
-        self._timer = self.ctx.call_later(self.ctx.options.resend_interval, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self.evt_timeout()
+        self.resend.start()  # a new request, or a resend: the deadline moves on
 
     def join_queue(self, *args: object) -> None:
         # *args: an action of cmd_send (item) and of the timer and carrier events
@@ -372,10 +363,11 @@ class ReqContext(ReqCtxFSM):
         except ValueError:
             pass
 
+    def _on_resend_timer(self) -> None:
+        self.evt_timeout()
+
     def stop_resend_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.resend.stop()
         self.carrier = None
 
     def deliver_reply(self, msg: Message) -> None:
@@ -392,6 +384,7 @@ class ReqContext(ReqCtxFSM):
             if not self._on_wire:
                 self.ctx.stats.count(DROPPED_CLOSED)  # it never found a pipe
         self.request = None
+        self.resend.cancel()  # the context closes: its loop timer goes too
         parent.contexts.pop(self, None)
 
     def drop_closed(self, item: Item) -> None:
