@@ -91,7 +91,7 @@ def test_import_scaproust_loads_no_protocol_until_its_first_socket():
     assert set(got["after_req"]) - set(machines) == {
         "scaproust.protocols._backtrace", "scaproust.protocols._balance",
         "scaproust.protocols._base", "scaproust.protocols._headers",
-        "scaproust.protocols.req", "scaproust._generated.req",
+        "scaproust.protocols._resend", "scaproust.protocols.req", "scaproust._generated.req",
         "scaproust._generated.req_raw", "scaproust._generated.req_ctx"}
 
 

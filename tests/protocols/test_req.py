@@ -312,7 +312,13 @@ def test_req_send_credit_is_the_free_slots_of_its_pipes(req, ctx):
     p0, p1 = add_pipes(req, 3, 4)
     assert ctx.capacities == [3, 7]
 
+    # A send the socket accepted used one credit already (the channel's put): the machine
+    # states nothing more for the slot it takes (a grant per request cost a lock section).
     req.cmd_send(REQUEST)
+    assert ctx.capacities == [3, 7]
+    assert (p0.free, p1.free) == (2, 4)
+
+    req.evt_pipe_ready(p0)  # its flush: the credit is restated from the pipes
     assert ctx.capacity == 6
 
     req.evt_pipe_removed(p0)
@@ -476,9 +482,10 @@ def test_a_resend_at_the_interval_takes_a_slot_and_the_credit_follows(req, ctx):
     pipe = FakePipe(free=3)
     req.evt_pipe_added(pipe)
     req.cmd_send(REQUEST)
-    assert ctx.capacity == 2
+    assert ctx.capacity == 3  # the socket's put took the request's credit, not the machine
+    assert pipe.free == 2
 
-    ctx.loop.advance(1.0)  # resend_interval
+    ctx.loop.advance(1.0)  # resend_interval: no put took this slot, so the machine says
 
     assert pipe.sent == [(b"question", ID), (b"question", ID)]
     assert ctx.capacity == 1

@@ -180,7 +180,6 @@ class ReqCompiled:
                 self.state = 'sent'
                 self.take_request(item)
                 self.send_request(item)
-                self.grant_capacity(item)
                 return True
             self.state = 'waiting'
             self.take_request(item)
@@ -190,7 +189,6 @@ class ReqCompiled:
             if self.can_send(item):
                 self.take_request(item)
                 self.send_request(item)
-                self.grant_capacity(item)
                 return True
             self.stop_resend_timer()
             self.state = 'waiting'
@@ -202,7 +200,6 @@ class ReqCompiled:
                 self.state = 'sent'
                 self.take_request(item)
                 self.send_request(item)
-                self.grant_capacity(item)
                 return True
             self.take_request(item)
             self.grant_capacity(item)

@@ -105,6 +105,10 @@ class Channel:
         #: (a notify costs more than the rest of a delivery); tests read them too.
         self.recv_waiters = 0
         self.send_waiters = 0
+        #: Of the recv_waiters, those asleep on the condition right now: the only ones a
+        #: delivery notifies (the others look at the inbox, under the lock, before they
+        #: sleep; the usual one is the very thread that reads and delivers).
+        self.recv_sleepers = 0
 
     # ------------------------------------------------------------------ user threads
 
@@ -307,16 +311,22 @@ class Channel:
             raise WouldBlock(f"{what} would block")
         if deadline is None and timeout is not None:
             deadline = time.monotonic() + timeout
+        receiver = cond is self._can_recv
         while not ready():
             if self.closed:
                 raise Closed("socket was closed while waiting")
-            if deadline is None:
-                cond.wait()
-                continue
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise Timeout(f"{what} timed out after {timeout} s")
-            cond.wait(left)
+            left = None
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise Timeout(f"{what} timed out after {timeout} s")
+            if receiver:
+                self.recv_sleepers += 1
+            try:
+                cond.wait(left)
+            finally:
+                if receiver:
+                    self.recv_sleepers -= 1
 
     # ------------------------------------------------------------------ I/O thread
 
@@ -361,7 +371,7 @@ class Channel:
             self.inbox_bytes += size
             if self.inbox.count >= self.recv_high or self.inbox_bytes >= self.recv_high_bytes:
                 self.recv_paused = True
-            if self.recv_waiters:
+            if self.recv_sleepers:
                 self._can_recv.notify(len(items))
             if self.watchers:
                 self._wake_watchers()

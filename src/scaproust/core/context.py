@@ -72,8 +72,7 @@ class Context:
         by the receiving pipe's ``recv_priority``."""
         channel = self._channel
         size = channel.push_many(items, priority)
-        self.stats.count(MSGS_RECEIVED, len(items))
-        self.stats.count(BYTES_RECEIVED, size)
+        self.stats.count_traffic(MSGS_RECEIVED, BYTES_RECEIVED, len(items), size)
         if channel.recv_paused and not self._pause_scheduled:
             # Stop reading once this batch is done, not in its middle: the pipes whose
             # reads this batch already holds still deliver, so the queue filling up never

@@ -199,8 +199,7 @@ class SocketCore(SocketFSM):
             self.loop.call_soon(self._drain_outbox)
             raise
         finally:
-            self.stats.count(MSGS_SENT, taken)
-            self.stats.count(BYTES_SENT, total)
+            self.stats.count_traffic(MSGS_SENT, BYTES_SENT, taken, total)
         ctx.refill()
 
     def _drain_batch(self, batch: deque[Item]) -> None:
@@ -213,8 +212,7 @@ class SocketCore(SocketFSM):
         count, total = len(batch), sum(map(len, batch))
         ctx.outstanding -= count
         ctx.outstanding_bytes -= total
-        self.stats.count(MSGS_SENT, count)
-        self.stats.count(BYTES_SENT, total)
+        self.stats.count_traffic(MSGS_SENT, BYTES_SENT, count, total)
         self._send_many(list(batch))
         ctx.refill()
 

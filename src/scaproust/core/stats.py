@@ -61,6 +61,15 @@ class Stats:
         if n:
             self._counts[name] += n
 
+    def count_traffic(self, msgs: str, nbytes: str, n: int, size: int) -> None:
+        """``count(msgs, n)`` then ``count(nbytes, size)``, in one call: every batch sent or
+        received counts both, a call saved on the path of every message."""
+        if n:
+            counts = self._counts
+            counts[msgs] += n
+            if size:
+                counts[nbytes] += size
+
     def count_from_caller(self, name: str, n: int = 1) -> None:
         """Count from a caller's thread (several may count at once)."""
         if n:

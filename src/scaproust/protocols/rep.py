@@ -66,8 +66,7 @@ class RepPolicy(Policy):
         self.pending: bytes | None = None
 
     def outgoing(self, item: Item) -> Item:
-        with self.lock:
-            header = self.pending
+        header = self.pending  # one read: no lock
         if header is None:
             raise BadState("a REP socket sends a reply only to a request it has recv()ed")
         return Message(body_of(item), header)
@@ -79,8 +78,9 @@ class RepPolicy(Policy):
                 self.pending = None  # answered
 
     def recv_wait(self, deadline: float | None) -> float | None:
-        with self.lock:
-            self.pending = None  # a new recv abandons the request not answered yet (nng)
+        # A new recv abandons the request not answered yet (nng). One write, no lock:
+        # ``sent`` and ``incoming`` take it, as they read and then write.
+        self.pending = None
         return super().recv_wait(deadline)
 
     def incoming(self, item: Item) -> Item | None:

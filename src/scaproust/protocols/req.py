@@ -45,6 +45,7 @@ request only while it has room (``pipe.free``); requests that find none wait in 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 from collections import deque
@@ -68,7 +69,6 @@ from scaproust.errors import BadState, Closed
 from scaproust.protocols._backtrace import split_stacks
 from scaproust.protocols._balance import LoadBalancer
 from scaproust.protocols._headers import (
-    ID_MASK,
     id_word,
 )
 from scaproust.protocols._resend import ResendTimer
@@ -403,14 +403,13 @@ class ReqPolicy(Policy):
     def __init__(self, channel: Channel, options: Options,
                  stats: Stats | None = None) -> None:
         super().__init__(channel, options, stats)
-        self._next_id = random.getrandbits(31)  # random start, +1 per request (WIRE.md)
+        # Random start, +1 per request (WIRE.md); id_word keeps the low 31 bits. A count's
+        # next() is one step of the interpreter: no lock, whatever threads send at once.
+        self._ids = itertools.count(random.getrandbits(31))
         self.current: bytes | None = None
 
     def outgoing(self, item: Item) -> Item:
-        with self.lock:
-            word = id_word(self._next_id)
-            self._next_id = (self._next_id + 1) & ID_MASK
-        return Message(body_of(item), word)
+        return Message(body_of(item), id_word(next(self._ids)))
 
     def sent(self, item: Item) -> None:
         # Only now is this the outstanding request: a send that timed out left the previous
@@ -426,9 +425,9 @@ class ReqPolicy(Policy):
         self.stats.count_from_caller(PURGED_STALE, stale)
 
     def recv_wait(self, deadline: float | None) -> float | None:
-        with self.lock:
-            if self.current is None:
-                raise BadState("a REQ socket receives a reply only after send()ing a request")
+        # One read, no lock: a send racing this recv makes it see either request.
+        if self.current is None:
+            raise BadState("a REQ socket receives a reply only after send()ing a request")
         return super().recv_wait(deadline)
 
     def incoming(self, item: Item) -> Item | None:
