@@ -381,7 +381,8 @@ class Socket(DataShortcuts, AsyncSocketMixin):
         Waits up to ``timeout`` seconds (default: the ``recv_timeout`` option; None =
         forever), raising ``sp.Timeout``; with ``block=False`` raises ``sp.WouldBlock``.
         """
-        item = self._queued()
+        # _queued's step, inline (a call is a tenth of a receive's fast path).
+        item = self._channel.take() if self._plain_recv else None
         if item is None:
             item = self._get(timeout, block)
         return item if type(item) is bytes else body_of(item)
