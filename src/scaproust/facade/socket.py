@@ -464,7 +464,10 @@ class Socket(DataShortcuts, AsyncSocketMixin):
             self._refuse()
         if not self._info.can_recv:
             raise NotSupported(f"{self._info!r} sockets cannot receive")
-        seconds = self._timeout(timeout, block, "recv_timeout", self._options.recv_timeout)
+        if timeout is _DEFAULT and block:  # the option's wait: _timeout's answer, inline
+            seconds = self._options.recv_timeout
+        else:
+            seconds = self._timeout(timeout, block, "recv_timeout", self._options.recv_timeout)
         policy = self._policy
         if policy is None:
             return self._channel.get(seconds)

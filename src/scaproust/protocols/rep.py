@@ -81,7 +81,7 @@ class RepPolicy(Policy):
         # A new recv abandons the request not answered yet (nng). One write, no lock:
         # ``sent`` and ``incoming`` take it, as they read and then write.
         self.pending = None
-        return super().recv_wait(deadline)
+        return Policy.recv_wait(self, deadline)  # no super(): a tenth of a µs
 
     def incoming(self, item: Item) -> Item | None:
         header = header_of(item)

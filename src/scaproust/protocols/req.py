@@ -154,7 +154,11 @@ class Req(ReqFSM, ReqRaw):
 
     def can_send(self, *args: object) -> bool:
         # *args: a guard of cmd_send (item) and of evt_timeout (nothing); it needs neither.
-        return any(p.free for p in self.pipes)
+        # A loop, not any() over a generator: this guard runs for every request.
+        for pipe in self.pipes:
+            if pipe.free:
+                return True
+        return False
 
     def is_carrier(self, pipe: Pipe) -> bool:
         return pipe is self.carrier
@@ -418,7 +422,7 @@ class ReqPolicy(Policy):
         with self.lock:
             # What outgoing returned: a Message.
             self.current = word = item.header  # type: ignore[union-attr]
-            if not self.channel.inbox:
+            if not self.channel.inbox.count:
                 return  # nothing queued (the usual case): nothing can be stale
             stale = self.channel.purge_inbox(
                 keep=lambda got: type(got) is not bytes and got.header == word)  # type: ignore[union-attr]
@@ -428,7 +432,7 @@ class ReqPolicy(Policy):
         # One read, no lock: a send racing this recv makes it see either request.
         if self.current is None:
             raise BadState("a REQ socket receives a reply only after send()ing a request")
-        return super().recv_wait(deadline)
+        return Policy.recv_wait(self, deadline)  # no super(): a tenth of a µs
 
     def incoming(self, item: Item) -> Item | None:
         with self.lock:
