@@ -120,3 +120,15 @@ def test_each_worker_process_is_pinned_to_one_core(monkeypatch):
     assert _workers.pin({**inproc, "spread": True}, 0) is None
     assert _workers.pin({"mode": "threads", "transport": "tcp"}, 0) == 2
     assert pinned == [{2}, {5}, {2}, {2}]
+
+
+def test_one_side_runs_each_role_against_its_bare_peer():
+    # Each round trip completes (a REQ whose reply did not carry its id, or a REP that
+    # could not route its reply, would time out in recv() or in the peer's read), and
+    # every send and receive is timed.
+    import one_side
+
+    for role in sorted(one_side.ROLES):
+        sends, recvs = one_side.run(role, 5)
+        assert len(sends) == len(recvs) == 5, role
+        assert all(t > 0 for t in sends + recvs), role

@@ -372,6 +372,19 @@ def test_a_new_request_replaces_the_old_one_and_its_deadline(req, ctx):
     assert len(ctx.loop.pending_timers()) == 1
 
 
+def test_a_new_request_at_the_same_instant_keeps_the_armed_timer(req, ctx):
+    (p0,) = add_pipes(req, 5)
+    req.cmd_send(REQUEST)
+    (timer,) = ctx.loop.pending_timers()
+
+    req.cmd_send(Message(b"newer", OTHER_ID))  # the same deadline: nothing to re-arm
+
+    assert not timer.cancelled
+    assert ctx.loop.pending_timers() == [timer]
+    ctx.loop.advance(1.0)
+    assert p0.sent == [(b"question", ID), (b"newer", OTHER_ID), (b"newer", OTHER_ID)]
+
+
 def test_a_shorter_resend_interval_arms_an_earlier_timer(req, ctx):
     (p0,) = add_pipes(req, 5)
     req.cmd_send(REQUEST)

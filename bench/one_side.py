@@ -1,0 +1,111 @@
+"""One scaproust side of a 64-byte round trip, against a bare peer in the same process.
+
+    .venv/bin/python bench/one_side.py pair      # PAIR: recv() the peer's message, send() it back
+    .venv/bin/python bench/one_side.py req       # REQ: send() a request, recv() the reply
+    .venv/bin/python bench/one_side.py rep       # REP: recv() a request, send() the reply
+
+The peer is a plain TCP socket of the same thread speaking SP bytes by hand, and the process
+is pinned to one core: no cross-core wake-up, no second interpreter, only scaproust's own
+path (Python and its syscalls) between the peer's bytes and the reply. So the medians move
+by a few tenths of a µs from run to run where a two-process round trip moves by several:
+the measure to tell an old tree from a new one (run both, alternated, with
+``PYTHONPATH=<tree>/src``). ``send`` times the ``send()`` call (down to the kernel, and the
+flush's aftermath), ``recv`` the ``recv()`` call with the peer's bytes already in the kernel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import struct
+import sys
+import time
+
+if not os.environ.get("PYTHONPATH"):  # else the tree it names (an A/B run)
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                    "src"))
+
+import scaproust as sp  # noqa: E402
+
+#: Ours, and the protocol number the bare peer announces in its SP header (WIRE.md).
+ROLES = {"pair": (sp.Pair, 0x10), "req": (sp.Req, 0x31), "rep": (sp.Rep, 0x30)}
+BODY = b"p" * 64
+_now = time.perf_counter
+
+
+def _peer(sock: sp.Socket, protocol: int) -> socket.socket:
+    """Accept ``sock``'s connection on a bare listener and exchange SP headers."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    sock.connect(f"tcp://127.0.0.1:{listener.getsockname()[1]}")
+    conn, _ = listener.accept()
+    listener.close()
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    conn.settimeout(5)  # a reply that never comes fails the run instead of hanging it
+    conn.sendall(b"\0SP\0" + struct.pack(">H", protocol) + b"\0\0")
+    header = b""
+    while len(header) < 8:
+        header += conn.recv(8 - len(header))
+    return conn
+
+
+def _frame(payload: bytes) -> bytes:
+    return struct.pack(">Q", len(payload)) + payload
+
+
+def run(role: str, count: int) -> tuple[list[float], list[float]]:
+    """``count`` round trips; the ``send()`` and ``recv()`` times in µs."""
+    kind, protocol = ROLES[role]
+    sends: list[float] = []
+    recvs: list[float] = []
+    with sp.Session() as session:
+        sock = session.socket(kind, recv_timeout=5)
+        peer = _peer(sock, protocol)
+        for i in range(count):
+            if role == "req":
+                t0 = _now()
+                sock.send(BODY)
+                t1 = _now()
+                request = peer.recv(65536)  # one frame: 8-byte length, id word, body
+                peer.send(_frame(request[8:]))  # the reply carries the request's id word
+                t2 = _now()
+                sock.recv()
+                t3 = _now()
+                sends.append(t1 - t0)
+                recvs.append(t3 - t2)
+                continue
+            # PAIR and REP: the peer's message waits in the kernel, ours answers it.
+            payload = struct.pack(">I", 0x80000000 | i) + BODY if role == "rep" else BODY
+            peer.send(_frame(payload))
+            t0 = _now()
+            msg = sock.recv()
+            t1 = _now()
+            sock.send(msg)
+            t2 = _now()
+            peer.recv(65536)
+            recvs.append(t1 - t0)
+            sends.append(t2 - t1)
+        peer.close()
+    return [t * 1e6 for t in sends], [t * 1e6 for t in recvs]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("role", choices=sorted(ROLES))
+    p.add_argument("--count", type=int, default=10_000)
+    p.add_argument("--warmup", type=int, default=500)
+    args = p.parse_args()
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    run(args.role, args.warmup)
+    sends, recvs = run(args.role, args.count)
+    send, recv = statistics.median(sends), statistics.median(recvs)
+    print(f"{args.role}: send() {send:.2f} µs, recv() {recv:.2f} µs, "
+          f"both {send + recv:.2f} (medians of {args.count})")
+
+
+if __name__ == "__main__":
+    main()
