@@ -95,36 +95,47 @@ taken on this machine (2026-12-04 and 2026-12-05; the numbers move from run to r
 proportions much less).
 
 **Round trip.** `bench/trace_rtt.py` takes timestamps inside both processes of a 64-byte
-round trip (each side on its own core). Medians for PAIR, in µs, two runs (2026-12-05, once
-a waiting `recv()` keeps its loan of the pipes; REQ/REP in brackets):
+round trip (each side on its own core). Medians for PAIR, in µs, two runs (2026-12-05,
+evening; REQ/REP in brackets):
 
 | step | client | echo |
 |---|---|---|
-| `send()` called -> `sendmsg` starts (facade, channel, protocol and pipe machines) | 6.9 (15.4-15.9) | 6.8-7.0 (11.4-11.5) |
-| `poll()` returns -> `recv()` returns (read, parse, machines, queue) | 14.0-14.4 (17.2-17.5) | 14.0-14.1 (20.0-20.4) |
-| a whole round trip | 88.7-89.2 (116-120) | |
+| `send()` called -> `sendmsg` starts (facade, channel, protocol and pipe machines) | 5.0-5.3 (7.3-7.4) | 5.0-5.3 (8.1-8.3) |
+| `poll()` returns -> `recv()` returns (read, parse, machines, queue) | 9.1-9.6 (11.6-12.0) | 9.1-9.6 (12.3-12.6) |
+| a whole round trip | 59.2-62.6 (72.9-74.2) | |
 
 The rest is the kernel's: `sendmsg` and the cross-core wake-up of the peer's `poll()`, about
-25-30 µs each way, as for the bare ceiling. (The step from `sendmsg` to the end of the
-flush sometimes takes 50-70 µs on one side of a run, the thread held up once its bytes are
-out; it overlaps the peer's turn, and the round trip is the same.) No hand-off between
+15-25 µs each way, as for the bare ceiling. (The step from `sendmsg` to the end of the
+flush takes 45-70 µs on one side of some runs, the REQ client's in every run of that
+evening, the thread held up once its bytes are out: it overlaps the peer's turn, and
+`send()` itself, timed without the trace, takes 18-24 µs on either.) No hand-off between
 threads is left on the path (docs/ARCHITECTURE.md, "One owner at a time"): the I/O thread
-of either process runs no iteration during a round trip. What is left is Python: about 21
-µs per side on the critical path for PAIR (the trace's own wrappers add about 2), 31-33
-for REQ/REP, against about 12 for the bare ceiling's whole send-and-receive, spread thin: a
-PAIR round trip makes about 172 Python calls on each side, a REQ/REP one about 190 on the
-echo (cProfile), none of them more than a few percent of the whole. The REQ/REP extra is
-the request id and its `Message`, the policies' checks (a lock section each), the resend
-timer moved for every request and the credit restated after every flush. Keeping the
-loan of the pipes from one `recv()` to the next took the give-back (an `epoll_ctl` and its
-Python) off that path: 19-22 µs from `poll()` to `recv()` before, 14-17 now (old and new
-trees alternated: docs/ARCHITECTURE.md, "One owner at a time"). Earlier changes took out
-what was measurable without a new structure (a `select.poll` kept from one wait to the
-next, a timer heap no longer rebuilt at every cancel, `free` a field instead of a property,
-no `WouldBlock` raised and caught inside an asyncio wait). Reaching pyzmq's round trip
-would take about 10 µs less per side for PAIR, 20 for REQ/REP: fewer layers between
-`send()` and the pipe (today a message crosses the facade, the channel, the protocol
-machine and the pipe machine, each a few Python calls).
+of either process runs no iteration during a round trip. What is left is Python, spread
+thin: a PAIR round trip makes about 150 Python calls on each side, a REQ/REP one about 200
+on the REQ and 190 on the REP (cProfile), none of them more than a few percent of the
+whole.
+
+`bench/one_side.py` measures one side alone, against a bare peer speaking SP bytes in the
+same process on one core: no wake-up across cores, so its medians move by tenths of a µs
+where a round trip between processes moves by several, and an old tree and a new one can
+be told apart. The bare ceiling's own send and receive take 5.4 µs there (its `sendmsg`
+3.9, its `poll` and `recv` 1.5); PAIR's `send()` took 9.0-9.5 µs and its `recv()` 9.1-10.1
+(2026-12-05). The REQ/REP extra was measured that way, then cut, old and new trees
+alternated: a REQ side 35-36 µs a round trip before, 30-31 after (the bare peer's part
+included), a REP side 23.5-24.3 before, 22.8-23.4 after. What went: the resend timer
+cancelled and scheduled again at every request, 2-3 µs (the deadline is now a field and
+one timer stays armed at or before it: protocols/_resend.py); the credit restated after
+every request, though the request took the very slot its `send()` had paid for (a lock
+section and a pass over the pipes); the policies' lock sections around single reads and
+writes; a notify for every delivery although the thread that delivers is the only one
+waiting (`Channel.recv_sleepers`). Between processes, old and new trees alternated three
+times (2026-12-05): REQ/REP 87-90 µs a round trip before, 81-83 after; PAIR 68-69 both.
+Reaching pyzmq's round trip would take about 1-2 µs less per side for PAIR and 6-7 for
+REQ/REP: fewer layers between `send()` and the pipe (a message crosses the facade, the
+channel, the protocol machine and the pipe machine, each a few Python calls), and a REQ
+or REP machine that handles its header words in fewer calls. pynng's 0.7x is further: on
+this machine it asks for about 60 µs, the bare ceiling's 48 plus 6 µs a side for both
+libraries' whole work.
 
 **asyncio.** An `arecv()` that must wait lends the socket's pipes to its event loop,
 which reads them in its own thread. Lending and taking them back went through asyncio's

@@ -116,12 +116,12 @@ KEPT_CHECK = MAX_SLEEP
 class CallerReader:
     """The caller-side reading of one socket (see the module's docstring)."""
 
-    def __init__(self, loop: Loop, channel: Channel,
-                 pipes_of_socket: Callable[[], Collection[LendingPipe]],
+    def __init__(self, loop: Loop, channel: Channel, pipes: Collection[LendingPipe],
                  contexts: Collection[object] = ()) -> None:
         self.loop = loop
         self.channel = channel
-        self._pipes = pipes_of_socket
+        #: The socket's pipes, a live collection (read at every receive: no call to get it).
+        self._pipes = pipes
         #: The socket's contexts with a channel of their own (a live collection): their
         #: receives wait for what the socket's pipes deliver, so no loan is kept while
         #: there are any.
@@ -196,15 +196,18 @@ class CallerReader:
         session is owned on return, unless it closed meanwhile."""
         loop, channel = self.loop, self.channel
         while True:
-            streams = [lender.stream for lender in lent if lender.stream is not None]
+            # Each stream asked for once (a property): a pipe that dies during the poll is
+            # told by read(), which reads only a live pipe.
+            pairs = [(lender, lender.stream) for lender in lent]
+            streams = [stream for _, stream in pairs if stream is not None]
             ready = self._poller.readable(streams, wakeup, deadline)
             # Awake now: what this thread delivers must not write to its own wake-up (no
             # lock: see wait's finally).
             channel.reader_waiting = False
             if not loop.own(None):
                 return ready
-            for lender in lent:
-                if lender.stream in ready:
+            for lender, stream in pairs:
+                if stream is not None and stream in ready:
                     lender.read()
             if (channel.inbox.count or not ready or wakeup in ready
                     or not any(lender.stream is not None for lender in lent)
@@ -222,7 +225,7 @@ class CallerReader:
         place. Returns it, for the task to count itself in ``waiting`` while it awaits;
         None if this cannot be done now (the I/O thread reads then)."""
         park = self.park
-        if park is not None and park.aloop is aloop and park.holds(self._pipes()):
+        if park is not None and park.aloop is aloop and park.holds(self._pipes):
             park.used = True  # no lock: the check that reads it only ever delays a revoke
             return park
         loop = self.loop
@@ -240,7 +243,7 @@ class CallerReader:
             self.busy = True
             self.waited = True
             try:
-                park = KeptLoan(aloop, lent, len(self._pipes()))
+                park = KeptLoan(aloop, lent, len(self._pipes))
             except BaseException as err:
                 self.busy = False
                 _give_back(lent)
@@ -365,7 +368,7 @@ class CallerReader:
             return None
         try:
             kept = self.kept
-            if kept is not None and len(self._pipes()) == self._kept_pipes:
+            if kept is not None and len(self._pipes) == self._kept_pipes:
                 # The last wait's loan, as it left it (whatever stops a kept pipe gives
                 # the loan back, and nobody reads them meanwhile): poll at once.
                 self.kept = None
@@ -384,7 +387,7 @@ class CallerReader:
             if loop.owned():
                 try:
                     self.kept = None
-                    _give_back(pipe.lender for pipe in self._pipes())
+                    _give_back(pipe.lender for pipe in self._pipes)
                 finally:
                     loop.release()
             raise
@@ -392,7 +395,7 @@ class CallerReader:
     def _still_keeps(self, kept: list[Lender]) -> bool:
         """Whether a kept loan is still what a fresh one would be: the socket has the pipes
         it had then, and each kept one would be lent now (else it is given back)."""
-        if len(self._pipes()) != self._kept_pipes:
+        if len(self._pipes) != self._kept_pipes:
             return False
         for lender in kept:  # no generator: one pipe is the usual loan
             if not lender.keeps():
@@ -498,7 +501,7 @@ class CallerReader:
         """Lend the reading of the socket's active pipes (session lock held); ``alarm``:
         see ``Loop.lend_reader``."""
         self._drop_kept()  # a loan is lent afresh: the kept one is given back first
-        pipes = self._pipes()
+        pipes = self._pipes
         self._kept_pipes = len(pipes)
         if len(pipes) > LEND_MAX:
             return []

@@ -102,7 +102,7 @@ class SocketCore(SocketFSM):
         self.options = options
         self.raw = raw
         self.stats = Stats()
-        self.pipes: set[Pipe] = set()
+        self.pipes: set[Pipe] = set()  # never rebound: the caller reader holds this set
         self.endpoints: dict[int, Endpoint] = {}
         # Callables taking a PipeEvent, run in this thread.
         self.pipe_listeners: list[Callable[[PipeEvent], object]] = []
@@ -124,7 +124,7 @@ class SocketCore(SocketFSM):
         #: The contexts whose protocol keeps their state here (REQ): see user_context.py.
         self.contexts: set[UserContext] = set()
         # A caller's thread whose recv() waits reads the pipes itself (caller_reader.py).
-        self.reader = CallerReader(loop, self.channel, lambda: self.pipes, self.contexts)
+        self.reader = CallerReader(loop, self.channel, self.pipes, self.contexts)
         self.channel.reader = self.channel.loans = self.reader
         #: (body, IPC framing, frame) of the last message published to this socket's pipes
         #: (PUB): the others of its framing queue the same frame (Pipe.enqueue_published).
