@@ -111,9 +111,9 @@ evening, the thread held up once its bytes are out: it overlaps the peer's turn,
 `send()` itself, timed without the trace, takes 18-24 µs on either.) No hand-off between
 threads is left on the path (docs/ARCHITECTURE.md, "One owner at a time"): the I/O thread
 of either process runs no iteration during a round trip. What is left is Python, spread
-thin: a PAIR round trip makes about 150 Python calls on each side, a REQ/REP one about 200
-on the REQ and 190 on the REP (cProfile), none of them more than a few percent of the
-whole.
+thin: a PAIR round trip makes about 140 Python calls on each side, a REQ/REP one about 180
+(cProfile; 150 and 190-220 before the changes below), none of them more than a few
+percent of the whole.
 
 `bench/one_side.py` measures one side alone, against a bare peer speaking SP bytes in the
 same process on one core: no wake-up across cores, so its medians move by tenths of a µs
