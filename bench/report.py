@@ -208,7 +208,15 @@ pair64_inproc,rr64_inproc,pp64_inproc,pair64_tcp,rr64_tcp,pp64_tcp --impls scapr
 624 k (TCP 857-892 k). The throughput target still misses: a burst adds up the CPU of all
 three threads (sender, I/O thread, receiver), 1.45 µs a message on the one core, where TCP
 spreads its two sides over two cores; 1.5x TCP's rate would need about 0.75 µs a message in
-all, about what the bare ceiling's socket pair spends (0.74).
+all, about what the bare ceiling's socket pair spends (0.74). The round trips held their
+target in the runs of that day (0.44-0.45x TCP's) and miss it in the evening's (PAIR 0.53x,
+REQ/REP 0.63x) on a fresh machine where TCP is a third faster (PAIR 68 µs against 99 in
+the run of 16:52, the bare ceiling 48-51 against 56-57), inproc less so (PAIR 35.8 against
+43.4, REQ/REP 49.1 against 55.8). An inproc round trip runs the Python of both sides one after
+the other on the one core, between two hand-offs of the interpreter lock; a TCP one runs
+them on two cores, between two wake-ups across them. Python cut from both paths alike
+brings the ratio down slowly: with TCP at 68 µs, PAIR's half needs about 4 µs less per
+round trip, REQ/REP's about 20 (what separates it from PAIR, "Round trip" above).
 """
 
 
