@@ -105,10 +105,10 @@ evening; REQ/REP in brackets):
 | a whole round trip | 59.2-62.6 (72.9-74.2) | |
 
 The rest is the kernel's: `sendmsg` and the cross-core wake-up of the peer's `poll()`, about
-15-25 µs each way, as for the bare ceiling. (The step from `sendmsg` to the end of the
-flush takes 45-70 µs on one side of some runs, the REQ client's in every run of that
-evening, the thread held up once its bytes are out: it overlaps the peer's turn, and
-`send()` itself, timed without the trace, takes 18-24 µs on either.) No hand-off between
+15-25 µs each way, as for the bare ceiling. (The trace's step from `sendmsg` to the end of
+the flush reads 45-70 µs on one side of some runs, the REQ client's in every run of that
+evening; it is not seen without the trace: `send()` itself, timed alone, takes 18-24 µs on
+either side, and the peer's turn overlaps it.) No hand-off between
 threads is left on the path (docs/ARCHITECTURE.md, "One owner at a time"): the I/O thread
 of either process runs no iteration during a round trip. What is left is Python, spread
 thin: a PAIR round trip makes about 140 Python calls on each side, a REQ/REP one about 180
@@ -134,8 +134,8 @@ Reaching pyzmq's round trip would take about 1-2 µs less per side for PAIR and 
 REQ/REP: fewer layers between `send()` and the pipe (a message crosses the facade, the
 channel, the protocol machine and the pipe machine, each a few Python calls), and a REQ
 or REP machine that handles its header words in fewer calls. pynng's 0.7x is further: on
-this machine it asks for about 60 µs, the bare ceiling's 48 plus 6 µs a side for both
-libraries' whole work.
+this machine it asks for about 60 µs, the bare ceiling's 48 plus 6 µs a side for all of
+scaproust's work.
 
 **asyncio.** An `arecv()` that must wait lends the socket's pipes to its event loop,
 which reads them in its own thread. Lending and taking them back went through asyncio's
