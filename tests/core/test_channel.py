@@ -211,13 +211,30 @@ def test_get_on_an_empty_inbox_times_out_after_its_timeout(channel):
 
 
 def test_a_push_wakes_a_waiting_getter(channel):
+    # No timeout: only the push's notify can end this wait (a getter with a deadline
+    # would find the item when its wait times out, notified or not).
     cond = watch_getters(channel)
-    getter = Waiter(lambda: channel.get(timeout=DEADLINE))
+    getter = Waiter(lambda: channel.get(timeout=None))
     assert cond.sleeping.wait(DEADLINE), "the getter never waited"
+    assert (channel.recv_waiters, channel.recv_sleepers) == (1, 1)
 
     channel.push_many([b"hello"])
 
     assert getter.join().result == b"hello"
+    assert (channel.recv_waiters, channel.recv_sleepers) == (0, 0)
+
+
+def test_a_push_notifies_nobody_when_no_getter_sleeps(channel, monkeypatch):
+    # A receiver counted in recv_waiters but not asleep (the thread that reads the pipes
+    # and delivers to itself) looks at the inbox before it sleeps: no notify for it.
+    notified = []
+    monkeypatch.setattr(channel._can_recv, "notify", notified.append)
+    channel.recv_waiters = 1
+
+    channel.push_many([b"hello"])
+
+    assert notified == []
+    assert channel.take() == b"hello"
 
 
 @pytest.fixture(params=["get", "take", "take_many"])
