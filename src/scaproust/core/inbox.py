@@ -59,6 +59,12 @@ class Inbox:
 
     def advance(self) -> None:
         """``head`` was emptied: move it to the next priority holding a message."""
+        if not self.count:
+            # Nothing queued at all (a receiver keeping up: every pop empties the inbox):
+            # no priority to look through.
+            self._best = LOWEST_PRIORITY + 1
+            self.head = self._queues[0]
+            return
         best, queues = self._best + 1, self._queues
         while best <= LOWEST_PRIORITY and not queues[best]:
             best += 1

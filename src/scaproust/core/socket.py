@@ -109,7 +109,7 @@ class SocketCore(SocketFSM):
         self._resume_turn = 0
         self._on_closed = on_closed
         self.channel = Channel(wake_backend=self._wake, resume_reading=self._wake_resume,
-                               post_backend=lambda: loop.post_if_open(self._drain_outbox),
+                               post_backend=lambda: loop.post_if_open(self._drain_outbox, False),
                                recv_high=options.recv_buffer)
         self.ctx = Context(loop=loop, channel=self.channel, stats=self.stats,
                            pipes_of_socket=lambda: self.pipes, options=options,
@@ -155,20 +155,23 @@ class SocketCore(SocketFSM):
         if (reader.waited or channel.quiet >= DIRECT_SPACING) and loop.own(OWN_WAIT):
             try:  # at once: no call between own() and the try that a Ctrl-C could land in
                 reader.waited = False
-                self._drain_outbox()
+                self._drain_outbox(True)
             finally:
                 loop.release()
                 channel.last_put = time.monotonic()
             return
         try:
-            loop.call_soon_threadsafe(self._drain_outbox)
+            loop.call_soon_threadsafe(self._drain_outbox, False)
         except RuntimeError:
             if loop.forked():
                 raise Error(FORKED) from None
             raise Closed("session is closed") from None
 
     @entry_point
-    def _drain_outbox(self) -> None:
+    def _drain_outbox(self, direct: bool = False) -> None:
+        # ``direct``: a caller's send (_wake), which writes its frames to the kernel before
+        # the bookkeeping below, not after it in release(): a REP's refill (a lock section
+        # and a credit grant) came between its reply and the wire.
         batch = self.channel.take_outbox()
         if self.state == "closed":
             # A send that raced close(): the channel took it just before it closed, and its
@@ -191,12 +194,14 @@ class SocketCore(SocketFSM):
                 total += size
                 taken += 1  # no call since len(): counted exactly with the two above
                 send(item)
+            if direct:
+                self.loop.run_end_of_batch()
         except BaseException:
             # A Ctrl-C in the caller's thread that drains here (core/guard.py,
             # "Interrupts"): the messages not taken yet go back to the front of the outbox
             # for the next drain, in order; the one it stopped in went to its pipe or not.
             self.channel.requeue(itertools.islice(batch, taken, None))
-            self.loop.call_soon(self._drain_outbox)
+            self.loop.call_soon(self._drain_outbox, False)
             raise
         finally:
             self.stats.count_traffic(MSGS_SENT, BYTES_SENT, taken, total)

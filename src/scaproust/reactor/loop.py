@@ -381,15 +381,8 @@ class Loop:
         has something to do: callbacks, or a timer due before it meant to wake.
         """
         try:
-            # What those callbacks leave for the end of the batch runs here too, a few
-            # rounds deep: an in-process send's flush leaves the receiving pipe's read,
-            # and the whole delivery then happens in this thread.
-            rounds = RELEASE_ROUNDS if flush else 0
-            while rounds and self._end_of_batch:
-                rounds -= 1
-                batch, self._end_of_batch = self._end_of_batch, []
-                for fn, args in batch:
-                    self._call_as_owner(fn, args)
+            if flush and self._end_of_batch:
+                self.run_end_of_batch()
             wake = self._idle and bool(self._ready or self._end_of_batch or self._timer_wake)
             self._timer_wake = False
         finally:
@@ -398,14 +391,25 @@ class Loop:
         if wake:
             self._wakeup.wakeup()
 
-    def _call_as_owner(self, fn: Callable[..., object], args: tuple[object, ...]) -> None:
-        """As ``_call``, in a caller's thread: an ``Exception`` is logged (it is a bug of
-        ours, not the caller's), a ``BaseException`` such as ``KeyboardInterrupt`` reaches
-        the caller, and never stops the loop."""
-        try:
-            fn(*args)
-        except Exception:
-            logger.exception("exception in callback %s", _describe(fn, args))
+    def run_end_of_batch(self) -> None:
+        """Run, now, in an owner's thread, what the section left for the end of the batch
+        (``call_after_batch``): its pipes' flushes. ``release`` does it; a caller's send calls
+        it first, so that its frame reaches the kernel before the send's bookkeeping.
+
+        What those callbacks leave for the end of the batch runs here too, a few rounds
+        deep: an in-process send's flush leaves the receiving pipe's read, and the whole
+        delivery then happens in this thread. As ``_call``: an ``Exception`` is logged (it
+        is a bug of ours, not the caller's), a ``BaseException`` such as
+        ``KeyboardInterrupt`` reaches the caller, and never stops the loop."""
+        rounds = RELEASE_ROUNDS
+        while rounds and self._end_of_batch:
+            rounds -= 1
+            batch, self._end_of_batch = self._end_of_batch, []
+            for fn, args in batch:
+                try:  # inline, not a call per callback: a direct send's path to the kernel
+                    fn(*args)
+                except Exception:
+                    logger.exception("exception in callback %s", _describe(fn, args))
 
     # --- loop thread ------------------------------------------------------------------------
 
