@@ -102,6 +102,27 @@ def test_a_send_after_a_wait_is_written_from_the_callers_thread(session, flush_t
     assert req.recv() == b"answer"
 
 
+def test_a_callers_send_writes_before_its_bookkeeping(session, monkeypatch):
+    # The reply leaves for the kernel before the drain's refill (for a REP, a credit grant
+    # and its lock section) and its traffic count: those are no longer between the reply
+    # and the wire.
+    rep = session.socket(sp.Rep, recv_timeout=5.0)
+    req = session.socket(sp.Req, recv_timeout=5.0)
+    req.connect(rep.bind("tcp://127.0.0.1:0").url)
+    req.send(b"question")
+    assert rep.recv() == b"question"
+    steps: list[str] = []
+    core = rep._core
+    original_flush, original_refill = Pipe._flush, core.ctx.refill
+    monkeypatch.setattr(Pipe, "_flush", lambda pipe: (steps.append("flush"),
+                                                      original_flush(pipe))[1])
+    monkeypatch.setattr(core.ctx, "refill", lambda: (steps.append("refill"),
+                                                     original_refill())[1])
+    rep.send(b"answer")
+    assert steps == ["flush", "refill"]
+    assert req.recv() == b"answer"
+
+
 def test_a_lone_send_is_written_from_the_callers_thread(session, flush_threads):
     pull = session.socket(sp.Pull, recv_timeout=5.0)
     push = session.socket(sp.Push, send_timeout=5.0)
