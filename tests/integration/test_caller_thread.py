@@ -123,6 +123,47 @@ def test_a_callers_send_writes_before_its_bookkeeping(session, monkeypatch):
     assert req.recv() == b"answer"
 
 
+def test_a_receive_with_only_inproc_pipes_waits_without_taking_the_session(session,
+                                                                          monkeypatch):
+    # An in-process pipe has nothing to poll: the receive goes straight to the channel's
+    # wait, without owning the session to find nothing to lend.
+    pull = session.socket(sp.Pull, recv_timeout=5.0)
+    push = session.socket(sp.Push, send_timeout=5.0)
+    push.connect(pull.bind("inproc://lendable-hint").url)
+    push.send(b"first")
+    assert pull.recv() == b"first"
+    assert pull._core.reader.lendable == 0
+    owners: list[int] = []
+    loop = pull._core.loop
+    original = loop.own
+    monkeypatch.setattr(loop, "own", lambda timeout: (owners.append(threading.get_ident()),
+                                                      original(timeout))[1])
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(pull.recv()))
+    reader.start()
+    wait_until(lambda: pull._core.channel.recv_sleepers == 1, what="the receive asleep")
+    push.send(b"second")
+    reader.join(5.0)
+    assert got == [b"second"]
+    assert reader.ident not in owners
+
+
+def test_the_socket_counts_the_pipes_a_receive_could_borrow(session):
+    pull = session.socket(sp.Pull, recv_timeout=5.0)
+    url = pull.bind("tcp://127.0.0.1:0").url
+    pull.bind("inproc://lendable-count")
+    reader = pull._core.reader
+    over_tcp = session.socket(sp.Push, send_timeout=5.0)
+    over_tcp.connect(url)
+    in_process = session.socket(sp.Push, send_timeout=5.0)
+    in_process.connect("inproc://lendable-count")
+    wait_until(lambda: len(pull._core.pipes) == 2, what="both pipes")
+    assert reader.lendable == 1  # the TCP one
+    over_tcp.close()
+    wait_until(lambda: len(pull._core.pipes) == 1, what="the TCP pipe gone")
+    assert reader.lendable == 0
+
+
 def test_a_lone_send_is_written_from_the_callers_thread(session, flush_threads):
     pull = session.socket(sp.Pull, recv_timeout=5.0)
     push = session.socket(sp.Push, send_timeout=5.0)

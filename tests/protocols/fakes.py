@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import types
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -431,6 +432,8 @@ class FakePipe:
     """
 
     _ids = itertools.count(1)
+    #: As a socket sees it: a pipe its callers can never borrow (nothing to poll).
+    lender = types.SimpleNamespace(LENDABLE=False)
 
     def __init__(self, free: int = 1, *, name: str | None = None, journal: list | None = None,
                  free_bytes: int = 1 << 20, send_priority: int = 8, recv_priority: int = 8):

@@ -127,6 +127,11 @@ class CallerReader:
         #: there are any.
         self._contexts = contexts
         self.busy = False
+        #: How many of the socket's pipes could ever be lent (not in-process ones), kept by
+        #: the socket as pipes come and go. Read without the lock, as a hint: a receive on a
+        #: socket that has none (an inproc one) waits on the channel without taking the
+        #: session to find nothing to lend, a third of its path.
+        self.lendable = 0
         self.wakeup: Wakeup | None = None
         self.closed = False
         #: A caller slept here since the socket's last send: its next send answers or
@@ -154,6 +159,8 @@ class CallerReader:
         or a wake-up: True. False, at once, if this thread cannot (another one reads, the
         socket has no pipe to lend or too many, this thread owns the session already, the
         session is closing): the caller then waits on the channel instead."""
+        if not self.lendable:
+            return False
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
         ready: set[HasFileno] = set()
         wakeup: Wakeup | None = None
@@ -229,7 +236,7 @@ class CallerReader:
             park.used = True  # no lock: the check that reads it only ever delays a revoke
             return park
         loop = self.loop
-        if not loop.own(EVENT_LOOP_OWN_WAIT):
+        if not self.lendable or not loop.own(EVENT_LOOP_OWN_WAIT):
             return None
         try:
             self._remove_stale(aloop)  # before any fd number of them is registered again

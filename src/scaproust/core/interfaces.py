@@ -67,6 +67,8 @@ class Lender(Protocol):
     #: Called when the pipe stops reading (dies or pauses) while lent and kept lent
     #: between two receives (by an event loop, or by a thread's recv()).
     on_stop: Callable[[], object] | None
+    #: False for a pipe that can never be lent (an in-process one: nothing to poll).
+    LENDABLE: bool
 
     @property
     def stream(self) -> HasFileno | None: ...

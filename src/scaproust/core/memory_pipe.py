@@ -239,5 +239,7 @@ class _Unlendable(Lender):
 
     __slots__ = ()
 
+    LENDABLE = False
+
     def lend(self, alarm: Callable[[], object] | None = None) -> bool:
         return False

@@ -739,6 +739,9 @@ class Lender:
 
     __slots__ = ("_pipe", "on_stop")
 
+    #: Whether ``lend`` may ever say yes (the socket counts such pipes: ``CallerReader``).
+    LENDABLE = True
+
     def __init__(self, pipe: Pipe) -> None:
         self._pipe = pipe
         #: Called when the pipe stops reading while lent, because it dies (before its

@@ -386,7 +386,7 @@ class SocketCore(SocketFSM):
     # ------------------------------------------------------------------ pipes
 
     def track_pipe(self, pipe: Pipe) -> None:
-        self.pipes.add(pipe)
+        self._add_pipe(pipe)
         self.stats.count(PIPES_OPENED)
         self._announce("added", pipe)
         self.proto.evt_pipe_added(pipe)
@@ -394,7 +394,10 @@ class SocketCore(SocketFSM):
             pipe.cmd_pause()
 
     def untrack_pipe(self, pipe: Pipe) -> None:
-        self.pipes.discard(pipe)
+        if pipe in self.pipes:
+            self.pipes.remove(pipe)
+            if pipe.lender.LENDABLE:
+                self.reader.lendable -= 1
         self.stats.count(PIPES_CLOSED)
         self._announce("removed", pipe)
 
@@ -409,8 +412,14 @@ class SocketCore(SocketFSM):
             except Exception:  # the user's callback: log it, never fail the socket
                 log.exception("pipe event listener %r failed on %r", listener, event)
 
+    def _add_pipe(self, pipe: Pipe) -> None:
+        if pipe not in self.pipes:
+            self.pipes.add(pipe)
+            if pipe.lender.LENDABLE:
+                self.reader.lendable += 1
+
     def close_late_pipe(self, pipe: Pipe) -> None:
-        self.pipes.add(pipe)
+        self._add_pipe(pipe)
         self.loop.call_soon(fire, pipe, "cmd_close")
 
     def has_pipes(self) -> bool:
