@@ -280,7 +280,7 @@ class Channel:
                         # Waited for a message: the next send likely answers it (see
                         # CallerReader.waited), even if the pipes could not be lent.
                         reader.waited = True
-                    self._wait(self._can_recv, lambda: self.inbox, timeout, "recv", deadline)
+                    self._wait(self._can_recv, lambda: self.inbox.count, timeout, "recv", deadline)
                 self.recv_waiters -= 1
                 counted = False
                 return self._pop()
@@ -357,7 +357,7 @@ class Channel:
         with self._lock:
             self.credit += n
             self.credit_bytes += nbytes
-            if self._has_credit():
+            if self.credit > 0 and self.credit_bytes > 0:  # _has_credit, inline
                 if self.send_waiters:
                     self._can_send.notify(max(n, 1))
                 if self.watchers:
