@@ -69,3 +69,27 @@ def test_head_is_the_queue_of_the_best_priority_holding_a_message():
     with pytest.raises(IndexError):
         inbox.popleft()
     assert len(inbox) == 0
+
+
+def test_push_front_makes_an_item_the_next_one_taken_whatever_its_priority():
+    # Channel._uncatch: a message its receive caught but never returned goes back first.
+    inbox = Inbox()
+    inbox.push_front(b"alone")
+    assert len(inbox) == 1 and list(inbox.head) == [b"alone"]
+    inbox.extend([b"low"], 16)
+    inbox.extend([b"high"], 1)
+    inbox.push_front(b"first")
+    assert len(inbox) == 4
+    assert [inbox.popleft() for _ in range(4)] == [b"first", b"high", b"alone", b"low"]
+    assert not inbox
+
+
+def test_emptying_the_inbox_leaves_it_as_new():
+    # advance() on the last item: head is the always-empty queue again, and the next item
+    # of any priority becomes the head.
+    inbox = Inbox()
+    inbox.extend([b"a"], 3)
+    assert inbox.popleft() == b"a"
+    assert not inbox.head
+    inbox.extend([b"b"], 12)
+    assert list(inbox.head) == [b"b"] and inbox.popleft() == b"b"

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket as pysocket
+import struct
 import threading
 import time
 
@@ -18,6 +20,7 @@ import pytest
 import scaproust as sp
 from scaproust.core import caller_reader
 from scaproust.core.caller_reader import CallerReader
+from scaproust.core.inbox import Inbox
 from scaproust.core.pipe import Pipe
 from scaproust.reactor.loop import MAX_SLEEP
 from tests.integration.conftest import wait_until
@@ -121,6 +124,51 @@ def test_a_callers_send_writes_before_its_bookkeeping(session, monkeypatch):
     rep.send(b"answer")
     assert steps == ["flush", "refill"]
     assert req.recv() == b"answer"
+
+
+def test_a_message_the_caller_reads_itself_never_goes_through_the_inbox(session, monkeypatch):
+    # Delivered by the very thread that waits for it (Channel.caught): no inbox push and
+    # pop, each a lock section and the queue's steps.
+    a = session.socket(sp.Pair, recv_timeout=5.0)
+    b = session.socket(sp.Pair, recv_timeout=5.0)
+    b.connect(a.bind("tcp://127.0.0.1:0").url)
+    b.send(b"first")
+    assert a.recv() == b"first"
+    inbox = a._core.channel.inbox
+    pushed: list[object] = []
+    original = Inbox.extend
+
+    def extend(self, items, *rest):
+        if self is inbox:
+            pushed.extend(items)
+        original(self, items, *rest)
+
+    monkeypatch.setattr(Inbox, "extend", extend)
+    for i in range(MESSAGES):
+        reader, got = recv_in_a_thread(a)
+        b.send(b"%d" % i)
+        reader.join(5.0)
+        assert got == [b"%d" % i]
+    assert pushed == []
+    assert a._core.channel.caught is None
+
+
+def test_messages_that_arrive_together_for_a_reading_caller_all_come_out_in_order(session):
+    # Two frames in one read: one delivery of two messages, which the caller cannot keep
+    # for itself alone (Channel.caught takes a lone one): both go through the inbox.
+    pair = session.socket(sp.Pair, recv_timeout=5.0)
+    url = pair.bind("tcp://127.0.0.1:0").url
+    host, port = url.removeprefix("tcp://").rsplit(":", 1)
+    with pysocket.create_connection((host, int(port)), timeout=5.0) as peer:
+        peer.sendall(b"\0SP\0\0\x10\0\0")  # SP header, PAIR v0
+        assert peer.recv(8, pysocket.MSG_WAITALL)[:4] == b"\0SP\0"
+        wait_until(lambda: pair.stats.get("pipes_opened") == 1, what="the pipe")
+        reader, got = recv_in_a_thread(pair)
+        peer.sendall(b"".join(struct.pack(">Q", len(body)) + body for body in (b"one", b"two")))
+        reader.join(5.0)
+        assert got == [b"one"]
+        assert pair.recv() == b"two"
+        assert pair._core.channel.caught is None
 
 
 def test_a_receive_with_only_inproc_pipes_waits_without_taking_the_session(session,

@@ -229,6 +229,27 @@ def test_an_interrupt_while_a_caller_polls_its_pipes_gives_them_back(session, mo
     assert b.recv() == b"read by the loop or by the next recv"
 
 
+def test_a_message_the_caller_caught_for_itself_survives_an_interrupt_before_it_returns(
+        session, monkeypatch):
+    # The caller's thread read the message and kept it for itself (Channel.caught), not in
+    # the inbox; the interrupt lands once the wait is over, before recv() returns it.
+    a, b = _pair(session)
+    reader = b._core.reader
+    monkeypatch.setattr(reader, "_end", _once(reader._end, after=True))
+    sender = _send_once_lent(a, b, b"caught")
+
+    with pytest.raises(KeyboardInterrupt):
+        b.recv()
+    sender.join(5)
+
+    channel = b._core.channel
+    assert channel.caught is None and channel.inbox.count == 1  # back in front of the inbox
+    assert channel.recv_waiters == 0
+    a.send(b"behind it")
+    assert b.recv() == b"caught"
+    assert b.recv() == b"behind it"
+
+
 def test_a_give_back_cut_short_is_made_by_the_next_loan(session, monkeypatch):
     a, b = _pair(session)
     loop = b._core.loop

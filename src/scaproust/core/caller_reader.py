@@ -213,10 +213,14 @@ class CallerReader:
             channel.reader_waiting = False
             if not loop.own(None):
                 return ready
-            for lender, stream in pairs:
-                if stream is not None and stream in ready:
-                    lender.read()
-            if (channel.inbox.count or not ready or wakeup in ready
+            channel.catching = True  # what this thread delivers, it returns (Channel.caught)
+            try:
+                for lender, stream in pairs:
+                    if stream is not None and stream in ready:
+                        lender.read()
+            finally:
+                channel.catching = False
+            if (channel.caught is not None or channel.inbox.count or not ready or wakeup in ready
                     or not any(lender.stream is not None for lender in lent)
                     or not channel.begin_reading(wakeup)):  # a message, or a close
                 return ready
@@ -418,14 +422,14 @@ class CallerReader:
         owned = loop.owned() or loop.own(None)
         try:
             if owned:
-                if (self.channel.inbox.count and not self.closed
+                channel = self.channel
+                if ((channel.caught is not None or channel.inbox.count) and not self.closed
                         and self._still_keeps(lent)):
                     self._keep(lent)
                     # Kept first, then looked for anyone who waits without reading (a
                     # thread on the channel, a poller, an awaiting task, a context): each
                     # counts itself first, then takes back a kept loan, so one of the two
                     # sees the other (the interpreter runs one thread at a time).
-                    channel = self.channel
                     if channel.recv_waiters > 1 or channel.watchers or self._contexts:
                         self._drop_kept()
                 else:

@@ -48,6 +48,14 @@ class Inbox:
             self._best = priority
             self.head = self._queues[priority]
 
+    def push_front(self, item: Item) -> None:
+        """Queue ``item`` to be the next one taken (one taken but never handed over)."""
+        if not self.count:
+            self.extend([item])
+            return
+        self.head.appendleft(item)
+        self.count += 1
+
     def popleft(self) -> Item:
         """Remove and return the next item (best priority first); IndexError when empty."""
         head = self.head
