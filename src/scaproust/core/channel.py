@@ -37,6 +37,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
+from scaproust.core.condition import Condition
 from scaproust.core.inbox import DEFAULT_PRIORITY, Inbox
 from scaproust.errors import Closed, Timeout, WouldBlock
 
@@ -64,8 +65,8 @@ class Channel:
                  recv_high: int = 1024, recv_high_bytes: int = 8 * 1024 * 1024,
                  post_backend: Callable[[], object] | None = None) -> None:
         self._lock = threading.Lock()
-        self._can_send = threading.Condition(self._lock)
-        self._can_recv = threading.Condition(self._lock)
+        self._can_send = Condition(self._lock)
+        self._can_recv = Condition(self._lock)
         self._wake_backend = wake_backend
         #: Hands the drain to the I/O thread, never raising: what ``put`` does when an
         #: interrupt stopped it between posting the drain and waking anyone for it.
@@ -342,7 +343,7 @@ class Channel:
     def _has_credit(self) -> bool:
         return self.credit > 0 and self.credit_bytes > 0
 
-    def _wait(self, cond: threading.Condition, ready: Callable[[], object],
+    def _wait(self, cond: Condition, ready: Callable[[], object],
               timeout: float | None, what: str,
               deadline: float | None = None) -> None:
         if timeout is not None and timeout <= 0:
