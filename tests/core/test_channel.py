@@ -13,6 +13,7 @@ import threading
 import pytest
 
 from scaproust.core.channel import Channel
+from scaproust.core.condition import Condition
 from scaproust.errors import Closed, Timeout, WouldBlock
 
 DEADLINE = 5.0  # seconds; only reached when a test is about to fail
@@ -28,7 +29,7 @@ class Recorder:
         self.calls += 1
 
 
-class SignallingCondition(threading.Condition):
+class SignallingCondition(Condition):
     """A Condition that sets ``sleeping`` each time a thread is about to wait on it."""
 
     def __init__(self, lock) -> None:
@@ -228,7 +229,7 @@ def test_a_push_notifies_nobody_when_no_getter_sleeps(channel, monkeypatch):
     # A receiver counted in recv_waiters but not asleep (the thread that reads the pipes
     # and delivers to itself) looks at the inbox before it sleeps: no notify for it.
     notified = []
-    monkeypatch.setattr(channel._can_recv, "notify", notified.append)
+    monkeypatch.setattr(Condition, "notify", lambda cond, n=1: notified.append(n))
     channel.recv_waiters = 1
 
     channel.push_many([b"hello"])
