@@ -194,6 +194,42 @@ def test_decoder_rejects_an_oversize_frame_after_good_ones_in_the_same_chunk():
         decoder.feed(encode([b"1234"], False) + frame_prefix(5, False))
 
 
+@pytest.mark.parametrize("ipc", [False, True], ids=["tcp", "ipc"])
+def test_decoder_rejects_a_chunk_of_exactly_one_whole_frame_over_the_limit(ipc):
+    # The one-whole-frame shortcut of feed() hands over only what the loop would accept.
+    decoder = FrameDecoder(ipc, 4)
+    with pytest.raises(OversizeFrame):
+        decoder.feed(encode([b"12345"], ipc))
+
+
+@pytest.mark.parametrize("ipc", [False, True], ids=["tcp", "ipc"])
+@pytest.mark.parametrize("prealloc", [True, False], ids=["prealloc", "parts"])
+def test_a_chunk_that_looks_like_one_whole_frame_is_the_rest_of_a_pending_one(
+        ipc, prealloc, monkeypatch):
+    # The one-whole-frame shortcut of feed() applies at a frame boundary only: here the
+    # chunk is the body of the frame whose prefix came before, framed bytes though it is
+    # (a body pending in a preallocated buffer, or as parts when it is too large for one).
+    if not prealloc:
+        monkeypatch.setattr(framing, "PREALLOC_MAX", 0)
+    decoder = FrameDecoder(ipc, 0)
+    body = encode([b"x"], ipc)
+    assert decoder.feed(frame_prefix(len(body), ipc)) == []
+    assert decoder.feed(body) == [body]
+    assert decoder.feed(body) == [b"x"]  # now at a boundary: a frame of its own
+    assert decoder.feed(body[:2]) == []  # a partial prefix pending
+    assert decoder.feed(body[2:] + body) == [b"x", b"x"]
+
+
+def test_a_chunk_that_looks_like_one_whole_frame_completes_a_pending_prefix():
+    # The stream: a 256-byte frame whose prefix is cut after 7 bytes. The rest (the
+    # prefix's last byte, 0, then the body) reads as a frame of 249 bytes on its own.
+    body = bytes(6) + bytes([249]) + b"y" * 249
+    frame = frame_prefix(len(body), False) + body
+    decoder = FrameDecoder(False, 0)
+    assert decoder.feed(frame[:7]) == []
+    assert decoder.feed(frame[7:]) == [body]
+
+
 def test_decoder_accepts_a_frame_exactly_at_the_limit():
     assert FrameDecoder(False, 4).feed(encode([b"1234"], False)) == [b"1234"]
 

@@ -31,7 +31,7 @@ from typing import (
 )
 
 from scaproust.core import options as _options
-from scaproust.core.message import Item, Message, as_message, body_of
+from scaproust.core.message import Item, Message, as_message
 from scaproust.core.session import FORKED
 from scaproust.core.socket import PipeEvent, SocketCore
 from scaproust.errors import Closed, Error, NotSupported, Timeout, WouldBlock
@@ -385,7 +385,7 @@ class Socket(DataShortcuts, AsyncSocketMixin):
         item = self._channel.take() if self._plain_recv else None
         if item is None:
             item = self._get(timeout, block)
-        return item if type(item) is bytes else body_of(item)
+        return item if isinstance(item, bytes) else item.body
 
     def recv_msg(self, *, timeout: TimeoutArg = _DEFAULT, block: bool = True) -> Message:
         """Receive the next message with its protocol header as an ``sp.Message``."""
@@ -403,7 +403,7 @@ class Socket(DataShortcuts, AsyncSocketMixin):
             item = self._nothing_queued()
             if item is None:
                 return None
-        return item if type(item) is bytes else body_of(item)
+        return item if isinstance(item, bytes) else item.body
 
     def try_recv_many(self, limit: int = 1024) -> list[bytes]:
         # One lock section for the whole run when the policy needs not see each message:
@@ -413,7 +413,7 @@ class Socket(DataShortcuts, AsyncSocketMixin):
             _check_limit(limit)
             items = self._channel.take_many(limit)
             if items:
-                return [item if type(item) is bytes else body_of(item) for item in items]
+                return [item if isinstance(item, bytes) else item.body for item in items]
         return DataShortcuts.try_recv_many(self, limit)
 
     def _recv_now(self) -> Item | None:

@@ -24,7 +24,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from scaproust.core.channel import UNBOUNDED
-from scaproust.core.message import Message, body_of, header_of
+from scaproust.core.message import Message
 from scaproust.core.stats import (
     DROPPED_MALFORMED,
     DROPPED_NO_ROUTE,
@@ -104,7 +104,8 @@ class BacktraceRouter(ProtocolBase):
             self.ctx.deliver(out, pipe.recv_priority)
 
     def route_by_backtrace(self, item: Item) -> None:
-        header = header_of(item)
+        # header_of and body_of, inline: the path of every reply.
+        header, body = (b"", item) if isinstance(item, bytes) else (item.header, item.body)
         try:
             pipe_id, rest = pop_word(header)
         except MalformedHeader:
@@ -115,4 +116,4 @@ class BacktraceRouter(ProtocolBase):
         elif not pipe.free:
             self.ctx.stats.count(DROPPED_PIPE_FULL)
         else:
-            pipe.cmd_send(body_of(item), rest)
+            pipe.cmd_send(body, rest)

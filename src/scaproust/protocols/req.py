@@ -178,7 +178,8 @@ class Req(ReqFSM, ReqRaw):
 
     def take_request(self, item: Item) -> None:
         # A bare body has no id, so no reply can ever match it (the policy adds one).
-        self.request = (header_of(item), body_of(item))
+        # (header_of and body_of, inline: the path of every request.)
+        self.request = (b"", item) if isinstance(item, bytes) else (item.header, item.body)
 
     def send_request(self, *args: object) -> None:
         # *args: an action of evt_pipe_added and evt_pipe_ready (pipe) and of cmd_send
@@ -413,7 +414,8 @@ class ReqPolicy(Policy):
         self.current: bytes | None = None
 
     def outgoing(self, item: Item) -> Item:
-        return Message(body_of(item), id_word(next(self._ids)))
+        body = item if isinstance(item, bytes) else item.body  # body_of, inline
+        return Message(body, id_word(next(self._ids)))
 
     def sent(self, item: Item) -> None:
         # Only now is this the outstanding request: a send that timed out left the previous
@@ -436,7 +438,7 @@ class ReqPolicy(Policy):
 
     def incoming(self, item: Item) -> Item | None:
         with self.lock:
-            stale = header_of(item) != self.current
+            stale = (b"" if isinstance(item, bytes) else item.header) != self.current
             if not stale:
                 self.current = None
         if stale:  # a reply to an older request

@@ -291,6 +291,21 @@ class FrameDecoder:
         # The caller may reuse its buffer (recv_into): keep only immutable copies.
         if type(data) is not bytes:
             data = bytes(data)
+        if not (self._want or self._prefix):  # (a preallocated body is wanted too)
+            # At a frame boundary, and (below) the chunk is exactly one whole frame within
+            # the size limit: what each side of a round trip reads. Its body, without the
+            # general loop's steps; anything else, a bad frame included, takes that loop.
+            if self._ipc:
+                psize = IPC_PREFIX_SIZE
+                size = len(data) - psize
+                whole = (size >= 0 and data[0] == IPC_MSG_TYPE
+                         and _IPC_PREFIX.unpack_from(data)[1] == size)
+            else:
+                psize = TCP_PREFIX_SIZE
+                size = len(data) - psize
+                whole = size >= 0 and _TCP_PREFIX.unpack_from(data)[0] == size
+            if whole and (size <= self._max_size or not self._max_size):
+                return [data[psize:]]
         out: list[bytes] = []
         try:
             return self._feed(data, out)
