@@ -78,6 +78,28 @@ def test_rep_keeps_every_hop_of_the_backtrace(rep, ctx):
     assert ctx.delivered == [Message(b"via two devices", pipe_word(pipe.id) + pipe_word(7) + pipe_word(9) + ID)]
 
 
+@pytest.mark.parametrize("hop", [0x01800000, 0x7FFFFFFF, 0x00000080])
+def test_a_request_alone_in_its_read_keeps_its_hop_whatever_the_hops_bits(rep, ctx, hop):
+    # A lone request whose backtrace is its id alone takes a shorter path: one with a hop
+    # (the high bit of its first byte clear, any other bit set) must not.
+    pipe = add_pipe(rep)
+
+    rep.evt_pipe_recv(pipe, [pipe_word(hop) + ID + b"via a device"])
+
+    assert ctx.delivered == [Message(b"via a device", pipe_word(pipe.id) + pipe_word(hop) + ID)]
+
+
+@pytest.mark.parametrize("payload", [b"\x80\x00\x00", b"\x80", b""],
+                         ids=["partial-word", "one-byte", "empty"])
+def test_a_malformed_request_alone_in_its_read_closes_the_pipe(rep, ctx, payload):
+    pipe = add_pipe(rep)
+
+    rep.evt_pipe_recv(pipe, [payload])
+
+    assert ctx.delivered == [] and ctx.rejected == [pipe]
+    assert ctx.stats.snapshot() == {"dropped_malformed": 1}
+
+
 def test_rep_delivers_an_empty_request_body(rep, ctx):
     pipe = add_pipe(rep)
 

@@ -96,6 +96,14 @@ class BacktraceRouter(ProtocolBase):
         if self.pipes.get(pipe.id) is not pipe:
             self.ctx.stats.count(DROPPED_REJECTED, len(msgs))  # closing: malformed earlier
             return
+        payload = msgs[0]
+        if len(msgs) == 1 and len(payload) >= 4 and payload[0] & 0x80:
+            # The usual request: alone in its read, and its backtrace is its id alone (no
+            # hop). What split_stacks makes of it (any ttl passes one word), without its
+            # steps: a tenth of a REP's receive.
+            self.ctx.deliver([Message(payload[4:], pipe_word(pipe.id) + payload[:4])],
+                             pipe.recv_priority)
+            return
         out, malformed = split_stacks(self.ctx, pipe, msgs, pipe_word(pipe.id))
         if malformed is not None:
             del self.pipes[pipe.id]
