@@ -185,6 +185,8 @@ def _calls_on_inherited_sockets(session) -> dict:
     empty = session.socket(sp.Pull)
     push = session.socket(sp.Push, send_timeout=5)
     sub = session.socket(sp.Sub)
+    rep = session.socket(sp.Rep)  # a policy's send: a fast path of its own, cleared too
+    req = session.socket(sp.Req, send_timeout=5)
     endpoint = pull.bind("tcp://127.0.0.1:0")
     push.connect(endpoint.url)
     push.send(b"queued before the fork")
@@ -198,6 +200,8 @@ def _calls_on_inherited_sockets(session) -> dict:
     return {
         "send": lambda: push.send(b"x"),
         "send_msg": lambda: push.send_msg(sp.Message(b"x")),
+        "a REP's send": lambda: rep.send(b"x"),
+        "a REQ's send": lambda: req.send(b"x"),
         "try_send": lambda: push.try_send(b"x"),
         "try_recv with a queued message": pull.try_recv,  # the fast path's flag, cleared
         "recv with a queued message": pull.recv,

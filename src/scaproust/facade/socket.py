@@ -189,6 +189,10 @@ class Socket(DataShortcuts, AsyncSocketMixin):
         #: A send of bytes goes straight to the channel: this socket sends, and no policy
         #: must see or change what it sends (PUSH, PAIR, BUS, PUB, raw sockets).
         self._plain_send = info.can_send and self._policy is None
+        #: The policy a send of bytes goes through (REQ, REP, SURVEYOR, RESPONDENT), with
+        #: _outgoing's checks holding as for _plain_send; None otherwise, and once closed or
+        #: in a forked child.
+        self._send_policy = self._policy if info.can_send else None
         #: A queued item may go to the user as it is: this socket receives, and its policy
         #: needs not see what it receives (``Policy.plain_recv``): the receive fast path,
         #: ``_queued``. Only an unsubscribe changes it (``_plain_recv_again``).
@@ -348,12 +352,19 @@ class Socket(DataShortcuts, AsyncSocketMixin):
         ``send_timeout`` option; None = forever), raising ``sp.Timeout``; with
         ``block=False`` raises ``sp.WouldBlock`` instead of waiting.
         """
-        if type(data) is bytes and self._plain_send and timeout is _DEFAULT and block:
+        if type(data) is bytes and timeout is _DEFAULT and block:
             # The usual call, inline (a call saved is a tenth of this path): bytes, the
-            # option's wait, no policy; _outgoing's checks hold by _plain_send (not closed,
-            # not in a forked child).
-            self._channel.put(data, self._options.send_timeout)
-            return
+            # option's wait; _outgoing's checks hold by _plain_send or _send_policy (not
+            # closed, not in a forked child).
+            if self._plain_send:  # no policy
+                self._channel.put(data, self._options.send_timeout)
+                return
+            policy = self._send_policy
+            if policy is not None:
+                item = policy.outgoing(data)
+                self._channel.put(item, self._options.send_timeout)
+                policy.sent(item)
+                return
         item = self._outgoing(data)
         if timeout is _DEFAULT and block:  # the option's wait
             self._channel.put(item, self._options.send_timeout)
@@ -578,6 +589,7 @@ class Socket(DataShortcuts, AsyncSocketMixin):
                 return False
             self._closed = True
             self._plain_send = self._plain_recv = False  # the fast paths refuse from now on
+            self._send_policy = None
         # Threads blocked in send()/recv() wake now with sp.Closed; what send() accepted
         # before still goes out (the close request is queued behind it), within linger.
         self._channel.close()
@@ -606,6 +618,7 @@ class Socket(DataShortcuts, AsyncSocketMixin):
             if not self._closed:
                 self._closed = True
                 self._plain_send = self._plain_recv = False
+                self._send_policy = None
                 self._session._core.post(_close_collected, self._channel, self._core)
         except Exception:
             pass
@@ -645,6 +658,7 @@ def _after_fork_in_child() -> None:
     # of the parent may have held at the fork; the slow paths raise the fork error.
     for sock in list(_SOCKETS):
         sock._plain_send = sock._plain_recv = False
+        sock._send_policy = None
 
 
 if hasattr(os, "register_at_fork"):  # POSIX only, and there is no fork anywhere else
