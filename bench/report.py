@@ -96,46 +96,52 @@ proportions much less).
 
 **Round trip.** `bench/trace_rtt.py` takes timestamps inside both processes of a 64-byte
 round trip (each side on its own core). Medians for PAIR, in µs, two runs (2026-12-05,
-evening; REQ/REP in brackets):
+night; REQ/REP in brackets; the evening's before the changes below in the last column):
 
-| step | client | echo |
-|---|---|---|
-| `send()` called -> `sendmsg` starts (facade, channel, protocol and pipe machines) | 5.0-5.3 (7.3-7.4) | 5.0-5.3 (8.1-8.3) |
-| `poll()` returns -> `recv()` returns (read, parse, machines, queue) | 9.1-9.6 (11.6-12.0) | 9.1-9.6 (12.3-12.6) |
-| a whole round trip | 59.2-62.6 (72.9-74.2) | |
+| step | client | echo | evening, either side |
+|---|---|---|---|
+| `send()` called -> `sendmsg` starts (facade, channel, protocol and pipe machines) | 4.2 (6.1) | 4.1 (5.5) | 5.0-5.3 (7.3-8.3) |
+| `poll()` returns -> `recv()` returns (read, parse, machines, queue) | 6.9-7.0 (8.4-8.7) | 6.9-7.0 (8.5-9.0) | 9.1-9.6 (11.6-12.6) |
+| a whole round trip | 52.5 (60.7-62.7) | | 59.2-62.6 (72.9-74.2) |
 
-The rest is the kernel's: `sendmsg` and the cross-core wake-up of the peer's `poll()`, about
-15-25 µs each way, as for the bare ceiling. (The trace's step from `sendmsg` to the end of
-the flush reads 45-70 µs on one side of some runs, the REQ client's in every run of that
-evening; it is not seen without the trace: `send()` itself, timed alone, takes 18-24 µs on
-either side, and the peer's turn overlaps it.) No hand-off between
-threads is left on the path (docs/ARCHITECTURE.md, "One owner at a time"): the I/O thread
-of either process runs no iteration during a round trip. What is left is Python, spread
-thin: a PAIR round trip makes about 140 Python calls on each side, a REQ/REP one about 180
-(cProfile; 150 and 190-220 before the changes below), none of them more than a few
-percent of the whole.
+The rest is the kernel's: `sendmsg` itself takes 12-14 µs on this machine (timed alone,
+either protocol: on loopback it also delivers to the peer's socket and wakes it on the
+other core), and the peer's `poll()` returns 15-25 µs after it started, as for the bare
+ceiling. (The trace's step from `sendmsg` to the end of the flush reads 38-45 µs on the
+REQ client's side in every run; it is not seen without the trace's wrappers: its
+`sendmsg`, timed alone, takes what PAIR's takes.) No hand-off between threads is left on
+the path (docs/ARCHITECTURE.md, "One owner at a time"): the I/O thread of either process
+runs no iteration during a round trip. What is left is Python, spread thin, none of it
+more than a few percent of the whole.
 
 `bench/one_side.py` measures one side alone, against a bare peer speaking SP bytes in the
 same process on one core: no wake-up across cores, so its medians move by tenths of a µs
 where a round trip between processes moves by several, and an old tree and a new one can
-be told apart. The bare ceiling's own send and receive take 5.4 µs there (its `sendmsg`
-3.9, its `poll` and `recv` 1.5); PAIR's `send()` took 9.0-9.5 µs and its `recv()` 9.1-10.1
-(2026-12-05). The REQ/REP extra was measured that way, then cut, old and new trees
-alternated: a REQ side 35-36 µs a round trip before, 30-31 after (the bare peer's part
-included), a REP side 23.5-24.3 before, 22.8-23.4 after. What went: the resend timer
-cancelled and scheduled again at every request, 2-3 µs (the deadline is now a field and
-one timer stays armed at or before it: protocols/_resend.py); the credit restated after
-every request, though the request took the very slot its `send()` had paid for (a lock
-section and a pass over the pipes); the policies' lock sections around single reads and
-writes; a notify for every delivery although the thread that delivers is the only one
-waiting (`Channel.recv_sleepers`). Between processes, old and new trees alternated three
-times (2026-12-05): REQ/REP 87-90 µs a round trip before, 81-83 after; PAIR 68-69 both.
-Reaching pyzmq's round trip would take about 1-2 µs less per side for PAIR and 6-7 for
-REQ/REP: fewer layers between `send()` and the pipe (a message crosses the facade, the
-channel, the protocol machine and the pipe machine, each a few Python calls), and a REQ
-or REP machine that handles its header words in fewer calls. pynng's 0.7x is further: on
-this machine it asks for about 60 µs, the bare ceiling's 48 plus 6 µs a side for all of
-scaproust's work.
+be told apart. The bare ceiling's own send and receive take 5.4 µs there. Old and new
+trees alternated (2026-12-05, night): PAIR `recv()` 8.7-9.3 -> 7.3 µs, REP `recv()`
+11.3-11.5 -> 9.1, REQ `recv()` 11.7 -> 10.0, REP `send()` 10.1 -> 9.1. What went, in order
+of what it saved: the message a caller reads for itself no longer goes into the receive
+queue and out again (`Channel.caught`, about 1 µs); a REP's reply was written to the kernel
+only after its drain's credit refill (2 µs of the echo's critical path, traced; the
+bookkeeping now follows the write); a REP took every request's backtrace apart word by
+word (0.6 µs for the usual request, whose backtrace is its id alone); a chunk that is one
+whole frame went through the general decoding loop (0.3-0.4 µs); an emptied receive queue
+walked its eight lower priorities at every message (0.45 µs); the policies' sends went
+through `_outgoing`'s checks (0.2 µs). Earlier that evening the REQ/REP path had lost its
+resend timer operations (2-3 µs: the deadline is now a field, protocols/_resend.py), the
+credit restated after every request, the policies' lock sections around single reads and
+writes, and a notify per delivery nobody slept for (`Channel.recv_sleepers`).
+
+Between processes the same machine has moods: for minutes at a time every round trip,
+the bare ceiling's and pyzmq's included, takes about 10 µs more (a PAIR echo measured
+62 µs in one stretch and 73-74 in five runs of the stretch before; a bench round that
+falls in one reads accordingly, as the REQ/REP rows' spread shows). In the quick moods a
+PAIR round trip takes 62 µs against pyzmq's 66, and REQ/REP 69-71 against 66. Reaching
+pyzmq on REQ/REP asks for about 2 µs less per side: what REQ/REP does beyond PAIR (ids
+and backtraces, the policy's lock sections, a `Message` and its Python `__len__` on each
+side of the channel) costs 3-3.5 µs a side. pynng's 0.7x is further: on this machine it
+asks for about 59 µs, the bare ceiling's 48 plus 5-6 µs a side for all of scaproust's
+work, against 6.5 (PAIR) to 10 (REQ/REP) today.
 
 **asyncio.** An `arecv()` that must wait lends the socket's pipes to its event loop,
 which reads them in its own thread. Lending and taking them back went through asyncio's
@@ -206,17 +212,21 @@ pair64_inproc,rr64_inproc,pp64_inproc,pair64_tcp,rr64_tcp,pp64_tcp --impls scapr
 --reps 2`, then the same with `--spread`): PAIR 43.6 µs pinned against 69.8 unpinned (TCP
 102-104), REQ/REP 55.8 against 90.4 (TCP 134-139), PUSH->PULL 64 B 690 k msg/s against
 624 k (TCP 857-892 k). The throughput target still misses: a burst adds up the CPU of all
-three threads (sender, I/O thread, receiver), 1.45 µs a message on the one core, where TCP
-spreads its two sides over two cores; 1.5x TCP's rate would need about 0.75 µs a message in
-all, about what the bare ceiling's socket pair spends (0.74). The round trips held their
-target in the runs of that day (0.44-0.45x TCP's) and miss it in the evening's (PAIR 0.53x,
-REQ/REP 0.63x) on a fresh machine where TCP is a third faster (PAIR 68 µs against 99 in
-the run of 16:52, the bare ceiling 48-51 against 56-57), inproc less so (PAIR 35.8 against
-43.4, REQ/REP 49.1 against 55.8). An inproc round trip runs the Python of both sides one after
-the other on the one core, between two hand-offs of the interpreter lock; a TCP one runs
-them on two cores, between two wake-ups across them. Python cut from both paths alike
-brings the ratio down slowly: with TCP at 68 µs, PAIR's half needs about 4 µs less per
-round trip, REQ/REP's about 20 (what separates it from PAIR, "Round trip" above).
+three threads (sender, I/O thread, receiver), 1.45 µs a message on the one core that day
+and 0.93 in the night's run (1.08 M msg/s), where TCP spreads its two sides over two cores
+(1.39 M msg/s); 1.5x TCP's rate would need about 0.48 µs a message in all, less than the
+bare ceiling's socket pair spends (0.44 at 2.29 M msg/s): a `send()` and a `recv()` of
+Python each, with nothing else, are about that. The round trips held their
+target in the runs of that day (0.44-0.45x TCP's) and missed it in the evening's (PAIR
+0.53x, REQ/REP 0.63x) on a fresh machine where TCP is a third faster. An inproc round trip
+runs the Python of both sides one after the other on the one core, between two hand-offs
+of the interpreter lock; a TCP one runs them on two cores, between two wake-ups across
+them: Python cut from both paths alike weighs twice as much in the inproc ratio. The
+night's changes ("Round trip" above; for inproc also a receive that no longer owns the
+session to find nothing to lend, and the channel's own condition variable, without
+`threading.Condition`'s ownership checks) took PAIR from 35.8 to 26.8 µs and REQ/REP from
+49.1 to 38.8 (0.43x and 0.50x TCP's in this run). The floor, two threads handing a
+message back and forth through a `threading.Condition` and two deques, is 13 µs here.
 """
 
 
