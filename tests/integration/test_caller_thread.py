@@ -66,6 +66,17 @@ def pull_with_a_push(session):
     return pull, url, first
 
 
+def past_a_first_message(session, listener, dialer, first: bytes = b"first"):
+    """A ``listener`` socket and a ``dialer`` connected to it over TCP, the dialer's first
+    message (``first``) received."""
+    a = session.socket(listener, recv_timeout=5.0)
+    b = session.socket(dialer, recv_timeout=5.0)
+    b.connect(a.bind("tcp://127.0.0.1:0").url)
+    b.send(first)
+    assert a.recv() == first
+    return a, b
+
+
 def recv_in_a_thread(sock):
     """A thread blocked in ``sock.recv()``, returned once it reads the socket's pipes
     itself, with the list its message will land in."""
@@ -94,11 +105,7 @@ def test_a_message_for_a_waiting_caller_costs_the_io_threads_nothing(url):
 
 
 def test_a_send_after_a_wait_is_written_from_the_callers_thread(session, flush_threads):
-    rep = session.socket(sp.Rep, recv_timeout=5.0)
-    req = session.socket(sp.Req, recv_timeout=5.0)
-    req.connect(rep.bind("tcp://127.0.0.1:0").url)
-    req.send(b"question")
-    assert rep.recv() == b"question"
+    rep, req = past_a_first_message(session, sp.Rep, sp.Req, b"question")
     flush_threads.clear()
     rep.send(b"answer")  # right after a wait: the reply leaves from this thread
     assert flush_threads == [threading.get_ident()]
@@ -109,11 +116,7 @@ def test_a_callers_send_writes_before_its_bookkeeping(session, monkeypatch):
     # The reply leaves for the kernel before the drain's refill (for a REP, a credit grant
     # and its lock section) and its traffic count: those are no longer between the reply
     # and the wire.
-    rep = session.socket(sp.Rep, recv_timeout=5.0)
-    req = session.socket(sp.Req, recv_timeout=5.0)
-    req.connect(rep.bind("tcp://127.0.0.1:0").url)
-    req.send(b"question")
-    assert rep.recv() == b"question"
+    rep, req = past_a_first_message(session, sp.Rep, sp.Req, b"question")
     steps: list[str] = []
     core = rep._core
     original_flush, original_refill = Pipe._flush, core.ctx.refill
@@ -129,11 +132,7 @@ def test_a_callers_send_writes_before_its_bookkeeping(session, monkeypatch):
 def test_a_message_the_caller_reads_itself_never_goes_through_the_inbox(session, monkeypatch):
     # Delivered by the very thread that waits for it (Channel.caught): no inbox push and
     # pop, each a lock section and the queue's steps.
-    a = session.socket(sp.Pair, recv_timeout=5.0)
-    b = session.socket(sp.Pair, recv_timeout=5.0)
-    b.connect(a.bind("tcp://127.0.0.1:0").url)
-    b.send(b"first")
-    assert a.recv() == b"first"
+    a, b = past_a_first_message(session, sp.Pair, sp.Pair)
     inbox = a._core.channel.inbox
     pushed: list[object] = []
     original = Inbox.extend
