@@ -320,12 +320,7 @@ class Channel:
 
     def _pop(self) -> tuple[Item, bool]:
         """The next item and whether reading must resume (channel lock held)."""
-        inbox = self.inbox
-        head = inbox.head  # Inbox.popleft's steps, inline (as in take)
-        item = head.popleft()
-        inbox.count -= 1
-        if not head:
-            inbox.advance()
+        item = self.inbox.popleft()
         self.inbox_bytes -= len(item)
         # While paused, most pops leave more than half queued: one comparison, no call.
         return item, (self.recv_paused and self.inbox.count <= self.recv_high // 2
