@@ -238,6 +238,23 @@ def test_a_push_notifies_nobody_when_no_getter_sleeps(channel, monkeypatch):
     assert channel.take() == b"hello"
 
 
+def test_a_reading_caller_catches_one_lone_message_for_an_empty_inbox_only(channel):
+    # Channel.caught: what the reading caller's own reads deliver, one lone message into
+    # an empty inbox, is kept for that caller; anything behind it, or anything that would
+    # overtake messages already queued, is queued as usual.
+    channel.catching = True
+    assert channel.push_many([b"a1", b"a2"]) == 4  # two at once: queued
+    assert channel.push_many([b"b1"]) == 2  # the inbox holds older ones: queued behind
+    assert channel.caught is None and channel.catching
+    assert [channel.take() for _ in range(3)] == [b"a1", b"a2", b"b1"]
+
+    assert channel.push_many([b"lone"]) == 4
+    assert channel.caught == b"lone" and not channel.catching  # one only
+    assert channel.push_many([b"next"]) == 4
+    assert channel.caught == b"lone" and channel.take() == b"next"
+    assert channel.inbox_bytes == 0
+
+
 @pytest.fixture(params=["get", "take", "take_many"])
 def take_one(request):
     """Every way a receive takes a queued item: ``get`` (the full path), ``take`` (the

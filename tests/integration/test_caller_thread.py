@@ -195,6 +195,26 @@ def test_a_receive_with_only_inproc_pipes_waits_without_taking_the_session(sessi
     assert reader.ident not in owners
 
 
+def test_an_arecv_with_only_inproc_pipes_lends_its_event_loop_nothing(session, monkeypatch):
+    pull = session.socket(sp.Pull, recv_timeout=5.0)
+    push = session.socket(sp.Push, send_timeout=5.0)
+    push.connect(pull.bind("inproc://lendable-aio").url)
+    wait_until(lambda: len(pull._core.pipes) == 1, what="the pipe")
+    owned: list[object] = []
+    loop = pull._core.loop
+    original = loop.own
+    monkeypatch.setattr(loop, "own", lambda timeout: (owned.append(timeout),
+                                                      original(timeout))[1])
+
+    async def lend():
+        return pull._core.reader.lend_to_event_loop(asyncio.get_running_loop())
+
+    assert asyncio.run(lend()) is None  # nothing to lend: the I/O thread delivers
+    assert owned == []
+    push.send(b"delivered all the same")
+    assert asyncio.run(pull.arecv()) == b"delivered all the same"
+
+
 def test_the_socket_counts_the_pipes_a_receive_could_borrow(session):
     pull = session.socket(sp.Pull, recv_timeout=5.0)
     url = pull.bind("tcp://127.0.0.1:0").url

@@ -79,7 +79,8 @@ class RepPolicy(Policy):
 
     def recv_wait(self, deadline: float | None) -> float | None:
         # A new recv abandons the request not answered yet (nng). One write, no lock:
-        # ``sent`` and ``incoming`` take it, as they read and then write.
+        # ``sent`` takes it because it reads then writes, and ``incoming`` so that its
+        # write never falls between those two.
         self.pending = None
         return Policy.recv_wait(self, deadline)  # no super(): a tenth of a µs
 
