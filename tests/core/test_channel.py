@@ -403,7 +403,7 @@ class UnlendingReader:
 
 
 def test_a_getter_that_waits_on_the_channel_marks_the_reader_as_having_waited(channel):
-    # Its next send then runs in its own thread (SocketCore._wake): it likely answers.
+    # Its next send then runs in its own thread (Channel.put, send_now): it likely answers.
     channel.reader = reader = UnlendingReader()
     cond = watch_getters(channel)
     getter = Waiter(lambda: channel.get(timeout=DEADLINE))

@@ -100,8 +100,10 @@ def test_a_message_for_a_waiting_caller_costs_the_io_threads_nothing(url):
         iterations = sum(loop.iterations for loop in loops) - before
         ticks = len(loops) * (int((time.monotonic() - started) / MAX_SLEEP) + 1)
     # Neither I/O thread had anything to do: handing each message over would cost at least
-    # one iteration per message. An idle loop still wakes once every MAX_SLEEP.
-    assert iterations <= ticks < MESSAGES // 2
+    # one iteration per message. An idle loop still wakes once every MAX_SLEEP. On a
+    # machine busy with other work an I/O thread's idle wake-up may hold the session
+    # past a send's OWN_WAIT, which then hands that one message over: a few are allowed.
+    assert iterations <= ticks + MESSAGES // 5 < MESSAGES // 2
 
 
 def test_a_send_after_a_wait_is_written_from_the_callers_thread(session, flush_threads):
@@ -110,6 +112,46 @@ def test_a_send_after_a_wait_is_written_from_the_callers_thread(session, flush_t
     rep.send(b"answer")  # right after a wait: the reply leaves from this thread
     assert flush_threads == [threading.get_ident()]
     assert req.recv() == b"answer"
+
+
+def test_a_lone_send_never_goes_through_the_outbox(session, monkeypatch):
+    rep, req = past_a_first_message(session, sp.Rep, sp.Req, b"question")
+    channel = rep._core.channel
+    taken: list[int] = []
+    original = channel.take_outbox
+    monkeypatch.setattr(channel, "take_outbox",
+                        lambda: (taken.append(threading.get_ident()), original())[1])
+    rep.send(b"answer")  # right after a wait: from put's hand to the pipe, this thread
+    assert req.recv() == b"answer"
+    assert taken == []
+    assert rep.stats["msgs_sent"] == 1
+
+
+def test_a_lone_send_that_cannot_own_the_session_soon_is_handed_to_the_io_thread(
+        session, flush_threads):
+    rep, req = past_a_first_message(session, sp.Rep, sp.Req, b"question")
+    loop = rep._core.loop
+    held, done = threading.Event(), threading.Event()
+
+    def hold_the_session():
+        assert loop.own(5.0)
+        held.set()
+        done.wait(5.0)
+        loop.release()
+
+    holder = threading.Thread(target=hold_the_session)
+    holder.start()
+    try:
+        assert held.wait(5.0)
+        flush_threads.clear()
+        rep.send(b"answer")  # waits OWN_WAIT for the session, then queues it
+        assert [item.body for item in rep._core.channel.outbox] == [b"answer"]
+    finally:
+        done.set()
+        holder.join(5.0)
+    assert req.recv() == b"answer"
+    assert threading.get_ident() not in flush_threads  # written by the I/O thread
+    assert rep.stats["msgs_sent"] == 1
 
 
 def test_a_callers_send_writes_before_its_bookkeeping(session, monkeypatch):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 
 import pytest
 
@@ -93,6 +94,7 @@ def test_an_interrupt_before_the_drain_is_handed_to_anyone_still_sends(session, 
     a, b = _pair(session)
     channel = a._core.channel
     monkeypatch.setattr(channel, "_wake_backend", _once(channel._wake_backend))
+    channel.last_put = time.monotonic() + 60  # as if a send came just now: a burst queues
 
     with pytest.raises(KeyboardInterrupt):
         a.send(b"lost?")  # queued, marked posted, then interrupted before any wake-up
@@ -100,6 +102,35 @@ def test_an_interrupt_before_the_drain_is_handed_to_anyone_still_sends(session, 
     assert b.recv() == b"lost?"  # the I/O thread was handed the drain
     a.send(b"next")
     assert b.recv() == b"next"
+
+
+def _lone_send_cut(session, monkeypatch, where):
+    """A lone send (written at once, in this thread) interrupted where ``where(socket)``
+    says, ``(object, attribute name)``, before the protocol took the message: the send
+    raises, the message is queued for the I/O thread and sent once, nothing stays held."""
+    a, b = _pair(session)
+    target, name = where(a)
+    monkeypatch.setattr(target, name, _once(getattr(target, name)))
+    before = a.stats["msgs_sent"]
+
+    with pytest.raises(KeyboardInterrupt):
+        a.send(b"lost?")
+
+    assert b.recv() == b"lost?"
+    a.send(b"next")
+    assert b.recv() == b"next"  # not a second "lost?"
+    assert a.stats["msgs_sent"] == before + 2
+    assert _lock_is_free(a._core.loop)
+
+
+def test_an_interrupt_while_a_lone_send_owns_the_session_queues_it(session, monkeypatch):
+    # own() gives the lock back and raises (see the first test): put still holds it.
+    _lone_send_cut(session, monkeypatch, lambda sock: (sock._core.loop, "_took"))
+
+
+def test_an_interrupt_as_a_lone_send_begins_its_work_queues_it(session, monkeypatch):
+    # Owned, then interrupted before the message left put's hand: released, and queued.
+    _lone_send_cut(session, monkeypatch, lambda sock: (sock._core, "_send_in_hand"))
 
 
 def _drain_cut_at_the_second(monkeypatch, loop, machine, drain, sends) -> None:

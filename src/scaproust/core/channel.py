@@ -6,7 +6,8 @@ reply per call. Measured here, that round trip costs 7-47 µs a message (docs/AR
 
 - ``put`` (send) takes one unit of *send credit* and appends to ``outbox``; it wakes the
   I/O thread only when the outbox was empty, and the loop itself writes its wake-up byte
-  only when idle. It waits only when it has no credit: the backend grants credit as pipes
+  only when idle. A lone send skips the outbox: the caller's thread runs it at once
+  (``send_now``). It waits only when it has no credit: the backend grants credit as pipes
   can take messages, so a PUSH with no ready peer still blocks until its send timeout.
   Credit has two parts, messages and bytes: a message needs one message credit and a
   positive byte credit, and uses its size in bytes (the last one may overdraw). So a burst
@@ -57,6 +58,13 @@ if TYPE_CHECKING:
 #: Credit that never runs out, for protocols whose send never blocks (pub, bus, rep).
 UNBOUNDED = 1 << 60
 
+#: A send goes at once, in the caller's thread, if the socket's sends had been quiet this
+#: long, or its caller waited for a message since (``put``). Sends closer together than
+#: this are a burst, and batching them in the I/O thread beats writing each: measured
+#: here, 64-byte PUSH messages went at 70 k msg/s written one by one from the caller's
+#: thread, 400-450 k msg/s handed to the I/O thread.
+DIRECT_SPACING = 50e-6
+
 
 class Channel:
     """Queues and credit shared by a facade socket and its backend ``SocketCore``."""
@@ -104,9 +112,14 @@ class Channel:
         #: lock section and queue steps, both ways, cost a tenth of a receive.
         self.catching = False
         self.caught: Item | None = None
+        #: Set by the backend (SocketCore._send_now): runs a lone send in the caller's
+        #: thread, given the hand ``put`` holds it in and its size; False, the message
+        #: still in hand, if it cannot own the session now. None (a context's channel):
+        #: every message goes through the outbox.
+        self.send_now: Callable[[list[Item], int], bool] | None = None
         #: When the last put() began (or a send run in the caller's thread ended), and how
-        #: long the channel had been quiet before the latest put(): the backend tells a
-        #: lone send (write it at once) from one in a burst (let the I/O thread batch).
+        #: long the channel had been quiet before the latest put(): ``put`` tells a lone
+        #: send (write it at once) from one in a burst (let the I/O thread batch).
         self.last_put = float("-inf")
         self.quiet = float("inf")
         #: Threads blocked in get() and in put() right now: nobody to notify without them
@@ -122,9 +135,18 @@ class Channel:
 
     def put(self, item: Item, timeout: float | None) -> None:
         """Queue ``item`` for the backend; wait up to ``timeout`` s for credit (None: forever,
-        0: never wait)."""
+        0: never wait).
+
+        A lone send (nothing queued, nothing posted, and the caller either waited for a
+        message since its last send or the sends have been quiet for ``DIRECT_SPACING``)
+        is not queued at all: it stays in this thread's hand (a one-item list) and
+        ``send_now`` (set by the backend) runs it at once, in this thread, if it can own
+        the session within its bound. The outbox's append, its take back under the lock
+        and a new deque cost 0.4-0.7 µs of a ``send()``'s 8-11 (PAIR, REQ, REP, one side
+        measured against a bare peer)."""
         now = time.monotonic()
         posted = woken = False
+        hand: list[Item] | None = None
         try:
             with self._lock:
                 if self.closed:
@@ -136,23 +158,56 @@ class Channel:
                     finally:
                         self.send_waiters -= 1
                 self.credit -= 1
-                self.credit_bytes -= len(item)
-                self.outbox.append(item)
-                self.quiet = now - self.last_put
+                self.credit_bytes -= (size := len(item))
+                self.quiet = quiet = now - self.last_put
                 self.last_put = now
                 if self._drain_posted:
+                    self.outbox.append(item)
                     return
-                self._drain_posted = True
-                posted = True  # no call in between: a Ctrl-C cannot come between the two
+                reader = self.reader
+                if (self.send_now is not None and not self.outbox
+                        and (quiet >= DIRECT_SPACING or reader is not None and reader.waited)):
+                    hand = [item]
+                else:
+                    self.outbox.append(item)
+                    self._drain_posted = True
+                    posted = True  # no call in between: a Ctrl-C cannot come between the two
+            if hand is not None:
+                assert self.send_now is not None  # tested above, and never unset
+                if self.send_now(hand, size):
+                    return
+                with self._lock:  # it could not own the session: the I/O thread sends it
+                    # In place, then the hand emptied: neither step is a call, so no Ctrl-C
+                    # comes between them (Python checks for one at calls and loops).
+                    self.outbox += hand
+                    hand = None
+                    if self._drain_posted:
+                        return
+                    self._drain_posted = True
+                    posted = True
             self._wake_backend()
             woken = True
         except BaseException:
             # Interrupted (a Ctrl-C) after the drain was marked posted and before anyone was
             # woken for it: without this, the outbox would wait for ever, every later put
-            # seeing the drain posted. A drain too many finds the outbox empty.
-            if posted and not woken:
+            # seeing the drain posted. A drain too many finds the outbox empty. A message
+            # still in this thread's hand (send_now did not take it) is queued for the I/O
+            # thread the same way.
+            if hand:
+                self._hand_over(hand)
+            elif posted and not woken:
                 self._post_backend()
             raise
+
+    def _hand_over(self, hand: list[Item]) -> None:
+        """Queue what ``put`` still has in hand, and post a drain unless one is posted."""
+        with self._lock:
+            self.outbox += hand
+            hand.clear()
+            post = not self._drain_posted
+            self._drain_posted = True
+        if post:
+            self._post_backend()
 
     def get(self, timeout: float | None) -> Item:
         """Take the next received item; wait up to ``timeout`` s for one.

@@ -4,11 +4,11 @@ Theory of operation: a ``SocketCore`` owns its endpoints (listeners and dialers)
 pipes that are or were active (``pipes``, until each is dead) and its protocol machine
 (``proto``), all guarded by the session lock (docs/ARCHITECTURE.md, "One owner at a
 time"). The facade reaches it through two paths (core/channel.py): data through the
-channel's queues, drained here by ``_drain_outbox`` (in the caller's thread when it owns
-the session, else in the I/O thread) and read into them by the ``CallerReader`` or the
-I/O thread; control (bind, connect, close, subscriptions, pipe listeners) through the
-methods marked ``@facade_call``, run on the loop thread by ``Session.call``, each
-returning its answer.
+channel, a lone send run at once in the caller's thread (``_send_now``) and the others
+queued and drained here by ``_drain_outbox`` in the I/O thread, and what arrives read
+into the channel by the ``CallerReader`` or the I/O thread; control (bind, connect,
+close, subscriptions, pipe listeners) through the methods marked ``@facade_call``, run
+on the loop thread by ``Session.call``, each returning its answer.
 
 Closing: ``cmd_close`` closes the endpoints (no new pipes) and asks each pipe to close,
 which flushes its queued output within ``linger``; the socket is ``closed`` when the last
@@ -71,13 +71,6 @@ _endpoint_ids = itertools.count(1)
 #: the lock for microseconds, and the bound keeps a long batch from stalling the caller.
 OWN_WAIT = 0.001
 
-#: A send runs in the caller's thread and writes to the kernel at once if the socket's
-#: sends had been quiet this long, or its caller waited for a message since (see _wake).
-#: Sends closer together than this are a burst, and batching them in the I/O thread beats
-#: writing each: measured here, 64-byte PUSH messages went at 70 k msg/s written one by one
-#: from the caller's thread, 400-450 k msg/s handed to the I/O thread.
-DIRECT_SPACING = 50e-6
-
 
 @attrs.frozen
 class PipeEvent:
@@ -109,7 +102,7 @@ class SocketCore(SocketFSM):
         self._resume_turn = 0
         self._on_closed = on_closed
         self.channel = Channel(wake_backend=self._wake, resume_reading=self._wake_resume,
-                               post_backend=lambda: loop.post_if_open(self._drain_outbox, False),
+                               post_backend=lambda: loop.post_if_open(self._drain_outbox),
                                recv_high=options.recv_buffer)
         self.ctx = Context(loop=loop, channel=self.channel, stats=self.stats,
                            pipes_of_socket=lambda: self.pipes, options=options,
@@ -126,6 +119,7 @@ class SocketCore(SocketFSM):
         # A caller's thread whose recv() waits reads the pipes itself (caller_reader.py).
         self.reader = CallerReader(loop, self.channel, self.pipes, self.contexts)
         self.channel.reader = self.channel.loans = self.reader
+        self.channel.send_now = self._send_now
         #: (body, IPC framing, frame) of the last message published to this socket's pipes
         #: (PUB): the others of its framing queue the same frame (Pipe.enqueue_published).
         self.published: tuple[bytes | None, bool | None, bytes] = (None, None, b"")
@@ -135,43 +129,58 @@ class SocketCore(SocketFSM):
 
     # ------------------------------------------------------------------ data path
 
-    def _wake(self) -> None:
-        # Called in the user's thread by Channel.put, the outbox no longer empty. Either
-        # this thread runs the send and writes it to the kernel at once, or the I/O thread
-        # is woken (if it sleeps) to take the outbox along with whatever else gets queued.
-        #
-        # Writing at once saves the hand-off (a wake-up, tens of µs): what a request, a
-        # reply or an occasional message needs. A burst of sends needs the opposite: the
-        # caller only queues (a fraction of a µs each) and the I/O thread, woken once,
-        # writes everything queued meanwhile in one sendmsg (6x the rate of a syscall per
-        # 64-byte message). So the caller writes at once after it waited for a message
-        # (request/reply), or when the socket's sends had been quiet for DIRECT_SPACING
-        # (since the previous put, or the end of the previous send run here: a PUB's write
-        # to 50 pipes takes longer than that). If another thread owns the session, wait
-        # for it a little (owners keep it for microseconds), then hand over after all.
+    def _send_now(self, hand: list[Item], size: int) -> bool:
+        """Send the message in ``hand`` (``size`` bytes) in this thread: Channel.put's lone
+        send, not queued. Writing at once saves the hand-off (a wake-up, tens of µs): what a
+        request, a reply or an occasional message needs (a burst goes through the outbox
+        and the I/O thread's batches instead: Channel.put, DIRECT_SPACING). If another
+        thread owns the session, wait for it a little (owners keep it for microseconds);
+        False, the message still in hand, if it keeps it longer: put hands it over."""
         loop = self.loop
-        reader = self.reader
-        channel = self.channel
-        if (reader.waited or channel.quiet >= DIRECT_SPACING) and loop.own(OWN_WAIT):
-            try:  # at once: no call between own() and the try that a Ctrl-C could land in
-                reader.waited = False
-                self._drain_outbox(True)
-            finally:
-                loop.release()
-                channel.last_put = time.monotonic()
+        if not loop.own(OWN_WAIT):
+            return False
+        try:  # at once: no call between own() and the try that a Ctrl-C could land in
+            self.reader.waited = False
+            self._send_in_hand(hand, size)
+        finally:
+            loop.release()
+            self.channel.last_put = time.monotonic()
+        return True
+
+    @entry_point
+    def _send_in_hand(self, hand: list[Item], size: int) -> None:
+        # As _drain_outbox for a batch of one, the message taken from the hand only as the
+        # protocol gets it: a Ctrl-C before that leaves it there, and put queues it.
+        if self.state == "closed":
+            # A send that raced close() (see _drain_outbox): dropped and counted.
+            hand.clear()
+            self.stats.count(DROPPED_CLOSED)
             return
+        ctx = self.ctx
+        ctx.outstanding -= 1
+        ctx.outstanding_bytes -= size
         try:
-            loop.call_soon_threadsafe(self._drain_outbox, False)
+            self.proto.cmd_send(hand.pop())
+            self.loop.run_end_of_batch()  # to the kernel before the bookkeeping below
+        finally:
+            self.stats.count_traffic(MSGS_SENT, BYTES_SENT, 1, size)
+        ctx.refill()
+
+    def _wake(self) -> None:
+        # Called in the user's thread by Channel.put, for a message it queued: a send in a
+        # burst, or one that could not own the session (_send_now). The I/O thread is woken
+        # (if it sleeps) to take the outbox along with whatever else gets queued meanwhile,
+        # in one write.
+        loop = self.loop
+        try:
+            loop.call_soon_threadsafe(self._drain_outbox)
         except RuntimeError:
             if loop.forked():
                 raise Error(FORKED) from None
             raise Closed("session is closed") from None
 
     @entry_point
-    def _drain_outbox(self, direct: bool = False) -> None:
-        # ``direct``: a caller's send (_wake), which writes its frames to the kernel before
-        # the bookkeeping below, not after it in release(): a REP's refill (a lock section
-        # and a credit grant) came between its reply and the wire.
+    def _drain_outbox(self) -> None:
         batch = self.channel.take_outbox()
         if self.state == "closed":
             # A send that raced close(): the channel took it just before it closed, and its
@@ -194,14 +203,12 @@ class SocketCore(SocketFSM):
                 total += size
                 taken += 1  # no call since len(): counted exactly with the two above
                 send(item)
-            if direct:
-                self.loop.run_end_of_batch()
         except BaseException:
-            # A Ctrl-C in the caller's thread that drains here (core/guard.py,
+            # A Ctrl-C, where the main thread drains (a loop it drives itself; core/guard.py,
             # "Interrupts"): the messages not taken yet go back to the front of the outbox
             # for the next drain, in order; the one it stopped in went to its pipe or not.
             self.channel.requeue(itertools.islice(batch, taken, None))
-            self.loop.call_soon(self._drain_outbox, False)
+            self.loop.call_soon(self._drain_outbox)
             raise
         finally:
             self.stats.count_traffic(MSGS_SENT, BYTES_SENT, taken, total)

@@ -188,6 +188,10 @@ class Loop:
         self, *, clock: Callable[[], float] = time.monotonic, name: str = "scaproust-io"
     ) -> None:
         self._clock = clock
+        #: The loop's clock (``time.monotonic`` unless another was injected), the clock
+        #: itself rather than a method calling it: protocols read it on the path of a
+        #: message (a REQ's resend deadline), where a frame less counts.
+        self.time: Callable[[], float] = clock
         self._name = name
         self._selector = selectors.DefaultSelector()
         self._wakeup = Wakeup()
@@ -239,10 +243,6 @@ class Loop:
     @property
     def running(self) -> bool:
         return self._running
-
-    def time(self) -> float:
-        """The loop's clock (``time.monotonic`` unless another was injected)."""
-        return self._clock()
 
     def in_loop_thread(self) -> bool:
         """True in the thread executing ``run_forever`` (False when tests drive ``run_once``)."""
