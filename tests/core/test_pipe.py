@@ -84,6 +84,7 @@ class Harness:
         assert self.pipe.state == "active"
         self.stream.written.clear()
         self.stream.sendmsg_calls.clear()
+        self.stream.send_calls = 0
         self.proto.calls.clear()
         return self
 
@@ -692,10 +693,21 @@ def test_queued_messages_leave_framed_in_one_sendmsg(ipc, expected):
 
     h.loop.run_ready()
 
-    assert len(h.stream.sendmsg_calls) == 1
+    assert len(h.stream.sendmsg_calls) == 1 and h.stream.send_calls == 0
     assert bytes(h.stream.written) == bytes.fromhex(expected)
     assert h.stream not in h.loop.writers
     assert h.proto.calls == [("evt_pipe_ready", h.pipe)]  # the flush reports capacity
+
+
+def test_a_lone_queued_frame_is_written_with_one_send():
+    # A request or a reply: one buffer, so send() rather than sendmsg() and its list.
+    h = Harness().open_active()
+
+    h.pipe.cmd_send(b"abc")
+    h.loop.run_ready()
+
+    assert h.stream.send_calls == 1 and len(h.stream.sendmsg_calls) == 1
+    assert bytes(h.stream.written) == tcp_frame(b"abc")
 
 
 def test_a_header_is_written_between_the_size_and_the_body():

@@ -227,7 +227,8 @@ class FakeStream:
     exception given to ``fail_recv``.
 
     Writing: ``sendmsg`` records the buffers it was given (``sendmsg_calls``, the very
-    objects, for identity checks) and the bytes it accepted (``written``). Set
+    objects, for identity checks; a ``send`` of one buffer is recorded as a one-buffer
+    call) and the bytes it accepted (``written``). Set
     ``accept_per_call`` to k to take at most k bytes a call (partial writes),
     ``block_writes`` to raise ``BlockingIOError``, ``send_error`` to raise that exception.
     """
@@ -239,6 +240,7 @@ class FakeStream:
         self.peer = peer
         self.written = bytearray()
         self.sendmsg_calls: list[list[Any]] = []
+        self.send_calls = 0  # of those, the ones made with send()
         self.accept_per_call: int | None = None
         self.block_writes = False
         self.send_error: BaseException | None = None
@@ -295,6 +297,11 @@ class FakeStream:
         if self._eof:
             return 0
         raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    def send(self, data) -> int:
+        # Recorded as a one-buffer sendmsg too: a pipe writes a lone queued buffer this way.
+        self.send_calls += 1
+        return self.sendmsg([data])
 
     def sendmsg(self, buffers) -> int:
         if self.closed:

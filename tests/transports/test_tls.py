@@ -147,7 +147,9 @@ def test_an_empty_buffer_is_never_written(streams):
     client.ssl = Recording(client.ssl)  # type: ignore[assignment]
     assert client.sendmsg([b""]) == 0
     assert client.sendmsg([b"x"]) == 1
-    assert calls == [b"x"]
+    assert client.send(b"") == 0  # send() is sendmsg() of one buffer
+    assert client.send(b"y") == 1
+    assert calls == [b"x", b"y"]
 
 
 def test_a_write_the_kernel_cannot_take_at_once_holds_its_last_byte_until_it_can(streams):

@@ -5,7 +5,8 @@ states: ``tls_handshaking``, between the TCP connection (or the accept) and the 
 exchange, and ``tls_closing``, between the last queued frame and death. Everything else,
 the header exchange, the frames, the caller-thread reads and writes, is the plain pipe's
 code, run over a :class:`~scaproust.transports.tls.TLSStream` instead of the socket: the
-stream's ``recv`` and ``sendmsg`` carry plaintext and keep the socket's contract.
+stream's ``recv``, ``send`` and ``sendmsg`` carry plaintext and keep the socket's
+contract.
 
 ``tls_handshaking``: ``start_tls`` wraps the connected socket and takes the first step
 (the client's hello) from the loop; each readiness of the socket advances the handshake

@@ -62,7 +62,7 @@ _SHORT = {"commonName": "CN", "organizationName": "O", "organizationalUnitName":
 
 
 class TLSStream:
-    """A TCP socket seen through TLS: ``recv``/``sendmsg`` carry plaintext.
+    """A TCP socket seen through TLS: ``recv``, ``send`` and ``sendmsg`` carry plaintext.
 
     The rules this class keeps (the ``ssl`` module's own advice for memory BIOs, and what
     nng does):
@@ -185,6 +185,10 @@ class TLSStream:
         if self.peer_closed:
             return b""
         raise BlockingIOError
+
+    def send(self, data: bytes | memoryview) -> int:
+        """``sendmsg`` of one buffer (the contract of ``socket.send``)."""
+        return self.sendmsg((data,))
 
     def sendmsg(self, buffers: Sequence[bytes | memoryview]) -> int:
         """Encrypt and send (the contract of ``socket.sendmsg``: the plaintext bytes
