@@ -153,6 +153,9 @@ class CallerReader:
         self._kept_pipes = 0
         self._kept_used = False
         self._kept_check: TimerHandle | None = None
+        #: ``_drop_kept`` bound once: the kept pipes' ``on_stop``, told by identity from
+        #: what is set already (a bound method is a new object at each attribute read).
+        self._on_kept_stop = self._drop_kept
 
     def wait(self, deadline: float | None) -> bool:
         """Read the socket's pipes here until a message, ``deadline`` (monotonic), a close
@@ -449,9 +452,9 @@ class CallerReader:
         if self._kept_check is None:
             self._kept_used = False
             self._kept_check = self.loop.call_later(KEPT_CHECK, self._check_kept)
-        drop = self._drop_kept
+        drop = self._on_kept_stop
         for lender in lent:
-            if lender.on_stop != drop:  # set already when this loan was kept before
+            if lender.on_stop is not drop:  # set already when this loan was kept before
                 lender.on_stop = drop
 
     def _drop_kept(self) -> None:
@@ -675,4 +678,6 @@ class _Poller:
             # deadline.
             events = self._poll.poll(max(0, int((deadline - time.monotonic()) * 1000) + 1))
         by_fd = self._by_fd
+        if len(events) == 1:  # the usual wake-up: no comprehension (a frame of its own)
+            return {by_fd[events[0][0]]}
         return {by_fd[fd] for fd, _ in events}
