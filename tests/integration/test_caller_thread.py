@@ -284,6 +284,40 @@ def test_a_lone_send_is_written_from_the_callers_thread(session, flush_threads):
     assert pull.recv() == b"alone"
 
 
+def test_senders_in_several_threads_lose_nothing_and_keep_each_threads_order(session):
+    # Lone sends (from put's hand, in the sender's thread) and sends in bursts (through
+    # the outbox and the I/O thread) mix as the threads take turns: every message arrives
+    # once, and each thread's in the order it sent them.
+    pull = session.socket(sp.Pull, recv_timeout=5.0)
+    push = session.socket(sp.Push, send_timeout=5.0)
+    push.connect(pull.bind("tcp://127.0.0.1:0").url)
+    push.send(b"first")
+    assert pull.recv() == b"first"
+    threads, each = 4, 1500
+    core, channel = push._core, push._core.channel
+    drains, alone = [], []  # how the messages went: both ways, as the test means
+    take_outbox, send_in_hand = channel.take_outbox, core._send_in_hand
+    channel.take_outbox = lambda: (drains.append(1), take_outbox())[1]
+    core._send_in_hand = lambda hand, size: (alone.append(1), send_in_hand(hand, size))[1]
+    channel.last_put = float("-inf")  # quiet for ever: the run's first send goes alone
+    senders = [threading.Thread(target=lambda t=t: [push.send(b"%d:%d" % (t, i))
+                                                   for i in range(each)])
+               for t in range(threads)]
+    for sender in senders:
+        sender.start()
+    got = [pull.recv() for _ in range(threads * each)]
+    for sender in senders:
+        sender.join(10.0)
+    by_thread: dict[int, list[int]] = {}
+    for msg in got:
+        t, i = map(int, msg.split(b":"))
+        by_thread.setdefault(t, []).append(i)
+    assert by_thread == {t: list(range(each)) for t in range(threads)}
+    assert push.stats["msgs_sent"] == 1 + threads * each
+    assert drains and alone
+    assert pull.try_recv() is None
+
+
 def test_a_burst_of_sends_is_written_in_batches(session, flush_threads):
     pull = session.socket(sp.Pull, recv_timeout=5.0)
     push = session.socket(sp.Push, send_timeout=5.0)
