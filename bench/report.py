@@ -91,28 +91,33 @@ target table says whether each goal of the project holds in this run.
 ## Where the time goes
 
 What it took to reach each target, or what stands between it and its goal, from profiles
-taken on this machine (2026-12-04 and 2026-12-05; the numbers move from run to run, the
+taken on this machine (2026-12-04 to 2026-12-06; the numbers move from run to run, the
 proportions much less).
 
 **Round trip.** `bench/trace_rtt.py` takes timestamps inside both processes of a 64-byte
-round trip (each side on its own core). Medians for PAIR, in µs, two runs (2026-12-05,
-night; REQ/REP in brackets; the evening's before the changes below in the last column):
+round trip (each side on its own core). Medians for PAIR, in µs, two runs each (REQ/REP in
+brackets; 2026-12-06, then 2026-12-05 night and evening, before the changes below):
 
-| step | client | echo | evening, either side |
-|---|---|---|---|
-| `send()` called -> `sendmsg` starts (facade, channel, protocol and pipe machines) | 4.2 (6.1) | 4.1 (5.5) | 5.0-5.3 (7.3-8.3) |
-| `poll()` returns -> `recv()` returns (read, parse, machines, queue) | 6.9-7.0 (8.4-8.7) | 6.9-7.0 (8.5-9.0) | 9.1-9.6 (11.6-12.6) |
-| a whole round trip | 52.5 (60.7-62.7) | | 59.2-62.6 (72.9-74.2) |
+| step | client | echo | 12-05 night, client / echo | 12-05 evening, either side |
+|---|---|---|---|---|
+| `send()` called -> `sendmsg` starts (facade, channel, protocol and pipe machines) | 3.7 (5.5-5.6) | 3.7 (5.0-5.5) | 4.2 (6.1) / 4.1 (5.5) | 5.0-5.3 (7.3-8.3) |
+| `poll()` returns -> `recv()` returns (read, parse, machines, queue) | 7.1-7.3 (9.2-9.4) | 7.1-7.5 (9.6-10.7) | 6.9-7.0 (8.4-8.7) / 6.9-7.0 (8.5-9.0) | 9.1-9.6 (11.6-12.6) |
+| a whole round trip | 51.5-52.3 (63.0-67.2) | | 52.5 (60.7-62.7) | 59.2-62.6 (72.9-74.2) |
 
+The send paths lost a third of a µs to a µs on 2026-12-06: a lone send (after a wait,
+or after a quiet spell) no longer goes into the channel's outbox and out again under its
+lock (`Channel.put` keeps it in hand for `SocketCore._send_now`), and a lone queued frame
+is written with `send()` rather than `sendmsg()` and its list. The receive paths did not
+move (the REQ/REP runs of that morning fell in one of the machine's slow moods, below).
 The rest is the kernel's: `sendmsg` itself takes 12-14 µs on this machine (timed alone,
 either protocol: on loopback it also delivers to the peer's socket and wakes it on the
 other core), and the peer's `poll()` returns 15-25 µs after it started, as for the bare
-ceiling. (The trace's step from `sendmsg` to the end of the flush reads 38-45 µs on the
-REQ client's side in every run; it is not seen without the trace's wrappers: its
-`sendmsg`, timed alone, takes what PAIR's takes.) No hand-off between threads is left on
-the path (docs/ARCHITECTURE.md, "One owner at a time"): the I/O thread of either process
-runs no iteration during a round trip. What is left is Python, spread thin, none of it
-more than a few percent of the whole.
+ceiling. (The trace's step from `sendmsg` to the end of the flush reads 33-45 µs in some
+runs on the client's side; it is not seen without the trace's wrappers: its `sendmsg`,
+timed alone, takes what the echo's takes, and the round trip is no longer in those runs.)
+No hand-off between threads is left on the path (docs/ARCHITECTURE.md, "One owner at a
+time"): the I/O thread of either process runs no iteration during a round trip. What is
+left is Python, spread thin, none of it more than a few percent of the whole.
 
 `bench/one_side.py` measures one side alone, against a bare peer speaking SP bytes in the
 same process on one core: no wake-up across cores, so its medians move by tenths of a µs
@@ -130,18 +135,32 @@ walked its eight lower priorities at every message (0.45 µs); the policies' sen
 through `_outgoing`'s checks (0.2 µs). Earlier that evening the REQ/REP path had lost its
 resend timer operations (2-3 µs: the deadline is now a field, protocols/_resend.py), the
 credit restated after every request, the policies' lock sections around single reads and
-writes, and a notify per delivery nobody slept for (`Channel.recv_sleepers`).
+writes, and a notify per delivery nobody slept for (`Channel.recv_sleepers`). On
+2026-12-06, `send()` one side, old and new trees alternated: PAIR 8.4 -> 7.3-7.5 µs, REQ
+11.0 -> 9.6-9.9, REP 9.6 -> 8.6-8.8 (the lone send out of the outbox 0.4-0.7 µs, the
+`send()` of one buffer 0.2-0.4).
+
+Where a receive's time goes after its `poll()` returns, one side against the bare peer,
+timed by wrappers at each step (`bench/one_side.py`'s setting, 2026-12-06; each wrapper
+adds about 0.1 µs): PAIR 5.0 µs in all, of which 2.8 reading the stream through the pipe
+and protocol machines (its `recv` system call included), 0.8 keeping the loan for
+the next wait, 0.5 through the channel and 0.15 through the facade; REP 7.1 (reading 3.8:
+the backtrace and its `Message`; the policy's `incoming` 0.4; the facade 0.4); REQ 7.3
+(reading 4.2: the reply's id checked twice, by the guard and by the action, the resend
+deadline cleared, a `Message`; the policy and the facade 0.6). What REQ/REP adds to
+PAIR on the critical path of a round trip is 7-8 µs in all, in some forty pieces of a
+tenth or two of a µs each: no single one left to take out.
 
 Between processes the same machine has moods: for minutes at a time every round trip,
 the bare ceiling's and pyzmq's included, takes about 10 µs more (a PAIR echo measured
 62 µs in one stretch and 73-74 in five runs of the stretch before; a bench round that
-falls in one reads accordingly, as the REQ/REP rows' spread shows). In the quick moods a
-PAIR round trip takes 62 µs against pyzmq's 66, and REQ/REP 69-71 against 66. Reaching
-pyzmq on REQ/REP asks for about 2 µs less per side: what REQ/REP does beyond PAIR (ids
-and backtraces, the policy's lock sections, a `Message` and its Python `__len__` on each
-side of the channel) costs 3-3.5 µs a side. pynng's 0.7x is further: on this machine it
-asks for about 59 µs, the bare ceiling's 48 plus 5-6 µs a side for all of scaproust's
-work, against 6.5 (PAIR) to 10 (REQ/REP) today.
+falls in one reads accordingly, as the rows' spread shows). In the quick moods, four
+sittings of `bench/run.py --only rr64_tcp,pair64_tcp --impls scaproust,pynng,pyzmq,bare`
+on 2026-12-06: PAIR 59-62 µs against pyzmq's 65-72 and pynng's 82-90; REQ/REP 66-69
+against pyzmq's 65-69 and pynng's 83-87; bare 47-50. So REQ/REP sits at pyzmq's round
+trip, one side or the other of it from round to round, and PAIR near pynng's 0.7x
+(0.68-0.73x). Reaching 0.7x of pynng on REQ/REP asks for about 58 µs: the bare ceiling's
+48 plus 5 µs a side for all of scaproust's work, against 9-10 today (PAIR 6-7).
 
 **asyncio.** An `arecv()` that must wait lends the socket's pipes to its event loop,
 which reads them in its own thread. Lending and taking them back went through asyncio's
@@ -225,7 +244,11 @@ them: Python cut from both paths alike weighs twice as much in the inproc ratio.
 night's changes ("Round trip" above; for inproc also a receive that no longer owns the
 session to find nothing to lend, and the channel's own condition variable, without
 `threading.Condition`'s ownership checks) took PAIR from 35.8 to 26.8 µs and REQ/REP from
-49.1 to 38.8 (0.43x and 0.50x TCP's in this run). The floor, two threads handing a
+49.1 to 38.8 (0.43x and 0.50x TCP's in that run). The next day's changes took REQ/REP
+to 36.5 µs, but TCP's round trip, which the target divides by, gained as much: 0.53x
+(0.47-0.55x over the rounds), where PAIR holds at 0.43x. A change that shortens both
+sides' Python shortens the inproc round trip about twice as much in µs, but a change to
+the path between a pipe and the kernel (a `send()` of one buffer) shortens TCP's only. The floor, two threads handing a
 message back and forth through a `threading.Condition` and two deques, is 13 µs here.
 """
 
