@@ -284,7 +284,8 @@ def test_a_lone_send_is_written_from_the_callers_thread(session, flush_threads):
     assert pull.recv() == b"alone"
 
 
-def test_senders_in_several_threads_lose_nothing_and_keep_each_threads_order(session):
+def test_senders_in_several_threads_lose_nothing_and_keep_each_threads_order(session,
+                                                                            monkeypatch):
     # Lone sends (from put's hand, in the sender's thread) and sends in bursts (through
     # the outbox and the I/O thread) mix as the threads take turns: every message arrives
     # once, and each thread's in the order it sent them.
@@ -297,8 +298,10 @@ def test_senders_in_several_threads_lose_nothing_and_keep_each_threads_order(ses
     core, channel = push._core, push._core.channel
     drains, alone = [], []  # how the messages went: both ways, as the test means
     take_outbox, send_in_hand = channel.take_outbox, core._send_in_hand
-    channel.take_outbox = lambda: (drains.append(1), take_outbox())[1]
-    core._send_in_hand = lambda hand, size: (alone.append(1), send_in_hand(hand, size))[1]
+    monkeypatch.setattr(channel, "take_outbox",
+                        lambda: (drains.append(1), take_outbox())[1])
+    monkeypatch.setattr(core, "_send_in_hand",
+                        lambda hand, size: (alone.append(1), send_in_hand(hand, size))[1])
     channel.last_put = float("-inf")  # quiet for ever: the run's first send goes alone
     senders = [threading.Thread(target=lambda t=t: [push.send(b"%d:%d" % (t, i))
                                                    for i in range(each)])

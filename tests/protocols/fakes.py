@@ -227,10 +227,11 @@ class FakeStream:
     exception given to ``fail_recv``.
 
     Writing: ``sendmsg`` records the buffers it was given (``sendmsg_calls``, the very
-    objects, for identity checks; a ``send`` of one buffer is recorded as a one-buffer
-    call) and the bytes it accepted (``written``). Set
-    ``accept_per_call`` to k to take at most k bytes a call (partial writes),
-    ``block_writes`` to raise ``BlockingIOError``, ``send_error`` to raise that exception.
+    objects, for identity checks; a ``send`` of one buffer is recorded there as a call
+    with one buffer, and counted in ``send_calls``) and the bytes it accepted
+    (``written``). Set ``accept_per_call`` to k to take at most k bytes a call (partial
+    writes), ``block_writes`` to raise ``BlockingIOError``, ``send_error`` to raise that
+    exception.
     """
 
     def __init__(self, *chunks: bytes, peer: Any = ("127.0.0.1", 5555)) -> None:

@@ -135,7 +135,7 @@ class CallerReader:
         self.wakeup: Wakeup | None = None
         self.closed = False
         #: A caller slept here since the socket's last send: its next send answers or
-        #: follows a message, and writes at once (SocketCore._wake).
+        #: follows a message, and writes at once (Channel.put).
         self.waited = False
         self._poller = _Poller()  # used by the one busy caller at a time
         #: The loan an asyncio event loop keeps between awaits (busy meanwhile), the
