@@ -289,11 +289,7 @@ def test_senders_in_several_threads_lose_nothing_and_keep_each_threads_order(ses
     # Lone sends (from put's hand, in the sender's thread) and sends in bursts (through
     # the outbox and the I/O thread) mix as the threads take turns: every message arrives
     # once, and each thread's in the order it sent them.
-    pull = session.socket(sp.Pull, recv_timeout=5.0)
-    push = session.socket(sp.Push, send_timeout=5.0)
-    push.connect(pull.bind("tcp://127.0.0.1:0").url)
-    push.send(b"first")
-    assert pull.recv() == b"first"
+    pull, _, push = pull_with_a_push(session)
     threads, each = 4, 1500
     core, channel = push._core, push._core.channel
     drains, alone = [], []  # how the messages went: both ways, as the test means
