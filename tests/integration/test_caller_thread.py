@@ -89,10 +89,11 @@ def recv_in_a_thread(sock):
 
 @pytest.mark.streams_only
 def test_a_message_for_a_waiting_caller_costs_the_io_threads_nothing(url):
+    count = 2 * MESSAGES
     with two_sessions(sp.Pair, sp.Pair, url) as (a, b, *loops):
         before = sum(loop.iterations for loop in loops)
         started = time.monotonic()
-        for i in range(MESSAGES):
+        for i in range(count):
             reader, got = recv_in_a_thread(a)
             b.send(b"%d" % i)  # written by this thread, read by the waiting one
             reader.join(5.0)
@@ -101,9 +102,10 @@ def test_a_message_for_a_waiting_caller_costs_the_io_threads_nothing(url):
         ticks = len(loops) * (int((time.monotonic() - started) / MAX_SLEEP) + 1)
     # Neither I/O thread had anything to do: handing each message over would cost at least
     # one iteration per message. An idle loop still wakes once every MAX_SLEEP. On a
-    # machine busy with other work an I/O thread's idle wake-up may hold the session
-    # past a send's OWN_WAIT, which then hands that one message over: a few are allowed.
-    assert iterations <= ticks + MESSAGES // 5 < MESSAGES // 2
+    # machine busy with other work (a whole test run beside this one) an I/O thread's idle
+    # wake-up may hold the session past a send's OWN_WAIT, which then hands that message
+    # over, as it should: up to a quarter of them is allowed.
+    assert iterations <= ticks + count // 4 < count // 2
 
 
 def test_a_send_after_a_wait_is_written_from_the_callers_thread(session, flush_threads):
