@@ -117,11 +117,10 @@ class Channel:
         #: still in hand, if it cannot own the session now. None (a context's channel):
         #: every message goes through the outbox.
         self.send_now: Callable[[list[Item], int], bool] | None = None
-        #: When the last put() began (or a send run in the caller's thread ended), and how
-        #: long the channel had been quiet before the latest put(): ``put`` tells a lone
-        #: send (write it at once) from one in a burst (let the I/O thread batch).
+        #: When the last put() began (or a send run in the caller's thread ended): ``put``
+        #: tells a lone send (write it at once) from one in a burst (let the I/O thread
+        #: batch) by how long the channel has been quiet since.
         self.last_put = float("-inf")
-        self.quiet = float("inf")
         #: Threads blocked in get() and in put() right now: nobody to notify without them
         #: (a notify costs more than the rest of a delivery); tests read them too.
         self.recv_waiters = 0
@@ -159,7 +158,7 @@ class Channel:
                         self.send_waiters -= 1
                 self.credit -= 1
                 self.credit_bytes -= (size := len(item))
-                self.quiet = quiet = now - self.last_put
+                quiet = now - self.last_put
                 self.last_put = now
                 if self._drain_posted:
                     self.outbox.append(item)
