@@ -187,7 +187,6 @@ class Loop:
     def __init__(
         self, *, clock: Callable[[], float] = time.monotonic, name: str = "scaproust-io"
     ) -> None:
-        self._clock = clock
         #: The loop's clock (``time.monotonic`` unless another was injected), the clock
         #: itself rather than a method calling it: protocols read it on the path of a
         #: message (a REQ's resend deadline), where a frame less counts.
@@ -430,7 +429,7 @@ class Loop:
     def call_later(self, delay: float, fn: Callable[[*Ts], object],
                    *args: *Ts) -> TimerHandle:
         """Run ``fn(*args)`` once ``delay`` seconds of the loop's clock have passed."""
-        return self.call_at(self._clock() + delay, fn, *args)
+        return self.call_at(self.time() + delay, fn, *args)
 
     def call_at(self, when: float, fn: Callable[[*Ts], object],
                 *args: *Ts) -> TimerHandle:
@@ -606,14 +605,14 @@ class Loop:
         else:
             when = self._timers.next_when()
             if when is not None:
-                delay = when - self._clock()
+                delay = when - self.time()
                 if delay < 0:
                     delay = 0
                 if timeout is None or delay < timeout:
                     timeout = delay
         if timeout is None or timeout > MAX_SLEEP:
             timeout = MAX_SLEEP
-        self._sleep_until = self._clock() + timeout
+        self._sleep_until = self.time() + timeout
         return timeout
 
     def _run_batch(self, events: list[tuple[selectors.SelectorKey, int]]) -> None:
@@ -627,7 +626,7 @@ class Loop:
                 ready.append((_run_writer, (reg,)))
         timers = self._timers
         if timers:
-            timers.pop_due(self._clock(), ready)
+            timers.pop_due(self.time(), ready)
         # Take only what was posted up to now; later posts wait for the next iteration.
         posted = self._posted
         for _ in range(len(posted)):
