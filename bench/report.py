@@ -252,6 +252,11 @@ to 35.8-37.0 µs, but TCP's round trip, which the target divides by, gained more
 sides' Python shortens the inproc round trip about twice as much in µs, but a change to
 the path between a pipe and the kernel (a `send()` of one buffer) shortens TCP's only. The floor, two threads handing a
 message back and forth through a `threading.Condition` and two deques, is 13 µs here.
+Each hand-off also pays the scheduler: the woken thread preempts its waker, which holds
+the interpreter lock, and is switched out again (`bench/probe_wake.py handoff`: 1.4
+involuntary switches a REQ/REP round trip; with both threads in `SCHED_BATCH`, none, and
+36.1 µs become 30.6, 2026-12-06). A library must not set its user's scheduling policy;
+docs/ARCHITECTURE.md ("In-process pipes") has the two workarounds tried and why they lost.
 """
 
 

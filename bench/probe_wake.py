@@ -1,0 +1,195 @@
+"""How a waiting thread is woken: the kernel's part of a round trip, measured apart.
+
+    .venv/bin/python bench/probe_wake.py wait      # two processes, bare sockets
+    .venv/bin/python bench/probe_wake.py handoff   # scaproust inproc, one process, one core
+
+``wait``: a 64-byte ping-pong between two processes pinned to two cores, no library: each
+side waits for the other's frame with ``poll()`` on the stream and a wake-up socket (what
+a scaproust caller does, ``core/caller_reader.py``), with an ``epoll`` instance that has
+both registered once, or with a blocking ``recv()`` (which nothing could interrupt: a
+close, a deadline or another pipe's message must be able to end a caller's wait). Runs of
+5,000 round trips, the three ways alternated; the median of each run.
+
+``handoff``: scaproust's in-process REQ/REP and PAIR round trips (two threads of one
+process pinned to one core, as ``make bench`` runs them), with the context switches of
+the client's thread per round trip, read from ``/proc``; then the same with both threads
+in ``SCHED_BATCH``, a policy whose woken threads never preempt the running one. A thread
+woken by a hand-off preempts the thread that woke it, which still holds the interpreter
+lock: it runs only to wait for that lock, and the waker is switched back in. This shows
+what those extra switches cost. (A library must not change its user's scheduling policy:
+this is a measurement, not a setting.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import select
+import socket
+import statistics
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+if not os.environ.get("PYTHONPATH"):
+    sys.path.insert(0, os.path.join(os.path.dirname(HERE), "src"))
+
+WAYS = ("poll", "epoll", "block")
+
+
+def _waiter(sock: socket.socket, way: str, keep: list):
+    """A function that waits for ``sock`` to bring a chunk and returns it."""
+    wake_r, wake_w = socket.socketpair()  # never written: it is only waited on
+    keep.append((wake_r, wake_w))
+    if way == "block":
+        sock.setblocking(True)
+        return lambda: sock.recv(65536)
+    sock.setblocking(False)
+    if way == "poll":
+        waiter = select.poll()
+    else:
+        waiter = select.epoll()
+        keep.append(waiter)
+    waiter.register(sock.fileno(), select.POLLIN)
+    waiter.register(wake_r.fileno(), select.POLLIN)
+    wait = waiter.poll
+
+    def receive() -> bytes:
+        wait()
+        return sock.recv(65536)
+
+    return receive
+
+
+def _ping_pong(way: str, count: int, cores: tuple[int, int]) -> float:
+    """The median round trip (µs) of ``count`` exchanges between two processes, this one
+    pinned to the first of ``cores`` and the echo to the second."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    keep: list = []
+    pid = os.fork()
+    if pid == 0:  # the echo
+        try:
+            os.sched_setaffinity(0, {cores[1]})
+            conn = socket.create_connection(listener.getsockname())
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            receive = _waiter(conn, way, keep)
+            for _ in range(count + 500):
+                conn.send(receive())
+        finally:
+            os._exit(0)
+    os.sched_setaffinity(0, {cores[0]})
+    conn, _ = listener.accept()
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    receive = _waiter(conn, way, keep)
+    frame = (64).to_bytes(8, "big") + b"p" * 64  # one SP frame's bytes (one recv each)
+    samples = []
+    now = time.perf_counter
+    for _ in range(count + 500):
+        t0 = now()
+        conn.send(frame)
+        receive()
+        samples.append(now() - t0)
+    os.waitpid(pid, 0)
+    for obj in (conn, listener, *[o for pair in keep for o in
+                                  (pair if isinstance(pair, tuple) else (pair,))]):
+        obj.close()
+    return statistics.median(samples[500:]) * 1e6
+
+
+def wait(rounds: int) -> None:
+    first, *_, last = sorted(os.sched_getaffinity(0))  # before this process is pinned
+    runs: dict[str, list[float]] = {way: [] for way in WAYS}
+    for _ in range(rounds):
+        for way in WAYS:
+            runs[way].append(_ping_pong(way, 5000, (first, last)))
+    for way in WAYS:
+        values = sorted(runs[way])
+        print(f"{way:6} median of runs {statistics.median(values):5.1f} µs   "
+              f"runs: {' '.join(f'{v:.1f}' for v in values)}")
+
+
+def _switches() -> tuple[int, int]:
+    """This thread's voluntary and involuntary context switches so far."""
+    with open("/proc/thread-self/status") as status:
+        fields = dict(line.split(":", 1) for line in status if "ctxt_switches" in line)
+    return (int(fields["voluntary_ctxt_switches"]),
+            int(fields["nonvoluntary_ctxt_switches"]))
+
+
+def _round_trips(kind: str, batch: bool, count: int) -> tuple[float, float, float]:
+    """Median round trip (µs), voluntary and involuntary switches of the client's thread
+    per round trip, for scaproust's in-process ``kind`` ("reqrep" or "pair")."""
+    import scaproust as sp
+
+    def policy() -> None:
+        if batch:
+            os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))  # this thread
+
+    server_kind, client_kind = (sp.Rep, sp.Req) if kind == "reqrep" else (sp.Pair, sp.Pair)
+    with sp.Session() as session:
+        server = session.socket(server_kind, recv_timeout=5)
+        server.bind("inproc://probe-wake")
+        client = session.socket(client_kind, recv_timeout=5)
+        client.connect("inproc://probe-wake")
+
+        def echo() -> None:
+            policy()
+            for _ in range(count + 500):
+                server.send(server.recv())
+
+        thread = threading.Thread(target=echo, daemon=True)
+        thread.start()
+        policy()
+        body = b"p" * 64
+        samples = []
+        now = time.perf_counter
+        for _ in range(500):
+            client.send(body)
+            client.recv()
+        vol0, invol0 = _switches()
+        for _ in range(count):
+            t0 = now()
+            client.send(body)
+            client.recv()
+            samples.append(now() - t0)
+        vol1, invol1 = _switches()
+        thread.join(5)
+    if batch:
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    return (statistics.median(samples) * 1e6, (vol1 - vol0) / count,
+            (invol1 - invol0) / count)
+
+
+def handoff(rounds: int) -> None:
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # threads inherit it
+    for kind in ("reqrep", "pair"):
+        for batch in (False, True):
+            results = [_round_trips(kind, batch, 10_000) for _ in range(rounds)]
+            rtt = statistics.median(r[0] for r in results)
+            vol = statistics.median(r[1] for r in results)
+            invol = statistics.median(r[2] for r in results)
+            print(f"{kind:6} {'SCHED_BATCH' if batch else 'default    '} {rtt:5.1f} µs "
+                  f"a round trip; client thread: {vol:.2f} voluntary, {invol:.2f} "
+                  f"involuntary switches a round trip")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("what", choices=("wait", "handoff"))
+    p.add_argument("--rounds", type=int, default=8)
+    args = p.parse_args()
+    if not hasattr(os, "sched_setaffinity") or not hasattr(select, "epoll"):
+        sys.exit("this probe needs Linux (sched_setaffinity, epoll, /proc)")
+    if args.what == "wait":
+        if len(os.sched_getaffinity(0)) < 2:
+            sys.exit("the wait probe needs two cores")
+        wait(args.rounds)
+    else:
+        handoff(min(args.rounds, 3))
+
+
+if __name__ == "__main__":
+    main()
