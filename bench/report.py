@@ -163,6 +163,16 @@ trip, one side or the other of it from round to round, and PAIR near pynng's 0.7
 µs against pyzmq's 66.1-66.7 (0.99x in each round) and PAIR at 60.0-60.2 against pynng's
 82.7-83.9 in its two quick rounds (0.72-0.73x; 0.84x in the slow one). Reaching 0.7x of pynng on REQ/REP asks for about 58 µs: the bare ceiling's
 48 plus 5 µs a side for all of scaproust's work, against 9-10 today (PAIR 6-7).
+Part of that is not Python: a caller sleeps in `poll()` and then reads, one system call
+more than the bare ceiling's blocking `recv()` once the message is there, and 1.6 µs a
+round trip with no library at all (`bench/probe_wake.py wait`: 47.8 µs against 46.2,
+2026-12-06), about what PAIR lacks for 0.7x of pynng. A blocking `recv()` cannot be
+interrupted by a close, a deadline or another pipe's message, so it stays
+(docs/ARCHITECTURE.md, "One owner at a time", with the `epoll` variant that lost). Nor is the
+interpreter the lever: Debian's own Python 3.11.2 runs `bench/one_side.py pair` 5 %
+faster than the pyenv 3.11.7 this machine's `make` picks up, and the same
+round trips between processes no faster (PAIR 62.5 µs against 61.6, REQ/REP 67.5 against
+66.7, one sitting each).
 
 **asyncio.** An `arecv()` that must wait lends the socket's pipes to its event loop,
 which reads them in its own thread. Lending and taking them back went through asyncio's
