@@ -80,22 +80,26 @@ def _ping_pong(way: str, count: int, cores: tuple[int, int]) -> float:
                 conn.send(receive())
         finally:
             os._exit(0)
+    affinity = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {cores[0]})
     conn, _ = listener.accept()
-    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    receive = _waiter(conn, way, keep)
-    frame = (64).to_bytes(8, "big") + b"p" * 64  # one SP frame's bytes (one recv each)
-    samples = []
-    now = time.perf_counter
-    for _ in range(count + 500):
-        t0 = now()
-        conn.send(frame)
-        receive()
-        samples.append(now() - t0)
-    os.waitpid(pid, 0)
-    for obj in (conn, listener, *[o for pair in keep for o in
-                                  (pair if isinstance(pair, tuple) else (pair,))]):
-        obj.close()
+    try:
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        receive = _waiter(conn, way, keep)
+        frame = (64).to_bytes(8, "big") + b"p" * 64  # one SP frame's bytes (one recv each)
+        samples = []
+        now = time.perf_counter
+        for _ in range(count + 500):
+            t0 = now()
+            conn.send(frame)
+            receive()
+            samples.append(now() - t0)
+    finally:
+        os.sched_setaffinity(0, affinity)  # as it was: a caller (a test) runs on
+        for obj in (conn, listener, *[o for pair in keep for o in
+                                      (pair if isinstance(pair, tuple) else (pair,))]):
+            obj.close()
+        os.waitpid(pid, 0)
     return statistics.median(samples[500:]) * 1e6
 
 
@@ -124,9 +128,11 @@ def _round_trips(kind: str, batch: bool, count: int) -> tuple[float, float, floa
     per round trip, for scaproust's in-process ``kind`` ("reqrep" or "pair")."""
     import scaproust as sp
 
-    def policy() -> None:
+    before = os.sched_getscheduler(0), os.sched_getparam(0)
+
+    def policy(which: int, param: os.sched_param | None = None) -> None:
         if batch:
-            os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))  # this thread
+            os.sched_setscheduler(0, which, param or os.sched_param(0))  # this thread only
 
     server_kind, client_kind = (sp.Rep, sp.Req) if kind == "reqrep" else (sp.Pair, sp.Pair)
     with sp.Session() as session:
@@ -136,29 +142,30 @@ def _round_trips(kind: str, batch: bool, count: int) -> tuple[float, float, floa
         client.connect("inproc://probe-wake")
 
         def echo() -> None:
-            policy()
+            policy(os.SCHED_BATCH)
             for _ in range(count + 500):
                 server.send(server.recv())
 
         thread = threading.Thread(target=echo, daemon=True)
         thread.start()
-        policy()
-        body = b"p" * 64
-        samples = []
-        now = time.perf_counter
-        for _ in range(500):
-            client.send(body)
-            client.recv()
-        vol0, invol0 = _switches()
-        for _ in range(count):
-            t0 = now()
-            client.send(body)
-            client.recv()
-            samples.append(now() - t0)
-        vol1, invol1 = _switches()
+        policy(os.SCHED_BATCH)
+        try:
+            body = b"p" * 64
+            samples = []
+            now = time.perf_counter
+            for _ in range(500):
+                client.send(body)
+                client.recv()
+            vol0, invol0 = _switches()
+            for _ in range(count):
+                t0 = now()
+                client.send(body)
+                client.recv()
+                samples.append(now() - t0)
+            vol1, invol1 = _switches()
+        finally:
+            policy(*before)  # as it was: a caller (a test) runs on
         thread.join(5)
-    if batch:
-        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
     return (statistics.median(samples) * 1e6, (vol1 - vol0) / count,
             (invol1 - invol0) / count)
 

@@ -132,3 +132,23 @@ def test_one_side_runs_each_role_against_its_bare_peer():
         sends, recvs = one_side.run(role, 5)
         assert len(sends) == len(recvs) == 5, role
         assert all(t > 0 for t in sends + recvs), role
+
+
+def test_probe_wake_measures_each_way_of_waiting_and_each_hand_off():
+    # Every way of waiting completes its ping-pong between two processes, and the in-process
+    # round trips complete with and without SCHED_BATCH (a policy any user may set on its
+    # own threads); the caller's affinity and policy are as they were afterwards.
+    import os
+
+    import probe_wake
+
+    affinity, policy = os.sched_getaffinity(0), os.sched_getscheduler(0)
+    cores = (min(affinity), max(affinity))
+    for way in probe_wake.WAYS:
+        assert probe_wake._ping_pong(way, 20, cores) > 0, way
+    assert os.sched_getaffinity(0) == affinity
+    for kind in ("reqrep", "pair"):
+        for batch in (False, True):
+            rtt, voluntary, involuntary = probe_wake._round_trips(kind, batch, 20)
+            assert rtt > 0 and voluntary >= 0 and involuntary >= 0, (kind, batch)
+    assert os.sched_getscheduler(0) == policy
