@@ -266,7 +266,7 @@ Each hand-off also pays the scheduler: the woken thread preempts its waker, whic
 the interpreter lock, and is switched out again (`bench/probe_wake.py handoff`: 1.4
 involuntary switches a REQ/REP round trip; with both threads in `SCHED_BATCH`, none, and
 36.1 µs become 30.6, 2026-12-06). A library must not set its user's scheduling policy;
-docs/ARCHITECTURE.md ("In-process pipes") has the two workarounds tried and why they lost.
+docs/ARCHITECTURE.md ("In-process pipes") has the three workarounds tried and why they lost.
 """
 
 
