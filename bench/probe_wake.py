@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/probe_wake.py wait      # two processes, bare sockets
     .venv/bin/python bench/probe_wake.py handoff   # scaproust inproc, one process, one core
+    .venv/bin/python bench/probe_wake.py cold      # one receive after the core slept
 
 ``wait``: a 64-byte ping-pong between two processes pinned to two cores, no library: each
 side waits for the other's frame with ``poll()`` on the stream and a wake-up socket (what
@@ -19,6 +20,14 @@ lock: it runs only to wait for that lock, and the waker is switched back in. Thi
 what those extra switches cost; three runs of 10,000 round trips each way, medians. (A
 library must not change its user's scheduling policy: this is a measurement, not a
 setting.)
+
+``cold``: a PAIR ``recv()`` of a message already in the kernel (``bench/one_side.py``'s
+setting: a bare peer in the same thread, one core), timed right after the previous
+exchange, after the thread slept ``--idle`` µs (as it does between two messages of a round
+trip), and after it spun for as long instead; a bare socket's ``recv()`` the same three
+ways. What a sleep adds, and a spin does not, is what the machine loses while a core idles
+(caches, on a virtual machine whatever the hypervisor does meanwhile), paid by each cache
+line the receive then touches: the more code and objects on the path, the more it pays.
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 if not os.environ.get("PYTHONPATH"):
     sys.path.insert(0, os.path.join(os.path.dirname(HERE), "src"))
+sys.path.insert(0, HERE)  # one_side, for the cold probe
 
 WAYS = ("poll", "epoll", "block")
 
@@ -184,11 +194,81 @@ def handoff(rounds: int) -> None:
                   f"involuntary switches a round trip")
 
 
+def _received(kind: str, idle_us: float, count: int) -> tuple[float, float]:
+    """Median ``recv()`` (µs) of scaproust's PAIR and of a bare socket, each call preceded
+    by nothing ("warm"), a sleep ("sleep") or a spin ("spin") of ``idle_us``."""
+    import one_side  # noqa: PLC0415  (bench/ is not a package: on the path below)
+
+    import scaproust as sp
+
+    now = time.perf_counter_ns
+
+    def pause() -> None:
+        if kind == "sleep":
+            time.sleep(idle_us / 1e6)
+        elif kind == "spin":
+            end = now() + idle_us * 1000
+            while now() < end:
+                pass
+
+    ours, bare = [], []
+    near, far = socket.socketpair()
+    far.setblocking(False)
+    body = (64).to_bytes(8, "big") + b"p" * 64
+    try:
+        with sp.Session() as session:
+            sock = session.socket(sp.Pair, recv_timeout=5)
+            peer = one_side._peer(sock, one_side.ROLES["pair"][1])
+            for i in range(count + 500):
+                # The first receives lend the pipe to this thread, which keeps it from then
+                # on (core/caller_reader.py): a pause before that would let the I/O thread
+                # read each message first, and recv() would find it queued.
+                timed = i >= 500
+                peer.send(body)
+                near.send(body)
+                if timed:
+                    pause()
+                t0 = now()
+                message = sock.recv()
+                t1 = now()
+                if timed:
+                    pause()
+                t2 = now()
+                far.recv(65536)
+                t3 = now()
+                sock.send(message)
+                peer.recv(65536)
+                if timed:
+                    ours.append(t1 - t0)
+                    bare.append(t3 - t2)
+            peer.close()
+    finally:
+        near.close()
+        far.close()
+    return statistics.median(ours) / 1000, statistics.median(bare) / 1000
+
+
+def cold(rounds: int, idle_us: float) -> None:
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    results: dict[str, list[tuple[float, float]]] = {"warm": [], "sleep": [], "spin": []}
+    for _ in range(rounds):
+        for kind, runs in results.items():
+            runs.append(_received(kind, idle_us, 5000))
+    for kind, runs in results.items():
+        ours = statistics.median(r[0] for r in runs)
+        bare = statistics.median(r[1] for r in runs)
+        print(f"{kind:5} (idle {idle_us:.0f} µs): scaproust PAIR recv() {ours:5.2f} µs, "
+              f"bare socket recv() {bare:5.2f} µs")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("what", choices=("wait", "handoff"))
+    p.add_argument("what", choices=("wait", "handoff", "cold"))
     p.add_argument("--rounds", type=int, default=None,
-                   help="runs of each way (wait: default 8) or of each case (handoff: 3)")
+                   help="runs of each way (wait: default 8) or of each case (handoff, "
+                        "cold: 3)")
+    p.add_argument("--idle", type=float, default=50.0,
+                   help="cold: µs slept (or spun) before each receive (default 50)")
     args = p.parse_args()
     if not hasattr(os, "sched_setaffinity") or not hasattr(select, "epoll"):
         sys.exit("this probe needs Linux (sched_setaffinity, epoll, /proc)")
@@ -196,8 +276,10 @@ def main() -> None:
         if len(os.sched_getaffinity(0)) < 2:
             sys.exit("the wait probe needs two cores")
         wait(args.rounds or 8)
-    else:
+    elif args.what == "handoff":
         handoff(args.rounds or 3)
+    else:
+        cold(args.rounds or 3, args.idle)
 
 
 if __name__ == "__main__":

@@ -172,7 +172,16 @@ interrupted by a close, a deadline or another pipe's message, so it stays
 interpreter the lever: Debian's own Python 3.11.2 runs `bench/one_side.py pair` 5 %
 faster than the pyenv 3.11.7 this machine's `make` picks up, and the same
 round trips between processes no faster (PAIR 62.5 µs against 61.6, REQ/REP 67.5 against
-66.7, one sitting each).
+66.7, one sitting each). What does weigh is where the Python runs: right after the core
+slept. `bench/probe_wake.py cold` times a PAIR `recv()` of a message already in the
+kernel: 7.1-7.4 µs in a tight loop, 9.0 when the thread slept 50 or 200 µs before it, 7.4-
+7.6 when it spun as long instead; a bare socket's `recv()` 1.2-1.3, 1.7 and 1.3
+(2026-12-06). An idle core (on this virtual machine, one the hypervisor may lend to
+others) loses what its caches held, and every cache line the receive touches after the
+wake-up is fetched again: 1.5-1.9 µs for scaproust's path, 0.45 for the bare one. Taking
+out calls does not shrink that (inlining a few on the path of a PAIR receive saved
+nothing measurable, 2026-12-06): the path would need to touch fewer objects and less
+code, which is to say less Python between the kernel and the user.
 
 **asyncio.** An `arecv()` that must wait lends the socket's pipes to its event loop,
 which reads them in its own thread. Lending and taking them back went through asyncio's
