@@ -194,9 +194,10 @@ def handoff(rounds: int) -> None:
                   f"involuntary switches a round trip")
 
 
-def _received(kind: str, idle_us: float, count: int) -> tuple[float, float]:
-    """Median ``recv()`` (µs) of scaproust's PAIR and of a bare socket, each call preceded
-    by nothing ("warm"), a sleep ("sleep") or a spin ("spin") of ``idle_us``."""
+def _received(kind: str, idle_us: float, count: int) -> tuple[float, float, float]:
+    """Median ``recv()`` (µs) of scaproust's PAIR, its ``send()`` of the message right
+    after (an echo's), and a bare socket's ``recv()``, each receive preceded by nothing
+    ("warm"), a sleep ("sleep") or a spin ("spin") of ``idle_us``."""
     import one_side  # noqa: PLC0415  (bench/ is not a package: on the path below)
 
     import scaproust as sp
@@ -211,7 +212,7 @@ def _received(kind: str, idle_us: float, count: int) -> tuple[float, float]:
             while now() < end:
                 pass
 
-    ours, bare = [], []
+    ours, sends, bare = [], [], []
     near, far = socket.socketpair()
     far.setblocking(False)
     body = (64).to_bytes(8, "big") + b"p" * 64
@@ -231,34 +232,37 @@ def _received(kind: str, idle_us: float, count: int) -> tuple[float, float]:
                 t0 = now()
                 message = sock.recv()
                 t1 = now()
-                if timed:
-                    pause()
-                t2 = now()
-                far.recv(65536)
-                t3 = now()
                 sock.send(message)
+                t2 = now()
                 peer.recv(65536)
                 if timed:
+                    pause()
+                t3 = now()
+                far.recv(65536)
+                t4 = now()
+                if timed:
                     ours.append(t1 - t0)
-                    bare.append(t3 - t2)
+                    sends.append(t2 - t1)
+                    bare.append(t4 - t3)
             peer.close()
     finally:
         near.close()
         far.close()
-    return statistics.median(ours) / 1000, statistics.median(bare) / 1000
+    return (statistics.median(ours) / 1000, statistics.median(sends) / 1000,
+            statistics.median(bare) / 1000)
 
 
 def cold(rounds: int, idle_us: float) -> None:
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-    results: dict[str, list[tuple[float, float]]] = {"warm": [], "sleep": [], "spin": []}
+    results: dict[str, list[tuple[float, float, float]]] = {
+        "warm": [], "sleep": [], "spin": []}
     for _ in range(rounds):
         for kind, runs in results.items():
             runs.append(_received(kind, idle_us, 5000))
     for kind, runs in results.items():
-        ours = statistics.median(r[0] for r in runs)
-        bare = statistics.median(r[1] for r in runs)
+        ours, send, bare = (statistics.median(r[i] for r in runs) for i in range(3))
         print(f"{kind:5} (idle {idle_us:.0f} µs): scaproust PAIR recv() {ours:5.2f} µs, "
-              f"bare socket recv() {bare:5.2f} µs")
+              f"its send() after {send:5.2f}; bare socket recv() {bare:5.2f} µs")
 
 
 def main() -> None:

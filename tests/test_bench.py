@@ -154,5 +154,5 @@ def test_probe_wake_measures_each_way_of_waiting_and_each_hand_off():
             assert rtt > 0 and voluntary >= 0 and involuntary >= 0, (kind, batch)
     assert os.sched_getscheduler(0) == policy
     for kind in ("warm", "sleep", "spin"):
-        ours, bare = probe_wake._received(kind, 10, 20)
-        assert ours > 0 and bare > 0, kind
+        ours, send, bare = probe_wake._received(kind, 10, 20)
+        assert ours > 0 and send > 0 and bare > 0, kind
