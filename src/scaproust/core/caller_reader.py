@@ -406,29 +406,42 @@ class CallerReader:
                     loop.release()
             raise
 
-    def _still_keeps(self, kept: list[Lender]) -> bool:
-        """Whether a kept loan is still what a fresh one would be: the socket has the pipes
-        it had then, and each kept one would be lent now (else it is given back)."""
-        if len(self._pipes) != self._kept_pipes:
-            return False
-        for lender in kept:  # no generator: one pipe is the usual loan
-            if not lender.keeps():
-                return False
-        return True
-
     def _end(self, lent: list[Lender]) -> None:
         """The wait is over: its loan is kept for the next wait, if it ended with a message
         and nobody else needs the pipes read, else given back to the I/O thread. The
         session is owned on the way in or not: a read may have ended holding it, or been
-        interrupted anywhere."""
+        interrupted anywhere.
+
+        Its steps are inline, without a call for each (what the loan still is, the keeping
+        itself): they run between a message's arrival and ``recv()`` returning, on a core
+        that has just woken up, where each call costs (docs/PERFORMANCE.md, "Where the
+        time goes")."""
         loop = self.loop
         owned = loop.owned() or loop.own(None)
         try:
             if owned:
                 channel = self.channel
-                if ((channel.caught is not None or channel.inbox.count) and not self.closed
-                        and self._still_keeps(lent)):
-                    self._keep(lent)
+                # Kept if the wait ended with a message and the loan is still what a fresh
+                # one would be: the socket has the pipes it had then, each one lendable.
+                keep = ((channel.caught is not None or channel.inbox.count)
+                        and not self.closed and len(self._pipes) == self._kept_pipes)
+                if keep:
+                    for lender in lent:  # no generator: one pipe is the usual loan
+                        if not lender.keeps():
+                            keep = False
+                            break
+                if keep:
+                    # Kept for the next wait (see the module's docstring), with the timer
+                    # that looks at it and the hook by which a kept pipe that stops gives
+                    # it back (set already if this loan was kept before).
+                    self.kept = lent
+                    if self._kept_check is None:
+                        self._kept_used = False
+                        self._kept_check = loop.call_later(KEPT_CHECK, self._check_kept)
+                    drop = self._on_kept_stop
+                    for lender in lent:
+                        if lender.on_stop is not drop:
+                            lender.on_stop = drop
                     # Kept first, then looked for anyone who waits without reading (a
                     # thread on the channel, a poller, an awaiting task, a context): each
                     # counts itself first, then takes back a kept loan, so one of the two
@@ -444,18 +457,6 @@ class CallerReader:
                 loop.release()
 
     # ------------------------------------------------------------------ kept loans
-
-    def _keep(self, lent: list[Lender]) -> None:
-        """Keep the loan of a wait that ended with a message for the next wait (session
-        lock held; see the module's docstring)."""
-        self.kept = lent
-        if self._kept_check is None:
-            self._kept_used = False
-            self._kept_check = self.loop.call_later(KEPT_CHECK, self._check_kept)
-        drop = self._on_kept_stop
-        for lender in lent:
-            if lender.on_stop is not drop:  # set already when this loan was kept before
-                lender.on_stop = drop
 
     def _drop_kept(self) -> None:
         """A kept loan goes back to the I/O thread (session lock held): also the loan's
@@ -482,7 +483,7 @@ class CallerReader:
         back (its thread may have stopped receiving)."""
         self._kept_check = None
         if self.kept is None:
-            return  # taken by a wait, or given back: the next _keep sets the timer again
+            return  # taken by a wait, or given back: the next keep (_end) sets the timer again
         if self._kept_used:
             self._kept_used = False
             self._kept_check = self.loop.call_later(KEPT_CHECK, self._check_kept)

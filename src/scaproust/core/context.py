@@ -76,7 +76,11 @@ class Context:
         by the receiving pipe's ``recv_priority``."""
         channel = self._channel
         size = channel.push_many(items, priority)
-        self.stats.count_traffic(MSGS_RECEIVED, BYTES_RECEIVED, len(items), size)
+        if items:  # Stats.count_traffic's steps, inline (no counter appears at zero)
+            counts = self.stats.counts
+            counts[MSGS_RECEIVED] += len(items)
+            if size:
+                counts[BYTES_RECEIVED] += size
         if channel.recv_paused and not self._pause_scheduled:
             # Stop reading once this batch is done, not in its middle: the pipes whose
             # reads this batch already holds still deliver, so the queue filling up never

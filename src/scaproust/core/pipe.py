@@ -352,8 +352,10 @@ class Pipe(PipeFSM):
     @entry_point
     def _read_frames(self) -> None:
         decoder = self._decoder
-        body = decoder.pending_body()
-        if body is not None and len(body) >= READ_MIN:
+        # A small frame's read (the usual one) asks nothing more of the decoder: a body
+        # missing fewer than READ_MIN bytes is read with the chunk behind it.
+        body = decoder.pending_body() if decoder.body_missing >= READ_MIN else None
+        if body is not None:
             if self._set_low_water is not None and len(body) >= WHOLE_MIN:
                 if len(body) <= SCRATCH_KEEP and decoder.body_untouched:
                     self._read_whole_body(len(body))

@@ -196,7 +196,7 @@ class FrameDecoder:
     """
 
     __slots__ = ("_body", "_failed", "_have", "_ipc", "_max_size", "_parts", "_parts_len",
-                 "_prefix", "_scratch", "_want")
+                 "_prefix", "_scratch", "body_missing")
 
     def __init__(self, ipc: bool, max_size: int) -> None:
         if max_size < 0:
@@ -205,11 +205,13 @@ class FrameDecoder:
         self._max_size = max_size
         # Bytes of an incomplete frame prefix (fewer than the prefix size).
         self._prefix = bytearray()
-        # While a body is incomplete: its chunks so far, their total length, and the number
-        # of body bytes still missing (0 means we are reading a prefix).
+        # While a body is incomplete: its chunks so far and their total length.
         self._parts: list[bytes] = []
         self._parts_len = 0
-        self._want = 0
+        #: Bytes of the current frame's body still to come (0 while reading a prefix). An
+        #: attribute, not a property: the pipe reads it at every receive, where each call
+        #: costs (docs/PERFORMANCE.md, "Where the time goes": code run after a wake-up).
+        self.body_missing = 0
         # Or, for a body of up to PREALLOC_MAX bytes: its buffer and how much of it is there.
         # The buffer is a view of ``_scratch``, kept from one body to the next when it is
         # at most SCRATCH_KEEP bytes: a stream of large messages then costs no allocation
@@ -224,11 +226,6 @@ class FrameDecoder:
         """Bytes received and kept, belonging to a frame that is not complete yet."""
         return len(self._prefix) + self._parts_len + self._have
 
-    @property
-    def body_missing(self) -> int:
-        """Bytes of the current frame's body still to come (0 while reading a prefix)."""
-        return self._want
-
     def pending_body(self) -> memoryview | None:
         """The missing part of a preallocated body, for the reader to receive straight
         into (then ``body_filled``), or None: read a chunk and ``feed`` it."""
@@ -241,8 +238,8 @@ class FrameDecoder:
         """Bytes to read before the next frame's body starts: what is missing of the
         current body, if any, and of the next prefix."""
         prefix_size = IPC_PREFIX_SIZE if self._ipc else TCP_PREFIX_SIZE
-        if self._want:
-            return self._want + prefix_size
+        if self.body_missing:
+            return self.body_missing + prefix_size
         return prefix_size - len(self._prefix)
 
     @property
@@ -258,8 +255,8 @@ class FrameDecoder:
         body = self._body
         assert body is not None  # only called while a preallocated body is missing
         n = len(data)
-        if n == self._want and not self._have:
-            self._body, self._want = None, 0
+        if n == self.body_missing and not self._have:
+            self._body, self.body_missing = None, 0
             return [data]
         body[self._have:self._have + n] = data
         return self.body_filled(n)
@@ -267,8 +264,8 @@ class FrameDecoder:
     def body_filled(self, n: int) -> list[bytes]:
         """``n`` bytes were received into ``pending_body()``; return the body if complete."""
         self._have += n
-        self._want -= n
-        if self._want:
+        self.body_missing -= n
+        if self.body_missing:
             return []
         body, self._body, self._have = self._body, None, 0
         assert body is not None  # only called after pending_body() gave a buffer
@@ -291,7 +288,7 @@ class FrameDecoder:
         # The caller may reuse its buffer (recv_into): keep only immutable copies.
         if type(data) is not bytes:
             data = bytes(data)
-        if not (self._want or self._prefix):  # (a preallocated body is wanted too)
+        if not (self.body_missing or self._prefix):  # (a preallocated body is wanted too)
             # At a frame boundary, and (below) the chunk is exactly one whole frame within
             # the size limit: what each side of a round trip reads. Its body, without the
             # general loop's steps; anything else, a bad frame included, takes that loop.
@@ -322,23 +319,23 @@ class FrameDecoder:
 
         if self._body is not None:
             # Continue a preallocated body (fed as a chunk rather than received into it).
-            take = min(self._want, end)
+            take = min(self.body_missing, end)
             self._body[self._have:self._have + take] = memoryview(data)[:take]
             out.extend(self.body_filled(take))
             pos = take
-        elif self._want:
+        elif self.body_missing:
             # Continue a pending body.
-            want = self._want
+            want = self.body_missing
             if end < want:
                 self._parts.append(data)
                 self._parts_len += end
-                self._want = want - end
+                self.body_missing = want - end
                 return out
             self._parts.append(data[:want])
             out.append(b"".join(self._parts))
             self._parts = []
             self._parts_len = 0
-            self._want = 0
+            self.body_missing = 0
             pos = want
         elif self._prefix:
             # Complete a prefix split across chunks (rare: at most 8 bytes copied).
@@ -465,7 +462,7 @@ class FrameDecoder:
             if have:
                 self._parts.append(data[start:])
             self._parts_len = have
-        self._want = size - have
+        self.body_missing = size - have
         return end
 
 
