@@ -178,10 +178,16 @@ kernel: 7.1-7.4 µs in a tight loop, 9.0 when the thread slept 50 or 200 µs bef
 7.6 when it spun as long instead; a bare socket's `recv()` 1.2-1.3, 1.7 and 1.3
 (2026-12-06). An idle core (on this virtual machine, one the hypervisor may lend to
 others) loses what its caches held, and every cache line the receive touches after the
-wake-up is fetched again: 1.5-1.9 µs for scaproust's path, 0.45 for the bare one. Taking
-out calls does not shrink that (inlining a few on the path of a PAIR receive saved
-nothing measurable, 2026-12-06): the path would need to touch fewer objects and less
-code, which is to say less Python between the kernel and the user.
+wake-up is fetched again: 1.5-1.9 µs for scaproust's path, 0.45 for the bare one, and
+the echo's `send()` right after pays as much (9.2 µs against 7.6). So each call on those
+paths costs more there than a tight loop shows: five taken out of a PAIR receive's path
+(`CallerReader._end` keeps the loan without the two methods it called, the decoder's
+`body_missing` is an attribute, a small frame's read no longer asks for a preallocated
+body, the context counts its traffic inline) took a receive after a sleep from 8.48-8.89
+µs to 8.43-8.60 (0.17 less on average; old and new trees alternated five times,
+2026-12-06) and the loop's by nothing measurable. What PAIR lacks for 0.7x of pynng
+would take four times that on each side: fewer layers between the kernel and the user,
+not fewer lines.
 
 **asyncio.** An `arecv()` that must wait lends the socket's pipes to its event loop,
 which reads them in its own thread. Lending and taking them back went through asyncio's
