@@ -22,6 +22,7 @@ import statistics
 import struct
 import sys
 import time
+from collections.abc import Callable
 
 if not os.environ.get("PYTHONPATH"):  # else the tree it names (an A/B run)
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -56,8 +57,11 @@ def _frame(payload: bytes) -> bytes:
     return struct.pack(">Q", len(payload)) + payload
 
 
-def run(role: str, count: int) -> tuple[list[float], list[float]]:
-    """``count`` round trips; the ``send()`` and ``recv()`` times in µs."""
+def run(role: str, count: int, pause: Callable[[], object] | None = None,
+        ) -> tuple[list[float], list[float]]:
+    """``count`` round trips; the ``send()`` and ``recv()`` times in µs. ``pause``, if
+    given, is called just before each timed ``recv()``, the peer's bytes already sent
+    (``bench/probe_wake.py cold`` sleeps there)."""
     kind, protocol = ROLES[role]
     sends: list[float] = []
     recvs: list[float] = []
@@ -71,6 +75,8 @@ def run(role: str, count: int) -> tuple[list[float], list[float]]:
                 t1 = _now()
                 request = peer.recv(65536)  # one frame: 8-byte length, id word, body
                 peer.send(_frame(request[8:]))  # the reply carries the request's id word
+                if pause is not None:
+                    pause()
                 t2 = _now()
                 sock.recv()
                 t3 = _now()
@@ -80,6 +86,8 @@ def run(role: str, count: int) -> tuple[list[float], list[float]]:
             # PAIR and REP: the peer's message waits in the kernel, ours answers it.
             payload = struct.pack(">I", 0x80000000 | i) + BODY if role == "rep" else BODY
             peer.send(_frame(payload))
+            if pause is not None:
+                pause()
             t0 = _now()
             msg = sock.recv()
             t1 = _now()

@@ -33,6 +33,7 @@ line the receive then touches: the more code and objects on the path, the more i
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import select
 import socket
@@ -47,6 +48,8 @@ if not os.environ.get("PYTHONPATH"):
 sys.path.insert(0, HERE)  # one_side, for the cold probe
 
 WAYS = ("poll", "epoll", "block")
+#: cold: receives left untimed and unpaused first (see _received).
+WARM_UP = 500
 
 
 def _waiter(sock: socket.socket, way: str, keep: list):
@@ -200,8 +203,6 @@ def _received(kind: str, idle_us: float, count: int) -> tuple[float, float, floa
     ("warm"), a sleep ("sleep") or a spin ("spin") of ``idle_us``."""
     import one_side  # noqa: PLC0415  (bench/ is not a package: on the path below)
 
-    import scaproust as sp
-
     now = time.perf_counter_ns
 
     def pause() -> None:
@@ -212,44 +213,32 @@ def _received(kind: str, idle_us: float, count: int) -> tuple[float, float, floa
             while now() < end:
                 pass
 
-    ours, sends, bare = [], [], []
+    # The first receives lend the pipe to this thread, which keeps it from then on
+    # (core/caller_reader.py): a pause before that would let the I/O thread read each
+    # message first, and recv() would find it queued.
+    calls = itertools.count()
+
+    def after_warm_up() -> None:
+        if next(calls) >= WARM_UP:
+            pause()
+
+    sends, recvs = one_side.run("pair", WARM_UP + count, after_warm_up)
+    bare = []
     near, far = socket.socketpair()
     far.setblocking(False)
-    body = (64).to_bytes(8, "big") + b"p" * 64
+    frame = (64).to_bytes(8, "big") + b"p" * 64
     try:
-        with sp.Session() as session:
-            sock = session.socket(sp.Pair, recv_timeout=5)
-            peer = one_side._peer(sock, one_side.ROLES["pair"][1])
-            for i in range(count + 500):
-                # The first receives lend the pipe to this thread, which keeps it from then
-                # on (core/caller_reader.py): a pause before that would let the I/O thread
-                # read each message first, and recv() would find it queued.
-                timed = i >= 500
-                peer.send(body)
-                near.send(body)
-                if timed:
-                    pause()
-                t0 = now()
-                message = sock.recv()
-                t1 = now()
-                sock.send(message)
-                t2 = now()
-                peer.recv(65536)
-                if timed:
-                    pause()
-                t3 = now()
-                far.recv(65536)
-                t4 = now()
-                if timed:
-                    ours.append(t1 - t0)
-                    sends.append(t2 - t1)
-                    bare.append(t4 - t3)
-            peer.close()
+        for _ in range(count):
+            near.send(frame)
+            pause()
+            t0 = now()
+            far.recv(65536)
+            bare.append((now() - t0) / 1000)
     finally:
         near.close()
         far.close()
-    return (statistics.median(ours) / 1000, statistics.median(sends) / 1000,
-            statistics.median(bare) / 1000)
+    return (statistics.median(recvs[WARM_UP:]), statistics.median(sends[WARM_UP:]),
+            statistics.median(bare))
 
 
 def cold(rounds: int, idle_us: float) -> None:
