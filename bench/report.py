@@ -159,9 +159,12 @@ sittings of `bench/run.py --only rr64_tcp,pair64_tcp --impls scaproust,pynng,pyz
 on 2026-12-06: PAIR 59-62 µs against pyzmq's 65-72 and pynng's 82-90; REQ/REP 66-69
 against pyzmq's 65-69 and pynng's 83-87; bare 47-50. So REQ/REP sits at pyzmq's round
 trip, one side or the other of it from round to round, and PAIR near pynng's 0.7x
-(0.68-0.73x). The `make bench` of this page (2026-12-06, 02:14) has REQ/REP at 65.5-66.1
-µs against pyzmq's 66.1-66.7 (0.99x in each round) and PAIR at 60.0-60.2 against pynng's
-82.7-83.9 in its two quick rounds (0.72-0.73x; 0.84x in the slow one). Reaching 0.7x of pynng on REQ/REP asks for about 58 µs: the bare ceiling's
+(0.68-0.73x). The `make bench` of this page (2026-12-06, 04:39) changed mood between
+its rounds: REQ/REP at 64.8-77.8 µs against pyzmq's 64.9-77.0 (1.00x, 0.92x, 1.08x) and
+PAIR at 59.2-65.2 against pynng's 86.9-89.9 (0.68-0.72x: PAIR holds its 0.7x in this run,
+inside the band above, not beyond it). The run just before (04:30) fell in the slow mood
+for most of its TCP rounds (the bare ceiling's REQ/REP at 58.9 µs): PAIR 0.74x of
+pynng, REQ/REP 0.97x of pyzmq. Reaching 0.7x of pynng on REQ/REP asks for about 58 µs: the bare ceiling's
 48 plus 5 µs a side for all of scaproust's work, against 9-10 today (PAIR 6-7).
 Part of that is not Python: a caller sleeps in `poll()` and then reads, one system call
 more than the bare ceiling's blocking `recv()` once the message is there, and 1.6 µs a
@@ -272,8 +275,11 @@ night's changes ("Round trip" above; for inproc also a receive that no longer ow
 session to find nothing to lend, and the channel's own condition variable, without
 `threading.Condition`'s ownership checks) took PAIR from 35.8 to 26.8 µs and REQ/REP from
 49.1 to 38.8 (0.43x and 0.50x TCP's in that run). The next day's changes took REQ/REP
-to 35.8-37.0 µs, but TCP's round trip, which the target divides by, gained more: 0.56x
-(0.55-0.56x over the rounds of this run), where PAIR holds at 0.43x. A change that shortens both
+to 35.8-37.0 µs, but TCP's round trip, which the target divides by, gained more: 0.56x in
+that day's 02:14 run, 0.53x in this page's (0.49-0.56x over its rounds, 36.4-38.4 µs), where
+PAIR holds at 0.43x. The run before this page's had 0.48x, with the same inproc round trip
+(36.3 µs): its TCP rounds fell in a slow mood, which does not touch a round trip within one
+process. A change that shortens both
 sides' Python shortens the inproc round trip about twice as much in µs, but a change to
 the path between a pipe and the kernel (a `send()` of one buffer) shortens TCP's only. The floor, two threads handing a
 message back and forth through a `threading.Condition` and two deques, is 13 µs here.
