@@ -55,7 +55,7 @@ WARM_UP = 500
 def _waiter(sock: socket.socket, way: str, keep: list):
     """A function that waits for ``sock`` to bring a chunk and returns it."""
     wake_r, wake_w = socket.socketpair()  # never written: it is only waited on
-    keep.append((wake_r, wake_w))
+    keep += (wake_r, wake_w)  # closed by the caller, with the epoll instance
     if way == "block":
         sock.setblocking(True)
         return lambda: sock.recv(65536)
@@ -110,8 +110,7 @@ def _ping_pong(way: str, count: int, cores: tuple[int, int]) -> float:
             samples.append(now() - t0)
     finally:
         os.sched_setaffinity(0, affinity)  # as it was: a caller (a test) runs on
-        for obj in (conn, listener, *[o for pair in keep for o in
-                                      (pair if isinstance(pair, tuple) else (pair,))]):
+        for obj in (conn, listener, *keep):
             obj.close()
         os.waitpid(pid, 0)
     return statistics.median(samples[500:]) * 1e6

@@ -197,6 +197,19 @@ def test_a_pipe_that_goes_away_while_the_socket_is_open_is_forgotten_and_the_soc
 # ---------------------------------------------------------------- draining the outbox
 
 
+def test_what_is_delivered_is_counted_and_an_empty_body_adds_no_byte_counter(h):
+    # Context.deliver counts inline (not through Stats.count_traffic): messages and bytes,
+    # and, as everywhere, no counter that would read zero.
+    core = h.socket
+    core.ctx.deliver([b""])
+    assert core.stats.snapshot() == {"msgs_received": 1}
+    core.ctx.deliver([b"ab", b"cde"])
+    assert core.stats.snapshot() == {"msgs_received": 3, "bytes_received": 5}
+    core.ctx.deliver([])
+    assert core.stats.snapshot() == {"msgs_received": 3, "bytes_received": 5}
+    assert [core.channel.take() for _ in range(4)] == [b"", b"ab", b"cde", None]
+
+
 @pytest.mark.parametrize("where", ["main thread", "another thread"])
 def test_a_drained_batch_reaches_the_protocol_in_order_and_is_counted_once(h, where):
     # Off the main thread (the I/O thread) a batch goes to the protocol in one event; in

@@ -177,7 +177,9 @@ class Channel:
                     return
                 with self._lock:  # it could not own the session: the I/O thread sends it
                     # In place, then the hand emptied: neither step is a call, so no Ctrl-C
-                    # comes between them (Python checks for one at calls and loops).
+                    # comes between them (Python checks for one at calls and loops). Not
+                    # _hand_over: a Ctrl-C as it returned would leave the drain marked
+                    # posted with ``posted`` unset here, and nobody woken for it.
                     self.outbox += hand
                     hand = None
                     if self._drain_posted:

@@ -64,8 +64,9 @@ class Stats:
             self.counts[name] += n
 
     def count_traffic(self, msgs: str, nbytes: str, n: int, size: int) -> None:
-        """``count(msgs, n)`` then ``count(nbytes, size)``, in one call: every batch sent or
-        received counts both, a call saved on the path of every message."""
+        """``count(msgs, n)`` then ``count(nbytes, size)``, in one call: every batch sent
+        counts both, a call saved on the path of every message (a delivery counts with
+        these steps inline, Context.deliver: it runs right after a caller's wake-up)."""
         if n:
             counts = self.counts
             counts[msgs] += n
