@@ -397,6 +397,7 @@ class UnlendingReader:
 
     def __init__(self) -> None:
         self.waited = False
+        self.lendable = 0  # what the channel looks at before calling wait
 
     def wait(self, deadline) -> bool:
         return False

@@ -326,7 +326,9 @@ class Channel:
         try:
             deadline = None if timeout is None else time.monotonic() + timeout
             reader = self.reader
-            while reader is not None and reader.wait(deadline):
+            # ``lendable`` first, as reader.wait does: an in-process socket's pipes never
+            # are, and its receive then goes straight to the condition below.
+            while reader is not None and reader.lendable and reader.wait(deadline):
                 item = self.caught
                 if item is not None:  # the message this thread read (see ``caught``)
                     with self._lock:
@@ -343,15 +345,25 @@ class Channel:
                         raise Closed("socket was closed while waiting")
                 if deadline is not None and time.monotonic() >= deadline:
                     raise Timeout(f"recv timed out after {timeout} s")
-            if not self.inbox.count:
-                self.take_back_loan()  # no pipes borrowed here: the I/O thread must read
+            loans = self.loans  # take_back_loan, inline: there is seldom a loan kept here
+            if loans is not None and loans.kept is not None and not self.inbox.count:
+                loans.take_back()  # no pipes borrowed here: the I/O thread must read
             with self._lock:
-                if not self.inbox.count:
+                inbox = self.inbox
+                if not inbox.count:
                     if reader is not None:
                         # Waited for a message: the next send likely answers it (see
                         # CallerReader.waited), even if the pipes could not be lent.
                         reader.waited = True
-                    self._wait(self._can_recv, lambda: self.inbox.count, timeout, "recv", deadline)
+                    # _wait's loop for this one predicate, inline: every receive of an
+                    # in-process socket comes here, its sleep the hand-off itself.
+                    while not inbox.count:
+                        left = self._time_left(deadline, timeout, "recv")
+                        self.recv_sleepers += 1
+                        try:
+                            self._can_recv.wait(left)
+                        finally:
+                            self.recv_sleepers -= 1
                 self.recv_waiters -= 1
                 counted = False
                 return self._pop()
@@ -403,13 +415,7 @@ class Channel:
             deadline = time.monotonic() + timeout
         receiver = cond is self._can_recv
         while not ready():
-            if self.closed:
-                raise Closed("socket was closed while waiting")
-            left = None
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise Timeout(f"{what} timed out after {timeout} s")
+            left = self._time_left(deadline, timeout, what)
             if receiver:
                 self.recv_sleepers += 1
             try:
@@ -417,6 +423,19 @@ class Channel:
             finally:
                 if receiver:
                     self.recv_sleepers -= 1
+
+    def _time_left(self, deadline: float | None, timeout: float | None, what: str,
+                   ) -> float | None:
+        """Before one more sleep of a wait (lock held): the seconds left until ``deadline``
+        (None: no limit); ``Closed`` if the channel closed, ``Timeout`` if none are left."""
+        if self.closed:
+            raise Closed("socket was closed while waiting")
+        if deadline is None:
+            return None
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise Timeout(f"{what} timed out after {timeout} s")
+        return left
 
     # ------------------------------------------------------------------ I/O thread
 
