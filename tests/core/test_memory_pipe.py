@@ -14,7 +14,7 @@ from protocols.fakes import FakeLoop, FakeOwner, FakeSocket
 from scaproust import protocols
 from scaproust.core.memory_pipe import LINK_BYTES, LINK_MSGS, MemoryPipe
 from scaproust.core.options import Options
-from scaproust.core.pipe import Pipe, Publication
+from scaproust.core.pipe import HIGH_WATER, Pipe, Publication
 from scaproust.core.pipe_kinds import pipe_class
 from scaproust.transports import inproc, tcp
 from scaproust.transports.inproc import MemoryEnd, MemoryLink
@@ -162,6 +162,24 @@ def test_a_batch_takes_what_the_pipe_has_room_for_and_leaves_the_rest():
 
     assert sent == [b"3"] and t.push.free == 0
     assert list(t.push._out) == [b"1", b"2"] and t.push._out_msgs == 2
+
+
+def test_a_batch_ends_with_the_message_that_brings_the_queue_to_its_byte_bound():
+    # As one enqueue per message would: the message that reaches HIGH_WATER bytes is
+    # taken (here exactly at it), and the pipe has no room after it.
+    t = Link().open()
+    t.pull.cmd_pause()
+    t.send(b"x" * (LINK_BYTES + 1))  # fills the link: the pipe's own queue holds the rest
+    t.run()
+    assert not t.push._out and t.push.free > 3
+    first, second = b"a" * (HIGH_WATER - 20), b"b" * 20
+    sent = [first, second, b"c"]
+
+    t.push.cmd_send_many(sent)
+
+    assert sent == [b"c"] and t.push.free == 0
+    assert list(t.push._out) == [first, second] and t.push._out_msgs == 2
+    assert t.push._out_bytes == HIGH_WATER
 
 
 def test_a_published_batch_crosses_as_its_bodies_and_what_has_no_room_is_missed():

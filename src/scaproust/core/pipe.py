@@ -65,6 +65,7 @@ from scaproust.transports.framing import (
 
 if TYPE_CHECKING:
     import socket
+    from collections.abc import Sequence
 
     from scaproust.core.dialer import Dialer
     from scaproust.core.interfaces import PipeLoop, Stream, Timer
@@ -553,7 +554,14 @@ class Pipe(PipeFSM):
         # HIGH_WATER bytes takes the last one (bisect on the running totals). The rest is
         # missed, as a pipe with no room misses a message.
         frames, ends = batch.framed(self._ipc, self._prefix)
-        count = len(frames)
+        batch.missed += len(frames) - self._queue_run(frames, ends)
+
+    def _queue_run(self, bufs: Sequence[bytes], ends: Sequence[int]) -> int:
+        """Queue the front of ``bufs`` (whole messages; ``ends``: their running size
+        totals) that the pipe has room for, found at once: what ``_queue`` would take one
+        at a time, the room in slots, then the buffer that brings the queue to HIGH_WATER
+        bytes as the last one (bisect on the totals). Returns how many, flush scheduled."""
+        count = len(bufs)
         free = self.free
         n = free if free < count else count
         if n:
@@ -563,12 +571,12 @@ class Pipe(PipeFSM):
                 n, free = last + 1, 0
             else:
                 free -= n
-            self._out.extend(itertools.islice(frames, n))
+            self._out.extend(itertools.islice(bufs, n))
             self._out_bytes = base + ends[n - 1]
             self.free = free
             self._out_msgs += n
             self._flush_soon()
-        batch.missed += count - n
+        return n
 
     def _publish_each(self, batch: Publication) -> None:
         """``enqueue_published_many`` for a pipe with its own framing (memory, WebSocket):
@@ -582,7 +590,7 @@ class Pipe(PipeFSM):
         batch.missed += len(batch.bodies) - taken
 
     def _enqueue_each(self, bodies: list[bytes]) -> None:
-        """``enqueue_many`` for a pipe with its own ``enqueue`` (memory, WebSocket): one
+        """``enqueue_many`` for a pipe with its own ``enqueue`` (WebSocket): one
         body at a time, while there is room; the rest stays in ``bodies``."""
         taken = 0
         for body in bodies:
