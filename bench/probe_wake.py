@@ -19,7 +19,9 @@ woken by a hand-off preempts the thread that woke it, which still holds the inte
 lock: it runs only to wait for that lock, and the waker is switched back in. This shows
 what those extra switches cost; three runs of 10,000 round trips each way, medians. (A
 library must not change its user's scheduling policy: this is a measurement, not a
-setting.)
+setting.) Last, the same round trips in one thread, the server's receive and reply
+between the client's send and receive: nothing waits, nothing is handed over, and what
+is left is the Python of both sides.
 
 ``cold``: a PAIR ``recv()`` of a message already in the kernel (``bench/one_side.py``'s
 setting: a bare peer in the same thread, one core), timed right after the previous
@@ -183,6 +185,37 @@ def _round_trips(kind: str, batch: bool, count: int) -> tuple[float, float, floa
             (invol1 - invol0) / count)
 
 
+def _one_thread(kind: str, count: int) -> float:
+    """Median in-process round trip (µs) of ``kind`` run in this one thread: the client's
+    send, the server's receive and reply, the client's receive, with nothing to wait for."""
+    import scaproust as sp
+
+    server_kind, client_kind = (sp.Rep, sp.Req) if kind == "reqrep" else (sp.Pair, sp.Pair)
+    with sp.Session() as session:
+        server = session.socket(server_kind, recv_timeout=5)
+        server.bind("inproc://probe-one-thread")
+        client = session.socket(client_kind, recv_timeout=5)
+        client.connect("inproc://probe-one-thread")
+        # A send here follows no wait, so Channel.put would take it for one of a burst and
+        # leave it to the I/O thread (DIRECT_SPACING): each is marked as following a quiet
+        # spell, and goes at once in this thread, as a send between two threads does.
+        quiet = float("-inf")
+        body = b"p" * 64
+        samples = []
+        now = time.perf_counter
+        for i in range(500 + count):
+            t0 = now()
+            client._channel.last_put = quiet
+            client.send(body)
+            reply = server.recv()
+            server._channel.last_put = quiet
+            server.send(reply)
+            client.recv()
+            if i >= 500:
+                samples.append(now() - t0)
+    return statistics.median(samples) * 1e6
+
+
 def handoff(rounds: int) -> None:
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # threads inherit it
     for kind in ("reqrep", "pair"):
@@ -194,6 +227,8 @@ def handoff(rounds: int) -> None:
             print(f"{kind:6} {'SCHED_BATCH' if batch else 'default    '} {rtt:5.1f} µs "
                   f"a round trip; client thread: {vol:.2f} voluntary, {invol:.2f} "
                   f"involuntary switches a round trip")
+        rtt = statistics.median(_one_thread(kind, 10_000) for _ in range(rounds))
+        print(f"{kind:6} one thread  {rtt:5.1f} µs a round trip, nothing handed over")
 
 
 def _received(kind: str, idle_us: float, count: int) -> tuple[float, float, float]:

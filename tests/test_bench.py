@@ -137,8 +137,8 @@ def test_one_side_runs_each_role_against_its_bare_peer():
 def test_probe_wake_measures_each_way_of_waiting_and_each_hand_off():
     # Every way of waiting completes its ping-pong between two processes, and the in-process
     # round trips complete with and without SCHED_BATCH (a policy any user may set on its
-    # own threads); the caller's affinity and policy are as they were afterwards. The cold
-    # probe's receives complete after each kind of pause.
+    # own threads), and in one thread; the caller's affinity and policy are as they were
+    # afterwards. The cold probe's receives complete after each kind of pause.
     import os
 
     import probe_wake
@@ -152,6 +152,7 @@ def test_probe_wake_measures_each_way_of_waiting_and_each_hand_off():
         for batch in (False, True):
             rtt, voluntary, involuntary = probe_wake._round_trips(kind, batch, 20)
             assert rtt > 0 and voluntary >= 0 and involuntary >= 0, (kind, batch)
+        assert probe_wake._one_thread(kind, 20) > 0, kind
     assert os.sched_getscheduler(0) == policy
     for kind in ("warm", "sleep", "spin"):
         ours, send, bare = probe_wake._received(kind, 10, 20)
