@@ -159,13 +159,14 @@ sittings of `bench/run.py --only rr64_tcp,pair64_tcp --impls scaproust,pynng,pyz
 on 2026-12-06: PAIR 59-62 µs against pyzmq's 65-72 and pynng's 82-90; REQ/REP 66-69
 against pyzmq's 65-69 and pynng's 83-87; bare 47-50. So REQ/REP sits at pyzmq's round
 trip, one side or the other of it from round to round, and PAIR near pynng's 0.7x
-(0.68-0.73x). The `make bench` of this page (2026-12-06, 04:39) changed mood between
-its rounds: REQ/REP at 64.8-77.8 µs against pyzmq's 64.9-77.0 (1.00x, 0.92x, 1.08x) and
-PAIR at 59.2-65.2 against pynng's 86.9-89.9 (0.68-0.72x: PAIR holds its 0.7x in this run,
-inside the band above, not beyond it). The run just before (04:30) fell in the slow mood
-for most of its TCP rounds (the bare ceiling's REQ/REP at 58.9 µs): PAIR 0.74x of
-pynng, REQ/REP 0.97x of pyzmq. Reaching 0.7x of pynng on REQ/REP asks for about 58 µs: the bare ceiling's
-48 plus 5 µs a side for all of scaproust's work, against 9-10 today (PAIR 6-7).
+(0.68-0.73x). The `make bench` of this page (2026-12-06, 05:35) had its first round in
+the slow mood (the bare ceiling's REQ/REP at 63.8 µs, 50.5-51.3 in the other two):
+REQ/REP at 67.9-73.0 µs against pyzmq's 68.6-83.6 (0.87x, 0.99x, 1.00x) and pynng's
+86.8-104 (0.70x, 0.76x, 0.79x); PAIR at 62.7-77.0 against pynng's 85.9-105 (0.74x,
+0.69x, 0.74x). The day's two runs before it had PAIR at 0.74x (04:30) and 0.69x (04:39):
+PAIR sits on pynng's 0.7x, one side or the other of it from run to run. Reaching 0.7x
+of pynng on REQ/REP asks for about 58 µs: the bare ceiling's 48 plus 5 µs a side for
+all of scaproust's work, against 9-10 today (PAIR 6-7).
 Part of that is not Python: a caller sleeps in `poll()` and then reads, one system call
 more than the bare ceiling's blocking `recv()` once the message is there, and 1.6 µs a
 round trip with no library at all (`bench/probe_wake.py wait`: 47.8 µs against 46.2,
@@ -252,42 +253,50 @@ pipes"): no descriptor, no framing, no copy, the delivery made in the sender's t
 shows where a copy or a syscall dominated: 1 MiB messages cross at tens of GB/s (the bytes
 object itself). Both sides share one interpreter lock, so only one of their threads runs at
 a time: the bench pins the one process of an inproc case to one core, as it pins each
-process of a TCP case, and its threads then take turns there instead of waking each other
-across cores. Two CPython threads handing a message back and forth through a
-`queue.SimpleQueue`, with no library at all, take 13 µs a round trip on one core and 41 on
-two (2026-12-05). Until 2026-12-05 the bench left the process unpinned; `--spread` still
-does. Both ways in one sitting (`bench/run.py --only
-pair64_inproc,rr64_inproc,pp64_inproc,pair64_tcp,rr64_tcp,pp64_tcp --impls scaproust,bare
---reps 2`, then the same with `--spread`): PAIR 43.6 µs pinned against 69.8 unpinned (TCP
-102-104), REQ/REP 55.8 against 90.4 (TCP 134-139), PUSH->PULL 64 B 690 k msg/s against
-624 k (TCP 857-892 k). The throughput target still misses: a burst adds up the CPU of all
-three threads (sender, I/O thread, receiver), 1.45 µs a message on the one core that day
-and 0.93 in the night's run (1.08 M msg/s), where TCP spreads its two sides over two cores
-(1.39 M msg/s); 1.5x TCP's rate would need about 0.48 µs a message in all, less than the
-bare ceiling's socket pair spends (0.44 at 2.29 M msg/s): a `send()` and a `recv()` of
-Python each, with nothing else, are about that. The round trips held their
-target in the runs of that day (0.44-0.45x TCP's) and missed it in the evening's (PAIR
-0.53x, REQ/REP 0.63x) on a fresh machine where TCP is a third faster. An inproc round trip
-runs the Python of both sides one after the other on the one core, between two hand-offs
-of the interpreter lock; a TCP one runs them on two cores, between two wake-ups across
-them: Python cut from both paths alike weighs twice as much in the inproc ratio. The
-night's changes ("Round trip" above; for inproc also a receive that no longer owns the
-session to find nothing to lend, and the channel's own condition variable, without
-`threading.Condition`'s ownership checks) took PAIR from 35.8 to 26.8 µs and REQ/REP from
-49.1 to 38.8 (0.43x and 0.50x TCP's in that run). The next day's changes took REQ/REP
-to 35.8-37.0 µs, but TCP's round trip, which the target divides by, gained more: 0.56x in
-that day's 02:14 run, 0.53x in this page's (0.49-0.56x over its rounds, 36.4-38.4 µs), where
-PAIR holds at 0.43x. The run before this page's had 0.48x, with the same inproc round trip
-(36.3 µs): its TCP rounds fell in a slow mood, which does not touch a round trip within one
-process. A change that shortens both
-sides' Python shortens the inproc round trip about twice as much in µs, but a change to
-the path between a pipe and the kernel (a `send()` of one buffer) shortens TCP's only. The floor, two threads handing a
-message back and forth through a `threading.Condition` and two deques, is 13 µs here.
-Each hand-off also pays the scheduler: the woken thread preempts its waker, which holds
-the interpreter lock, and is switched out again (`bench/probe_wake.py handoff`: 1.4
-involuntary switches a REQ/REP round trip; with both threads in `SCHED_BATCH`, none, and
-36.1 µs become 30.6, 2026-12-06). A library must not set its user's scheduling policy;
+process of a TCP case, and its threads take turns there instead of waking each other
+across cores (`--spread` leaves it unpinned; both ways in one sitting, 2026-12-05,
+`bench/run.py --only pair64_inproc,rr64_inproc,pp64_inproc,pair64_tcp,rr64_tcp,pp64_tcp
+--impls scaproust,bare --reps 2`, then with `--spread`: PAIR 43.6 µs pinned against 69.8,
+REQ/REP 55.8 against 90.4, PUSH->PULL 64 B 690 k msg/s against 624 k).
+
+*Throughput.* Over TCP the sending process and the receiving one run on two cores at
+once, and the rate is the slower side's; in one process all three threads (the sender, the
+I/O thread, the receiver) run under the one interpreter lock, and the rate is the sum of
+their CPU. In this page's run a 64-byte message costs 1.25 µs of CPU over TCP, both
+sides together, and 0.92 in-process: what TCP adds (framing, system calls, which its
+batched writes and reads spread thin) is about a quarter, the rest (credit, channel,
+machines) is the same both ways. 1.5x TCP's 1.29 M msg/s means 0.52 µs a message in all,
+in-process: under half of what TCP's two sides spend. No contender comes near it on this
+placement, the C libraries included: in the same run pyzmq moves 1.66 M msg/s in-process
+against 1.76 M over TCP (0.94x), the bare ceiling's socket pair 2.16 M against 3.65 M
+(0.59x), scaproust 1.09 M against 1.29 M (0.85x). What the target asks for is a library
+whose in-process path costs two fifths of its TCP path's CPU: one without credit, channel
+and machines on that path, or with threads that run Python at the same time (a
+free-threaded interpreter). A drain of a PUSH burst now queues what the link has room
+for in one step instead of a call per message (the room found by the same bisection as a
+publication's): 0.99-1.04 -> 1.03-1.08 M msg/s (old and new trees alternated three
+times, 2026-12-06).
+
+*Round trips.* An in-process round trip runs the Python of both sides one after the
+other on the one core, with two hand-offs between the threads; a TCP one runs them on
+two cores, with two wake-ups across them. `bench/probe_wake.py handoff` takes it apart
+(2026-12-06): REQ/REP 33.5 µs between two threads, 28.0 with both threads in
+`SCHED_BATCH`, 17.3 in one thread with nothing handed over (PAIR 24.5, 18.8, 10.4). So a
+REQ/REP round trip is 17.3 µs of Python, 10.7 µs of two hand-offs (a futex wake, a futex
+wait and a switch each, where a system call costs 1-3 µs), and 5.5 µs of the scheduler:
+the woken thread preempts its waker, which holds the interpreter lock, runs only to wait
+for that lock, and is switched out again (1.4 involuntary switches of the client's thread
+a round trip; none in `SCHED_BATCH`). A library must not set its user's scheduling policy;
 docs/ARCHITECTURE.md ("In-process pipes") has the three workarounds tried and why they lost.
+On 2026-12-06 a receive of a socket with nothing to lend went straight to its sleep (no
+call to the caller reader, no look for a kept loan, the wait's loop without its
+predicate's calls), and an in-process delivery was wrapped once as an entry point instead
+of three times: REQ/REP 36.1-37.5 -> 34.1-35.8 µs, PAIR 24.9-26.0 -> 23.6-25.2 (old and
+new trees alternated three times). In this page's run REQ/REP takes 33.7-34.9 µs against
+TCP's 67.9-73.0: 0.46x, 0.51x and 0.51x over the rounds, on the line; PAIR 0.33-0.41x. The
+Python that REQ/REP adds to PAIR (6.9 µs of a round trip in one thread) is the lever left:
+a µs taken off both sides' path shortens the in-process and the TCP round trip alike, and
+moves the ratio half as much as a µs off the in-process path alone.
 """
 
 
