@@ -138,6 +138,19 @@ def _switches() -> tuple[int, int]:
             int(fields["nonvoluntary_ctxt_switches"]))
 
 
+def _connected(session, kind: str, url: str) -> tuple:
+    """A server socket bound on ``url`` and a client connected to it: REP and REQ for
+    "reqrep", two PAIRs for "pair"."""
+    import scaproust as sp
+
+    server_kind, client_kind = (sp.Rep, sp.Req) if kind == "reqrep" else (sp.Pair, sp.Pair)
+    server = session.socket(server_kind, recv_timeout=5)
+    server.bind(url)
+    client = session.socket(client_kind, recv_timeout=5)
+    client.connect(url)
+    return server, client
+
+
 def _round_trips(kind: str, batch: bool, count: int) -> tuple[float, float, float]:
     """Median round trip (µs), voluntary and involuntary switches of the client's thread
     per round trip, for scaproust's in-process ``kind`` ("reqrep" or "pair")."""
@@ -149,12 +162,8 @@ def _round_trips(kind: str, batch: bool, count: int) -> tuple[float, float, floa
         if batch:
             os.sched_setscheduler(0, which, param or os.sched_param(0))  # this thread only
 
-    server_kind, client_kind = (sp.Rep, sp.Req) if kind == "reqrep" else (sp.Pair, sp.Pair)
     with sp.Session() as session:
-        server = session.socket(server_kind, recv_timeout=5)
-        server.bind("inproc://probe-wake")
-        client = session.socket(client_kind, recv_timeout=5)
-        client.connect("inproc://probe-wake")
+        server, client = _connected(session, kind, "inproc://probe-wake")
 
         def echo() -> None:
             policy(os.SCHED_BATCH)
@@ -190,12 +199,8 @@ def _one_thread(kind: str, count: int) -> float:
     send, the server's receive and reply, the client's receive, with nothing to wait for."""
     import scaproust as sp
 
-    server_kind, client_kind = (sp.Rep, sp.Req) if kind == "reqrep" else (sp.Pair, sp.Pair)
     with sp.Session() as session:
-        server = session.socket(server_kind, recv_timeout=5)
-        server.bind("inproc://probe-one-thread")
-        client = session.socket(client_kind, recv_timeout=5)
-        client.connect("inproc://probe-one-thread")
+        server, client = _connected(session, kind, "inproc://probe-one-thread")
         # A send here follows no wait, so Channel.put would take it for one of a burst and
         # leave it to the I/O thread (DIRECT_SPACING): each is marked as following a quiet
         # spell, and goes at once in this thread, as a send between two threads does.

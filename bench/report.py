@@ -291,7 +291,7 @@ docs/ARCHITECTURE.md ("In-process pipes") has the three workarounds tried and wh
 On 2026-12-06 a receive of a socket with nothing to lend went straight to its sleep (no
 call to the caller reader, no look for a kept loan, the wait's loop without its
 predicate's calls), and an in-process delivery was wrapped once as an entry point instead
-of three times: REQ/REP 36.1-37.5 -> 34.1-35.8 µs, PAIR 24.9-26.0 -> 23.6-25.2 (old and
+of twice: REQ/REP 36.1-37.5 -> 34.1-35.8 µs, PAIR 24.9-26.0 -> 23.6-25.2 (old and
 new trees alternated three times). In this page's run REQ/REP takes 33.7-34.9 µs against
 TCP's 67.9-73.0: 0.46x, 0.51x and 0.51x over the rounds, on the line; PAIR 0.33-0.41x. The
 Python that REQ/REP adds to PAIR (6.9 µs of a round trip in one thread) is the lever left:

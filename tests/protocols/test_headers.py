@@ -9,7 +9,6 @@ from scaproust.protocols._headers import (
     TooManyHops,
     id_word,
     pipe_word,
-    pop_word,
     split_backtrace,
 )
 
@@ -49,11 +48,3 @@ def test_a_backtrace_without_a_request_id_or_with_a_partial_word_is_malformed():
         split_backtrace(b"", ttl=8)
 
 
-def test_pop_word_splits_the_first_word():
-    assert pop_word(pipe_word(3) + id_word(4)) == (3, id_word(4))
-    with pytest.raises(MalformedHeader):
-        pop_word(b"\x00")
-
-
-def test_pop_word_takes_a_header_of_exactly_one_word():
-    assert pop_word(pipe_word(3)) == (3, b"")

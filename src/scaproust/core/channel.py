@@ -388,10 +388,16 @@ class Channel:
 
     def _pop(self) -> tuple[Item, bool]:
         """The next item and whether reading must resume (channel lock held)."""
-        item = self.inbox.popleft()
+        # Inbox.popleft's steps, inline (as in take): every receive that waited pops here.
+        inbox = self.inbox
+        head = inbox.head
+        item = head.popleft()
+        inbox.count -= 1
+        if not head:
+            inbox.advance()
         self.inbox_bytes -= len(item)
         # While paused, most pops leave more than half queued: one comparison, no call.
-        return item, (self.recv_paused and self.inbox.count <= self.recv_high // 2
+        return item, (self.recv_paused and inbox.count <= self.recv_high // 2
                       and self._resume_due())
 
     def _resume_due(self) -> bool:

@@ -64,7 +64,8 @@ class Policy:
         """Seconds to wait for the next item (None: forever), given the caller's deadline."""
         if deadline is None:
             return None
-        return max(0.0, deadline - time.monotonic())
+        left = deadline - time.monotonic()  # max(0.0, ...) without the builtin's call
+        return left if left > 0 else 0.0
 
     def incoming(self, item: Item) -> Item | None:
         return item

@@ -193,6 +193,10 @@ class Socket(DataShortcuts, AsyncSocketMixin):
         #: _outgoing's checks holding as for _plain_send; None otherwise, and once closed or
         #: in a forked child.
         self._send_policy = self._policy if info.can_send else None
+        #: The policy a receive goes through (REQ, REP, SURVEYOR, RESPONDENT, SUB), with
+        #: _get's checks holding as for _send_policy; None otherwise, and once closed or in
+        #: a forked child.
+        self._recv_policy = self._policy if info.can_recv else None
         #: A queued item may go to the user as it is: this socket receives, and its policy
         #: needs not see what it receives (``Policy.plain_recv``): the receive fast path,
         #: ``_queued``. Only an unsubscribe changes it (``_plain_recv_again``).
@@ -392,9 +396,16 @@ class Socket(DataShortcuts, AsyncSocketMixin):
         Waits up to ``timeout`` seconds (default: the ``recv_timeout`` option; None =
         forever), raising ``sp.Timeout``; with ``block=False`` raises ``sp.WouldBlock``.
         """
-        # _queued's step, inline (a call is a tenth of a receive's fast path).
-        item = self._channel.take() if self._plain_recv else None
-        if item is None:
+        if self._plain_recv:
+            # _queued's step, inline (a call is a tenth of a receive's fast path).
+            item = self._channel.take()
+            if item is None:
+                item = self._get(timeout, block)
+        elif (policy := self._recv_policy) is not None and timeout is _DEFAULT and block:
+            # The usual call of a cooked REQ or REP: _get's checks hold by _recv_policy, and
+            # the wait is the option's.
+            item = self._get_through(policy, self._options.recv_timeout)
+        else:
             item = self._get(timeout, block)
         return item if isinstance(item, bytes) else item.body
 
@@ -482,8 +493,12 @@ class Socket(DataShortcuts, AsyncSocketMixin):
         policy = self._policy
         if policy is None:
             return self._channel.get(seconds)
-        # A cooked protocol may cap the wait (a survey's deadline), refuse the call (REQ
-        # before any request) or drop what it receives (a reply to an older request).
+        return self._get_through(policy, seconds)
+
+    def _get_through(self, policy: Policy, seconds: float | None) -> Item:
+        """``_get`` for a socket with a policy, once its checks passed: a cooked protocol
+        may cap the wait (a survey's deadline), refuse the call (REQ before any request)
+        or drop what it receives (a reply to an older request)."""
         deadline = None if seconds is None else time.monotonic() + seconds
         while True:
             wait = policy.recv_wait(deadline)
@@ -589,7 +604,7 @@ class Socket(DataShortcuts, AsyncSocketMixin):
                 return False
             self._closed = True
             self._plain_send = self._plain_recv = False  # the fast paths refuse from now on
-            self._send_policy = None
+            self._send_policy = self._recv_policy = None
         # Threads blocked in send()/recv() wake now with sp.Closed; what send() accepted
         # before still goes out (the close request is queued behind it), within linger.
         self._channel.close()
@@ -618,7 +633,7 @@ class Socket(DataShortcuts, AsyncSocketMixin):
             if not self._closed:
                 self._closed = True
                 self._plain_send = self._plain_recv = False
-                self._send_policy = None
+                self._send_policy = self._recv_policy = None
                 self._session._core.post(_close_collected, self._channel, self._core)
         except Exception:
             pass
@@ -658,7 +673,7 @@ def _after_fork_in_child() -> None:
     # of the parent may have held at the fork; the slow paths raise the fork error.
     for sock in list(_SOCKETS):
         sock._plain_send = sock._plain_recv = False
-        sock._send_policy = None
+        sock._send_policy = sock._recv_policy = None
 
 
 if hasattr(os, "register_at_fork"):  # POSIX only, and there is no fork anywhere else

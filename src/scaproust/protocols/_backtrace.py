@@ -35,10 +35,10 @@ from scaproust.core.stats import (
 from scaproust.protocols._base import ProtocolBase
 from scaproust.protocols._headers import (
     END_OF_STACK,
+    WORD,
     MalformedHeader,
     TooManyHops,
     pipe_word,
-    pop_word,
     split_backtrace,
 )
 
@@ -83,14 +83,18 @@ class BacktraceRouter(ProtocolBase):
     def __init__(self, ctx: Context) -> None:
         ProtocolBase.__init__(self, ctx)
         self.pipes: dict[int, Pipe] = {}
+        #: Each pipe's hop word (pipe_word), made once: a request's backtrace starts with it.
+        self.words: dict[int, bytes] = {}
         ctx.set_send_capacity(UNBOUNDED, UNBOUNDED)  # answers never wait
 
     def add_pipe(self, pipe: Pipe) -> None:
         self.pipes[pipe.id] = pipe
+        self.words[pipe.id] = pipe_word(pipe.id)
 
     def remove_pipe(self, pipe: Pipe) -> None:
         if self.pipes.get(pipe.id) is pipe:
             del self.pipes[pipe.id]
+            del self.words[pipe.id]
 
     def deliver_with_backtrace(self, pipe: Pipe, msgs: list[bytes]) -> None:
         if self.pipes.get(pipe.id) is not pipe:
@@ -101,12 +105,12 @@ class BacktraceRouter(ProtocolBase):
             # The usual request: alone in its read, and its backtrace is its id alone (no
             # hop). What split_stacks makes of it (any ttl passes one word), without its
             # steps: a tenth of a REP's receive.
-            self.ctx.deliver([Message(payload[4:], pipe_word(pipe.id) + payload[:4])],
+            self.ctx.deliver([Message(payload[4:], self.words[pipe.id] + payload[:4])],
                              pipe.recv_priority)
             return
-        out, malformed = split_stacks(self.ctx, pipe, msgs, pipe_word(pipe.id))
+        out, malformed = split_stacks(self.ctx, pipe, msgs, self.words[pipe.id])
         if malformed is not None:
-            del self.pipes[pipe.id]
+            self.remove_pipe(pipe)
             self.ctx.reject_pipe(pipe)
         if out:
             self.ctx.deliver(out, pipe.recv_priority)
@@ -114,9 +118,11 @@ class BacktraceRouter(ProtocolBase):
     def route_by_backtrace(self, item: Item) -> None:
         # header_of and body_of, inline: the path of every reply.
         header, body = (b"", item) if isinstance(item, bytes) else (item.header, item.body)
-        try:
-            pipe_id, rest = pop_word(header)
-        except MalformedHeader:
+        # Its first word names the pipe (split here, inline: the path of every reply); a
+        # header shorter than a word routes nowhere.
+        if len(header) >= 4:
+            pipe_id, rest = WORD.unpack_from(header)[0], header[4:]
+        else:
             pipe_id, rest = END_OF_STACK, b""
         pipe = None if pipe_id & END_OF_STACK else self.pipes.get(pipe_id)
         if pipe is None:

@@ -50,10 +50,3 @@ def split_backtrace(payload: bytes, ttl: int) -> tuple[bytes, bytes]:
         if offset // 4 >= ttl:  # the id would be word ttl + 1 at the earliest
             raise TooManyHops(f"more than ttl={ttl} hops")
     return payload[:offset], payload[offset:]
-
-
-def pop_word(header: bytes) -> tuple[int, bytes]:
-    """Split the first word off a header: (its value, the rest)."""
-    if len(header) < 4:
-        raise MalformedHeader("header shorter than one word")
-    return WORD.unpack_from(header)[0], header[4:]

@@ -68,9 +68,7 @@ from scaproust.core.stats import (
 from scaproust.errors import BadState, Closed
 from scaproust.protocols._backtrace import split_stacks
 from scaproust.protocols._balance import LoadBalancer
-from scaproust.protocols._headers import (
-    id_word,
-)
+from scaproust.protocols._headers import END_OF_STACK, ID_MASK, WORD
 from scaproust.protocols._resend import ResendTimer
 
 if TYPE_CHECKING:
@@ -420,7 +418,8 @@ class ReqPolicy(Policy):
 
     def outgoing(self, item: Item) -> Item:
         body = item if isinstance(item, bytes) else item.body  # body_of, inline
-        return Message(body, id_word(next(self._ids)))
+        # id_word's step, inline: the path of every request.
+        return Message(body, WORD.pack(END_OF_STACK | (next(self._ids) & ID_MASK)))
 
     def sent(self, item: Item) -> None:
         # Only now is this the outstanding request: a send that timed out left the previous
