@@ -202,6 +202,8 @@ def _calls_on_inherited_sockets(session) -> dict:
         "send_msg": lambda: push.send_msg(sp.Message(b"x")),
         "a REP's send": lambda: rep.send(b"x"),
         "a REQ's send": lambda: req.send(b"x"),
+        "a REP's recv": rep.recv,  # a policy's receive: a fast path of its own, cleared too
+        "a REQ's recv": req.recv,
         "try_send": lambda: push.try_send(b"x"),
         "try_recv with a queued message": pull.try_recv,  # the fast path's flag, cleared
         "recv with a queued message": pull.recv,
