@@ -159,12 +159,13 @@ sittings of `bench/run.py --only rr64_tcp,pair64_tcp --impls scaproust,pynng,pyz
 on 2026-12-06: PAIR 59-62 µs against pyzmq's 65-72 and pynng's 82-90; REQ/REP 66-69
 against pyzmq's 65-69 and pynng's 83-87; bare 47-50. So REQ/REP sits at pyzmq's round
 trip, one side or the other of it from round to round, and PAIR near pynng's 0.7x
-(0.68-0.73x). The `make bench` of this page (2026-12-06, 05:35) had its first round in
-the slow mood (the bare ceiling's REQ/REP at 63.8 µs, 50.5-51.3 in the other two):
-REQ/REP at 67.9-73.0 µs against pyzmq's 68.6-83.6 (0.87x, 0.99x, 1.00x) and pynng's
-86.8-104 (0.70x, 0.76x, 0.79x); PAIR at 62.7-77.0 against pynng's 85.9-105 (0.74x,
-0.69x, 0.74x). The day's two runs before it had PAIR at 0.74x (04:30) and 0.69x (04:39):
-PAIR sits on pynng's 0.7x, one side or the other of it from run to run. Reaching 0.7x
+(0.68-0.73x). The `make bench` of this page (2026-12-06, 06:00) ran in the slow mood for
+most of its TCP rounds (the bare ceiling's PAIR at 52.6-53.8 µs, its REQ/REP at 50.6-60.3):
+REQ/REP at 67.1-77.1 µs against pyzmq's 69.1-71.3 (0.99x, 1.08x, 0.95x) and pynng's
+87.8-110 (0.78x, 0.70x, 0.65x: pynng's own rounds moved by 22 µs); PAIR at 65.1-68.1
+against pynng's 90.4-92.2 (0.74x, 0.71x, 0.74x). The day's runs before it had PAIR at
+0.74x (04:30), 0.69x (04:39) and 0.74x (05:35): PAIR sits on pynng's 0.7x, one side or
+the other of it from run to run. Reaching 0.7x
 of pynng on REQ/REP asks for about 58 µs: the bare ceiling's 48 plus 5 µs a side for
 all of scaproust's work, against 9-10 today (PAIR 6-7).
 Part of that is not Python: a caller sleeps in `poll()` and then reads, one system call
@@ -262,14 +263,14 @@ REQ/REP 55.8 against 90.4, PUSH->PULL 64 B 690 k msg/s against 624 k).
 *Throughput.* Over TCP the sending process and the receiving one run on two cores at
 once, and the rate is the slower side's; in one process all three threads (the sender, the
 I/O thread, the receiver) run under the one interpreter lock, and the rate is the sum of
-their CPU. In this page's run a 64-byte message costs 1.25 µs of CPU over TCP, both
-sides together, and 0.92 in-process: what TCP adds (framing, system calls, which its
+their CPU. In this page's run a 64-byte message costs 1.27 µs of CPU over TCP, both
+sides together, and 0.94 in-process: what TCP adds (framing, system calls, which its
 batched writes and reads spread thin) is about a quarter, the rest (credit, channel,
-machines) is the same both ways. 1.5x TCP's 1.29 M msg/s means 0.52 µs a message in all,
-in-process: under half of what TCP's two sides spend. No contender comes near it on this
-placement, the C libraries included: in the same run pyzmq moves 1.66 M msg/s in-process
-against 1.76 M over TCP (0.94x), the bare ceiling's socket pair 2.16 M against 3.65 M
-(0.59x), scaproust 1.09 M against 1.29 M (0.85x). What the target asks for is a library
+machines) is the same both ways. 1.5x TCP's 1.27 M msg/s means 0.52 µs a message in all,
+in-process: two fifths of what TCP's two sides spend. No contender comes near it on this
+placement, the C libraries included: in the same run pyzmq moves 1.71 M msg/s in-process
+against 1.73 M over TCP (0.99x), the bare ceiling's socket pair 2.20 M against 3.16 M
+(0.70x), scaproust 1.05 M against 1.27 M (0.84x). What the target asks for is a library
 whose in-process path costs two fifths of its TCP path's CPU: one without credit, channel
 and machines on that path, or with threads that run Python at the same time (a
 free-threaded interpreter). A drain of a PUSH burst now queues what the link has room
@@ -280,10 +281,11 @@ times, 2026-12-06).
 *Round trips.* An in-process round trip runs the Python of both sides one after the
 other on the one core, with two hand-offs between the threads; a TCP one runs them on
 two cores, with two wake-ups across them. `bench/probe_wake.py handoff` takes it apart
-(2026-12-06): REQ/REP 33.5 µs between two threads, 28.0 with both threads in
-`SCHED_BATCH`, 17.3 in one thread with nothing handed over (PAIR 24.5, 18.8, 10.4). So a
-REQ/REP round trip is 17.3 µs of Python, 10.7 µs of two hand-offs (a futex wake, a futex
-wait and a switch each, where a system call costs 1-3 µs), and 5.5 µs of the scheduler:
+(2026-12-06, after the changes below): REQ/REP 32.8 µs between two threads, 27.3 with
+both threads in `SCHED_BATCH`, 16.3 in one thread with nothing handed over (PAIR 24.6,
+19.0, 10.1). So a REQ/REP round trip is 16.3 µs of Python, 11 µs of two hand-offs (a
+futex wake, a futex wait and a switch each, where a system call costs 1-3 µs), and 5.5 µs
+of the scheduler:
 the woken thread preempts its waker, which holds the interpreter lock, runs only to wait
 for that lock, and is switched out again (1.4 involuntary switches of the client's thread
 a round trip; none in `SCHED_BATCH`). A library must not set its user's scheduling policy;
@@ -292,11 +294,17 @@ On 2026-12-06 a receive of a socket with nothing to lend went straight to its sl
 call to the caller reader, no look for a kept loan, the wait's loop without its
 predicate's calls), and an in-process delivery was wrapped once as an entry point instead
 of twice: REQ/REP 36.1-37.5 -> 34.1-35.8 µs, PAIR 24.9-26.0 -> 23.6-25.2 (old and
-new trees alternated three times). In this page's run REQ/REP takes 33.7-34.9 µs against
-TCP's 67.9-73.0: 0.46x, 0.51x and 0.51x over the rounds, on the line; PAIR 0.33-0.41x. The
-Python that REQ/REP adds to PAIR (6.9 µs of a round trip in one thread) is the lever left:
-a µs taken off both sides' path shortens the in-process and the TCP round trip alike, and
-moves the ratio half as much as a µs off the in-process path alone.
+new trees alternated three times). Then cooked REQ/REP's own path lost a few calls (a
+cooked socket's `recv()` goes to its policy's loop at once, a pop after a wait takes the
+queue's steps inline, a request's id word, a reply's route and each REP pipe's hop word
+without a call each): 17.6 -> 16.3 µs in one thread (six alternations), 32.5-33.3 ->
+31.1-32.8 between two threads, TCP's 65.5-68.2 -> 65.9-66.9 (three). In this page's run
+REQ/REP takes 33.9-34.8 µs against TCP's 67.1-77.1: 0.51x, 0.44x and 0.51x over the
+rounds, on the line, as in the run before (05:35: 0.46x, 0.51x, 0.51x); PAIR 0.38-0.39x.
+The Python that REQ/REP adds to PAIR (6.2 µs of a round trip in one thread, most of it
+the policies, the request ids and backtraces and their `Message` objects) is the lever
+left: a µs taken off both sides' path shortens the in-process and the TCP round trip
+alike, and moves the ratio half as much as a µs off the in-process path alone.
 """
 
 
