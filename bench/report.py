@@ -285,10 +285,9 @@ two cores, with two wake-ups across them. `bench/probe_wake.py handoff` takes it
 both threads in `SCHED_BATCH`, 16.3 in one thread with nothing handed over (PAIR 24.6,
 19.0, 10.1). So a REQ/REP round trip is 16.3 µs of Python, 11 µs of two hand-offs (a
 futex wake, a futex wait and a switch each, where a system call costs 1-3 µs), and 5.5 µs
-of the scheduler:
-the woken thread preempts its waker, which holds the interpreter lock, runs only to wait
-for that lock, and is switched out again (1.4 involuntary switches of the client's thread
-a round trip; none in `SCHED_BATCH`). A library must not set its user's scheduling policy;
+of the scheduler: the woken thread preempts its waker, which holds the interpreter lock,
+runs only to wait for that lock, and is switched out again (1.4 involuntary switches of
+the client's thread a round trip; none in `SCHED_BATCH`). A library must not set its user's scheduling policy;
 docs/ARCHITECTURE.md ("In-process pipes") has the three workarounds tried and why they lost.
 On 2026-12-06 a receive of a socket with nothing to lend went straight to its sleep (no
 call to the caller reader, no look for a kept loan, the wait's loop without its
