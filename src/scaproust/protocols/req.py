@@ -411,7 +411,7 @@ class ReqPolicy(Policy):
     def __init__(self, channel: Channel, options: Options,
                  stats: Stats | None = None) -> None:
         super().__init__(channel, options, stats)
-        # Random start, +1 per request (WIRE.md); id_word keeps the low 31 bits. A count's
+        # Random start, +1 per request (WIRE.md); outgoing keeps the low 31 bits. A count's
         # next() is one step of the interpreter: no lock, whatever threads send at once.
         self._ids = itertools.count(random.getrandbits(31))
         self.current: bytes | None = None
