@@ -1541,6 +1541,19 @@ def test_a_pipe_with_exactly_64_kib_of_a_body_missing_is_not_lent_and_one_byte_l
         assert h.pipe.lender.lend() is lent
 
 
+def test_a_lent_pipe_with_exactly_64_kib_of_a_body_missing_is_not_kept_and_one_byte_less_is():
+    # keeps() asks what lend() asks (above), for a pipe a caller has read while it held it.
+    for missing, kept in ((64 * 1024, False), (64 * 1024 - 1, True)):
+        h = Harness().open_active()
+        lender = h.pipe.lender
+        assert lender.lend()
+        h.stream.feed(tcp_frame(b"B" * (64 * 1024 - 8 + missing))[:64 * 1024])
+        lender.read()  # the borrower's read: the prefix and the body's start
+
+        assert h.pipe._decoder.body_missing == missing
+        assert lender.keeps() is kept
+
+
 def test_a_pipe_that_carries_large_bodies_is_read_by_the_loop_until_a_chunk_comes():
     # Lending it would make the loop and the callers take turns at one stream of large
     # messages; once a read is an ordinary chunk again, callers may borrow it.

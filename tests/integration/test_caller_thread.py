@@ -97,6 +97,23 @@ def recv_in_a_thread(sock):
     return thread, got
 
 
+def test_a_caller_reading_its_pipes_is_not_counted_among_the_receives_waiting_for_a_delivery(
+        session):
+    # Channel.recv_waiters counts the receives that wait for others to deliver: what a
+    # reading caller asks before it keeps its loan. The reading caller itself is not one,
+    # before or after its message (it leaves without a lock section to uncount it).
+    pull, _, push = pull_with_a_push(session)
+    channel = pull._channel
+    thread, got = recv_in_a_thread(pull)
+    wait_until(lambda: channel.reader_waiting, what="the caller asleep on its pipes")
+    assert channel.recv_waiters == 0
+
+    push.send(b"two")
+    thread.join(5.0)
+    assert got == [b"two"] and channel.recv_waiters == 0
+    assert pull._core.reader.kept is not None  # nobody else waited: the loan is kept
+
+
 @pytest.mark.streams_only
 def test_a_message_for_a_waiting_caller_costs_the_io_threads_nothing(url):
     count = 2 * MESSAGES
@@ -487,8 +504,8 @@ def test_a_close_that_lands_as_a_reading_caller_gives_its_pipes_back_wakes_it_wi
     reader = pull._core.reader
     real_end = CallerReader._end
 
-    def end_then_close(self, lent):
-        alive = real_end(self, lent)
+    def end_then_close(self, lent, owned=False):
+        alive = real_end(self, lent, owned)
         with_lock = self.loop.own(None)
         try:
             self.close()  # what the I/O thread's close does once the caller is not busy

@@ -78,10 +78,27 @@ def _lock_is_free(loop) -> bool:
     return taken == [True]
 
 
+class _LockInterruptedOnce:
+    """The session's lock, whose first ``acquire`` in the main thread raises
+    KeyboardInterrupt once it holds the lock: the signal landing just as ``acquire()``
+    returned, before ``Loop.own`` recorded its owner."""
+
+    def __init__(self, real) -> None:
+        self._real = real
+        self.acquire = _once(real.acquire, after=True)
+
+    def __getattr__(self, name: str):
+        return getattr(self._real, name)  # release, _is_owned: the real lock's
+
+
+def _interrupt_the_lock(monkeypatch, loop) -> None:
+    monkeypatch.setattr(loop, "lock", _LockInterruptedOnce(loop.lock))
+
+
 def test_an_interrupt_just_after_the_session_lock_is_taken_leaves_it_free(session, monkeypatch):
     a, b = _pair(session)
     loop = a._core.loop
-    monkeypatch.setattr(loop, "_took", _once(loop._took))
+    _interrupt_the_lock(monkeypatch, loop)
 
     with pytest.raises(KeyboardInterrupt):
         assert loop.own(1.0)
@@ -104,13 +121,12 @@ def test_an_interrupt_before_the_drain_is_handed_to_anyone_still_sends(session, 
     assert b.recv() == b"next"
 
 
-def _lone_send_cut(session, monkeypatch, where):
-    """A lone send (written at once, in this thread) interrupted where ``where(socket)``
-    says, ``(object, attribute name)``, before the protocol took the message: the send
-    raises, the message is queued for the I/O thread and sent once, nothing stays held."""
+def _lone_send_cut(session, cut):
+    """A lone send (written at once, in this thread) interrupted where ``cut(socket)``
+    makes it raise, before the protocol took the message: the send raises, the message is
+    queued for the I/O thread and sent once, nothing stays held."""
     a, b = _pair(session)
-    target, name = where(a)
-    monkeypatch.setattr(target, name, _once(getattr(target, name)))
+    cut(a)
     before = a.stats["msgs_sent"]
 
     with pytest.raises(KeyboardInterrupt):
@@ -125,12 +141,13 @@ def _lone_send_cut(session, monkeypatch, where):
 
 def test_an_interrupt_while_a_lone_send_owns_the_session_queues_it(session, monkeypatch):
     # own() gives the lock back and raises (see the first test): put still holds it.
-    _lone_send_cut(session, monkeypatch, lambda sock: (sock._core.loop, "_took"))
+    _lone_send_cut(session, lambda sock: _interrupt_the_lock(monkeypatch, sock._core.loop))
 
 
 def test_an_interrupt_as_a_lone_send_begins_its_work_queues_it(session, monkeypatch):
     # Owned, then interrupted before the message left put's hand: released, and queued.
-    _lone_send_cut(session, monkeypatch, lambda sock: (sock._core, "_send_in_hand"))
+    _lone_send_cut(session, lambda sock: monkeypatch.setattr(
+        sock._core, "_send_in_hand", _once(sock._core._send_in_hand)))
 
 
 def _drain_cut_at_the_second(monkeypatch, loop, machine, drain, sends) -> None:

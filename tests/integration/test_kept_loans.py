@@ -121,8 +121,8 @@ def test_a_thread_waiting_on_the_channel_stops_the_reading_wait_from_keeping(
     kept_at_end: list[bool] = []
     real_end = CallerReader._end
 
-    def end(self, lent):
-        real_end(self, lent)
+    def end(self, lent, owned=False):
+        real_end(self, lent, owned)
         kept_at_end.append(self.kept is not None)
 
     monkeypatch.setattr(CallerReader, "_end", end)

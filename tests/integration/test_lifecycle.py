@@ -37,7 +37,10 @@ def test_close_wakes_a_blocked_recv_at_once_even_with_a_long_linger(session):
     outcome = []
     thread = threading.Thread(target=lambda: outcome.append(_raised(pull.recv)))
     thread.start()
-    wait_until(lambda: pull._channel.recv_waiters, what="recv to block")
+    # Blocked either way: waiting for the I/O thread's delivery (counted), or asleep on
+    # the pipe it reads itself once the push's connection is up (Channel.recv_waiters).
+    channel = pull._channel
+    wait_until(lambda: channel.recv_waiters or channel.reader_waiting, what="recv to block")
     started = time.monotonic()
     threading.Thread(target=pull.close).start()
     thread.join(5.0)

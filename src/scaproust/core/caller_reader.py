@@ -165,8 +165,9 @@ class CallerReader:
         if not self.lendable:
             return False
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-        ready: set[HasFileno] = set()
+        ready: Collection[HasFileno] = _NONE_READY
         wakeup: Wakeup | None = None
+        owned = False  # on the way out: known to hold the session (else _end asks the loop)
         lent = self._borrow(timeout)
         if lent is None:
             return False
@@ -182,7 +183,7 @@ class CallerReader:
             if not sleep or wakeup is None:
                 # Something was delivered meanwhile, a close, or no wake-up to sleep on.
                 return wakeup is not None
-            ready = self._read_until_delivered(lent, wakeup, deadline)
+            ready, owned = self._read_until_delivered(lent, wakeup, deadline)
             return True
         finally:
             # Without the channel's lock: only this thread sets it, and a deliverer that
@@ -196,14 +197,14 @@ class CallerReader:
                     # closed socket raised EBADF out of recv() instead of sp.Closed.
                     wakeup.drain()
             finally:
-                self._end(lent)
+                self._end(lent, owned)
 
     def _read_until_delivered(self, lent: list[Lender], wakeup: Wakeup,
-                              deadline: float | None) -> set[HasFileno]:
+                              deadline: float | None) -> tuple[set[HasFileno], bool]:
         """Poll and read the lent pipes until a message is delivered (a large one may take
         many reads: the pipes stay lent meanwhile, so the loop does not wake for each
-        chunk), the deadline, a close or a wake-up. Returns what the last poll found; the
-        session is owned on return, unless it closed meanwhile."""
+        chunk), the deadline, a close or a wake-up. Returns what the last poll found and
+        whether the session is owned on return (it is, unless it closed meanwhile)."""
         loop, channel = self.loop, self.channel
         while True:
             # Each stream asked for once (a property): a pipe that dies during the poll is
@@ -215,7 +216,7 @@ class CallerReader:
             # lock: see wait's finally).
             channel.reader_waiting = False
             if not loop.own(None):
-                return ready
+                return ready, False
             channel.catching = True  # what this thread delivers, it returns (Channel.caught)
             try:
                 for lender, stream in pairs:
@@ -226,7 +227,7 @@ class CallerReader:
             if (channel.caught is not None or channel.inbox.count or not ready or wakeup in ready
                     or not any(lender.stream is not None for lender in lent)
                     or not channel.begin_reading(wakeup)):  # a message, or a close
-                return ready
+                return ready, True
             loop.release()
 
     # ------------------------------------------------------------------ asyncio
@@ -406,18 +407,18 @@ class CallerReader:
                     loop.release()
             raise
 
-    def _end(self, lent: list[Lender]) -> None:
+    def _end(self, lent: list[Lender], owned: bool = False) -> None:
         """The wait is over: its loan is kept for the next wait, if it ended with a message
         and nobody else needs the pipes read, else given back to the I/O thread. The
-        session is owned on the way in or not: a read may have ended holding it, or been
-        interrupted anywhere.
+        session is owned on the way in (``owned`` says so when the caller knows) or not: a
+        read may have ended holding it, or been interrupted anywhere.
 
         Its steps are inline, without a call for each (what the loan still is, the keeping
         itself): they run between a message's arrival and ``recv()`` returning, on a core
         that has just woken up, where each call costs (docs/PERFORMANCE.md, "Where the
         time goes")."""
         loop = self.loop
-        owned = loop.owned() or loop.own(None)
+        owned = owned or loop.owned() or loop.own(None)
         try:
             if owned:
                 channel = self.channel
@@ -445,8 +446,9 @@ class CallerReader:
                     # Kept first, then looked for anyone who waits without reading (a
                     # thread on the channel, a poller, an awaiting task, a context): each
                     # counts itself first, then takes back a kept loan, so one of the two
-                    # sees the other (the interpreter runs one thread at a time).
-                    if channel.recv_waiters > 1 or channel.watchers or self._contexts:
+                    # sees the other (the interpreter runs one thread at a time). A thread
+                    # that reads is not counted (Channel.recv_waiters), this one included.
+                    if channel.recv_waiters or channel.watchers or self._contexts:
                         self._drop_kept()
                 else:
                     _unhook(lent)
@@ -538,6 +540,10 @@ class CallerReader:
         if self.wakeup is not None and not self.busy:
             self.wakeup.close()
             self.wakeup = None
+
+
+#: What a wait that polled nothing found (``wait``'s finally looks for the wake-up in it).
+_NONE_READY: frozenset[HasFileno] = frozenset()
 
 
 def _new_wakeup() -> Wakeup | None:

@@ -122,7 +122,11 @@ class Channel:
         #: batch) by how long the channel has been quiet since.
         self.last_put = float("-inf")
         #: Threads blocked in get() and in put() right now: nobody to notify without them
-        #: (a notify costs more than the rest of a delivery); tests read them too.
+        #: (a notify costs more than the rest of a delivery); tests read them too. A
+        #: receive that reads the socket's pipes itself (``reader``) is not counted while
+        #: it does: ``recv_waiters`` counts those that wait for others to deliver, which
+        #: is what a reading caller asks before it keeps its loan (CallerReader._end), and
+        #: the message such a caller reads leaves without a lock section.
         self.recv_waiters = 0
         self.send_waiters = 0
         #: Of the recv_waiters, those asleep on the condition right now: the only ones a
@@ -230,9 +234,14 @@ class Channel:
                 raise WouldBlock("recv would block")
             else:
                 item = None
-                self.recv_waiters += 1
+                reader = self.reader
+                # Counted now unless it will read the pipes itself (a hint: _wait_for_item
+                # counts it later if it cannot).
+                counted = reader is None or not reader.lendable
+                if counted:
+                    self.recv_waiters += 1
         if item is None:
-            item, resume = self._wait_for_item(timeout)
+            item, resume = self._wait_for_item(timeout, counted)
         if resume:
             self._resume_reading()
         return item
@@ -319,10 +328,11 @@ class Channel:
             self._resume_reading()
         return items
 
-    def _wait_for_item(self, timeout: float | None) -> tuple[Item, bool]:
-        """``get`` once the inbox was found empty, this thread counted in ``recv_waiters``
-        (uncounted on the way out, in the lock sections it takes anyway)."""
-        counted = True
+    def _wait_for_item(self, timeout: float | None, counted: bool) -> tuple[Item, bool]:
+        """``get`` once the inbox was found empty; ``counted``: this thread is counted in
+        ``recv_waiters`` (uncounted on the way out, in the lock sections it takes anyway).
+        Reading the pipes itself, it needs not be; waiting for others to deliver, it is
+        counted first."""
         try:
             deadline = None if timeout is None else time.monotonic() + timeout
             reader = self.reader
@@ -331,20 +341,29 @@ class Channel:
             while reader is not None and reader.lendable and reader.wait(deadline):
                 item = self.caught
                 if item is not None:  # the message this thread read (see ``caught``)
-                    with self._lock:
-                        self.recv_waiters -= 1
-                        counted = False
-                        self.caught = None
+                    # Set by this thread's own reads only, so taken without the lock.
+                    self.caught = None
+                    if counted:  # lendable since get() looked
+                        with self._lock:
+                            self.recv_waiters -= 1
+                            counted = False
                     return item, False
                 with self._lock:
                     if self.inbox.count:
-                        self.recv_waiters -= 1
-                        counted = False
+                        if counted:
+                            self.recv_waiters -= 1
+                            counted = False
                         return self._pop()
                     if self.closed:
                         raise Closed("socket was closed while waiting")
                 if deadline is not None and time.monotonic() >= deadline:
                     raise Timeout(f"recv timed out after {timeout} s")
+            if not counted:
+                # Waiting for others to deliver from here: counted before a kept loan is
+                # taken back (CallerReader._end looks for such waiters after it keeps one).
+                with self._lock:
+                    self.recv_waiters += 1
+                    counted = True
             loans = self.loans  # take_back_loan, inline: there is seldom a loan kept here
             if loans is not None and loans.kept is not None and not self.inbox.count:
                 loans.take_back()  # no pipes borrowed here: the I/O thread must read

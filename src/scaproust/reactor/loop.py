@@ -110,6 +110,9 @@ _EPOLLRDHUP = getattr(select, "EPOLLRDHUP", 0)
 # hook of their own clears their flags, facade/socket.py.)
 _fork_generation = 0
 
+#: Bound once: ``own`` runs on every receive and lone send's path.
+_get_ident = threading.get_ident
+
 
 def _after_fork_in_child() -> None:
     global _fork_generation
@@ -337,23 +340,29 @@ class Loop:
 
     def owned(self) -> bool:
         """True in the thread that holds the session lock right now."""
-        return self._owner == threading.get_ident()
+        return self._owner == _get_ident()
 
     def own(self, timeout: float | None) -> bool:
         """Take the session lock, waiting up to ``timeout`` seconds (0: not at all; None: as
         long as the current owner keeps it, which is never long: nobody sleeps holding it).
         False on timeout, if this thread owns it already, or if the loop is closed or was
         forked."""
-        if self._closed or self._fork_generation != _fork_generation:
-            return False
-        me = threading.get_ident()
-        if self._owner == me:
+        me = _get_ident()
+        if self._owner == me or self._closed or self._fork_generation != _fork_generation:
             return False
         lock = self.lock
         try:
-            if not lock.acquire(True, -1 if timeout is None else max(timeout, 0.0)):
+            # Its steps inline, no call between them (a receive that reads for itself owns
+            # the session twice, a lone send once, each right after a wake-up, where a call
+            # costs most).
+            if not (lock.acquire() if timeout is None
+                    else lock.acquire(True, timeout if timeout > 0 else 0.0)):
                 return False
-            return self._took(me)
+            if self._closed:  # closed while we waited for the lock
+                lock.release()
+                return False
+            self._owner = me
+            return True
         except BaseException:
             # A Ctrl-C in the main thread raises where Python next checks for signals:
             # inside the wait (the lock not taken), or just after acquire() returned (taken,
@@ -363,13 +372,6 @@ class Loop:
                 self._owner = None
                 lock.release()
             raise
-
-    def _took(self, me: int) -> bool:
-        if self._closed:  # closed while we waited for the lock
-            self.lock.release()
-            return False
-        self._owner = me
-        return True
 
     def release(self, *, flush: bool = True) -> None:
         """End an owner section taken with ``own``.
