@@ -157,3 +157,21 @@ def test_probe_wake_measures_each_way_of_waiting_and_each_hand_off():
     for kind in ("warm", "sleep", "spin"):
         ours, send, bare = probe_wake._received(kind, 10, 20)
         assert ours > 0 and send > 0 and bare > 0, kind
+
+
+def test_probe_layers_runs_each_mode_both_ways():
+    # The fused exchanges complete and return what was sent (Fused asserts each frame is
+    # whole, the credit there and the loan kept), between two processes and one side
+    # against a bare peer; the caller's affinity is as it was afterwards.
+    import os
+
+    import probe_layers
+
+    affinity = os.sched_getaffinity(0)
+    cores = (min(affinity), max(affinity))
+    for mode in probe_layers.MODES:
+        assert probe_layers.round_trips(mode, 20, cores) > 0, mode
+    assert os.sched_getaffinity(0) == affinity
+    for mode in ("api", "machines", "bare"):
+        recv, send = probe_layers.one_side(mode, 20)
+        assert recv > 0 and send > 0, mode
