@@ -159,15 +159,16 @@ sittings of `bench/run.py --only rr64_tcp,pair64_tcp --impls scaproust,pynng,pyz
 on 2026-12-06: PAIR 59-62 µs against pyzmq's 65-72 and pynng's 82-90; REQ/REP 66-69
 against pyzmq's 65-69 and pynng's 83-87; bare 47-50. So REQ/REP sits at pyzmq's round
 trip, one side or the other of it from round to round, and PAIR near pynng's 0.7x
-(0.68-0.73x). The `make bench` of this page (2026-12-06, 06:00) ran in the slow mood for
-most of its TCP rounds (the bare ceiling's PAIR at 52.6-53.8 µs, its REQ/REP at 50.6-60.3):
-REQ/REP at 67.1-77.1 µs against pyzmq's 69.1-71.3 (0.99x, 1.08x, 0.95x) and pynng's
-87.8-110 (0.78x, 0.70x, 0.65x: pynng's own rounds moved by 22 µs); PAIR at 65.1-68.1
-against pynng's 90.4-92.2 (0.74x, 0.71x, 0.74x). The day's runs before it had PAIR at
-0.74x (04:30), 0.69x (04:39) and 0.74x (05:35): PAIR sits on pynng's 0.7x, one side or
-the other of it from run to run. Reaching 0.7x
-of pynng on REQ/REP asks for about 58 µs: the bare ceiling's 48 plus 5 µs a side for
-all of scaproust's work, against 9-10 today (PAIR 6-7).
+(0.68-0.73x), before the changes below. The `make bench` of this page (2026-12-06,
+08:28, after them) had the slow mood in two of scaproust's three REQ/REP rounds (75.8 and
+75.6 µs, against 64.7 in the quick one) and in one of its PAIR rounds (71.0, against
+57.7-57.9): PAIR at 0.62x and 0.60x of pynng's 93.5-96.6 in the quick rounds (0.75x in
+the slow one), REQ/REP at 0.74x of pynng's 87.4 in its quick round (0.78x and 0.91x in the
+slow ones). The day's runs before the changes had PAIR at 0.74x (04:30, 05:35, 06:00),
+0.69x (04:39) and 0.71x (07:27); the one between them and this page's (08:22), PAIR at
+0.71x and REQ/REP at 0.78x, the slow mood in a round of each. In its quick mood REQ/REP now takes 63-65 µs against
+pynng's 83-87: 0.7x asks for 58-61, the bare ceiling's 47 plus about 6 µs a side for all
+of scaproust's work, against 8-9 today (PAIR 5).
 Part of that is not Python: a caller sleeps in `poll()` and then reads, one system call
 more than the bare ceiling's blocking `recv()` once the message is there, and 1.6 µs a
 round trip with no library at all (`bench/probe_wake.py wait`: 47.8 µs against 46.2,
@@ -190,9 +191,34 @@ paths costs more there than a tight loop shows: five taken out of a PAIR receive
 `body_missing` is an attribute, a small frame's read no longer asks for a preallocated
 body, the context counts its traffic inline) took a receive after a sleep from 8.48-8.89
 µs to 8.43-8.60 (0.17 less on average; old and new trees alternated five times,
-2026-12-06) and the loop's by nothing measurable. What PAIR lacks for 0.7x of pynng
-would take four times that on each side: fewer layers between the kernel and the user,
-not fewer lines.
+2026-12-06) and the loop's by nothing measurable.
+
+Fewer layers, then, rather than fewer calls. `bench/probe_layers.py` measures what the
+layers around the machines cost a PAIR round trip between two processes, against an
+experimental `Fused` receive and send (correct only in the probe's setting) that keep the
+session's and the channel's locks, `poll()`, the system calls and the pipe and protocol
+machines, and drop the facade's checks, the channel's waits, the caller reader's
+bookkeeping and the guards. Before the changes below (2026-12-06, 07:50, the same
+experiment as a scratch script): 61.7 µs through the library, 56.0 fused (58.3 with only
+the receives fused, 59.0 with only the sends), 50.6 with the machines dropped too. Two
+of those layers then left the receive's path after its `poll()`: a caller that reads its
+pipes itself is no longer counted in `Channel.recv_waiters` (which now counts the
+receives waiting for others to deliver, the one thing a reading caller asks of it before
+it keeps its loan), so the message it caught leaves without a lock section; and the
+session lock is taken without a call per step (`Loop.own`). PAIR one side against a bare
+peer, `recv()` 7.1 -> 6.5 µs and `send()` 7.6 -> 7.4 (`bench/one_side.py`, old and new
+trees alternated three times); between processes, medians of six alternations, PAIR
+59.9 -> 58.9 µs and REQ/REP 64.6 -> 63.3. After them (`bench/probe_layers.py`, 08:20):
+59.0 µs through the library, 53.8 fused (55.2 receives only, 56.0 sends only), 50.2
+without the machines. What is left of those layers, about 5 µs of a round trip (2.5 a
+side, half of it in a receive's tail after its `poll()`, half in a send before its
+`send()`), is some thirty steps of a tenth or two of a µs each: guards against
+interrupts, timeouts, closes and forks, the kept loan's bookkeeping, the channel's
+credit, each of which a test pins. Taking them out wholesale would take a second,
+flatter path for the usual receive and send, kept equal to the first by tests: the
+probe is the bound on what it could give, within reach of PAIR's 0.7x of pynng and not
+of REQ/REP's, whose own work on the path (request ids, backtraces, their `Message`
+objects, the policies) is about 4 µs of a round trip more than PAIR's.
 
 **asyncio.** An `arecv()` that must wait lends the socket's pipes to its event loop,
 which reads them in its own thread. Lending and taking them back went through asyncio's
@@ -263,14 +289,14 @@ REQ/REP 55.8 against 90.4, PUSH->PULL 64 B 690 k msg/s against 624 k).
 *Throughput.* Over TCP the sending process and the receiving one run on two cores at
 once, and the rate is the slower side's; in one process all three threads (the sender, the
 I/O thread, the receiver) run under the one interpreter lock, and the rate is the sum of
-their CPU. In this page's run a 64-byte message costs 1.27 µs of CPU over TCP, both
-sides together, and 0.94 in-process: what TCP adds (framing, system calls, which its
+their CPU. In this page's run a 64-byte message costs 1.16 µs of CPU over TCP, both
+sides together, and 0.87 in-process: what TCP adds (framing, system calls, which its
 batched writes and reads spread thin) is about a quarter, the rest (credit, channel,
-machines) is the same both ways. 1.5x TCP's 1.27 M msg/s means 0.52 µs a message in all,
+machines) is the same both ways. 1.5x TCP's 1.41 M msg/s means 0.47 µs a message in all,
 in-process: two fifths of what TCP's two sides spend. No contender comes near it on this
-placement, the C libraries included: in the same run pyzmq moves 1.71 M msg/s in-process
-against 1.73 M over TCP (0.99x), the bare ceiling's socket pair 2.20 M against 3.16 M
-(0.70x), scaproust 1.05 M against 1.27 M (0.84x). What the target asks for is a library
+placement, the C libraries included: in the same run pyzmq moves 1.78 M msg/s in-process
+against 1.87 M over TCP (0.95x), the bare ceiling's socket pair 2.21 M against 3.85 M
+(0.58x), scaproust 1.16 M against 1.41 M (0.82x). What the target asks for is a library
 whose in-process path costs two fifths of its TCP path's CPU: one without credit, channel
 and machines on that path, or with threads that run Python at the same time (a
 free-threaded interpreter). A drain of a PUSH burst now queues what the link has room
@@ -298,8 +324,12 @@ cooked socket's `recv()` goes to its policy's loop at once, a pop after a wait t
 queue's steps inline, a request's id word, a reply's route and each REP pipe's hop word
 without a call each): 17.6 -> 16.3 µs in one thread (six alternations), 32.5-33.3 ->
 31.1-32.8 between two threads, TCP's 65.5-68.2 -> 65.9-66.9 (three). In this page's run
-REQ/REP takes 33.9-34.8 µs against TCP's 67.1-77.1: 0.51x, 0.44x and 0.51x over the
-rounds, on the line, as in the run before (05:35: 0.46x, 0.51x, 0.51x); PAIR 0.38-0.39x.
+REQ/REP takes 32.0-32.5 µs against TCP's 64.7-75.8: 0.43x, 0.50x and 0.42x over the
+rounds (the day's runs before it: 0.51x at 06:00, 0.50x at 07:27, 0.43x at 08:22, each
+with the TCP rounds' moods in it); PAIR 0.34-0.42x. The receive's shorter tail that took
+a µs off TCP's round trip (above) took nothing off this one (32.1-32.8 -> 32.2-32.3 µs,
+old and new trees alternated three times): an in-process socket's receive never goes
+through the caller reader, and the steps it lost cost most right after a core slept.
 The Python that REQ/REP adds to PAIR (6.2 µs of a round trip in one thread, most of it
 the policies, the request ids and backtraces and their `Message` objects) is the lever
 left: a µs taken off both sides' path shortens the in-process and the TCP round trip
