@@ -341,12 +341,16 @@ class Channel:
             while reader is not None and reader.lendable and reader.wait(deadline):
                 item = self.caught
                 if item is not None:  # the message this thread read (see ``caught``)
-                    # Set by this thread's own reads only, so taken without the lock.
-                    self.caught = None
                     if counted:  # lendable since get() looked
                         with self._lock:
                             self.recv_waiters -= 1
                             counted = False
+                            self.caught = None
+                    else:
+                        # Set by this thread's own reads only: taken without the lock (no
+                        # call between here and the return, where an interrupt could land
+                        # with the message neither returned nor put back).
+                        self.caught = None
                     return item, False
                 with self._lock:
                     if self.inbox.count:
