@@ -165,7 +165,7 @@ class CallerReader:
         if not self.lendable:
             return False
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-        ready: Collection[HasFileno] = _NONE_READY
+        ready: set[HasFileno] = set()
         wakeup: Wakeup | None = None
         owned = False  # on the way out: known to hold the session (else _end asks the loop)
         lent = self._borrow(timeout)
@@ -540,10 +540,6 @@ class CallerReader:
         if self.wakeup is not None and not self.busy:
             self.wakeup.close()
             self.wakeup = None
-
-
-#: What a wait that polled nothing found (``wait``'s finally looks for the wake-up in it).
-_NONE_READY: frozenset[HasFileno] = frozenset()
 
 
 def _new_wakeup() -> Wakeup | None:

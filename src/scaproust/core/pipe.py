@@ -777,12 +777,7 @@ class Lender:
     def keeps(self) -> bool:
         """Whether a loan of this pipe may be kept for the next receive: still lent, and
         as ``lend`` would lend it now."""
-        pipe = self._pipe
-        # _reads_small_frames' steps, inline: asked at the end of every wait that read.
-        if not (pipe._lent and pipe._watching and pipe.state == "active") or pipe._large_reads:
-            return False
-        decoder = pipe._decoder
-        return decoder is None or decoder.body_missing < READ_MIN
+        return self._pipe._lent and self._reads_small_frames()
 
     def _reads_small_frames(self) -> bool:
         pipe = self._pipe
