@@ -11,6 +11,13 @@ by a few tenths of a µs from run to run where a two-process round trip moves by
 the measure to tell an old tree from a new one (run both, alternated, with
 ``PYTHONPATH=<tree>/src``). ``send`` times the ``send()`` call (down to the kernel, and the
 flush's aftermath), ``recv`` the ``recv()`` call with the peer's bytes already in the kernel.
+
+With ``--critical``, only what lies on a round trip's critical path is timed: a ``recv()``
+from its ``poll()``'s return (the message's arrival) to its return, and a ``send()`` from
+its call to the write that hands the frame to the kernel. What comes before the poll and
+after the write overlaps the peer's work in a round trip between two processes. The
+marks come from a socket subclass swapped in under the pipe and a wrapper around the
+caller reader's poll, the same in both trees of an A/B run.
 """
 
 from __future__ import annotations
@@ -22,13 +29,18 @@ import statistics
 import struct
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 if not os.environ.get("PYTHONPATH"):  # else the tree it names (an A/B run)
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                     "src"))
 
 import scaproust as sp  # noqa: E402
+from scaproust.core.caller_reader import _Poller  # noqa: E402
+
+if TYPE_CHECKING:
+    from collections.abc import Buffer
 
 #: Ours, and the protocol number the bare peer announces in its SP header (WIRE.md).
 ROLES = {"pair": (sp.Pair, 0x10), "req": (sp.Req, 0x31), "rep": (sp.Rep, 0x30)}
@@ -57,22 +69,69 @@ def _frame(payload: bytes) -> bytes:
     return struct.pack(">Q", len(payload)) + payload
 
 
+class _Marks:
+    """``--critical``'s marks: when the pipe's stream was last written (``wrote``) and when
+    the caller reader's ``poll()`` last returned (``polled``)."""
+
+    wrote = polled = 0.0
+
+    class MarkedSocket(socket.socket):
+        """The pipe's stream, its class swapped: its writes are marked."""
+
+        __slots__ = ()
+
+        def send(self, data: Buffer, flags: int = 0) -> int:  # type: ignore[override]
+            _Marks.wrote = _now()
+            return super().send(data, flags)
+
+        def sendmsg(self, buffers: Iterable[Buffer], *args: Any) -> int:  # type: ignore[override]
+            _Marks.wrote = _now()
+            return super().sendmsg(buffers, *args)
+
+    @classmethod
+    def install(cls, sock: sp.Socket) -> None:
+        """Mark the writes of ``sock``'s one pipe and the returns of its reader's polls."""
+        deadline = _now() + 5
+        while not sock._core.pipes:  # the pipe joins the socket in the I/O thread
+            if _now() > deadline:
+                raise TimeoutError("the pipe never joined the socket")
+            time.sleep(0.001)
+        stream = next(iter(sock._core.pipes)).stream
+        assert type(stream) is socket.socket, "--critical needs a plain TCP stream"
+        stream.__class__ = cls.MarkedSocket
+        sock._core.reader._poller.__class__ = _MarkedPoller
+
+
+class _MarkedPoller(_Poller):
+    """The caller reader's poller, its class swapped: its returns are marked."""
+
+    __slots__ = ()
+
+    def readable(self, *args: Any) -> Any:  # type: ignore[override]
+        ready = super().readable(*args)
+        _Marks.polled = _now()
+        return ready
+
+
 def run(role: str, count: int, pause: Callable[[], object] | None = None,
-        ) -> tuple[list[float], list[float]]:
+        critical: bool = False) -> tuple[list[float], list[float]]:
     """``count`` round trips; the ``send()`` and ``recv()`` times in µs. ``pause``, if
     given, is called just before each timed ``recv()``, the peer's bytes already sent
-    (``bench/probe_wake.py cold`` sleeps there)."""
+    (``bench/probe_wake.py cold`` sleeps there). ``critical``: only the parts on a round
+    trip's critical path (see the module's docstring)."""
     kind, protocol = ROLES[role]
     sends: list[float] = []
     recvs: list[float] = []
     with sp.Session() as session:
         sock = session.socket(kind, recv_timeout=5)
         peer = _peer(sock, protocol)
+        if critical:
+            _Marks.install(sock)
         for i in range(count):
             if role == "req":
                 t0 = _now()
                 sock.send(BODY)
-                t1 = _now()
+                t1 = _Marks.wrote if critical else _now()
                 request = peer.recv(65536)  # one frame: 8-byte length, id word, body
                 peer.send(_frame(request[8:]))  # the reply carries the request's id word
                 if pause is not None:
@@ -81,7 +140,7 @@ def run(role: str, count: int, pause: Callable[[], object] | None = None,
                 sock.recv()
                 t3 = _now()
                 sends.append(t1 - t0)
-                recvs.append(t3 - t2)
+                recvs.append(t3 - (_Marks.polled if critical else t2))
                 continue
             # PAIR and REP: the peer's message waits in the kernel, ours answers it.
             payload = struct.pack(">I", 0x80000000 | i) + BODY if role == "rep" else BODY
@@ -92,9 +151,9 @@ def run(role: str, count: int, pause: Callable[[], object] | None = None,
             msg = sock.recv()
             t1 = _now()
             sock.send(msg)
-            t2 = _now()
+            t2 = _Marks.wrote if critical else _now()
             peer.recv(65536)
-            recvs.append(t1 - t0)
+            recvs.append(t1 - (_Marks.polled if critical else t0))
             sends.append(t2 - t1)
         peer.close()
     return [t * 1e6 for t in sends], [t * 1e6 for t in recvs]
@@ -105,12 +164,19 @@ def main() -> None:
     p.add_argument("role", choices=sorted(ROLES))
     p.add_argument("--count", type=int, default=10_000)
     p.add_argument("--warmup", type=int, default=500)
+    p.add_argument("--critical", action="store_true",
+                   help="time only a round trip's critical path: recv() from its poll's "
+                        "return, send() to its write")
     args = p.parse_args()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-    run(args.role, args.warmup)
-    sends, recvs = run(args.role, args.count)
+    run(args.role, args.warmup, critical=args.critical)
+    sends, recvs = run(args.role, args.count, critical=args.critical)
     send, recv = statistics.median(sends), statistics.median(recvs)
+    if args.critical:
+        print(f"{args.role}: send() to the write {send:.2f} µs, recv() from the poll "
+              f"{recv:.2f} µs, both {send + recv:.2f} (medians of {args.count})")
+        return
     print(f"{args.role}: send() {send:.2f} µs, recv() {recv:.2f} µs, "
           f"both {send + recv:.2f} (medians of {args.count})")
 

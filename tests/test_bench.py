@@ -134,6 +134,20 @@ def test_one_side_runs_each_role_against_its_bare_peer():
         assert all(t > 0 for t in sends + recvs), role
 
 
+def test_one_side_times_the_critical_path_from_its_marks():
+    # The marks are set by the pipe's writes and the reader's polls (a mark never set
+    # would leave a time from 0: far larger than the whole call), and the critical part of
+    # a call is shorter than the call.
+    import one_side
+
+    for role in sorted(one_side.ROLES):
+        sends, recvs = one_side.run(role, 20)
+        c_sends, c_recvs = one_side.run(role, 20, critical=True)
+        assert len(c_sends) == len(c_recvs) == 20, role
+        assert all(0 < t < 1e5 for t in c_sends + c_recvs), role
+        assert sorted(c_sends)[10] < sorted(sends)[10], role
+
+
 def test_probe_wake_measures_each_way_of_waiting_and_each_hand_off():
     # Every way of waiting completes its ping-pong between two processes, and the in-process
     # round trips complete with and without SCHED_BATCH (a policy any user may set on its

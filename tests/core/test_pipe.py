@@ -963,6 +963,124 @@ def test_a_batch_goes_out_framed_in_one_write_after_one_flush():
     assert (h.pipe.free, h.pipe._out_msgs) == (h.pipe._window, 0)
 
 
+# ---------------------------------------------------------------- a lone send's write at once
+
+
+def writing_at_once(h: Harness) -> Harness:
+    """As SocketCore's lone send runs its protocol's event: a pipe's first frame goes at
+    once (Loop.writing_at_once)."""
+    h.loop.writing_at_once = True
+    return h
+
+
+def test_a_lone_sends_frame_reaches_the_stream_at_once_and_leaves_the_queue_in_the_flush():
+    h = writing_at_once(Harness().open_active())
+    free = h.pipe.free
+
+    h.pipe.cmd_send(b"request")
+
+    # Written already, but the queue's bookkeeping and evt_flushed wait for the flush: no
+    # machine hears of the write in the middle of the event that queued the frame.
+    assert bytes(h.stream.written) == tcp_frame(b"request")
+    assert (h.pipe.free, h.pipe._out_msgs, h.proto.calls) == (free - 1, 1, [])
+    assert h.loop.after_batch == [(h.pipe._flush, ())]
+    h.loop.run_ready()
+    assert bytes(h.stream.written) == tcp_frame(b"request")  # not written twice
+    assert h.stream.send_calls == 1 and len(h.stream.sendmsg_calls) == 1
+    assert (h.pipe.free, h.pipe._out_msgs, h.pipe._out_bytes) == (free, 0, 0)
+    assert h.proto.calls == [("evt_pipe_ready", h.pipe)]
+
+
+def test_without_a_lone_send_a_frame_waits_for_the_flush_after_the_batch():
+    h = Harness().open_active()
+
+    h.pipe.cmd_send(b"batched")
+
+    assert h.stream.written == b"" and h.stream.send_calls == 0
+    h.loop.run_ready()
+    assert bytes(h.stream.written) == tcp_frame(b"batched")
+
+
+def test_only_the_first_frame_of_a_batch_is_written_at_once_the_rest_follow_in_the_flush():
+    h = writing_at_once(Harness().open_active())
+
+    h.pipe.cmd_send(b"one")
+    h.pipe.cmd_send(b"two", b"\x80\x00\x00\x01")
+
+    assert bytes(h.stream.written) == tcp_frame(b"one")
+    h.loop.run_ready()
+    assert bytes(h.stream.written) == tcp_frame(b"one") + tcp_frame(b"\x80\x00\x00\x01two")
+    assert h.stream.send_calls == 2 and h.pipe._out_msgs == 0 and not h.pipe._out
+
+
+def test_a_frame_written_in_part_at_once_is_finished_by_the_writer_before_what_follows():
+    h = writing_at_once(Harness().open_active())
+    h.stream.accept_per_call = 5
+
+    h.pipe.cmd_send(b"first")
+    h.pipe.cmd_send(b"second")
+    h.loop.run_ready()  # the flush takes the 5 bytes written into account: the kernel is full
+
+    assert bytes(h.stream.written) == tcp_frame(b"first")[:5]
+    assert h.stream in h.loop.writers
+    h.stream.accept_per_call = None
+    h.drain_writes()
+    assert bytes(h.stream.written) == tcp_frame(b"first") + tcp_frame(b"second")
+    assert (h.pipe._out_msgs, h.pipe._out_bytes, h.pipe.free) == (0, 0, h.pipe._window)
+
+
+def test_a_frame_the_kernel_cannot_take_at_once_waits_for_the_writer():
+    h = writing_at_once(Harness().open_active())
+    h.stream.block_writes = True
+
+    h.pipe.cmd_send(b"later")
+    h.loop.run_ready()
+
+    assert h.stream.written == b"" and h.stream in h.loop.writers
+    h.stream.block_writes = False
+    h.drain_writes()
+    assert bytes(h.stream.written) == tcp_frame(b"later")
+
+
+def test_a_large_message_is_not_written_at_once_but_in_one_write_of_its_two_buffers():
+    h = writing_at_once(Harness().open_active())
+    body = b"L" * (JOIN_MAX + 1)
+
+    h.pipe.cmd_send(body)
+
+    assert h.stream.written == b""
+    h.loop.run_ready()
+    assert bytes(h.stream.written) == tcp_frame(body) and len(h.stream.sendmsg_calls) == 1
+
+
+def test_a_write_at_once_that_fails_fails_the_pipe_in_the_flush_as_any_write():
+    h = writing_at_once(Harness().open_active())
+    h.stream.send_error = OSError(errno.EPIPE, "Broken pipe")
+
+    h.pipe.cmd_send(b"lost")
+    assert h.pipe.state == "active"  # the event that queued it is not cut short
+    h.loop.run_ready()
+
+    assert h.pipe.state == "dead"
+    assert len(h.stream.sendmsg_calls) == 2  # at once, then the flush, which met the error
+
+
+def test_an_interrupt_as_a_write_at_once_returns_closes_the_pipe(caplog):
+    # How much of the frame reached the kernel is unknown: the stream's framing is lost.
+    h = writing_at_once(Harness().open_active())
+    h.stream.send_error = KeyboardInterrupt()
+
+    with caplog.at_level(logging.WARNING, logger="scaproust.pipe"), \
+            pytest.raises(KeyboardInterrupt):
+        h.pipe.cmd_send(b"cut")
+
+    assert h.pipe.state == "dead" and h.stream.closed
+    assert h.stats.counts["pipes_interrupted"] == 1
+    assert any("KeyboardInterrupt in the middle of its work" in w for w in warnings_of(caplog))
+    h.loop.run_ready()  # the flush after the batch finds the pipe dead: nothing more
+    assert len(h.stream.sendmsg_calls) == 1
+
+
 def test_a_batch_that_brings_the_queue_to_exactly_high_water_bytes_stops_there():
     h = Harness().open_active()
     h.stream.block_writes = True

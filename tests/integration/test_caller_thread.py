@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import select
 import socket as pysocket
 import struct
 import threading
@@ -22,6 +23,7 @@ from scaproust.core import caller_reader
 from scaproust.core.caller_reader import CallerReader
 from scaproust.core.inbox import Inbox
 from scaproust.core.pipe import Pipe
+from scaproust.protocols._resend import ResendTimer
 from scaproust.reactor.loop import MAX_SLEEP
 from tests.integration.conftest import wait_until
 
@@ -198,6 +200,47 @@ def test_a_callers_send_writes_before_its_bookkeeping(session, monkeypatch):
     rep.send(b"answer")
     assert steps == ["flush", "refill"]
     assert req.recv() == b"answer"
+
+
+def test_a_lone_requests_frame_is_in_the_kernel_before_the_protocol_sets_its_resend_deadline(
+        session, monkeypatch):
+    # The pipe writes the frame as REQ's send_request queues it (Pipe._write_early): what
+    # the protocol does after that (the resend deadline, the credit) is off the path to the
+    # peer. A bare peer looks, from inside that very step, whether the bytes have come.
+    req = session.socket(sp.Req, recv_timeout=5.0)
+    host, port = req.bind("tcp://127.0.0.1:0").url.rsplit("/", 1)[1].rsplit(":", 1)
+    me = threading.get_ident()
+    with pysocket.create_connection((host, int(port)), timeout=5.0) as peer:
+        peer.sendall(b"\0SP\0\0\x31\0\0")  # a REP's header
+        assert peer.recv(8, pysocket.MSG_WAITALL) == b"\0SP\0\0\x30\0\0"
+        wait_until(lambda: len(req._core.pipes) == 1, what="the pipe")
+        arrived: list[bytes | None] = []
+        original = ResendTimer.start
+
+        def start(timer):
+            if threading.get_ident() != me:
+                arrived.append(None)  # handed to the I/O thread: not a lone send's write
+            else:
+                ready, _, _ = select.select([peer], [], [], 5.0)  # bounded: no hang
+                arrived.append(peer.recv(100, pysocket.MSG_PEEK) if ready else b"")
+            original(timer)
+
+        monkeypatch.setattr(ResendTimer, "start", start)
+        # A lone send runs in this thread unless the I/O thread held the session then (it
+        # still settles the pipe's arrival): a few tries at most.
+        for _ in range(20):
+            settled(session._core.loop)
+            req.send(b"question")
+            request = peer.recv(20, pysocket.MSG_WAITALL)  # written once: 20 bytes
+            if arrived[-1] is not None:
+                break
+        assert arrived[-1] == request
+        assert request[:8] == struct.pack(">Q", 12) and request[12:] == b"question"
+        peer.sendall(struct.pack(">Q", 11) + request[8:12] + b"answer!")
+        assert req.recv() == b"answer!"
+        # Not written a second time by the flush after the batch (which ran before send()
+        # returned, long before the reply).
+        assert select.select([peer], [], [], 0)[0] == []
 
 
 def test_a_message_the_caller_reads_itself_never_goes_through_the_inbox(session, monkeypatch):

@@ -96,6 +96,7 @@ class FakeLoop:
         self.writers: dict[Any, Callable[[], Any]] = {}
         self.history: list[tuple[str, Any]] = []
         self.threadsafe_calls = 0
+        self.writing_at_once = False  # set by a test, as SocketCore's lone send sets it
         self._timers: list[tuple[float, int, FakeTimer]] = []
         self._seq = itertools.count()
 

@@ -44,6 +44,9 @@ class PipeLoop(Protocol):
     """What a pipe, an endpoint machine and a protocol's context ask of the session's loop
     (``reactor.loop.Loop``), all under the session lock."""
 
+    #: A caller's lone send runs its protocol's event: a pipe's first frame goes at once.
+    writing_at_once: bool
+
     def time(self) -> float: ...
     def call_soon(self, fn: Callable[[*Ts], object], *args: *Ts) -> None: ...
     def call_after_batch(self, fn: Callable[[*Ts], object],

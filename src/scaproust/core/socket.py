@@ -159,9 +159,16 @@ class SocketCore(SocketFSM):
         ctx = self.ctx
         ctx.outstanding -= 1
         ctx.outstanding_bytes -= size
+        loop = self.loop
         try:
-            self.proto.cmd_send(hand.pop())
-            self.loop.run_end_of_batch()  # to the kernel before the bookkeeping below
+            # A pipe that has nothing queued writes the frame at once (Pipe._write_early),
+            # before the protocol's actions that follow its send.
+            loop.writing_at_once = True
+            try:
+                self.proto.cmd_send(hand.pop())
+            finally:
+                loop.writing_at_once = False
+            loop.run_end_of_batch()  # to the kernel before the bookkeeping below
         finally:
             self.stats.count_traffic(MSGS_SENT, BYTES_SENT, 1, size)
         ctx.refill()

@@ -204,6 +204,10 @@ class Loop:
         self._ready: deque[Call] = deque()  # the owner only
         # Run after the current batch, before the next select (the owner only).
         self._end_of_batch: list[Call] = []
+        #: True while a caller's lone send runs its protocol's event (SocketCore's
+        #: _send_in_hand): a pipe with nothing queued writes its frame at once, not after
+        #: the batch (the owner only).
+        self.writing_at_once = False
         self._posted: deque[Call] = deque()  # any thread
         self._timers = TimerQueue()
         self._idle = False  # True while the loop may sleep in select(): posters must wake it
