@@ -741,6 +741,26 @@ def test_recv_after_the_reply_is_a_bad_state_until_the_next_request(policy):
     assert policy.recv_wait(None) is None
 
 
+def test_a_request_sent_while_the_reply_to_the_one_before_is_received_stays_outstanding(
+        policy):
+    # No lock: the reply's incoming() reads the outstanding list and clears that very list;
+    # the request another thread sends in between came with a list of its own.
+    old = sent_through(policy, b"one").header
+    new = policy.outgoing(b"two")
+
+    class Interleaved(list):
+        def __getitem__(self, index):
+            policy.sent(new)  # another thread's send, between the read and the clear
+            return super().__getitem__(index)
+
+    policy.outstanding = Interleaved(policy.outstanding)
+
+    assert policy.incoming(Message(b"reply", old)) == Message(b"reply", old)
+    assert policy.current == new.header
+    assert policy.recv_wait(None) is None  # not a BadState: "two" awaits its reply
+    assert policy.incoming(Message(b"reply two", new.header)) == Message(b"reply two", new.header)
+
+
 def test_a_new_request_purges_replies_not_yet_taken_and_counts_them(policy, channel):
     word = sent_through(policy, b"one").header
     channel.push_many([Message(b"reply", word)])

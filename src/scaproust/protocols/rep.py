@@ -50,12 +50,24 @@ class Rep(RepFSM, RepRaw):
     """Cooked REP protocol machine: the raw one, with RepPolicy in the caller's thread."""
 
 
+#: ``RepPolicy.pending`` when no request waits for its answer: never written (``sent``
+#: writes only into a list holding the header it answers, and a header is bytes).
+_NO_REQUEST: list[bytes | None] = [None]
+
+
 class RepPolicy(Policy):
     """The user-visible state of a cooked REP: the request being answered.
 
-    ``pending`` is the header (pipe word + backtrace) of the last request handed to the
-    user and not yet answered; None when there is none. A new recv() abandons it, even if
-    that recv() then times out, as in nng.
+    ``pending`` holds the header (pipe word + backtrace) of the last request handed to the
+    user and not yet answered, or None when there is none. A new recv() abandons it, even
+    if that recv() then times out, as in nng.
+
+    No lock: ``pending`` is a one-item list, a new one for each request (``incoming``), or
+    ``_NO_REQUEST``. ``sent`` reads the list, compares and clears that same list, so a
+    request received meanwhile in another thread, which came with a list of its own, is
+    never cleared by the answer to the one before; and each other step is one read or one
+    write of the attribute. A lock section was 0.2 µs of every request's receive, between
+    its arrival and the reply.
     """
 
     plain_recv = False  # each request received becomes the one to answer
@@ -63,33 +75,30 @@ class RepPolicy(Policy):
     def __init__(self, channel: Channel, options: Options,
                  stats: Stats | None = None) -> None:
         super().__init__(channel, options, stats)
-        self.pending: bytes | None = None
+        self.pending = _NO_REQUEST
 
     def outgoing(self, item: Item) -> Item:
-        header = self.pending  # one read: no lock
+        header = self.pending[0]
         if header is None:
             raise BadState("a REP socket sends a reply only to a request it has recv()ed")
         return Message(item if isinstance(item, bytes) else item.body, header)  # body_of
 
     def sent(self, item: Item) -> None:
-        with self.lock:
-            # What outgoing returned: a Message.
-            if self.pending == item.header:  # type: ignore[union-attr]
-                self.pending = None  # answered
+        pending = self.pending
+        # What outgoing returned: a Message.
+        if pending[0] == item.header:  # type: ignore[union-attr]
+            pending[0] = None  # answered
 
     def recv_wait(self, deadline: float | None) -> float | None:
-        # A new recv abandons the request not answered yet (nng). One write, no lock:
-        # ``sent`` takes it because it reads then writes, and ``incoming`` so that its
-        # write never falls between those two.
-        self.pending = None
+        # A new recv abandons the request not answered yet (nng).
+        self.pending = _NO_REQUEST
         return Policy.recv_wait(self, deadline)  # no super(): a tenth of a µs
 
     def incoming(self, item: Item) -> Item | None:
         header = b"" if isinstance(item, bytes) else item.header  # header_of, inline
         if not header:
             return None  # no backtrace: nowhere to reply (not from a REP machine)
-        with self.lock:
-            self.pending = header
+        self.pending = [header]
         return item  # recv() hands over the body, recv_msg() the backtrace too
 
 
