@@ -141,13 +141,17 @@ class SocketCore(SocketFSM):
             return False
         try:  # at once: no call between own() and the try that a Ctrl-C could land in
             self.reader.waited = False
-            self._send_in_hand(hand, size)
+            try:
+                self._send_in_hand(hand, size)
+            except Exception as err:
+                # entry_point's guard, inline (a call less before the frame's write): a bug
+                # in the protocol fails this socket, not the caller's thread.
+                crash(self, err)
         finally:
             loop.release()
             self.channel.last_put = time.monotonic()
         return True
 
-    @entry_point
     def _send_in_hand(self, hand: list[Item], size: int) -> None:
         # As _drain_outbox for a batch of one, the message taken from the hand only as the
         # protocol gets it: a Ctrl-C before that leaves it there, and put queues it.
