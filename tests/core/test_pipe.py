@@ -1013,6 +1013,23 @@ def test_only_the_first_frame_of_a_batch_is_written_at_once_the_rest_follow_in_t
     assert h.stream.send_calls == 2 and h.pipe._out_msgs == 0 and not h.pipe._out
 
 
+def test_frames_queued_behind_one_written_at_once_and_written_in_part_are_counted_as_left():
+    h = writing_at_once(Harness().open_active())
+    h.pipe.cmd_send(b"one")  # written whole, at once
+    h.pipe.cmd_send(b"two")
+    h.pipe.cmd_send(b"three")
+    h.stream.accept_per_call = len(tcp_frame(b"two")) + 2  # "three" only begins
+
+    h.loop.run_ready()
+
+    assert bytes(h.stream.written) == tcp_frame(b"one") + tcp_frame(b"two") + tcp_frame(b"three")[:2]
+    assert (h.pipe._out_msgs, h.pipe.free) == (1, h.pipe._window - 1)  # "three" is left
+    h.stream.accept_per_call = None
+    h.drain_writes()
+    assert bytes(h.stream.written) == b"".join(tcp_frame(b) for b in (b"one", b"two", b"three"))
+    assert (h.pipe._out_msgs, h.pipe.free) == (0, h.pipe._window)
+
+
 def test_a_frame_written_in_part_at_once_is_finished_by_the_writer_before_what_follows():
     h = writing_at_once(Harness().open_active())
     h.stream.accept_per_call = 5
