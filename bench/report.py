@@ -159,16 +159,18 @@ sittings of `bench/run.py --only rr64_tcp,pair64_tcp --impls scaproust,pynng,pyz
 on 2026-12-06: PAIR 59-62 µs against pyzmq's 65-72 and pynng's 82-90; REQ/REP 66-69
 against pyzmq's 65-69 and pynng's 83-87; bare 47-50. So REQ/REP sits at pyzmq's round
 trip, one side or the other of it from round to round, and PAIR near pynng's 0.7x
-(0.68-0.73x), before the changes below. The `make bench` of this page (2026-12-06,
-08:28, after them) had the slow mood in two of scaproust's three REQ/REP rounds (75.8 and
-75.6 µs, against 64.7 in the quick one) and in one of its PAIR rounds (71.0, against
-57.7-57.9): PAIR at 0.62x and 0.60x of pynng's 93.5-96.6 in the quick rounds (0.75x in
-the slow one), REQ/REP at 0.74x of pynng's 87.4 in its quick round (0.78x and 0.91x in the
-slow ones). The day's runs before the changes had PAIR at 0.74x (04:30, 05:35, 06:00),
-0.69x (04:39) and 0.71x (07:27); the one between them and this page's (08:22), PAIR at
-0.71x and REQ/REP at 0.78x, the slow mood in a round of each. In its quick mood REQ/REP now takes 63-65 µs against
-pynng's 83-87: 0.7x asks for 58-61, the bare ceiling's 47 plus about 6 µs a side for all
-of scaproust's work, against 8-9 today (PAIR 5).
+(0.68-0.73x), before the changes below. The `make bench` of 08:28, after the first of
+them, had the slow mood in two of scaproust's three REQ/REP rounds: PAIR at 0.62x of
+pynng, REQ/REP at 0.78x (0.74x in its quick round). The `make bench` of this page
+(2026-12-06, 10:08, after the sends' changes below) had all three moods, one a round:
+a fast one never seen before (the bare ceiling's REQ/REP round trip 32.9 µs, against
+50-51 in the other two rounds; scaproust 45.7, pynng 73.1), the usual quick one and the
+slow one. REQ/REP came to 0.70x of pynng (0.7009: the medians 61.8 µs against 88.1; the
+rounds 0.63x, 0.79x and 0.70x), a hair over the target, and PAIR to 0.69x (0.67x, 0.70x,
+0.69x). In its quick mood REQ/REP now takes 62-64 µs against pynng's 83-88 (nine rounds
+of `bench/run.py --only rr64_tcp,pair64_tcp --impls scaproust,pynng`, 10:00): 0.7x asks
+for 58-61, the bare ceiling's 47 plus about 6 µs a side for all of scaproust's work,
+against 7.3-7.8 today (PAIR 5.3; `bench/one_side.py --critical`, below).
 Part of that is not Python: a caller sleeps in `poll()` and then reads, one system call
 more than the bare ceiling's blocking `recv()` once the message is there, and 1.6 µs a
 round trip with no library at all (`bench/probe_wake.py wait`: 47.8 µs against 46.2,
@@ -219,6 +221,34 @@ flatter path for the usual receive and send, kept equal to the first by tests: t
 probe is the bound on what it could give, within reach of PAIR's 0.7x of pynng and not
 of REQ/REP's, whose own work on the path (request ids, backtraces, their `Message`
 objects, the policies) is about 4 µs of a round trip more than PAIR's.
+
+Only part of a side's work lies on a round trip's critical path: from its `poll()`'s
+return (the message's arrival) to the write of the answer. What a receive does before
+its `poll()` and a send after its write overlaps the peer's work and the wake-ups.
+`bench/one_side.py --critical` times just those parts: a `recv()` from its poll's return,
+a `send()` from its call to the write. Before the changes of the late morning
+(2026-12-06), REQ 3.3 + 4.9 µs, REP 2.7 + 4.4, PAIR 1.9 + 3.3. Then three sends' and
+receives' steps left that path. A lone send's frame is written as the pipe queues it,
+no longer after the protocol's remaining actions: the request's resend deadline and the
+credit's restatement (docs/ARCHITECTURE.md, "One owner at a time"). The send's guard
+against a bug in the protocol is inline, not a wrapper's call. And the REQ's and REP's
+policies keep their one request without a lock (a new one-item list per request,
+compared and cleared in place: protocols/req.py, protocols/rep.py). `send()` to the
+write: REQ 3.3 -> 2.8 µs, REP 2.7 -> 2.4, PAIR 1.9 -> 1.6; `recv()` from the poll: REQ
+5.2 -> 4.9, REP 4.9 -> 4.5 (old and new trees alternated three times for each step).
+Between processes, nine rounds of each tree alternated: REQ/REP 64.3 -> 63.5 µs (the
+medians), PAIR unchanged at 59. `bench/probe_layers.py` after them (10:15): 59.0 µs
+through the library, 57.0 with the receives fused, 58.9 with the sends fused, 56.2
+both, 52.5 without the machines. So the sends' layers are off the critical path now,
+and what is left of the layers is in the receive, 2-3 µs of a round trip. Of it the
+kept loan's bookkeeping after the message was caught (`CallerReader._end`: the loan
+checked, kept, the session released) is about a µs: an experiment that skipped it
+(keeping the loan unchecked, not correct in general) took PAIR's round trip from 60.5
+to 59.1 µs (medians of eight alternations, `bench/probe_layers.py`'s `api` mode). The
+rest of a receive's tail is the read itself: the session lock 0.3 µs, the stream's read
+through the pipe to its `recv` system call 1.4, the frame's decoding 0.6, the pipe and
+protocol machines and the delivery 0.8 (PAIR; REQ 1.5, REP 1.3: the id checked and the
+resend deadline cleared, the backtrace split, a `Message` each).
 
 **asyncio.** An `arecv()` that must wait lends the socket's pipes to its event loop,
 which reads them in its own thread. Lending and taking them back went through asyncio's
@@ -289,14 +319,14 @@ REQ/REP 55.8 against 90.4, PUSH->PULL 64 B 690 k msg/s against 624 k).
 *Throughput.* Over TCP the sending process and the receiving one run on two cores at
 once, and the rate is the slower side's; in one process all three threads (the sender, the
 I/O thread, the receiver) run under the one interpreter lock, and the rate is the sum of
-their CPU. In this page's run a 64-byte message costs 1.16 µs of CPU over TCP, both
-sides together, and 0.87 in-process: what TCP adds (framing, system calls, which its
+their CPU. In this page's run a 64-byte message costs 1.18 µs of CPU over TCP, both
+sides together, and 0.89 in-process: what TCP adds (framing, system calls, which its
 batched writes and reads spread thin) is about a quarter, the rest (credit, channel,
-machines) is the same both ways. 1.5x TCP's 1.41 M msg/s means 0.47 µs a message in all,
+machines) is the same both ways. 1.5x TCP's 1.36 M msg/s means 0.49 µs a message in all,
 in-process: two fifths of what TCP's two sides spend. No contender comes near it on this
-placement, the C libraries included: in the same run pyzmq moves 1.78 M msg/s in-process
-against 1.87 M over TCP (0.95x), the bare ceiling's socket pair 2.21 M against 3.85 M
-(0.58x), scaproust 1.16 M against 1.41 M (0.82x). What the target asks for is a library
+placement, the C libraries included: in the same run pyzmq moves 1.70 M msg/s in-process
+against 1.80 M over TCP (0.94x), the bare ceiling's socket pair 2.10 M against 3.70 M
+(0.57x), scaproust 1.13 M against 1.36 M (0.83x). What the target asks for is a library
 whose in-process path costs two fifths of its TCP path's CPU: one without credit, channel
 and machines on that path, or with threads that run Python at the same time (a
 free-threaded interpreter). A drain of a PUSH burst now queues what the link has room
@@ -323,10 +353,15 @@ new trees alternated three times). Then cooked REQ/REP's own path lost a few cal
 cooked socket's `recv()` goes to its policy's loop at once, a pop after a wait takes the
 queue's steps inline, a request's id word, a reply's route and each REP pipe's hop word
 without a call each): 17.6 -> 16.3 µs in one thread (six alternations), 32.5-33.3 ->
-31.1-32.8 between two threads, TCP's 65.5-68.2 -> 65.9-66.9 (three). In this page's run
-REQ/REP takes 32.0-32.5 µs against TCP's 64.7-75.8: 0.43x, 0.50x and 0.42x over the
-rounds (the day's runs before it: 0.51x at 06:00, 0.50x at 07:27, 0.43x at 08:22, each
-with the TCP rounds' moods in it); PAIR 0.34-0.42x. The receive's shorter tail that took
+31.1-32.8 between two threads, TCP's 65.5-68.2 -> 65.9-66.9 (three). The REQ's and REP's
+policies without a lock and the lone send's inline guard (above) took 17.0 -> 16.2-16.4
+µs in one thread, 33.7-33.9 -> 32.9-33.7 between two (`bench/probe_wake.py handoff`,
+two alternations, 10:40). In this page's run REQ/REP takes 32.2-33.4 µs against TCP's
+45.7-78.9: 0.73x, 0.41x and 0.53x over the rounds, so 0.53x, over the target (the round
+at 0.73x is the one TCP had its fast mood in; the day's runs before: 0.51x at 06:00,
+0.50x at 07:27, 0.43x at 08:22 and 08:28, each with the TCP rounds' moods in it); PAIR
+0.40-0.48x. The faster TCP path makes this ratio harder: at REQ/REP's 0.7x of pynng,
+62 µs, the in-process round trip must come to 31. The receive's shorter tail that took
 a µs off TCP's round trip (above) took nothing off this one (32.1-32.8 -> 32.2-32.3 µs,
 old and new trees alternated three times): an in-process socket's receive never goes
 through the caller reader, and the steps it lost cost most right after a core slept.
