@@ -168,7 +168,7 @@ a fast one never seen before (the bare ceiling's REQ/REP round trip 32.9 µs, ag
 slow one. REQ/REP came to 0.70x of pynng (0.7009: the medians 61.8 µs against 88.1; the
 rounds 0.63x, 0.79x and 0.70x), a hair over the target, and PAIR to 0.69x (0.67x, 0.70x,
 0.69x). In its quick mood REQ/REP now takes 62-64 µs against pynng's 83-88 (nine rounds
-of `bench/run.py --only rr64_tcp,pair64_tcp --impls scaproust,pynng`, 10:00): 0.7x asks
+of `bench/run.py --only rr64_tcp,pair64_tcp --impls scaproust,pynng`, 09:50): 0.7x asks
 for 58-61, the bare ceiling's 47 plus about 6 µs a side for all of scaproust's work,
 against 7.3-7.8 today (PAIR 5.3; `bench/one_side.py --critical`, below).
 Part of that is not Python: a caller sleeps in `poll()` and then reads, one system call
@@ -226,7 +226,7 @@ Only part of a side's work lies on a round trip's critical path: from its `poll(
 return (the message's arrival) to the write of the answer. What a receive does before
 its `poll()` and a send after its write overlaps the peer's work and the wake-ups.
 `bench/one_side.py --critical` times just those parts: a `recv()` from its poll's return,
-a `send()` from its call to the write. Before the changes of the late morning
+a `send()` from its call to the write. Before the changes of 09:20-10:00
 (2026-12-06), REQ 3.3 + 4.9 µs, REP 2.7 + 4.4, PAIR 1.9 + 3.3. Then three sends' and
 receives' steps left that path. A lone send's frame is written as the pipe queues it,
 no longer after the protocol's remaining actions: the request's resend deadline and the
@@ -237,7 +237,7 @@ compared and cleared in place: protocols/req.py, protocols/rep.py). `send()` to 
 write: REQ 3.3 -> 2.8 µs, REP 2.7 -> 2.4, PAIR 1.9 -> 1.6; `recv()` from the poll: REQ
 5.2 -> 4.9, REP 4.9 -> 4.5 (old and new trees alternated three times for each step).
 Between processes, nine rounds of each tree alternated: REQ/REP 64.3 -> 63.5 µs (the
-medians), PAIR unchanged at 59. `bench/probe_layers.py` after them (10:15): 59.0 µs
+medians), PAIR unchanged at 59. `bench/probe_layers.py` after them (10:09): 59.0 µs
 through the library, 57.0 with the receives fused, 58.9 with the sends fused, 56.2
 both, 52.5 without the machines. So the sends' layers are off the critical path now,
 and what is left of the layers is in the receive, 2-3 µs of a round trip. Of it the
@@ -356,7 +356,7 @@ without a call each): 17.6 -> 16.3 µs in one thread (six alternations), 32.5-33
 31.1-32.8 between two threads, TCP's 65.5-68.2 -> 65.9-66.9 (three). The REQ's and REP's
 policies without a lock and the lone send's inline guard (above) took 17.0 -> 16.2-16.4
 µs in one thread, 33.7-33.9 -> 32.9-33.7 between two (`bench/probe_wake.py handoff`,
-two alternations, 10:40). In this page's run REQ/REP takes 32.2-33.4 µs against TCP's
+two alternations, 10:15). In this page's run REQ/REP takes 32.2-33.4 µs against TCP's
 45.7-78.9: 0.73x, 0.41x and 0.53x over the rounds, so 0.53x, over the target (the round
 at 0.73x is the one TCP had its fast mood in; the day's runs before: 0.51x at 06:00,
 0.50x at 07:27, 0.43x at 08:22 and 08:28, each with the TCP rounds' moods in it); PAIR
