@@ -101,6 +101,15 @@ class _Marks:
         stream.__class__ = cls.MarkedSocket
         sock._core.reader._poller.__class__ = _MarkedPoller
 
+    @classmethod
+    def take(cls) -> tuple[float, float]:
+        """The marks set since the last call (0.0 for one that was not), cleared for the
+        next: a receive that did not poll (the I/O thread had read its message: a REP's
+        first few, before its loan is kept) is not timed from a stale mark."""
+        marks = cls.wrote, cls.polled
+        cls.wrote = cls.polled = 0.0
+        return marks
+
 
 class _MarkedPoller(_Poller):
     """The caller reader's poller, its class swapped: its returns are marked."""
@@ -118,7 +127,7 @@ def run(role: str, count: int, pause: Callable[[], object] | None = None,
     """``count`` round trips; the ``send()`` and ``recv()`` times in µs. ``pause``, if
     given, is called just before each timed ``recv()``, the peer's bytes already sent
     (``bench/probe_wake.py cold`` sleeps there). ``critical``: only the parts on a round
-    trip's critical path (see the module's docstring)."""
+    trip's critical path (see the module's docstring), of the round trips that took it."""
     kind, protocol = ROLES[role]
     sends: list[float] = []
     recvs: list[float] = []
@@ -131,7 +140,7 @@ def run(role: str, count: int, pause: Callable[[], object] | None = None,
             if role == "req":
                 t0 = _now()
                 sock.send(BODY)
-                t1 = _Marks.wrote if critical else _now()
+                t1 = _now()
                 request = peer.recv(65536)  # one frame: 8-byte length, id word, body
                 peer.send(_frame(request[8:]))  # the reply carries the request's id word
                 if pause is not None:
@@ -139,8 +148,13 @@ def run(role: str, count: int, pause: Callable[[], object] | None = None,
                 t2 = _now()
                 sock.recv()
                 t3 = _now()
+                if critical:
+                    wrote, polled = _Marks.take()
+                    if not (wrote and polled):
+                        continue  # not the path timed (see _Marks.take)
+                    t1, t2 = wrote, polled
                 sends.append(t1 - t0)
-                recvs.append(t3 - (_Marks.polled if critical else t2))
+                recvs.append(t3 - t2)
                 continue
             # PAIR and REP: the peer's message waits in the kernel, ours answers it.
             payload = struct.pack(">I", 0x80000000 | i) + BODY if role == "rep" else BODY
@@ -151,9 +165,14 @@ def run(role: str, count: int, pause: Callable[[], object] | None = None,
             msg = sock.recv()
             t1 = _now()
             sock.send(msg)
-            t2 = _Marks.wrote if critical else _now()
+            t2 = _now()
             peer.recv(65536)
-            recvs.append(t1 - (_Marks.polled if critical else t0))
+            if critical:
+                wrote, polled = _Marks.take()
+                if not (wrote and polled):
+                    continue  # not the path timed (see _Marks.take)
+                t0, t2 = polled, wrote
+            recvs.append(t1 - t0)
             sends.append(t2 - t1)
         peer.close()
     return [t * 1e6 for t in sends], [t * 1e6 for t in recvs]
@@ -175,7 +194,7 @@ def main() -> None:
     send, recv = statistics.median(sends), statistics.median(recvs)
     if args.critical:
         print(f"{args.role}: send() to the write {send:.2f} µs, recv() from the poll "
-              f"{recv:.2f} µs, both {send + recv:.2f} (medians of {args.count})")
+              f"{recv:.2f} µs, both {send + recv:.2f} (medians of {len(sends)})")
         return
     print(f"{args.role}: send() {send:.2f} µs, recv() {recv:.2f} µs, "
           f"both {send + recv:.2f} (medians of {args.count})")

@@ -7,6 +7,7 @@ what bench/report.py needs, and the report renders a markdown table.
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -135,17 +136,18 @@ def test_one_side_runs_each_role_against_its_bare_peer():
 
 
 def test_one_side_times_the_critical_path_from_its_marks():
-    # The marks are set by the pipe's writes and the reader's polls (a mark never set
-    # would leave a time from 0: far larger than the whole call), and the critical part of
-    # a call is shorter than the call.
+    # The marks are set by the pipe's writes and the reader's polls, and the critical part
+    # of a call is shorter than the call. A round trip whose receive did not poll (a REP's
+    # first few, read by the I/O thread before its loan is kept) is left out, not timed
+    # from a stale mark.
     import one_side
 
     for role in sorted(one_side.ROLES):
-        sends, recvs = one_side.run(role, 20)
-        c_sends, c_recvs = one_side.run(role, 20, critical=True)
-        assert len(c_sends) == len(c_recvs) == 20, role
-        assert all(0 < t < 1e5 for t in c_sends + c_recvs), role
-        assert sorted(c_sends)[10] < sorted(sends)[10], role
+        sends, recvs = one_side.run(role, 60)
+        c_sends, c_recvs = one_side.run(role, 60, critical=True)
+        assert 20 <= len(c_sends) == len(c_recvs) <= 60, role
+        assert all(0 < t < 1e4 for t in c_sends + c_recvs), role
+        assert statistics.median(c_sends) < statistics.median(sends), role
 
 
 def test_probe_wake_measures_each_way_of_waiting_and_each_hand_off():
