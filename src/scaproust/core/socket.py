@@ -172,7 +172,7 @@ class SocketCore(SocketFSM):
                 self.proto.cmd_send(hand.pop())
             finally:
                 loop.writing_at_once = False
-            loop.run_end_of_batch()  # to the kernel before the bookkeeping below
+            loop.run_end_of_batch()  # the flush before the bookkeeping below
         finally:
             self.stats.count_traffic(MSGS_SENT, BYTES_SENT, 1, size)
         ctx.refill()

@@ -381,7 +381,9 @@ class Loop:
         """End an owner section taken with ``own``.
 
         With ``flush``, what the section left for the end of the batch runs here, in the
-        owner's thread: that is how a caller's send writes straight to the kernel. Without
+        owner's thread: the pipes' flushes, which write what a caller's send queued (a
+        lone send's frame went to the kernel already, as its pipe queued it: see
+        ``writing_at_once``) and tell the machines the pipes have room again. Without
         it, the I/O thread runs it. Either way the I/O thread is woken if it sleeps and now
         has something to do: callbacks, or a timer due before it meant to wake.
         """
@@ -399,7 +401,8 @@ class Loop:
     def run_end_of_batch(self) -> None:
         """Run, now, in an owner's thread, what the section left for the end of the batch
         (``call_after_batch``): its pipes' flushes. ``release`` does it; a caller's send calls
-        it first, so that its frame reaches the kernel before the send's bookkeeping.
+        it first, so that the flush (and an in-process delivery) comes before the send's
+        bookkeeping.
 
         What those callbacks leave for the end of the batch runs here too, a few rounds
         deep: an in-process send's flush leaves the receiving pipe's read, and the whole
