@@ -75,19 +75,6 @@ class _Marks:
 
     wrote = polled = 0.0
 
-    class MarkedSocket(socket.socket):
-        """The pipe's stream, its class swapped: its writes are marked."""
-
-        __slots__ = ()
-
-        def send(self, data: Buffer, flags: int = 0) -> int:  # type: ignore[override]
-            _Marks.wrote = _now()
-            return super().send(data, flags)
-
-        def sendmsg(self, buffers: Iterable[Buffer], *args: Any) -> int:  # type: ignore[override]
-            _Marks.wrote = _now()
-            return super().sendmsg(buffers, *args)
-
     @classmethod
     def install(cls, sock: sp.Socket) -> None:
         """Mark the writes of ``sock``'s one pipe and the returns of its reader's polls."""
@@ -98,7 +85,7 @@ class _Marks:
             time.sleep(0.001)
         stream = next(iter(sock._core.pipes)).stream
         assert type(stream) is socket.socket, "--critical needs a plain TCP stream"
-        stream.__class__ = cls.MarkedSocket
+        stream.__class__ = _MarkedSocket
         sock._core.reader._poller.__class__ = _MarkedPoller
 
     @classmethod
@@ -109,6 +96,20 @@ class _Marks:
         marks = cls.wrote, cls.polled
         cls.wrote = cls.polled = 0.0
         return marks
+
+
+class _MarkedSocket(socket.socket):
+    """The pipe's stream, its class swapped: its writes are marked."""
+
+    __slots__ = ()
+
+    def send(self, data: Buffer, flags: int = 0) -> int:  # type: ignore[override]
+        _Marks.wrote = _now()
+        return super().send(data, flags)
+
+    def sendmsg(self, buffers: Iterable[Buffer], *args: Any) -> int:  # type: ignore[override]
+        _Marks.wrote = _now()
+        return super().sendmsg(buffers, *args)
 
 
 class _MarkedPoller(_Poller):

@@ -232,9 +232,11 @@ def test_a_lone_requests_frame_is_in_the_kernel_before_the_protocol_sets_its_res
 
         monkeypatch.setattr(ResendTimer, "start", start)
         # A lone send runs in this thread unless the I/O thread held the session then (it
-        # still settles the pipe's arrival): a few tries at most.
+        # still settles the pipe's arrival): a few tries at most. Each send is marked as
+        # following a quiet spell, which a request after a wait is; here no reply came.
         for _ in range(20):
             settled(session._core.loop)
+            req._channel.last_put = float("-inf")
             req.send(b"question")
             request = peer.recv(20, pysocket.MSG_WAITALL)  # written once: 20 bytes
             if arrived[-1] is not None:

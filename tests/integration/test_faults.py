@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 import scaproust as sp
@@ -39,12 +41,20 @@ def test_a_protocol_that_raises_on_send_closes_its_socket_not_the_session(sessio
     push.send(b"ok")
     assert pull.recv() == b"ok"
 
+    threads: list[int] = []
+
     def broken(self, item):
+        threads.append(threading.get_ident())
         raise RuntimeError("bug in send")
 
     with caplog.at_level("ERROR", logger="scaproust"):
         monkeypatch.setattr(Push, "send_round_robin", broken)
+        # A lone send (its pace alone could make it one of a burst, drained by the I/O
+        # thread): the protocol runs in this thread, under SocketCore._send_now's guard,
+        # and the send itself returns.
+        push._channel.last_put = float("-inf")
         push.send(b"boom")
+        assert threads == [threading.get_ident()]
         # The channel closes (entering "closed") before the row's log_crash action runs.
         wait_until(lambda: "closed by an internal error" in caplog.text, what="the socket to fail")
     monkeypatch.undo()

@@ -629,3 +629,20 @@ def sent_through(policy, item):
     out = policy.outgoing(item)
     policy.sent(out)
     return out
+
+
+class Interleaved(list):
+    """A policy's one-item list whose first read runs ``between``: another thread's step,
+    landing between that read and what the reader does next (REQ's and REP's policies
+    read, compare and clear their request's list without a lock)."""
+
+    def __init__(self, items, between):
+        super().__init__(items)
+        self._between = between
+
+    def __getitem__(self, index):
+        value = super().__getitem__(index)
+        between, self._between = self._between, None
+        if between is not None:
+            between()
+        return value

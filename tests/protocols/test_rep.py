@@ -30,7 +30,7 @@ from scaproust.fsm.errors import MachineError
 from scaproust.protocols._headers import id_word, pipe_word
 from scaproust.protocols.rep import Rep, RepContextPolicy, RepPolicy, RepRaw
 
-from .fakes import FakePipe, RecordingContext, sent_through
+from .fakes import FakePipe, Interleaved, RecordingContext, sent_through
 
 ID = id_word(0x1234)
 
@@ -305,29 +305,13 @@ def test_the_policy_ignores_a_header_the_user_puts_on_the_reply(policy):
     assert sent_through(policy, Message(b"answer", b"forged")) == Message(b"answer", pipe_word(5) + ID)
 
 
-class _Interleaved(list):
-    """A policy's one-item list whose first read runs ``between`` (another thread's step,
-    landing between that read and what the reader does next)."""
-
-    def __init__(self, items, between):
-        super().__init__(items)
-        self._between = between
-
-    def __getitem__(self, index):
-        value = super().__getitem__(index)
-        between, self._between = self._between, None
-        if between is not None:
-            between()
-        return value
-
-
 def test_a_request_received_while_the_answer_to_the_one_before_is_sent_stays_pending(policy):
     # No lock: the answer's sent() reads the pending list and clears that very list; the
     # request another thread receives in between came with a list of its own.
     first, second = pipe_word(5) + id_word(1), pipe_word(6) + id_word(2)
     policy.incoming(Message(b"first", first))
     answer = policy.outgoing(b"answer")
-    policy.pending = _Interleaved(
+    policy.pending = Interleaved(
         policy.pending, lambda: policy.incoming(Message(b"second", second)))
 
     policy.sent(answer)

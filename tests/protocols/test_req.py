@@ -36,7 +36,7 @@ from scaproust.protocols import req as req_module
 from scaproust.protocols._headers import id_word, pipe_word
 from scaproust.protocols.req import Req, ReqPolicy, ReqRaw
 
-from .fakes import FakePipe, RecordingContext, sent_through
+from .fakes import FakePipe, Interleaved, RecordingContext, sent_through
 
 ID = id_word(0x1234)
 OTHER_ID = id_word(0x1233)
@@ -747,13 +747,8 @@ def test_a_request_sent_while_the_reply_to_the_one_before_is_received_stays_outs
     # the request another thread sends in between came with a list of its own.
     old = sent_through(policy, b"one").header
     new = policy.outgoing(b"two")
-
-    class Interleaved(list):
-        def __getitem__(self, index):
-            policy.sent(new)  # another thread's send, between the read and the clear
-            return super().__getitem__(index)
-
-    policy.outstanding = Interleaved(policy.outstanding)
+    # Another thread's send, between the read and the clear.
+    policy.outstanding = Interleaved(policy.outstanding, lambda: policy.sent(new))
 
     assert policy.incoming(Message(b"reply", old)) == Message(b"reply", old)
     assert policy.current == new.header
