@@ -3,6 +3,7 @@
     .venv/bin/python bench/probe_wake.py wait      # two processes, bare sockets
     .venv/bin/python bench/probe_wake.py handoff   # scaproust inproc, one process, one core
     .venv/bin/python bench/probe_wake.py cold      # one receive after the core slept
+    .venv/bin/python bench/probe_wake.py floor     # two threads, no library, one core
 
 ``wait``: a 64-byte ping-pong between two processes pinned to two cores, no library: each
 side waits for the other's frame with ``poll()`` on the stream and a wake-up socket (what
@@ -14,14 +15,20 @@ close, a deadline or another pipe's message must be able to end a caller's wait)
 ``handoff``: scaproust's in-process REQ/REP and PAIR round trips (two threads of one
 process pinned to one core, as ``make bench`` runs them), with the context switches of
 the client's thread per round trip, read from ``/proc``; then the same with both threads
-in ``SCHED_BATCH``, a policy whose woken threads never preempt the running one. A thread
-woken by a hand-off preempts the thread that woke it, which still holds the interpreter
-lock: it runs only to wait for that lock, and the waker is switched back in. This shows
-what those extra switches cost; three runs of 10,000 round trips each way, medians. (A
-library must not change its user's scheduling policy: this is a measurement, not a
-setting.) Last, the same round trips in one thread, the server's receive and reply
-between the client's send and receive: nothing waits, nothing is handed over, and what
-is left is the Python of both sides.
+in ``SCHED_BATCH``, a policy whose woken threads never preempt the running one (a library
+must not change its user's scheduling policy: this is a measurement, not a setting).
+Three runs of 10,000 round trips each way, medians. Last, the same round trips in one
+thread, the server's receive and reply between the client's send and receive: nothing
+waits, nothing is handed over, and what is left is the Python of both sides.
+
+``floor``: the same hand-off with no library, a message (an int) passed back and forth
+between two threads pinned to one core through a list under a lock: the sleeper waits on
+a lock of its own that the waker releases (``threading.Condition``'s way), or on an
+eventfd of its own that the waker writes once it let go of the lock (scaproust's way,
+reactor/waker.py). A lock released wakes its sleeper while the waker holds the
+interpreter lock: the sleeper preempts the waker only to wait for that lock. The write
+lets go of the interpreter lock for its system call. Runs of 20,000 round trips, the
+two ways alternated; medians, and the client's context switches per round trip.
 
 ``cold``: a PAIR ``recv()`` of a message already in the kernel (``bench/one_side.py``'s
 setting: a bare peer in the same thread, one core), timed right after the previous
@@ -293,12 +300,108 @@ def cold(rounds: int, idle_us: float) -> None:
               f"its send() after {send:5.2f}; bare socket recv() {bare:5.2f} µs")
 
 
+class _LockBox:
+    """A one-way mailbox whose sleeper waits on a lock of its own, released by the
+    putter under the box's lock (``threading.Condition``'s hand-off)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.items: list[int] = []
+        self.sleeper: threading.Lock | None = None
+
+    def put(self, item: int) -> None:
+        with self.lock:
+            self.items.append(item)
+            sleeper, self.sleeper = self.sleeper, None
+            if sleeper is not None:
+                sleeper.release()
+
+    def get(self) -> int:
+        with self.lock:
+            if self.items:
+                return self.items.pop()
+            self.sleeper = sleeper = threading.Lock()
+            sleeper.acquire()
+        sleeper.acquire()
+        with self.lock:
+            return self.items.pop()
+
+
+class _FdBox(_LockBox):
+    """The same, the sleeper waiting on an eventfd the putter writes after the lock."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fd = os.eventfd(0)
+        self.sleeping = False
+
+    def put(self, item: int) -> None:
+        with self.lock:
+            self.items.append(item)
+            wake, self.sleeping = self.sleeping, False
+        if wake:
+            os.eventfd_write(self.fd, 1)
+
+    def get(self) -> int:
+        with self.lock:
+            if self.items:
+                return self.items.pop()
+            self.sleeping = True
+        os.eventfd_read(self.fd)
+        with self.lock:
+            return self.items.pop()
+
+
+def _bounce(box_kind: type[_LockBox], count: int) -> tuple[float, float]:
+    """Median round trip (µs) through two ``box_kind`` boxes between two threads, and the
+    client's context switches per round trip."""
+    there, back = box_kind(), box_kind()
+
+    def echo() -> None:
+        for _ in range(count + 501):
+            back.put(there.get())
+
+    thread = threading.Thread(target=echo, daemon=True)
+    thread.start()
+    for _ in range(500):
+        there.put(1)
+        back.get()
+    samples = []
+    now = time.perf_counter
+    vol0, invol0 = _switches()
+    for _ in range(count):
+        t0 = now()
+        there.put(1)
+        back.get()
+        samples.append(now() - t0)
+    vol1, invol1 = _switches()
+    there.put(1)
+    back.get()
+    thread.join(5)
+    return statistics.median(samples) * 1e6, (vol1 + invol1 - vol0 - invol0) / count
+
+
+def floor(rounds: int) -> None:
+    if not hasattr(os, "eventfd"):
+        sys.exit("the floor probe needs Linux's eventfd")
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # threads inherit it
+    runs: dict[str, list[tuple[float, float]]] = {"lock": [], "eventfd": []}
+    for _ in range(rounds):
+        runs["lock"].append(_bounce(_LockBox, 20_000))
+        runs["eventfd"].append(_bounce(_FdBox, 20_000))
+    for way, results in runs.items():
+        rtt = statistics.median(r[0] for r in results)
+        switches = statistics.median(r[1] for r in results)
+        print(f"{way:8} {rtt:5.1f} µs a round trip; client thread: {switches:.2f} context "
+              f"switches a round trip")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("what", choices=("wait", "handoff", "cold"))
+    p.add_argument("what", choices=("wait", "handoff", "cold", "floor"))
     p.add_argument("--rounds", type=int, default=None,
                    help="runs of each way (wait: default 8) or of each case (handoff, "
-                        "cold: 3)")
+                        "cold, floor: 3)")
     p.add_argument("--idle", type=float, default=50.0,
                    help="cold: µs slept (or spun) before each receive (default 50)")
     args = p.parse_args()
@@ -310,6 +413,8 @@ def main() -> None:
         wait(args.rounds or 8)
     elif args.what == "handoff":
         handoff(args.rounds or 3)
+    elif args.what == "floor":
+        floor(args.rounds or 3)
     else:
         cold(args.rounds or 3, args.idle)
 

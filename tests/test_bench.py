@@ -142,9 +142,15 @@ def test_one_side_times_the_critical_path_from_its_marks():
     # from a stale mark.
     import one_side
 
+    # Under load the I/O thread may read every reply first, the peer's bytes being in the
+    # kernel before recv() is called, and then no receive waits: a run with too few round
+    # trips timed is run again, up to three times.
     for role in sorted(one_side.ROLES):
         sends, recvs = one_side.run(role, 60)
-        c_sends, c_recvs = one_side.run(role, 60, critical=True)
+        for _ in range(3):
+            c_sends, c_recvs = one_side.run(role, 60, critical=True)
+            if len(c_sends) >= 20:
+                break
         assert 20 <= len(c_sends) == len(c_recvs) <= 60, role
         assert all(0 < t < 1e4 for t in c_sends + c_recvs), role
         assert statistics.median(c_sends) < statistics.median(sends), role
@@ -173,6 +179,20 @@ def test_probe_wake_measures_each_way_of_waiting_and_each_hand_off():
     for kind in ("warm", "sleep", "spin"):
         ours, send, bare = probe_wake._received(kind, 10, 20)
         assert ours > 0 and send > 0 and bare > 0, kind
+    # The library-free floor: both boxes carry every message there and back, and count
+    # the switches (run in a thread of its own: a lost message would hang the bounce).
+    import threading
+
+    for box in (probe_wake._LockBox, probe_wake._FdBox):
+        results: list = []
+        bounce = threading.Thread(
+            target=lambda box=box, results=results: results.append(probe_wake._bounce(box, 20)),
+            daemon=True)
+        bounce.start()
+        bounce.join(10)
+        assert results, f"{box.__name__} lost a message"
+        rtt, switches = results[0]
+        assert rtt > 0 and switches >= 0, box
 
 
 def test_probe_layers_runs_each_mode_both_ways():

@@ -15,6 +15,7 @@ import pytest
 from scaproust.core.channel import Channel
 from scaproust.core.condition import Condition
 from scaproust.errors import Closed, Timeout, WouldBlock
+from scaproust.reactor.loop import Loop
 
 DEADLINE = 5.0  # seconds; only reached when a test is about to fail
 
@@ -415,8 +416,70 @@ def test_a_getter_that_waits_on_the_channel_marks_the_reader_as_having_waited(ch
     assert getter.join().result == b"hello"
 
 
-def test_a_getter_that_finds_an_item_does_not_mark_the_reader(channel):
+@pytest.mark.parametrize("receive", ["get", "take"])
+def test_a_receive_that_takes_the_last_item_marks_the_reader_one_that_leaves_more_does_not(
+        channel, receive):
+    # Taking the last one, the caller keeps up with its peer: its next send likely answers
+    # (in-process, a reply often arrives before recv() is called, and nothing waits).
     channel.reader = reader = UnlendingReader()
-    channel.push_many([b"hello"])
-    assert channel.get(timeout=DEADLINE) == b"hello"
+    channel.push_many([b"one", b"two"])
+    take = (lambda: channel.get(timeout=DEADLINE)) if receive == "get" else channel.take
+    assert take() == b"one"
     assert not reader.waited
+    assert take() == b"two"
+    assert reader.waited
+
+
+# ---------------------------------------------------------------- waking after the owner
+
+
+@pytest.mark.parametrize("sleeper", ["receiver", "sender"])
+def test_an_owners_delivery_or_credit_wakes_the_sleeper_once_the_owners_section_ends(
+        wake, resume, sleeper):
+    # Woken inside the section, the sleeper would find the session lock and the
+    # interpreter lock taken, and sleep again (core/condition.py): the session's loop
+    # wakes it as the owner lets go (Loop.notify_after_release).
+    loop = Loop()
+    try:
+        channel = Channel(wake_backend=wake, resume_reading=resume, recv_high=8,
+                          notify_later=loop.notify_after_release)
+        if sleeper == "receiver":
+            cond = watch_getters(channel)
+            waiter = Waiter(lambda: channel.get(timeout=DEADLINE))
+        else:
+            cond = watch_putters(channel)
+            waiter = Waiter(lambda: channel.put(b"x", timeout=DEADLINE))
+        assert cond.sleeping.wait(DEADLINE), "it never slept"
+        assert loop.own(0)
+        try:
+            if sleeper == "receiver":
+                channel.push_many([b"hello"])
+            else:
+                channel.grant(1)
+            with channel._lock:
+                assert not cond._waiters  # chosen...
+            assert waiter._thread.is_alive()  # ...and not woken: nothing written yet
+        finally:
+            loop.release()
+        waiter.join()
+        assert waiter.error is None
+        if sleeper == "receiver":
+            assert waiter.result == b"hello"
+        else:
+            assert list(channel.outbox) == [b"x"]
+    finally:
+        loop.stop()
+
+
+def test_a_delivery_by_a_thread_that_owns_no_session_wakes_the_sleeper_at_once(wake, resume):
+    loop = Loop()
+    try:
+        channel = Channel(wake_backend=wake, resume_reading=resume, recv_high=8,
+                          notify_later=loop.notify_after_release)
+        cond = watch_getters(channel)
+        waiter = Waiter(lambda: channel.get(timeout=DEADLINE))
+        assert cond.sleeping.wait(DEADLINE), "it never slept"
+        channel.push_many([b"hello"])
+        assert waiter.join().result == b"hello"
+    finally:
+        loop.stop()

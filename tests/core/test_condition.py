@@ -1,5 +1,6 @@
 """The channel's condition variable: threading.Condition's wait and notify, for a caller that
-holds the lock (core/condition.py)."""
+holds the lock, and ``take``, which chooses sleepers for the caller to wake once it holds no
+lock (core/condition.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import time
 import pytest
 
 from scaproust.core.condition import Condition
+from scaproust.reactor.waker import thread_waker, wake_all
 
 T = 5.0  # bound of every wait that a notify must end
 
@@ -100,25 +102,72 @@ def test_a_wait_that_times_out_returns_false_holding_the_lock_and_leaves_no_wait
         assert not lock.acquire(False)  # still this thread's
 
 
+class _InterruptedSleep:
+    """A thread's waker whose sleep raises (a Ctrl-C raised while asleep)."""
+
+    taken = False
+
+    def sleep(self, timeout):
+        raise KeyboardInterrupt
+
+
 def test_an_interrupted_wait_leaves_holding_the_lock_with_no_waiter_left(monkeypatch):
-    # A Ctrl-C raised while asleep (stood in for by the waiter lock's acquire raising).
     lock = threading.Lock()
     cond = Condition(lock)
-
-    class Interrupting:
-        def __init__(self):
-            self.real = threading.Lock()
-
-        def acquire(self, *args):
-            if args:
-                raise KeyboardInterrupt
-            return self.real.acquire()
-
-        def release(self):
-            self.real.release()
-
-    monkeypatch.setattr("scaproust.core.condition.allocate_lock", Interrupting)
+    monkeypatch.setattr("scaproust.core.condition.thread_waker", _InterruptedSleep)
     with lock:
         with pytest.raises(KeyboardInterrupt):
             cond.wait(1.0)
         assert lock.locked() and not cond._waiters
+
+
+def test_take_chooses_sleepers_that_stay_asleep_until_woken():
+    # What Loop.notify_after_release does: choose under the lock, wake once no lock is held.
+    lock = threading.Lock()
+    cond = Condition(lock)
+    results: list[bool] = []
+    thread = _sleeper(lock, cond, results)
+    _wait_until_asleep(lock, cond, 1)
+    with lock:
+        (chosen,) = cond.take(5)
+        assert chosen.taken and not cond._waiters
+    assert thread.is_alive() and not results  # nothing written to its waker yet
+    wake_all([chosen])
+    thread.join(T)
+    assert results == [True]
+
+
+def test_a_late_wake_up_makes_the_next_wait_return_early_once_and_leaves_no_waiter():
+    # A wake-up meant for an earlier wait of this thread (it timed out as a notify chose
+    # it) ends the next wait at once: not a notify, and that wait must not stay listed,
+    # where a later notify would choose it instead of a real sleeper.
+    lock = threading.Lock()
+    cond = Condition(lock)
+    thread_waker().wake()
+    with lock:
+        assert cond.wait(T) is False
+        assert not cond._waiters
+        assert cond.wait(0) is False  # the wake-up was used up
+
+
+def test_a_waiter_chosen_as_its_wait_ends_says_it_was_notified_and_is_not_listed(monkeypatch):
+    # The notify took it (under the lock) while its sleep was timing out: the wake-up
+    # comes later, and the notify is not lost to a waiter that is no longer listed.
+    lock = threading.Lock()
+    cond = Condition(lock)
+    real = thread_waker()
+
+    class ChosenAsItTimesOut:
+        taken = False
+
+        def sleep(self, timeout):
+            with lock:
+                assert cond.take(1) == [self]
+            return False
+
+    waiter = ChosenAsItTimesOut()
+    monkeypatch.setattr("scaproust.core.condition.thread_waker", lambda: waiter)
+    with lock:
+        assert cond.wait(0.01) is True
+        assert not cond._waiters
+    assert real.sleep(0) is False

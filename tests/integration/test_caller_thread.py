@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import select
 import socket as pysocket
 import struct
@@ -139,6 +140,51 @@ def test_a_message_for_a_waiting_caller_costs_the_io_threads_nothing(url):
     # one iteration per message. An idle loop still wakes once every MAX_SLEEP. (Without
     # ``settled`` the set-up's leftovers, a readiness selected just before the first loan
     # and a wake-up byte, ran now and then inside the count: up to two iterations a loop.)
+    assert iterations <= ticks < count // 2
+
+
+@pytest.mark.parametrize("kinds", [(sp.Rep, sp.Req), (sp.Pair, sp.Pair)], ids=["reqrep", "pair"])
+def test_an_in_process_round_trip_between_two_threads_costs_the_io_thread_nothing(
+        session, kinds):
+    # Each side's send runs in its own thread and delivers straight into the other's
+    # queue; the sleeper is woken once the sender has let go of the session, runs at once,
+    # and its answer is often queued before the sender's recv(), which then does not wait:
+    # taking that last message counts as having waited, so the next send is a lone one
+    # too, not one of a burst handed to the I/O thread (docs/ARCHITECTURE.md, "One owner
+    # at a time", its paragraph *Waking a sleeper*). No send here is marked as quiet. Both
+    # threads on one core, as the bench runs them: there the woken thread runs at once.
+    server_kind, client_kind = kinds
+    server = session.socket(server_kind, recv_timeout=5.0)
+    client = session.socket(client_kind, recv_timeout=5.0)
+    client.connect(server.bind("inproc://two-threads").url)
+    count = 5 * MESSAGES
+
+    def echo():
+        for _ in range(count + 1):
+            server.send(server.recv())
+
+    affinity = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(affinity)})  # this thread's, and the echo's it starts
+    try:
+        thread = threading.Thread(target=echo, daemon=True)
+        thread.start()
+        client.send(b"warm-up")
+        assert client.recv() == b"warm-up"
+        loop = session._core.loop
+        settled(loop)
+        before = loop.iterations
+        started = time.monotonic()
+        for i in range(count):
+            client.send(b"%d" % i)
+            assert client.recv() == b"%d" % i
+        iterations = loop.iterations - before
+        ticks = int((time.monotonic() - started) / MAX_SLEEP) + 1
+        thread.join(5.0)
+        assert not thread.is_alive()
+    finally:
+        os.sched_setaffinity(0, affinity)
+    # Handing a message to the I/O thread would cost an iteration; an idle loop still
+    # wakes once every MAX_SLEEP.
     assert iterations <= ticks < count // 2
 
 

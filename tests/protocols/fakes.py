@@ -115,6 +115,9 @@ class FakeLoop:
         self.threadsafe_calls += 1
         self.ready.append((fn, args))
 
+    def notify_after_release(self, cond: Any, n: int) -> None:
+        cond.notify(n)  # no owner sections here: the sleepers wake at once
+
     def call_later(self, delay: float, fn: Callable[..., Any], *args: Any) -> FakeTimer:
         return self.call_at(self.clock() + delay, fn, *args)
 

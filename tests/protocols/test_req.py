@@ -780,6 +780,26 @@ def test_a_reply_to_the_new_request_already_queued_when_it_is_sent_is_kept():
     assert list(channel.inbox.drain()) == [Message(b"fresh", new.header)]
 
 
+@pytest.mark.parametrize("priorities", [(8,), (8, 8), (3, 8)])
+def test_replies_to_the_new_request_alone_in_the_queue_stay_as_they_were(priorities):
+    # In-process, the peer often answers as the send wakes it, before the sender's own
+    # sent() bookkeeping: nothing is stale then, nothing is counted, the queue is intact.
+    channel = Channel(wake_backend=lambda: None, resume_reading=lambda: None)
+    policy = ReqPolicy(channel, Options("req"))
+    sent_through(policy, b"one")
+    new = policy.outgoing(b"two")
+    replies = [Message(b"fresh %d" % i, new.header) for i in range(len(priorities))]
+    for reply, priority in zip(replies, priorities, strict=True):
+        channel.push_many([reply], priority)
+    size = channel.inbox_bytes
+
+    policy.sent(new)
+
+    assert channel.inbox_bytes == size
+    assert sorted(channel.inbox.drain(), key=lambda m: m.body) == replies
+    assert policy.stats.snapshot() == {}
+
+
 # ================================================================ invariants under any sequence
 
 

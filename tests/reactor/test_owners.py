@@ -249,3 +249,73 @@ def test_a_new_reader_that_replaces_a_lent_one_is_watched(loop, pair):
     b.send(b"y")
     run_until(loop, lambda: new)
     assert new == [b"y"] and old == []
+
+
+class _Sleepers:
+    """A condition (``Loop.notify_after_release``'s interface) whose chosen sleepers record
+    how they are woken: by which thread, and whether the session lock was free then."""
+
+    def __init__(self, loop: Loop, count: int) -> None:
+        self.loop = loop
+        self.count = count
+        self.woken: list[tuple[int, bool]] = []
+        self.notified_now = 0
+
+    def take(self, n: int) -> list:
+        taken, self.count = min(n, self.count), self.count - min(n, self.count)
+        return [self] * taken
+
+    def notify(self, n: int) -> None:
+        self.notified_now += n
+
+    def wake(self) -> None:
+        # The waking thread is the owner that chose them: it must have let go of the lock.
+        free = not self.loop.lock._is_owned() and not self.loop.owned()
+        self.woken.append((threading.get_ident(), free))
+
+
+def test_an_owner_wakes_the_sleepers_it_chose_once_its_section_ends_holding_no_lock(loop):
+    # Woken in the section, a sleeper would find the session lock (and the interpreter
+    # lock) taken and sleep again: core/condition.py.
+    sleepers = _Sleepers(loop, 3)
+    assert loop.own(0)
+    loop.notify_after_release(sleepers, 2)
+    loop.call_after_batch(lambda: loop.notify_after_release(sleepers, 1))
+    assert sleepers.woken == [] and sleepers.count == 1
+    loop.release()
+    me = threading.get_ident()
+    assert sleepers.woken == [(me, True)] * 3 and not sleepers.notified_now
+
+
+def test_a_thread_that_does_not_own_the_session_wakes_at_once(loop):
+    sleepers = _Sleepers(loop, 3)
+    loop.notify_after_release(sleepers, 2)
+    assert sleepers.notified_now == 2 and sleepers.woken == []
+
+
+def test_the_io_thread_wakes_the_sleepers_its_batch_chose_after_the_batch(loop):
+    sleepers = _Sleepers(loop, 1)
+    seen = []
+
+    def deliver():
+        loop.notify_after_release(sleepers, 1)
+        loop.call_after_batch(lambda: seen.append(list(sleepers.woken)))
+
+    loop.call_soon_threadsafe(deliver)
+    run_until(loop, lambda: sleepers.woken)
+    assert seen == [[]]  # not during the batch
+    assert sleepers.woken == [(threading.get_ident(), True)]
+
+
+def test_an_owner_interrupted_in_its_section_still_wakes_the_sleepers_it_chose(loop):
+    sleepers = _Sleepers(loop, 1)
+
+    def interrupt():
+        raise KeyboardInterrupt
+
+    assert loop.own(0)
+    loop.notify_after_release(sleepers, 1)
+    loop.call_after_batch(interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        loop.release()
+    assert sleepers.woken == [(threading.get_ident(), True)]

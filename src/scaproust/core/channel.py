@@ -66,12 +66,17 @@ UNBOUNDED = 1 << 60
 DIRECT_SPACING = 50e-6
 
 
+def _notify_now(cond: Condition, n: int) -> None:
+    cond.notify(n)
+
+
 class Channel:
     """Queues and credit shared by a facade socket and its backend ``SocketCore``."""
 
     def __init__(self, *, wake_backend: Callable[[], None], resume_reading: Callable[[], None],
                  recv_high: int = 1024, recv_high_bytes: int = 8 * 1024 * 1024,
-                 post_backend: Callable[[], object] | None = None) -> None:
+                 post_backend: Callable[[], object] | None = None,
+                 notify_later: Callable[[Condition, int], None] | None = None) -> None:
         self._lock = threading.Lock()
         self._can_send = Condition(self._lock)
         self._can_recv = Condition(self._lock)
@@ -80,6 +85,10 @@ class Channel:
         #: interrupt stopped it between posting the drain and waking anyone for it.
         self._post_backend = post_backend or wake_backend
         self._resume_reading = resume_reading
+        #: How the backend wakes a sleeping receiver or sender (lock held): the session's
+        #: ``Loop.notify_after_release``, which wakes it once the owner's section ends,
+        #: holding no lock (core/condition.py says why); by default at once.
+        self._notify_later = notify_later or _notify_now
         self.recv_high = recv_high
         self.recv_high_bytes = recv_high_bytes
         self.inbox_bytes = 0
@@ -228,6 +237,9 @@ class Channel:
             item: Item | None
             if self.inbox.count:
                 item, resume = self._pop()
+                if not self.inbox.count and self.reader is not None:
+                    # Took the last one: as good as waited for it (see take).
+                    self.reader.waited = True
             elif self.closed:
                 raise Closed("socket is closed")
             elif timeout is not None and timeout <= 0:
@@ -306,6 +318,13 @@ class Channel:
             inbox.count -= 1
             if not head:
                 inbox.advance()
+                if not inbox.count and self.reader is not None:
+                    # The last one queued: the caller keeps up with its peer, and its next
+                    # send likely answers this message, as after a wait (``put``,
+                    # CallerReader.waited). In-process, the answer to a send often
+                    # arrives before the sender's recv() (the peer ran as the send woke
+                    # it), which then finds it without waiting.
+                    self.reader.waited = True
             self.inbox_bytes -= len(item)
             resume = (self.recv_paused and inbox.count <= self.recv_high // 2
                       and self._resume_due())
@@ -487,7 +506,7 @@ class Channel:
             self.credit_bytes += nbytes
             if self.credit > 0 and self.credit_bytes > 0:  # _has_credit, inline
                 if self.send_waiters:
-                    self._can_send.notify(max(n, 1))
+                    self._notify_later(self._can_send, max(n, 1))
                 if self.watchers:
                     self._wake_watchers()
 
@@ -514,7 +533,7 @@ class Channel:
             if self.inbox.count >= self.recv_high or self.inbox_bytes >= self.recv_high_bytes:
                 self.recv_paused = True
             if self.recv_sleepers:
-                self._can_recv.notify(len(items))
+                self._notify_later(self._can_recv, len(items))
             if self.watchers:
                 self._wake_watchers()
             if self.reader_waiting:
@@ -534,7 +553,13 @@ class Channel:
         """Drop every received message not yet taken (a REQ's new request makes older
         replies stale), except those ``keep(item)`` wants kept; return how many."""
         with self._lock:
-            dropped = self.inbox.drain()
+            inbox = self.inbox
+            if keep is not None and len(inbox.head) == inbox.count and all(map(keep, inbox.head)):
+                # Everything queued stays (a REQ's reply to the request just sent, already
+                # there when its send ends: in-process, the peer answered as the send woke
+                # it): nothing to take apart.
+                return 0
+            dropped = inbox.drain()
             self.inbox_bytes = 0
             if keep is not None:
                 kept = [item for item in dropped if keep(item)]

@@ -1,67 +1,82 @@
 """A condition variable for the channel's queues: ``threading.Condition`` without its
-checks.
+checks, whose sleepers a notify may choose now and wake later, once the notifier holds no
+lock.
 
-``threading.Condition`` is written in Python, and every ``wait`` first asks its lock
-whether this thread holds it (a second ``acquire`` on a plain lock), then goes through
-``_release_save`` and ``_acquire_restore``; every ``notify`` asks again. The channel always
-holds its lock when it waits or notifies, so those steps only cost: about a microsecond of
-each hand-off between two threads of one process (an in-process round trip has two), a
-twentieth of it. The waiting itself is the standard library's: a fresh lock per wait,
-acquired once by the waiter and released by whoever notifies it.
+Why not ``threading.Condition``: it is written in Python, and every ``wait`` first asks its
+lock whether this thread holds it, then goes through ``_release_save`` and
+``_acquire_restore``; every ``notify`` asks again. The channel always holds its lock when
+it waits or notifies, so those steps only cost (about a microsecond of each hand-off
+between two threads of one process).
+
+A sleeper waits on its thread's ``Waker`` (reactor/waker.py), not on a lock of its own:
+woken by a write to a descriptor, it runs as soon as the notifier's system call lets go of
+the interpreter lock. ``take`` chooses the sleepers to wake, under the lock, and the caller
+wakes them once it holds no lock (``Loop.notify_after_release``); ``notify`` wakes them at
+once.
 
 Semantics are ``threading.Condition``'s, for a caller that holds the lock: ``wait`` may
-return without a notify (a notify taken by a waiter that timed out meanwhile is lost to
-the others), so callers wait in a loop on their predicate, as the channel does. A Ctrl-C
-that interrupts ``wait`` leaves with the lock held again and the waiter gone.
+return without a notify (a wake-up meant for an earlier wait of the thread), so callers
+wait in a loop on their predicate, as the channel does. A notify taken by a waiter whose
+wait was ending is lost to the others, as in ``threading.Condition``. A Ctrl-C that
+interrupts ``wait`` leaves with the lock held again and the waiter gone.
 """
 
 from __future__ import annotations
 
-from _thread import allocate_lock
 from collections import deque
 from typing import TYPE_CHECKING
+
+from scaproust.reactor.waker import thread_waker, wake_all
 
 if TYPE_CHECKING:
     from _thread import LockType
 
+    from scaproust.reactor.waker import Waker
+
 
 class Condition:
-    """``wait``, ``notify`` and ``notify_all`` on ``lock``, which the caller holds."""
+    """``wait``, ``notify``, ``take`` and ``notify_all`` on ``lock``, which the caller
+    holds."""
 
     __slots__ = ("_lock", "_waiters")
 
     def __init__(self, lock: LockType) -> None:
         self._lock = lock
-        self._waiters: deque[LockType] = deque()
+        self._waiters: deque[Waker] = deque()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Release the lock, sleep until notified or ``timeout`` seconds (None: no limit),
-        take the lock again; whether it was notified."""
-        waiter = allocate_lock()
-        waiter.acquire()
+        take the lock again; whether a notify chose this waiter."""
+        waiter = thread_waker()
+        waiter.taken = False
         self._waiters.append(waiter)
         self._lock.release()
-        notified = False
         try:
-            if timeout is None:
-                notified = waiter.acquire()
-            else:
-                notified = waiter.acquire(True, timeout) if timeout > 0 else waiter.acquire(False)
-            return notified
+            waiter.sleep(timeout)
         finally:
             self._lock.acquire()
-            if not notified:
-                try:
-                    self._waiters.remove(waiter)
-                except ValueError:
-                    pass  # a notify took it as the wait timed out
+            if not waiter.taken:
+                # Timed out, interrupted, or woken early by a wake-up meant for an earlier
+                # wait of this thread: still listed, and nobody will wake it for this one.
+                self._waiters.remove(waiter)
+        return waiter.taken
+
+    def take(self, n: int = 1) -> list[Waker]:
+        """Choose up to ``n`` waiters, the longest waiting first, for the caller to wake
+        (``wake_all``) once it holds no lock."""
+        waiters = self._waiters
+        taken = []
+        while waiters and n > 0:
+            waiter = waiters.popleft()
+            waiter.taken = True
+            taken.append(waiter)
+            n -= 1
+        return taken
 
     def notify(self, n: int = 1) -> None:
-        """Wake up to ``n`` waiters, the longest waiting first."""
-        waiters = self._waiters
-        while waiters and n > 0:
-            waiters.popleft().release()
-            n -= 1
+        """Wake up to ``n`` waiters now, the longest waiting first."""
+        if self._waiters:
+            wake_all(self.take(n))
 
     def notify_all(self) -> None:
         """Wake every waiter."""

@@ -103,7 +103,8 @@ class SocketCore(SocketFSM):
         self._on_closed = on_closed
         self.channel = Channel(wake_backend=self._wake, resume_reading=self._wake_resume,
                                post_backend=lambda: loop.post_if_open(self._drain_outbox),
-                               recv_high=options.recv_buffer)
+                               recv_high=options.recv_buffer,
+                               notify_later=loop.notify_after_release)
         self.ctx = Context(loop=loop, channel=self.channel, stats=self.stats,
                            pipes_of_socket=lambda: self.pipes, options=options,
                            on_crash=lambda err: crash(self, err))

@@ -57,7 +57,8 @@ class UserContext:
         self._socket = socket
         self.channel = Channel(wake_backend=self._wake, resume_reading=_nothing,
                                post_backend=lambda: loop.post_if_open(self.drain),
-                               recv_high=options.recv_buffer)
+                               recv_high=options.recv_buffer,
+                               notify_later=loop.notify_after_release)
         # A context's queue holds its replies only: never pause the socket's pipes for it.
         self.seam = Context(loop=loop, channel=self.channel, stats=stats,
                             pipes_of_socket=tuple, options=options,

@@ -449,7 +449,8 @@ class ReqPolicy(Policy):
                 return  # nothing queued (the usual case): nothing can be stale
             stale = self.channel.purge_inbox(
                 keep=lambda got: type(got) is not bytes and got.header == word)  # type: ignore[union-attr]
-        self.stats.count_from_caller(PURGED_STALE, stale)
+        if stale:
+            self.stats.count_from_caller(PURGED_STALE, stale)
 
     def recv_wait(self, deadline: float | None) -> float | None:
         # One read, no lock: a send racing this recv makes it see either request.

@@ -12,6 +12,12 @@ runs what the section left for the end of the batch (a pipe's write) in that thr
 wakes the loop if it sleeps and now has work. Whoever holds the lock may use ``call_soon``,
 ``call_after_batch``, the timers and ``add_reader``/``add_writer``. Nobody sleeps holding it.
 
+Wake-ups after the lock. A thread that delivers to a sleeping receiver (or gives credit to a
+sleeping sender) while it owns the session does not wake it there: the sleeper would find
+the session lock and the interpreter lock taken, and sleep again (see core/condition.py).
+``notify_after_release`` keeps the sleepers chosen, and the owner wakes them as its section
+ends (``release``, and the I/O thread after each batch), holding no lock then.
+
 Other threads hand the loop work with ``call_soon_threadsafe``, which appends ``(fn, args)``
 to the ``_posted`` deque and takes no lock.
 
@@ -70,6 +76,7 @@ from collections.abc import Callable
 from typing import Protocol, TypeAlias, TypeVarTuple, cast
 
 from scaproust.reactor.timers import TimerHandle, TimerQueue
+from scaproust.reactor.waker import Waker, wake_all
 from scaproust.reactor.wakeup import Wakeup
 
 __all__ = ["HasFileno", "Loop", "TimerHandle"]
@@ -79,6 +86,14 @@ class HasFileno(Protocol):
     """Something the loop's selector (or a caller's ``poll()``) can watch."""
 
     def fileno(self) -> int: ...
+
+
+class Notifiable(Protocol):
+    """A condition whose sleepers can be chosen now and woken later (core/condition.py)."""
+
+    def take(self, n: int) -> list[Waker]: ...
+    def notify(self, n: int) -> None: ...
+
 
 logger = logging.getLogger("scaproust.reactor")
 
@@ -221,6 +236,8 @@ class Loop:
         # never takes it twice. See own() for why that must be known.
         self.lock = threading.RLock()
         self._owner: int | None = None  # thread id of the holder, for owned() only
+        # Sleepers the owner chose to wake once it holds no lock (notify_after_release).
+        self._wakes: list[Waker] = []
         #: Iterations run so far: how often the I/O thread had to work (tests, diagnostics).
         self.iterations = 0
         self._stopping = False  # run_forever returns after the current iteration
@@ -385,7 +402,8 @@ class Loop:
         lone send's frame went to the kernel already, as its pipe queued it: see
         ``writing_at_once``) and tell the machines the pipes have room again. Without
         it, the I/O thread runs it. Either way the I/O thread is woken if it sleeps and now
-        has something to do: callbacks, or a timer due before it meant to wake.
+        has something to do: callbacks, or a timer due before it meant to wake; and the
+        sleepers the section chose are woken (``notify_after_release``).
         """
         try:
             if flush and self._end_of_batch:
@@ -393,10 +411,28 @@ class Loop:
             wake = self._idle and bool(self._ready or self._end_of_batch or self._timer_wake)
             self._timer_wake = False
         finally:
-            self._owner = None
-            self.lock.release()
+            self._unlock()
         if wake:
             self._wakeup.wakeup()
+
+    def _unlock(self) -> None:
+        """End the owner section of this thread: release the session lock, then wake the
+        sleepers it chose."""
+        wakes = self._wakes
+        if wakes:
+            self._wakes = []
+        self._owner = None
+        self.lock.release()
+        if wakes:
+            wake_all(wakes)
+
+    def notify_after_release(self, cond: Notifiable, n: int) -> None:
+        """Wake up to ``n`` of ``cond``'s sleepers (its lock held): once this thread's owner
+        section ends if it owns the session, else now."""
+        if self._owner == _get_ident():
+            self._wakes += cond.take(n)
+        else:
+            cond.notify(n)
 
     def run_end_of_batch(self) -> None:
         """Run, now, in an owner's thread, what the section left for the end of the batch
@@ -589,8 +625,7 @@ class Loop:
             self._owner = me
             timeout = self._select_timeout(timeout)
         finally:
-            self._owner = None
-            lock.release()
+            self._unlock()
         try:
             events = self._selector.select(timeout)
         finally:
@@ -600,8 +635,7 @@ class Loop:
         try:
             self._run_batch(events)
         finally:
-            self._owner = None
-            lock.release()
+            self._unlock()
 
     def _select_timeout(self, timeout: float | None) -> float | None:
         """How long the next select() may sleep; sets ``_idle`` when it may sleep at all."""

@@ -1,0 +1,198 @@
+"""How a thread sleeping on a condition is woken: a file descriptor of its own, which
+the waker writes to outside the interpreter lock.
+
+Releasing a lock wakes its sleeper while the notifier still holds the interpreter lock
+(GIL). On a shared core the woken thread preempts the notifier, finds the GIL taken and
+sleeps again; the notifier runs on to its own wait, and only then can the woken thread run:
+three context switches where one would do. A write to a descriptor (``os.eventfd_write``,
+or a pipe where Linux's eventfd is missing) releases the GIL for its system call: the woken
+thread takes the GIL at once and runs, and the notifier, preempted in that call, goes on
+once that thread sleeps. The notifier must also hold no other lock the woken thread will
+want (the channel's, the session's): ``Loop.notify_after_release`` wakes after the owner's
+section for that. Measured numbers: docs/ARCHITECTURE.md, "One owner at a time" (its
+paragraph *Waking a sleeper*).
+
+Each thread has one ``Waker`` for its whole life (``thread_waker``), closed when the thread
+ends. A wake-up that comes after the sleep it was meant for ended (the sleep timed out, or
+was interrupted, as a notify chose it) makes that thread's next sleep return at once, once:
+its callers wait in a loop on their predicate.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import threading
+from collections.abc import Callable
+from typing import TypeAlias
+
+
+def _poll_ms(timeout: float) -> float:
+    """``timeout`` seconds as poll()'s milliseconds (poll rounds a fraction up: never
+    early)."""
+    return timeout * 1000.0 if timeout > 0 else 0
+
+
+class _Waker:
+    """What a sleeper of ``Condition`` sleeps on: ``sleep`` until ``wake``."""
+
+    __slots__ = ("taken",)
+
+    def __init__(self) -> None:
+        #: Set by ``Condition.take`` (under the condition's lock): a notify chose this
+        #: sleeper, and will wake it.
+        self.taken = False
+
+    def sleep(self, timeout: float | None) -> bool:
+        """Sleep until woken, or ``timeout`` seconds (None: no limit; 0: not at all);
+        whether it was woken. The interpreter lock is released meanwhile."""
+        raise NotImplementedError
+
+    def wake(self) -> None:
+        raise NotImplementedError
+
+
+class _FdWaker(_Waker):
+    """A thread's wake-up: a descriptor that ``wake`` makes readable and ``sleep`` reads.
+    Made by ``open()`` once its descriptors are: a constructor that failed half way would
+    leave a half-made object to close them."""
+
+    __slots__ = ("read_fd", "_poller")
+
+    def __init__(self, read_fd: int) -> None:
+        super().__init__()
+        self.read_fd = read_fd
+        self._poller: select.poll | None = None
+
+    def sleep(self, timeout: float | None) -> bool:
+        # Every wake-up written so far is read: together they make one early return at most.
+        if timeout is not None:
+            poller = self._poller
+            if poller is None:
+                poller = self._poller = select.poll()
+                poller.register(self.read_fd, select.POLLIN)
+            if not poller.poll(_poll_ms(timeout)):
+                return False
+        self._read()  # blocking, and only this thread reads it
+        return True
+
+    def _read(self) -> None:
+        raise NotImplementedError
+
+
+class _EventfdWaker(_FdWaker):
+    """A Linux eventfd: ``wake`` adds one to its count, ``sleep`` reads it back to 0."""
+
+    __slots__ = ()
+
+    @classmethod
+    def open(cls) -> _EventfdWaker:
+        return cls(os.eventfd(0, os.EFD_CLOEXEC))
+
+    def _read(self) -> None:
+        os.eventfd_read(self.read_fd)
+
+    def wake(self) -> None:
+        os.eventfd_write(self.read_fd, 1)
+
+    def __del__(self) -> None:
+        os.close(self.read_fd)
+
+
+class _PipeWaker(_FdWaker):
+    """Where there is no eventfd: a pipe, one byte a wake-up."""
+
+    __slots__ = ("_write_fd",)
+
+    def __init__(self, read_fd: int, write_fd: int) -> None:
+        super().__init__(read_fd)
+        self._write_fd = write_fd
+
+    @classmethod
+    def open(cls) -> _PipeWaker:
+        waker = cls(*os.pipe())
+        os.set_blocking(waker._write_fd, False)  # a full pipe wakes its sleeper already
+        return waker
+
+    def _read(self) -> None:
+        os.read(self.read_fd, 64)  # every wake-up written so far, one byte each
+
+    def wake(self) -> None:
+        try:
+            os.write(self._write_fd, b"\x01")
+        except BlockingIOError:
+            pass  # full: its sleeper wakes already
+
+    def __del__(self) -> None:
+        os.close(self.read_fd)
+        os.close(self._write_fd)
+
+
+class _LockWaker(_Waker):
+    """One sleep's wake-up when the process is out of descriptors: a lock its waker
+    releases, ``threading.Condition``'s way (the woken thread may then wait for the
+    interpreter lock, the hand-off costs more). Made for one sleep only: a wake-up that
+    comes after that sleep ended finds a lock nobody waits on any more."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._lock.acquire()
+
+    def sleep(self, timeout: float | None) -> bool:
+        if timeout is None:
+            return self._lock.acquire()
+        return self._lock.acquire(True, timeout) if timeout > 0 else self._lock.acquire(False)
+
+    def wake(self) -> None:
+        try:
+            self._lock.release()
+        except RuntimeError:
+            pass  # woken already
+
+
+#: A thread's wake-up (for annotations).
+Waker: TypeAlias = _Waker
+_new_waker: Callable[[], _FdWaker] = (
+    _EventfdWaker.open if hasattr(os, "eventfd") else _PipeWaker.open)
+
+_local = threading.local()
+
+
+def thread_waker() -> Waker:
+    """This thread's ``Waker``, made on its first sleep and closed when the thread ends;
+    a lock for this sleep only if the process is out of descriptors (the next sleep tries
+    again)."""
+    try:
+        return _local.waker  # type: ignore[no-any-return]
+    except AttributeError:
+        pass
+    try:
+        waker = _local.waker = _new_waker()
+    except OSError:  # EMFILE, ENFILE: a receive must not fail for it
+        return _LockWaker()
+    return waker
+
+
+def _forget_wakers() -> None:
+    # A forked child shares its parent's descriptors: a wake-up of one would reach the
+    # other's sleeper. The child's thread makes its own on its first sleep.
+    global _local
+    _local = threading.local()
+
+
+os.register_at_fork(after_in_child=_forget_wakers)
+
+
+def wake_all(wakers: list[Waker]) -> None:
+    """Wake ``wakers``, every one even if interrupted: a sleeper left unwoken could sleep
+    for ever, and a wake-up too many is harmless."""
+    try:
+        for waker in wakers:
+            waker.wake()
+    except BaseException:
+        for waker in wakers:
+            waker.wake()
+        raise
