@@ -161,13 +161,15 @@ against pyzmq's 65-69 and pynng's 83-87; bare 47-50. So REQ/REP sits at pyzmq's 
 trip, one side or the other of it from round to round, and PAIR near pynng's 0.7x
 (0.68-0.73x), before the changes below. The `make bench` of 08:28, after the first of
 them, had the slow mood in two of scaproust's three REQ/REP rounds: PAIR at 0.62x of
-pynng, REQ/REP at 0.78x (0.74x in its quick round). The `make bench` of this page
-(2026-12-06, 10:08, after the sends' changes below) had all three moods, one a round:
-a fast one never seen before (the bare ceiling's REQ/REP round trip 32.9 µs, against
-50-51 in the other two rounds; scaproust 45.7, pynng 73.1), the usual quick one and the
-slow one. REQ/REP came to 0.70x of pynng (0.7009: the medians 61.8 µs against 88.1; the
-rounds 0.63x, 0.79x and 0.70x), a hair over the target, and PAIR to 0.69x (0.67x, 0.70x,
-0.69x). In its quick mood REQ/REP now takes 62-64 µs against pynng's 83-88 (nine rounds
+pynng, REQ/REP at 0.78x (0.74x in its quick round). The `make bench` of 10:08, after the
+sends' changes below, had all three moods, one a round: a fast one never seen before (the
+bare ceiling's REQ/REP round trip 32.9 µs, against 50-51 in the other two rounds;
+scaproust 45.7, pynng 73.1), the usual quick one and the slow one. REQ/REP came to 0.70x
+of pynng (0.7009: the medians 61.8 µs against 88.1; the rounds 0.63x, 0.79x and 0.70x), a
+hair over the target, and PAIR to 0.69x. The `make bench` of this page (12:49, after the
+in-process wake-ups, which leave TCP's round trips alone) had the quick mood with a slow
+round: REQ/REP at 0.75x of pynng (the medians 64.6 µs against 86.3; the rounds 0.75x,
+0.71x and 0.80x), PAIR at 0.69x (0.69x, 0.69x, 0.83x). In its quick mood REQ/REP now takes 62-64 µs against pynng's 83-88 (nine rounds
 of `bench/run.py --only rr64_tcp,pair64_tcp --impls scaproust,pynng`, 09:50): 0.7x asks
 for 58-61, the bare ceiling's 47 plus about 6 µs a side for all of scaproust's work,
 against 7.3-7.8 today (PAIR 5.3; `bench/one_side.py --critical`, below).
@@ -319,14 +321,16 @@ REQ/REP 55.8 against 90.4, PUSH->PULL 64 B 690 k msg/s against 624 k).
 *Throughput.* Over TCP the sending process and the receiving one run on two cores at
 once, and the rate is the slower side's; in one process all three threads (the sender, the
 I/O thread, the receiver) run under the one interpreter lock, and the rate is the sum of
-their CPU. In this page's run a 64-byte message costs 1.18 µs of CPU over TCP, both
-sides together, and 0.89 in-process: what TCP adds (framing, system calls, which its
+their CPU. In this page's run a 64-byte message costs 1.26 µs of CPU over TCP, both
+sides together, and 0.91 in-process: what TCP adds (framing, system calls, which its
 batched writes and reads spread thin) is about a quarter, the rest (credit, channel,
-machines) is the same both ways. 1.5x TCP's 1.36 M msg/s means 0.49 µs a message in all,
+machines) is the same both ways. 1.5x TCP's 1.28 M msg/s means 0.52 µs a message in all,
 in-process: two fifths of what TCP's two sides spend. No contender comes near it on this
-placement, the C libraries included: in the same run pyzmq moves 1.70 M msg/s in-process
-against 1.80 M over TCP (0.94x), the bare ceiling's socket pair 2.10 M against 3.70 M
-(0.57x), scaproust 1.13 M against 1.36 M (0.83x). What the target asks for is a library
+placement, the C libraries included: in the same run pyzmq moves 1.69 M msg/s in-process
+against 1.78 M over TCP (0.95x), the bare ceiling's socket pair 2.12 M against 3.59 M
+(0.59x), scaproust 1.10 M against 1.28 M (0.84x). A consumer that sleeps is woken the
+way the round trips below are now, with no change to this rate (1.09 -> 1.07 M msg/s,
+within the runs' spread): behind a burst the consumer seldom sleeps. What the target asks for is a library
 whose in-process path costs two fifths of its TCP path's CPU: one without credit, channel
 and machines on that path, or with threads that run Python at the same time (a
 free-threaded interpreter). A drain of a PUSH burst now queues what the link has room
@@ -336,39 +340,29 @@ times, 2026-12-06).
 
 *Round trips.* An in-process round trip runs the Python of both sides one after the
 other on the one core, with two hand-offs between the threads; a TCP one runs them on
-two cores, with two wake-ups across them. `bench/probe_wake.py handoff` takes it apart
-(2026-12-06, after the changes below): REQ/REP 32.8 µs between two threads, 27.3 with
-both threads in `SCHED_BATCH`, 16.3 in one thread with nothing handed over (PAIR 24.6,
-19.0, 10.1). So a REQ/REP round trip is 16.3 µs of Python, 11 µs of two hand-offs (a
-futex wake, a futex wait and a switch each, where a system call costs 1-3 µs), and 5.5 µs
-of the scheduler: the woken thread preempts its waker, which holds the interpreter lock,
-runs only to wait for that lock, and is switched out again (1.4 involuntary switches of
-the client's thread a round trip; none in `SCHED_BATCH`). A library must not set its user's scheduling policy;
-docs/ARCHITECTURE.md ("In-process pipes") has the three workarounds tried and why they lost.
-On 2026-12-06 a receive of a socket with nothing to lend went straight to its sleep (no
-call to the caller reader, no look for a kept loan, the wait's loop without its
-predicate's calls), and an in-process delivery was wrapped once as an entry point instead
-of twice: REQ/REP 36.1-37.5 -> 34.1-35.8 µs, PAIR 24.9-26.0 -> 23.6-25.2 (old and
-new trees alternated three times). Then cooked REQ/REP's own path lost a few calls (a
-cooked socket's `recv()` goes to its policy's loop at once, a pop after a wait takes the
-queue's steps inline, a request's id word, a reply's route and each REP pipe's hop word
-without a call each): 17.6 -> 16.3 µs in one thread (six alternations), 32.5-33.3 ->
-31.1-32.8 between two threads, TCP's 65.5-68.2 -> 65.9-66.9 (three). The REQ's and REP's
-policies without a lock and the lone send's inline guard (above) took 17.0 -> 16.2-16.4
-µs in one thread, 33.7-33.9 -> 32.9-33.7 between two (`bench/probe_wake.py handoff`,
-two alternations, 10:15). In this page's run REQ/REP takes 32.2-33.4 µs against TCP's
-45.7-78.9: 0.73x, 0.41x and 0.53x over the rounds, so 0.53x, over the target (the round
-at 0.73x is the one TCP had its fast mood in; the day's runs before: 0.51x at 06:00,
-0.50x at 07:27, 0.43x at 08:22 and 08:28, each with the TCP rounds' moods in it); PAIR
-0.40-0.48x. The faster TCP path makes this ratio harder: at REQ/REP's 0.7x of pynng,
-62 µs, the in-process round trip must come to 31. The receive's shorter tail that took
-a µs off TCP's round trip (above) took nothing off this one (32.1-32.8 -> 32.2-32.3 µs,
-old and new trees alternated three times): an in-process socket's receive never goes
-through the caller reader, and the steps it lost cost most right after a core slept.
-The Python that REQ/REP adds to PAIR (6.2 µs of a round trip in one thread, most of it
-the policies, the request ids and backtraces and their `Message` objects) is the lever
-left: a µs taken off both sides' path shortens the in-process and the TCP round trip
-alike, and moves the ratio half as much as a µs off the in-process path alone.
+two cores, with two wake-ups across them. Until this page's run each hand-off took three
+context switches, not one: the woken thread preempted its waker, which still held the
+interpreter lock (it had released a lock the sleeper waited on), ran only to wait for
+that lock, and was switched out again; then the waker ran on to its own wait. Now a
+sleeper waits on a descriptor of its own thread, which its waker writes once it has let
+go of the channel's and the session's locks (docs/ARCHITECTURE.md, "One owner at a
+time", its paragraph *Waking a sleeper*): the write releases the interpreter lock, the
+woken thread runs at once, answers, and the waker finds the answer queued when it gets
+to `recv()`. `bench/probe_wake.py handoff` (two alternations of the old and new trees,
+2026-12-06, 12:10): REQ/REP 33.1-33.5 -> 28.2 µs, PAIR 24.7-24.9 -> 17.4-18.1; the
+client's context switches a round trip 2.5 -> 1.0, all threads' together about 5 -> 2; in
+one thread, with nothing handed over, REQ/REP 16.4 -> 16.9 and PAIR 9.9 -> 10.3 (the new
+steps). `bench/probe_wake.py floor` shows the same with no library: 12.7 µs a round trip
+through a lock per sleeper, 5.0 through an eventfd written after the lock. The two
+halves of this had been tried apart before and lost (docs/ARCHITECTURE.md, "In-process
+pipes"): each needs the other, and the waker must count a reply it finds queued as a
+wait, or its next send goes to the I/O thread as one of a burst. In this page's run
+REQ/REP takes 27.6-29.0 µs in-process against TCP's 63.0-67.7: 0.44x (0.45x, 0.44x,
+0.41x), and PAIR 16.7-18.1 against 60.6-73.7, 0.28x; both below the bare ceiling's
+socket pair between the same two threads (24.3 and 24.5 µs), which still pays the
+three switches. What is left is the Python of both sides (REQ/REP's 6.6 µs more than
+PAIR's in one thread: the policies, the request ids and backtraces and their `Message`
+objects) and the two switches.
 """
 
 
