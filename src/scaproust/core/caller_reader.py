@@ -66,8 +66,9 @@ the channel for what it delivers), ``kept`` (the loan the last wait kept, while 
 busy: any thread's next wait takes it; read without the lock as a hint), ``park`` and
 ``_stale`` (``KeptLoan``), ``wakeup`` (made on first use, closed with the socket) and
 ``waited`` (read and cleared by the socket's next send; a caller that waits on the channel
-instead, its pipes not lendable, sets it too, without the lock: it is a hint, and a lost or
-extra set only changes which thread writes that send). ``_poller`` is used only by the busy caller, without the lock.
+instead, its pipes not lendable, or takes the last message queued, sets it too, without
+the lock: it is a hint, and a lost or extra set only changes which thread writes that
+send). ``_poller`` is used only by the busy caller, without the lock.
 """
 
 from __future__ import annotations
@@ -134,8 +135,9 @@ class CallerReader:
         self.lendable = 0
         self.wakeup: Wakeup | None = None
         self.closed = False
-        #: A caller slept here since the socket's last send: its next send answers or
-        #: follows a message, and writes at once (Channel.put).
+        #: A caller slept here since the socket's last send, or took the last message
+        #: queued (Channel.take, get): its next send answers or follows a message, and
+        #: writes at once (Channel.put).
         self.waited = False
         self._poller = _Poller()  # used by the one busy caller at a time
         #: The loan an asyncio event loop keeps between awaits (busy meanwhile), the
