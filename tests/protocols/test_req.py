@@ -446,6 +446,19 @@ def test_req_delivers_an_empty_reply(req, ctx):
     assert ctx.delivered == [Message(b"", ID)]
 
 
+def test_req_delivers_an_empty_reply_that_shares_its_read_with_a_stale_one(req, ctx):
+    # Several replies in one read take deliver_reply's loop: a reply of the id word alone
+    # (an empty body) is the answer, not a reply too short to carry an id.
+    (p0,) = add_pipes(req, 5)
+    req.cmd_send(REQUEST)
+
+    req.evt_pipe_recv(p0, [OTHER_ID + b"stale", ID])
+
+    assert ctx.delivered == [Message(b"", ID)]
+    assert ctx.rejected == []
+    assert ctx.stats["dropped_stale"] == 1
+
+
 @pytest.mark.parametrize(
     "reply",
     [OTHER_ID + b"wrong id", b"\x00\x00\x12\x34" + b"no high bit", pipe_word(7) + ID + b"a hop first"],
