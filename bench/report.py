@@ -344,11 +344,13 @@ two cores, with two wake-ups across them. Until this page's run each hand-off to
 context switches, not one: the woken thread preempted its waker, which still held the
 interpreter lock (it had released a lock the sleeper waited on), ran only to wait for
 that lock, and was switched out again; then the waker ran on to its own wait. Now a
-sleeper waits on a descriptor of its own thread, which its waker writes once it has let
-go of the channel's and the session's locks (docs/ARCHITECTURE.md, "One owner at a
-time", its paragraph *Waking a sleeper*): the write releases the interpreter lock, the
-woken thread runs at once, answers, and the waker finds the answer queued when it gets
-to `recv()`. `bench/probe_wake.py handoff` (two alternations of the old and new trees,
+sleeper on one core (as the bench pins them) waits on a descriptor of its own thread,
+which its waker writes once it has let go of the channel's and the session's locks
+(docs/ARCHITECTURE.md, "One owner at a time", its paragraph *Waking a sleeper*): the
+write releases the interpreter lock, the woken thread runs at once, answers, and the
+waker finds the answer queued when it gets to `recv()`. A thread that may run on other
+cores still sleeps on a lock, woken at once, which starts it soonest over there (with
+`--spread` the round trips are as they were: REQ/REP 56-60 µs before, 58 after). `bench/probe_wake.py handoff` (two alternations of the old and new trees,
 2026-12-06, 12:10): REQ/REP 33.1-33.5 -> 28.2 µs, PAIR 24.7-24.9 -> 17.4-18.1; the
 client's context switches a round trip 2.5 -> 1.0, all threads' together about 5 -> 2; in
 one thread, with nothing handed over, REQ/REP 16.4 -> 16.9 and PAIR 9.9 -> 10.3 (the new

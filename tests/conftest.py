@@ -68,3 +68,20 @@ def procs(tmp_path):
         yield started
     finally:
         started.close()
+
+
+@pytest.fixture
+def cores(monkeypatch):
+    """``cores(n)``: from now on, every thread's next sleep on a channel sees itself on
+    ``n`` cores (reactor/waker.py: on one, it sleeps on its own descriptor and is woken
+    after its waker's section; on more, on a lock, woken at once). Each thread's earlier
+    look is forgotten."""
+    import threading
+
+    from scaproust.reactor import waker
+
+    def set_cores(n: int) -> None:
+        monkeypatch.setattr(waker, "_on_one_core", lambda: n == 1)
+        monkeypatch.setattr(waker, "_local", threading.local())
+
+    return set_cores

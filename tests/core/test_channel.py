@@ -435,10 +435,11 @@ def test_a_receive_that_takes_the_last_item_marks_the_reader_one_that_leaves_mor
 
 @pytest.mark.parametrize("sleeper", ["receiver", "sender"])
 def test_an_owners_delivery_or_credit_wakes_the_sleeper_once_the_owners_section_ends(
-        wake, resume, sleeper):
-    # Woken inside the section, the sleeper would find the session lock and the
-    # interpreter lock taken, and sleep again (core/condition.py): the session's loop
+        wake, resume, sleeper, cores):
+    # On one core, woken inside the section, the sleeper would find the session lock and
+    # the interpreter lock taken, and sleep again (reactor/waker.py): the session's loop
     # wakes it as the owner lets go (Loop.notify_after_release).
+    cores(1)
     loop = Loop()
     try:
         channel = Channel(wake_backend=wake, resume_reading=resume, recv_high=8,
@@ -481,5 +482,27 @@ def test_a_delivery_by_a_thread_that_owns_no_session_wakes_the_sleeper_at_once(w
         assert cond.sleeping.wait(DEADLINE), "it never slept"
         channel.push_many([b"hello"])
         assert waiter.join().result == b"hello"
+    finally:
+        loop.stop()
+
+
+def test_on_more_cores_an_owners_delivery_wakes_the_sleeper_within_the_section(
+        wake, resume, cores):
+    # The sleeper may run on another core: woken at once, it is on its way while the owner
+    # finishes, and takes its message without waiting for the section's end.
+    cores(2)
+    loop = Loop()
+    try:
+        channel = Channel(wake_backend=wake, resume_reading=resume, recv_high=8,
+                          notify_later=loop.notify_after_release)
+        cond = watch_getters(channel)
+        waiter = Waiter(lambda: channel.get(timeout=DEADLINE))
+        assert cond.sleeping.wait(DEADLINE), "it never slept"
+        assert loop.own(0)
+        try:
+            channel.push_many([b"hello"])
+            assert waiter.join().result == b"hello"
+        finally:
+            loop.release()
     finally:
         loop.stop()

@@ -137,10 +137,11 @@ def test_take_chooses_sleepers_that_stay_asleep_until_woken():
     assert results == [True]
 
 
-def test_a_late_wake_up_makes_the_next_wait_return_early_once_and_leaves_no_waiter():
+def test_a_late_wake_up_makes_the_next_wait_return_early_once_and_leaves_no_waiter(cores):
     # A wake-up meant for an earlier wait of this thread (it timed out as a notify chose
     # it) ends the next wait at once: not a notify, and that wait must not stay listed,
     # where a later notify would choose it instead of a real sleeper.
+    cores(1)  # a thread's own descriptor, the waker kept between sleeps
     lock = threading.Lock()
     cond = Condition(lock)
     thread_waker().wake()

@@ -303,12 +303,19 @@ def _kill_if_alive(pid: int) -> None:
         pass  # already reaped
 
 
-@pytest.mark.parametrize("url", ["tcp://127.0.0.1:0", "inproc://ctrl-c"])
-def test_ctrl_c_interrupts_a_blocking_recv_in_the_main_thread_and_the_socket_stays_usable(url):
-    # Over TCP the receive sleeps in poll() on its pipes; in-process, on its thread's
-    # eventfd (reactor/waker.py), read with no timeout or polled with one.
+@pytest.mark.parametrize(("url", "one_core"), [("tcp://127.0.0.1:0", False),
+                                               ("inproc://ctrl-c", True),
+                                               ("inproc://ctrl-c", False)],
+                         ids=["tcp", "inproc-one-core", "inproc"])
+def test_ctrl_c_interrupts_a_blocking_recv_in_the_main_thread_and_the_socket_stays_usable(
+        url, one_core):
+    # Over TCP the receive sleeps in poll() on its pipes; in-process, on one core, on its
+    # thread's eventfd (reactor/waker.py), read with no timeout or polled with one; on
+    # more, on a lock.
+    pin = "os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})" if one_core else ""
     result = run_python(f"""
         import os, signal, threading, scaproust as sp
+        {pin}
         with sp.Session() as s:
             pull = s.socket(sp.Pull)
             push = s.socket(sp.Push, send_timeout=5)

@@ -253,9 +253,11 @@ def test_a_new_reader_that_replaces_a_lent_one_is_watched(loop, pair):
 
 class _Sleepers:
     """A condition (``Loop.notify_after_release``'s interface) whose chosen sleepers record
-    how they are woken: by which thread, and whether the session lock was free then."""
+    how they are woken: by which thread, and whether the session lock was free then.
+    ``defer``: they sleep on descriptors of their own (a thread on one core)."""
 
-    def __init__(self, loop: Loop, count: int) -> None:
+    def __init__(self, loop: Loop, count: int, defer: bool = True) -> None:
+        self.defer = defer
         self.loop = loop
         self.count = count
         self.woken: list[tuple[int, bool]] = []
@@ -285,6 +287,19 @@ def test_an_owner_wakes_the_sleepers_it_chose_once_its_section_ends_holding_no_l
     loop.release()
     me = threading.get_ident()
     assert sleepers.woken == [(me, True)] * 3 and not sleepers.notified_now
+
+
+def test_an_owner_wakes_at_once_the_sleepers_that_sleep_on_a_lock(loop):
+    # Threads that may run on other cores than their wakers (reactor/waker.py): woken
+    # there at once, they are on their way while the owner finishes.
+    sleepers = _Sleepers(loop, 2, defer=False)
+    assert loop.own(0)
+    try:
+        loop.notify_after_release(sleepers, 2)
+        me = threading.get_ident()
+        assert sleepers.woken == [(me, False)] * 2  # in the section
+    finally:
+        loop.release()
 
 
 def test_a_thread_that_does_not_own_the_session_wakes_at_once(loop):

@@ -74,7 +74,8 @@ def test_a_pipe_waker_whose_pipe_is_full_wakes_without_blocking_the_waker():
     assert waker.sleep(0) is True
 
 
-def test_each_thread_has_its_own_waker_kept_for_its_life_and_dropped_when_it_ends():
+def test_each_thread_has_its_own_waker_kept_for_its_life_and_dropped_when_it_ends(cores):
+    cores(1)
     mine = thread_waker()
     assert thread_waker() is mine
     theirs: list = []
@@ -99,9 +100,10 @@ def test_a_waker_closes_its_descriptors_when_dropped(kind):
             os.fstat(fd)
 
 
-def test_a_forked_child_gets_wakers_of_its_own():
+def test_a_forked_child_gets_wakers_of_its_own(cores):
     # The child inherits the parent's descriptors: a wake-up written to its copy of the
     # parent's waker would end the parent's sleep. The child makes its own instead.
+    cores(1)
     mine = thread_waker()
     pid = os.fork()
     if pid == 0:  # the child: exits without running the rest of the test suite
@@ -143,22 +145,49 @@ def test_the_waker_kind_is_eventfd_where_linux_has_it():
 
 
 def test_out_of_descriptors_a_sleep_gets_a_lock_of_its_own_and_the_next_tries_again(
-        monkeypatch):
+        monkeypatch, cores):
     # A receive must not fail for want of a descriptor (as the caller reader's wake-up):
     # that sleep is woken through a lock, and a later one makes the thread's waker.
     def out_of_descriptors():
         raise OSError(24, "Too many open files")
 
     results: list = []
+    cores(1)
+    new_waker = waker_module._new_waker
 
     def first_sleeps():
         monkeypatch.setattr(waker_module, "_new_waker", out_of_descriptors)
         one, two = thread_waker(), thread_waker()
         results.extend([type(one), one is two])
-        monkeypatch.undo()
+        monkeypatch.setattr(waker_module, "_new_waker", new_waker)
         results.append(type(thread_waker()))
 
     thread = threading.Thread(target=first_sleeps)
     thread.start()
     thread.join(T)
     assert results == [_LockWaker, False, waker_module._new_waker.__self__]
+
+
+def test_on_more_cores_each_sleep_gets_a_lock_of_its_own_woken_at_once(cores):
+    # Its wakers may run on another core, where a lock's wake-up starts it soonest: no
+    # descriptor is made, and an owner wakes it at once (defer is False).
+    cores(2)
+    one, two = thread_waker(), thread_waker()
+    assert type(one) is _LockWaker and one is not two
+    assert not one.defer
+    assert waker_module._local.waker is None
+
+
+def test_the_cores_are_looked_at_again_after_the_recheck_interval(cores, monkeypatch):
+    now = [100.0]
+    monkeypatch.setattr(waker_module, "_monotonic", lambda: now[0])
+    cores(1)
+    fd_waker = thread_waker()
+    assert fd_waker.defer
+    monkeypatch.setattr(waker_module, "_on_one_core", lambda: False)  # pinned no more
+    assert thread_waker() is fd_waker  # within the interval: not looked at
+    now[0] += waker_module.CORES_RECHECK
+    assert type(thread_waker()) is _LockWaker
+    monkeypatch.setattr(waker_module, "_on_one_core", lambda: True)
+    now[0] += waker_module.CORES_RECHECK
+    assert thread_waker() is fd_waker  # kept for the thread's life meanwhile

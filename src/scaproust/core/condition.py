@@ -8,11 +8,11 @@ lock whether this thread holds it, then goes through ``_release_save`` and
 it waits or notifies, so those steps only cost (about a microsecond of each hand-off
 between two threads of one process).
 
-A sleeper waits on its thread's ``Waker`` (reactor/waker.py), not on a lock of its own:
-woken by a write to a descriptor, it runs as soon as the notifier's system call lets go of
-the interpreter lock. ``take`` chooses the sleepers to wake, under the lock, and the caller
-wakes them once it holds no lock (``Loop.notify_after_release``); ``notify`` wakes them at
-once.
+A sleeper waits on what ``thread_waker`` gives its thread (reactor/waker.py): on one core,
+a descriptor of its own, which a write wakes as soon as the notifier's system call lets go
+of the interpreter lock; otherwise a lock of that sleep's own. ``take`` chooses the
+sleepers to wake, under the lock, and the caller wakes them, those on a descriptor once it
+holds no lock (``Loop.notify_after_release``); ``notify`` wakes them at once.
 
 Semantics are ``threading.Condition``'s, for a caller that holds the lock: ``wait`` may
 return without a notify (a wake-up meant for an earlier wait of the thread), so callers

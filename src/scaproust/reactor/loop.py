@@ -427,12 +427,17 @@ class Loop:
             wake_all(wakes)
 
     def notify_after_release(self, cond: Notifiable, n: int) -> None:
-        """Wake up to ``n`` of ``cond``'s sleepers (its lock held): once this thread's owner
-        section ends if it owns the session, else now."""
-        if self._owner == _get_ident():
-            self._wakes += cond.take(n)
-        else:
+        """Wake up to ``n`` of ``cond``'s sleepers (its lock held): those that sleep on a
+        descriptor (on one core, ``Waker.defer``) once this thread's owner section ends
+        if it owns the session, the others now (reactor/waker.py says why)."""
+        if self._owner != _get_ident():
             cond.notify(n)
+            return
+        for waker in cond.take(n):
+            if waker.defer:
+                self._wakes.append(waker)
+            else:
+                waker.wake()
 
     def run_end_of_batch(self) -> None:
         """Run, now, in an owner's thread, what the section left for the end of the batch

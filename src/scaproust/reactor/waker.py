@@ -1,5 +1,5 @@
-"""How a thread sleeping on a condition is woken: a file descriptor of its own, which
-the waker writes to outside the interpreter lock.
+"""How a thread sleeping on a condition is woken: on one core, through a file descriptor
+of its own, which the waker writes to once it holds no lock; otherwise through a lock.
 
 Releasing a lock wakes its sleeper while the notifier still holds the interpreter lock
 (GIL). On a shared core the woken thread preempts the notifier, finds the GIL taken and
@@ -8,14 +8,20 @@ three context switches where one would do. A write to a descriptor (``os.eventfd
 or a pipe where Linux's eventfd is missing) releases the GIL for its system call: the woken
 thread takes the GIL at once and runs, and the notifier, preempted in that call, goes on
 once that thread sleeps. The notifier must also hold no other lock the woken thread will
-want (the channel's, the session's): ``Loop.notify_after_release`` wakes after the owner's
-section for that. Measured numbers: docs/ARCHITECTURE.md, "One owner at a time" (its
-paragraph *Waking a sleeper*).
+want (the channel's, the session's): ``Loop.notify_after_release`` wakes such a sleeper
+(``defer``) after the owner's section for that.
 
-Each thread has one ``Waker`` for its whole life (``thread_waker``), closed when the thread
-ends. A wake-up that comes after the sleep it was meant for ended (the sleep timed out, or
-was interrupted, as a notify chose it) makes that thread's next sleep return at once, once:
-its callers wait in a loop on their predicate.
+A thread that may run on other cores than its waker gains nothing from this: woken on
+another core, it takes longer to start than the waker needs to finish, and the lock's
+wake-up, at once, starts it soonest (the descriptor's, after the section, cost such round
+trips about 4 µs). So a thread sleeps on its descriptor only while it runs on one core,
+which it looks at every ``CORES_RECHECK`` seconds (``thread_waker``). Measured numbers:
+docs/ARCHITECTURE.md, "One owner at a time" (its paragraph *Waking a sleeper*).
+
+A thread keeps one descriptor waker for its whole life, closed when the thread ends. A
+wake-up that comes after the sleep it was meant for ended (the sleep timed out, or was
+interrupted, as a notify chose it) makes that thread's next sleep on it return at once,
+once: its callers wait in a loop on their predicate.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from __future__ import annotations
 import os
 import select
 import threading
+import time
 from collections.abc import Callable
 from typing import TypeAlias
 
@@ -37,6 +44,10 @@ class _Waker:
     """What a sleeper of ``Condition`` sleeps on: ``sleep`` until ``wake``."""
 
     __slots__ = ("taken",)
+
+    #: Whether an owner of the session wakes it only once its section ends
+    #: (``Loop.notify_after_release``), or at once.
+    defer = False
 
     def __init__(self) -> None:
         #: Set by ``Condition.take`` (under the condition's lock): a notify chose this
@@ -58,6 +69,8 @@ class _FdWaker(_Waker):
     leave a half-made object to close them."""
 
     __slots__ = ("read_fd", "_poller")
+
+    defer = True
 
     def __init__(self, read_fd: int) -> None:
         super().__init__()
@@ -129,10 +142,10 @@ class _PipeWaker(_FdWaker):
 
 
 class _LockWaker(_Waker):
-    """One sleep's wake-up when the process is out of descriptors: a lock its waker
-    releases, ``threading.Condition``'s way (the woken thread may then wait for the
-    interpreter lock, the hand-off costs more). Made for one sleep only: a wake-up that
-    comes after that sleep ended finds a lock nobody waits on any more."""
+    """One sleep's wake-up on a lock its waker releases, ``threading.Condition``'s way:
+    for a thread that may run on other cores than its wakers, and when the process is out
+    of descriptors. Made for one sleep only: a wake-up that comes after that sleep ended
+    finds a lock nobody waits on any more."""
 
     __slots__ = ("_lock",)
 
@@ -155,25 +168,50 @@ class _LockWaker(_Waker):
 
 #: A thread's wake-up (for annotations).
 Waker: TypeAlias = _Waker
+#: How often a thread looks again at how many cores it may run on (its affinity can change).
+CORES_RECHECK = 1.0
+_monotonic = time.monotonic
 _new_waker: Callable[[], _FdWaker] = (
     _EventfdWaker.open if hasattr(os, "eventfd") else _PipeWaker.open)
 
 _local = threading.local()
 
 
+def _on_one_core() -> bool:
+    """Whether this thread may run on one CPU only (pinned, or a one-CPU machine). 0.3 µs."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) == 1
+    return os.cpu_count() == 1
+
+
 def thread_waker() -> Waker:
-    """This thread's ``Waker``, made on its first sleep and closed when the thread ends;
-    a lock for this sleep only if the process is out of descriptors (the next sleep tries
-    again)."""
+    """What this thread's next sleep waits on: its own descriptor (made on its first sleep,
+    closed when the thread ends) while it runs on one core; otherwise a lock of this
+    sleep's own, also when the process is out of descriptors (the next sleep tries again).
+    The core count is looked at again every ``CORES_RECHECK`` seconds."""
+    local = _local
     try:
-        return _local.waker  # type: ignore[no-any-return]
+        if _monotonic() < local.until:
+            return local.waker or _LockWaker()
     except AttributeError:
-        pass
-    try:
-        waker = _local.waker = _new_waker()
-    except OSError:  # EMFILE, ENFILE: a receive must not fail for it
+        local.waker = None
+    return _look_again(local)
+
+
+def _look_again(local: threading.local) -> Waker:
+    local.until = _monotonic() + CORES_RECHECK
+    if not _on_one_core():
+        # Its wakers may run on another core: woken there at once, the way a lock wakes,
+        # it is on its way while they finish (see Loop.notify_after_release).
         return _LockWaker()
-    return waker
+    waker = local.waker
+    if waker is None:
+        try:
+            waker = local.waker = _new_waker()
+        except OSError:  # EMFILE, ENFILE: a receive must not fail for it
+            local.until = 0.0
+            return _LockWaker()
+    return waker  # type: ignore[no-any-return]
 
 
 def _forget_wakers() -> None:
