@@ -433,76 +433,72 @@ def test_a_receive_that_takes_the_last_item_marks_the_reader_one_that_leaves_mor
 # ---------------------------------------------------------------- waking after the owner
 
 
+@pytest.fixture
+def session_loop():
+    loop = Loop()
+    yield loop
+    loop.stop()
+
+
+def asleep_on(loop: Loop, wake, resume, sleeper: str = "receiver"):
+    """A channel of ``loop``'s session, and a thread asleep on it: a receiver in ``get``
+    or a sender without credit in ``put``; with the condition it sleeps on."""
+    channel = Channel(wake_backend=wake, resume_reading=resume, recv_high=8,
+                      notify_later=loop.notify_after_release)
+    if sleeper == "receiver":
+        cond = watch_getters(channel)
+        waiter = Waiter(lambda: channel.get(timeout=DEADLINE))
+    else:
+        cond = watch_putters(channel)
+        waiter = Waiter(lambda: channel.put(b"x", timeout=DEADLINE))
+    assert cond.sleeping.wait(DEADLINE), "it never slept"
+    return channel, cond, waiter
+
+
 @pytest.mark.parametrize("sleeper", ["receiver", "sender"])
 def test_an_owners_delivery_or_credit_wakes_the_sleeper_once_the_owners_section_ends(
-        wake, resume, sleeper, cores):
+        wake, resume, sleeper, cores, session_loop):
     # On one core, woken inside the section, the sleeper would find the session lock and
     # the interpreter lock taken, and sleep again (reactor/waker.py): the session's loop
     # wakes it as the owner lets go (Loop.notify_after_release).
     cores(1)
-    loop = Loop()
+    channel, cond, waiter = asleep_on(session_loop, wake, resume, sleeper)
+    assert session_loop.own(0)
     try:
-        channel = Channel(wake_backend=wake, resume_reading=resume, recv_high=8,
-                          notify_later=loop.notify_after_release)
         if sleeper == "receiver":
-            cond = watch_getters(channel)
-            waiter = Waiter(lambda: channel.get(timeout=DEADLINE))
+            channel.push_many([b"hello"])
         else:
-            cond = watch_putters(channel)
-            waiter = Waiter(lambda: channel.put(b"x", timeout=DEADLINE))
-        assert cond.sleeping.wait(DEADLINE), "it never slept"
-        assert loop.own(0)
-        try:
-            if sleeper == "receiver":
-                channel.push_many([b"hello"])
-            else:
-                channel.grant(1)
-            with channel._lock:
-                assert not cond._waiters  # chosen...
-            assert waiter._thread.is_alive()  # ...and not woken: nothing written yet
-        finally:
-            loop.release()
-        waiter.join()
-        assert waiter.error is None
-        if sleeper == "receiver":
-            assert waiter.result == b"hello"
-        else:
-            assert list(channel.outbox) == [b"x"]
+            channel.grant(1)
+        with channel._lock:
+            assert not cond._waiters  # chosen...
+        assert waiter._thread.is_alive()  # ...and not woken: nothing written yet
     finally:
-        loop.stop()
+        session_loop.release()
+    waiter.join()
+    assert waiter.error is None
+    if sleeper == "receiver":
+        assert waiter.result == b"hello"
+    else:
+        assert list(channel.outbox) == [b"x"]
 
 
-def test_a_delivery_by_a_thread_that_owns_no_session_wakes_the_sleeper_at_once(wake, resume):
-    loop = Loop()
-    try:
-        channel = Channel(wake_backend=wake, resume_reading=resume, recv_high=8,
-                          notify_later=loop.notify_after_release)
-        cond = watch_getters(channel)
-        waiter = Waiter(lambda: channel.get(timeout=DEADLINE))
-        assert cond.sleeping.wait(DEADLINE), "it never slept"
-        channel.push_many([b"hello"])
-        assert waiter.join().result == b"hello"
-    finally:
-        loop.stop()
+def test_a_delivery_by_a_thread_that_owns_no_session_wakes_the_sleeper_at_once(
+        wake, resume, cores, session_loop):
+    cores(1)
+    channel, _, waiter = asleep_on(session_loop, wake, resume)
+    channel.push_many([b"hello"])
+    assert waiter.join().result == b"hello"
 
 
 def test_on_more_cores_an_owners_delivery_wakes_the_sleeper_within_the_section(
-        wake, resume, cores):
+        wake, resume, cores, session_loop):
     # The sleeper may run on another core: woken at once, it is on its way while the owner
     # finishes, and takes its message without waiting for the section's end.
     cores(2)
-    loop = Loop()
+    channel, _, waiter = asleep_on(session_loop, wake, resume)
+    assert session_loop.own(0)
     try:
-        channel = Channel(wake_backend=wake, resume_reading=resume, recv_high=8,
-                          notify_later=loop.notify_after_release)
-        cond = watch_getters(channel)
-        waiter = Waiter(lambda: channel.get(timeout=DEADLINE))
-        assert cond.sleeping.wait(DEADLINE), "it never slept"
-        assert loop.own(0)
-        try:
-            channel.push_many([b"hello"])
-            assert waiter.join().result == b"hello"
-        finally:
-            loop.release()
+        channel.push_many([b"hello"])
+        assert waiter.join().result == b"hello"
     finally:
-        loop.stop()
+        session_loop.release()
