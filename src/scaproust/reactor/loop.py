@@ -13,10 +13,11 @@ wakes the loop if it sleeps and now has work. Whoever holds the lock may use ``c
 ``call_after_batch``, the timers and ``add_reader``/``add_writer``. Nobody sleeps holding it.
 
 Wake-ups after the lock. A thread that delivers to a sleeping receiver (or gives credit to a
-sleeping sender) while it owns the session does not wake it there: the sleeper would find
-the session lock and the interpreter lock taken, and sleep again (see core/condition.py).
-``notify_after_release`` keeps the sleepers chosen, and the owner wakes them as its section
-ends (``release``, and the I/O thread after each batch), holding no lock then.
+sleeping sender) while it owns the session does not wake it there if the sleeper shares
+its core: it would find the session lock and the interpreter lock taken, and sleep again
+(see reactor/waker.py). ``notify_after_release`` keeps such sleepers chosen, and the owner
+wakes them as its section ends (``release``, and the I/O thread after each batch), holding
+no lock then.
 
 Other threads hand the loop work with ``call_soon_threadsafe``, which appends ``(fn, args)``
 to the ``_posted`` deque and takes no lock.
