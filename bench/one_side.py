@@ -138,43 +138,39 @@ def run(role: str, count: int, pause: Callable[[], object] | None = None,
         if critical:
             _Marks.install(sock)
         for i in range(count):
+            # Each call as [start, end]; --critical moves the send's end to its write and
+            # the receive's start to its poll's return.
             if role == "req":
-                t0 = _now()
+                send = [_now()]
                 sock.send(BODY)
-                t1 = _now()
+                send.append(_now())
                 request = peer.recv(65536)  # one frame: 8-byte length, id word, body
                 peer.send(_frame(request[8:]))  # the reply carries the request's id word
                 if pause is not None:
                     pause()
-                t2 = _now()
+                recv = [_now()]
                 sock.recv()
-                t3 = _now()
-                if critical:
-                    wrote, polled = _Marks.take()
-                    if not (wrote and polled):
-                        continue  # not the path timed (see _Marks.take)
-                    t1, t2 = wrote, polled
-                sends.append(t1 - t0)
-                recvs.append(t3 - t2)
-                continue
-            # PAIR and REP: the peer's message waits in the kernel, ours answers it.
-            payload = struct.pack(">I", 0x80000000 | i) + BODY if role == "rep" else BODY
-            peer.send(_frame(payload))
-            if pause is not None:
-                pause()
-            t0 = _now()
-            msg = sock.recv()
-            t1 = _now()
-            sock.send(msg)
-            t2 = _now()
-            peer.recv(65536)
+                recv.append(_now())
+            else:
+                # PAIR and REP: the peer's message waits in the kernel, ours answers it.
+                payload = struct.pack(">I", 0x80000000 | i) + BODY if role == "rep" else BODY
+                peer.send(_frame(payload))
+                if pause is not None:
+                    pause()
+                recv = [_now()]
+                msg = sock.recv()
+                recv.append(_now())
+                send = [recv[1]]
+                sock.send(msg)
+                send.append(_now())
+                peer.recv(65536)
             if critical:
                 wrote, polled = _Marks.take()
                 if not (wrote and polled):
                     continue  # not the path timed (see _Marks.take)
-                t0, t2 = polled, wrote
-            recvs.append(t1 - t0)
-            sends.append(t2 - t1)
+                send[1], recv[0] = wrote, polled
+            sends.append(send[1] - send[0])
+            recvs.append(recv[1] - recv[0])
         peer.close()
     return [t * 1e6 for t in sends], [t * 1e6 for t in recvs]
 

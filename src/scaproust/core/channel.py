@@ -66,10 +66,6 @@ UNBOUNDED = 1 << 60
 DIRECT_SPACING = 50e-6
 
 
-def _notify_now(cond: Condition, n: int) -> None:
-    cond.notify(n)
-
-
 class Channel:
     """Queues and credit shared by a facade socket and its backend ``SocketCore``."""
 
@@ -88,7 +84,7 @@ class Channel:
         #: How the backend wakes a sleeping receiver or sender (lock held): the session's
         #: ``Loop.notify_after_release``, which wakes it once the owner's section ends,
         #: holding no lock (core/condition.py says why); by default at once.
-        self._notify_later = notify_later or _notify_now
+        self._notify_later = notify_later or Condition.notify
         self.recv_high = recv_high
         self.recv_high_bytes = recv_high_bytes
         self.inbox_bytes = 0
@@ -237,9 +233,6 @@ class Channel:
             item: Item | None
             if self.inbox.count:
                 item, resume = self._pop()
-                if not self.inbox.count and self.reader is not None:
-                    # Took the last one: as good as waited for it (see take).
-                    self.reader.waited = True
             elif self.closed:
                 raise Closed("socket is closed")
             elif timeout is not None and timeout <= 0:
@@ -319,12 +312,7 @@ class Channel:
             if not head:
                 inbox.advance()
                 if not inbox.count and self.reader is not None:
-                    # The last one queued: the caller keeps up with its peer, and its next
-                    # send likely answers this message, as after a wait (``put``,
-                    # CallerReader.waited). In-process, the answer to a send often
-                    # arrives before the sender's recv() (the peer ran as the send woke
-                    # it), which then finds it without waiting.
-                    self.reader.waited = True
+                    self.reader.waited = True  # the last one: see _pop
             self.inbox_bytes -= len(item)
             resume = (self.recv_paused and inbox.count <= self.recv_high // 2
                       and self._resume_due())
@@ -437,6 +425,13 @@ class Channel:
         inbox.count -= 1
         if not head:
             inbox.advance()
+            if not inbox.count and self.reader is not None:
+                # The last one queued: the caller keeps up with its peer, and its next send
+                # likely answers this message, as after a wait (``put``,
+                # CallerReader.waited). In-process, the answer to a send often arrives
+                # before the sender's recv() (the peer ran as the send woke it), which
+                # then finds it without waiting.
+                self.reader.waited = True
         self.inbox_bytes -= len(item)
         # While paused, most pops leave more than half queued: one comparison, no call.
         return item, (self.recv_paused and inbox.count <= self.recv_high // 2

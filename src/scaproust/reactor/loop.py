@@ -404,7 +404,9 @@ class Loop:
         ``writing_at_once``) and tell the machines the pipes have room again. Without
         it, the I/O thread runs it. Either way the I/O thread is woken if it sleeps and now
         has something to do: callbacks, or a timer due before it meant to wake; and the
-        sleepers the section chose are woken (``notify_after_release``).
+        sleepers the section chose are woken once the lock is released
+        (``notify_after_release``). The I/O thread ends each batch here too, without
+        ``flush`` (it ran the batch's end itself).
         """
         try:
             if flush and self._end_of_batch:
@@ -412,20 +414,18 @@ class Loop:
             wake = self._idle and bool(self._ready or self._end_of_batch or self._timer_wake)
             self._timer_wake = False
         finally:
-            self._unlock()
+            # Inline, no call: every lone send and every receive that read for itself
+            # ends here. The sleepers are taken before the lock goes: the next owner's go
+            # into a new list.
+            wakes = self._wakes
+            if wakes:
+                self._wakes = []
+            self._owner = None
+            self.lock.release()
+            if wakes:
+                wake_all(wakes)
         if wake:
             self._wakeup.wakeup()
-
-    def _unlock(self) -> None:
-        """End the owner section of this thread: release the session lock, then wake the
-        sleepers it chose."""
-        wakes = self._wakes
-        if wakes:
-            self._wakes = []
-        self._owner = None
-        self.lock.release()
-        if wakes:
-            wake_all(wakes)
 
     def notify_after_release(self, cond: Notifiable, n: int) -> None:
         """Wake up to ``n`` of ``cond``'s sleepers (its lock held): those that sleep on a
@@ -631,7 +631,8 @@ class Loop:
             self._owner = me
             timeout = self._select_timeout(timeout)
         finally:
-            self._unlock()
+            self._owner = None  # nothing here chooses a sleeper to wake (see release)
+            lock.release()
         try:
             events = self._selector.select(timeout)
         finally:
@@ -641,7 +642,7 @@ class Loop:
         try:
             self._run_batch(events)
         finally:
-            self._unlock()
+            self.release(flush=False)  # and wake the sleepers the batch chose
 
     def _select_timeout(self, timeout: float | None) -> float | None:
         """How long the next select() may sleep; sets ``_idle`` when it may sleep at all."""
