@@ -617,8 +617,9 @@ def chart(doc, path: str) -> None:
 
 
 def newest_full_results() -> str | None:
+    """The newest results of a full ``make bench`` (not a quick or a narrowed run)."""
     files = [f for f in glob.glob(os.path.join(HERE, "results", "*.json"))
-             if not f.endswith("-quick.json")]
+             if not f.endswith(("-quick.json", "-partial.json"))]
     return max(files, default=None)
 
 

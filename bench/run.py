@@ -31,8 +31,9 @@ message is counted. Each worker is killed if it overruns; once the time budget i
 no new worker starts (the report then says how many runs each row has).
 
 Exit status: 1 if a case failed to run, else 0 (a missed target is information, not a
-failure). Results go to bench/results/<date>.json (``-quick`` for --quick), and the report
-(bench/report.py) renders them.
+failure). Results go to bench/results/<date>.json (``-quick`` for --quick, ``-partial`` for
+a run narrowed by --only or --impls, so that an A/B run never overwrites the day's full
+one), and the report (bench/report.py) renders them.
 """
 
 from __future__ import annotations
@@ -239,13 +240,22 @@ def parse_args(argv):
                    + ", ".join(c.key for c in CONTENDERS))
     p.add_argument("--pipes", type=int, help="idle pipes (default 10,000, quick 1,000)")
     p.add_argument("--json", metavar="PATH",
-                   help="where to write the results (default bench/results/<date>[-quick].json;"
-                        " --smoke writes only with --json)")
+                   help="where to write the results (default bench/results/<date>.json,"
+                        " <date>-quick.json for --quick, <date>-partial.json with --only or"
+                        " --impls; --smoke writes only with --json)")
     # worker / child (internal, but usable by hand: see worker_cmd in the JSON)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--params", help=argparse.SUPPRESS)
     return p.parse_args(argv)
+
+
+def default_results_path(args) -> str:
+    """bench/results/<date>.json for a full run. A quick or narrowed run gets a suffix of
+    its own: report.py renders the newest full run, and a partial A/B run once overwrote
+    the day's full results (2026-12-06)."""
+    suffix = "-quick" if args.quick else "-partial" if args.only or args.impls else ""
+    return os.path.join(HERE, "results", time.strftime("%Y-%m-%d") + suffix + ".json")
 
 
 def build_cases(args) -> list[Case]:
@@ -453,8 +463,7 @@ def parent_main(args) -> int:
 
     print()
     print(report.render_text(doc))
-    path = args.json or (None if args.smoke else os.path.join(
-        HERE, "results", time.strftime("%Y-%m-%d") + ("-quick" if args.quick else "") + ".json"))
+    path = args.json or (None if args.smoke else default_results_path(args))
     if path:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         with open(path, "w") as f:

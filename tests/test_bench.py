@@ -106,6 +106,25 @@ def test_the_report_renders_markdown_tables():
     assert "![round trips and throughput" in md and "- a note" in md
 
 
+def test_a_narrowed_run_never_overwrites_the_days_full_results(monkeypatch, tmp_path):
+    import run  # noqa: PLC0415  (bench/ is not a package: on the path above)
+
+    monkeypatch.setattr(run.time, "strftime", lambda fmt: "2026-01-02")
+    names = {argv: Path(run.default_results_path(run.parse_args(list(argv)))).name
+             for argv in [(), ("--quick",), ("--only", "rr64_tcp"), ("--impls", "bare"),
+                          ("--quick", "--only", "rr64_tcp")]}
+    assert names == {(): "2026-01-02.json", ("--quick",): "2026-01-02-quick.json",
+                     ("--only", "rr64_tcp"): "2026-01-02-partial.json",
+                     ("--impls", "bare"): "2026-01-02-partial.json",
+                     ("--quick", "--only", "rr64_tcp"): "2026-01-02-quick.json"}
+    # The report renders the newest full run, whatever partial or quick one came after.
+    monkeypatch.setattr(report, "HERE", str(tmp_path))
+    (tmp_path / "results").mkdir()
+    for name in ("2026-01-01.json", "2026-01-02-partial.json", "2026-01-02-quick.json"):
+        (tmp_path / "results" / name).write_text("{}")
+    assert Path(report.newest_full_results()).name == "2026-01-01.json"
+
+
 def test_each_worker_process_is_pinned_to_one_core(monkeypatch):
     # Two processes: each on its own core. One process with both sides (inproc): on one
     # core, unless the run spreads it.
