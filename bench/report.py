@@ -166,10 +166,12 @@ sends' changes below, had all three moods, one a round: a fast one never seen be
 bare ceiling's REQ/REP round trip 32.9 µs, against 50-51 in the other two rounds;
 scaproust 45.7, pynng 73.1), the usual quick one and the slow one. REQ/REP came to 0.70x
 of pynng (0.7009: the medians 61.8 µs against 88.1; the rounds 0.63x, 0.79x and 0.70x), a
-hair over the target, and PAIR to 0.69x. The `make bench` of this page (12:49, after the
-in-process wake-ups, which leave TCP's round trips alone) had the quick mood with a slow
-round: REQ/REP at 0.75x of pynng (the medians 64.6 µs against 86.3; the rounds 0.75x,
-0.71x and 0.80x), PAIR at 0.69x (0.69x, 0.69x, 0.83x). In its quick mood REQ/REP now takes 62-64 µs against pynng's 83-88 (nine rounds
+hair over the target, and PAIR to 0.69x. The `make bench` of 12:49 (after the in-process
+wake-ups, which leave TCP's round trips alone) had the quick mood with a slow round:
+REQ/REP at 0.75x of pynng (the medians 64.6 µs against 86.3; the rounds 0.75x, 0.71x and
+0.80x), PAIR at 0.69x. The `make bench` of this page (14:59, the same TCP path) had the
+quick mood throughout: REQ/REP at 0.72x (65.0 µs against 91.8; the rounds 0.72x, 0.64x
+and 0.72x), PAIR at 0.69x (59.0 against 86.3). In its quick mood REQ/REP now takes 62-64 µs against pynng's 83-88 (nine rounds
 of `bench/run.py --only rr64_tcp,pair64_tcp --impls scaproust,pynng`, 09:50): 0.7x asks
 for 58-61, the bare ceiling's 47 plus about 6 µs a side for all of scaproust's work,
 against 7.3-7.8 today (PAIR 5.3; `bench/one_side.py --critical`, below).
@@ -321,14 +323,14 @@ REQ/REP 55.8 against 90.4, PUSH->PULL 64 B 690 k msg/s against 624 k).
 *Throughput.* Over TCP the sending process and the receiving one run on two cores at
 once, and the rate is the slower side's; in one process all three threads (the sender, the
 I/O thread, the receiver) run under the one interpreter lock, and the rate is the sum of
-their CPU. In this page's run a 64-byte message costs 1.26 µs of CPU over TCP, both
+their CPU. In this page's run a 64-byte message costs 1.25 µs of CPU over TCP, both
 sides together, and 0.91 in-process: what TCP adds (framing, system calls, which its
 batched writes and reads spread thin) is about a quarter, the rest (credit, channel,
-machines) is the same both ways. 1.5x TCP's 1.28 M msg/s means 0.52 µs a message in all,
+machines) is the same both ways. 1.5x TCP's 1.29 M msg/s means 0.52 µs a message in all,
 in-process: two fifths of what TCP's two sides spend. No contender comes near it on this
-placement, the C libraries included: in the same run pyzmq moves 1.69 M msg/s in-process
-against 1.78 M over TCP (0.95x), the bare ceiling's socket pair 2.12 M against 3.59 M
-(0.59x), scaproust 1.10 M against 1.28 M (0.84x). A consumer that sleeps is woken the
+placement, the C libraries included: in the same run pyzmq moves 1.71 M msg/s in-process
+against 1.81 M over TCP (0.94x), the bare ceiling's socket pair 2.07 M against 3.55 M
+(0.58x), scaproust 1.10 M against 1.29 M (0.85x). A consumer that sleeps is woken the
 way the round trips below are now, with no change to this rate (1.09 -> 1.07 M msg/s,
 within the runs' spread): behind a burst the consumer seldom sleeps. What the target asks for is a library
 whose in-process path costs two fifths of its TCP path's CPU: one without credit, channel
@@ -337,6 +339,20 @@ free-threaded interpreter). A drain of a PUSH burst now queues what the link has
 for in one step instead of a call per message (the room found by the same bisection as a
 publication's): 0.99-1.04 -> 1.03-1.08 M msg/s (old and new trees alternated three
 times, 2026-12-06).
+
+The `transitions` backend's in-process row beats the compiled one's (1.19 M against 1.10 M
+msg/s in this run, and the same order in the 12:49 run), though its machines are slower.
+The one difference found between the two is in how the three threads take turns on the one
+core. Counted in the bench's own worker (`SocketCore._drain_outbox` wrapped to record the
+outbox's length, 500,000 messages, 2026-12-06): each time the pipe gives back its window
+of 512 messages, the compiled backend's I/O thread, woken by the sender's first post,
+takes the interpreter while that write has it released and drains the first message or two
+alone: 1.6-1.8 single-message drains a window, against 0.05 with `transitions`, whose I/O
+thread is still busy elsewhere then. Taking a send that waited for credit as part of the
+burst (it went straight to the pipe, as a lone send) removed that path (from 613 direct
+sends to 6) but not the single drains, and no rate changed: not kept. Those drains need
+not be the whole gap of 8 %: even at 10 µs each (a wake-up and a pass of the I/O thread's
+loop) they come to 4 % of a window's 470 µs (512 messages at 1.1 M msg/s).
 
 *Round trips.* An in-process round trip runs the Python of both sides one after the
 other on the one core, with two hand-offs between the threads; a TCP one runs them on
