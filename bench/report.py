@@ -100,8 +100,12 @@ target table says whether each goal of the project holds in this run.
   every run asks for about 3 µs less. Folding the REQ machine's two hot events into one
   hand-written method each, outside the table, took 0.5-0.7 µs off REQ's side (an
   experiment, not kept: the model tests check the tables' code, not such a method); the
-  rest would take a second, flatter path for REQ/REP's usual request and reply. Below,
-  "Round trip".
+  rest would take a second, flatter path for REQ/REP's usual request and reply. Within
+  the tables a few steps of a tenth of a µs came off since this run: a REP routes an
+  answer through a dict from hop word to pipe, and a REQ draws its id words ready-made,
+  checks a lone reply without its loop and clears its resend deadline inline. REQ 7.89 ->
+  7.72 µs a side, REP 7.12 -> 6.92 (`bench/one_side.py req|rep --critical`, old and new
+  trees alternated four times, medians). Below, "Round trip".
 - **In-process PUSH->PULL at 1.5x TCP** (0.85x): in one process the sender, the I/O thread
   and the receiver share one interpreter lock, and the rate is the sum of their CPU, 0.91
   µs a message; 1.5x TCP's rate asks for 0.52. On the same placement pyzmq's in-process

@@ -34,8 +34,6 @@ from scaproust.core.stats import (
 )
 from scaproust.protocols._base import ProtocolBase
 from scaproust.protocols._headers import (
-    END_OF_STACK,
-    WORD,
     MalformedHeader,
     TooManyHops,
     pipe_word,
@@ -85,16 +83,21 @@ class BacktraceRouter(ProtocolBase):
         self.pipes: dict[int, Pipe] = {}
         #: Each pipe's hop word (pipe_word), made once: a request's backtrace starts with it.
         self.words: dict[int, bytes] = {}
+        #: And back, from the word to the pipe: an answer's header starts with it, and a
+        #: lookup of its first 4 bytes routes it (no word to unpack; a hop word never has
+        #: the high bit, so a request id or a short header finds nothing).
+        self.by_word: dict[bytes, Pipe] = {}
         ctx.set_send_capacity(UNBOUNDED, UNBOUNDED)  # answers never wait
 
     def add_pipe(self, pipe: Pipe) -> None:
         self.pipes[pipe.id] = pipe
-        self.words[pipe.id] = pipe_word(pipe.id)
+        self.words[pipe.id] = word = pipe_word(pipe.id)
+        self.by_word[word] = pipe
 
     def remove_pipe(self, pipe: Pipe) -> None:
         if self.pipes.get(pipe.id) is pipe:
             del self.pipes[pipe.id]
-            del self.words[pipe.id]
+            del self.by_word[self.words.pop(pipe.id)]
 
     def deliver_with_backtrace(self, pipe: Pipe, msgs: list[bytes]) -> None:
         if self.pipes.get(pipe.id) is not pipe:
@@ -118,16 +121,11 @@ class BacktraceRouter(ProtocolBase):
     def route_by_backtrace(self, item: Item) -> None:
         # header_of and body_of, inline: the path of every reply.
         header, body = (b"", item) if isinstance(item, bytes) else (item.header, item.body)
-        # Its first word names the pipe (split here, inline: the path of every reply); a
-        # header shorter than a word routes nowhere.
-        if len(header) >= 4:
-            pipe_id, rest = WORD.unpack_from(header)[0], header[4:]
-        else:
-            pipe_id, rest = END_OF_STACK, b""
-        pipe = None if pipe_id & END_OF_STACK else self.pipes.get(pipe_id)
+        # Its first word names the pipe; a header shorter than a word routes nowhere.
+        pipe = self.by_word.get(header[:4])
         if pipe is None:
             self.ctx.stats.count(DROPPED_NO_ROUTE)
         elif not pipe.free:
             self.ctx.stats.count(DROPPED_PIPE_FULL)
         else:
-            pipe.cmd_send(body, rest)
+            pipe.cmd_send(body, header[4:])

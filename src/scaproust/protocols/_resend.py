@@ -21,10 +21,11 @@ if TYPE_CHECKING:
 
 
 class ResendTimer:
-    """``start()`` sets the deadline ``resend_interval`` (the context's option) from now,
-    ``stop()`` clears it, ``cancel()`` also drops the armed loop timer (the machine is
-    closing: nothing of it may stay in the loop's heap); ``fire`` is called once a deadline
-    is reached that neither moved nor was cleared since."""
+    """``start()`` sets the deadline ``resend_interval`` (the context's option) from now;
+    setting ``due`` to None clears it (the machines do so inline, on the path of every
+    reply); ``cancel()`` also drops the armed loop timer (the machine is closing: nothing
+    of it may stay in the loop's heap); ``fire`` is called once a deadline is reached that
+    neither moved nor was cleared since."""
 
     __slots__ = ("_ctx", "_fire", "due", "_armed")
 
@@ -45,9 +46,6 @@ class ResendTimer:
             if armed is not None:
                 armed.cancel()
             self._armed = ctx.call_later(interval, self._expired)
-
-    def stop(self) -> None:
-        self.due = None
 
     def cancel(self) -> None:
         self.due = None
