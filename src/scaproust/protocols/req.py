@@ -201,8 +201,8 @@ class Req(ReqFSM, ReqRaw):
         self.evt_timeout()
 
     def stop_resend_timer(self) -> None:
-        # ResendTimer.stop's one step, inline: this runs between every reply's arrival and
-        # recv() returning.
+        # The deadline cleared in place (no method of ResendTimer's for it): this runs
+        # between every reply's arrival and recv() returning.
         self.resend.due = None
         self.carrier = None
 
@@ -381,8 +381,8 @@ class ReqContext(ReqCtxFSM):
         self.evt_timeout()
 
     def stop_resend_timer(self) -> None:
-        # ResendTimer.stop's one step, inline: this runs between every reply's arrival and
-        # recv() returning.
+        # The deadline cleared in place (no method of ResendTimer's for it): this runs
+        # between every reply's arrival and recv() returning.
         self.resend.due = None
         self.carrier = None
 
