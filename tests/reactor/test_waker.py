@@ -187,7 +187,8 @@ def test_the_cores_are_looked_at_again_after_the_recheck_interval(cores, monkeyp
     monkeypatch.setattr(waker_module, "_on_one_core", lambda: False)  # pinned no more
     assert thread_waker() is fd_waker  # within the interval: not looked at
     now[0] += waker_module.CORES_RECHECK
-    assert type(thread_waker()) is _LockWaker
+    first, second = thread_waker(), thread_waker()  # the look, then a sleep it covers
+    assert type(first) is _LockWaker and type(second) is _LockWaker and first is not second
     monkeypatch.setattr(waker_module, "_on_one_core", lambda: True)
     now[0] += waker_module.CORES_RECHECK
     assert thread_waker() is fd_waker  # kept for the thread's life meanwhile

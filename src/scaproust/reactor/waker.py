@@ -189,10 +189,12 @@ def thread_waker() -> Waker:
     closed when the thread ends) while it runs on one core; otherwise a lock of this
     sleep's own, also when the process is out of descriptors (the next sleep tries again).
     The core count is looked at again every ``CORES_RECHECK`` seconds."""
+    # ``local.waker``: the thread's descriptor, once made (kept for its life); ``local.use``:
+    # what the sleeps until ``local.until`` wait on, that descriptor or None for a lock each.
     local = _local
     try:
         if _monotonic() < local.until:
-            return local.waker or _LockWaker()
+            return local.use or _LockWaker()
     except AttributeError:
         local.waker = None
     return _look_again(local)
@@ -200,18 +202,19 @@ def thread_waker() -> Waker:
 
 def _look_again(local: threading.local) -> Waker:
     local.until = _monotonic() + CORES_RECHECK
+    local.use = None
     if not _on_one_core():
         # Its wakers may run on another core: woken there at once, the way a lock wakes,
         # it is on its way while they finish (see Loop.notify_after_release).
         return _LockWaker()
-    waker = local.waker
-    if waker is None:
+    if local.waker is None:
         try:
-            waker = local.waker = _new_waker()
+            local.waker = _new_waker()
         except OSError:  # EMFILE, ENFILE: a receive must not fail for it
             local.until = 0.0
             return _LockWaker()
-    return waker  # type: ignore[no-any-return]
+    local.use = local.waker
+    return local.use  # type: ignore[no-any-return]
 
 
 def _forget_wakers() -> None:
