@@ -5,6 +5,7 @@ Test list:
 - a surveyor with no respondent sends at once and its recv times out at the deadline
 - recv before any survey is a state error
 - a recv pending at the deadline times out, and the next recv is a state error
+- the same with arecv, on asyncio and on Trio
 - an answer still queued when the deadline passes is not handed over: a state error
 - a late response is dropped, and the next survey gets only its own responses
 - a new survey cancels the old one: responses to the old one are dropped
@@ -108,6 +109,38 @@ def test_a_recv_pending_at_the_deadline_times_out_and_the_next_is_a_state_error(
     assert resp.recv() == b"silence?"  # it got the survey, and did not answer
 
 
+@pytest.mark.parametrize("runner", ["asyncio", "trio"])
+def test_an_arecv_pending_at_the_deadline_times_out_and_the_next_is_a_state_error(
+        session, url, runner):
+    # An asyncio wait ends at the deadline on the event loop's timer, and the attempt made
+    # then found the survey over: it raised BadState, where a blocking recv() raises Timeout.
+    sur = surveyor(session, DEADLINE)
+    resp = respondent(session)
+    resp.connect(sur.bind(url).url)
+    pipes_of(sur, 1)
+
+    async def survey_then_wait():
+        await sur.asend(b"silence?")
+        with pytest.raises(sp.Timeout, match=r"^recv timed out"):
+            await sur.arecv()
+        with pytest.raises(sp.BadState):
+            await sur.arecv()
+
+    if runner == "asyncio":
+        import asyncio
+
+        asyncio.run(asyncio.wait_for(survey_then_wait(), 10 * DEADLINE))
+    else:
+        import trio
+
+        async def bounded():
+            with trio.fail_after(10 * DEADLINE):
+                await survey_then_wait()
+
+        trio.run(bounded)
+    assert resp.recv() == b"silence?"
+
+
 def test_an_answer_still_queued_when_the_deadline_passes_is_not_handed_over(session, url):
     sur = surveyor(session)
     now = [time.monotonic()]
@@ -204,7 +237,8 @@ def test_a_respondent_cannot_send_without_a_survey_and_a_new_recv_abandons_the_o
     resp.connect(sur.bind(url).url)
     pipes_of(sur, 1)
 
-    with pytest.raises(sp.BadState):
+    with pytest.raises(sp.BadState, match=r"^a RESPONDENT socket sends a response only to a "
+                                          r"survey it has recv\(\)ed$"):
         resp.send(b"unasked")
     sur.send(b"q")
     assert resp.recv() == b"q"

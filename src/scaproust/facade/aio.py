@@ -36,7 +36,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Self, TypeVar
 
 from scaproust.core.message import as_message
-from scaproust.errors import Closed, Timeout, WouldBlock
+from scaproust.errors import BadState, Closed, Timeout, WouldBlock
 
 if TYPE_CHECKING:
     import asyncio
@@ -245,11 +245,24 @@ class AsyncSocketMixin:
         if item is not None:
             return as_message(item)  # already there: no waker, timer or loan
         cap = self._options.recv_timeout
+        attempt = self._recv_now
         if self._policy is not None:
             limit = self._policy.recv_wait(None)  # e.g. what is left of a survey
             if limit is not None and (cap is None or limit < cap):
                 cap = limit
-        return as_message(await self._wait_async(self._recv_now, cap, "recv", lend=True))
+                attempt = self._recv_within_limit
+        return as_message(await self._wait_async(attempt, cap, "recv", lend=True))
+
+    def _recv_within_limit(self) -> Item | None:
+        """``_recv_now`` for a wait the policy cut short (what was left of a survey): the
+        event loop's timer ends the wait at that limit, and the attempt made then finds the
+        policy refusing (``BadState``: the survey is over). That is the wait timing out, as
+        a blocking ``recv()`` reports it (WIRE.md: a receive still waiting at the survey's
+        deadline fails with ``Timeout``); a Trio wait is cancelled before any attempt."""
+        try:
+            return self._recv_now()
+        except BadState:
+            raise Timeout("recv timed out: the survey's deadline passed") from None
 
     async def asend(self, data: ReadableBuffer | Message) -> None:
         """Send a message (bytes-like or ``sp.Message``) without blocking the event loop."""

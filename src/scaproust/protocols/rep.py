@@ -71,6 +71,8 @@ class RepPolicy(Policy):
     """
 
     plain_recv = False  # each request received becomes the one to answer
+    #: What a send() with nothing to answer raises (RESPONDENT says it of surveys).
+    unanswerable = "a REP socket sends a reply only to a request it has recv()ed"
 
     def __init__(self, channel: Channel, options: Options,
                  stats: Stats | None = None) -> None:
@@ -80,7 +82,7 @@ class RepPolicy(Policy):
     def outgoing(self, item: Item) -> Item:
         header = self.pending[0]
         if header is None:
-            raise BadState("a REP socket sends a reply only to a request it has recv()ed")
+            raise BadState(self.unanswerable)
         return Message(item if isinstance(item, bytes) else item.body, header)  # body_of
 
     def sent(self, item: Item) -> None:

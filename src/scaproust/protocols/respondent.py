@@ -38,6 +38,8 @@ class RespondentPolicy(RepPolicy):
     """A cooked RESPONDENT's user-visible state is a cooked REP's: the survey being
     answered (its pipe word and backtrace); send() without one is sp.BadState."""
 
+    unanswerable = "a RESPONDENT socket sends a response only to a survey it has recv()ed"
+
 
 class RespondentContext(RespondentCtxFSM, RepContext):
     """One RESPONDENT context (machine ``respondent_ctx``): REP's, for surveys."""
