@@ -206,12 +206,20 @@ def listen(address: Address | str, *, backlog: int = LISTEN_BACKLOG, ipv4_only: 
 
 
 def accept(listener: BoundName) -> MemoryEnd | None:
-    """The next pending connection's listener end, or None."""
-    listener.silence()
+    """The next pending connection's listener end, or None.
+
+    The bell is emptied only once the queue is found empty, as a listening TCP socket
+    stays readable while connections wait: the listener accepts a batch at a time
+    (core/listener.py, ``ACCEPT_BATCH``), and a bell emptied by the first accept of a
+    batch left the connections past it waiting, unseen, until their dialers gave up."""
     with _lock:
-        if not listener.pending:
-            return None
-        return listener.pending.popleft()
+        if listener.pending:
+            return listener.pending.popleft()
+    listener.silence()
+    # A connect that came between the look and the silence rang a bell just emptied:
+    # looked for again, now that a later one rings it anew.
+    with _lock:
+        return listener.pending.popleft() if listener.pending else None
 
 
 def close_listener(listener: BoundName) -> None:
