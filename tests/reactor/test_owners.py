@@ -87,16 +87,58 @@ def test_an_exception_in_an_owners_callback_is_logged_and_the_lock_released(loop
     loop.release()
 
 
-def test_a_keyboard_interrupt_in_an_owners_callback_reaches_the_caller_and_frees_the_lock(loop):
-    def interrupt():
-        raise KeyboardInterrupt
+def interrupted_once(ran: list):
+    """A callback that a Ctrl-C interrupts the first time it is called, as it is called
+    (before any of it runs); it runs the next time."""
+    def callback():
+        if "interrupted" not in ran:
+            ran.append("interrupted")
+            raise KeyboardInterrupt
+        ran.append("ran")
+    return callback
 
+
+def test_a_keyboard_interrupt_in_an_owners_callback_reaches_the_caller_and_frees_the_lock(loop):
+    ran = []
     assert loop.own(0)
-    loop.call_after_batch(interrupt)
+    loop.call_after_batch(interrupted_once(ran))
     with pytest.raises(KeyboardInterrupt):
         loop.release()
     assert not loop.owned() and loop.own(0)
-    loop.release()
+    loop.release()  # the next owner's end of batch runs it again
+    assert ran == ["interrupted", "ran"]
+
+
+def test_the_interrupted_callback_and_those_after_it_are_kept_for_the_next_end_of_batch(loop):
+    # Each is a pipe's flush or read marked scheduled until it runs: dropped, that pipe
+    # would never write (or read) again.
+    ran = []
+    assert loop.own(0)
+    loop.call_after_batch(ran.append, "before")
+    loop.call_after_batch(interrupted_once(ran))
+    loop.call_after_batch(ran.append, "after")
+    loop.call_after_batch(ran.append, "last")
+    with pytest.raises(KeyboardInterrupt):
+        loop.release()
+    assert ran == ["before", "interrupted"]
+    loop.run_once(0)
+    assert ran == ["before", "interrupted", "ran", "after", "last"]
+
+
+def test_the_io_thread_is_woken_for_the_callbacks_an_interrupted_owner_left(started):
+    ran = []
+    woken = []
+    wait_until(lambda: started._idle)  # asleep in its select, with nothing due
+    assert started.own(None)
+    wakeup = started._wakeup.wakeup
+    started._wakeup.wakeup = lambda: (woken.append(True), wakeup())  # not MAX_SLEEP later
+    started.call_after_batch(interrupted_once(ran))
+    started.call_after_batch(lambda: ran.append(threading.get_ident()))
+    with pytest.raises(KeyboardInterrupt):
+        started.release()
+    assert woken == [True]
+    wait_until(lambda: len(ran) == 3)
+    assert ran == ["interrupted", "ran", started._thread.ident]
 
 
 def test_the_loop_never_sleeps_longer_than_max_sleep():

@@ -411,9 +411,11 @@ class Loop:
         try:
             if flush and self._end_of_batch:
                 self.run_end_of_batch()
+        finally:
+            # Also after an interrupt in a callback of the batch's end: the callbacks it
+            # did not reach are queued again (run_end_of_batch), for the I/O thread now.
             wake = self._idle and bool(self._ready or self._end_of_batch or self._timer_wake)
             self._timer_wake = False
-        finally:
             # Inline, no call: every lone send and every receive that read for itself
             # ends here. The sleepers are taken before the lock goes: the next owner's go
             # into a new list.
@@ -424,8 +426,8 @@ class Loop:
             self.lock.release()
             if wakes:
                 wake_all(wakes)
-        if wake:
-            self._wakeup.wakeup()
+            if wake:
+                self._wakeup.wakeup()
 
     def notify_after_release(self, cond: Notifiable, n: int) -> None:
         """Wake up to ``n`` of ``cond``'s sleepers (its lock held): those that sleep on a
@@ -450,16 +452,28 @@ class Loop:
         deep: an in-process send's flush leaves the receiving pipe's read, and the whole
         delivery then happens in this thread. As ``_call``: an ``Exception`` is logged (it
         is a bug of ours, not the caller's), a ``BaseException`` such as
-        ``KeyboardInterrupt`` reaches the caller, and never stops the loop."""
+        ``KeyboardInterrupt`` reaches the caller, and never stops the loop. The interrupted
+        callback and those after it are queued again, first: each is a pipe's flush or
+        read, or a pause, marked scheduled until it runs, and dropped, it would never be
+        scheduled again (its pipe would stop writing, or reading). The interrupted one
+        again too: the interrupt may have come as it was called, before any of it ran
+        (each is idempotent: a flush or a read finds nothing, a pause finds the pipes
+        paused)."""
         rounds = RELEASE_ROUNDS
         while rounds and self._end_of_batch:
             rounds -= 1
             batch, self._end_of_batch = self._end_of_batch, []
-            for fn, args in batch:
-                try:  # inline, not a call per callback: a direct send's path to the kernel
-                    fn(*args)
-                except Exception:
-                    logger.exception("exception in callback %s", _describe(fn, args))
+            started = 0
+            try:
+                for fn, args in batch:
+                    started += 1
+                    try:  # inline, not a call per callback: a direct send's path to the kernel
+                        fn(*args)
+                    except Exception:
+                        logger.exception("exception in callback %s", _describe(fn, args))
+            except BaseException:
+                self._end_of_batch[:0] = batch[started - 1:]
+                raise
 
     # --- loop thread ------------------------------------------------------------------------
 
