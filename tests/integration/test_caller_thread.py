@@ -626,3 +626,54 @@ def test_a_close_that_lands_as_a_reading_caller_gives_its_pipes_back_wakes_it_wi
     thread.join(5)
     assert not thread.is_alive()
     assert len(errors) == 1 and isinstance(errors[0], sp.Closed), errors
+
+
+@pytest.mark.parametrize("closing", ["the socket", "its dialer"])
+def test_a_lent_pipe_that_dies_before_the_caller_polls_it_is_no_error(session, closing):
+    # The caller takes the lent streams without the session lock, then polls them: a pipe
+    # dying in between (the socket's close, its endpoint's, a write error) left a closed
+    # stream, whose descriptor -1 poll() refused: recv() raised ValueError.
+    a = session.socket(sp.Pair, send_timeout=5.0)
+    b = session.socket(sp.Pair, recv_timeout=5.0)
+    url = a.bind("tcp://127.0.0.1:0").url
+    dialer = b.connect(url)
+    wait_until(lambda: b._core.reader.lendable, what="a pipe to lend")
+    entered, go = threading.Event(), threading.Event()
+
+    class PausingPoller(caller_reader._Poller):
+        __slots__ = ()
+
+        def readable(self, streams, wakeup, deadline):
+            if not entered.is_set():  # the first poll only, its streams in hand
+                entered.set()
+                go.wait(5)
+            return super().readable(streams, wakeup, deadline)
+
+    b._core.reader._poller = PausingPoller()
+    got: list[object] = []
+
+    def receive():
+        try:
+            got.append(b.recv())
+        except BaseException as err:  # the test reads what recv() raised
+            got.append(err)
+
+    thread = threading.Thread(target=receive)
+    thread.start()
+    assert entered.wait(5)
+    if closing == "the socket":
+        b.close()
+    else:
+        dialer.close()
+    wait_until(lambda: all(pipe.stream is None for pipe in b._core.pipes), what="the pipe dead")
+    go.set()
+    if closing == "its dialer":  # the receive waits on, and the next peer is heard
+        b.connect(url)
+        wait_until(lambda: a.stats.get("pipes_opened", 0) == 2, what="a new pipe")
+        a.send(b"after")
+    thread.join(5)
+    assert not thread.is_alive()
+    if closing == "the socket":
+        assert len(got) == 1 and isinstance(got[0], sp.Closed), got
+    else:
+        assert got == [b"after"]

@@ -673,6 +673,11 @@ class _Poller:
             by_fd: dict[int, HasFileno] = {}
             for obj in objs:
                 fd = obj.fileno()
+                if fd < 0:
+                    # Closed since it was lent: its pipe died in another owner's section
+                    # (the caller took the streams without the session lock). Reported
+                    # ready, not polled (poll() refuses -1): the read finds the pipe dead.
+                    return {obj}
                 by_fd[fd] = obj
                 poll.register(fd, select.POLLIN)
             self._objs, self._poll, self._by_fd = objs, poll, by_fd
