@@ -317,3 +317,98 @@ def test_a_give_back_cut_short_is_made_by_the_next_loan(session, monkeypatch):
     assert not pipe._lent
     assert not loop._regs[pipe.stream].lent
 
+
+
+def _interrupt_release(monkeypatch, loop, nth: int = 1) -> list:
+    """Make the session's ``nth`` ``release()`` in the main thread from now raise
+    KeyboardInterrupt as it is called, before any of it runs (a signal is looked for as a
+    function is entered): the main thread's calls, as they come."""
+    real = loop.release
+    calls: list = []
+
+    def release(*args, **kwargs):
+        if threading.current_thread() is threading.main_thread():
+            calls.append(args)
+            if len(calls) == nth:
+                raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "release", release)
+    return calls
+
+
+def _released_after(loop, calls) -> None:
+    assert calls, "release() was never reached"
+    assert loop._owner is None
+    assert _lock_is_free(loop)  # held, the I/O thread and every close would hang
+
+
+def test_an_interrupt_as_a_lone_send_releases_the_session_still_frees_it(session, monkeypatch):
+    a, b = _pair(session)
+    loop = a._core.loop
+    a._core.channel.last_put = float("-inf")  # quiet for long: written at once, here
+    calls = _interrupt_release(monkeypatch, loop)
+
+    with pytest.raises(KeyboardInterrupt):
+        a.send(b"sent")  # written, then interrupted as the section ends
+
+    _released_after(loop, calls)
+    assert b.recv() == b"sent"
+    a.send(b"next")
+    assert b.recv() == b"next"
+
+
+def test_an_interrupt_as_a_reading_recv_releases_the_session_still_frees_it(
+        session, monkeypatch):
+    a, b = _pair(session)
+    loop = b._core.loop
+    sender = _send_once_lent(a, b, b"read here")
+    # The first release lets the session go for the poll; the second ends the wait.
+    calls = _interrupt_release(monkeypatch, loop, nth=2)
+
+    with pytest.raises(KeyboardInterrupt):
+        b.recv()  # the message read in this thread, then interrupted at the last release
+    sender.join(5)
+
+    _released_after(loop, calls)
+    assert b.recv() == b"read here"  # back in front of the inbox
+    a.send(b"next")
+    assert b.recv() == b"next"
+
+
+def test_an_interrupt_as_a_kept_loan_is_taken_back_still_frees_the_session(
+        session, monkeypatch):
+    a, b = _pair(session)
+    loop = b._core.loop
+    a.send(b"first")
+    assert b.recv() == b"first"
+    assert b._core.reader.kept is not None  # a poll or a try_recv takes it back
+    calls = _interrupt_release(monkeypatch, loop)
+
+    with pytest.raises(KeyboardInterrupt):
+        b.try_recv()
+
+    _released_after(loop, calls)
+    a.send(b"next")
+    assert b.recv() == b"next"
+
+
+def test_an_interrupt_as_a_contexts_send_releases_the_session_still_frees_it(
+        session, monkeypatch):
+    rep = session.socket(sp.Rep, recv_timeout=5)
+    req = session.socket(sp.Req, send_timeout=5, recv_timeout=5)
+    req.connect(rep.bind("tcp://127.0.0.1:0").url)
+    wait_until(lambda: req._core.pipes, what="the pipe")
+    ctx = req.context()
+    loop = req._core.loop
+    calls = _interrupt_release(monkeypatch, loop)
+
+    with pytest.raises(KeyboardInterrupt):
+        ctx.send(b"request")  # drained in this thread, then interrupted as it releases
+
+    _released_after(loop, calls)
+    assert rep.recv() == b"request"  # it went out, though send() did not return
+    ctx.send(b"again")
+    assert rep.recv() == b"again"
+    rep.send(b"reply")
+    assert ctx.recv() == b"reply"

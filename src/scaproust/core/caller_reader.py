@@ -283,7 +283,11 @@ class CallerReader:
                 raise
             return park
         finally:
-            loop.release()
+            try:
+                loop.release()
+            except BaseException:
+                loop.release_interrupted()  # a Ctrl-C as release() was entered
+                raise
 
     def _read_for_event_loop(self, park: KeptLoan, lender: Lender) -> None:
         loop = self.loop
@@ -292,7 +296,11 @@ class CallerReader:
                 if not park.revoked:  # taken back meanwhile: its removal is on its way
                     lender.read()  # what it delivers wakes the awaiting task (a watcher)
             finally:
-                loop.release()
+                try:
+                    loop.release()
+                except BaseException:
+                    loop.release_interrupted()  # a Ctrl-C as release() was entered
+                    raise
 
     def _park_alarm(self) -> None:
         """``Loop.lend_reader``'s alarm for an event loop's loan (session lock held)."""
@@ -365,7 +373,11 @@ class CallerReader:
             self._remove_stale(aloop)
         finally:
             if owned:
-                self.loop.release()
+                try:
+                    self.loop.release()
+                except BaseException:
+                    self.loop.release_interrupted()  # a Ctrl-C as release() was entered
+                    raise
 
     def _remove_stale(self, aloop: asyncio.AbstractEventLoop) -> None:
         """In ``aloop``'s thread, session lock held: the loans of ``aloop`` taken back from
@@ -458,7 +470,11 @@ class CallerReader:
         finally:
             self.busy = False
             if owned:
-                loop.release()
+                try:
+                    loop.release()
+                except BaseException:
+                    loop.release_interrupted()  # a Ctrl-C as release() was entered
+                    raise
 
     # ------------------------------------------------------------------ kept loans
 
@@ -514,7 +530,11 @@ class CallerReader:
                 self._drop_kept()
         finally:
             if not owned:
-                loop.release()
+                try:
+                    loop.release()
+                except BaseException:
+                    loop.release_interrupted()  # a Ctrl-C as release() was entered
+                    raise
 
     def _lend(self, alarm: Callable[[], object] | None = None) -> list[Lender]:
         """Lend the reading of the socket's active pipes (session lock held); ``alarm``:

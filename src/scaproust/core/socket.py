@@ -149,7 +149,11 @@ class SocketCore(SocketFSM):
                 # in the protocol fails this socket, not the caller's thread.
                 crash(self, err)
         finally:
-            loop.release()
+            try:
+                loop.release()
+            except BaseException:
+                loop.release_interrupted()  # a Ctrl-C as release() was entered
+                raise
             self.channel.last_put = time.monotonic()
         return True
 

@@ -79,7 +79,11 @@ class UserContext:
             try:
                 self.drain()
             finally:
-                loop.release()
+                try:
+                    loop.release()
+                except BaseException:
+                    loop.release_interrupted()  # a Ctrl-C as release() was entered
+                    raise
             return
         try:
             loop.call_soon_threadsafe(self.drain)

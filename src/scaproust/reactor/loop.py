@@ -425,9 +425,27 @@ class Loop:
             self._owner = None
             self.lock.release()
             if wakes:
-                wake_all(wakes)
+                try:
+                    wake_all(wakes)
+                except BaseException:
+                    # A Ctrl-C as wake_all was called, before its own guard: none woken.
+                    # (One inside it woke them all; a wake-up too many is harmless.)
+                    wake_all(wakes)
+                    raise
             if wake:
                 self._wakeup.wakeup()
+
+    def release_interrupted(self) -> None:
+        """End the section this thread still holds after an interrupt raised out of
+        ``release``: a Ctrl-C lands where Python next looks for signals, and entering a
+        function is such a place, so ``release`` may not have begun (held for ever, the
+        lock would hang the I/O thread and every close). Each ``release`` in a caller's
+        thread is guarded so: ``try: release() except BaseException:
+        release_interrupted(); raise``. What the section left for the end of the batch
+        goes to the I/O thread. Nothing if ``release`` got as far as letting the lock go
+        (then this thread is no longer the owner)."""
+        if self._owner == _get_ident():
+            self.release(flush=False)
 
     def notify_after_release(self, cond: Notifiable, n: int) -> None:
         """Wake up to ``n`` of ``cond``'s sleepers (its lock held): those that sleep on a
