@@ -412,3 +412,38 @@ def test_an_interrupt_as_a_contexts_send_releases_the_session_still_frees_it(
     assert rep.recv() == b"again"
     rep.send(b"reply")
     assert ctx.recv() == b"reply"
+
+
+@pytest.mark.parametrize("receive", ["recv", "try_recv"])
+def test_an_interrupt_as_a_receive_resumes_reading_still_resumes_it(
+        session, monkeypatch, receive):
+    # The receive that brings a full queue down to half clears recv_paused, then asks the
+    # backend to resume: interrupted in between, no later receive asked, and the pipes
+    # stayed paused for ever.
+    count, size = 40, 8000
+    pull = session.socket(sp.Pull, recv_buffer=4, recv_timeout=5)
+    push = session.socket(sp.Push, send_timeout=5)
+    push.connect(pull.bind("tcp://127.0.0.1:0").url)
+    channel = pull._core.channel
+
+    def send_all():
+        for i in range(count):
+            push.send(b"%03d" % i + bytes(size))
+
+    sender = threading.Thread(target=send_all)
+    sender.start()
+    wait_until(lambda: channel.recv_paused, what="the receive queue full, reading paused")
+    resume = _once(channel._resume_reading)
+    monkeypatch.setattr(channel, "_resume_reading", resume)
+
+    got, interrupts = [], 0
+    take = pull.recv if receive == "recv" else (lambda: pull.try_recv() or pull.recv())
+    while len(got) + interrupts < count:
+        try:
+            got.append(int(take()[:3]))
+        except KeyboardInterrupt:
+            interrupts += 1  # the message it took is lost with it, as queue.Queue's would be
+    sender.join(5)
+
+    assert interrupts == 1 and len(resume.calls) >= 2  # asked again after the interrupt
+    assert got == sorted(got) and len(set(got)) == count - 1

@@ -229,26 +229,31 @@ class Channel:
         """
         if timeout is not None and timeout <= 0 and not self.inbox.count:
             self.take_back_loan()  # what the kernel holds, found without a wait
-        with self._lock:
-            item: Item | None
-            if self.inbox.count:
-                item, resume = self._pop()
-            elif self.closed:
-                raise Closed("socket is closed")
-            elif timeout is not None and timeout <= 0:
-                raise WouldBlock("recv would block")
-            else:
-                item = None
-                reader = self.reader
-                # Counted now unless it will read the pipes itself (a hint: _wait_for_item
-                # counts it later if it cannot).
-                counted = reader is None or not reader.lendable
-                if counted:
-                    self.recv_waiters += 1
-        if item is None:
-            item, resume = self._wait_for_item(timeout, counted)
-        if resume:
-            self._resume_reading()
+        resume = False
+        try:
+            with self._lock:
+                item: Item | None
+                if self.inbox.count:
+                    item, resume = self._pop()
+                elif self.closed:
+                    raise Closed("socket is closed")
+                elif timeout is not None and timeout <= 0:
+                    raise WouldBlock("recv would block")
+                else:
+                    item = None
+                    reader = self.reader
+                    # Counted now unless it will read the pipes itself (a hint:
+                    # _wait_for_item counts it later if it cannot).
+                    counted = reader is None or not reader.lendable
+                    if counted:
+                        self.recv_waiters += 1
+            if item is None:
+                item, resume = self._wait_for_item(timeout, counted)
+            if resume:
+                self._resume_reading()
+        except BaseException:
+            self._resume_anyway(resume)
+            raise
         return item
 
     def get_unless(self, timeout: float | None, stopped: Callable[[], bool]) -> Item:
@@ -256,33 +261,39 @@ class Channel:
         RESPONDENT): it also ends, raising ``Closed``, once ``stopped()`` holds (its context
         was closed; ``kick`` wakes it). It waits on the channel only: the pipes are read by
         the I/O thread, or by a caller of the socket's own ``get``."""
-        with self._lock:
-            if stopped():
-                raise Closed("context is closed")
-            item: Item | None
-            if self.inbox:
-                item, resume = self._pop()
-            elif self.closed:
-                raise Closed("socket is closed")
-            else:
-                item = None
-                self.recv_waiters += 1
-        if item is None:
-            try:
-                # Counted first: a get() ending its wait now either sees this one and
-                # keeps no loan, or kept it already and this takes it back
-                # (CallerReader._end).
-                self.take_back_loan()
-                with self._lock:
-                    self._wait(self._can_recv, lambda: self.inbox or stopped(), timeout, "recv")
-                    if stopped():
-                        raise Closed("context was closed while waiting")
+        resume = False
+        try:
+            with self._lock:
+                if stopped():
+                    raise Closed("context is closed")
+                item: Item | None
+                if self.inbox:
                     item, resume = self._pop()
-            finally:
-                with self._lock:
-                    self.recv_waiters -= 1
-        if resume:
-            self._resume_reading()
+                elif self.closed:
+                    raise Closed("socket is closed")
+                else:
+                    item = None
+                    self.recv_waiters += 1
+            if item is None:
+                try:
+                    # Counted first: a get() ending its wait now either sees this one and
+                    # keeps no loan, or kept it already and this takes it back
+                    # (CallerReader._end).
+                    self.take_back_loan()
+                    with self._lock:
+                        self._wait(self._can_recv, lambda: self.inbox or stopped(), timeout,
+                                   "recv")
+                        if stopped():
+                            raise Closed("context was closed while waiting")
+                        item, resume = self._pop()
+                finally:
+                    with self._lock:
+                        self.recv_waiters -= 1
+            if resume:
+                self._resume_reading()
+        except BaseException:
+            self._resume_anyway(resume)
+            raise
         return item
 
     def kick(self) -> None:
@@ -302,37 +313,47 @@ class Channel:
             # that must wait comes here first. An item pushed just now is found by the
             # caller's next step, which looks again under the lock.
             return None
-        with self._lock:
-            inbox = self.inbox
-            if not inbox.count:
-                return None
-            head = inbox.head
-            item = head.popleft()
-            inbox.count -= 1
-            if not head:
-                inbox.advance()
-                if not inbox.count and self.reader is not None:
-                    self.reader.waited = True  # the last one: see _pop
-            self.inbox_bytes -= len(item)
-            resume = (self.recv_paused and inbox.count <= self.recv_high // 2
-                      and self._resume_due())
-        if resume:
-            self._resume_reading()
+        resume = False
+        try:
+            with self._lock:
+                inbox = self.inbox
+                if not inbox.count:
+                    return None
+                head = inbox.head
+                item = head.popleft()
+                inbox.count -= 1
+                if not head:
+                    inbox.advance()
+                    if not inbox.count and self.reader is not None:
+                        self.reader.waited = True  # the last one: see _pop
+                self.inbox_bytes -= len(item)
+                resume = (self.recv_paused and inbox.count <= self.recv_high // 2
+                          and self._resume_due())
+            if resume:
+                self._resume_reading()
+        except BaseException:
+            self._resume_anyway(resume)
+            raise
         return item
 
     def take_many(self, limit: int) -> list[Item]:
         """``take`` for up to ``limit`` items in one lock section: what is queued now, an
         empty list if nothing is."""
-        with self._lock:
-            inbox = self.inbox
-            if not inbox.count:
-                return []
-            items = inbox.take(limit)
-            self.inbox_bytes -= sum(map(len, items))
-            resume = (self.recv_paused and inbox.count <= self.recv_high // 2
-                      and self._resume_due())
-        if resume:
-            self._resume_reading()
+        resume = False
+        try:
+            with self._lock:
+                inbox = self.inbox
+                if not inbox.count:
+                    return []
+                items = inbox.take(limit)
+                self.inbox_bytes -= sum(map(len, items))
+                resume = (self.recv_paused and inbox.count <= self.recv_high // 2
+                          and self._resume_due())
+            if resume:
+                self._resume_reading()
+        except BaseException:
+            self._resume_anyway(resume)
+            raise
         return items
 
     def _wait_for_item(self, timeout: float | None, counted: bool) -> tuple[Item, bool]:
@@ -340,6 +361,7 @@ class Channel:
         ``recv_waiters`` (uncounted on the way out, in the lock sections it takes anyway).
         Reading the pipes itself, it needs not be; waiting for others to deliver, it is
         counted first."""
+        popped: tuple[Item, bool] | None = None  # what an interrupt must not lose: see below
         try:
             deadline = None if timeout is None else time.monotonic() + timeout
             reader = self.reader
@@ -364,7 +386,8 @@ class Channel:
                         if counted:
                             self.recv_waiters -= 1
                             counted = False
-                        return self._pop()
+                        popped = self._pop()
+                        return popped
                     if self.closed:
                         raise Closed("socket was closed while waiting")
                 if deadline is not None and time.monotonic() >= deadline:
@@ -396,7 +419,15 @@ class Channel:
                             self.recv_sleepers -= 1
                 self.recv_waiters -= 1
                 counted = False
-                return self._pop()
+                popped = self._pop()
+                return popped
+        except BaseException:
+            # An interrupt as the lock was let go, the item popped: if reading was to
+            # resume, it does (see _resume_anyway; the item itself is lost, as an item a
+            # queue.Queue.get() interrupted there).
+            if popped is not None:
+                self._resume_anyway(popped[1])
+            raise
         finally:
             if self.caught is not None:
                 # Interrupted (a Ctrl-C) after its own thread caught a message and before
@@ -547,25 +578,41 @@ class Channel:
     def purge_inbox(self, keep: Callable[[Item], bool] | None = None) -> int:
         """Drop every received message not yet taken (a REQ's new request makes older
         replies stale), except those ``keep(item)`` wants kept; return how many."""
-        with self._lock:
-            inbox = self.inbox
-            if keep is not None and len(inbox.head) == inbox.count and all(map(keep, inbox.head)):
-                # Everything queued stays (a REQ's reply to the request just sent, already
-                # there when its send ends: in-process, the peer answered as the send woke
-                # it): nothing to take apart.
-                return 0
-            dropped = inbox.drain()
-            self.inbox_bytes = 0
-            if keep is not None:
-                kept = [item for item in dropped if keep(item)]
-                if kept:
-                    self.inbox.extend(kept)
-                    self.inbox_bytes = sum(map(len, kept))
-                    dropped = [item for item in dropped if not keep(item)]
-            resume, self.recv_paused = self.recv_paused, False
-        if resume:  # reading stopped on a full queue that is now empty: start again
-            self._resume_reading()
+        resume = False
+        try:
+            with self._lock:
+                inbox = self.inbox
+                if (keep is not None and len(inbox.head) == inbox.count
+                        and all(map(keep, inbox.head))):
+                    # Everything queued stays (a REQ's reply to the request just sent,
+                    # already there when its send ends: in-process, the peer answered as
+                    # the send woke it): nothing to take apart.
+                    return 0
+                dropped = inbox.drain()
+                self.inbox_bytes = 0
+                if keep is not None:
+                    kept = [item for item in dropped if keep(item)]
+                    if kept:
+                        self.inbox.extend(kept)
+                        self.inbox_bytes = sum(map(len, kept))
+                        dropped = [item for item in dropped if not keep(item)]
+                resume, self.recv_paused = self.recv_paused, False
+            if resume:  # reading stopped on a full queue that is now empty: start again
+                self._resume_reading()
+        except BaseException:
+            self._resume_anyway(resume)
+            raise
         return len(dropped)
+
+    def _resume_anyway(self, resume: bool) -> None:
+        """What a receive does when an interrupt (a Ctrl-C) raises out of it: if it had
+        found reading must resume (``recv_paused`` cleared, under the lock), it asks the
+        backend again. The interrupt may have landed before the backend was asked, as the
+        lock was let go or as the call began: no later receive would ask (the flag is
+        clear), and the paused pipes would never read again. Asked twice, the backend
+        resumes pipes that read already: nothing."""
+        if resume:
+            self._resume_reading()
 
     # ------------------------------------------------------------------ polling
 
