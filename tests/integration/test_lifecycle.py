@@ -180,6 +180,66 @@ def test_a_session_used_after_fork_raises_a_clear_error_and_a_new_one_works():
     assert lines[1:] == ["child ok", "child exit 0"]
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no os.fork on this platform")
+def test_a_forked_child_binds_and_dials_the_inproc_names_of_its_parent_afresh():
+    # The name registry is the process's: the child's must not be the parent's, whose
+    # listener (and its bell) live on in the parent only.
+    result = run_python("""
+        import os, sys, scaproust as sp
+        with sp.Session() as parent:
+            parent.socket(sp.Pair).bind("inproc://svc")
+            pid = os.fork()
+            if pid == 0:
+                with sp.Session() as fresh:
+                    a = fresh.socket(sp.Pair, recv_timeout=5)
+                    a.bind("inproc://svc")
+                    b = fresh.socket(sp.Pair, send_timeout=5)
+                    b.connect("inproc://svc")
+                    b.send(b"child ok")
+                    print(a.recv().decode())
+                sys.stdout.flush()
+                os._exit(0)
+            _, status = os.waitpid(pid, 0)
+            print("child exit", os.waitstatus_to_exitcode(status))
+    """)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["child ok", "child exit 0"], result.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no os.fork on this platform")
+def test_a_child_forked_while_a_parent_thread_held_the_session_lock_exits():
+    # At exit the child closes the sessions it inherited: the parent's, which it leaves to
+    # the parent, without the lock a parent thread held at the fork.
+    result = run_python("""
+        import os, sys, threading, scaproust as sp
+        s = sp.Session()
+        s.socket(sp.Pull)
+        held, done = threading.Event(), threading.Event()
+        def hold():
+            with s._lock:
+                held.set()
+                done.wait(10)
+        threading.Thread(target=hold).start()
+        held.wait(10)
+        pid = os.fork()
+        if pid == 0:
+            sys.exit(0)  # a normal exit: atexit closes the inherited session
+        done.set()
+        left = 10.0
+        while left > 0 and not os.waitpid(pid, os.WNOHANG)[0]:
+            threading.Event().wait(0.01)
+            left -= 0.01
+        if left <= 0:
+            os.kill(pid, 9)
+            print("child hung at exit")
+        else:
+            print("child exited")
+        s.close()
+    """)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["child exited"], result.stderr
+
+
 def _calls_on_inherited_sockets(session) -> dict:
     """Every call on sockets of ``session`` that a forked child must see fail at once; made
     in the parent, before the fork. The PULL has a message queued, the other PULL none (its

@@ -54,13 +54,16 @@ class Session:
 
     def close(self) -> None:
         """Close every socket, then stop the I/O thread. Closing twice is harmless."""
+        if self._core.loop.forked():
+            # A forked child (at exit, say): the I/O thread is the parent's, leave it
+            # alone, and take no lock, which a parent thread may have held at the fork.
+            self._closed = True
+            return
         with self._lock:
             if self._closed:
                 return
             self._closed = True
             sockets = list(self._sockets.values())
-        if self._core.loop.forked():
-            return  # a forked child: the I/O thread is the parent's, leave it alone
         closing = [s for s in sockets if s._begin_close()]
         for sock in closing:
             sock._wait_closed()

@@ -23,6 +23,7 @@ end has news (messages arrived, room freed at the peer, the peer closed).
 from __future__ import annotations
 
 import errno
+import os
 import socket
 import threading
 from collections import deque
@@ -52,6 +53,19 @@ if TYPE_CHECKING:
 
 _registry: dict[str, BoundName] = {}
 _lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    # The parent's names are its sockets', which the child cannot use (their I/O thread
+    # is the parent's): a session of the child binds and dials them afresh. And a lock a
+    # parent thread held at the fork would be held here for ever.
+    global _registry, _lock
+    _registry = {}
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX only, and there is no fork anywhere else
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class MemoryEnd:
