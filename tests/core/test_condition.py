@@ -121,6 +121,42 @@ def test_an_interrupted_wait_leaves_holding_the_lock_with_no_waiter_left(monkeyp
         assert lock.locked() and not cond._waiters
 
 
+class _InterruptedAfter:
+    """A stand-in whose method ``name`` raises KeyboardInterrupt just after the real one
+    ran: a Ctrl-C handled as that call in C returned."""
+
+    def __init__(self, real, name: str) -> None:
+        self._real = real
+        self._name = name
+
+    def __getattr__(self, attr: str):
+        method = getattr(self._real, attr)
+        if attr != self._name:
+            return method
+
+        def interrupted(*args):
+            method(*args)
+            raise KeyboardInterrupt
+        return interrupted
+
+
+@pytest.mark.parametrize("step", ["the waiter listed", "the lock let go"])
+def test_a_wait_interrupted_between_its_steps_leaves_holding_the_lock_with_no_waiter(step):
+    # Listed for ever, the waiter was a ghost the next notify chose instead of a sleeper;
+    # with the lock let go and not taken back, the caller's `with` raised RuntimeError.
+    lock = threading.Lock()
+    cond = Condition(lock)
+    if step == "the waiter listed":
+        cond._waiters = _InterruptedAfter(cond._waiters, "append")
+    else:
+        cond._lock = _InterruptedAfter(lock, "release")
+    with lock:
+        with pytest.raises(KeyboardInterrupt):
+            cond.wait(1.0)
+        assert lock.locked() and not lock.acquire(False)  # held, by this thread's section
+        assert not getattr(cond._waiters, "_real", cond._waiters)
+
+
 def test_take_chooses_sleepers_that_stay_asleep_until_woken():
     # What Loop.notify_after_release does: choose under the lock, wake once no lock is held.
     lock = threading.Lock()

@@ -49,15 +49,24 @@ class Condition:
         take the lock again; whether a notify chose this waiter."""
         waiter = thread_waker()
         waiter.taken = False
-        self._waiters.append(waiter)
-        self._lock.release()
+        # A Ctrl-C lands where Python next looks for signals, which is also just after a
+        # call in C returns: after the append (the waiter listed, the lock still held)
+        # or after the release (the lock let go). Each step is undone by what was done
+        # of it: ``released`` is set before the release, and nothing between the two
+        # looks for a signal.
+        released = False
         try:
+            self._waiters.append(waiter)
+            released = True
+            self._lock.release()
             waiter.sleep(timeout)
         finally:
-            self._lock.acquire()
+            if released:
+                self._lock.acquire()
             if not waiter.taken:
                 # Timed out, interrupted, or woken early by a wake-up meant for an earlier
-                # wait of this thread: still listed, and nobody will wake it for this one.
+                # wait of this thread: still listed, and nobody will wake it for this one
+                # (a notify would choose it over a real sleeper).
                 self._waiters.remove(waiter)
         return waiter.taken
 
