@@ -159,7 +159,9 @@ class SocketCore(SocketFSM):
 
     def _send_in_hand(self, hand: list[Item], size: int) -> None:
         # As _drain_outbox for a batch of one, the message taken from the hand only as the
-        # protocol gets it: a Ctrl-C before that leaves it there, and put queues it.
+        # protocol gets it: a Ctrl-C before that leaves it there, and put queues it. One
+        # as the pop returns or as cmd_send is entered loses it: at most once, never twice
+        # (docs/ARCHITECTURE.md, "One owner at a time", Ctrl-C).
         if self.state == "closed":
             # A send that raced close() (see _drain_outbox): dropped and counted.
             hand.clear()
