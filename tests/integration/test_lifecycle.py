@@ -148,6 +148,38 @@ def test_garbage_collecting_an_unclosed_session_is_quiet():
     assert (result.returncode, result.stdout, result.stderr) == (0, "done\n", "")
 
 
+@pytest.mark.parametrize("how", ["collected", "closed by another thread"])
+def test_session_close_waits_for_the_linger_of_a_socket_closed_otherwise(how):
+    # Such a socket had left the session's list as its close began: the session stopped
+    # its loop under the lingering pipe, which stayed open for ever (its peer, in another
+    # session, never saw it go, and was never free for another).
+    with sp.Session() as other:
+        peer = other.socket(sp.Pair, recv_buffer=4)
+        url = peer.bind(f"inproc://linger-{how.replace(' ', '-')}").url
+        session = sp.Session()
+        sock = session.socket(sp.Pair, send_timeout=0.2, linger=0.3)
+        sock.connect(url)
+        wait_until(lambda: peer.stats.get("pipes_opened") == 1, what="the pipe")
+        with pytest.raises(sp.Timeout):
+            while True:  # the peer reads nothing: its queue, the link, then ours fill up
+                sock.send(b"x" * 100)
+        if how == "collected":
+            del sock
+            gc.collect()  # Socket.__del__ posts its close
+        else:
+            closer = threading.Thread(target=sock.close)
+            closer.start()
+            wait_until(lambda: not session._sockets, what="the close to begin")
+        session.close()
+        assert session._closing == {}
+        with pytest.raises(sp.Timeout):
+            while True:  # what reached the peer, then the end of the link
+                peer.recv(timeout=0.5)
+        wait_until(lambda: peer.stats.get("pipes_closed") == 1, what="the peer to see it go")
+        if how != "collected":
+            closer.join(5)
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no os.fork on this platform")
 def test_a_session_used_after_fork_raises_a_clear_error_and_a_new_one_works():
     result = run_python("""

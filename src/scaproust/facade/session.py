@@ -23,6 +23,12 @@ class Session:
         self._core = SessionCore()
         # Weak: a socket the user dropped is garbage-collected (and closes itself).
         self._sockets: weakref.WeakValueDictionary[int, Socket] = weakref.WeakValueDictionary()
+        #: The closes in progress, by their event's id: (the event set once the socket is
+        #: closed, its linger). A socket leaves ``_sockets`` as its close begins, and one
+        #: closed by the collector or by another thread is waited for here: stopped
+        #: under it, its lingering pipes would stay open for ever. Written without a lock
+        #: (one dict step each: ``Socket.__del__`` takes none), by the I/O thread too.
+        self._closing: dict[int, tuple[threading.Event, float]] = {}
         self._lock = threading.Lock()
         self._closed = False
         _live_sessions.add(self)
@@ -67,6 +73,8 @@ class Session:
         closing = [s for s in sockets if s._begin_close()]
         for sock in closing:
             sock._wait_closed()
+        for done, linger in list(self._closing.values()):
+            done.wait(linger + 5.0)  # bounded as Socket._wait_closed
         self._core.stop()
 
     def __del__(self) -> None:

@@ -236,11 +236,21 @@ class Socket(DataShortcuts, AsyncSocketMixin):
     def _make_core(self) -> SocketCore:
         # The callback holds the event, not the facade: the I/O thread must not keep an
         # unreferenced facade socket alive, so that garbage collection can close it.
-        done = self._done
+        done, closing = self._done, self._session._closing
+
+        def closed(core: SocketCore) -> None:
+            done.set()
+            closing.pop(id(done), None)
+
         core: SocketCore = SocketCore(loop=self._session._core.loop, info=self._info,
-                                      options=self._options, raw=self._raw,
-                                      on_closed=lambda core: done.set())
+                                      options=self._options, raw=self._raw, on_closed=closed)
         return core
+
+    def _closing_begins(self) -> None:
+        """The session waits for this close too (``Session._closing``), from now until
+        the core reports the socket closed (at once if it failed already)."""
+        if not self._done.is_set():
+            self._session._closing[id(self._done)] = (self._done, self._options.linger)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -610,10 +620,12 @@ class Socket(DataShortcuts, AsyncSocketMixin):
         self._channel.close()
         for ctx in list(self._contexts):
             ctx._shut()  # its callers wake with sp.Closed too
+        self._closing_begins()
         try:
             self._session._core.post(self._core.close)
         except Closed:
             self._done.set()
+            self._session._closing.pop(id(self._done), None)
         self._session._forget(self)
         return True
 
@@ -634,6 +646,7 @@ class Socket(DataShortcuts, AsyncSocketMixin):
                 self._closed = True
                 self._plain_send = self._plain_recv = False
                 self._send_policy = self._recv_policy = None
+                self._closing_begins()  # Session.close() waits for its linger
                 self._session._core.post(_close_collected, self._channel, self._core)
         except Exception:
             pass
