@@ -245,3 +245,30 @@ def test_send_rejects_str_with_a_clear_error(session):
     push = session.socket(sp.Push)
     with pytest.raises(TypeError, match="encode it first"):
         push.send("text")
+
+
+@pytest.mark.parametrize("url", ["inproc://message-parts", "tcp://127.0.0.1:0"])
+def test_a_messages_bytes_like_parts_are_sent_as_bytes_and_str_parts_refused(session, url):
+    # sp.Message checks nothing: a bytearray body reached the receiver as is (its recv()
+    # failed, the message lost), a str one failed the socket in the I/O thread.
+    pull = session.socket(sp.Pull, recv_timeout=5.0)
+    push = session.socket(sp.Push, send_timeout=5.0)
+    push.connect(pull.bind(url).url)
+    push.send(sp.Message(bytearray(b"array")))
+    push.send_msg(sp.Message(memoryview(b"view")))
+    for bad in (sp.Message("text"), sp.Message(b"body", header="text")):
+        with pytest.raises(TypeError, match="encode it first"):
+            push.send(bad)
+    assert [pull.recv(), pull.recv()] == [b"array", b"view"]
+    push.send(b"still open")
+    assert pull.recv() == b"still open"
+
+
+def test_a_raw_messages_bytes_like_header_is_sent_as_bytes(session):
+    rep = session.socket(sp.Rep, raw=True, recv_timeout=5.0)
+    req = session.socket(sp.Req, recv_timeout=5.0)
+    req.connect(rep.bind("tcp://127.0.0.1:0").url)
+    req.send(b"question")
+    request = rep.recv_msg()
+    rep.send(sp.Message(bytearray(b"answer"), header=bytearray(request.header)))
+    assert req.recv() == b"answer"

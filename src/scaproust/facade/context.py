@@ -30,7 +30,7 @@ from scaproust.core import options as _options
 from scaproust.core.message import Item, Message, as_message, body_of
 from scaproust.errors import Closed, Error, NotSupported, Timeout, WouldBlock
 from scaproust.facade.aio import AsyncSocketMixin
-from scaproust.facade.socket import _DEFAULT, DataShortcuts, Socket, TimeoutArg, _as_bytes
+from scaproust.facade.socket import _DEFAULT, DataShortcuts, Socket, TimeoutArg, _as_item
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
@@ -125,7 +125,7 @@ class SocketContext(DataShortcuts, AsyncSocketMixin):
         self._check_open()
         if not self._socket.protocol.can_send:
             raise NotSupported(f"{self._socket.protocol!r} contexts cannot send")
-        item = data if type(data) is bytes or isinstance(data, Message) else _as_bytes(data)
+        item = data if type(data) is bytes else _as_item(data)
         return self._policy.outgoing(item)
 
     def recv(self, *, timeout: TimeoutArg = _DEFAULT, block: bool = True) -> bytes:

@@ -395,7 +395,7 @@ class Socket(DataShortcuts, AsyncSocketMixin):
             self._refuse()
         if not self._info.can_send:
             raise NotSupported(f"{self._info!r} sockets cannot send")
-        item = data if type(data) is bytes or isinstance(data, Message) else _as_bytes(data)
+        item = data if type(data) is bytes else _as_item(data)
         if self._policy is not None:
             item = self._policy.outgoing(item)
         return item
@@ -714,6 +714,18 @@ def _close_collected(channel: Channel, core: SocketCore) -> None:
 def _check_limit(limit: int) -> None:
     if type(limit) is not int or limit < 1:
         raise ValueError(f"limit must be an int of at least 1, not {limit!r}")
+
+
+def _as_item(data: ReadableBuffer | Message) -> Item:
+    """What the user sends, as the queues carry it (core/message.py): a bytes-like object
+    copied to ``bytes``; an ``sp.Message`` as given if its body and header are ``bytes``,
+    else a new one with them copied (``sp.Message`` checks nothing: a ``str`` or a
+    ``bytearray`` in it failed later, in the I/O thread or the receiver's ``recv()``)."""
+    if isinstance(data, Message):
+        if type(data.body) is bytes and type(data.header) is bytes:
+            return data
+        return Message(_as_bytes(data.body), _as_bytes(data.header))
+    return _as_bytes(data)
 
 
 def _as_bytes(data: ReadableBuffer) -> bytes:
