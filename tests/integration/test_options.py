@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket as pysocket
+import threading
 
 import pytest
 
@@ -130,3 +131,51 @@ def test_endpoint_options_are_validated_and_unknown_ones_refused(session):
         push.connect("tcp://127.0.0.1:5", reconnect_interval=0)
     with pytest.raises(TypeError, match="unknown endpoint option"):
         push.connect("tcp://127.0.0.1:5", linger=1.0)
+
+
+MONTH = 30 * 86400.0
+
+
+def _outcome(fn, *args):
+    try:
+        fn(*args)
+    except Exception as err:
+        return type(err)
+    return None
+
+
+@pytest.mark.parametrize("url", ["tcp://127.0.0.1:0", "inproc://a-month"])
+def test_waits_of_a_month_or_more_wait_instead_of_overflowing(session, url):
+    # One sleep that long overflowed poll()'s milliseconds or the lock's timeout: recv(),
+    # send() and sp.poll() raised OverflowError at once.
+    pull = session.socket(sp.Pull, recv_timeout=MONTH)
+    push = session.socket(sp.Push, send_timeout=1e10)
+    push.connect(pull.bind(url).url)
+    wait_until(lambda: push.stats.get("pipes_opened") == 1, what="the pipe")
+    for receive in (pull.recv, lambda: pull.recv(timeout=1e10),
+                    lambda: (sp.poll({pull: sp.POLLIN}, timeout=1e10), pull.recv())[1]):
+        sender = threading.Thread(target=push.send, args=(b"in time",))
+        sender.start()
+        assert receive() == b"in time"
+        sender.join(5)
+    lonely = session.socket(sp.Push, send_timeout=1e10)  # no peer: send() waits
+    outcome = []
+    waiting = threading.Thread(target=lambda: outcome.append(_outcome(lonely.send, b"x")))
+    waiting.start()
+    wait_until(lambda: lonely._channel.send_waiters == 1, what="the send to wait")
+    lonely.close()
+    waiting.join(5)
+    assert outcome == [sp.Closed]
+
+
+def test_a_bad_timeout_is_refused_even_with_a_message_waiting(session):
+    # The receive's fast path took the waiting message without looking at the timeout.
+    pull = session.socket(sp.Pull, recv_timeout=5.0)
+    push = session.socket(sp.Push, send_timeout=5.0)
+    push.connect(pull.bind("inproc://bad-timeout").url)
+    push.send(b"waiting")
+    wait_until(lambda: pull._channel.inbox.count == 1, what="the message queued")
+    for receive in (pull.recv, pull.recv_msg):
+        with pytest.raises(ValueError, match="recv_timeout"):
+            receive(timeout=-1)
+    assert pull.recv(timeout=1.0) == b"waiting"  # still there

@@ -64,3 +64,24 @@ def test_the_poller_object_reuses_its_registrations(session):
 def test_bad_poll_flags_are_refused(session):
     with pytest.raises(ValueError, match="POLLIN, POLLOUT"):
         sp.poll({session.socket(sp.Pull): 4})
+
+
+@pytest.mark.parametrize("timeout, error", [(-1, ValueError), (float("nan"), ValueError),
+                                            ("1", TypeError), (True, TypeError)])
+def test_a_poll_timeout_is_checked_as_the_sockets_are(session, timeout, error):
+    # -1 returned at once (pyzmq and nng wait for ever), NaN never returned and spun a core.
+    pull = session.socket(sp.Pull)
+    with pytest.raises(error, match=r"^poll timeout must be None or a number of seconds >= 0"):
+        sp.poll({pull: sp.POLLIN}, timeout=timeout)
+    poller = sp.Poller()
+    poller.register(pull, sp.POLLIN)
+    with pytest.raises(error):
+        poller.poll(timeout)
+
+
+def test_an_infinite_poll_timeout_waits_as_none_does(session):
+    pull = session.socket(sp.Pull)
+    push = session.socket(sp.Push, send_timeout=5.0)
+    push.connect(pull.bind("inproc://poll-inf").url)
+    threading.Thread(target=push.send, args=(b"x",)).start()
+    assert sp.poll({pull: sp.POLLIN}, timeout=float("inf")) == {pull: sp.POLLIN}

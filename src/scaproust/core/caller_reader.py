@@ -82,6 +82,7 @@ from collections.abc import Callable, Collection, Iterable
 from typing import TYPE_CHECKING
 
 from scaproust.reactor.loop import MAX_SLEEP
+from scaproust.reactor.waker import LONGEST_SLEEP
 from scaproust.reactor.wakeup import Wakeup
 
 if TYPE_CHECKING:
@@ -705,8 +706,9 @@ class _Poller:
             events = self._poll.poll()
         else:
             # poll() takes milliseconds; round up so that a wait never ends before the
-            # deadline.
-            events = self._poll.poll(max(0, int((deadline - time.monotonic()) * 1000) + 1))
+            # deadline. At most LONGEST_SLEEP: the caller polls again until its deadline.
+            left = min(deadline - time.monotonic(), LONGEST_SLEEP)
+            events = self._poll.poll(max(0, int(left * 1000) + 1))
         by_fd = self._by_fd
         if len(events) == 1:  # the usual wake-up: no comprehension (a frame of its own)
             return {by_fd[events[0][0]]}

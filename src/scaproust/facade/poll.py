@@ -13,10 +13,13 @@ channel, checks, and sleeps on the event until the next change.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, TypeAlias, TypeVar
+
+from scaproust.reactor.waker import LONGEST_SLEEP
 
 if TYPE_CHECKING:
     from scaproust.facade.context import SocketContext
@@ -44,6 +47,7 @@ def poll(interest: Mapping[P, int], timeout: float | None = None, *,
     ``wake`` and ``stopped`` let another thread end the wait early (devices use them): it
     sets its flag, then ``wake``; the poll then returns what is ready, possibly nothing.
     """
+    timeout = _seconds(timeout)
     wanted = dict(interest)
     for sock, flags in wanted.items():
         if not flags or flags & ~(POLLIN | POLLOUT):
@@ -66,10 +70,23 @@ def poll(interest: Mapping[P, int], timeout: float | None = None, *,
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return {}
-                event.wait(left)
+                event.wait(min(left, LONGEST_SLEEP))  # looked at again: see LONGEST_SLEEP
     finally:
         for channel in channels:
             channel.remove_watcher(event)
+
+
+def _seconds(timeout: object) -> float | None:
+    """A poll's ``timeout``, checked as the sockets' timeouts are (docs/OPTIONS.md): None
+    or a number of seconds >= 0, infinity being None. (Unchecked, -1 returned at once where
+    pyzmq and nng wait for ever, and NaN never returned, spinning a core.)"""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise TypeError(f"poll timeout must be None or a number of seconds >= 0, not {timeout!r}")
+    if math.isnan(timeout) or timeout < 0:
+        raise ValueError(f"poll timeout must be None or a number of seconds >= 0, not {timeout!r}")
+    return None if math.isinf(timeout) else float(timeout)
 
 
 def _ready(interest: Mapping[P, int]) -> dict[P, int]:

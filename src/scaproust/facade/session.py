@@ -9,7 +9,7 @@ import weakref
 from scaproust.core.protocol_info import ProtocolInfo
 from scaproust.core.session import SessionCore
 from scaproust.errors import Closed
-from scaproust.facade.socket import Socket
+from scaproust.facade.socket import Socket, wait_at_most
 
 
 class Session:
@@ -74,7 +74,7 @@ class Session:
         for sock in closing:
             sock._wait_closed()
         for done, linger in list(self._closing.values()):
-            done.wait(linger + 5.0)  # bounded as Socket._wait_closed
+            wait_at_most(done, linger + 5.0)  # bounded as Socket._wait_closed
         self._core.stop()
 
     def __del__(self) -> None:

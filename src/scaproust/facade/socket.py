@@ -38,6 +38,7 @@ from scaproust.errors import Closed, Error, NotSupported, Timeout, WouldBlock
 from scaproust.facade.aio import AsyncSocketMixin
 from scaproust.facade.endpoint import Endpoint
 from scaproust.fsm.errors import MachineError
+from scaproust.reactor.waker import LONGEST_SLEEP
 from scaproust.transports import lookup
 from scaproust.transports.tls_config import TLSConfig
 
@@ -406,8 +407,9 @@ class Socket(DataShortcuts, AsyncSocketMixin):
         Waits up to ``timeout`` seconds (default: the ``recv_timeout`` option; None =
         forever), raising ``sp.Timeout``; with ``block=False`` raises ``sp.WouldBlock``.
         """
-        if self._plain_recv:
-            # _queued's step, inline (a call is a tenth of a receive's fast path).
+        if self._plain_recv and (timeout is _DEFAULT or timeout is None):
+            # _queued's step, inline (a call is a tenth of a receive's fast path). Only
+            # with a timeout known good: a bad one is refused even when a message waits.
             item = self._channel.take()
             if item is None:
                 item = self._get(timeout, block)
@@ -421,7 +423,7 @@ class Socket(DataShortcuts, AsyncSocketMixin):
 
     def recv_msg(self, *, timeout: TimeoutArg = _DEFAULT, block: bool = True) -> Message:
         """Receive the next message with its protocol header as an ``sp.Message``."""
-        item = self._queued()
+        item = self._queued() if timeout is _DEFAULT or timeout is None else None
         if item is None:
             item = self._get(timeout, block)
         return as_message(item)
@@ -631,7 +633,7 @@ class Socket(DataShortcuts, AsyncSocketMixin):
 
     def _wait_closed(self) -> None:
         # Bounded: linger, plus a margin for the I/O thread to notice the last pipe.
-        if not self._done.wait(self._options.linger + 5.0):
+        if not wait_at_most(self._done, self._options.linger + 5.0):
             self._channel.close()
 
     def __del__(self) -> None:
@@ -714,6 +716,16 @@ def _close_collected(channel: Channel, core: SocketCore) -> None:
 def _check_limit(limit: int) -> None:
     if type(limit) is not int or limit < 1:
         raise ValueError(f"limit must be an int of at least 1, not {limit!r}")
+
+
+def wait_at_most(event: threading.Event, seconds: float) -> bool:
+    """``event.wait(seconds)`` for any number of seconds an option allows: a day at a time
+    (``LONGEST_SLEEP``: a single wait of a month or more raised OverflowError)."""
+    deadline = time.monotonic() + seconds
+    while not event.wait(min(max(deadline - time.monotonic(), 0.0), LONGEST_SLEEP)):
+        if time.monotonic() >= deadline:
+            return False
+    return True
 
 
 def _as_item(data: ReadableBuffer | Message) -> Item:

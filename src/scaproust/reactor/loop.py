@@ -77,7 +77,7 @@ from collections.abc import Callable
 from typing import Protocol, TypeAlias, TypeVarTuple, cast
 
 from scaproust.reactor.timers import TimerHandle, TimerQueue
-from scaproust.reactor.waker import Waker, wake_all
+from scaproust.reactor.waker import LONGEST_SLEEP, Waker, wake_all
 from scaproust.reactor.wakeup import Wakeup
 
 __all__ = ["HasFileno", "Loop", "TimerHandle"]
@@ -378,7 +378,7 @@ class Loop:
             # the session twice, a lone send once, each right after a wake-up, where a call
             # costs most).
             if not (lock.acquire() if timeout is None
-                    else lock.acquire(True, timeout if timeout > 0 else 0.0)):
+                    else lock.acquire(True, min(timeout, LONGEST_SLEEP) if timeout > 0 else 0.0)):
                 return False
             if self._closed:  # closed while we waited for the lock
                 lock.release()

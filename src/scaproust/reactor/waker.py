@@ -33,10 +33,18 @@ import time
 from collections.abc import Callable
 from typing import TypeAlias
 
+#: No one sleep of a caller's thread lasts longer, whatever timeout the user set: each
+#: sleeps in a loop that looks at its own deadline, and a longer sleep overflowed the
+#: kernel's limit (poll()'s 2**31 - 1 ms, 24.8 days) or the lock's (``TIMEOUT_MAX``) and
+#: raised OverflowError out of recv(), send() and sp.poll() given a month or more.
+LONGEST_SLEEP = 86400.0
+
 
 def _poll_ms(timeout: float) -> float:
     """``timeout`` seconds as poll()'s milliseconds (poll rounds a fraction up: never
-    early)."""
+    early), at most ``LONGEST_SLEEP``'s."""
+    if timeout > LONGEST_SLEEP:
+        timeout = LONGEST_SLEEP
     return timeout * 1000.0 if timeout > 0 else 0
 
 
@@ -157,6 +165,8 @@ class _LockWaker(_Waker):
     def sleep(self, timeout: float | None) -> bool:
         if timeout is None:
             return self._lock.acquire()
+        if timeout > LONGEST_SLEEP:
+            timeout = LONGEST_SLEEP
         return self._lock.acquire(True, timeout) if timeout > 0 else self._lock.acquire(False)
 
     def wake(self) -> None:
