@@ -11,9 +11,12 @@ A device runs until either socket or the session closes, or ``stop()``: in the c
 thread by default, or in a background thread with ``background=True`` (then it returns
 the ``Device``, whose ``stop()`` ends it and ``join()`` waits for it).
 
-It is one thread: it polls both sockets for messages, and a message waits, without
-blocking the thread, until its destination can take it (a poll for writability), so
-``stop()`` is always prompt.
+It is one thread. Each direction holds at most one message that its destination could
+not take yet: the thread polls a direction's source for messages while it holds none, and
+its destination for room while it holds one, so one direction that stalls (its destination
+full: a peer that does not read until its own sends went through) never stops the other.
+Both sockets are watched for a close all the time, and ``stop()`` wakes the poll: the end
+is always prompt.
 """
 
 from __future__ import annotations
@@ -51,17 +54,45 @@ class Device:
 
     def run(self) -> None:
         """Forward until a socket or the session closes, or ``stop()`` is called."""
+        # By source: the message its destination could not take yet (see the docstring).
+        # A single message that waited for its destination used to stop both directions:
+        # two peers each sending a stream before reading deadlocked through the device.
+        held: dict[Socket, Message] = {}
+        channels = [sock._channel for sock in self._routes]
         try:
-            while not self._stopped:
-                ready = poll({sock: POLLIN for sock in self._routes}, wake=self._wake,
-                             stopped=self._is_stopped)
-                for source in ready:
+            while not self._stopped and not any(channel.closed for channel in channels):
+                interest: dict[Socket, int] = {}
+                for source, destination in self._routes.items():
+                    if source in held:
+                        interest[destination] = interest.get(destination, 0) | POLLOUT
+                    else:
+                        interest[source] = interest.get(source, 0) | POLLIN
+                # Every socket's close wakes the poll, polled now or not (a poll takes its
+                # event off the channels it polled when it returns: set again each time).
+                for channel in channels:
+                    channel.add_watcher(self._wake)
+                ready = poll(interest, wake=self._wake, stopped=self._is_stopped)
+                for source, destination in self._routes.items():
+                    msg = held.pop(source, None)
+                    if msg is None:
+                        if not ready.get(source, 0) & POLLIN:
+                            continue
+                        try:
+                            msg = source.recv_msg(block=False)
+                        except WouldBlock:  # another reader of the same socket took it
+                            continue
                     try:
-                        msg = source.recv_msg(block=False)
-                    except WouldBlock:  # another reader of the same socket took it
+                        destination.send_msg(msg, block=False)
+                    except WouldBlock:
+                        held[source] = msg  # until its destination has room
                         continue
-                    self._forward(self._routes[source], msg)
+                    self.forwarded += 1
         except Closed:
+            pass
+        finally:
+            for channel in channels:
+                channel.remove_watcher(self._wake)
+        if not self._stopped:
             log.debug("%r: a socket closed, the device stops", self)
 
     def start(self) -> Device:
@@ -89,17 +120,7 @@ class Device:
         return self._thread is not None and self._thread.is_alive()
 
     def _is_stopped(self) -> bool:
-        return self._stopped
-
-    def _forward(self, destination: Socket, msg: Message) -> None:
-        while not self._stopped:
-            try:
-                destination.send_msg(msg, block=False)
-            except WouldBlock:
-                poll({destination: POLLOUT}, wake=self._wake, stopped=self._is_stopped)
-                continue
-            self.forwarded += 1
-            return
+        return self._stopped or any(sock._channel.closed for sock in self._routes)
 
 
 def device(left: Socket, right: Socket | None = None, *,
