@@ -5,6 +5,7 @@ subprotocol), pings, close codes 1002, 1003 and 1009, fragments, the close hands
 from __future__ import annotations
 
 import base64
+import errno
 import logging
 import socket
 import struct
@@ -456,3 +457,32 @@ def test_messages_queued_before_close_leave_before_the_close_frame(session, raw)
     push.close()
     assert [client.frame() for _ in range(4)] == [
         (0x82, 2, b"m0"), (0x82, 2, b"m1"), (0x82, 2, b"m2"), (0x88, 2, b"\x03\xe8")]
+
+
+def test_a_port_out_of_descriptors_pauses_its_accepts_and_resumes(session, monkeypatch, caplog):
+    # A failed accept leaves the connection queued and the socket readable: retried at
+    # once, the port spun a core and logged a warning at every turn of the loop. It now
+    # stops watching for a pause, doubling, as a listener does (core/listener.py).
+    from scaproust.transports import ws
+
+    real_accept, calls = ws.tcp.accept, []
+
+    def accept(listening):
+        calls.append(listening)
+        if len(calls) <= 3:
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real_accept(listening)
+
+    monkeypatch.setattr(ws.tcp, "accept", accept)
+    caplog.set_level(logging.INFO, logger="scaproust")
+    pull = session.socket(sp.Pull, recv_timeout=5.0)
+    push = session.socket(sp.Push, send_timeout=5.0)
+    url = pull.bind("ws://127.0.0.1:0/x").url
+    push.connect(url)
+    push.send(b"accepted after the pauses")
+    assert pull.recv() == b"accepted after the pauses"
+    port = "tcp://" + url.split("//", 1)[1].split("/", 1)[0]
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records
+             if r.getMessage().startswith(f"accept on {port} ")]
+    assert [level for level, _ in lines] == ["WARNING", "INFO"], lines  # once an episode
+    assert lines[1][1] == f"accept on {port} works again after 3 failed attempts"

@@ -64,8 +64,8 @@ if TYPE_CHECKING:
     class PortLoop(Protocol):
         """What a shared port asks of its session's loop (``reactor.loop.Loop``)."""
 
-        def call_later(self, delay: float, fn: Callable[[_Pending], object],
-                       arg: _Pending, /) -> Timer: ...
+        def call_later(self, delay: float, fn: Callable[..., object], /,
+                       *args: object) -> Timer: ...
         def add_reader(self, fileobj: HasFileno, callback: Callable[[], object]) -> None: ...
         def remove_reader(self, fileobj: HasFileno) -> bool: ...
         def add_writer(self, fileobj: HasFileno, callback: Callable[[], object]) -> None: ...
@@ -83,6 +83,9 @@ SCHEMES = ("ws", "wss")
 REQUEST_TIMEOUT = 10.0
 #: Connections accepted per readiness of a shared port.
 ACCEPT_BATCH = 64
+#: The pauses after a failed accept, as a listener's (core/listener.py says why these).
+ACCEPT_BACKOFF_MIN = 0.01
+ACCEPT_BACKOFF_MAX = 1.0
 #: Connections whose request head is still being read, per port, at most; the oldest is
 #: dropped to make room (a flood of idle connections holds no more than this).
 PENDING_MAX = 256
@@ -182,6 +185,13 @@ class SharedPort:
         self.tls = tls  # wss: the TLS side of every connection of this port
         self.paths: dict[str, PathHandle] = {}
         self._pending: dict[socket.socket, _Pending] = {}
+        # A failed accept (out of descriptors) leaves the connection queued and the socket
+        # readable: the port stops watching it for a pause, doubling while the failures
+        # last, as a listener does (core/listener.py). Retried at once, it spun a core
+        # and logged a warning at every turn of the loop.
+        self._backoff = ACCEPT_BACKOFF_MIN
+        self._failures = 0
+        self._backoff_timer: Timer | None = None
         loop.add_reader(listening, self._on_acceptable)
 
     def __repr__(self) -> str:
@@ -191,9 +201,13 @@ class SharedPort:
         for _ in range(ACCEPT_BATCH):
             try:
                 conn = tcp.accept(self.listening)
-            except OSError as err:  # out of descriptors: the next readiness retries
-                log.warning("accept on %s failed: %s", self.listening.url, err)
+            except OSError as err:  # out of descriptors: retried after a pause
+                self._back_off(err)
                 return
+            if self._failures:
+                log.info("accept on %s works again after %d failed attempts",
+                         self.listening.url, self._failures)
+                self._failures, self._backoff = 0, ACCEPT_BACKOFF_MIN
             if conn is None:
                 return
             if len(self._pending) >= PENDING_MAX:
@@ -278,6 +292,20 @@ class SharedPort:
             pending.timer.cancel()
             pending.timer = None
 
+    def _back_off(self, err: OSError) -> None:
+        if not self._failures:
+            log.warning("accept on %s failed: %s; retrying after a pause, %g s doubling up "
+                        "to %g s, while it fails", self.listening.url, err,
+                        ACCEPT_BACKOFF_MIN, ACCEPT_BACKOFF_MAX)
+        self._failures += 1
+        self.loop.remove_reader(self.listening)
+        self._backoff_timer = self.loop.call_later(self._backoff, self._accept_again)
+        self._backoff = min(self._backoff * 2, ACCEPT_BACKOFF_MAX)
+
+    def _accept_again(self) -> None:
+        self._backoff_timer = None
+        self.loop.add_reader(self.listening, self._on_acceptable)
+
     def _drop(self, pending: _Pending, why: str, level: int = logging.INFO) -> None:
         log.log(level, "ws connection from %s to %s dropped: %s", pending.peer, self.listening.url, why)
         self._forget(pending)
@@ -294,6 +322,9 @@ class SharedPort:
     def close(self) -> None:
         """Stop accepting and drop every connection not routed yet (the last path is
         gone)."""
+        if self._backoff_timer is not None:
+            self._backoff_timer.cancel()
+            self._backoff_timer = None
         self.loop.remove_reader(self.listening)
         for pending in list(self._pending.values()):
             self._forget(pending)
