@@ -1030,6 +1030,27 @@ def test_frames_queued_behind_one_written_at_once_and_written_in_part_are_counte
     assert (h.pipe._out_msgs, h.pipe.free) == (0, h.pipe._window)
 
 
+def test_a_large_messages_prefix_written_in_part_is_still_not_a_message_end():
+    # Large bodies are queued as their own buffer behind a prefix buffer (_Head): what was
+    # left of a prefix cut short became a plain buffer, counted as a message when it left,
+    # so the unsent count (linger's warning, dropped_linger) fell one too low.
+    h = Harness().open_active()
+    big = b"x" * 20_000  # over JOIN_MAX: prefix and body queued apart
+    for _ in range(3):
+        h.pipe.cmd_send(big)
+    frame = len(tcp_frame(big))
+    h.stream.accept_per_call = frame + 4  # the first whole, then half the second's prefix
+    h.loop.run_ready()
+    assert h.pipe._out_msgs == 2
+    h.stream.accept_per_call = 4 + 100  # the rest of that prefix and some of its body
+    h.loop.fire_writer(h.stream)
+    assert h.pipe._out_msgs == 2  # the second's body is still queued
+    h.stream.accept_per_call = None
+    h.drain_writes()
+    assert bytes(h.stream.written) == tcp_frame(big) * 3
+    assert (h.pipe._out_msgs, h.pipe._out_bytes, h.pipe.free) == (0, 0, h.pipe._window)
+
+
 def test_a_frame_written_in_part_at_once_is_finished_by_the_writer_before_what_follows():
     h = writing_at_once(Harness().open_active())
     h.stream.accept_per_call = 5

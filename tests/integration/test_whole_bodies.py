@@ -112,3 +112,18 @@ def test_a_peer_that_goes_while_a_whole_body_is_awaited_closes_the_pipe(wired, c
     said = "failed: [Errno 104] Connection reset by peer" if how == "reset" else \
         "closed the connection"
     assert said in caplog.text
+
+
+@pytest.mark.parametrize("announced", [1 << 62, (1 << 64) - 1])
+def test_a_body_too_large_for_any_buffer_after_a_large_one_is_read_in_chunks(wired, announced):
+    # After a large body the pipe reads up to the next body's start: for a body this size
+    # (recv_max_size=0 lets its prefix through) that asked recv() for all of it, which
+    # raised MemoryError or OverflowError, an internal error that closed the pipe.
+    pull, peer, pipe = wired
+    large = body_of(2 * WHOLE_MIN, 3)
+    peer.sendall(framed(large))
+    assert pull.recv() == large
+    peer.sendall(struct.pack(">Q", announced) + b"y" * 100_000)
+    wait_until(lambda: pipe._decoder is not None and pipe._decoder.body_missing == announced - 100_000,
+               what="the pipe to read on")
+    assert pipe.state == "active" and "pipe_errors" not in pull.stats

@@ -121,6 +121,14 @@ def test_what_is_not_http_is_refused():
         ws.parse_request(b"GET / HTTP/1.1\r\nno colon here\r\n\r\n")
 
 
+@pytest.mark.parametrize("line", ["HTTP/1.1 ¹²³ Odd", "HTTP/1.1 x101 Oops",
+                                  "HTTP/1.1", "FTP/1.0 101 Nope"])
+def test_a_malformed_status_line_is_a_refusal(line):
+    # "¹²³".isdigit() holds, and int() refused it: a ValueError, logged as a bug of ours.
+    with pytest.raises(ws.HttpRefusal, match="malformed HTTP status line"):
+        ws.parse_response((line + "\r\n\r\n").encode("latin-1"))
+
+
 def _answer(status: str = "101 Switching Protocols", **headers: str) -> ws.Response:
     base = {"Upgrade": "websocket", "Connection": "Upgrade",
             "Sec-WebSocket-Accept": ws.accept_key(KEY),

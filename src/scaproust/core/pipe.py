@@ -394,7 +394,10 @@ class Pipe(PipeFSM):
         if self._read_whole:
             # After a body of WHOLE_MIN or more: up to the next body's start only (the rest
             # of this body, the next prefix), so that the next body can be waited for whole.
-            self._read_size = decoder.to_next_body
+            # At most READ_MAX: a body too large to be given a buffer of its own (its prefix
+            # announced 2**62 bytes, say) is read in chunks, not asked for whole (recv()
+            # raised MemoryError or OverflowError, an internal error of the pipe).
+            self._read_size = min(decoder.to_next_body, READ_MAX)
         data = self._recv()
         if data is not None:
             self._feed(data)
@@ -690,7 +693,9 @@ class Pipe(PipeFSM):
                 if type(head) is not _Head:
                     self._out_msgs -= 1
             else:
-                out[0] = memoryview(head)[sent:]
+                # What is left of a large message's prefix stays a _Head (not a message's
+                # end): as a memoryview it counted as one, and _out_msgs fell by one too many.
+                out[0] = _Head(head[sent:]) if type(head) is _Head else memoryview(head)[sent:]
                 sent = 0
         self._recount()
         if out and not self._writer_registered:

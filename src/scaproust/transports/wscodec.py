@@ -216,7 +216,9 @@ def parse_response(head: bytes) -> Response:
     """The response in ``head``; ``HttpRefusal`` if it is not HTTP."""
     line, headers = _parse_head(head)
     parts = line.split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+    # isascii: isdigit() alone takes "¹²³", which int() refuses (a ValueError, not a refusal).
+    if (len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isascii()
+            or not parts[1].isdigit()):
         raise HttpRefusal(f"malformed HTTP status line {line[:80]!r}", 0)
     return Response(parts[0], int(parts[1]), parts[2] if len(parts) > 2 else "", headers)
 
