@@ -8,7 +8,8 @@ Test list:
 - a SUB receives exactly the messages matching its topics, in order
 - no subscription receives nothing (a subscribed SUB on the same PUB is the control)
 - the empty topic, str topics, topics added and removed while messages flow
-- unsubscribe purges messages already queued; unknown topic: ValueError; bad type: TypeError
+- unsubscribe purges messages already queued, at once (subscribing again brings none
+  back); unknown topic: ValueError; bad type: TypeError
 - a PUB fans out to every SUB; sends with nobody connected are dropped
 - a PUB never blocks and a slow SUB loses messages instead of growing memory
 - a SUB never writes a byte: a raw peer speaking PUB's header sees only our 8-byte header
@@ -133,6 +134,23 @@ def test_unsubscribe_purges_matching_messages_already_queued(session, url):
     assert receive(sub, 2) == [b"b1", b"b2"]
     nothing_more(sub)
     assert sub.stats["purged_unmatched"] == 2  # four queued: two delivered, two purged
+
+
+def test_a_message_queued_before_an_unsubscribe_stays_gone_when_the_topic_comes_back(
+        session, url):
+    # Dropped only at recv() time, it came back once the topic was subscribed again
+    # (nng drops it at the unsubscribe).
+    pub, sub = joined(session, url, b"a")
+    pub.send(b"a-old")
+    wait_until(lambda: sub.stats.get("msgs_received", 0) == 1, what="the message queued")
+
+    sub.unsubscribe(b"a")
+    assert sub.stats["purged_unmatched"] == 1
+    sub.subscribe(b"a")
+    pub.send(b"a-new")
+
+    assert sub.recv() == b"a-new"
+    nothing_more(sub)
 
 
 def test_try_recv_purges_after_unsubscribe_as_recv_does(session, url):

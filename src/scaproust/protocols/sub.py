@@ -22,8 +22,10 @@ Choices, where the peers leave one:
 - Unsubscribing purges: once ``unsubscribe()`` returns, ``recv()`` never returns a message
   that matches none of the remaining topics, even one already in the receive queue. nng
   (sub0_ctx_unsubscribe) and nanomsg (which filters at recv time) both behave so. The
-  queue belongs to the user's side, so ``SubPolicy`` does it: after the first unsubscribe
-  it checks each received message against its copy of the topics, in the caller's thread.
+  queue belongs to the user's side, so ``SubPolicy`` does it, in the caller's thread: the
+  unsubscribe drops what is queued and matches no topic left (so subscribing to the topic
+  again brings none of it back, as in nng), and after the first unsubscribe each received
+  message is checked against its copy of the topics too.
 - Raw SUB (``sub_raw``) delivers every message unfiltered and has no subscriptions:
   ``subscribe()`` on it raises ``NotSupported``. That is nng's raw sub0 (xsub0), which
   refuses NNG_OPT_SUB_SUBSCRIBE with NNG_ENOTSUP; a device forwards everything.
@@ -253,6 +255,12 @@ class SubPolicy(Policy):
             run(topic)
             self._topics = tuple(t for t in self._topics if t != topic)
             self.plain_recv = False  # queued messages may now match no topic left
+            # And they go now: left for recv() to drop, one queued before the unsubscribe
+            # came back if the topic was subscribed again first (nng drops it at once).
+            topics = self._topics
+            stale = self.channel.purge_inbox(keep=lambda item: item.startswith(topics))  # type: ignore[union-attr]
+        if stale:
+            self.stats.count_from_caller(PURGED_UNMATCHED, stale)
 
     def incoming(self, item: Item) -> Item | None:
         # A cooked SUB's items are bodies (bytes).
