@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import datetime
 import logging
+import os
 import socket
 import ssl
+import struct
 
 import pytest
 
@@ -238,6 +240,25 @@ def test_a_peer_closing_tcp_without_close_notify_is_a_close_not_an_error(session
     wait_until(lambda: [e.kind for e in events] == ["added", "removed"], what="the removal")
     assert a.stats.get("pipe_errors", 0) == 0
     assert a.stats.get("tls_handshake_failures", 0) == 0
+
+
+def test_messages_decrypted_before_a_bad_record_are_delivered_then_the_pipe_fails(session, ca):
+    # The plaintext of the good records that came with a bad one in the same read was
+    # thrown away with the error; a stream pipe delivers the frames before a bad one.
+    events: list[sp.PipeEvent] = []
+    a = session.socket(sp.Pair, recv_timeout=T)
+    a.add_pipe_listener(events.append)
+    ep = a.bind("tls+tcp://127.0.0.1:0", tls=server_config(ca))
+    conn = _raw_tls_client(ep.url, ca)
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)  # one segment for all of it
+    for i in range(3):
+        conn.sendall(struct.pack(">Q", 4) + b"msg%d" % i)
+    # An application-data record whose authentication cannot hold.
+    os.write(conn.fileno(), b"\x17\x03\x03\x00\x20" + bytes(range(32)))
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
+    assert [a.recv() for _ in range(3)] == [b"msg0", b"msg1", b"msg2"]
+    wait_until(lambda: [e.kind for e in events] == ["added", "removed"], what="the removal")
+    conn.close()
 
 
 def test_a_bind_without_a_certificate_is_refused_at_once(session, ca):

@@ -179,6 +179,10 @@ class TLSPipe(TlsPipeFSM, Pipe):
         data = self._recv()
         if data is not None:
             self._feed(data)
+            tls = self._tls
+            if tls is not None and tls.failed and self.stream is not None:
+                self._recv()  # raises the TLS error the plaintext came before: the pipe fails
+                return
             self._check_peer_closed()
 
     # ---------------------------------------------------------------- tls_closing

@@ -95,6 +95,15 @@ class TLSStream:
         #: Set by the :meth:`recv` that returned the last bytes: the socket may never be
         #: readable again (a peer that waits for our close_notify), so the pipe checks it.
         self.peer_closed = False
+        #: A TLS error met after some plaintext was decrypted in the same read: that
+        #: plaintext is returned first, and the next :meth:`recv` raises this. The socket
+        #: may never be readable again either, so the pipe checks ``failed``.
+        self._failure: ssl.SSLError | None = None
+
+    @property
+    def failed(self) -> bool:
+        """A TLS error waits for the next :meth:`recv` (see ``_failure``)."""
+        return self._failure is not None
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -150,6 +159,9 @@ class TLSStream:
         """Plaintext: everything the socket's next ``size`` bytes (and anything buffered)
         decrypt to; ``b""`` when the peer closed (close_notify or not);
         ``BlockingIOError`` when there is nothing yet."""
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            raise failure
         if self.peer_closed:
             return b""
         if not self._eof:
@@ -162,7 +174,7 @@ class TLSStream:
                     self._incoming.write(data)
                 else:
                     self._eof = True
-        chunks = []
+        chunks: list[bytes] = []
         closed = False
         while True:
             try:
@@ -171,6 +183,13 @@ class TLSStream:
                 break
             except ssl.SSLZeroReturnError:
                 closed = True
+                break
+            except ssl.SSLError as err:  # a bad record, a fatal alert
+                if not chunks:
+                    raise
+                # The records before it were good: their messages are delivered first, as
+                # a stream pipe delivers the frames before a bad one.
+                self._failure = err
                 break
             if not chunk:  # the peer's close_notify (Python returns b"" for it)
                 closed = True
