@@ -235,3 +235,16 @@ def test_state_changes_are_logged_at_debug_on_the_scaproust_logger(session, capl
     for line in (f"listening on {ep.url}", f"dialing {ep.url}", f"to {ep.url} active (sp.Push)",
                  f"to {ep.url} closed", "socket sp.Push closed"):
         assert line in text, line
+
+
+def test_closing_the_socket_closes_its_endpoints(session):
+    # They still said they were open (and the socket's repr listed their urls) although
+    # their ports could be bound again.
+    pull = session.socket(sp.Pull)
+    ep = pull.bind("tcp://127.0.0.1:0")
+    pull.close()
+    assert ep.closed and pull.endpoints == [] and repr(ep).endswith(" closed>")
+    assert ep.url not in repr(pull)
+    ep.close()  # harmless
+    again = session.socket(sp.Pull)
+    assert again.bind(ep.url).url == ep.url

@@ -617,6 +617,8 @@ class Socket(DataShortcuts, AsyncSocketMixin):
             self._closed = True
             self._plain_send = self._plain_recv = False  # the fast paths refuse from now on
             self._send_policy = self._recv_policy = None
+        for endpoint in self._endpoints.values():
+            endpoint.closed = True  # they close with the socket: its ports are free again
         # Threads blocked in send()/recv() wake now with sp.Closed; what send() accepted
         # before still goes out (the close request is queued behind it), within linger.
         self._channel.close()
