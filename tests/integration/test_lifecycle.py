@@ -82,7 +82,7 @@ def drop_in_a_cycle(session):
     """Create a socket and drop it inside a reference cycle: only the cyclic collector can
     free it, at a moment it chooses. Returns its channel and core (they outlive it)."""
     sock = session.socket(sp.Pull)
-    sock.cycle = sock
+    sock._cycle = sock
     return sock._channel, sock._core
 
 

@@ -63,7 +63,8 @@ SPECS = {
         OptionSpec("linger", 1.0, "seconds",
                    "seconds close() keeps flushing queued output to peers; 0 = drop at once"),
         OptionSpec("send_buffer", 512, "int",
-                   "messages each pipe may hold queued for writing (also bounded by 4 MiB); "
+                   "messages each pipe may hold queued for writing (also bounded by 4 MiB), "
+                   "read as the pipe opens (a change applies to the pipes opened after it); "
                    "send() blocks when every pipe that could take a message is full",
                    minimum=1, maximum=1 << 20),
         OptionSpec("recv_buffer", 1024, "int",

@@ -100,6 +100,8 @@ class _Option(Generic[T]):
 
     def __set__(self, sock: Socket, value: T) -> None:
         sock._check_fork()
+        if not _options.applies(self.spec, sock._info):  # as reading it (a TypeError before)
+            raise AttributeError(f"a {sock._info.name} socket has no option {self.name!r}")
         sock._options.set(self.name, value)
         if self.name == "recv_buffer":
             sock._channel.recv_high = sock._options.recv_buffer
@@ -276,6 +278,14 @@ class Socket(DataShortcuts, AsyncSocketMixin):
     def raw(self) -> bool:
         """True for a raw-mode socket (hop-by-hop headers left to the user)."""
         return self._raw
+
+    def __setattr__(self, name: str, value: object) -> None:
+        # A misspelt option (``sock.recv_timout = 1``) was stored and did nothing: only the
+        # options and the socket's own (private) fields may be set, as in pyzmq.
+        if not name.startswith("_") and not hasattr(type(self), name):
+            raise AttributeError(f"a {self._info.name} socket has no option {name!r} "
+                                 f"(docs/OPTIONS.md lists them)")
+        object.__setattr__(self, name, value)
 
     @property
     def closed(self) -> bool:
