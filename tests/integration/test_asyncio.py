@@ -175,3 +175,22 @@ def test_an_arecv_cancelled_just_as_its_message_arrives_leaves_it_for_the_next(s
         return await pull.arecv()
 
     assert run(main()) == b"arrived during cancel"
+
+
+def test_a_zero_timeout_waits_not_at_all_as_in_the_blocking_calls(session):
+    # The blocking calls raise WouldBlock for it; the awaiting ones raised Timeout.
+    async def main():
+        pull = session.socket(sp.Pull, recv_timeout=0)
+        push = session.socket(sp.Push, send_timeout=0)  # no peer: no room
+        with pytest.raises(sp.WouldBlock, match="^recv would block$"):
+            await pull.arecv()
+        with pytest.raises(sp.WouldBlock, match="^send would block$"):
+            await push.asend(b"x")
+        with pytest.raises(sp.WouldBlock):
+            pull.recv()
+        push.connect(pull.bind("inproc://zero-timeout").url)
+        pull.recv_timeout = push.send_timeout = 5.0
+        await push.asend(b"there")
+        assert await pull.arecv() == b"there"
+
+    run(main())

@@ -290,7 +290,15 @@ class AsyncSocketMixin:
         """Await until ``attempt()`` returns something (None: it cannot be done now; it
         raises what the call must raise), the timeout (``sp.Timeout``) or a cancellation.
         "Not now" is a None, not an exception: it is the usual answer of the attempt made
-        right after the watcher is set, and raising and catching one cost 2-3 µs."""
+        right after the watcher is set, and raising and catching one cost 2-3 µs.
+
+        A timeout of 0 (an option set so) waits not at all, as in the blocking calls:
+        ``sp.WouldBlock`` if the attempt cannot be done now (it was ``sp.Timeout`` here)."""
+        if timeout is not None and timeout <= 0:
+            done = attempt()
+            if done is None:
+                raise WouldBlock(f"{what} would block")
+            return done
         if _in_trio():
             return await self._wait_trio(attempt, timeout, what)
         import asyncio  # already loaded: a coroutine runs; not by `import scaproust`
