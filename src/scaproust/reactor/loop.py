@@ -414,7 +414,9 @@ class Loop:
         finally:
             # Also after an interrupt in a callback of the batch's end: the callbacks it
             # did not reach are queued again (run_end_of_batch), for the I/O thread now.
-            wake = self._idle and bool(self._ready or self._end_of_batch or self._timer_wake)
+            # No call before the lock goes (an interrupt lands just after one returns,
+            # and would skip the release): truth tests only, no bool().
+            wake = self._idle and (self._ready or self._end_of_batch or self._timer_wake)
             self._timer_wake = False
             # Inline, no call: every lone send and every receive that read for itself
             # ends here. The sleepers are taken before the lock goes: the next owner's go
