@@ -154,17 +154,21 @@ def needs_resolution(address: Address) -> bool:
     return False
 
 
-def resolve(address: Address | str, *, passive: bool = False, ipv4_only: bool = False) -> Resolved:
+def resolve(address: Address | str, *, passive: bool = False, ipv4_only: bool = False,
+            ipv6_only: bool = False) -> Resolved:
     """Return ``(family, sockaddr)`` for a TCP address: blocks on DNS for a host name, so a
     session calls it in the caller's thread (bind) or a worker thread (dial), never on its
     I/O thread. With ``ipv4_only`` an address that has no IPv4 form is InvalidAddress, as is
-    a name that does not resolve."""
-    return _resolve(_as_address(address), passive=passive, ipv4_only=ipv4_only)
+    a name that does not resolve; ``ipv6_only`` likewise (``tls+tcp6``)."""
+    return _resolve(_as_address(address), passive=passive, ipv4_only=ipv4_only,
+                    ipv6_only=ipv6_only)
 
 
-def _resolve(address: Address, *, passive: bool, ipv4_only: bool = False) -> Resolved:
+def _resolve(address: Address, *, passive: bool, ipv4_only: bool = False,
+             ipv6_only: bool = False) -> Resolved:
     """Return ``(family, sockaddr)`` for a TCP address (may block on DNS); with ``ipv4_only``
-    an address that has no IPv4 form is InvalidAddress."""
+    an address that has no IPv4 form is InvalidAddress, with ``ipv6_only`` one that has no
+    IPv6 form."""
     assert address.host is not None and address.port is not None
     if address.host == WILDCARD_HOST:
         # '*' means every IPv4 interface, like nanomsg and nng.
@@ -177,10 +181,14 @@ def _resolve(address: Address, *, passive: bool, ipv4_only: bool = False) -> Res
                                 socket.IPPROTO_TCP, flags)
         except (socket.gaierror, UnicodeError) as exc:
             raise InvalidAddress(f"{address.url!r}: cannot resolve {address.host!r}: {exc}") from None
-    families = (socket.AF_INET,) if ipv4_only else (socket.AF_INET, socket.AF_INET6)
+    if ipv4_only and ipv6_only:
+        raise InvalidAddress(f"{address.url!r}: an IPv6-only address with ipv4_only set")
+    families = ((socket.AF_INET,) if ipv4_only else (socket.AF_INET6,) if ipv6_only
+                else (socket.AF_INET, socket.AF_INET6))
     usable = [i for i in infos if i[0] in families]
     if not usable:
-        kind = "IPv4 address (ipv4_only is set)" if ipv4_only else "IPv4 or IPv6 address"
+        kind = ("IPv4 address (ipv4_only is set)" if ipv4_only else "IPv6 address"
+                if ipv6_only else "IPv4 or IPv6 address")
         raise InvalidAddress(f"{address.url!r}: {address.host!r} has no {kind}")
     # Prefer IPv4 when both are offered (see the module docstring).
     for family, _type, _proto, _canon, sockaddr in usable:

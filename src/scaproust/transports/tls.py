@@ -307,11 +307,11 @@ class TLSTransport:
         if self._family == socket.AF_INET6 and address.host == WILDCARD_HOST:
             assert address.port is not None
             return socket.AF_INET6, ("::", address.port, 0, 0)
-        found = tcp.resolve(self._tcp(address), passive=passive,
-                            ipv4_only=ipv4_only or self._family == socket.AF_INET)
-        if self._family == socket.AF_INET6 and found[0] != socket.AF_INET6:
-            raise InvalidAddress(f"{address.url!r}: {address.host!r} has no IPv6 address")
-        return found
+        # tls+tcp6 asks for the IPv6 address of a name that has both: resolving it as tcp
+        # does (IPv4 preferred) refused a dual-stack name such as localhost.
+        return tcp.resolve(self._tcp(address), passive=passive,
+                           ipv4_only=ipv4_only or self._family == socket.AF_INET,
+                           ipv6_only=self._family == socket.AF_INET6)
 
     def listen(self, address: Address, *, backlog: int = LISTEN_BACKLOG,
                ipv4_only: bool = False, resolved: Resolved | None = None,
