@@ -227,6 +227,9 @@ def test_a_socket_error_exits_3_as_nanocat(procs, tmp_path):
     ["--pub", "-D", "x", "-L", "0", "-i", "60"],  # waiting for the next interval
     ["--rep", "-D", "x", "-L", "0"],  # waiting for a request
     ["--sub", "-L", "0", "-d", "60"],  # in --delay
+    # One sleep that long raised OverflowError (a traceback, status 1): a day at a time.
+    ["--sub", "-L", "0", "-d", "1e10"],
+    ["--pub", "-D", "x", "-L", "0", "-i", "1e10"],
 ])
 def test_ctrl_c_ends_it_at_once_with_status_130_and_no_traceback(procs, tmp_path, argv):
     cat = procs.cat("-v", *argv)
@@ -234,6 +237,24 @@ def test_ctrl_c_ends_it_at_once_with_status_130_and_no_traceback(procs, tmp_path
     cat.signal(signal.SIGINT)
     assert cat.wait_exit(timeout=DEADLINE) == 130
     assert "Traceback" not in cat.stderr()
+
+
+def test_a_second_ctrl_c_while_it_closes_after_the_first_is_no_traceback():
+    # `timeout -s INT` signals the process, then its group: a second SIGINT raised out of
+    # the session's close, a traceback (half the runs). It is ignored while the close runs.
+    from scaproust.cli import cat as cat_module
+
+    before = signal.getsignal(signal.SIGINT)
+    closed = []
+
+    class ClosingSession:
+        def close(self):
+            signal.raise_signal(signal.SIGINT)  # the second one, as the close runs
+            closed.append(True)
+
+    cat_module._close(ClosingSession(), interrupted=True)
+    assert closed == [True]
+    assert signal.getsignal(signal.SIGINT) is before  # restored
 
 
 def test_a_send_timeout_says_message_not_sent_and_goes_on_as_nanocat(procs):

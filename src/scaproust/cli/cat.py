@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, BinaryIO, NoReturn
@@ -26,6 +28,7 @@ from typing import Any, BinaryIO, NoReturn
 import scaproust as sp
 from scaproust.cli import formats
 from scaproust.cli.options import Config, DataFileError, UsageError, help_text, parse
+from scaproust.reactor.waker import LONGEST_SLEEP
 
 EXIT_USAGE = 1
 EXIT_FILE = 2
@@ -165,9 +168,9 @@ class _Cat:
 
 
 def _sleep_until(deadline: float) -> None:
-    left = deadline - time.monotonic()
-    if left > 0:
-        time.sleep(left)
+    # A day at a time: one sleep of --delay 1e10 or --interval 1e10 raised OverflowError.
+    while (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(left, LONGEST_SLEEP))
 
 
 #: One PEM block holding a private key (``PRIVATE KEY``, ``RSA PRIVATE KEY``, ``EC ...``).
@@ -226,16 +229,18 @@ def run(config: Config, out: BinaryIO, err: Callable[[str], None]) -> int:
     """Runs the socket ``config`` describes; returns the exit status."""
     session = sp.Session()
     sock: sp.Socket | None = None
+    interrupted = False
     try:
         sock = _open(config, session, err)
         if config.delay:
-            time.sleep(config.delay)
+            _sleep_until(time.monotonic() + config.delay)
         _Cat(config, sock, out, err).run()
         return 0
     except _Fatal as error:
         err(str(error))
         return EXIT_SOCKET
     except KeyboardInterrupt:
+        interrupted = True
         if sock is not None:
             sock.linger = 0.0  # the user wants out: drop what is queued
         return EXIT_INTERRUPTED
@@ -249,7 +254,21 @@ def run(config: Config, out: BinaryIO, err: Callable[[str], None]) -> int:
         os.close(devnull)
         return 0
     finally:
+        _close(session, interrupted)
+
+
+def _close(session: sp.Session, interrupted: bool) -> None:
+    """Close the session; after a Ctrl-C with a second one ignored meanwhile (a second
+    press, or the process group's copy of the first, as ``timeout -s INT`` sends): it
+    raised out of the close, a traceback where docs/CLI.md promises none."""
+    if not interrupted or threading.current_thread() is not threading.main_thread():
         session.close()
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        session.close()
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def main(argv: list[str] | None = None, prog: str = "scaproust-cat") -> int:
