@@ -139,7 +139,7 @@ def test_recv_close_socket_wakes_the_waiting_recv_with_closed(session, url):
     ctx.send(b"q")
     assert rep.recv() == b"q"
     thread, errors = in_thread(ctx.recv, timeout=10.0)
-    wait_until(lambda: ctx._policy.receiving == 1, what="the recv to wait")
+    wait_until(lambda: sum(ctx._policy.waiting.values()) == 1, what="the recv to wait")
     req.close()
     thread.join(5.0)
     assert not thread.is_alive()
@@ -153,7 +153,7 @@ def test_closing_a_context_wakes_its_recv_and_leaves_the_socket_open(session, ur
     other = req.context()
     ctx.send(b"q")
     thread, errors = in_thread(ctx.recv, timeout=10.0)
-    wait_until(lambda: ctx._policy.receiving == 1, what="the recv to wait")
+    wait_until(lambda: sum(ctx._policy.waiting.values()) == 1, what="the recv to wait")
     ctx.close()
     thread.join(5.0)
     assert [type(e) for e in errors] == [sp.Closed]
@@ -172,7 +172,7 @@ def test_a_new_send_cancels_the_recv_waiting_for_the_old_request(session, url):
     ctx.send(b"old")
     assert old_taker.recv() == b"old"
     thread, errors = in_thread(ctx.recv, timeout=10.0)
-    wait_until(lambda: ctx._policy.receiving == 1, what="the recv to wait")
+    wait_until(lambda: sum(ctx._policy.waiting.values()) == 1, what="the recv to wait")
     ctx.send(b"new")
     thread.join(5.0)
     assert [type(e) for e in errors] == [sp.BadState]
@@ -182,6 +182,67 @@ def test_a_new_send_cancels_the_recv_waiting_for_the_old_request(session, url):
     wait_until(lambda: req.stats.get("dropped_stale") == 1, what="the late reply counted")
     new_taker.send(b"fresh")
     assert ctx.recv(timeout=2.0) == b"fresh"
+
+
+def test_the_recv_after_a_new_send_gets_its_reply_and_the_old_one_its_cancellation(
+        session, url):
+    # The cancellation was an item in the context's queue: the sender's own next receive
+    # could take it (and drop it), and the receive it was for then waited for ever.
+    req, rep = pair(session, url)
+    ctx = req.context()
+    ctx.send(b"old")
+    assert serve(rep, 1, transform=lambda body: body) == [b"old"]
+    assert ctx.recv(timeout=2.0) == b"old"
+    ctx.send(b"again")
+    request = rep.recv_msg()  # held: not answered until the old receive is cancelled
+    thread, errors = in_thread(ctx.recv, timeout=10.0)
+    wait_until(lambda: sum(ctx._policy.waiting.values()) == 1, what="the recv to wait")
+    ctx.send(b"new")
+    answered = threading.Thread(target=serve, args=(rep, 1))
+    answered.start()
+    assert ctx.recv(timeout=5.0) == b"NEW"
+    thread.join(5.0)
+    answered.join(5.0)
+    assert [type(e) for e in errors] == [sp.BadState] and "cancelled" in str(errors[0])
+    assert request.body == b"again"
+
+
+def test_an_awaited_recv_is_cancelled_by_another_tasks_send_and_that_task_gets_its_reply(
+        session, url):
+    req, rep = pair(session, url)
+    ctx = req.context()
+
+    async def main():
+        await ctx.asend(b"first")
+        waiting = asyncio.create_task(ctx.arecv())
+        while not ctx._policy.waiting:
+            await asyncio.sleep(0)  # until the first task waits
+        await ctx.asend(b"second")
+        answer = asyncio.create_task(asyncio.to_thread(serve, rep, 2))
+        got = await asyncio.wait_for(ctx.arecv(), 5.0)
+        with pytest.raises(sp.BadState, match="cancelled"):
+            await asyncio.wait_for(waiting, 5.0)
+        assert await answer == [b"first", b"second"]
+        return got
+
+    assert asyncio.run(main()) == b"SECOND"
+
+
+def test_a_reply_that_beats_its_send_is_left_for_the_receive_it_answers(session, url):
+    # A receive begun while the new request was being sent waits for the old one: the new
+    # reply, if it comes before the send returned, is not its to drop as stale.
+    req, rep = pair(session, url)
+    ctx = req.context()
+    ctx.send(b"old")
+    policy = ctx._policy
+    new = sp.Message(b"NEW", policy.parent.outgoing(b"new").header)
+    policy.sending = new.header  # as outgoing() sets it, the old request still current
+    ctx._channel.push_many([new])
+    with pytest.raises(sp.BadState, match="cancelled"):
+        ctx.recv(timeout=2.0)
+    assert len(ctx._channel.inbox) == 1  # back in front, for the new request's receive
+    policy.sent(new)
+    assert ctx.recv_msg(timeout=2.0) == new
 
 
 def test_a_new_send_with_no_recv_waiting_queues_no_cancellation(session, url):
@@ -208,7 +269,7 @@ def test_a_recv_that_ended_is_not_cancelled_by_the_next_sends(session, url):
     ctx.send(b"two")
     with pytest.raises(sp.Timeout):
         ctx.recv(timeout=0.01)
-    assert ctx._policy.receiving == 0
+    assert ctx._policy.waiting == {} and ctx._policy.cancelled == set()
     ctx.send(b"three")
     ctx.send(b"four")
     assert sp.poll({ctx: sp.POLLIN}, timeout=0) == {}

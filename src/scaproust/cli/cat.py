@@ -28,7 +28,6 @@ from typing import Any, BinaryIO, NoReturn
 import scaproust as sp
 from scaproust.cli import formats
 from scaproust.cli.options import Config, DataFileError, UsageError, help_text, parse
-from scaproust.reactor.waker import LONGEST_SLEEP
 
 EXIT_USAGE = 1
 EXIT_FILE = 2
@@ -167,10 +166,13 @@ class _Cat:
         time.sleep(SETTLE)
 
 
+#: The longest single sleep: one of --delay 1e10 or --interval 1e10 raised OverflowError.
+_LONGEST_SLEEP = 86400.0
+
+
 def _sleep_until(deadline: float) -> None:
-    # A day at a time: one sleep of --delay 1e10 or --interval 1e10 raised OverflowError.
     while (left := deadline - time.monotonic()) > 0:
-        time.sleep(min(left, LONGEST_SLEEP))
+        time.sleep(min(left, _LONGEST_SLEEP))
 
 
 #: One PEM block holding a private key (``PRIVATE KEY``, ``RSA PRIVATE KEY``, ``EC ...``).

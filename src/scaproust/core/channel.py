@@ -442,10 +442,20 @@ class Channel:
         with self._lock:
             item, self.caught = self.caught, None
             if item is not None:
-                self.inbox.push_front(item)
-                self.inbox_bytes += len(item)
-                if self.recv_sleepers:
-                    self._can_recv.notify()
+                self._put_back_locked(item)
+
+    def put_back(self, item: Item) -> None:
+        """Put ``item``, taken by a receive it was not for, back in front of the inbox (a
+        REQ context's reply to the request being sent: protocols/req.py, ReqContextPolicy)."""
+        with self._lock:
+            self._put_back_locked(item)
+            self._wake_watchers()
+
+    def _put_back_locked(self, item: Item) -> None:
+        self.inbox.push_front(item)
+        self.inbox_bytes += len(item)
+        if self.recv_sleepers:
+            self._can_recv.notify()
 
     def _pop(self) -> tuple[Item, bool]:
         """The next item and whether reading must resume (channel lock held)."""

@@ -97,10 +97,12 @@ class ContextPolicy(Policy):
     def begin_recv(self) -> object:
         return None
 
-    def end_recv(self) -> None:
-        """The receive begun by ``begin_recv`` is over."""
+    def end_recv(self, token: object = None) -> None:
+        """The receive begun by ``begin_recv`` (which returned ``token``) is over."""
 
-    def take(self, wait: float | None) -> Item:
+    def take(self, wait: float | None, token: object = None) -> Item:
+        """The next item for the receive ``begin_recv`` gave ``token``, waiting up to
+        ``wait`` seconds."""
         return self.channel.get(wait)
 
     def incoming_for(self, item: Item, token: object) -> Item | None:

@@ -151,15 +151,15 @@ class SocketContext(DataShortcuts, AsyncSocketMixin):
                 wait = policy.recv_wait(deadline)
                 if wait is not None and wait <= 0 and seconds != 0:
                     raise Timeout("recv timed out")
-                item = policy.incoming_for(self._take(wait), token)
+                item = policy.incoming_for(self._take(wait, token), token)
                 if item is not None:
                     return item
         finally:
-            policy.end_recv()
+            policy.end_recv(token)
 
-    def _take(self, wait: float | None) -> Item:
+    def _take(self, wait: float | None, token: object) -> Item:
         try:
-            return self._policy.take(wait)
+            return self._policy.take(wait, token)
         except Closed:
             raise Closed("context is closed" if self._closed else "socket is closed") from None
 
@@ -223,14 +223,14 @@ class SocketContext(DataShortcuts, AsyncSocketMixin):
             return await self._wait_async(lambda: self._attempt(token), cap, "recv",
                                           lend=True)
         finally:
-            policy.end_recv()
+            policy.end_recv(token)
 
     def _attempt(self, token: object) -> Message | None:
         """One try of ``arecv_msg``: the message, or None if none is there now."""
         self._check_open()
         while True:
             try:
-                taken = self._take(0)
+                taken = self._take(0, token)
             except WouldBlock:
                 return None
             item = self._policy.incoming_for(taken, token)

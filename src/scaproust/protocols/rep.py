@@ -166,12 +166,12 @@ class RepContextPolicy(ContextPolicy):
             self.machine.cmd_recv()
         return None
 
-    def end_recv(self) -> None:
+    def end_recv(self, token: object = None) -> None:
         with self.lock:
             if self.machine.state == "receiving":  # ended without a request
                 self.machine.evt_recv_failed()
 
-    def take(self, wait: float | None) -> Item:
+    def take(self, wait: float | None, token: object = None) -> Item:
         return self.channel.get_unless(wait, self._stopped)
 
     def _stopped(self) -> bool:

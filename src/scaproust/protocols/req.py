@@ -84,6 +84,8 @@ log = logging.getLogger("scaproust.protocol")
 
 #: A cooked reply starts with the 4-byte id word (WIRE.md, "REQ").
 ID_SIZE = 4
+#: What a REQ context's receive raises when a new send() on the context replaced its request.
+_CANCELLED = "the request was cancelled by a new send() on this context"
 
 
 class ReqRaw(ReqRawFSM, LoadBalancer):
@@ -476,13 +478,6 @@ class ReqPolicy(Policy):
         return item
 
 
-class _Cancelled(Message):
-    """Put in a context's receive queue when a new request cancels the one a receive waits
-    for: that receive raises ``BadState``; any other finds it stale and skips it."""
-
-    __slots__ = ()
-
-
 class ReqContextPolicy(ContextPolicy, ReqPolicy):
     """The caller-side state of one REQ context: as ``ReqPolicy`` (the outstanding id,
     replies to older requests dropped), with ids from the socket's policy (one pool for
@@ -494,33 +489,64 @@ class ReqContextPolicy(ContextPolicy, ReqPolicy):
     def __init__(self, channel: Channel, options: Options, stats: Stats | None = None,
                  parent: Policy | None = None) -> None:
         ContextPolicy.__init__(self, channel, options, stats, parent)  # ReqPolicy's too
-        self.receiving = 0
+        #: The receives waiting, by the request id each waits for (its token), and the ids
+        #: a new request cancelled: their receives raise BadState (``take``), and a
+        #: receive begun for one does at once, until the last of them is over.
+        self.waiting: dict[bytes, int] = {}
+        self.cancelled: set[bytes] = set()
+        #: The id of the request being sent: its reply may come before ``sent``.
+        self.sending: bytes | None = None
 
     def outgoing(self, item: Item) -> Item:
         assert self.parent is not None  # a context is made by its socket, with its policy
-        return self.parent.outgoing(item)
-
-    def sent(self, item: Item) -> None:
+        msg = self.parent.outgoing(item)
+        # The receives waiting for the old request end now, before the new one can go
+        # out. A cancellation queued as an item after the send could go to another
+        # receive (the waiting one then waited for ever), and the new reply, coming before
+        # the send returned, went to the waiting receive, stale to it (lost).
         with self.lock:
-            old, waiting = self.current, self.receiving
-        ReqPolicy.sent(self, item)
-        if old is not None and waiting:
-            self.channel.push_many([_Cancelled(b"", old)])
+            self.sending = msg.header  # type: ignore[union-attr]  # a Message, with its id
+            old = self.current
+            cancel = old is not None and old in self.waiting
+            if cancel:
+                self.cancelled.add(old)  # type: ignore[arg-type]  # not None: tested
+        if cancel:
+            self.channel.kick()  # the waiting receives look again (take's stop)
+        return msg
 
     def begin_recv(self) -> object:
         with self.lock:
-            if self.current is None:
+            current = self.current
+            if current is None:
                 raise BadState("a REQ context receives a reply only after send()ing a request")
-            self.receiving += 1
-            return self.current
+            if current in self.cancelled:
+                raise BadState(_CANCELLED)
+            self.waiting[current] = self.waiting.get(current, 0) + 1
+            return current
 
-    def end_recv(self) -> None:
+    def end_recv(self, token: object = None) -> None:
         with self.lock:
-            self.receiving -= 1
+            left = self.waiting[token] - 1  # type: ignore[index]  # begin_recv's token
+            if left:
+                self.waiting[token] = left  # type: ignore[index]
+            else:
+                del self.waiting[token]  # type: ignore[arg-type]
+                self.cancelled.discard(token)
+
+    def take(self, wait: float | None, token: object = None) -> Item:
+        cancelled = self.cancelled
+        try:
+            return self.channel.get_unless(wait, lambda: token in cancelled)
+        except Closed:
+            if token in cancelled and not (self.closed or self.channel.closed):
+                raise BadState(_CANCELLED) from None
+            raise
 
     def incoming_for(self, item: Item, token: object) -> Item | None:
-        if type(item) is _Cancelled:
-            if item.header == token:
-                raise BadState("the request was cancelled by a new send() on this context")
-            return None  # a cancellation no receive waited for any more
+        header = b"" if isinstance(item, bytes) else item.header
+        if header != token and header == self.sending and header != self.current:
+            # The reply to the request being sent, come before its send() returned: not
+            # this receive's (it waits for the request that one replaces), and not stale.
+            self.channel.put_back(item)
+            raise BadState(_CANCELLED)
         return self.incoming(item)
