@@ -30,11 +30,11 @@ from hypothesis import strategies as st
 from scaproust.core.channel import Channel
 from scaproust.core.message import Message
 from scaproust.core.options import Options
-from scaproust.errors import BadState
+from scaproust.errors import BadState, Closed
 from scaproust.fsm.errors import MachineError
 from scaproust.protocols import req as req_module
 from scaproust.protocols._headers import id_word, pipe_word
-from scaproust.protocols.req import Req, ReqPolicy, ReqRaw
+from scaproust.protocols.req import Req, ReqContextPolicy, ReqPolicy, ReqRaw
 
 from .fakes import FakePipe, Interleaved, RecordingContext, sent_through
 
@@ -888,3 +888,43 @@ def test_the_req_machines_run_on_the_backend_the_environment_names():
     via_transitions = os.environ.get("SCAPROUST_FSM", "compiled").strip().lower() == "transitions"
     assert issubclass(Req, req_gen.ReqTransitions if via_transitions else req_gen.ReqCompiled)
     assert issubclass(ReqRaw, req_raw_gen.ReqRawTransitions if via_transitions else req_raw_gen.ReqRawCompiled)
+
+
+# ================================================================ a context's policy: cancellation
+
+
+@pytest.fixture
+def ctx_policy(policy) -> ReqContextPolicy:
+    channel = Channel(wake_backend=lambda: None, resume_reading=lambda: None)
+    return ReqContextPolicy(channel, Options("req"), None, policy)
+
+
+def sent_request(ctx_policy: ReqContextPolicy, body: bytes = b"q") -> Message:
+    item = ctx_policy.outgoing(body)
+    ctx_policy.sent(item)
+    return item  # type: ignore[return-value]  # a Message, with its id
+
+
+def test_a_new_request_cancels_only_the_receives_waiting_for_the_old_one(ctx_policy):
+    old = sent_request(ctx_policy)
+    token = ctx_policy.begin_recv()
+    assert token == old.header
+    new = sent_request(ctx_policy)
+    assert ctx_policy.cancelled == {old.header}
+    with pytest.raises(BadState, match="cancelled by a new send"):
+        ctx_policy.take(0, token)
+    ctx_policy.end_recv(token)
+    assert ctx_policy.waiting == {} and ctx_policy.cancelled == set()  # nothing kept
+    sent_request(ctx_policy)  # no receive waits for the request it replaces: no cancel
+    assert ctx_policy.cancelled == set()
+    assert new.header != ctx_policy.current
+
+
+def test_a_cancelled_receive_whose_channel_closed_says_closed(ctx_policy):
+    sent_request(ctx_policy)
+    token = ctx_policy.begin_recv()
+    sent_request(ctx_policy)
+    ctx_policy.channel.close()  # the socket closed as well: that is what the caller hears
+    with pytest.raises(Closed):
+        ctx_policy.take(0, token)
+    ctx_policy.end_recv(token)
