@@ -377,8 +377,11 @@ class Loop:
             # Its steps inline, no call between them (a receive that reads for itself owns
             # the session twice, a lone send once, each right after a wake-up, where a call
             # costs most).
+            # No min(): a lone send's own() is on the path to its write, and a builtin's
+            # call costs there (see LONGEST_SLEEP for the cap).
             if not (lock.acquire() if timeout is None
-                    else lock.acquire(True, min(timeout, LONGEST_SLEEP) if timeout > 0 else 0.0)):
+                    else lock.acquire(True, (timeout if timeout <= LONGEST_SLEEP else LONGEST_SLEEP)
+                                      if timeout > 0 else 0.0)):
                 return False
             if self._closed:  # closed while we waited for the lock
                 lock.release()
