@@ -90,8 +90,8 @@ target table says whether each goal of the project holds in this run.
 
 ### The two targets not met, in short
 
-- **REQ/REP round trip against pynng** (0.72x in this run, 0.70x to 0.75x in the day's
-  runs; PAIR holds at 0.68-0.69x). Between processes REQ/REP takes 4-5 µs a round trip
+- **REQ/REP round trip against pynng** (0.74x in this run, 0.70x to 0.75x in the day's
+  runs; PAIR holds at 0.68-0.70x). Between processes REQ/REP takes 4-5 µs a round trip
   more than PAIR (two sittings of `bench/run.py --only rr64_tcp,pair64_tcp
   --impls scaproust,pynng,bare --reps 3`, 2026-12-06, 15:05: 62.1 µs against 58.0, and
   64.3 against 59.4; pynng 84.1 and 86.8): request ids, backtraces, their `Message`
@@ -101,7 +101,7 @@ target table says whether each goal of the project holds in this run.
   hand-written method each, outside the table, took 0.5-0.7 µs off REQ's side (an
   experiment, not kept: the model tests check the tables' code, not such a method); the
   rest would take a second, flatter path for REQ/REP's usual request and reply. Within
-  the tables a few steps of a tenth of a µs came off since this run: a REP routes an
+  the tables a few steps of a tenth of a µs came off that afternoon, before this run: a REP routes an
   answer through a dict from hop word to pipe, and a REQ draws its id words ready-made,
   checks a lone reply without its loop and clears its resend deadline inline. REQ 7.89 ->
   7.72 µs a side, REP 7.12 -> 6.92 (`bench/one_side.py req|rep --critical`, old and new
@@ -109,7 +109,7 @@ target table says whether each goal of the project holds in this run.
 - **In-process PUSH->PULL at 1.5x TCP** (0.85x): in one process the sender, the I/O thread
   and the receiver share one interpreter lock, and the rate is the sum of their CPU, 0.91
   µs a message; 1.5x TCP's rate asks for 0.52. On the same placement pyzmq's in-process
-  rate is 0.94x its TCP rate, the bare socket pair's 0.58x. Below, "Throughput".
+  rate is 0.94x its TCP rate, the bare socket pair's 0.58-0.59x. Below, "Throughput".
 
 ## Where the time goes
 
@@ -192,9 +192,14 @@ of pynng (0.7009: the medians 61.8 µs against 88.1; the rounds 0.63x, 0.79x and
 hair over the target, and PAIR to 0.69x. The `make bench` of 12:49 (after the in-process
 wake-ups, which leave TCP's round trips alone) had the quick mood with a slow round:
 REQ/REP at 0.75x of pynng (the medians 64.6 µs against 86.3; the rounds 0.75x, 0.71x and
-0.80x), PAIR at 0.69x. The `make bench` of this page (14:59, the same TCP path) had the
+0.80x), PAIR at 0.69x. The `make bench` of 14:59 (the same TCP path) had the
 quick mood throughout: REQ/REP at 0.72x (65.0 µs against 91.8; the rounds 0.72x, 0.64x
-and 0.72x), PAIR at 0.69x (59.0 against 86.3). In its quick mood REQ/REP now takes 62-64 µs against pynng's 83-88 (nine rounds
+and 0.72x), PAIR at 0.69x (59.0 against 86.3). So had that of this page (19:30, after
+the afternoon's REQ/REP trims and the evening's interrupt guards, which cost a tenth or
+two of a µs a side: `bench/one_side.py pair --critical`, the trees before and after them
+alternated three times, 5.26-5.45 -> 5.47-5.55 µs): REQ/REP at 0.74x (62.0 µs against 84.1;
+the rounds 0.74x, 0.74x and 0.73x), PAIR at 0.70x (58.1 against 83.9; 0.70x, 0.68x and
+0.70x). In its quick mood REQ/REP now takes 62-64 µs against pynng's 83-88 (nine rounds
 of `bench/run.py --only rr64_tcp,pair64_tcp --impls scaproust,pynng`, 09:50): 0.7x asks
 for 58-61, the bare ceiling's 47 plus about 6 µs a side for all of scaproust's work,
 against 7.3-7.8 today (PAIR 5.3; `bench/one_side.py --critical`, below).
@@ -349,11 +354,11 @@ I/O thread, the receiver) run under the one interpreter lock, and the rate is th
 their CPU. In this page's run a 64-byte message costs 1.25 µs of CPU over TCP, both
 sides together, and 0.91 in-process: what TCP adds (framing, system calls, which its
 batched writes and reads spread thin) is about a quarter, the rest (credit, channel,
-machines) is the same both ways. 1.5x TCP's 1.29 M msg/s means 0.52 µs a message in all,
-in-process: two fifths of what TCP's two sides spend. No contender comes near it on this
-placement, the C libraries included: in the same run pyzmq moves 1.71 M msg/s in-process
-against 1.81 M over TCP (0.94x), the bare ceiling's socket pair 2.07 M against 3.55 M
-(0.58x), scaproust 1.10 M against 1.29 M (0.85x). A consumer that sleeps is woken the
+machines) is the same both ways. 1.5x TCP's 1.29 M msg/s (the 14:59 run; 1.37 M in this
+one) means 0.52 µs a message in all (0.49), in-process: two fifths of what TCP's two sides
+spend. No contender comes near it on this placement, the C libraries included: in this run
+pyzmq moves 1.76 M msg/s in-process against 1.87 M over TCP (0.94x), the bare ceiling's
+socket pair 2.30 M against 3.90 M (0.59x), scaproust 1.16 M against 1.37 M (0.84x). A consumer that sleeps is woken the
 way the round trips below are now, with no change to this rate (1.09 -> 1.07 M msg/s,
 within the runs' spread): behind a burst the consumer seldom sleeps. What the target asks for is a library
 whose in-process path costs two fifths of its TCP path's CPU: one without credit, channel
@@ -363,8 +368,9 @@ for in one step instead of a call per message (the room found by the same bisect
 publication's): 0.99-1.04 -> 1.03-1.08 M msg/s (old and new trees alternated three
 times, 2026-12-06).
 
-The `transitions` backend's in-process row beats the compiled one's (1.19 M against 1.10 M
-msg/s in this run, and the same order in the 12:49 run), though its machines are slower.
+The `transitions` backend's in-process row beats the compiled one's (1.18 M against 1.16 M
+msg/s in this run; 1.19 M against 1.10 M at 14:59, the same order at 12:49), though its
+machines are slower.
 The one difference found between the two is in how the three threads take turns on the one
 core. Counted in the bench's own worker (`SocketCore._drain_outbox` wrapped to record the
 outbox's length, 500,000 messages, 2026-12-06): each time the pipe gives back its window
