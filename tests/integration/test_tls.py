@@ -227,12 +227,17 @@ def test_closing_sends_close_notify(session, ca):
         conn.close()
 
 
-def test_a_peer_closing_tcp_without_close_notify_is_a_close_not_an_error(session, ca):
+def _watched_server(session, ca) -> tuple[sp.Socket, list[sp.PipeEvent], ssl.SSLSocket]:
+    """A listening PAIR whose pipe events are recorded, and a raw TLS client of it."""
     events: list[sp.PipeEvent] = []
     a = session.socket(sp.Pair, recv_timeout=T)
     a.add_pipe_listener(events.append)
     ep = a.bind("tls+tcp://127.0.0.1:0", tls=server_config(ca))
-    conn = _raw_tls_client(ep.url, ca)
+    return a, events, _raw_tls_client(ep.url, ca)
+
+
+def test_a_peer_closing_tcp_without_close_notify_is_a_close_not_an_error(session, ca):
+    a, events, conn = _watched_server(session, ca)
     conn.sendall(b"\0\0\0\0\0\0\0\x02hi")
     assert a.recv() == b"hi"
     raw = socket.socket(fileno=conn.detach())
@@ -245,11 +250,7 @@ def test_a_peer_closing_tcp_without_close_notify_is_a_close_not_an_error(session
 def test_messages_decrypted_before_a_bad_record_are_delivered_then_the_pipe_fails(session, ca):
     # The plaintext of the good records that came with a bad one in the same read was
     # thrown away with the error; a stream pipe delivers the frames before a bad one.
-    events: list[sp.PipeEvent] = []
-    a = session.socket(sp.Pair, recv_timeout=T)
-    a.add_pipe_listener(events.append)
-    ep = a.bind("tls+tcp://127.0.0.1:0", tls=server_config(ca))
-    conn = _raw_tls_client(ep.url, ca)
+    a, events, conn = _watched_server(session, ca)
     conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)  # one segment for all of it
     for i in range(3):
         conn.sendall(struct.pack(">Q", 4) + b"msg%d" % i)
