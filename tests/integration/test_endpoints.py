@@ -30,14 +30,17 @@ def test_a_bad_url_raises_invalid_address_at_once(session, bad):
         s.connect(bad)
 
 
-def test_connecting_to_a_wildcard_is_invalid(session):
-    with pytest.raises(sp.InvalidAddress):
-        session.socket(sp.Push).connect("tcp://*:5555")
+@pytest.mark.parametrize("url", ["tcp://*:5555", "tcp://:5555", "tcp4://*:5555", "tcp6://:5555"])
+def test_connecting_to_a_wildcard_is_invalid(session, url):
+    with pytest.raises(sp.InvalidAddress) as info:
+        session.socket(sp.Push).connect(url)
+    assert str(info.value) == f"cannot connect to a wildcard address: {url!r}"
 
 
-def test_wildcard_bind_and_localhost_connect(session):
+@pytest.mark.parametrize("wildcard", ["*", ""])  # nng reads tcp://:5555 as tcp://*:5555
+def test_wildcard_bind_and_localhost_connect(session, wildcard):
     pull = session.socket(sp.Pull, recv_timeout=5.0)
-    ep = pull.bind("tcp://*:0")
+    ep = pull.bind(f"tcp://{wildcard}:0")
     port = int(ep.url.rsplit(":", 1)[1])
     assert ep.url == f"tcp://*:{port}" and port > 0
     push = session.socket(sp.Push, send_timeout=5.0)
@@ -53,6 +56,28 @@ def _has_ipv6_loopback() -> bool:
         return True
     except OSError:
         return False
+
+
+@pytest.mark.parametrize(("bound", "dialed"), [
+    ("tcp4://127.0.0.1:0", "tcp4://127.0.0.1:{port}"),
+    ("tcp4://*:0", "tcp4://localhost:{port}"),
+    pytest.param("tcp6://[::1]:0", "tcp6://[::1]:{port}", marks=pytest.mark.skipif(
+        not _has_ipv6_loopback(), reason="this host has no IPv6 loopback")),
+    pytest.param("tcp6://*:0", "tcp6://[::1]:{port}", marks=pytest.mark.skipif(
+        not _has_ipv6_loopback(), reason="this host has no IPv6 loopback")),
+])
+def test_tcp_held_to_one_family(session, bound, dialed):
+    # nng's tcp4:// and tcp6://: a listener of the one family, dialed by name or literal.
+    rep = session.socket(sp.Rep, recv_timeout=5.0, send_timeout=5.0)
+    ep = rep.bind(bound)
+    port = int(ep.url.rsplit(":", 1)[1])
+    assert ep.url == bound.replace(":0", f":{port}") and port > 0
+    req = session.socket(sp.Req, recv_timeout=5.0, send_timeout=5.0)
+    req.connect(dialed.format(port=port))
+    req.send(b"over one family")
+    assert rep.recv() == b"over one family"
+    rep.send(b"and back")
+    assert req.recv() == b"and back"
 
 
 @pytest.mark.skipif(not _has_ipv6_loopback(), reason="this host has no IPv6 loopback")

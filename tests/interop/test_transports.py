@@ -1,4 +1,5 @@
-"""The transports beyond tcp and ipc against pynng and nngcat: abstract:// and tls+tcp://.
+"""The transports beyond tcp and ipc against pynng and nngcat: abstract://, tls+tcp://,
+tcp4:// and tcp6:// (and tcp://:PORT, nng's wildcard).
 
 pynng 0.9 bundles nng 1.11, whose abstract transport names sockets the same way (the name
 percent-decoded, autobind for an empty name, IPC framing)."""
@@ -6,6 +7,7 @@ percent-decoded, autobind for an empty name, IPC framing)."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -191,3 +193,73 @@ def test_we_dial_an_nngcat_tls_listener_with_cert_and_key(nngcat, pki):
             proc.kill()
             proc.wait()
     assert (rc, out) == (0, b"from scaproust"), err
+
+
+# ---------------------------------------------------------------- tcp4:// and tcp6://
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+_FAMILIES = [("tcp4", "127.0.0.1"), pytest.param("tcp6", "[::1]", marks=pytest.mark.skipif(
+    not _ipv6_loopback(), reason="this host has no IPv6 loopback"))]
+
+
+@pytest.mark.parametrize(("scheme", "host"), _FAMILIES)
+def test_nngcat_dials_our_listener_of_one_family(nngcat, scheme, host):
+    with sp.Session() as session, session.socket(sp.Pull, recv_timeout=TIMEOUT) as pull:
+        url = pull.bind(f"{scheme}://{host}:0").url
+        proc = _nngcat(nngcat, "--push0", "--dial", url, "--data", f"over {scheme}")
+        try:
+            assert pull.recv() == f"over {scheme}".encode()
+        finally:
+            rc, out, err = _finish(proc)
+        assert rc == 0, err
+
+
+@pytest.mark.parametrize(("scheme", "host"), _FAMILIES)
+def test_we_dial_a_pynng_listener_of_one_family(pynng, scheme, host):
+    url = f"{scheme}://{host}:{free_tcp_port()}"
+    with pynng.Rep0(listen=url, recv_timeout=MS, send_timeout=MS) as rep, \
+            sp.Session() as session, \
+            session.socket(sp.Req, recv_timeout=TIMEOUT, send_timeout=TIMEOUT) as req:
+        req.connect(url)
+        req.send(b"ping")
+        assert rep.recv() == b"ping"
+        rep.send(b"pong")
+        assert req.recv() == b"pong"
+
+
+def test_we_dial_an_nngcat_listener_with_an_empty_host(nngcat):
+    # nngcat --listen tcp://:PORT listens on every IPv4 interface; ours reads it alike.
+    port = free_tcp_port()
+    proc = _nngcat(nngcat, "--pull0", "--listen", f"tcp://:{port}", "--ascii", "--count", "1")
+    try:
+        with sp.Session() as session, session.socket(
+                sp.Push, send_timeout=TIMEOUT, reconnect_interval=0.05) as push:
+            push.connect(f"tcp://127.0.0.1:{port}")  # refused until nngcat listens: redialed
+            push.send(b"to every interface")
+            rc, out, err = _finish(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert (rc, out) == (0, b"to every interface"), err
+
+
+def test_nngcat_dials_our_listener_with_an_empty_host(nngcat):
+    with sp.Session() as session, session.socket(sp.Pull, recv_timeout=TIMEOUT) as pull:
+        url = pull.bind("tcp://:0").url
+        assert url.startswith("tcp://*:")
+        proc = _nngcat(nngcat, "--push0", "--dial", url.replace("*", "127.0.0.1"),
+                       "--data", "from nngcat")
+        try:
+            assert pull.recv() == b"from nngcat"
+        finally:
+            rc, out, err = _finish(proc)
+        assert rc == 0, err

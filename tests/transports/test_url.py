@@ -13,6 +13,7 @@ GOOD = [
     ("tcp://[::1]:5555", Address("tcp", host="::1", port=5555)),
     ("tcp://[fe80::1%eth0]:80", Address("tcp", host="fe80::1%eth0", port=80)),
     ("tcp://*:5555", Address("tcp", host="*", port=5555)),
+    ("tcp://:5555", Address("tcp", host="*", port=5555)),  # nng's wildcard too
     ("tcp://127.0.0.1:0", Address("tcp", host="127.0.0.1", port=0)),
     ("tcp://example.com:65535", Address("tcp", host="example.com", port=65535)),
     ("ipc:///tmp/sp.ipc", Address("ipc", path="/tmp/sp.ipc")),
@@ -34,7 +35,6 @@ BAD = [
     ("tcp://127.0.0.1:80/path", "not a decimal"),
     ("tcp://127.0.0.1:65536", "out of range"),
     ("tcp://127.0.0.1:٥٥", "not a decimal"),  # Arabic-Indic digits: int() would accept them
-    ("tcp://:5555", "empty host"),
     ("tcp://", "missing port"),
     ("tcp://[::1:5555", "closing ']'"),
     ("tcp://[::1]5555", "after ']'"),

@@ -1,7 +1,7 @@
 """Transports: the socket-level calls behind each URL scheme, and the wire framing.
 
 Every scheme maps to a transport through one registry (:func:`register_transport`): the
-built-in tcp, ipc, inproc, abstract, tls+tcp and ws are registered below exactly as a user's
+built-in tcp (and tcp4, tcp6), ipc, inproc, abstract, tls+tcp and ws are registered below exactly as a user's
 transport is, each by a factory that imports its module at the scheme's first use (tcp, ipc
 and inproc load with the core anyway; the others, and ``ssl``, only when used). A transport is any object with the attributes of :class:`Transport` (a module
 will do); docs/TRANSPORTS.md describes the interface. The frames themselves are decoded and
@@ -57,7 +57,7 @@ class Transport(Protocol):
 
 #: What :func:`register_transport` takes: called with the scheme, once, at the first
 #: ``bind``/``connect`` that uses it, and returns the transport (so one class may serve
-#: several schemes, as tls+tcp, tls+tcp4 and tls+tcp6 do).
+#: several schemes, as tcp4 and tcp6, or tls+tcp, tls+tcp4 and tls+tcp6 do).
 TransportFactory = Callable[[str], Transport]
 
 #: What every transport has (``Transport``'s members).
@@ -166,6 +166,8 @@ def _lazy(module: str, attribute: str | None = None) -> TransportFactory:
 # ends, so its module does not match ``Transport`` exactly.
 BUILTIN: dict[str, tuple[str, str | None]] = {
     "tcp": ("tcp", None),
+    "tcp4": ("tcp_family", "TCPTransport"),
+    "tcp6": ("tcp_family", "TCPTransport"),
     "ipc": ("ipc", None),
     "abstract": ("abstract", None),
     "tls+tcp": ("tls", "TLSTransport"),

@@ -22,16 +22,12 @@ docs/TRANSPORTS.md says what is guaranteed and why.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import socket
 import ssl
 from collections.abc import Mapping, Sequence
 
-from scaproust.errors import InvalidAddress
-from scaproust.transports import tcp
-from scaproust.transports.tcp import LISTEN_BACKLOG, ListeningSocket, Resolved
+from scaproust.transports.tcp_family import FamilyTCP
 from scaproust.transports.tls_config import TLSConfig, TLSSetup, prepare
-from scaproust.transports.url import WILDCARD_HOST, Address, format_tcp_url
 
 __all__ = ["SCHEMES", "TLSConfig", "TLSSetup", "TLSStream", "TLSTransport", "prepare",
            "subject_of"]
@@ -259,90 +255,11 @@ def _join(buffers: Sequence[bytes | memoryview]) -> bytes | memoryview:
     return b"".join(parts)
 
 
-class TLSTransport:
+class TLSTransport(FamilyTCP):
     """The transport of ``tls+tcp``, ``tls+tcp4`` (IPv4 only) and ``tls+tcp6`` (IPv6
-    only): TCP's sockets, URLs and name resolution, with the scheme's restrictions."""
+    only): TCP's sockets, URLs and name resolution, with the scheme's restrictions
+    (transports/tcp_family.py)."""
 
-    IPC_FRAMING = False
+    SCHEMES = SCHEMES
     #: Pipes are core/tls_pipe.py's, driven by the ``tls_pipe`` machine.
     PIPE_KIND = "tls"
-
-    def __init__(self, scheme: str) -> None:
-        if scheme not in SCHEMES:
-            raise ValueError(f"TLSTransport serves {', '.join(SCHEMES)}, not {scheme!r}")
-        self.SCHEME = scheme
-        self._family = {"tls+tcp4": socket.AF_INET, "tls+tcp6": socket.AF_INET6}.get(scheme)
-
-    def __repr__(self) -> str:
-        return f"<TLSTransport {self.SCHEME}>"
-
-    def parse_address(self, url: str) -> Address:
-        scheme, sep, rest = url.partition("://")
-        if scheme != self.SCHEME or not sep:
-            raise InvalidAddress(f"{url!r} is not a {self.SCHEME}:// address")
-        try:
-            inner = tcp.parse_address(f"tcp://{rest}")
-        except InvalidAddress as err:
-            raise InvalidAddress(str(err).replace(f"'tcp://{rest}'", repr(url))) from None
-        assert inner.host is not None
-        if self._family is not None and inner.host != WILDCARD_HOST:
-            version: int
-            try:
-                version = ipaddress.ip_address(inner.host).version
-            except ValueError:
-                version = 0  # a name: resolve() checks its family
-            if version and (version == 4) != (self._family == socket.AF_INET):
-                raise InvalidAddress(f"{url!r}: {inner.host!r} is not an "
-                                     f"IPv{6 if version == 4 else 4} address")
-        return Address(self.SCHEME, host=inner.host, port=inner.port)
-
-    def _tcp(self, address: Address) -> Address:
-        return Address("tcp", host=address.host, port=address.port)
-
-    def needs_resolution(self, address: Address) -> bool:
-        return tcp.needs_resolution(self._tcp(address))
-
-    def resolve(self, address: Address, *, passive: bool = False,
-                ipv4_only: bool = False) -> Resolved:
-        if self._family == socket.AF_INET6 and address.host == WILDCARD_HOST:
-            assert address.port is not None
-            return socket.AF_INET6, ("::", address.port, 0, 0)
-        # tls+tcp6 asks for the IPv6 address of a name that has both: resolving it as tcp
-        # does (IPv4 preferred) refused a dual-stack name such as localhost.
-        return tcp.resolve(self._tcp(address), passive=passive,
-                           ipv4_only=ipv4_only or self._family == socket.AF_INET,
-                           ipv6_only=self._family == socket.AF_INET6)
-
-    def listen(self, address: Address, *, backlog: int = LISTEN_BACKLOG,
-               ipv4_only: bool = False, resolved: Resolved | None = None,
-               ) -> tuple[ListeningSocket, str]:
-        if resolved is None:
-            resolved = self.resolve(address, passive=True, ipv4_only=ipv4_only)
-        listener, url = tcp.listen(self._tcp(address), backlog=backlog, resolved=resolved)
-        assert address.host is not None
-        url = format_tcp_url(address.host, int(url.rsplit(":", 1)[1]), self.SCHEME)
-        listener.address, listener.url = address, url
-        return listener, url
-
-    def accept(self, listener: ListeningSocket) -> socket.socket | None:
-        return tcp.accept(listener)
-
-    def close_listener(self, listener: ListeningSocket) -> None:
-        tcp.close_listener(listener)
-
-    def connect(self, address: Address, *, ipv4_only: bool = False,
-                resolved: Resolved | None = None) -> tuple[socket.socket | None, int]:
-        if address.host == WILDCARD_HOST:
-            raise InvalidAddress(f"{address.url!r}: cannot connect to the wildcard host '*'")
-        if resolved is None:
-            resolved = self.resolve(address, ipv4_only=ipv4_only)
-        return tcp.connect(self._tcp(address), resolved=resolved)
-
-    def finish_connect(self, sock: socket.socket) -> int:
-        return tcp.finish_connect(sock)
-
-    def configure_stream(self, sock: socket.socket, *, nodelay: bool = True,
-                         keepalive: bool = False,
-                         keepalive_timing: tuple[int, int, int] | None = None) -> None:
-        tcp.configure_stream(sock, nodelay=nodelay, keepalive=keepalive,
-                             keepalive_timing=keepalive_timing)

@@ -7,9 +7,10 @@ that retries forever.
 Accepted forms::
 
     tcp://127.0.0.1:5555    tcp://localhost:5555    tcp://[::1]:5555    tcp://*:5555
-    ipc:///absolute/path    ipc://relative/path
+    tcp://:5555             ipc:///absolute/path    ipc://relative/path
 
-``*`` is the wildcard host (every IPv4 interface); it is only meaningful for a listener, and
+``*`` is the wildcard host (every IPv4 interface); an empty host means the same, as in nng
+(``tcp://:5555`` is parsed as ``tcp://*:5555``). It is only meaningful for a listener, and
 the TCP connect helper rejects it. Port 0 asks the listener for an ephemeral port.
 """
 
@@ -75,7 +76,7 @@ def parse_url(url: str) -> Address:
 
     Raises :class:`InvalidAddress` (a ``ValueError``), naming the URL and the problem, for a
     missing ``://``, an unknown scheme, a TCP URL without a port or with a bad port (not
-    decimal digits, or over 65535), an empty host, malformed IPv6 brackets, or an empty IPC
+    decimal digits, or over 65535), malformed IPv6 brackets, or an empty IPC
     path.
     """
     if not isinstance(url, str):
@@ -129,7 +130,7 @@ def _parse_host_port(url: str, rest: str) -> tuple[str, int]:
     if ":" in host:
         raise InvalidAddress(f"{url!r}: an IPv6 address must be in brackets, e.g. tcp://[::1]:5555")
     if not host:
-        raise InvalidAddress(f"{url!r}: empty host (use * to listen on every interface)")
+        host = WILDCARD_HOST  # nng's reading of tcp://:5555
     if any(c.isspace() or c in "/?#@" for c in host):
         raise InvalidAddress(f"{url!r}: invalid character in host {host!r}")
     return host, _parse_port(url, port_text)
