@@ -107,3 +107,20 @@ def test_asyncio_and_poll_on_a_surveyor_context(session, url):
         return await ctx.arecv()
 
     assert asyncio.run(main()) == b"q!"
+
+
+@pytest.mark.parametrize("on", ["socket", "context"])
+def test_a_response_that_beats_its_survey_send_is_not_dropped_as_stale(session, url, on):
+    # A receive waiting through a new survey carries over to it; the new survey's response,
+    # come before its send() returned (outgoing() done, sent() not yet), is the receive's,
+    # not stale: it was dropped, and the survey lost it.
+    surveyor, respondent = surveyor_and_respondent(session, url, survey_deadline=5.0)
+    sock = surveyor if on == "socket" else surveyor.context()
+    sock.send(b"old")
+    policy = sock._policy
+    new = policy.outgoing(b"new")  # as send() begins; the old survey still current
+    response = sp.Message(b"NEW", new.header)
+    sock._channel.push_many([response])
+    assert sock.recv_msg(timeout=2.0) == response
+    policy.sent(new)
+    assert surveyor.stats.get("purged_stale", 0) == 0

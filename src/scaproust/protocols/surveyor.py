@@ -277,13 +277,24 @@ class SurveyorPolicy(Policy):
         self._next_id = random.getrandbits(31)
         self._word: bytes | None = None  # the current survey's id word
         self._deadline: float | None = None  # when its responses stop counting
+        #: The id word of the survey being sent (from ``outgoing`` on): its responses may
+        #: come before ``sent`` makes it the current one.
+        self._sending: bytes | None = None
 
-    def outgoing(self, item: Item) -> Item:
-        body = body_of(item)
+    def _next_word(self) -> bytes:
+        """The next survey id word of this policy's pool."""
         with self.lock:
             word = id_word(self._next_id)
             self._next_id = (self._next_id + 1) & ID_MASK
-        return Message(body, word)
+        return word
+
+    def outgoing(self, item: Item) -> Item:
+        return self._survey(item, self._next_word())
+
+    def _survey(self, item: Item, word: bytes) -> Message:
+        with self.lock:
+            self._sending = word
+        return Message(body_of(item), word)
 
     def sent(self, item: Item) -> None:
         # The survey was accepted: it is the current one now. The old one is cancelled and
@@ -313,8 +324,11 @@ class SurveyorPolicy(Policy):
     def incoming(self, item: Item) -> Item | None:
         header = header_of(item)
         with self.lock:
-            word, survey_deadline = self._word, self._deadline
-        if header == word:
+            word, sending, survey_deadline = self._word, self._sending, self._deadline
+        if header == word or header == sending:
+            # The current survey's, or the one being sent, answered before its send()
+            # returned: the receives waiting now carry over to it (as they do once it is
+            # sent), so its response is theirs, not stale.
             return item
         # A response to an older survey, received before the new one purged it: drop it.
         # If the deadline passed meanwhile, this recv was pending at the deadline.
@@ -333,5 +347,6 @@ class SurveyorContextPolicy(ContextPolicy, SurveyorPolicy):
     own_machine = True
 
     def outgoing(self, item: Item) -> Item:
-        assert self.parent is not None  # a context is made by its socket, with its policy
-        return self.parent.outgoing(item)
+        parent = self.parent
+        assert isinstance(parent, SurveyorPolicy)  # made by its socket, with its policy
+        return self._survey(item, parent._next_word())
