@@ -88,34 +88,54 @@ target table says whether each goal of the project holds in this run.
 
 {body}
 
-### The two targets not met, in short
+### The targets not met, in short
 
-- **REQ/REP round trip against pynng** (0.74x in this run, 0.70x to 0.75x in the day's
-  runs; PAIR holds at 0.68-0.70x). Between processes REQ/REP takes 4-5 µs a round trip
-  more than PAIR (two sittings of `bench/run.py --only rr64_tcp,pair64_tcp
-  --impls scaproust,pynng,bare --reps 3`, 2026-12-06, 15:05: 62.1 µs against 58.0, and
-  64.3 against 59.4; pynng 84.1 and 86.8): request ids, backtraces, their `Message`
-  objects and the policies, some forty steps of a tenth or two of a µs on the critical
-  path (`bench/one_side.py --critical`: REQ 8.0 µs a side, REP 7.1, PAIR 5.8). 0.7x in
-  every run asks for about 3 µs less. Folding the REQ machine's two hot events into one
-  hand-written method each, outside the table, took 0.5-0.7 µs off REQ's side (an
-  experiment, not kept: the model tests check the tables' code, not such a method); the
-  rest would take a second, flatter path for REQ/REP's usual request and reply. Within
-  the tables a few steps of a tenth of a µs came off that afternoon, before this run: a REP routes an
-  answer through a dict from hop word to pipe, and a REQ draws its id words ready-made,
-  checks a lone reply without its loop and clears its resend deadline inline. REQ 7.89 ->
-  7.72 µs a side, REP 7.12 -> 6.92 (`bench/one_side.py req|rep --critical`, old and new
-  trees alternated four times, medians). Below, "Round trip".
-- **In-process PUSH->PULL at 1.5x TCP** (0.85x): in one process the sender, the I/O thread
-  and the receiver share one interpreter lock, and the rate is the sum of their CPU, 0.91
-  µs a message; 1.5x TCP's rate asks for 0.52. On the same placement pyzmq's in-process
-  rate is 0.94x its TCP rate, the bare socket pair's 0.58-0.59x. Below, "Throughput".
+This run is the first on the project's new machine (an Intel Xeon virtual machine, 2 cores,
+from 2026-12-06 20:20); every earlier one, and the profiles under "Where the time goes",
+were on an AMD EPYC one (its last `make bench`, 2026-12-06 19:30, is
+bench/results/2026-12-06.json at commit 281f4cb: there only REQ/REP against pynng, 0.74x,
+and in-process PUSH, 0.85x, missed). What moved is the cost of CPU per message against
+the cost of a wake-up. Per 64-byte message pushed over TCP, both sides' CPU went from
+1.17 to 3.09 µs for scaproust, 0.44 to 1.35 for the bare ceiling, 0.79 to 1.55 for pyzmq,
+while pynng, whose pace is set by hand-offs between its own threads, moves what it moved
+(45 k to 48 k msg/s) and its round trip grew by a quarter (84 to 106 µs) where the bare
+ceiling's grew by half (47 to 69). One side of scaproust's round trip, on its critical path
+(`bench/one_side.py <role> --critical`, 2026-12-06 20:50): REQ 15.5-15.7 µs, REP 14.1-14.4,
+PAIR 11.0-14.7, twice the AMD machine's 7.8, 7.0 and 5.5. So every ratio whose two sides
+spend differently on CPU and wake-ups slid toward the one that spends on wake-ups:
+
+- **Round trips against pynng and pyzmq**: REQ/REP 0.98x of pynng and 1.14x of pyzmq,
+  PAIR 0.96x and 1.25x (AMD: 0.74x, 0.95x, 0.70x, 0.88x). 0.7x of pynng here is 74 µs,
+  5 µs above the bare ceiling's 69, which leaves each side 2-3 µs more than a bare
+  socket's send and receive: scaproust's critical path alone is 11-16 µs a side (above),
+  the machines and framing about 4 of it. `bench/probe_layers.py
+  --one-side` bounds what flattening scaproust's layers around the machines could give:
+  a PAIR side's send and receive take 22.4 µs through the library, 10.4 with the layers
+  fused away (the machines kept), 6.7 for bare sockets (2026-12-06 20:45): at most about
+  24 µs of a round trip's 96 (both sides, if all of it lay on the critical path, which
+  half of it does not), and REQ/REP's own work on top. asyncio holds (0.98x of pyzmq's).
+- **PUSH->PULL 64 B against pynng** (12.5x; 15x asked): the sending process sets the pace,
+  1.3-1.4 µs of CPU a message (its caller thread 0.75: the facade and the channel's
+  credit; its I/O thread the rest: the PUSH and pipe machines per batch and the
+  `sendmsg`), against 0.72 for the receiving one (one side against a bare peer, a
+  throwaway script, 2026-12-06 20:55). 15x of pynng's 48 k msg/s asks for 720 k, the
+  sending process's whole ceiling on this machine. Against pyzmq it holds (0.71x).
+- **PUSH->PULL 1 MiB against the bare ceiling, every round** (0.85x, 0.86x, 0.76x; 0.8x
+  asked of each): the sender's kernel copy sets the pace of both, and the third round
+  fell in one of the machine's slow spells (the bare ceiling's own rounds spread 4.2 to
+  5.3 GB/s, scaproust's 3.6 to 4.3).
+- **In-process PUSH at 1.5x TCP** (1.04x): one process's three threads share one
+  interpreter lock, so its rate is the sum of their CPU (1.65 µs a message here); 1.5x
+  the TCP rate asks for 1.12. pyzmq's in-process rate is 1.04x its TCP rate on this
+  placement, the bare socket pair's 0.90x.
 
 ## Where the time goes
 
 What it took to reach each target, or what stands between it and its goal, from profiles
-taken on this machine (2026-12-04 to 2026-12-06; the numbers move from run to run, the
-proportions much less).
+taken on the project's previous machine, the AMD EPYC one (2026-12-04 to 2026-12-06; the
+numbers move from run to run, the proportions much less). "This page's run" below means
+that machine's last `make bench` (2026-12-06 19:30); the run above is on the new machine,
+where a message's CPU costs about twice as much (above).
 
 **Round trip.** `bench/trace_rtt.py` takes timestamps inside both processes of a 64-byte
 round trip (each side on its own core). Medians for PAIR, in µs, two runs each (REQ/REP in
@@ -356,7 +376,7 @@ sides together, and 0.91 in-process: what TCP adds (framing, system calls, which
 batched writes and reads spread thin) is about a quarter, the rest (credit, channel,
 machines) is the same both ways. 1.5x TCP's 1.29 M msg/s (the 14:59 run; 1.37 M in this
 one) means 0.52 µs a message in all (0.49), in-process: two fifths of what TCP's two sides
-spend. No contender comes near it on this placement, the C libraries included: in this run
+spend. No contender comes near it on this placement, the C libraries included: in that run
 pyzmq moves 1.76 M msg/s in-process against 1.87 M over TCP (0.94x), the bare ceiling's
 socket pair 2.30 M against 3.90 M (0.59x), scaproust 1.16 M against 1.37 M (0.84x). A consumer that sleeps is woken the
 way the round trips below are now, with no change to this rate (1.09 -> 1.07 M msg/s,
@@ -369,7 +389,7 @@ publication's): 0.99-1.04 -> 1.03-1.08 M msg/s (old and new trees alternated thr
 times, 2026-12-06).
 
 The `transitions` backend's in-process row beats the compiled one's (1.18 M against 1.16 M
-msg/s in this run; 1.19 M against 1.10 M at 14:59, the same order at 12:49), though its
+msg/s in that run; 1.19 M against 1.10 M at 14:59, the same order at 12:49), though its
 machines are slower.
 The one difference found between the two is in how the three threads take turns on the one
 core. Counted in the bench's own worker (`SocketCore._drain_outbox` wrapped to record the
