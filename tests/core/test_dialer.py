@@ -247,6 +247,16 @@ def test_the_delay_doubles_up_to_the_maximum_and_resets_after_a_connection():
     assert d._next_delay() == 0.1
 
 
+def test_a_maximum_below_the_interval_bounds_every_wait_after_the_first():
+    # nng's dialer: the first wait is the interval's, every later one the maximum's. The
+    # maximum was ignored when below the interval, though it is documented as the bound.
+    d = dialer(reconnect_interval=0.2, reconnect_interval_max=0.05)
+    d._random = lambda: 1.0
+    assert [round(d._next_delay(), 3) for _ in range(4)] == [0.2, 0.05, 0.05, 0.05]
+    d.reset_backoff(object())
+    assert d._next_delay() == 0.2
+
+
 def test_a_hundred_dialers_do_not_retry_in_lockstep():
     delays = {round(dialer(reconnect_interval=0.1)._next_delay(), 6) for _ in range(100)}
     assert len(delays) > 50

@@ -31,6 +31,30 @@ def test_an_option_of_another_protocol_is_refused(session):
         push.resend_interval = 1.0
 
 
+def test_a_context_refuses_another_protocols_option_as_its_socket_does(session):
+    ctx = session.socket(sp.Req).context()
+    with pytest.raises(AttributeError, match="a req context has no option 'survey_deadline'"):
+        ctx.survey_deadline = 1.0  # was a TypeError from deeper down, unlike the socket's
+    ctx.resend_interval = 2.0
+    assert ctx.resend_interval == 2.0
+
+
+def test_a_closed_socket_or_context_takes_no_option(session):
+    # Stored and ignored before; nng says ECLOSED, pyzmq ENOTSOCK. Reading stays allowed.
+    req = session.socket(sp.Req, linger=0.5)
+    ctx = req.context()
+    ctx.close()
+    with pytest.raises(sp.Closed, match="context is closed"):
+        ctx.send_timeout = 1.0
+    other = req.context()
+    req.close()
+    with pytest.raises(sp.Closed, match="socket is closed"):
+        req.linger = 2.0
+    with pytest.raises(sp.Closed, match="context is closed"):  # closed with its socket
+        other.resend_interval = 2.0
+    assert (req.linger, other.resend_interval) == (0.5, 60.0)
+
+
 def test_a_misspelt_option_is_refused_not_stored(session):
     # It was stored as a new attribute and did nothing (pyzmq refuses it too).
     push = session.socket(sp.Push)

@@ -248,7 +248,9 @@ class Dialer(DialerFSM):
         endpoint = self.endpoint
         delay = endpoint.reconnect_interval if self._backoff is None else self._backoff
         ceiling = endpoint.reconnect_interval_max
-        self._backoff = min(delay * 2, ceiling) if ceiling > delay else delay
+        # Doubled up to the ceiling, which bounds every later wait even below the interval
+        # (as nng's dialer); 0 means no growth.
+        self._backoff = min(delay * 2, ceiling) if ceiling > 0 else delay
         return delay * (0.5 + 0.5 * self._random())
 
     @entry_point

@@ -45,9 +45,11 @@ SPECS = {
     spec.name: spec
     for spec in (
         OptionSpec("send_timeout", None, "timeout",
-                   "seconds send() waits for the protocol to accept a message; None = forever"),
+                   "seconds send() waits for the protocol to accept a message; None = forever; "
+                   "0 = never wait (sp.WouldBlock, as block=False)"),
         OptionSpec("recv_timeout", None, "timeout",
-                   "seconds recv() waits for a message; None = forever"),
+                   "seconds recv() waits for a message; None = forever; 0 = never wait "
+                   "(sp.WouldBlock, as block=False)"),
         OptionSpec("recv_max_size", MiB, "size",
                    "largest message accepted from a peer, in bytes (header included); a larger "
                    "one closes that pipe; 0 = unlimited (WIRE.md: 1 MiB like nanomsg)"),
@@ -56,7 +58,8 @@ SPECS = {
                    exclusive_minimum=True),
         OptionSpec("reconnect_interval_max", 0.0, "seconds",
                    "upper bound of the reconnect delay, which doubles after each failed attempt "
-                   "from reconnect_interval; 0 = no growth (nng and nanomsg's default)"),
+                   "from reconnect_interval; below reconnect_interval, every wait after the "
+                   "first (as nng); 0 = no growth (nng and nanomsg's default)"),
         OptionSpec("handshake_timeout", 10.0, "seconds",
                    "seconds a new connection may take to send its 8-byte SP header (nng: 10 s)",
                    exclusive_minimum=True),
@@ -69,7 +72,10 @@ SPECS = {
                    minimum=1, maximum=1 << 20),
         OptionSpec("recv_buffer", 1024, "int",
                    "messages the socket queues for recv() (also bounded by 8 MiB) before it "
-                   "stops reading from its peers",
+                   "stops reading from its peers, until recv() brings it down to half: a "
+                   "high-water mark, not a strict depth as nng's: the reads under way when it "
+                   "is reached are queued whole (one read a pipe: up to 256 KiB of frames, a "
+                   "sender's whole send_buffer over inproc)",
                    minimum=1, maximum=1 << 20),
         OptionSpec("tcp_nodelay", True, "bool",
                    "TCP_NODELAY on TCP connections (frames are already coalesced per write)"),
@@ -199,7 +205,7 @@ def validate(name: str, value: object) -> object:
         return value
     if spec.kind == "size":
         if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"option {name} must be an int >= 0 (bytes), not {value!r}")
+            raise TypeError(f"option {name} must be an int >= 0, not {value!r}")
         if value < 0:
             raise ValueError(f"option {name} must be >= 0 (0 = unlimited), not {value}")
         return value

@@ -53,12 +53,18 @@ class _ContextOption(Generic[T]):
     def __get__(self, ctx: SocketContext | None, owner: type[SocketContext] | None = None) -> T:
         if ctx is None:
             return self  # type: ignore[return-value]  # on the class: the descriptor
-        if not _options.applies(self.spec, ctx._socket.protocol):
-            raise AttributeError(f"a {ctx._socket.protocol.name} context has no option {self.name!r}")
+        self._check_applies(ctx)
         return cast(T, getattr(ctx._options, self.name))
 
     def __set__(self, ctx: SocketContext, value: T) -> None:
+        if ctx.closed:  # as a closed socket's options
+            raise Closed("context is closed" if ctx._closed else "socket is closed")
+        self._check_applies(ctx)  # as reading it: another protocol's option is no attribute
         ctx._options.set(self.name, value)
+
+    def _check_applies(self, ctx: SocketContext) -> None:
+        if not _options.applies(self.spec, ctx._socket.protocol):
+            raise AttributeError(f"a {ctx._socket.protocol.name} context has no option {self.name!r}")
 
 
 class SocketContext(DataShortcuts, AsyncSocketMixin):

@@ -2,9 +2,12 @@
 
 A poll returns as soon as ANY requested condition holds (scaproust's Rust probe waited
 for all of them), or when the timeout expires, which is not an error: the result is then
-empty. "Readable" means a ``recv()`` would not wait, "writable" that a ``send()`` would not
-wait; a closed socket is reported ready both ways so that the caller's next call raises
-``sp.Closed`` instead of the poll hanging.
+empty. "Readable" means a message waits (a ``recv()`` returns it without waiting),
+"writable" that a ``send()`` would not wait; a closed socket is reported ready both ways so
+that the caller's next call raises ``sp.Closed`` instead of the poll hanging. A socket
+whose ``recv()`` would refuse at once (a REQ with no request out, a SURVEYOR past its
+deadline: ``sp.BadState``) is not readable, as in nng and pyzmq: a poll loop does not spin
+on it.
 
 How: every socket's channel keeps a set of watchers (``threading.Event``) that it sets
 when it may have become readable, writable or closed; a poll registers one event in each

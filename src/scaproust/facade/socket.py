@@ -99,7 +99,7 @@ class _Option(Generic[T]):
         return cast(T, getattr(sock._options, self.name))
 
     def __set__(self, sock: Socket, value: T) -> None:
-        sock._check_fork()
+        sock._check_open()  # as nng (ECLOSED) and pyzmq: a closed socket takes no option
         if not _options.applies(self.spec, sock._info):  # as reading it (a TypeError before)
             raise AttributeError(f"a {sock._info.name} socket has no option {self.name!r}")
         sock._options.set(self.name, value)
