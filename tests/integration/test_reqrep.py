@@ -325,3 +325,16 @@ def test_a_request_whose_send_times_out_leaves_the_previous_one_outstanding(sess
     assert again.recv() == b"one"  # resent at once on the new pipe
     again.send(b"answer to one")
     assert req.recv() == b"answer to one"
+
+
+def test_a_recv_that_times_out_keeps_the_request_for_the_next_recv(session, url):
+    # nng gives the request up there (its next receive: NNG_ESTATE); ours keeps it
+    # (WIRE.md, "Known peer bugs", K3).
+    req, rep = pair_up(session, url)
+    req.send(b"slow question")
+    assert rep.recv() == b"slow question"
+    with pytest.raises(sp.Timeout):
+        req.recv(timeout=0.01)
+    rep.send(b"late answer")
+    assert req.recv() == b"late answer"
+    assert req.stats.get("dropped_stale", 0) == 0
