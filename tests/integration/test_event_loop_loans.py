@@ -291,6 +291,78 @@ def test_a_second_event_loop_gets_its_message_while_the_first_keeps_the_loan(
     assert got == [b"one", b"two"]
 
 
+@contextlib.contextmanager
+def stranded_loan(pull, *, close: bool = False):
+    """An event loop that ran a task into ``pull.arecv()`` with the pipes lent, then
+    stopped with the task still awaiting (``run_until_complete`` of a coroutine that
+    returned); closed too with ``close``. Yields the loan."""
+    aloop = asyncio.new_event_loop()
+    tasks: list[asyncio.Task] = []
+
+    async def start():
+        tasks.append(await awaiting_lent(pull))
+
+    try:
+        aloop.run_until_complete(start())
+        park = pull._core.reader.park
+        assert park is not None and park.aloop is aloop and park.waiting == 1
+        if close:
+            tasks[0]._log_destroy_pending = False  # it can never end: its loop is closed
+            aloop.close()
+        yield park
+    finally:
+        if not aloop.is_closed():
+            tasks[0].cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                aloop.run_until_complete(tasks[0])
+            aloop.close()
+
+
+def test_a_thread_receives_at_once_past_an_event_loop_that_stopped_awaiting(
+        session, kept_long):
+    # Its loan stayed while a task awaited with it, though nothing ran the event loop:
+    # the thread's recv() waited for the I/O thread, which does not read lent pipes, and
+    # timed out with the message in the kernel.
+    pull, push = pull_and_push(session)
+    with stranded_loan(pull) as park:
+        push.send(b"one")
+        assert pull.recv() == b"one"  # it takes the loan back, reads, and keeps its own
+        assert park.revoked and pull._core.reader.park is None
+
+
+def test_a_new_event_loop_receives_past_a_closed_one_that_kept_the_loan(session, kept_long):
+    pull, push = pull_and_push(session)
+    with stranded_loan(pull, close=True) as park:
+        push.send(b"one")
+        assert asyncio.run(asyncio.wait_for(pull.arecv(), T)) == b"one"
+        assert park.revoked
+
+
+def test_a_delivery_in_the_thread_of_a_closed_event_loop_still_wakes_its_receiver(
+        session, kept_long):
+    # The closed event loop's task still awaits: its watcher stays on the channel, and its
+    # wake-up, called in its thread by whoever delivers there, raised "Event loop is
+    # closed" into the delivery (the pipe's read failed with it).
+    pull, push = pull_and_push(session)
+    with stranded_loan(pull, close=True):
+        for body in (b"one", b"two"):
+            push.send(body)
+            assert pull.recv() == body
+    assert pull.stats.get("pipes_closed", 0) == 0
+
+
+def test_the_io_thread_takes_back_a_loan_whose_event_loop_stopped_awaiting(
+        session, monkeypatch):
+    # No other reader asks for the pipes: the I/O thread's next look does, and reads.
+    monkeypatch.setattr(caller_reader, "PARK_CHECK", 0.002)
+    pull, push = pull_and_push(session)
+    with stranded_loan(pull) as park:
+        wait_until(lambda: park.revoked, what="the loan taken back")
+        push.send(b"one")
+        wait_until(lambda: len(pull._channel.inbox) == 1, what="the I/O thread's read")
+        assert pull.recv() == b"one"
+
+
 def test_every_message_from_peers_that_come_and_go_reaches_an_event_loop(monkeypatch):
     # Every way a kept loan ends, many times over: checks every 2 ms (the consumer stops
     # now and then, so some find it unused), pipes that die (each peer closes after its

@@ -53,8 +53,13 @@ reads goes back to the I/O thread at once: a pipe that pauses (full queue) or di
 error or hang-up the I/O thread's selector reports on a lent stream (``Loop.lend_reader``'s
 alarm), the socket's close. And a loan that no receive used since the last look and that
 no task awaits with, looked at every ``PARK_CHECK`` (10 ms) by a timer of the session's
-loop, goes back too: the event loop may have stopped. (One a task awaits with stays, as
-loans always did for the whole wait; the looks then space out, up to a second.)
+loop, goes back too: the event loop may have stopped. One a task awaits with stays, as
+loans always did for the whole wait (the looks then space out, up to a second), unless its
+event loop no longer runs (``KeptLoan.stranded``: stopped with the task still awaiting, or
+closed): the next look takes it back, and so does at once another reader it is in the way
+of (a thread's wait, another event loop's await). An event loop that runs but is blocked
+(a task doing blocking work) still holds its loan: the other readers of the socket get
+their messages once it reads again.
 
 Only sockets with at most ``LEND_MAX`` pipes are read this way: ``poll()`` costs grow with
 the number of streams where the loop's epoll does not, and a socket with many peers is a
@@ -248,13 +253,17 @@ class CallerReader:
             return park
         loop = self.loop
         if not self.lendable or not loop.own(EVENT_LOOP_OWN_WAIT):
+            if park is not None and park.aloop is not aloop and park.stranded():
+                self._post_revoke(park)  # the task waits for the I/O thread's delivery
             return None
         try:
             self._remove_stale(aloop)  # before any fd number of them is registered again
             if self.park is not None:
-                if self.park.aloop is not aloop:
+                if self.park.aloop is not aloop and not self.park.stranded():
                     return None  # another event loop's: the check takes it back if unused
-                self._revoke()  # ours, but a pipe came, died or could not be lent
+                # Ours, but a pipe came, died or could not be lent; or another event
+                # loop's that no longer runs: nobody reads with it.
+                self._revoke()
             lent = None if self.busy or self.closed else self._lend(self._park_alarm)
             if not lent:
                 return None
@@ -320,10 +329,16 @@ class CallerReader:
         """A timer of the session loop: a loan that no receive used since the last look,
         and that no task awaits with now, goes back to the I/O thread (its event loop may
         have stopped). One a task awaits with stays, as a loan did before it was kept: its
-        event loop reads the task's message, whenever it comes."""
+        event loop reads the task's message, whenever it comes; unless that event loop no
+        longer runs (``KeptLoan.stranded``)."""
         self._check = None
         park = self.park
         if park is None:
+            return
+        if park.stranded():
+            # Its event loop stopped with a task still awaiting (run_until_complete of a
+            # coroutine that returned, loop.stop(), a loop closed): nobody would read.
+            self._revoke()
             return
         if park.used:
             park.used = False
@@ -337,6 +352,16 @@ class CallerReader:
             self._revoke()
             return
         self._check = self.loop.call_later(self._check_every, self._check_park)
+
+    def _post_revoke(self, park: KeptLoan) -> None:
+        """A reader found ``park`` stranded in its way and could not own the session now:
+        the I/O thread takes it back as soon as it can, and reads (and delivers) then,
+        rather than at its next look, up to a second away."""
+        self.loop.post_if_open(self._revoke_stranded, park)
+
+    def _revoke_stranded(self, park: KeptLoan) -> None:
+        if self.park is park and park.stranded():  # not lent afresh meanwhile
+            self._revoke()
 
     def _revoke(self) -> None:
         """Give a kept loan back to the I/O thread (session lock held). Its event loop
@@ -394,7 +419,22 @@ class CallerReader:
         to this thread: their lenders, the session still owned (the caller releases it),
         or None, not owned, if this cannot be done now."""
         loop = self.loop
-        if self.busy or not loop.own(timeout):
+        if self.busy:
+            park = self.park  # read without the lock: checked again under it
+            if park is None or not park.stranded():
+                return None
+            if not loop.own(timeout):
+                self._post_revoke(park)  # the caller waits for the I/O thread's delivery
+                return None
+            if self.park is not park:
+                loop.release()
+                return None
+            try:
+                self._revoke()  # an event loop that stopped with a task awaiting
+            except BaseException:
+                loop.release()
+                raise
+        elif not loop.own(timeout):
             return None
         try:
             kept = self.kept
@@ -654,6 +694,12 @@ class KeptLoan:
         afresh, or wait for the I/O thread's delivery."""
         return (not self.revoked and len(pipes) == self.pipes
                 and all(lender.stream is not None for lender in self.lent))
+
+    def stranded(self) -> bool:
+        """Whether its event loop no longer runs (stopped, or closed): nothing reads the
+        pipes for it then, whatever tasks still await with it. Read from any thread (two
+        attribute reads of the loop's)."""
+        return self.aloop.is_closed() or not self.aloop.is_running()
 
     def unwatch(self) -> None:
         """In the event loop's thread: stop watching the duplicates, then close them."""

@@ -81,7 +81,13 @@ class _LoopWaker:
 
     def set(self) -> None:  # called under the channel's lock, by whoever delivers
         if threading.get_ident() == self._thread:
-            self._wake()  # delivered by the event loop itself (lent pipes): no hop
+            # Delivered by the event loop itself (lent pipes): no hop. Or by a reader that
+            # came after that event loop was closed with its task still awaiting: then
+            # nothing. Resolving the future would raise "Event loop is closed" into the
+            # delivery, and free the task as the future drops its callbacks: the task's
+            # clean-up (remove_watcher) would then take the channel's lock, held here.
+            if not self._loop.is_closed():
+                self._wake()
             return
         try:
             self._loop.call_soon_threadsafe(self._wake)
