@@ -9,6 +9,7 @@ import threading
 import pytest
 
 import scaproust as sp
+from tests.ip_helpers import has_ipv6_loopback
 
 
 def test_bind_on_a_taken_port_raises_address_in_use_at_once(session):
@@ -49,22 +50,13 @@ def test_wildcard_bind_and_localhost_connect(session, wildcard):
     assert pull.recv() == b"via localhost"
 
 
-def _has_ipv6_loopback() -> bool:
-    try:
-        with pysocket.socket(pysocket.AF_INET6) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
 @pytest.mark.parametrize(("bound", "dialed"), [
     ("tcp4://127.0.0.1:0", "tcp4://127.0.0.1:{port}"),
     ("tcp4://*:0", "tcp4://localhost:{port}"),
     pytest.param("tcp6://[::1]:0", "tcp6://[::1]:{port}", marks=pytest.mark.skipif(
-        not _has_ipv6_loopback(), reason="this host has no IPv6 loopback")),
+        not has_ipv6_loopback(), reason="this host has no IPv6 loopback")),
     pytest.param("tcp6://*:0", "tcp6://[::1]:{port}", marks=pytest.mark.skipif(
-        not _has_ipv6_loopback(), reason="this host has no IPv6 loopback")),
+        not has_ipv6_loopback(), reason="this host has no IPv6 loopback")),
 ])
 def test_tcp_held_to_one_family(session, bound, dialed):
     # nng's tcp4:// and tcp6://: a listener of the one family, dialed by name or literal.
@@ -80,7 +72,7 @@ def test_tcp_held_to_one_family(session, bound, dialed):
     assert req.recv() == b"and back"
 
 
-@pytest.mark.skipif(not _has_ipv6_loopback(), reason="this host has no IPv6 loopback")
+@pytest.mark.skipif(not has_ipv6_loopback(), reason="this host has no IPv6 loopback")
 def test_ipv6_literal_addresses_work(session):
     pull = session.socket(sp.Pull, recv_timeout=5.0)
     ep = pull.bind("tcp://[::1]:0")

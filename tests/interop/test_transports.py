@@ -7,7 +7,6 @@ percent-decoded, autobind for an empty name, IPC framing)."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import time
 import pytest
 
 import scaproust as sp
+from tests.ip_helpers import has_ipv6_loopback
 
 from ._peers import free_tcp_port
 
@@ -197,17 +197,8 @@ def test_we_dial_an_nngcat_tls_listener_with_cert_and_key(nngcat, pki):
 
 # ---------------------------------------------------------------- tcp4:// and tcp6://
 
-def _ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6) as probe:
-            probe.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
 _FAMILIES = [("tcp4", "127.0.0.1"), pytest.param("tcp6", "[::1]", marks=pytest.mark.skipif(
-    not _ipv6_loopback(), reason="this host has no IPv6 loopback"))]
+    not has_ipv6_loopback(), reason="this host has no IPv6 loopback"))]
 
 
 @pytest.mark.parametrize(("scheme", "host"), _FAMILIES)

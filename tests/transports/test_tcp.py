@@ -18,6 +18,7 @@ from scaproust.transports.framing import (
     frame_prefix,
 )
 from scaproust.transports.url import parse_url
+from tests.ip_helpers import has_ipv6_loopback
 
 DEADLINE = 5.0  # seconds; loopback answers in microseconds, this only bounds a failure
 
@@ -84,17 +85,6 @@ def listeners():
     yield listen
     for listener in opened:
         tcp.close_listener(listener)
-
-
-def has_ipv6_loopback() -> bool:
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
 
 
 def test_registry_maps_schemes_to_modules():

@@ -10,6 +10,7 @@ from scaproust.errors import InvalidAddress
 from scaproust.transports import get_transport, lookup, tcp
 from scaproust.transports.tcp_family import TCPTransport
 from scaproust.transports.url import Address
+from tests.ip_helpers import dual_stack
 
 
 @pytest.mark.parametrize(("url", "address"), [
@@ -45,19 +46,12 @@ def test_each_scheme_has_its_own_transport_object_with_plain_tcp_pipes():
         TCPTransport("tcp")
 
 
-def _dual_stack(host, port, family=0, type=0, proto=0, flags=0):
-    """A name with both an IPv6 and an IPv4 address (as localhost has on most systems)."""
-    assert host == "dual.test"
-    return [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", int(port), 0, 0)),
-            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", int(port)))]
-
-
 @pytest.mark.parametrize(("scheme", "found"), [
     ("tcp4", (socket.AF_INET, ("127.0.0.1", 5555))),
     ("tcp6", (socket.AF_INET6, ("::1", 5555, 0, 0))),
 ])
-def test_a_dual_stack_name_resolves_to_the_family_of_the_scheme(monkeypatch, scheme, found):
-    monkeypatch.setattr(tcp, "getaddrinfo", _dual_stack)
+def test_adual_stack_name_resolves_to_the_family_of_the_scheme(monkeypatch, scheme, found):
+    monkeypatch.setattr(tcp, "getaddrinfo", dual_stack)
     transport = get_transport(scheme)
     assert transport.needs_resolution(transport.parse_address(f"{scheme}://dual.test:5555"))
     assert transport.resolve(transport.parse_address(f"{scheme}://dual.test:5555")) == found

@@ -12,6 +12,7 @@ import scaproust as sp
 from scaproust.transports import get_transport, lookup
 from scaproust.transports.tls import TLSConfig, TLSStream, TLSTransport, prepare, subject_of
 from scaproust.transports.url import Address
+from tests.ip_helpers import dual_stack
 
 trustme = pytest.importorskip("trustme", reason="pip install trustme (the dev extra)")
 
@@ -78,21 +79,14 @@ def test_each_scheme_has_its_own_transport_object():
         TLSTransport("tcp")
 
 
-def _dual_stack(host, port, family=0, type=0, proto=0, flags=0):
-    """A name with both an IPv6 and an IPv4 address (as localhost has on most systems)."""
-    assert host == "dual.test"
-    return [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", int(port), 0, 0)),
-            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", int(port)))]
-
-
 @pytest.mark.parametrize(("scheme", "family"), [
     ("tls+tcp", socket.AF_INET), ("tls+tcp4", socket.AF_INET), ("tls+tcp6", socket.AF_INET6)])
-def test_each_scheme_resolves_a_dual_stack_name_to_its_family(monkeypatch, scheme, family):
+def test_each_scheme_resolves_adual_stack_name_to_its_family(monkeypatch, scheme, family):
     # tls+tcp6 resolved as tcp does (IPv4 preferred), then refused the IPv4 address it got:
     # such a name could be neither bound nor dialed.
     from scaproust.transports import tcp
 
-    monkeypatch.setattr(tcp, "getaddrinfo", _dual_stack)
+    monkeypatch.setattr(tcp, "getaddrinfo", dual_stack)
     transport = get_transport(scheme)
     found = transport.resolve(transport.parse_address(f"{scheme}://dual.test:5555"))
     assert found[0] == family and found[1][:2] == (
@@ -103,7 +97,7 @@ def test_an_ipv6_only_scheme_with_ipv4_only_set_is_refused(monkeypatch):
     from scaproust.errors import InvalidAddress
     from scaproust.transports import tcp
 
-    monkeypatch.setattr(tcp, "getaddrinfo", _dual_stack)
+    monkeypatch.setattr(tcp, "getaddrinfo", dual_stack)
     transport = get_transport("tls+tcp6")
     with pytest.raises(InvalidAddress, match="IPv6-only address with ipv4_only set"):
         transport.resolve(transport.parse_address("tls+tcp6://dual.test:5555"), ipv4_only=True)
