@@ -98,3 +98,23 @@ def test_one_device_more_than_the_ttl_allows_and_the_request_is_dropped(session)
     client.send(b"deep enough")
     assert server.recv(timeout=T) == b"deep enough"
     stop(devices)
+
+
+def test_a_device_passes_back_replies_deeper_than_its_own_ttl(session):
+    # The hops are counted on the way out, by each REP (as nng). A reply comes back one
+    # word deeper than its request left this device: its raw REQ dropped it
+    # (dropped_ttl), and the client waited for a resend that got the same fate.
+    front = session.socket(sp.Rep, raw=True, ttl=1)  # takes a client's 1-word request
+    back = session.socket(sp.Req, raw=True, ttl=1)
+    client = session.socket(sp.Req, recv_timeout=T, send_timeout=T)
+    client.connect(front.bind("tcp://127.0.0.1:0").url)
+    server = session.socket(sp.Rep, recv_timeout=T, send_timeout=T)
+    back.connect(server.bind("tcp://127.0.0.1:0").url)
+    device = sp.device(front, back, background=True)
+
+    client.send(b"question")
+    assert server.recv() == b"question"
+    server.send(b"answer")  # [the device's pipe word, the id]: two words
+    assert client.recv() == b"answer"
+    assert back.stats.get("dropped_ttl", 0) == 0
+    stop([device])

@@ -486,3 +486,11 @@ def test_a_port_out_of_descriptors_pauses_its_accepts_and_resumes(session, monke
              if r.getMessage().startswith(f"accept on {port} ")]
     assert [level for level, _ in lines] == ["WARNING", "INFO"], lines  # once an episode
     assert lines[1][1] == f"accept on {port} works again after 3 failed attempts"
+
+
+def test_a_path_with_and_without_its_trailing_slash_is_one_route(session):
+    # Routed alike (transports/ws.py route_key), so the second bind is refused.
+    first = session.socket(sp.Pull)
+    url = first.bind("ws://127.0.0.1:0/a").url
+    with pytest.raises(sp.AddressInUse, match="a socket listens on that path already"):
+        session.socket(sp.Pull).bind(url + "/")

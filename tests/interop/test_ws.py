@@ -100,6 +100,21 @@ def test_pynng_reaches_two_of_our_sockets_on_one_port_by_path(pynng_child):
             assert req.recv() == b"answered"
 
 
+@pytest.mark.parametrize(("bound", "dialed"), [("", ""), ("/a", "/a/")],
+                         ids=["no-path", "trailing-slash"])
+def test_pynng_reaches_us_by_a_url_without_a_path_or_with_a_trailing_slash(
+        pynng_child, bound, dialed):
+    # nng dials ws://host:port with an empty request target (GET  HTTP/1.1) and serves
+    # /a/ to a listener of /a: both were a 404 here, and pynng's dial refused.
+    with sp.Session() as session, session.socket(sp.Pull, recv_timeout=TIMEOUT) as pull:
+        url = pull.bind(f"ws://127.0.0.1:0{bound}").url
+        port = url.split(":")[2].split("/")[0]
+        with pynng_child.socket("Push0", dial=f"ws://127.0.0.1:{port}{dialed}",
+                                send_timeout=MS) as push:
+            push.send(b"found")
+            assert pull.recv() == b"found"
+
+
 def test_pynng_is_refused_a_path_we_do_not_listen_on(pynng, pynng_child):
     with sp.Session() as session, session.socket(sp.Rep) as rep:
         url = rep.bind("ws://127.0.0.1:0/here").url

@@ -6,6 +6,7 @@ import pytest
 
 import scaproust as sp
 from scaproust.transports import Address, lookup
+from scaproust.transports.ws import route_key
 
 
 @pytest.mark.parametrize(("url", "address"), [
@@ -47,3 +48,11 @@ def test_bad_urls_name_what_is_wrong(url, why):
 def test_a_wildcard_is_for_binding_only():
     with sp.Session() as session, pytest.raises(sp.InvalidAddress, match="wildcard"):
         session.socket(sp.Req).connect("ws://*:5555/")
+
+
+@pytest.mark.parametrize(("path", "key"), [
+    ("", "/"), ("/", "/"), ("//", "/"), ("/a", "/a"), ("/a/", "/a"), ("/a/b/", "/a/b")])
+def test_a_request_path_is_routed_without_its_trailing_slash_and_empty_is_root(path, key):
+    # As nng: its dialer sends an empty target for ws://host:port, its listener serves
+    # /a/ to a socket bound on /a.
+    assert route_key(path) == key

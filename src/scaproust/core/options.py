@@ -122,7 +122,10 @@ SPECS = {
                    "seconds a SURVEYOR collects responses to a survey",
                    exclusive_minimum=True, specific=True),
         OptionSpec("ttl", 8, "int",
-                   "most hops (header words) a message may carry; deeper ones are dropped",
+                   "most hops (header words) a message may carry; deeper ones are dropped "
+                   "where requests and surveys arrive (REP, RESPONDENT) and on PAIR v1; a REQ "
+                   "and a SURVEYOR take it, as nng's, and replies of any depth back (nng: "
+                   "1..15)",
                    minimum=1, maximum=255, specific=True),
     )
 }

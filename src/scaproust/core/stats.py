@@ -90,3 +90,8 @@ class Stats:
     def __getitem__(self, name: str) -> int:
         with self._lock:
             return self.counts[name] + self._callers[name]
+
+    def __contains__(self, name: object) -> bool:
+        """Whether the counter has counted anything. Without it, ``in`` would fall back to
+        ``__getitem__`` with 0, 1, 2, ... (every name reads 0) and never end."""
+        return bool(self[name]) if isinstance(name, str) else False

@@ -21,6 +21,7 @@ Extra fields: ``pipes`` (active pipes by id, less those closed for a malformed m
 from __future__ import annotations
 
 import logging
+import sys
 from typing import TYPE_CHECKING
 
 from scaproust.core.channel import UNBOUNDED
@@ -48,16 +49,20 @@ if TYPE_CHECKING:
 log = logging.getLogger("scaproust.protocol")
 
 
-def split_stacks(ctx: Context, pipe: Pipe, payloads: list[bytes],
-                 on_top: bytes = b"") -> tuple[list[Message], Exception | None]:
+def split_stacks(ctx: Context, pipe: Pipe, payloads: list[bytes], on_top: bytes = b"",
+                 *, limit_hops: bool = True) -> tuple[list[Message], Exception | None]:
     """Split each payload's backtrace off: ``Message(body, header=on_top + backtrace)``.
 
-    Messages deeper than the ``ttl`` option are dropped and counted (``dropped_ttl``). At
-    the first malformed one the split stops, it is counted (``dropped_malformed``) and its
-    error returned with the messages before it: the caller closes that pipe, and the rest
-    of what it sent in that read is counted as ``dropped_rejected``.
+    Messages deeper than the ``ttl`` option are dropped and counted (``dropped_ttl``),
+    unless ``limit_hops`` is False: a reply or a response comes back through the hops its
+    request or survey took, each of which counted them on the way out (REP and RESPONDENT,
+    as nng: its REQ and SURVEYOR take any depth back; a device's raw REQ that dropped them
+    lost every reply to a request that had just passed). At the first malformed one the
+    split stops, it is counted (``dropped_malformed``) and its error returned with the
+    messages before it: the caller closes that pipe, and the rest of what it sent in that
+    read is counted as ``dropped_rejected``.
     """
-    ttl = ctx.options.ttl
+    ttl = ctx.options.ttl if limit_hops else sys.maxsize
     out: list[Message] = []
     for index, payload in enumerate(payloads):
         try:

@@ -110,7 +110,7 @@ class ReqRaw(ReqRawFSM, LoadBalancer):
         if pipe not in self.pipes:
             self.ctx.stats.count(DROPPED_REJECTED, len(msgs))
             return
-        out, malformed = split_stacks(self.ctx, pipe, msgs)
+        out, malformed = split_stacks(self.ctx, pipe, msgs, limit_hops=False)
         if malformed is not None:
             self._forget(pipe)
             self.ctx.reject_pipe(pipe)

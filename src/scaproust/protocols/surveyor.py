@@ -10,8 +10,8 @@ counted as ``dropped_pipe_full`` (WIRE.md, "SURVEYOR": nng and nanomsg do the sa
 never blocks: the send credit is ``UNBOUNDED`` from the start. A response's header is its
 words up to and including the first with the most significant bit set (the survey id); it
 is delivered as ``Message(body, header)``. A response with no such word is malformed and
-closes its pipe (nng's choice, WIRE.md); one with more than ``ttl`` words is dropped and
-counted (``dropped_ttl``).
+closes its pipe (nng's choice, WIRE.md). Any depth comes back, as in nng: the hops were
+counted on the survey's way out (``ttl`` applies where surveys arrive, WIRE.md R8).
 
 Cooked (``Surveyor``, states ``idle`` / ``surveying``): its policy, ``SurveyorPolicy``
 numbers the surveys (a random start, +1 each) and hands each over as
@@ -127,7 +127,7 @@ class SurveyorRaw(SurveyorRawFSM, ProtocolBase):
         if pipe not in self.pipes:
             self.ctx.stats.count(DROPPED_REJECTED, len(msgs))  # closing: malformed earlier
             return []
-        items, malformed = split_stacks(self.ctx, pipe, msgs)
+        items, malformed = split_stacks(self.ctx, pipe, msgs, limit_hops=False)
         if malformed is not None:
             self.remove_pipe(pipe)  # no more surveys to it while the loop closes it
             self.ctx.reject_pipe(pipe)

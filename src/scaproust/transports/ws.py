@@ -72,7 +72,7 @@ if TYPE_CHECKING:
         def remove_writer(self, fileobj: HasFileno) -> bool: ...
 
 __all__ = ["REQUEST_TIMEOUT", "SCHEMES", "PathHandle", "SharedPort", "WSTransport", "WsSocket",
-           "WssStream", "http_host"]
+           "WssStream", "http_host", "route_key"]
 
 log = logging.getLogger("scaproust.transport.ws")
 
@@ -249,7 +249,7 @@ class SharedPort:
         except HttpRefusal as err:
             self._refuse(pending, err.status, str(err))
             return
-        handle = self.paths.get(request.path)
+        handle = self.paths.get(route_key(request.path))
         if handle is None:
             self._refuse(pending, 404, f"no socket listens on path {request.path!r}")
             return
@@ -340,6 +340,13 @@ def _peer(conn: socket.socket) -> str:
     return format_tcp_url(host, port, "ws")[len("ws://"):]
 
 
+def route_key(path: str) -> str:
+    """What a request's path is routed by: without a trailing slash, as nng's listener
+    serves ``/a/`` to a socket bound on ``/a``; the empty path, which nng's dialer sends
+    for a URL without one (``GET  HTTP/1.1``), is ``/``."""
+    return path.rstrip("/") or "/"
+
+
 def _tcp(address: Address) -> Address:
     """The TCP address under a ws or wss one (its host and port)."""
     return Address("tcp", host=address.host, port=address.port)
@@ -428,11 +435,12 @@ class WSTransport:
                 port = SharedPort((family, str(sockaddr[0]), number), listening, loop,
                                   self.SCHEME, tls)
                 _ports[port.key] = port
-            if address.path in port.paths:
+            key = route_key(address.path)
+            if key in port.paths:
                 raise AddressInUse(f"{address.url!r}: a socket listens on that path already")
             url = format_tcp_url(address.host, port.key[2], self.SCHEME) + address.path
             handle = PathHandle(port, address.path, url)
-            port.paths[address.path] = handle
+            port.paths[key] = handle
         return handle, url
 
     def accept(self, handle: PathHandle) -> WsSocket | WssStream | None:
@@ -441,8 +449,9 @@ class WSTransport:
     def close_listener(self, handle: PathHandle) -> None:
         port = handle.port
         with _ports_lock:
-            if port.paths.get(handle.path) is handle:
-                del port.paths[handle.path]
+            key = route_key(handle.path)
+            if port.paths.get(key) is handle:
+                del port.paths[key]
             last = not port.paths
             if last and _ports.get(port.key) is port:
                 del _ports[port.key]
