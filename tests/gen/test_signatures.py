@@ -92,14 +92,14 @@ def test_an_on_enter_action_with_a_parameter_fails_on_its_state(tmp_path):
 
 
 def test_an_action_used_on_enter_and_on_a_row_must_take_the_row_s_arguments_as_star_args(tmp_path):
-    # close_endpoints: on_enter of closing (nothing), cmd_close (nothing), evt_crashed (err).
-    src, line = source_with(tmp_path, "core/socket.py", "def close_endpoints(self, *args: object)",
-                            "def close_endpoints(self)")
+    # forget_request: on_enter of closed (nothing), cmd_recv (nothing), evt_sent (header).
+    src, line = source_with(tmp_path, "protocols/rep.py", "def forget_request(self, *args: object)",
+                            "def forget_request(self)")
     err = error_of(src_root=src)
-    row = "['*',     evt_crashed,       [],            closed,  [log_crash, close_endpoints]]"
-    assert str(err) == (f"protocols.yaml:{line_of(REAL, row, 'socket')}: action 'close_endpoints' "
-                        f"(src/scaproust/core/socket.py:{line}) takes () but event 'evt_crashed' of "
-                        "'socket' carries (err)")
+    row = "[answering,         evt_sent,       [answers_request], idle, [forget_request]]"
+    assert str(err) == (f"protocols.yaml:{line_of(REAL, row, 'rep_ctx')}: action 'forget_request' "
+                        f"(src/scaproust/protocols/rep.py:{line}) takes () but event 'evt_sent' of "
+                        "'rep_ctx' carries (header)")
 
 
 def test_star_args_where_every_event_carries_the_same_fails(tmp_path):

@@ -9,6 +9,7 @@ import threading
 import pytest
 
 import scaproust as sp
+from tests.integration.conftest import wait_until
 from tests.ip_helpers import has_ipv6_loopback
 
 
@@ -265,3 +266,24 @@ def test_closing_the_socket_closes_its_endpoints(session):
     ep.close()  # harmless
     again = session.socket(sp.Pull)
     assert again.bind(ep.url).url == ep.url
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "ipc"])
+def test_close_returns_once_the_address_is_free_to_bind_again(session, scheme, tmp_path):
+    # close() of a socket without pipes returned as it was marked closed, and its
+    # listener closed a moment later: a plain bind of the port right after it failed in
+    # most tries, and the IPC file was still there.
+    # It happened when the I/O thread ran the close: the case of a loop asleep in its
+    # selector (it holds the session then; a caller waits only a moment to take it over).
+    loop = session._core.loop
+    path = tmp_path / "again.ipc"
+    for _ in range(20):
+        sock = session.socket(sp.Pull)
+        url = sock.bind("tcp://127.0.0.1:0" if scheme == "tcp" else f"ipc://{path}").url
+        wait_until(lambda: loop._idle, what="the I/O thread asleep")
+        sock.close()
+        if scheme == "tcp":
+            with pysocket.socket() as plain:  # no SO_REUSEADDR: refused while listened on
+                plain.bind(("127.0.0.1", int(url.rsplit(":", 1)[1])))
+        else:
+            assert not path.exists()  # the listener removes its file as it closes

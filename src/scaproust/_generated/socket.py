@@ -46,7 +46,7 @@ class SocketCompiled:
     if TYPE_CHECKING:  # defined by the hand-written class, called by the rows
         def has_pipes(self) -> bool: ...
         def has_other_pipes(self, pipe: Pipe) -> bool: ...
-        def close_endpoints(self, *args: object) -> None: ...
+        def close_endpoints(self) -> None: ...
         def close_pipes(self) -> None: ...
         def close_protocol(self) -> None: ...
         def notify_closed(self) -> None: ...
@@ -98,6 +98,7 @@ class SocketCompiled:
                 self.untrack_pipe(pipe)
                 return True
             self.state = 'closed'
+            self.close_endpoints()
             self.close_protocol()
             self.notify_closed()
             self.untrack_pipe(pipe)
@@ -115,9 +116,9 @@ class SocketCompiled:
                 self.close_pipes()
                 return True
             self.state = 'closed'
+            self.close_endpoints()
             self.close_protocol()
             self.notify_closed()
-            self.close_endpoints()
             return True
         if state == 'closing':
             return True
@@ -129,17 +130,17 @@ class SocketCompiled:
         state = self.state
         if state == 'open':
             self.state = 'closed'
+            self.close_endpoints()
             self.close_protocol()
             self.notify_closed()
             self.log_crash(err)
-            self.close_endpoints(err)
             return True
         if state == 'closing':
             self.state = 'closed'
+            self.close_endpoints()
             self.close_protocol()
             self.notify_closed()
             self.log_crash(err)
-            self.close_endpoints(err)
             return True
         raise RefusedEvent(NAME, state, 'evt_crashed')
 

@@ -27,7 +27,7 @@ EVENTS = ('cmd_bind', 'cmd_connect', 'cmd_close_endpoint', 'evt_pipe_opened', 'e
 STATES: list[dict[str, Any]] = [
     {'name': 'open', 'ignore_invalid_triggers': False},
     {'name': 'closing', 'on_enter': ['close_endpoints', 'close_pipes'], 'ignore_invalid_triggers': False},
-    {'name': 'closed', 'on_enter': ['close_protocol', 'notify_closed'], 'final': True, 'ignore_invalid_triggers': False},
+    {'name': 'closed', 'on_enter': ['close_endpoints', 'close_protocol', 'notify_closed'], 'final': True, 'ignore_invalid_triggers': False},
 ]
 
 TRANSITIONS: list[dict[str, Any]] = [
@@ -37,15 +37,15 @@ TRANSITIONS: list[dict[str, Any]] = [
     {'trigger': 'evt_pipe_opened', 'source': 'open', 'dest': None, 'after': ['track_pipe']},
     {'trigger': 'evt_pipe_closed', 'source': 'open', 'dest': None, 'after': ['untrack_pipe']},
     {'trigger': 'cmd_close', 'source': 'open', 'dest': 'closing', 'conditions': ['has_pipes']},
-    {'trigger': 'cmd_close', 'source': 'open', 'dest': 'closed', 'after': ['close_endpoints']},
+    {'trigger': 'cmd_close', 'source': 'open', 'dest': 'closed'},
     {'trigger': 'evt_pipe_opened', 'source': 'closing', 'dest': None, 'after': ['close_late_pipe']},
     {'trigger': 'evt_pipe_closed', 'source': 'closing', 'dest': None, 'conditions': ['has_other_pipes'], 'after': ['untrack_pipe']},
     {'trigger': 'evt_pipe_closed', 'source': 'closing', 'dest': 'closed', 'after': ['untrack_pipe']},
     {'trigger': 'cmd_close', 'source': 'closing', 'dest': None},
     {'trigger': 'cmd_close', 'source': 'closed', 'dest': None},
     {'trigger': 'evt_pipe_closed', 'source': 'closed', 'dest': None},
-    {'trigger': 'evt_crashed', 'source': 'open', 'dest': 'closed', 'after': ['log_crash', 'close_endpoints']},
-    {'trigger': 'evt_crashed', 'source': 'closing', 'dest': 'closed', 'after': ['log_crash', 'close_endpoints']},
+    {'trigger': 'evt_crashed', 'source': 'open', 'dest': 'closed', 'after': ['log_crash']},
+    {'trigger': 'evt_crashed', 'source': 'closing', 'dest': 'closed', 'after': ['log_crash']},
 ]
 
 MACHINE = reference_machine(NAME, STATES, TRANSITIONS, INITIAL)

@@ -401,9 +401,8 @@ class SocketCore(SocketFSM):
         if endpoint is not None:
             endpoint.cmd_close()
 
-    def close_endpoints(self, *args: object) -> None:
-        # *args: on_enter of closing and an action of cmd_close (nothing), and of
-        # evt_crashed (err).
+    def close_endpoints(self) -> None:
+        # on_enter of closing, and of closed (again, harmlessly, after closing).
         endpoints, self.endpoints = list(self.endpoints.values()), {}
         for endpoint in endpoints:
             endpoint.cmd_close()
