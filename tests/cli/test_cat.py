@@ -257,14 +257,45 @@ def test_a_second_ctrl_c_while_it_closes_after_the_first_is_no_traceback():
     assert signal.getsignal(signal.SIGINT) is before  # restored
 
 
-def test_a_send_timeout_says_message_not_sent_and_goes_on_as_nanocat(procs):
-    # Nobody to push to: each send times out, is reported, and the loop carries on.
+def test_a_send_that_times_out_is_fatal_as_nanocat(procs):
+    # Nobody to push to. nanocat 1.1.5: "Can't send: Connection timed out", status 3 (this
+    # printed "Message not sent (EAGAIN)", nanocat's line for a send that may not wait,
+    # and went on).
     push = procs.cat("--push", "-v", "-L", "0", "-D", "x", "--send-timeout", "0.05", "-C", "2")
+    assert push.wait_exit() == 3
+    assert push.stderr().splitlines()[1:] == ["Can't send: Connection timed out"]
+
+
+def test_a_send_that_may_not_wait_says_message_not_sent_and_goes_on_as_nanocat(procs):
+    # A send timeout of 0: nanocat's nn_send fails with EAGAIN, reported, the loop goes on.
+    push = procs.cat("--push", "-v", "-L", "0", "-D", "x", "--send-timeout", "0", "-C", "2")
     assert push.wait_exit() == 0
     assert push.stderr().splitlines()[1:] == ["Message not sent (EAGAIN)"] * 2
     dialer = procs.cat("--pull", "-v", "-l", "1", "--recv-timeout", "0")
     assert dialer.wait_exit() == 0
     assert dialer.stderr() == "Connected to: tcp://127.0.0.1:1\n"
+
+
+def test_the_last_round_of_a_req_ends_with_its_reply_not_its_interval(procs):
+    # As nngcat: --count rounds every --interval, the last one over with its reply. This
+    # waited out the whole interval after it (here 60 s: wait_exit's bound fails it).
+    rep = procs.cat("--rep", "-v", "-L", "0", "-D", "pong", "-A")
+    port = rep.listening_url().rsplit(":", 1)[1]
+    req = procs.cat("--req", "-l", port, "-D", "ping", "-A", "-i", "60", "-C", "1")
+    assert req.wait_exit() == 0, req.stderr()
+    assert req.stdout() == b"pong\n"
+
+
+@pytest.mark.parametrize("verbose", [[], ["-v"]])
+def test_the_librarys_warnings_reach_standard_error_with_v_only(procs, verbose):
+    # A PULL dialing a PULL: each pipe is refused after the headers, which the library
+    # logs as a warning. nanocat and nngcat print nothing of the kind, even without -q.
+    pull = procs.cat("--pull", "-v", "-L", "0")
+    port = pull.listening_url().rsplit(":", 1)[1]
+    wrong = procs.cat("--pull", *verbose, "-l", port, "--recv-timeout", "0.5")
+    assert wrong.wait_exit() == 0
+    warned = "is not a valid peer for this socket" in wrong.stderr()
+    assert warned == bool(verbose), wrong.stderr()
 
 
 # --------------------------------------------------------------------------------------
@@ -299,11 +330,11 @@ def test_insecure_connects_to_a_server_it_cannot_check(procs, tls):
     pull = procs.cat("--pull", "-v", "--bind", "tls+tcp://127.0.0.1:0", "--cert",
                      tls["stranger"], "-Q", "-C", "1")
     url = pull.listening_url()
-    refused = procs.cat("--push", "--connect", url, "--cacert", tls["ca"], "-D", "no",
+    refused = procs.cat("--push", "-v", "--connect", url, "--cacert", tls["ca"], "-D", "no",
                         "--send-timeout", "0.5")
-    assert refused.wait_exit() == 0  # as nanocat: a send timeout is reported, not fatal
-    assert "Message not sent" in refused.stderr()
-    assert "certificate verify failed" in refused.stderr()
+    assert refused.wait_exit() == 3  # as nanocat: a send that timed out is fatal
+    assert "Can't send: Connection timed out" in refused.stderr()
+    assert "certificate verify failed" in refused.stderr()  # the library's warning, -v
     push = procs.cat("--push", "--connect", url, "-k", "-D", "yes")
     assert push.wait_exit() == 0, push.stderr()
     assert pull.wait_exit() == 0, pull.stderr()

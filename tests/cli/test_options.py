@@ -75,6 +75,15 @@ def test_values_of_every_option():
     assert (c.send_timeout, c.interval) == (0.1, 2.0)
 
 
+def test_a_prefix_unique_among_nanocats_options_means_what_it_means_there():
+    # nngcat's extra names (--recv-maxsz, --async, --version, --pair0/1, --insecure) made
+    # these ambiguous, though a nanocat command line with them ran there.
+    c = parse(["--pull", "--connect", "tcp://h:1", "--rec", "1", "--as", "--ver"])
+    assert (c.recv_timeout, c.fmt, c.verbose) == (1.0, "ascii", 1)
+    c = parse(["--pa", "-l1", "--i", "0.5", "--recv-", "2", "-D", "x"])
+    assert (c.socket_type, c.interval, c.recv_timeout) == ("pair0", 0.5, 2.0)
+
+
 def test_the_last_format_wins_as_in_nanocat():
     assert parse(["--pull", "-l1", "--hex", "--raw"]).fmt == "raw"
     assert parse(["--pull", "-l1", "--raw", "--format=hex"]).fmt == "hex"

@@ -16,6 +16,7 @@ Exit status: 0 done, 1 usage error, 2 unreadable ``--file``, 3 socket error (nan
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import signal
@@ -50,7 +51,10 @@ class _Fatal(Exception):
 
 
 def _fail(what: str, error: BaseException) -> NoReturn:
-    reason = str(error) or type(error).__name__
+    # A timeout reads as nanocat's (its strerror of ETIMEDOUT), not as our message with
+    # the seconds waited.
+    reason = ("Connection timed out" if isinstance(error, sp.Timeout)
+              else str(error) or type(error).__name__)
     raise _Fatal(f"{what}: {reason}") from error
 
 
@@ -83,9 +87,12 @@ class _Cat:
             self.out.flush()
 
     def send(self) -> None:
+        # As nanocat: a send timeout of 0 does not wait (its EAGAIN) and is reported, the
+        # loop goes on; a send that timed out is fatal ("Can't send: Connection timed
+        # out", status 3; nngcat: "Send error: Timed out", status 1).
         try:
             self.sock.send(self.data)
-        except (sp.Timeout, sp.WouldBlock):  # WouldBlock: a send timeout of 0
+        except sp.WouldBlock:
             self.err("Message not sent (EAGAIN)")
         except sp.Error as error:
             _fail("Can't send", error)
@@ -133,11 +140,12 @@ class _Cat:
             self.print(body)
 
     def send_recv_loop(self) -> None:
-        self.rounds(lambda deadline, last: self.collect(deadline))
+        self.rounds(self.collect)
 
-    def collect(self, deadline: float | None) -> None:
-        """Print what comes until ``deadline`` (then wait for it), the receive timeout or
-        the end of the request or survey."""
+    def collect(self, deadline: float | None, last: bool = False) -> None:
+        """Print what comes until ``deadline`` (then wait for it, unless this is the
+        ``last`` round: it ends with its reply, as nngcat's), the receive timeout or the
+        end of the request or survey."""
         while True:
             timeout = self.config.recv_timeout
             if deadline is not None:
@@ -147,7 +155,7 @@ class _Cat:
                 timeout = left if timeout is None else min(left, timeout)
             body = self.recv(timeout)
             if body is None:
-                if deadline is not None:
+                if deadline is not None and not last:
                     _sleep_until(deadline)
                 return
             self.print(body)
@@ -298,7 +306,25 @@ def main(argv: list[str] | None = None, prog: str = "scaproust-cat") -> int:
     if config.version:
         sys.stdout.write(f"{sp.__version__}\n")
         return 0
+    _library_log(config.verbose)
     return run(config, sys.stdout.buffer, err)
+
+
+class _LibraryLog(logging.StreamHandler):  # type: ignore[type-arg]
+    """Where the library's own warnings go with -v: standard error, as they are."""
+
+
+def _library_log(verbose: int) -> None:
+    """The library's warnings (a pipe refused or closed, a TLS handshake that failed) go
+    to standard error with -v only. Without a handler, Python's last resort printed them
+    always, where nanocat and nngcat print nothing of the kind, even with -q."""
+    logger = logging.getLogger("scaproust")
+    for handler in [h for h in logger.handlers if isinstance(h, _LibraryLog)]:
+        logger.removeHandler(handler)  # main() run again in one process (the tests)
+    handler = _LibraryLog(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setLevel(logging.WARNING if verbose > 0 else logging.CRITICAL + 1)
+    logger.addHandler(handler)
 
 
 def console() -> NoReturn:

@@ -408,6 +408,16 @@ class _Parser:
                              "options: --data, -D, --file, -F")
 
 
+#: nanocat 1.1.5's long options. A prefix unique among them means the same here, though
+#: nngcat's names (--async, --insecure, --pair0, --recv-maxsz, --version...) make it
+#: ambiguous among all of ours: ``--rec``, ``--as``, ``--ver`` of a nanocat command line.
+NANOCAT_LONGS = frozenset({
+    "help", "verbose", "silent", "push", "pull", "pub", "sub", "req", "rep", "surveyor",
+    "respondent", "bus", "pair", "bind", "connect", "bind-ipc", "connect-ipc", "bind-local",
+    "connect-local", "recv-timeout", "send-timeout", "socket-name", "subscribe", "format",
+    "raw", "ascii", "quoted", "msgpack", "hex", "interval", "delay", "data", "file"})
+
+
 def _find_long(name: str) -> Opt:
     opt = _BY_LONG.get(name)
     if opt is not None:
@@ -416,6 +426,9 @@ def _find_long(name: str) -> Opt:
     keys = {_BY_LONG[long].key for long in names}
     if len(keys) == 1:
         return _BY_LONG[names[0]]
+    nanocat = [long for long in names if long in NANOCAT_LONGS]
+    if len(nanocat) == 1:
+        return _BY_LONG[nanocat[0]]
     if not keys:
         raise UsageError(f"Unknown option ``--{name}''")
     raise UsageError(f"Option ``--{name}'' is ambiguous (specify more of it); it may be:\n"
