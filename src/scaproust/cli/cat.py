@@ -251,11 +251,11 @@ def run(config: Config, out: BinaryIO, err: Callable[[str], None]) -> int:
         return EXIT_SOCKET
     except KeyboardInterrupt:
         interrupted = True
-        if sock is not None:
+        if sock is not None and not sock.closed:  # a closed socket takes no option
             sock.linger = 0.0  # the user wants out: drop what is queued
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # whoever read our output went away: nothing more to do
-        if sock is not None:
+        if sock is not None and not sock.closed:
             sock.linger = 0.0
         # What is left in the buffer can never be written: send it nowhere, so that the
         # interpreter's flush at exit does not complain.
