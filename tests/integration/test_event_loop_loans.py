@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import struct
 import threading
@@ -349,6 +350,46 @@ def test_a_delivery_in_the_thread_of_a_closed_event_loop_still_wakes_its_receive
             push.send(body)
             assert pull.recv() == body
     assert pull.stats.get("pipes_closed", 0) == 0
+
+
+def test_a_loan_taken_back_from_a_loop_closed_since_closes_its_duplicates_with_the_socket(
+        session, monkeypatch):
+    # Taken back from the I/O thread while its event loop was stopped, the loan's
+    # duplicates wait for that loop to remove them (a post), which its close dropped:
+    # they stayed open for the socket's life, and its peer never saw the connection end.
+    monkeypatch.setattr(caller_reader, "PARK_CHECK", 0.002)
+    pull = session.socket(sp.Pull, recv_timeout=T)
+    host, port = pull.bind("tcp://127.0.0.1:0").url[len("tcp://"):].rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=T) as peer:
+        peer.sendall(PUSH_HEADER)
+        assert peer.recv(8, socket.MSG_WAITALL)[:4] == b"\x00SP\x00"
+        wait_until(lambda: len(pull._core.pipes) == 1, what="the pipe")
+        reader = pull._core.reader
+        aloop = asyncio.new_event_loop()
+        tasks: list[asyncio.Task] = []
+
+        async def start():
+            tasks.append(await awaiting_lent(pull))
+
+        aloop.run_until_complete(start())  # stopped, the task awaiting with the loan
+        park = reader.park
+        wait_until(lambda: park.revoked, what="the I/O thread's look taking it back")
+        assert reader._stale == [park]  # its removal posted to the stopped event loop
+        watched = [w.fileno() for w in park.watched]
+        tasks[0]._log_destroy_pending = False  # it can never end: its loop is closed
+        aloop.close()  # without running again: the post is dropped
+        pull.close()
+        assert reader._stale == [] and park.watched == []
+        assert peer.recv(1) == b""  # the connection ended: no duplicate keeps it open
+        assert all(_closed_fd(fd) for fd in watched)
+
+
+def _closed_fd(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return True
+    return False  # reused meanwhile is possible in general, not in this short test
 
 
 def test_the_io_thread_takes_back_a_loan_whose_event_loop_stopped_awaiting(

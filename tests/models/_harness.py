@@ -111,18 +111,18 @@ def request_id(n: int) -> bytes:
     return word(MSB | (n & 0x7FFFFFFF))
 
 
-def split_reference(payload: bytes, ttl: int | None):
+def split_reference(payload: bytes, ttl: int):
     """Classify a request/response payload the way WIRE.md says a REP reads one.
 
     Returns ``("ok", backtrace, body)`` (the words up to and including the first with the
     most significant bit, at most ``ttl`` of them), ``("ttl",)`` (dropped, the pipe
     stays: 8 pass, 9 are dropped) or ``("malformed",)`` (fewer than 4 bytes left before an
-    id word: the pipe is closed). ``ttl`` None: any depth (a reply or a response comes
-    back to a REQ or a SURVEYOR through the hops its request counted, WIRE.md R8)."""
+    id word: the pipe is closed). A REQ and a SURVEYOR read a reply or a response with
+    255 for ``ttl``: as deep as any request or survey could go (WIRE.md R8)."""
     count, offset = 0, 0
     while True:
         count += 1
-        if ttl is not None and count > ttl:
+        if count > ttl:
             return ("ttl",)
         if len(payload) - offset < 4:
             return ("malformed",)

@@ -18,7 +18,8 @@ Cooked REQ model (``ReqReference``):
 Raw REQ model (``ReqRawReference``): PUSH's delivery rules (each message once, in order,
 to one pipe, best priority, round robin, waiting while no pipe has room, send blocking)
 with the user's header as given; replies split at the first word with the high bit
-(``split_reference``) at any depth (WIRE.md R8), malformed ones close the pipe; no timers.
+(``split_reference``) as deep as any ttl allows (255 words, WIRE.md R8), malformed ones
+close the pipe; no timers.
 
 REP (cooked and raw): ``_harness.BacktraceReference``.
 """
@@ -270,7 +271,7 @@ class ReqRawReference(Reference):
         if pipe in self.closing:
             return
         for payload in payloads:
-            verdict = split_reference(payload, None)  # any depth back (WIRE.md R8)
+            verdict = split_reference(payload, 255)  # any depth a ttl allows (WIRE.md R8)
             if verdict[0] == "malformed":
                 self.reject(step, pipe)
                 return

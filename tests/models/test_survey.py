@@ -6,8 +6,8 @@ Cooked SURVEYOR model (``SurveyorReference``):
   attached pipe that has room now (a pipe without room misses it); send never blocks;
 - the survey's deadline (``survey_deadline``) starts when the machine takes it; a new
   survey replaces the old one and its deadline; one timer at most, none without a survey;
-- a response is split like a request (``split_reference``), at any depth: a malformed
-  one closes its pipe; it is delivered as ``Message(body, id word)`` only if it
+- a response is split like a request (``split_reference``), as deep as any ttl allows
+  (255 words): a malformed one closes its pipe; it is delivered as ``Message(body, id word)`` only if it
   answers the current survey before its deadline; others (older surveys, foreign ids,
   late ones) are dropped silently;
 - the user receives only responses to the current survey, before the deadline; a recv
@@ -88,7 +88,7 @@ class SurveyorReference(Reference):
         if pipe in self.closing:
             return
         for payload in payloads:
-            verdict = split_reference(payload, None)  # any depth back (WIRE.md R8)
+            verdict = split_reference(payload, 255)  # any depth a ttl allows (WIRE.md R8)
             if verdict[0] == "malformed":
                 self.reject(step, pipe)
                 return
@@ -189,7 +189,7 @@ class SurveyorRawReference(Reference):
         if pipe in self.closing:
             return
         for payload in payloads:
-            verdict = split_reference(payload, None)  # any depth back (WIRE.md R8)
+            verdict = split_reference(payload, 255)  # any depth a ttl allows (WIRE.md R8)
             if verdict[0] == "malformed":
                 self.reject(step, pipe)
                 return

@@ -672,6 +672,19 @@ def test_raw_req_takes_a_reply_of_any_depth_back_as_nng_does(raw, ctx):
     assert ctx.rejected == []
 
 
+def test_raw_req_takes_back_as_deep_a_reply_as_a_ttl_allows_and_no_deeper(raw, ctx):
+    # Its words are looked at one by one in Python: unbounded, a peer's mebibyte of hop
+    # words held the I/O thread for 40 ms a reply. No ttl lets a request take more.
+    (p0,) = add_pipes(raw, 5)
+    deepest = b"".join(pipe_word(n) for n in range(254)) + ID  # 255 words
+
+    raw.evt_pipe_recv(p0, [pipe_word(999) + deepest + b"too deep", deepest + b"ok"])
+
+    assert ctx.delivered == [Message(b"ok", deepest)]
+    assert ctx.stats["dropped_ttl"] == 1
+    assert ctx.rejected == []
+
+
 @pytest.mark.parametrize("payload", [pipe_word(1) + b"no id", b"\x80\x00", b""],
                          ids=["no-high-bit", "partial-word", "empty"])
 def test_raw_req_closes_a_pipe_whose_reply_is_malformed(raw, ctx, caplog, payload):

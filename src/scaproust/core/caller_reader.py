@@ -258,6 +258,7 @@ class CallerReader:
             return None
         try:
             self._remove_stale(aloop)  # before any fd number of them is registered again
+            self._drop_dead_stale()
             if self.park is not None:
                 if self.park.aloop is not aloop and not self.park.stranded():
                     return None  # another event loop's: the check takes it back if unused
@@ -404,6 +405,15 @@ class CallerReader:
                 except BaseException:
                     self.loop.release_interrupted()  # a Ctrl-C as release() was entered
                     raise
+
+    def _drop_dead_stale(self) -> None:
+        """Session lock held: the duplicates of loans taken back from another thread whose
+        event loop was closed before it ran their removal (closing it dropped the post,
+        with its selector): nothing watches them any more, so they close here, and with
+        them the connection a dead pipe left open."""
+        for park in [p for p in self._stale if p.aloop.is_closed()]:
+            self._stale.remove(park)
+            park.close_duplicates()
 
     def _remove_stale(self, aloop: asyncio.AbstractEventLoop) -> None:
         """In ``aloop``'s thread, session lock held: the loans of ``aloop`` taken back from
@@ -600,6 +610,7 @@ class CallerReader:
             self._kept_check = None
         if self.park is not None:
             self._revoke()
+        self._drop_dead_stale()
         if self.wakeup is not None and not self.busy:
             self.wakeup.close()
             self.wakeup = None
@@ -654,7 +665,8 @@ class KeptLoan:
     refuse. A duplicate is closed only once the event loop no longer watches it, and
     keeps the connection open until then: taken back from another thread while that
     event loop is stopped but not closed, a pipe that dies meanwhile sends its close to
-    the peer only once the event loop runs again or is closed (at most one loan's
+    the peer only once the event loop runs again, or, closed without running again, once
+    the socket closes or an event loop borrows its pipes anew (at most one loan's
     duplicates per such event loop: it cannot make another without running). Fields:
     ``used`` (a receive took the loan since the I/O thread's last look), ``waiting`` (the
     tasks awaiting with it now; written in the event loop's thread only), ``revoked`` (set

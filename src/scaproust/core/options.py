@@ -124,8 +124,8 @@ SPECS = {
         OptionSpec("ttl", 8, "int",
                    "most hops (header words) a message may carry; deeper ones are dropped "
                    "where requests and surveys arrive (REP, RESPONDENT) and on PAIR v1; a REQ "
-                   "and a SURVEYOR take it, as nng's, and replies of any depth back (nng: "
-                   "1..15)",
+                   "and a SURVEYOR take it, as nng's, and replies as deep as any ttl allows "
+                   "(255 words) back (nng: 1..15)",
                    minimum=1, maximum=255, specific=True),
     )
 }

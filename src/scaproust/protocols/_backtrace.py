@@ -21,11 +21,11 @@ Extra fields: ``pipes`` (active pipes by id, less those closed for a malformed m
 from __future__ import annotations
 
 import logging
-import sys
 from typing import TYPE_CHECKING
 
 from scaproust.core.channel import UNBOUNDED
 from scaproust.core.message import Message
+from scaproust.core.options import SPECS
 from scaproust.core.stats import (
     DROPPED_MALFORMED,
     DROPPED_NO_ROUTE,
@@ -48,6 +48,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("scaproust.protocol")
 
+#: The deepest stack a reply or a response may bring back: the most hops any ``ttl``
+#: (1..255) lets a request or a survey take.
+MAX_HOPS = SPECS["ttl"].maximum or 255
+
 
 def split_stacks(ctx: Context, pipe: Pipe, payloads: list[bytes], on_top: bytes = b"",
                  *, limit_hops: bool = True) -> tuple[list[Message], Exception | None]:
@@ -57,12 +61,14 @@ def split_stacks(ctx: Context, pipe: Pipe, payloads: list[bytes], on_top: bytes 
     unless ``limit_hops`` is False: a reply or a response comes back through the hops its
     request or survey took, each of which counted them on the way out (REP and RESPONDENT,
     as nng: its REQ and SURVEYOR take any depth back; a device's raw REQ that dropped them
-    lost every reply to a request that had just passed). At the first malformed one the
+    lost every reply to a request that had just passed). Any depth a ``ttl`` allows, that
+    is: ``MAX_HOPS``; the words are looked at one by one, and a peer's reply of a mebibyte
+    of hop words took the I/O thread 40 ms without a bound. At the first malformed one the
     split stops, it is counted (``dropped_malformed``) and its error returned with the
     messages before it: the caller closes that pipe, and the rest of what it sent in that
     read is counted as ``dropped_rejected``.
     """
-    ttl = ctx.options.ttl if limit_hops else sys.maxsize
+    ttl = ctx.options.ttl if limit_hops else MAX_HOPS
     out: list[Message] = []
     for index, payload in enumerate(payloads):
         try:
