@@ -436,11 +436,10 @@ class CallerReader:
             if not loop.own(timeout):
                 self._post_revoke(park)  # the caller waits for the I/O thread's delivery
                 return None
-            if self.park is not park:
-                loop.release()
-                return None
             try:
-                self._revoke()  # an event loop that stopped with a task awaiting
+                # Checked again under the lock; lent afresh meanwhile, it stays, and the
+                # lend below finds the reader busy.
+                self._revoke_stranded(park)
             except BaseException:
                 loop.release()
                 raise
