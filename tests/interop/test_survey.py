@@ -3,8 +3,7 @@ either side listening.
 
 Their respondents answer every survey with one fixed body (nngcat/nanocat ``--data``, a
 pynng thread) and record the surveys they got; their surveyors survey again and again
-(nngcat every second, the shortest ``--interval`` it takes; nanocat and pynng every
-0.25 s) and record every response, because a survey sent before the connection is up
+(nngcat every 2 s, see NNGCAT_INTERVAL; nanocat and pynng every 0.25 s) and record every response, because a survey sent before the connection is up
 reaches nobody. Survey deadlines here are short (0.2-0.5 s) to keep the file fast.
 
 Test list:
@@ -42,7 +41,17 @@ from ._peers import (
 
 SURVEY_DEADLINE = 0.5  # ours, when real respondents must answer in time
 SILENT_DEADLINE = 0.2  # ours, when nobody answers
-THEIR_INTERVAL = 0.25  # how often nanocat and pynng survey again (nngcat: every 1 s)
+THEIR_INTERVAL = 0.25  # how often nanocat and pynng survey again
+# How often nngcat surveys again. Not 1 s, the shortest it takes: libnng 1.5.2 (Debian's)
+# deadlocks when a survey's 1 s deadline fires just as the next survey is sent (the send
+# holds the socket's lock while it cancels the deadline's timer, whose callback waits for
+# that lock), and nngcat's surveyor then never sends again. Seen under load: 9 of 60
+# pynng and 4 of 60 scaproust respondents got no survey in 6 s with 1 s; 0 of 60 with 2 s.
+# Later nng dropped that timer (nanomsg/nng#1728).
+NNGCAT_INTERVAL = 2
+#: How long a respondent of ours waits to be heard by their surveyor: two of nngcat's
+#: surveys (the first may go out before the connection is up) and then some.
+HEARD_DEADLINE = DEADLINE + 2 * NNGCAT_INTERVAL
 
 
 def answer_of(kind: str) -> bytes:
@@ -133,7 +142,8 @@ class SurveyPeers:
 
     _CAT = {
         # kind: (surveyor flag, respondent flag, listen flag, dial flag, repeat survey argv)
-        "nngcat": ("--surveyor0", "--respondent0", "--listen", "--dial", ["--interval", "1"]),
+        "nngcat": ("--surveyor0", "--respondent0", "--listen", "--dial",
+                   ["--interval", str(NNGCAT_INTERVAL)]),
         "nanocat": ("--surveyor", "--respondent", "--bind", "--connect",
                     ["--interval", str(THEIR_INTERVAL)]),
     }
@@ -235,7 +245,7 @@ def answer_until_heard(ours, theirs, question: bytes, respond) -> list:
     response; a survey sent again before our answer arrived may have dropped it. Returns
     every survey message we received."""
     got = []
-    deadline = time.monotonic() + DEADLINE
+    deadline = time.monotonic() + HEARD_DEADLINE
     while not theirs.received():
         assert time.monotonic() < deadline, (
             f"{theirs} never recorded our answer; we got {got} through "
