@@ -104,3 +104,37 @@ def in_thread(fn, **kwargs):
     thread = threading.Thread(target=run)
     thread.start()
     return thread, errors
+
+
+def send_overlapping(sock, first: bytes, second: bytes, monkeypatch) -> sp.Error | None:
+    """Send ``first`` in a thread and ``second`` in this one, the second send starting
+    once the first has queued its message but not yet told the socket's policy it was
+    sent (``Policy.sent``): the window where two threads' sends on one REQ or SURVEYOR
+    used to cross (core/policy.py, ``send_in_order``). The first waits there for the
+    second to return, at most 0.3 s: the second now waits for the first instead. Returns
+    what the second send raised, if anything."""
+    policy = sock._policy
+    first_queued, second_returned = threading.Event(), threading.Event()
+
+    def sent(item, real_sent=policy.sent):
+        if threading.current_thread().name == "first sender":
+            first_queued.set()
+            second_returned.wait(0.3)
+        real_sent(item)
+
+    monkeypatch.setattr(policy, "sent", sent)
+    thread = threading.Thread(target=sock.send, args=(first,), name="first sender")
+    thread.start()
+    try:
+        assert first_queued.wait(5.0), "the first send never queued its message"
+        try:
+            sock.send(second)
+        except sp.Error as err:
+            return err
+        finally:
+            second_returned.set()
+    finally:
+        thread.join(5.0)
+        assert not thread.is_alive(), "the first send never returned"
+        monkeypatch.undo()
+    return None

@@ -194,6 +194,10 @@ def test_respondent_contexts_answer_each_their_survey(session, url):
     for s in surveyors:
         s.connect(ep.url)
     wait_until(lambda: respondent.stats.get("pipes_opened") == 3, what="3 surveyors")
+    # Each surveyor's own end too: a survey sent before it is up reaches nobody (over
+    # ws/wss the respondent's end can open first, the 101 answer's bytes still unread).
+    wait_until(lambda: all(s.stats.get("pipes_opened") == 1 for s in surveyors),
+               what="each surveyor's pipe")
     contexts = [respondent.context() for _ in range(3)]
     with pytest.raises(sp.BadState, match="survey"):
         contexts[0].send(b"unasked")

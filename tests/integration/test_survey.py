@@ -9,6 +9,7 @@ Test list:
 - an answer still queued when the deadline passes is not handed over: a state error
 - a late response is dropped, and the next survey gets only its own responses
 - a new survey cancels the old one: responses to the old one are dropped
+- two threads surveying at once: the survey sent last is the one running
 - survey ids on the wire go up by one per survey
 - a respondent cannot send without a survey, and a new recv abandons the unanswered one
 - a response to a surveyor that went away is discarded and send still succeeds
@@ -24,7 +25,7 @@ import pytest
 
 import scaproust as sp
 from scaproust.protocols._headers import id_word
-from tests.integration.conftest import wait_until
+from tests.integration.conftest import send_overlapping, wait_until
 
 DEADLINE = 0.3  # the survey deadline when nobody answers: short
 ANSWER_DEADLINE = 0.6  # when respondents must answer in time: far above loopback latency
@@ -212,6 +213,22 @@ def test_a_new_survey_cancels_the_old_one(session, url):
     wait_until(lambda: sur.stats.get("dropped_stale", 0) == 1, what="the old answer dropped")
     with pytest.raises(sp.Timeout):
         sur.recv()
+
+
+def test_two_threads_surveying_at_once_leave_the_survey_the_socket_last_sent_running(
+        session, url, monkeypatch):
+    # As REQ's (test_reqrep.py): the policy must end with the survey the machine sent last.
+    sur = surveyor(session, recv_timeout=WAIT)
+    resp = respondent(session, raw=True)
+    resp.connect(sur.bind(url).url)
+    pipes_of(sur, 1)
+    assert send_overlapping(sur, b"first", b"second", monkeypatch) is None
+    for expected in (b"first", b"second"):  # the machine sends both, in their order
+        survey = resp.recv_msg()
+        assert survey.body == expected
+        resp.send_msg(sp.Message(b"answer to " + expected, survey.header))
+    assert sur.recv() == b"answer to second"
+    wait_until(lambda: sur.stats.get("dropped_stale", 0) == 1, what="the first's answer dropped")
 
 
 def test_survey_ids_on_the_wire_go_up_by_one(session, url):

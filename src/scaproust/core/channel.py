@@ -209,6 +209,20 @@ class Channel:
                 self._post_backend()
             raise
 
+    def wait_for_credit(self, timeout: float | None, deadline: float | None) -> None:
+        """Wait until a ``put`` would find credit, taking none: for a sender that puts
+        without waiting (``policy.send_in_order``). ``timeout`` (None: forever) names the
+        wait in its ``Timeout``; ``deadline`` (monotonic) ends it."""
+        with self._lock:
+            if self.closed:
+                raise Closed("socket is closed")
+            if not self._has_credit():
+                self.send_waiters += 1
+                try:
+                    self._wait(self._can_send, self._has_credit, timeout, "send", deadline)
+                finally:
+                    self.send_waiters -= 1
+
     def _hand_over(self, hand: list[Item]) -> None:
         """Queue what ``put`` still has in hand, and post a drain unless one is posted."""
         with self._lock:

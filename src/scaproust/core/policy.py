@@ -12,6 +12,14 @@ a send that times out changes nothing), and sees every received item before the 
 (``incoming``: return what the user gets, or None to drop it and keep waiting);
 ``recv_wait`` turns the caller's deadline into the time to wait, or raises.
 
+The three steps of a send run as one against the other threads' sends through the same
+policy (``send_in_order``, under ``send_lock``): the protocol's machine takes requests in
+the order they are queued, and the policy must end with the same one outstanding. Two
+threads sending on one REQ at once otherwise could queue A then B and mark B then A sent:
+the machine waited for B's reply and the policy for A's, and ``recv()`` got neither. The
+lock is never held across a wait for credit: a sender that finds none lets it go, waits,
+and tries again, so an asyncio task can take it without blocking its event loop.
+
 Raw sockets have no policy: headers are the user's business there.
 """
 
@@ -22,6 +30,7 @@ import time
 from typing import TYPE_CHECKING
 
 from scaproust.core.stats import Stats
+from scaproust.errors import WouldBlock
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -53,6 +62,9 @@ class Policy:
         #: The socket's counters: what a policy drops at recv time is counted here too.
         self.stats = stats if stats is not None else Stats()
         self.lock = threading.Lock()
+        #: Held by a send from ``outgoing`` to ``sent`` (``send_in_order``), never while
+        #: waiting for credit.
+        self.send_lock = threading.Lock()
 
     def outgoing(self, item: Item) -> Item:
         return item
@@ -69,6 +81,40 @@ class Policy:
 
     def incoming(self, item: Item) -> Item | None:
         return item
+
+
+def send_in_order(policy: Policy, channel: Channel, item: Item, timeout: float | None,
+                  out: Item | None = None) -> None:
+    """Send ``item`` through ``policy`` on ``channel``: ``outgoing``, the channel's ``put``
+    and ``sent`` as one step under ``policy.send_lock`` (see the module's docstring). Waits
+    up to ``timeout`` seconds for credit (None: forever; 0: never, ``WouldBlock``), without
+    the lock; ``outgoing`` runs once, whatever the number of tries (``out``: what it made
+    of ``item`` at a first try that found no credit, ``Socket.send``'s inline one)."""
+    out = put_now(policy, channel, item, out)
+    if out is None:
+        return
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        if timeout is not None and timeout <= 0:
+            raise WouldBlock("send would block")
+        channel.wait_for_credit(timeout, deadline)  # Timeout, Closed
+        out = put_now(policy, channel, item, out)
+        if out is None:
+            return
+
+
+def put_now(policy: Policy, channel: Channel, item: Item, out: Item | None) -> Item | None:
+    """One try of ``send_in_order``, without waiting: None if ``item`` was sent, else what
+    ``outgoing`` made of it (``out``: made by an earlier try), for the next try."""
+    with policy.send_lock:
+        if out is None:
+            out = policy.outgoing(item)
+        try:
+            channel.put(out, 0)
+        except WouldBlock:
+            return out
+        policy.sent(out)
+    return None
 
 
 class ContextPolicy(Policy):

@@ -36,6 +36,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Self, TypeVar
 
 from scaproust.core.message import as_message
+from scaproust.core.policy import put_now
 from scaproust.errors import BadState, Closed, Timeout, WouldBlock
 
 if TYPE_CHECKING:
@@ -234,7 +235,7 @@ class AsyncSocketMixin:
         _channel: Channel
 
         def _check_fork(self) -> None: ...
-        def _outgoing(self, data: ReadableBuffer | Message) -> Item: ...
+        def _sendable(self, data: ReadableBuffer | Message) -> Item: ...
         def _recv_now(self) -> Item | None: ...
         def _begin_close(self) -> bool: ...
         def _wait_closed(self) -> None: ...
@@ -272,10 +273,17 @@ class AsyncSocketMixin:
 
     async def asend(self, data: ReadableBuffer | Message) -> None:
         """Send a message (bytes-like or ``sp.Message``) without blocking the event loop."""
-        item = self._outgoing(data)  # once: the policy may assign an id
-        channel = self._channel
+        item = self._sendable(data)
+        channel, policy = self._channel, self._policy
+        out: Item | None = None  # what the policy's outgoing made of it, at the first try
 
         def attempt() -> bool | None:
+            nonlocal out
+            if policy is not None:
+                # The policy's steps as one (policy.send_in_order's tries): its send lock
+                # is never held across a wait, so taking it here cannot block for long.
+                out = put_now(policy, channel, item, out)
+                return None if out is not None else True
             try:
                 channel.put(item, 0)
             except WouldBlock:
@@ -284,8 +292,6 @@ class AsyncSocketMixin:
 
         if attempt() is None:  # no credit to spare (else, the usual case: nothing to await)
             await self._wait_async(attempt, self._options.send_timeout, "send")
-        if self._policy is not None:
-            self._policy.sent(item)
 
     async def asend_msg(self, msg: Message) -> None:
         """``asend`` for an ``sp.Message``."""

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar, cast
 
 from scaproust.core import options as _options
 from scaproust.core.message import Item, Message, as_message, body_of
+from scaproust.core.policy import send_in_order
 from scaproust.errors import Closed, Error, NotSupported, Timeout, WouldBlock
 from scaproust.facade.aio import AsyncSocketMixin
 from scaproust.facade.socket import _DEFAULT, DataShortcuts, Socket, TimeoutArg, _as_item
@@ -123,16 +124,14 @@ class SocketContext(DataShortcuts, AsyncSocketMixin):
              block: bool = True) -> None:
         """Send one message on this context (a request on REQ, the reply to this context's
         request on REP and RESPONDENT); as ``Socket.send``."""
-        item = self._outgoing(data)
-        self._channel.put(item, self._seconds(timeout, block, "send_timeout"))
-        self._policy.sent(item)
+        send_in_order(self._policy, self._channel, self._sendable(data),
+                      self._seconds(timeout, block, "send_timeout"))
 
-    def _outgoing(self, data: ReadableBuffer | Message) -> Item:
+    def _sendable(self, data: ReadableBuffer | Message) -> Item:
         self._check_open()
         if not self._socket.protocol.can_send:
             raise NotSupported(f"{self._socket.protocol!r} contexts cannot send")
-        item = data if type(data) is bytes else _as_item(data)
-        return self._policy.outgoing(item)
+        return data if type(data) is bytes else _as_item(data)
 
     def recv(self, *, timeout: TimeoutArg = _DEFAULT, block: bool = True) -> bytes:
         """Receive this context's next message body; as ``Socket.recv``."""

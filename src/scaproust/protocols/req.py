@@ -423,8 +423,7 @@ class ReqPolicy(Policy):
     compares and clears that same list without a lock: a request sent meanwhile in another
     thread came with a list of its own, which the reply to the one before never clears. A
     lock section was 0.2 µs of every reply's receive, between its arrival and ``recv()``
-    returning. ``sent`` keeps the lock, for its purge of the receive queue and for the
-    contexts (``ReqContextPolicy``), which read the word under it.
+    returning. ``sent`` needs none either: sends are one at a time (``send_lock``).
     """
 
     plain_recv = False  # a reply must match the outstanding request
@@ -451,15 +450,14 @@ class ReqPolicy(Policy):
     def sent(self, item: Item) -> None:
         # Only now is this the outstanding request: a send that timed out left the previous
         # one in place, in the backend too. Replies queued for the user belong to older
-        # requests now (the new one's reply, if already there, stays).
-        with self.lock:
-            # What outgoing returned: a Message.
-            word = item.header  # type: ignore[union-attr]
-            self.outstanding = [word]
-            if not self.channel.inbox.count:
-                return  # nothing queued (the usual case): nothing can be stale
-            stale = self.channel.purge_inbox(
-                keep=lambda got: type(got) is not bytes and got.header == word)  # type: ignore[union-attr]
+        # requests now (the new one's reply, if already there, stays). No lock of its own:
+        # sends are one at a time (send_lock, core/policy.py), and the one write is atomic.
+        word = item.header  # type: ignore[union-attr]  # what outgoing returned: a Message
+        self.outstanding = [word]
+        if not self.channel.inbox.count:
+            return  # nothing queued (the usual case): nothing can be stale
+        stale = self.channel.purge_inbox(
+            keep=lambda got: type(got) is not bytes and got.header == word)  # type: ignore[union-attr]
         if stale:
             self.stats.count_from_caller(PURGED_STALE, stale)
 
