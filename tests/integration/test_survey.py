@@ -10,6 +10,7 @@ Test list:
 - a late response is dropped, and the next survey gets only its own responses
 - a new survey cancels the old one: responses to the old one are dropped
 - two threads surveying at once: the survey sent last is the one running
+- a recv waiting when another thread surveys again waits until the new survey's deadline
 - survey ids on the wire go up by one per survey
 - a respondent cannot send without a survey, and a new recv abandons the unanswered one
 - a response to a surveyor that went away is discarded and send still succeeds
@@ -25,7 +26,7 @@ import pytest
 
 import scaproust as sp
 from scaproust.protocols._headers import id_word
-from tests.integration.conftest import send_overlapping, wait_until
+from tests.integration.conftest import in_thread, send_overlapping, wait_until
 
 DEADLINE = 0.3  # the survey deadline when nobody answers: short
 ANSWER_DEADLINE = 0.6  # when respondents must answer in time: far above loopback latency
@@ -229,6 +230,45 @@ def test_two_threads_surveying_at_once_leave_the_survey_the_socket_last_sent_run
         resp.send_msg(sp.Message(b"answer to " + expected, survey.header))
     assert sur.recv() == b"answer to second"
     wait_until(lambda: sur.stats.get("dropped_stale", 0) == 1, what="the first's answer dropped")
+
+
+@pytest.mark.parametrize("via", ["socket", "context", "asyncio"])
+def test_a_recv_waiting_when_another_thread_surveys_again_waits_for_the_new_survey(
+        session, url, via):
+    # A receive waiting when another thread sends a new survey carries over to it
+    # (PROTOCOLS.md, "Contexts"), with the new survey's deadline. It kept the old one's:
+    # Timeout there, the new survey still open and its answer not yet in.
+    sur = surveyor(session, DEADLINE, recv_timeout=WAIT)
+    resp = respondent(session, raw=True)
+    resp.connect(sur.bind(url).url)
+    pipes_of(sur, 1)
+    user = sur.context() if via == "context" else sur
+    user.send(b"first")
+    first_sent = time.monotonic()
+    got = []
+    if via == "asyncio":
+        import asyncio
+
+        async def receive():
+            got.append(await asyncio.wait_for(user.arecv(), WAIT))
+
+        thread, errors = in_thread(lambda: asyncio.run(receive()))
+    else:
+        thread, errors = in_thread(lambda: got.append(user.recv()))
+    channel = user._channel
+    wait_until(lambda: channel.recv_waiters or channel.watchers or sur._core.reader.busy,
+               what="the receive to wait")
+    user.survey_deadline = WAIT
+    user.send(b"second")
+    for expected in (b"first", b"second"):
+        survey = resp.recv_msg()
+        assert survey.body == expected
+    wait_until(lambda: time.monotonic() > first_sent + DEADLINE + 0.05,
+               what="the first survey's deadline")
+    resp.send_msg(sp.Message(b"answer to second", survey.header))
+    thread.join(WAIT)
+    assert not thread.is_alive()
+    assert (got, errors) == ([b"answer to second"], [])
 
 
 def test_survey_ids_on_the_wire_go_up_by_one(session, url):

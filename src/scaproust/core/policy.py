@@ -82,6 +82,16 @@ class Policy:
     def incoming(self, item: Item) -> Item | None:
         return item
 
+    #: Bumped by each send that changes how long a receive may wait (a new survey): a
+    #: receive reads it before its wait, and hands it to ``renewed`` if the wait times out.
+    epoch = 0
+
+    def renewed(self, epoch: int) -> bool:
+        """Whether a receive whose wait timed out, begun at ``epoch``, waits again: a wait
+        capped by what ``recv_wait`` said no longer holds (another thread sent a new survey,
+        still open). Never here."""
+        return False
+
 
 def send_in_order(policy: Policy, channel: Channel, item: Item, timeout: float | None,
                   out: Item | None = None) -> None:

@@ -251,14 +251,32 @@ class AsyncSocketMixin:
         item = self._recv_now()
         if item is not None:
             return as_message(item)  # already there: no waker, timer or loan
-        cap = self._options.recv_timeout
-        attempt = self._recv_now
-        if self._policy is not None:
-            limit = self._policy.recv_wait(None)  # e.g. what is left of a survey
+        timeout = self._options.recv_timeout
+        policy = self._policy
+        if policy is None:
+            return as_message(await self._wait_async(self._recv_now, timeout, "recv", lend=True))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        cap = timeout
+        while True:
+            attempt = self._recv_now
+            limit = policy.recv_wait(None)  # e.g. what is left of a survey
             if limit is not None and (cap is None or limit < cap):
                 cap = limit
                 attempt = self._recv_within_limit
-        return as_message(await self._wait_async(attempt, cap, "recv", lend=True))
+            epoch = policy.epoch
+            try:
+                return as_message(await self._wait_async(attempt, cap, "recv", lend=True))
+            except Timeout:
+                if not policy.renewed(epoch):
+                    raise
+            # A new survey, sent meanwhile by another thread or task: its deadline now,
+            # within what is left of the call's own timeout.
+            if deadline is not None:
+                cap = deadline - time.monotonic()
+                if cap <= 0:
+                    raise Timeout(f"recv timed out after {timeout} s")
+            else:
+                cap = None
 
     def _recv_within_limit(self) -> Item | None:
         """``_recv_now`` for a wait the policy cut short (what was left of a survey): the

@@ -156,7 +156,14 @@ class SocketContext(DataShortcuts, AsyncSocketMixin):
                 wait = policy.recv_wait(deadline)
                 if wait is not None and wait <= 0 and seconds != 0:
                     raise Timeout("recv timed out")
-                item = policy.incoming_for(self._take(wait, token), token)
+                epoch = policy.epoch
+                try:
+                    got = self._take(wait, token)
+                except Timeout:
+                    if policy.renewed(epoch):
+                        continue  # a new survey, sent meanwhile: its deadline now
+                    raise
+                item = policy.incoming_for(got, token)
                 if item is not None:
                     return item
         finally:

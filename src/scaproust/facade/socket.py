@@ -533,7 +533,14 @@ class Socket(DataShortcuts, AsyncSocketMixin):
             wait = policy.recv_wait(deadline)
             if wait is not None and wait <= 0 and seconds != 0:
                 raise Timeout("recv timed out")
-            item = policy.incoming(self._channel.get(wait))
+            epoch = policy.epoch
+            try:
+                got = self._channel.get(wait)
+            except Timeout:
+                if policy.renewed(epoch):
+                    continue  # a new survey, sent meanwhile: its deadline now
+                raise
+            item = policy.incoming(got)
             if item is not None:
                 return item
 

@@ -303,6 +303,7 @@ class SurveyorPolicy(Policy):
             # What outgoing returned: a Message.
             self._word = word = item.header  # type: ignore[union-attr]
             self._deadline = self.clock() + self.options.survey_deadline
+            self.epoch += 1  # receives waiting through the old survey carry over (renewed)
             stale = self.channel.purge_inbox(
                 keep=lambda got: type(got) is not bytes and got.header == word)  # type: ignore[union-attr]
         self.stats.count_from_caller(PURGED_STALE, stale)
@@ -320,6 +321,14 @@ class SurveyorPolicy(Policy):
             return left
         # When the survey's deadline ends the wait, the channel raises Timeout.
         return max(0.0, min(left, deadline - now))
+
+    def renewed(self, epoch: int) -> bool:
+        # A receive waiting when another thread sent a new survey was capped at the old
+        # one's deadline: it carries over to the new survey, until that one's deadline.
+        with self.lock:
+            survey_deadline = self._deadline
+        return (self.epoch != epoch and survey_deadline is not None
+                and self.clock() < survey_deadline)
 
     def incoming(self, item: Item) -> Item | None:
         header = header_of(item)
