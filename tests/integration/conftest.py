@@ -32,10 +32,12 @@ STREAMS = tuple(kind for kind in TRANSPORTS if kind != "inproc")
 
 def pytest_generate_tests(metafunc):
     """Run every test that takes ``url`` over every transport; a test marked
-    ``raw_wire(kinds)`` (it opens plain sockets to ours) over those kinds only, and one
+    ``raw_wire(kinds)`` (it opens plain sockets to ours) or ``transports(kinds)`` (it is
+    about the caller's side, which no transport changes) over those kinds only, and one
     marked ``streams_only`` (it is about reading a descriptor) over STREAMS."""
     if "url_kind" in metafunc.fixturenames:
-        marker = metafunc.definition.get_closest_marker("raw_wire")
+        marker = (metafunc.definition.get_closest_marker("raw_wire")
+                  or metafunc.definition.get_closest_marker("transports"))
         kinds = marker.args[0] if marker else TRANSPORTS
         if metafunc.definition.get_closest_marker("streams_only"):
             kinds = [kind for kind in kinds if kind in STREAMS]
@@ -106,35 +108,65 @@ def in_thread(fn, **kwargs):
     return thread, errors
 
 
-def send_overlapping(sock, first: bytes, second: bytes, monkeypatch) -> sp.Error | None:
-    """Send ``first`` in a thread and ``second`` in this one, the second send starting
-    once the first has queued its message but not yet told the socket's policy it was
-    sent (``Policy.sent``): the window where two threads' sends on one REQ or SURVEYOR
-    used to cross (core/policy.py, ``send_in_order``). The first waits there for the
-    second to return, at most 0.3 s: the second now waits for the first instead. Returns
-    what the second send raised, if anything."""
-    policy = sock._policy
-    first_queued, second_returned = threading.Event(), threading.Event()
+def send_overlapping(policy, send, first: bytes, second: bytes, monkeypatch,
+                     meanwhile=None) -> sp.Error | None:
+    """``send(first)`` in a thread and ``send(second)`` in this one, through a socket or
+    context whose policy is ``policy``: the second send starts once the first has queued
+    its message but not yet told the policy it was sent (``Policy.sent``), the window
+    where two threads' sends used to cross (core/policy.py, ``send_in_order``). The first
+    waits there until the second has returned and ``meanwhile()`` (if given) has run, at
+    most 0.3 s: the second now waits for the first instead. Returns what the second send
+    raised, if anything."""
+    first_queued, second_done = threading.Event(), threading.Event()
 
     def sent(item, real_sent=policy.sent):
         if threading.current_thread().name == "first sender":
             first_queued.set()
-            second_returned.wait(0.3)
+            second_done.wait(0.3)
         real_sent(item)
 
     monkeypatch.setattr(policy, "sent", sent)
-    thread = threading.Thread(target=sock.send, args=(first,), name="first sender")
+    thread = threading.Thread(target=send, args=(first,), name="first sender")
     thread.start()
     try:
         assert first_queued.wait(5.0), "the first send never queued its message"
         try:
-            sock.send(second)
+            send(second)
         except sp.Error as err:
             return err
         finally:
-            second_returned.set()
+            try:
+                if meanwhile is not None:
+                    meanwhile()
+            finally:
+                second_done.set()
     finally:
         thread.join(5.0)
         assert not thread.is_alive(), "the first send never returned"
         monkeypatch.undo()
     return None
+
+
+#: Where the overlapping-send tests run: a stream and the in-process transport (the send
+#: lock is the caller's side; each case waits 0.3 s, by design, once the lock works).
+OVERLAP_TRANSPORTS = ("tcp", "inproc")
+
+#: The ways a test sends one body on a socket or context (``sending``): the bytes fast
+#: path with the option's wait (``Socket.send``'s inline first try), the general path
+#: (``send_msg``, an explicit timeout) and an event loop's ``asend``.
+SEND_WAYS = ("send", "send_msg", "timeout", "asend")
+
+
+def sending(user, way: str):
+    """A function sending one body on ``user`` the way ``way`` names (``SEND_WAYS``)."""
+    if way == "send":
+        return user.send
+    if way == "send_msg":
+        return lambda body: user.send_msg(sp.Message(body))
+    if way == "timeout":
+        return lambda body: user.send(body, timeout=5.0)
+    if way == "asend":
+        import asyncio
+
+        return lambda body: asyncio.run(user.asend(body))
+    raise ValueError(way)

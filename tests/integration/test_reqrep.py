@@ -8,7 +8,13 @@ import pytest
 
 import scaproust as sp
 from scaproust.protocols._headers import id_word, pipe_word
-from tests.integration.conftest import send_overlapping, wait_until
+from tests.integration.conftest import (
+    OVERLAP_TRANSPORTS,
+    SEND_WAYS,
+    send_overlapping,
+    sending,
+    wait_until,
+)
 
 T = 5.0  # every blocking call in these tests gives up after this long
 
@@ -341,29 +347,37 @@ def test_a_recv_that_times_out_keeps_the_request_for_the_next_recv(session, url)
 
 
 
+@pytest.mark.transports(OVERLAP_TRANSPORTS)
+@pytest.mark.parametrize("way", [*SEND_WAYS, "context"])
 def test_two_threads_sending_at_once_leave_the_request_the_socket_last_sent_outstanding(
-        session, url, monkeypatch):
+        session, url, way, monkeypatch):
     # Before each send was one step against the others (core/policy.py, send_in_order),
     # the second could queue and mark its request sent between the first's two steps:
     # the machine then waited for the second's reply and the policy for the first's, and
-    # recv() got neither.
+    # recv() got neither. The pipe is up first: the first send finds credit at once.
     req, rep = pair_up(session, url)
-    assert send_overlapping(req, b"first", b"second", monkeypatch) is None
+    wait_until(lambda: req.stats.get("pipes_opened", 0) == 1, what="the pipe")
+    user = req.context() if way == "context" else req
+    send = sending(user, "send" if way == "context" else way)
+    assert send_overlapping(user._policy, send, b"first", b"second", monkeypatch) is None
     for expected in (b"first", b"second"):  # the machine sends both, in their order
         assert rep.recv() == expected
         rep.send(b"answer to " + expected)
-    assert req.recv() == b"answer to second"
+    assert user.recv() == b"answer to second"
     with pytest.raises(sp.BadState):
-        req.recv(timeout=0)
+        user.recv(timeout=0)
 
 
-def test_two_threads_answering_one_request_at_once_send_one_reply(session, url, monkeypatch):
+@pytest.mark.transports(OVERLAP_TRANSPORTS)
+@pytest.mark.parametrize("way", SEND_WAYS)
+def test_two_threads_answering_one_request_at_once_send_one_reply(session, url, way, monkeypatch):
     # nng's REP: the second reply to one request is NNG_ESTATE. Before each send was one
     # step (core/policy.py, send_in_order), both went out; the REQ dropped the second.
     req, rep = pair_up(session, url)
     req.send(b"question")
     assert rep.recv() == b"question"
-    err = send_overlapping(rep, b"answer", b"another answer", monkeypatch)
+    err = send_overlapping(rep._policy, sending(rep, way), b"answer", b"another answer",
+                           monkeypatch)
     assert isinstance(err, sp.BadState), err
     assert req.recv() == b"answer"
     req.send(b"next")  # one more round trip: no second reply was on its way

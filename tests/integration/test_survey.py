@@ -26,7 +26,14 @@ import pytest
 
 import scaproust as sp
 from scaproust.protocols._headers import id_word
-from tests.integration.conftest import in_thread, send_overlapping, wait_until
+from tests.integration.conftest import (
+    OVERLAP_TRANSPORTS,
+    SEND_WAYS,
+    in_thread,
+    send_overlapping,
+    sending,
+    wait_until,
+)
 
 DEADLINE = 0.3  # the survey deadline when nobody answers: short
 ANSWER_DEADLINE = 0.6  # when respondents must answer in time: far above loopback latency
@@ -216,20 +223,34 @@ def test_a_new_survey_cancels_the_old_one(session, url):
         sur.recv()
 
 
+@pytest.mark.transports(OVERLAP_TRANSPORTS)
+@pytest.mark.parametrize("way", [*SEND_WAYS, "context"])
 def test_two_threads_surveying_at_once_leave_the_survey_the_socket_last_sent_running(
-        session, url, monkeypatch):
-    # As REQ's (test_reqrep.py): the policy must end with the survey the machine sent last.
+        session, url, way, monkeypatch):
+    # As REQ's (test_reqrep.py): the policy must end with the survey the machine sent
+    # last. Before, the first survey's late sent() made it the current one again, and its
+    # purge dropped the answer to the second, already queued: recv() timed out.
     sur = surveyor(session, recv_timeout=WAIT)
     resp = respondent(session, raw=True)
     resp.connect(sur.bind(url).url)
     pipes_of(sur, 1)
-    assert send_overlapping(sur, b"first", b"second", monkeypatch) is None
-    for expected in (b"first", b"second"):  # the machine sends both, in their order
-        survey = resp.recv_msg()
-        assert survey.body == expected
-        resp.send_msg(sp.Message(b"answer to " + expected, survey.header))
-    assert sur.recv() == b"answer to second"
-    wait_until(lambda: sur.stats.get("dropped_stale", 0) == 1, what="the first's answer dropped")
+    user = sur.context() if way == "context" else sur
+    channel = user._channel
+
+    def answer_both():
+        for expected in (b"first", b"second"):  # the machine sends both, in their order
+            survey = resp.recv_msg()
+            assert survey.body == expected
+            resp.send_msg(sp.Message(b"answer to " + expected, survey.header))
+        wait_until(lambda: channel.inbox.count, what="the second's answer queued")
+
+    send = sending(user, "send" if way == "context" else way)
+    assert send_overlapping(user._policy, send, b"first", b"second", monkeypatch,
+                            meanwhile=answer_both) is None
+    assert user.recv() == b"answer to second"
+    # A context's machine counts an answer to a survey it replaced as late.
+    dropped = "dropped_late" if way == "context" else "dropped_stale"
+    wait_until(lambda: sur.stats.get(dropped, 0) == 1, what="the first's answer dropped")
 
 
 @pytest.mark.parametrize("via", ["socket", "context", "asyncio"])
