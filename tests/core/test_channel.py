@@ -116,6 +116,24 @@ def test_put_with_credit_takes_one_unit_and_queues_the_item(channel):
     assert list(channel.outbox) == [b"a"]
 
 
+class InterruptedSize(bytes):
+    """A message whose size is asked as a Ctrl-C lands (Python raises one just after a
+    call returns: here, as ``len()`` does)."""
+
+    def __len__(self) -> int:
+        raise KeyboardInterrupt
+
+
+def test_an_interrupt_as_put_sizes_its_message_takes_no_credit(channel):
+    # The credit went before the size was known, the byte credit after: an interrupt in
+    # between lost the message credit for good (a REQ then never sent again).
+    channel.revoke(0, channel.credit_bytes)  # a protocol that states a byte capacity
+    channel.grant(2, 100)
+    with pytest.raises(KeyboardInterrupt):
+        channel.put(InterruptedSize(b"a"), timeout=0)
+    assert (channel.credit, channel.credit_bytes) == (2, 100)
+    assert not channel.outbox
+
 def test_a_grant_wakes_a_putter_waiting_for_credit(channel):
     cond = watch_putters(channel)
     putter = Waiter(lambda: channel.put(b"late", timeout=DEADLINE))

@@ -165,8 +165,11 @@ class Channel:
                         self._wait(self._can_send, self._has_credit, timeout, "send")
                     finally:
                         self.send_waiters -= 1
+                # The size first: a Ctrl-C lands just after a call returns (len's), and
+                # one between the two decrements below lost that credit for good.
+                size = len(item)
                 self.credit -= 1
-                self.credit_bytes -= (size := len(item))
+                self.credit_bytes -= size
                 quiet = now - self.last_put
                 self.last_put = now
                 if self._drain_posted:
