@@ -46,7 +46,8 @@ THEIR_INTERVAL = 0.25  # how often nanocat and pynng survey again
 # deadlocks when a survey's 1 s deadline fires just as the next survey is sent (the send
 # holds the socket's lock while it cancels the deadline's timer, whose callback waits for
 # that lock), and nngcat's surveyor then never sends again. Seen under load: 9 of 60
-# pynng and 4 of 60 scaproust respondents got no survey in 6 s with 1 s; 0 of 60 with 2 s.
+# pynng and 4 of 60 scaproust respondents got no survey in 6 s with 1 s; 0 of 60 pynng
+# ones with 2 s.
 # Later nng dropped that timer (nanomsg/nng#1728).
 NNGCAT_INTERVAL = 2
 #: How long a respondent of ours waits to be heard by their surveyor: two of nngcat's
