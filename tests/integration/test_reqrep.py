@@ -11,6 +11,7 @@ from scaproust.protocols._headers import id_word, pipe_word
 from tests.integration.conftest import (
     OVERLAP_TRANSPORTS,
     SEND_WAYS,
+    in_thread,
     send_overlapping,
     sending,
     wait_until,
@@ -384,3 +385,22 @@ def test_two_threads_answering_one_request_at_once_send_one_reply(session, url, 
     rep.send(rep.recv())
     assert req.recv() == b"next"
     assert req.stats.get("dropped_stale", 0) == 0
+
+
+def test_a_send_waiting_for_credit_leaves_the_others_free_to_try(session):
+    # A send through a policy waits for credit without its send lock (core/policy.py,
+    # send_in_order): another thread's (or an event loop's) send that may not wait finds
+    # no credit at once, instead of waiting behind it for the lock.
+    req = session.socket(sp.Req, send_timeout=None)  # no peer: no credit, ever
+    waiting, waiting_errors = in_thread(req.send, data=b"waits")
+    wait_until(lambda: req._channel.send_waiters == 1, what="the first send to wait")
+    tried = []
+    trying, trying_errors = in_thread(lambda: tried.append(req.try_send(b"tries")))
+    trying.join(T)
+    stuck = trying.is_alive()
+    req.close()  # ends the first send (and a stuck second one) with Closed
+    waiting.join(T)
+    trying.join(T)
+    assert not stuck, "the second send waited for the first one's lock"
+    assert tried == [False] and not trying_errors
+    assert [type(err) for err in waiting_errors] == [sp.Closed]

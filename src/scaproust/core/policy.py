@@ -99,10 +99,12 @@ def send_in_order(policy: Policy, channel: Channel, item: Item, timeout: float |
     and ``sent`` as one step under ``policy.send_lock`` (see the module's docstring). Waits
     up to ``timeout`` seconds for credit (None: forever; 0: never, ``WouldBlock``), without
     the lock; ``outgoing`` runs once, whatever the number of tries (``out``: what it made
-    of ``item`` at a first try that found no credit, ``Socket.send``'s inline one)."""
-    out = put_now(policy, channel, item, out)
+    of ``item`` at a first try that found no credit, ``Socket.send``'s inline one: the
+    wait comes next)."""
     if out is None:
-        return
+        out = put_now(policy, channel, item, None)
+        if out is None:
+            return
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         if timeout is not None and timeout <= 0:
