@@ -498,6 +498,23 @@ def test_a_refusal_that_fails_to_leave_ends_the_pipe(caplog):
     assert len(warnings_of(caplog)) == 1  # the refusal's, nothing about the broken pipe
 
 
+def test_frames_behind_the_upgrade_request_come_before_those_read_after_it():
+    # A client may send its first message right behind its request: the port hands those
+    # bytes over with the request, and they must reach the socket before anything the
+    # pipe reads once active (a caller's thread that borrows it reads at once).
+    h = WSHarness()
+    h.stream.leftover = message(b"zero")
+    h.pipe.cmd_open()
+    answer, args = h.loop.ready.popleft()  # the request answered: the pipe is active
+    answer(*args)
+    assert h.pipe.state == "active"
+
+    h.receive(message(b"one"))  # read before the loop's next round
+    h.loop.run_ready()
+
+    assert h.socket.proto.received == [b"zero", b"one"]
+
+
 # ---------------------------------------------------------------- a batch (PUSH)
 
 

@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import pytest
 
-from scaproust.transports.wscodec import WsDecoder, encode_close, encode_message
+from scaproust.transports.wscodec import (
+    WsDecoder,
+    build_response,
+    encode_close,
+    encode_message,
+    parse_request,
+)
 from tests.core.tls_harness import WSSHarness
 
 
@@ -54,3 +60,22 @@ def test_the_close_handshake_ends_the_session_without_close_notify(h):
     assert decoder.close == (1000, "")
     assert not h.peer.closed
     assert h.socket.stats.snapshot() == {}
+
+
+def test_frames_behind_the_upgrade_answer_come_before_those_read_after_it():
+    # The peer's first message can share a read with its 101 answer (a publisher sends as
+    # soon as its end is up). It must reach the socket before anything read later: a
+    # caller's thread that borrows the pipe reads it as soon as the pipe is active, before
+    # the loop runs anything it deferred (a CI run once received 1..99 then 0).
+    h = WSSHarness()
+    h.open()
+    h.tls_handshake()
+    h.turn()
+    key = parse_request(bytes(h.peer.received)).headers["sec-websocket-key"]
+    h.peer_sends(build_response(key, "pull.sp.nanomsg.org") + from_server(b"zero"))
+    assert h.pipe.state == "active"
+
+    h.peer_sends(from_server(b"one"))  # read before the loop's next round
+    h.loop.run_ready()
+
+    assert h.socket.proto.received == [b"zero", b"one"]

@@ -23,8 +23,9 @@ The caller-thread fast path works unchanged: a caller that lends this pipe polls
 socket and calls :meth:`WSPipe._read_frames`, which reads and decodes here.
 
 Extra fields: ``_ws`` (the frame decoder, from ``active`` on), ``_key`` (a dialed pipe's
-``Sec-WebSocket-Key``), ``_upgrade`` (the answer's bytes so far), ``_leftover`` (frames that
-came behind the HTTP head, decoded once ``active``).
+``Sec-WebSocket-Key``), ``_upgrade`` (the answer's bytes so far). Frames that came in the
+same read as the HTTP head are decoded as soon as the pipe is ``active``, before any other
+read.
 """
 
 from __future__ import annotations
@@ -75,7 +76,6 @@ class WSPipe(WsPipeFSM, Pipe):
     _ws: WsDecoder | None = None
     _key = ""
     _upgrade = b""
-    _leftover = b""
     _refusal = b""
     _close_code = CLOSE_NORMAL
     _close_reason = ""
@@ -115,9 +115,10 @@ class WSPipe(WsPipeFSM, Pipe):
             self.evt_upgrade_refused(
                 HttpRefusal(f"WebSocket upgrade refused with {err.status}: {err}", err.status))
             return
-        self._leftover, stream.leftover = stream.leftover, b""
+        leftover, stream.leftover = stream.leftover, b""
         self._queue(_Head(build_response(key, ours)))
         self.evt_handshake_ok()
+        self._feed_leftover(leftover)
 
     @entry_point
     def _read_upgrade(self) -> None:
@@ -134,8 +135,9 @@ class WSPipe(WsPipeFSM, Pipe):
         except HttpRefusal as err:
             self.evt_handshake_bad(HttpRefusal(f"WebSocket upgrade refused: {err}", err.status))
             return
-        self._leftover, self._upgrade = self._upgrade[size:], b""
+        leftover, self._upgrade = self._upgrade[size:], b""
         self.evt_handshake_ok()
+        self._feed_leftover(leftover)
 
     def log_handshake_timeout(self) -> None:
         log.warning("pipe %d %s %s closed: WebSocket upgrade not complete within "
@@ -153,13 +155,12 @@ class WSPipe(WsPipeFSM, Pipe):
         self._ws = WsDecoder(masked=not self._dialed, max_size=self.endpoint.recv_max_size)
         self.loop.add_reader(self.stream, self._read_frames)
         self._watching = True
-        if self._leftover:
-            self.loop.call_soon(self._feed_leftover)
 
-    @entry_point
-    def _feed_leftover(self) -> None:
-        data, self._leftover = self._leftover, b""
-        if self.state in ("active", "closing"):
+    def _feed_leftover(self, data: bytes) -> None:
+        """Decode the frames that came in the same read as the HTTP head, at once: the
+        next read of the stream may be a caller's that borrowed the pipe as soon as it
+        was active, and a frame deferred to the loop's next round came after those."""
+        if data and self.state in ("active", "closing"):
             self._feed(data)
 
     @entry_point
