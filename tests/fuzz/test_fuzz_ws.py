@@ -49,5 +49,15 @@ def test_what_we_encode_decodes_to_the_messages_sent(messages, masked, fragment,
     for chunk in _cuts(wire, cuts):
         got += decoder.feed(chunk)
     assert got == [header + body for header, body in messages]
+    assert all(type(message) is bytes for message in got)  # what a user receives
     assert decoder.pings == [ping] * len(messages)
     assert decoder.pending_bytes == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=3 * ws.STRIDED_MIN), key=st.binary(min_size=4, max_size=4),
+       kind=st.sampled_from([bytes, bytearray, memoryview]))
+def test_masking_is_the_xor_of_the_key_repeated_whichever_way_it_is_done(data, key, kind):
+    # Both ways (one big integer below STRIDED_MIN bytes, four byte lanes from it on).
+    masked = ws.mask(kind(data), key)
+    assert bytes(masked) == bytes(b ^ key[i % 4] for i, b in enumerate(data))

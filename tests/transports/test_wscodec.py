@@ -3,6 +3,7 @@ answer, the frames we send, and what the decoder accepts and refuses (with its c
 
 from __future__ import annotations
 
+import random
 import struct
 
 import pytest
@@ -162,6 +163,17 @@ def test_masking_is_the_rfc_example():
     assert ws.mask(b"Hello", b"\x37\xfa\x21\x3d") == bytes.fromhex("7f9f4d5158")
     assert ws.mask(bytes.fromhex("7f9f4d5158"), b"\x37\xfa\x21\x3d") == b"Hello"
     assert ws.mask(b"", b"\x37\xfa\x21\x3d") == b""
+
+
+@pytest.mark.parametrize("size", [ws.STRIDED_MIN - 1, ws.STRIDED_MIN, ws.STRIDED_MIN + 3,
+                                  ws.MAX_FRAGMENT + 1])
+@pytest.mark.parametrize("key", [b"\x37\xfa\x21\x3d", b"\x00\xff\x00\x01"])
+def test_masking_either_side_of_the_strided_threshold_is_the_same_xor(size, key):
+    data = random.Random(size).randbytes(size)
+    expected = bytes(b ^ key[i % 4] for i, b in enumerate(data))
+    assert bytes(ws.mask(data, key)) == expected
+    assert bytes(ws.mask(memoryview(data)[1:], key)) == bytes(
+        b ^ key[i % 4] for i, b in enumerate(data[1:]))
 
 
 def test_a_server_sends_a_small_message_as_one_unmasked_buffer():

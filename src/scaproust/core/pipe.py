@@ -163,7 +163,7 @@ class Pipe(PipeFSM):
         self._prefix = prefixer(self._ipc)
         self._options = socket.options
         self._window = socket.options.send_buffer
-        self._out: deque[bytes | memoryview] = deque()
+        self._out: deque[bytes | bytearray | memoryview] = deque()
         self._out_bytes = 0
         self._out_msgs = 0
         #: How many more messages this pipe takes now (0 when its queue is full): read by
@@ -632,7 +632,7 @@ class Pipe(PipeFSM):
 
     # ---------------------------------------------------------------- writing
 
-    def _queue(self, buf: bytes | memoryview) -> None:
+    def _queue(self, buf: bytes | bytearray | memoryview) -> None:
         self._out.append(buf)
         self._out_bytes += len(buf)
         free = self.free  # as in enqueue (the memory pipe queues every message here)

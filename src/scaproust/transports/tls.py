@@ -201,11 +201,11 @@ class TLSStream:
             return b""
         raise BlockingIOError
 
-    def send(self, data: bytes | memoryview) -> int:
+    def send(self, data: bytes | bytearray | memoryview) -> int:
         """``sendmsg`` of one buffer (the contract of ``socket.send``)."""
         return self.sendmsg((data,))
 
-    def sendmsg(self, buffers: Sequence[bytes | memoryview]) -> int:
+    def sendmsg(self, buffers: Sequence[bytes | bytearray | memoryview]) -> int:
         """Encrypt and send (the contract of ``socket.sendmsg``: the plaintext bytes
         taken, ``BlockingIOError`` if none; see the class's docstring)."""
         if self._backlog:
@@ -237,13 +237,13 @@ class TLSStream:
         self.sock.close()
 
 
-def _join(buffers: Sequence[bytes | memoryview]) -> bytes | memoryview:
+def _join(buffers: Sequence[bytes | bytearray | memoryview]) -> bytes | bytearray | memoryview:
     """Up to :data:`WRITE_MAX` plaintext bytes from the front of ``buffers`` (at least the
     first buffer's, whatever its size is, without a copy when it is alone)."""
     first = buffers[0]
     if len(buffers) == 1 or len(first) >= WRITE_MAX:
         return first if len(first) <= WRITE_MAX else memoryview(first)[:WRITE_MAX]
-    parts: list[bytes | memoryview] = []
+    parts: list[bytes | bytearray | memoryview] = []
     size = 0
     for buf in buffers:
         if size + len(buf) > WRITE_MAX:

@@ -77,6 +77,10 @@ MAX_FRAGMENT: Final = 64 * 1024
 MAX_HEAD: Final = 8 * 1024
 #: Messages up to this size are sent as one buffer (frame header joined with the payload).
 JOIN_MAX: Final = 16 * 1024
+#: From this many bytes on, :func:`mask` works on the four byte lanes with
+#: ``bytes.translate`` rather than through one big integer: both take 1.8 µs for 512
+#: bytes, and the lanes 0.6 µs less for 768.
+STRIDED_MIN: Final = 512
 
 OP_CONTINUATION: Final = 0x0
 OP_TEXT: Final = 0x1
@@ -315,13 +319,39 @@ def check_response(response: Response, key: str, protocol: str) -> None:
 # --------------------------------------------------------------------------- frames
 
 
-def mask(data: bytes | bytearray | memoryview, key: bytes) -> bytes:
-    """``data`` XOR the 4-byte ``key`` repeated (masking and unmasking are the same)."""
+def mask(data: bytes | bytearray | memoryview, key: bytes) -> bytes | bytearray:
+    """``data`` XOR the 4-byte ``key`` repeated (masking and unmasking are the same).
+
+    Pure Python has no vector XOR. Small payloads go through one big integer (from bytes,
+    XOR, back to bytes: three passes, each a C loop, but slow ones: 3.5 ms a MiB here).
+    From :data:`STRIDED_MIN` bytes on, every fourth byte is XORed with the same key byte,
+    so each of the four lanes is a table lookup, ``bytes.translate``: a copy, then four
+    strided reads, translations and writes, twice as fast from 4 KiB on and three times
+    for 1 MiB (1.1 ms), measured alone."""
     n = len(data)
     if not n:
         return b""
-    stream = (key * (n // 4 + 1))[:n]
-    return (int.from_bytes(data, "little") ^ int.from_bytes(stream, "little")).to_bytes(n, "little")
+    if n < STRIDED_MIN:
+        stream = (key * (n // 4 + 1))[:n]
+        return (int.from_bytes(data, "little")
+                ^ int.from_bytes(stream, "little")).to_bytes(n, "little")
+    out = bytearray(data)
+    for lane, byte in enumerate(key):
+        if byte:
+            out[lane::4] = out[lane::4].translate(_xor_table(byte))
+    return out
+
+
+def _xor_table(byte: int) -> bytes:
+    """The ``bytes.translate`` table of XOR with ``byte``: made on first use (the 256 of them
+    at import would cost milliseconds), then kept (64 KiB at most)."""
+    table = _XOR_TABLES.get(byte)
+    if table is None:
+        table = _XOR_TABLES[byte] = bytes(b ^ byte for b in range(256))
+    return table
+
+
+_XOR_TABLES: dict[int, bytes] = {}
 
 
 def _header(opcode: int, length: int, fin: bool, key: bytes | None) -> bytes:
@@ -343,7 +373,7 @@ def _rotate(key: bytes, offset: int) -> bytes:
 
 def encode_message(parts: Sequence[bytes | memoryview], *, masked: bool,
                    fragment: int = MAX_FRAGMENT,
-                   head: Callable[[bytes], bytes] = bytes) -> list[bytes | memoryview]:
+                   head: Callable[[bytes], bytes] = bytes) -> list[bytes | bytearray | memoryview]:
     """One binary message made of ``parts`` (the SP protocol header, then the body) as
     buffers to send in order: frames of at most ``fragment`` payload bytes each.
 
@@ -358,7 +388,7 @@ def encode_message(parts: Sequence[bytes | memoryview], *, masked: bool,
         key = os.urandom(4) if masked else None
         payload = b"".join(parts)
         return [_header(OP_BINARY, total, True, key) + (mask(payload, key) if key else payload)]
-    out: list[bytes | memoryview] = []
+    out: list[bytes | bytearray | memoryview] = []
     views = [memoryview(p) for p in parts if len(p)]
     index = offset = 0
     sent = 0
@@ -436,7 +466,7 @@ class WsDecoder:
         # The frame being read, or None between frames.
         self._frame: _Frame | None = None
         # The message being reassembled: its pieces (None: no message in progress), and size.
-        self._message: list[bytes | memoryview] | None = None
+        self._message: list[bytes | bytearray | memoryview] | None = None
         self._size = 0
         self._failed = False
         self.pings: list[bytes] = []
@@ -548,10 +578,10 @@ class WsDecoder:
 
     def _end_frame(self, frame: _Frame, out: list[bytes]) -> None:
         opcode, key = frame.opcode, frame.key
-        pieces: list[bytes | memoryview] = frame.pieces
+        pieces: Sequence[bytes | bytearray | memoryview] = frame.pieces
         if key is not None:  # unmasked piece by piece: each byte written once
             at = 0
-            plain: list[bytes | memoryview] = []
+            plain: list[bytes | bytearray | memoryview] = []
             for piece in pieces:
                 plain.append(mask(piece, _rotate(key, at)))
                 at += len(piece)
