@@ -17,7 +17,7 @@ import logging
 
 import pytest
 
-from tests.core.tls_harness import SPHarness, frame, problems
+from tests.core.tls_harness import PULL_HEADER, SPHarness, frame, problems
 
 
 @pytest.fixture
@@ -201,3 +201,19 @@ def test_a_reset_while_closing_ends_the_pipe_without_an_error_logged(h, caplog):
     assert h.is_gone()
     assert h.socket.stats.snapshot() == {}
     assert not any("reset" in r.getMessage() for r in caplog.records)
+
+
+def test_a_tls_error_right_behind_the_peers_header_ends_the_pipe_in_the_same_read(caplog):
+    # The header makes the pipe active; the error is kept for the next read, which no
+    # readiness of the socket would ever bring.
+    h = SPHarness()
+    h.open()
+    h.tls_handshake()
+    h.turn()
+    h.peer.send(PULL_HEADER + frame(b"first"))
+    h.raw.inbox += b"\x17\x03\x03\x00\x20" + bytes(range(32))  # fails its integrity check
+    h.loop.fire_reader(h.pipe.stream)
+
+    assert h.socket.proto.received == [b"first"]
+    assert h.is_gone()
+    assert "closed: TLS error: [SSL: DECRYPTION_FAILED_OR_BAD_RECORD_MAC]" in caplog.text

@@ -79,3 +79,42 @@ def test_frames_behind_the_upgrade_answer_come_before_those_read_after_it():
     h.loop.run_ready()
 
     assert h.socket.proto.received == [b"zero", b"one"]
+
+
+# A record that fails TLS's integrity check, as a peer's broken stack would send.
+BAD_RECORD = b"\x17\x03\x03\x00\x20" + bytes(range(32))
+
+
+def test_a_close_notify_behind_the_last_message_ends_the_pipe_in_the_same_read(h):
+    # A peer that closes TLS and waits for ours sends nothing more: no readiness would say
+    # so, and the pipe (a PAIR's, say) would stay for ever, refusing the next peer.
+    h.peer.send(from_server(b"last"))
+    h.peer.send_close_notify()
+    h.loop.fire_reader(h.pipe.stream)
+
+    assert h.socket.proto.received == [b"last"]
+    assert h.is_gone()
+
+
+def test_a_tls_error_behind_the_last_message_ends_the_pipe_in_the_same_read(h, caplog):
+    h.peer.send(from_server(b"good"))
+    h.raw.inbox += BAD_RECORD
+    h.loop.fire_reader(h.pipe.stream)
+
+    assert h.socket.proto.received == [b"good"]
+    assert h.is_gone()
+    assert "closed: TLS error: [SSL: DECRYPTION_FAILED_OR_BAD_RECORD_MAC]" in caplog.text
+
+
+def test_a_close_notify_behind_the_upgrade_answer_ends_the_pipe_in_the_same_read():
+    h = WSSHarness()
+    h.open()
+    h.tls_handshake()
+    h.turn()
+    key = parse_request(bytes(h.peer.received)).headers["sec-websocket-key"]
+    h.peer.send(build_response(key, "pull.sp.nanomsg.org") + from_server(b"only"))
+    h.peer.send_close_notify()
+    h.loop.fire_reader(h.pipe.stream)
+
+    assert h.socket.proto.received == [b"only"]
+    assert h.is_gone()

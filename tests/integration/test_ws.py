@@ -8,6 +8,7 @@ import base64
 import errno
 import logging
 import socket
+import ssl
 import struct
 
 import pytest
@@ -387,6 +388,38 @@ def test_a_wss_server_of_an_unknown_ca_is_refused_and_counted(session, pki, capl
                    and "dropped" in caplog.text, what="both sides logged")
     assert "certificate verify failed" in caplog.text
     assert rep.stats.get("pipes_opened", 0) == 0 and req.stats.get("pipes_opened", 0) == 0
+
+
+def test_a_wss_client_that_sends_close_notify_with_its_request_and_waits_is_closed(session,
+                                                                                      pki):
+    """Request, first message and close_notify in one write, then the peer waits with TCP
+    open: what the port read behind the request head must be delivered, and its close
+    noticed, with no readiness to come (an accepted pipe's TLS stream is its port's)."""
+    server, client = pki
+    events: list[sp.PipeEvent] = []
+    pair = session.socket(sp.Pair, recv_timeout=T, tls=server)
+    pair.add_pipe_listener(events.append)
+    host, port = _host_port(pair.bind("wss://127.0.0.1:0/").url)
+    raw = socket.create_connection((host, port), timeout=T)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ssl.create_default_context(cadata=client.ca_string).wrap_bio(
+        incoming, outgoing, server_hostname=host)
+    while True:
+        try:
+            tls.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            raw.sendall(outgoing.read())
+            incoming.write(raw.recv(65536))
+    tls.write(wsc.build_request("x", "/", KEY, "pair.sp.nanomsg.org") + _frame(0x82, b"hello"))
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.unwrap()  # close_notify queued behind them
+    raw.sendall(outgoing.read())  # one write
+    try:
+        assert pair.recv() == b"hello"
+        wait_until(lambda: [e.kind for e in events] == ["added", "removed"], what="the removal")
+    finally:
+        raw.close()
 
 
 def test_a_wss_bind_needs_a_certificate(session):

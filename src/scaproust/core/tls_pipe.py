@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import ssl
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, ClassVar, cast
 
 from scaproust._generated.tls_pipe import TlsPipeFSM
 from scaproust.core.guard import entry_point
@@ -160,15 +160,27 @@ class TLSPipe(TlsPipeFSM, Pipe):
     @entry_point
     def _read_handshake(self) -> None:
         super()._read_handshake()
-        self._check_peer_closed()
+        self._after_read()
 
-    def _check_peer_closed(self) -> None:
-        """The read that returned the peer's last bytes saw its close too: no readiness of
-        the socket may come to say so (a peer that waits for our close_notify)."""
-        tls = self._tls
-        if tls is not None and tls.peer_closed and \
-                self.state in ("handshaking", "active", "closing", "tls_closing"):
+    #: The states whose rows take the peer's close and a read error (``_after_read``).
+    READING_STATES: ClassVar[frozenset[str]] = frozenset(
+        {"handshaking", "active", "closing", "tls_closing"})
+
+    def _after_read(self) -> None:
+        """What the read that returned the peer's last plaintext met behind it, which no
+        readiness of the socket may ever announce: a TLS error (the stream keeps it for the
+        next ``recv``, which raises it: the pipe fails), or the peer's close (a peer that
+        sends close_notify and waits for ours sends nothing more)."""
+        tls = self._tls_stream()
+        if tls is None or self.stream is None or self.state not in self.READING_STATES:
+            return  # the read ended the pipe already, or it is past reading
+        if tls.failed:
+            self._recv()
+        elif tls.peer_closed:
             self.evt_peer_closed()
+
+    def _tls_stream(self) -> TLSStream | None:
+        return self._tls
 
     # ---------------------------------------------------------------- active
 
@@ -179,11 +191,7 @@ class TLSPipe(TlsPipeFSM, Pipe):
         data = self._recv()
         if data is not None:
             self._feed(data)
-            tls = self._tls
-            if tls is not None and tls.failed and self.stream is not None:
-                self._recv()  # raises the TLS error the plaintext came before: the pipe fails
-                return
-            self._check_peer_closed()
+            self._after_read()
 
     # ---------------------------------------------------------------- tls_closing
 

@@ -31,7 +31,7 @@ read.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, ClassVar, cast
 
 from scaproust._generated.ws_pipe import WsPipeFSM
 from scaproust._generated.wss_pipe import WssPipeFSM
@@ -39,7 +39,7 @@ from scaproust.core.guard import entry_point
 from scaproust.core.pipe import Pipe, Publication, _Head
 from scaproust.core.tls_pipe import TLSPipe
 from scaproust.errors import ProtocolError
-from scaproust.transports.tls import subject_of
+from scaproust.transports.tls import TLSStream, subject_of
 from scaproust.transports.ws import WsSocket, WssStream, http_host
 from scaproust.transports.wscodec import (
     CLOSE_NORMAL,
@@ -119,12 +119,16 @@ class WSPipe(WsPipeFSM, Pipe):
         self._queue(_Head(build_response(key, ours)))
         self.evt_handshake_ok()
         self._feed_leftover(leftover)
+        self._after_read()  # what came with the request, its port's read
 
     @entry_point
     def _read_upgrade(self) -> None:
         data = self._recv()
-        if data is None:
-            return
+        if data is not None:
+            self._take_upgrade(data)
+            self._after_read()
+
+    def _take_upgrade(self, data: bytes) -> None:
         self._upgrade += data
         try:
             size = head_end(self._upgrade)
@@ -138,6 +142,9 @@ class WSPipe(WsPipeFSM, Pipe):
         leftover, self._upgrade = self._upgrade[size:], b""
         self.evt_handshake_ok()
         self._feed_leftover(leftover)
+
+    def _after_read(self) -> None:
+        """Over TCP a read says all it met: nothing to look at behind it (see WSSPipe's)."""
 
     def log_handshake_timeout(self) -> None:
         log.warning("pipe %d %s %s closed: WebSocket upgrade not complete within "
@@ -232,6 +239,18 @@ class WSSPipe(WssPipeFSM, WSPipe, TLSPipe):
     """One wss:// connection: a WebSocket pipe over a ``TLSStream``. A dialed pipe runs
     its TLS handshake in ``tls_handshaking`` (TLSPipe's), an accepted one was handed the
     stream its port made (transports/ws.py), with its handshake done."""
+
+    #: The states whose rows take the peer's close and a read error (``_after_read``).
+    READING_STATES: ClassVar[frozenset[str]] = frozenset(
+        {"handshaking", "active", "closing", "ws_closing", "ws_dropping"})
+    # TLSPipe's, not WSPipe's (first in the bases): the read then looks behind the
+    # plaintext for a TLS error or the peer's close, which no readiness may announce.
+    _read_frames = TLSPipe._read_frames
+    _after_read = TLSPipe._after_read
+
+    def _tls_stream(self) -> TLSStream | None:
+        # A dialed pipe's own (start_tls), an accepted one's from its port (transports/ws.py).
+        return cast("TLSStream | None", self.stream)
 
     def enqueue(self, body: bytes, header: bytes = b"") -> None:
         # WSPipe's (named here: the generated base declares it too, without the default).
