@@ -92,6 +92,22 @@ def wait_until(condition, timeout=5.0, what="condition"):
         time.sleep(0.002)
 
 
+def bind_again(sock, url: str) -> None:
+    """Bind ``url``, an address a closed endpoint has just freed, while a dialer still
+    retries it. For a moment it may be taken: a dialer whose random local port was the very
+    port it dials connects to itself there, until the transport refuses that connection
+    (transports/tcp.py, ``_connected_to_itself``)."""
+
+    def bound() -> bool:
+        try:
+            sock.bind(url)
+        except sp.AddressInUse:
+            return False
+        return True
+
+    wait_until(bound, what=f"{url} bound again")
+
+
 def in_thread(fn, **kwargs):
     """Start ``fn(**kwargs)`` in a thread: ``(thread, errors)``, ``errors`` receiving the
     ``sp.Error`` it raises, if it raises one."""

@@ -64,9 +64,21 @@ def pull_with_a_push(session):
     url = pull.bind("tcp://127.0.0.1:0").url
     first = session.socket(sp.Push, send_timeout=5.0)
     first.connect(url)
-    first.send(b"one")
-    assert pull.recv() == b"one"
+    read_by_a_wait(pull, first.send, b"one")
     return pull, url, first
+
+
+def read_by_a_wait(sock, send, first: bytes) -> None:
+    """``send(first)`` once ``sock``'s own ``recv()`` reads its pipe, and return once it
+    has: its wait then keeps the loan (unless something gives it back since). A ``recv()``
+    called after the send could find the message delivered already (the I/O thread reads
+    the pipe until a wait borrows it, and under load it may get there first), and keep
+    nothing."""
+    wait_until(lambda: len(sock._core.pipes) == 1, what="the receiver's pipe")
+    thread, got = recv_in_a_thread(sock)
+    send(first)
+    thread.join(5.0)
+    assert got == [first]
 
 
 def past_a_first_message(session, listener, dialer, first: bytes = b"first"):

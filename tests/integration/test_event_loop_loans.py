@@ -178,8 +178,11 @@ def test_a_loan_taken_back_from_another_thread_leaves_its_event_loop_when_it_run
         watched = list(park.watched)
         # Stopped, not closed: the I/O thread takes the loan back and leaves the
         # duplicates to the event loop, whose selector still holds them.
-        wait_until(lambda: reader.park is None, what="the loan taken back")
-        assert reader._stale == [park] and all(w.fileno() != -1 for w in watched)
+        # Its last step first: the I/O thread clears ``park``, gives the pipes back, then
+        # lists the loan as stale.
+        wait_until(lambda: reader.park is None and reader._stale == [park],
+                   what="the loan taken back")
+        assert all(w.fileno() != -1 for w in watched)
         push.send(b"two")
         assert pull.recv() == b"two"  # read by the I/O thread meanwhile
         aloop.run_until_complete(asyncio.sleep(0))  # the posted removal runs
@@ -373,8 +376,9 @@ def test_a_loan_taken_back_from_a_loop_closed_since_closes_its_duplicates_with_t
 
         aloop.run_until_complete(start())  # stopped, the task awaiting with the loan
         park = reader.park
-        wait_until(lambda: park.revoked, what="the I/O thread's look taking it back")
-        assert reader._stale == [park]  # its removal posted to the stopped event loop
+        # Its removal posted to the stopped event loop: the loan is listed stale last.
+        wait_until(lambda: park.revoked and reader._stale == [park],
+                   what="the I/O thread's look taking it back")
         watched = [w.fileno() for w in park.watched]
         tasks[0]._log_destroy_pending = False  # it can never end: its loop is closed
         aloop.close()  # without running again: the post is dropped

@@ -9,7 +9,7 @@ import pytest
 import scaproust as sp
 from scaproust.protocols.pull import Pull
 from scaproust.protocols.push import Push
-from tests.integration.conftest import wait_until
+from tests.integration.conftest import bind_again, wait_until
 
 
 def test_an_action_that_raises_closes_only_that_pipe(session, monkeypatch, caplog):
@@ -29,7 +29,9 @@ def test_an_action_that_raises_closes_only_that_pipe(session, monkeypatch, caplo
         wait_until(lambda: "closed by an internal error" in caplog.text, what="the pipe to fail")
         monkeypatch.undo()
     assert "closed by an internal error" in caplog.text and "bug in deliver" in caplog.text
-    # The loop lives on, and the dialer reconnects.
+    # The loop lives on, and the dialer reconnects. Sent once the PUSH has its new pipe:
+    # sent before its I/O thread read the old one's end, it would go down with it.
+    wait_until(lambda: push.stats.get("pipes_opened", 0) == 2, what="the redialed pipe")
     push.send(b"after")
     assert pull.recv() == b"after"
 
@@ -85,7 +87,7 @@ def test_a_listener_whose_action_raises_closes_and_its_port_is_released(session,
     monkeypatch.undo()
     # The port is free again: another socket of the same session binds it.
     other = session.socket(sp.Pull, recv_timeout=5.0)
-    other.bind(ep.url)
+    bind_again(other, ep.url)
     push.send(b"to the new listener")  # the dialer reconnects to it
     assert other.recv() == b"to the new listener"
 

@@ -18,7 +18,7 @@ import scaproust as sp
 from scaproust.core import caller_reader
 from scaproust.core.caller_reader import CallerReader
 from tests.integration.conftest import wait_until
-from tests.integration.test_caller_thread import pull_with_a_push
+from tests.integration.test_caller_thread import pull_with_a_push, read_by_a_wait
 
 
 @pytest.fixture
@@ -33,12 +33,8 @@ def _pair_kept(session, url="tcp://127.0.0.1:0"):
     a = session.socket(sp.Pair, recv_timeout=5, send_timeout=5)
     b = session.socket(sp.Pair, recv_timeout=5, send_timeout=5)
     b.connect(a.bind(url).url)
-    a.send(b"hello")
-    assert b.recv() == b"hello"
-    pipe = next(iter(b._core.pipes))
-    wait_until(lambda: b._core.reader.kept is not None or b._channel.inbox.count,
-               what="the loan kept")
-    return a, b, pipe
+    read_by_a_wait(b, a.send, b"hello")
+    return a, b, next(iter(b._core.pipes))
 
 
 def _in_the_kernel(pipe) -> bool:
@@ -170,8 +166,7 @@ def test_a_peer_that_closes_while_the_loan_is_kept_is_noticed_at_once(session, n
     url = b.bind("tcp://127.0.0.1:0").url
     a = session.socket(sp.Pair, send_timeout=5)
     a.connect(url)
-    a.send(b"hello")
-    assert b.recv() == b"hello"
+    read_by_a_wait(b, a.send, b"hello")
     assert b._core.reader.kept is not None
     a.close()
     wait_until(lambda: not b._core.pipes, what="the dead peer dropped")
@@ -202,8 +197,9 @@ def test_an_alarm_for_a_readiness_seen_before_the_loan_leaves_it_kept(session, n
 def test_an_unused_kept_loan_goes_back_after_its_check(session, monkeypatch):
     monkeypatch.setattr(caller_reader, "KEPT_CHECK", 0.005)
     a, b, pipe = _pair_kept(session)
-    wait_until(lambda: b._core.reader.kept is None, what="the check to give it back")
-    assert not _lent(pipe)
+    # The check clears ``kept`` first, then gives the pipe back.
+    wait_until(lambda: b._core.reader.kept is None and not _lent(pipe),
+               what="the check to give it back")
     a.send(b"read by the I/O thread")
     wait_until(lambda: b._channel.inbox.count, what="the I/O thread's delivery")
 

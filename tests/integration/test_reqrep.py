@@ -11,6 +11,7 @@ from scaproust.protocols._headers import id_word, pipe_word
 from tests.integration.conftest import (
     OVERLAP_TRANSPORTS,
     SEND_WAYS,
+    bind_again,
     in_thread,
     send_overlapping,
     sending,
@@ -328,7 +329,7 @@ def test_a_request_whose_send_times_out_leaves_the_previous_one_outstanding(sess
     with pytest.raises(sp.Timeout):
         req.send(b"two", timeout=0.05)  # never accepted: "one" stays the request
     again = session.socket(sp.Rep, recv_timeout=T)
-    again.bind(ep.url)
+    bind_again(again, ep.url)
     assert again.recv() == b"one"  # resent at once on the new pipe
     again.send(b"answer to one")
     assert req.recv() == b"answer to one"

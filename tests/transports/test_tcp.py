@@ -280,3 +280,35 @@ def test_keepalive_timing_is_set_on_the_stream_only_with_keepalive():
         assert plain.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == default_idle
     finally:
         plain.close()
+
+
+def test_a_socket_that_connected_to_itself_is_refused():
+    # What the kernel does when a dialer's random local port is the very port it dials and
+    # nobody listens there (TCP's simultaneous open): here made on purpose, by binding the
+    # dialing socket to that port.
+    sock = socket.socket()
+    try:
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+        assert sock.connect_ex(sock.getsockname()) in (0, errno.EINPROGRESS)
+        assert select.select([], [sock], [], 5.0)[1] == [sock]
+        assert sock.getpeername() == sock.getsockname()  # it did connect, to itself
+
+        assert tcp.finish_connect(sock) == errno.ECONNREFUSED
+    finally:
+        sock.close()
+
+
+def test_a_connection_to_a_listener_is_not_taken_for_one_to_itself():
+    listener, url = tcp.listen("tcp://127.0.0.1:0")
+    try:
+        sock, err = tcp.connect(url)
+        assert sock is not None
+        try:
+            if err:
+                assert select.select([], [sock], [], 5.0)[1] == [sock]
+            assert tcp.finish_connect(sock) == 0
+        finally:
+            sock.close()
+    finally:
+        tcp.close_listener(listener)

@@ -348,6 +348,8 @@ def connect(address: Address | str, *, ipv4_only: bool = False,
         raise
     if os.name == "nt" and err == errno.EWOULDBLOCK:  # pragma: no cover - Windows only
         err = errno.EINPROGRESS  # Winsock reports a pending connect as WSAEWOULDBLOCK
+    if err == 0 and _connected_to_itself(sock):
+        err = errno.ECONNREFUSED
     if err not in (0, errno.EINPROGRESS):
         sock.close()
         return None, err
@@ -357,6 +359,27 @@ def connect(address: Address | str, *, ipv4_only: bool = False,
 def finish_connect(sock: socket.socket) -> int:
     """Return the outcome of a pending connect once ``sock`` is writable: 0 or an errno.
 
-    Does not close ``sock`` on failure: the caller unregisters it from its selector first.
+    A socket connected to itself is refused (``ECONNREFUSED``): see
+    :func:`_connected_to_itself`. Does not close ``sock`` on failure: the caller
+    unregisters it from its selector first.
     """
-    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if err == 0 and _connected_to_itself(sock):
+        return errno.ECONNREFUSED
+    return err
+
+
+def _connected_to_itself(sock: socket.socket) -> bool:
+    """Whether a connect to a local port nobody listens on was made from that very port.
+
+    The kernel picks a dialer's own port at random in the ephemeral range; when it picks
+    the port being dialed and nobody listens there, TCP's simultaneous open connects the
+    socket to itself: it then reads what it writes. A dialer that retries a local address
+    many times (a peer restarting) meets it sooner or later; a PAIR or BUS would then pair
+    with itself, and the address stays taken for the listener coming back."""
+    if sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return False
+    try:
+        return bool(sock.getsockname() == sock.getpeername())
+    except OSError:
+        return False  # not connected after all: the next step says why
