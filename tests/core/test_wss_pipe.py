@@ -62,17 +62,25 @@ def test_the_close_handshake_ends_the_session_without_close_notify(h):
     assert h.socket.stats.snapshot() == {}
 
 
-def test_frames_behind_the_upgrade_answer_come_before_those_read_after_it():
-    # The peer's first message can share a read with its 101 answer (a publisher sends as
-    # soon as its end is up). It must reach the socket before anything read later: a
-    # caller's thread that borrows the pipe reads it as soon as the pipe is active, before
-    # the loop runs anything it deferred (a CI run once received 1..99 then 0).
+def answered_with(behind: bytes) -> WSSHarness:
+    """A dialed pipe whose peer has sent its 101 answer with ``behind`` right after it,
+    not read yet."""
     h = WSSHarness()
     h.open()
     h.tls_handshake()
     h.turn()
     key = parse_request(bytes(h.peer.received)).headers["sec-websocket-key"]
-    h.peer_sends(build_response(key, "pull.sp.nanomsg.org") + from_server(b"zero"))
+    h.peer.send(build_response(key, "pull.sp.nanomsg.org") + behind)
+    return h
+
+
+def test_frames_behind_the_upgrade_answer_come_before_those_read_after_it():
+    # The peer's first message can share a read with its 101 answer (a publisher sends as
+    # soon as its end is up). It must reach the socket before anything read later: a
+    # caller's thread that borrows the pipe reads it as soon as the pipe is active, before
+    # the loop runs anything it deferred (a CI run once received 1..99 then 0).
+    h = answered_with(from_server(b"zero"))
+    h.loop.fire_reader(h.pipe.stream)
     assert h.pipe.state == "active"
 
     h.peer_sends(from_server(b"one"))  # read before the loop's next round
@@ -107,12 +115,7 @@ def test_a_tls_error_behind_the_last_message_ends_the_pipe_in_the_same_read(h, c
 
 
 def test_a_close_notify_behind_the_upgrade_answer_ends_the_pipe_in_the_same_read():
-    h = WSSHarness()
-    h.open()
-    h.tls_handshake()
-    h.turn()
-    key = parse_request(bytes(h.peer.received)).headers["sec-websocket-key"]
-    h.peer.send(build_response(key, "pull.sp.nanomsg.org") + from_server(b"only"))
+    h = answered_with(from_server(b"only"))
     h.peer.send_close_notify()
     h.loop.fire_reader(h.pipe.stream)
 

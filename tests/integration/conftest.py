@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import socket
+import ssl
 import sys
 import threading
 import time
@@ -90,6 +92,23 @@ def wait_until(condition, timeout=5.0, what="condition"):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.002)
+
+
+def tls_by_hand(host: str, port: int, ca_pem: str, timeout: float = 5.0):
+    """A TLS client over a plain TCP connection to ``host``:``port``, its handshake done:
+    ``(socket, ssl.SSLObject, outgoing BIO)``. What it writes leaves only when the test
+    sends ``outgoing.read()``, so the test decides what one write carries."""
+    raw = socket.create_connection((host, port), timeout=timeout)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ssl.create_default_context(cadata=ca_pem).wrap_bio(incoming, outgoing,
+                                                              server_hostname=host)
+    while True:
+        try:
+            tls.do_handshake()
+            return raw, tls, outgoing
+        except ssl.SSLWantReadError:
+            raw.sendall(outgoing.read())
+            incoming.write(raw.recv(65536))
 
 
 def bind_again(sock, url: str) -> None:

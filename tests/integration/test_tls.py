@@ -15,7 +15,7 @@ import struct
 import pytest
 
 import scaproust as sp
-from tests.integration.conftest import wait_until
+from tests.integration.conftest import tls_by_hand, wait_until
 
 trustme = pytest.importorskip("trustme", reason="pip install trustme (the dev extra)")
 
@@ -341,17 +341,7 @@ def test_a_peer_that_sends_close_notify_and_waits_is_closed_at_once(session, ca)
     a.add_pipe_listener(events.append)
     ep = a.bind("tls+tcp://127.0.0.1:0", tls=server_config(ca))
     host, port = ep.url[len("tls+tcp://"):].rsplit(":", 1)
-    raw = socket.create_connection((host, int(port)), timeout=T)
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    context = ssl.create_default_context(cadata=pem(ca.cert_pem))
-    tls = context.wrap_bio(incoming, outgoing, server_hostname=host)
-    while True:
-        try:
-            tls.do_handshake()
-            break
-        except ssl.SSLWantReadError:
-            raw.sendall(outgoing.read())
-            incoming.write(raw.recv(65536))
+    raw, tls, outgoing = tls_by_hand(host, int(port), pem(ca.cert_pem))
     tls.write(b"\0SP\0\x00\x10\0\0" + b"\0\0\0\0\0\0\0\x04last")
     with pytest.raises(ssl.SSLWantReadError):
         tls.unwrap()  # close_notify queued behind the message

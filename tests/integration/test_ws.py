@@ -16,7 +16,7 @@ import pytest
 import scaproust as sp
 from scaproust.transports import wscodec as wsc
 
-from .conftest import wait_until
+from .conftest import tls_by_hand, wait_until
 
 T = 5.0
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
@@ -400,17 +400,7 @@ def test_a_wss_client_that_sends_close_notify_with_its_request_and_waits_is_clos
     pair = session.socket(sp.Pair, recv_timeout=T, tls=server)
     pair.add_pipe_listener(events.append)
     host, port = _host_port(pair.bind("wss://127.0.0.1:0/").url)
-    raw = socket.create_connection((host, port), timeout=T)
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    tls = ssl.create_default_context(cadata=client.ca_string).wrap_bio(
-        incoming, outgoing, server_hostname=host)
-    while True:
-        try:
-            tls.do_handshake()
-            break
-        except ssl.SSLWantReadError:
-            raw.sendall(outgoing.read())
-            incoming.write(raw.recv(65536))
+    raw, tls, outgoing = tls_by_hand(host, port, client.ca_string)
     tls.write(wsc.build_request("x", "/", KEY, "pair.sp.nanomsg.org") + _frame(0x82, b"hello"))
     with pytest.raises(ssl.SSLWantReadError):
         tls.unwrap()  # close_notify queued behind them
