@@ -471,6 +471,26 @@ def test_recv_after_the_deadline_is_a_state_error_until_the_next_survey(policy, 
     assert policy.recv_wait(None) == pytest.approx(DEADLINE)
 
 
+def test_a_receive_waiting_through_a_survey_carries_over_to_the_next_until_its_deadline(
+        policy, clock):
+    # What a receive asks once its wait, capped at its survey's deadline, timed out
+    # (Policy.renewed): whether another thread sent a survey since it looked at the epoch,
+    # one still open. Then it waits on, until that survey's deadline.
+    sent_through(policy, b"first")
+    epoch = policy.epoch
+    assert not policy.renewed(epoch)  # no survey since: the wait is over
+    clock.advance(0.5)
+    deadline = clock() + DEADLINE
+    sent_through(policy, b"second")  # another thread's, meanwhile
+
+    assert policy.renewed(epoch)
+    assert not policy.renewed(policy.epoch)  # a receive that began after it
+    clock.now = deadline - 0.001
+    assert policy.renewed(epoch)
+    clock.now = deadline  # the second survey is over too
+    assert not policy.renewed(epoch)
+
+
 def test_the_deadline_follows_the_option_at_the_time_of_the_survey(policy, clock):
     policy.options.survey_deadline = 2.0
     sent_through(policy, b"q")
