@@ -90,44 +90,53 @@ target table says whether each goal of the project holds in this run.
 
 ### The targets not met, in short
 
-This run is the first on the project's new machine (an Intel Xeon virtual machine, 2 cores,
-from 2026-12-06 20:20); every earlier one, and the profiles under "Where the time goes",
-were on an AMD EPYC one (its last `make bench`, 2026-12-06 19:30, is
-bench/results/2026-12-06.json at commit 281f4cb: there only REQ/REP against pynng, 0.74x,
-and in-process PUSH, 0.85x, missed). What moved is the cost of CPU per message against
-the cost of a wake-up. Per 64-byte message pushed over TCP, both sides' CPU went from
-1.17 to 3.09 µs for scaproust, 0.44 to 1.35 for the bare ceiling, 0.79 to 1.55 for pyzmq,
-while pynng, whose pace is set by hand-offs between its own threads, moves what it moved
-(45 k to 48 k msg/s) and its round trip grew by a quarter (84 to 106 µs) where the bare
-ceiling's grew by half (47 to 69). One side of scaproust's round trip, on its critical path
-(`bench/one_side.py <role> --critical`, 2026-12-06 20:50): REQ 15.5-15.7 µs, REP 14.1-14.4,
-PAIR 11.0-14.7, twice the AMD machine's 7.8, 7.0 and 5.5. So every ratio whose two sides
-spend differently on CPU and wake-ups slid toward the one that spends on wake-ups:
+This run is the second on the project's current machine (an Intel Xeon virtual machine, 2
+cores, from 2026-12-06 20:20; the first was 2026-12-06 20:43, git b629468). Every earlier
+one, and the profiles under "Where the time goes", were on an AMD EPYC one (its last `make
+bench`, 2026-12-06 19:30, is bench/results/2026-12-06.json at commit 281f4cb: there only
+REQ/REP against pynng, 0.74x, and in-process PUSH, 0.85x, missed). What moved between the
+machines is the cost of CPU per message against the cost of a wake-up. Per 64-byte message
+pushed over TCP, both sides' CPU went from 1.17 to 3.09 µs for scaproust, 0.44 to 1.35 for
+the bare ceiling, 0.79 to 1.55 for pyzmq, while pynng, whose pace is set by hand-offs
+between its own threads, moves what it moved (45 k to 48 k msg/s) and its round trip grew
+by a quarter (84 to 106 µs) where the bare ceiling's grew by half (47 to 69). One side of
+scaproust's round trip, on its critical path (`bench/one_side.py <role> --critical`,
+2026-12-06 20:50): REQ 15.5-15.7 µs, REP 14.1-14.4, PAIR 11.0-14.7, twice the AMD
+machine's 7.8, 7.0 and 5.5. So every ratio whose two sides spend differently on CPU and
+wake-ups slid toward the one that spends on wake-ups. Between this machine's two runs
+scaproust's own numbers held or improved; its peers' moved more:
 
-- **Round trips against pynng and pyzmq**: REQ/REP 0.98x of pynng and 1.14x of pyzmq,
-  PAIR 0.96x and 1.25x (AMD: 0.74x, 0.95x, 0.70x, 0.88x). 0.7x of pynng here is 74 µs,
-  5 µs above the bare ceiling's 69, which leaves each side 2-3 µs more than a bare
-  socket's send and receive: scaproust's critical path alone is 11-16 µs a side (above),
-  the machines and framing about 4 of it. `bench/probe_layers.py
-  --one-side` bounds what flattening scaproust's layers around the machines could give:
-  a PAIR side's send and receive take 22.4 µs through the library, 10.4 with the layers
-  fused away (the machines kept), 6.7 for bare sockets (2026-12-06 20:45): at most about
-  24 µs of a round trip's 96 (both sides, if all of it lay on the critical path, which
-  half of it does not), and REQ/REP's own work on top. asyncio holds (0.98x of pyzmq's).
-- **PUSH->PULL 64 B against pynng** (12.5x; 15x asked): the sending process sets the pace,
-  1.3-1.4 µs of CPU a message (its caller thread 0.75: the facade and the channel's
-  credit; its I/O thread the rest: the PUSH and pipe machines per batch and the
-  `sendmsg`), against 0.72 for the receiving one (one side against a bare peer, a
-  throwaway script, 2026-12-06 20:55). 15x of pynng's 48 k msg/s asks for 720 k, the
-  sending process's whole ceiling on this machine. Against pyzmq it holds (0.71x).
-- **PUSH->PULL 1 MiB against the bare ceiling, every round** (0.85x, 0.86x, 0.76x; 0.8x
-  asked of each): the sender's kernel copy sets the pace of both, and the third round
-  fell in one of the machine's slow spells (the bare ceiling's own rounds spread 4.2 to
-  5.3 GB/s, scaproust's 3.6 to 4.3).
-- **In-process PUSH at 1.5x TCP** (1.04x): one process's three threads share one
-  interpreter lock, so its rate is the sum of their CPU (1.65 µs a message here); 1.5x
-  the TCP rate asks for 1.12. pyzmq's in-process rate is 1.04x its TCP rate on this
-  placement, the bare socket pair's 0.90x.
+- **Round trips against pynng and pyzmq**: REQ/REP 1.03x of pynng and 1.33x of pyzmq,
+  PAIR 0.96x and 1.23x (the first run here: 0.98x, 1.14x, 0.96x, 1.25x; AMD: 0.74x,
+  0.95x, 0.70x, 0.88x). scaproust's REQ/REP round trip took 104 µs in both runs and its
+  PAIR 95.8 then 93.1; pyzmq's REQ/REP went from 91.7 to 76.3 µs and pynng's from 106 to
+  97.5. 0.7x of pynng here is 68 µs, the bare ceiling's own round trip (66.7 µs in this
+  run): it would leave scaproust nothing for its work on either side, where its critical
+  path alone is 11-16 µs a side (above), the machines and framing about 4 of it.
+  `bench/probe_layers.py --one-side` bounds what flattening scaproust's layers around
+  the machines could give: a PAIR side's send and receive take 22.4 µs through the
+  library, 10.4 with the layers fused away (the machines kept), 6.7 for bare sockets
+  (2026-12-06 20:45): at most about 24 µs of a round trip's 93 (both sides, if all of it
+  lay on the critical path, which half of it does not), and REQ/REP's own work on top.
+  asyncio holds (0.93x of pyzmq's).
+- **PUSH->PULL 64 B against pynng** (12.3x; 15x asked): scaproust pushed 734 k msg/s
+  (595 k in the first run), pynng 61.7 k (48.3 k); 15x asks for 925 k. The sending
+  process sets the pace, 1.3-1.4 µs of CPU a message (its caller thread 0.75: the facade
+  and the channel's credit; its I/O thread the rest: the PUSH and pipe machines per batch
+  and the `sendmsg`), against 0.72 for the receiving one (one side against a bare peer, a
+  throwaway script, 2026-12-06 20:55): 925 k is beyond the sending process's whole
+  ceiling on this machine. Against pyzmq it holds (0.63x).
+- **PUSH->PULL 1 MiB against the bare ceiling, every round** (0.85x, 0.75x, 0.52x; 0.8x
+  asked of each): the bare ceiling's rounds all took 5.8-5.9 GB/s, scaproust's 5.1, 4.3
+  and 3.0. A bare sender blocks in its `sendmsg()` and is woken by the kernel as the receiver
+  drains; scaproust's I/O threads wait in `epoll` and take turns at each chunk of a
+  message, so a round in which the machine's other load delays their wake-ups loses more
+  (the first run here: 0.85x, 0.86x, 0.76x).
+- **In-process PUSH at 1.5x TCP** (0.86x): one process's three threads share one
+  interpreter lock, so its rate is the sum of their CPU (1.56 µs a message here); 1.5x
+  the TCP rate asks for 0.91 µs. The in-process rate held (606 k -> 642 k msg/s) while
+  TCP's rose (595 k -> 734 k). pyzmq's in-process rate is 1.00x its TCP rate on this
+  placement, the bare socket pair's 0.61x.
 
 ## Where the time goes
 
