@@ -134,6 +134,7 @@ def test_an_interrupt_as_put_sizes_its_message_takes_no_credit(channel):
     assert (channel.credit, channel.credit_bytes) == (2, 100)
     assert not channel.outbox
 
+
 def test_a_grant_wakes_a_putter_waiting_for_credit(channel):
     cond = watch_putters(channel)
     putter = Waiter(lambda: channel.put(b"late", timeout=DEADLINE))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import socket
@@ -201,7 +202,5 @@ def sending(user, way: str):
     if way == "timeout":
         return lambda body: user.send(body, timeout=5.0)
     if way == "asend":
-        import asyncio
-
         return lambda body: asyncio.run(user.asend(body))
     raise ValueError(way)

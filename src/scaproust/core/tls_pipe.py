@@ -171,16 +171,13 @@ class TLSPipe(TlsPipeFSM, Pipe):
         readiness of the socket may ever announce: a TLS error (the stream keeps it for the
         next ``recv``, which raises it: the pipe fails), or the peer's close (a peer that
         sends close_notify and waits for ours sends nothing more)."""
-        tls = self._tls_stream()
+        tls = self._tls
         if tls is None or self.stream is None or self.state not in self.READING_STATES:
             return  # the read ended the pipe already, or it is past reading
         if tls.failed:
             self._recv()
         elif tls.peer_closed:
             self.evt_peer_closed()
-
-    def _tls_stream(self) -> TLSStream | None:
-        return self._tls
 
     # ---------------------------------------------------------------- active
 

@@ -20,7 +20,9 @@ upgrade in place of the SP header exchange and a close handshake before death:
 ``TLSStream``, with a dialed pipe's TLS handshake first (``tls_handshaking``, TLSPipe's).
 
 The caller-thread fast path works unchanged: a caller that lends this pipe polls the TCP
-socket and calls :meth:`WSPipe._read_frames`, which reads and decodes here.
+socket and calls its ``_read_frames``, which reads and decodes here (a wss pipe's, TLSPipe's,
+then looks behind the plaintext for the peer's close or a TLS error; its ``_tls`` is the
+stream its port made for an accepted pipe, start_tls's for a dialed one).
 
 Extra fields: ``_ws`` (the frame decoder, from ``active`` on), ``_key`` (a dialed pipe's
 ``Sec-WebSocket-Key``), ``_upgrade`` (the answer's bytes so far). Frames that came in the
@@ -39,7 +41,7 @@ from scaproust.core.guard import entry_point
 from scaproust.core.pipe import Pipe, Publication, _Head
 from scaproust.core.tls_pipe import TLSPipe
 from scaproust.errors import ProtocolError
-from scaproust.transports.tls import TLSStream, subject_of
+from scaproust.transports.tls import subject_of
 from scaproust.transports.ws import WsSocket, WssStream, http_host
 from scaproust.transports.wscodec import (
     CLOSE_NORMAL,
@@ -117,8 +119,7 @@ class WSPipe(WsPipeFSM, Pipe):
             return
         leftover, stream.leftover = stream.leftover, b""
         self._queue(_Head(build_response(key, ours)))
-        self.evt_handshake_ok()
-        self._feed_leftover(leftover)
+        self._upgraded(leftover)
         self._after_read()  # what came with the request, its port's read
 
     @entry_point
@@ -140,8 +141,16 @@ class WSPipe(WsPipeFSM, Pipe):
             self.evt_handshake_bad(HttpRefusal(f"WebSocket upgrade refused: {err}", err.status))
             return
         leftover, self._upgrade = self._upgrade[size:], b""
+        self._upgraded(leftover)
+
+    def _upgraded(self, leftover: bytes) -> None:
+        """The upgrade is done: the pipe is active, and the frames that came in the same
+        read as the HTTP head are decoded at once. The next read of the stream may be a
+        caller's that borrowed the pipe as soon as it was active: a frame deferred to the
+        loop's next round came after those."""
         self.evt_handshake_ok()
-        self._feed_leftover(leftover)
+        if leftover and self.state == "active":
+            self._feed(leftover)
 
     def _after_read(self) -> None:
         """Over TCP a read says all it met: nothing to look at behind it (see WSSPipe's)."""
@@ -162,13 +171,6 @@ class WSPipe(WsPipeFSM, Pipe):
         self._ws = WsDecoder(masked=not self._dialed, max_size=self.endpoint.recv_max_size)
         self.loop.add_reader(self.stream, self._read_frames)
         self._watching = True
-
-    def _feed_leftover(self, data: bytes) -> None:
-        """Decode the frames that came in the same read as the HTTP head, at once: the
-        next read of the stream may be a caller's that borrowed the pipe as soon as it
-        was active, and a frame deferred to the loop's next round came after those."""
-        if data and self.state in ("active", "closing"):
-            self._feed(data)
 
     @entry_point
     def _read_frames(self) -> None:
@@ -248,16 +250,13 @@ class WSSPipe(WssPipeFSM, WSPipe, TLSPipe):
     _read_frames = TLSPipe._read_frames
     _after_read = TLSPipe._after_read
 
-    def _tls_stream(self) -> TLSStream | None:
-        # A dialed pipe's own (start_tls), an accepted one's from its port (transports/ws.py).
-        return cast("TLSStream | None", self.stream)
-
     def enqueue(self, body: bytes, header: bytes = b"") -> None:
         # WSPipe's (named here: the generated base declares it too, without the default).
         WSPipe.enqueue(self, body, header)
 
     def send_handshake(self) -> None:
         if not self._dialed:
-            stream = cast("WssStream", self.stream)
+            # The TLS stream its port made (a dialed pipe's is start_tls's).
+            self._tls = stream = cast("WssStream", self.stream)
             self.peer_subject = subject_of(stream.ssl.getpeercert())
         super().send_handshake()
