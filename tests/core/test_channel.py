@@ -405,6 +405,114 @@ def test_taking_an_empty_outbox_rearms_the_wakeup(channel, wake):
     assert wake.calls == 1
 
 
+# ---------------------------------------------------------------- gathering a burst
+
+
+class Gathering:
+    """What SocketCore gives a channel for a gathering, counted: ``armed`` (the timer
+    armed again), ``quiet`` (drains posted without a wake-up), ``nudged``."""
+
+    def __init__(self, channel: Channel) -> None:
+        self.armed, self.quiet, self.nudged = Recorder(), Recorder(), Recorder()
+        channel.gather, channel.post_quietly, channel.nudge = self.armed, self.quiet, self.nudged
+
+    def counts(self) -> tuple[int, int, int]:
+        return self.armed.calls, self.quiet.calls, self.nudged.calls
+
+
+@pytest.fixture
+def frozen_clock(monkeypatch):
+    """Every put at one instant: each send after the first is one of a burst
+    (DIRECT_SPACING); the first, after none, is a lone one."""
+    class Frozen:
+        @staticmethod
+        def monotonic() -> float:
+            return 1000.0
+
+    monkeypatch.setattr("scaproust.core.channel.time", Frozen)
+
+
+def test_a_burst_that_ran_out_of_credit_gathers_its_next_messages_into_one_drain(
+        channel, wake, frozen_clock):
+    gathering = Gathering(channel)
+    channel.grant(2)
+    channel.put(b"a", timeout=0)
+    channel.put(b"b", timeout=0)  # a burst: the first message posted its drain, woken
+    assert wake.calls == 1
+    assert list(channel.take_outbox()) == [b"a", b"b"]
+    cond = watch_putters(channel)
+    putter = Waiter(lambda: [channel.put(m, timeout=DEADLINE) for m in (b"c", b"d", b"e")])
+    assert cond.sleeping.wait(DEADLINE), "the burst never ran out of credit"
+    cond.sleeping.clear()
+    assert channel.outran and gathering.counts() == (0, 0, 0)
+
+    channel.grant(2)  # room again: the woken burst gathers
+
+    assert cond.sleeping.wait(DEADLINE), "the burst never ran out of credit again"
+    # c posted its drain without waking the backend, d joined it, e found no credit and
+    # woke the backend for that drain before it slept.
+    assert gathering.counts() == (1, 1, 1)
+    assert wake.calls == 1
+    assert list(channel.take_outbox()) == [b"c", b"d"]
+    channel.grant(1)  # e ran out within the burst too: the next gathering
+    assert putter.join().error is None
+    assert gathering.counts() == (2, 2, 1)
+    assert list(channel.outbox) == [b"e"] and wake.calls == 1
+
+
+def test_a_lone_send_that_waited_for_credit_starts_no_gathering(channel, wake, frozen_clock):
+    # The first send of a socket waits for its peer: nothing gathers behind it.
+    gathering = Gathering(channel)
+    cond = watch_putters(channel)
+    putter = Waiter(lambda: [channel.put(m, timeout=DEADLINE) for m in (b"first", b"then")])
+    assert cond.sleeping.wait(DEADLINE), "the send never waited"
+    assert not channel.outran
+
+    channel.grant(4)
+
+    assert putter.join().error is None
+    assert gathering.counts() == (0, 0, 0)
+    assert wake.calls == 1 and list(channel.outbox) == [b"first", b"then"]
+
+
+def _gathering_started(channel: Channel) -> Gathering:
+    # As a grant finds it when a burst's send waits for credit (the test above has the
+    # threads); the notify finds nobody to wake.
+    gathering = Gathering(channel)
+    channel.outran, channel.send_waiters = True, 1
+    channel.grant(4)
+    channel.send_waiters = 0
+    assert gathering.counts() == (1, 0, 0)
+    return gathering
+
+
+def test_once_the_gatherings_timer_ends_it_a_burst_wakes_the_backend_again(channel, wake):
+    gathering = _gathering_started(channel)
+    channel.put(b"a", timeout=0)
+    assert gathering.counts() == (1, 1, 0) and wake.calls == 0
+    channel.take_outbox()
+
+    channel.end_gathering()
+
+    channel.put(b"b", timeout=0)
+    assert gathering.counts() == (1, 1, 0) and wake.calls == 1
+
+
+def test_an_interrupt_as_a_gathered_drain_is_posted_hands_it_to_the_backend_anyway(resume):
+    posts = Recorder()
+    channel = Channel(wake_backend=Recorder(), resume_reading=resume, post_backend=posts)
+    _gathering_started(channel)
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    channel.post_quietly = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        channel.put(b"a", timeout=0)
+
+    assert list(channel.outbox) == [b"a"] and posts.calls == 1  # woken for it, not lost
+
+
 def test_purging_a_paused_inbox_resumes_reading(channel, resume):
     channel.push_many([b"m%d" % n for n in range(8)])  # recv_high: reading pauses
     assert channel.recv_paused

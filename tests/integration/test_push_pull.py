@@ -131,6 +131,46 @@ def test_a_burst_of_large_messages_blocks_instead_of_queueing_without_bound(sess
     assert [len(pull.recv(timeout=5.0)) for _ in range(accepted)] == [len(body)] * accepted
 
 
+def _gathering_push(session, monkeypatch) -> tuple[sp.Socket, sp.Socket, list[int]]:
+    """A PUSH with a small window, connected to a PULL, and the list its quiet drain posts
+    (core/channel.py, "Gathering") count into."""
+    pull = session.socket(sp.Pull, recv_timeout=5.0)
+    push = session.socket(sp.Push, send_timeout=5.0, send_buffer=16)
+    push.connect(pull.bind("tcp://127.0.0.1:0").url)
+    push.send(b"first")
+    assert pull.recv() == b"first"
+    channel, quiet = push._core.channel, []
+    post_quietly = channel.post_quietly
+    monkeypatch.setattr(channel, "post_quietly", lambda: (quiet.append(1), post_quietly())[1])
+    return push, pull, quiet
+
+
+def test_the_last_messages_of_a_burst_that_gathered_go_out_once_it_stops(session, monkeypatch):
+    push, pull, quiet = _gathering_push(session, monkeypatch)
+    count = 3000
+    for i in range(count):  # a burst: it runs out of its 16 slots again and again
+        push.send(b"%d" % i)
+    # Nothing more is sent: the last gathering's drain runs when its timer ends it.
+    assert [pull.recv() for _ in range(count)] == [b"%d" % i for i in range(count)]
+    assert quiet, "no drain of the burst gathered"
+    assert push.stats["msgs_sent"] == count + 1
+
+
+def test_a_close_right_after_a_gathering_burst_sends_all_of_it(session, monkeypatch):
+    # No timer ends a gathering here: the close, posted behind the quiet drain, brings it.
+    monkeypatch.setattr("scaproust.core.socket.GATHER", 60.0)
+    push, pull, quiet = _gathering_push(session, monkeypatch)
+    count = 3000
+    for i in range(count):
+        push.send(b"%d" % i)
+
+    push.close()
+
+    assert [pull.recv() for _ in range(count)] == [b"%d" % i for i in range(count)]
+    assert quiet, "no drain of the burst gathered"
+    assert "dropped_closed" not in push.stats
+
+
 def test_once_closed_every_send_and_receive_raises_closed_a_queued_message_included(session):
     pull = session.socket(sp.Pull)
     push = session.socket(sp.Push)

@@ -117,6 +117,40 @@ def test_a_post_to_a_sleeping_loop_writes_one_wakeup_byte(started):
     assert wakeups[0] == 1
 
 
+def test_a_quiet_post_waits_for_the_sleeping_loops_next_turn_and_a_nudge_starts_it(started):
+    wakeups = count_wakeups(started)
+    wait_until(lambda: started._idle)  # asleep in select() with no timeout
+    done = threading.Event()
+
+    started.call_soon_quietly(done.set)
+
+    # The loop looked at its posts before it slept: nothing ends that sleep but a wake-up.
+    assert wakeups[0] == 0 and not done.is_set()
+    started.nudge()
+    assert done.wait(DEADLINE)
+    assert wakeups[0] == 1
+
+
+def test_a_quiet_post_runs_when_a_timer_ends_the_loops_sleep(started):
+    # What bounds a gathering's wait (core/channel.py): the timer armed with it.
+    wakeups = count_wakeups(started)
+    fired, done = threading.Event(), threading.Event()
+    started.call_soon_threadsafe(lambda: started.call_later(0.25, fired.set))
+    wait_until(lambda: started._idle and len(started._timers) == 1)  # asleep until it
+    before = wakeups[0]
+
+    started.call_soon_quietly(done.set)
+
+    assert done.wait(DEADLINE) and fired.is_set()
+    assert wakeups[0] == before
+
+
+def test_a_nudge_to_a_busy_loop_writes_nothing(loop):
+    wakeups = count_wakeups(loop)
+    loop.nudge()  # not running, so not asleep in select()
+    assert wakeups[0] == 0
+
+
 def test_the_loop_drains_every_pending_wakeup_byte(loop):
     for _ in range(100):
         loop._wakeup.wakeup()  # more than the tiny send buffer may hold: extras are dropped

@@ -28,7 +28,7 @@ import attrs
 
 from scaproust._generated.socket import SocketFSM
 from scaproust.core.caller_reader import CallerReader
-from scaproust.core.channel import Channel
+from scaproust.core.channel import GATHER, Channel
 from scaproust.core.context import Context
 from scaproust.core.dialer import Dialer
 from scaproust.core.guard import crash, entry_point, facade_call, fire, log_crash
@@ -58,6 +58,7 @@ if TYPE_CHECKING:
     from scaproust.core.pipe import Pipe
     from scaproust.core.protocol_info import ProtocolInfo
     from scaproust.reactor.loop import Loop
+    from scaproust.reactor.timers import TimerHandle
     from scaproust.transports import Transport
     from scaproust.transports.tcp import Resolved
     from scaproust.transports.tls_config import TLSSetup
@@ -121,6 +122,11 @@ class SocketCore(SocketFSM):
         self.reader = CallerReader(loop, self.channel, self.pipes, self.contexts)
         self.channel.reader = self.channel.loans = self.reader
         self.channel.send_now = self._send_now
+        # A burst's drain gathers after its sender waited for credit (channel.py).
+        self._gather_timer: TimerHandle | None = None
+        self.channel.gather = self._gather
+        self.channel.post_quietly = self._post_quietly
+        self.channel.nudge = loop.nudge
         #: (body, IPC framing, frame) of the last message published to this socket's pipes
         #: (PUB): the others of its framing queue the same frame (Pipe.enqueue_published).
         self.published: tuple[bytes | None, bool | None, bytes] = (None, None, b"")
@@ -189,13 +195,28 @@ class SocketCore(SocketFSM):
         # burst, or one that could not own the session (_send_now). The I/O thread is woken
         # (if it sleeps) to take the outbox along with whatever else gets queued meanwhile,
         # in one write.
-        loop = self.loop
+        self._post_drain(self.loop.call_soon_threadsafe)
+
+    def _post_quietly(self) -> None:
+        # Channel.put's drain while a burst gathers: the loop's next turn runs it, at the
+        # latest when the gathering's timer (_gather) ends the sleep.
+        self._post_drain(self.loop.call_soon_quietly)
+
+    def _post_drain(self, post: Callable[[Callable[[], None]], None]) -> None:
         try:
-            loop.call_soon_threadsafe(self._drain_outbox)
+            post(self._drain_outbox)
         except RuntimeError:
-            if loop.forked():
+            if self.loop.forked():
                 raise Error(FORKED) from None
             raise Closed("session is closed") from None
+
+    def _gather(self) -> None:
+        # Channel.grant, in the owner's thread, as it wakes a sender waiting for credit:
+        # that sender's burst gathers for GATHER seconds from now, not from an earlier grant.
+        timer = self._gather_timer
+        if timer is not None:
+            timer.cancel()
+        self._gather_timer = self.loop.call_later(GATHER, self.channel.end_gathering)
 
     @entry_point
     def _drain_outbox(self) -> None:

@@ -20,7 +20,10 @@ wakes them as its section ends (``release``, and the I/O thread after each batch
 no lock then.
 
 Other threads hand the loop work with ``call_soon_threadsafe``, which appends ``(fn, args)``
-to the ``_posted`` deque and takes no lock.
+to the ``_posted`` deque and takes no lock. ``call_soon_quietly`` appends without waking
+a sleeping loop, for a poster that knows the loop turns soon anyway (a timer is armed, or
+it will ``nudge`` it): a burst's drain, gathered rather than woken for at its first message
+(core/channel.py, "Gathering").
 
 One iteration (``run_once``):
 
@@ -198,7 +201,8 @@ class Loop:
     """A selector loop run by one daemon thread.
 
     ``start``, ``stop``, ``in_loop_thread``, ``time``, ``check_fork``, ``owned``,
-    ``own``, ``call_soon_threadsafe`` and the ``closed``/``running`` properties
+    ``own``, ``call_soon_threadsafe``, ``call_soon_quietly``, ``nudge`` and the
+    ``closed``/``running`` properties
     may be used from any thread. Everything else belongs to the owner of the session lock
     (for speed, this is not checked).
     """
@@ -355,6 +359,21 @@ class Loop:
         # look at _posted). Under the GIL one of the two always sees the other's write, so a
         # post is never left waiting in a sleeping loop, and a busy loop costs no syscall.
         self._posted.append((fn, args))
+        if self._idle:
+            self._wakeup.wakeup()
+
+    def call_soon_quietly(self, fn: Callable[[*Ts], object], *args: *Ts) -> None:
+        """``call_soon_threadsafe`` without the wake-up: ``fn`` runs at the loop's next
+        turn, which a sleeping loop takes only when a timer is due, another post wakes it
+        or someone calls ``nudge``. The caller must know one of them is coming."""
+        if self._fork_generation != _fork_generation:
+            self.check_fork()
+        if self._closing:
+            raise RuntimeError("scaproust I/O loop is closed")
+        self._posted.append((fn, args))
+
+    def nudge(self) -> None:
+        """Wake the loop if it sleeps, for what ``call_soon_quietly`` left it."""
         if self._idle:
             self._wakeup.wakeup()
 
