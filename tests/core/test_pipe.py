@@ -29,7 +29,7 @@ from protocols.fakes import (
 from scaproust import protocols
 from scaproust.core.guard import crash
 from scaproust.core.options import Options
-from scaproust.core.pipe import HIGH_WATER, JOIN_MAX, Pipe, Publication
+from scaproust.core.pipe import HIGH_WATER, JOIN_MAX, JOIN_WRITE_AVG, Pipe, Publication
 
 PUSH_HEADER = bytes.fromhex("0053500000500000")
 PULL_HEADER = bytes.fromhex("0053500000510000")  # what a PUSH pipe expects from its peer
@@ -684,7 +684,7 @@ def test_pause_during_the_handshake_is_ignored():
     ],
     ids=["tcp", "ipc"],
 )
-def test_queued_messages_leave_framed_in_one_sendmsg(ipc, expected):
+def test_queued_small_messages_leave_framed_and_joined_in_one_write(ipc, expected):
     h = Harness(ipc=ipc).open_active()
 
     h.pipe.cmd_send(b"abc")
@@ -693,7 +693,10 @@ def test_queued_messages_leave_framed_in_one_sendmsg(ipc, expected):
 
     h.loop.run_ready()
 
-    assert len(h.stream.sendmsg_calls) == 1 and h.stream.send_calls == 0
+    # One buffer (the frames joined: cheaper for the kernel than an iovec each), so send().
+    assert h.stream.send_calls == 1
+    assert [[bytes(b) for b in call] for call in h.stream.sendmsg_calls] == [
+        [bytes.fromhex(expected)]]
     assert bytes(h.stream.written) == bytes.fromhex(expected)
     assert h.stream not in h.loop.writers
     assert h.proto.calls == [("evt_pipe_ready", h.pipe)]  # the flush reports capacity
@@ -1271,22 +1274,55 @@ def test_a_published_batch_is_queued_as_its_messages_one_by_one_while_there_is_r
 def test_a_published_batch_is_framed_once_per_framing_and_written_after_one_flush():
     tcp_a, tcp_b, ipc = _publishers(False, False, True)
     batch = Publication([b"one", b"two", b"three"])
+    queued = []
 
     for h in (tcp_a, tcp_b, ipc):
         h.pipe.cmd_publish_many(batch)
         h.pipe.cmd_publish(b"four")  # queued behind it: the same flush
         assert h.loop.after_batch == [(h.pipe._flush, ())]
+        queued.append(list(h.pipe._out))
         h.loop.run_ready()
 
     expected = [b"one", b"two", b"three", b"four"]
     assert bytes(tcp_a.stream.written) == bytes(tcp_b.stream.written) == b"".join(
         tcp_frame(b) for b in expected)
     assert bytes(ipc.stream.written) == b"".join(ipc_frame(b) for b in expected)
-    (frames_a,), (frames_b,), (frames_ipc,) = (
-        [list(call) for call in h.stream.sendmsg_calls] for h in (tcp_a, tcp_b, ipc))
+    assert [len(h.stream.sendmsg_calls) for h in (tcp_a, tcp_b, ipc)] == [1, 1, 1]
+    frames_a, frames_b, frames_ipc = queued
     assert all(x is y for x, y in zip(frames_a[:3], frames_b[:3], strict=True))  # shared
     assert not any(x is y for x, y in zip(frames_a, frames_ipc, strict=True))
     assert batch.missed == 0
+
+
+def test_queued_frames_that_average_over_the_join_limit_leave_as_buffers_of_their_own():
+    h = Harness().open_active()
+    bodies = [b"a" * (JOIN_WRITE_AVG - 8), b"b" * (JOIN_WRITE_AVG - 7)]  # one byte over
+    for body in bodies:
+        h.pipe.cmd_send(body)
+
+    h.loop.run_ready()
+
+    assert h.stream.send_calls == 0  # sendmsg: the frames as they were queued, not copied
+    assert [[bytes(b) for b in call] for call in h.stream.sendmsg_calls] == [
+        [tcp_frame(body) for body in bodies]]
+
+
+def test_a_partial_write_of_joined_frames_leaves_the_rest_queued_by_message():
+    h = Harness().open_active()
+    h.stream.accept_per_call = 8 + 3 + 5  # the first frame and part of the second
+    for body in (b"one", b"second", b"third"):
+        h.pipe.cmd_send(body)
+
+    h.loop.run_ready()
+
+    assert h.stream.send_calls == 1
+    assert [bytes(b) for b in h.pipe._out] == [tcp_frame(b"second")[5:], tcp_frame(b"third")]
+    assert h.pipe._out_msgs == 2 and h.pipe._out_bytes == 8 + 6 - 5 + 8 + 5
+    h.stream.accept_per_call = None
+    h.loop.writers[h.stream]()  # writable again
+    assert bytes(h.stream.written) == b"".join(tcp_frame(b) for b in (b"one", b"second",
+                                                                      b"third"))
+    assert not h.pipe._out and h.pipe._out_msgs == 0
 
 
 def test_a_published_batch_that_brings_the_queue_to_exactly_high_water_stops_there():
