@@ -90,53 +90,60 @@ target table says whether each goal of the project holds in this run.
 
 ### The targets not met, in short
 
-This run is the second on the project's current machine (an Intel Xeon virtual machine, 2
-cores, from 2026-12-06 20:20; the first was 2026-12-06 20:43, git b629468). Every earlier
-one, and the profiles under "Where the time goes", were on an AMD EPYC one (its last `make
-bench`, 2026-12-06 19:30, is bench/results/2026-12-06.json at commit 281f4cb: there only
-REQ/REP against pynng, 0.74x, and in-process PUSH, 0.85x, missed). What moved between the
-machines is the cost of CPU per message against the cost of a wake-up. Per 64-byte message
-pushed over TCP, both sides' CPU went from 1.17 to 3.09 µs for scaproust, 0.44 to 1.35 for
-the bare ceiling, 0.79 to 1.55 for pyzmq, while pynng, whose pace is set by hand-offs
-between its own threads, moves what it moved (45 k to 48 k msg/s) and its round trip grew
-by a quarter (84 to 106 µs) where the bare ceiling's grew by half (47 to 69). One side of
-scaproust's round trip, on its critical path (`bench/one_side.py <role> --critical`,
-2026-12-06 20:50): REQ 15.5-15.7 µs, REP 14.1-14.4, PAIR 11.0-14.7, twice the AMD
-machine's 7.8, 7.0 and 5.5. So every ratio whose two sides spend differently on CPU and
-wake-ups slid toward the one that spends on wake-ups. Between this machine's two runs
-scaproust's own numbers held or improved; its peers' moved more:
+This run is the third on the project's current machine (an Intel Xeon virtual machine, 2
+cores, from 2026-12-06 20:20; the first was 2026-12-06 20:43, git b629468, the second
+2026-12-07 03:55, git c6ea3be). Every earlier one, and the profiles under "Where the time
+goes", were on an AMD EPYC one (its last `make bench`, 2026-12-06 19:30, is
+bench/results/2026-12-06.json at commit 281f4cb: there only REQ/REP against pynng, 0.74x,
+and in-process PUSH, 0.85x, missed). What moved between the machines is the cost of CPU
+per message against the cost of a wake-up. Per 64-byte message pushed over TCP, both
+sides' CPU went from 1.17 to 3.09 µs for scaproust (1.84 in this run, after the changes
+below), 0.44 to 1.35 for the bare ceiling, 0.79 to 1.55 for pyzmq, while pynng, whose pace
+is set by hand-offs between its own threads, moves what it moved (45 k to 48 k msg/s) and
+its round trip grew by a quarter (84 to 106 µs) where the bare ceiling's grew by half (47
+to 69). One side of scaproust's round trip, on its critical path (`bench/one_side.py
+<role> --critical`, 2026-12-06 20:50): REQ 15.5-15.7 µs, REP 14.1-14.4, PAIR 11.0-14.7,
+twice the AMD machine's 7.8, 7.0 and 5.5. So every ratio whose two sides spend differently
+on CPU and wake-ups slid toward the one that spends on wake-ups.
 
-- **Round trips against pynng and pyzmq**: REQ/REP 1.03x of pynng and 1.33x of pyzmq,
-  PAIR 0.96x and 1.23x (the first run here: 0.98x, 1.14x, 0.96x, 1.25x; AMD: 0.74x,
-  0.95x, 0.70x, 0.88x). scaproust's REQ/REP round trip took 104 µs in both runs and its
-  PAIR 95.8 then 93.1; pyzmq's REQ/REP went from 91.7 to 76.3 µs and pynng's from 106 to
-  97.5. 0.7x of pynng here is 68 µs, the bare ceiling's own round trip (66.7 µs in this
-  run): it would leave scaproust nothing for its work on either side, where its critical
-  path alone is 11-16 µs a side (above), the machines and framing about 4 of it.
-  `bench/probe_layers.py --one-side` bounds what flattening scaproust's layers around
-  the machines could give: a PAIR side's send and receive take 22.4 µs through the
-  library, 10.4 with the layers fused away (the machines kept), 6.7 for bare sockets
-  (2026-12-06 20:45): at most about 24 µs of a round trip's 93 (both sides, if all of it
-  lay on the critical path, which half of it does not), and REQ/REP's own work on top.
-  asyncio holds (0.93x of pyzmq's).
-- **PUSH->PULL 64 B against pynng** (12.3x; 15x asked): scaproust pushed 734 k msg/s
-  (595 k in the first run), pynng 61.7 k (48.3 k); 15x asks for 925 k. The sending
-  process sets the pace, 1.3-1.4 µs of CPU a message (its caller thread 0.75: the facade
-  and the channel's credit; its I/O thread the rest: the PUSH and pipe machines per batch
-  and the `sendmsg`), against 0.72 for the receiving one (one side against a bare peer, a
-  throwaway script, 2026-12-06 20:55): 925 k is beyond the sending process's whole
-  ceiling on this machine. Against pyzmq it holds (0.63x).
-- **PUSH->PULL 1 MiB against the bare ceiling, every round** (0.85x, 0.75x, 0.52x; 0.8x
-  asked of each): the bare ceiling's rounds all took 5.8-5.9 GB/s, scaproust's 5.1, 4.3
-  and 3.0. A bare sender blocks in its `sendmsg()` and is woken by the kernel as the receiver
-  drains; scaproust's I/O threads wait in `epoll` and take turns at each chunk of a
-  message, so a round in which the machine's other load delays their wake-ups loses more
-  (the first run here: 0.85x, 0.86x, 0.76x).
-- **In-process PUSH at 1.5x TCP** (0.86x): one process's three threads share one
-  interpreter lock, so its rate is the sum of their CPU (1.56 µs a message here); 1.5x
-  the TCP rate asks for 0.91 µs. The in-process rate held (606 k -> 642 k msg/s) while
-  TCP's rose (595 k -> 734 k). pyzmq's in-process rate is 1.00x its TCP rate on this
-  placement, the bare socket pair's 0.61x.
+PUSH->PULL 64 B against pynng holds again in this run (15.7x; 12.3x at 03:55): a burst
+that outruns its pipes no longer wakes the I/O thread at its first message, which then
+drained five or six single messages in each window of 512 (docs/ARCHITECTURE.md, "One
+owner at a time", *gathers*), and a flush of many small frames writes them joined in one
+buffer. scaproust pushes 970 k msg/s over TCP (734 k at 03:55), 0.85x pyzmq (0.63x).
+
+- **Round trips against pynng and pyzmq**: REQ/REP 1.06x of pynng and 1.35x of pyzmq,
+  PAIR 0.97x and 1.24x (03:55: 1.03x, 1.33x, 0.96x, 1.23x; the first run here: 0.98x,
+  1.14x, 0.96x, 1.25x; AMD: 0.74x, 0.95x, 0.70x, 0.88x). scaproust's REQ/REP round trip
+  took 104-105 µs in all of this machine's runs and its PAIR 93-96; pyzmq's REQ/REP went
+  from 91.7 µs in the first run to 76-77 since, pynng's from 106 to 98-100. 0.7x of pynng
+  here is 70 µs, the bare ceiling's own round trip (67.9 µs in this run): it would leave
+  scaproust nothing for its work on either side, where its critical path alone is 11-16 µs
+  a side (above), the machines and framing about 4 of it. `bench/probe_layers.py
+  --one-side` bounds what flattening scaproust's layers around the machines could give: a
+  PAIR side's send and receive take 22.4 µs through the library, 10.4 with the layers fused
+  away (the machines kept), 6.7 for bare sockets (2026-12-06 20:45): at most about 24 µs of
+  a round trip's 93 (both sides, if all of it lay on the critical path, which half of it
+  does not), and REQ/REP's own work on top. asyncio holds (0.94x of pyzmq's).
+- **PUSH->PULL 1 MiB against the bare ceiling, every round** (0.78x, 0.76x, 0.84x; 0.8x
+  asked of each; 03:55: 0.85x, 0.75x, 0.52x): the bare ceiling's rounds took 5.6-5.8
+  GB/s, scaproust's 4.2-4.7. The receiving side is not what is missing: a scaproust PULL
+  reads a bare sender's 1 MiB messages at 6.5-6.9 GB/s with 139-145 µs of CPU each, where
+  the bench's bare receiver takes 164-167 µs (a throwaway script, the two receivers
+  alternated three times, 2026-12-07). The sending side spends 183-193 µs a message (its I/O thread
+  178-188, nearly all in the kernel: the copy into the socket and, on loopback, the
+  receiver's TCP processing, `perf`) against 156-178 for a bare sender's blocking
+  `sendmsg()`: scaproust's I/O thread writes up to 4 MiB at a time without blocking and
+  waits in `epoll` for room, and each such wait adds a wake-up that a blocked sender,
+  woken by the kernel as the receiver drains, does not pay. The margin is within the
+  machine's noise, round to round.
+- **In-process PUSH at 1.5x TCP** (0.69x): one process's three threads share one
+  interpreter lock, so its rate is the sum of their CPU (1.50 µs a message here); 1.5x
+  the TCP rate asks for 0.69 µs, less than the sending process's caller thread alone
+  spends over TCP (0.70: the facade and the channel's credit). The in-process rate held
+  (642 k -> 666 k msg/s) while TCP's rose (734 k -> 970 k: the TCP changes above lighten
+  the I/O thread's write, which in-process pipes do not have). pyzmq's in-process rate is
+  0.99x its TCP rate on this placement, the bare socket pair's 0.61x.
 
 ## Where the time goes
 
@@ -329,6 +336,18 @@ lone pipe in one event (`cmd_send_many`, docs/ARCHITECTURE.md, "The pipe"), the 
 0.23 µs a message and the whole sender 1.19-1.32 (its `sendmsg` calls carry smaller
 batches, 0.23). The receiving process takes about 0.7 µs a message, so the two sides are
 now close; pyzmq's sender is about 0.6.
+
+On this machine (2026-12-07), a timeline of the sending process (timestamps around the
+drain, the flush, the wake-ups and the credit wait; 64-byte PUSH against a bare receiver)
+showed where a window of 512 messages went: 330 µs of the caller posting them, 180 µs of
+the I/O thread draining and writing them, and 200 µs of five single-message drains in a
+row, each a wake-up of the I/O thread by the burst's next post, a pass of its loop and a
+`send()` of one frame (17 µs), while the caller waited for the interpreter. With the
+burst's drain gathered (docs/ARCHITECTURE.md, "One owner at a time") a window is one
+drain of 512: the sending process's I/O thread went from 0.64 to 0.39 µs of CPU a
+message, its caller thread stayed at 0.70, and the rate against the bare receiver from
+about 720 k to 900 k msg/s; joining the flushed frames into one buffer took the I/O
+thread to 0.36-0.38.
 
 **PUB->50 SUB.** The publisher used to set the pace: its I/O thread ran every message of a
 burst through the PUB machine and then through each of the 50 pipe machines, 12-13 µs of
