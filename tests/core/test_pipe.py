@@ -702,15 +702,17 @@ def test_queued_small_messages_leave_framed_and_joined_in_one_write(ipc, expecte
     assert h.proto.calls == [("evt_pipe_ready", h.pipe)]  # the flush reports capacity
 
 
-def test_a_lone_queued_frame_is_written_with_one_send():
-    # A request or a reply: one buffer, so send() rather than sendmsg() and its list.
+@pytest.mark.parametrize("body", [b"abc", b"k" * 4096], ids=["small", "over the join limit"])
+def test_a_lone_queued_frame_is_written_with_one_send(body):
+    # A request or a reply: one buffer, so send() rather than sendmsg() and its list,
+    # whatever its size (the join of many small ones is another matter).
     h = Harness().open_active()
 
-    h.pipe.cmd_send(b"abc")
+    h.pipe.cmd_send(body)
     h.loop.run_ready()
 
     assert h.stream.send_calls == 1 and len(h.stream.sendmsg_calls) == 1
-    assert bytes(h.stream.written) == tcp_frame(b"abc")
+    assert bytes(h.stream.written) == tcp_frame(body)
 
 
 def test_a_header_is_written_between_the_size_and_the_body():
@@ -1294,17 +1296,23 @@ def test_a_published_batch_is_framed_once_per_framing_and_written_after_one_flus
     assert batch.missed == 0
 
 
-def test_queued_frames_that_average_over_the_join_limit_leave_as_buffers_of_their_own():
+@pytest.mark.parametrize("over", [0, 1], ids=["at the limit", "a byte over"])
+def test_queued_frames_that_average_over_the_join_limit_leave_as_buffers_of_their_own(over):
     h = Harness().open_active()
-    bodies = [b"a" * (JOIN_WRITE_AVG - 8), b"b" * (JOIN_WRITE_AVG - 7)]  # one byte over
+    bodies = [b"a" * (JOIN_WRITE_AVG - 8), b"b" * (JOIN_WRITE_AVG - 8 + over)]
     for body in bodies:
         h.pipe.cmd_send(body)
 
     h.loop.run_ready()
 
-    assert h.stream.send_calls == 0  # sendmsg: the frames as they were queued, not copied
-    assert [[bytes(b) for b in call] for call in h.stream.sendmsg_calls] == [
-        [tcp_frame(body) for body in bodies]]
+    frames = [tcp_frame(body) for body in bodies]
+    if over:  # sendmsg: the frames as they were queued, not copied
+        assert h.stream.send_calls == 0
+        assert [[bytes(b) for b in call] for call in h.stream.sendmsg_calls] == [frames]
+    else:
+        assert h.stream.send_calls == 1
+        assert [[bytes(b) for b in call] for call in h.stream.sendmsg_calls] == [
+            [b"".join(frames)]]
 
 
 def test_a_partial_write_of_joined_frames_leaves_the_rest_queued_by_message():
