@@ -475,6 +475,38 @@ def test_a_lone_send_that_waited_for_credit_starts_no_gathering(channel, wake, f
     assert wake.calls == 1 and list(channel.outbox) == [b"first", b"then"]
 
 
+def test_a_burst_that_waits_for_credit_as_a_watcher_gathers_too(channel, wake, frozen_clock):
+    # An asend, or a poll for POLLOUT, waits as a watcher, not in put.
+    gathering = Gathering(channel)
+    channel.grant(1)
+    channel.put(b"a", timeout=0)
+    channel.take_outbox()
+    with pytest.raises(WouldBlock):
+        channel.put(b"b", timeout=0)  # one of a burst, out of credit
+    watcher = threading.Event()
+    channel.add_watcher(watcher)
+
+    channel.grant(2)
+
+    assert watcher.is_set() and gathering.counts() == (1, 0, 0)
+    channel.put(b"b", timeout=0)
+    assert gathering.counts() == (1, 1, 0) and wake.calls == 1
+
+
+def test_a_burst_that_gave_up_on_credit_starts_no_gathering_for_nobody(
+        channel, wake, frozen_clock):
+    gathering = Gathering(channel)
+    channel.grant(1)
+    channel.put(b"a", timeout=0)
+    channel.take_outbox()
+    with pytest.raises(WouldBlock):
+        channel.put(b"b", timeout=0)
+
+    channel.grant(2)  # nobody waits for it
+
+    assert gathering.counts() == (0, 0, 0)
+
+
 def _gathering_started(channel: Channel) -> Gathering:
     # As a grant finds it when a burst's send waits for credit (the test above has the
     # threads); the notify finds nobody to wake.

@@ -33,6 +33,24 @@ def test_asend_and_arecv_carry_messages_on_a_running_loop(session):
     assert run(main()) == [b"%d" % i for i in range(100)]
 
 
+def test_an_asend_burst_that_outruns_its_pipe_gathers_and_loses_nothing(session, monkeypatch):
+    pull = session.socket(sp.Pull, recv_timeout=5.0)
+    push = session.socket(sp.Push, send_timeout=5.0, send_buffer=16)
+    push.connect(pull.bind("tcp://127.0.0.1:0").url)
+    channel, quiet = push._core.channel, []
+    post_quietly = channel.post_quietly
+    monkeypatch.setattr(channel, "post_quietly", lambda: (quiet.append(1), post_quietly())[1])
+    count = 3000
+
+    async def burst():
+        for i in range(count):  # out of its 16 slots again and again, waiting as a watcher
+            await push.asend(b"%d" % i)
+
+    run(burst())
+    assert [pull.recv() for _ in range(count)] == [b"%d" % i for i in range(count)]
+    assert quiet, "no drain of the burst gathered"
+
+
 def test_a_cancelled_arecv_loses_no_message(session):
     async def main():
         pull = session.socket(sp.Pull)

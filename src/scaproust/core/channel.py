@@ -21,7 +21,8 @@ wake the I/O thread as usual, that thread (on the sender's core, as the bench pi
 would take over at once and drain it alone, then the next one, one wake-up of tens of µs a
 message, until it happened to be busy when the sender posted: five to six single-message
 drains in each window of 512 messages, 30 % of a 64-byte PUSH burst's time. So a grant
-that wakes a waiting sender starts a *gathering* (``gather``, set by the backend, arms a
+that wakes a sender of a burst waiting for credit (in ``put``, or as a watcher: an
+``asend``, a poll for POLLOUT) starts a *gathering* (``gather``, set by the backend, arms a
 timer of ``GATHER`` seconds that ends it): the burst's first message posts its drain
 quietly (the I/O thread runs it at its next turn, not woken for it), and the messages behind
 it join that drain. The sender wakes the I/O thread when it runs out of credit again
@@ -608,13 +609,15 @@ class Channel:
             self.credit += n
             self.credit_bytes += nbytes
             if self.credit > 0 and self.credit_bytes > 0:  # _has_credit, inline
+                if (self.outran and (self.send_waiters or self.watchers)
+                        and self.gather is not None and not self._drain_posted):
+                    # The burst of the sender that waits (in put, or in a poll or an
+                    # asend: a watcher) gathers ("Gathering"): the timer first, so that an
+                    # interrupt between the two never leaves one without it.
+                    self.gather()
+                    self._gathering = True
+                    self.outran = False
                 if self.send_waiters:
-                    if self.outran and self.gather is not None and not self._drain_posted:
-                        # The waiter's burst gathers ("Gathering"): the timer first, so
-                        # that an interrupt between the two never leaves one without it.
-                        self.gather()
-                        self._gathering = True
-                        self.outran = False
                     self._notify_later(self._can_send, max(n, 1))
                 if self.watchers:
                     self._wake_watchers()
