@@ -414,7 +414,16 @@ class Gathering:
 
     def __init__(self, channel: Channel) -> None:
         self.armed, self.quiet, self.nudged = Recorder(), Recorder(), Recorder()
-        channel.gather, channel.post_quietly, channel.nudge = self.armed, self.quiet, self.nudged
+        self.quiet_unlocked = 0  # quiet posts made without the channel's lock
+        channel.gather, channel.nudge = self.armed, self.nudged
+
+        def post_quietly() -> None:
+            # Under the lock, or the timer's end_gathering could come between the check of
+            # the gathering and the post, and leave the post in a loop asleep for good.
+            self.quiet_unlocked += not channel._lock.locked()
+            self.quiet()
+
+        channel.post_quietly = post_quietly
 
     def counts(self) -> tuple[int, int, int]:
         return self.armed.calls, self.quiet.calls, self.nudged.calls
@@ -458,6 +467,7 @@ def test_a_burst_that_ran_out_of_credit_gathers_its_next_messages_into_one_drain
     assert putter.join().error is None
     assert gathering.counts() == (2, 2, 1)
     assert list(channel.outbox) == [b"e"] and wake.calls == 1
+    assert gathering.quiet_unlocked == 0
 
 
 def test_a_lone_send_that_waited_for_credit_starts_no_gathering(channel, wake, frozen_clock):

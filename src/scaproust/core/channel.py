@@ -187,7 +187,7 @@ class Channel:
         and a new deque cost 0.4-0.7 µs of a ``send()``'s 8-11 (PAIR, REQ, REP, one side
         measured against a bare peer)."""
         now = time.monotonic()
-        posted = woken = quietly = False
+        posted = woken = False
         hand: list[Item] | None = None
         try:
             with self._lock:
@@ -221,7 +221,16 @@ class Channel:
                     self.outbox.append(item)
                     self._drain_posted = True
                     posted = True  # no call in between: a Ctrl-C cannot come between the two
-                    quietly = self._gathering
+                    if self._gathering:
+                        # Under the lock: the timer's end_gathering, which takes it, comes
+                        # either before (and this wakes the I/O thread as usual) or after
+                        # the post is queued (and the loop sees it before it sleeps again).
+                        # Posted after the lock, it could follow a gathering's end and
+                        # wait in a sleeping loop that nothing wakes.
+                        assert self.post_quietly is not None  # set with gather
+                        self.post_quietly()
+                        woken = True
+                        return
             if hand is not None:
                 assert self.send_now is not None  # tested above, and never unset
                 if self.send_now(hand, size):
@@ -237,11 +246,7 @@ class Channel:
                         return
                     self._drain_posted = True
                     posted = True
-            if quietly:
-                assert self.post_quietly is not None  # gathering starts only with it set
-                self.post_quietly()
-            else:
-                self._wake_backend()
+            self._wake_backend()
             woken = True
         except BaseException:
             # Interrupted (a Ctrl-C) after the drain was marked posted and before anyone was
