@@ -79,7 +79,7 @@ class FakeLoop:
     Inspection: ``readers`` and ``writers`` map each registered file object to its callback;
     ``history`` lists every registration change in order, e.g. ``("add_writer", stream)``;
     ``ready`` holds the callbacks queued by ``call_soon``/``call_soon_threadsafe``/
-    ``call_soon_quietly`` (``threadsafe_calls``, ``quiet_calls`` and ``nudges`` count), and
+    ``call_soon_quietly`` (``threadsafe_calls`` counts the second), and
     ``after_batch`` those queued by ``call_after_batch``; ``pending_timers()`` the timers
     not yet fired nor cancelled.
     """
@@ -97,8 +97,6 @@ class FakeLoop:
         self.writers: dict[Any, Callable[[], Any]] = {}
         self.history: list[tuple[str, Any]] = []
         self.threadsafe_calls = 0
-        self.quiet_calls = 0  # call_soon_quietly: posted without a wake-up
-        self.nudges = 0
         self.writing_at_once = False  # set by a test, as SocketCore's lone send sets it
         self._timers: list[tuple[float, int, FakeTimer]] = []
         self._seq = itertools.count()
@@ -119,11 +117,10 @@ class FakeLoop:
         self.ready.append((fn, args))
 
     def call_soon_quietly(self, fn: Callable[..., Any], *args: Any) -> None:
-        self.quiet_calls += 1
-        self.ready.append((fn, args))
+        self.ready.append((fn, args))  # run_ready runs it, as the loop's next turn would
 
     def nudge(self) -> None:
-        self.nudges += 1
+        pass  # nothing sleeps here
 
     def notify_after_release(self, cond: Any, n: int) -> None:
         cond.notify(n)  # no owner sections here: the sleepers wake at once
