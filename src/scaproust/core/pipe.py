@@ -144,6 +144,19 @@ class Pipe(PipeFSM):
     #: An interrupt in the middle of its I/O closes it (core/guard.py, "Interrupts").
     CLOSE_ON_INTERRUPT = True
 
+    # Slots, as core/channel.py's Channel has them: past 29 attributes CPython 3.11 no
+    # longer keeps an object's attributes inline, and each access costs about 15 % more;
+    # a pipe has 37, read and written on the path of every message. ``state`` stays in the
+    # instance's dict (the machine's class gives its first value), as does what a
+    # subclass adds (TLS, WebSocket, memory).
+    __slots__ = ("id", "endpoint", "send_priority", "recv_priority", "loop", "stream",
+                 "transport", "socket", "owner", "peer_addr", "_dialed", "_connect_error",
+                 "_ipc", "_prefix", "_options", "_window", "_out", "_out_bytes", "_out_msgs",
+                 "free", "_dropped", "_flush_scheduled", "_writer_registered",
+                 "_written_early", "_handshake", "_decoder", "_read_size", "_timer",
+                 "_attached", "_watching", "_lent", "_large_reads", "_set_low_water",
+                 "_mark", "_read_whole", "lender")
+
     def __init__(self, *, loop: PipeLoop, stream: Stream | None, transport: Transport,
                  socket: SocketCore, owner: Listener | Dialer, dialed: bool,
                  connect_error: int | OSError = 0, peer_addr: str = "",
