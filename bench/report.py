@@ -90,14 +90,14 @@ target table says whether each goal of the project holds in this run.
 
 ### The targets not met, in short
 
-This run is the third on the project's current machine (an Intel Xeon virtual machine, 2
+This run is the fourth on the project's current machine (an Intel Xeon virtual machine, 2
 cores, from 2026-12-06 20:20; the first was 2026-12-06 20:43, git b629468, the second
-2026-12-07 03:55, git c6ea3be). Every earlier one, and the profiles under "Where the time
+2026-12-07 03:55, git c6ea3be, the third 05:26, git ad4d7f9). Every earlier one, and the profiles under "Where the time
 goes", were on an AMD EPYC one (its last `make bench`, 2026-12-06 19:30, is
 bench/results/2026-12-06.json at commit 281f4cb: there only REQ/REP against pynng, 0.74x,
 and in-process PUSH, 0.85x, missed). What moved between the machines is the cost of CPU
 per message against the cost of a wake-up. Per 64-byte message pushed over TCP, both
-sides' CPU went from 1.17 to 3.09 µs for scaproust (1.84 in this run, after the changes
+sides' CPU went from 1.17 to 3.09 µs for scaproust (1.87 in this run, after the changes
 below), 0.44 to 1.35 for the bare ceiling, 0.79 to 1.55 for pyzmq, while pynng, whose pace
 is set by hand-offs between its own threads, moves what it moved (45 k to 48 k msg/s) and
 its round trip grew by a quarter (84 to 106 µs) where the bare ceiling's grew by half (47
@@ -106,28 +106,34 @@ to 69). One side of scaproust's round trip, on its critical path (`bench/one_sid
 twice the AMD machine's 7.8, 7.0 and 5.5. So every ratio whose two sides spend differently
 on CPU and wake-ups slid toward the one that spends on wake-ups.
 
-PUSH->PULL 64 B against pynng holds again in this run (15.7x; 12.3x at 03:55): a burst
-that outruns its pipes no longer wakes the I/O thread at its first message, which then
-drained five or six single messages in each window of 512 (docs/ARCHITECTURE.md, "One
-owner at a time", *gathers*), and a flush of many small frames writes them joined in one
-buffer. scaproust pushes 970 k msg/s over TCP (734 k at 03:55), 0.85x pyzmq (0.63x).
+PUSH->PULL 64 B against pynng holds again since 05:26 (16.9x in this run, 15.7x at 05:26,
+12.3x at 03:55): a burst that outruns its pipes no longer wakes the I/O thread at its first
+message, which then drained five or six single messages in each window of 512
+(docs/ARCHITECTURE.md, "One owner at a time", *gathers*), and a flush of many small frames
+writes them joined in one buffer. scaproust pushes 1.00 M msg/s over TCP (734 k at 03:55),
+0.88x pyzmq (0.63x). Since 05:26 the pipe and the channel also keep their attributes in
+slots (about 1 µs less a side of a round trip, measured alone; a pipe's heap 3.9 -> 2.6 KB).
 
-- **Round trips against pynng and pyzmq**: REQ/REP 1.06x of pynng and 1.35x of pyzmq,
-  PAIR 0.97x and 1.24x (03:55: 1.03x, 1.33x, 0.96x, 1.23x; the first run here: 0.98x,
-  1.14x, 0.96x, 1.25x; AMD: 0.74x, 0.95x, 0.70x, 0.88x). scaproust's REQ/REP round trip
-  took 104-105 µs in all of this machine's runs and its PAIR 93-96; pyzmq's REQ/REP went
-  from 91.7 µs in the first run to 76-77 since, pynng's from 106 to 98-100. 0.7x of pynng
-  here is 70 µs, the bare ceiling's own round trip (67.9 µs in this run): it would leave
+- **Round trips against pynng and pyzmq**: REQ/REP 1.05x of pynng and 1.35x of pyzmq,
+  PAIR 0.96x and 1.30x (05:26: 1.06x, 1.35x, 0.97x, 1.24x; 03:55: 1.03x, 1.33x, 0.96x,
+  1.23x; the first run here: 0.98x, 1.14x, 0.96x, 1.25x; AMD: 0.74x, 0.95x, 0.70x,
+  0.88x). scaproust's REQ/REP round trip took 104-105 µs in all of this machine's runs and
+  its PAIR 93-99; pyzmq's REQ/REP went from 91.7 µs in the first run to 76-77 since,
+  pynng's from 106 to 98-100. 0.7x of pynng here is 70 µs, the bare ceiling's own round
+  trip (68.3 µs in this run): it would leave
   scaproust nothing for its work on either side, where its critical path alone is 11-16 µs
   a side (above), the machines and framing about 4 of it. `bench/probe_layers.py
   --one-side` bounds what flattening scaproust's layers around the machines could give: a
   PAIR side's send and receive take 22.4 µs through the library, 10.4 with the layers fused
   away (the machines kept), 6.7 for bare sockets (2026-12-06 20:45): at most about 24 µs of
   a round trip's 93 (both sides, if all of it lay on the critical path, which half of it
-  does not), and REQ/REP's own work on top. asyncio holds (0.94x of pyzmq's).
-- **PUSH->PULL 1 MiB against the bare ceiling, every round** (0.78x, 0.76x, 0.84x; 0.8x
-  asked of each; 03:55: 0.85x, 0.75x, 0.52x): the bare ceiling's rounds took 5.6-5.8
-  GB/s, scaproust's 4.2-4.7. The receiving side is not what is missing: a scaproust PULL
+  does not), and REQ/REP's own work on top. asyncio holds (0.90x of pyzmq's).
+- **PUSH->PULL 1 MiB against the bare ceiling, every round** (0.55x, 0.57x, 0.77x; 0.8x
+  asked of each; 05:26: 0.78x, 0.76x, 0.84x; 03:55: 0.85x, 0.75x, 0.52x): the bare
+  ceiling's rounds took 5.7-5.8 GB/s, scaproust's 3.2-4.5 (4.2-4.7 at 05:26). Right after
+  this run, `bench/run.py --only pp1m_tcp --impls scaproust,bare --reps 1`, this tree and
+  the one before the pipe's slots alternated twice: 0.86x and 0.94x, 0.95x and 0.75x, the
+  bare ceiling itself between 3.6 and 5.2 GB/s from one sitting to the next. The receiving side is not what is missing: a scaproust PULL
   reads a bare sender's 1 MiB messages at 6.5-6.9 GB/s with 139-145 µs of CPU each, where
   the bench's bare receiver takes 164-167 µs (a throwaway script, the two receivers
   alternated three times, 2026-12-07). The sending side spends 183-193 µs a message (its I/O thread
@@ -138,12 +144,12 @@ buffer. scaproust pushes 970 k msg/s over TCP (734 k at 03:55), 0.85x pyzmq (0.6
   woken by the kernel as the receiver drains, does not pay. The margin is within the
   machine's noise, round to round.
 - **In-process PUSH at 1.5x TCP** (0.69x): one process's three threads share one
-  interpreter lock, so its rate is the sum of their CPU (1.50 µs a message here); 1.5x
-  the TCP rate asks for 0.69 µs, less than the sending process's caller thread alone
-  spends over TCP (0.70: the facade and the channel's credit). The in-process rate held
-  (642 k -> 666 k msg/s) while TCP's rose (734 k -> 970 k: the TCP changes above lighten
-  the I/O thread's write, which in-process pipes do not have). pyzmq's in-process rate is
-  0.99x its TCP rate on this placement, the bare socket pair's 0.61x.
+  interpreter lock, so its rate is the sum of their CPU (1.45 µs a message here); 1.5x
+  the TCP rate asks for 0.67 µs, less than the sending process's caller thread alone
+  spends over TCP (0.69: the facade and the channel's credit). The in-process rate held
+  (642 k at 03:55, 686 k now) while TCP's rose (734 k -> 1.00 M: the TCP changes above
+  lighten the I/O thread's write, which in-process pipes do not have). pyzmq's in-process
+  rate is about its TCP rate on this placement, the bare socket pair's 0.6x.
 
 ## Where the time goes
 
