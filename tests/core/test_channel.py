@@ -409,21 +409,26 @@ def test_taking_an_empty_outbox_rearms_the_wakeup(channel, wake):
 
 
 class Gathering:
-    """What SocketCore gives a channel for a gathering, counted: ``armed`` (the timer
-    armed again), ``quiet`` (drains posted without a wake-up), ``nudged``."""
+    """A channel's gatherer (SocketCore's part), counted: ``armed`` (the timer armed
+    again), ``quiet`` (drains posted without a wake-up), ``nudged``."""
 
     def __init__(self, channel: Channel) -> None:
         self.armed, self.quiet, self.nudged = Recorder(), Recorder(), Recorder()
         self.quiet_unlocked = 0  # quiet posts made without the channel's lock
-        channel.gather, channel.nudge = self.armed, self.nudged
+        self._channel = channel
+        channel.gatherer = self
 
-        def post_quietly() -> None:
-            # Under the lock, or the timer's end_gathering could come between the check of
-            # the gathering and the post, and leave the post in a loop asleep for good.
-            self.quiet_unlocked += not channel._lock.locked()
-            self.quiet()
+    def gather(self) -> None:
+        self.armed()
 
-        channel.post_quietly = post_quietly
+    def post_quietly(self) -> None:
+        # Under the lock, or the timer's end_gathering could come between the check of
+        # the gathering and the post, and leave the post in a loop asleep for good.
+        self.quiet_unlocked += not self._channel._lock.locked()
+        self.quiet()
+
+    def nudge(self) -> None:
+        self.nudged()
 
     def counts(self) -> tuple[int, int, int]:
         return self.armed.calls, self.quiet.calls, self.nudged.calls
@@ -503,7 +508,7 @@ def test_a_burst_that_waits_for_credit_as_a_watcher_gathers_too(channel, wake, f
     assert gathering.counts() == (1, 1, 0) and wake.calls == 1
 
 
-def test_a_burst_that_gave_up_on_credit_starts_no_gathering_for_nobody(
+def test_a_burst_that_gave_up_on_credit_starts_no_gathering_while_nobody_waits(
         channel, wake, frozen_clock):
     gathering = Gathering(channel)
     channel.grant(1)
@@ -543,12 +548,12 @@ def test_once_the_gatherings_timer_ends_it_a_burst_wakes_the_backend_again(chann
 def test_an_interrupt_as_a_gathered_drain_is_posted_hands_it_to_the_backend_anyway(resume):
     posts = Recorder()
     channel = Channel(wake_backend=Recorder(), resume_reading=resume, post_backend=posts)
-    _gathering_started(channel)
+    gathering = _gathering_started(channel)
 
     def interrupted() -> None:
         raise KeyboardInterrupt
 
-    channel.post_quietly = interrupted
+    gathering.post_quietly = interrupted  # type: ignore[method-assign]
     with pytest.raises(KeyboardInterrupt):
         channel.put(b"a", timeout=0)
 

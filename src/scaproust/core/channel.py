@@ -22,11 +22,11 @@ would take over at once and drain it alone, then the next one, one wake-up of te
 message, until it happened to be busy when the sender posted: five to six single-message
 drains in each window of 512 messages, 30 % of a 64-byte PUSH burst's time. So a grant
 that wakes a sender of a burst waiting for credit (in ``put``, or as a watcher: an
-``asend``, a poll for POLLOUT) starts a *gathering* (``gather``, set by the backend, arms a
+``asend``, a poll for POLLOUT) starts a *gathering* (its ``gatherer``, the backend, arms a
 timer of ``GATHER`` seconds that ends it): the burst's first message posts its drain
 quietly (the I/O thread runs it at its next turn, not woken for it), and the messages behind
 it join that drain. The sender wakes the I/O thread when it runs out of credit again
-(``nudge``), and the timer bounds how long the last messages of a burst that stops wait
+(``gatherer.nudge``), and the timer bounds how long the last messages of a burst that stops wait
 for the I/O thread's next turn. A lone send (quiet, or after a wait for a message) still goes
 at once. A quiet post keeps its place among the loop's posts, so a ``close()`` or any
 control request made after it still runs after the drain.
@@ -65,6 +65,19 @@ if TYPE_CHECKING:
     from scaproust.core.message import Item
     from scaproust.reactor.wakeup import Wakeup
 
+    class Gatherer(Protocol):
+        """What a gathering asks of the backend ("Gathering" above)."""
+
+        def gather(self) -> None:
+            """Arm (again) the timer whose ``end_gathering`` ends the gathering, from now
+            (owner's thread)."""
+
+        def post_quietly(self) -> None:
+            """Post the drain without waking the I/O thread."""
+
+        def nudge(self) -> None:
+            """Wake the I/O thread, if it sleeps, for that drain."""
+
     class Watcher(Protocol):
         """What a poller registers in a channel: a ``threading.Event``, or an asyncio
         task's waker (facade/aio.py). ``set()`` runs under the channel's lock."""
@@ -98,8 +111,8 @@ class Channel:
     __slots__ = ("_lock", "_can_send", "_can_recv", "_wake_backend", "_post_backend",
                  "_resume_reading", "_notify_later", "recv_high", "recv_high_bytes",
                  "inbox_bytes", "credit", "credit_bytes", "outbox", "inbox", "closed",
-                 "recv_paused", "_drain_posted", "_gathering", "outran", "gather",
-                 "post_quietly", "nudge", "watchers", "reader", "loans", "reader_waiting",
+                 "recv_paused", "_drain_posted", "_gathering", "outran", "gatherer",
+                 "watchers", "reader", "loans", "reader_waiting",
                  "reader_wakeup", "catching", "caught", "send_now", "last_put",
                  "recv_waiters", "send_waiters", "recv_sleepers", "__dict__")
 
@@ -135,13 +148,9 @@ class Channel:
         #: A send of a burst (within DIRECT_SPACING of the one before) ran out of credit:
         #: the grant that wakes it starts a gathering, and clears this.
         self.outran = False
-        #: Set by the backend (SocketCore): ``gather`` arms (again) the timer whose
-        #: ``end_gathering`` ends a gathering, in the owner's thread; ``post_quietly`` posts
-        #: the drain without waking the I/O thread and ``nudge`` wakes it for that drain.
-        #: None (a context's channel): no gathering.
-        self.gather: Callable[[], object] | None = None
-        self.post_quietly: Callable[[], None] | None = None
-        self.nudge: Callable[[], None] | None = None
+        #: Set by the backend (SocketCore): what a gathering asks of it. None (a context's
+        #: channel): no gathering.
+        self.gatherer: Gatherer | None = None
         # Pollers waiting on this channel (threading.Event): set when it may have become
         # readable, writable or closed. Usually empty, so the cost is one truth test.
         self.watchers: set[Watcher] = set()
@@ -239,8 +248,8 @@ class Channel:
                         # the post is queued (and the loop sees it before it sleeps again).
                         # Posted after the lock, it could follow a gathering's end and
                         # wait in a sleeping loop that nothing wakes.
-                        assert self.post_quietly is not None  # set with gather
-                        self.post_quietly()
+                        assert self.gatherer is not None  # a gathering starts only with it
+                        self.gatherer.post_quietly()
                         woken = True
                         return
             if hand is not None:
@@ -291,8 +300,8 @@ class Channel:
     def _wake_gathered(self) -> None:
         """Out of credit (lock held): wake the I/O thread for the drain the gathering posted
         quietly, rather than wait for its timer. The drain's grant starts the next one."""
-        assert self.nudge is not None  # gathering starts only with it set
-        self.nudge()
+        assert self.gatherer is not None  # a gathering starts only with it
+        self.gatherer.nudge()
 
     def _hand_over(self, hand: list[Item]) -> None:
         """Queue what ``put`` still has in hand, and post a drain unless one is posted."""
@@ -627,11 +636,11 @@ class Channel:
             self.credit_bytes += nbytes
             if self.credit > 0 and self.credit_bytes > 0:  # _has_credit, inline
                 if (self.outran and (self.send_waiters or self.watchers)
-                        and self.gather is not None and not self._drain_posted):
+                        and self.gatherer is not None and not self._drain_posted):
                     # The burst of the sender that waits (in put, or in a poll or an
                     # asend: a watcher) gathers ("Gathering"): the timer first, so that an
                     # interrupt between the two never leaves one without it.
-                    self.gather()
+                    self.gatherer.gather()
                     self._gathering = True
                     self.outran = False
                 if self.send_waiters:

@@ -122,11 +122,10 @@ class SocketCore(SocketFSM):
         self.reader = CallerReader(loop, self.channel, self.pipes, self.contexts)
         self.channel.reader = self.channel.loans = self.reader
         self.channel.send_now = self._send_now
-        # A burst's drain gathers after its sender waited for credit (channel.py).
+        # A burst's drain gathers after its sender waited for credit (channel.py): this is
+        # its gatherer (gather, post_quietly, nudge).
         self._gather_timer: TimerHandle | None = None
-        self.channel.gather = self._gather
-        self.channel.post_quietly = self._post_quietly
-        self.channel.nudge = loop.nudge
+        self.channel.gatherer = self
         #: (body, IPC framing, frame) of the last message published to this socket's pipes
         #: (PUB): the others of its framing queue the same frame (Pipe.enqueue_published).
         self.published: tuple[bytes | None, bool | None, bytes] = (None, None, b"")
@@ -197,10 +196,13 @@ class SocketCore(SocketFSM):
         # in one write.
         self._post_drain(self.loop.call_soon_threadsafe)
 
-    def _post_quietly(self) -> None:
+    def post_quietly(self) -> None:
         # Channel.put's drain while a burst gathers: the loop's next turn runs it, at the
-        # latest when the gathering's timer (_gather) ends the sleep.
+        # latest when the gathering's timer (gather) ends the sleep.
         self._post_drain(self.loop.call_soon_quietly)
+
+    def nudge(self) -> None:
+        self.loop.nudge()
 
     def _post_drain(self, post: Callable[[Callable[[], None]], None]) -> None:
         try:
@@ -210,7 +212,7 @@ class SocketCore(SocketFSM):
                 raise Error(FORKED) from None
             raise Closed("session is closed") from None
 
-    def _gather(self) -> None:
+    def gather(self) -> None:
         # Channel.grant, in the owner's thread, as it wakes a sender waiting for credit:
         # that sender's burst gathers for GATHER seconds from now, not from an earlier grant.
         timer = self._gather_timer

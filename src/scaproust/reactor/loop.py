@@ -351,14 +351,10 @@ class Loop:
 
         Raises ``RuntimeError`` once ``stop()`` has been called, or in a forked child.
         """
-        if self._fork_generation != _fork_generation:
-            self.check_fork()
-        if self._closing:
-            raise RuntimeError("scaproust I/O loop is closed")
         # Append first, read _idle second; run_once does the mirror image (set _idle, then
         # look at _posted). Under the GIL one of the two always sees the other's write, so a
         # post is never left waiting in a sleeping loop, and a busy loop costs no syscall.
-        self._posted.append((fn, args))
+        self.call_soon_quietly(fn, *args)
         if self._idle:
             self._wakeup.wakeup()
 
