@@ -37,9 +37,9 @@ def test_an_asend_burst_that_outruns_its_pipe_gathers_and_loses_nothing(session,
     pull = session.socket(sp.Pull, recv_timeout=5.0)
     push = session.socket(sp.Push, send_timeout=5.0, send_buffer=16)
     push.connect(pull.bind("tcp://127.0.0.1:0").url)
-    core, quiet = push._core, []
-    post_quietly = core.post_quietly
-    monkeypatch.setattr(core, "post_quietly", lambda: (quiet.append(1), post_quietly())[1])
+    gatherer, quiet = push._core.channel.gatherer, []
+    post_quietly = gatherer.post_quietly
+    monkeypatch.setattr(gatherer, "post_quietly", lambda: (quiet.append(1), post_quietly())[1])
     count = 3000
 
     async def burst():

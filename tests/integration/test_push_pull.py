@@ -139,9 +139,9 @@ def _gathering_push(session, monkeypatch) -> tuple[sp.Socket, sp.Socket, list[in
     push.connect(pull.bind("tcp://127.0.0.1:0").url)
     push.send(b"first")
     assert pull.recv() == b"first"
-    core, quiet = push._core, []
-    post_quietly = core.post_quietly
-    monkeypatch.setattr(core, "post_quietly", lambda: (quiet.append(1), post_quietly())[1])
+    gatherer, quiet = push._core.channel.gatherer, []
+    post_quietly = gatherer.post_quietly
+    monkeypatch.setattr(gatherer, "post_quietly", lambda: (quiet.append(1), post_quietly())[1])
     return push, pull, quiet
 
 

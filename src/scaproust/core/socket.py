@@ -86,6 +86,32 @@ class PipeEvent:
     peer_subject: str = ""
 
 
+class _Gatherer:
+    """A socket's part in a gathering (core/channel.py, "Gathering"): the channel's
+    ``gatherer``."""
+
+    def __init__(self, core: SocketCore) -> None:
+        self._core = core
+        self._timer: TimerHandle | None = None
+
+    def gather(self) -> None:
+        # Channel.grant, in the owner's thread, as it wakes a sender waiting for credit:
+        # that sender's burst gathers for GATHER seconds from now, not from an earlier grant.
+        if self._timer is not None:
+            self._timer.cancel()
+        core = self._core
+        self._timer = core.loop.call_later(GATHER, core.channel.end_gathering)
+
+    def post_quietly(self) -> None:
+        # Channel.put's drain while a burst gathers: the loop's next turn runs it, at the
+        # latest when the gathering's timer ends the sleep.
+        core = self._core
+        core._post_drain(core.loop.call_soon_quietly)
+
+    def nudge(self) -> None:
+        self._core.loop.nudge()
+
+
 class SocketCore(SocketFSM):
     """Backend of one socket: endpoints, pipes, protocol, and the user's channel."""
 
@@ -122,10 +148,8 @@ class SocketCore(SocketFSM):
         self.reader = CallerReader(loop, self.channel, self.pipes, self.contexts)
         self.channel.reader = self.channel.loans = self.reader
         self.channel.send_now = self._send_now
-        # A burst's drain gathers after its sender waited for credit (channel.py): this is
-        # its gatherer (gather, post_quietly, nudge).
-        self._gather_timer: TimerHandle | None = None
-        self.channel.gatherer = self
+        # A burst's drain gathers after its sender waited for credit (channel.py).
+        self.channel.gatherer = _Gatherer(self)
         #: (body, IPC framing, frame) of the last message published to this socket's pipes
         #: (PUB): the others of its framing queue the same frame (Pipe.enqueue_published).
         self.published: tuple[bytes | None, bool | None, bytes] = (None, None, b"")
@@ -196,14 +220,6 @@ class SocketCore(SocketFSM):
         # in one write.
         self._post_drain(self.loop.call_soon_threadsafe)
 
-    def post_quietly(self) -> None:
-        # Channel.put's drain while a burst gathers: the loop's next turn runs it, at the
-        # latest when the gathering's timer (gather) ends the sleep.
-        self._post_drain(self.loop.call_soon_quietly)
-
-    def nudge(self) -> None:
-        self.loop.nudge()
-
     def _post_drain(self, post: Callable[[Callable[[], None]], None]) -> None:
         try:
             post(self._drain_outbox)
@@ -211,14 +227,6 @@ class SocketCore(SocketFSM):
             if self.loop.forked():
                 raise Error(FORKED) from None
             raise Closed("session is closed") from None
-
-    def gather(self) -> None:
-        # Channel.grant, in the owner's thread, as it wakes a sender waiting for credit:
-        # that sender's burst gathers for GATHER seconds from now, not from an earlier grant.
-        timer = self._gather_timer
-        if timer is not None:
-            timer.cancel()
-        self._gather_timer = self.loop.call_later(GATHER, self.channel.end_gathering)
 
     @entry_point
     def _drain_outbox(self) -> None:
