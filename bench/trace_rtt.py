@@ -4,16 +4,18 @@
     .venv/bin/python bench/trace_rtt.py --req      # REQ -> REP
 
 A client and an echo, each in its own process pinned to its own core (as `make bench`),
-record ``time.perf_counter_ns()`` (CLOCK_MONOTONIC, shared by both processes) at the points
-below, by wrapping a few functions of this tree's scaproust; the medians of each step over
-the round trips are printed. The wrappers cost about 0.2 µs each, so the steps add up to a
-little more than an untraced round trip.
+record ``time.perf_counter_ns()`` (CLOCK_MONOTONIC, shared by both processes) around their
+``send()`` and ``recv()`` calls, at the write that hands a frame to the kernel and at the
+return of the ``poll()`` a waiting receive sleeps in (the marks of ``bench/one_side.py
+--critical``: the pipe's stream and the reader's poller have their classes swapped). The
+medians of each step over the round trips are printed:
 
-  send() called -> sendmsg starts      the caller's send path down to the kernel
-  sendmsg                              the write, and the rest of the flush
-  wire                                 sendmsg starts -> the peer's poll() returns
-  poll returns -> recv() returns       reading, parsing, the machines, the queue
-  recv() returns -> sendmsg starts     the echo's own send path
+  client: send() called -> write         the caller's send path down to the kernel
+  wire: client write -> echo poll returns the kernel: loopback delivery and the wake-up
+  echo: poll returns -> recv() returns    reading, parsing, the machines, the queue
+  echo: recv() returns -> write           the echo's own send path
+  wire: echo write -> client poll returns
+  client: poll returns -> recv() returns
 """
 
 from __future__ import annotations
@@ -30,82 +32,68 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "src"))
 
+from one_side import _Marks  # noqa: E402  (this directory is the script's: on sys.path)
+
 import scaproust as sp  # noqa: E402
-from scaproust.core import caller_reader, pipe  # noqa: E402
 
-MARKS: list[tuple[str, int]] = []
-_now = time.perf_counter_ns
+_now = time.perf_counter
 
 
-def _wrap(owner, name: str, before: str | None, after: str | None) -> None:
-    original = getattr(owner, name)
-
-    def traced(*args):
-        if before:
-            MARKS.append((before, _now()))
-        result = original(*args)
-        if after:
-            MARKS.append((after, _now()))
-        return result
-
-    setattr(owner, name, traced)
+def _cores() -> list[int]:
+    """The two cores to pin the client and the echo to (one, if that is all there is)."""
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    return cores[:2]
 
 
-_wrap(caller_reader._Poller, "readable", "poll_in", "poll_out")
-_wrap(pipe.Pipe, "_flush", "flush_in", "flush_out")
-
-
-def _pin(core: int) -> None:
-    if hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) > 1:
-        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[core]})
-
-
-def _by_round_trip(marks, first: str) -> list[dict]:
-    """Split the marks into round trips (each starts at ``first``); first mark of each."""
-    out, cur = [], {}
-    for name, t in marks:
-        if name == first and cur:
-            out.append(cur)
-            cur = {}
-        cur.setdefault(name, t)
-    out.append(cur)
-    return out
+def _pin(core: int | None) -> None:
+    if core is not None:
+        os.sched_setaffinity(0, {core})
 
 
 def echo(args) -> None:
-    _pin(1)
+    _pin(args.core)
+    marks = []
     with sp.Session() as session:
         sock = session.socket(sp.Rep if args.req else sp.Pair, recv_timeout=30)
         print(sock.bind("tcp://127.0.0.1:0").url, flush=True)
+        _Marks.install(sock)
         for i in range(args.warmup + args.count):
-            if i == args.warmup:
-                MARKS.clear()
-            MARKS.append(("recv_call", _now()))
+            called = _now()
             msg = sock.recv()
-            MARKS.append(("recv_ret", _now()))
+            returned = _now()
             sock.send(msg)
+            wrote, polled = _Marks.take()
+            if i >= args.warmup:
+                marks.append((called, polled, returned, wrote))
     with open(args.out, "w") as f:
-        json.dump(MARKS, f)
+        json.dump(marks, f)
 
 
 def client(args) -> None:
-    _pin(0)
+    cores = _cores()
+    _pin(cores[0] if cores else None)
     out = os.path.join(tempfile.mkdtemp(prefix="trace-rtt-"), "echo.json")
     cmd = [sys.executable, __file__, "--echo", "--out", out, "--count", str(args.count),
            "--warmup", str(args.warmup)] + (["--req"] if args.req else [])
+    if cores:
+        # The child must be told its core: it inherits this process's mask, one core.
+        cmd += ["--core", str(cores[-1])]
     child = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    marks = []
     try:
         with sp.Session() as session:
             sock = session.socket(sp.Req if args.req else sp.Pair, recv_timeout=30)
             sock.connect(child.stdout.readline().strip())
+            _Marks.install(sock)
             msg = b"p" * 64
             for i in range(args.warmup + args.count):
-                if i == args.warmup:
-                    MARKS.clear()
-                MARKS.append(("send_call", _now()))
+                called = _now()
                 sock.send(msg)
                 sock.recv()
-                MARKS.append(("recv_ret", _now()))
+                returned = _now()
+                wrote, polled = _Marks.take()
+                if i >= args.warmup:
+                    marks.append((called, wrote, polled, returned))
         child.wait(30)
         with open(out) as f:
             far = json.load(f)
@@ -113,25 +101,24 @@ def client(args) -> None:
         if child.poll() is None:
             child.kill()
     steps: dict[str, list[float]] = {}
-
-    def add(name, start, end):
-        steps.setdefault(name, []).append((end - start) / 1000)
-
-    for c, e in zip(_by_round_trip(MARKS, "send_call"), _by_round_trip(far, "recv_call"),
-                    strict=False):
-        if len(c) < 6 or len(e) < 6:
+    for c, e in zip(marks, far, strict=True):
+        if not (all(c) and all(e)):
             continue  # a side found its message without waiting: no poll() to time
-        add("client: send() called -> sendmsg starts", c["send_call"], c["flush_in"])
-        add("client: sendmsg (and the rest of the flush)", c["flush_in"], c["flush_out"])
-        add("wire: client sendmsg starts -> echo poll() returns", c["flush_in"], e["poll_out"])
-        add("echo: poll() returns -> recv() returns", e["poll_out"], e["recv_ret"])
-        add("echo: recv() returns -> sendmsg starts", e["recv_ret"], e["flush_in"])
-        add("echo: sendmsg (and the rest of the flush)", e["flush_in"], e["flush_out"])
-        add("wire: echo sendmsg starts -> client poll() returns", e["flush_in"], c["poll_out"])
-        add("client: poll() returns -> recv() returns", c["poll_out"], c["recv_ret"])
-        add("round trip", c["send_call"], c["recv_ret"])
+        c_called, c_wrote, c_polled, c_returned = c
+        _, e_polled, e_returned, e_wrote = e
+        for name, start, end in (
+                ("client: send() called -> write", c_called, c_wrote),
+                ("wire: client write -> echo poll returns", c_wrote, e_polled),
+                ("echo: poll returns -> recv() returns", e_polled, e_returned),
+                ("echo: recv() returns -> write", e_returned, e_wrote),
+                ("wire: echo write -> client poll returns", e_wrote, c_polled),
+                ("client: poll returns -> recv() returns", c_polled, c_returned),
+                ("round trip", c_called, c_returned)):
+            steps.setdefault(name, []).append((end - start) * 1e6)
     kind = "REQ -> REP" if args.req else "PAIR"
-    print(f"{kind} 64 B over TCP, {args.count} round trips, medians (µs):")
+    where = f"cores {cores[0]} and {cores[-1]}" if len(cores) > 1 else "one core"
+    print(f"{kind} 64 B over TCP, {where}, {len(steps.get('round trip', []))} of "
+          f"{args.count} round trips traced, medians (µs):")
     for name, values in steps.items():
         print(f"  {statistics.median(values):7.1f}  {name}")
 
@@ -142,6 +129,7 @@ def main() -> None:
     p.add_argument("--count", type=int, default=3000)
     p.add_argument("--warmup", type=int, default=300)
     p.add_argument("--echo", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--core", type=int, help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.echo:

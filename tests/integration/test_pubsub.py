@@ -244,7 +244,7 @@ def test_pub_with_no_subscriber_drops_and_counts(session):
 
 
 def test_pub_never_blocks_and_a_slow_sub_loses_messages_instead_of_growing_memory(session, url):
-    """The SUB never reads while 100 MiB are published: its receive queue (8 MiB), the
+    """The SUB never reads while 100 MiB are published: its receive queue (2 MiB), the
     kernel buffers and the PUB's pipe queue (4 MiB) fill up, then the PUB drops what the
     pipe cannot take. What arrives is a bounded, in-order subset."""
     size, count = 256 * 1024, 400

@@ -100,6 +100,18 @@ DIRECT_SPACING = 50e-6
 #: 512 messages of a window (64 bytes each) taking 0.2-0.4 ms to post here.
 GATHER = 500e-6
 
+#: The bytes of received messages the inbox holds before the backend stops reading its
+#: pipes (with ``recv_high`` messages, whichever comes first). Small on purpose: past it,
+#: the kernel's socket buffer holds what the peer sent (TCP pushes back from there), where
+#: a deeper inbox only holds more large bodies alive at once. Those bodies are fresh
+#: ``bytes`` objects; with several of them freed at a time, glibc gives the top of its heap
+#: back to the kernel and the next bodies fault their pages in again. Measured with 1 MiB
+#: messages between two scaproust processes (PUSH -> PULL over TCP): at 8 MiB the
+#: receiver's I/O thread took 11-19 page faults a message and 3.2-5.0 GB/s, run to run;
+#: at 2 MiB, 0.2 faults and 5.7-6.0 GB/s (docs/ARCHITECTURE.md, "One owner at a time",
+#: the channel's ``recv``).
+RECV_HIGH_BYTES = 2 * 1024 * 1024
+
 
 class Channel:
     """Queues and credit shared by a facade socket and its backend ``SocketCore``."""
@@ -117,7 +129,7 @@ class Channel:
                  "recv_waiters", "send_waiters", "recv_sleepers", "__dict__")
 
     def __init__(self, *, wake_backend: Callable[[], None], resume_reading: Callable[[], None],
-                 recv_high: int = 1024, recv_high_bytes: int = 8 * 1024 * 1024,
+                 recv_high: int = 1024, recv_high_bytes: int = RECV_HIGH_BYTES,
                  post_backend: Callable[[], object] | None = None,
                  notify_later: Callable[[Condition, int], None] | None = None) -> None:
         self._lock = threading.Lock()

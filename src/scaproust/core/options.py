@@ -71,7 +71,7 @@ SPECS = {
                    "send() blocks when every pipe that could take a message is full",
                    minimum=1, maximum=1 << 20),
         OptionSpec("recv_buffer", 1024, "int",
-                   "messages the socket queues for recv() (also bounded by 8 MiB) before it "
+                   "messages the socket queues for recv() (also bounded by 2 MiB) before it "
                    "stops reading from its peers, until recv() brings it down to half: a "
                    "high-water mark, not a strict depth as nng's: the reads under way when it "
                    "is reached are queued whole (one read a pipe: up to 256 KiB of frames, a "
