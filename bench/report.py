@@ -90,99 +90,108 @@ target table says whether each goal of the project holds in this run.
 
 ### The targets not met, in short
 
-This run is the fourth on the project's current machine (an Intel Xeon virtual machine, 2
-cores, from 2026-12-06 20:20; the first was 2026-12-06 20:43, git b629468, the second
-2026-12-07 03:55, git c6ea3be, the third 05:26, git ad4d7f9). Every earlier one, and the profiles under "Where the time
-goes", were on an AMD EPYC one (its last `make bench`, 2026-12-06 19:30, is
-bench/results/2026-12-06.json at commit 281f4cb: there only REQ/REP against pynng, 0.74x,
-and in-process PUSH, 0.85x, missed). What moved between the machines is the cost of CPU
-per message against the cost of a wake-up. Per 64-byte message pushed over TCP, both
-sides' CPU went from 1.17 to 3.09 µs for scaproust (1.87 in this run, after the changes
-below), 0.44 to 1.35 for the bare ceiling, 0.79 to 1.55 for pyzmq, while pynng, whose pace
-is set by hand-offs between its own threads, moves what it moved (45 k to 48 k msg/s) and
-its round trip grew by a quarter (84 to 106 µs) where the bare ceiling's grew by half (47
-to 69). One side of scaproust's round trip, on its critical path (`bench/one_side.py
-<role> --critical`, 2026-12-06 20:50): REQ 15.5-15.7 µs, REP 14.1-14.4, PAIR 11.0-14.7,
-twice the AMD machine's 7.8, 7.0 and 5.5. So every ratio whose two sides spend differently
-on CPU and wake-ups slid toward the one that spends on wake-ups.
+This run is the fifth on the project's current machine (an Intel Xeon virtual machine, 2
+cores, from 2026-12-06 20:20; the first was 2026-12-06 20:43, git b629468, then
+2026-12-07 03:55, git c6ea3be, 05:26, git ad4d7f9, and 06:50, git 9e23195). Every earlier
+one, and the older profiles under "Where the time goes", were on an AMD EPYC one (its last
+`make bench`, 2026-12-06 19:30, is bench/results/2026-12-06.json at commit 281f4cb: there
+only REQ/REP against pynng, 0.74x, and in-process PUSH, 0.85x, missed). What moved between
+the machines is the cost of CPU per message against the cost of a wake-up. Per 64-byte
+message pushed over TCP, both sides' CPU went from 1.17 to 3.09 µs for scaproust (1.87 now,
+after the changes below), 0.44 to 1.35 for the bare ceiling, 0.79 to 1.55 for pyzmq, while
+pynng, whose pace is set by hand-offs between its own threads, moves what it moved (45 k to
+48 k msg/s) and its round trip grew by a quarter (84 to 106 µs) where the bare ceiling's
+grew by half (47 to 69). So every ratio whose two sides spend differently on CPU and
+wake-ups slid toward the one that spends on wake-ups.
 
-PUSH->PULL 64 B against pynng holds again since 05:26 (16.9x in this run, 15.7x at 05:26,
-12.3x at 03:55): a burst that outruns its pipes no longer wakes the I/O thread at its first
-message, which then drained five or six single messages in each window of 512
-(docs/ARCHITECTURE.md, "One owner at a time", *gathers*), and a flush of many small frames
-writes them joined in one buffer. scaproust pushes 1.00 M msg/s over TCP (734 k at 03:55),
-0.88x pyzmq (0.63x). Since 05:26 the pipe and the channel also keep their attributes in
-slots (about 1 µs less a side of a round trip, measured alone; a pipe's heap 3.9 -> 2.6 KB).
+Since 06:50 a socket stops reading its pipes at 2 MiB of received messages instead of 8
+(docs/ARCHITECTURE.md, "One owner at a time", the channel's `recv`): PUSH->PULL of 1 MiB
+came to 0.93x of the bare ceiling over TCP (0.57x at 06:50) and 1.04x over IPC (1.03x), the
+receiver's page faults gone. PUSH->PULL 64 B holds against both peers (15.8x pynng, 0.87x
+pyzmq): since 05:26 a burst that outruns its pipes gathers its drains, and a flush of many
+small frames writes them joined in one buffer (docs/ARCHITECTURE.md, "One owner at a time",
+*gathers*, and "The pipe").
 
-- **Round trips against pynng and pyzmq**: REQ/REP 1.05x of pynng and 1.35x of pyzmq,
-  PAIR 0.96x and 1.30x (05:26: 1.06x, 1.35x, 0.97x, 1.24x; 03:55: 1.03x, 1.33x, 0.96x,
-  1.23x; the first run here: 0.98x, 1.14x, 0.96x, 1.25x; AMD: 0.74x, 0.95x, 0.70x,
-  0.88x). scaproust's REQ/REP round trip took 104-105 µs in all of this machine's runs and
-  its PAIR 93-99; pyzmq's REQ/REP went from 91.7 µs in the first run to 76-77 since,
-  pynng's from 106 to 98-100. 0.7x of pynng here is 70 µs, the bare ceiling's own round
-  trip (68.3 µs in this run): it would leave
-  scaproust nothing for its work on either side, where its critical path alone is 11-16 µs
-  a side (above), the machines and framing about 4 of it. `bench/probe_layers.py
-  --one-side` bounds what flattening scaproust's layers around the machines could give: a
-  PAIR side's send and receive take 22.4 µs through the library, 10.4 with the layers fused
-  away (the machines kept), 6.7 for bare sockets (2026-12-06 20:45): at most about 24 µs of
-  a round trip's 93 (both sides, if all of it lay on the critical path, which half of it
-  does not), and REQ/REP's own work on top. asyncio holds (0.90x of pyzmq's).
-- **PUSH->PULL 1 MiB against the bare ceiling, every round** (0.55x, 0.57x, 0.77x; 0.8x
-  asked of each; 05:26: 0.78x, 0.76x, 0.84x; 03:55: 0.85x, 0.75x, 0.52x): the bare
-  ceiling's rounds took 5.7-5.8 GB/s, scaproust's 3.2-4.5 (4.2-4.7 at 05:26). Right after
-  this run, `bench/run.py --only pp1m_tcp --impls scaproust,bare --reps 1`, this tree and
-  the one before the pipe's slots alternated twice: 0.86x and 0.94x, 0.95x and 0.75x, the
-  bare ceiling itself between 3.6 and 5.2 GB/s from one sitting to the next. The receiving side is not what is missing: a scaproust PULL
-  reads a bare sender's 1 MiB messages at 6.5-6.9 GB/s with 139-145 µs of CPU each, where
-  the bench's bare receiver takes 164-167 µs (a throwaway script, the two receivers
-  alternated three times, 2026-12-07). The sending side spends 183-193 µs a message (its I/O thread
-  178-188, nearly all in the kernel: the copy into the socket and, on loopback, the
-  receiver's TCP processing, `perf`) against 156-178 for a bare sender's blocking
-  `sendmsg()`: scaproust's I/O thread writes up to 4 MiB at a time without blocking and
-  waits in `epoll` for room, and each such wait adds a wake-up that a blocked sender,
-  woken by the kernel as the receiver drains, does not pay. The margin is within the
-  machine's noise, round to round.
+- **Round trips against pynng and pyzmq**: REQ/REP 1.01x of pynng and 1.30x of pyzmq,
+  PAIR 0.95x and 1.22x (06:50: 1.05x, 1.35x, 0.96x, 1.30x; the first run here: 0.98x,
+  1.14x, 0.96x, 1.25x; AMD: 0.74x, 0.95x, 0.70x, 0.88x). scaproust's REQ/REP round trip
+  took 103-105 µs in all of this machine's runs and its PAIR 93-99; pyzmq's 76-79 since
+  the second, pynng's 98-100, the bare ceiling's 67-70. Two thirds of every one of them is
+  the kernel's: `bench/trace_rtt.py` (below, "Round trip") finds 31 µs from a write to the
+  peer's `poll()` returning, twice a round trip, 62 µs in all. What is left for the four
+  steps of the two libraries' own (each side's receive after its wake-up, and its send up
+  to its write) is 5-8 µs for the bare ceiling, about 15 for pyzmq, 33 for scaproust's PAIR
+  and 41-44 for its REQ/REP. pyzmq's round trip asks scaproust's four steps to take 15 µs, 0.7x
+  of pynng's (69 µs) asks for the bare ceiling's own 5-8: nothing for the library at all.
+  Those steps run on a core that slept through the wire's 31 µs, and cost half as much
+  again as on a core kept busy (`bench/one_side.py pair --critical`: 3.8 + 6.8 µs a side
+  against 5.2 + 11.3 traced): on this virtual machine a halted core comes back with its
+  caches cold, and every object and line of code a step touches pays for it
+  (`bench/probe_wake.py cold`: a PAIR receive 12.7 µs warm, 23.4 after a 50 µs sleep; a
+  bare socket's 0.8 and 3.4). `bench/probe_layers.py` (2026-12-07 08:50, four rounds of
+  3,000 round trips a mode) bounds what flattening the library could give: 91.0 µs
+  through it, 82.5 with the receives' layers around the machines fused away, 79.4 with the
+  sends' too, 68.4 with the machines gone as well. The layers cost 11.6 µs of a round trip,
+  the machines and framing 11 more: pyzmq's round trip is out of reach while the
+  protocols run as machines, 0.7x of pynng's out of reach for any library here. asyncio
+  holds (0.89x of pyzmq's).
+- **PUSH->PULL 1 MiB against the bare ceiling, every round** (0.94x, 0.75x, 0.93x; 0.8x
+  asked of each; 06:50: 0.55x, 0.57x, 0.77x): the receive queue's new bound took the
+  receiver's page faults from 11-19 a message to 0.2, and the rounds from 3.2-5.0 GB/s to
+  5.0-6.0, the bare ceiling's 5.4-5.8 (docs/ARCHITECTURE.md, "One owner at a time", with
+  the A/B runs). One round in three or four still runs slow (4.3 GB/s in this run, 433
+  µs of CPU a message for both sides against 342-360): in such runs the sender's I/O thread spends 255-270 µs of
+  kernel time a MiB against 165-175 in the others, with the same number and size of writes
+  (a 4 MiB `sendmsg` per four messages, measured), and `perf` shows both sides' softirq
+  work (loopback's TCP receive processing, run in whichever process holds the CPU when
+  the packets come) doubled. No setting tried removed it without a cost elsewhere: a 512
+  KiB `SO_SNDBUF` (the kernel doubles it) kept every run at 5.6-6.0 GB/s, but a fixed send
+  buffer turns off the kernel's autotuning and would cap a long-distance link's
+  throughput; writing one message a `sendmsg` (4.3-5.4 GB/s) or two cost 64 KiB messages
+  two thirds of their rate; `TCP_NOTSENT_LOWAT` at 1 MiB kept 4.5-5.0 GB/s, no better.
 - **In-process PUSH at 1.5x TCP** (0.69x): one process's three threads share one
   interpreter lock, so its rate is the sum of their CPU (1.45 µs a message here); 1.5x
   the TCP rate asks for 0.67 µs, less than the sending process's caller thread alone
   spends over TCP (0.69: the facade and the channel's credit). The in-process rate held
-  (642 k at 03:55, 686 k now) while TCP's rose (734 k -> 1.00 M: the TCP changes above
-  lighten the I/O thread's write, which in-process pipes do not have). pyzmq's in-process
-  rate is about its TCP rate on this placement, the bare socket pair's 0.6x.
+  (642 k at 03:55, 673 k now) while TCP's rose (734 k -> 978 k: the TCP changes lighten
+  the I/O thread's write, which in-process pipes do not have). pyzmq's in-process rate is
+  about its TCP rate on this placement, the bare socket pair's 0.6x.
 
 ## Where the time goes
 
-What it took to reach each target, or what stands between it and its goal, from profiles
-taken on the project's previous machine, the AMD EPYC one (2026-12-04 to 2026-12-06; the
-numbers move from run to run, the proportions much less). "This page's run" below means
-that machine's last `make bench` (2026-12-06 19:30); the run above is on the new machine,
-where a message's CPU costs about twice as much (above).
+What it took to reach each target, or what stands between it and its goal. The round
+trip's trace below is this page's machine's (2026-12-07); the other profiles were taken on
+the project's previous machine, the AMD EPYC one (2026-12-04 to 2026-12-06; the numbers
+move from run to run, the proportions much less), where "this page's run" means that
+machine's last `make bench` (2026-12-06 19:30); the run above is on the new machine, where
+a message's CPU costs about twice as much (above).
 
 **Round trip.** `bench/trace_rtt.py` takes timestamps inside both processes of a 64-byte
-round trip (each side on its own core). Medians for PAIR, in µs, two runs each (REQ/REP in
-brackets; 2026-12-06, then 2026-12-05 night and evening, before the changes below):
+round trip, each pinned to its own core: around `send()` and `recv()`, at the write that
+hands a frame to the kernel, and at the return of the `poll()` a waiting receive sleeps
+in. Medians in µs on this page's machine, three runs each (2026-12-07, 08:05-08:50):
 
-| step | client | echo | 12-05 night, client / echo | 12-05 evening, either side |
-|---|---|---|---|---|
-| `send()` called -> `sendmsg` starts (facade, channel, protocol and pipe machines) | 3.7 (5.5-5.6) | 3.7 (5.0-5.5) | 4.2 (6.1) / 4.1 (5.5) | 5.0-5.3 (7.3-8.3) |
-| `poll()` returns -> `recv()` returns (read, parse, machines, queue) | 7.1-7.3 (9.2-9.4) | 7.1-7.5 (9.6-10.7) | 6.9-7.0 (8.4-8.7) / 6.9-7.0 (8.5-9.0) | 9.1-9.6 (11.6-12.6) |
-| a whole round trip | 51.5-52.3 (63.0-67.2) | | 52.5 (60.7-62.7) | 59.2-62.6 (72.9-74.2) |
+| step | PAIR | REQ/REP |
+|---|---|---|
+| client: `send()` called -> write (facade, channel, protocol and pipe machines) | 5.0-5.2 | 7.5-8.0 |
+| wire: the client's write -> the echo's `poll()` returns | 30.6-31.3 | 31.0-32.1 |
+| echo: `poll()` returns -> `recv()` returns (read, parse, machines, the loan kept) | 11.2-11.4 | 13.5-14.2 |
+| echo: `recv()` returns -> write | 5.2-5.3 | 6.5-7.1 |
+| wire: the echo's write -> the client's `poll()` returns | 30.7-31.2 | 30.9-32.4 |
+| client: `poll()` returns -> `recv()` returns | 11.1-11.5 | 13.9-14.6 |
+| the round trip | 94.0-95.8 | 103.8-108.7 |
 
-The send paths lost a third of a µs to a µs on 2026-12-06: a lone send (after a wait,
-or after a quiet spell) no longer goes into the channel's outbox and out again under its
-lock (`Channel.put` keeps it in hand for `SocketCore._send_now`), and a lone queued frame
-is written with `send()` rather than `sendmsg()` and its list. The receive paths did not
-move (the REQ/REP runs of that morning fell in one of the machine's slow moods, below).
-The rest is the kernel's: `sendmsg` itself takes 12-14 µs on this machine (timed alone,
-either protocol: on loopback it also delivers to the peer's socket and wakes it on the
-other core), and the peer's `poll()` returns 15-25 µs after it started, as for the bare
-ceiling. (The trace's step from `sendmsg` to the end of the flush reads 33-45 µs in some
-runs on the client's side; it is not seen without the trace's wrappers: its `sendmsg`,
-timed alone, takes what the echo's takes, and the round trip is no longer in those runs.)
-No hand-off between threads is left on the path (docs/ARCHITECTURE.md, "One owner at a
-time"): the I/O thread of either process runs no iteration during a round trip. What is
-left is Python, spread thin, none of it more than a few percent of the whole.
+The wire steps are the kernel's: on loopback the write itself delivers to the peer's
+socket and wakes its thread on the other core, and that core, halted meanwhile, comes back.
+They are the same for every library here (the bare ceiling's whole round trip is 67-70
+µs). No hand-off between threads is left on the path (docs/ARCHITECTURE.md, "One owner at
+a time"): the I/O thread of either process runs no iteration during a round trip. What is
+left is Python on a cold core, spread thin over some fifty steps, none of it more than a
+few percent of the whole. Until 2026-12-07 the script's echo ran on the client's core (it
+inherited the client's one-core mask and did not pin itself), and it marked the flush,
+which a lone send's frame no longer waits for: its tables of 2026-12-05 and 12-06 (PAIR
+round trips of 51.5-52.5 µs on the AMD machine, where `make bench` measured 58-62) were of
+same-core round trips, fair between two trees but with no wake-up across cores in them.
 
 `bench/one_side.py` measures one side alone, against a bare peer speaking SP bytes in the
 same process on one core: no wake-up across cores, so its medians move by tenths of a µs
