@@ -491,6 +491,47 @@ def test_a_peer_gone_while_a_body_is_awaited_whole_closes_the_pipe(end):
     assert not [call for call in h.proto.calls if call[0] == "evt_pipe_recv"]
 
 
+def test_a_mark_declined_for_now_reads_that_body_in_chunks_and_the_next_asks_again():
+    # The transport declines a large mark while the receive buffer is too small for it
+    # (transports/tcp.py, LOW_WATER_ROOM): that body is read as it comes, into its buffer.
+    h = whole_reads(declines=2)
+    body = bytes(range(256)) * (512 * KIB // 256)
+    h.stream.feed(tcp_frame(body)[:8])
+    h.loop.fire_reader(h.stream)  # the prefix alone; the mark is declined
+    assert h.transport.declined == [len(body)] and h.transport.marks == []
+    h.stream.feed(tcp_frame(body)[8:100 * KIB])
+    h.loop.fire_reader(h.stream)  # the next event asks again, declined, and reads
+    assert h.transport.declined == [len(body)] * 2
+    assert h.stream.recv_into_sizes == [len(body)]  # straight into the body's buffer
+    h.stream.feed(tcp_frame(body)[100 * KIB:] + tcp_frame(body)[:8])
+    read_all(h)
+    assert [call[2] for call in h.proto.calls] == [[body]]
+
+    # The next body asks again: granted now, it is awaited whole.
+    assert h.transport.marks == [len(body)] and h.pipe._decoder.body_untouched
+    h.receive(tcp_frame(body)[8:])
+    assert [call[2] for call in h.proto.calls] == [[body], [body]]
+    assert h.stream.recv_sizes[-2:] == [len(body), 8]  # one recv, then the next prefix
+    assert h.transport.marks == [len(body), 1]
+
+
+def test_a_mark_declined_after_a_smaller_one_puts_the_mark_back_at_one_byte():
+    # Left at the smaller body's size, the mark would hold back the end of the larger
+    # body, read in chunks: its last bytes would never be reported.
+    h = whole_reads()
+    small, large = b"s" * (256 * KIB), b"L" * (1024 * KIB)
+    h.receive(tcp_frame(small)[:8])
+    assert h.transport.marks == [len(small)]  # set for the small body, then...
+    h.transport.declines = 5
+    h.receive(tcp_frame(small)[8:] + tcp_frame(large)[:8])  # ... declined for the large one
+
+    assert h.transport.declined == [len(large)]
+    assert h.transport.marks == [len(small), 1]
+    h.stream.feed(tcp_frame(large)[8:])
+    read_all(h)
+    assert [call[2] for call in h.proto.calls] == [[small], [large]]
+
+
 def test_a_platform_that_cannot_hold_readiness_reads_chunks_from_then_on():
     h = whole_reads(supported=False)
     body = b"c" * (512 * KIB)

@@ -14,6 +14,7 @@ import pytest
 
 import scaproust as sp
 from scaproust.core.pipe import WHOLE_MIN
+from scaproust.transports import tcp
 from scaproust.transports.framing import SCRATCH_KEEP
 from tests.integration.conftest import wait_until
 
@@ -33,9 +34,11 @@ def framed(payload: bytes) -> bytes:
 
 
 @pytest.fixture
-def wired(session):
+def wired(session, monkeypatch):
     """A PULL listening on TCP, a plain socket that has exchanged headers with it, and
-    the PULL's pipe."""
+    the PULL's pipe. Every mark is granted: the tests decide what the kernel holds, not how
+    far it has grown the receive buffer by then (transports/tcp.py, LOW_WATER_ROOM)."""
+    monkeypatch.setattr(tcp, "LOW_WATER_ROOM", 0)
     pull = session.socket(sp.Pull, recv_timeout=T, recv_max_size=0)
     host, port = pull.bind("tcp://127.0.0.1:0").url[len("tcp://"):].rsplit(":", 1)
     peer = socket.create_connection((host, int(port)), timeout=T)
@@ -127,3 +130,21 @@ def test_a_body_too_large_for_any_buffer_after_a_large_one_is_read_in_chunks(wir
     wait_until(lambda: pipe._decoder is not None and pipe._decoder.body_missing == announced - 100_000,
                what="the pipe to read on")
     assert pipe.state == "active" and "pipe_errors" not in pull.stats
+
+
+def test_a_body_larger_than_half_the_receive_buffer_is_read_as_it_comes(wired, monkeypatch):
+    # Its mark would make the kernel clamp the receive window to one body; the pipe reads
+    # it in chunks until the kernel has grown the buffer (transports/tcp.py).
+    monkeypatch.setattr(tcp, "LOW_WATER_ROOM", 2)
+    pull, peer, pipe = wired
+    pipe.stream.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)  # fixed: 128 KiB
+    bodies = [body_of(SCRATCH_KEEP, 7), body_of(WHOLE_MIN, 8)]
+    peer.sendall(framed(bodies[0]))
+    assert pull.recv() == bodies[0]
+
+    peer.sendall(framed(bodies[1])[:8])
+    wait_until(lambda: pipe._decoder.body_missing == WHOLE_MIN, what="the prefix read")
+    assert low_water(pipe) == 1  # declined: the body's bytes are read as they come
+    peer.sendall(framed(bodies[1])[8:] + framed(b"after"))
+    assert [pull.recv(), pull.recv()] == [bodies[1], b"after"]
+    assert low_water(pipe) == 1

@@ -617,19 +617,27 @@ class FakeTransport:
 class FakeLowWaterTransport(FakeTransport):
     """A TCP-like transport that can hold a stream's readiness until ``nbytes`` are queued
     (``set_read_low_water``): records every mark set (``marks``); ``supported=False`` is a
-    platform that cannot (returns False); ``error`` is raised instead."""
+    platform that cannot (returns False); ``declines`` large marks are declined for now
+    (None: a receive buffer still too small), each one counted in ``declined``; ``error``
+    is raised instead."""
 
-    def __init__(self, *, supported: bool = True, **kwargs: Any) -> None:
+    def __init__(self, *, supported: bool = True, declines: int = 0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.supported = supported
+        self.declines = declines
+        self.declined: list[int] = []
         self.marks: list[int] = []
         self.error: OSError | None = None
 
-    def set_read_low_water(self, sock, nbytes: int) -> bool:
+    def set_read_low_water(self, sock, nbytes: int) -> bool | None:
         if self.error is not None:
             raise self.error
         if not self.supported:
             return False
+        if nbytes > 1 and self.declines:
+            self.declines -= 1
+            self.declined.append(nbytes)
+            return None
         self.marks.append(nbytes)
         return True
 

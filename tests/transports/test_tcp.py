@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import select
 import socket
+import sys
 import time
 
 import pytest
@@ -137,6 +138,24 @@ def test_header_exchange_and_frames_over_a_real_connection(listeners):
             client.sendmsg([frame_prefix(len(payload), False), payload])
         frames = recv_frames(server, FrameDecoder(False, 1 << 20), 3)
         assert frames == [b"hi", b"", body]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_RCVLOWAT: Linux only")
+def test_a_large_read_mark_waits_for_a_receive_buffer_twice_the_body(listeners):
+    # Set with a smaller buffer, the kernel would clamp the receive window to the mark: one
+    # body in flight at a time (transports/tcp.py, LOW_WATER_ROOM).
+    listener, url = listeners("tcp://127.0.0.1:0")
+    with dial(url), accept_one(listener) as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        rcvbuf = server.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)  # doubled: 128 KiB
+        mark = socket.SO_RCVLOWAT
+
+        assert tcp.set_read_low_water(server, rcvbuf // 2 + 1) is None  # not now
+        assert server.getsockopt(socket.SOL_SOCKET, mark) == 1
+        assert tcp.set_read_low_water(server, rcvbuf // 2) is True
+        assert server.getsockopt(socket.SOL_SOCKET, mark) == rcvbuf // 2
+        assert tcp.set_read_low_water(server, 1) is True  # one byte: always
+        assert server.getsockopt(socket.SOL_SOCKET, mark) == 1
 
 
 def test_listen_on_a_taken_port_is_address_in_use(listeners):

@@ -208,7 +208,7 @@ class Pipe(PipeFSM):
         self._large_reads = False  # the last read was the rest of a large body (Lender.lend)
         #: The transport can hold a stream's readiness until a whole body is there
         #: (``_read_whole_body``; TCP on Linux).
-        self._set_low_water: Callable[[Stream, int], bool] | None = getattr(
+        self._set_low_water: Callable[[Stream, int], bool | None] | None = getattr(
             transport, "set_read_low_water", None)
         self._mark = 1  # bytes queued before the stream is reported readable (SO_RCVLOWAT)
         self._read_whole = False  # a body of WHOLE_MIN or more came: read to the next start
@@ -379,8 +379,8 @@ class Pipe(PipeFSM):
         body = decoder.pending_body() if decoder.body_missing >= READ_MIN else None
         if body is not None:
             if self._set_low_water is not None and len(body) >= WHOLE_MIN:
-                if len(body) <= SCRATCH_KEEP and decoder.body_untouched:
-                    self._read_whole_body(len(body))
+                if (len(body) <= SCRATCH_KEEP and decoder.body_untouched
+                        and self._read_whole_body(len(body))):
                     return
                 self._read_whole = True  # the next body may be waited for whole
             # The rest of a large body: straight into its buffer, never past its end (a
@@ -431,26 +431,27 @@ class Pipe(PipeFSM):
         if self._mark != 1 and self.stream is not None:
             self._set_mark(1)  # left by the body read last: the next bytes are wanted now
 
-    def _read_whole_body(self, missing: int) -> None:
+    def _read_whole_body(self, missing: int) -> bool:
         # A large body of which nothing has come yet (its prefix ended the last read): the
         # kernel reports the stream readable once all of it is queued (the mark), and one
         # recv() then returns it as the very bytes object handed to the user. Read as
         # chunks, it took a wake-up, a read and a copy into its buffer per chunk, then a
         # copy of the whole: a PULL receiving 1 MiB messages from a bare sender, 193-214 µs
         # of CPU a message against 109-131 (docs/ARCHITECTURE.md, "The pipe").
+        # False, with nothing read, if the transport declines the mark for now: the caller
+        # reads this body in chunks.
         if self._mark != missing:
-            self._set_mark(missing)  # the first readable event after the prefix
-            return
+            return self._set_mark(missing)  # the first readable event after the prefix
         try:
             data = self.stream.recv(missing)
         except (BlockingIOError, InterruptedError):
-            return
+            return True
         except OSError as err:
             self.evt_io_error(err)
-            return
+            return True
         if not data:
             self.evt_peer_closed()
-            return
+            return True
         self._large_reads = self._read_whole = True
         # All of it, or a part: at the peer's EOF, or when the kernel ran short of buffer
         # and reported the stream readable early (the rest then comes in chunks).
@@ -458,7 +459,7 @@ class Pipe(PipeFSM):
         if msgs:
             self.evt_msgs(msgs)
         if self.stream is None:
-            return
+            return True
         if msgs and self._watching:
             # The next prefix, if it came: a body of the same size keeps the mark where it
             # is (a stream of equal messages sets it once), anything else moves it. Not
@@ -467,20 +468,29 @@ class Pipe(PipeFSM):
             self._read_chunk()
         else:
             self._set_mark(1)
+        return True
 
-    def _set_mark(self, nbytes: int) -> None:
-        """Have the stream reported readable once ``nbytes`` bytes are queued."""
+    def _set_mark(self, nbytes: int) -> bool:
+        """Have the stream reported readable once ``nbytes`` bytes are queued. False only
+        if the transport declines a large mark for now (its receive buffer is still too
+        small for the body: ``set_read_low_water``): the mark is then one byte, and the
+        body is read in chunks; a later body asks again."""
         set_low_water = self._set_low_water
         assert set_low_water is not None  # only called where the transport has it
         try:
             done = set_low_water(self.stream, nbytes)
         except OSError as err:
             self.evt_io_error(err)
-            return
+            return True
         if done:
             self._mark = nbytes
+        elif done is None:  # not yet
+            if self._mark != 1:
+                self._set_mark(1)
+            return self.stream is None  # (unless setting that failed the pipe)
         else:  # the platform cannot: read chunks, as other transports do
             self._set_low_water = None
+        return True
 
     def _feed(self, data: bytes) -> None:
         try:

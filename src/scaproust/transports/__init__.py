@@ -34,8 +34,8 @@ class Transport(Protocol):
     ends; ``"tls"``: a TCP stream wrapped in TLS by core/tls_pipe.py), ``needs_resolution``
     and ``resolve`` (a transport with host names: a session resolves them off its I/O
     thread, see transports/tcp.py), ``peer_name(stream) -> str``,
-    ``set_read_low_water(stream, nbytes) -> bool`` (a stream pipe then reads a large body
-    in one piece once it is all there: core/pipe.py).
+    ``set_read_low_water(stream, nbytes) -> bool | None`` (a stream pipe then reads a large
+    body in one piece once it is all there: core/pipe.py; None: not for this body).
     """
 
     SCHEME: str

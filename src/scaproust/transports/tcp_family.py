@@ -125,5 +125,5 @@ class TCPTransport(FamilyTCP):
 
     SCHEMES = SCHEMES
 
-    def set_read_low_water(self, sock: socket.socket, nbytes: int) -> bool:
+    def set_read_low_water(self, sock: socket.socket, nbytes: int) -> bool | None:
         return tcp.set_read_low_water(sock, nbytes)
