@@ -90,43 +90,49 @@ target table says whether each goal of the project holds in this run.
 
 ### The targets not met, in short
 
-This run is the fifth on the project's current machine (an Intel Xeon virtual machine, 2
+This run is the sixth on the project's current machine (an Intel Xeon virtual machine, 2
 cores, from 2026-12-06 20:20; the first was 2026-12-06 20:43, git b629468, then
-2026-12-07 03:55, git c6ea3be, 05:26, git ad4d7f9, and 06:50, git 9e23195). Every earlier
-one, and the older profiles under "Where the time goes", were on an AMD EPYC one (its last
-`make bench`, 2026-12-06 19:30, is bench/results/2026-12-06.json at commit 281f4cb: there
-only REQ/REP against pynng, 0.74x, and in-process PUSH, 0.85x, missed). What moved between
-the machines is the cost of CPU per message against the cost of a wake-up. Per 64-byte
-message pushed over TCP, both sides' CPU went from 1.17 to 3.09 µs for scaproust (1.87 now,
-after the changes below), 0.44 to 1.35 for the bare ceiling, 0.79 to 1.55 for pyzmq, while
-pynng, whose pace is set by hand-offs between its own threads, moves what it moved (45 k to
-48 k msg/s) and its round trip grew by a quarter (84 to 106 µs) where the bare ceiling's
-grew by half (47 to 69). So every ratio whose two sides spend differently on CPU and
-wake-ups slid toward the one that spends on wake-ups.
+2026-12-07 03:55, git c6ea3be, 05:26, git ad4d7f9, 06:50, git 9e23195, and 08:32, git
+325880c). Every earlier one, and the older profiles under "Where the time goes", were on
+an AMD EPYC one (its last `make bench`, 2026-12-06 19:30, is bench/results/2026-12-06.json
+at commit 281f4cb: there only REQ/REP against pynng, 0.74x, and in-process PUSH, 0.85x,
+missed). What moved between the machines is the cost of CPU per message against the cost
+of a wake-up. Per 64-byte message pushed over TCP, both sides' CPU went from 1.17 to 3.09
+µs for scaproust (1.75 now, after the changes below), 0.44 to 1.35 for the bare ceiling,
+0.79 to 1.55 for pyzmq, while pynng, whose pace is set by hand-offs between its own
+threads, moves what it moved (45 k to 48 k msg/s) and its round trip grew by a quarter (84
+to 106 µs) where the bare ceiling's grew by half (47 to 69). So every ratio whose two
+sides spend differently on CPU and wake-ups slid toward the one that spends on wake-ups.
 
-Since 06:50 a socket stops reading its pipes at 2 MiB of received messages instead of 8
-(docs/ARCHITECTURE.md, "One owner at a time", the channel's `recv`): PUSH->PULL of 1 MiB
-came to 0.93x of the bare ceiling over TCP (0.57x at 06:50) and 1.04x over IPC (1.03x), the
-receiver's page faults gone. PUSH->PULL 64 B holds against both peers (15.8x pynng, 0.87x
-pyzmq): since 05:26 a burst that outruns its pipes gathers its drains, and a flush of many
-small frames writes them joined in one buffer (docs/ARCHITECTURE.md, "One owner at a time",
-*gathers*, and "The pipe").
+PUSH->PULL 1 MiB holds against the bare ceiling in every round since 09:19 (1.10x, 1.06x,
+1.02x; 06:50: 0.55x, 0.57x, 0.77x; 08:32: 0.94x, 0.75x, 0.93x), over IPC too (1.04x). Two
+changes of the receiving side (docs/ARCHITECTURE.md): a socket stops reading its pipes at 2
+MiB of received messages instead of 8 ("One owner at a time", the channel's `recv`), which
+took the receiver's page faults from 11-19 a message to 0.2; and a large body is waited for
+whole only once the kernel's receive buffer holds twice it ("The pipe"), where a mark set
+earlier had the kernel clamp the receive window to one body for the rest of the run. A run
+still goes slow now and then (5 of 50 between two scaproust processes, against 19 of 50
+before: 2026-12-07), so a `make bench` of three rounds meets "every round" about three
+times in four. PUSH->PULL 64 B holds against both peers (16.0x pynng, 0.90x pyzmq): since
+05:26 a burst that outruns its pipes gathers its drains, and a flush of many small frames
+writes them joined in one buffer (docs/ARCHITECTURE.md, "One owner at a time", *gathers*,
+and "The pipe").
 
-- **Round trips against pynng and pyzmq**: REQ/REP 1.01x of pynng and 1.30x of pyzmq,
-  PAIR 0.95x and 1.22x (06:50: 1.05x, 1.35x, 0.96x, 1.30x; the first run here: 0.98x,
+- **Round trips against pynng and pyzmq**: REQ/REP 1.02x of pynng and 1.31x of pyzmq,
+  PAIR 0.94x and 1.23x (08:32: 1.01x, 1.30x, 0.95x, 1.22x; the first run here: 0.98x,
   1.14x, 0.96x, 1.25x; AMD: 0.74x, 0.95x, 0.70x, 0.88x). scaproust's REQ/REP round trip
-  took 103-105 µs in all of this machine's runs and its PAIR 93-99; pyzmq's 76-79 since
+  took 102-105 µs in all of this machine's runs and its PAIR 92-99; pyzmq's 76-79 since
   the second, pynng's 98-100, the bare ceiling's 67-70. Two thirds of every one of them is
   the kernel's: `bench/trace_rtt.py` (below, "Round trip") finds 31 µs from a write to the
   peer's `poll()` returning, twice a round trip, 62 µs in all. What is left for the four
   steps of the two libraries' own (each side's receive after its wake-up, and its send up
   to its write) is 5-8 µs for the bare ceiling, about 15 for pyzmq, 33 for scaproust's PAIR
-  and 41-44 for its REQ/REP. pyzmq's round trip asks scaproust's four steps to take 15 µs, 0.7x
-  of pynng's (69 µs) asks for the bare ceiling's own 5-8: nothing for the library at all.
-  Those steps run on a core that slept through the wire's 31 µs, and cost half as much
-  again as on a core kept busy (`bench/one_side.py pair --critical`: 3.8 + 6.8 µs a side
-  against 5.2 + 11.3 traced): on this virtual machine a halted core comes back with its
-  caches cold, and every object and line of code a step touches pays for it
+  and 41-44 for its REQ/REP. pyzmq's round trip asks scaproust's four steps to take 15 µs,
+  0.7x of pynng's (69 µs) asks for the bare ceiling's own 5-8: nothing for the library at
+  all. Those steps run on a core that slept through the wire's 31 µs, and cost half as
+  much again as on a core kept busy (`bench/one_side.py pair --critical`: 3.8 + 6.8 µs a
+  side against 5.2 + 11.3 traced): on this virtual machine a halted core comes back with
+  its caches cold, and every object and line of code a step touches pays for it
   (`bench/probe_wake.py cold`: a PAIR receive 12.7 µs warm, 23.4 after a 50 µs sleep; a
   bare socket's 0.8 and 3.4). `bench/probe_layers.py` (2026-12-07 08:50, four rounds of
   3,000 round trips a mode) bounds what flattening the library could give: 91.0 µs
@@ -134,26 +140,12 @@ small frames writes them joined in one buffer (docs/ARCHITECTURE.md, "One owner 
   sends' too, 68.4 with the machines gone as well. The layers cost 11.6 µs of a round trip,
   the machines and framing 11 more: pyzmq's round trip is out of reach while the
   protocols run as machines, 0.7x of pynng's out of reach for any library here. asyncio
-  holds (0.89x of pyzmq's).
-- **PUSH->PULL 1 MiB against the bare ceiling, every round** (0.94x, 0.75x, 0.93x; 0.8x
-  asked of each; 06:50: 0.55x, 0.57x, 0.77x): the receive queue's new bound took the
-  receiver's page faults from 11-19 a message to 0.2, and the rounds from 3.2-5.0 GB/s to
-  5.0-6.0, the bare ceiling's 5.4-5.8 (docs/ARCHITECTURE.md, "One owner at a time", with
-  the A/B runs). One round in three or four still runs slow (4.3 GB/s in this run, 433
-  µs of CPU a message for both sides against 342-360): in such runs the sender's I/O thread spends 255-270 µs of
-  kernel time a MiB against 165-175 in the others, with the same number and size of writes
-  (a 4 MiB `sendmsg` per four messages, measured), and `perf` shows both sides' softirq
-  work (loopback's TCP receive processing, run in whichever process holds the CPU when
-  the packets come) doubled. No setting tried removed it without a cost elsewhere: a 512
-  KiB `SO_SNDBUF` (the kernel doubles it) kept every run at 5.6-6.0 GB/s, but a fixed send
-  buffer turns off the kernel's autotuning and would cap a long-distance link's
-  throughput; writing one message a `sendmsg` (4.3-5.4 GB/s) or two cost 64 KiB messages
-  two thirds of their rate; `TCP_NOTSENT_LOWAT` at 1 MiB kept 4.5-5.0 GB/s, no better.
-- **In-process PUSH at 1.5x TCP** (0.69x): one process's three threads share one
+  holds (0.91x of pyzmq's).
+- **In-process PUSH at 1.5x TCP** (0.67x): one process's three threads share one
   interpreter lock, so its rate is the sum of their CPU (1.45 µs a message here); 1.5x
-  the TCP rate asks for 0.67 µs, less than the sending process's caller thread alone
+  the TCP rate asks for 0.66 µs, less than the sending process's caller thread alone
   spends over TCP (0.69: the facade and the channel's credit). The in-process rate held
-  (642 k at 03:55, 673 k now) while TCP's rose (734 k -> 978 k: the TCP changes lighten
+  (642 k at 03:55, 684 k now) while TCP's rose (734 k -> 1.01 M: the TCP changes lighten
   the I/O thread's write, which in-process pipes do not have). pyzmq's in-process rate is
   about its TCP rate on this placement, the bare socket pair's 0.6x.
 
@@ -398,7 +390,11 @@ the mark on Unix sockets. With glibc's thresholds pinned
 (`MALLOC_MMAP_THRESHOLD_=8388608 MALLOC_TRIM_THRESHOLD_=134217728`) freed bodies are not
 given back to the kernel, and the kernel's copy into each body's fresh `bytes` object no
 longer page-faults; a library should not change the process's allocator behind its
-user's back, so the bench runs without.
+user's back, so the bench runs without. The library can keep fewer bodies alive instead:
+on this page's machine a receive queue bounded at 2 MiB rather than 8 took the faults away
+(0.2 a message against 11-19), and a whole-body mark that waits for a receive buffer twice
+the body kept the kernel from clamping the window to one message (above, "The targets not
+met, in short").
 
 **inproc.** Messages are handed over in memory (docs/ARCHITECTURE.md, "In-process
 pipes"): no descriptor, no framing, no copy, the delivery made in the sender's thread. That
