@@ -477,7 +477,7 @@ def test_a_body_cut_short_is_kept_and_the_rest_read_in_chunks():
 
 
 @pytest.mark.parametrize("end", ["eof", "reset"])
-def test_a_peer_gone_while_a_body_is_awaited_whole_closes_the_pipe(end):
+def test_a_peer_gone_while_a_body_is_awaited_whole_closes_the_pipe(end, caplog):
     h = whole_reads()
     h.receive(tcp_frame(b"x" * (256 * KIB))[:8])
     if end == "eof":
@@ -489,6 +489,45 @@ def test_a_peer_gone_while_a_body_is_awaited_whole_closes_the_pipe(end):
 
     assert h.pipe.state == "dead"
     assert not [call for call in h.proto.calls if call[0] == "evt_pipe_recv"]
+    assert no_errors_logged(caplog)  # nothing more read from the dead pipe
+
+
+def no_errors_logged(caplog) -> bool:
+    """No ERROR record: a read tried on a pipe that died meanwhile would log one (its
+    crash, refused by the dead pipe's table)."""
+    return not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_a_readable_event_before_the_awaited_body_is_there_reads_nothing_more():
+    h = whole_reads()
+    body = b"w" * (256 * KIB)
+    h.receive(tcp_frame(body)[:8])  # the prefix; the mark set
+    h.loop.fire_reader(h.stream)  # reported early, nothing queued: its recv() would block
+
+    assert h.stream.recv_sizes == [8, len(body)] and h.stream.recv_into_sizes == []
+    h.receive(tcp_frame(body)[8:])
+    assert [call[2] for call in h.proto.calls] == [[body]]
+    assert h.stream.recv_into_sizes == []
+
+
+def test_a_pipe_that_dies_delivering_a_whole_body_reads_no_more(caplog):
+    h = whole_reads()
+    body = b"d" * (256 * KIB)
+    deliver = h.pipe.evt_msgs
+
+    def deliver_then_fail(msgs):
+        deliver(msgs)
+        h.pipe.evt_io_error(OSError(errno.EPIPE, "Broken pipe"))
+
+    h.pipe.evt_msgs = deliver_then_fail
+    h.receive(tcp_frame(body)[:8])
+    h.stream.feed(tcp_frame(body)[8:], tcp_frame(b"next"))
+    h.loop.fire_reader(h.stream)
+    h.loop.run_ready()
+
+    assert h.pipe.state == "dead"
+    assert [call[2] for call in h.proto.calls if call[0] == "evt_pipe_recv"] == [[body]]
+    assert no_errors_logged(caplog)
 
 
 def test_a_mark_declined_for_now_reads_that_body_in_chunks_and_the_next_asks_again():
@@ -551,6 +590,21 @@ def test_a_failure_to_set_the_mark_closes_the_pipe():
     h.loop.run_ready()
 
     assert h.pipe.state == "dead"
+
+
+def test_a_failure_to_set_the_mark_at_a_readable_event_closes_the_pipe(caplog):
+    h = whole_reads()
+    h.stream.feed(tcp_frame(b"small"))
+    read_all(h)  # ordinary reads again
+    body = b"e" * (300 * KIB)
+    h.stream.feed(tcp_frame(b"tiny") + tcp_frame(body)[:8])  # a chunk ending at the prefix
+    read_all(h)  # the mark is left for the next readable event
+    h.transport.error = OSError(errno.EBADF, "Bad file descriptor")
+    h.receive(tcp_frame(body)[8:])
+    h.loop.run_ready()
+
+    assert h.pipe.state == "dead" and h.stream.recv_into_sizes == []
+    assert no_errors_logged(caplog)
 
 
 def test_a_frame_split_across_reads_is_delivered_once_complete():
