@@ -122,14 +122,14 @@ and "The pipe").
   PAIR 0.94x and 1.23x (08:32: 1.01x, 1.30x, 0.95x, 1.22x; the first run here: 0.98x,
   1.14x, 0.96x, 1.25x; AMD: 0.74x, 0.95x, 0.70x, 0.88x). scaproust's REQ/REP round trip
   took 102-105 µs in all of this machine's runs and its PAIR 92-99; pyzmq's 76-79 since
-  the second, pynng's 98-100, the bare ceiling's 67-70. Two thirds of every one of them is
-  the kernel's: `bench/trace_rtt.py` (below, "Round trip") finds 31 µs from a write to the
-  peer's `poll()` returning, twice a round trip, 62 µs in all. What is left for the four
-  steps of the two libraries' own (each side's receive after its wake-up, and its send up
-  to its write) is 5-8 µs for the bare ceiling, about 15 for pyzmq, 33 for scaproust's PAIR
-  and 41-44 for its REQ/REP. pyzmq's round trip asks scaproust's four steps to take 15 µs,
-  0.7x of pynng's (69 µs) asks for the bare ceiling's own 5-8: nothing for the library at
-  all. Those steps run on a core that slept through the wire's 31 µs, and cost half as
+  the second, pynng's 98-100, the bare ceiling's 67-70. About 62 µs of every one of them
+  is the kernel's (two thirds of scaproust's): `bench/trace_rtt.py` (below, "Round trip")
+  finds 31 µs from a write to the peer's `poll()` returning, twice a round trip. What is
+  left for the library's own four steps (each side's receive after its wake-up, and its
+  send up to its write) is 5-8 µs for the bare ceiling, about 15 for pyzmq, 33 for
+  scaproust's PAIR and 41-44 for its REQ/REP. pyzmq's round trip asks scaproust's four
+  steps to take 15 µs, 0.7x of pynng's (69 µs) asks for the bare ceiling's own 5-8:
+  nothing for the library at all. Those steps run on a core that slept through the wire's 31 µs, and cost half as
   much again as on a core kept busy (`bench/one_side.py pair --critical`: 3.8 + 6.8 µs a
   side against 5.2 + 11.3 traced): on this virtual machine a halted core comes back with
   its caches cold, and every object and line of code a step touches pays for it
