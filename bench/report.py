@@ -147,7 +147,19 @@ and "The pipe").
   spends over TCP (0.69: the facade and the channel's credit). The in-process rate held
   (642 k at 03:55, 684 k now) while TCP's rose (734 k -> 1.01 M: the TCP changes lighten
   the I/O thread's write, which in-process pipes do not have). pyzmq's in-process rate is
-  about its TCP rate on this placement, the bare socket pair's 0.6x.
+  about its TCP rate on this placement, the bare socket pair's 0.6x. What any design with
+  a lock section a message on each side could reach here, `bench/probe_inproc.py`
+  (2026-12-07, three runs of three rounds) measures with the least such a queue does (a
+  put that waits for credit, appends and notifies; a get that waits, pops, gives the
+  credit back and notifies; no facade, no protocol, no pipe): 955-962 k msg/s, 1.04 µs a
+  message, against the library's 675-700 k (1.43-1.48 µs: its receiving thread spends
+  what that queue's get spends, 0.53 µs, its sending thread 0.63 against 0.51, and the I/O
+  thread's protocol and pipe work 0.29). So the floor of a locked hand-off is TCP's rate
+  (0.95x of the run above), not 1.5x; a C queue without credit (`queue.SimpleQueue`) moves
+  10.7 M. Reaching the target would take a channel whose put and get run no lock section
+  of their own (the interpreter lock as the only one, and credit kept without a
+  read-modify-write that two threads could interleave): a rewrite of the channel's
+  concurrency, left for now.
 
 ## Where the time goes
 

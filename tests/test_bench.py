@@ -230,3 +230,25 @@ def test_probe_layers_runs_each_mode_both_ways():
     for mode in ("api", "machines", "bare"):
         recv, send = probe_layers.one_side(mode, 20)
         assert recv > 0 and send > 0, mode
+
+
+def test_probe_inproc_moves_every_message_each_way():
+    # Each way carries every message (the run checks the bytes received), more of them than
+    # the locked queue's credit, so that its sender waits for room and is woken; run in a
+    # thread of its own: a lost wake-up would hang the run.
+    import threading
+
+    import probe_inproc
+
+    count = probe_inproc.CREDIT * 3
+    for way in probe_inproc.WAYS:
+        results: list = []
+        run = threading.Thread(
+            target=lambda way=way, results=results: results.append(
+                probe_inproc.RUNS[way](count)),
+            daemon=True)
+        run.start()
+        run.join(20)
+        assert results, f"{way} did not finish"
+        res = results[0]
+        assert res["rate"] > 0 and res["send"] > 0 and res["recv"] > 0, way

@@ -1,0 +1,163 @@
+"""What an in-process PUSH->PULL could move on one core: the library against two floors.
+
+    .venv/bin/python bench/probe_inproc.py [--rounds 3] [--count 300000]
+
+``make bench`` runs its inproc cases as two threads of one process pinned to one core: one
+interpreter lock, so the rate is the inverse of the CPU that both sides and the I/O thread
+spend on a message together. Three ways of moving ``--count`` 64-byte messages from one
+thread to the other, alternated round by round (medians):
+
+- ``library``: a scaproust PUSH and PULL over ``inproc://``, ``send()`` and ``recv()`` as
+  the bench calls them, with the CPU of the sending thread, the receiving thread and the
+  rest (the session's I/O thread) per message, read from each thread's clock;
+- ``locked``: the least a queue with credit can do in Python: one lock section a
+  ``put`` (wait for credit, take it, append, notify a sleeping receiver) and one a ``get``
+  (wait for a message, pop it, give the credit back, notify a sleeping sender), a
+  ``threading.Condition`` each way. No facade, no protocol, no pipe;
+- ``simplequeue``: ``queue.SimpleQueue``, whose put and get are C, with no credit at all
+  (nothing stops a sender that outruns its receiver).
+
+The ``locked`` rate bounds what any design with a lock section per message and side can
+reach here, whatever it leaves out (the bench's inproc target asks 1.5x the TCP rate).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import queue
+import statistics
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+if not os.environ.get("PYTHONPATH"):
+    sys.path.insert(0, os.path.join(os.path.dirname(HERE), "src"))
+
+import scaproust as sp  # noqa: E402
+
+MSG = b"x" * 64
+WAYS = ("library", "locked", "simplequeue")
+#: Messages a ``locked`` sender may have queued before it waits (the library's
+#: ``send_buffer`` default is of the same order).
+CREDIT = 1024
+
+
+def _thread_cpu() -> float:
+    return time.clock_gettime(time.CLOCK_THREAD_CPUTIME_ID)
+
+
+class LockedQueue:
+    """A FIFO with credit, one lock section per put and per get (see the docstring)."""
+
+    def __init__(self, credit: int) -> None:
+        self._lock = threading.Lock()
+        self._can_get = threading.Condition(self._lock)
+        self._can_put = threading.Condition(self._lock)
+        self._items: deque[bytes] = deque()
+        self._credit = credit
+        self._getters = self._putters = 0
+
+    def put(self, item: bytes) -> None:
+        with self._lock:
+            while not self._credit:
+                self._putters += 1
+                self._can_put.wait()
+                self._putters -= 1
+            self._credit -= 1
+            self._items.append(item)
+            if self._getters:
+                self._can_get.notify()
+
+    def get(self) -> bytes:
+        with self._lock:
+            while not self._items:
+                self._getters += 1
+                self._can_get.wait()
+                self._getters -= 1
+            self._credit += 1
+            if self._putters:
+                self._can_put.notify()
+            return self._items.popleft()
+
+
+def _run(send: Callable[[bytes], object], recv: Callable[[], bytes], count: int) -> dict:
+    """``count`` messages from this thread to another; rate and CPU per message."""
+    cpu: dict[str, float] = {}
+
+    def receive() -> None:
+        t0 = _thread_cpu()
+        got = 0
+        for _ in range(count):
+            got += len(recv())
+        cpu["recv"] = _thread_cpu() - t0
+        if got != count * len(MSG):
+            raise AssertionError(f"received {got} bytes, expected {count} x {len(MSG)}")
+
+    receiver = threading.Thread(target=receive)
+    process0, wall0 = time.process_time(), time.monotonic()
+    receiver.start()
+    t0 = _thread_cpu()
+    for _ in range(count):
+        send(MSG)
+    cpu["send"] = _thread_cpu() - t0
+    receiver.join()
+    wall, process = time.monotonic() - wall0, time.process_time() - process0
+    us = 1e6 / count
+    return {"rate": count / wall, "cpu": process * us, "send": cpu["send"] * us,
+            "recv": cpu["recv"] * us, "rest": (process - cpu["send"] - cpu["recv"]) * us}
+
+
+def run_library(count: int) -> dict:
+    with sp.Session() as session:
+        push = session.socket(sp.Push, recv_max_size=0)
+        pull = session.socket(sp.Pull, recv_max_size=0)
+        pull.bind("inproc://probe-inproc")
+        push.connect("inproc://probe-inproc")
+        for _ in range(2000):  # connected, warm
+            push.send(MSG)
+            pull.recv()
+        return _run(push.send, pull.recv, count)
+
+
+def run_locked(count: int) -> dict:
+    q = LockedQueue(CREDIT)
+    return _run(q.put, q.get, count)
+
+
+def run_simplequeue(count: int) -> dict:
+    q: queue.SimpleQueue[bytes] = queue.SimpleQueue()
+    return _run(q.put, q.get, count)
+
+
+RUNS = {"library": run_library, "locked": run_locked, "simplequeue": run_simplequeue}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--count", type=int, default=300_000)
+    args = ap.parse_args()
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # as make bench's inproc
+    results: dict[str, list[dict]] = {way: [] for way in WAYS}
+    for _ in range(args.rounds):
+        for way in WAYS:
+            results[way].append(RUNS[way](args.count))
+    print(f"{args.count} messages of {len(MSG)} B, one core, medians of {args.rounds} rounds")
+    for way in WAYS:
+        runs = results[way]
+
+        def med(key: str, runs: list[dict] = runs) -> float:
+            return statistics.median(r[key] for r in runs)
+
+        print(f"{way:12} {med('rate') / 1e3:7.0f} k msg/s  CPU {med('cpu'):.2f} µs a message"
+              f" (sending thread {med('send'):.2f}, receiving {med('recv'):.2f},"
+              f" rest {med('rest'):.2f})")
+
+
+if __name__ == "__main__":
+    main()
