@@ -113,7 +113,12 @@ whole only once the kernel's receive buffer holds twice it ("The pipe"), where a
 earlier had the kernel clamp the receive window to one body for the rest of the run. A run
 still goes slow now and then (5 of 50 between two scaproust processes, against 19 of 50
 before: 2026-12-07), so a `make bench` of three rounds meets "every round" about three
-times in four. PUSH->PULL 64 B holds against both peers (16.0x pynng, 0.90x pyzmq): since
+times in four. A slow run is one whose bodies are read in chunks: its receive buffer stayed
+under twice a body, so the mark was declined for every message, or the kernel reported
+the stream before a whole body was in (2 of 30 runs on 2026-12-07, at 3.6 and 3.7 GB/s,
+against 4.8-6.2 for the others). A body read in chunks is copied once more, from its
+buffer into the `bytes` handed to the user: with the mark never set (`set_read_low_water`
+made to report that the platform cannot), ten runs moved 3.7-4.1 GB/s. PUSH->PULL 64 B holds against both peers (16.0x pynng, 0.90x pyzmq): since
 05:26 a burst that outruns its pipes gathers its drains, and a flush of many small frames
 writes them joined in one buffer (docs/ARCHITECTURE.md, "One owner at a time", *gathers*,
 and "The pipe").
