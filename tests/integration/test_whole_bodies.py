@@ -36,9 +36,20 @@ def framed(payload: bytes) -> bytes:
 @pytest.fixture
 def wired(session, monkeypatch):
     """A PULL listening on TCP, a plain socket that has exchanged headers with it, and
-    the PULL's pipe. Every mark is granted: the tests decide what the kernel holds, not how
-    far it has grown the receive buffer by then (transports/tcp.py, LOW_WATER_ROOM)."""
+    the PULL's pipe. Every mark is granted at once: the tests decide what the kernel holds,
+    not how large a receive buffer the system lets it grow (transports/tcp.py,
+    LOW_WATER_ROOM)."""
     monkeypatch.setattr(tcp, "LOW_WATER_ROOM", 0)
+    yield from _wired(session)
+
+
+@pytest.fixture
+def wired_as_shipped(session):
+    """``wired``, the transport's rule for large marks as it ships."""
+    yield from _wired(session)
+
+
+def _wired(session):
     pull = session.socket(sp.Pull, recv_timeout=T, recv_max_size=0)
     host, port = pull.bind("tcp://127.0.0.1:0").url[len("tcp://"):].rsplit(":", 1)
     peer = socket.create_connection((host, int(port)), timeout=T)
@@ -91,6 +102,23 @@ def test_after_a_large_body_the_next_ones_are_waited_for_whole_then_reading_is_a
     assert pull.stats["msgs_received"] == 6
 
 
+def test_after_a_body_of_the_smallest_size_read_in_part_the_next_is_waited_for_whole(wired):
+    # A body of WHOLE_MIN whose first bytes came with its prefix leaves less than
+    # WHOLE_MIN to read: the body's whole size, not what is left of it, makes the reads
+    # stop at the next body's start, so that the next one can be waited for whole.
+    pull, peer, pipe = wired
+    first, second = body_of(WHOLE_MIN, 10), body_of(WHOLE_MIN, 11)
+    peer.sendall(framed(first)[:5000])
+    wait_until(lambda: pipe._decoder.body_missing == WHOLE_MIN - 4992,
+               what="the prefix and the body's first bytes read")
+    peer.sendall(framed(first)[5000:] + framed(second)[:1000])
+    assert pull.recv() == first
+    wait_until(lambda: low_water(pipe) == WHOLE_MIN, what="the mark at the next whole body")
+    assert pipe._decoder.body_untouched
+    peer.sendall(framed(second)[1000:])
+    assert pull.recv() == second
+
+
 @pytest.mark.parametrize("size", [WHOLE_MIN, SCRATCH_KEEP])
 @pytest.mark.parametrize("sent", [0, 5000], ids=["prefix only", "part of the body"])
 @pytest.mark.parametrize("how", ["close", "reset"])
@@ -132,9 +160,30 @@ def test_a_body_too_large_for_any_buffer_after_a_large_one_is_read_in_chunks(wir
     assert pipe.state == "active" and "pipe_errors" not in pull.stats
 
 
+def test_a_fresh_stream_grows_its_receive_buffer_to_wait_for_a_whole_body(wired_as_shipped):
+    # The stream's buffer is the system's default, smaller than two bodies: the transport
+    # has it grow first (transports/tcp.py, LOW_WATER_GROW), and the first body whose
+    # prefix comes alone is waited for whole, with a window that holds more than one body.
+    pull, peer, pipe = wired_as_shipped
+    stream = pipe.stream
+    room = tcp.LOW_WATER_ROOM * SCRATCH_KEEP
+    assert stream.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) < room
+    body = body_of(SCRATCH_KEEP, 9)
+    wire = framed(body)
+    peer.sendall(wire[:8])
+    wait_until(lambda: pipe._decoder.body_missing == SCRATCH_KEEP, what="the prefix read")
+    peer.sendall(wire[8:1008])
+    wait_until(lambda: low_water(pipe) == SCRATCH_KEEP, what="the mark at the whole body")
+    assert stream.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) >= room
+    assert stream.getsockopt(socket.IPPROTO_TCP, socket.TCP_WINDOW_CLAMP) >= room
+    assert pipe._decoder.body_untouched
+    peer.sendall(wire[1008:])
+    assert pull.recv() == body
+
+
 def test_a_body_larger_than_half_the_receive_buffer_is_read_as_it_comes(wired, monkeypatch):
-    # Its mark would make the kernel clamp the receive window to one body; the pipe reads
-    # it in chunks until the kernel has grown the buffer (transports/tcp.py).
+    # The user fixed the buffer's size, so it cannot grow: the mark would make the kernel
+    # clamp the receive window to one body; the pipe reads it in chunks (transports/tcp.py).
     monkeypatch.setattr(tcp, "LOW_WATER_ROOM", 2)
     pull, peer, pipe = wired
     pipe.stream.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)  # fixed: 128 KiB

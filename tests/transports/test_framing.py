@@ -385,9 +385,10 @@ def test_an_incomplete_body_offers_its_missing_part_and_completes_with_body_fill
     assert d.feed(wire[:1000]) == []
     view = d.pending_body()
     assert len(view) == len(body) - (1000 - 8) and d.pending_bytes == 1000 - 8
+    assert d.body_size == len(body)  # the whole body's, not what is missing of it
     view[:] = wire[1000:8 + len(body)]  # what recv_into would do
     assert d.body_filled(len(view)) == [body]
-    assert d.pending_body() is None and d.pending_bytes == 0
+    assert d.pending_body() is None and d.pending_bytes == 0 and d.body_size == 0
     assert d.feed(wire[8 + len(body):]) == [b"ok"]
 
 
@@ -404,7 +405,7 @@ def test_a_preallocated_body_can_also_be_fed_in_chunks_with_the_frames_behind_it
 def test_an_untouched_body_received_whole_is_handed_over_as_the_very_bytes_received():
     body = bytes(range(256)) * 1024  # 256 KiB
     d = FrameDecoder(ipc=False, max_size=0)
-    assert not d.body_untouched
+    assert not d.body_untouched and d.body_size == 0
     assert d.feed(struct.pack(">Q", len(body))) == []  # the prefix alone
     assert d.body_untouched and d.body_missing == len(body) == len(d.pending_body())
     received = bytes(body)  # what one recv(len(body)) returns

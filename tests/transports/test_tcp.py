@@ -141,9 +141,25 @@ def test_header_exchange_and_frames_over_a_real_connection(listeners):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_RCVLOWAT: Linux only")
-def test_a_large_read_mark_waits_for_a_receive_buffer_twice_the_body(listeners):
-    # Set with a smaller buffer, the kernel would clamp the receive window to the mark: one
-    # body in flight at a time (transports/tcp.py, LOW_WATER_ROOM).
+def test_a_large_read_mark_first_grows_a_receive_buffer_smaller_than_two_bodies(listeners):
+    # Set with a smaller buffer, the mark would have the kernel grow the buffer to that one
+    # body and clamp the receive window to it: one body in flight at a time. So the
+    # buffer is first asked for several (transports/tcp.py, LOW_WATER_GROW).
+    listener, url = listeners("tcp://127.0.0.1:0")
+    with dial(url), accept_one(listener) as server:
+        body = server.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)  # the default: not fixed
+
+        assert tcp.set_read_low_water(server, body) is True
+        assert server.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT) == body
+        assert server.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) >= tcp.LOW_WATER_GROW * body
+        window_clamp = server.getsockopt(socket.IPPROTO_TCP, socket.TCP_WINDOW_CLAMP)
+        assert window_clamp >= tcp.LOW_WATER_ROOM * body
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_RCVLOWAT: Linux only")
+def test_a_large_read_mark_waits_for_a_fixed_receive_buffer_twice_the_body(listeners):
+    # A buffer whose size the user fixed does not grow: a body larger than half of it is
+    # declined, the mark left at one byte (transports/tcp.py, LOW_WATER_ROOM).
     listener, url = listeners("tcp://127.0.0.1:0")
     with dial(url), accept_one(listener) as server:
         server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
@@ -152,6 +168,7 @@ def test_a_large_read_mark_waits_for_a_receive_buffer_twice_the_body(listeners):
 
         assert tcp.set_read_low_water(server, rcvbuf // 2 + 1) is None  # not now
         assert server.getsockopt(socket.SOL_SOCKET, mark) == 1
+        assert server.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) == rcvbuf
         assert tcp.set_read_low_water(server, rcvbuf // 2) is True
         assert server.getsockopt(socket.SOL_SOCKET, mark) == rcvbuf // 2
         assert tcp.set_read_low_water(server, 1) is True  # one byte: always

@@ -378,7 +378,7 @@ class Pipe(PipeFSM):
         # missing fewer than READ_MIN bytes is read with the chunk behind it.
         body = decoder.pending_body() if decoder.body_missing >= READ_MIN else None
         if body is not None:
-            if self._set_low_water is not None and len(body) >= WHOLE_MIN:
+            if self._set_low_water is not None and decoder.body_size >= WHOLE_MIN:
                 if (len(body) <= SCRATCH_KEEP and decoder.body_untouched
                         and self._read_whole_body(len(body))):
                     return

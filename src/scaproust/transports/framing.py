@@ -243,6 +243,12 @@ class FrameDecoder:
         return prefix_size - len(self._prefix)
 
     @property
+    def body_size(self) -> int:
+        """The whole size of the preallocated body being received (0 if none): what
+        ``pending_body`` is the missing part of."""
+        return len(self._body) if self._body is not None else 0
+
+    @property
     def body_untouched(self) -> bool:
         """A preallocated body of which nothing is received yet: the reader may receive
         all of it as one ``bytes`` (then ``body_received``), with no copy here."""
