@@ -90,44 +90,47 @@ target table says whether each goal of the project holds in this run.
 
 ### The targets not met, in short
 
-This run is the sixth on the project's current machine (an Intel Xeon virtual machine, 2
-cores, from 2026-12-06 20:20; the first was 2026-12-06 20:43, git b629468, then
-2026-12-07 03:55, git c6ea3be, 05:26, git ad4d7f9, 06:50, git 9e23195, and 08:32, git
-325880c). Every earlier one, and the older profiles under "Where the time goes", were on
-an AMD EPYC one (its last `make bench`, 2026-12-06 19:30, is bench/results/2026-12-06.json
-at commit 281f4cb: there only REQ/REP against pynng, 0.74x, and in-process PUSH, 0.85x,
-missed). What moved between the machines is the cost of CPU per message against the cost
-of a wake-up. Per 64-byte message pushed over TCP, both sides' CPU went from 1.17 to 3.09
-µs for scaproust (1.75 now, after the changes below), 0.44 to 1.35 for the bare ceiling,
-0.79 to 1.55 for pyzmq, while pynng, whose pace is set by hand-offs between its own
-threads, moves what it moved (45 k to 48 k msg/s) and its round trip grew by a quarter (84
-to 106 µs) where the bare ceiling's grew by half (47 to 69). So every ratio whose two
-sides spend differently on CPU and wake-ups slid toward the one that spends on wake-ups.
+This run is the seventh on the project's current machine (an Intel Xeon virtual machine, 2
+cores, from 2026-12-06 20:20; the first was 2026-12-06 20:43, git b629468, then 2026-12-07
+03:55, git c6ea3be, 05:26, git ad4d7f9, 06:50, git 9e23195, 08:32, git 325880c, and 09:19,
+git 83eb9f0). Every earlier one, and the older profiles under "Where the time goes", were
+on an AMD EPYC one (its last `make bench`, 2026-12-06 19:30, is
+bench/results/2026-12-06.json at commit 281f4cb: there only REQ/REP against pynng, 0.74x,
+and in-process PUSH, 0.85x, missed). What moved between the machines is the cost of CPU
+per message against the cost of a wake-up. Per 64-byte message pushed over TCP, both
+sides' CPU went from 1.17 to 3.09 µs for scaproust (1.75 now, after the changes below),
+0.44 to 1.35 for the bare ceiling, 0.79 to 1.55 for pyzmq, while pynng, whose pace is set
+by hand-offs between its own threads, moves what it moved (45 k to 48 k msg/s) and its
+round trip grew by a quarter (84 to 106 µs) where the bare ceiling's grew by half (47 to
+69). So every ratio whose two sides spend differently on CPU and wake-ups slid toward the
+one that spends on wake-ups.
 
-PUSH->PULL 1 MiB holds against the bare ceiling in every round since 09:19 (1.10x, 1.06x,
-1.02x; 06:50: 0.55x, 0.57x, 0.77x; 08:32: 0.94x, 0.75x, 0.93x), over IPC too (1.04x). Two
-changes of the receiving side (docs/ARCHITECTURE.md): a socket stops reading its pipes at 2
-MiB of received messages instead of 8 ("One owner at a time", the channel's `recv`), which
-took the receiver's page faults from 11-19 a message to 0.2; and a large body is waited for
-whole only once the kernel's receive buffer holds twice it ("The pipe"), where a mark set
-earlier had the kernel clamp the receive window to one body for the rest of the run. A run
-still goes slow now and then (5 of 50 between two scaproust processes, against 19 of 50
-before: 2026-12-07), so a `make bench` of three rounds meets "every round" about three
-times in four. A slow run is one whose bodies are read in chunks: its receive buffer stayed
-under twice a body, so the mark was declined for every message, or the kernel reported
-the stream before a whole body was in (2 of 30 runs on 2026-12-07, at 3.6 and 3.7 GB/s,
-against 4.8-6.2 for the others). A body read in chunks is copied once more, from its
+PUSH->PULL 1 MiB holds against the bare ceiling in every round of this run (1.03x, 1.08x,
+1.14x) and of the one before (09:19: 1.10x, 1.06x, 1.02x; 06:50: 0.55x, 0.57x, 0.77x;
+08:32: 0.94x, 0.75x, 0.93x), over IPC too (1.07x). Three changes of the receiving side
+(docs/ARCHITECTURE.md): a socket stops reading its pipes at 2 MiB of received messages
+instead of 8 ("One owner at a time", the channel's `recv`), which took the receiver's page
+faults from 11-19 a message to 0.2; and a large body is waited for whole only once the
+kernel's receive buffer holds twice it ("The pipe"), where a mark set earlier had the
+kernel clamp the receive window to one body for the rest of the run; and since this run a
+buffer smaller than that is first asked to grow to four bodies. With the second alone a
+run still went slow now and then (5 of 50 between two scaproust processes, against 19 of
+50 before), and those runs read their bodies in chunks: the receive buffer stayed under
+twice a body, so the mark was declined for every message, or the kernel reported the
+stream before a whole body was in. A body read in chunks is copied once more, from its
 buffer into the `bytes` handed to the user: with the mark never set (`set_read_low_water`
-made to report that the platform cannot), ten runs moved 3.7-4.1 GB/s. PUSH->PULL 64 B holds against both peers (16.0x pynng, 0.90x pyzmq): since
-05:26 a burst that outruns its pipes gathers its drains, and a flush of many small frames
-writes them joined in one buffer (docs/ARCHITECTURE.md, "One owner at a time", *gathers*,
-and "The pipe").
+made to report that the platform cannot), ten runs moved 3.7-4.1 GB/s. With the third, old
+and new trees alternated, 40 runs each (2026-12-07): runs under 4.5 GB/s 8 -> 0, the
+slowest 3.6 -> 5.5 GB/s. PUSH->PULL 64 B holds against both peers (15.4x pynng, 0.89x
+pyzmq): since 05:26 a burst that outruns its pipes gathers its drains, and a flush of many
+small frames writes them joined in one buffer (docs/ARCHITECTURE.md, "One owner at a
+time", *gathers*, and "The pipe").
 
-- **Round trips against pynng and pyzmq**: REQ/REP 1.02x of pynng and 1.31x of pyzmq,
-  PAIR 0.94x and 1.23x (08:32: 1.01x, 1.30x, 0.95x, 1.22x; the first run here: 0.98x,
+- **Round trips against pynng and pyzmq**: REQ/REP 1.02x of pynng and 1.32x of pyzmq,
+  PAIR 0.95x and 1.23x (09:19: 1.02x, 1.31x, 0.94x, 1.23x; the first run here: 0.98x,
   1.14x, 0.96x, 1.25x; AMD: 0.74x, 0.95x, 0.70x, 0.88x). scaproust's REQ/REP round trip
-  took 102-105 µs in all of this machine's runs and its PAIR 92-99; pyzmq's 76-79 since
-  the second, pynng's 98-100, the bare ceiling's 67-70. About 62 µs of every one of them
+  took 97-105 µs in all of this machine's runs and its PAIR 91-99; pyzmq's 75-79 since
+  the second, pynng's 96-100, the bare ceiling's 65-70. About 62 µs of every one of them
   is the kernel's (two thirds of scaproust's): `bench/trace_rtt.py` (below, "Round trip")
   finds 31 µs from a write to the peer's `poll()` returning, twice a round trip. What is
   left for the library's own four steps (each side's receive after its wake-up, and its
@@ -145,12 +148,12 @@ and "The pipe").
   sends' too, 68.4 with the machines gone as well. The layers cost 11.6 µs of a round trip,
   the machines and framing 11 more: pyzmq's round trip is out of reach while the
   protocols run as machines, 0.7x of pynng's out of reach for any library here. asyncio
-  holds (0.91x of pyzmq's).
-- **In-process PUSH at 1.5x TCP** (0.67x): one process's three threads share one
-  interpreter lock, so its rate is the sum of their CPU (1.45 µs a message here); 1.5x
-  the TCP rate asks for 0.66 µs, less than the sending process's caller thread alone
+  holds (0.92x of pyzmq's).
+- **In-process PUSH at 1.5x TCP** (0.68x): one process's three threads share one
+  interpreter lock, so its rate is the sum of their CPU (1.42 µs a message here); 1.5x
+  the TCP rate asks for 0.65 µs, less than the sending process's caller thread alone
   spends over TCP (0.69: the facade and the channel's credit). The in-process rate held
-  (642 k at 03:55, 684 k now) while TCP's rose (734 k -> 1.01 M: the TCP changes lighten
+  (642 k at 03:55, 703 k now) while TCP's rose (734 k -> 1.03 M: the TCP changes lighten
   the I/O thread's write, which in-process pipes do not have). pyzmq's in-process rate is
   about its TCP rate on this placement, the bare socket pair's 0.6x. What any design with
   a lock section a message on each side could reach here, `bench/probe_inproc.py`
@@ -160,9 +163,9 @@ and "The pipe").
   message, against the library's 675-700 k (1.43-1.48 µs: its receiving thread spends
   what that queue's get spends, 0.53 µs, its sending thread 0.63 against 0.51, and the I/O
   thread's protocol and pipe work 0.29). So the floor of a locked hand-off is TCP's rate
-  (0.95x of the run above), not 1.5x; a C queue without credit (`queue.SimpleQueue`) moves
-  10.7 M. The target leaves 0.66 µs for the three threads together: with the I/O thread's
-  0.29 kept, 0.37 for a `send()` and a `recv()`, less than their two calls through the
+  (0.93x of the run above), not 1.5x; a C queue without credit (`queue.SimpleQueue`) moves
+  10.7 M. The target leaves 0.65 µs for the three threads together: with the I/O thread's
+  0.29 kept, 0.36 for a `send()` and a `recv()`, less than their two calls through the
   facade and two lock sections (a `with` on a lock alone costs 0.2 µs on this machine,
   `timeit`). It would take a channel whose put and get take no lock of their own (the
   interpreter lock as the only one, credit kept without a read-modify-write two threads
@@ -412,9 +415,10 @@ given back to the kernel, and the kernel's copy into each body's fresh `bytes` o
 longer page-faults; a library should not change the process's allocator behind its
 user's back, so the bench runs without. The library can keep fewer bodies alive instead:
 on this page's machine a receive queue bounded at 2 MiB rather than 8 took the faults away
-(0.2 a message against 11-19), and a whole-body mark that waits for a receive buffer twice
-the body kept the kernel from clamping the window to one message (above, "The targets not
-met, in short").
+(0.2 a message against 11-19), a whole-body mark that waits for a receive buffer twice the
+body kept the kernel from clamping the window to one message, and a buffer asked to grow
+to four bodies first kept every body read whole (above, "The targets not met, in
+short").
 
 **inproc.** Messages are handed over in memory (docs/ARCHITECTURE.md, "In-process
 pipes"): no descriptor, no framing, no copy, the delivery made in the sender's thread. That
