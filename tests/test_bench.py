@@ -252,3 +252,23 @@ def test_probe_inproc_moves_every_message_each_way():
         assert results, f"{way} did not finish"
         res = results[0]
         assert res["rate"] > 0 and res["send"] > 0 and res["recv"] > 0, way
+
+
+def test_probe_spin_paces_round_trips_each_way_with_and_without_the_spin():
+    # Both placements complete their round trips (the client checks every reply), paced
+    # and flat out, spinning and not; the caller's affinity is as it was afterwards.
+    import os
+
+    import probe_spin
+
+    affinity = os.sched_getaffinity(0)
+    cores = (min(affinity), max(affinity))
+    for spin in (probe_spin.DEFAULT_SPIN, 0.0):
+        for rate in (2000.0, 0.0):
+            rtt, reached, cpu = probe_spin.between_processes(spin, rate, 30, cores)
+            assert rtt > 0 and cpu > 0 and reached > 0, (spin, rate)
+            if rate:
+                assert reached <= rate * 1.05, (spin, rate)  # paced: never faster
+            rtt, reached, cpu = probe_spin.in_threads(spin, rate, 30, cores[0])
+            assert rtt > 0 and cpu > 0 and reached > 0, (spin, rate)
+    assert os.sched_getaffinity(0) == affinity

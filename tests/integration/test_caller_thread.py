@@ -655,7 +655,7 @@ def test_a_lent_pipe_that_dies_before_the_caller_polls_it_is_no_error(session, c
     class PausingPoller(caller_reader._Poller):
         __slots__ = ()
 
-        def readable(self, streams, wakeup, deadline):
+        def readable(self, streams, wakeup, deadline, spin=0.0):
             if not entered.is_set():  # the first poll only, its streams in hand
                 entered.set()
                 go.wait(5)
@@ -689,3 +689,40 @@ def test_a_lent_pipe_that_dies_before_the_caller_polls_it_is_no_error(session, c
         assert len(got) == 1 and isinstance(got[0], sp.Closed), got
     else:
         assert got == [b"after"]
+
+
+def test_recv_spin_reaches_the_callers_poll_and_a_change_applies_to_the_next_wait(session):
+    # The spin itself is tested on a fake poll (tests/core/test_caller_reader.py); here,
+    # that the socket's option is what the reading caller's poll is given, wait by wait,
+    # and that messages come through with it either way.
+    a = session.socket(sp.Pair, send_timeout=5.0)
+    b = session.socket(sp.Pair, recv_timeout=5.0)
+    b.connect(a.bind("tcp://127.0.0.1:0").url)
+    wait_until(lambda: b._core.reader.lendable, what="a pipe to lend")
+    spins: list[float] = []
+
+    class RecordingPoller(caller_reader._Poller):
+        __slots__ = ()
+
+        def readable(self, streams, wakeup, deadline, spin=0.0):
+            spins.append(spin)
+            return super().readable(streams, wakeup, deadline, spin)
+
+    b._core.reader._poller = RecordingPoller(b._core.loop)
+    assert b.recv_spin == 0.0002  # the default
+
+    def exchange(body: bytes) -> None:
+        sender = threading.Thread(target=lambda: (
+            wait_until(lambda: b._core.reader.busy, what="b's caller reading"), a.send(body)))
+        sender.start()
+        assert b.recv() == body
+        sender.join(5)
+
+    exchange(b"spun")
+    assert spins and set(spins) == {0.0002}
+    spins.clear()
+    b.recv_spin = 0
+    exchange(b"slept")
+    assert spins and set(spins) == {0.0}
+    with pytest.raises(ValueError, match="recv_spin must be >= 0 seconds"):
+        b.recv_spin = -1

@@ -18,6 +18,7 @@ import time
 import pytest
 
 import scaproust as sp
+from scaproust.core import caller_reader
 from scaproust.core.caller_reader import _Poller
 
 from .conftest import wait_until
@@ -265,19 +266,39 @@ def test_an_interrupt_in_the_middle_of_a_pipes_read_closes_that_pipe_and_it_is_r
     assert b.recv() == b"again"
 
 
+def _interrupted_wait_gives_the_pipes_back(a, b) -> None:
+    """``b.recv()`` raises the interrupt its wait was set up to take; then nothing is lent,
+    and the next message comes through."""
+    with pytest.raises(KeyboardInterrupt):
+        b.recv()
+
+    assert not b._core.reader.busy
+    assert not any(pipe._lent for pipe in b._core.pipes)
+    a.send(b"read by the loop or by the next recv")
+    assert b.recv() == b"read by the loop or by the next recv"
+
+
 def test_an_interrupt_while_a_caller_polls_its_pipes_gives_them_back(session, monkeypatch):
     a, b = _pair(session)
     reader = b._core.reader
     monkeypatch.setattr(reader, "_poller", _Poller())
     monkeypatch.setattr(_Poller, "readable", _once(_Poller.readable))
 
-    with pytest.raises(KeyboardInterrupt):
-        b.recv()
+    _interrupted_wait_gives_the_pipes_back(a, b)
 
-    assert not reader.busy
-    assert not any(pipe._lent for pipe in b._core.pipes)
-    a.send(b"read by the loop or by the next recv")
-    assert b.recv() == b"read by the loop or by the next recv"
+
+def test_an_interrupt_while_a_caller_spins_on_its_pipes_gives_them_back(session, monkeypatch):
+    # The spin before the sleep (recv_spin) runs Python between its polls: the signal lands
+    # there, with the pipes lent and the reader busy, as it may in the poll.
+    a, b = _pair(session)
+    reader = b._core.reader
+    monkeypatch.setattr(caller_reader, "SPIN_CPUS", True)
+    poller = _Poller(b._core.loop)
+    poller._last = float("inf")  # as if a wait had just ended: this one spins (SPIN_GAP)
+    monkeypatch.setattr(reader, "_poller", poller)
+    monkeypatch.setattr(caller_reader, "_yield", _once(caller_reader._yield))
+
+    _interrupted_wait_gives_the_pipes_back(a, b)
 
 
 def test_a_message_the_caller_caught_for_itself_survives_an_interrupt_before_it_returns(

@@ -50,6 +50,12 @@ SPECS = {
         OptionSpec("recv_timeout", None, "timeout",
                    "seconds recv() waits for a message; None = forever; 0 = never wait "
                    "(sp.WouldBlock, as block=False)"),
+        OptionSpec("recv_spin", 0.0002, "seconds",
+                   "seconds a recv() that must wait polls its socket's pipes before it sleeps "
+                   "(Linux, more than one CPU; a socket of at most 8 pipes, not in-process): "
+                   "a message caught so saves a wake-up; spins that catch nothing, or mostly "
+                   "late, are left out of the next waits, 1 then up to 64, and so cost no "
+                   "CPU at equal rates (docs/ARCHITECTURE.md); 0 = sleep at once"),
         OptionSpec("recv_max_size", MiB, "size",
                    "largest message accepted from a peer, in bytes (header included); a larger "
                    "one closes that pipe; 0 = unlimited (WIRE.md: 1 MiB like nanomsg)"),
@@ -245,6 +251,7 @@ class Options:
     # checks that these are exactly the options of SPECS, with the type of each one's kind).
     send_timeout: float | None
     recv_timeout: float | None
+    recv_spin: float
     recv_max_size: int
     reconnect_interval: float
     reconnect_interval_max: float

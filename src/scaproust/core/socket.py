@@ -145,7 +145,7 @@ class SocketCore(SocketFSM):
         #: The contexts whose protocol keeps their state here (REQ): see user_context.py.
         self.contexts: set[UserContext] = set()
         # A caller's thread whose recv() waits reads the pipes itself (caller_reader.py).
-        self.reader = CallerReader(loop, self.channel, self.pipes, self.contexts)
+        self.reader = CallerReader(loop, self.channel, self.pipes, self.contexts, options)
         self.channel.reader = self.channel.loans = self.reader
         self.channel.send_now = self._send_now
         # A burst's drain gathers after its sender waited for credit (channel.py).

@@ -213,6 +213,7 @@ class Socket(DataShortcuts, AsyncSocketMixin):
 
     send_timeout: _Option[float | None] = _Option()
     recv_timeout: _Option[float | None] = _Option()
+    recv_spin: _Option[float] = _Option()
     recv_max_size: _Option[int] = _Option()
     reconnect_interval: _Option[float] = _Option()
     reconnect_interval_max: _Option[float] = _Option()
