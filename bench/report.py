@@ -90,29 +90,52 @@ target table says whether each goal of the project holds in this run.
 
 ### The targets not met, in short
 
-This run is the seventh on the project's current machine (an Intel Xeon virtual machine, 2
+This run is the eighth on the project's current machine (an Intel Xeon virtual machine, 2
 cores, from 2026-12-06 20:20; the first was 2026-12-06 20:43, git b629468, then 2026-12-07
-03:55, git c6ea3be, 05:26, git ad4d7f9, 06:50, git 9e23195, 08:32, git 325880c, and 09:19,
-git 83eb9f0). Every earlier one, and the older profiles under "Where the time goes", were
-on an AMD EPYC one (its last `make bench`, 2026-12-06 19:30, is
+03:55, git c6ea3be, 05:26, git ad4d7f9, 06:50, git 9e23195, 08:32, git 325880c, 09:19,
+git 83eb9f0, and 10:49, git 8cd1a4c). Every earlier one, and the older profiles under
+"Where the time goes", were on an AMD EPYC one (its last `make bench`, 2026-12-06 19:30, is
 bench/results/2026-12-06.json at commit 281f4cb: there only REQ/REP against pynng, 0.74x,
 and in-process PUSH, 0.85x, missed). What moved between the machines is the cost of CPU
 per message against the cost of a wake-up. Per 64-byte message pushed over TCP, both
-sides' CPU went from 1.17 to 3.09 µs for scaproust (1.75 now, after the changes below),
-0.44 to 1.35 for the bare ceiling, 0.79 to 1.55 for pyzmq, while pynng, whose pace is set
-by hand-offs between its own threads, moves what it moved (45 k to 48 k msg/s) and its
-round trip grew by a quarter (84 to 106 µs) where the bare ceiling's grew by half (47 to
-69). So every ratio whose two sides spend differently on CPU and wake-ups slid toward the
-one that spends on wake-ups.
+sides' CPU went from 1.17 to 3.09 µs for scaproust (1.75 at 10:49, after the changes
+below), 0.44 to 1.35 for the bare ceiling, 0.79 to 1.55 for pyzmq, while pynng, whose pace
+is set by hand-offs between its own threads, moves what it moved (45 k to 48 k msg/s) and
+its round trip grew by a quarter (84 to 106 µs) where the bare ceiling's grew by half (47
+to 69). So every ratio whose two sides spend differently on CPU and wake-ups slid toward
+the one that spends on wake-ups. The machine also has slow hours: a run of the same code
+at 13:09 (before its commit) had the bare ceiling push 1.06 M 64-byte messages a second
+over TCP (1.82 M in this run), pyzmq 741 k (1.06 M), scaproust 568 k (940 k), and pynng,
+whose pace is its hand-offs', 47.6 k (58.9 k): there PUSH->PULL 64 B missed 15x pynng
+with 11.9x, while holding 0.53x of the bare ceiling as here (0.52x). The peers' round
+trips moved too: pynng's REQ/REP and PAIR took 116 and 100 µs in this run (96 both at
+10:49), pyzmq's 86 and 77 (75 and 74), the bare ceiling's 71 and 68 (67 and 65).
 
-PUSH->PULL 1 MiB holds against the bare ceiling in every round of this run (1.03x, 1.08x,
-1.14x) and of the one before (09:19: 1.10x, 1.06x, 1.02x; 06:50: 0.55x, 0.57x, 0.77x;
-08:32: 0.94x, 0.75x, 0.93x), over IPC too (1.07x). Three changes of the receiving side
+**The round trips hold, with room**: REQ/REP 38.8 µs, 0.38x of pynng's time and 0.48x of
+pyzmq's, PAIR 28.9 µs, 0.28x and 0.36x (10:49, before the spin: 97.4 and 90.7 µs, 1.02x,
+1.32x, 0.95x, 1.23x); asyncio 0.90x of pyzmq's. Until this run about 62 µs of each round
+trip was the kernel's, on every library alike: 31 µs from a write to the peer's `poll()`
+returning, twice (`bench/trace_rtt.py`, "Round trip" below), a wake-up of a core that had
+halted, whose caches then came back cold for the library's own steps. What was left for
+scaproust's four steps (41-44 µs for REQ/REP) had to fit in 15 for pyzmq's round trip, and
+in nothing at all for 0.7x of pynng's. A receive now spins before it sleeps
+(docs/ARCHITECTURE.md, "One owner at a time", *the spin*: the `recv_spin` option,
+adaptive), and between two processes neither side's core sleeps through a round trip: the
+answer is caught within microseconds of its write, no wake-up, no cold caches. Its CPU a
+round trip drops with it (REQ/REP 91.9 µs both sides, PAIR 61.6; 119.5 and 109.4 at 10:49;
+pyzmq's 76.7 and 71.5), as a wake-up cost more than the polls that replace it. The spin
+costs no CPU at equal rates where it cannot pay (below, "Round trip"). pyzmq and the bare
+ceiling sleep in the kernel at every message, and pynng hands each one between its
+threads.
+
+PUSH->PULL 1 MiB holds against the bare ceiling in every round of this run (1.06x, 1.04x,
+1.01x) and of the two before (10:49: 1.03x, 1.08x, 1.14x; 09:19: 1.10x, 1.06x, 1.02x;
+06:50: 0.55x, 0.57x, 0.77x; 08:32: 0.94x, 0.75x, 0.93x), over IPC too (1.04x). Three changes of the receiving side
 (docs/ARCHITECTURE.md): a socket stops reading its pipes at 2 MiB of received messages
 instead of 8 ("One owner at a time", the channel's `recv`), which took the receiver's page
 faults from 11-19 a message to 0.2; and a large body is waited for whole only once the
 kernel's receive buffer holds twice it ("The pipe"), where a mark set earlier had the
-kernel clamp the receive window to one body for the rest of the run; and since this run a
+kernel clamp the receive window to one body for the rest of the run; and since 10:49 a
 buffer smaller than that is first asked to grow to four bodies. With the second alone a
 run still went slow now and then (5 of 50 between two scaproust processes, against 19 of
 50 before), and those runs read their bodies in chunks: the receive buffer stayed under
@@ -121,40 +144,29 @@ stream before a whole body was in. A body read in chunks is copied once more, fr
 buffer into the `bytes` handed to the user: with the mark never set (`set_read_low_water`
 made to report that the platform cannot), ten runs moved 3.7-4.1 GB/s. With the third, old
 and new trees alternated, 40 runs each (2026-12-07): runs under 4.5 GB/s 8 -> 0, the
-slowest 3.6 -> 5.5 GB/s. PUSH->PULL 64 B holds against both peers (15.4x pynng, 0.89x
-pyzmq): since 05:26 a burst that outruns its pipes gathers its drains, and a flush of many
+slowest 3.6 -> 5.5 GB/s. PUSH->PULL 64 B holds against both peers (15.3x pynng, 0.88x
+pyzmq; at 13:09, above, 11.9x and 0.78x): since 05:26 a burst that outruns its pipes gathers its drains, and a flush of many
 small frames writes them joined in one buffer (docs/ARCHITECTURE.md, "One owner at a
 time", *gathers*, and "The pipe").
 
-- **Round trips against pynng and pyzmq**: REQ/REP 1.02x of pynng and 1.32x of pyzmq,
-  PAIR 0.95x and 1.23x (09:19: 1.02x, 1.31x, 0.94x, 1.23x; the first run here: 0.98x,
-  1.14x, 0.96x, 1.25x; AMD: 0.74x, 0.95x, 0.70x, 0.88x). scaproust's REQ/REP round trip
-  took 97-105 µs in all of this machine's runs and its PAIR 91-99; pyzmq's 75-79 since
-  the second, pynng's 96-100, the bare ceiling's 65-70. About 62 µs of every one of them
-  is the kernel's (two thirds of scaproust's): `bench/trace_rtt.py` (below, "Round trip")
-  finds 31 µs from a write to the peer's `poll()` returning, twice a round trip. What is
-  left for the library's own four steps (each side's receive after its wake-up, and its
-  send up to its write) is 5-8 µs for the bare ceiling, about 15 for pyzmq, 33 for
-  scaproust's PAIR and 41-44 for its REQ/REP. pyzmq's round trip asks scaproust's four
-  steps to take 15 µs, 0.7x of pynng's (69 µs) asks for the bare ceiling's own 5-8:
-  nothing for the library at all. Those steps run on a core that slept through the wire's 31 µs, and cost half as
-  much again as on a core kept busy (`bench/one_side.py pair --critical`: 3.8 + 6.8 µs a
-  side against 5.2 + 11.3 traced): on this virtual machine a halted core comes back with
-  its caches cold, and every object and line of code a step touches pays for it
-  (`bench/probe_wake.py cold`: a PAIR receive 12.7 µs warm, 23.4 after a 50 µs sleep; a
-  bare socket's 0.8 and 3.4). `bench/probe_layers.py` (2026-12-07 08:50, four rounds of
-  3,000 round trips a mode) bounds what flattening the library could give: 91.0 µs
-  through it, 82.5 with the receives' layers around the machines fused away, 79.4 with the
-  sends' too, 68.4 with the machines gone as well. The layers cost 11.6 µs of a round trip,
-  the machines and framing 11 more: pyzmq's round trip is out of reach while the
-  protocols run as machines, 0.7x of pynng's out of reach for any library here. asyncio
-  holds (0.92x of pyzmq's).
-- **In-process PUSH at 1.5x TCP** (0.68x): one process's three threads share one
+- **In-process round trips at half of TCP's** (REQ/REP 1.22x, PAIR 1.04x; they held at
+  10:49 with 0.48x and 0.33x): the in-process round trips did not change (47.1 and 29.6
+  µs, 47.4 and 30.0 at 10:49), the TCP ones fell to a third with the spin. Both sides of an in-process pair are threads of
+  one process, pinned to one core as the bench places them: one must stop for the other
+  to run, there is nothing to spin for, and the round trip is the Python of both sides
+  plus two switches between the threads. With both sides in one thread, nothing handed
+  over, that Python alone takes 30 µs for REQ/REP and 16 for PAIR
+  (`bench/probe_wake.py handoff`, "inproc" below): half of TCP's round trips now
+  (38.8 and 28.9 µs) is 19 and 14, below what one core can run both sides' Python in. What it would take is a round trip without the machines (the layers
+  and the machines cost 22 µs of a TCP round trip, `bench/probe_layers.py` below), or two
+  cores running Python at once (a free-threaded interpreter).
+- **In-process PUSH at 1.5x TCP** (0.71x): one process's three threads share one
   interpreter lock, so its rate is the sum of their CPU (1.42 µs a message here); 1.5x
   the TCP rate asks for 0.65 µs, less than the sending process's caller thread alone
   spends over TCP (0.69: the facade and the channel's credit). The in-process rate held
-  (642 k at 03:55, 703 k now) while TCP's rose (734 k -> 1.03 M: the TCP changes lighten
-  the I/O thread's write, which in-process pipes do not have). pyzmq's in-process rate is
+  (642 k at 03:55, 703 k at 10:49, 681 k now) while TCP's rose (734 k at 03:55, 0.94-1.03
+  M since: the TCP changes lighten the I/O thread's write, which in-process pipes do not
+  have). pyzmq's in-process rate is
   about its TCP rate on this placement, the bare socket pair's 0.6x. What any design with
   a lock section a message on each side could reach here, `bench/probe_inproc.py`
   (2026-12-07, three runs of three rounds) measures with the least such a queue does (a
@@ -163,7 +175,7 @@ time", *gathers*, and "The pipe").
   message, against the library's 675-700 k (1.43-1.48 µs: its receiving thread spends
   what that queue's get spends, 0.53 µs, its sending thread 0.63 against 0.51, and the I/O
   thread's protocol and pipe work 0.29). So the floor of a locked hand-off is TCP's rate
-  (0.93x of the run above), not 1.5x; a C queue without credit (`queue.SimpleQueue`) moves
+  (0.93x of TCP's at 10:49), not 1.5x; a C queue without credit (`queue.SimpleQueue`) moves
   10.7 M. The target leaves 0.65 µs for the three threads together: with the I/O thread's
   0.29 kept, 0.36 for a `send()` and a `recv()`, less than their two calls through the
   facade and two lock sections (a `with` on a lock alone costs 0.2 µs on this machine,
@@ -207,6 +219,24 @@ inherited the client's one-core mask and did not pin itself), and it marked the 
 which a lone send's frame no longer waits for: its tables of 2026-12-05 and 12-06 (PAIR
 round trips of 51.5-52.5 µs on the AMD machine, where `make bench` measured 58-62) were of
 same-core round trips, fair between two trees but with no wake-up across cores in them.
+
+That table is of round trips before the spin (docs/ARCHITECTURE.md, "One owner at a
+time", *the spin*), and both wire steps are what it took away: a receive that waits now
+polls its streams without sleeping, while such polls pay, so the peer's write finds it
+awake, and its core's caches warm. `bench/probe_spin.py` (REQ/REP between two processes
+on two cores, the spin on and off alternated round by round, three rounds of 3,000 round
+trips, medians; 2026-12-07): flat out, 46.8 against 121.1 µs a round trip and 100 against
+150 µs of both sides' CPU (a second sitting: 56.1 against 166.8 µs, 122 against 199). Paced
+by the client, the CPU of a round trip with and without it: 344 against 347 µs at 1,000
+round trips a second, 223 (212-228) against 207 (193-225) at 5,000, 196 against 215 at
+7,000 (the spin reached 6,464 a second there, no spin 5,321). Two rules keep it from
+costing CPU where it cannot pay, each found with this probe: only a wait that comes
+within 100 µs of the last one's end spins (without it the paced client spun on its
+replies, 12 % more CPU at 1,000 a second), and only catches within 20 µs add to its credit
+(counted from 50 µs, then 30, the echo paced at 5,000 to 7,000 a second spun through
+requests 60-80 µs apart, 12-28 % more CPU). Both sides in one process (`--threads`), flat
+out: on one core 99.8 against 98.8 µs, 112.5 against 112.0 µs of CPU; unpinned 216.8
+against 201.7 µs, CPU 256 against 232 (the runs 226-270 against 218-258).
 
 `bench/one_side.py` measures one side alone, against a bare peer speaking SP bytes in the
 same process on one core: no wake-up across cores, so its medians move by tenths of a µs
@@ -468,7 +498,8 @@ loop) they come to 4 % of a window's 470 µs (512 messages at 1.1 M msg/s).
 
 *Round trips.* An in-process round trip runs the Python of both sides one after the
 other on the one core, with two hand-offs between the threads; a TCP one runs them on
-two cores, with two wake-ups across them. Until this page's run each hand-off took three
+two cores, with two wake-ups across them (until the spin of 2026-12-07, which took those
+out: "The targets not met, in short"). Until this page's run each hand-off took three
 context switches, not one: the woken thread preempted its waker, which still held the
 interpreter lock (it had released a lock the sleeper waited on), ran only to wait for
 that lock, and was switched out again; then the waker ran on to its own wait. Now a
