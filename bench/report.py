@@ -225,9 +225,10 @@ time", *the spin*), and both wire steps are what it took away: a receive that wa
 polls its streams without sleeping, while such polls pay, so the peer's write finds it
 awake, and its core's caches warm. `bench/probe_spin.py` (REQ/REP between two processes
 on two cores, the spin on and off alternated round by round, three rounds of 3,000 round
-trips, medians; 2026-12-07): flat out, 46.8 against 121.1 µs a round trip and 100 against
-150 µs of both sides' CPU (a second sitting: 56.1 against 166.8 µs, 122 against 199). Paced
-by the client, the CPU of a round trip with and without it: 344 against 347 µs at 1,000
+trips, medians; 2026-12-07, the machine in a slow hour): flat out, 56.1 against 166.8 µs
+a round trip and 122 against 199 µs of both sides' CPU (an earlier sitting, before the
+last two rules below: 46.8 against 121.1 µs, 100 against 150). Paced by the client, the
+CPU of a round trip with and without it: 344 against 347 µs at 1,000
 round trips a second, 223 (212-228) against 207 (193-225) at 5,000, 196 against 215 at
 7,000 (the spin reached 6,464 a second there, no spin 5,321). Two rules keep it from
 costing CPU where it cannot pay, each found with this probe: only a wait that comes
