@@ -203,7 +203,7 @@ def test_a_busy_io_thread_ends_the_spin_and_no_spin_runs_without_a_spin_or_secon
     poller, a, wakeup, use = scripted
 
     class Loop:
-        _idle = True
+        sleeping = True
 
     loop = poller._loop = Loop()
     script = _Script(ready_after=None)
@@ -213,7 +213,7 @@ def test_a_busy_io_thread_ends_the_spin_and_no_spin_runs_without_a_spin_or_secon
     def busy_after_two():
         original()
         if script.timeouts.count(0) == 2:
-            loop._idle = False  # the I/O thread woke: it needs the interpreter
+            loop.sleeping = False  # the I/O thread woke: it needs the interpreter
 
     monkeypatch.setattr(caller_reader, "_yield", busy_after_two)
     assert poller.readable([a], wakeup, None, SPIN) == {a}

@@ -108,6 +108,17 @@ def test_a_busy_loop_is_never_woken_by_posts(started):
     assert wakeups[0] == 0
 
 
+def test_the_loop_says_it_sleeps_only_while_it_has_no_work(started):
+    # A caller's spin reads it to give way to the loop (core/caller_reader.py).
+    wait_until(lambda: started.sleeping)  # asleep in select()
+    entered, release = threading.Event(), threading.Event()
+    started.call_soon_threadsafe(lambda: (entered.set(), release.wait(DEADLINE)))
+    assert entered.wait(DEADLINE)
+    assert not started.sleeping  # running a callback
+    release.set()
+    wait_until(lambda: started.sleeping)
+
+
 def test_a_post_to_a_sleeping_loop_writes_one_wakeup_byte(started):
     wakeups = count_wakeups(started)
     wait_until(lambda: started._idle)  # asleep in select() with no timeout

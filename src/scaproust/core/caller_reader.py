@@ -865,7 +865,7 @@ class _Poller:
                 if deadline is not None and at >= deadline:
                     return []
                 break
-            if loop is not None and not loop._idle:
+            if loop is not None and not loop.sleeping:
                 break
         self._skip_next()
         return None

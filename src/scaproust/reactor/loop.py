@@ -272,6 +272,13 @@ class Loop:
     def running(self) -> bool:
         return self._running
 
+    @property
+    def sleeping(self) -> bool:
+        """True while the loop may sleep in ``select()``, with no work in hand. Read without
+        the lock by a caller's spin (core/caller_reader.py), which gives way to the loop
+        once it has work: a stale answer ends that spin a poll early or late."""
+        return self._idle
+
     def in_loop_thread(self) -> bool:
         """True in the thread executing ``run_forever`` (False when tests drive ``run_once``)."""
         return threading.get_ident() == self._thread_id
