@@ -151,15 +151,17 @@ time", *gathers*, and "The pipe").
 
 - **In-process round trips at half of TCP's** (REQ/REP 1.22x, PAIR 1.04x; they held at
   10:49 with 0.48x and 0.33x): the in-process round trips did not change (47.1 and 29.6
-  µs, 47.4 and 30.0 at 10:49), the TCP ones fell to a third with the spin. Both sides of an in-process pair are threads of
-  one process, pinned to one core as the bench places them: one must stop for the other
-  to run, there is nothing to spin for, and the round trip is the Python of both sides
-  plus two switches between the threads. With both sides in one thread, nothing handed
-  over, that Python alone takes 30 µs for REQ/REP and 16 for PAIR
-  (`bench/probe_wake.py handoff`, "inproc" below): half of TCP's round trips now
-  (38.8 and 28.9 µs) is 19 and 14, below what one core can run both sides' Python in. What it would take is a round trip without the machines (the layers
-  and the machines cost 22 µs of a TCP round trip, `bench/probe_layers.py` below), or two
-  cores running Python at once (a free-threaded interpreter).
+  µs, 47.4 and 30.0 at 10:49), the TCP ones fell to 0.3-0.4 of theirs with the spin (97.4
+  and 90.7 µs at 10:49). Both sides of an in-process pair are threads of one process,
+  pinned to one core as the bench places them: one must stop for the other to run, there
+  is nothing to spin for, and the round trip is the Python of both sides plus two switches
+  between the threads. With both sides in one thread, nothing handed over, that Python
+  alone takes 30 µs for REQ/REP and 16 for PAIR (`bench/probe_wake.py handoff`, "inproc"
+  below): half of TCP's round trips now (38.8 and 28.9 µs) is 19 and 14, below what one
+  core can run both sides' Python in. What it would take is a round trip without the
+  machines (the layers and the machines cost 22 µs of a TCP round trip,
+  `bench/probe_layers.py` below), or two cores running Python at once (a free-threaded
+  interpreter).
 - **In-process PUSH at 1.5x TCP** (0.71x): one process's three threads share one
   interpreter lock, so its rate is the sum of their CPU (1.42 µs a message here); 1.5x
   the TCP rate asks for 0.65 µs, less than the sending process's caller thread alone
