@@ -248,3 +248,33 @@ def test_a_wait_long_after_the_last_one_ended_sleeps_at_once_with_no_verdict(scr
     use(script)
     assert poller.readable([a], wakeup, None, SPIN) == {a}
     assert script.timeouts == [0, 0, 0]
+
+
+def test_a_message_that_comes_during_a_spin_on_a_real_poll_is_caught_by_it(monkeypatch):
+    # The fake poll above cannot tell whether the spin reads select.poll's answers right:
+    # here the peer writes between two real polls of the spin (at its third yield), and
+    # the spin returns the stream without a sleep (a sleep would come after a miss, which
+    # sets a run of skipped waits; this catch, with the credit full, sets none).
+    a, peer = socket.socketpair()
+    wakeup = Wakeup()
+    monkeypatch.setattr(caller_reader, "SPIN_CPUS", True)
+    yields = []
+
+    def peer_writes_at_the_third_yield():
+        yields.append(1)
+        if len(yields) == 3:
+            peer.send(b"x")
+
+    monkeypatch.setattr(caller_reader, "_yield", peer_writes_at_the_third_yield)
+    try:
+        poller = _Poller()
+        poller._last = float("inf")  # as if a wait had just ended: this one spins
+        poller._credit = 1.0  # however slow this machine: a catch that pays
+
+        assert poller.readable([a], wakeup, None, SPIN) == {a}
+        assert len(yields) == 3  # it stopped at the poll right after the write
+        assert (poller._skip, poller._backoff, poller._credit) == (
+            0, 1, caller_reader.SPIN_CREDIT)
+    finally:
+        for obj in (a, peer, wakeup):
+            obj.close()

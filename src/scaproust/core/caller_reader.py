@@ -163,10 +163,10 @@ class CallerReader:
     """The caller-side reading of one socket (see the module's docstring)."""
 
     def __init__(self, loop: Loop, channel: Channel, pipes: Collection[LendingPipe],
-                 contexts: Collection[object] = (), options: Options | None = None) -> None:
+                 contexts: Collection[object], options: Options) -> None:
         self.loop = loop
         self.channel = channel
-        #: The socket's options: ``recv_spin`` is read at every wait (None: no spin).
+        #: The socket's options: ``recv_spin`` is read at every wait.
         self.options = options
         #: The socket's pipes, a live collection (read at every receive: no call to get it).
         self._pipes = pipes
@@ -255,7 +255,7 @@ class CallerReader:
         chunk), the deadline, a close or a wake-up. Returns what the last poll found and
         whether the session is owned on return (it is, unless it closed meanwhile)."""
         loop, channel = self.loop, self.channel
-        spin = 0.0 if self.options is None else self.options.recv_spin
+        spin = self.options.recv_spin
         while True:
             # Each stream asked for once (a property): a pipe that dies during the poll is
             # told by read(), which reads only a live pipe.
@@ -812,22 +812,20 @@ class _Poller:
                 by_fd[fd] = obj
                 poll.register(fd, select.POLLIN)
             self._objs, self._poll, self._by_fd = objs, poll, by_fd
+        events = None  # what the spin caught, if it ran and did
         if spin and SPIN_CPUS:
             if self._skip:
                 self._skip -= 1
             elif _now() - self._last <= SPIN_GAP:
                 events = self._spin(spin, deadline)
-                if events is not None:
-                    self._last = _now()
-                    by_fd = self._by_fd
-                    return {by_fd[fd] for fd, _ in events}
-        if deadline is None:
-            events = self._poll.poll()
-        else:
-            # poll() takes milliseconds; round up so that a wait never ends before the
-            # deadline. At most LONGEST_SLEEP: the caller polls again until its deadline.
-            left = min(deadline - time.monotonic(), LONGEST_SLEEP)
-            events = self._poll.poll(max(0, int(left * 1000) + 1))
+        if events is None:  # asleep
+            if deadline is None:
+                events = self._poll.poll()
+            else:
+                # poll() takes milliseconds; round up so that a wait never ends before the
+                # deadline. At most LONGEST_SLEEP: the caller polls again until its deadline.
+                left = min(deadline - time.monotonic(), LONGEST_SLEEP)
+                events = self._poll.poll(max(0, int(left * 1000) + 1))
         self._last = _now()
         by_fd = self._by_fd
         if len(events) == 1:  # the usual wake-up: no comprehension (a frame of its own)
