@@ -154,14 +154,24 @@ time", *gathers*, and "The pipe").
   µs, 47.4 and 30.0 at 10:49), the TCP ones fell to 0.3-0.4 of theirs with the spin (97.4
   and 90.7 µs at 10:49). Both sides of an in-process pair are threads of one process,
   pinned to one core as the bench places them: one must stop for the other to run, there
-  is nothing to spin for, and the round trip is the Python of both sides plus two switches
-  between the threads. With both sides in one thread, nothing handed over, that Python
-  alone takes 30 µs for REQ/REP and 16 for PAIR (`bench/probe_wake.py handoff`, "inproc"
-  below): half of TCP's round trips now (38.8 and 28.9 µs) is 19 and 14, below what one
-  core can run both sides' Python in. What it would take is a round trip without the
-  machines (the layers and the machines cost 22 µs of a TCP round trip,
-  `bench/probe_layers.py` below), or two cores running Python at once (a free-threaded
-  interpreter).
+  is nothing to spin for, and the round trip is the Python of both sides plus two
+  hand-offs between the threads. `bench/probe_steps.py` (2026-12-07 evening, three runs of
+  10,000) times each step. In one thread, nothing handed over, a PAIR round trip takes
+  17.6 µs (REQ/REP 33.7): the client's send 8.0 µs, 4.6 of them the delivery into the
+  server's queue (an in-process send does the receiving pipe's work too), the server's
+  receive 0.9, its reply 7.8, the client's receive 0.8 (REQ/REP: 15.6 with 7.8 of
+  delivery, 2.5, 13.2, 2.5). With the server in a thread of its own, 31.3 µs (46.8): the
+  two hand-offs add 13-14 µs, where two threads that do nothing else hand a message there
+  and back in 4 (`bench/probe_wake.py floor`); each hand-off also runs the channel's sleep
+  and wake-up, and the steps after a switch run slower (the server's reply 12.7 µs against
+  7.8). Half of TCP's round trips now (38.8 and 28.9 µs) is 19 and 14: less than both
+  sides' Python takes in one thread with nothing handed over. No hand-off, however cheap,
+  brings a round trip there, and more cores would not either: its four steps run one after
+  the other wherever they run (TCP's, now that its receives spin, is the same steps plus
+  their system calls). What it would take is those steps at half their Python: messages
+  past the pipe and protocol machines in-process (the layers and the machines cost 22 µs
+  of a TCP round trip, `bench/probe_layers.py` below), which the design, every message
+  through its pipe's and its protocol's machine, rules out.
 - **In-process PUSH at 1.5x TCP** (0.71x): one process's three threads share one
   interpreter lock, so its rate is the sum of their CPU (1.42 µs a message here); 1.5x
   the TCP rate asks for 0.65 µs, less than the sending process's caller thread alone
@@ -232,7 +242,11 @@ a round trip and 122 against 199 µs of both sides' CPU (an earlier sitting, bef
 last two rules below: 46.8 against 121.1 µs, 100 against 150). Paced by the client, the
 CPU of a round trip with and without it: 344 against 347 µs at 1,000
 round trips a second, 223 (212-228) against 207 (193-225) at 5,000, 196 against 215 at
-7,000 (the spin reached 6,464 a second there, no spin 5,321). Two rules keep it from
+7,000 (the spin reached 6,464 a second there, no spin 5,321). The 5,000 a second row was
+run again with ten rounds of 4,000 (2026-12-07 evening): 159.4 against 159.1 µs of CPU a
+round trip (runs 155-175 against 151-169), and at 3,000 a second 169.1 against 171.0. In
+one such run with counters added to both processes (not kept), the client spun in 185 of
+its 4,000 waits and the echo in 85: 1.4 and 2.5 µs of CPU a round trip. Two rules keep it from
 costing CPU where it cannot pay, each found with this probe: only a wait that comes
 within 100 µs of the last one's end spins (without it the paced client spun on its
 replies, 12 % more CPU at 1,000 a second), and only catches within 20 µs add to its credit

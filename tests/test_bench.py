@@ -272,3 +272,30 @@ def test_probe_spin_paces_round_trips_each_way_with_and_without_the_spin():
             rtt, reached, cpu = probe_spin.in_threads(spin, rate, 30, cores[0])
             assert rtt > 0 and cpu > 0 and reached > 0, (spin, rate)
     assert os.sched_getaffinity(0) == affinity
+
+
+def test_probe_steps_times_every_step_both_ways():
+    # Every round trip completes with the bytes sent (the probe checks each reply), in one
+    # thread and in two; each step is timed, a send's delivery is part of it, and the
+    # one-thread steps add up to the round trip. The wrapped loop method and the caller's
+    # affinity are as they were afterwards.
+    import os
+
+    import probe_steps
+
+    from scaproust.reactor.loop import Loop
+
+    original, affinity = Loop.run_end_of_batch, os.sched_getaffinity(0)
+    for kind in probe_steps.KINDS:
+        alone = probe_steps.one_thread(kind, 50)
+        assert set(alone) == set(probe_steps.ONE_THREAD), kind
+        assert all(alone[step] > 0 for step in probe_steps.ONE_THREAD), (kind, alone)
+        assert alone["delivery"] < alone["client send"], (kind, alone)
+        steps = ("client send", "server recv", "server send", "client recv")
+        assert sum(alone[step] for step in steps) > alone["round trip"] / 2, (kind, alone)
+        apart = probe_steps.two_threads(kind, 50)
+        assert set(apart) == set(probe_steps.TWO_THREADS), kind
+        assert all(apart[step] > 0 for step in probe_steps.TWO_THREADS[:-1]), (kind, apart)
+        assert 0 <= apart["slept %"] <= 100, (kind, apart)
+    assert Loop.run_end_of_batch is original
+    assert os.sched_getaffinity(0) == affinity
