@@ -179,22 +179,30 @@ time", *gathers*, and "The pipe").
   (642 k at 03:55, 703 k at 10:49, 681 k now) while TCP's rose (734 k at 03:55, 0.94-1.03
   M since: the TCP changes lighten the I/O thread's write, which in-process pipes do not
   have). pyzmq's in-process rate is
-  about its TCP rate on this placement, the bare socket pair's 0.6x. What any design with
-  a lock section a message on each side could reach here, `bench/probe_inproc.py`
-  (2026-12-07, three runs of three rounds) measures with the least such a queue does (a
-  put that waits for credit, appends and notifies; a get that waits, pops, gives the
-  credit back and notifies; no facade, no protocol, no pipe): 955-962 k msg/s, 1.04 µs a
-  message, against the library's 675-700 k (1.43-1.48 µs: its receiving thread spends
-  what that queue's get spends, 0.53 µs, its sending thread 0.63 against 0.51, and the I/O
-  thread's protocol and pipe work 0.29). So the floor of a locked hand-off is TCP's rate
-  (0.93x of TCP's at 10:49), not 1.5x; a C queue without credit (`queue.SimpleQueue`) moves
-  10.7 M. The target leaves 0.65 µs for the three threads together: with the I/O thread's
-  0.29 kept, 0.36 for a `send()` and a `recv()`, less than their two calls through the
-  facade and two lock sections (a `with` on a lock alone costs 0.2 µs on this machine,
-  `timeit`). It would take a channel whose put and get take no lock of their own (the
-  interpreter lock as the only one, credit kept without a read-modify-write two threads
-  could interleave) and the I/O thread's share halved: a rewrite of the channel's
-  concurrency, not attempted.
+  about its TCP rate on this placement, the bare socket pair's 0.6x. What a design with a
+  Python step a side and credit could reach here, `bench/probe_inproc.py` measures with
+  two queues that do nothing else: `locked`, a lock section a step (a put that waits for
+  credit, appends and wakes a sleeping receiver; a get that waits, pops, gives the credit
+  back and wakes a sleeping sender), and `lockless`, the same steps without a lock unless a
+  side must sleep or wake the other. Two runs of three rounds, 2026-12-07 evening: locked
+  1.44-1.50 M msg/s (0.67-0.69 µs a message), lockless 3.8-4.4 M (0.23-0.26), the library
+  590-602 k (1.66-1.69: its sending thread 0.71-0.73, its receiving thread 0.62, the I/O
+  thread's protocol and pipe work 0.33-0.34). Until then this page gave the locked
+  queue's rate as the floor at 0.96 M, TCP's own: that first version of the probe notified
+  the sleeper at every step until it ran (the woken thread needs the interpreter lock, and
+  may wait for it through a whole window of messages), a `Condition.notify` a message; each
+  queue now wakes a sleeper once. The target, 1.5x TCP's 0.99 M (this evening's
+  `bench/run.py --only pp64_tcp,pp64_inproc`), leaves 0.68 µs a message for the three
+  threads: with the I/O thread's 0.33 kept, 0.35 for a `send()` and a `recv()`, half of
+  what the locked queue's two steps take and half again the lockless queue's. The
+  library's two sides spend 1.33, four times that: the facade's call in front of each
+  step, and a channel whose put and take each hold its lock for the credit, the outbox and
+  the inbox's counters, which the I/O thread writes too. It would take that channel's usual
+  path without a lock section (every counter with one writer, the lock kept for the sleeps
+  and wake-ups, as the lockless queue does, and for several threads sending or receiving
+  on one socket at once), with no more than a call in front of it: a rewrite of the
+  channel's concurrency, not attempted. A C queue without credit (`queue.SimpleQueue`)
+  moves 9.9-10.3 M.
 
 ## Where the time goes
 
