@@ -93,23 +93,19 @@ class LockedQueue:
             return self._items.popleft()
 
 
-class LocklessQueue:
+class LocklessQueue(LockedQueue):
     """The same FIFO with credit, whose put and get take no lock while neither side must
     wait: the interpreter lock makes a deque's append and popleft atomic, and each counter
-    has one writer (``_put`` the sending thread, ``_got`` the receiving one). A side that
-    must wait takes the lock to sleep; the other side takes it only to wake a sleeper,
-    once, as ``LockedQueue`` does. The flag is set under the lock before the sleeper looks
-    again: a step of the other side in between either came before that look (which then
-    sees it) or sees the flag after it (and wakes the sleeper)."""
+    has one writer (``_put`` the sending thread, ``_got`` the receiving one; ``_credit``
+    is never written). A side that must wait takes the lock to sleep; the other side takes
+    it only to wake a sleeper, once, as ``LockedQueue`` does. The flag is set under the
+    lock before the sleeper looks again: a step of the other side in between either came
+    before that look (which then sees it) or sees the flag after it (and wakes the
+    sleeper)."""
 
     def __init__(self, credit: int) -> None:
-        self._lock = threading.Lock()
-        self._can_get = threading.Condition(self._lock)
-        self._can_put = threading.Condition(self._lock)
-        self._items: deque[bytes] = deque()
-        self._credit = credit
+        super().__init__(credit)
         self._put = self._got = 0
-        self._getter_sleeps = self._putter_sleeps = False
 
     def put(self, item: bytes) -> None:
         if self._put - self._got >= self._credit:
