@@ -195,14 +195,20 @@ time", *gathers*, and "The pipe").
   `bench/run.py --only pp64_tcp,pp64_inproc`), leaves 0.68 µs a message for the three
   threads: with the I/O thread's 0.33 kept, 0.35 for a `send()` and a `recv()`, half of
   what the locked queue's two steps take and half again the lockless queue's. The
-  library's two sides spend 1.33, four times that: the facade's call in front of each
-  step, and a channel whose put and take each hold its lock for the credit, the outbox and
-  the inbox's counters, which the I/O thread writes too. It would take that channel's usual
-  path without a lock section (every counter with one writer, the lock kept for the sleeps
-  and wake-ups, as the lockless queue does, and for several threads sending or receiving
-  on one socket at once), with no more than a call in front of it: a rewrite of the
-  channel's concurrency, not attempted. A C queue without credit (`queue.SimpleQueue`)
-  moves 9.9-10.3 M.
+  library's two sides spent 1.33, four times that: the facade's call in front of each
+  step, and a channel whose put and take each held its lock for the credit, the outbox and
+  the inbox's counters, which the I/O thread writes too. Since that evening a burst's put
+  takes no lock (docs/ARCHITECTURE.md, "One owner at a time", *a burst without the lock*;
+  after this page's run): the probe's library 820 k msg/s, 1.22 µs a message, its sending
+  thread 0.35 µs, as the locked queue's put. But TCP's rate rose with it, the same put
+  being the TCP sender's (`bench/run.py --only pp64_tcp,pp1k_tcp,pp64_inproc,fan64_tcp
+  --impls scaproust --reps 2`, old and new trees alternated twice: in-process 690-692 k
+  -> 845-851 k, TCP 981-994 k -> 1.32-1.33 M), so the ratio did not rise (0.70x -> 0.64x).
+  What is left is the receive's take (0.58 µs: its lock guards the inbox's counters and
+  priority queues, which the delivering thread writes in steps with calls between them,
+  so a take without it needs an inbox rebuilt with one writer a counter) and the I/O
+  thread's 0.29; and TCP would gain from the first as much. A C queue without credit
+  (`queue.SimpleQueue`) moves 9.9-10.9 M.
 
 ## Where the time goes
 

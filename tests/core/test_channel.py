@@ -8,10 +8,12 @@ reached only when a test is about to fail.
 
 from __future__ import annotations
 
+import sys
 import threading
 
 import pytest
 
+from scaproust.core import channel as channel_module
 from scaproust.core.channel import Channel
 from scaproust.core.condition import Condition
 from scaproust.errors import Closed, Timeout, WouldBlock
@@ -403,6 +405,124 @@ def test_taking_an_empty_outbox_rearms_the_wakeup(channel, wake):
     channel.put(b"a", timeout=0)
 
     assert wake.calls == 1
+
+
+# ---------------------------------------------------------------- a burst without the lock
+
+
+class Untouchable:
+    """Stands for the channel's lock where a step must not take it: entering it fails."""
+
+    def __enter__(self):
+        raise AssertionError("the lock was taken")
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_a_burst_behind_a_posted_drain_takes_its_credit_and_queues_without_the_lock(
+        channel, wake):
+    # (This channel has no backend to send at once: every put queues.)
+    channel.revoke(0, channel.credit_bytes)
+    channel.grant(10, 1000)
+    channel.put(b"a", timeout=0)  # posts the drain (under the lock)
+    assert wake.calls == 1
+    first = channel.last_put
+    lock, channel._lock = channel._lock, Untouchable()
+    try:
+        channel.put(b"bb", timeout=0)
+        channel.put(b"ccc", timeout=None)
+    finally:
+        channel._lock = lock
+
+    assert list(channel.outbox) == [b"a", b"bb", b"ccc"]
+    assert (channel.credit, channel.credit_bytes) == (7, 1000 - 6)
+    assert channel.last_put >= first  # what tells a burst from a lone send
+    assert wake.calls == 1  # the drain posted takes them: nobody woken again
+
+
+def test_a_burst_takes_the_lock_where_threads_may_run_python_at_once(
+        channel, wake, monkeypatch):
+    # A free-threaded interpreter: the step is one lock section, as any other put.
+    monkeypatch.setattr(channel_module, "LOCKLESS_BURST", False)
+    channel.grant(10)
+    channel.put(b"a", timeout=0)
+    lock, channel._lock = channel._lock, Untouchable()
+    try:
+        with pytest.raises(AssertionError, match="the lock was taken"):
+            channel.put(b"b", timeout=0)
+    finally:
+        channel._lock = lock
+    assert list(channel.outbox) == [b"a"]
+
+
+@pytest.mark.parametrize("stop", ["no credit", "no byte credit", "closed", "drain taken"])
+def test_a_burst_goes_the_locked_way_when_its_step_cannot_be_taken(channel, wake, stop):
+    channel.revoke(0, channel.credit_bytes)
+    channel.grant(1 if stop == "no credit" else 10, 4)
+    channel.put(b"aaaa", timeout=0)  # posts the drain; the byte credit is used up
+    if stop == "no credit":
+        channel.grant(0, 100)
+    elif stop == "closed":
+        channel.grant(0, 100)
+        channel.close()
+    elif stop == "drain taken":
+        channel.grant(0, 100)
+        assert list(channel.take_outbox()) == [b"aaaa"]
+    error = {"no credit": WouldBlock, "no byte credit": WouldBlock, "closed": Closed}
+    if stop in error:
+        with pytest.raises(error[stop]):
+            channel.put(b"b", timeout=0)
+        return
+    channel.put(b"b", timeout=0)  # posts a drain of its own
+    assert list(channel.outbox) == [b"b"]
+    assert wake.calls == 2
+
+
+def test_a_burst_without_the_lock_loses_no_message_and_no_credit_across_threads():
+    # A sender puts while another thread plays the I/O thread: woken, it takes the outbox
+    # and grants back the credit of what it took. The interpreter switches threads every
+    # microsecond, so each step of the one meets every step of the other. Every message
+    # arrives once, in order, and the credit adds up. And no message is ever left in an
+    # outbox with no drain posted for it, which the sender looks at after each put (a
+    # message appended just after the drainer took the outbox: the next put would post a
+    # drain that takes it, but a last message would wait for ever).
+    # A window as large as the run: a sender that waited for credit would let the drainer
+    # take the outbox only while nothing is put, and nothing would meet.
+    count = window = 200_000
+    woken = threading.Event()
+    channel = Channel(wake_backend=woken.set, resume_reading=lambda: None)
+    channel.grant(window)
+    messages = [b"%d" % i for i in range(count)]
+    drained: list[bytes] = []
+
+    def drain() -> None:
+        while len(drained) < count:
+            if not woken.wait(DEADLINE):
+                return  # stranded: the test fails below
+            woken.clear()
+            batch = channel.take_outbox()
+            drained.extend(batch)
+            channel.grant(len(batch))
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        drainer = threading.Thread(target=drain, daemon=True)
+        drainer.start()
+        stranded = 0
+        for message in messages:
+            channel.put(message, timeout=DEADLINE)
+            # Both read with no call in between: no drainer step comes between them.
+            if channel.outbox and not channel._drain_posted:
+                stranded += 1
+        drainer.join(DEADLINE)
+    finally:
+        sys.setswitchinterval(interval)
+    assert stranded == 0, f"{stranded} messages queued with no drain posted"
+    assert len(drained) == count, f"{count - len(drained)} messages left in the outbox"
+    assert drained == messages
+    assert channel.credit == window and not channel.outbox
 
 
 # ---------------------------------------------------------------- gathering a burst
