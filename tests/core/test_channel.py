@@ -171,6 +171,20 @@ def test_revoke_takes_back_only_unused_credit(channel):
         channel.put(b"b", timeout=0)
 
 
+@pytest.mark.parametrize(("credit", "credit_bytes", "asked", "taken", "left"), [
+    (3, 300, (2, 100), (2, 100), (1, 200)),  # less than there is
+    (3, 300, (5, 500), (3, 300), (0, 0)),  # more: what there is
+    (0, -40, (1, 100), (0, 0), (0, -40)),  # none, the byte credit overdrawn: nothing
+])
+def test_revoke_takes_back_what_is_unused_and_never_more(channel, credit, credit_bytes,
+                                                         asked, taken, left):
+    channel.revoke(0, channel.credit_bytes)
+    channel.credit, channel.credit_bytes = credit, credit_bytes
+
+    assert channel.revoke(*asked) == taken
+    assert (channel.credit, channel.credit_bytes) == left
+
+
 # ---------------------------------------------------------------- closing
 
 
@@ -427,7 +441,7 @@ def test_a_burst_behind_a_posted_drain_takes_its_credit_and_queues_without_the_l
     channel.grant(10, 1000)
     channel.put(b"a", timeout=0)  # posts the drain (under the lock)
     assert wake.calls == 1
-    first = channel.last_put
+    channel.last_put = float("-inf")  # the step must stamp it: what tells a burst
     lock, channel._lock = channel._lock, Untouchable()
     try:
         channel.put(b"bb", timeout=0)
@@ -437,7 +451,7 @@ def test_a_burst_behind_a_posted_drain_takes_its_credit_and_queues_without_the_l
 
     assert list(channel.outbox) == [b"a", b"bb", b"ccc"]
     assert (channel.credit, channel.credit_bytes) == (7, 1000 - 6)
-    assert channel.last_put >= first  # what tells a burst from a lone send
+    assert channel.last_put > float("-inf")  # the next send within DIRECT_SPACING: a burst
     assert wake.calls == 1  # the drain posted takes them: nobody woken again
 
 

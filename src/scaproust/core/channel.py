@@ -707,7 +707,7 @@ class Channel:
             # lock, and a call between reading the credit and writing it back would let one
             # run in between, its credit taken back too.
             credit, credit_bytes = self.credit, self.credit_bytes
-            taken = n if n <= credit else (credit if credit > 0 else 0)
+            taken = n if n <= credit else credit  # never below 0: sends wait at 0
             taken_bytes = nbytes if nbytes <= credit_bytes else (
                 credit_bytes if credit_bytes > 0 else 0)
             self.credit = credit - taken
