@@ -204,11 +204,21 @@ time", *gathers*, and "The pipe").
   being the TCP sender's (`bench/run.py --only pp64_tcp,pp1k_tcp,pp64_inproc,fan64_tcp
   --impls scaproust --reps 2`, old and new trees alternated twice: in-process 690-692 k
   -> 845-851 k, TCP 981-994 k -> 1.32-1.33 M), so the ratio did not rise (0.70x -> 0.64x).
-  What is left is the receive's take (0.58 µs: its lock guards the inbox's counters and
-  priority queues, which the delivering thread writes in steps with calls between them,
-  so a take without it needs an inbox rebuilt with one writer a counter) and the I/O
-  thread's 0.29; and TCP would gain from the first as much. A C queue without credit
-  (`queue.SimpleQueue`) moves 9.9-10.9 M.
+  Then a receive that finds a message queued stopped taking the lock too (*a receive
+  without the lock*, the same evening, also after this page's run): the probe's library
+  1.09 M msg/s, 0.92 µs a message (sending thread 0.35, receiving 0.29, I/O thread 0.28),
+  and `bench/run.py --only pp64_tcp,pp64_inproc,pp1k_tcp --impls scaproust --reps 2`, old
+  and new trees alternated twice: in-process 726-827 k -> 1.05-1.10 M, TCP 1.22-1.34 ->
+  1.26-1.43 M, so in-process/TCP about 0.6x -> 0.8x. Its receives had held the lock the
+  I/O thread delivers under; in one process a receiver switched out inside it stopped the
+  I/O thread there, which two processes never do, and in-process gained the more. Both
+  sides' Python now takes 0.64 µs a message, the locked queue's two steps' 0.71; 1.5x
+  TCP's rate (1.3-1.4 M) would leave 0.48-0.51 µs for all three threads, so `send()`,
+  `recv()` and the I/O thread's delivery would each have to lose almost half again, and
+  the TCP rate would rise with the first two as it did with these (the same `send()` and
+  `recv()` are the TCP sides'): one interpreter lock sums the three threads' CPU, where
+  TCP's two processes run side by side, so 1.5x asks the one process to spend less than
+  two thirds of what the busier TCP process alone spends. A C queue without credit (`queue.SimpleQueue`) moves 9.9-10.9 M.
 
 ## Where the time goes
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 
 import pytest
 
@@ -537,6 +538,206 @@ def test_a_burst_without_the_lock_loses_no_message_and_no_credit_across_threads(
     assert len(drained) == count, f"{count - len(drained)} messages left in the outbox"
     assert drained == messages
     assert channel.credit == window and not channel.outbox
+
+
+# ---------------------------------------------------------------- a receive without the lock
+
+
+def test_a_receive_that_finds_a_message_takes_it_without_the_lock(channel):
+    channel.push_many([b"a", b"bb"])
+    channel.push_many([b"ccc"])
+    lock, channel._lock = channel._lock, Untouchable()
+    try:
+        taken = [channel.take(), channel.take()]
+        assert (len(channel.inbox), channel.inbox_bytes) == (1, 3)
+        taken += [channel.take(), channel.take()]
+    finally:
+        channel._lock = lock
+    assert taken == [b"a", b"bb", b"ccc", None]
+    assert (len(channel.inbox), channel.inbox_bytes) == (0, 0)
+    channel.push_many([b"next"])  # the head stays on the one priority queued: found again
+    assert channel.take() == b"next"
+
+
+def test_a_receive_takes_the_lock_where_threads_may_run_python_at_once(channel, monkeypatch):
+    monkeypatch.setattr(channel_module, "LOCKLESS_TAKE", False)
+    channel.push_many([b"a"])
+    lock, channel._lock = channel._lock, Untouchable()
+    try:
+        with pytest.raises(AssertionError, match="the lock was taken"):
+            channel.take()
+    finally:
+        channel._lock = lock
+    assert channel.take() == b"a"
+
+
+class CountingLock:
+    """Stands for the channel's lock and counts the sections entered."""
+
+    def __init__(self, lock) -> None:
+        self.lock = lock
+        self.entered = 0
+
+    def __enter__(self):
+        self.entered += 1
+        return self.lock.__enter__()
+
+    def __exit__(self, *exc):
+        return self.lock.__exit__(*exc)
+
+
+def test_a_paused_inbox_takes_the_lock_only_once_down_to_half_to_resume_reading(
+        channel, resume):
+    channel.push_many([b"m%d" % n for n in range(8)])  # 8 == recv_high
+    assert channel.recv_paused
+    lock = channel._lock = CountingLock(channel._lock)
+    assert [channel.take() for _ in range(3)] == [b"m0", b"m1", b"m2"]
+    assert (lock.entered, channel.recv_paused) == (0, True)  # 5 left: above half
+    assert channel.take() == b"m3"  # 4 left: half
+    assert (lock.entered, channel.recv_paused, resume.calls) == (1, False, 1)
+    assert [channel.take() for _ in range(5)] == [b"m4", b"m5", b"m6", b"m7", None]
+    assert (lock.entered, resume.calls) == (1, 1)
+
+
+@pytest.mark.parametrize("stop", ["two priorities", "head emptied"])
+def test_a_receive_takes_the_lock_when_its_step_cannot_be_taken(channel, resume, stop):
+    if stop == "two priorities":  # a pop may have to move the head on
+        channel.push_many([b"low"], 16)
+        channel.push_many([b"high"], 1)
+        expected = b"high"
+    else:  # counted, not yet queued (the I/O thread between the two, under the lock)
+        channel.inbox.count += 1
+        expected = None
+    lock, channel._lock = channel._lock, Untouchable()
+    try:
+        with pytest.raises(AssertionError, match="the lock was taken"):
+            channel.take()
+    finally:
+        channel._lock = lock
+    assert channel.take() == expected
+    if stop == "two priorities":
+        assert channel.take() == b"low"
+        channel.push_many([b"one"], 16)  # one priority again: no lock
+        channel._lock = Untouchable()
+        assert channel.take() == b"one"
+        channel._lock = lock
+
+
+class PausingItem(bytes):
+    """A message whose sizing, as a receive takes it, stands for the I/O thread pausing
+    reading at that moment (a full inbox)."""
+
+    channel: Channel | None = None
+
+    def __len__(self) -> int:
+        if self.channel is not None:
+            self.channel.recv_paused = True
+        return super().__len__()
+
+
+def test_reading_paused_while_a_receive_took_without_the_lock_resumes_from_that_receive(
+        channel, resume):
+    item = PausingItem(b"last")
+    channel.push_many([item])
+    item.channel = channel  # armed once queued
+    assert channel.take() == b"last"
+    # Nothing is left to take: no later receive would resume it.
+    assert not channel.recv_paused and resume.calls == 1
+    assert (len(channel.inbox), channel.inbox_bytes) == (0, 0)
+
+
+class SizingRuns(bytes):
+    """A message whose sizing runs ``step`` once: another thread's step, run where the
+    interpreter may switch threads (a call) in the receive that sizes it."""
+
+    step = None
+
+    def __len__(self) -> int:
+        step, self.step = self.step, None
+        if step is not None:
+            step()
+        return super().__len__()
+
+
+def test_a_receive_sizing_its_message_loses_no_other_receives_count(channel, take_one):
+    # Each of a receive's updates of the inbox's count and bytes is a read and a write with
+    # no call between them: another receive without the lock, run at the sizing's call,
+    # is not undone by the write that follows.
+    first = SizingRuns(b"first")
+    channel.push_many([first, b"second"])
+    other: list[bytes | None] = []
+    first.step = lambda: other.append(channel.take())  # armed once queued
+    assert take_one(channel) == b"first" and other == [b"second"]
+    assert (len(channel.inbox), channel.inbox_bytes) == (0, 0)
+
+
+@pytest.mark.parametrize("priorities", ["one", "two"])
+def test_receives_with_and_without_the_lock_take_every_message_once_across_threads(
+        wake, resume, priorities):
+    # One thread plays the I/O thread and pushes; five receive at once, three the way
+    # without the lock (take), one waiting under it (get), one by batches (take_many,
+    # a whole queue at a time). The interpreter switches threads every microsecond, so each
+    # step meets every other. Every message arrives once, each receiver's in order, and the
+    # inbox's count and bytes come back to zero. With two priorities (one batch in 16 of a
+    # better one), receives take the lock while both are queued, and not once emptied.
+    count = 30_000
+    channel = Channel(wake_backend=wake, resume_reading=resume, recv_high=64)
+    messages = [b"%d" % i for i in range(count)]
+    got: dict[str, list[bytes]] = {"take": [], "take 2": [], "take 3": [], "get": [],
+                                   "take_many": []}
+
+    def push() -> None:
+        # Mostly one at a time, so that receivers meet on a last item, and some batches.
+        start = 0
+        while start < count:
+            size = 1 if start % 10 else 5
+            better = priorities == "two" and start % 16 == 0
+            channel.push_many(messages[start:start + size], 3 if better else 8)
+            start += size
+
+    def receive(how: str) -> None:
+        out = got[how]
+        while True:
+            if how.startswith("take") and how != "take_many":
+                item = channel.take()
+                if item is not None:
+                    out.append(item)
+                elif channel.closed:
+                    return
+            elif how == "get":
+                try:
+                    out.append(channel.get(timeout=DEADLINE))
+                except Closed:
+                    return
+            else:
+                out.extend(channel.take_many(2))
+                if channel.closed and not channel.inbox.count:
+                    return
+
+    def received() -> int:
+        return sum(map(len, got.values()))
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        receivers = [Waiter(lambda how=how: receive(how)) for how in got]
+        Waiter(push).join()
+        deadline = time.monotonic() + DEADLINE
+        while received() < count and time.monotonic() < deadline:
+            time.sleep(0.001)  # polled with a deadline: three threads share the work
+        channel.close()
+        for receiver in receivers:
+            receiver.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert [r.error for r in receivers] == [None] * len(got)
+    every = [item for items in got.values() for item in items]
+    assert sorted(every, key=int) == messages, f"{received()} received of {count}"
+    if priorities == "one":
+        for items in got.values():
+            assert items == sorted(items, key=int)
+    assert (channel.inbox.count, channel.inbox_bytes) == (0, 0)
+    assert not channel.recv_paused
 
 
 # ---------------------------------------------------------------- gathering a burst

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections import deque
+
 import pytest
 
-from scaproust.core.inbox import Inbox
+from scaproust.core.inbox import DEFAULT_PRIORITY, Inbox
 
 
 def test_an_inbox_of_one_priority_is_a_fifo():
@@ -66,8 +68,7 @@ def test_head_is_the_queue_of_the_best_priority_holding_a_message():
     assert list(inbox.head) == [b"low"]
     assert inbox.popleft() == b"low"
     assert not inbox.head
-    with pytest.raises(IndexError):
-        inbox.popleft()
+    assert inbox.popleft() is None
     assert len(inbox) == 0
 
 
@@ -93,3 +94,69 @@ def test_emptying_the_inbox_leaves_it_as_new():
     assert not inbox.head
     inbox.extend([b"b"], 12)
     assert list(inbox.head) == [b"b"] and inbox.popleft() == b"b"
+
+
+# ------------------------------------------------------- takers without the channel's lock
+# Channel.take pops from ``head`` without the lock, between any two calls of the code here
+# (the interpreter switches threads there). Each test runs such a taker's step at a call.
+
+
+class Hooked(list):
+    """Items whose ``len()`` runs ``step`` once first."""
+
+    def __init__(self, items, step) -> None:
+        super().__init__(items)
+        self.step = step
+
+    def __len__(self) -> int:
+        step, self.step = self.step, None
+        if step is not None:
+            step()
+        return super().__len__()
+
+
+def test_a_push_sizing_its_items_loses_no_pop_from_its_count():
+    inbox = Inbox()
+    inbox.extend([b"a"])
+    taken: list[bytes | None] = []
+    inbox.extend(Hooked([b"b", b"c"], lambda: taken.append(inbox.popleft())))
+    assert taken == [b"a"] and len(inbox) == 2
+    assert inbox.drain() == [b"b", b"c"] and len(inbox) == 0
+
+
+class PoppedWhileCopied(deque):
+    """A queue whose copying (``list.extend``) first runs ``step`` once."""
+
+    step = None
+
+    def __iter__(self):
+        step, self.step = self.step, None
+        if step is not None:
+            step()
+        return super().__iter__()
+
+
+def test_a_whole_queue_taken_is_no_longer_the_one_takers_pop_from():
+    inbox = Inbox()
+    queue = inbox._queues[DEFAULT_PRIORITY] = PoppedWhileCopied()
+    inbox.extend([b"a", b"b"])
+    assert inbox.head is queue
+    taken: list[bytes | None] = []
+    queue.step = lambda: taken.append(inbox.popleft())
+    assert inbox.take(5) == [b"a", b"b"]  # swapped for an empty queue before its copy
+    assert taken == [None] and len(inbox) == 0
+    inbox.extend([b"c"])
+    assert inbox.popleft() == b"c" and len(inbox) == 0
+
+
+def test_one_priority_keeps_its_head_when_emptied_and_a_second_one_mixes_until_empty():
+    inbox = Inbox()
+    inbox.extend([b"a"], 12)
+    head = inbox.head
+    assert inbox.popleft() == b"a" and inbox.head is head and not inbox.mixed
+    inbox.extend([b"b"], 12)
+    inbox.extend([b"c"], 3)  # a second priority while one is queued
+    assert inbox.mixed and list(inbox.head) == [b"c"]
+    assert [inbox.popleft(), inbox.popleft()] == [b"c", b"b"]
+    inbox.extend([b"d"], 5)  # nothing was queued: one priority again
+    assert not inbox.mixed and list(inbox.head) == [b"d"]

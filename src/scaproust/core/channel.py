@@ -57,6 +57,19 @@ no call in it either). A lock section a message was the largest cost of a burst'
 second, in-process from 690 to 845 k (docs/ARCHITECTURE.md, "One owner at a time",
 *a burst without the lock*). An interpreter without that lock (a free-threaded build)
 takes the locked way (``LOCKLESS_BURST``).
+
+A receive that finds a message queued takes it without the lock too (``take``): one look
+at the inbox's ``head`` and the pop, with no call between them, so two receivers never pop
+the same item, nor one an empty queue; the inbox's count and bytes fall in steps with no
+call between their read and their write. What the other side must keep for this is in
+core/inbox.py: the I/O thread counts items before it queues them, and once items of more
+than one priority are queued (nanomsg's ``NN_RCVPRIO``), a pop may have to move the
+inbox's head and receives take the lock again until it empties. Every receive under the
+lock pops with the same step (``_pop``), and one that finds nothing after all, taken from
+under it, waits again. In one process, the I/O thread delivered under the lock a receiver
+had been switched out in; without it, 64-byte PUSH->PULL in-process went from 0.73-0.83 to
+1.05-1.10 M messages a second, the receiving thread's CPU from 0.58 to 0.29 µs a message
+(docs/ARCHITECTURE.md, "One owner at a time", *a receive without the lock*).
 """
 
 from __future__ import annotations
@@ -112,6 +125,10 @@ DIRECT_SPACING = 50e-6
 #: interpreter lock runs every thread's Python (``sys._is_gil_enabled``, 3.13 on, says
 #: whether it does; before 3.13 it always does).
 LOCKLESS_BURST: bool = getattr(sys, "_is_gil_enabled", lambda: True)()
+
+#: Whether a receive that finds a message queued may take it without the lock (the
+#: module's docstring): on the same condition.
+LOCKLESS_TAKE: bool = LOCKLESS_BURST
 
 #: How long a burst's drain may gather after a grant woke its sender ("Gathering" above):
 #: the most the last messages of a burst that stops wait for the I/O thread. A steady burst
@@ -368,8 +385,9 @@ class Channel:
         try:
             with self._lock:
                 item: Item | None
-                if self.inbox.count:
-                    item, resume = self._pop()
+                popped = self._pop()
+                if popped is not None:
+                    item, resume = popped
                 elif self.closed:
                     raise Closed("socket is closed")
                 elif timeout is not None and timeout <= 0:
@@ -402,8 +420,9 @@ class Channel:
                 if stopped():
                     raise Closed("context is closed")
                 item: Item | None
-                if self.inbox:
-                    item, resume = self._pop()
+                popped = self._pop()
+                if popped is not None:
+                    item, resume = popped
                 elif self.closed:
                     raise Closed("socket is closed")
                 else:
@@ -415,12 +434,15 @@ class Channel:
                     # keeps no loan, or kept it already and this takes it back
                     # (CallerReader._end).
                     self.take_back_loan()
+                    deadline = None if timeout is None else time.monotonic() + timeout
                     with self._lock:
-                        self._wait(self._can_recv, lambda: self.inbox or stopped(), timeout,
-                                   "recv")
-                        if stopped():
-                            raise Closed("context was closed while waiting")
-                        item, resume = self._pop()
+                        while popped is None:  # a receive without the lock may take first
+                            self._wait(self._can_recv, lambda: self.inbox or stopped(),
+                                       timeout, "recv", deadline)
+                            if stopped():
+                                raise Closed("context was closed while waiting")
+                            popped = self._pop()
+                        item, resume = popped
                 finally:
                     with self._lock:
                         self.recv_waiters -= 1
@@ -441,35 +463,57 @@ class Channel:
     def take(self) -> Item | None:
         """The next received item if one is queued now, else None (never waits, never
         raises): the fast path of a receive that finds a message waiting."""
-        # _pop's steps and Inbox.popleft's, inline: the fast path of every message a
-        # consumer behind a burst takes, where each call is a tenth of its cost.
-        if not self.inbox.count:
-            # Nothing queued, told without the lock (one read of an int): every receive
-            # that must wait comes here first. An item pushed just now is found by the
-            # caller's next step, which looks again under the lock.
+        inbox = self.inbox
+        if not inbox.count:
+            # Nothing queued, told without the lock (one read of an int, never below what
+            # is queued: core/inbox.py): every receive that must wait comes here first. An
+            # item pushed just now is found by the caller's next step, which looks again
+            # under the lock.
             return None
+        head = inbox.head
+        if head and not inbox.mixed and LOCKLESS_TAKE:
+            # A receive without the lock (the module's docstring): no call from the first
+            # look to the pop, so no other thread runs in between.
+            inbox.count -= 1
+            item = head.popleft()
+            size = len(item)
+            self.inbox_bytes -= size  # no call from the read to the write
+            if not inbox.count and self.reader is not None:
+                self.reader.waited = True  # the last one: see _pop
+            if self.recv_paused and inbox.count <= self.recv_high // 2:
+                # Reading paused (before this took, or as it did), and the count down to
+                # half: whether it resumes is told under the lock, bytes and all. Read
+                # after this receive's own updates, so the last receive of a paused inbox
+                # always gets here. Above half, a burst's receives take no lock: half of
+                # them find reading paused.
+                self._resume_if_due()
+            return item
         resume = False
         try:
             with self._lock:
-                inbox = self.inbox
-                if not inbox.count:
+                popped = self._pop()
+                if popped is None:
                     return None
-                head = inbox.head
-                item = head.popleft()
-                inbox.count -= 1
-                if not head:
-                    inbox.advance()
-                    if not inbox.count and self.reader is not None:
-                        self.reader.waited = True  # the last one: see _pop
-                self.inbox_bytes -= len(item)
-                resume = (self.recv_paused and inbox.count <= self.recv_high // 2
-                          and self._resume_due())
+                item, resume = popped
             if resume:
                 self._resume_reading()
         except BaseException:
             self._resume_anyway(resume)
             raise
         return item
+
+    def _resume_if_due(self) -> None:
+        """Resume reading if it is paused and the inbox is down to half its limits."""
+        resume = False
+        try:
+            with self._lock:
+                resume = (self.recv_paused and self.inbox.count <= self.recv_high // 2
+                          and self._resume_due())
+            if resume:
+                self._resume_reading()
+        except BaseException:
+            self._resume_anyway(resume)
+            raise
 
     def take_many(self, limit: int) -> list[Item]:
         """``take`` for up to ``limit`` items in one lock section: what is queued now, an
@@ -481,7 +525,8 @@ class Channel:
                 if not inbox.count:
                     return []
                 items = inbox.take(limit)
-                self.inbox_bytes -= sum(map(len, items))
+                size = sum(map(len, items))
+                self.inbox_bytes -= size  # no call from the read to the write
                 resume = (self.recv_paused and inbox.count <= self.recv_high // 2
                           and self._resume_due())
             if resume:
@@ -517,11 +562,11 @@ class Channel:
                         self.caught = None
                     return item, False
                 with self._lock:
-                    if self.inbox.count:
+                    popped = self._pop()
+                    if popped is not None:
                         if counted:
                             self.recv_waiters -= 1
                             counted = False
-                        popped = self._pop()
                         return popped
                     if self.closed:
                         raise Closed("socket was closed while waiting")
@@ -537,24 +582,25 @@ class Channel:
             if loans is not None and loans.kept is not None and not self.inbox.count:
                 loans.take_back()  # no pipes borrowed here: the I/O thread must read
             with self._lock:
-                inbox = self.inbox
-                if not inbox.count:
+                popped = self._pop()
+                if popped is None:
                     if reader is not None:
                         # Waited for a message: the next send likely answers it (see
                         # CallerReader.waited), even if the pipes could not be lent.
                         reader.waited = True
-                    # _wait's loop for this one predicate, inline: every receive of an
-                    # in-process socket comes here, its sleep the hand-off itself.
-                    while not inbox.count:
+                    # _wait's loop, inline: every receive of an in-process socket comes
+                    # here, its sleep the hand-off itself. Until it pops: a receive without
+                    # the lock (take) may take what woke it.
+                    while popped is None:
                         left = self._time_left(deadline, timeout, "recv")
                         self.recv_sleepers += 1
                         try:
                             self._can_recv.wait(left)
                         finally:
                             self.recv_sleepers -= 1
+                        popped = self._pop()
                 self.recv_waiters -= 1
                 counted = False
-                popped = self._pop()
                 return popped
         except BaseException:
             # An interrupt as the lock was let go, the item popped: if reading was to
@@ -587,20 +633,26 @@ class Channel:
             self._wake_watchers()
 
     def _put_back_locked(self, item: Item) -> None:
+        size = len(item)
+        self.inbox_bytes += size  # no call from the read to the write (see take)
         self.inbox.push_front(item)
-        self.inbox_bytes += len(item)
         if self.recv_sleepers:
             self._can_recv.notify()
 
-    def _pop(self) -> tuple[Item, bool]:
-        """The next item and whether reading must resume (channel lock held)."""
-        # Inbox.popleft's steps, inline (as in take): every receive that waited pops here.
+    def _pop(self) -> tuple[Item, bool] | None:
+        """The next item and whether reading must resume, None if nothing is queued
+        (channel lock held). Told from ``head``, in the step that pops: a receive without
+        the lock (``take``) may have taken the last item since the caller looked."""
+        # Inbox.popleft's steps, inline: every receive that waited pops here.
         inbox = self.inbox
         head = inbox.head
-        item = head.popleft()
-        inbox.count -= 1
         if not head:
-            inbox.advance()
+            return None
+        inbox.count -= 1  # no call from the look to the pop (core/inbox.py)
+        item = head.popleft()
+        if not head:
+            if inbox.mixed:
+                inbox.advance()
             if not inbox.count and self.reader is not None:
                 # The last one queued: the caller keeps up with its peer, and its next send
                 # likely answers this message, as after a wait (``put``,
@@ -608,7 +660,8 @@ class Channel:
                 # before the sender's recv() (the peer ran as the send woke it), which
                 # then finds it without waiting.
                 self.reader.waited = True
-        self.inbox_bytes -= len(item)
+        size = len(item)
+        self.inbox_bytes -= size  # no call from the read to the write (see take)
         # While paused, most pops leave more than half queued: one comparison, no call.
         return item, (self.recv_paused and inbox.count <= self.recv_high // 2
                       and self._resume_due())
@@ -722,8 +775,10 @@ class Channel:
             return len(item)
         size = len(items[0]) if len(items) == 1 else sum(map(len, items))
         with self._lock:
-            self.inbox.extend(items, priority)
+            # The bytes first, as the count (core/inbox.py): a receive without the lock may
+            # take the items as soon as they are queued.
             self.inbox_bytes += size
+            self.inbox.extend(items, priority)
             if self.inbox.count >= self.recv_high or self.inbox_bytes >= self.recv_high_bytes:
                 self.recv_paused = True
             if self.recv_sleepers:
@@ -738,9 +793,11 @@ class Channel:
         """Drop the next item ``get`` would return (a SUB context's full queue that prefers
         new messages); False if the inbox is empty."""
         with self._lock:
-            if not self.inbox:
+            item = self.inbox.popleft()
+            if item is None:
                 return False
-            self.inbox_bytes -= len(self.inbox.popleft())
+            size = len(item)
+            self.inbox_bytes -= size  # no call from the read to the write (see take)
         return True
 
     def purge_inbox(self, keep: Callable[[Item], bool] | None = None) -> int:
@@ -750,19 +807,22 @@ class Channel:
         try:
             with self._lock:
                 inbox = self.inbox
-                if (keep is not None and len(inbox.head) == inbox.count
-                        and all(map(keep, inbox.head))):
+                # A copy to look through: a receive without the lock may pop meanwhile.
+                if (keep is not None and len(queued := list(inbox.head)) == inbox.count
+                        and all(map(keep, queued))):
                     # Everything queued stays (a REQ's reply to the request just sent,
                     # already there when its send ends: in-process, the peer answered as
                     # the send woke it): nothing to take apart.
                     return 0
                 dropped = inbox.drain()
-                self.inbox_bytes = 0
+                size = sum(map(len, dropped))
+                self.inbox_bytes -= size  # what left, as each receive subtracts its own
                 if keep is not None:
                     kept = [item for item in dropped if keep(item)]
                     if kept:
+                        size = sum(map(len, kept))
+                        self.inbox_bytes += size
                         self.inbox.extend(kept)
-                        self.inbox_bytes = sum(map(len, kept))
                         dropped = [item for item in dropped if not keep(item)]
                 resume, self.recv_paused = self.recv_paused, False
             if resume:  # reading stopped on a full queue that is now empty: start again
