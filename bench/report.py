@@ -90,30 +90,32 @@ target table says whether each goal of the project holds in this run.
 
 ### The targets not met, in short
 
-This run is the eighth on the project's current machine (an Intel Xeon virtual machine, 2
+This run is the ninth on the project's current machine (an Intel Xeon virtual machine, 2
 cores, from 2026-12-06 20:20; the first was 2026-12-06 20:43, git b629468, then 2026-12-07
 03:55, git c6ea3be, 05:26, git ad4d7f9, 06:50, git 9e23195, 08:32, git 325880c, 09:19,
-git 83eb9f0, and 10:49, git 8cd1a4c). Every earlier one, and the older profiles under
+git 83eb9f0, 10:49, git 8cd1a4c, and 13:44, git bef7411). Every earlier one, and the older profiles under
 "Where the time goes", were on an AMD EPYC one (its last `make bench`, 2026-12-06 19:30, is
 bench/results/2026-12-06.json at commit 281f4cb: there only REQ/REP against pynng, 0.74x,
 and in-process PUSH, 0.85x, missed). What moved between the machines is the cost of CPU
 per message against the cost of a wake-up. Per 64-byte message pushed over TCP, both
-sides' CPU went from 1.17 to 3.09 µs for scaproust (1.75 at 10:49, after the changes
-below), 0.44 to 1.35 for the bare ceiling, 0.79 to 1.55 for pyzmq, while pynng, whose pace
+sides' CPU went from 1.17 to 3.09 µs for scaproust (1.75 at 10:49, 1.27 now, after the
+changes below), 0.44 to 1.35 for the bare ceiling, 0.79 to 1.55 for pyzmq, while pynng, whose pace
 is set by hand-offs between its own threads, moves what it moved (45 k to 48 k msg/s) and
 its round trip grew by a quarter (84 to 106 µs) where the bare ceiling's grew by half (47
 to 69). So every ratio whose two sides spend differently on CPU and wake-ups slid toward
 the one that spends on wake-ups. The machine also has slow hours: a run of the same code
-at 13:09 (before its commit) had the bare ceiling push 1.06 M 64-byte messages a second
-over TCP (1.82 M in this run), pyzmq 741 k (1.06 M), scaproust 568 k (940 k), and pynng,
-whose pace is its hand-offs', 47.6 k (58.9 k): there PUSH->PULL 64 B missed 15x pynng
-with 11.9x, while holding 0.53x of the bare ceiling as here (0.52x). The peers' round
-trips moved too: pynng's REQ/REP and PAIR took 116 and 100 µs in this run (96 both at
-10:49), pyzmq's 86 and 77 (75 and 74), the bare ceiling's 71 and 68 (67 and 65).
+at 13:09 (before that run's commit) had the bare ceiling push 1.06 M 64-byte messages a
+second over TCP (1.82 M at 13:44), pyzmq 741 k (1.06 M), scaproust 568 k (940 k), and
+pynng, whose pace is its hand-offs', 47.6 k (58.9 k): there PUSH->PULL 64 B missed 15x
+pynng with 11.9x, while holding 0.53x of the bare ceiling as at 13:44 (0.52x). The peers'
+round trips moved too: pynng's REQ/REP and PAIR took 115 and 111 µs in this run (116 and
+100 at 13:44, 96 both at 10:49), pyzmq's 86 and 96 (86 and 77, 75 and 74), the bare
+ceiling's 71 and 76 (71 and 68, 67 and 65).
 
-**The round trips hold, with room**: REQ/REP 38.8 µs, 0.38x of pynng's time and 0.48x of
-pyzmq's, PAIR 28.9 µs, 0.28x and 0.36x (10:49, before the spin: 97.4 and 90.7 µs, 1.02x,
-1.32x, 0.95x, 1.23x); asyncio 0.90x of pyzmq's. Until this run about 62 µs of each round
+**The round trips hold, with room**: REQ/REP 37.0 µs, 0.32x of pynng's time and 0.43x of
+pyzmq's, PAIR 28.6 µs, 0.26x and 0.30x (13:44: 38.8 and 28.9 µs, 0.38x, 0.48x, 0.28x,
+0.36x; 10:49, before the spin: 97.4 and 90.7 µs, 1.02x, 1.32x, 0.95x, 1.23x); asyncio
+0.91x of pyzmq's. Until the run of 13:44 about 62 µs of each round
 trip was the kernel's, on every library alike: 31 µs from a write to the peer's `poll()`
 returning, twice (`bench/trace_rtt.py`, "Round trip" below), a wake-up of a core that had
 halted, whose caches then came back cold for the library's own steps. What was left for
@@ -122,15 +124,16 @@ in nothing at all for 0.7x of pynng's. A receive now spins before it sleeps
 (docs/ARCHITECTURE.md, "One owner at a time", *the spin*: the `recv_spin` option,
 adaptive), and between two processes neither side's core sleeps through a round trip: the
 answer is caught within microseconds of its write, no wake-up, no cold caches. Its CPU a
-round trip drops with it (REQ/REP 91.9 µs both sides, PAIR 61.6; 119.5 and 109.4 at 10:49;
-pyzmq's 76.7 and 71.5), as a wake-up cost more than the polls that replace it. The spin
+round trip drops with it (REQ/REP 77.3 µs both sides, PAIR 62.2; 91.9 and 61.6 at 13:44,
+119.5 and 109.4 at 10:49; pyzmq's 77.1 and 86.3), as a wake-up cost more than the polls that replace it. The spin
 costs no CPU at equal rates where it cannot pay (below, "Round trip"). pyzmq and the bare
 ceiling sleep in the kernel at every message, and pynng hands each one between its
 threads.
 
-PUSH->PULL 1 MiB holds against the bare ceiling in every round of this run (1.06x, 1.04x,
-1.01x) and of the two before (10:49: 1.03x, 1.08x, 1.14x; 09:19: 1.10x, 1.06x, 1.02x;
-06:50: 0.55x, 0.57x, 0.77x; 08:32: 0.94x, 0.75x, 0.93x), over IPC too (1.04x). Three changes of the receiving side
+PUSH->PULL 1 MiB holds against the bare ceiling in every round of this run (1.00x, 1.03x,
+1.05x) and of the three before (13:44: 1.06x, 1.04x, 1.01x; 10:49: 1.03x, 1.08x, 1.14x;
+09:19: 1.10x, 1.06x, 1.02x; earlier, 06:50: 0.55x, 0.57x, 0.77x; 08:32: 0.94x, 0.75x,
+0.93x), over IPC too (1.06x). Three changes of the receiving side
 (docs/ARCHITECTURE.md): a socket stops reading its pipes at 2 MiB of received messages
 instead of 8 ("One owner at a time", the channel's `recv`), which took the receiver's page
 faults from 11-19 a message to 0.2; and a large body is waited for whole only once the
@@ -144,81 +147,76 @@ stream before a whole body was in. A body read in chunks is copied once more, fr
 buffer into the `bytes` handed to the user: with the mark never set (`set_read_low_water`
 made to report that the platform cannot), ten runs moved 3.7-4.1 GB/s. With the third, old
 and new trees alternated, 40 runs each (2026-12-07): runs under 4.5 GB/s 8 -> 0, the
-slowest 3.6 -> 5.5 GB/s. PUSH->PULL 64 B holds against both peers (15.3x pynng, 0.88x
-pyzmq; at 13:09, above, 11.9x and 0.78x): since 05:26 a burst that outruns its pipes gathers its drains, and a flush of many
-small frames writes them joined in one buffer (docs/ARCHITECTURE.md, "One owner at a
-time", *gathers*, and "The pipe").
+slowest 3.6 -> 5.5 GB/s. PUSH->PULL 64 B holds against both peers, and now passes pyzmq
+(25.2x pynng, 1.28x pyzmq, 1.41 M messages a second and 1.27 µs of both sides' CPU a
+message against pyzmq's 1.08 M and 1.41; at 13:44 15.3x and 0.88x, at 13:09, above, 11.9x
+and 0.78x): since 05:26 a burst that outruns its pipes gathers its drains, and a flush of
+many small frames writes them joined in one buffer (docs/ARCHITECTURE.md, "One owner at a
+time", *gathers*, and "The pipe"); since 13:44 a burst's sends and the receives that find a
+message queued take no lock (there, *a burst without the lock* and *a receive without the
+lock*). 1 KiB: 0.88x pyzmq (0.79x at 13:44).
 
-- **In-process round trips at half of TCP's** (REQ/REP 1.22x, PAIR 1.04x; they held at
-  10:49 with 0.48x and 0.33x): the in-process round trips did not change (47.1 and 29.6
-  µs, 47.4 and 30.0 at 10:49), the TCP ones fell to 0.3-0.4 of theirs with the spin (97.4
-  and 90.7 µs at 10:49). Both sides of an in-process pair are threads of one process,
-  pinned to one core as the bench places them: one must stop for the other to run, there
-  is nothing to spin for, and the round trip is the Python of both sides plus two
-  hand-offs between the threads. `bench/probe_steps.py` (2026-12-07 evening, three runs of
-  10,000) times each step. In one thread, nothing handed over, a PAIR round trip takes
-  17.6 µs (REQ/REP 33.7): the client's send 8.0 µs, 4.6 of them the delivery into the
-  server's queue (an in-process send does the receiving pipe's work too), the server's
-  receive 0.9, its reply 7.8, the client's receive 0.8 (REQ/REP: 15.6 with 7.8 of
-  delivery, 2.5, 13.2, 2.5). With the server in a thread of its own, 31.3 µs (46.8): the
-  two hand-offs add 13-14 µs, where two threads that do nothing else hand a message there
-  and back in 4 (`bench/probe_wake.py floor`); each hand-off also runs the channel's sleep
-  and wake-up, and the steps after a switch run slower (the server's reply 12.7 µs against
-  7.8). Half of TCP's round trips now (38.8 and 28.9 µs) is 19 and 14: less than both
-  sides' Python takes in one thread with nothing handed over. No hand-off, however cheap,
-  brings a round trip there, and more cores would not either: its four steps run one after
-  the other wherever they run (TCP's, now that its receives spin, is the same steps plus
-  their system calls). What it would take is those steps at half their Python: messages
-  past the pipe and protocol machines in-process (the layers and the machines cost 22 µs
-  of a TCP round trip, `bench/probe_layers.py` below), which the design, every message
-  through its pipe's and its protocol's machine, rules out.
-- **In-process PUSH at 1.5x TCP** (0.71x): one process's three threads share one
-  interpreter lock, so its rate is the sum of their CPU (1.42 µs a message here); 1.5x
-  the TCP rate asks for 0.65 µs, less than the sending process's caller thread alone
-  spends over TCP (0.69: the facade and the channel's credit). The in-process rate held
-  (642 k at 03:55, 703 k at 10:49, 681 k now) while TCP's rose (734 k at 03:55, 0.94-1.03
-  M since: the TCP changes lighten the I/O thread's write, which in-process pipes do not
-  have). pyzmq's in-process rate is
-  about its TCP rate on this placement, the bare socket pair's 0.6x. What a design with a
-  Python step a side and credit could reach here, `bench/probe_inproc.py` measures with
-  two queues that do nothing else: `locked`, a lock section a step (a put that waits for
-  credit, appends and wakes a sleeping receiver; a get that waits, pops, gives the credit
-  back and wakes a sleeping sender), and `lockless`, the same steps without a lock unless a
-  side must sleep or wake the other. Two runs of three rounds, 2026-12-07 evening: locked
-  1.44-1.50 M msg/s (0.67-0.69 µs a message), lockless 3.8-4.4 M (0.23-0.26), the library
-  590-602 k (1.66-1.69: its sending thread 0.71-0.73, its receiving thread 0.62, the I/O
-  thread's protocol and pipe work 0.33-0.34). Until then this page gave the locked
-  queue's rate as the floor at 0.96 M, TCP's own: that first version of the probe notified
-  the sleeper at every step until it ran (the woken thread needs the interpreter lock, and
-  may wait for it through a whole window of messages), a `Condition.notify` a message; each
-  queue now wakes a sleeper once. The target, 1.5x TCP's 0.99 M (this evening's
-  `bench/run.py --only pp64_tcp,pp64_inproc`), leaves 0.68 µs a message for the three
-  threads: with the I/O thread's 0.33 kept, 0.35 for a `send()` and a `recv()`, half of
-  what the locked queue's two steps take and half again the lockless queue's. The
-  library's two sides spent 1.33, four times that: the facade's call in front of each
-  step, and a channel whose put and take each held its lock for the credit, the outbox and
-  the inbox's counters, which the I/O thread writes too. Since that evening a burst's put
-  takes no lock (docs/ARCHITECTURE.md, "One owner at a time", *a burst without the lock*;
-  after this page's run): the probe's library 820 k msg/s, 1.22 µs a message, its sending
-  thread 0.35 µs, as the locked queue's put. But TCP's rate rose with it, the same put
-  being the TCP sender's (`bench/run.py --only pp64_tcp,pp1k_tcp,pp64_inproc,fan64_tcp
-  --impls scaproust --reps 2`, old and new trees alternated twice: in-process 690-692 k
-  -> 845-851 k, TCP 981-994 k -> 1.32-1.33 M), so the ratio did not rise (0.70x -> 0.64x).
-  Then a receive that finds a message queued stopped taking the lock too (*a receive
-  without the lock*, the same evening, also after this page's run): the probe's library
-  1.09 M msg/s, 0.92 µs a message (sending thread 0.35, receiving 0.29, I/O thread 0.28),
-  and `bench/run.py --only pp64_tcp,pp64_inproc,pp1k_tcp --impls scaproust --reps 2`, old
-  and new trees alternated twice: in-process 726-827 k -> 1.05-1.10 M, TCP 1.22-1.34 ->
-  1.26-1.43 M, so in-process/TCP about 0.6x -> 0.8x. Its receives had held the lock the
-  I/O thread delivers under; in one process a receiver switched out inside it stopped the
-  I/O thread there, which two processes never do, and in-process gained the more. Both
-  sides' Python now takes 0.64 µs a message, the locked queue's two steps' 0.71; 1.5x
-  TCP's rate (1.3-1.4 M) would leave 0.48-0.51 µs for all three threads, so `send()`,
-  `recv()` and the I/O thread's delivery would each have to lose almost half again, and
-  the TCP rate would rise with the first two as it did with these (the same `send()` and
-  `recv()` are the TCP sides'): one interpreter lock sums the three threads' CPU, where
-  TCP's two processes run side by side, so 1.5x asks the one process to spend less than
-  two thirds of what the busier TCP process alone spends. A C queue without credit (`queue.SimpleQueue`) moves 9.9-10.9 M.
+- **In-process round trips at half of TCP's** (REQ/REP 1.29x, PAIR 1.06x; they held at
+  10:49 with 0.48x and 0.33x): the in-process round trips did not change (47.6 and 29.4
+  µs; 47.1 and 29.6 at 13:44, 47.4 and 30.0 at 10:49), the TCP ones fell to 0.3-0.4 of
+  theirs with the spin (97.4 and 90.7 µs at 10:49). In-process, pynng's take 35.3 and 34.4
+  µs, pyzmq's (C on both sides) 6.7 and 5.1. Both sides of an in-process pair are threads
+  of one process, pinned to one core as the bench places them: one must stop for the
+  other to run, there is nothing to spin for, and the round trip is the Python of both
+  sides plus two hand-offs between the threads. `bench/probe_steps.py` (2026-12-07
+  evening, three runs of 10,000) times each step. In one thread, nothing handed over, a
+  PAIR round trip takes 17.6 µs (REQ/REP 33.7): the client's send 8.0 µs, 4.6 of them the
+  delivery into the server's queue (an in-process send does the receiving pipe's work
+  too), the server's receive 0.9, its reply 7.8, the client's receive 0.8 (REQ/REP: 15.6
+  with 7.8 of delivery, 2.5, 13.2, 2.5). With the server in a thread of its own, 31.3 µs
+  (46.8): the two hand-offs add 13-14 µs, where two threads that do nothing else hand a
+  message there and back in 4 (`bench/probe_wake.py floor`); each hand-off also runs the
+  channel's sleep and wake-up, and the steps after a switch run slower (the server's reply
+  12.7 µs against 7.8). Half of TCP's round trips now (37.0 and 28.6 µs) is 18.5 and 14.3:
+  less than both sides' Python takes in one thread with nothing handed over. No hand-off,
+  however cheap, brings a round trip there, and more cores would not either: its four
+  steps run one after the other wherever they run (TCP's, now that its receives spin, is
+  the same steps plus their system calls). What it would take is those steps at half their
+  Python: messages past the pipe and protocol machines in-process (the layers and the
+  machines cost 22 µs of a TCP round trip, `bench/probe_layers.py` below), which the
+  design, every message through its pipe's and its protocol's machine, rules out; and any
+  step taken out of both paths takes as much from TCP's round trip, the yardstick.
+- **In-process PUSH at 1.5x TCP** (0.78x: 1.10 M messages a second in-process, 1.41 M over
+  TCP; 0.71x at 13:44, with 681 k and 940 k): one process's three threads share one
+  interpreter lock, so its rate is the sum of their CPU (0.91 µs a message in this run),
+  where TCP's two processes run side by side (1.27 µs a message between them). 1.5x TCP's
+  rate asks the one process for 0.47 µs a message, less than either TCP process spends on
+  average. pyzmq's in-process rate is about its TCP rate on this placement (1.16 M against
+  1.08 M), the bare socket pair's 0.6x; scaproust's in-process rate is now 0.94x pyzmq's
+  and 16x pynng's. What a design with a Python step a side and credit could reach here,
+  `bench/probe_inproc.py` measures with two queues that do nothing else: `locked`, a lock
+  section a step (a put that waits for credit, appends and wakes a sleeping receiver; a get
+  that waits, pops, gives the credit back and wakes a sleeping sender), and `lockless`, the
+  same steps without a lock unless a side must sleep or wake the other. Two runs of three
+  rounds, 2026-12-07 evening, before the changes below: locked 1.44-1.50 M msg/s
+  (0.67-0.69 µs a message), lockless 3.8-4.4 M (0.23-0.26), the library 590-602 k
+  (1.66-1.69: its sending thread 0.71-0.73, its receiving thread 0.62, the I/O thread's
+  protocol and pipe work 0.33-0.34). Until then this page gave the locked queue's rate as
+  the floor at 0.96 M, TCP's own: that first version of the probe notified the sleeper at
+  every step until it ran (the woken thread needs the interpreter lock, and may wait for
+  it through a whole window of messages), a `Condition.notify` a message; each queue now
+  wakes a sleeper once. The library's two sides spent four times what the locked queue's
+  steps do: the facade's call in front of each step, and a channel whose put and take each
+  held its lock for the credit, the outbox and the inbox's counters, which the I/O thread
+  writes too. Since then a burst's send and a receive that finds a message queued take no
+  lock (docs/ARCHITECTURE.md, "One owner at a time", *a burst without the lock* and *a
+  receive without the lock*), and the probe (one run of three rounds, 2026-12-07 17:55)
+  has the library at 1.09 M, 0.92 µs a message (sending thread 0.35, receiving 0.29, I/O
+  thread 0.28), the locked queue at 1.40 M (0.71: 0.34 and 0.37), the lockless one at 4.65
+  M. Each change sped TCP too, the same `send()` and `recv()` being the TCP sides'
+  (`bench/run.py --impls scaproust --reps 2`, `--only` naming pp64_tcp and pp64_inproc
+  among others, old and new trees alternated twice each time: the send, in-process 690-692 k -> 845-851 k and TCP 981-994 k
+  -> 1.32-1.33 M; the receive, in-process 726-827 k -> 1.05-1.10 M and TCP 1.22-1.34 ->
+  1.26-1.43 M). 1.5x TCP's rate now would leave 0.47 µs for all three threads: `send()`,
+  `recv()` and the I/O thread's delivery would each have to lose half again, and TCP's rate
+  would rise with the first two as it did with these. No contender reaches 1.5x on this
+  placement: in-process over TCP, pyzmq (C on both sides) 1.08x, pynng 1.18x, the bare
+  socket pair 0.62x. A C queue without credit (`queue.SimpleQueue`) moves 9.9-10.9 M.
 
 ## Where the time goes
 
