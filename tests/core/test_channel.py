@@ -11,14 +11,17 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from contextlib import contextmanager
 
 import pytest
 
 from scaproust.core import channel as channel_module
 from scaproust.core.channel import Channel
 from scaproust.core.condition import Condition
+from scaproust.core.inbox import Inbox
 from scaproust.errors import Closed, Timeout, WouldBlock
 from scaproust.reactor.loop import Loop
+from tests.core.interleave import RunsAStepOnce, switch_points_before_pops
 
 DEADLINE = 5.0  # seconds; only reached when a test is about to fail
 
@@ -435,6 +438,16 @@ class Untouchable:
         return False
 
 
+@contextmanager
+def lock_untouchable(channel: Channel):
+    """Within the block, the channel's lock fails if entered (``Untouchable``)."""
+    lock, channel._lock = channel._lock, Untouchable()
+    try:
+        yield
+    finally:
+        channel._lock = lock
+
+
 def test_a_burst_behind_a_posted_drain_takes_its_credit_and_queues_without_the_lock(
         channel, wake):
     # (This channel has no backend to send at once: every put queues.)
@@ -443,12 +456,9 @@ def test_a_burst_behind_a_posted_drain_takes_its_credit_and_queues_without_the_l
     channel.put(b"a", timeout=0)  # posts the drain (under the lock)
     assert wake.calls == 1
     channel.last_put = float("-inf")  # the step must stamp it: what tells a burst
-    lock, channel._lock = channel._lock, Untouchable()
-    try:
+    with lock_untouchable(channel):
         channel.put(b"bb", timeout=0)
         channel.put(b"ccc", timeout=None)
-    finally:
-        channel._lock = lock
 
     assert list(channel.outbox) == [b"a", b"bb", b"ccc"]
     assert (channel.credit, channel.credit_bytes) == (7, 1000 - 6)
@@ -462,12 +472,8 @@ def test_a_burst_takes_the_lock_where_threads_may_run_python_at_once(
     monkeypatch.setattr(channel_module, "LOCKLESS_BURST", False)
     channel.grant(10)
     channel.put(b"a", timeout=0)
-    lock, channel._lock = channel._lock, Untouchable()
-    try:
-        with pytest.raises(AssertionError, match="the lock was taken"):
-            channel.put(b"b", timeout=0)
-    finally:
-        channel._lock = lock
+    with lock_untouchable(channel), pytest.raises(AssertionError, match="the lock was taken"):
+        channel.put(b"b", timeout=0)
     assert list(channel.outbox) == [b"a"]
 
 
@@ -546,13 +552,10 @@ def test_a_burst_without_the_lock_loses_no_message_and_no_credit_across_threads(
 def test_a_receive_that_finds_a_message_takes_it_without_the_lock(channel):
     channel.push_many([b"a", b"bb"])
     channel.push_many([b"ccc"])
-    lock, channel._lock = channel._lock, Untouchable()
-    try:
+    with lock_untouchable(channel):
         taken = [channel.take(), channel.take()]
         assert (len(channel.inbox), channel.inbox_bytes) == (1, 3)
         taken += [channel.take(), channel.take()]
-    finally:
-        channel._lock = lock
     assert taken == [b"a", b"bb", b"ccc", None]
     assert (len(channel.inbox), channel.inbox_bytes) == (0, 0)
     channel.push_many([b"next"])  # the head stays on the one priority queued: found again
@@ -562,12 +565,8 @@ def test_a_receive_that_finds_a_message_takes_it_without_the_lock(channel):
 def test_a_receive_takes_the_lock_where_threads_may_run_python_at_once(channel, monkeypatch):
     monkeypatch.setattr(channel_module, "LOCKLESS_TAKE", False)
     channel.push_many([b"a"])
-    lock, channel._lock = channel._lock, Untouchable()
-    try:
-        with pytest.raises(AssertionError, match="the lock was taken"):
-            channel.take()
-    finally:
-        channel._lock = lock
+    with lock_untouchable(channel), pytest.raises(AssertionError, match="the lock was taken"):
+        channel.take()
     assert channel.take() == b"a"
 
 
@@ -608,19 +607,24 @@ def test_a_receive_takes_the_lock_when_its_step_cannot_be_taken(channel, resume,
     else:  # counted, not yet queued (the I/O thread between the two, under the lock)
         channel.inbox.count += 1
         expected = None
-    lock, channel._lock = channel._lock, Untouchable()
-    try:
-        with pytest.raises(AssertionError, match="the lock was taken"):
-            channel.take()
-    finally:
-        channel._lock = lock
+    with lock_untouchable(channel), pytest.raises(AssertionError, match="the lock was taken"):
+        channel.take()
     assert channel.take() == expected
     if stop == "two priorities":
         assert channel.take() == b"low"
         channel.push_many([b"one"], 16)  # one priority again: no lock
-        channel._lock = Untouchable()
-        assert channel.take() == b"one"
-        channel._lock = lock
+        with lock_untouchable(channel):
+            assert channel.take() == b"one"
+
+
+@pytest.mark.parametrize("step", [Channel.take, Channel._pop, Inbox.popleft, Inbox.take],
+                         ids=lambda step: step.__qualname__)
+def test_no_call_comes_between_a_receives_look_at_the_queue_and_its_pop(step):
+    # What a receive without the lock relies on: from the test that finds ``head`` not
+    # empty to ``head.popleft()``, nothing where the interpreter could let another thread
+    # run (a call, a backward jump), so nobody pops in between. Read from the bytecode.
+    windows = switch_points_before_pops(step)
+    assert windows and windows == [[]] * len(windows), windows
 
 
 class PausingItem(bytes):
@@ -646,16 +650,12 @@ def test_reading_paused_while_a_receive_took_without_the_lock_resumes_from_that_
     assert (len(channel.inbox), channel.inbox_bytes) == (0, 0)
 
 
-class SizingRuns(bytes):
+class SizingRuns(RunsAStepOnce, bytes):
     """A message whose sizing runs ``step`` once: another thread's step, run where the
     interpreter may switch threads (a call) in the receive that sizes it."""
 
-    step = None
-
     def __len__(self) -> int:
-        step, self.step = self.step, None
-        if step is not None:
-            step()
+        self.run_step()
         return super().__len__()
 
 

@@ -7,6 +7,7 @@ from collections import deque
 import pytest
 
 from scaproust.core.inbox import DEFAULT_PRIORITY, Inbox
+from tests.core.interleave import RunsAStepOnce
 
 
 def test_an_inbox_of_one_priority_is_a_fifo():
@@ -101,7 +102,7 @@ def test_emptying_the_inbox_leaves_it_as_new():
 # (the interpreter switches threads there). Each test runs such a taker's step at a call.
 
 
-class Hooked(list):
+class Hooked(RunsAStepOnce, list):
     """Items whose ``len()`` runs ``step`` once first."""
 
     def __init__(self, items, step) -> None:
@@ -109,9 +110,7 @@ class Hooked(list):
         self.step = step
 
     def __len__(self) -> int:
-        step, self.step = self.step, None
-        if step is not None:
-            step()
+        self.run_step()
         return super().__len__()
 
 
@@ -124,15 +123,11 @@ def test_a_push_sizing_its_items_loses_no_pop_from_its_count():
     assert inbox.drain() == [b"b", b"c"] and len(inbox) == 0
 
 
-class PoppedWhileCopied(deque):
+class PoppedWhileCopied(RunsAStepOnce, deque):
     """A queue whose copying (``list.extend``) first runs ``step`` once."""
 
-    step = None
-
     def __iter__(self):
-        step, self.step = self.step, None
-        if step is not None:
-            step()
+        self.run_step()
         return super().__iter__()
 
 

@@ -46,7 +46,7 @@ class Inbox:
         # One deque per priority, and one more (index 0, never a priority) that stays empty:
         # ``head`` while nothing is queued.
         self._queues: list[deque[Item]] = [deque() for _ in range(LOWEST_PRIORITY + 1)]
-        #: The priority of ``head`` when it holds a message (past the end: the empty one).
+        #: The priority of ``head`` (past the end while ``head`` is the always-empty queue).
         self._best = LOWEST_PRIORITY + 1
         #: How many items are queued (len(inbox), without a call: the receive fast path reads
         #: it). Never below what ``head`` holds: see the module's docstring.
