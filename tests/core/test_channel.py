@@ -671,6 +671,29 @@ def test_a_receive_sizing_its_message_loses_no_other_receives_count(channel, tak
     assert (len(channel.inbox), channel.inbox_bytes) == (0, 0)
 
 
+def interrupt() -> None:
+    raise KeyboardInterrupt  # a Ctrl-C, as Python raises it just after a call returns
+
+
+@pytest.mark.parametrize("receive", ["take", "get", "take_many"])
+def test_a_receive_interrupted_as_it_sizes_the_message_that_takes_a_paused_inbox_to_half_resumes_reading(  # noqa: E501
+        channel, resume, receive):
+    # take: without the lock; get: _pop, under it; take_many: a batch. Interrupted before
+    # it could tell that reading must resume, the receive tells on its way out: the
+    # messages left may be the last, and no later receive would.
+    items = [SizingRuns(b"m%d" % n) for n in range(8)]
+    channel.push_many(items)  # 8 == recv_high: reading paused
+    assert [channel.take() for _ in range(3)] == [b"m0", b"m1", b"m2"]  # 5 left
+    items[3].step = interrupt
+    with pytest.raises(KeyboardInterrupt):
+        {"take": channel.take, "get": lambda: channel.get(timeout=0),
+         "take_many": lambda: channel.take_many(1)}[receive]()
+    assert (channel.recv_paused, resume.calls) == (False, 1)
+    # The interrupted message is lost, as from a queue.Queue.get() interrupted there.
+    assert [channel.take() for _ in range(5)] == [b"m4", b"m5", b"m6", b"m7", None]
+    assert resume.calls == 1
+
+
 @pytest.mark.parametrize("priorities", ["one", "two"])
 def test_receives_with_and_without_the_lock_take_every_message_once_across_threads(
         wake, resume, priorities):

@@ -475,18 +475,25 @@ class Channel:
             # A receive without the lock (the module's docstring): no call from the first
             # look to the pop, so no other thread runs in between.
             inbox.count -= 1
-            item = head.popleft()
-            size = len(item)
-            self.inbox_bytes -= size  # no call from the read to the write
-            if not inbox.count and self.reader is not None:
-                self.reader.waited = True  # the last one: see _pop
-            if self.recv_paused and inbox.count <= self.recv_high // 2:
-                # Reading paused (before this took, or as it did), and the count down to
-                # half: whether it resumes is told under the lock, bytes and all. Read
-                # after this receive's own updates, so the last receive of a paused inbox
-                # always gets here. Above half, a burst's receives take no lock: half of
-                # them find reading paused.
-                self._resume_if_due()
+            try:
+                item = head.popleft()
+                size = len(item)
+                self.inbox_bytes -= size  # no call from the read to the write
+                if not inbox.count and self.reader is not None:
+                    self.reader.waited = True  # the last one: see _pop
+                if self.recv_paused and inbox.count <= self.recv_high // 2:
+                    # Reading paused (before this took, or as it did), and the count down
+                    # to half: whether it resumes is told under the lock, bytes and all.
+                    # Read after this receive's own updates, so the last receive of a
+                    # paused inbox always gets here. Above half, a burst's receives take
+                    # no lock: half of them find reading paused.
+                    self._resume_if_due()
+            except BaseException:
+                # An interrupt as the pop or the sizing returned: the message is lost (as
+                # from a queue.Queue.get() interrupted there), reading does not stay
+                # paused for it.
+                self._resume_anyway(False)
+                raise
             return item
         resume = False
         try:
@@ -512,7 +519,8 @@ class Channel:
             if resume:
                 self._resume_reading()
         except BaseException:
-            self._resume_anyway(resume)
+            if resume:  # not _resume_anyway: that comes back here while paused
+                self._resume_reading()
             raise
 
     def take_many(self, limit: int) -> list[Item]:
@@ -604,10 +612,10 @@ class Channel:
                 return popped
         except BaseException:
             # An interrupt as the lock was let go, the item popped: if reading was to
-            # resume, it does (see _resume_anyway; the item itself is lost, as an item a
-            # queue.Queue.get() interrupted there).
-            if popped is not None:
-                self._resume_anyway(popped[1])
+            # resume, it does; or, interrupted before it was told, it is told (see
+            # _resume_anyway; the item itself is lost, as an item a queue.Queue.get()
+            # interrupted there).
+            self._resume_anyway(popped is not None and popped[1])
             raise
         finally:
             if self.caught is not None:
@@ -838,9 +846,16 @@ class Channel:
         backend again. The interrupt may have landed before the backend was asked, as the
         lock was let go or as the call began: no later receive would ask (the flag is
         clear), and the paused pipes would never read again. Asked twice, the backend
-        resumes pipes that read already: nothing."""
+        resumes pipes that read already: nothing.
+
+        And if it had not got as far as telling (the interrupt came as it popped or sized
+        its message), it tells now: with reading paused and the inbox down to half, no
+        later receive may come to tell (the inbox may be empty), and the next one would
+        wait for ever on pipes that no longer read."""
         if resume:
             self._resume_reading()
+        elif self.recv_paused:
+            self._resume_if_due()
 
     # ------------------------------------------------------------------ polling
 
